@@ -1,0 +1,591 @@
+//! Messages: what each frame's payload means, in both directions.
+//!
+//! Decoding borrows: a decoded message's strings point into the frame's
+//! payload, so decoding allocates nothing. Encoding appends one whole frame
+//! (header included) to a `Vec<u8>`, so a sender can queue many frames into
+//! one buffer and hand them to the kernel in a single `write()`.
+
+use super::frame::{begin_frame, end_frame};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Message codes, as on the wire.
+pub mod code {
+    #![allow(missing_docs)]
+    // Server to client.
+    pub const ERROR: u16 = 50;
+    pub const WELCOME: u16 = 200;
+    pub const JOINED: u16 = 201;
+    pub const LEFT: u16 = 202;
+    pub const MESSAGE: u16 = 203;
+    pub const WHISPER_FROM: u16 = 204;
+    pub const NICK_CHANGED: u16 = 205;
+    pub const ROOM_LIST: u16 = 206;
+    pub const USER_LIST: u16 = 207;
+    pub const SERVER_PING: u16 = 208;
+    pub const SERVER_PONG: u16 = 209;
+    pub const SHUTDOWN: u16 = 210;
+    pub const BYE: u16 = 211;
+    pub const STATS_REPLY: u16 = 212;
+    // Client to server.
+    pub const HELLO: u16 = 100;
+    pub const JOIN: u16 = 101;
+    pub const LEAVE: u16 = 102;
+    pub const SAY: u16 = 103;
+    pub const WHISPER: u16 = 104;
+    pub const NICK: u16 = 105;
+    pub const LIST_ROOMS: u16 = 106;
+    pub const LIST_USERS: u16 = 107;
+    pub const PING: u16 = 108;
+    pub const PONG: u16 = 109;
+    pub const QUIT: u16 = 110;
+    pub const STATS: u16 = 111;
+}
+
+/// The error codes of an ERROR frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[allow(missing_docs)]
+pub enum ErrorCode {
+    BadFrame = 1,
+    FrameTooLarge = 2,
+    UnknownCode = 3,
+    Malformed = 4,
+    BadVersion = 5,
+    NotRegistered = 6,
+    AlreadyRegistered = 7,
+    BadNick = 8,
+    NickInUse = 9,
+    BadRoom = 10,
+    NotInRoom = 11,
+    NoSuchNick = 12,
+    TextTooLong = 13,
+    TooManyRooms = 14,
+    RateLimited = 15,
+    ServerFull = 16,
+    SlowConsumer = 17,
+    PingTimeout = 18,
+    AlreadyInRoom = 19,
+    ShuttingDown = 20,
+    LoginTimeout = 21,
+}
+
+impl ErrorCode {
+    /// Every error code, in numeric order.
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::BadFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnknownCode,
+        ErrorCode::Malformed,
+        ErrorCode::BadVersion,
+        ErrorCode::NotRegistered,
+        ErrorCode::AlreadyRegistered,
+        ErrorCode::BadNick,
+        ErrorCode::NickInUse,
+        ErrorCode::BadRoom,
+        ErrorCode::NotInRoom,
+        ErrorCode::NoSuchNick,
+        ErrorCode::TextTooLong,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RateLimited,
+        ErrorCode::ServerFull,
+        ErrorCode::SlowConsumer,
+        ErrorCode::PingTimeout,
+        ErrorCode::AlreadyInRoom,
+        ErrorCode::ShuttingDown,
+        ErrorCode::LoginTimeout,
+    ];
+
+    /// The code for a wire value, if it is one this crate knows.
+    pub fn from_u16(v: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.get((v as usize).wrapping_sub(1)).copied()
+    }
+
+    /// Whether the server closes the connection after sending it.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::FrameTooLarge
+                | ErrorCode::BadVersion
+                | ErrorCode::ServerFull
+                | ErrorCode::SlowConsumer
+                | ErrorCode::PingTimeout
+                | ErrorCode::LoginTimeout
+        )
+    }
+
+    /// The protocol's name for it, e.g. `NICK_IN_USE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "BAD_FRAME",
+            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            ErrorCode::UnknownCode => "UNKNOWN_CODE",
+            ErrorCode::Malformed => "MALFORMED",
+            ErrorCode::BadVersion => "BAD_VERSION",
+            ErrorCode::NotRegistered => "NOT_REGISTERED",
+            ErrorCode::AlreadyRegistered => "ALREADY_REGISTERED",
+            ErrorCode::BadNick => "BAD_NICK",
+            ErrorCode::NickInUse => "NICK_IN_USE",
+            ErrorCode::BadRoom => "BAD_ROOM",
+            ErrorCode::NotInRoom => "NOT_IN_ROOM",
+            ErrorCode::NoSuchNick => "NO_SUCH_NICK",
+            ErrorCode::TextTooLong => "TEXT_TOO_LONG",
+            ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::ServerFull => "SERVER_FULL",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::PingTimeout => "PING_TIMEOUT",
+            ErrorCode::AlreadyInRoom => "ALREADY_IN_ROOM",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::LoginTimeout => "LOGIN_TIMEOUT",
+        }
+    }
+
+    /// A sentence for people (the chat client shows these).
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "the frame had reserved flags set",
+            ErrorCode::FrameTooLarge => "the frame was larger than the server accepts",
+            ErrorCode::UnknownCode => "the server does not know that command",
+            ErrorCode::Malformed => "the command was malformed",
+            ErrorCode::BadVersion => "the server does not speak that protocol version",
+            ErrorCode::NotRegistered => "say HELLO (pick a nick) first",
+            ErrorCode::AlreadyRegistered => "you are already registered",
+            ErrorCode::BadNick => "nicks are 1-32 characters of A-Z a-z 0-9 _ -",
+            ErrorCode::NickInUse => "that nick is taken",
+            ErrorCode::BadRoom => "rooms are # and 1-63 characters of A-Z a-z 0-9 _ - .",
+            ErrorCode::NotInRoom => "you are not in that room (or it does not exist)",
+            ErrorCode::NoSuchNick => "nobody by that nick is connected",
+            ErrorCode::TextTooLong => "that message is too long",
+            ErrorCode::TooManyRooms => "you are in too many rooms",
+            ErrorCode::RateLimited => "you are sending too fast; slow down",
+            ErrorCode::ServerFull => "the server is full",
+            ErrorCode::SlowConsumer => "you were not reading fast enough and were disconnected",
+            ErrorCode::PingTimeout => "the server heard nothing from you and disconnected",
+            ErrorCode::AlreadyInRoom => "you are already in that room",
+            ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::LoginTimeout => "HELLO took too long",
+        }
+    }
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The code is not a message of this direction.
+    UnknownCode,
+    /// Too short, trailing bytes, or a string that is not UTF-8.
+    Malformed,
+}
+
+/// A cursor over a payload's fields; every read checks the length.
+struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or(DecodeError::Malformed)?;
+        self.rest = rest;
+        Ok(*head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take()?))
+    }
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let len = self.u16()? as usize;
+        if self.rest.len() < len {
+            return Err(DecodeError::Malformed);
+        }
+        let (s, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        std::str::from_utf8(s).map_err(|_| DecodeError::Malformed)
+    }
+    /// Trailing bytes are as malformed as missing ones.
+    fn end<T>(self, value: T) -> Result<T, DecodeError> {
+        if self.rest.is_empty() {
+            Ok(value)
+        } else {
+            Err(DecodeError::Malformed)
+        }
+    }
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+/// A `str` field. Longer than a u16 can say, it is cut at the last
+/// character boundary that fits rather than sent corrupt.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut len = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    put_u16(out, len as u16);
+    out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+/// A frame from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum ClientMessage<'a> {
+    Hello { version: u8, nick: &'a str },
+    Join { room: &'a str },
+    Leave { room: &'a str },
+    Say { room: &'a str, text: &'a str },
+    Whisper { nick: &'a str, text: &'a str },
+    Nick { nick: &'a str },
+    ListRooms,
+    ListUsers { room: &'a str },
+    Ping { token: u64 },
+    Pong { token: u64 },
+    Quit { reason: &'a str },
+    Stats,
+}
+
+impl<'a> ClientMessage<'a> {
+    /// Whether `code` is a client-to-server message.
+    pub fn is_known(code: u16) -> bool {
+        (code::HELLO..=code::STATS).contains(&code)
+    }
+
+    /// The message's wire code.
+    pub fn code(&self) -> u16 {
+        match self {
+            ClientMessage::Hello { .. } => code::HELLO,
+            ClientMessage::Join { .. } => code::JOIN,
+            ClientMessage::Leave { .. } => code::LEAVE,
+            ClientMessage::Say { .. } => code::SAY,
+            ClientMessage::Whisper { .. } => code::WHISPER,
+            ClientMessage::Nick { .. } => code::NICK,
+            ClientMessage::ListRooms => code::LIST_ROOMS,
+            ClientMessage::ListUsers { .. } => code::LIST_USERS,
+            ClientMessage::Ping { .. } => code::PING,
+            ClientMessage::Pong { .. } => code::PONG,
+            ClientMessage::Quit { .. } => code::QUIT,
+            ClientMessage::Stats => code::STATS,
+        }
+    }
+
+    /// Decodes a payload received with `code`.
+    pub fn decode(code: u16, payload: &'a [u8]) -> Result<ClientMessage<'a>, DecodeError> {
+        let mut f = Fields { rest: payload };
+        let msg = match code {
+            code::HELLO => ClientMessage::Hello {
+                version: f.u8()?,
+                nick: f.str()?,
+            },
+            code::JOIN => ClientMessage::Join { room: f.str()? },
+            code::LEAVE => ClientMessage::Leave { room: f.str()? },
+            code::SAY => ClientMessage::Say {
+                room: f.str()?,
+                text: f.str()?,
+            },
+            code::WHISPER => ClientMessage::Whisper {
+                nick: f.str()?,
+                text: f.str()?,
+            },
+            code::NICK => ClientMessage::Nick { nick: f.str()? },
+            code::LIST_ROOMS => ClientMessage::ListRooms,
+            code::LIST_USERS => ClientMessage::ListUsers { room: f.str()? },
+            code::PING => ClientMessage::Ping { token: f.u64()? },
+            code::PONG => ClientMessage::Pong { token: f.u64()? },
+            code::QUIT => ClientMessage::Quit { reason: f.str()? },
+            code::STATS => ClientMessage::Stats,
+            _ => return Err(DecodeError::UnknownCode),
+        };
+        f.end(msg)
+    }
+
+    /// Appends the whole frame (header and payload) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = begin_frame(out, self.code());
+        match *self {
+            ClientMessage::Hello { version, nick } => {
+                out.push(version);
+                put_str(out, nick);
+            }
+            ClientMessage::Join { room }
+            | ClientMessage::Leave { room }
+            | ClientMessage::ListUsers { room } => put_str(out, room),
+            ClientMessage::Say { room: a, text: b } | ClientMessage::Whisper { nick: a, text: b } => {
+                put_str(out, a);
+                put_str(out, b);
+            }
+            ClientMessage::Nick { nick } => put_str(out, nick),
+            ClientMessage::ListRooms | ClientMessage::Stats => {}
+            ClientMessage::Ping { token } | ClientMessage::Pong { token } => put_u64(out, token),
+            ClientMessage::Quit { reason } => put_str(out, reason),
+        }
+        end_frame(out, start);
+    }
+}
+
+/// A frame from the server to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum ServerMessage<'a> {
+    /// `error` is kept as the raw wire value so that a client can show an
+    /// error code newer than itself; see [`ErrorCode::from_u16`].
+    Error {
+        error: u16,
+        request: u16,
+        detail: &'a str,
+    },
+    Welcome {
+        version: u8,
+        nick: &'a str,
+        server: &'a str,
+        heartbeat_ms: u32,
+        max_payload: u32,
+    },
+    Joined {
+        room: &'a str,
+        nick: &'a str,
+    },
+    Left {
+        room: &'a str,
+        nick: &'a str,
+        reason: &'a str,
+    },
+    Message {
+        room: &'a str,
+        seq: u64,
+        from: &'a str,
+        text: &'a str,
+    },
+    WhisperFrom {
+        from: &'a str,
+        text: &'a str,
+    },
+    NickChanged {
+        old: &'a str,
+        new: &'a str,
+    },
+    RoomList(Vec<(&'a str, u32)>),
+    UserList {
+        room: &'a str,
+        nicks: Vec<&'a str>,
+    },
+    Ping {
+        token: u64,
+    },
+    Pong {
+        token: u64,
+    },
+    Shutdown {
+        grace_ms: u32,
+        reason: &'a str,
+    },
+    Bye {
+        reason: &'a str,
+    },
+    StatsReply(Vec<(&'a str, u64)>),
+}
+
+impl<'a> ServerMessage<'a> {
+    /// The message's wire code.
+    pub fn code(&self) -> u16 {
+        match self {
+            ServerMessage::Error { .. } => code::ERROR,
+            ServerMessage::Welcome { .. } => code::WELCOME,
+            ServerMessage::Joined { .. } => code::JOINED,
+            ServerMessage::Left { .. } => code::LEFT,
+            ServerMessage::Message { .. } => code::MESSAGE,
+            ServerMessage::WhisperFrom { .. } => code::WHISPER_FROM,
+            ServerMessage::NickChanged { .. } => code::NICK_CHANGED,
+            ServerMessage::RoomList(_) => code::ROOM_LIST,
+            ServerMessage::UserList { .. } => code::USER_LIST,
+            ServerMessage::Ping { .. } => code::SERVER_PING,
+            ServerMessage::Pong { .. } => code::SERVER_PONG,
+            ServerMessage::Shutdown { .. } => code::SHUTDOWN,
+            ServerMessage::Bye { .. } => code::BYE,
+            ServerMessage::StatsReply(_) => code::STATS_REPLY,
+        }
+    }
+
+    /// An ERROR frame's message for a known code.
+    pub fn error(error: ErrorCode, request: u16, detail: &'a str) -> ServerMessage<'a> {
+        ServerMessage::Error {
+            error: error as u16,
+            request,
+            detail,
+        }
+    }
+
+    /// Decodes a payload received with `code`.
+    pub fn decode(code: u16, payload: &'a [u8]) -> Result<ServerMessage<'a>, DecodeError> {
+        let mut f = Fields { rest: payload };
+        let msg = match code {
+            code::ERROR => ServerMessage::Error {
+                error: f.u16()?,
+                request: f.u16()?,
+                detail: f.str()?,
+            },
+            code::WELCOME => ServerMessage::Welcome {
+                version: f.u8()?,
+                nick: f.str()?,
+                server: f.str()?,
+                heartbeat_ms: f.u32()?,
+                max_payload: f.u32()?,
+            },
+            code::JOINED => ServerMessage::Joined {
+                room: f.str()?,
+                nick: f.str()?,
+            },
+            code::LEFT => ServerMessage::Left {
+                room: f.str()?,
+                nick: f.str()?,
+                reason: f.str()?,
+            },
+            code::MESSAGE => ServerMessage::Message {
+                room: f.str()?,
+                seq: f.u64()?,
+                from: f.str()?,
+                text: f.str()?,
+            },
+            code::WHISPER_FROM => ServerMessage::WhisperFrom {
+                from: f.str()?,
+                text: f.str()?,
+            },
+            code::NICK_CHANGED => ServerMessage::NickChanged {
+                old: f.str()?,
+                new: f.str()?,
+            },
+            code::ROOM_LIST => {
+                let count = f.u16()? as usize;
+                // Each entry is at least 6 bytes: a count cannot make us
+                // reserve more than the payload could hold.
+                let mut rooms = Vec::with_capacity(count.min(f.rest.len() / 6));
+                for _ in 0..count {
+                    rooms.push((f.str()?, f.u32()?));
+                }
+                ServerMessage::RoomList(rooms)
+            }
+            code::USER_LIST => {
+                let room = f.str()?;
+                let count = f.u16()? as usize;
+                let mut nicks = Vec::with_capacity(count.min(f.rest.len() / 2));
+                for _ in 0..count {
+                    nicks.push(f.str()?);
+                }
+                ServerMessage::UserList { room, nicks }
+            }
+            code::SERVER_PING => ServerMessage::Ping { token: f.u64()? },
+            code::SERVER_PONG => ServerMessage::Pong { token: f.u64()? },
+            code::SHUTDOWN => ServerMessage::Shutdown {
+                grace_ms: f.u32()?,
+                reason: f.str()?,
+            },
+            code::BYE => ServerMessage::Bye { reason: f.str()? },
+            code::STATS_REPLY => {
+                let count = f.u16()? as usize;
+                let mut stats = Vec::with_capacity(count.min(f.rest.len() / 10));
+                for _ in 0..count {
+                    stats.push((f.str()?, f.u64()?));
+                }
+                ServerMessage::StatsReply(stats)
+            }
+            _ => return Err(DecodeError::UnknownCode),
+        };
+        f.end(msg)
+    }
+
+    /// Appends the whole frame (header and payload) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = begin_frame(out, self.code());
+        match self {
+            ServerMessage::Error {
+                error,
+                request,
+                detail,
+            } => {
+                put_u16(out, *error);
+                put_u16(out, *request);
+                put_str(out, detail);
+            }
+            ServerMessage::Welcome {
+                version,
+                nick,
+                server,
+                heartbeat_ms,
+                max_payload,
+            } => {
+                out.push(*version);
+                put_str(out, nick);
+                put_str(out, server);
+                put_u32(out, *heartbeat_ms);
+                put_u32(out, *max_payload);
+            }
+            ServerMessage::Joined { room: a, nick: b }
+            | ServerMessage::WhisperFrom { from: a, text: b }
+            | ServerMessage::NickChanged { old: a, new: b } => {
+                put_str(out, a);
+                put_str(out, b);
+            }
+            ServerMessage::Left { room, nick, reason } => {
+                put_str(out, room);
+                put_str(out, nick);
+                put_str(out, reason);
+            }
+            ServerMessage::Message {
+                room,
+                seq,
+                from,
+                text,
+            } => {
+                put_str(out, room);
+                put_u64(out, *seq);
+                put_str(out, from);
+                put_str(out, text);
+            }
+            ServerMessage::RoomList(rooms) => {
+                put_u16(out, rooms.len().min(u16::MAX as usize) as u16);
+                for (room, members) in rooms.iter().take(u16::MAX as usize) {
+                    put_str(out, room);
+                    put_u32(out, *members);
+                }
+            }
+            ServerMessage::UserList { room, nicks } => {
+                put_str(out, room);
+                put_u16(out, nicks.len().min(u16::MAX as usize) as u16);
+                for nick in nicks.iter().take(u16::MAX as usize) {
+                    put_str(out, nick);
+                }
+            }
+            ServerMessage::Ping { token } | ServerMessage::Pong { token } => put_u64(out, *token),
+            ServerMessage::Shutdown { grace_ms, reason } => {
+                put_u32(out, *grace_ms);
+                put_str(out, reason);
+            }
+            ServerMessage::Bye { reason } => put_str(out, reason),
+            ServerMessage::StatsReply(stats) => {
+                put_u16(out, stats.len().min(u16::MAX as usize) as u16);
+                for (key, value) in stats.iter().take(u16::MAX as usize) {
+                    put_str(out, key);
+                    put_u64(out, *value);
+                }
+            }
+        }
+        end_frame(out, start);
+    }
+}

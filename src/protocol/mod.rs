@@ -1,0 +1,17 @@
+//! The muxchat wire protocol: frames, messages, names.
+//!
+//! One codec serves the daemon, the chat client, the load generator and the
+//! tests. It is pure: bytes in, frames and messages out, and the reverse.
+//! Nothing here knows about sockets or `mio`.
+//!
+//! - [`frame`]: the 8-byte header and cutting frames out of a stream.
+//! - [`message`]: each code's payload layout, decode and encode.
+//! - [`names`]: nick and room rules, and case-folded lookup keys.
+
+pub mod frame;
+pub mod message;
+pub mod names;
+
+pub use frame::{decode, Decoded, Frame, FrameError, FrameReader, Header, HEADER_LEN};
+pub use message::{code, ClientMessage, DecodeError, ErrorCode, ServerMessage, PROTOCOL_VERSION};
+pub use names::{valid_nick, valid_room, NameKey};

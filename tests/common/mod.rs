@@ -1,0 +1,266 @@
+//! Test helpers: start the real `muxchatd` binary on `127.0.0.1:0` and talk
+//! to it over TCP as a client would.
+//!
+//! Every wait has a timeout and every helper is `#[track_caller]`, so a
+//! missing frame fails the test at the line that expected it instead of
+//! hanging the suite.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use muxchat::protocol::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
+
+/// How long a test waits for a frame it expects. Generous: CI machines are
+/// shared and slow; speed is measured by benchmarks, not tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running daemon, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// The address it is listening on (read from its `listening on` line).
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts `muxchatd --bind 127.0.0.1:0` with extra arguments, and waits
+    /// for its `listening on ADDR` line. Rate limiting is off unless `args`
+    /// set `--rate`, so tests that are not about limits can send freely.
+    #[track_caller]
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
+        cmd.args(["--bind", "127.0.0.1:0"]);
+        if !args.iter().any(|a| *a == "--rate") {
+            cmd.args(["--rate", "0"]);
+        }
+        cmd.args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn muxchatd");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address in the listening line");
+        Daemon { child, addr }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`) to the daemon.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits up to `timeout` for the daemon to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects a raw client (no HELLO).
+    #[track_caller]
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects and registers `nick` (HELLO, then WELCOME is checked).
+    #[track_caller]
+    pub fn register(&self, nick: &str) -> Client {
+        let mut c = self.connect();
+        c.send(&ClientMessage::Hello { version: 1, nick });
+        let r = c.recv();
+        match r.msg() {
+            ServerMessage::Welcome { nick: n, .. } => assert_eq!(n, nick),
+            other => panic!("expected WELCOME for {nick}, got {other:?}"),
+        }
+        c
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One frame received from the server, owned.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The frame's code.
+    pub code: u16,
+    /// The frame's payload.
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    /// The decoded message (panics if the server sent a malformed frame:
+    /// that is a server bug the test should report).
+    #[track_caller]
+    pub fn msg(&self) -> ServerMessage<'_> {
+        ServerMessage::decode(self.code, &self.payload)
+            .unwrap_or_else(|e| panic!("server sent undecodable frame {}: {e:?}", self.code))
+    }
+}
+
+/// A blocking test client with a frame reassembly buffer.
+pub struct Client {
+    /// The socket (public for tests that need raw access).
+    pub stream: TcpStream,
+    reader: FrameReader,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    #[track_caller]
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to muxchatd");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            reader: FrameReader::new(16 * 1024 * 1024),
+        }
+    }
+
+    /// Sends one message as one frame.
+    #[track_caller]
+    pub fn send(&mut self, msg: &ClientMessage<'_>) {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        self.send_raw(&out);
+    }
+
+    /// Sends raw bytes.
+    #[track_caller]
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to muxchatd");
+    }
+
+    /// Receives the next frame within `timeout`; `None` on timeout or when
+    /// the connection has ended.
+    pub fn try_recv(&mut self, timeout: Duration) -> Option<Reply> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(f) = self.reader.next_frame().expect("server frame too large") {
+                return Some(Reply {
+                    code: f.code,
+                    payload: f.payload.to_vec(),
+                });
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .ok()?;
+            match self.reader.read_from(&mut self.stream) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Receives the next frame, failing the test after [`WAIT`].
+    #[track_caller]
+    pub fn recv(&mut self) -> Reply {
+        match self.try_recv(WAIT) {
+            Some(r) => r,
+            None => panic!("no frame from muxchatd within {WAIT:?}"),
+        }
+    }
+
+    /// Receives frames until one has `code`, skipping others; fails after
+    /// [`WAIT`].
+    #[track_caller]
+    pub fn recv_code(&mut self, code: u16) -> Reply {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.try_recv(left) {
+                Some(r) if r.code == code => return r,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("no frame with code {code} within {WAIT:?}");
+    }
+
+    /// Expects the next frame to be ERROR with `error`, answering `request`.
+    #[track_caller]
+    pub fn expect_error(&mut self, error: ErrorCode, request: u16) {
+        let r = self.recv();
+        match r.msg() {
+            ServerMessage::Error {
+                error: e,
+                request: q,
+                ..
+            } => {
+                assert_eq!(
+                    (ErrorCode::from_u16(e), q),
+                    (Some(error), request),
+                    "wrong ERROR"
+                );
+            }
+            other => panic!("expected ERROR({}), got {other:?}", error.name()),
+        }
+    }
+
+    /// Expects no frame at all for `quiet` (the server is silent).
+    #[track_caller]
+    pub fn expect_silence(&mut self, quiet: Duration) {
+        if let Some(r) = self.try_recv(quiet) {
+            panic!("expected silence, got {:?}", r.msg());
+        }
+    }
+
+    /// Expects the server to close the connection (EOF or reset) within
+    /// [`WAIT`], discarding any frames before that.
+    #[track_caller]
+    pub fn expect_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                panic!("server did not close within {WAIT:?}");
+            };
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    panic!("server did not close within {WAIT:?}")
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Half-closes: sends FIN, keeps reading.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
