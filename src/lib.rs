@@ -1,5 +1,7 @@
 //! muxchat: a chat server on one thread and one `mio` event loop.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod config;
+pub mod load;
 pub mod protocol;
