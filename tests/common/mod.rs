@@ -264,3 +264,156 @@ impl Client {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers added for the black-box daemon suite (tests/daemon_*.rs).
+// ---------------------------------------------------------------------------
+
+/// One frame's bytes with any code, flags and payload, valid or not: for
+/// tests that must send what a well-behaved client never would.
+pub fn raw_frame(code: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = muxchat::protocol::Header {
+        code,
+        flags,
+        length: payload.len() as u32,
+    }
+    .to_bytes()
+    .to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A `str` field (u16 length, then the bytes), from raw bytes that need not
+/// be UTF-8.
+pub fn str_field(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// One message's whole frame as bytes.
+pub fn encode(msg: &ClientMessage<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+/// How a connection ended, as seen by [`Client::read_until_closed`].
+#[derive(Debug)]
+pub struct Ended {
+    /// Every frame received before the end.
+    pub frames: Vec<Reply>,
+    /// True if the server closed (EOF or reset); false if `timeout` passed.
+    pub closed: bool,
+}
+
+impl Client {
+    /// Wraps an already connected stream (e.g. one built with socket2 to
+    /// set SO_RCVBUF or SO_LINGER).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        let _ = stream.set_nodelay(true);
+        Client {
+            stream,
+            reader: FrameReader::new(16 * 1024 * 1024),
+        }
+    }
+
+    /// Sends PING and expects the very next frame to be the matching PONG:
+    /// the connection is open and nothing else was queued for it.
+    #[track_caller]
+    pub fn assert_alive(&mut self) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = 0x5eed_0000_0000_0000 | NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.send(&ClientMessage::Ping { token });
+        let r = self.recv();
+        match r.msg() {
+            ServerMessage::Pong { token: t } => assert_eq!(t, token, "PONG token"),
+            other => panic!("expected PONG (connection alive, nothing pending), got {other:?}"),
+        }
+    }
+
+    /// Collects frames until `quiet` passes with none (or the connection ends).
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Reply> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match self.try_recv(quiet) {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// JOINs `room` and expects the next frame to be this session's own
+    /// JOINED for it (room compared case-insensitively).
+    #[track_caller]
+    pub fn join(&mut self, room: &str) {
+        self.send(&ClientMessage::Join { room });
+        let r = self.recv();
+        match r.msg() {
+            ServerMessage::Joined { room: got, .. } => {
+                assert!(
+                    got.eq_ignore_ascii_case(room),
+                    "JOINED for {got}, wanted {room}"
+                )
+            }
+            other => panic!("expected JOINED {room}, got {other:?}"),
+        }
+    }
+
+    /// Sends STATS and returns the STATS_REPLY as a map (skipping frames of
+    /// other kinds that arrive first).
+    #[track_caller]
+    pub fn stats(&mut self) -> std::collections::HashMap<String, u64> {
+        self.send(&ClientMessage::Stats);
+        let r = self.recv_code(muxchat::protocol::code::STATS_REPLY);
+        match r.msg() {
+            ServerMessage::StatsReply(kv) => {
+                kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            }
+            other => panic!("expected STATS_REPLY, got {other:?}"),
+        }
+    }
+
+    /// Reads frames until the server closes the connection or `timeout`
+    /// passes, telling the two apart.
+    pub fn read_until_closed(&mut self, timeout: Duration) -> Ended {
+        let deadline = Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            while let Ok(Some(f)) = self.reader.next_frame() {
+                frames.push(Reply {
+                    code: f.code,
+                    payload: f.payload.to_vec(),
+                });
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ended {
+                    frames,
+                    closed: false,
+                };
+            };
+            let _ = self
+                .stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            match self.reader.read_from(&mut self.stream) {
+                Ok(0) => {
+                    return Ended {
+                        frames,
+                        closed: true,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+                Err(_) => {
+                    return Ended {
+                        frames,
+                        closed: true,
+                    }
+                }
+            }
+        }
+    }
+}
