@@ -21,7 +21,12 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
 #[command(name = "muxchatd", version, about, long_about = None)]
 pub struct Args {
     /// Listen address, IPv4 or IPv6 (`[::1]:25000`); port 0 picks a free port.
-    #[arg(long, env = "MUXCHAT_BIND", default_value = "0.0.0.0:25000", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "MUXCHAT_BIND",
+        default_value = "0.0.0.0:25000",
+        value_name = "ADDR"
+    )]
     pub bind: SocketAddr,
 
     /// Connections beyond this get ERROR(SERVER_FULL) and are closed.
@@ -60,11 +65,21 @@ pub struct Args {
     pub login_timeout_ms: u32,
 
     /// Shutdown drain period.
-    #[arg(long, env = "MUXCHAT_GRACE_MS", default_value_t = 5_000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "MUXCHAT_GRACE_MS",
+        default_value_t = 5_000,
+        value_name = "MS"
+    )]
     pub grace_ms: u32,
 
     /// Above this many members, a room's JOINED/LEFT go only to the session concerned.
-    #[arg(long, env = "MUXCHAT_PRESENCE_LIMIT", default_value_t = 1000, value_name = "N")]
+    #[arg(
+        long,
+        env = "MUXCHAT_PRESENCE_LIMIT",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
     pub presence_limit: u32,
 
     /// Frames per second a session may send on average; 0 turns limiting off.

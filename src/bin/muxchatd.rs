@@ -1,1 +1,77 @@
-fn main(){}
+//! `muxchatd`: the chat daemon. A thin shell over [`muxchat::server`]: parse
+//! and validate the options (usage errors exit 2), bind (start-up errors
+//! exit 1 with one line naming the address), print `listening on ADDR`,
+//! run the loop until a signal's drain completes (exit 0).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use log::{info, warn};
+use muxchat::config::Config;
+use muxchat::server::Server;
+
+fn main() -> ExitCode {
+    // Exits with status 2 and clap's message on a usage error.
+    let config = Config::from_env();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("muxchatd: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: Config) -> Result<(), String> {
+    let bind = config.bind;
+    let max_clients = config.max_clients;
+    let server = Server::bind(config).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {}", server.local_addr())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    raise_fd_limit(max_clients);
+    server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is a
+/// descriptor, and the default soft limit (often 1024) would cap the daemon
+/// far below `--max-clients`.
+fn raise_fd_limit(max_clients: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            warn!("getrlimit(RLIMIT_NOFILE) failed; keeping the default");
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                lim = wanted;
+            }
+        }
+    }
+    info!(
+        "open file limit: {} (max clients {max_clients})",
+        lim.rlim_cur
+    );
+    // A few descriptors go to the listener, epoll, the signal pipe, the
+    // reserve and stdio.
+    if (lim.rlim_cur as usize) < max_clients + 16 {
+        warn!(
+            "the open file limit {} is below --max-clients {max_clients}: \
+             connections past it get SERVER_FULL",
+            lim.rlim_cur
+        );
+    }
+}

@@ -195,12 +195,12 @@ impl FrameReader {
 
     /// Takes the next whole frame out, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
-        let (code, flags, at, used) = match decode(&self.buf[self.start..self.end], self.max_payload)
-        {
-            Decoded::Frame(frame, used) => (frame.code, frame.flags, self.start, used),
-            Decoded::Incomplete(_) => return Ok(None),
-            Decoded::TooLarge(h) => return Err(FrameError::TooLarge(h)),
-        };
+        let (code, flags, at, used) =
+            match decode(&self.buf[self.start..self.end], self.max_payload) {
+                Decoded::Frame(frame, used) => (frame.code, frame.flags, self.start, used),
+                Decoded::Incomplete(_) => return Ok(None),
+                Decoded::TooLarge(h) => return Err(FrameError::TooLarge(h)),
+            };
         self.start += used;
         if self.start == self.end {
             // Everything consumed: the next read starts at the front for

@@ -327,7 +327,8 @@ impl<'a> ClientMessage<'a> {
             ClientMessage::Join { room }
             | ClientMessage::Leave { room }
             | ClientMessage::ListUsers { room } => put_str(out, room),
-            ClientMessage::Say { room: a, text: b } | ClientMessage::Whisper { nick: a, text: b } => {
+            ClientMessage::Say { room: a, text: b }
+            | ClientMessage::Whisper { nick: a, text: b } => {
                 put_str(out, a);
                 put_str(out, b);
             }
