@@ -1,1 +1,117 @@
-fn main(){}
+//! Fan-out cost: one SAY dispatched to a room of N members, in process.
+//!
+//! The chat runs its real path (decode SAY, look up the room, encode
+//! MESSAGE once, append the bytes to each member's output buffer), but no
+//! socket I/O happens inside the timed region: buffers are emptied between
+//! batches, outside the timer. Members are real accepted loopback sockets
+//! only because a session owns one.
+//!
+//! Run: `cargo bench --bench fanout`. Throughput is in members (elements)
+//! per second; the cost per member is its inverse.
+
+use std::hint::black_box;
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mio::Token;
+use muxchat::config::Config;
+use muxchat::protocol::ClientMessage;
+use muxchat::server::chat::Chat;
+
+/// Messages dispatched between two buffer resets.
+const BATCH: u64 = 64;
+
+struct Room {
+    chat: Chat,
+    publisher: Token,
+    say: Vec<u8>,
+    // Keep the client ends open for the life of the benchmark.
+    _clients: Vec<TcpStream>,
+}
+
+fn room_of(members: usize) -> Room {
+    let mut config = Config::default();
+    config.rate = 0;
+    config.max_outbuf = 1 << 30;
+    config.presence_limit = 0; // JOINED only to the joiner: set-up stays O(N)
+    let now = Instant::now();
+    let mut chat = Chat::new(config, now);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut clients = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..members {
+        clients.push(TcpStream::connect(addr).unwrap());
+        let (server_end, peer) = listener.accept().unwrap();
+        let t = chat.add_session(server_end, peer, now);
+        let mut frames = Vec::new();
+        let nick = format!("member{i}");
+        ClientMessage::Hello {
+            version: 1,
+            nick: &nick,
+        }
+        .encode(&mut frames);
+        ClientMessage::Join { room: "#bench" }.encode(&mut frames);
+        assert_eq!(chat.on_input(t, &frames, now), 2);
+        tokens.push(t);
+    }
+    let mut say = Vec::new();
+    let text = "x".repeat(64);
+    ClientMessage::Say {
+        room: "#bench",
+        text: &text,
+    }
+    .encode(&mut say);
+    let mut room = Room {
+        chat,
+        publisher: tokens[0],
+        say,
+        _clients: clients,
+    };
+    reset(&mut room.chat);
+    room
+}
+
+/// Empties every output buffer and the flush list (outside the timer).
+fn reset(chat: &mut Chat) {
+    for (_, s) in chat.sessions.slab.iter_mut() {
+        s.out.discard();
+        s.flush_queued = false;
+    }
+    chat.sessions.flush_list.clear();
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_say");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for members in [10usize, 100, 1000] {
+        let mut room = room_of(members);
+        group.throughput(Throughput::Elements(members as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(BATCH);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let now = Instant::now();
+                        black_box(room.chat.on_input(room.publisher, &room.say, now));
+                    }
+                    spent += start.elapsed();
+                    reset(&mut room.chat);
+                    left -= n;
+                }
+                spent
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);

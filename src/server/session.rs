@@ -93,6 +93,13 @@ impl OutBuf {
         }
     }
 
+    /// Drops everything pending, keeping the allocation. Only benchmarks
+    /// use this: a live session never loses queued output.
+    pub fn discard(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+
     /// Bytes of heap held (for memory accounting).
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
