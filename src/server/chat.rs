@@ -90,6 +90,9 @@ impl Sessions {
                 0,
                 "output backlog over the limit",
             ));
+            // Nothing may follow the ERROR, and later fan-outs in this same
+            // batch must not count the cut again.
+            s.muted = true;
             self.mark_closing(t, CloseReason::Fatal("slow consumer"));
         }
         self.queue_flush(t);
@@ -630,6 +633,7 @@ impl Chat {
         }
         let s = &mut self.sessions.slab[t.0];
         s.out.push(&ServerMessage::error(error, request, detail));
+        s.muted = true;
         debug!("{t:?} {} fatal {}", s.peer, error.name());
         let why = match error {
             ErrorCode::SlowConsumer => "slow consumer",
