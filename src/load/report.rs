@@ -1,0 +1,562 @@
+//! Merging the workers' measurements into one result, and printing it for
+//! people (a summary) or for scripts (one JSON line).
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use super::stats::{human, human_us, latency_histogram, rate, Quantiles};
+use super::worker::{Mode, WorkerResult};
+use crate::protocol::ErrorCode;
+
+/// Facts about the run that are not measurements.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Connections asked for.
+    pub clients: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers.
+    pub publishers: usize,
+    /// Pacing.
+    pub mode: Mode,
+    /// Text bytes per message.
+    pub payload: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Source addresses used.
+    pub source_ips: usize,
+    /// Warm-up seconds.
+    pub warmup: f64,
+    /// Measured seconds.
+    pub duration: f64,
+    /// Seconds setup took.
+    pub setup_secs: f64,
+    /// Seconds the drain took.
+    pub drain_secs: f64,
+    /// This process's CPU (user, system) seconds during warm-up + measuring.
+    pub cpu_run: (f64, f64),
+    /// Wall seconds of warm-up + measuring.
+    pub run_secs: f64,
+    /// This process's CPU (user, system) seconds over the whole run.
+    pub cpu_total: (f64, f64),
+    /// Daemon RSS in KiB: before setup, when all were ready, at the end.
+    pub rss_kib: (Option<u64>, Option<u64>, Option<u64>),
+}
+
+/// Loss over all live receivers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Loss {
+    /// Messages never received.
+    pub lost: u64,
+    /// Gap events.
+    pub gaps: u64,
+    /// Messages received twice.
+    pub duplicates: u64,
+    /// Messages received after a later one.
+    pub reorders: u64,
+    /// Receivers checked (alive at the end).
+    pub receivers: u64,
+    /// Receivers the daemon cut (not checked).
+    pub cut: u64,
+}
+
+/// The merged result of a run.
+#[derive(Debug)]
+pub struct Report {
+    /// Run facts.
+    pub info: RunInfo,
+    /// End-to-end latency, ns.
+    pub latency: Histogram<u64>,
+    /// Connect times, ns.
+    pub connect: Histogram<u64>,
+    /// Registration times, ns.
+    pub register: Histogram<u64>,
+    /// SAYs sent in the window.
+    pub published: u64,
+    /// Scheduled SAYs skipped because the daemon was not reading.
+    pub skipped: u64,
+    /// MESSAGEs received in the window.
+    pub delivered: u64,
+    /// Their bytes.
+    pub delivered_bytes: u64,
+    /// Loss check.
+    pub loss: Loss,
+    /// ERROR frames by code.
+    pub errors: [u64; 32],
+    /// Connections that failed to connect.
+    pub connect_failed: u64,
+    /// Connections closed by the daemon.
+    pub closed_by_server: u64,
+    /// Connections ready at some point.
+    pub ready: u64,
+    /// First failure seen, if any.
+    pub first_failure: Option<String>,
+    /// SHUTDOWN frames.
+    pub shutdowns: u64,
+    /// Ping check: sent, answered.
+    pub pings: (u64, u64),
+    /// Server PINGs answered during the run.
+    pub server_pings: u64,
+}
+
+/// The final seq of each room: the highest any receiver saw.
+pub fn room_final_seqs(rooms: usize, results: &[WorkerResult]) -> Vec<u64> {
+    let mut last = vec![0u64; rooms];
+    for r in results.iter().flat_map(|w| &w.receivers) {
+        if let Some(l) = last.get_mut(r.room) {
+            *l = (*l).max(r.tracker.last());
+        }
+    }
+    last
+}
+
+/// Loss over every receiver still connected at the end, each checked
+/// against its room's final seq.
+pub fn loss(rooms: usize, results: &[WorkerResult]) -> Loss {
+    let finals = room_final_seqs(rooms, results);
+    let mut loss = Loss::default();
+    for r in results.iter().flat_map(|w| &w.receivers) {
+        if !r.alive {
+            loss.cut += 1;
+            continue;
+        }
+        let t = &r.tracker;
+        loss.receivers += 1;
+        loss.lost += t.lost(finals.get(r.room).copied().unwrap_or(0));
+        loss.gaps += t.gaps;
+        loss.duplicates += t.duplicates;
+        loss.reorders += t.reorders;
+    }
+    loss
+}
+
+impl Report {
+    /// Merges worker results.
+    pub fn merge(info: RunInfo, results: Vec<WorkerResult>) -> Report {
+        let loss = loss(info.rooms, &results);
+        let mut r = Report {
+            info,
+            latency: latency_histogram(),
+            connect: latency_histogram(),
+            register: latency_histogram(),
+            published: 0,
+            skipped: 0,
+            delivered: 0,
+            delivered_bytes: 0,
+            loss,
+            errors: [0; 32],
+            connect_failed: 0,
+            closed_by_server: 0,
+            ready: 0,
+            first_failure: None,
+            shutdowns: 0,
+            pings: (0, 0),
+            server_pings: 0,
+        };
+        for w in results {
+            let _ = r.latency.add(&w.latency);
+            let _ = r.connect.add(&w.connect);
+            let _ = r.register.add(&w.register);
+            r.published += w.published;
+            r.skipped += w.skipped;
+            r.delivered += w.delivered;
+            r.delivered_bytes += w.delivered_bytes;
+            for (a, b) in r.errors.iter_mut().zip(w.errors) {
+                *a += b;
+            }
+            r.connect_failed += w.connect_failed;
+            r.closed_by_server += w.closed_by_server;
+            r.ready += w.receivers.len() as u64;
+            if r.first_failure.is_none() {
+                r.first_failure = w.first_failure;
+            }
+            r.shutdowns += w.shutdowns;
+            r.pings.0 += w.pings;
+            r.pings.1 += w.pongs;
+            r.server_pings += w.server_pings;
+        }
+        r
+    }
+
+    /// Any loss, duplicate or reorder on a live receiver.
+    pub fn has_loss(&self) -> bool {
+        let l = &self.loss;
+        l.lost + l.duplicates + l.reorders > 0
+    }
+
+    /// 0 clean; 3 loss seen; 4 not every connection got ready.
+    pub fn exit_code(&self) -> i32 {
+        if self.has_loss() {
+            3
+        } else if self.ready < self.info.clients as u64 {
+            4
+        } else {
+            0
+        }
+    }
+
+    /// ERROR counts by name, non-zero only.
+    pub fn error_counts(&self) -> Vec<(String, u64)> {
+        self.errors
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(code, &n)| {
+                let name = ErrorCode::from_u16(code as u16)
+                    .map_or_else(|| format!("ERROR_{code}"), |e| e.name().to_string());
+                (name, n)
+            })
+            .collect()
+    }
+
+    fn cpu_busy_pct(&self) -> f64 {
+        let (u, s) = self.info.cpu_run;
+        if self.info.run_secs > 0.0 {
+            100.0 * (u + s) / self.info.run_secs
+        } else {
+            0.0
+        }
+    }
+
+    fn per_conn_rss(&self) -> Option<f64> {
+        let (before, ready, _) = self.info.rss_kib;
+        let (b, r) = (before?, ready?);
+        (self.ready > 0).then(|| (r as f64 - b as f64) * 1024.0 / self.ready as f64)
+    }
+
+    /// The summary for people.
+    pub fn human(&self) -> String {
+        let i = &self.info;
+        let secs = i.duration;
+        let mut s = String::new();
+        let mode = match i.mode {
+            Mode::Rate(r) => format!("{} msgs/s per publisher", human(r)),
+            Mode::Unlimited { window } => format!("unlimited (window {window} per room)"),
+        };
+        let _ = writeln!(
+            s,
+            "muxload: {} clients, {} rooms, {} publishers, {mode}, {} B text, {}s measured after {}s warm-up, {} threads, {} source addresses",
+            i.clients, i.rooms, i.publishers, i.payload, secs, i.warmup, i.threads, i.source_ips
+        );
+        let c = Quantiles::of(&self.connect);
+        let g = Quantiles::of(&self.register);
+        let _ = writeln!(
+            s,
+            "  setup      {}/{} ready in {:.2}s; connect p50 {} p99 {} max {}; register p50 {} p99 {} max {}",
+            self.ready,
+            i.clients,
+            i.setup_secs,
+            human_us(c.p50),
+            human_us(c.p99),
+            human_us(c.max),
+            human_us(g.p50),
+            human_us(g.p99),
+            human_us(g.max)
+        );
+        let _ = writeln!(
+            s,
+            "  published  {} msgs/s ({} in the window{})",
+            human(rate(self.published, secs)),
+            self.published,
+            if self.skipped > 0 {
+                format!(", {} skipped: the daemon stopped reading", self.skipped)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  delivered  {} msgs/s, {}B/s (summed over receivers)",
+            human(rate(self.delivered, secs)),
+            human(rate(self.delivered_bytes, secs))
+        );
+        let q = Quantiles::of(&self.latency);
+        let _ = writeln!(
+            s,
+            "  latency    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+            human_us(q.p50),
+            human_us(q.p90),
+            human_us(q.p99),
+            human_us(q.p999),
+            human_us(q.max),
+            q.count
+        );
+        let l = &self.loss;
+        let _ = writeln!(
+            s,
+            "  loss       {}: {} lost, {} gaps, {} duplicates, {} reorders over {} receivers{}; drained in {:.2}s",
+            if self.has_loss() { "LOSS" } else { "none" },
+            l.lost,
+            l.gaps,
+            l.duplicates,
+            l.reorders,
+            l.receivers,
+            if l.cut > 0 {
+                format!(" ({} cut by the daemon, not checked)", l.cut)
+            } else {
+                String::new()
+            },
+            i.drain_secs
+        );
+        let errors = self.error_counts();
+        let mut e: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
+        if self.connect_failed > 0 {
+            e.push(format!("connect failed {}", self.connect_failed));
+        }
+        if self.closed_by_server > 0 {
+            e.push(format!("closed by daemon {}", self.closed_by_server));
+        }
+        if self.shutdowns > 0 {
+            e.push(format!("SHUTDOWN {}", self.shutdowns));
+        }
+        let _ = writeln!(
+            s,
+            "  errors     {}{}",
+            if e.is_empty() {
+                "none".into()
+            } else {
+                e.join(", ")
+            },
+            self.first_failure
+                .as_ref()
+                .map_or(String::new(), |f| format!(" (first: {f})"))
+        );
+        let _ = writeln!(
+            s,
+            "  pings      {}/{} answered at the end",
+            self.pings.1, self.pings.0
+        );
+        let (u, sy) = i.cpu_run;
+        let _ = writeln!(
+            s,
+            "  muxload    cpu {:.2}s user + {:.2}s sys over {:.1}s of publishing = {:.0}% of one core ({} threads)",
+            u,
+            sy,
+            i.run_secs,
+            self.cpu_busy_pct(),
+            i.threads
+        );
+        if let (Some(b), Some(r), Some(e)) = i.rss_kib {
+            let _ = writeln!(
+                s,
+                "  daemon     RSS {} KiB before, {} KiB with all ready, {} KiB at the end; {:.0} B per connection",
+                b,
+                r,
+                e,
+                self.per_conn_rss().unwrap_or(0.0)
+            );
+        }
+        s
+    }
+
+    /// One JSON object on one line.
+    pub fn json(&self) -> String {
+        let i = &self.info;
+        let secs = i.duration;
+        let q = Quantiles::of(&self.latency);
+        let c = Quantiles::of(&self.connect);
+        let g = Quantiles::of(&self.register);
+        let (mode, rate_pp, window) = match i.mode {
+            Mode::Rate(r) => ("rate", r, 0),
+            Mode::Unlimited { window } => ("unlimited", 0.0, window),
+        };
+        let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+        let errors: Vec<String> = self
+            .error_counts()
+            .iter()
+            .map(|(n, c)| format!("\"{n}\":{c}"))
+            .collect();
+        let l = &self.loss;
+        format!(
+            concat!(
+                "{{\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
+                "\"rate_per_publisher\":{},\"window\":{},\"payload\":{},\"threads\":{},\"source_ips\":{},",
+                "\"warmup_s\":{},\"duration_s\":{},\"setup_s\":{:.3},",
+                "\"published\":{},\"published_per_s\":{:.1},\"skipped\":{},",
+                "\"delivered\":{},\"delivered_per_s\":{:.1},\"delivered_bytes_per_s\":{:.1},",
+                "\"latency_us\":{{\"count\":{},\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},",
+                "\"connect_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
+                "\"register_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
+                "\"loss\":{{\"lost\":{},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"receivers\":{},\"cut\":{}}},",
+                "\"errors\":{{{}}},\"connect_failed\":{},\"closed_by_server\":{},\"shutdowns\":{},",
+                "\"pings\":{{\"sent\":{},\"answered\":{}}},\"drain_s\":{:.3},",
+                "\"cpu\":{{\"user_s\":{:.3},\"sys_s\":{:.3},\"busy_pct\":{:.1},\"total_user_s\":{:.3},\"total_sys_s\":{:.3}}},",
+                "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{}}}"
+            ),
+            i.clients,
+            self.ready,
+            i.rooms,
+            i.publishers,
+            mode,
+            rate_pp,
+            window,
+            i.payload,
+            i.threads,
+            i.source_ips,
+            i.warmup,
+            i.duration,
+            i.setup_secs,
+            self.published,
+            rate(self.published, secs),
+            self.skipped,
+            self.delivered,
+            rate(self.delivered, secs),
+            rate(self.delivered_bytes, secs),
+            q.count,
+            q.p50,
+            q.p90,
+            q.p99,
+            q.p999,
+            q.max,
+            c.p50,
+            c.p99,
+            c.max,
+            g.p50,
+            g.p99,
+            g.max,
+            l.lost,
+            l.gaps,
+            l.duplicates,
+            l.reorders,
+            l.receivers,
+            l.cut,
+            errors.join(","),
+            self.connect_failed,
+            self.closed_by_server,
+            self.shutdowns,
+            self.pings.0,
+            self.pings.1,
+            i.drain_secs,
+            i.cpu_run.0,
+            i.cpu_run.1,
+            self.cpu_busy_pct(),
+            i.cpu_total.0,
+            i.cpu_total.1,
+            opt(i.rss_kib.0),
+            opt(i.rss_kib.1),
+            opt(i.rss_kib.2),
+            self.per_conn_rss().map_or("null".into(), |v| format!("{v:.0}")),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::stats::SeqTracker;
+    use super::super::worker::ReceiverEnd;
+    use super::*;
+
+    fn result(receivers: Vec<ReceiverEnd>) -> WorkerResult {
+        WorkerResult {
+            latency: latency_histogram(),
+            connect: latency_histogram(),
+            register: latency_histogram(),
+            published: 10,
+            skipped: 0,
+            delivered: 20,
+            delivered_bytes: 2000,
+            receivers,
+            errors: [0; 32],
+            connect_failed: 0,
+            closed_by_server: 0,
+            first_failure: None,
+            shutdowns: 0,
+            pings: 2,
+            pongs: 2,
+            server_pings: 0,
+        }
+    }
+
+    fn receiver(room: usize, seqs: &[u64], alive: bool) -> ReceiverEnd {
+        let mut tracker = SeqTracker::new();
+        seqs.iter().for_each(|&s| tracker.observe(s));
+        ReceiverEnd {
+            room,
+            tracker,
+            alive,
+        }
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            clients: 4,
+            rooms: 2,
+            publishers: 1,
+            mode: Mode::Rate(10.0),
+            payload: 64,
+            threads: 2,
+            source_ips: 1,
+            warmup: 0.0,
+            duration: 2.0,
+            setup_secs: 0.1,
+            drain_secs: 0.0,
+            cpu_run: (0.5, 0.5),
+            run_secs: 2.0,
+            cpu_total: (1.0, 1.0),
+            rss_kib: (Some(1000), Some(1004), Some(1004)),
+        }
+    }
+
+    #[test]
+    fn loss_uses_the_room_final_seq_across_workers() {
+        // Room 0 reached seq 3 on worker 0; worker 1's receiver stopped at 2.
+        let a = result(vec![receiver(0, &[1, 2, 3], true), receiver(1, &[1], true)]);
+        let b = result(vec![receiver(0, &[1, 2], true), receiver(1, &[1], true)]);
+        let report = Report::merge(info(), vec![a, b]);
+        assert_eq!(report.loss.lost, 1);
+        assert_eq!(report.loss.receivers, 4);
+        assert!(report.has_loss());
+        assert_eq!(report.exit_code(), 3);
+        assert_eq!(report.delivered, 40);
+    }
+
+    #[test]
+    fn cut_receivers_are_not_loss() {
+        let a = result(vec![
+            receiver(0, &[1, 2, 3], true),
+            receiver(0, &[1], false),
+        ]);
+        let b = result(vec![receiver(1, &[1, 2], true), receiver(1, &[1, 2], true)]);
+        let mut a = a;
+        a.errors[ErrorCode::SlowConsumer as usize] = 1;
+        let report = Report::merge(info(), vec![a, b]);
+        assert_eq!(
+            report.loss,
+            Loss {
+                receivers: 3,
+                cut: 1,
+                ..Loss::default()
+            }
+        );
+        assert!(!report.has_loss());
+        assert_eq!(report.error_counts(), [("SLOW_CONSUMER".to_string(), 1)]);
+        assert_eq!(report.exit_code(), 0);
+        let text = report.human();
+        assert!(text.contains("loss       none"), "{text}");
+        assert!(text.contains("SLOW_CONSUMER 1"), "{text}");
+        assert!(text.contains("1 cut by the daemon"), "{text}");
+    }
+
+    #[test]
+    fn json_is_one_line_with_the_figures() {
+        let mut a = result(vec![receiver(0, &[1], true)]);
+        a.latency.record(2_000_000).unwrap();
+        let b = result(vec![
+            receiver(1, &[1], true),
+            receiver(0, &[1], true),
+            receiver(1, &[1], true),
+        ]);
+        let report = Report::merge(info(), vec![a, b]);
+        let j = report.json();
+        assert!(!j.contains('\n'));
+        assert!(j.starts_with('{') && j.ends_with('}'));
+        assert!(j.contains("\"delivered_per_s\":20.0"), "{j}");
+        assert!(j.contains("\"published_per_s\":10.0"), "{j}");
+        assert!(j.contains("\"lost\":0"), "{j}");
+        assert!(j.contains("\"busy_pct\":50.0"), "{j}");
+        assert!(j.contains("\"daemon_rss_per_conn_b\":1024"), "{j}");
+        assert!(j.contains("\"p99\":2000"), "{j}");
+        assert_eq!(report.exit_code(), 0);
+    }
+}

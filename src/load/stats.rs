@@ -1,0 +1,372 @@
+//! Measurement pieces with no I/O: the loss detector, the send stamp carried
+//! in each message's text, latency histograms and rates.
+
+use hdrhistogram::Histogram;
+
+/// Gap ranges remembered at most per tracker; older ones are folded into a
+/// plain count (they can no longer be told apart from duplicates if they
+/// arrive very late, which would itself be a daemon bug worth reporting).
+const MAX_RANGES: usize = 1024;
+
+/// Checks that one receiver sees a room's `seq` as 1, 2, 3, ...
+///
+/// The protocol numbers a room's MESSAGEs from 1 and promises every member
+/// the same messages in the same order, so for a receiver that joined before
+/// the first message, anything but `next` is a fault:
+///
+/// - `seq > next`: a **gap**; the skipped seqs are remembered as missing.
+/// - `seq < next` and missing: a **reorder** (it arrived late); it is no
+///   longer missing.
+/// - `seq < next` and not missing: a **duplicate**.
+///
+/// At the end, [`SeqTracker::lost`] counts what never arrived, including the
+/// tail after the last seq seen.
+#[derive(Debug, Clone)]
+pub struct SeqTracker {
+    /// The seq expected next.
+    next: u64,
+    /// Half-open ranges `[from, to)` of seqs skipped and not seen since.
+    missing: Vec<(u64, u64)>,
+    /// Missing seqs whose ranges were dropped from `missing` (overflow).
+    missing_overflow: u64,
+    /// Gap events (a jump forward), however many seqs each skipped.
+    pub gaps: u64,
+    /// Seqs received twice.
+    pub duplicates: u64,
+    /// Seqs received after a later one.
+    pub reorders: u64,
+    /// Messages received, duplicates included.
+    pub received: u64,
+}
+
+impl Default for SeqTracker {
+    fn default() -> Self {
+        SeqTracker::new()
+    }
+}
+
+impl SeqTracker {
+    /// A tracker for a room joined before its first message.
+    pub fn new() -> SeqTracker {
+        SeqTracker {
+            next: 1,
+            missing: Vec::new(),
+            missing_overflow: 0,
+            gaps: 0,
+            duplicates: 0,
+            reorders: 0,
+            received: 0,
+        }
+    }
+
+    /// Notes one received seq.
+    #[inline]
+    pub fn observe(&mut self, seq: u64) {
+        self.received += 1;
+        if seq == self.next {
+            self.next += 1;
+        } else if seq > self.next {
+            self.gaps += 1;
+            if self.missing.len() == MAX_RANGES {
+                let (a, b) = self.missing.remove(0);
+                self.missing_overflow += b - a;
+            }
+            self.missing.push((self.next, seq));
+            self.next = seq + 1;
+        } else {
+            self.late(seq);
+        }
+    }
+
+    #[cold]
+    fn late(&mut self, seq: u64) {
+        let found = self.missing.iter().position(|&(a, b)| a <= seq && seq < b);
+        let Some(i) = found else {
+            self.duplicates += 1;
+            return;
+        };
+        self.reorders += 1;
+        let (a, b) = self.missing[i];
+        match (seq == a, seq + 1 == b) {
+            (true, true) => {
+                self.missing.remove(i);
+            }
+            (true, false) => self.missing[i].0 = seq + 1,
+            (false, true) => self.missing[i].1 = seq,
+            (false, false) => {
+                self.missing[i].1 = seq;
+                self.missing.insert(i + 1, (seq + 1, b));
+            }
+        }
+    }
+
+    /// The highest seq seen in order or after a gap (0 before any).
+    pub fn last(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Seqs up to `final_seq` (the room's last message) never received.
+    pub fn lost(&self, final_seq: u64) -> u64 {
+        let holes: u64 = self.missing.iter().map(|&(a, b)| b - a).sum();
+        holes + self.missing_overflow + final_seq.saturating_sub(self.last())
+    }
+}
+
+/// Bytes of the stamp at the front of every load message's text.
+pub const STAMP_LEN: usize = 32;
+
+/// What a load message's text carries: when it was (meant to be) sent, by
+/// which publisher, and its number in that publisher's sequence. Written as
+/// 32 lower-case hex digits (16 + 8 + 8) so the text stays valid UTF-8, then
+/// padded with `.` to the payload size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Nanoseconds since the run's time base (the intended send time).
+    pub sent_ns: u64,
+    /// The publisher's number.
+    pub publisher: u32,
+    /// The message's number within that publisher's sequence.
+    pub count: u32,
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn put_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+fn get_hex(s: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u64;
+    }
+    Some(v)
+}
+
+impl Stamp {
+    /// Appends the stamp and padding: `payload` bytes in all (at least
+    /// [`STAMP_LEN`]).
+    pub fn write(&self, out: &mut Vec<u8>, payload: usize) {
+        let start = out.len();
+        put_hex(out, self.sent_ns, 16);
+        put_hex(out, self.publisher as u64, 8);
+        put_hex(out, self.count as u64, 8);
+        let pad = payload.saturating_sub(out.len() - start);
+        out.resize(out.len() + pad, b'.');
+    }
+
+    /// Reads the stamp at the front of a message's text.
+    pub fn parse(text: &str) -> Option<Stamp> {
+        let b = text.as_bytes().get(..STAMP_LEN)?;
+        Some(Stamp {
+            sent_ns: get_hex(&b[..16])?,
+            publisher: get_hex(&b[16..24])? as u32,
+            count: get_hex(&b[24..32])? as u32,
+        })
+    }
+}
+
+/// A latency histogram in nanoseconds, 1 ns to 10 minutes, 3 significant
+/// digits (values above the top are clamped, not dropped).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("constant bounds are valid")
+}
+
+/// The figures a run reports for one histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Quantiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// Summarises a histogram of nanoseconds in microseconds.
+    pub fn of(h: &Histogram<u64>) -> Quantiles {
+        if h.is_empty() {
+            return Quantiles::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Quantiles {
+            count: h.len(),
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+}
+
+/// Events per second over `secs` (0 for an empty window).
+pub fn rate(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// A count for people: `950`, `12.3k`, `4.56M`.
+pub fn human(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Microseconds for people: `850us`, `1.25ms`, `2.10s`.
+pub fn human_us(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{:.2}s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{:.2}ms", us / 1e3)
+    } else {
+        format!("{us:.0}us")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(seqs: &[u64]) -> SeqTracker {
+        let mut t = SeqTracker::new();
+        for &s in seqs {
+            t.observe(s);
+        }
+        t
+    }
+
+    #[test]
+    fn in_order_is_clean() {
+        let t = track(&[1, 2, 3, 4]);
+        assert_eq!((t.gaps, t.duplicates, t.reorders), (0, 0, 0));
+        assert_eq!(t.lost(4), 0);
+        assert_eq!(t.received, 4);
+    }
+
+    #[test]
+    fn gaps_count_missing_seqs() {
+        let t = track(&[1, 2, 5, 6, 9]);
+        assert_eq!(t.gaps, 2);
+        assert_eq!(t.lost(9), 4); // 3, 4, 7, 8
+        assert_eq!(t.lost(11), 6); // and the tail 10, 11
+        let first_lost = track(&[2, 3]);
+        assert_eq!((first_lost.gaps, first_lost.lost(3)), (1, 1));
+    }
+
+    #[test]
+    fn tail_loss_without_any_gap() {
+        let t = track(&[1, 2]);
+        assert_eq!(t.gaps, 0);
+        assert_eq!(t.lost(5), 3);
+        assert_eq!(SeqTracker::new().lost(2), 2);
+    }
+
+    #[test]
+    fn duplicates_are_not_loss() {
+        let t = track(&[1, 2, 2, 3, 1]);
+        assert_eq!((t.duplicates, t.reorders, t.gaps), (2, 0, 0));
+        assert_eq!(t.lost(3), 0);
+    }
+
+    #[test]
+    fn reorders_fill_gaps() {
+        // 4 arrives before 2 and 3; then both come late.
+        let t = track(&[1, 4, 3, 2, 5]);
+        assert_eq!((t.gaps, t.reorders, t.duplicates), (1, 2, 0));
+        assert_eq!(t.lost(5), 0);
+        // A late seq from the middle of a range splits it.
+        let t = track(&[1, 6, 3]);
+        assert_eq!(t.reorders, 1);
+        assert_eq!(t.lost(6), 3); // 2, 4, 5
+        let t = track(&[1, 6, 3, 3]);
+        assert_eq!(t.duplicates, 1);
+    }
+
+    #[test]
+    fn many_gaps_overflow_into_a_count() {
+        let mut t = SeqTracker::new();
+        for i in 0..(MAX_RANGES as u64 + 10) {
+            t.observe(2 * i + 2); // every odd seq is skipped
+        }
+        let last = t.last();
+        assert_eq!(t.gaps, MAX_RANGES as u64 + 10);
+        assert_eq!(t.lost(last), MAX_RANGES as u64 + 10);
+    }
+
+    #[test]
+    fn stamps_round_trip_at_any_size() {
+        let s = Stamp {
+            sent_ns: 123_456_789_012,
+            publisher: 7,
+            count: 0xdead_beef,
+        };
+        for size in [0, 31, 32, 64, 512] {
+            let mut out = b"xx".to_vec();
+            s.write(&mut out, size);
+            assert_eq!(out.len(), 2 + size.max(STAMP_LEN));
+            let text = std::str::from_utf8(&out[2..]).unwrap();
+            assert_eq!(Stamp::parse(text), Some(s));
+        }
+        assert_eq!(Stamp::parse("short"), None);
+        assert_eq!(Stamp::parse(&"g".repeat(40)), None);
+    }
+
+    #[test]
+    fn quantiles_in_microseconds() {
+        let mut h = latency_histogram();
+        for us in 1..=1000u64 {
+            h.record(us * 1000).unwrap();
+        }
+        let q = Quantiles::of(&h);
+        assert_eq!(q.count, 1000);
+        assert!((q.p50 - 500.0).abs() < 1.0, "{q:?}");
+        assert!((q.p90 - 900.0).abs() < 1.0, "{q:?}");
+        assert!((q.p99 - 990.0).abs() < 1.0, "{q:?}");
+        assert!((q.max - 1000.0).abs() < 1.0, "{q:?}");
+        assert_eq!(Quantiles::of(&latency_histogram()), Quantiles::default());
+        // Merging per-thread histograms gives the whole run's figures.
+        let mut a = latency_histogram();
+        let mut b = latency_histogram();
+        a.record(1_000).unwrap();
+        b.record(9_000_000).unwrap();
+        a.add(&b).unwrap();
+        assert_eq!(Quantiles::of(&a).count, 2);
+        assert!(Quantiles::of(&a).max >= 8990.0);
+    }
+
+    #[test]
+    fn rates_and_units() {
+        assert_eq!(rate(500, 2.0), 250.0);
+        assert_eq!(rate(5, 0.0), 0.0);
+        assert_eq!(human(950.0), "950");
+        assert_eq!(human(12_345.0), "12.3k");
+        assert_eq!(human(4_560_000.0), "4.56M");
+        assert_eq!(human_us(850.0), "850us");
+        assert_eq!(human_us(1250.0), "1.25ms");
+        assert_eq!(human_us(2_100_000.0), "2.10s");
+    }
+}
