@@ -1,0 +1,316 @@
+//! Black-box tests of the `muxchatd` command line (`daemon-cli.md`): the
+//! `listening on` line, IPv6, usage errors (exit 2), start-up errors
+//! (exit 1), environment variables, `--help` and `--version`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+
+/// The daemon binary with a clean environment (no MUXCHAT_* inherited).
+fn muxchatd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MUXCHAT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "warn").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs to completion with a time limit (kills it if it does not end).
+fn run(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn muxchatd");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "muxchatd did not exit within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A daemon started by hand; killed on drop.
+struct Started {
+    child: Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Started {
+    fn spawn(mut cmd: Command) -> Started {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn muxchatd");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("listening line");
+        let addr = line
+            .strip_suffix('\n')
+            .and_then(|l| l.strip_prefix("listening on "))
+            .unwrap_or_else(|| panic!("first stdout line {line:?}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("address in {line:?}: {e}"));
+        Started {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    fn stop(mut self) -> (Option<i32>, String) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        (status.code(), rest)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn welcome_heartbeat(addr: SocketAddr) -> u32 {
+    let mut c = Client::connect(addr);
+    c.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "probe",
+    });
+    match c.recv().msg() {
+        ServerMessage::Welcome { heartbeat_ms, .. } => heartbeat_ms,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+#[test]
+fn listening_line_has_the_real_port_and_stdout_stays_quiet() {
+    let mut cmd = muxchatd();
+    cmd.args(["--bind", "127.0.0.1:0", "--rate", "0", "--trace-events"])
+        .env("RUST_LOG", "trace");
+    let s = Started::spawn(cmd);
+    assert_eq!(s.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(s.addr.port(), 0, "the real port, not 0");
+    // Some traffic (with --trace-events on, which logs to stderr only).
+    let mut a = Client::connect(s.addr);
+    a.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "a",
+    });
+    a.recv_code(code::WELCOME);
+    a.join("#r");
+    a.send(&ClientMessage::Say {
+        room: "#r",
+        text: "hi",
+    });
+    a.recv_code(code::MESSAGE);
+    drop(a);
+    let (status, rest) = s.stop();
+    assert_eq!(status, Some(0), "clean shutdown exits 0");
+    assert_eq!(rest, "", "nothing on stdout after the listening line");
+}
+
+#[test]
+fn ipv6_loopback_if_the_machine_has_it() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let mut cmd = muxchatd();
+    cmd.args(["--bind", "[::1]:0"]);
+    let s = Started::spawn(cmd);
+    assert!(s.addr.is_ipv6(), "{}", s.addr);
+    assert_eq!(s.addr.ip().to_string(), "::1");
+    assert_ne!(s.addr.port(), 0);
+    assert_eq!(welcome_heartbeat(s.addr), 30_000);
+}
+
+#[track_caller]
+fn assert_usage_error(args: &[&str], envs: &[(&str, &str)], names: &str) {
+    let mut cmd = muxchatd();
+    cmd.args(["--bind", "127.0.0.1:0"]).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = run(cmd, Duration::from_secs(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} {envs:?}: status {:?}, stderr {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains(names),
+        "{args:?} {envs:?}: stderr does not name {names}: {stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+        "a usage error must not listen"
+    );
+}
+
+#[test]
+fn bad_values_and_unknown_options_exit_2_naming_the_option() {
+    assert_usage_error(&["--frobnicate"], &[], "--frobnicate");
+    assert_usage_error(&["--max-clients", "abc"], &[], "--max-clients");
+    assert_usage_error(
+        &["--max-clients", "99999999999999999999"],
+        &[],
+        "--max-clients",
+    );
+    assert_usage_error(&["--max-payload", "lots"], &[], "--max-payload");
+    assert_usage_error(&["--max-text", ""], &[], "--max-text");
+    assert_usage_error(&["--max-rooms", "1.5"], &[], "--max-rooms");
+    assert_usage_error(&["--max-outbuf", "x"], &[], "--max-outbuf");
+    assert_usage_error(&["--heartbeat-ms", "soon"], &[], "--heartbeat-ms");
+    assert_usage_error(&["--login-timeout-ms", "1e3"], &[], "--login-timeout-ms");
+    assert_usage_error(&["--grace-ms", "forever"], &[], "--grace-ms");
+    assert_usage_error(&["--presence-limit", "many"], &[], "--presence-limit");
+    assert_usage_error(&["--rate", "fast"], &[], "--rate");
+    assert_usage_error(&["--burst", "big"], &[], "--burst");
+    assert_usage_error(&["--bind", "not-an-address"], &[], "--bind");
+    assert_usage_error(&["--bind", "127.0.0.1"], &[], "--bind");
+    // A bad value from the environment is a usage error as well.
+    assert_usage_error(&[], &[("MUXCHAT_MAX_CLIENTS", "abc")], "--max-clients");
+}
+
+#[test]
+fn address_in_use_exits_1_with_one_line_naming_the_address() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let mut cmd = muxchatd();
+    cmd.args(["--bind", &addr]);
+    let out = run(cmd, Duration::from_secs(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "status {:?}, stderr {stderr}",
+        out.status
+    );
+    let naming: Vec<&str> = stderr.lines().filter(|l| l.contains(&addr)).collect();
+    assert_eq!(naming.len(), 1, "one line naming {addr}: {stderr}");
+    assert!(
+        naming[0].to_ascii_lowercase().contains("in use"),
+        "the line gives the cause: {}",
+        naming[0]
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+        "no listening line when the bind failed"
+    );
+}
+
+#[test]
+fn environment_variables_are_honoured_and_the_command_line_wins() {
+    // MUXCHAT_BIND and MUXCHAT_HEARTBEAT_MS alone.
+    let mut cmd = muxchatd();
+    cmd.env("MUXCHAT_BIND", "127.0.0.1:0")
+        .env("MUXCHAT_HEARTBEAT_MS", "4321")
+        .env("MUXCHAT_RATE", "0");
+    let s = Started::spawn(cmd);
+    assert_eq!(s.addr.ip().to_string(), "127.0.0.1");
+    assert_eq!(welcome_heartbeat(s.addr), 4321);
+    drop(s);
+
+    // The command line beats the environment.
+    let mut cmd = muxchatd();
+    cmd.env("MUXCHAT_BIND", "127.0.0.1:0")
+        .env("MUXCHAT_HEARTBEAT_MS", "4321")
+        .args(["--heartbeat-ms", "8765"]);
+    let s = Started::spawn(cmd);
+    assert_eq!(welcome_heartbeat(s.addr), 8765);
+    drop(s);
+
+    // MUXCHAT_MAX_CLIENTS=1: the second connection is refused.
+    let mut cmd = muxchatd();
+    cmd.env("MUXCHAT_MAX_CLIENTS", "1")
+        .args(["--bind", "127.0.0.1:0"]);
+    let s = Started::spawn(cmd);
+    let mut first = Client::connect(s.addr);
+    first.assert_alive();
+    let mut second = Client::connect(s.addr);
+    second.expect_error(ErrorCode::ServerFull, 0);
+    second.expect_closed();
+    first.assert_alive();
+    drop(s);
+
+    // ... unless the command line says otherwise.
+    let mut cmd = muxchatd();
+    cmd.env("MUXCHAT_MAX_CLIENTS", "1")
+        .args(["--bind", "127.0.0.1:0", "--max-clients", "5"]);
+    let s = Started::spawn(cmd);
+    let mut first = Client::connect(s.addr);
+    first.assert_alive();
+    let mut second = Client::connect(s.addr);
+    second.assert_alive();
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for flag in ["--help", "-h"] {
+        let mut cmd = muxchatd();
+        cmd.arg(flag);
+        let out = run(cmd, Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for opt in [
+            "--bind",
+            "--max-clients",
+            "--max-payload",
+            "--max-text",
+            "--max-rooms",
+            "--max-outbuf",
+            "--heartbeat-ms",
+            "--login-timeout-ms",
+            "--grace-ms",
+            "--presence-limit",
+            "--rate",
+            "--burst",
+            "--trace-events",
+        ] {
+            assert!(text.contains(opt), "{flag} does not mention {opt}:\n{text}");
+        }
+    }
+    for flag in ["--version", "-V"] {
+        let mut cmd = muxchatd();
+        cmd.arg(flag);
+        let out = run(cmd, Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("muxchatd"), "{text}");
+        assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    }
+}
