@@ -719,6 +719,83 @@ fn hello_alice_example_decodes() {
     );
 }
 
+/// Hex text as bytes ("00 65 ..."), for the examples in docs/PROTOCOL.md.
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect()
+}
+
+/// The worked examples in docs/PROTOCOL.md, byte for byte: if the doc and
+/// the codec disagree, one of them is wrong.
+#[test]
+fn doc_examples_are_exact() {
+    let client = [
+        (
+            ClientMessage::Join { room: "#rust" },
+            "00 65 00 00 00 00 00 07 00 05 23 72 75 73 74",
+        ),
+        (
+            ClientMessage::Say {
+                room: "#rust",
+                text: "hi",
+            },
+            "00 67 00 00 00 00 00 0b 00 05 23 72 75 73 74 00 02 68 69",
+        ),
+        (
+            ClientMessage::Ping { token: 1 },
+            "00 6c 00 00 00 00 00 08 00 00 00 00 00 00 00 01",
+        ),
+        (ClientMessage::ListRooms, "00 6a 00 00 00 00 00 00"),
+    ];
+    for (m, h) in client {
+        let bytes = hex(h);
+        assert_eq!(enc_c(&m), bytes, "{m:?}");
+        let f = only_frame(&bytes);
+        assert_eq!(ClientMessage::decode(f.code, f.payload), Ok(m));
+    }
+    let server = [
+        (
+            ServerMessage::Message {
+                room: "#rust",
+                seq: 7,
+                from: "bob",
+                text: "hi",
+            },
+            "00 cb 00 00 00 00 00 18 00 05 23 72 75 73 74 00 00 00 00 00 00 00 07 \
+             00 03 62 6f 62 00 02 68 69",
+        ),
+        (
+            ServerMessage::error(ErrorCode::NotInRoom, code::SAY, ""),
+            "00 32 00 00 00 00 00 06 00 0b 00 67 00 00",
+        ),
+        (
+            ServerMessage::UserList {
+                room: "#a",
+                nicks: vec!["bob", "eve"],
+            },
+            "00 cf 00 00 00 00 00 10 00 02 23 61 00 02 00 03 62 6f 62 00 03 65 76 65",
+        ),
+        (
+            ServerMessage::Welcome {
+                version: 1,
+                nick: "bob",
+                server: "muxchatd 0.1.0",
+                heartbeat_ms: 30_000,
+                max_payload: 65_536,
+            },
+            "00 c8 00 00 00 00 00 1e 01 00 03 62 6f 62 00 0e 6d 75 78 63 68 61 74 64 \
+             20 30 2e 31 2e 30 00 00 75 30 00 01 00 00",
+        ),
+    ];
+    for (m, h) in server {
+        let bytes = hex(h);
+        assert_eq!(enc_s(&m), bytes, "{m:?}");
+        let f = only_frame(&bytes);
+        assert_eq!(ServerMessage::decode(f.code, f.payload), Ok(m));
+    }
+}
+
 #[test]
 fn header_parse_and_to_bytes_agree() {
     let h = Header {
