@@ -1533,7 +1533,8 @@ const KNOWN: [u16; 26] = [
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases each by default; PROPTEST_CASES=n runs more.
+    #![proptest_config(ProptestConfig::default())]
 
     /// Random messages, encoded back to back, cut into random chunks and
     /// reassembled, decode to the same messages in the same order.
