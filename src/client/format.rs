@@ -38,13 +38,20 @@ pub fn error_line(error: u16, request: u16, detail: &str) -> String {
         line.push_str(verb);
         line.push_str(": ");
     }
-    match ErrorCode::from_u16(error) {
+    let known = ErrorCode::from_u16(error);
+    match known {
         Some(e) => line.push_str(e.describe()),
         None => {
             let _ = write!(line, "the server reported error {error}");
         }
     }
-    if !detail.is_empty() {
+    // A detail that only repeats the sentence adds nothing.
+    let repeats = known.is_some_and(|e| {
+        detail
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(e.describe())
+    });
+    if !detail.is_empty() && !repeats {
         let _ = write!(line, " ({detail})");
     }
     line
