@@ -116,7 +116,7 @@ pub fn render(msg: &ServerMessage<'_>, me: &str) -> Vec<String> {
                 "* the server is shutting down{why} (closing within {grace_ms} ms)"
             )]
         }
-        ServerMessage::Bye { reason } if reason.is_empty() => vec!["* bye".into()],
+        ServerMessage::Bye { reason: "" } => vec!["* bye".into()],
         ServerMessage::Bye { reason } => vec![format!("* bye ({reason})")],
         ServerMessage::Error {
             error,

@@ -1088,12 +1088,12 @@ fn on_frame(
                 .register
                 .record(c.opened.elapsed().as_nanos().max(1) as u64);
         }
-        ServerMessage::Joined { nick, .. } => {
-            if c.stage == Stage::Registering && nick.eq_ignore_ascii_case(&c.nick) {
-                c.stage = Stage::Ready;
-                c.was_ready = true;
-                m.ready += 1;
-            }
+        ServerMessage::Joined { nick, .. }
+            if c.stage == Stage::Registering && nick.eq_ignore_ascii_case(&c.nick) =>
+        {
+            c.stage = Stage::Ready;
+            c.was_ready = true;
+            m.ready += 1;
         }
         ServerMessage::Error { error, request, .. } => {
             m.errors_total += 1;

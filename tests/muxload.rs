@@ -1,0 +1,218 @@
+//! `muxload` run briefly against a real daemon: it must report zero loss
+//! and figures that agree with the load it was asked to make.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Daemon;
+
+/// The number after `"key":` in a one-line JSON object, searching after
+/// the text `within` (e.g. `"loss":`) when given. Enough for muxload's
+/// flat, fixed-shape line; not a general JSON parser.
+#[track_caller]
+fn field(json: &str, within: &str, key: &str) -> f64 {
+    let from = if within.is_empty() {
+        0
+    } else {
+        json.find(within)
+            .unwrap_or_else(|| panic!("no {within} in {json}"))
+    };
+    let needle = format!("\"{key}\":");
+    let at = json[from..]
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + from
+        + needle.len();
+    let num: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
+        .collect();
+    num.parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+fn muxload(daemon: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .arg("--connect")
+        .arg(daemon.addr.to_string())
+        .args(["--json", "--quiet"])
+        .args(args)
+        .output()
+        .expect("run muxload")
+}
+
+/// The JSON line of a successful run.
+#[track_caller]
+fn json_of(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "muxload failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one JSON line expected: {stdout}"
+    );
+    stdout.trim().to_string()
+}
+
+#[test]
+fn fixed_rate_run_has_no_loss_and_sane_figures() {
+    let daemon = Daemon::start(&[]);
+    // 300 clients in 3 rooms of 100; 6 publishers (2 per room) at 50 msgs/s.
+    let out = muxload(
+        &daemon,
+        &[
+            "--clients",
+            "300",
+            "--rooms",
+            "3",
+            "--publishers",
+            "6",
+            "--rate",
+            "50",
+            "--duration",
+            "3",
+            "--warmup",
+            "0.5",
+            "--threads",
+            "2",
+        ],
+    );
+    let j = json_of(&out);
+    assert_eq!(field(&j, "", "ready"), 300.0, "{j}");
+    for key in ["lost", "gaps", "duplicates", "reorders", "cut"] {
+        assert_eq!(field(&j, "\"loss\":", key), 0.0, "{key}: {j}");
+    }
+    assert_eq!(field(&j, "\"loss\":", "receivers"), 300.0, "{j}");
+    // Open loop: the publish rate is what was asked, 6 x 50 = 300/s.
+    let published = field(&j, "", "published_per_s");
+    assert!(
+        (270.0..=330.0).contains(&published),
+        "published {published}: {j}"
+    );
+    // Each message reaches its room's 100 members.
+    let delivered = field(&j, "", "delivered_per_s");
+    assert!(
+        (delivered / published - 100.0).abs() < 10.0,
+        "delivered {delivered} for published {published}: {j}"
+    );
+    // Latency is recorded for every delivery in the window; generous bound.
+    let count = field(&j, "\"latency_us\":", "count");
+    assert!(count >= 0.9 * published * 3.0 * 100.0, "{j}");
+    let p99 = field(&j, "\"latency_us\":", "p99");
+    assert!(p99 > 0.0 && p99 < 2_000_000.0, "p99 {p99}us: {j}");
+    assert!(field(&j, "\"latency_us\":", "max") >= p99);
+    assert_eq!(field(&j, "\"pings\":", "answered"), 300.0, "{j}");
+    assert!(j.contains("\"errors\":{}"), "{j}");
+    assert!(field(&j, "\"cpu\":", "busy_pct") > 0.0, "{j}");
+}
+
+#[test]
+fn unlimited_run_is_windowed_and_lossless() {
+    let daemon = Daemon::start(&[]);
+    let out = muxload(
+        &daemon,
+        &[
+            "--clients",
+            "200",
+            "--rooms",
+            "2",
+            "--publishers",
+            "2",
+            "--unlimited",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--threads",
+            "2",
+        ],
+    );
+    let j = json_of(&out);
+    assert_eq!(field(&j, "", "ready"), 200.0, "{j}");
+    assert!(j.contains("\"mode\":\"unlimited\""), "{j}");
+    for key in ["lost", "gaps", "duplicates", "reorders", "cut"] {
+        assert_eq!(field(&j, "\"loss\":", key), 0.0, "{key}: {j}");
+    }
+    // The window keeps receivers within reach: nobody is cut as slow.
+    assert!(!j.contains("SLOW_CONSUMER"), "{j}");
+    let published = field(&j, "", "published");
+    let delivered = field(&j, "", "delivered");
+    assert!(published > 100.0, "{j}");
+    // Each publish reaches 100 members; window edges blur the count a little.
+    assert!(delivered > 50.0 * published, "{j}");
+}
+
+#[test]
+fn human_summary_and_progress() {
+    let daemon = Daemon::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .arg("--connect")
+        .arg(daemon.addr.to_string())
+        .args(["--clients", "20", "--publishers", "2", "--rate", "20"])
+        .args(["--duration", "2", "--warmup", "0", "--daemon-pid"])
+        .arg(daemon.pid().to_string())
+        .output()
+        .expect("run muxload");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for part in [
+        "setup ",
+        "published ",
+        "delivered ",
+        "latency ",
+        "loss       none",
+        "pings      20/20",
+        "muxload    cpu",
+        "daemon     RSS",
+    ] {
+        assert!(stdout.contains(part), "{part:?} missing from:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("muxload: t=1s"),
+        "no progress line: {stderr}"
+    );
+}
+
+#[test]
+fn refused_connection_is_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .args(["--connect", &format!("127.0.0.1:{port}")])
+        .args(["--clients", "5", "--rate", "1", "--duration", "1"])
+        .output()
+        .expect("run muxload");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("muxload: cannot connect to 127.0.0.1:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_numbers_are_refused() {
+    let daemon = Daemon::start(&[]);
+    for args in [
+        &["--clients", "5", "--rooms", "6", "--rate", "1"][..],
+        &["--clients", "5", "--publishers", "6", "--rate", "1"][..],
+        &["--clients", "5", "--rate", "1", "--payload", "8"][..],
+        &["--clients", "5", "--rate", "0"][..],
+    ] {
+        let out = muxload(&daemon, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("muxload: --"), "{args:?}: {err}");
+    }
+}
