@@ -175,20 +175,6 @@ impl LineClient {
             .unwrap_or_else(|| panic!("no line within {WAIT:?}"))
     }
 
-    /// Reads lines until one equals `want`, within [`WAIT`].
-    #[track_caller]
-    fn expect_line(&mut self, want: &str) {
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.try_line(left) {
-                Some(l) if l == want => return,
-                Some(_) => {}
-                None => break,
-            }
-        }
-        panic!("no line {want:?} within {WAIT:?}");
-    }
-
     /// Reads the greeting and returns the guest name it assigns.
     #[track_caller]
     fn welcome(&mut self) -> String {
