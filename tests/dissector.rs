@@ -169,7 +169,7 @@ impl Row {
             other => panic!("expected one {field}, got {other:?} in {self:?}"),
         }
     }
-    fn from_client(&self) -> bool {
+    fn to_server(&self) -> bool {
         self.has("muxchat.direction", "client->server")
     }
 }
@@ -455,7 +455,7 @@ fn check(rows: &[Row]) {
     let hello = find("HELLO alice", &|r| {
         r.has("muxchat.name", "HELLO") && r.has("muxchat.nick", "alice")
     });
-    assert!(hello.from_client());
+    assert!(hello.to_server());
     assert_eq!(hello.one("muxchat.code"), "100");
     assert_eq!(hello.one("muxchat.flags"), "0x0000");
     assert_eq!(hello.one("muxchat.length"), "8");
@@ -464,7 +464,7 @@ fn check(rows: &[Row]) {
     let welcome = find("WELCOME alice", &|r| {
         r.has("muxchat.name", "WELCOME") && r.has("muxchat.nick", "alice")
     });
-    assert!(!welcome.from_client());
+    assert!(!welcome.to_server());
     assert_eq!(welcome.one("muxchat.version"), "1");
     assert!(welcome.one("muxchat.server").starts_with("muxchatd"));
     assert_eq!(welcome.one("muxchat.heartbeat_ms"), "2000");
@@ -476,7 +476,7 @@ fn check(rows: &[Row]) {
     assert!(joined.has("muxchat.room", "#rust"));
 
     let message = find("MESSAGE hello", &|r| {
-        r.has("muxchat.text", "hello, world") && !r.from_client()
+        r.has("muxchat.text", "hello, world") && !r.to_server()
     });
     assert_eq!(message.one("muxchat.room"), "#rust");
     assert_eq!(message.one("muxchat.seq"), "1");
@@ -485,7 +485,7 @@ fn check(rows: &[Row]) {
     // The split frame: its first segment points at the packet where the
     // whole frame was reassembled, and there it decodes as one SAY.
     let split = find("the split SAY", &|r| {
-        r.from_client() && r.has("muxchat.text", "split across segments")
+        r.to_server() && r.has("muxchat.text", "split across segments")
     });
     assert_eq!(split.one("muxchat.name"), "SAY");
     assert_eq!(split.one("muxchat.room"), "#rust");
@@ -494,13 +494,13 @@ fn check(rows: &[Row]) {
         r.has("tcp.reassembled_in", at) && r.get("muxchat.name").is_empty()
     });
     let seq2 = find("MESSAGE seq 2", &|r| {
-        !r.from_client() && r.has("muxchat.text", "split across segments")
+        !r.to_server() && r.has("muxchat.text", "split across segments")
     });
     assert_eq!(seq2.one("muxchat.seq"), "2");
 
     // Three frames in one segment: three PINGs in one packet.
     let three = find("three PINGs in one packet", &|r| {
-        r.from_client() && r.get("muxchat.name") == ["PING", "PING", "PING"]
+        r.to_server() && r.get("muxchat.name") == ["PING", "PING", "PING"]
     });
     assert_eq!(three.get("muxchat.token"), ["1", "2", "3"]);
 
@@ -526,10 +526,10 @@ fn check(rows: &[Row]) {
     assert_eq!(nicks, ["alice", "robert"]);
 
     find("PING 42", &|r| {
-        r.from_client() && r.has("muxchat.token", "42")
+        r.to_server() && r.has("muxchat.token", "42")
     });
     find("PONG 42", &|r| {
-        !r.from_client() && r.has("muxchat.name", "PONG") && r.has("muxchat.token", "42")
+        !r.to_server() && r.has("muxchat.name", "PONG") && r.has("muxchat.token", "42")
     });
 
     let stats = find("STATS_REPLY", &|r| r.has("muxchat.name", "STATS_REPLY"));
@@ -566,18 +566,18 @@ fn check(rows: &[Row]) {
         assert!(!row.get("muxchat.detail").is_empty());
     }
     let flagged = find("PING with flags", &|r| {
-        r.from_client() && r.has("muxchat.flags", "0x0001")
+        r.to_server() && r.has("muxchat.flags", "0x0001")
     });
     assert!(flagged.has("muxchat.token", "7"));
     find("the trailing byte", &|r| {
-        r.from_client()
+        r.to_server()
             && r.has("muxchat.room", "#x")
             && r.get("_ws.expert.message")
                 .iter()
                 .any(|m| m.contains("Trailing"))
     });
     find("the too-large header", &|r| {
-        r.from_client()
+        r.to_server()
             && r.has("muxchat.length", "100000")
             && r.get("_ws.expert.message")
                 .iter()
@@ -601,11 +601,11 @@ fn check(rows: &[Row]) {
 
     // The server's PING, and carol's PONG with the same token.
     let ping = find("server PING", &|r| {
-        !r.from_client() && r.has("muxchat.name", "PING")
+        !r.to_server() && r.has("muxchat.name", "PING")
     });
     let token = ping.get("muxchat.token")[0].clone();
     find("PONG answering the server", &|r| {
-        r.from_client() && r.has("muxchat.name", "PONG") && r.has("muxchat.token", &token)
+        r.to_server() && r.has("muxchat.name", "PONG") && r.has("muxchat.token", &token)
     });
 
     let shutdown = find("SHUTDOWN", &|r| r.has("muxchat.name", "SHUTDOWN"));
