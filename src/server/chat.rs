@@ -216,6 +216,7 @@ impl Chat {
             out: OutBuf::default(),
             writable_interest: false,
             flush_queued: false,
+            flushed_in: 0,
             closing: None,
             broken: false,
             muted: false,

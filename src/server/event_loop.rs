@@ -70,6 +70,11 @@ pub struct Server {
     scratch: Vec<u8>,
     /// Sessions that hit their read budget: (token, session id).
     still_readable: Vec<(Token, u64)>,
+    /// Loop iterations so far.
+    iteration: u64,
+    /// Sessions whose output drained last iteration: (token, session id).
+    /// Those that get no output this iteration release their buffer.
+    drained: Vec<(Token, u64)>,
     /// An open descriptor kept in reserve: when accept fails with EMFILE we
     /// close it, accept the waiting connection to turn it away, and reopen.
     /// Without it, an edge-triggered listener with a full backlog and no
@@ -117,6 +122,8 @@ impl Server {
             chat: Chat::new(config, Instant::now()),
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
+            iteration: 0,
+            drained: Vec::new(),
             reserve_fd: File::open("/dev/null").ok(),
             last_emfile_warning: None,
             drain_deadline: None,
@@ -143,6 +150,7 @@ impl Server {
             }
             let now = Instant::now();
             self.chat.stats.poll_wakeups += 1;
+            self.iteration += 1;
 
             // 2. Dispatch readiness.
             let carried = std::mem::take(&mut self.still_readable);
@@ -384,12 +392,14 @@ impl Server {
     /// Stage 5: write every session with pending output, then set its
     /// interest to match what is left.
     fn flush_all(&mut self) {
+        let went_quiet = std::mem::take(&mut self.drained);
         let mut list = std::mem::take(&mut self.chat.sessions.flush_list);
         for &t in &list {
             let Some(s) = self.chat.sessions.slab.get_mut(t.0) else {
                 continue;
             };
             s.flush_queued = false;
+            s.flushed_in = self.iteration;
             if s.broken || s.finished {
                 continue;
             }
@@ -404,6 +414,9 @@ impl Server {
             self.chat.stats.bytes_out += wrote as u64;
             let s = &mut self.chat.sessions.slab[t.0];
             let left = s.out.pending();
+            if left == 0 && s.out.capacity() > 0 {
+                self.drained.push((t, s.id));
+            }
             if self.trace {
                 info!("  {t:?}: wrote {wrote} B, {left} B left");
             }
@@ -437,6 +450,15 @@ impl Server {
                     if s.peer_eof {
                         self.chat.sessions.finish(t);
                     }
+                }
+            }
+        }
+        // Buffers of sessions that drained last iteration and got nothing
+        // this one go back to the allocator: busy sessions keep theirs.
+        for (t, id) in went_quiet {
+            if let Some(s) = self.chat.sessions.slab.get_mut(t.0) {
+                if s.id == id && s.flushed_in != self.iteration {
+                    s.out.release_if_empty();
                 }
             }
         }

@@ -15,10 +15,6 @@ use crate::protocol::ServerMessage;
 use super::limits::TokenBucket;
 use super::rooms::RoomId;
 
-/// Output buffers above this capacity are released once drained, so a burst
-/// does not leave memory behind on an idle session.
-const KEEP_CAPACITY: usize = 1024;
-
 /// A session's pending output: frames queued but not yet taken by the
 /// kernel.
 ///
@@ -26,8 +22,10 @@ const KEEP_CAPACITY: usize = 1024;
 /// Appends go to the end; writes take from `pos`. The dead prefix is
 /// reclaimed when everything is sent (`clear`) or when it is at least as
 /// large as what is left (one move, amortised O(1) per byte), never by a
-/// `drain` per write. An empty buffer of more than [`KEEP_CAPACITY`] bytes
-/// gives its memory back.
+/// `drain` per write. A drained buffer keeps its allocation while its
+/// session receives output every loop iteration (regrowing it each time
+/// cost a realloc copy per doubling); the event loop releases it one
+/// iteration after the session goes quiet, so idle sessions hold none.
 #[derive(Debug, Default)]
 pub struct OutBuf {
     buf: Vec<u8>,
@@ -74,11 +72,7 @@ impl OutBuf {
     fn reclaim(&mut self) {
         if self.pos == self.buf.len() {
             self.pos = 0;
-            if self.buf.capacity() > KEEP_CAPACITY {
-                self.buf = Vec::new();
-            } else {
-                self.buf.clear();
-            }
+            self.buf.clear();
         } else if self.pos >= self.buf.len() - self.pos {
             self.buf.drain(..self.pos);
             self.pos = 0;
@@ -191,6 +185,8 @@ pub struct Session {
     pub writable_interest: bool,
     /// Whether the session is on the flush list for this loop iteration.
     pub flush_queued: bool,
+    /// The loop iteration that last flushed this session (buffer release).
+    pub flushed_in: u64,
     /// Set when the session is marked for closing; acted on at the reap
     /// stage, after the event batch.
     pub closing: Option<CloseReason>,
@@ -282,11 +278,18 @@ mod tests {
     }
 
     #[test]
-    fn drained_large_buffer_is_released() {
+    fn drained_buffer_keeps_its_allocation_until_released() {
         let mut out = OutBuf::default();
         out.append(&vec![7u8; 10_000]);
         let mut sink = Vec::new();
         out.write_to(&mut sink).unwrap();
+        assert_eq!(out.pending(), 0);
+        assert!(out.capacity() >= 10_000);
+        out.release_if_empty();
         assert_eq!(out.capacity(), 0);
+        // Pending bytes are never released.
+        out.append(&[1, 2, 3]);
+        out.release_if_empty();
+        assert_eq!(out.pending(), 3);
     }
 }
