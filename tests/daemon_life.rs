@@ -381,6 +381,138 @@ fn half_close_mid_frame_drops_the_partial_frame_and_leaves() {
 }
 
 #[test]
+fn a_whole_session_in_one_write_then_fin_is_served_before_the_close() {
+    let d = Daemon::start(&[]);
+    let mut w = d.register("w");
+    w.join("#r");
+    let mut c = d.connect();
+    let mut bytes = encode(&ClientMessage::Hello {
+        version: 1,
+        nick: "brief",
+    });
+    bytes.extend(encode(&ClientMessage::Join { room: "#r" }));
+    bytes.extend(encode(&ClientMessage::Say {
+        room: "#r",
+        text: "hello and goodbye",
+    }));
+    bytes.extend(encode(&ClientMessage::Ping { token: 5 }));
+    c.send_raw(&bytes);
+    c.shutdown_write();
+
+    // The client gets every answer before the server closes.
+    let end = c.read_until_closed(WAIT);
+    assert!(end.closed, "the server closes after the FIN");
+    let codes: Vec<u16> = end.frames.iter().map(|r| r.code).collect();
+    // (It may also hear its own LEFT: the read side is still open.)
+    let answers = codes.strip_suffix(&[code::LEFT]).unwrap_or(&codes);
+    assert_eq!(
+        answers,
+        [
+            code::WELCOME,
+            code::JOINED,
+            code::MESSAGE,
+            code::SERVER_PONG
+        ],
+        "answers flushed before the close"
+    );
+    // The room saw it all, then the leave.
+    match w.recv().msg() {
+        ServerMessage::Joined { nick, .. } => assert_eq!(nick, "brief"),
+        other => panic!("expected JOINED, got {other:?}"),
+    }
+    match w.recv().msg() {
+        ServerMessage::Message { from, text, .. } => {
+            assert_eq!((from, text), ("brief", "hello and goodbye"))
+        }
+        other => panic!("expected MESSAGE, got {other:?}"),
+    }
+    match w.recv().msg() {
+        ServerMessage::Left { nick, reason, .. } => {
+            assert_eq!((nick, reason), ("brief", "connection closed"))
+        }
+        other => panic!("expected LEFT, got {other:?}"),
+    }
+}
+
+#[test]
+fn quit_and_fin_in_one_write_still_gets_bye() {
+    let d = Daemon::start(&[]);
+    let mut w = d.register("w");
+    w.join("#r");
+    let mut c = d.register("q");
+    c.join("#r");
+    w.recv_code(code::JOINED);
+    c.send(&ClientMessage::Quit { reason: "done" });
+    c.shutdown_write();
+    let end = c.read_until_closed(WAIT);
+    assert!(end.closed, "closed after QUIT and FIN");
+    let codes: Vec<u16> = end.frames.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [code::LEFT, code::BYE]);
+    let (_, nick, reason) = next_left(&mut w);
+    assert_eq!((nick.as_str(), reason.as_str()), ("q", "done"));
+    w.expect_silence(QUIET);
+}
+
+#[test]
+fn resets_of_non_reading_members_during_a_flood_hurt_no_one() {
+    let d = Daemon::start(&[]);
+    let mut sender = d.register("sender");
+    sender.join("#r");
+    let mut resetters = Vec::new();
+    for i in 0..5 {
+        let mut r = resetting_client(&d);
+        r.send(&ClientMessage::Hello {
+            version: 1,
+            nick: &format!("r{i}"),
+        });
+        r.recv_code(code::WELCOME);
+        r.join("#r");
+        resetters.push(r);
+    }
+    sender.drain(QUIET);
+    let text = "f".repeat(2000);
+    let mut seq = 0u64;
+    let mut lefts = 0;
+    for round in 0..10 {
+        let mut batch = Vec::new();
+        for _ in 0..100 {
+            batch.extend(encode(&ClientMessage::Say {
+                room: "#r",
+                text: &text,
+            }));
+        }
+        sender.send_raw(&batch);
+        if round % 2 == 1 {
+            // Reset one non-reader mid-flood, with output pending for it.
+            drop(resetters.pop());
+        }
+        let mut got = 0;
+        while got < 100 {
+            let r = sender.recv();
+            match r.msg() {
+                ServerMessage::Message { seq: s, .. } => {
+                    seq += 1;
+                    assert_eq!(s, seq);
+                    got += 1;
+                }
+                ServerMessage::Left { .. } => lefts += 1,
+                other => panic!("sender got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(seq, 1000);
+    while lefts < 5 {
+        let r = sender.recv();
+        match r.msg() {
+            ServerMessage::Left { .. } => lefts += 1,
+            other => panic!("sender got {other:?}"),
+        }
+    }
+    sender.assert_alive();
+    let _new = d.register("newcomer");
+}
+
+#[test]
 fn a_closed_client_leaves_with_connection_closed() {
     let d = Daemon::start(&[]);
     let mut alice = d.register("alice");

@@ -61,7 +61,7 @@ fn max_clients_refuses_at_once_with_server_full_then_recovers() {
     drop(raw);
     let deadline = Instant::now() + WAIT;
     let mut refused = 1;
-    loop {
+    let _late = loop {
         let mut c = d.connect();
         c.send(&ClientMessage::Hello {
             version: 1,
@@ -69,15 +69,17 @@ fn max_clients_refuses_at_once_with_server_full_then_recovers() {
         });
         let r = c.recv();
         match r.msg() {
-            ServerMessage::Welcome { .. } => break,
+            ServerMessage::Welcome { .. } => {}
             ServerMessage::Error { error, .. } if error == ErrorCode::ServerFull as u16 => {
                 refused += 1;
                 assert!(Instant::now() < deadline, "slot never freed");
                 std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
             other => panic!("expected WELCOME or SERVER_FULL, got {other:?}"),
         }
-    }
+        break c;
+    };
     let s = a.stats();
     assert_eq!(s["rejected_full"], refused, "{s:?}");
     assert_eq!(s["connections"], 3, "{s:?}");
@@ -573,4 +575,13 @@ fn presence_limit_sends_joined_and_left_only_to_the_session_concerned() {
     expect_presence(&mut c[0], Some((code::JOINED, "c5")));
     expect_presence(&mut c[1], Some((code::JOINED, "c5")));
     c[2].expect_silence(Duration::from_millis(1));
+
+    // Above the limit again, a member that disconnects: nobody else hears.
+    let mut c6 = d.register("c6");
+    c6.join("#big"); // four members now
+    drop(c6);
+    std::thread::sleep(QUIET);
+    for m in c.iter_mut() {
+        expect_presence(m, None);
+    }
 }
