@@ -314,3 +314,92 @@ fn help_and_version_exit_0() {
         assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
     }
 }
+
+#[test]
+fn default_rate_is_20_with_a_burst_of_40() {
+    let mut cmd = muxchatd();
+    cmd.args(["--bind", "127.0.0.1:0"]);
+    let s = Started::spawn(cmd);
+    let mut c = Client::connect(s.addr);
+    c.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "r",
+    });
+    c.recv_code(code::WELCOME);
+    let batch: Vec<u8> = (0..60u64)
+        .flat_map(|t| common::encode(&ClientMessage::Ping { token: t }))
+        .collect();
+    c.send_raw(&batch);
+    let mut pongs = 0;
+    for _ in 0..60 {
+        let r = c.recv();
+        match r.msg() {
+            ServerMessage::Pong { .. } => pongs += 1,
+            ServerMessage::Error { error, request, .. } => {
+                assert_eq!(
+                    (ErrorCode::from_u16(error), request),
+                    (Some(ErrorCode::RateLimited), code::PING)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The HELLO took one of the forty.
+    assert!((38..=41).contains(&pongs), "{pongs} of 60 passed");
+}
+
+/// Runs a daemon with `extra` options (RUST_LOG unset: the default level),
+/// has one client say something, stops it, and returns its stderr.
+fn stderr_of_a_short_session(extra: &[&str]) -> String {
+    let mut cmd = muxchatd();
+    cmd.env_remove("RUST_LOG")
+        .args(["--bind", "127.0.0.1:0", "--rate", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim()["listening on ".len()..].parse().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let collector = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut c = Client::connect(addr);
+    c.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "t",
+    });
+    c.recv_code(code::WELCOME);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    collector.join().unwrap()
+}
+
+#[test]
+fn trace_events_logs_each_readiness_event_at_the_default_level() {
+    let traced = stderr_of_a_short_session(&["--trace-events"]).to_ascii_lowercase();
+    assert!(traced.contains("readable"), "no readable events:\n{traced}");
+    assert!(
+        traced.contains("writ") || traced.contains("wrote"),
+        "no writes logged:\n{traced}"
+    );
+    let plain = stderr_of_a_short_session(&[]).to_ascii_lowercase();
+    assert!(
+        !plain.contains("readable"),
+        "events logged without --trace-events:\n{plain}"
+    );
+}

@@ -585,3 +585,71 @@ fn presence_limit_sends_joined_and_left_only_to_the_session_concerned() {
         expect_presence(m, None);
     }
 }
+
+#[test]
+fn a_client_that_floods_requests_but_never_reads_is_cut_as_slow() {
+    let d = Daemon::start(&[
+        "--max-payload",
+        "1024",
+        "--max-text",
+        "512",
+        "--max-outbuf",
+        "16384",
+    ]);
+    let mut w = d.register("w");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&d.addr.into()).unwrap();
+    let mut c = Client::from_stream(sock.into());
+    c.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "flood",
+    });
+    c.recv_code(code::WELCOME);
+    // PINGs whose PONGs are never read: the output backlog must be capped
+    // by a cut, not grow without bound.
+    let mut writer = c.stream.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let batch: Vec<u8> = (0..1000u64)
+        .flat_map(|t| encode(&ClientMessage::Ping { token: t }))
+        .collect();
+    let started = Instant::now();
+    let mut write_failed = false;
+    for _ in 0..2000 {
+        if std::io::Write::write_all(&mut writer, &batch).is_err() {
+            write_failed = true;
+            break;
+        }
+    }
+    let end = c.read_until_closed(WAIT);
+    assert!(
+        write_failed || end.closed,
+        "neither cut nor pushed back after {:?}",
+        started.elapsed()
+    );
+    assert!(end.closed, "the flooder is cut");
+    if let Some(last) = end.frames.last() {
+        if last.code == code::ERROR {
+            assert_error(last, ErrorCode::SlowConsumer, 0);
+        }
+    }
+    let s = w.stats();
+    assert_eq!(s["kicked_slow"], 1, "{s:?}");
+}
+
+#[test]
+fn a_client_within_the_rate_is_never_limited() {
+    let d = Daemon::start(&["--rate", "20", "--burst", "3"]);
+    let mut a = d.register("a");
+    // Ten a second for 1.5 s, under an average of twenty a second.
+    for t in 0..15 {
+        a.send(&ClientMessage::Ping { token: t });
+        match a.recv().msg() {
+            ServerMessage::Pong { token } => assert_eq!(token, t),
+            other => panic!("limited below the rate: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
