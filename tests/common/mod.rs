@@ -32,11 +32,14 @@ impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
         cmd.args(["--bind", "127.0.0.1:0"]);
-        if !args.iter().any(|a| *a == "--rate") {
+        if !args.contains(&"--rate") {
             cmd.args(["--rate", "0"]);
         }
         cmd.args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
