@@ -151,6 +151,13 @@ impl Server {
             let now = Instant::now();
             self.chat.stats.poll_wakeups += 1;
             self.iteration += 1;
+            if self.trace {
+                let n = events.iter().count();
+                match timeout {
+                    Some(t) => info!("poll woke: {n} events (timeout was {} ms)", t.as_millis()),
+                    None => info!("poll woke: {n} events (no timeout)"),
+                }
+            }
 
             // 2. Dispatch readiness.
             let carried = std::mem::take(&mut self.still_readable);
@@ -243,8 +250,10 @@ impl Server {
     /// frames as they arrive.
     fn read_session(&mut self, t: Token, now: Instant) {
         let mut budget = READ_BUDGET;
-        let (mut total, mut frames) = (0, 0);
+        let (mut total, mut frames, mut reads) = (0, 0, 0);
+        let mut why = "WouldBlock";
         loop {
+            reads += 1;
             let s = &mut self.chat.sessions.slab[t.0];
             if s.peer_eof || s.broken || s.finished {
                 break;
@@ -252,6 +261,7 @@ impl Server {
             let discarding = matches!(s.phase, Phase::Ending { .. });
             match (&s.stream).read(&mut self.scratch) {
                 Ok(0) => {
+                    why = "EOF: the peer closed its side";
                     self.chat.on_peer_eof(t);
                     break;
                 }
@@ -263,6 +273,7 @@ impl Server {
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
+                        why = "budget spent, still readable";
                         let id = self.chat.sessions.slab[t.0].id;
                         self.still_readable.push((t, id));
                         break;
@@ -272,13 +283,18 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{t:?} read: {e}");
+                    why = "an error (reset): the connection is broken";
                     self.chat.on_broken(t);
                     break;
                 }
             }
         }
         if self.trace {
-            info!("  {t:?}: read {total} B, {frames} frames");
+            let partial = self.chat.sessions.slab[t.0].inbuf.len();
+            info!(
+                "  {t:?}: {reads} reads took {total} B, {frames} whole frames, \
+                 {partial} B of a partial frame kept; stopped on {why}"
+            );
         }
     }
 
@@ -438,6 +454,10 @@ impl Server {
                     debug!("{t:?} reregister: {e}");
                 }
                 s.writable_interest = want_writable;
+                if self.trace {
+                    let state = if want_writable { "on" } else { "off" };
+                    info!("  {t:?}: WRITABLE interest {state}");
+                }
             }
             if let Phase::Ending { server_fin, .. } = s.phase {
                 if left == 0 {
