@@ -228,16 +228,16 @@ fn count_lines(
 
 /// Sends `lines` lines of `len` bytes from a background thread, like a
 /// talkative but polite client: it never gets more than `WINDOW` lines
-/// ahead of what `heard` (a normal reader in the room) has received. So the
-/// normal reader never falls behind; only a client that does not read at
-/// all does. The writes may block (that is what rung 2 does to its
+/// ahead of what each of `readers` (the normal readers in the room, the
+/// talker's own echo included) has received. So no normal reader falls
+/// behind; only a client that does not read at all does. The writes may block (that is what rung 2 does to its
 /// clients), so there is a write timeout, and the thread gives up after
 /// two minutes.
 fn send_lines(
     mut stream: TcpStream,
     lines: u64,
     len: usize,
-    heard: Arc<AtomicU64>,
+    readers: Vec<Arc<AtomicU64>>,
 ) -> thread::JoinHandle<u64> {
     const WINDOW: u64 = 256;
     thread::spawn(move || {
@@ -249,7 +249,8 @@ fn send_lines(
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut sent = 0;
         while sent < lines && Instant::now() < deadline {
-            if sent >= heard.load(Ordering::Relaxed) + WINDOW {
+            let slowest = readers.iter().map(|r| r.load(Ordering::Relaxed)).min();
+            if sent >= slowest.unwrap_or(u64::MAX).saturating_add(WINDOW) {
                 thread::sleep(Duration::from_millis(1));
                 continue;
             }
@@ -413,7 +414,7 @@ fn rung2_never_reading_client_stalls_broadcast() {
         talker.writer.try_clone().unwrap(),
         LINES,
         1024,
-        heard.clone(),
+        vec![heard.clone(), talker_heard.clone()],
     );
 
     let stalled_at = wait_until_still(&heard, QUIET, WAIT);
@@ -535,7 +536,7 @@ fn rung3_never_reading_client_does_not_stall_others() {
         talker.writer.try_clone().unwrap(),
         LINES,
         1024,
-        heard.clone(),
+        vec![heard.clone(), talker_heard.clone()],
     );
 
     let got = wait_for_count(&heard, LINES, Duration::from_secs(60));
@@ -560,4 +561,104 @@ fn rung3_never_reading_client_does_not_stall_others() {
         (sink.len() as u64) < LINES * 1024,
         "the slow client got everything: it was not cut off"
     );
+}
+
+// ---------------------------------------------------------------- the chapter
+
+/// Every link in docs/MULTIPLEXING.md of the form [`Name`](../path) must
+/// point at a file that exists and, when `Name` is not itself a path, at a
+/// file that defines it (a fn, type, const, test, field or Lua function).
+/// So when code moves, this test fails until the chapter follows.
+#[test]
+fn chapter_references_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chapter = std::fs::read_to_string(root.join("docs/MULTIPLEXING.md"))
+        .expect("read docs/MULTIPLEXING.md");
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    let mut rest = chapter.as_str();
+    while let Some(at) = rest.find("[`") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find("`](") else { break };
+        let name = &rest[..end];
+        let after = &rest[end + 3..];
+        let Some(close) = after.find(')') else { break };
+        let target = &after[..close];
+        rest = &after[close..];
+        if target.starts_with("http") || target.starts_with('#') {
+            continue;
+        }
+        let file = root
+            .join("docs")
+            .join(target.split('#').next().unwrap_or(target));
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            broken.push(format!("{name} -> {target}: no such file"));
+            continue;
+        };
+        checked += 1;
+        if name.contains('/') || name.contains(".rs") {
+            continue; // the link text is the path itself
+        }
+        let parts: Vec<&str> = name.trim_end_matches("()").split("::").collect();
+        let (last, owners) = parts.split_last().expect("split yields one part at least");
+        let owner_ok = owners.iter().all(|p| defines(&text, p));
+        if !owner_ok || !defines(&text, last) {
+            broken.push(format!("{name} -> {target}: not defined there"));
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} references found: is the link syntax still [`X`](path)?"
+    );
+    assert!(
+        broken.is_empty(),
+        "broken references in docs/MULTIPLEXING.md:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// Whether `text` defines `name`: `fn name`, `struct name`, ... or a field
+/// or enum variant `name:`, `name {`, `name(`, `name,`, or a Lua
+/// `function name` / `local function name`.
+fn defines(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let keywords = [
+        "fn ",
+        "struct ",
+        "enum ",
+        "const ",
+        "type ",
+        "static ",
+        "trait ",
+        "mod ",
+        "function ",
+    ];
+    let mut from = 0;
+    while let Some(pos) = text[from..].find(name) {
+        let start = from + pos;
+        let end = start + name.len();
+        from = end;
+        let before = &text[..start];
+        let next = text[end..].chars().next().unwrap_or(' ');
+        if before.chars().next_back().is_some_and(ident) || ident(next) {
+            continue; // part of a longer word
+        }
+        if keywords.iter().any(|k| before.ends_with(k)) {
+            return true;
+        }
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let head = text[line_start..start].trim();
+        let tail = text[end..].trim_start();
+        // A field or variant at the start of its line: `pub name: T`,
+        // `name {`, `name(`, `name,` (not a call inside an expression).
+        if (head.is_empty() || head == "pub" || head == "pub(crate)")
+            && (tail.starts_with(':') && !tail.starts_with("::")
+                || tail.starts_with('{')
+                || tail.starts_with('(')
+                || tail.starts_with(','))
+        {
+            return true;
+        }
+    }
+    false
 }
