@@ -6,8 +6,11 @@
 //! batches, outside the timer. Members are real accepted loopback sockets
 //! only because a session owns one.
 //!
-//! Run: `cargo bench --bench fanout`. Throughput is in members (elements)
-//! per second; the cost per member is its inverse.
+//! Two cases: `fanout_say/N` dispatches one SAY per read; `fanout_run/N`
+//! dispatches a read carrying 64 SAYs to the same room, which the chat fans
+//! out as one bulk copy per member. Run: `cargo bench --bench fanout`.
+//! Throughput is in deliveries (elements) per second; the cost per
+//! delivery is its inverse.
 
 use std::hint::black_box;
 use std::net::{TcpListener, TcpStream};
@@ -22,10 +25,14 @@ use muxchat::server::chat::Chat;
 /// Messages dispatched between two buffer resets.
 const BATCH: u64 = 64;
 
+/// SAYs in one read for the `fanout_run` case.
+const RUN: usize = 64;
+
 struct Room {
     chat: Chat,
     publisher: Token,
     say: Vec<u8>,
+    run: Vec<u8>,
     // Keep the client ends open for the life of the benchmark.
     _clients: Vec<TcpStream>,
 }
@@ -63,10 +70,12 @@ fn room_of(members: usize) -> Room {
         text: &text,
     }
     .encode(&mut say);
+    let run = say.repeat(RUN);
     let mut room = Room {
         chat,
         publisher: tokens[0],
         say,
+        run,
         _clients: clients,
     };
     reset(&mut room.chat);
@@ -82,35 +91,45 @@ fn reset(chat: &mut Chat) {
     chat.sessions.flush_list.clear();
 }
 
-fn fanout(c: &mut Criterion) {
-    let mut group = c.benchmark_group("fanout_say");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-    for members in [10usize, 100, 1000] {
-        let mut room = room_of(members);
-        group.throughput(Throughput::Elements(members as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(BATCH);
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        let now = Instant::now();
-                        black_box(room.chat.on_input(room.publisher, &room.say, now));
-                    }
-                    spent += start.elapsed();
-                    reset(&mut room.chat);
-                    left -= n;
-                }
-                spent
-            });
-        });
+/// Times `iters` dispatches of `read`, emptying buffers every few.
+fn time_reads(room: &mut Room, read: &[u8], per_reset: u64, iters: u64) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(per_reset);
+        let start = Instant::now();
+        for _ in 0..n {
+            let now = Instant::now();
+            black_box(room.chat.on_input(room.publisher, read, now));
+        }
+        spent += start.elapsed();
+        reset(&mut room.chat);
+        left -= n;
     }
-    group.finish();
+    spent
+}
+
+fn fanout(c: &mut Criterion) {
+    for (name, says) in [("fanout_say", 1u64), ("fanout_run", RUN as u64)] {
+        let mut group = c.benchmark_group(name);
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        for members in [10usize, 100, 1000] {
+            let mut room = room_of(members);
+            let read = if says == 1 {
+                room.say.clone()
+            } else {
+                room.run.clone()
+            };
+            group.throughput(Throughput::Elements(members as u64 * says));
+            group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
+                b.iter_custom(|iters| time_reads(&mut room, &read, (BATCH / says).max(1), iters));
+            });
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, fanout);
