@@ -38,10 +38,12 @@ struct Room {
 }
 
 fn room_of(members: usize) -> Room {
-    let mut config = Config::default();
-    config.rate = 0;
-    config.max_outbuf = 1 << 30;
-    config.presence_limit = 0; // JOINED only to the joiner: set-up stays O(N)
+    let config = Config {
+        rate: 0,
+        max_outbuf: 1 << 30,
+        presence_limit: 0, // JOINED only to the joiner: set-up stays O(N)
+        ..Config::default()
+    };
     let now = Instant::now();
     let mut chat = Chat::new(config, now);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -241,7 +241,11 @@ fn read_room(mut c: Client) -> Seen {
                     return seen;
                 }
             }
-            ServerMessage::Left { nick, reason, .. } if nick == "slow" => {
+            ServerMessage::Left {
+                nick: "slow",
+                reason,
+                ..
+            } => {
                 seen.slow_left = Some(reason.to_string());
             }
             ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
@@ -317,7 +321,11 @@ fn slow_consumer_is_cut_while_the_others_receive_everything_in_order() {
                     assert_eq!(text, body(seq as usize));
                     next_seq += 1;
                 }
-                ServerMessage::Left { nick, reason, .. } if nick == "slow" => {
+                ServerMessage::Left {
+                    nick: "slow",
+                    reason,
+                    ..
+                } => {
                     slow_left = Some((reason.to_string(), sent));
                 }
                 ServerMessage::Joined { .. } => {}
