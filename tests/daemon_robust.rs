@@ -181,12 +181,18 @@ fn random_garbage_never_crashes_the_daemon_or_hurts_a_good_client() {
         };
         match r.msg() {
             ServerMessage::Message {
-                seq, from, text, ..
-            } if from == "good" => {
+                seq,
+                from: "good",
+                text,
+                ..
+            } => {
                 my_seqs.push(seq);
                 good_texts.push(text.to_string());
             }
-            ServerMessage::WhisperFrom { from, text } if from == "other" => {
+            ServerMessage::WhisperFrom {
+                from: "other",
+                text,
+            } => {
                 assert_eq!(text, format!("w {got_other}"));
                 got_other += 1;
             }
