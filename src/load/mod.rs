@@ -179,6 +179,18 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A process's CPU time (user + system) in seconds, from `/proc/PID/stat`.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
 /// Source addresses for `clients` connections to `addr`.
 fn source_ips(cfg: &Config, addr: SocketAddr) -> Result<Vec<IpAddr>, String> {
     let n = match cfg.source_ips {
@@ -311,6 +323,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
 
     // Run: publish from start to end; measure from measure to end.
     let cpu0 = cpu_times();
+    let daemon_cpu0 = cfg.daemon_pid.and_then(proc_cpu_secs);
     let start_ns = shared.now_ns() + 5_000_000;
     let measure_ns = start_ns + (cfg.warmup * 1e9) as u64;
     let end_ns = measure_ns + (cfg.duration * 1e9) as u64;
@@ -357,6 +370,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         (last_pub, last_del, last_t) = (p, d, Instant::now());
     }
     let cpu1 = cpu_times();
+    let daemon_cpu1 = cfg.daemon_pid.and_then(proc_cpu_secs);
 
     // Drain: every live receiver should get every message.
     shared.phase.store(phase::DRAIN, Release);
@@ -371,13 +385,15 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
 
     // Ping check: every connection still answers.
     shared.phase.store(phase::PING, Release);
-    let ping_deadline = Instant::now() + Duration::from_secs(10);
-    std::thread::sleep(Duration::from_millis(20));
+    let ping_start = Instant::now();
+    let ping_deadline = ping_start + Duration::from_secs(10);
     while Instant::now() < ping_deadline
-        && sum(&|l| l.pongs.load(Relaxed)) < sum(&|l| l.pings.load(Relaxed))
+        && (!shared.live.iter().all(|l| l.pinged.load(Acquire))
+            || sum(&|l| l.pongs.load(Relaxed)) < sum(&|l| l.pings.load(Relaxed)))
     {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let ping_secs = ping_start.elapsed().as_secs_f64();
     let rss_end = cfg.daemon_pid.and_then(rss_kib);
     shared.phase.store(phase::STOP, Release);
     let mut results = Vec::new();
@@ -400,10 +416,12 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         duration: cfg.duration,
         setup_secs,
         drain_secs,
+        ping_secs,
         cpu_run: (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1),
         run_secs: (end_ns - start_ns) as f64 / 1e9,
         cpu_total: cpu_times(),
         rss_kib: (rss_before, rss_ready, rss_end),
+        daemon_cpu: daemon_cpu0.zip(daemon_cpu1).map(|(a, b)| b - a),
     };
     let report = Report::merge(info, results);
     if cfg.json {

@@ -34,6 +34,8 @@ pub struct RunInfo {
     pub setup_secs: f64,
     /// Seconds the drain took.
     pub drain_secs: f64,
+    /// Seconds the ping check took.
+    pub ping_secs: f64,
     /// This process's CPU (user, system) seconds during warm-up + measuring.
     pub cpu_run: (f64, f64),
     /// Wall seconds of warm-up + measuring.
@@ -42,6 +44,8 @@ pub struct RunInfo {
     pub cpu_total: (f64, f64),
     /// Daemon RSS in KiB: before setup, when all were ready, at the end.
     pub rss_kib: (Option<u64>, Option<u64>, Option<u64>),
+    /// Daemon CPU seconds during warm-up + measuring (with `--daemon-pid`).
+    pub daemon_cpu: Option<f64>,
 }
 
 /// Loss over all live receivers.
@@ -219,6 +223,11 @@ impl Report {
         }
     }
 
+    fn daemon_busy_pct(&self) -> Option<f64> {
+        let cpu = self.info.daemon_cpu?;
+        (self.info.run_secs > 0.0).then(|| 100.0 * cpu / self.info.run_secs)
+    }
+
     fn per_conn_rss(&self) -> Option<f64> {
         let (before, ready, _) = self.info.rss_kib;
         let (b, r) = (before?, ready?);
@@ -324,8 +333,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  pings      {}/{} answered at the end",
-            self.pings.1, self.pings.0
+            "  pings      {}/{} answered at the end, in {:.2}s",
+            self.pings.1, self.pings.0, i.ping_secs
         );
         let (u, sy) = i.cpu_run;
         let _ = writeln!(
@@ -340,11 +349,12 @@ impl Report {
         if let (Some(b), Some(r), Some(e)) = i.rss_kib {
             let _ = writeln!(
                 s,
-                "  daemon     RSS {} KiB before, {} KiB with all ready, {} KiB at the end; {:.0} B per connection",
+                "  daemon     RSS {} KiB before, {} KiB with all ready, {} KiB at the end; {:.0} B per connection; cpu {:.0}% of one core while publishing",
                 b,
                 r,
                 e,
-                self.per_conn_rss().unwrap_or(0.0)
+                self.per_conn_rss().unwrap_or(0.0),
+                self.daemon_busy_pct().unwrap_or(0.0)
             );
         }
         s
@@ -380,9 +390,9 @@ impl Report {
                 "\"register_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
                 "\"loss\":{{\"lost\":{},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"receivers\":{},\"cut\":{}}},",
                 "\"errors\":{{{}}},\"connect_failed\":{},\"closed_by_server\":{},\"shutdowns\":{},",
-                "\"pings\":{{\"sent\":{},\"answered\":{}}},\"drain_s\":{:.3},",
+                "\"pings\":{{\"sent\":{},\"answered\":{},\"secs\":{:.3}}},\"drain_s\":{:.3},",
                 "\"cpu\":{{\"user_s\":{:.3},\"sys_s\":{:.3},\"busy_pct\":{:.1},\"total_user_s\":{:.3},\"total_sys_s\":{:.3}}},",
-                "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{}}}"
+                "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{},\"daemon_busy_pct\":{}}}"
             ),
             i.clients,
             self.ready,
@@ -427,6 +437,7 @@ impl Report {
             self.shutdowns,
             self.pings.0,
             self.pings.1,
+            i.ping_secs,
             i.drain_secs,
             i.cpu_run.0,
             i.cpu_run.1,
@@ -437,6 +448,7 @@ impl Report {
             opt(i.rss_kib.1),
             opt(i.rss_kib.2),
             self.per_conn_rss().map_or("null".into(), |v| format!("{v:.0}")),
+            self.daemon_busy_pct().map_or("null".into(), |v| format!("{v:.1}")),
         )
     }
 }
@@ -491,10 +503,12 @@ mod tests {
             duration: 2.0,
             setup_secs: 0.1,
             drain_secs: 0.0,
+            ping_secs: 0.0,
             cpu_run: (0.5, 0.5),
             run_secs: 2.0,
             cpu_total: (1.0, 1.0),
             rss_kib: (Some(1000), Some(1004), Some(1004)),
+            daemon_cpu: Some(1.5),
         }
     }
 
@@ -557,6 +571,7 @@ mod tests {
         assert!(j.contains("\"busy_pct\":50.0"), "{j}");
         assert!(j.contains("\"daemon_rss_per_conn_b\":1024"), "{j}");
         assert!(j.contains("\"p99\":2000"), "{j}");
+        assert!(j.contains("\"daemon_busy_pct\":75.0"), "{j}");
         assert_eq!(report.exit_code(), 0);
     }
 }

@@ -137,6 +137,9 @@ pub struct Live {
     pub pings: AtomicU64,
     /// PONGs received in the ping check.
     pub pongs: AtomicU64,
+    /// Every PING of the ping check has been handed to the kernel (or
+    /// queued behind a full socket), and `pings` is final.
+    pub pinged: AtomicBool,
     /// The worker has finished its setup work (opened all it will open).
     pub setup_done: AtomicBool,
 }
@@ -531,6 +534,9 @@ impl Worker {
                 self.live().p99_ns.store(p99, Relaxed);
             }
             self.publish_live();
+            if self.pinged {
+                self.live().pinged.store(true, Release);
+            }
             // 4. Poll.
             if !self.again.is_empty() {
                 timeout = Duration::ZERO;
