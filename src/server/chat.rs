@@ -234,6 +234,7 @@ impl Chat {
             writable_interest: false,
             flush_queued: false,
             flushed_in: 0,
+            read_in: 0,
             closing: None,
             broken: false,
             muted: false,

@@ -249,6 +249,14 @@ impl Server {
     /// Reads `t` until `WouldBlock` (or its budget), dispatching whole
     /// frames as they arrive.
     fn read_session(&mut self, t: Token, now: Instant) {
+        // One budget per session per iteration: a session carried over
+        // from the last iteration that also has a fresh event is read once,
+        // and so is put back on the carried list at most once.
+        let s = &mut self.chat.sessions.slab[t.0];
+        if s.read_in == self.iteration {
+            return;
+        }
+        s.read_in = self.iteration;
         let mut budget = READ_BUDGET;
         let (mut total, mut frames, mut reads) = (0, 0, 0);
         let mut why = "WouldBlock";

@@ -187,6 +187,9 @@ pub struct Session {
     pub flush_queued: bool,
     /// The loop iteration that last flushed this session (buffer release).
     pub flushed_in: u64,
+    /// The loop iteration that last read this session: at most one read
+    /// budget per session per iteration (fairness).
+    pub read_in: u64,
     /// Set when the session is marked for closing; acted on at the reap
     /// stage, after the event batch.
     pub closing: Option<CloseReason>,
