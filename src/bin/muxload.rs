@@ -30,7 +30,7 @@ struct Args {
     #[arg(long)]
     unlimited: bool,
     /// With --unlimited: messages per room in flight, counted against the
-    /// room's slowest receiver (default: about 256 KiB worth).
+    /// room.s slowest receiver (default: about 128 KiB worth).
     #[arg(long)]
     window: Option<u64>,
     /// Bytes of text per message (at least 32: the stamp).

@@ -57,7 +57,7 @@ pub struct Config {
     /// Messages per second per publisher; `None` means unlimited.
     pub rate: Option<f64>,
     /// Messages in flight per room when unlimited; `None` picks one from
-    /// the payload size (about 256 KiB of frames).
+    /// the payload size (about 128 KiB of frames per receiver).
     pub window: Option<u64>,
     /// Text bytes per message.
     pub payload: usize,
@@ -129,7 +129,7 @@ impl Config {
             None => Mode::Unlimited {
                 window: self
                     .window
-                    .unwrap_or_else(|| (256 * 1024 / (self.payload as u64 + 40)).max(16)),
+                    .unwrap_or_else(|| (128 * 1024 / (self.payload as u64 + 40)).max(16)),
             },
         }
     }

@@ -1077,10 +1077,10 @@ fn on_frame(
                 m.delivered_window += 1;
                 m.delivered_bytes += frame_len as u64;
             }
-            if let Some(stamp) = Stamp::parse(text) {
-                if stamp.sent_ns >= m.measure_ns && stamp.sent_ns < m.end_ns {
+            if let Some(sent_ns) = Stamp::sent_ns_of(text) {
+                if sent_ns >= m.measure_ns && sent_ns < m.end_ns {
                     m.latency
-                        .saturating_record(now_ns.saturating_sub(stamp.sent_ns).max(1));
+                        .saturating_record(now_ns.saturating_sub(sent_ns).max(1));
                 }
             }
         }
