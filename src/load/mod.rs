@@ -222,12 +222,11 @@ fn source_ips(cfg: &Config, addr: SocketAddr) -> Result<Vec<IpAddr>, String> {
 /// ready); `Err` a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
     cfg.check()?;
-    let addr = cfg
+    let addrs: Vec<SocketAddr> = cfg
         .connect
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", cfg.connect))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {}: no addresses", cfg.connect))?;
+        .collect();
     let nofile = raise_nofile();
     let need = cfg.clients as u64 + 16 + 3 * cfg.threads as u64;
     if need > nofile {
@@ -236,9 +235,21 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
             cfg.clients
         ));
     }
-    // One plain connection first: a refused address is one clear line.
-    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    // One plain connection first, to each resolved address in turn (a name
+    // may resolve to ::1 and 127.0.0.1): the first that answers is used,
+    // and a refused target is one clear line.
+    let mut last = format!("cannot resolve {}: no addresses", cfg.connect);
+    let mut found = None;
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
+            Ok(_) => {
+                found = Some(a);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {a}: {e}"),
+        }
+    }
+    let addr = found.ok_or(last)?;
 
     let threads = cfg.threads.min(cfg.clients);
     // Nicks and rooms unique to this run, so a reused daemon's old rooms
