@@ -141,7 +141,9 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         loop {
-            // 1. Poll: wait for readiness or the next deadline.
+            // 1. Poll: sleep until some registered descriptor is ready or
+            //    the earliest deadline is due. This is the only place the
+            //    loop blocks.
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -159,7 +161,10 @@ impl Server {
                 }
             }
 
-            // 2. Dispatch readiness.
+            // 2. Dispatch readiness. Each event carries the token we
+            //    registered the descriptor with, and what changed (an edge:
+            //    readable, writable). Every source is drained until
+            //    WouldBlock, or no new edge would ever come for the rest.
             let carried = std::mem::take(&mut self.still_readable);
             for event in events.iter() {
                 self.chat.stats.events += 1;
@@ -179,24 +184,33 @@ impl Server {
                     t => self.on_session_event(t, readable, writable, now),
                 }
             }
+            // Sessions that spent their read budget last iteration are
+            // still readable, but no new edge will say so: read them now.
             for (t, id) in carried {
                 if self.chat.sessions.slab.get(t.0).is_some_and(|s| s.id == id) {
                     self.read_session(t, now);
                 }
             }
 
-            // 3. Timers.
+            // 3. Timers: login timeouts, heartbeats, lingering closes.
             self.chat.run_timers(now);
 
-            // 4. Reap sessions marked for closing.
+            // 4. Reap: sessions marked for closing during stages 2-3 leave
+            //    their rooms now, after the batch, never in the middle of it.
             self.chat.reap(now);
 
-            // 5. Write before sleep.
+            // 5. Write before sleep: one write per session carries every
+            //    frame queued for it this iteration. What the kernel will
+            //    not take yet stays buffered and turns on WRITABLE interest
+            //    (backpressure); a drained buffer turns it off.
             self.flush_all();
 
-            // 6. Remove sessions that finished closing.
+            // 6. Remove sessions that finished closing: only now are their
+            //    tokens free for reuse.
             self.remove_finished();
 
+            // 7. Shutdown: once draining, stop when everyone has gone or
+            //    the grace period is over.
             if let Some(deadline) = self.drain_deadline {
                 if self.chat.connections() == 0 || now >= deadline {
                     info!(
