@@ -51,17 +51,24 @@ def table(rows):
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in groups.items():
-        rs = [r["result"] for r in runs]
+        every = [r["result"] for r in runs]
+        # A run where publishers published but nothing was delivered in the
+        # window collapsed (e.g. every receiver cut as a slow consumer in
+        # the warm-up): its zeros would drag the medians; count it apart.
+        collapsed = [r for r in every if r["publishers"] > 0 and r["delivered"] == 0]
+        rs = [r for r in every if r not in collapsed] or every
         lat = lambda k: med([r["latency_us"][k] for r in rs])
-        loss = sum(r["loss"]["lost"] + r["loss"]["duplicates"] + r["loss"]["reorders"] for r in rs)
+        loss = sum(r["loss"]["lost"] + r["loss"]["duplicates"] + r["loss"]["reorders"] for r in every)
         errors = {}
-        for r in rs:
+        for r in every:
             for k, v in r["errors"].items():
                 errors[k] = errors.get(k, 0) + v
-        cut = sum(r["loss"]["cut"] for r in rs)
+        cut = sum(r["loss"]["cut"] for r in every)
         err = ", ".join(f"{k} {v}" for k, v in errors.items()) or "none"
         if cut:
             err += f"; {cut} cut"
+        if collapsed and rs is not every:
+            err += f"; {len(collapsed)} of {len(every)} runs collapsed (left out of the medians)"
         rss_ready = med([r["daemon_rss_per_conn_b"] for r in rs])
         rss_end = med(
             [
@@ -78,7 +85,7 @@ def table(rows):
             + " | ".join(
                 [
                     label,
-                    str(len(rs)),
+                    str(len(every)),
                     fmt(med([r["delivered_per_s"] for r in rs])) if has_traffic else "-",
                     fmt(med([r["published_per_s"] for r in rs])) if has_traffic else "-",
                     fmt(lat("p50"), "us") if has_traffic else "-",
