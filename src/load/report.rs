@@ -240,6 +240,7 @@ impl Report {
         let secs = i.duration;
         let mut s = String::new();
         let mode = match i.mode {
+            _ if i.publishers == 0 => "idle".to_string(),
             Mode::Rate(r) => format!("{} msgs/s per publisher", human(r)),
             Mode::Unlimited { window } => format!("unlimited (window {window} per room)"),
         };
@@ -368,6 +369,7 @@ impl Report {
         let c = Quantiles::of(&self.connect);
         let g = Quantiles::of(&self.register);
         let (mode, rate_pp, window) = match i.mode {
+            _ if i.publishers == 0 => ("idle", 0.0, 0),
             Mode::Rate(r) => ("rate", r, 0),
             Mode::Unlimited { window } => ("unlimited", 0.0, window),
         };
