@@ -9,41 +9,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::Client;
+use common::{cpu_ticks, Client, Daemon};
 use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
 
 const FD_LIMIT: libc::rlim_t = 40;
 
-/// CPU time (user + system) the process has used, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 #[test]
 fn out_of_descriptors_turns_clients_away_without_spinning_and_recovers() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
-    cmd.args([
-        "--bind",
-        "127.0.0.1:0",
-        "--rate",
-        "0",
-        "--max-clients",
-        "1000",
-    ])
-    .env("RUST_LOG", "error")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    let mut cmd = Daemon::command(&["--max-clients", "1000"]);
+    cmd.env("RUST_LOG", "error").stderr(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; the closure touches nothing
     // else between fork and exec.
     unsafe {
@@ -58,17 +36,8 @@ fn out_of_descriptors_turns_clients_away_without_spinning_and_recovers() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn muxchatd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let d = Daemon::spawn(cmd);
+    let addr = d.addr;
 
     // Register clients until the daemon says it is full.
     let mut held = Vec::new();
@@ -99,9 +68,9 @@ fn out_of_descriptors_turns_clients_away_without_spinning_and_recovers() {
 
     // With the limit reached and clients still connected, the daemon must
     // sleep, not spin on the listener.
-    let before = cpu_ticks(child.id());
+    let before = cpu_ticks(d.pid());
     std::thread::sleep(Duration::from_secs(2));
-    let spent = cpu_ticks(child.id()) - before;
+    let spent = cpu_ticks(d.pid()) - before;
     assert!(
         spent < 50,
         "daemon used {spent} ticks of CPU in 2 s while idle"
@@ -126,7 +95,4 @@ fn out_of_descriptors_turns_clients_away_without_spinning_and_recovers() {
         first.recv().msg(),
         ServerMessage::Pong { token: 7 }
     ));
-
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -11,36 +11,21 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::Client;
+use common::{Client, Daemon};
 use muxchat::protocol::{code, ClientMessage};
 
 #[test]
 fn a_flooding_session_gets_one_read_budget_per_iteration() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_muxchatd"))
-        .args(["--bind", "127.0.0.1:0", "--rate", "0"])
-        .args(["--max-outbuf", "67108864", "--trace-events"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn muxchatd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut cmd = Daemon::command(&["--max-outbuf", "67108864", "--trace-events"]);
+    cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut d = Daemon::spawn(cmd);
+    let addr = d.addr;
     // Collect the trace on a thread so the daemon never blocks on stderr.
-    let mut stderr = child.stderr.take().unwrap();
+    let mut stderr = d.take_stderr().expect("stderr piped");
     let trace = std::thread::spawn(move || {
         let mut all = String::new();
         let _ = stderr.read_to_string(&mut all);
@@ -81,8 +66,7 @@ fn a_flooding_session_gets_one_read_budget_per_iteration() {
     }
     send.join().unwrap().unwrap();
 
-    let _ = child.kill();
-    let _ = child.wait();
+    d.kill();
     let trace = trace.join().unwrap();
 
     let mut read_this_wakeup = HashSet::new();

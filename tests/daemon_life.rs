@@ -12,22 +12,6 @@ use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-#[track_caller]
-fn assert_error(r: &Reply, error: ErrorCode, request: u16) {
-    match r.msg() {
-        ServerMessage::Error {
-            error: e,
-            request: q,
-            ..
-        } => assert_eq!(
-            (ErrorCode::from_u16(e), q),
-            (Some(error), request),
-            "wrong ERROR"
-        ),
-        other => panic!("expected ERROR({}), got {other:?}", error.name()),
-    }
-}
-
 /// The next LEFT on `c` (skipping other frames), as (room, nick, reason).
 #[track_caller]
 fn next_left(c: &mut Client) -> (String, String, String) {

@@ -12,22 +12,6 @@ use muxchat::protocol::{code, ClientMessage, ErrorCode, Header, ServerMessage};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-#[track_caller]
-fn assert_error(r: &Reply, error: ErrorCode, request: u16) {
-    match r.msg() {
-        ServerMessage::Error {
-            error: e,
-            request: q,
-            ..
-        } => assert_eq!(
-            (ErrorCode::from_u16(e), q),
-            (Some(error), request),
-            "wrong ERROR"
-        ),
-        other => panic!("expected ERROR({}), got {other:?}", error.name()),
-    }
-}
-
 fn header(code: u16, length: u32) -> [u8; 8] {
     Header {
         code,

@@ -30,6 +30,12 @@ impl Daemon {
     /// set `--rate`, so tests that are not about limits can send freely.
     #[track_caller]
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::spawn(Daemon::command(args))
+    }
+
+    /// The command [`Daemon::start`] runs, for tests that need to adjust it
+    /// (environment, resource limits, a piped stderr) before [`Daemon::spawn`].
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
         cmd.args(["--bind", "127.0.0.1:0"]);
         if !args.contains(&"--rate") {
@@ -41,9 +47,14 @@ impl Daemon {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn muxchatd");
+        cmd
+    }
+
+    /// Runs a daemon command and waits for its `listening on ADDR` line.
+    #[track_caller]
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn muxchatd");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -56,6 +67,17 @@ impl Daemon {
             .parse()
             .expect("address in the listening line");
         Daemon { child, addr }
+    }
+
+    /// The daemon's stderr, if the command piped it.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// Kills the daemon now (dropping it does the same).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The daemon's process id.
@@ -106,8 +128,34 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// CPU time (user + system, in clock ticks) process `pid` has used so far.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Asserts that `r` is ERROR(`error`) answering `request`.
+#[track_caller]
+pub fn assert_error(r: &Reply, error: ErrorCode, request: u16) {
+    match r.msg() {
+        ServerMessage::Error {
+            error: e,
+            request: q,
+            ..
+        } => assert_eq!(
+            (ErrorCode::from_u16(e), q),
+            (Some(error), request),
+            "wrong ERROR"
+        ),
+        other => panic!("expected ERROR({}), got {other:?}", error.name()),
     }
 }
 
@@ -214,21 +262,7 @@ impl Client {
     /// Expects the next frame to be ERROR with `error`, answering `request`.
     #[track_caller]
     pub fn expect_error(&mut self, error: ErrorCode, request: u16) {
-        let r = self.recv();
-        match r.msg() {
-            ServerMessage::Error {
-                error: e,
-                request: q,
-                ..
-            } => {
-                assert_eq!(
-                    (ErrorCode::from_u16(e), q),
-                    (Some(error), request),
-                    "wrong ERROR"
-                );
-            }
-            other => panic!("expected ERROR({}), got {other:?}", error.name()),
-        }
+        assert_error(&self.recv(), error, request);
     }
 
     /// Expects no frame at all for `quiet` (the server is silent).
