@@ -65,9 +65,14 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
-    /// The daemon's pid, to report its RSS (same machine only).
+    /// The daemon's pid, to report its RSS and CPU (same machine only).
     #[arg(long)]
     daemon_pid: Option<u32>,
+    /// Busy-poll while publishing: never sleep in poll(), so on loopback
+    /// the daemon's writes do not pay for waking the generator. Its CPU
+    /// then reads 100%; its own cost shows in the throughput it sustains.
+    #[arg(long)]
+    spin: bool,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         json: a.json,
         quiet: a.quiet,
         daemon_pid: a.daemon_pid,
+        spin: a.spin,
     };
     match load::run(&cfg) {
         Ok(code) => ExitCode::from(code as u8),

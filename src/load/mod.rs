@@ -83,6 +83,8 @@ pub struct Config {
     pub quiet: bool,
     /// The daemon's pid, to sample its RSS (same machine only).
     pub daemon_pid: Option<u32>,
+    /// Busy-poll while publishing instead of sleeping in `poll`.
+    pub spin: bool,
 }
 
 impl Config {
@@ -272,6 +274,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         ramp_per_worker: cfg.ramp / threads as f64,
         source_ips: source_ips(cfg, addr)?,
         tag,
+        spin: cfg.spin,
     });
     let shared = Arc::new(Shared::new(cfg.rooms, threads));
     let rss_before = cfg.daemon_pid.and_then(rss_kib);

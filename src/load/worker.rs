@@ -86,6 +86,10 @@ pub struct Settings {
     pub source_ips: Vec<IpAddr>,
     /// Prefix of nicks and room names, unique per run.
     pub tag: String,
+    /// Busy-poll (zero poll timeout) while publishing: the generator never
+    /// sleeps, so the daemon's writes never pay to wake it (see
+    /// docs/BENCHMARKS.md); its CPU then reads 100%.
+    pub spin: bool,
 }
 
 impl Settings {
@@ -548,7 +552,7 @@ impl Worker {
                 self.live().pinged.store(true, Release);
             }
             // 4. Poll.
-            if !self.again.is_empty() {
+            if !self.again.is_empty() || (self.settings.spin && phase == phase::RUN) {
                 timeout = Duration::ZERO;
             }
             match self.poll.poll(&mut events, Some(timeout)) {
