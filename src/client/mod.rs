@@ -5,7 +5,7 @@
 //! one poller for two sources, and never blocks on either.
 //!
 //! - [`command`]: a typed line into a [`command::Command`] (pure).
-//! - [`format`]: a server message into readable lines (pure).
+//! - [`format`](mod@format): a server message into readable lines (pure).
 //! - [`state`]: the session's state: rooms, the current room, registration;
 //!   commands and server messages in, frames and lines out (pure).
 //! - [`session`]: the event loop that moves bytes between the terminal, the

@@ -230,6 +230,21 @@ impl Quantiles {
     }
 }
 
+/// The open-loop schedule's step: nanoseconds between one publisher's
+/// messages at `rate` messages a second (at least 1).
+pub fn interval_ns(rate: f64) -> u64 {
+    (1e9 / rate).max(1.0) as u64
+}
+
+/// When publisher `k` of `publishers` sends its first message: the
+/// publishers' phases are spread evenly over one interval, so P
+/// publishers at R msgs/s make a steady P*R msgs/s, not P-message bursts.
+/// Message `n` is then due at `first_due + n * interval`, whatever the
+/// replies (open loop).
+pub fn first_due(start_ns: u64, interval: u64, k: u64, publishers: u64) -> u64 {
+    start_ns + interval * k / publishers.max(1)
+}
+
 /// Events per second over `secs` (0 for an empty window).
 pub fn rate(count: u64, secs: f64) -> f64 {
     if secs > 0.0 {
@@ -381,6 +396,30 @@ mod tests {
         a.add(&b).unwrap();
         assert_eq!(Quantiles::of(&a).count, 2);
         assert!(Quantiles::of(&a).max >= 8990.0);
+    }
+
+    #[test]
+    fn open_loop_schedule_is_steady_and_exact() {
+        // 100 publishers at 10 msgs/s: 1,000 msgs in any 1 s window, and
+        // no 10 ms slice holds more than its share (plus one for rounding).
+        let (p, rate, start) = (100u64, 10.0, 5_000_000_000u64);
+        let step = interval_ns(rate);
+        assert_eq!(step, 100_000_000);
+        let mut dues = Vec::new();
+        for k in 0..p {
+            let first = first_due(start, step, k, p);
+            assert!(first >= start && first < start + step);
+            dues.extend((0..50).map(|n| first + n * step));
+        }
+        let in_window = |a: u64, b: u64| dues.iter().filter(|&&d| d >= a && d < b).count();
+        assert_eq!(in_window(start, start + 1_000_000_000), 1000);
+        assert_eq!(in_window(start + 333_000_000, start + 1_333_000_000), 1000);
+        for slice in 0..100u64 {
+            let a = start + slice * 10_000_000;
+            assert!(in_window(a, a + 10_000_000) <= 11, "slice {slice}");
+        }
+        assert_eq!(interval_ns(1e12), 1);
+        assert_eq!(first_due(7, 10, 3, 0), 7 + 30);
     }
 
     #[test]

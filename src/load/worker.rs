@@ -28,7 +28,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::stats::{latency_histogram, SeqTracker, Stamp};
+use super::stats::{first_due, interval_ns, latency_histogram, SeqTracker, Stamp};
 use crate::protocol::{decode, ClientMessage, Decoded, ErrorCode, ServerMessage, PROTOCOL_VERSION};
 
 /// Phases of a run, set by the main thread, read by every worker.
@@ -857,7 +857,7 @@ impl Worker {
         start_ns: u64,
         next_wake: &mut u64,
     ) -> u64 {
-        let interval = (1e9 / rate).max(1.0) as u64;
+        let interval = interval_ns(rate);
         let p = self.settings.publishers as u64;
         let c = &mut self.conns[i];
         let Some(publisher) = c.publisher.as_mut() else {
@@ -865,7 +865,7 @@ impl Worker {
         };
         if publisher.next_due == 0 {
             // Spread publishers evenly over one interval.
-            publisher.next_due = start_ns + interval * (c.id as u64) / p.max(1);
+            publisher.next_due = first_due(start_ns, interval, c.id as u64, p);
         }
         let mut n = 0;
         let end_ns = self.meter.end_ns;
