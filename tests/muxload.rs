@@ -216,3 +216,28 @@ fn bad_numbers_are_refused() {
         assert!(err.starts_with("muxload: --"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_daemon_shutdown_is_reported_as_closures_not_loss() {
+    let daemon = Daemon::start(&["--grace-ms", "500"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .arg("--connect")
+        .arg(daemon.addr.to_string())
+        .args(["--json", "--quiet", "--clients", "50", "--publishers", "5"])
+        .args(["--rate", "50", "--duration", "4", "--warmup", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run muxload");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    daemon.signal(libc::SIGTERM);
+    let out = child.wait_with_output().expect("muxload output");
+    let j = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Every connection was told (SHUTDOWN) and then closed by the daemon:
+    // that is not loss, but the run is not clean either (exit 4).
+    assert_eq!(out.status.code(), Some(4), "{j}");
+    assert_eq!(field(&j, "", "shutdowns"), 50.0, "{j}");
+    assert_eq!(field(&j, "\"loss\":", "cut"), 50.0, "{j}");
+    for key in ["lost", "duplicates", "reorders"] {
+        assert_eq!(field(&j, "\"loss\":", key), 0.0, "{key}: {j}");
+    }
+}

@@ -7,7 +7,8 @@ use muxchat::load::{self, Config};
 
 /// Load a muxchatd server: open N connections, publish on a schedule,
 /// measure delivery, latency and loss. Exit status: 0 clean, 1 error,
-/// 3 loss (gap, duplicate or reorder) seen, 4 not every connection got ready.
+/// 3 loss (gap, duplicate or reorder) seen, 4 not every connection got
+/// ready or stayed connected (the daemon cut or closed some).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {

@@ -221,7 +221,7 @@ fn source_ips(cfg: &Config, addr: SocketAddr) -> Result<Vec<IpAddr>, String> {
 
 /// Runs a whole load test and prints its result. `Ok` carries the exit
 /// status (0, or 3 when loss was seen, 4 when not every connection got
-/// ready); `Err` a one-line reason to exit 1.
+/// ready or stayed connected); `Err` a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
     cfg.check()?;
     let addrs: Vec<SocketAddr> = cfg

@@ -189,11 +189,12 @@ impl Report {
         l.lost + l.duplicates + l.reorders > 0
     }
 
-    /// 0 clean; 3 loss seen; 4 not every connection got ready.
+    /// 0 clean; 3 loss seen; 4 not every connection got ready, or the
+    /// daemon closed some (a cut slow consumer, a shutdown).
     pub fn exit_code(&self) -> i32 {
         if self.has_loss() {
             3
-        } else if self.ready < self.info.clients as u64 {
+        } else if self.ready < self.info.clients as u64 || self.loss.cut > 0 {
             4
         } else {
             0
@@ -547,7 +548,7 @@ mod tests {
         );
         assert!(!report.has_loss());
         assert_eq!(report.error_counts(), [("SLOW_CONSUMER".to_string(), 1)]);
-        assert_eq!(report.exit_code(), 0);
+        assert_eq!(report.exit_code(), 4);
         let text = report.human();
         assert!(text.contains("loss       none"), "{text}");
         assert!(text.contains("SLOW_CONSUMER 1"), "{text}");
