@@ -19,8 +19,9 @@ use std::io::{self, Read};
 
 use muxchat::protocol::frame::DEFAULT_MAX_PAYLOAD;
 use muxchat::protocol::{
-    code, decode, valid_nick, valid_room, ClientMessage, DecodeError, Decoded, ErrorCode, Frame,
-    FrameError, FrameReader, Header, NameKey, ServerMessage, HEADER_LEN, PROTOCOL_VERSION,
+    code, decode, peek_message, valid_nick, valid_room, ClientMessage, DecodeError, Decoded,
+    ErrorCode, Frame, FrameError, FrameReader, Header, NameKey, ServerMessage, HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
@@ -1748,4 +1749,46 @@ fn name_key_length_limits() {
     // Non-ASCII bytes are left alone (such names never pass the rules, but a
     // key of one must not corrupt it).
     assert_eq!(NameKey::new("\u{c9}A").unwrap().as_str(), "\u{c9}a");
+}
+
+// ----- peek_message: the load generator's MESSAGE fast path -----------------
+
+#[test]
+fn peek_message_agrees_with_the_full_decoder() {
+    let mut frame = Vec::new();
+    ServerMessage::Message {
+        room: "#bench",
+        seq: 0x0102_0304_0506_0708,
+        from: "alice",
+        text: "héllo ✓",
+    }
+    .encode(&mut frame);
+    let payload = &frame[HEADER_LEN..];
+    let (seq, text) = peek_message(payload).expect("a well-formed MESSAGE");
+    assert_eq!(seq, 0x0102_0304_0506_0708);
+    assert_eq!(text, "héllo ✓".as_bytes());
+    // Every truncation and any trailing byte is malformed, as for decode.
+    for cut in 0..payload.len() {
+        assert_eq!(
+            peek_message(&payload[..cut]),
+            Err(DecodeError::Malformed),
+            "cut at {cut}"
+        );
+    }
+    let mut longer = payload.to_vec();
+    longer.push(0);
+    assert_eq!(peek_message(&longer), Err(DecodeError::Malformed));
+}
+
+#[test]
+fn peek_message_does_not_validate_utf8_but_decode_does() {
+    // room "#r", seq 9, from "b", text = one invalid byte.
+    let payload = [
+        0, 2, b'#', b'r', 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, b'b', 0, 1, 0xff,
+    ];
+    assert_eq!(peek_message(&payload), Ok((9, &[0xffu8][..])));
+    assert_eq!(
+        ServerMessage::decode(code::MESSAGE, &payload),
+        Err(DecodeError::Malformed)
+    );
 }

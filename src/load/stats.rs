@@ -167,8 +167,8 @@ impl Stamp {
     /// reject non-hex bytes; rooms are unique to the run, so every text
     /// there is a stamp this generator wrote. `None` for a short text.
     #[inline]
-    pub fn sent_ns_of(text: &str) -> Option<u64> {
-        let b: &[u8; 16] = text.as_bytes().get(..16)?.try_into().ok()?;
+    pub fn sent_ns_of(text: &[u8]) -> Option<u64> {
+        let b: &[u8; 16] = text.get(..16)?.try_into().ok()?;
         let mut v = 0u64;
         for &c in b {
             // '0'..='9' is 0x30..=0x39 (bit 6 clear): the low nibble is the
@@ -366,12 +366,12 @@ mod tests {
         let mut out = Vec::new();
         s.write(&mut out, 64);
         let text = std::str::from_utf8(&out).unwrap();
-        assert_eq!(Stamp::sent_ns_of(text), Some(s.sent_ns));
+        assert_eq!(Stamp::sent_ns_of(text.as_bytes()), Some(s.sent_ns));
         assert_eq!(
-            Stamp::sent_ns_of("0123456789abcdef"),
+            Stamp::sent_ns_of(b"0123456789abcdef"),
             Some(0x0123_4567_89ab_cdef)
         );
-        assert_eq!(Stamp::sent_ns_of("0123456789abcde"), None);
+        assert_eq!(Stamp::sent_ns_of(b"0123456789abcde"), None);
         assert_eq!(Stamp::parse(&"g".repeat(40)), None);
     }
 

@@ -13,5 +13,7 @@ pub mod message;
 pub mod names;
 
 pub use frame::{decode, Decoded, Frame, FrameError, FrameReader, Header, HEADER_LEN};
-pub use message::{code, ClientMessage, DecodeError, ErrorCode, ServerMessage, PROTOCOL_VERSION};
+pub use message::{
+    code, peek_message, ClientMessage, DecodeError, ErrorCode, ServerMessage, PROTOCOL_VERSION,
+};
 pub use names::{valid_nick, valid_room, NameKey};
