@@ -34,24 +34,7 @@ fn run(config: Config) -> Result<(), String> {
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     raise_fd_limit(max_clients);
-    keep_freed_memory();
     server.run().map_err(|e| format!("event loop failed: {e}"))
-}
-
-/// Output buffers are allocated as a burst arrives and freed once written.
-/// By default glibc gives freed memory at the top of the heap back to the
-/// kernel (and serves blocks over 128 KiB with mmap/munmap), so every burst
-/// faulted the same pages in again: a quarter of the daemon's time in a
-/// 1 -> 1000 broadcast went to page faults. Keeping freed memory in the
-/// allocator's free lists makes a burst's buffers reusable by the next one.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator tunables; called before any
-    // concurrent allocation could exist (we have one thread).
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-    }
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is a
