@@ -280,6 +280,27 @@ struct Publisher {
     count: u32,
 }
 
+impl Publisher {
+    /// Queues this publisher's next SAY, stamped with `sent_ns`.
+    fn queue_say(
+        &mut self,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        room: &str,
+        id: usize,
+        sent_ns: u64,
+        payload: usize,
+    ) {
+        let stamp = Stamp {
+            sent_ns,
+            publisher: id as u32,
+            count: self.count,
+        };
+        self.count = self.count.wrapping_add(1);
+        encode_say(out, scratch, room, stamp, payload);
+    }
+}
+
 const TIMER: Token = Token(usize::MAX - 1);
 /// Largest payload accepted from the daemon (lists can be long).
 const MAX_IN_PAYLOAD: u32 = 256 * 1024;
@@ -878,17 +899,12 @@ impl Worker {
                 self.meter.skipped += 1;
                 continue;
             }
-            let stamp = Stamp {
-                sent_ns: due,
-                publisher: c.id as u32,
-                count: publisher.count,
-            };
-            publisher.count = publisher.count.wrapping_add(1);
-            encode_say(
+            publisher.queue_say(
                 &mut c.out,
                 &mut self.scratch,
                 &self.room_names[c.room],
-                stamp,
+                c.id,
+                due,
                 self.settings.payload,
             );
             if due >= self.meter.measure_ns {
@@ -927,17 +943,12 @@ impl Worker {
         let in_flight = done.saturating_sub(low);
         let n = window.saturating_sub(in_flight).min(MAX_BURST);
         for _ in 0..n {
-            let stamp = Stamp {
-                sent_ns: now_ns,
-                publisher: c.id as u32,
-                count: publisher.count,
-            };
-            publisher.count = publisher.count.wrapping_add(1);
-            encode_say(
+            publisher.queue_say(
                 &mut c.out,
                 &mut self.scratch,
                 &self.room_names[c.room],
-                stamp,
+                c.id,
+                now_ns,
                 self.settings.payload,
             );
         }
