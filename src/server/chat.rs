@@ -235,6 +235,7 @@ impl Chat {
             flush_queued: false,
             flushed_in: 0,
             read_in: 0,
+            paused: false,
             closing: None,
             broken: false,
             muted: false,

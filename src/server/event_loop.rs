@@ -51,6 +51,8 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// whole frames and are parsed in place, so sessions need no read buffer of
 /// their own.
 const READ_CHUNK: usize = 64 * 1024;
+/// The smallest read, however little headroom a session's output has left.
+const MIN_READ: usize = 1024;
 /// Bytes read from one session per iteration before the others get a turn
 /// (fairness). A session stopped by this is still readable and is read
 /// again next iteration without waiting for an event.
@@ -260,8 +262,8 @@ impl Server {
         }
     }
 
-    /// Reads `t` until `WouldBlock` (or its budget), dispatching whole
-    /// frames as they arrive.
+    /// Reads `t` until `WouldBlock` (or its budget, or backpressure),
+    /// dispatching whole frames as they arrive.
     fn read_session(&mut self, t: Token, now: Instant) {
         // One budget per session per iteration: a session carried over
         // from the last iteration that also has a fresh event is read once,
@@ -271,6 +273,7 @@ impl Server {
             return;
         }
         s.read_in = self.iteration;
+        let pause_above = self.chat.config().max_outbuf / 2;
         let mut budget = READ_BUDGET;
         let (mut total, mut frames, mut reads) = (0, 0, 0);
         let mut why = "WouldBlock";
@@ -281,7 +284,22 @@ impl Server {
                 break;
             }
             let discarding = matches!(s.phase, Phase::Ending { .. });
-            match (&s.stream).read(&mut self.scratch) {
+            if !discarding && s.out.pending() > pause_above {
+                // Backpressure: this client is not taking its replies, so
+                // stop taking its requests. Its socket buffer fills and TCP
+                // slows it down; flush_all resumes reading once the backlog
+                // has drained.
+                s.paused = true;
+                why = "backpressure: own output backed up, input paused";
+                break;
+            }
+            // Read no more than the headroom left below the pause mark, so
+            // that the replies to one read (PONG for PING is byte for byte)
+            // cannot overshoot it and get the session cut instead of paused.
+            let want = pause_above
+                .saturating_sub(s.out.pending())
+                .clamp(MIN_READ, READ_CHUNK);
+            match (&s.stream).read(&mut self.scratch[..want]) {
                 Ok(0) => {
                     why = "EOF: the peer closed its side";
                     self.chat.on_peer_eof(t);
@@ -431,6 +449,7 @@ impl Server {
     /// interest to match what is left.
     fn flush_all(&mut self) {
         let went_quiet = std::mem::take(&mut self.drained);
+        let resume_below = self.chat.config().max_outbuf / 4;
         let mut list = std::mem::take(&mut self.chat.sessions.flush_list);
         for &t in &list {
             let Some(s) = self.chat.sessions.slab.get_mut(t.0) else {
@@ -454,6 +473,15 @@ impl Server {
             let left = s.out.pending();
             if left == 0 && s.out.capacity() > 0 {
                 self.drained.push((t, s.id));
+            }
+            if s.paused && left <= resume_below {
+                // Unread input may be waiting and no new edge will report
+                // it: read it next iteration, like a budget carry-over.
+                s.paused = false;
+                self.still_readable.push((t, s.id));
+                if self.trace {
+                    info!("  {t:?}: backlog down to {left} B, input resumed");
+                }
             }
             if self.trace {
                 info!("  {t:?}: wrote {wrote} B, {left} B left");

@@ -190,6 +190,10 @@ pub struct Session {
     /// The loop iteration that last read this session: at most one read
     /// budget per session per iteration (fairness).
     pub read_in: u64,
+    /// Input is not being read because this session's own output is backed
+    /// up (backpressure): reading more requests would only queue more
+    /// replies it is not taking. TCP then pushes back on the client.
+    pub paused: bool,
     /// Set when the session is marked for closing; acted on at the reap
     /// stage, after the event batch.
     pub closing: Option<CloseReason>,
