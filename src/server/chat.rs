@@ -93,18 +93,35 @@ impl Sessions {
         self.frames_out += frames;
         if s.out.pending() > self.max_outbuf {
             self.kicked_slow += 1;
-            debug!("{t:?} {} is a slow consumer", s.peer);
-            s.out.push(&ServerMessage::error(
+            self.cut(
+                t,
                 ErrorCode::SlowConsumer,
                 0,
                 "output backlog over the limit",
-            ));
-            // Nothing may follow the ERROR, and later fan-outs in this same
-            // batch must not count the cut again.
-            s.muted = true;
-            self.mark_closing(t, CloseReason::Fatal("slow consumer"));
+            );
+        } else {
+            self.queue_flush(t);
         }
+    }
+
+    /// A fatal error: queue the ERROR as the session's last frame, mute it
+    /// (nothing may follow the ERROR, and later fan-outs in the same batch
+    /// must not cut it again), and mark it for closing.
+    pub fn cut(&mut self, t: Token, error: ErrorCode, request: u16, detail: &str) {
+        let s = &mut self.slab[t.0];
+        s.out.push(&ServerMessage::error(error, request, detail));
+        s.muted = true;
+        debug!("{t:?} {} fatal {}", s.peer, error.name());
+        let why = match error {
+            ErrorCode::SlowConsumer => "slow consumer",
+            ErrorCode::PingTimeout => "ping timeout",
+            ErrorCode::LoginTimeout => "login timeout",
+            ErrorCode::FrameTooLarge => "frame too large",
+            ErrorCode::BadVersion => "bad version",
+            _ => "error",
+        };
         self.queue_flush(t);
+        self.mark_closing(t, CloseReason::Fatal(why));
     }
 
     /// Puts `t` on the flush list unless it is already there.
@@ -683,23 +700,11 @@ impl Chat {
         } else {
             detail
         };
-        if !error.is_fatal() {
-            return self.reply(t, &ServerMessage::error(error, request, detail));
+        if error.is_fatal() {
+            self.sessions.cut(t, error, request, detail);
+        } else {
+            self.reply(t, &ServerMessage::error(error, request, detail));
         }
-        let s = &mut self.sessions.slab[t.0];
-        s.out.push(&ServerMessage::error(error, request, detail));
-        s.muted = true;
-        debug!("{t:?} {} fatal {}", s.peer, error.name());
-        let why = match error {
-            ErrorCode::SlowConsumer => "slow consumer",
-            ErrorCode::PingTimeout => "ping timeout",
-            ErrorCode::LoginTimeout => "login timeout",
-            ErrorCode::FrameTooLarge => "frame too large",
-            ErrorCode::BadVersion => "bad version",
-            _ => "error",
-        };
-        self.sessions.queue_flush(t);
-        self.sessions.mark_closing(t, CloseReason::Fatal(why));
     }
 
     fn check_text(&self, text: &str) -> Result<(), ErrorCode> {

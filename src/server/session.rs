@@ -224,11 +224,6 @@ pub struct Session {
 }
 
 impl Session {
-    /// Whether the session has been marked for closing or is ending.
-    pub fn is_leaving(&self) -> bool {
-        self.closing.is_some() || matches!(self.phase, Phase::Ending { .. })
-    }
-
     /// The position of `room` in this session's membership list.
     pub fn membership(&self, room: RoomId) -> Option<usize> {
         self.rooms.iter().position(|m| m.room == room)
