@@ -4,5 +4,6 @@
 pub mod client;
 pub mod config;
 pub mod load;
+pub mod net;
 pub mod protocol;
 pub mod server;

@@ -41,37 +41,21 @@ fn run(config: Config) -> Result<(), String> {
 /// descriptor, and the default soft limit (often 1024) would cap the daemon
 /// far below `--max-clients`.
 fn raise_fd_limit(max_clients: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            warn!("getrlimit(RLIMIT_NOFILE) failed; keeping the default");
+    let limit = match muxchat::net::raise_nofile_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("getrlimit(RLIMIT_NOFILE) failed ({e}); keeping the default");
             return;
         }
-        if lim.rlim_cur < lim.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                lim = wanted;
-            }
-        }
-    }
-    info!(
-        "open file limit: {} (max clients {max_clients})",
-        lim.rlim_cur
-    );
+    };
+    info!("open file limit: {} (max clients {max_clients})", limit);
     // A few descriptors go to the listener, epoll, the signal pipe, the
     // reserve and stdio.
-    if (lim.rlim_cur as usize) < max_clients + 16 {
+    if (limit as usize) < max_clients + 16 {
         warn!(
             "the open file limit {} is below --max-clients {max_clients}: \
              connections past it get SERVER_FULL",
-            lim.rlim_cur
+            limit
         );
     }
 }

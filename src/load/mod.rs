@@ -137,31 +137,6 @@ impl Config {
     }
 }
 
-/// Raises the soft open-file limit to the hard one; returns the new soft
-/// limit.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 /// This process's CPU time so far (user, system) in seconds.
 pub fn cpu_times() -> (f64, f64) {
     // SAFETY: getrusage fills a struct we own.
@@ -229,7 +204,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", cfg.connect))?
         .collect();
-    let nofile = raise_nofile();
+    let nofile = crate::net::raise_nofile_limit().unwrap_or(1024);
     let need = cfg.clients as u64 + 16 + 3 * cfg.threads as u64;
     if need > nofile {
         return Err(format!(

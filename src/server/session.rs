@@ -6,99 +6,13 @@
 //! point of readiness-based I/O: the kernel says *when* a descriptor can
 //! move bytes, and we move them ourselves with ordinary `read`/`write`.
 
-use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
-use crate::protocol::ServerMessage;
+pub use crate::net::OutBuf;
 
 use super::limits::TokenBucket;
 use super::rooms::RoomId;
-
-/// A session's pending output: frames queued but not yet taken by the
-/// kernel.
-///
-/// Invariants: `buf[pos..]` is unsent, `buf[..pos]` was sent and is dead.
-/// Appends go to the end; writes take from `pos`. The dead prefix is
-/// reclaimed when everything is sent (`clear`) or when it is at least as
-/// large as what is left (one move, amortised O(1) per byte), never by a
-/// `drain` per write. A drained buffer keeps its allocation while its
-/// session receives output every loop iteration (regrowing it each time
-/// cost a realloc copy per doubling); the event loop releases it one
-/// iteration after the session goes quiet, so idle sessions hold none.
-#[derive(Debug, Default)]
-pub struct OutBuf {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl OutBuf {
-    /// Bytes queued and not yet written.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// Queues encoded frames (the fan-out path: one memcpy).
-    pub fn append(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Encodes one message straight into the buffer.
-    pub fn push(&mut self, msg: &ServerMessage<'_>) {
-        msg.encode(&mut self.buf);
-    }
-
-    /// Writes until the buffer is empty or the socket would block. Returns
-    /// the bytes written; `WouldBlock` is not an error here, only a reason
-    /// to stop (the bytes left over wait for WRITABLE readiness).
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
-        let mut written = 0;
-        while self.pos < self.buf.len() {
-            match w.write(&self.buf[self.pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.pos += n;
-                    written += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        self.reclaim();
-        Ok(written)
-    }
-
-    fn reclaim(&mut self) {
-        if self.pos == self.buf.len() {
-            self.pos = 0;
-            self.buf.clear();
-        } else if self.pos >= self.buf.len() - self.pos {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-    }
-
-    /// Frees the buffer's memory if nothing is pending (idle sessions).
-    pub fn release_if_empty(&mut self) {
-        if self.pending() == 0 {
-            self.buf = Vec::new();
-            self.pos = 0;
-        }
-    }
-
-    /// Drops everything pending, keeping the allocation. Only benchmarks
-    /// use this: a live session never loses queued output.
-    pub fn discard(&mut self) {
-        self.buf.clear();
-        self.pos = 0;
-    }
-
-    /// Bytes of heap held (for memory accounting).
-    pub fn capacity(&self) -> usize {
-        self.buf.capacity()
-    }
-}
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,71 +141,5 @@ impl Session {
     /// The position of `room` in this session's membership list.
     pub fn membership(&self, room: RoomId) -> Option<usize> {
         self.rooms.iter().position(|m| m.room == room)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A writer that takes at most `chunk` bytes per call, then blocks.
-    struct Trickle {
-        taken: Vec<u8>,
-        chunk: usize,
-        calls_left: usize,
-    }
-
-    impl Write for Trickle {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            if self.calls_left == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.calls_left -= 1;
-            let n = b.len().min(self.chunk);
-            self.taken.extend_from_slice(&b[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn partial_writes_keep_order_and_compact() {
-        let mut out = OutBuf::default();
-        let data: Vec<u8> = (0..100u8).collect();
-        out.append(&data);
-        let mut w = Trickle {
-            taken: Vec::new(),
-            chunk: 30,
-            calls_left: 2,
-        };
-        assert_eq!(out.write_to(&mut w).unwrap(), 60);
-        assert_eq!(out.pending(), 40);
-        // 60 sent >= 40 left: the dead prefix was reclaimed.
-        assert_eq!(out.pos, 0);
-        out.append(&[200, 201]);
-        w.calls_left = 10;
-        assert_eq!(out.write_to(&mut w).unwrap(), 42);
-        assert_eq!(out.pending(), 0);
-        let mut want = data.clone();
-        want.extend_from_slice(&[200, 201]);
-        assert_eq!(w.taken, want);
-    }
-
-    #[test]
-    fn drained_buffer_keeps_its_allocation_until_released() {
-        let mut out = OutBuf::default();
-        out.append(&vec![7u8; 10_000]);
-        let mut sink = Vec::new();
-        out.write_to(&mut sink).unwrap();
-        assert_eq!(out.pending(), 0);
-        assert!(out.capacity() >= 10_000);
-        out.release_if_empty();
-        assert_eq!(out.capacity(), 0);
-        // Pending bytes are never released.
-        out.append(&[1, 2, 3]);
-        out.release_if_empty();
-        assert_eq!(out.pending(), 3);
     }
 }
