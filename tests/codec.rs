@@ -23,6 +23,9 @@ use muxchat::protocol::{
     ErrorCode, Frame, FrameError, FrameReader, Header, NameKey, ServerMessage, HEADER_LEN,
     PROTOCOL_VERSION,
 };
+use muxchat::protocol::{
+    history_status, is_supported_version, is_version_2_code, LATEST_VERSION, VERSION_1, VERSION_2,
+};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -246,6 +249,20 @@ fn client_table() -> Vec<(ClientMessage<'static>, Vec<F<'static>>)> {
         ),
         (C::Quit { reason: "bye now" }, vec![F::S(b"bye now")]),
         (C::Stats, vec![]),
+        (
+            C::History {
+                room: "#rust",
+                epoch: 0x0102_0304_0506_0708,
+                after_seq: 0x1112_1314_1516_1718,
+                limit: 0x2122,
+            },
+            vec![
+                F::S(b"#rust"),
+                F::U64(0x0102_0304_0506_0708),
+                F::U64(0x1112_1314_1516_1718),
+                F::U16(0x2122),
+            ],
+        ),
     ]
 }
 
@@ -367,6 +384,50 @@ fn server_table() -> Vec<(ServerMessage<'static>, Vec<F<'static>>)> {
                 F::U64(u64::MAX),
             ],
         ),
+        (
+            S::RoomState {
+                room: "#rust",
+                epoch: 0xa1a2_a3a4_a5a6_a7a8,
+                last_seq: 0xb1b2_b3b4_b5b6_b7b8,
+                first_held: 0xc1c2_c3c4_c5c6_c7c8,
+            },
+            vec![
+                F::S(b"#rust"),
+                F::U64(0xa1a2_a3a4_a5a6_a7a8),
+                F::U64(0xb1b2_b3b4_b5b6_b7b8),
+                F::U64(0xc1c2_c3c4_c5c6_c7c8),
+            ],
+        ),
+        (
+            S::HistoryMessage {
+                room: "#rust",
+                seq: 41,
+                time_ms: 1_764_547_200_123,
+                from: "alice",
+                text: "earlier \u{1f980}",
+            },
+            vec![
+                F::S(b"#rust"),
+                F::U64(41),
+                F::U64(1_764_547_200_123),
+                F::S(b"alice"),
+                F::S("earlier \u{1f980}".as_bytes()),
+            ],
+        ),
+        (
+            S::HistoryEnd {
+                room: "#rust",
+                epoch: 0xd1d2_d3d4_d5d6_d7d8,
+                newest: 99,
+                status: 3,
+            },
+            vec![
+                F::S(b"#rust"),
+                F::U64(0xd1d2_d3d4_d5d6_d7d8),
+                F::U64(99),
+                F::U8(3),
+            ],
+        ),
     ]
 }
 
@@ -374,11 +435,11 @@ fn server_table() -> Vec<(ServerMessage<'static>, Vec<F<'static>>)> {
 fn tables_cover_every_code() {
     let mut c: Vec<u16> = client_table().iter().map(|(m, _)| m.code()).collect();
     c.sort_unstable();
-    assert_eq!(c, (100..=111).collect::<Vec<u16>>());
+    assert_eq!(c, (100..=112).collect::<Vec<u16>>());
     let mut s: Vec<u16> = server_table().iter().map(|(m, _)| m.code()).collect();
     s.sort_unstable();
     let mut want = vec![50];
-    want.extend(200..=212);
+    want.extend(200..=215);
     assert_eq!(s, want);
 }
 
@@ -411,11 +472,24 @@ fn codes_match_the_contract() {
         (code::PONG, 109),
         (code::QUIT, 110),
         (code::STATS, 111),
+        (code::HISTORY, 112),
+        (code::ROOM_STATE, 213),
+        (code::HISTORY_MESSAGE, 214),
+        (code::HISTORY_END, 215),
     ];
     for (got, want) in pairs {
         assert_eq!(got, want);
     }
     assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!((VERSION_1, VERSION_2, LATEST_VERSION), (1, 2, 2));
+    assert_eq!(
+        (
+            history_status::MORE,
+            history_status::GAP,
+            history_status::NEW_EPOCH
+        ),
+        (1, 2, 4)
+    );
     assert_eq!(HEADER_LEN, 8);
     assert_eq!(DEFAULT_MAX_PAYLOAD, 65_536);
 }
@@ -491,6 +565,33 @@ fn client_round_trips_with_edge_values() {
     }
     round_trip_c(&C::ListRooms);
     round_trip_c(&C::Stats);
+    for n in [0, 1, u64::MAX] {
+        for limit in [0, 1, 20, u16::MAX] {
+            round_trip_c(&C::History {
+                room: "#r",
+                epoch: n,
+                after_seq: n,
+                limit,
+            });
+            round_trip_c(&C::History {
+                room: &max,
+                epoch: u64::MAX - n,
+                after_seq: n,
+                limit,
+            });
+        }
+    }
+    // HISTORY is the room plus 18 fixed bytes.
+    assert_eq!(
+        enc_c(&C::History {
+            room: "#r",
+            epoch: 0,
+            after_seq: 0,
+            limit: 20
+        })
+        .len(),
+        HEADER_LEN + 2 + 2 + 18
+    );
     // Empty-payload messages really are 8 bytes.
     assert_eq!(enc_c(&C::ListRooms), frame_bytes(106, 0, &[]));
     assert_eq!(enc_c(&C::Stats), frame_bytes(111, 0, &[]));
@@ -549,6 +650,29 @@ fn server_round_trips_with_edge_values() {
             nicks: vec![s, "", s],
         });
         round_trip_s(&S::StatsReply(vec![(s, u64::MAX), ("", 0)]));
+        for n in [0, 1, u64::MAX] {
+            round_trip_s(&S::RoomState {
+                room: s,
+                epoch: n,
+                last_seq: u64::MAX - n,
+                first_held: n,
+            });
+            round_trip_s(&S::HistoryMessage {
+                room: s,
+                seq: n,
+                time_ms: u64::MAX - n,
+                from: s,
+                text: s,
+            });
+            for status in [0, 1, 2, 3, 4, u8::MAX] {
+                round_trip_s(&S::HistoryEnd {
+                    room: s,
+                    epoch: n,
+                    newest: n,
+                    status,
+                });
+            }
+        }
     }
     for token in [0, u64::MAX] {
         round_trip_s(&S::Ping { token });
@@ -748,6 +872,26 @@ fn doc_examples_are_exact() {
             "00 6c 00 00 00 00 00 08 00 00 00 00 00 00 00 01",
         ),
         (ClientMessage::ListRooms, "00 6a 00 00 00 00 00 00"),
+        (
+            ClientMessage::History {
+                room: "#lobby",
+                epoch: 0,
+                after_seq: 0,
+                limit: 20,
+            },
+            "00 70 00 00 00 00 00 1a 00 06 23 6c 6f 62 62 79 00 00 00 00 00 00 00 00 \
+             00 00 00 00 00 00 00 00 00 14",
+        ),
+        (
+            ClientMessage::History {
+                room: "#lobby",
+                epoch: 0x1d,
+                after_seq: 41,
+                limit: 0,
+            },
+            "00 70 00 00 00 00 00 1a 00 06 23 6c 6f 62 62 79 00 00 00 00 00 00 00 1d \
+             00 00 00 00 00 00 00 29 00 00",
+        ),
     ];
     for (m, h) in client {
         let bytes = hex(h);
@@ -787,6 +931,37 @@ fn doc_examples_are_exact() {
             },
             "00 c8 00 00 00 00 00 1e 01 00 03 62 6f 62 00 0e 6d 75 78 63 68 61 74 64 \
              20 30 2e 31 2e 30 00 00 75 30 00 01 00 00",
+        ),
+        (
+            ServerMessage::RoomState {
+                room: "#lobby",
+                epoch: 0x1d,
+                last_seq: 42,
+                first_held: 23,
+            },
+            "00 d5 00 00 00 00 00 20 00 06 23 6c 6f 62 62 79 00 00 00 00 00 00 00 1d \
+             00 00 00 00 00 00 00 2a 00 00 00 00 00 00 00 17",
+        ),
+        (
+            ServerMessage::HistoryMessage {
+                room: "#lobby",
+                seq: 41,
+                time_ms: 1_764_547_200_000,
+                from: "bob",
+                text: "hi",
+            },
+            "00 d6 00 00 00 00 00 21 00 06 23 6c 6f 62 62 79 00 00 00 00 00 00 00 29 \
+             00 00 01 9a d7 35 84 00 00 03 62 6f 62 00 02 68 69",
+        ),
+        (
+            ServerMessage::HistoryEnd {
+                room: "#lobby",
+                epoch: 0x1d,
+                newest: 42,
+                status: 3,
+            },
+            "00 d7 00 00 00 00 00 19 00 06 23 6c 6f 62 62 79 00 00 00 00 00 00 00 1d \
+             00 00 00 00 00 00 00 2a 03",
         ),
     ];
     for (m, h) in server {
@@ -849,8 +1024,37 @@ fn mixed_stream() -> (Vec<u8>, Vec<Owned>) {
     .encode(&mut s);
     ServerMessage::RoomList(vec![("#a", 1), ("#b", 2)]).encode(&mut s);
     ClientMessage::Stats.encode(&mut s);
+    ClientMessage::History {
+        room: "#rust",
+        epoch: 7,
+        after_seq: 8,
+        limit: 0,
+    }
+    .encode(&mut s);
+    ServerMessage::RoomState {
+        room: "#rust",
+        epoch: 7,
+        last_seq: 9,
+        first_held: 1,
+    }
+    .encode(&mut s);
+    ServerMessage::HistoryMessage {
+        room: "#rust",
+        seq: 9,
+        time_ms: 1_764_547_200_000,
+        from: "bob",
+        text: &big[..700],
+    }
+    .encode(&mut s);
+    ServerMessage::HistoryEnd {
+        room: "#rust",
+        epoch: 7,
+        newest: 9,
+        status: 0,
+    }
+    .encode(&mut s);
     let expected = decode_all(&s, DEFAULT_MAX_PAYLOAD);
-    assert_eq!(expected.len(), 9);
+    assert_eq!(expected.len(), 13);
     assert_eq!(expected[5].flags, 0x8001);
     assert_eq!(expected[2].payload.len(), 2 + 5 + 2 + 3_000);
     (s, expected)
@@ -1124,8 +1328,8 @@ fn invalid_utf8_in_each_str_field_is_malformed() {
             }
         }
     }
-    // 10 client str fields and 25 server ones (list entries included).
-    assert_eq!(checked, (10 + 25) * NOT_UTF8.len());
+    // 11 client str fields and 30 server ones (list entries included).
+    assert_eq!(checked, (11 + 30) * NOT_UTF8.len());
 }
 
 #[test]
@@ -1212,8 +1416,8 @@ fn unknown_codes_in_both_directions() {
     let mut client_known = 0;
     let mut server_known = 0;
     for c in 0..=u16::MAX {
-        let is_client = (100..=111).contains(&c);
-        let is_server = c == 50 || (200..=212).contains(&c);
+        let is_client = (100..=112).contains(&c);
+        let is_server = c == 50 || (200..=215).contains(&c);
         assert_eq!(ClientMessage::is_known(c), is_client, "code {c}");
         // The code is judged before the payload: garbage behind an unknown
         // code is UNKNOWN_CODE, not MALFORMED.
@@ -1234,7 +1438,7 @@ fn unknown_codes_in_both_directions() {
             }
         }
     }
-    assert_eq!((client_known, server_known), (2 * 12, 2 * 14));
+    assert_eq!((client_known, server_known), (2 * 13, 2 * 17));
     // A server code sent to the server, and a client code sent to a client.
     assert_eq!(
         ClientMessage::decode(code::MESSAGE, &payload(&[F::S(b"#r")])),
@@ -1364,7 +1568,7 @@ fn set_max_payload_applies_to_the_next_frame() {
 #[test]
 fn error_codes_match_the_contract() {
     // (value, name, fatal) straight from the table in protocol.md.
-    let table: [(u16, &str, bool); 21] = [
+    let table: [(u16, &str, bool); 23] = [
         (1, "BAD_FRAME", false),
         (2, "FRAME_TOO_LARGE", true),
         (3, "UNKNOWN_CODE", false),
@@ -1386,6 +1590,8 @@ fn error_codes_match_the_contract() {
         (19, "ALREADY_IN_ROOM", false),
         (20, "SHUTTING_DOWN", false),
         (21, "LOGIN_TIMEOUT", true),
+        (22, "UNAVAILABLE", false),
+        (23, "TLS_REQUIRED", true),
     ];
     for (v, name, fatal) in table {
         let e = ErrorCode::from_u16(v).unwrap_or_else(|| panic!("{v} unknown"));
@@ -1395,7 +1601,7 @@ fn error_codes_match_the_contract() {
         assert!(!e.describe().is_empty());
         assert_eq!(ErrorCode::ALL[v as usize - 1], e);
     }
-    for v in [0u16, 22, 100, u16::MAX] {
+    for v in [0u16, 24, 100, u16::MAX] {
         assert_eq!(ErrorCode::from_u16(v), None, "{v}");
     }
     assert_eq!(
@@ -1406,6 +1612,52 @@ fn error_codes_match_the_contract() {
             detail: "taken"
         }
     );
+}
+
+/// Version 1 and 2 are both spoken; the version-2 codes are exactly the
+/// four the contract adds, and a version-1 message never counts as one.
+#[test]
+fn versions_and_version_2_codes() {
+    for v in 0..=u8::MAX {
+        assert_eq!(is_supported_version(v), v == 1 || v == 2, "version {v}");
+    }
+    for c in 0..=u16::MAX {
+        assert_eq!(
+            is_version_2_code(c),
+            matches!(c, 112 | 213 | 214 | 215),
+            "code {c}"
+        );
+    }
+    for (m, _) in client_table() {
+        assert_eq!(
+            is_version_2_code(m.code()),
+            matches!(m, ClientMessage::History { .. })
+        );
+    }
+    // HELLO carries any version byte; judging it is the server's job.
+    for version in [VERSION_1, VERSION_2, 0, 3, u8::MAX] {
+        round_trip_c(&ClientMessage::Hello {
+            version,
+            nick: "alice",
+        });
+    }
+}
+
+/// A HISTORY_END status is a set of bits: every combination survives, and
+/// the named bits are distinct.
+#[test]
+fn history_status_bits_are_distinct() {
+    use history_status::{GAP, MORE, NEW_EPOCH};
+    assert_eq!(MORE & GAP, 0);
+    assert_eq!((MORE | GAP) & NEW_EPOCH, 0);
+    for status in 0..=u8::MAX {
+        round_trip_s(&ServerMessage::HistoryEnd {
+            room: "#r",
+            epoch: 1,
+            newest: 2,
+            status,
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1426,7 +1678,7 @@ struct Gen {
 fn client_of(g: &Gen) -> ClientMessage<'_> {
     use ClientMessage as C;
     let [a, b, _, _] = &g.s;
-    match g.kind % 12 {
+    match g.kind % 13 {
         0 => C::Hello {
             version: g.n as u8,
             nick: a,
@@ -1441,6 +1693,12 @@ fn client_of(g: &Gen) -> ClientMessage<'_> {
         8 => C::Ping { token: g.n },
         9 => C::Pong { token: g.n },
         10 => C::Quit { reason: a },
+        11 => C::History {
+            room: a,
+            epoch: g.n,
+            after_seq: g.m as u64,
+            limit: g.m as u16,
+        },
         _ => C::Stats,
     }
 }
@@ -1448,7 +1706,7 @@ fn client_of(g: &Gen) -> ClientMessage<'_> {
 fn server_of(g: &Gen) -> ServerMessage<'_> {
     use ServerMessage as S;
     let [a, b, c, d] = &g.s;
-    match g.kind % 14 {
+    match g.kind % 17 {
         0 => S::Error {
             error: g.n as u16,
             request: g.m as u16,
@@ -1492,6 +1750,25 @@ fn server_of(g: &Gen) -> ServerMessage<'_> {
             reason: a,
         },
         12 => S::Bye { reason: a },
+        13 => S::RoomState {
+            room: a,
+            epoch: g.n,
+            last_seq: g.m as u64,
+            first_held: g.n ^ g.m as u64,
+        },
+        14 => S::HistoryMessage {
+            room: a,
+            seq: g.n,
+            time_ms: g.m as u64,
+            from: b,
+            text: c,
+        },
+        15 => S::HistoryEnd {
+            room: a,
+            epoch: g.n,
+            newest: g.m as u64,
+            status: g.m as u8,
+        },
         _ => S::StatsReply(g.list.iter().map(|(k, v)| (k.as_str(), *v)).collect()),
     }
 }
@@ -1528,9 +1805,9 @@ fn any_gen() -> impl Strategy<Value = Gen> {
 }
 
 /// Every code a message of either direction can have.
-const KNOWN: [u16; 26] = [
-    50, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 200, 201, 202, 203, 204, 205,
-    206, 207, 208, 209, 210, 211, 212,
+const KNOWN: [u16; 30] = [
+    50, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 200, 201, 202, 203, 204,
+    205, 206, 207, 208, 209, 210, 211, 212, 213, 214, 215,
 ];
 
 proptest! {

@@ -123,7 +123,62 @@ pub fn render(msg: &ServerMessage<'_>, me: &str) -> Vec<String> {
             request,
             detail,
         } => vec![error_line(*error, *request, detail)],
-        ServerMessage::Ping { .. } | ServerMessage::Pong { .. } => Vec::new(),
+        ServerMessage::HistoryMessage {
+            room,
+            time_ms,
+            from,
+            text,
+            ..
+        } => vec![format!(
+            "[{room}] (history {}) {from}: {text}",
+            history_time(*time_ms, now_ms())
+        )],
+        ServerMessage::Ping { .. }
+        | ServerMessage::Pong { .. }
+        | ServerMessage::RoomState { .. }
+        | ServerMessage::HistoryEnd { .. } => Vec::new(),
+    }
+}
+
+/// The local broken-down time of `secs` since the Unix epoch.
+fn local_tm(secs: i64) -> Option<libc::tm> {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r reads only `t` and fills a tm we own.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            None
+        } else {
+            Some(tm)
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch by the local clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// When a held message was said (the server's `time_ms`), in local time:
+/// `HH:MM:SS` if on the same day as `now_ms`, else with the date in front,
+/// so that an old message never reads as one from today.
+pub fn history_time(time_ms: u64, now_ms: u64) -> String {
+    let secs = |ms: u64| (ms / 1000).min(i64::MAX as u64) as i64;
+    let (Some(t), Some(now)) = (local_tm(secs(time_ms)), local_tm(secs(now_ms))) else {
+        return format!("{time_ms} ms");
+    };
+    let clock = format!("{:02}:{:02}:{:02}", t.tm_hour, t.tm_min, t.tm_sec);
+    if (t.tm_year, t.tm_yday) == (now.tm_year, now.tm_yday) {
+        clock
+    } else {
+        format!(
+            "{:04}-{:02}-{:02} {clock}",
+            t.tm_year + 1900,
+            t.tm_mon + 1,
+            t.tm_mday
+        )
     }
 }
 
@@ -215,6 +270,33 @@ mod tests {
             error_line(99, 0, "new"),
             "! the server reported error 99 (new)"
         );
+    }
+
+    #[test]
+    fn history_lines_carry_their_time() {
+        let now = now_ms();
+        let h = ServerMessage::HistoryMessage {
+            room: "#r",
+            seq: 3,
+            time_ms: now,
+            from: "alice",
+            text: "earlier",
+        };
+        let line = render(&h, "x").remove(0);
+        assert!(line.starts_with("[#r] (history "), "{line}");
+        assert!(line.ends_with(") alice: earlier"), "{line}");
+        // Same day: the clock alone; another day: the date in front.
+        assert_eq!(history_time(now, now).len(), 8);
+        let old = history_time(now - 3 * 86_400_000, now);
+        assert_eq!(old.len(), 19, "{old}");
+        assert_eq!(&old[4..5], "-");
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 1,
+            last_seq: 2,
+            first_held: 1,
+        };
+        assert!(render(&st, "x").is_empty());
     }
 
     #[test]

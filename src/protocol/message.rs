@@ -7,8 +7,54 @@
 
 use super::frame::{begin_frame, end_frame};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version 1: every code but the version-2 ones.
+///
+/// Kept under its old name for code that speaks only version 1 (the load
+/// generator's plain sessions). A peer that speaks both compares against
+/// [`VERSION_1`] and [`VERSION_2`] and checks support with
+/// [`is_supported_version`].
+pub const PROTOCOL_VERSION: u8 = VERSION_1;
+
+/// Protocol version 1.
+pub const VERSION_1: u8 = 1;
+
+/// Protocol version 2: version 1 plus room state, history and resume
+/// (HISTORY, ROOM_STATE, HISTORY_MESSAGE, HISTORY_END). Nothing in version 1
+/// changes, so a version-2 peer can always fall back to version 1.
+pub const VERSION_2: u8 = 2;
+
+/// The newest version this crate speaks.
+pub const LATEST_VERSION: u8 = VERSION_2;
+
+/// Whether a HELLO with `version` is one this crate speaks (1 or 2); any
+/// other version is answered with BAD_VERSION.
+pub fn is_supported_version(version: u8) -> bool {
+    (VERSION_1..=LATEST_VERSION).contains(&version)
+}
+
+/// Whether `code` exists only in version 2 (either direction): a server
+/// never sends such a frame to a version-1 session, and answers HISTORY
+/// from one with UNKNOWN_CODE.
+pub fn is_version_2_code(code: u16) -> bool {
+    matches!(
+        code,
+        code::HISTORY | code::ROOM_STATE | code::HISTORY_MESSAGE | code::HISTORY_END
+    )
+}
+
+/// The bits of HISTORY_END's `status`. 0 means complete: every message
+/// asked for, up to `newest`, was sent.
+pub mod history_status {
+    /// The limit cut the reply short: ask again after the last seq received
+    /// (for an epoch-0 request: older messages are held).
+    pub const MORE: u8 = 1;
+    /// Some messages after `after_seq` are no longer held: the first
+    /// HISTORY_MESSAGE is not `after_seq + 1`. Never set for epoch 0.
+    pub const GAP: u8 = 2;
+    /// The epoch asked for is gone (the room was re-created); nothing else
+    /// is set and nothing was sent.
+    pub const NEW_EPOCH: u8 = 4;
+}
 
 /// Message codes, as on the wire.
 pub mod code {
@@ -28,6 +74,10 @@ pub mod code {
     pub const SHUTDOWN: u16 = 210;
     pub const BYE: u16 = 211;
     pub const STATS_REPLY: u16 = 212;
+    // Server to client, version 2 only.
+    pub const ROOM_STATE: u16 = 213;
+    pub const HISTORY_MESSAGE: u16 = 214;
+    pub const HISTORY_END: u16 = 215;
     // Client to server.
     pub const HELLO: u16 = 100;
     pub const JOIN: u16 = 101;
@@ -41,6 +91,8 @@ pub mod code {
     pub const PONG: u16 = 109;
     pub const QUIT: u16 = 110;
     pub const STATS: u16 = 111;
+    // Client to server, version 2 only.
+    pub const HISTORY: u16 = 112;
 }
 
 /// The error codes of an ERROR frame.
@@ -69,11 +121,13 @@ pub enum ErrorCode {
     AlreadyInRoom = 19,
     ShuttingDown = 20,
     LoginTimeout = 21,
+    Unavailable = 22,
+    TlsRequired = 23,
 }
 
 impl ErrorCode {
     /// Every error code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnknownCode,
@@ -95,6 +149,8 @@ impl ErrorCode {
         ErrorCode::AlreadyInRoom,
         ErrorCode::ShuttingDown,
         ErrorCode::LoginTimeout,
+        ErrorCode::Unavailable,
+        ErrorCode::TlsRequired,
     ];
 
     /// The code for a wire value, if it is one this crate knows.
@@ -112,6 +168,7 @@ impl ErrorCode {
                 | ErrorCode::SlowConsumer
                 | ErrorCode::PingTimeout
                 | ErrorCode::LoginTimeout
+                | ErrorCode::TlsRequired
         )
     }
 
@@ -139,6 +196,8 @@ impl ErrorCode {
             ErrorCode::AlreadyInRoom => "ALREADY_IN_ROOM",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::LoginTimeout => "LOGIN_TIMEOUT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::TlsRequired => "TLS_REQUIRED",
         }
     }
 
@@ -166,6 +225,8 @@ impl ErrorCode {
             ErrorCode::AlreadyInRoom => "you are already in that room",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::LoginTimeout => "HELLO took too long",
+            ErrorCode::Unavailable => "the server cannot do that right now; try again later",
+            ErrorCode::TlsRequired => "the server accepts only TLS connections",
         }
     }
 }
@@ -269,24 +330,58 @@ pub fn peek_message(payload: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum ClientMessage<'a> {
-    Hello { version: u8, nick: &'a str },
-    Join { room: &'a str },
-    Leave { room: &'a str },
-    Say { room: &'a str, text: &'a str },
-    Whisper { nick: &'a str, text: &'a str },
-    Nick { nick: &'a str },
+    Hello {
+        version: u8,
+        nick: &'a str,
+    },
+    Join {
+        room: &'a str,
+    },
+    Leave {
+        room: &'a str,
+    },
+    Say {
+        room: &'a str,
+        text: &'a str,
+    },
+    Whisper {
+        nick: &'a str,
+        text: &'a str,
+    },
+    Nick {
+        nick: &'a str,
+    },
     ListRooms,
-    ListUsers { room: &'a str },
-    Ping { token: u64 },
-    Pong { token: u64 },
-    Quit { reason: &'a str },
+    ListUsers {
+        room: &'a str,
+    },
+    Ping {
+        token: u64,
+    },
+    Pong {
+        token: u64,
+    },
+    Quit {
+        reason: &'a str,
+    },
     Stats,
+    /// Version 2. `epoch` 0 asks for the newest held messages (what a
+    /// client shows on joining); otherwise the messages after `after_seq`
+    /// of that epoch. `limit` 0 means the server's maximum.
+    History {
+        room: &'a str,
+        epoch: u64,
+        after_seq: u64,
+        limit: u16,
+    },
 }
 
 impl<'a> ClientMessage<'a> {
-    /// Whether `code` is a client-to-server message.
+    /// Whether `code` is a client-to-server message of any version
+    /// (HISTORY included: a version-1 session that sends it gets
+    /// UNKNOWN_CODE from the server, a decision the codec leaves to it).
     pub fn is_known(code: u16) -> bool {
-        (code::HELLO..=code::STATS).contains(&code)
+        (code::HELLO..=code::HISTORY).contains(&code)
     }
 
     /// The message's wire code.
@@ -304,6 +399,7 @@ impl<'a> ClientMessage<'a> {
             ClientMessage::Pong { .. } => code::PONG,
             ClientMessage::Quit { .. } => code::QUIT,
             ClientMessage::Stats => code::STATS,
+            ClientMessage::History { .. } => code::HISTORY,
         }
     }
 
@@ -332,6 +428,12 @@ impl<'a> ClientMessage<'a> {
             code::PONG => ClientMessage::Pong { token: f.u64()? },
             code::QUIT => ClientMessage::Quit { reason: f.str()? },
             code::STATS => ClientMessage::Stats,
+            code::HISTORY => ClientMessage::History {
+                room: f.str()?,
+                epoch: f.u64()?,
+                after_seq: f.u64()?,
+                limit: f.u16()?,
+            },
             _ => return Err(DecodeError::UnknownCode),
         };
         f.end(msg)
@@ -357,6 +459,17 @@ impl<'a> ClientMessage<'a> {
             ClientMessage::ListRooms | ClientMessage::Stats => {}
             ClientMessage::Ping { token } | ClientMessage::Pong { token } => put_u64(out, token),
             ClientMessage::Quit { reason } => put_str(out, reason),
+            ClientMessage::History {
+                room,
+                epoch,
+                after_seq,
+                limit,
+            } => {
+                put_str(out, room);
+                put_u64(out, epoch);
+                put_u64(out, after_seq);
+                put_u16(out, limit);
+            }
         }
         end_frame(out, start);
     }
@@ -422,6 +535,32 @@ pub enum ServerMessage<'a> {
         reason: &'a str,
     },
     StatsReply(Vec<(&'a str, u64)>),
+    /// Version 2: sent right after the session's own JOINED, before any
+    /// MESSAGE of the room. `last_seq` and `first_held` are 0 when there is
+    /// none.
+    RoomState {
+        room: &'a str,
+        epoch: u64,
+        last_seq: u64,
+        first_held: u64,
+    },
+    /// Version 2: one held message of a HISTORY reply. `time_ms` is the
+    /// server's wall clock (ms since the Unix epoch) when it took the SAY.
+    HistoryMessage {
+        room: &'a str,
+        seq: u64,
+        time_ms: u64,
+        from: &'a str,
+        text: &'a str,
+    },
+    /// Version 2: closes every HISTORY reply. `status` is a set of
+    /// [`history_status`] bits.
+    HistoryEnd {
+        room: &'a str,
+        epoch: u64,
+        newest: u64,
+        status: u8,
+    },
 }
 
 impl<'a> ServerMessage<'a> {
@@ -442,6 +581,9 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Shutdown { .. } => code::SHUTDOWN,
             ServerMessage::Bye { .. } => code::BYE,
             ServerMessage::StatsReply(_) => code::STATS_REPLY,
+            ServerMessage::RoomState { .. } => code::ROOM_STATE,
+            ServerMessage::HistoryMessage { .. } => code::HISTORY_MESSAGE,
+            ServerMessage::HistoryEnd { .. } => code::HISTORY_END,
         }
     }
 
@@ -527,6 +669,25 @@ impl<'a> ServerMessage<'a> {
                 }
                 ServerMessage::StatsReply(stats)
             }
+            code::ROOM_STATE => ServerMessage::RoomState {
+                room: f.str()?,
+                epoch: f.u64()?,
+                last_seq: f.u64()?,
+                first_held: f.u64()?,
+            },
+            code::HISTORY_MESSAGE => ServerMessage::HistoryMessage {
+                room: f.str()?,
+                seq: f.u64()?,
+                time_ms: f.u64()?,
+                from: f.str()?,
+                text: f.str()?,
+            },
+            code::HISTORY_END => ServerMessage::HistoryEnd {
+                room: f.str()?,
+                epoch: f.u64()?,
+                newest: f.u64()?,
+                status: f.u8()?,
+            },
             _ => return Err(DecodeError::UnknownCode),
         };
         f.end(msg)
@@ -606,6 +767,41 @@ impl<'a> ServerMessage<'a> {
                     put_str(out, key);
                     put_u64(out, *value);
                 }
+            }
+            ServerMessage::RoomState {
+                room,
+                epoch,
+                last_seq,
+                first_held,
+            } => {
+                put_str(out, room);
+                put_u64(out, *epoch);
+                put_u64(out, *last_seq);
+                put_u64(out, *first_held);
+            }
+            ServerMessage::HistoryMessage {
+                room,
+                seq,
+                time_ms,
+                from,
+                text,
+            } => {
+                put_str(out, room);
+                put_u64(out, *seq);
+                put_u64(out, *time_ms);
+                put_str(out, from);
+                put_str(out, text);
+            }
+            ServerMessage::HistoryEnd {
+                room,
+                epoch,
+                newest,
+                status,
+            } => {
+                put_str(out, room);
+                put_u64(out, *epoch);
+                put_u64(out, *newest);
+                out.push(*status);
             }
         }
         end_frame(out, start);

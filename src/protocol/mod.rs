@@ -14,6 +14,7 @@ pub mod names;
 
 pub use frame::{decode, Decoded, Frame, FrameError, FrameReader, Header, HEADER_LEN};
 pub use message::{
-    code, peek_message, ClientMessage, DecodeError, ErrorCode, ServerMessage, PROTOCOL_VERSION,
+    code, history_status, is_supported_version, is_version_2_code, peek_message, ClientMessage,
+    DecodeError, ErrorCode, ServerMessage, LATEST_VERSION, PROTOCOL_VERSION, VERSION_1, VERSION_2,
 };
 pub use names::{valid_nick, valid_room, NameKey};

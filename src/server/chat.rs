@@ -402,7 +402,9 @@ impl Chat {
         if frame.flags != 0 {
             return self.error(t, ErrorCode::BadFrame, request, "");
         }
-        if !ClientMessage::is_known(request) {
+        // The codec knows version 2's HISTORY; this daemon does not speak
+        // version 2 yet, so HISTORY stays an unknown code as in version 1.
+        if !ClientMessage::is_known(request) || request == code::HISTORY {
             return self.error(t, ErrorCode::UnknownCode, request, "");
         }
         let registered = s.phase == Phase::Chat;
@@ -433,6 +435,7 @@ impl Chat {
                     .mark_closing(t, CloseReason::Quit(reason.to_owned()));
             }
             ClientMessage::Stats => self.send_stats(t, now),
+            ClientMessage::History { .. } => self.error(t, ErrorCode::UnknownCode, request, ""),
         }
     }
 
