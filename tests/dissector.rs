@@ -4,6 +4,10 @@
 //! across two segments, three frames in one segment included), then decode
 //! the capture with the dissector and check the decoded fields.
 //!
+//! Version 2's frames are driven through a plain loopback socket pair
+//! the test owns (one end plays the server), so the dissector is checked
+//! on every layout whatever the daemon speaks.
+//!
 //! Needs `tshark` (Debian: `apt-get install tshark`) and permission to
 //! capture on `lo` (root, or dumpcap's capabilities). Without tshark the
 //! test fails when `CI` is set and is skipped, loudly, otherwise.
@@ -11,7 +15,8 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -52,6 +57,17 @@ const FIELDS: &[&str] = &[
     "muxchat.key",
     "muxchat.value",
     "muxchat.grace_ms",
+    "muxchat.epoch",
+    "muxchat.after_seq",
+    "muxchat.limit",
+    "muxchat.last_seq",
+    "muxchat.first_held",
+    "muxchat.time_ms",
+    "muxchat.newest",
+    "muxchat.status",
+    "muxchat.status.more",
+    "muxchat.status.gap",
+    "muxchat.status.new_epoch",
     "_ws.expert.message",
 ];
 
@@ -611,4 +627,211 @@ fn check(rows: &[Row]) {
     let shutdown = find("SHUTDOWN", &|r| r.has("muxchat.name", "SHUTDOWN"));
     assert_eq!(shutdown.get("muxchat.grace_ms")[0], "1000");
     assert!(!shutdown.get("muxchat.reason").is_empty());
+}
+
+// ----- version 2, over a socket pair the test owns -------------------------
+
+/// One side of the pair sends `frames`, each in its own segment (no Nagle,
+/// a pause between writes), and the other side reads them all, so every
+/// frame is on the wire before the capture stops.
+fn send_each(from: &mut TcpStream, to: &mut TcpStream, frames: &[Vec<u8>]) {
+    for f in frames {
+        from.write_all(f).expect("write");
+        let mut got = vec![0; f.len()];
+        to.read_exact(&mut got).expect("read back");
+        assert_eq!(&got, f);
+        thread::sleep(Duration::from_millis(30));
+    }
+}
+
+fn encode_s(msg: &ServerMessage<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+#[test]
+fn dissector_decodes_version_2_frames() {
+    if !tshark_available() {
+        return;
+    }
+    let dir = temp_dir().join("v2");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+    }
+    let pcap = dir.join("v2.pcap");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let capture = Capture::start(port, &pcap);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.set_nodelay(true).expect("nodelay");
+    server.set_nodelay(true).expect("nodelay");
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+
+    let c2s = vec![
+        encode(&ClientMessage::Hello {
+            version: 2,
+            nick: "alice",
+        }),
+        encode(&ClientMessage::History {
+            room: "#lobby",
+            epoch: 0,
+            after_seq: 0,
+            limit: 20,
+        }),
+        encode(&ClientMessage::History {
+            room: "#lobby",
+            epoch: 0x1d,
+            after_seq: 41,
+            limit: 0,
+        }),
+    ];
+    let s2c = vec![
+        encode_s(&ServerMessage::Welcome {
+            version: 2,
+            nick: "alice",
+            server: "muxchatd test",
+            heartbeat_ms: 30_000,
+            max_payload: 65_536,
+        }),
+        encode_s(&ServerMessage::RoomState {
+            room: "#lobby",
+            epoch: 0x1d,
+            last_seq: 42,
+            first_held: 23,
+        }),
+        encode_s(&ServerMessage::HistoryMessage {
+            room: "#lobby",
+            seq: 41,
+            time_ms: 1_764_547_200_000,
+            from: "bob",
+            text: "from the past",
+        }),
+        encode_s(&ServerMessage::HistoryEnd {
+            room: "#lobby",
+            epoch: 0x1d,
+            newest: 42,
+            status: 3,
+        }),
+        encode_s(&ServerMessage::HistoryEnd {
+            room: "#gone",
+            epoch: 0x2e,
+            newest: 5,
+            status: 4,
+        }),
+        encode_s(&ServerMessage::error(
+            ErrorCode::Unavailable,
+            code::HISTORY,
+            "store down",
+        )),
+        encode_s(&ServerMessage::error(ErrorCode::TlsRequired, 0, "use TLS")),
+    ];
+    send_each(&mut client, &mut server, &c2s);
+    send_each(&mut server, &mut client, &s2c);
+    // A HISTORY_END with a byte too many: the dissector flags it.
+    let mut trailing = s2c[3].clone();
+    trailing.push(0xff);
+    let len = (trailing.len() - 8) as u32;
+    trailing[4..8].copy_from_slice(&len.to_be_bytes());
+    send_each(&mut server, &mut client, &[trailing]);
+    drop(client);
+    drop(server);
+    capture.stop();
+
+    let rows = decode(&pcap, port);
+    let verbose = tshark_read(&pcap, port, &["-2", "-V"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    for bad in ["Lua Error", "Dissector bug"] {
+        assert!(
+            !verbose.contains(bad),
+            "tshark -V shows {bad:?}:\n{verbose}"
+        );
+    }
+    check_v2(&rows);
+}
+
+#[track_caller]
+fn check_v2(rows: &[Row]) {
+    let find = |what: &str, pred: &dyn Fn(&Row) -> bool| find(rows, what, pred);
+
+    let hello = find("HELLO v2", &|r| r.has("muxchat.name", "HELLO"));
+    assert!(hello.to_server());
+    assert_eq!(hello.one("muxchat.version"), "2");
+    let welcome = find("WELCOME v2", &|r| r.has("muxchat.name", "WELCOME"));
+    assert_eq!(welcome.one("muxchat.version"), "2");
+
+    let h0 = find("HISTORY epoch 0", &|r| {
+        r.has("muxchat.name", "HISTORY") && r.has("muxchat.epoch", "0")
+    });
+    assert!(h0.to_server());
+    assert_eq!(h0.one("muxchat.code"), "112");
+    assert_eq!(h0.one("muxchat.room"), "#lobby");
+    assert_eq!(h0.one("muxchat.after_seq"), "0");
+    assert_eq!(h0.one("muxchat.limit"), "20");
+    assert_eq!(h0.one("muxchat.length"), "26");
+    let h1 = find("HISTORY resume", &|r| {
+        r.has("muxchat.name", "HISTORY") && r.has("muxchat.epoch", "29")
+    });
+    assert_eq!(h1.one("muxchat.after_seq"), "41");
+    assert_eq!(h1.one("muxchat.limit"), "0");
+
+    let st = find("ROOM_STATE", &|r| r.has("muxchat.name", "ROOM_STATE"));
+    assert!(!st.to_server());
+    assert_eq!(st.one("muxchat.code"), "213");
+    assert_eq!(st.one("muxchat.room"), "#lobby");
+    assert_eq!(st.one("muxchat.epoch"), "29");
+    assert_eq!(st.one("muxchat.last_seq"), "42");
+    assert_eq!(st.one("muxchat.first_held"), "23");
+
+    let hm = find("HISTORY_MESSAGE", &|r| r.has("muxchat.name", "HISTORY_MESSAGE"));
+    assert_eq!(hm.one("muxchat.code"), "214");
+    assert_eq!(hm.one("muxchat.seq"), "41");
+    assert_eq!(hm.one("muxchat.time_ms"), "1764547200000");
+    assert_eq!(hm.one("muxchat.from"), "bob");
+    assert_eq!(hm.one("muxchat.text"), "from the past");
+
+    let end = find("HISTORY_END gap and more", &|r| {
+        r.has("muxchat.name", "HISTORY_END")
+            && r.has("muxchat.room", "#lobby")
+            && r.get("_ws.expert.message").is_empty()
+    });
+    assert_eq!(end.one("muxchat.code"), "215");
+    assert_eq!(end.one("muxchat.epoch"), "29");
+    assert_eq!(end.one("muxchat.newest"), "42");
+    assert_eq!(end.one("muxchat.status"), "0x03");
+    // Booleans print as 1/0 or True/False depending on the tshark version.
+    let on = |v: &str| v == "1" || v.eq_ignore_ascii_case("true");
+    assert!(on(end.one("muxchat.status.more")), "{end:?}");
+    assert!(on(end.one("muxchat.status.gap")), "{end:?}");
+    assert!(!on(end.one("muxchat.status.new_epoch")), "{end:?}");
+    let gone = find("HISTORY_END new epoch", &|r| {
+        r.has("muxchat.name", "HISTORY_END") && r.has("muxchat.room", "#gone")
+    });
+    assert_eq!(gone.one("muxchat.status"), "0x04");
+    assert!(on(gone.one("muxchat.status.new_epoch")), "{gone:?}");
+    assert!(!on(gone.one("muxchat.status.more")), "{gone:?}");
+
+    for (error, request) in [
+        (ErrorCode::Unavailable, code::HISTORY),
+        (ErrorCode::TlsRequired, 0),
+    ] {
+        let e = (error as u16).to_string();
+        let row = find(error.name(), &|r| {
+            r.has("muxchat.name", "ERROR") && r.has("muxchat.error", &e)
+        });
+        assert!(row.has("muxchat.request", &request.to_string()), "{row:?}");
+    }
+    find("the trailing byte after HISTORY_END", &|r| {
+        r.has("muxchat.name", "HISTORY_END")
+            && r.get("_ws.expert.message")
+                .iter()
+                .any(|m| m.contains("Trailing"))
+    });
 }

@@ -1,4 +1,5 @@
--- muxchat.lua: a Wireshark dissector for the muxchat protocol, version 1.
+-- muxchat.lua: a Wireshark dissector for the muxchat protocol, versions 1
+-- and 2 (version 2 adds HISTORY, ROOM_STATE, HISTORY_MESSAGE, HISTORY_END).
 --
 -- Install: copy into your personal Lua plugins folder
 --   (Help > About Wireshark > Folders > Personal Lua Plugins, usually
@@ -29,12 +30,14 @@ local client_codes = {
     [100] = "HELLO", [101] = "JOIN", [102] = "LEAVE", [103] = "SAY",
     [104] = "WHISPER", [105] = "NICK", [106] = "LIST_ROOMS", [107] = "LIST_USERS",
     [108] = "PING", [109] = "PONG", [110] = "QUIT", [111] = "STATS",
+    [112] = "HISTORY",
 }
 local server_codes = {
     [50] = "ERROR", [200] = "WELCOME", [201] = "JOINED", [202] = "LEFT",
     [203] = "MESSAGE", [204] = "WHISPER_FROM", [205] = "NICK_CHANGED",
     [206] = "ROOM_LIST", [207] = "USER_LIST", [208] = "PING", [209] = "PONG",
     [210] = "SHUTDOWN", [211] = "BYE", [212] = "STATS_REPLY",
+    [213] = "ROOM_STATE", [214] = "HISTORY_MESSAGE", [215] = "HISTORY_END",
 }
 local all_codes = {}
 for k, v in pairs(client_codes) do all_codes[k] = v end
@@ -48,6 +51,7 @@ local error_codes = {
     [13] = "TEXT_TOO_LONG", [14] = "TOO_MANY_ROOMS", [15] = "RATE_LIMITED",
     [16] = "SERVER_FULL", [17] = "SLOW_CONSUMER", [18] = "PING_TIMEOUT",
     [19] = "ALREADY_IN_ROOM", [20] = "SHUTTING_DOWN", [21] = "LOGIN_TIMEOUT",
+    [22] = "UNAVAILABLE", [23] = "TLS_REQUIRED",
 }
 
 -- Fields. Filter with e.g. `muxchat.code == 103` or `muxchat.nick == "alice"`.
@@ -80,12 +84,26 @@ local F = {
     key          = ProtoField.string("muxchat.key", "Key", base.UNICODE),
     value        = ProtoField.uint64("muxchat.value", "Value", base.DEC),
     grace_ms     = ProtoField.uint32("muxchat.grace_ms", "Grace (ms)", base.DEC),
+    -- Version 2.
+    epoch        = ProtoField.uint64("muxchat.epoch", "Epoch", base.DEC),
+    after_seq    = ProtoField.uint64("muxchat.after_seq", "After seq", base.DEC),
+    limit        = ProtoField.uint16("muxchat.limit", "Limit (0 = server maximum)", base.DEC),
+    last_seq     = ProtoField.uint64("muxchat.last_seq", "Last seq", base.DEC),
+    first_held   = ProtoField.uint64("muxchat.first_held", "First held seq", base.DEC),
+    time_ms      = ProtoField.uint64("muxchat.time_ms", "Time (ms since 1970)", base.DEC),
+    newest       = ProtoField.uint64("muxchat.newest", "Newest seq", base.DEC),
+    status       = ProtoField.uint8("muxchat.status", "Status", base.HEX),
+    status_more  = ProtoField.bool("muxchat.status.more", "More held (ask again)", 8, nil, 0x01),
+    status_gap   = ProtoField.bool("muxchat.status.gap", "Gap (some messages no longer held)", 8, nil, 0x02),
+    status_new_epoch = ProtoField.bool("muxchat.status.new_epoch", "New epoch (room re-created)", 8, nil, 0x04),
 }
 muxchat.fields = {
     F.direction, F.code, F.name, F.flags, F.length, F.payload, F.str_len,
     F.version, F.nick, F.room, F.text, F.reason, F.token, F.error, F.request,
     F.detail, F.server, F.heartbeat_ms, F.max_payload, F.seq, F.from, F.old,
     F.new, F.count, F.members, F.key, F.value, F.grace_ms,
+    F.epoch, F.after_seq, F.limit, F.last_seq, F.first_held, F.time_ms,
+    F.newest, F.status, F.status_more, F.status_gap, F.status_new_epoch,
 }
 
 local E = {
@@ -125,6 +143,7 @@ local layouts_c2s = {
     [109] = { { "u64", "token" } },
     [110] = { { "str", "reason" } },
     [111] = {},
+    [112] = { { "str", "room" }, { "u64", "epoch" }, { "u64", "after_seq" }, { "u16", "limit" } },
 }
 local layouts_s2c = {
     [50]  = { { "u16", "error" }, { "u16", "request" }, { "str", "detail" } },
@@ -142,6 +161,10 @@ local layouts_s2c = {
     [210] = { { "u32", "grace_ms" }, { "str", "reason" } },
     [211] = { { "str", "reason" } },
     [212] = { { "u16", "count" }, { "list", { { "str", "key" }, { "u64", "value" } } } },
+    [213] = { { "str", "room" }, { "u64", "epoch" }, { "u64", "last_seq" }, { "u64", "first_held" } },
+    [214] = { { "str", "room" }, { "u64", "seq" }, { "u64", "time_ms" }, { "str", "from" },
+              { "str", "text" } },
+    [215] = { { "str", "room" }, { "u64", "epoch" }, { "u64", "newest" }, { "u8", "status" } },
 }
 
 local SIZES = { u8 = 1, u16 = 2, u32 = 4, u64 = 8 }
@@ -183,7 +206,13 @@ local function read_fields(tvb, tree, layout, off, stop, seen)
             local size = SIZES[kind]
             if off + size > stop then return nil end
             local range = tvb(off, size)
-            tree:add(F[name], range)
+            local node = tree:add(F[name], range)
+            if name == "status" then
+                -- HISTORY_END's status is a set of bits.
+                node:add(F.status_more, range)
+                node:add(F.status_gap, range)
+                node:add(F.status_new_epoch, range)
+            end
             if kind == "u64" then
                 seen[#seen + 1] = name .. "=" .. tostring(range:uint64())
             else
