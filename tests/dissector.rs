@@ -790,7 +790,9 @@ fn check_v2(rows: &[Row]) {
     assert_eq!(st.one("muxchat.last_seq"), "42");
     assert_eq!(st.one("muxchat.first_held"), "23");
 
-    let hm = find("HISTORY_MESSAGE", &|r| r.has("muxchat.name", "HISTORY_MESSAGE"));
+    let hm = find("HISTORY_MESSAGE", &|r| {
+        r.has("muxchat.name", "HISTORY_MESSAGE")
+    });
     assert_eq!(hm.one("muxchat.code"), "214");
     assert_eq!(hm.one("muxchat.seq"), "41");
     assert_eq!(hm.one("muxchat.time_ms"), "1764547200000");
