@@ -1,0 +1,639 @@
+//! The HTTP door: one request head in, one routing decision out.
+//!
+//! A connection whose first byte is an ASCII upper-case letter speaks
+//! HTTP/1.1 (see docs/PROTOCOL.md, "One port, three doors"). This module is
+//! pure: it never sees a socket. The transport buffers the request head (at
+//! most [`HttpLimits::max_head`] bytes, so nothing grows with what a client
+//! sends) and calls [`parse_request`] after each read; "incomplete" is a
+//! normal answer. The answer is a [`Route`]: serve the page, upgrade to
+//! WebSocket, serve `/metrics` or `/healthz`, or refuse with a status.
+//! [`Response`] encodes what goes back: always `Content-Length` and
+//! `Connection: close`, because the server answers one request per
+//! connection (except the upgrade, which turns the connection into a
+//! WebSocket).
+//!
+//! Parsing is `httparse`: a zero-copy, allocation-free parser that has been
+//! fuzzed for years by the hyper ecosystem; a request-head parser is exactly
+//! the kind of code not to write twice.
+
+use std::fmt::Write as _;
+
+/// The GUID RFC 6455 section 1.3 appends to the client's key.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Bounds on a request head. Every field has a default and is checked
+/// before anything more is buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The whole head (request line, headers, the blank line), in bytes.
+    /// A head not complete within this many bytes gets 431.
+    pub max_head: usize,
+    /// The request line alone, in bytes. A longer one gets 414.
+    pub max_request_line: usize,
+    /// Header fields. More get 431.
+    pub max_headers: usize,
+}
+
+impl Default for HttpLimits {
+    /// 8 KiB of head (what common servers allow), a 2 KiB request line (no
+    /// route of ours is longer than a few bytes; browsers add little), 32
+    /// header fields (a browser's WebSocket upgrade sends about 15).
+    fn default() -> Self {
+        HttpLimits {
+            max_head: 8 * 1024,
+            max_request_line: 2 * 1024,
+            max_headers: 32,
+        }
+    }
+}
+
+/// The statuses this server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 101: the WebSocket upgrade.
+    SwitchingProtocols,
+    /// 200.
+    Ok,
+    /// 400: not a request we can parse, or a broken upgrade.
+    BadRequest,
+    /// 404: no such path.
+    NotFound,
+    /// 405: a known path with a method other than GET.
+    MethodNotAllowed,
+    /// 414: the request line is longer than [`HttpLimits::max_request_line`].
+    UriTooLong,
+    /// 426: a WebSocket version other than 13, or plaintext to a server
+    /// that requires TLS.
+    UpgradeRequired,
+    /// 431: the head is larger than [`HttpLimits::max_head`] or has more
+    /// than [`HttpLimits::max_headers`] fields.
+    HeadersTooLarge,
+    /// 503: `/healthz` while draining.
+    Unavailable,
+}
+
+impl Status {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        match self {
+            Status::SwitchingProtocols => 101,
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::UriTooLong => 414,
+            Status::UpgradeRequired => 426,
+            Status::HeadersTooLarge => 431,
+            Status::Unavailable => 503,
+        }
+    }
+
+    /// The reason phrase.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::SwitchingProtocols => "Switching Protocols",
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::UriTooLong => "URI Too Long",
+            Status::UpgradeRequired => "Upgrade Required",
+            Status::HeadersTooLarge => "Request Header Fields Too Large",
+            Status::Unavailable => "Service Unavailable",
+        }
+    }
+}
+
+/// Why a request is refused: the status and a short text body saying why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status to answer with.
+    pub status: Status,
+    /// One sentence for the body (a person reads it in a browser or curl).
+    pub why: &'static str,
+}
+
+impl Refusal {
+    const fn new(status: Status, why: &'static str) -> Refusal {
+        Refusal { status, why }
+    }
+}
+
+/// What a complete, well-formed request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: the browser chat page.
+    Page,
+    /// `GET /ws` with a valid RFC 6455 upgrade. `accept` is the
+    /// `Sec-WebSocket-Accept` value for the 101 response.
+    WebSocket {
+        /// base64(SHA-1(key + GUID)), 28 ASCII bytes.
+        accept: [u8; 28],
+    },
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /healthz`.
+    Healthz,
+    /// Anything else: answer with this status and close.
+    Refuse(Refusal),
+}
+
+/// The outcome of parsing what has been buffered so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parse {
+    /// The head is not complete yet, and within the limits: read more.
+    Partial,
+    /// The head is complete: `head_len` bytes of the buffer are the head
+    /// (anything after it belongs to the next protocol, for an upgrade).
+    Done {
+        /// Bytes of the head, the blank line included.
+        head_len: usize,
+        /// What the request asks for.
+        route: Route,
+    },
+}
+
+/// Parses a buffered request head and decides its route.
+///
+/// `buf` must hold everything received so far on the connection. The caller
+/// keeps at most `limits.max_head` bytes: once that many are buffered this
+/// returns `Done` with a 431 (or 414) refusal rather than `Partial`, so a
+/// caller that stops reading at `Done` never holds more.
+pub fn parse_request(buf: &[u8], limits: &HttpLimits) -> Parse {
+    // The request line first: httparse would wait for its end however long
+    // it grows, and 414 is the answer to a long one, not 431.
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) if end > limits.max_request_line => {
+            return refuse(buf.len(), Status::UriTooLong, "request line too long");
+        }
+        None if buf.len() > limits.max_request_line => {
+            return refuse(buf.len(), Status::UriTooLong, "request line too long");
+        }
+        _ => {}
+    }
+
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= limits.max_head {
+                return refuse(buf.len(), Status::HeadersTooLarge, "request head too large");
+            }
+            return Parse::Partial;
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return refuse(buf.len(), Status::HeadersTooLarge, "too many header fields");
+        }
+        Err(_) => return refuse(buf.len(), Status::BadRequest, "malformed request"),
+    };
+    if head_len > limits.max_head {
+        return refuse(head_len, Status::HeadersTooLarge, "request head too large");
+    }
+    Parse::Done {
+        head_len,
+        route: route(&req),
+    }
+}
+
+fn refuse(head_len: usize, status: Status, why: &'static str) -> Parse {
+    Parse::Done {
+        head_len,
+        route: Route::Refuse(Refusal::new(status, why)),
+    }
+}
+
+/// Decides what a parsed request gets.
+fn route(req: &httparse::Request<'_, '_>) -> Route {
+    // httparse only returns Complete with a method, path and version set.
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Route::Refuse(Refusal::new(Status::BadRequest, "malformed request"));
+    };
+    // The query string never selects anything here; a browser may add one
+    // to defeat a cache.
+    let path = target.split('?').next().unwrap_or(target);
+    let known = matches!(path, "/" | "/ws" | "/metrics" | "/healthz");
+    if !known {
+        return Route::Refuse(Refusal::new(Status::NotFound, "no such path"));
+    }
+    if method != "GET" {
+        return Route::Refuse(Refusal::new(
+            Status::MethodNotAllowed,
+            "only GET is served here",
+        ));
+    }
+    match path {
+        "/" => Route::Page,
+        "/metrics" => Route::Metrics,
+        "/healthz" => Route::Healthz,
+        _ => websocket_route(req.headers, version),
+    }
+}
+
+/// Checks an upgrade request per RFC 6455 section 4.2.1.
+fn websocket_route(headers: &[httparse::Header<'_>], version: u8) -> Route {
+    let bad = |why| Route::Refuse(Refusal::new(Status::BadRequest, why));
+    if version != 1 {
+        return bad("a WebSocket upgrade needs HTTP/1.1");
+    }
+    let mut upgrade = false;
+    let mut connection_upgrade = false;
+    let mut ws_version = None;
+    let mut key = None;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= has_token(h.value, "websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= has_token(h.value, "upgrade");
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            ws_version = Some(h.value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            if key.is_some() {
+                return bad("more than one Sec-WebSocket-Key");
+            }
+            key = Some(h.value);
+        }
+    }
+    if !upgrade || !connection_upgrade {
+        return bad("/ws takes only a WebSocket upgrade");
+    }
+    match ws_version.map(trim) {
+        Some(b"13") => {}
+        _ => {
+            return Route::Refuse(Refusal::new(
+                Status::UpgradeRequired,
+                "WebSocket version 13 only",
+            ))
+        }
+    }
+    let Some(key) = key.map(trim).filter(|k| valid_key(k)) else {
+        return bad("missing or invalid Sec-WebSocket-Key");
+    };
+    Route::WebSocket {
+        accept: websocket_accept(key),
+    }
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// A key is the base64 encoding of 16 bytes: 22 significant characters and
+/// `==` (RFC 6455 section 4.1).
+fn valid_key(k: &[u8]) -> bool {
+    k.len() == 24 && k.ends_with(b"==") && k[..22].iter().all(|&b| b64_value(b).is_some())
+}
+
+fn b64_value(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key + GUID)).
+///
+/// SHA-1 comes from `ring`, already linked for TLS (RFC 6455 uses SHA-1 as
+/// a checksum, not for security, hence ring's `LEGACY_USE_ONLY` name).
+pub fn websocket_accept(key: &[u8]) -> [u8; 28] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(WS_GUID.as_bytes());
+    let digest = ctx.finish();
+    let mut out = [0u8; 28];
+    base64_encode(digest.as_ref(), &mut out);
+    out
+}
+
+/// Standard base64 with padding; `out` must be exactly the encoded length.
+/// Twenty lines are not worth a crate: the only use is 20 digest bytes.
+fn base64_encode(input: &[u8], out: &mut [u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    debug_assert_eq!(out.len(), input.len().div_ceil(3) * 4);
+    for (chunk, dst) in input.chunks(3).zip(out.chunks_mut(4)) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
+            } else {
+                b'='
+            };
+        }
+    }
+}
+
+/// A response head and body, encoded whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status.
+    pub status: Status,
+    /// `Content-Type` of the body.
+    pub content_type: &'static str,
+    /// The body (may be empty).
+    pub body: Vec<u8>,
+    /// Extra header lines, each ending in CRLF (`Allow` for 405).
+    pub extra_headers: &'static str,
+}
+
+impl Response {
+    /// A response with a body.
+    pub fn new(status: Status, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+            extra_headers: "",
+        }
+    }
+
+    /// A short plain-text answer (refusals, `/healthz`).
+    pub fn text(status: Status, text: &str) -> Self {
+        let mut body = String::with_capacity(text.len() + 1);
+        body.push_str(text);
+        body.push('\n');
+        Response::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// The answer to a refused request.
+    pub fn refusal(r: Refusal) -> Self {
+        let mut resp = Response::text(r.status, r.why);
+        resp.extra_headers = match r.status {
+            Status::MethodNotAllowed => "Allow: GET\r\n",
+            // Refusals with 426 come from the WebSocket handshake (RFC 6455
+            // section 4.4: say which version is spoken).
+            Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
+            _ => "",
+        };
+        resp
+    }
+
+    /// The wire form: status line, headers, blank line, body. Every
+    /// response says `Connection: close` and the server closes after it.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut head = String::with_capacity(160);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            head,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+            self.status.code(),
+            self.status.reason(),
+            self.content_type,
+            self.body.len()
+        );
+        head.push_str(self.extra_headers);
+        head.push_str("Connection: close\r\n\r\n");
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The encoded bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.body.len() + 200);
+        self.encode(&mut v);
+        v
+    }
+}
+
+/// 426 for plaintext HTTP to a server started with `--tls-required`.
+pub fn tls_required() -> Response {
+    Response::text(
+        Status::UpgradeRequired,
+        "this server requires TLS: use https:// or wss://",
+    )
+}
+
+/// Encodes the 101 answer to a WebSocket upgrade (no body, and no
+/// `Connection: close`: the connection goes on as a WebSocket).
+pub fn switching_protocols(accept: &[u8; 28], out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Parse {
+        parse_request(s.as_bytes(), &HttpLimits::default())
+    }
+
+    fn route_of(s: &str) -> Route {
+        match parse(s) {
+            Parse::Done { route, .. } => route,
+            Parse::Partial => panic!("partial: {s:?}"),
+        }
+    }
+
+    fn status_of(s: &str) -> u16 {
+        match route_of(s) {
+            Route::Refuse(r) => r.status.code(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc6455_sample_accept() {
+        // RFC 6455 section 1.3's worked example.
+        let a = websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(&a, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn base64_padding() {
+        let mut o = [0u8; 4];
+        base64_encode(b"f", &mut o);
+        assert_eq!(&o, b"Zg==");
+        base64_encode(b"fo", &mut o);
+        assert_eq!(&o, b"Zm8=");
+        base64_encode(b"foo", &mut o);
+        assert_eq!(&o, b"Zm9v");
+        let mut o = [0u8; 8];
+        base64_encode(b"foobar", &mut o);
+        assert_eq!(&o, b"Zm9vYmFy");
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route_of("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Page);
+        assert_eq!(route_of("GET /?v=2 HTTP/1.0\r\n\r\n"), Route::Page);
+        assert_eq!(route_of("GET /metrics HTTP/1.1\r\n\r\n"), Route::Metrics);
+        assert_eq!(route_of("GET /healthz HTTP/1.1\r\n\r\n"), Route::Healthz);
+        assert_eq!(status_of("GET /nope HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status_of("POST / HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(status_of("DELETE /metrics HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(status_of("GARBAGE\r\n\r\n"), 400);
+        assert_eq!(status_of("GET / HTTP/1.1\r\nbad header\r\n\r\n"), 400);
+        assert_eq!(status_of("G\x00\x01\x02\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn upgrade_accepted_with_head_len() {
+        let mut bytes = UPGRADE.as_bytes().to_vec();
+        bytes.extend_from_slice(&[0x82, 0x80]);
+        match parse_request(&bytes, &HttpLimits::default()) {
+            Parse::Done { head_len, route } => {
+                assert_eq!(head_len, UPGRADE.len());
+                assert_eq!(
+                    route,
+                    Route::WebSocket {
+                        accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                    }
+                );
+            }
+            Parse::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn broken_upgrades() {
+        assert_eq!(status_of("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status_of(&UPGRADE.replace("HTTP/1.1", "HTTP/1.0")), 400);
+        assert_eq!(
+            status_of(&UPGRADE.replace("Version: 13", "Version: 8")),
+            426
+        );
+        assert_eq!(status_of(&UPGRADE.replace("Upgrade\r\n", "close\r\n")), 400);
+        assert_eq!(
+            status_of(&UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short")),
+            400
+        );
+        assert_eq!(
+            status_of(&UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZ!==")),
+            400
+        );
+        let twice = UPGRADE.replace(
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version",
+        );
+        assert_eq!(status_of(&twice), 400);
+        assert_eq!(status_of(&UPGRADE.replace("GET", "POST")), 405);
+    }
+
+    #[test]
+    fn case_insensitive_headers() {
+        let s = UPGRADE
+            .replace("Upgrade: websocket", "upgrade:   WebSocket ")
+            .replace("Connection:", "CONNECTION:");
+        assert!(matches!(route_of(&s), Route::WebSocket { .. }));
+    }
+
+    #[test]
+    fn partial_at_every_split() {
+        for cut in 0..UPGRADE.len() {
+            assert_eq!(parse(&UPGRADE[..cut]), Parse::Partial, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn long_request_line_is_414_before_its_end() {
+        let limits = HttpLimits::default();
+        let mut line = b"GET /".to_vec();
+        line.resize(limits.max_request_line + 1, b'a');
+        // No newline yet, but already too long: refuse without waiting.
+        assert!(matches!(
+            parse_request(&line, &limits),
+            Parse::Done {
+                route: Route::Refuse(Refusal {
+                    status: Status::UriTooLong,
+                    ..
+                }),
+                ..
+            }
+        ));
+        // Just within the limit: still waiting.
+        line.truncate(limits.max_request_line);
+        assert_eq!(parse_request(&line, &limits), Parse::Partial);
+    }
+
+    #[test]
+    fn large_head_is_431() {
+        let limits = HttpLimits::default();
+        let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        head.resize(limits.max_head, b'a');
+        assert_eq!(
+            status_of(std::str::from_utf8(&head).unwrap()),
+            431,
+            "a full buffer with no end of head"
+        );
+        head.truncate(limits.max_head - 1);
+        assert_eq!(parse_request(&head, &limits), Parse::Partial);
+
+        let mut many = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..=limits.max_headers {
+            many.push_str(&format!("X-{i}: y\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(status_of(&many), 431);
+    }
+
+    #[test]
+    fn responses_carry_length_and_close() {
+        let r = Response::text(Status::NotFound, "no such path").to_bytes();
+        let s = String::from_utf8(r).unwrap();
+        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
+        assert!(s.contains("Content-Length: 13\r\n"), "{s}");
+        assert!(s.contains("Connection: close\r\n"), "{s}");
+        assert!(s.ends_with("\r\n\r\nno such path\n"), "{s}");
+        let s = String::from_utf8(
+            Response::refusal(Refusal::new(Status::MethodNotAllowed, "x")).to_bytes(),
+        )
+        .unwrap();
+        assert!(s.contains("Allow: GET\r\n"), "{s}");
+
+        let mut out = Vec::new();
+        switching_protocols(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(s.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!s.contains("close"));
+    }
+
+    #[test]
+    fn parses_whatever_bytes_without_panic() {
+        // A cheap stand-in for the fuzz target: every prefix of a few
+        // hostile heads.
+        let inputs: [&[u8]; 4] = [
+            b"GET /ws HTTP/1.1\r\nSec-WebSocket-Key: \xff\xfe\r\n\r\n",
+            b"G\r\n\r\n",
+            b"GET \x00 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+        ];
+        for input in inputs {
+            for cut in 0..=input.len() {
+                let _ = parse_request(&input[..cut], &HttpLimits::default());
+            }
+        }
+    }
+}
