@@ -22,9 +22,13 @@
 
 pub mod chat;
 pub mod event_loop;
+pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod rooms;
 pub mod session;
 pub mod timers;
+pub mod tls;
+pub mod ws;
 
 pub use event_loop::Server;

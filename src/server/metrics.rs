@@ -1,0 +1,299 @@
+//! `/metrics`: the daemon's counters and histograms in the Prometheus text
+//! exposition format, version 0.0.4.
+//!
+//! Cheap on the hot path, rendered on scrape. The loop observes into plain
+//! local histograms ([`Log2Histogram`]: an array of `u64` counts, one
+//! `leading_zeros` per observation, no lock, no atomic, no allocation).
+//! Only a scrape builds a `prometheus-client` registry from a snapshot and
+//! encodes it, so the text format (escaping, `_total` suffixes, `+Inf`,
+//! `_sum` and `_count`) is the library's job, not ours. prometheus-client
+//! starts no thread and does no I/O: it only writes into a `String`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// A histogram over `u64` observations with power-of-two bucket bounds.
+///
+/// Bucket `i` (for `i` in `lo..=hi`) counts observations `<= 2^i` raw
+/// units; one more bucket counts the rest (`+Inf`). The exposition scales
+/// bounds and sum by `unit` (1e-9 for nanoseconds reported in seconds).
+/// Power-of-two bounds make an observation one `leading_zeros`, and cover
+/// nanoseconds to seconds, or 1 to a million, in about twenty buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log2Histogram {
+    lo: u32,
+    hi: u32,
+    unit: f64,
+    /// `counts[0]` is `<= 2^lo`, `counts[k]` is `<= 2^(lo+k)`, the last is
+    /// above `2^hi`. Not cumulative (the exposition sums them).
+    counts: Vec<u64>,
+    sum: u64,
+    count: u64,
+}
+
+impl Log2Histogram {
+    /// Buckets `<= 2^lo, ..., <= 2^hi, +Inf`, reported in `unit`s.
+    pub fn new(lo: u32, hi: u32, unit: f64) -> Self {
+        assert!(lo <= hi && hi < 64);
+        Log2Histogram {
+            lo,
+            hi,
+            unit,
+            counts: vec![0; (hi - lo + 2) as usize],
+            sum: 0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&mut self, v: u64) {
+        // Smallest i with v <= 2^i.
+        let bits = if v <= 1 {
+            0
+        } else {
+            64 - (v - 1).leading_zeros()
+        };
+        let idx = bits.clamp(self.lo, self.hi + 1) - self.lo;
+        self.counts[idx as usize] += 1;
+        self.sum = self.sum.wrapping_add(v);
+        self.count += 1;
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of observations, in raw units.
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// `(upper bound, count)` pairs in reported units, `+Inf` last. Counts
+    /// are per bucket, not cumulative: prometheus-client sums them as it
+    /// writes the `le` series.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| {
+                let i = self.lo + k as u32;
+                let le = if i > self.hi {
+                    f64::INFINITY
+                } else {
+                    (1u64 << i) as f64 * self.unit
+                };
+                (le, c)
+            })
+            .collect()
+    }
+}
+
+impl EncodeMetric for Log2Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(
+            self.sum as f64 * self.unit,
+            self.count,
+            &self.buckets(),
+            None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The histograms the event loop feeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histograms {
+    /// One loop iteration's work, from poll's return to the next poll, in
+    /// nanoseconds.
+    pub loop_iteration: Log2Histogram,
+    /// Protocol frames carried by one successful `write()` (batching).
+    pub frames_per_write: Log2Histogram,
+    /// Recipients of one fan-out (MESSAGE, JOINED, LEFT, ...).
+    pub fanout_size: Log2Histogram,
+    /// From reading a SAY to the `write()` that carries its MESSAGE to a
+    /// member, in nanoseconds.
+    pub say_to_write: Log2Histogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Histograms {
+            // 1 us .. ~1 s.
+            loop_iteration: Log2Histogram::new(10, 30, 1e-9),
+            // 1 .. 65536 frames.
+            frames_per_write: Log2Histogram::new(0, 16, 1.0),
+            // 1 .. ~1M recipients.
+            fanout_size: Log2Histogram::new(0, 20, 1.0),
+            // 1 us .. ~4 s.
+            say_to_write: Log2Histogram::new(10, 32, 1e-9),
+        }
+    }
+}
+
+/// Help text for the counters STATS names, keyed by the STATS key. A key
+/// not listed still renders, with a generic help.
+const COUNTER_HELP: &[(&str, &str)] = &[
+    ("accepted", "Connections accepted since start"),
+    ("frames_in", "Protocol frames received"),
+    ("frames_out", "Protocol frames queued for sending"),
+    ("bytes_in", "Bytes received (protocol frames)"),
+    ("bytes_out", "Bytes written to sockets"),
+    ("poll_wakeups", "Times poll() returned"),
+    ("events", "Readiness events handled"),
+    ("kicked_slow", "Sessions cut as slow consumers"),
+    ("kicked_timeout", "Sessions cut by login or ping timeouts"),
+    (
+        "rejected_full",
+        "Connections refused at the connection limit",
+    ),
+    ("rate_limited", "Frames refused by the rate limit"),
+    ("messages", "SAY messages delivered to rooms"),
+];
+
+/// Help text for the gauges STATS names.
+const GAUGE_HELP: &[(&str, &str)] = &[
+    ("connections", "Connections open now, registered or not"),
+    ("sessions", "Registered sessions now"),
+    ("rooms", "Rooms now"),
+];
+
+fn help<'a>(table: &[(&str, &'a str)], key: &str, default: &'a str) -> &'a str {
+    table
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(default, |(_, h)| *h)
+}
+
+/// Renders the exposition. `stats` is what STATS reports, in its order:
+/// `uptime_ms` becomes `muxchat_uptime_seconds`, keys in the gauge table
+/// become gauges (`muxchat_connections`), every other key a counter
+/// (`muxchat_frames_in_total`). `draining` is 1 while the server drains.
+pub fn render(stats: &[(&str, u64)], draining: bool, hist: &Histograms) -> String {
+    let mut reg = Registry::with_prefix("muxchat");
+    for &(key, value) in stats {
+        if key == "uptime_ms" {
+            reg.register(
+                "uptime_seconds",
+                "Seconds since the daemon started",
+                ConstGauge::new(value as f64 / 1000.0),
+            );
+        } else if GAUGE_HELP.iter().any(|(k, _)| *k == key) {
+            reg.register(
+                key,
+                help(GAUGE_HELP, key, ""),
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)),
+            );
+        } else {
+            // The registry appends `_total` to counters.
+            reg.register(
+                key,
+                help(COUNTER_HELP, key, "A STATS counter"),
+                ConstCounter::new(value),
+            );
+        }
+    }
+    reg.register(
+        "draining",
+        "1 while the daemon drains for shutdown",
+        ConstGauge::new(i64::from(draining)),
+    );
+    reg.register(
+        "loop_iteration_seconds",
+        "Time one event loop iteration took, from poll's return to the next poll",
+        hist.loop_iteration.clone(),
+    );
+    reg.register(
+        "frames_per_write",
+        "Protocol frames carried by one successful write (batching)",
+        hist.frames_per_write.clone(),
+    );
+    reg.register(
+        "fanout_recipients",
+        "Sessions one fan-out delivered a frame to",
+        hist.fanout_size.clone(),
+    );
+    reg.register(
+        "say_to_write_seconds",
+        "Time from reading a SAY to writing its MESSAGE to a member",
+        hist.say_to_write.clone(),
+    );
+    let mut out = String::with_capacity(8 * 1024);
+    // Encoding into a String only fails if a metric's encoder does, and
+    // ours do not; an empty body would still be valid exposition.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_buckets() {
+        let mut h = Log2Histogram::new(0, 3, 1.0);
+        for v in [0, 1, 2, 3, 4, 5, 8, 9, 1000] {
+            h.observe(v);
+        }
+        assert_eq!(h.count(), 9);
+        assert_eq!(h.sum(), 1032);
+        assert_eq!(
+            h.buckets(),
+            [(1.0, 2), (2.0, 1), (4.0, 2), (8.0, 2), (f64::INFINITY, 2)]
+        );
+        // Below the lowest bound counts in the first bucket.
+        let mut h = Log2Histogram::new(10, 12, 1e-9);
+        h.observe(5);
+        h.observe(1025);
+        assert_eq!(h.buckets()[0].1, 1);
+        assert_eq!(h.buckets()[1], (2048.0 * 1e-9, 1));
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let mut hist = Histograms::default();
+        hist.loop_iteration.observe(1500);
+        hist.fanout_size.observe(100);
+        let text = render(
+            &[
+                ("uptime_ms", 2500),
+                ("connections", 3),
+                ("frames_in", 42),
+                ("new_counter", 7),
+            ],
+            true,
+            &hist,
+        );
+        for want in [
+            "# TYPE muxchat_uptime_seconds gauge\nmuxchat_uptime_seconds 2.5\n",
+            "# TYPE muxchat_connections gauge\nmuxchat_connections 3\n",
+            "# TYPE muxchat_frames_in_total counter\nmuxchat_frames_in_total 42\n",
+            "muxchat_new_counter_total 7\n",
+            "muxchat_draining 1\n",
+            "# TYPE muxchat_loop_iteration_seconds histogram\n",
+            "muxchat_loop_iteration_seconds_count 1\n",
+            "muxchat_loop_iteration_seconds_bucket{le=\"1.024e-06\"} 0\n",
+            "muxchat_loop_iteration_seconds_bucket{le=\"2.048e-06\"} 1\n",
+            "muxchat_loop_iteration_seconds_bucket{le=\"+Inf\"} 1\n",
+            "muxchat_fanout_recipients_bucket{le=\"128\"} 1\n",
+            "muxchat_fanout_recipients_bucket{le=\"+Inf\"} 1\n",
+            "muxchat_say_to_write_seconds_count 0\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+}
