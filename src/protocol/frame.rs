@@ -167,6 +167,17 @@ impl FrameReader {
         }
     }
 
+    /// A reader whose buffer starts at `capacity` bytes (at least one
+    /// read's worth), for a receiver that wants fewer, larger reads.
+    pub fn with_capacity(max_payload: u32, capacity: usize) -> FrameReader {
+        FrameReader {
+            buf: vec![0; capacity.max(READ_CHUNK)],
+            start: 0,
+            end: 0,
+            max_payload,
+        }
+    }
+
     /// Changes the largest payload accepted (e.g. after WELCOME).
     pub fn set_max_payload(&mut self, max_payload: u32) {
         self.max_payload = max_payload;
@@ -213,6 +224,20 @@ impl FrameReader {
             flags,
             payload: &self.buf[at + HEADER_LEN..at + used],
         }))
+    }
+
+    /// Moves the bytes not yet taken out (less than one frame, once
+    /// [`next_frame`](Self::next_frame) has returned `None`) into `into`,
+    /// replacing its contents, and empties the reader. With
+    /// [`extend`](Self::extend) this lets one reader serve many
+    /// connections in turn, each parking its unfinished frame between
+    /// reads (the load generator: one hot buffer instead of one per
+    /// connection).
+    pub fn take_rest(&mut self, into: &mut Vec<u8>) {
+        into.clear();
+        into.extend_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = 0;
     }
 
     /// Ensures `want` free bytes after `end`, compacting first, growing last.
