@@ -201,19 +201,63 @@ fn refused_connection_is_one_line() {
     );
 }
 
+/// Every usage error exits 2 before a socket is opened (no daemon runs
+/// here: a usage error must not need one), with one message naming the
+/// flag.
 #[test]
-fn bad_numbers_are_refused() {
-    let daemon = Daemon::start(&[]);
-    for args in [
-        &["--clients", "5", "--rooms", "6", "--rate", "1"][..],
-        &["--clients", "5", "--publishers", "6", "--rate", "1"][..],
-        &["--clients", "5", "--rate", "1", "--payload", "8"][..],
-        &["--clients", "5", "--rate", "0"][..],
+fn usage_errors_exit_2_and_name_the_flag() {
+    for (args, flag) in [
+        (
+            &["--clients", "5", "--rooms", "6", "--rate", "1"][..],
+            "--rooms",
+        ),
+        (
+            &["--clients", "5", "--publishers", "6", "--rate", "1"][..],
+            "--publishers",
+        ),
+        (
+            &["--clients", "5", "--rate", "1", "--payload", "8"][..],
+            "--payload",
+        ),
+        (&["--clients", "5", "--rate", "0"][..], "--rate"),
+        (&["--clients", "5"][..], "--unlimited"),
+        (&["--clients", "0", "--rate", "1"][..], "--clients"),
+        (
+            &["--clients", "5", "--unlimited", "--window", "0"][..],
+            "--window",
+        ),
+        (
+            &["--clients", "5", "--rate", "1", "--duration", "0"][..],
+            "--duration",
+        ),
+        (
+            &["--clients", "5", "--rate", "1", "--threads", "0"][..],
+            "--threads",
+        ),
+        (
+            &["--clients", "5", "--rate", "1", "--source-ips", "300"][..],
+            "--source-ips",
+        ),
+        (
+            &["--clients", "5", "--rate", "1", "--unlimited"][..],
+            "--unlimited",
+        ),
+        (&["--clients", "five", "--rate", "1"][..], "--clients"),
+        (&["--rate", "1"][..], "--clients"),
+        (
+            &["--clients", "5", "--rate", "1", "--no-such-flag"][..],
+            "--no-such-flag",
+        ),
     ] {
-        let out = muxload(&daemon, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+            .args(["--connect", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .expect("run muxload");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with("muxload: --"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?} should name {flag}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
-
-use super::stats::{human, human_us, latency_histogram, rate, Quantiles};
-use super::worker::{Mode, WorkerResult};
+use super::counters::Tally;
+use super::shared::Mode;
+use super::stats::{human, human_us, rate, Quantiles};
+use super::worker::WorkerResult;
 use crate::protocol::ErrorCode;
 
 /// Facts about the run that are not measurements.
@@ -70,38 +70,10 @@ pub struct Loss {
 pub struct Report {
     /// Run facts.
     pub info: RunInfo,
-    /// End-to-end latency, ns.
-    pub latency: Histogram<u64>,
-    /// Connect times, ns.
-    pub connect: Histogram<u64>,
-    /// Registration times, ns.
-    pub register: Histogram<u64>,
-    /// SAYs sent in the window.
-    pub published: u64,
-    /// Scheduled SAYs skipped because the daemon was not reading.
-    pub skipped: u64,
-    /// MESSAGEs received in the window.
-    pub delivered: u64,
-    /// Their bytes.
-    pub delivered_bytes: u64,
+    /// Every worker's counters, histograms and errors, added up.
+    pub tally: Tally,
     /// Loss check.
     pub loss: Loss,
-    /// ERROR frames by code.
-    pub errors: [u64; 32],
-    /// Connections that failed to connect.
-    pub connect_failed: u64,
-    /// Connections closed by the daemon.
-    pub closed_by_server: u64,
-    /// Connections ready at some point.
-    pub ready: u64,
-    /// First failure seen, if any.
-    pub first_failure: Option<String>,
-    /// SHUTDOWN frames.
-    pub shutdowns: u64,
-    /// Ping check: sent, answered.
-    pub pings: (u64, u64),
-    /// Server PINGs answered during the run.
-    pub server_pings: u64,
 }
 
 /// The final seq of each room: the highest any receiver saw.
@@ -139,48 +111,11 @@ impl Report {
     /// Merges worker results.
     pub fn merge(info: RunInfo, results: Vec<WorkerResult>) -> Report {
         let loss = loss(info.rooms, &results);
-        let mut r = Report {
-            info,
-            latency: latency_histogram(),
-            connect: latency_histogram(),
-            register: latency_histogram(),
-            published: 0,
-            skipped: 0,
-            delivered: 0,
-            delivered_bytes: 0,
-            loss,
-            errors: [0; 32],
-            connect_failed: 0,
-            closed_by_server: 0,
-            ready: 0,
-            first_failure: None,
-            shutdowns: 0,
-            pings: (0, 0),
-            server_pings: 0,
-        };
-        for w in results {
-            let _ = r.latency.add(&w.latency);
-            let _ = r.connect.add(&w.connect);
-            let _ = r.register.add(&w.register);
-            r.published += w.published;
-            r.skipped += w.skipped;
-            r.delivered += w.delivered;
-            r.delivered_bytes += w.delivered_bytes;
-            for (a, b) in r.errors.iter_mut().zip(w.errors) {
-                *a += b;
-            }
-            r.connect_failed += w.connect_failed;
-            r.closed_by_server += w.closed_by_server;
-            r.ready += w.receivers.len() as u64;
-            if r.first_failure.is_none() {
-                r.first_failure = w.first_failure;
-            }
-            r.shutdowns += w.shutdowns;
-            r.pings.0 += w.pings;
-            r.pings.1 += w.pongs;
-            r.server_pings += w.server_pings;
+        let mut tally = Tally::default();
+        for w in &results {
+            tally.add(&w.tally);
         }
-        r
+        Report { info, tally, loss }
     }
 
     /// Any loss, duplicate or reorder on a live receiver.
@@ -194,7 +129,7 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         if self.has_loss() {
             3
-        } else if self.ready < self.info.clients as u64 || self.loss.cut > 0 {
+        } else if self.tally.counters.ready < self.info.clients as u64 || self.loss.cut > 0 {
             4
         } else {
             0
@@ -203,7 +138,8 @@ impl Report {
 
     /// ERROR counts by name, non-zero only.
     pub fn error_counts(&self) -> Vec<(String, u64)> {
-        self.errors
+        self.tally
+            .errors
             .iter()
             .enumerate()
             .filter(|(_, &n)| n > 0)
@@ -232,30 +168,40 @@ impl Report {
     fn per_conn_rss(&self) -> Option<f64> {
         let (before, ready, _) = self.info.rss_kib;
         let (b, r) = (before?, ready?);
-        (self.ready > 0).then(|| (r as f64 - b as f64) * 1024.0 / self.ready as f64)
+        (self.tally.counters.ready > 0)
+            .then(|| (r as f64 - b as f64) * 1024.0 / self.tally.counters.ready as f64)
     }
 
     /// The summary for people.
     pub fn human(&self) -> String {
+        let mut s = String::new();
+        self.human_setup(&mut s);
+        self.human_traffic(&mut s);
+        self.human_health(&mut s);
+        self.human_cost(&mut s);
+        s
+    }
+
+    /// The first lines: what was run, and how setup went.
+    fn human_setup(&self, s: &mut String) {
         let i = &self.info;
         let secs = i.duration;
-        let mut s = String::new();
         let mode = match i.mode {
             _ if i.publishers == 0 => "idle".to_string(),
             Mode::Rate(r) => format!("{} msgs/s per publisher", human(r)),
             Mode::Unlimited { window } => format!("unlimited (window {window} per room)"),
         };
         let _ = writeln!(
-            s,
+            *s,
             "muxload: {} clients, {} rooms, {} publishers, {mode}, {} B text, {}s measured after {}s warm-up, {} threads, {} source addresses",
             i.clients, i.rooms, i.publishers, i.payload, secs, i.warmup, i.threads, i.source_ips
         );
-        let c = Quantiles::of(&self.connect);
-        let g = Quantiles::of(&self.register);
+        let c = Quantiles::of(&self.tally.connect);
+        let g = Quantiles::of(&self.tally.register);
         let _ = writeln!(
-            s,
+            *s,
             "  setup      {}/{} ready in {:.2}s; connect p50 {} p99 {} max {}; register p50 {} p99 {} max {}",
-            self.ready,
+            self.tally.counters.ready,
             i.clients,
             i.setup_secs,
             human_us(c.p50),
@@ -265,26 +211,35 @@ impl Report {
             human_us(g.p99),
             human_us(g.max)
         );
+    }
+
+    /// Published, delivered, latency.
+    fn human_traffic(&self, s: &mut String) {
+        let i = &self.info;
+        let secs = i.duration;
         let _ = writeln!(
-            s,
+            *s,
             "  published  {} msgs/s ({} in the window{})",
-            human(rate(self.published, secs)),
-            self.published,
-            if self.skipped > 0 {
-                format!(", {} skipped: the daemon stopped reading", self.skipped)
+            human(rate(self.tally.counters.published_window, secs)),
+            self.tally.counters.published_window,
+            if self.tally.counters.skipped > 0 {
+                format!(
+                    ", {} skipped: the daemon stopped reading",
+                    self.tally.counters.skipped
+                )
             } else {
                 String::new()
             }
         );
         let _ = writeln!(
-            s,
+            *s,
             "  delivered  {} msgs/s, {}B/s (summed over receivers)",
-            human(rate(self.delivered, secs)),
-            human(rate(self.delivered_bytes, secs))
+            human(rate(self.tally.counters.delivered_window, secs)),
+            human(rate(self.tally.counters.delivered_bytes, secs))
         );
-        let q = Quantiles::of(&self.latency);
+        let q = Quantiles::of(&self.tally.latency);
         let _ = writeln!(
-            s,
+            *s,
             "  latency    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
             human_us(q.p50),
             human_us(q.p90),
@@ -293,9 +248,14 @@ impl Report {
             human_us(q.max),
             q.count
         );
+    }
+
+    /// Loss, errors, the ping check.
+    fn human_health(&self, s: &mut String) {
+        let i = &self.info;
         let l = &self.loss;
         let _ = writeln!(
-            s,
+            *s,
             "  loss       {}: {} lost, {} gaps, {} duplicates, {} reorders over {} receivers{}; drained in {:.2}s",
             if self.has_loss() { "LOSS" } else { "none" },
             l.lost,
@@ -312,35 +272,47 @@ impl Report {
         );
         let errors = self.error_counts();
         let mut e: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
-        if self.connect_failed > 0 {
-            e.push(format!("connect failed {}", self.connect_failed));
+        if self.tally.counters.connect_failed > 0 {
+            e.push(format!(
+                "connect failed {}",
+                self.tally.counters.connect_failed
+            ));
         }
-        if self.closed_by_server > 0 {
-            e.push(format!("closed by daemon {}", self.closed_by_server));
+        if self.tally.counters.closed_by_server > 0 {
+            e.push(format!(
+                "closed by daemon {}",
+                self.tally.counters.closed_by_server
+            ));
         }
-        if self.shutdowns > 0 {
-            e.push(format!("SHUTDOWN {}", self.shutdowns));
+        if self.tally.counters.shutdowns > 0 {
+            e.push(format!("SHUTDOWN {}", self.tally.counters.shutdowns));
         }
         let _ = writeln!(
-            s,
+            *s,
             "  errors     {}{}",
             if e.is_empty() {
                 "none".into()
             } else {
                 e.join(", ")
             },
-            self.first_failure
+            self.tally
+                .first_failure
                 .as_ref()
                 .map_or(String::new(), |f| format!(" (first: {f})"))
         );
         let _ = writeln!(
-            s,
+            *s,
             "  pings      {}/{} answered at the end, in {:.2}s",
-            self.pings.1, self.pings.0, i.ping_secs
+            self.tally.counters.pongs, self.tally.counters.pings, i.ping_secs
         );
+    }
+
+    /// CPU of both sides, the daemon's memory.
+    fn human_cost(&self, s: &mut String) {
+        let i = &self.info;
         let (u, sy) = i.cpu_run;
         let _ = writeln!(
-            s,
+            *s,
             "  muxload    cpu {:.2}s user + {:.2}s sys over {:.1}s of publishing = {:.0}% of one core ({} threads)",
             u,
             sy,
@@ -359,28 +331,25 @@ impl Report {
                 self.daemon_busy_pct().unwrap_or(0.0)
             );
         }
-        s
     }
 
     /// One JSON object on one line.
     pub fn json(&self) -> String {
+        format!("{}{}", self.json_traffic(), self.json_health())
+    }
+
+    /// The JSON line's first half, open: the run, its traffic and latency.
+    fn json_traffic(&self) -> String {
         let i = &self.info;
         let secs = i.duration;
-        let q = Quantiles::of(&self.latency);
-        let c = Quantiles::of(&self.connect);
-        let g = Quantiles::of(&self.register);
+        let q = Quantiles::of(&self.tally.latency);
+        let c = Quantiles::of(&self.tally.connect);
+        let g = Quantiles::of(&self.tally.register);
         let (mode, rate_pp, window) = match i.mode {
             _ if i.publishers == 0 => ("idle", 0.0, 0),
             Mode::Rate(r) => ("rate", r, 0),
             Mode::Unlimited { window } => ("unlimited", 0.0, window),
         };
-        let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
-        let errors: Vec<String> = self
-            .error_counts()
-            .iter()
-            .map(|(n, c)| format!("\"{n}\":{c}"))
-            .collect();
-        let l = &self.loss;
         format!(
             concat!(
                 "{{\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
@@ -391,14 +360,9 @@ impl Report {
                 "\"latency_us\":{{\"count\":{},\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},",
                 "\"connect_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
                 "\"register_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
-                "\"loss\":{{\"lost\":{},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"receivers\":{},\"cut\":{}}},",
-                "\"errors\":{{{}}},\"connect_failed\":{},\"closed_by_server\":{},\"shutdowns\":{},",
-                "\"pings\":{{\"sent\":{},\"answered\":{},\"secs\":{:.3}}},\"drain_s\":{:.3},",
-                "\"cpu\":{{\"user_s\":{:.3},\"sys_s\":{:.3},\"busy_pct\":{:.1},\"total_user_s\":{:.3},\"total_sys_s\":{:.3}}},",
-                "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{},\"daemon_busy_pct\":{}}}"
             ),
             i.clients,
-            self.ready,
+            self.tally.counters.ready,
             i.rooms,
             i.publishers,
             mode,
@@ -410,12 +374,12 @@ impl Report {
             i.warmup,
             i.duration,
             i.setup_secs,
-            self.published,
-            rate(self.published, secs),
-            self.skipped,
-            self.delivered,
-            rate(self.delivered, secs),
-            rate(self.delivered_bytes, secs),
+            self.tally.counters.published_window,
+            rate(self.tally.counters.published_window, secs),
+            self.tally.counters.skipped,
+            self.tally.counters.delivered_window,
+            rate(self.tally.counters.delivered_window, secs),
+            rate(self.tally.counters.delivered_bytes, secs),
             q.count,
             q.p50,
             q.p90,
@@ -428,6 +392,27 @@ impl Report {
             g.p50,
             g.p99,
             g.max,
+        )
+    }
+
+    /// The JSON line's second half, closing it: loss, errors, cost.
+    fn json_health(&self) -> String {
+        let i = &self.info;
+        let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+        let errors: Vec<String> = self
+            .error_counts()
+            .iter()
+            .map(|(n, c)| format!("\"{n}\":{c}"))
+            .collect();
+        let l = &self.loss;
+        format!(
+            concat!(
+                "\"loss\":{{\"lost\":{},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"receivers\":{},\"cut\":{}}},",
+                "\"errors\":{{{}}},\"connect_failed\":{},\"closed_by_server\":{},\"shutdowns\":{},",
+                "\"pings\":{{\"sent\":{},\"answered\":{},\"secs\":{:.3}}},\"drain_s\":{:.3},",
+                "\"cpu\":{{\"user_s\":{:.3},\"sys_s\":{:.3},\"busy_pct\":{:.1},\"total_user_s\":{:.3},\"total_sys_s\":{:.3}}},",
+                "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{},\"daemon_busy_pct\":{}}}"
+            ),
             l.lost,
             l.gaps,
             l.duplicates,
@@ -435,11 +420,11 @@ impl Report {
             l.receivers,
             l.cut,
             errors.join(","),
-            self.connect_failed,
-            self.closed_by_server,
-            self.shutdowns,
-            self.pings.0,
-            self.pings.1,
+            self.tally.counters.connect_failed,
+            self.tally.counters.closed_by_server,
+            self.tally.counters.shutdowns,
+            self.tally.counters.pings,
+            self.tally.counters.pongs,
             i.ping_secs,
             i.drain_secs,
             i.cpu_run.0,
@@ -458,28 +443,27 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use super::super::counters::Counters;
     use super::super::stats::SeqTracker;
     use super::super::worker::ReceiverEnd;
     use super::*;
 
     fn result(receivers: Vec<ReceiverEnd>) -> WorkerResult {
-        WorkerResult {
-            latency: latency_histogram(),
-            connect: latency_histogram(),
-            register: latency_histogram(),
-            published: 10,
-            skipped: 0,
-            delivered: 20,
+        let counters = Counters {
+            ready: receivers.len() as u64,
+            published_window: 10,
+            delivered_window: 20,
             delivered_bytes: 2000,
-            receivers,
-            errors: [0; 32],
-            connect_failed: 0,
-            closed_by_server: 0,
-            first_failure: None,
-            shutdowns: 0,
             pings: 2,
             pongs: 2,
-            server_pings: 0,
+            ..Counters::default()
+        };
+        WorkerResult {
+            tally: Tally {
+                counters,
+                ..Tally::default()
+            },
+            receivers,
         }
     }
 
@@ -525,7 +509,7 @@ mod tests {
         assert_eq!(report.loss.receivers, 4);
         assert!(report.has_loss());
         assert_eq!(report.exit_code(), 3);
-        assert_eq!(report.delivered, 40);
+        assert_eq!(report.tally.counters.delivered_window, 40);
     }
 
     #[test]
@@ -536,7 +520,7 @@ mod tests {
         ]);
         let b = result(vec![receiver(1, &[1, 2], true), receiver(1, &[1, 2], true)]);
         let mut a = a;
-        a.errors[ErrorCode::SlowConsumer as usize] = 1;
+        a.tally.errors[ErrorCode::SlowConsumer as usize] = 1;
         let report = Report::merge(info(), vec![a, b]);
         assert_eq!(
             report.loss,
@@ -558,7 +542,7 @@ mod tests {
     #[test]
     fn json_is_one_line_with_the_figures() {
         let mut a = result(vec![receiver(0, &[1], true)]);
-        a.latency.record(2_000_000).unwrap();
+        a.tally.latency.record(2_000_000).unwrap();
         let b = result(vec![
             receiver(1, &[1], true),
             receiver(0, &[1], true),

@@ -1,0 +1,175 @@
+//! One load connection: its stage, its output, its loss tracker, and what
+//! it does with each frame the daemon sends.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::counters::Meter;
+use super::shared::Shared;
+use super::stats::{SeqTracker, Stamp};
+use crate::net::OutBuf;
+use crate::protocol::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// connect() issued, not yet established.
+    Connecting,
+    /// HELLO and JOIN sent, own JOINED not yet seen.
+    Registering,
+    /// In its room: receives (and maybe publishes).
+    Ready,
+    /// Closed, by either side.
+    Dead,
+}
+
+/// One connection.
+pub struct Conn {
+    /// Global id: connection `id` joins room `id % rooms`.
+    pub id: usize,
+    /// Its room's index.
+    pub room: usize,
+    /// Its nick.
+    pub nick: String,
+    /// The socket (`None` once dead or if it never opened).
+    pub stream: Option<TcpStream>,
+    /// Where it is in its life.
+    pub stage: Stage,
+    /// When connect() was issued.
+    pub opened: Instant,
+    /// Frames queued and not yet taken by the kernel.
+    pub out: OutBuf,
+    /// In the worker's flush list this iteration.
+    pub flush_queued: bool,
+    /// The bytes of an unfinished frame, parked here between reads while
+    /// the worker's one frame reader serves other connections (less than
+    /// one frame; empty almost always).
+    pub partial: Vec<u8>,
+    /// The room's seq as this connection saw it.
+    pub tracker: SeqTracker,
+    /// Publisher state, for connections `0..publishers`.
+    pub publisher: Option<Publisher>,
+    /// Became ready at some point (so it counts as a receiver).
+    pub was_ready: bool,
+}
+
+/// A publishing connection's schedule and sequence.
+pub struct Publisher {
+    /// The next scheduled send (rate mode), ns since base.
+    pub next_due: u64,
+    /// Messages sent.
+    pub count: u32,
+}
+
+impl Publisher {
+    /// The stamp of this publisher's next message (connection `id`), sent
+    /// (or scheduled) at `sent_ns`; counts it.
+    pub fn stamp(&mut self, id: usize, sent_ns: u64) -> Stamp {
+        let stamp = Stamp {
+            sent_ns,
+            publisher: id as u32,
+            count: self.count,
+        };
+        self.count = self.count.wrapping_add(1);
+        stamp
+    }
+}
+
+/// Queues one SAY whose text is `stamp` padded to `payload` bytes;
+/// `scratch` is reused for the text.
+pub fn push_say(out: &mut OutBuf, scratch: &mut Vec<u8>, room: &str, stamp: Stamp, payload: usize) {
+    scratch.clear();
+    stamp.write(scratch, payload);
+    // The stamp and padding are ASCII, so this never fails.
+    if let Ok(text) = std::str::from_utf8(scratch) {
+        out.push_client(&ClientMessage::Say { room, text });
+    }
+}
+
+impl Conn {
+    /// A connection not yet opened.
+    pub fn new(id: usize, room: usize, nick: String, publishes: bool) -> Conn {
+        Conn {
+            id,
+            room,
+            nick,
+            stream: None,
+            stage: Stage::Connecting,
+            opened: Instant::now(),
+            out: OutBuf::default(),
+            flush_queued: false,
+            partial: Vec::new(),
+            tracker: SeqTracker::new(),
+            publisher: publishes.then_some(Publisher {
+                next_due: 0,
+                count: 0,
+            }),
+            was_ready: false,
+        }
+    }
+
+    /// Handles one frame from the daemon, received at `now_ns`. `true`
+    /// means the connection is of no further use (its setup was refused).
+    pub fn on_frame(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
+        if f.code == code::MESSAGE {
+            // The hot path: millions a second. Only seq and the stamp
+            // matter here, so the layout is checked but no UTF-8 is.
+            let Ok((seq, text)) = peek_message(f.payload) else {
+                m.tally.counters.errors += 1;
+                return false;
+            };
+            self.tracker.observe(seq);
+            m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
+            return false;
+        }
+        let Ok(msg) = ServerMessage::decode(f.code, f.payload) else {
+            m.tally.counters.errors += 1;
+            return false;
+        };
+        let c = &mut m.tally.counters;
+        match msg {
+            ServerMessage::Ping { token } => {
+                self.out.push_client(&ClientMessage::Pong { token });
+                c.server_pings += 1;
+            }
+            ServerMessage::Pong { .. } => c.pongs += 1,
+            ServerMessage::Welcome { .. } => {
+                let _ = m
+                    .tally
+                    .register
+                    .record(self.opened.elapsed().as_nanos().max(1) as u64);
+            }
+            ServerMessage::Joined { nick, .. }
+                if self.stage == Stage::Registering && nick.eq_ignore_ascii_case(&self.nick) =>
+            {
+                self.stage = Stage::Ready;
+                self.was_ready = true;
+                c.ready += 1;
+            }
+            ServerMessage::Error { error, request, .. } => {
+                c.errors += 1;
+                if let Some(slot) = m.tally.errors.get_mut(error as usize) {
+                    *slot += 1;
+                }
+                if request == code::SAY && self.publisher.is_some() {
+                    shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                }
+                if self.stage == Stage::Registering
+                    && (request == code::HELLO || request == code::JOIN)
+                {
+                    // Setup failed; the connection is useless for the run.
+                    m.tally.fail(|| {
+                        let name = ErrorCode::from_u16(error).map_or("?", |e| e.name());
+                        format!("setup refused: {name}")
+                    });
+                    return true;
+                }
+            }
+            ServerMessage::Shutdown { .. } => c.shutdowns += 1,
+            _ => {}
+        }
+        false
+    }
+}
