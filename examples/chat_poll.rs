@@ -55,6 +55,11 @@ struct Args {
     /// Clients beyond this get `server full` and are closed.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
+    /// The kernel's send buffer per client (SO_SNDBUF), in bytes. Unset,
+    /// Linux grows it to megabytes; a small one lets a test fill it with a
+    /// burst of a few kilobytes (`rung3_a_burst_to_a_full_client_does_not_block_the_server`).
+    #[arg(long)]
+    sndbuf: Option<usize>,
 }
 
 /// One client. `inp` holds at most one partial line; `out[sent..]` is the
@@ -118,6 +123,7 @@ fn main() -> io::Result<()> {
                 &mut pollfds,
                 &mut next_id,
                 args.max_clients,
+                args.sndbuf,
             );
         }
         // The O(n) scan: we look at every client to find the few that are
@@ -171,6 +177,7 @@ fn accept_all(
     pollfds: &mut Vec<libc::pollfd>,
     next_id: &mut u64,
     max_clients: usize,
+    sndbuf: Option<usize>,
 ) {
     // Bounded: at most 128 per wake-up, so a connection storm cannot starve
     // the clients that are already here.
@@ -183,10 +190,19 @@ fn accept_all(
                 return;
             }
         };
+        // On Linux an accepted socket does NOT inherit O_NONBLOCK from the
+        // listener (BSD, macOS and Windows do): without this line every
+        // write to a client with a full buffer would put the whole server
+        // to sleep (section 3's exercise).
         if conns.len() >= max_clients || stream.set_nonblocking(true).is_err() {
             // Best effort: a fresh socket has room for a short line.
             let _ = (&stream).write(b"server full\n");
             continue;
+        }
+        if let Some(bytes) = sndbuf {
+            // Setting SO_SNDBUF also turns off the kernel's autotuning for
+            // this socket, so the test knows how much a client can absorb.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
         *next_id += 1;
         let name = format!("guest{next_id}");

@@ -18,6 +18,11 @@
 //! load into a few huge writes, and their duration is the fan-out latency:
 //! the time for a burst of lines to reach a room of `--clients`.
 //!
+//! The last two columns are the server's own counters over the talk, read
+//! through its stats request (rung 3 `/stats`, rung 4 STATS): how often
+//! `poll` woke and how many events it returned (rung 3: how many entries it
+//! scanned). Rung 2 has no loop to count.
+//!
 //! It starts the server itself (so it knows its pid and can read
 //! `/proc/PID/status`), on 127.0.0.1 port 0, and kills it at the end. The
 //! clients all live on this one thread, in one `mio` loop, like the daemon.
@@ -83,6 +88,9 @@ struct Conn {
     /// Chat lines received after the start.
     got: u64,
     closed: bool,
+    /// The server's answer to a stats request: (wake-ups, events) on rung 4,
+    /// (wake-ups, entries scanned) on rung 3.
+    stats: Option<(u64, u64)>,
 }
 
 fn main() {
@@ -104,12 +112,17 @@ fn run(args: Args) -> io::Result<()> {
     if args.header {
         println!(
             "| rung | server | clients | server threads | RSS, all connected (MiB) | peak RSS (MiB) \
-             | deliveries | seconds | deliveries/s | round p50 (ms) | round p99 (ms) | server CPU s |"
+             | deliveries | seconds | deliveries/s | round p50 (ms) | round p99 (ms) | server CPU s \
+             | server wake-ups | server events (rung 3: entries scanned) |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
+    let (wakeups, events) = match r.counts {
+        Some((w, e)) => (w.to_string(), e.to_string()),
+        None => ("-".into(), "-".into()),
+    };
     println!(
-        "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+        "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
         args.rung,
         server.name,
         args.clients,
@@ -121,7 +134,9 @@ fn run(args: Args) -> io::Result<()> {
         r.deliveries as f64 / r.seconds,
         r.round_p50_ms,
         r.round_p99_ms,
-        r.cpu_secs
+        r.cpu_secs,
+        wakeups,
+        events
     );
     Ok(())
 }
@@ -178,6 +193,41 @@ struct Outcome {
     cpu_secs: f64,
     round_p50_ms: f64,
     round_p99_ms: f64,
+    /// Server wake-ups and events (rung 3: entries scanned) during the talk.
+    counts: Option<(u64, u64)>,
+}
+
+/// Asks the server for its counters through the first client: `/stats` on
+/// rung 3, STATS on rung 4 (rung 2 has none). The query itself adds a
+/// wake-up or two, the same for every run.
+fn server_counts(
+    args: &Args,
+    poll: &mut Poll,
+    events: &mut Events,
+    conns: &mut [Conn],
+    scratch: &mut [u8],
+) -> io::Result<Option<(u64, u64)>> {
+    let c = &mut conns[0];
+    c.stats = None;
+    match args.rung {
+        3 => c.out.extend_from_slice(b"/stats\n"),
+        4 => ClientMessage::Stats.encode(&mut c.out),
+        _ => return Ok(None),
+    }
+    flush(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conns[0].stats.is_none() {
+        if Instant::now() > deadline {
+            return Err(io::Error::other("no answer to the stats request"));
+        }
+        poll.poll(events, Some(Duration::from_millis(100)))?;
+        for ev in events.iter() {
+            let c = &mut conns[ev.token().0];
+            flush(c);
+            service(c, scratch, false);
+        }
+    }
+    Ok(conns[0].stats)
 }
 
 /// Connects everyone, starts the talk, waits for every delivery.
@@ -225,6 +275,7 @@ fn load(args: &Args, server: &Server, frames: bool) -> io::Result<Outcome> {
                 ready: false,
                 got: 0,
                 closed: false,
+                stats: None,
             });
         }
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
@@ -240,6 +291,7 @@ fn load(args: &Args, server: &Server, frames: bool) -> io::Result<Outcome> {
     let threads = proc_status(pid, "Threads:");
     let rss_idle_kb = proc_status(pid, "VmRSS:");
     let cpu_before = cpu_secs(pid);
+    let counts_before = server_counts(args, &mut poll, &mut events, &mut conns, &mut scratch)?;
 
     // 3. The senders talk: in each round every sender sends `messages`
     //    lines at once; the round ends when every client has all of them.
@@ -292,13 +344,19 @@ fn load(args: &Args, server: &Server, frames: bool) -> io::Result<Outcome> {
         round_start = last;
     }
     let seconds = last.duration_since(start).as_secs_f64();
+    let cpu_secs = cpu_secs(pid) - cpu_before;
+    let counts_after = server_counts(args, &mut poll, &mut events, &mut conns, &mut scratch)?;
+    let counts = counts_before
+        .zip(counts_after)
+        .map(|(b, a)| (a.0 - b.0, a.1 - b.1));
     Ok(Outcome {
         threads,
         rss_idle_kb,
         peak_kb: proc_status(pid, "VmHWM:"),
         deliveries: delivered,
         seconds,
-        cpu_secs: cpu_secs(pid) - cpu_before,
+        cpu_secs,
+        counts,
         round_p50_ms: rounds.value_at_quantile(0.5) as f64 / 1000.0,
         round_p99_ms: rounds.value_at_quantile(0.99) as f64 / 1000.0,
     })
@@ -346,6 +404,10 @@ fn service(c: &mut Conn, scratch: &mut [u8], talking: bool) -> usize {
                     (code::JOINED, Ok(ServerMessage::Joined { nick, .. })) if nick == c.nick => {
                         c.ready = true;
                     }
+                    (code::STATS_REPLY, Ok(ServerMessage::StatsReply(list))) => {
+                        let get = |k: &str| list.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+                        c.stats = get("poll_wakeups").zip(get("events"));
+                    }
                     (code::MESSAGE, _) if talking => c.got += 1,
                     _ => {}
                 }
@@ -369,6 +431,14 @@ fn service(c: &mut Conn, scratch: &mut [u8], talking: bool) -> usize {
                 let line = &c.line[start..start + nl];
                 if line.starts_with(b"welcome ") {
                     c.ready = true;
+                } else if let Some(rest) = line.strip_prefix(b"stats ") {
+                    // stats clients=C wakeups=W scanned=S
+                    let text = String::from_utf8_lossy(rest);
+                    let get = |k: &str| {
+                        text.split_whitespace()
+                            .find_map(|f| f.strip_prefix(k)?.parse::<u64>().ok())
+                    };
+                    c.stats = get("wakeups=").zip(get("scanned="));
                 } else if talking && line.windows(4).any(|w| w == b": t ") {
                     c.got += 1;
                 }

@@ -10,16 +10,15 @@
 //! Rung 4, the daemon, has its own tests.
 //!
 //! The example binaries are found next to this test's binary
-//! (`target/<profile>/examples/`, where `cargo test` builds them). When only
-//! this test was built (`cargo test --test ladder`), they are built first
-//! with `cargo build --examples`.
+//! (`target/<profile>/examples/`). The first test to need one runs
+//! `cargo build --examples`, so the tests always run the current source.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{mpsc, Arc, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,13 @@ const QUIET: Duration = Duration::from_millis(1500);
 
 static BUILD: Once = Once::new();
 
-/// The path of example `name`, building the examples if they are missing.
+/// The path of example `name`, after `cargo build --examples` (once per
+/// test run).
+///
+/// Always building, not only when the binary is missing, matters for the
+/// exercises: a student who changes a rung and runs `cargo test --test
+/// ladder` must test the changed program, not the binary of the last build.
+/// When nothing changed the build is a quick no-op.
 fn example(name: &str) -> PathBuf {
     // target/<profile>/deps/ladder-HASH -> target/<profile>/examples/NAME
     let exe = std::env::current_exe().expect("current_exe");
@@ -39,22 +44,20 @@ fn example(name: &str) -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--examples", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build --examples");
+        assert!(status.success(), "cargo build --examples failed");
+    });
     let path = profile_dir
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        BUILD.call_once(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--examples", "--manifest-path"])
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-            if profile_dir.file_name().is_some_and(|p| p == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build --examples");
-            assert!(status.success(), "cargo build --examples failed");
-        });
-    }
     assert!(path.exists(), "example binary {} not found", path.display());
     path
 }
@@ -63,6 +66,8 @@ fn example(name: &str) -> PathBuf {
 struct Rung {
     child: Child,
     addr: SocketAddr,
+    /// The lines the server prints on stdout after `listening on`.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Rung {
@@ -70,9 +75,25 @@ impl Rung {
     /// `listening on ADDR` line.
     #[track_caller]
     fn start(name: &str, args: &[&str]) -> Rung {
-        let mut child = Command::new(example(name))
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
+        let mut cmd = Command::new(example(name));
+        cmd.args(["--bind", "127.0.0.1:0"]).args(args);
+        Rung::launch(cmd, name)
+    }
+
+    /// Starts the daemon, `muxchatd`, on `127.0.0.1:0`.
+    #[track_caller]
+    fn daemon(args: &[&str]) -> Rung {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
+        cmd.args(["--bind", "127.0.0.1:0"]).args(args);
+        Rung::launch(cmd, "muxchatd")
+    }
+
+    /// Spawns `cmd`, reads its `listening on ADDR` line, and keeps reading
+    /// its stdout on a thread (a server whose stdout pipe is closed would
+    /// die of EPIPE on its next line).
+    #[track_caller]
+    fn launch(mut cmd: Command, name: &str) -> Rung {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             // LADDER_STDERR=1 shows the servers' logs when debugging.
@@ -83,8 +104,9 @@ impl Rung {
             })
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
         let addr = line
@@ -93,7 +115,43 @@ impl Rung {
             .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
             .parse()
             .expect("address in the listening line");
-        Rung { child, addr }
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Rung { child, addr, lines }
+    }
+
+    /// The next stdout line for which `want` holds (others are skipped).
+    #[track_caller]
+    fn expect_line(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("no line {what} within {WAIT:?}"));
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// A `/proc/PID/status` value (kB for memory lines).
+    fn proc_status(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} line"))
     }
 
     /// Threads in the server process right now (Linux: /proc).
@@ -510,7 +568,13 @@ fn rung3_one_thread_many_clients() {
 /// its own; the others keep talking.
 #[test]
 fn rung3_never_reading_client_does_not_stall_others() {
-    let server = Rung::start("chat_poll", &[]);
+    never_reading_client_is_cut_alone("chat_poll");
+}
+
+/// The rung 2 scenario against a one-thread server `name`: the listener
+/// hears all 16,384 lines, and the client that never reads is cut off.
+fn never_reading_client_is_cut_alone(name: &str) {
+    let server = Rung::start(name, &[]);
     let mut slow = LineClient::from_stream(never_reading_client(server.addr));
     slow.welcome();
     let mut listener = LineClient::connect(server.addr);
@@ -561,6 +625,795 @@ fn rung3_never_reading_client_does_not_stall_others() {
         (sink.len() as u64) < LINES * 1024,
         "the slow client got everything: it was not cut off"
     );
+}
+
+/// Section 3: a burst that a full client cannot take at once must not put
+/// the server to sleep. With `--sndbuf 4096` the kernel holds only a few
+/// KiB for each client, so a 64 KiB burst is far more than the
+/// never-reading client can absorb: its write comes back short and the rest
+/// waits in its output buffer. If the accepted sockets were blocking (on
+/// Linux they do not inherit O_NONBLOCK from the listener), that write
+/// would sleep until the client reads, that is forever, and the listener
+/// would stop hearing anything.
+#[test]
+fn rung3_a_burst_to_a_full_client_does_not_block_the_server() {
+    let server = Rung::start("chat_poll", &["--sndbuf", "4096"]);
+    let mut slow = LineClient::from_stream(never_reading_client(server.addr));
+    slow.welcome();
+    let mut listener = LineClient::connect(server.addr);
+    listener.welcome();
+    let mut talker = LineClient::connect(server.addr);
+    talker.welcome();
+    let stop = Arc::new(AtomicBool::new(false));
+    let heard = Arc::new(AtomicU64::new(0));
+    let talker_heard = Arc::new(AtomicU64::new(0));
+    let l = count_lines(
+        listener.writer.try_clone().unwrap(),
+        heard.clone(),
+        stop.clone(),
+    );
+    let t = count_lines(
+        talker.writer.try_clone().unwrap(),
+        talker_heard.clone(),
+        stop.clone(),
+    );
+    // The burst: 64 lines of 1 KiB in one write.
+    const LINES: u64 = 64;
+    let mut line = vec![b'x'; 1024];
+    line[1023] = b'\n';
+    talker
+        .writer
+        .write_all(&line.repeat(LINES as usize))
+        .expect("send the burst");
+    let got = wait_for_count(&heard, LINES, WAIT);
+    stop.store(true, Ordering::Relaxed);
+    l.join().unwrap();
+    t.join().unwrap();
+    assert_eq!(
+        got, LINES,
+        "the listener heard {got} of {LINES} lines: a write to the full client blocked the server"
+    );
+    drop(slow);
+}
+
+// ---------------------------------------------------------------- rung 3a: select
+
+#[test]
+fn rung3a_select_chat_broadcasts_to_everyone() {
+    let server = Rung::start("chat_select", &[]);
+    let mut a = LineClient::connect(server.addr);
+    let name_a = a.welcome();
+    let mut b = LineClient::connect(server.addr);
+    b.welcome();
+    a.send("hi all");
+    let want = format!("{name_a}: hi all");
+    assert_eq!(a.line(), want);
+    assert_eq!(b.line(), want);
+}
+
+/// The cap of select: a descriptor numbered FD_SETSIZE (1024) or more has
+/// no bit in an `fd_set`. `--hold-fds` makes the server start with ~1,010
+/// descriptors open, so a handful of clients reach the cap. The server must
+/// turn those away and keep serving the others: without the check, putting
+/// the descriptor in the set panics in Rust (in C it writes past the end of
+/// the bitmap).
+#[test]
+fn rung3a_select_refuses_descriptors_past_fd_setsize() {
+    let server = Rung::start("chat_select", &["--hold-fds", "1010"]);
+    let mut admitted = Vec::new();
+    let refused = loop {
+        assert!(admitted.len() < 40, "40 clients admitted: no cap reached");
+        let mut c = LineClient::connect(server.addr);
+        let l = c.line();
+        if l.starts_with("welcome ") {
+            admitted.push(c);
+        } else {
+            break l;
+        }
+    };
+    assert!(
+        refused.contains("FD_SETSIZE (1024)"),
+        "unexpected refusal {refused:?}"
+    );
+    assert!(!admitted.is_empty(), "nobody got in below the cap");
+    // Those below the cap still chat, and every descriptor in the sets is
+    // below FD_SETSIZE.
+    let first = &mut admitted[0];
+    first.send("still here");
+    assert!(first.line().ends_with(": still here"));
+    first.send("/stats");
+    let stats = first.line();
+    let maxfd: i32 = stats
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("maxfd=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no maxfd in {stats:?}"));
+    assert!(maxfd < 1024, "{stats}");
+    assert!(maxfd >= 1000, "the held descriptors did not count: {stats}");
+}
+
+// ---------------------------------------------------------------- rung 3b: mio
+
+#[test]
+fn rung3b_mio_chat_broadcasts_to_everyone() {
+    let server = Rung::start("chat_mio", &[]);
+    let mut a = LineClient::connect(server.addr);
+    let name_a = a.welcome();
+    let mut b = LineClient::connect(server.addr);
+    b.welcome();
+    a.send("hi all");
+    let want = format!("{name_a}: hi all");
+    assert_eq!(a.line(), want);
+    assert_eq!(b.line(), want);
+    b.send("me too");
+    assert!(a.line().ends_with(": me too"));
+}
+
+/// What epoll changes: a wake-up costs the sockets that are ready, not the
+/// sockets that are connected. 300 clients, 10 messages: `chat_poll`
+/// scans 300 entries per wake-up (`rung3_one_thread_many_clients`); here
+/// the events handled stay a few per message, whatever N is.
+#[cfg(target_os = "linux")]
+#[test]
+fn rung3b_mio_wakes_for_ready_sockets_only() {
+    const N: usize = 300;
+    let server = Rung::start("chat_mio", &[]);
+    let mut clients: Vec<LineClient> = (0..N).map(|_| LineClient::connect(server.addr)).collect();
+    for c in &mut clients {
+        c.welcome();
+    }
+    assert_eq!(server.threads(), 1, "chat_mio must run on one thread");
+    let stats = |c: &mut LineClient| -> (u64, u64) {
+        c.send("/stats");
+        let l = c.line();
+        let field = |k: &str| -> u64 {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {l:?}"))
+        };
+        assert_eq!(field("clients="), N as u64);
+        (field("wakeups="), field("events="))
+    };
+    let (w0, e0) = stats(&mut clients[0]);
+    for (i, c) in clients.iter_mut().take(10).enumerate() {
+        c.send(&format!("message {i}"));
+    }
+    for c in &mut clients {
+        for i in 0..10 {
+            let l = c.line();
+            assert!(l.ends_with(&format!(": message {i}")), "got {l:?}");
+        }
+    }
+    let (w1, e1) = stats(&mut clients[0]);
+    let (wakeups, events) = (w1 - w0, e1 - e0);
+    // About one readable event per message and per /stats; a few more if
+    // a write came back short. Nowhere near N per wake-up.
+    assert!(
+        events <= 60,
+        "{events} events in {wakeups} wake-ups for 10 messages to {N} clients"
+    );
+    eprintln!("rung 3b: {wakeups} wake-ups, {events} events for 10 messages to {N} clients");
+}
+
+/// Edge-triggered readiness must be drained: one client sends 2,000 lines
+/// in one write (about 100 KB, many reads of 4 KiB). If the server read
+/// once per event, the rest would sit in the kernel with no new event to
+/// announce it, and the echoes would stop.
+#[test]
+fn rung3b_mio_drains_a_burst_until_wouldblock() {
+    let server = Rung::start("chat_mio", &[]);
+    let mut a = LineClient::connect(server.addr);
+    a.welcome();
+    const LINES: u64 = 2000;
+    let burst: String = (0..LINES)
+        .map(|i| format!("line {i:05} {}\n", "z".repeat(36)))
+        .collect();
+    let heard = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = count_lines(a.writer.try_clone().unwrap(), heard.clone(), stop.clone());
+    a.writer
+        .write_all(burst.as_bytes())
+        .expect("send the burst");
+    let got = wait_for_count(&heard, LINES, WAIT);
+    stop.store(true, Ordering::Relaxed);
+    counter.join().unwrap();
+    assert_eq!(got, LINES, "only {got} of {LINES} lines came back");
+}
+
+#[test]
+fn rung3b_mio_never_reading_client_does_not_stall_others() {
+    never_reading_client_is_cut_alone("chat_mio");
+}
+
+// ---------------------------------------------------------------- readiness facts
+
+/// Section 7: edge-triggered WRITABLE (EPOLLOUT with EPOLLET, as mio
+/// registers) is reported once when the socket is registered, and again
+/// only after a write hit WouldBlock and space came back. ACKs that free
+/// space in a send buffer that never filled wake nobody.
+#[cfg(target_os = "linux")]
+#[test]
+fn edge_triggered_writable_is_reported_once_not_per_ack() {
+    use mio::{Events, Interest, Poll, Token};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let mut ours = mio::net::TcpStream::from_std(ours);
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(16);
+    poll.registry()
+        .register(&mut ours, Token(1), Interest::WRITABLE)
+        .unwrap();
+    let count = |poll: &mut Poll, events: &mut Events| -> usize {
+        poll.poll(events, Some(Duration::from_millis(300))).unwrap();
+        events.iter().filter(|e| e.is_writable()).count()
+    };
+    assert_eq!(count(&mut poll, &mut events), 1, "the edge at registration");
+    let mut buf = [0u8; 64];
+    for i in 0..3 {
+        ours.write_all(format!("write {i}\n").as_bytes()).unwrap();
+        // The peer reads it: the data is ACKed and its space freed.
+        let n = peer_side.read(&mut buf).unwrap();
+        assert!(n > 0);
+        assert_eq!(
+            count(&mut poll, &mut events),
+            0,
+            "a writable event after an ACKed write {i}"
+        );
+    }
+}
+
+/// The level-triggered contrast: poll(2) reports POLLOUT on every call for
+/// as long as there is room, so a loop that asks for it without output
+/// pending never sleeps.
+#[cfg(target_os = "linux")]
+#[test]
+fn level_triggered_pollout_is_reported_on_every_call() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    for _ in 0..3 {
+        let mut pfd = libc::pollfd {
+            fd: ours.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 300) };
+        assert_eq!(n, 1);
+        assert!(pfd.revents & libc::POLLOUT != 0);
+    }
+}
+
+// ---------------------------------------------------------------- rung 4 (the daemon)
+
+/// Section 6, exercise 3: a client writes about 1 MB of valid SAY frames
+/// at once (`examples/frame_burst.rs`). The daemon reads it in slices of
+/// its read budget (`READ_BUDGET`, 256 KiB) and carries the session over to
+/// the next iteration ("budget spent, still readable"), and every frame is
+/// echoed. With no budget, one session would have the loop to itself for
+/// the whole megabyte, and this test fails.
+#[test]
+fn rung4_a_one_megabyte_burst_is_read_in_budgeted_slices() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
+    cmd.args(["--bind", "127.0.0.1:0", "--rate", "0", "--trace-events"])
+        .env("RUST_LOG", "info");
+    // The trace goes to stderr: collect it (launch would discard it).
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn muxchatd");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let mut stderr = child.stderr.take().unwrap();
+    let trace = thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let out = Command::new(example("frame_burst"))
+        .args(["--connect", &addr])
+        .output()
+        .expect("run frame_burst");
+    let _ = child.kill();
+    let _ = child.wait();
+    let trace = trace.join().unwrap();
+    assert!(
+        out.status.success(),
+        "frame_burst failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passes: Vec<&str> = trace.lines().filter(|l| l.contains("reads took")).collect();
+    let budgeted = passes.iter().filter(|l| l.contains("budget spent")).count();
+    assert!(
+        budgeted >= 2,
+        "1 MB arrived in {} read passes, {budgeted} of them stopped by the budget",
+        passes.len()
+    );
+    eprintln!(
+        "rung 4: {} read passes, {budgeted} stopped by the budget; {}",
+        passes.len(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+}
+
+/// Section 8, exercise 2: `kill -9` the daemon while a client is connected
+/// and start it again on the same port at once. The killed daemon's side
+/// of the connection is still in the kernel (FIN-WAIT-2, later TIME_WAIT),
+/// bound to the port; only SO_REUSEADDR, on both the old and the new
+/// listener, lets the new one bind. (A plain `kill` would not show it: the
+/// drain lets clients close first, and nothing is left on the port.)
+#[test]
+fn rung4_restart_after_kill_9_binds_again_thanks_to_so_reuseaddr() {
+    let mut first = Rung::daemon(&[]);
+    let port = first.addr.port().to_string();
+    let client = TcpStream::connect(first.addr).expect("connect");
+    // Make sure the daemon has accepted it: HELLO, WELCOME.
+    let mut hello = Vec::new();
+    muxchat::protocol::ClientMessage::Hello {
+        version: 1,
+        nick: "k9",
+    }
+    .encode(&mut hello);
+    (&client).write_all(&hello).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 256];
+    assert!((&client).read(&mut buf).unwrap() > 0, "no WELCOME");
+    first.child.kill().unwrap(); // SIGKILL: no drain, no goodbye
+    first.child.wait().unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_muxchatd"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the second daemon");
+    let mut second = out;
+    let mut line = String::new();
+    BufReader::new(second.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = second.kill();
+    let status = second.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = second.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        line.starts_with("listening on "),
+        "the restarted daemon did not bind (status {status}): {err}"
+    );
+    drop(client);
+}
+
+// ---------------------------------------------------------------- file transfer
+
+/// A directory of test files, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ladder-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The byte at offset `i` of the big test file: not all equal, so a lost
+/// or repeated chunk shows.
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// A served directory with `hello.txt` and a `big.bin` of `big` bytes.
+fn file_dir(big: u64) -> TempDir {
+    let dir = TempDir::new("files");
+    std::fs::write(dir.0.join("hello.txt"), "hello, file\n").unwrap();
+    let data: Vec<u8> = (0..big).map(pattern).collect();
+    std::fs::write(dir.0.join("big.bin"), data).unwrap();
+    dir
+}
+
+/// A file-transfer message: code and size, big-endian u32 each.
+fn ft_header(code: u32, size: u32) -> Vec<u8> {
+    let mut h = code.to_be_bytes().to_vec();
+    h.extend_from_slice(&size.to_be_bytes());
+    h
+}
+
+fn ft_request(code: u32, name: &str) -> Vec<u8> {
+    let mut r = ft_header(code, name.len() as u32);
+    r.extend_from_slice(name.as_bytes());
+    r
+}
+
+/// Reads one reply: (code, payload).
+fn ft_reply(s: &mut TcpStream) -> (u32, Vec<u8>) {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).expect("reply header");
+    let code = u32::from_be_bytes(h[..4].try_into().unwrap());
+    let size = u32::from_be_bytes(h[4..].try_into().unwrap());
+    let mut payload = vec![0u8; size as usize];
+    s.read_exact(&mut payload).expect("reply payload");
+    (code, payload)
+}
+
+/// The kernel's TCP state (as in /proc/net/tcp: 0x01 ESTABLISHED, 0x06
+/// TIME_WAIT, ...) of the IPv4 connection from `local` port to `remote`
+/// port, if the kernel still has it.
+fn tcp_state(local: u16, remote: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (port(f.get(1)?)? == local && port(f.get(2)?)? == remote)
+            .then(|| u8::from_str_radix(f.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+const TIME_WAIT: u8 = 0x06;
+
+/// Waits until the connection local -> remote is in `state`.
+fn wait_for_tcp_state(local: u16, remote: u16, state: u8) -> Option<u8> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = tcp_state(local, remote);
+        if now == Some(state) || Instant::now() > deadline {
+            return now;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// LIST and GET through the example's own client, answered in order, the
+/// file byte for byte; a missing file is an ERROR, not a close.
+#[test]
+fn transfer_lists_and_gets_files_in_order() {
+    let files = file_dir(3_000_000);
+    let server = Rung::start("file_transfer", &["--dir", files.0.to_str().unwrap()]);
+    let saved = TempDir::new("saved");
+    let out = Command::new(example("file_transfer"))
+        .args(["--connect", &server.addr.to_string(), "--list"])
+        .args(["--get", "hello.txt", "--get", "nope", "--get", "big.bin"])
+        .args(["--out", saved.0.to_str().unwrap()])
+        .output()
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "client failed: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "big.bin",
+            "hello.txt",
+            "got 12 B",
+            "error: nope: No such file or directory (os error 2)",
+            "got 3000000 B"
+        ]
+    );
+    let big = std::fs::read(saved.0.join("big.bin")).unwrap();
+    assert!(
+        big.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)),
+        "big.bin arrived damaged"
+    );
+    server.expect_line("for big.bin", |l| l.starts_with("sent big.bin: 3000008 B"));
+}
+
+/// Backpressure, end to end: a client asks for 32 MiB and stops reading.
+/// The server's writes come back short or WouldBlock; it reads the file
+/// only as fast as the client takes it, so its memory stays far below the
+/// file's size, and it keeps serving others meanwhile.
+#[cfg(target_os = "linux")]
+#[test]
+fn transfer_to_a_stalled_client_holds_one_chunk_and_serves_the_others() {
+    const BIG: u64 = 32 << 20;
+    let files = file_dir(BIG);
+    let server = Rung::start("file_transfer", &["--dir", files.0.to_str().unwrap()]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stalled: TcpStream = socket.into();
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    stalled.write_all(&ft_request(2, "big.bin")).unwrap();
+    let mut h = [0u8; 8];
+    stalled.read_exact(&mut h).unwrap();
+    assert_eq!(u32::from_be_bytes(h[..4].try_into().unwrap()), 102, "FILE");
+    thread::sleep(Duration::from_millis(500)); // not reading
+
+    // Someone else is served while the transfer is stuck.
+    let mut other = TcpStream::connect(server.addr).unwrap();
+    other.set_read_timeout(Some(WAIT)).unwrap();
+    other.write_all(&ft_header(1, 0)).unwrap();
+    let (code, names) = ft_reply(&mut other);
+    assert_eq!(code, 101);
+    assert_eq!(String::from_utf8_lossy(&names), "big.bin\nhello.txt");
+
+    let peak_kb = server.proc_status("VmHWM:");
+    assert!(
+        peak_kb < 16 * 1024,
+        "the server's peak RSS is {peak_kb} kB while sending a 32 MiB file"
+    );
+    // Now read it all, and check it.
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < BIG {
+        let n = stalled.read(&mut buf).unwrap();
+        assert!(n > 0, "server closed after {got} B");
+        assert!(
+            buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern(got + i as u64)),
+            "bytes damaged near offset {got}"
+        );
+        got += n as u64;
+    }
+    let line = server.expect_line("for big.bin", |l| l.starts_with("sent big.bin"));
+    let would_block: u64 = line
+        .rsplit('(')
+        .next()
+        .and_then(|t| t.split(", ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no WouldBlock count in {line:?}"));
+    assert!(
+        would_block > 0,
+        "the stalled client never pushed back: {line}"
+    );
+    eprintln!("stalled transfer: {line}; server peak RSS {peak_kb} kB");
+}
+
+/// Section 8: the side that closes first keeps TIME_WAIT. The client
+/// half-closes after its requests (shutdown(Write): FIN), still gets every
+/// reply, then the server's FIN: TIME_WAIT is the client's. With
+/// `--close-after-reply` the server closes first, and TIME_WAIT moves to
+/// the server's side of the connection.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_side_that_closes_first_holds_time_wait() {
+    let files = file_dir(100_000);
+    let dir = files.0.to_str().unwrap();
+    // The client closes first (half-close, then the server's FIN).
+    let server = Rung::start("file_transfer", &["--dir", dir]);
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut requests = ft_header(1, 0);
+    requests.extend(ft_request(2, "hello.txt"));
+    requests.extend(ft_request(2, "nope"));
+    c.write_all(&requests).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(ft_reply(&mut c).0, 101);
+    assert_eq!(ft_reply(&mut c), (102, b"hello, file\n".to_vec()));
+    assert_eq!(ft_reply(&mut c).0, 199);
+    let mut rest = Vec::new();
+    assert_eq!(
+        c.read_to_end(&mut rest).unwrap(),
+        0,
+        "EOF after the replies"
+    );
+    let (client_port, server_port) = (c.local_addr().unwrap().port(), server.addr.port());
+    drop(c);
+    assert_eq!(
+        wait_for_tcp_state(client_port, server_port, TIME_WAIT),
+        Some(TIME_WAIT),
+        "the client closed first: its side should be in TIME_WAIT"
+    );
+    assert_ne!(tcp_state(server_port, client_port), Some(TIME_WAIT));
+
+    // The server closes first.
+    let server = Rung::start("file_transfer", &["--dir", dir, "--close-after-reply"]);
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.write_all(&ft_header(1, 0)).unwrap();
+    assert_eq!(ft_reply(&mut c).0, 101);
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "the server closed");
+    let (client_port, server_port) = (c.local_addr().unwrap().port(), server.addr.port());
+    drop(c);
+    assert_eq!(
+        wait_for_tcp_state(server_port, client_port, TIME_WAIT),
+        Some(TIME_WAIT),
+        "the server closed first: its side should be in TIME_WAIT"
+    );
+    assert_ne!(tcp_state(client_port, server_port), Some(TIME_WAIT));
+}
+
+/// SO_LINGER {on, 0}: the client's close sends RST, not FIN. The server's
+/// next write fails with "connection reset", it drops that transfer and
+/// goes on serving; neither side keeps TIME_WAIT.
+#[cfg(target_os = "linux")]
+#[test]
+fn so_linger_zero_resets_the_connection_and_leaves_no_time_wait() {
+    let files = file_dir(8 << 20);
+    let server = Rung::start("file_transfer", &["--dir", files.0.to_str().unwrap()]);
+    let out = Command::new(example("file_transfer"))
+        .args(["--connect", &server.addr.to_string(), "--get", "big.bin"])
+        .args(["--abort-after", "100000", "--rcvbuf", "65536"])
+        .output()
+        .expect("run the client");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("aborted after "));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let client_port: u16 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("connected from 127.0.0.1:")?.parse().ok())
+        .unwrap_or_else(|| panic!("no local address in {err:?}"));
+    let line = server.expect_line("about the reset", |l| l.starts_with("aborted big.bin"));
+    assert!(
+        line.contains("reset") || line.contains("Broken pipe"),
+        "unexpected: {line}"
+    );
+    let server_port = server.addr.port();
+    assert_eq!(
+        tcp_state(client_port, server_port),
+        None,
+        "client side kept"
+    );
+    assert_ne!(tcp_state(server_port, client_port), Some(TIME_WAIT));
+    // The server carries on.
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.write_all(&ft_request(2, "hello.txt")).unwrap();
+    assert_eq!(ft_reply(&mut c), (102, b"hello, file\n".to_vec()));
+}
+
+// ---------------------------------------------------------------- UDP
+
+/// Runs `udp_broadcast` with `args` to completion; (success, stdout, stderr).
+fn udp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(example("udp_broadcast"))
+        .args(args)
+        .output()
+        .expect("run udp_broadcast");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A receiver started with `args`, its address, and the lines it prints
+/// until it exits (after `--idle-ms` without a datagram).
+fn udp_receiver(args: &[&str]) -> (SocketAddr, thread::JoinHandle<Vec<String>>) {
+    let mut child = Command::new(example("udp_broadcast"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the receiver");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("receiver said {line:?}"))
+        .parse()
+        .unwrap();
+    let rest = thread::spawn(move || {
+        let lines = stdout.lines().map_while(Result::ok).collect();
+        let _ = child.wait();
+        lines
+    });
+    (addr, rest)
+}
+
+/// One send_to is one recv_from: sizes 1, 1,000 and 60,000 arrive as three
+/// datagrams of exactly those sizes (a TCP stream would merge or split
+/// them).
+#[test]
+fn udp_datagrams_keep_their_boundaries() {
+    let (addr, lines) = udp_receiver(&["--recv", "127.0.0.1:0", "--idle-ms", "1500"]);
+    let to = addr.to_string();
+    let (ok, out, err) = udp(&[
+        "--send", &to, "--size", "1", "--size", "1000", "--size", "60000",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("sent 3 datagrams, 61001 B"), "{out}");
+    let lines = lines.join().unwrap();
+    let sizes: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("datagram ")?.split(' ').next())
+        .collect();
+    assert_eq!(sizes, ["1", "1000", "60000"], "{lines:?}");
+}
+
+/// No connection: a datagram to a port where nobody listens is "sent"
+/// without error and lost. Only a connected UDP socket hears about it, from
+/// the ICMP port-unreachable, as ECONNREFUSED on a later call.
+#[test]
+fn udp_needs_no_listener_and_loses_what_nobody_receives() {
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = nobody.local_addr().unwrap();
+    drop(nobody); // the port is free again: nobody is there
+    let (ok, out, err) = udp(&["--send", &to.to_string(), "--msg", "anyone?"]);
+    assert!(ok, "an unconnected send reports nothing: {err}");
+    assert!(out.starts_with("sent 1 datagrams"), "{out}");
+
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(to).unwrap();
+    s.send(b"anyone?").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let e = s.recv(&mut [0u8; 16]).expect_err("nobody can answer");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+}
+
+/// A receiver that does not read: its receive buffer (here a few KiB)
+/// fills, and the kernel drops the datagrams that do not fit. The sender
+/// is told nothing; there is no backpressure in UDP.
+#[test]
+fn udp_datagrams_nobody_reads_in_time_are_dropped_silently() {
+    let (addr, lines) = udp_receiver(&[
+        "--recv",
+        "127.0.0.1:0",
+        "--rcvbuf",
+        "4096",
+        "--pause-ms",
+        "1000",
+        "--idle-ms",
+        "500",
+    ]);
+    let (ok, out, err) = udp(&[
+        "--send",
+        &addr.to_string(),
+        "--size",
+        "1000",
+        "--repeat",
+        "200",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("sent 200 datagrams"), "{out}");
+    let lines = lines.join().unwrap();
+    let received: u64 = lines
+        .last()
+        .and_then(|l| l.strip_prefix("received ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert!(received > 0, "nothing at all arrived");
+    assert!(received < 200, "all 200 fitted in a 4 KiB buffer?");
+}
+
+/// SO_BROADCAST, on the loopback's own broadcast address only
+/// (127.255.255.255, which Linux routes to `lo`): never on a real network.
+/// Without the option the kernel refuses the send (EACCES); with it, a
+/// receiver bound to that address gets the datagram.
+#[cfg(target_os = "linux")]
+#[test]
+fn udp_broadcast_needs_so_broadcast() {
+    let (addr, lines) = udp_receiver(&["--recv", "127.255.255.255:0", "--idle-ms", "1500"]);
+    assert!(addr.ip().to_string() == "127.255.255.255");
+    let to = addr.to_string();
+    let (ok, _, err) = udp(&["--send", &to, "--msg", "refused"]);
+    assert!(!ok, "a broadcast without SO_BROADCAST was sent");
+    assert!(err.contains("Permission denied"), "{err}");
+    let (ok, _, err) = udp(&["--send", &to, "--broadcast", "--msg", "to all"]);
+    assert!(ok, "{err}");
+    let lines = lines.join().unwrap();
+    let got: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("datagram "))
+        .collect();
+    assert_eq!(got.len(), 1, "{lines:?}");
+    assert!(got[0].ends_with(": to all"), "{lines:?}");
 }
 
 // ---------------------------------------------------------------- the chapter
