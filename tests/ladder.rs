@@ -627,24 +627,42 @@ fn never_reading_client_is_cut_alone(name: &str) {
     );
 }
 
-/// Section 3: a burst that a full client cannot take at once must not put
-/// the server to sleep. With `--sndbuf 4096` the kernel holds only a few
-/// KiB for each client, so a 64 KiB burst is far more than the
-/// never-reading client can absorb: its write comes back short and the rest
-/// waits in its output buffer. If the accepted sockets were blocking (on
-/// Linux they do not inherit O_NONBLOCK from the listener), that write
-/// would sleep until the client reads, that is forever, and the listener
-/// would stop hearing anything.
+/// Section 3: a burst queued for a slow reader must not put the server to
+/// sleep. With `--sndbuf 4096` the kernel holds only a few KiB for each
+/// client, so most of a 64 KiB burst waits in the slow client's output
+/// buffer, and the slow client takes 512 B every 200 ms. Each time it reads,
+/// its socket becomes writable and the server writes what it can. If the
+/// accepted sockets were blocking (on Linux they do not inherit O_NONBLOCK
+/// from the listener), that write would not return until the slow client
+/// had taken the whole backlog, about 20 s, and a line sent meanwhile would
+/// reach nobody.
 #[test]
-fn rung3_a_burst_to_a_full_client_does_not_block_the_server() {
+fn rung3_a_burst_to_a_slow_reader_does_not_block_the_server() {
     let server = Rung::start("chat_poll", &["--sndbuf", "4096"]);
     let mut slow = LineClient::from_stream(never_reading_client(server.addr));
     slow.welcome();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_reader = {
+        let mut stream = slow.writer.try_clone().unwrap();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(200));
+                if let Ok(0) = stream.read(&mut buf) {
+                    return;
+                }
+            }
+        })
+    };
     let mut listener = LineClient::connect(server.addr);
     listener.welcome();
     let mut talker = LineClient::connect(server.addr);
     talker.welcome();
-    let stop = Arc::new(AtomicBool::new(false));
     let heard = Arc::new(AtomicU64::new(0));
     let talker_heard = Arc::new(AtomicU64::new(0));
     let l = count_lines(
@@ -666,14 +684,22 @@ fn rung3_a_burst_to_a_full_client_does_not_block_the_server() {
         .write_all(&line.repeat(LINES as usize))
         .expect("send the burst");
     let got = wait_for_count(&heard, LINES, WAIT);
+    assert_eq!(got, LINES, "the listener heard {got} of {LINES} lines");
+    // The slow reader has read a few times by now: each read let the
+    // server write to it again.
+    thread::sleep(Duration::from_secs(1));
+    talker.send("are you still there?");
+    let got = wait_for_count(&heard, LINES + 1, Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
     l.join().unwrap();
     t.join().unwrap();
+    slow_reader.join().unwrap();
     assert_eq!(
-        got, LINES,
-        "the listener heard {got} of {LINES} lines: a write to the full client blocked the server"
+        got,
+        LINES + 1,
+        "a line sent 1 s after the burst was not heard within 5 s: \
+         the server is stuck writing to the slow reader"
     );
-    drop(slow);
 }
 
 // ---------------------------------------------------------------- rung 3a: select
