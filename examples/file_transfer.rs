@@ -22,7 +22,8 @@
 //!
 //! The server is one thread on edge-triggered `mio`, like `chat_mio`. A
 //! reply of 100 MB is never built in memory: [`Conn::send`] reads the file
-//! one `CHUNK` at a time, only when the socket has taken the last chunk. So
+//! one `CHUNK` at a time, only when the socket has taken most of the last
+//! one. So
 //! a client that reads slowly slows the server's *disk reads* for that
 //! client and costs it one chunk of memory (backpressure, end to end),
 //! while the other clients are served. Each finished transfer prints
@@ -356,17 +357,21 @@ impl Conn {
     }
 
     /// Writes until the reply is done or the kernel says WouldBlock. The
-    /// next chunk of a file is read only once the last one is written, so
-    /// this client never holds more than `CHUNK` bytes of it in memory.
+    /// next chunk of a file is read only once less than half a chunk is
+    /// waiting, so this client never holds more than 1.5 `CHUNK`s of it in
+    /// memory, whatever the file's size.
     fn send(&mut self) -> bool {
         let mut progress = false;
         while self.writable && !self.close {
-            if self.out_sent == self.out.len() {
-                self.out.clear();
+            if self.out.len() - self.out_sent < CHUNK / 2 {
+                // Top up with the next chunk of the file (if any), so the
+                // header and the first bytes leave in one write.
+                self.out.drain(..self.out_sent);
                 self.out_sent = 0;
-                if !self.refill() {
-                    break;
-                }
+                self.refill();
+            }
+            if self.out_sent == self.out.len() {
+                break; // nothing left to send
             }
             let want = self.out.len() - self.out_sent;
             match self.stream.write(&self.out[self.out_sent..]) {
@@ -413,31 +418,29 @@ impl Conn {
         progress
     }
 
-    /// Moves the next chunk of the file into `out`; false if there is none.
-    fn refill(&mut self) -> bool {
+    /// Appends the next chunk of the file to `out`, if there is one. So
+    /// `out` never holds more than one and a half chunks.
+    fn refill(&mut self) {
         let Some(t) = &mut self.transfer else {
-            return false;
+            return;
         };
         if t.left == 0 {
-            return false;
+            return;
         }
         let n = (t.left as usize).min(CHUNK);
-        self.out.resize(n, 0);
+        let start = self.out.len();
+        self.out.resize(start + n, 0);
         // A regular file is always "ready": epoll cannot wait for a disk, so
         // this read may block the loop for the time of one disk read. (Real
         // servers use sendfile(2), a thread pool, or io_uring for this.)
-        match t.file.read_exact(&mut self.out) {
-            Ok(()) => {
-                t.left -= n as u64;
-                true
-            }
+        match t.file.read_exact(&mut self.out[start..]) {
+            Ok(()) => t.left -= n as u64,
             Err(e) => {
                 // The file shrank under us: the header promised more bytes
                 // than we have, so the only honest end is to close.
                 println!("aborted {}: reading the file: {e}", t.name);
-                self.out.clear();
+                self.out.truncate(start);
                 self.close = true;
-                false
             }
         }
     }

@@ -5,9 +5,19 @@
 //! - rung 2 `chat_threads`: chats, one thread per client, and a client that
 //!   never reads stalls everyone;
 //! - rung 3 `chat_poll`: the same chat on one thread; the never-reading
-//!   client is cut off alone; every wake-up scans all clients.
+//!   client is cut off alone; every wake-up scans all clients;
+//! - rung 3a `chat_select`: the same with select(2) and its FD_SETSIZE cap;
+//! - rung 3b `chat_mio`: the same on edge-triggered epoll: events for ready
+//!   sockets only, drained until WouldBlock;
+//! - `file_transfer`: large payloads, short writes, backpressure, half-close,
+//!   SO_LINGER {on, 0}, and TIME_WAIT on the side that closes first;
+//! - `udp_broadcast`: datagrams keep boundaries, need no connection, are
+//!   dropped when nobody reads, and broadcast needs SO_BROADCAST (loopback
+//!   only).
 //!
-//! Rung 4, the daemon, has its own tests.
+//! Rung 4, the daemon, has its own tests; the ones here check what the
+//! chapter's exercises ask the student to break (the read budget,
+//! SO_REUSEADDR after `kill -9`).
 //!
 //! The example binaries are found next to this test's binary
 //! (`target/<profile>/examples/`). The first test to need one runs
