@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mio::Token;
-use muxchat::config::Config;
 use muxchat::protocol::ClientMessage;
 use muxchat::server::chat::Chat;
+use muxchat::server::config::Config;
+use muxchat::server::transport::Transport;
 
 /// Messages dispatched between two buffer resets.
 const BATCH: u64 = 64;
@@ -53,7 +54,7 @@ fn room_of(members: usize) -> Room {
     for i in 0..members {
         clients.push(TcpStream::connect(addr).unwrap());
         let (server_end, peer) = listener.accept().unwrap();
-        let t = chat.add_session(server_end, peer, now);
+        let t = chat.add_session(Transport::Plain(server_end), peer, now);
         let mut frames = Vec::new();
         let nick = format!("member{i}");
         ClientMessage::Hello {
@@ -86,11 +87,7 @@ fn room_of(members: usize) -> Room {
 
 /// Empties every output buffer and the flush list (outside the timer).
 fn reset(chat: &mut Chat) {
-    for (_, s) in chat.sessions.slab.iter_mut() {
-        s.out.discard();
-        s.flush_queued = false;
-    }
-    chat.sessions.flush_list.clear();
+    chat.sessions.discard_output();
 }
 
 /// Times `iters` dispatches of `read`, emptying buffers every few.

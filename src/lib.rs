@@ -2,7 +2,6 @@
 #![deny(missing_docs)]
 
 pub mod client;
-pub mod config;
 pub mod load;
 pub mod net;
 pub mod protocol;

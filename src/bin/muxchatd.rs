@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{info, warn};
-use muxchat::config::Config;
+use muxchat::server::config::Config;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {

@@ -1,6 +1,7 @@
 //! The event loop: the only code that touches `mio::Poll`.
 //!
-//! One iteration, in order (the stages are numbered in [`Server::run`]):
+//! One iteration, in order (the same numbers mark the stages in
+//! [`Server::run`]):
 //!
 //! 1. **Poll**: sleep until a registered descriptor is *ready* or the next
 //!    timer is due. Readiness is edge-triggered: an event means "something
@@ -8,23 +9,32 @@
 //! 2. **Dispatch readiness**: the listener accepts until `WouldBlock`; each
 //!    readable session reads into one shared buffer and hands whole frames
 //!    to the chat, which answers by *appending* to output buffers (never by
-//!    writing). Writable sessions are queued for stage 5.
-//! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
+//!    writing). Writable sessions are queued for stage 6.
+//! 3. **Carried-over reads**: sessions that spent their read budget, or
+//!    whose paused input resumed, in the last iteration are read again
+//!    (no edge will come for bytes already waiting).
+//! 4. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
-//! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
+//! 5. **Reap**: sessions marked for closing during stages 2–4 leave their
 //!    rooms and get their last frames.
-//! 5. **Write before sleep**: every session with pending output is written
-//!    until empty or `WouldBlock`. WRITABLE interest is switched on only for
-//!    sessions with bytes left over, and off again once they drain
-//!    (backpressure: the kernel's send buffer is full, so we wait).
-//! 6. **Remove** sessions that finished closing: deregister, drop the
+//! 6. **Write before sleep**: every session with pending output is written
+//!    through its transport until empty or `WouldBlock`, and says what
+//!    follows: WRITABLE interest on only while bytes are left over
+//!    (the kernel's send buffer is full, so we wait), paused input
+//!    resumed, a drained buffer to release, done closing.
+//! 7. **Remove** sessions that finished closing: deregister, drop the
 //!    socket. Only here are slab keys (tokens) freed, so no event in this
 //!    iteration's batch can name a reused token.
+//! 8. **Shutdown**: once draining, stop when everyone has gone or the grace
+//!    period is over.
+//!
+//! The loop decides nothing about a session: [`Chat::read`] and the
+//! session's flush return outcomes, and the loop turns them into interest
+//! changes and list entries.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -35,11 +45,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::config::Config;
 use crate::protocol::{ErrorCode, ServerMessage};
 
-use super::chat::Chat;
-use super::session::Phase;
+use super::chat::{Chat, ReadStop};
+use super::config::Config;
+use super::registry::FlushOutcome;
+use super::transport::Transport;
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -51,8 +62,6 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// whole frames and are parsed in place, so sessions need no read buffer of
 /// their own.
 const READ_CHUNK: usize = 64 * 1024;
-/// The smallest read, however little headroom a session's output has left.
-const MIN_READ: usize = 1024;
 /// Bytes read from one session per iteration before the others get a turn
 /// (fairness). A session stopped by this is still readable and is read
 /// again next iteration without waiting for an event.
@@ -153,7 +162,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
-            self.chat.stats.poll_wakeups += 1;
+            self.chat.stats_mut().poll_wakeups += 1;
             self.iteration += 1;
             if self.trace {
                 let n = events.iter().count();
@@ -169,7 +178,7 @@ impl Server {
             //    WouldBlock, or no new edge would ever come for the rest.
             let carried = std::mem::take(&mut self.still_readable);
             for event in events.iter() {
-                self.chat.stats.events += 1;
+                self.chat.stats_mut().events += 1;
                 let (token, readable, writable) = (
                     event.token(),
                     event.is_readable() || event.is_read_closed() || event.is_error(),
@@ -186,32 +195,33 @@ impl Server {
                     t => self.on_session_event(t, readable, writable, now),
                 }
             }
-            // Sessions that spent their read budget last iteration are
-            // still readable, but no new edge will say so: read them now.
+            // 3. Carried-over reads: sessions that spent their read budget
+            //    last iteration, or whose paused input resumed, are still
+            //    readable, but no new edge will say so: read them now.
             for (t, id) in carried {
-                if self.chat.sessions.slab.get(t.0).is_some_and(|s| s.id == id) {
+                if self.chat.sessions.get_live(t, id).is_some() {
                     self.read_session(t, now);
                 }
             }
 
-            // 3. Timers: login timeouts, heartbeats, lingering closes.
+            // 4. Timers: login timeouts, heartbeats, lingering closes.
             self.chat.run_timers(now);
 
-            // 4. Reap: sessions marked for closing during stages 2-3 leave
+            // 5. Reap: sessions marked for closing during stages 2-4 leave
             //    their rooms now, after the batch, never in the middle of it.
             self.chat.reap(now);
 
-            // 5. Write before sleep: one write per session carries every
+            // 6. Write before sleep: one write per session carries every
             //    frame queued for it this iteration. What the kernel will
             //    not take yet stays buffered and turns on WRITABLE interest
             //    (backpressure); a drained buffer turns it off.
             self.flush_all();
 
-            // 6. Remove sessions that finished closing: only now are their
+            // 7. Remove sessions that finished closing: only now are their
             //    tokens free for reuse.
             self.remove_finished();
 
-            // 7. Shutdown: once draining, stop when everyone has gone or
+            // 8. Shutdown: once draining, stop when everyone has gone or
             //    the grace period is over.
             if let Some(deadline) = self.drain_deadline {
                 if self.chat.connections() == 0 || now >= deadline {
@@ -228,11 +238,10 @@ impl Server {
     /// Zero when work is left over (a budget-limited reader, a session to
     /// reap); otherwise until the earliest deadline; otherwise forever.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        let s = &self.chat.sessions;
-        if !self.still_readable.is_empty() || !s.closing.is_empty() || !s.flush_list.is_empty() {
+        if !self.still_readable.is_empty() || self.chat.sessions.has_work() {
             return Some(Duration::ZERO);
         }
-        let next = match (self.chat.timers.next_deadline(), self.drain_deadline) {
+        let next = match (self.chat.earliest_deadline(), self.drain_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -242,7 +251,7 @@ impl Server {
     }
 
     fn on_session_event(&mut self, t: Token, readable: bool, writable: bool, now: Instant) {
-        if !self.chat.sessions.slab.contains(t.0) {
+        if self.chat.sessions.get(t).is_none() {
             return;
         }
         if self.trace {
@@ -263,77 +272,27 @@ impl Server {
     }
 
     /// Reads `t` until `WouldBlock` (or its budget, or backpressure),
-    /// dispatching whole frames as they arrive.
+    /// dispatching whole frames as they arrive; a session stopped by its
+    /// budget is carried over to the next iteration.
     fn read_session(&mut self, t: Token, now: Instant) {
-        // One budget per session per iteration: a session carried over
-        // from the last iteration that also has a fresh event is read once,
-        // and so is put back on the carried list at most once.
-        let s = &mut self.chat.sessions.slab[t.0];
-        if s.read_in == self.iteration {
-            return;
+        let r = self
+            .chat
+            .read(t, &mut self.scratch, READ_BUDGET, self.iteration, now);
+        if r.stop == ReadStop::Budget {
+            self.still_readable.push((t, r.id));
         }
-        s.read_in = self.iteration;
-        let pause_above = self.chat.config().max_outbuf / 2;
-        let mut budget = READ_BUDGET;
-        let (mut total, mut frames, mut reads) = (0, 0, 0);
-        let mut why = "WouldBlock";
-        loop {
-            reads += 1;
-            let s = &mut self.chat.sessions.slab[t.0];
-            if s.peer_eof || s.broken || s.finished {
-                break;
-            }
-            let discarding = matches!(s.phase, Phase::Ending { .. });
-            if !discarding && s.out.pending() > pause_above {
-                // Backpressure: this client is not taking its replies, so
-                // stop taking its requests. Its socket buffer fills and TCP
-                // slows it down; flush_all resumes reading once the backlog
-                // has drained.
-                s.paused = true;
-                why = "backpressure: own output backed up, input paused";
-                break;
-            }
-            // Read no more than the headroom left below the pause mark, so
-            // that the replies to one read (PONG for PING is byte for byte)
-            // cannot overshoot it and get the session cut instead of paused.
-            let want = pause_above
-                .saturating_sub(s.out.pending())
-                .clamp(MIN_READ, READ_CHUNK);
-            match (&s.stream).read(&mut self.scratch[..want]) {
-                Ok(0) => {
-                    why = "EOF: the peer closed its side";
-                    self.chat.on_peer_eof(t);
-                    break;
-                }
-                Ok(n) => {
-                    total += n;
-                    self.chat.stats.bytes_in += n as u64;
-                    if !discarding {
-                        frames += self.chat.on_input(t, &self.scratch[..n], now);
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        why = "budget spent, still readable";
-                        let id = self.chat.sessions.slab[t.0].id;
-                        self.still_readable.push((t, id));
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("{t:?} read: {e}");
-                    why = "an error (reset): the connection is broken";
-                    self.chat.on_broken(t);
-                    break;
-                }
-            }
-        }
-        if self.trace {
-            let partial = self.chat.sessions.slab[t.0].inbuf.len();
+        if self.trace && r.stop != ReadStop::Skipped {
+            let why = match r.stop {
+                ReadStop::WouldBlock | ReadStop::Done | ReadStop::Skipped => "WouldBlock",
+                ReadStop::Budget => "budget spent, still readable",
+                ReadStop::Paused => "backpressure: own output backed up, input paused",
+                ReadStop::Eof => "EOF: the peer closed its side",
+                ReadStop::Broken => "an error (reset): the connection is broken",
+            };
             info!(
-                "  {t:?}: {reads} reads took {total} B, {frames} whole frames, \
-                 {partial} B of a partial frame kept; stopped on {why}"
+                "  {t:?}: {} reads took {} B, {} whole frames, \
+                 {} B of a partial frame kept; stopped on {why}",
+                r.reads, r.bytes, r.frames, r.partial
             );
         }
     }
@@ -366,7 +325,7 @@ impl Server {
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         if self.chat.connections() >= self.chat.config().max_clients {
-            self.chat.stats.rejected_full += 1;
+            self.chat.stats_mut().rejected_full += 1;
             debug!("rejecting {peer}: server full");
             reject(stream, "server full");
             return;
@@ -377,8 +336,8 @@ impl Server {
         // Lets the kernel notice peers that vanished without a FIN even if
         // heartbeats are set very long.
         let _ = SockRef::from(&stream).set_keepalive(true);
-        let fd = stream.as_raw_fd();
-        let t = self.chat.add_session(stream, peer, now);
+        let t = self.chat.add_session(Transport::Plain(stream), peer, now);
+        let fd = self.chat.sessions.at(t).raw_fd();
         // Interest starts as READABLE only: there is nothing to write yet.
         if let Err(e) = self
             .poll
@@ -411,7 +370,7 @@ impl Server {
         self.reserve_fd = None;
         let shed = match self.listener.as_ref().map(|l| l.accept()) {
             Some(Ok((stream, _))) => {
-                self.chat.stats.rejected_full += 1;
+                self.chat.stats_mut().rejected_full += 1;
                 reject(stream.into(), "server out of file descriptors");
                 true
             }
@@ -445,110 +404,79 @@ impl Server {
         false
     }
 
-    /// Stage 5: write every session with pending output, then set its
-    /// interest to match what is left.
+    /// Stage 6: write every session with pending output, then turn what
+    /// each flush says into loop actions.
     fn flush_all(&mut self) {
         let went_quiet = std::mem::take(&mut self.drained);
-        let resume_below = self.chat.config().max_outbuf / 4;
-        let mut list = std::mem::take(&mut self.chat.sessions.flush_list);
+        let list = self.chat.sessions.begin_flush();
         for &t in &list {
-            let Some(s) = self.chat.sessions.slab.get_mut(t.0) else {
+            // 6a. Write: the session writes through its transport and says
+            //     what follows; a failed socket is already marked closing.
+            let FlushOutcome::Done(f) = self.chat.sessions.flush(t, self.iteration) else {
                 continue;
             };
-            s.flush_queued = false;
-            s.flushed_in = self.iteration;
-            if s.broken || s.finished {
-                continue;
+            let id = self.chat.sessions.at(t).id();
+            // 6b. A drained buffer is released if the session stays quiet.
+            if f.drained {
+                self.drained.push((t, id));
             }
-            let wrote = match s.out.write_to(&mut &s.stream) {
-                Ok(n) => n,
-                Err(e) => {
-                    debug!("{t:?} write: {e}");
-                    self.chat.on_broken(t);
-                    continue;
-                }
-            };
-            self.chat.stats.bytes_out += wrote as u64;
-            let s = &mut self.chat.sessions.slab[t.0];
-            let left = s.out.pending();
-            if left == 0 && s.out.capacity() > 0 {
-                self.drained.push((t, s.id));
-            }
-            if s.paused && left <= resume_below {
-                // Unread input may be waiting and no new edge will report
-                // it: read it next iteration, like a budget carry-over.
-                s.paused = false;
-                self.still_readable.push((t, s.id));
+            // 6c. Paused input resumed: read it next iteration, like a
+            //     budget carry-over (no new edge will report it).
+            if f.resumed {
+                self.still_readable.push((t, id));
                 if self.trace {
-                    info!("  {t:?}: backlog down to {left} B, input resumed");
+                    info!("  {t:?}: backlog down to {} B, input resumed", f.left);
                 }
             }
             if self.trace {
-                info!("  {t:?}: wrote {wrote} B, {left} B left");
+                info!("  {t:?}: wrote {} B, {} B left", f.wrote, f.left);
             }
-            // WRITABLE interest only while output is pending: asking for it
-            // with an empty buffer would wake us for nothing.
-            let want_writable = left > 0;
-            if want_writable != s.writable_interest {
-                let interest = if want_writable {
-                    Interest::READABLE | Interest::WRITABLE
-                } else {
-                    Interest::READABLE
-                };
-                let fd = s.stream.as_raw_fd();
-                if let Err(e) = self
-                    .poll
-                    .registry()
-                    .reregister(&mut SourceFd(&fd), t, interest)
-                {
-                    debug!("{t:?} reregister: {e}");
-                }
-                s.writable_interest = want_writable;
-                if self.trace {
-                    let state = if want_writable { "on" } else { "off" };
-                    info!("  {t:?}: WRITABLE interest {state}");
-                }
-            }
-            if let Phase::Ending { server_fin, .. } = s.phase {
-                if left == 0 {
-                    if server_fin && !s.fin_sent {
-                        // After a fatal error we end the conversation: FIN
-                        // after the ERROR frame, then wait for the peer's.
-                        let _ = s.stream.shutdown(Shutdown::Write);
-                        s.fin_sent = true;
-                    }
-                    if s.peer_eof {
-                        self.chat.sessions.finish(t);
-                    }
-                }
+            // 6d. WRITABLE interest only while output is left over.
+            if let Some(writable) = f.writable {
+                self.set_writable(t, writable);
             }
         }
-        // Buffers of sessions that drained last iteration and got nothing
-        // this one go back to the allocator: busy sessions keep theirs.
+        self.chat.sessions.end_flush(list);
+        // 6e. Buffers of sessions that drained last iteration and got
+        //     nothing this one go back to the allocator: busy sessions keep
+        //     theirs.
         for (t, id) in went_quiet {
-            if let Some(s) = self.chat.sessions.slab.get_mut(t.0) {
-                if s.id == id && s.flushed_in != self.iteration {
-                    s.out.release_if_empty();
-                }
-            }
+            self.chat.sessions.release_if_quiet(t, id, self.iteration);
         }
-        list.clear();
-        // Keep the list's allocation; new entries made while flushing (a
-        // broken socket) are kept for the next iteration.
-        list.append(&mut self.chat.sessions.flush_list);
-        self.chat.sessions.flush_list = list;
     }
 
-    /// Stage 6: deregister and close every finished session.
+    /// Switches `t`'s WRITABLE interest on or off (READABLE stays on).
+    fn set_writable(&mut self, t: Token, writable: bool) {
+        let interest = if writable {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let fd = self.chat.sessions.at(t).raw_fd();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .reregister(&mut SourceFd(&fd), t, interest)
+        {
+            debug!("{t:?} reregister: {e}");
+        }
+        if self.trace {
+            let state = if writable { "on" } else { "off" };
+            info!("  {t:?}: WRITABLE interest {state}");
+        }
+    }
+
+    /// Stage 7: deregister and close every finished session.
     fn remove_finished(&mut self) {
-        while let Some(t) = self.chat.sessions.finished.pop() {
+        while let Some(t) = self.chat.sessions.pop_finished() {
             let s = self.chat.remove(t);
-            let fd = s.stream.as_raw_fd();
+            let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             if self.trace {
-                info!("close {t:?} ({})", s.peer);
+                info!("close {t:?} ({})", s.peer());
             }
-            // Dropping the stream closes the descriptor.
+            // Dropping the session drops its transport, closing the
+            // descriptor.
         }
     }
 }

@@ -2,33 +2,51 @@
 //!
 //! ```text
 //!            +-------------------- event_loop.rs (owns Poll) -------------------+
-//!  kernel -> | poll -> accept / read into shared buffer -> timers -> reap       |
-//!            |          |                                                 ^     |
-//!            |          v  whole frames                                   |     |
-//!            |   chat.rs: dispatch -> rooms.rs (who is in #room)           |     |
-//!            |          |  encode once, append bytes to each member's OutBuf|     |
-//!            |          v                                                 |     |
-//!            |   session.rs: OutBuf per session  --- write before sleep ---+     |
+//!  kernel -> | poll -> accept / read -> timers -> reap -> flush -> remove       |
+//!            |          |  chat.rs: Transport::read, cut whole frames          |
+//!            |          v                                                      |
+//!            |   chat.rs dispatch -> commands.rs -> rooms.rs (who is in #room)  |
+//!            |          |  encode once, append bytes to each member's OutBuf    |
+//!            |          v  (registry.rs: deliver, slow-consumer cut)            |
+//!            |   session.rs: flush -> transport.rs (wrap once per batch) -> fd  |
 //!            +------------------------------------------------------------------+
 //! ```
 //!
-//! - [`event_loop`]: the loop's numbered stages, accept, read, flush,
-//!   interest. The only module that touches `Poll`.
-//! - [`chat`]: the protocol state machine, fan-out, two-step close.
-//! - [`session`]: one connection's buffers (with their invariants) and phase.
+//! - [`event_loop`]: the loop's numbered stages, accept, interest. The only
+//!   module that touches `Poll`.
+//! - [`chat`]: the chat state, reading a session into whole frames, and
+//!   checking each frame before its command runs.
+//! - [`commands`]: one handler per command; fan-out.
+//! - [`closing`]: the reap stage, timers, the shutdown drain.
+//! - [`registry`]: the sessions, delivery, the work lists, the counters.
+//! - [`session`]: one connection's buffers (with their invariants), its
+//!   backpressure and FIN policy, its I/O outcomes.
+//! - [`lifecycle`]: a session's states and the only transitions between them.
+//! - [`transport`]: the seam between a session and its socket (plain TCP
+//!   today; TLS and WebSocket slot in here).
 //! - [`rooms`]: room membership indexes.
 //! - [`timers`]: the deadline heap behind heartbeats and timeouts.
 //! - [`limits`]: the per-session token bucket.
+//! - [`config`]: the options, validated, with dependent defaults adapted.
+//! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
+//!   which the transport's Http, Ws and Tls variants will drive.
+//! - [`metrics`]: the Prometheus exposition of the counters.
 
 pub mod chat;
+pub mod closing;
+pub mod commands;
+pub mod config;
 pub mod event_loop;
 pub mod http;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod registry;
 pub mod rooms;
 pub mod session;
 pub mod timers;
 pub mod tls;
+pub mod transport;
 pub mod ws;
 
 pub use event_loop::Server;

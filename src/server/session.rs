@@ -1,62 +1,32 @@
-//! One connection's state: its socket, its two buffers, where it is in its
-//! life, and its timers.
+//! One connection's state: its transport, its two buffers, its lifecycle,
+//! its timers; and the policy that belongs to one session: when to pause
+//! reading (backpressure), when to resume, when to send our FIN.
 //!
-//! The socket is a plain non-blocking `std::net::TcpStream`: `mio` only ever
-//! sees its file descriptor (registered by the event loop), which is the
-//! point of readiness-based I/O: the kernel says *when* a descriptor can
-//! move bytes, and we move them ourselves with ordinary `read`/`write`.
+//! The socket is a plain non-blocking `std::net::TcpStream` inside a
+//! [`Transport`]: `mio` only ever sees its file descriptor (registered by
+//! the event loop), which is the point of readiness-based I/O: the kernel
+//! says *when* a descriptor can move bytes, and we move them ourselves
+//! with ordinary `read`/`write`.
+//!
+//! [`Session::read_some`] and [`Session::flush`] say what happened as a
+//! value ([`Got`], [`Flushed`]); the event loop turns those into interest
+//! changes and list entries without looking inside the session.
 
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 pub use crate::net::OutBuf;
 
-use super::limits::TokenBucket;
+use super::config::Config;
+use super::lifecycle::Lifecycle;
+use super::limits::{Rate, TokenBucket};
 use super::rooms::RoomId;
+use super::transport::Transport;
 
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Connected; HELLO not yet accepted.
-    Login,
-    /// Registered under a nick: may chat.
-    Chat,
-    /// Has left the chat (QUIT, error, the peer's FIN, shutdown): only
-    /// flushes its last frames and waits for the peer to close, discarding
-    /// input, until `deadline`.
-    Ending {
-        /// When the server closes regardless.
-        deadline: Instant,
-        /// Close our side (FIN) once the output is flushed: after a fatal
-        /// error the server ends the conversation. After QUIT it does not:
-        /// the client closes first, so TIME_WAIT lands on the client.
-        server_fin: bool,
-    },
-}
-
-/// Why a session ends, decided when it is marked for closing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent QUIT with this reason.
-    Quit(String),
-    /// The client closed its side (EOF).
-    PeerClosed,
-    /// The socket failed (reset, broken pipe): nothing more can be sent.
-    Broken,
-    /// The server sent a fatal ERROR; the text is the LEFT reason.
-    Fatal(&'static str),
-}
-
-impl CloseReason {
-    /// The reason given to the rooms in LEFT.
-    pub fn left_reason(&self) -> &str {
-        match self {
-            CloseReason::Quit(text) => text,
-            CloseReason::PeerClosed | CloseReason::Broken => "connection closed",
-            CloseReason::Fatal(why) => why,
-        }
-    }
-}
+/// The smallest read, however little headroom a session's output has left.
+const MIN_READ: usize = 1024;
 
 /// A room the session is in, and its slot in that room's member list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,22 +37,82 @@ pub struct Membership {
     pub slot: usize,
 }
 
-/// One client connection.
+/// The output marks every session is held to, from `--max-outbuf`.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks {
+    /// Past this a session is cut (SLOW_CONSUMER).
+    pub max_outbuf: usize,
+    /// Past this its input is paused (backpressure).
+    pub pause_above: usize,
+    /// Below this paused input resumes.
+    pub resume_below: usize,
+}
+
+impl Marks {
+    /// The marks for `config`: pause at half the limit, resume at a quarter,
+    /// so a paused session has room for the replies already in flight and
+    /// does not flap between the two.
+    pub fn new(config: &Config) -> Marks {
+        Marks {
+            max_outbuf: config.max_outbuf,
+            pause_above: config.max_outbuf / 2,
+            resume_below: config.max_outbuf / 4,
+        }
+    }
+}
+
+/// What one [`Session::read_some`] got.
+#[derive(Debug)]
+pub enum Got {
+    /// Bytes of the protocol stream, in the caller's buffer.
+    Bytes(usize),
+    /// Nothing more for now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+    /// The socket failed.
+    Failed(io::Error),
+    /// Not read: the session's own output is backed up (backpressure).
+    Paused,
+    /// Not read: input is over (EOF seen, broken, or finished).
+    Done,
+}
+
+/// What one [`Session::flush`] did.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Protocol bytes written.
+    pub wrote: usize,
+    /// Bytes still pending.
+    pub left: usize,
+    /// The output drained with a buffer still allocated (the loop releases
+    /// it if the session gets nothing next iteration).
+    pub drained: bool,
+    /// Paused input resumes: read it without waiting for an edge.
+    pub resumed: bool,
+    /// WRITABLE interest must change to this.
+    pub writable: Option<bool>,
+    /// The session is done: flushed, and the peer has closed.
+    pub finished: bool,
+}
+
+/// One client connection. Fields are private: the chat and the loop go
+/// through the methods, which keep the invariants documented here.
 #[derive(Debug)]
 pub struct Session {
-    /// The socket (non-blocking).
-    pub stream: TcpStream,
+    /// How bytes reach the socket.
+    transport: Transport,
     /// Unique for the life of the process; slab keys (tokens) are reused,
     /// ids are not.
-    pub id: u64,
+    id: u64,
     /// The peer's address, for logs.
-    pub peer: SocketAddr,
+    peer: SocketAddr,
     /// Where the session is in its life.
-    pub phase: Phase,
+    life: Lifecycle,
     /// The registered nick (empty before HELLO).
-    pub nick: String,
+    nick: String,
     /// Rooms the session is in (at most `--max-rooms`).
-    pub rooms: Vec<Membership>,
+    rooms: Vec<Membership>,
     /// A partial frame carried over between reads.
     ///
     /// Invariant: holds less than one whole frame (at most
@@ -91,55 +121,292 @@ pub struct Session {
     /// before payload bytes are kept. Usually empty, and then unallocated:
     /// most reads carry whole frames and are parsed straight out of the
     /// event loop's shared read buffer.
-    pub inbuf: Vec<u8>,
-    /// Pending output.
-    pub out: OutBuf,
+    inbuf: Vec<u8>,
+    /// Pending output, whole encoded frames. Invariant: at most
+    /// `max_outbuf` bytes outside a fatal ERROR (a session past it is cut).
+    out: OutBuf,
     /// Whether WRITABLE interest is registered (only while output is left
     /// over after a flush).
-    pub writable_interest: bool,
+    writable_interest: bool,
     /// Whether the session is on the flush list for this loop iteration.
-    pub flush_queued: bool,
+    flush_queued: bool,
     /// The loop iteration that last flushed this session (buffer release).
-    pub flushed_in: u64,
+    flushed_in: u64,
     /// The loop iteration that last read this session: at most one read
     /// budget per session per iteration (fairness).
-    pub read_in: u64,
+    read_in: u64,
     /// Input is not being read because this session's own output is backed
     /// up (backpressure): reading more requests would only queue more
     /// replies it is not taking. TCP then pushes back on the client.
-    pub paused: bool,
-    /// Set when the session is marked for closing; acted on at the reap
-    /// stage, after the event batch.
-    pub closing: Option<CloseReason>,
-    /// The peer has sent FIN.
-    pub peer_eof: bool,
-    /// The socket failed: nothing more can be written.
-    pub broken: bool,
-    /// No more frames are queued for this session (after a fatal error, or
-    /// once it has left the chat and got its last frames).
-    pub muted: bool,
-    /// We have sent our FIN (`shutdown(Write)`).
-    pub fin_sent: bool,
-    /// Queued for removal at the end of the iteration.
-    pub finished: bool,
+    paused: bool,
     /// When the last frame arrived (any frame counts as life).
-    pub last_rx: Instant,
+    last_rx: Instant,
     /// A heartbeat PING was sent since `last_rx`.
-    pub pinged: bool,
+    pinged: bool,
     /// When the connection was accepted (login timeout).
-    pub accepted_at: Instant,
+    accepted_at: Instant,
     /// The rate limiter.
-    pub bucket: TokenBucket,
+    bucket: TokenBucket,
     /// The deadline of this session's live timer entry, if any.
-    pub timer_at: Option<Instant>,
+    timer_at: Option<Instant>,
     /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
     /// stamp when this session already got the frame.
-    pub stamp: u64,
+    stamp: u64,
 }
 
 impl Session {
+    /// A fresh session in `Greeting`.
+    pub fn new(transport: Transport, id: u64, peer: SocketAddr, rate: Rate, now: Instant) -> Self {
+        Session {
+            transport,
+            id,
+            peer,
+            life: Lifecycle::default(),
+            nick: String::new(),
+            rooms: Vec::new(),
+            inbuf: Vec::new(),
+            out: OutBuf::default(),
+            writable_interest: false,
+            flush_queued: false,
+            flushed_in: 0,
+            read_in: 0,
+            paused: false,
+            last_rx: now,
+            pinged: false,
+            accepted_at: now,
+            bucket: TokenBucket::new(rate, now),
+            timer_at: None,
+            stamp: 0,
+        }
+    }
+
+    // ----- identity and chat state ---------------------------------------
+
+    /// The process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+    /// The descriptor the event loop registers.
+    pub fn raw_fd(&self) -> RawFd {
+        self.transport.raw_fd()
+    }
+    /// The lifecycle (questions only).
+    pub fn life(&self) -> &Lifecycle {
+        &self.life
+    }
+    /// The lifecycle, for its transitions.
+    pub fn life_mut(&mut self) -> &mut Lifecycle {
+        &mut self.life
+    }
+    /// The registered nick (empty before HELLO).
+    pub fn nick(&self) -> &str {
+        &self.nick
+    }
+    /// Sets the nick, returning the old one.
+    pub fn replace_nick(&mut self, nick: &str) -> String {
+        std::mem::replace(&mut self.nick, nick.to_owned())
+    }
+    /// The rooms the session is in.
+    pub fn rooms(&self) -> &[Membership] {
+        &self.rooms
+    }
     /// The position of `room` in this session's membership list.
     pub fn membership(&self, room: RoomId) -> Option<usize> {
         self.rooms.iter().position(|m| m.room == room)
+    }
+    /// Records a joined room.
+    pub fn add_room(&mut self, m: Membership) {
+        self.rooms.push(m);
+    }
+    /// Forgets the membership at `index`.
+    pub fn remove_room(&mut self, index: usize) {
+        self.rooms.swap_remove(index);
+    }
+    /// Another member left `room` and this session moved into its slot.
+    pub fn move_slot(&mut self, room: RoomId, slot: usize) {
+        if let Some(m) = self.rooms.iter_mut().find(|m| m.room == room) {
+            m.slot = slot;
+        }
+    }
+    /// Marks the session with `stamp`; false if it already had it (once-only
+    /// fan-out).
+    pub fn stamp(&mut self, stamp: u64) -> bool {
+        std::mem::replace(&mut self.stamp, stamp) != stamp
+    }
+    /// The partial frame carried over (see the field's invariant).
+    pub fn inbuf(&self) -> &[u8] {
+        &self.inbuf
+    }
+    /// Adds bytes to the partial frame (the caller keeps the invariant).
+    pub fn keep_partial(&mut self, bytes: &[u8]) {
+        self.inbuf.extend_from_slice(bytes);
+    }
+    /// Takes the carried-over frame out (it is whole now).
+    pub fn take_partial(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inbuf)
+    }
+
+    // ----- liveness, rate, timers ---------------------------------------
+
+    /// A frame arrived: the session is alive.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_rx = now;
+        self.pinged = false;
+    }
+    /// Takes a token from the rate limiter.
+    pub fn allow(&mut self, rate: Rate, now: Instant) -> bool {
+        self.bucket.allow(rate, now)
+    }
+    /// When the last frame arrived.
+    pub fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+    /// When the connection was accepted.
+    pub fn accepted_at(&self) -> Instant {
+        self.accepted_at
+    }
+    /// Whether a PING is outstanding.
+    pub fn pinged(&self) -> bool {
+        self.pinged
+    }
+    /// Records that a PING went out.
+    pub fn set_pinged(&mut self) {
+        self.pinged = true;
+    }
+    /// The deadline of the live timer entry.
+    pub fn timer_at(&self) -> Option<Instant> {
+        self.timer_at
+    }
+    /// Sets (or clears) the live timer entry's deadline.
+    pub fn set_timer_at(&mut self, at: Option<Instant>) {
+        self.timer_at = at;
+    }
+    /// Quiet since the last check: give idle buffers back.
+    pub fn release_idle_buffers(&mut self) {
+        self.out.release_if_empty();
+        if self.inbuf.is_empty() {
+            self.inbuf = Vec::new();
+        }
+    }
+
+    // ----- output ---------------------------------------------------------
+
+    /// Bytes queued for this session and not yet on the wire.
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.out.pending() + self.transport.pending()
+    }
+    /// Appends encoded frames; returns the bytes now pending.
+    #[inline]
+    pub fn append(&mut self, bytes: &[u8]) -> usize {
+        self.out.append(bytes);
+        self.pending()
+    }
+    /// The output buffer, to encode a frame straight into it.
+    pub fn out_mut(&mut self) -> &mut OutBuf {
+        &mut self.out
+    }
+    /// Puts the session on the flush list once per iteration: true when the
+    /// caller must push it.
+    #[inline]
+    pub fn queue_flush(&mut self) -> bool {
+        !std::mem::replace(&mut self.flush_queued, true)
+    }
+    /// Forgets queued output (benchmarks only: a live session never loses
+    /// output).
+    pub fn discard_output(&mut self) {
+        self.out.discard();
+        self.flush_queued = false;
+    }
+    /// Releases the output buffer if the session drained last iteration and
+    /// was not flushed in `iteration`.
+    pub fn release_if_quiet(&mut self, id: u64, iteration: u64) {
+        if self.id == id && self.flushed_in != iteration {
+            self.out.release_if_empty();
+        }
+    }
+
+    // ----- the two I/O operations -----------------------------------------
+
+    /// Starts this iteration's read: false if the session was already read
+    /// in `iteration` (one budget per session per iteration).
+    pub fn begin_read(&mut self, iteration: u64) -> bool {
+        std::mem::replace(&mut self.read_in, iteration) != iteration
+    }
+
+    /// One read from the transport into `scratch`, unless input is over or
+    /// the session's own output is past the pause mark.
+    pub fn read_some(&mut self, scratch: &mut [u8], marks: Marks) -> Got {
+        loop {
+            if self.life.input_done() {
+                return Got::Done;
+            }
+            let pending = self.pending();
+            if !self.life.is_ending() && pending > marks.pause_above {
+                // Backpressure: this client is not taking its replies, so
+                // stop taking its requests. Its socket buffer fills and TCP
+                // slows it down; `flush` resumes reading once the backlog
+                // has drained.
+                self.paused = true;
+                return Got::Paused;
+            }
+            // Read no more than the headroom left below the pause mark, so
+            // that the replies to one read (PONG for PING is byte for byte)
+            // cannot overshoot it and get the session cut instead of paused.
+            let want = marks
+                .pause_above
+                .saturating_sub(pending)
+                .clamp(MIN_READ, scratch.len());
+            return match self.transport.read(&mut scratch[..want]) {
+                Ok(0) => Got::Eof,
+                Ok(n) => Got::Bytes(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Got::Failed(e),
+            };
+        }
+    }
+
+    /// Stage "write before sleep" for one session: writes what is pending,
+    /// then says what follows (resume input, WRITABLE on or off, our FIN,
+    /// done). `Err` is a failed socket.
+    pub fn flush(&mut self, iteration: u64, marks: Marks) -> io::Result<Flushed> {
+        self.flush_queued = false;
+        self.flushed_in = iteration;
+        if self.life.broken() || self.life.is_finished() {
+            return Ok(Flushed::default());
+        }
+        let wrote = self.transport.flush(&mut self.out)?;
+        let left = self.pending();
+        let mut done = Flushed {
+            wrote,
+            left,
+            drained: left == 0 && self.out.capacity() > 0,
+            ..Flushed::default()
+        };
+        if self.paused && left <= marks.resume_below {
+            // Unread input may be waiting and no new edge will report it:
+            // the loop reads it next iteration, like a budget carry-over.
+            self.paused = false;
+            done.resumed = true;
+        }
+        // WRITABLE interest only while output is pending: asking for it
+        // with an empty buffer would wake us for nothing.
+        let want_writable = left > 0;
+        if want_writable != self.writable_interest {
+            self.writable_interest = want_writable;
+            done.writable = Some(want_writable);
+        }
+        if left == 0 && self.life.is_ending() {
+            if self.life.take_fin() {
+                self.transport.shutdown_write();
+            }
+            done.finished = self.life.peer_eof();
+        }
+        Ok(done)
     }
 }

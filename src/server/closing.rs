@@ -1,0 +1,146 @@
+//! The chat's side of a session's end, and of the daemon's: the reap stage
+//! (step two of closing), the timers (login timeout, heartbeats, lingering
+//! closes), and the shutdown drain.
+
+use std::time::Instant;
+
+use log::debug;
+use mio::Token;
+
+use crate::protocol::{ErrorCode, NameKey, ServerMessage};
+
+use super::chat::{encode_into, Chat};
+use super::lifecycle::CloseReason;
+
+impl Chat {
+    /// Step two of closing, after the event batch: each marked session
+    /// leaves its rooms (LEFT with the reason), gives up its nick, gets BYE
+    /// if it quit, and waits in `Ending` for its output to drain and its
+    /// peer to close.
+    pub fn reap(&mut self, now: Instant) {
+        while let Some(t) = self.sessions.pop_closing() {
+            let s = self.sessions.at_mut(t);
+            let Some(leaving) = s.life_mut().reap(now) else {
+                continue;
+            };
+            debug!(
+                "{t:?} {} closing: {}",
+                s.peer(),
+                leaving.reason.left_reason()
+            );
+            while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
+                self.part(t, last, leaving.reason.left_reason());
+            }
+            let s = self.sessions.at_mut(t);
+            if leaving.registered {
+                if let Some(key) = NameKey::new(s.nick()) {
+                    self.nicks.remove(&key);
+                }
+            }
+            if let CloseReason::Quit(_) = leaving.reason {
+                s.out_mut().push(&ServerMessage::Bye { reason: "goodbye" });
+            }
+            s.life_mut().mute();
+            if s.life().broken() || (s.life().peer_eof() && s.pending() == 0) {
+                self.sessions.finish(t);
+            } else {
+                self.sessions.queue_flush(t);
+                self.arm(t, leaving.deadline);
+            }
+        }
+    }
+
+    /// Handles every timer entry due at `now`: login timeouts, heartbeat
+    /// PINGs and PING_TIMEOUTs, lingering closes. An entry whose session
+    /// has since been active is simply rescheduled.
+    pub fn run_timers(&mut self, now: Instant) {
+        while let Some((at, t, id)) = self.timers.pop_due(now) {
+            match self.sessions.get_live(t, id) {
+                Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),
+                _ => continue, // stale: superseded, or the session is gone
+            }
+            self.on_timer(t, now);
+        }
+    }
+
+    fn on_timer(&mut self, t: Token, now: Instant) {
+        let hb = self.config.heartbeat;
+        let s = self.sessions.at_mut(t);
+        let life = s.life();
+        if life.is_closing() || life.is_finished() {
+            return;
+        }
+        if let Some(deadline) = life.ending_deadline() {
+            if now >= deadline {
+                self.sessions.finish(t);
+            } else {
+                self.arm(t, deadline);
+            }
+            return;
+        }
+        if life.is_greeting() && now >= s.accepted_at() + self.config.login_timeout {
+            self.sessions.stats.kicked_timeout += 1;
+            return self.error(t, ErrorCode::LoginTimeout, 0, "");
+        }
+        let silent = now.saturating_duration_since(s.last_rx());
+        if silent >= hb * 2 {
+            self.sessions.stats.kicked_timeout += 1;
+            return self.error(t, ErrorCode::PingTimeout, 0, "");
+        }
+        if silent >= hb && !s.pinged() {
+            s.set_pinged();
+            let token = now.duration_since(self.started).as_millis() as u64;
+            self.reply(t, &ServerMessage::Ping { token });
+        } else {
+            // Quiet since the last check: give idle buffers back.
+            s.release_idle_buffers();
+        }
+        let deadline = self.next_deadline(t);
+        self.arm(t, deadline);
+    }
+
+    /// When `t` next needs looking at, if nothing arrives before then.
+    pub(super) fn next_deadline(&self, t: Token) -> Instant {
+        let s = self.sessions.at(t);
+        let hb = self.config.heartbeat;
+        let beat = if s.pinged() {
+            s.last_rx() + hb * 2
+        } else {
+            s.last_rx() + hb
+        };
+        if let Some(deadline) = s.life().ending_deadline() {
+            deadline
+        } else if s.life().is_greeting() {
+            beat.min(s.accepted_at() + self.config.login_timeout)
+        } else {
+            beat
+        }
+    }
+
+    /// Makes sure `t` has a timer entry no later than `at`.
+    pub(super) fn arm(&mut self, t: Token, at: Instant) {
+        let s = self.sessions.at_mut(t);
+        if s.timer_at().is_none_or(|cur| at < cur) {
+            s.set_timer_at(Some(at));
+            self.timers.schedule(at, t, s.id());
+        }
+    }
+
+    /// SIGINT/SIGTERM: tell every session the server is going away. From
+    /// now on HELLO and JOIN get SHUTTING_DOWN; everything else is served
+    /// until the clients close or the grace period ends.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+        let grace_ms = self.config.grace.as_millis().min(u32::MAX as u128) as u32;
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::Shutdown {
+                grace_ms,
+                reason: "server shutting down",
+            },
+        );
+        for t in self.sessions.tokens() {
+            self.sessions.deliver(t, &self.frame);
+        }
+    }
+}

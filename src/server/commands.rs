@@ -1,0 +1,322 @@
+//! The commands: one handler per client request, and the fan-out they
+//! share. Every handler answers by appending encoded frames (through
+//! [`Sessions::deliver`](super::registry::Sessions::deliver)); none writes.
+
+use std::mem;
+use std::time::Instant;
+
+use log::debug;
+use mio::Token;
+
+use crate::protocol::{
+    code, valid_nick, valid_room, ErrorCode, NameKey, ServerMessage, PROTOCOL_VERSION,
+};
+
+use super::chat::{encode_into, Chat};
+use super::rooms::RoomId;
+use super::session::Membership;
+
+/// A run of SAYs to one room is fanned out once it holds this many bytes,
+/// which bounds the batch and the delay of the slow-consumer check.
+const CAST_LIMIT: usize = 64 * 1024;
+
+impl Chat {
+    pub(super) fn hello(&mut self, t: Token, version: u8, nick: &str) {
+        if version != PROTOCOL_VERSION {
+            return self.error(
+                t,
+                ErrorCode::BadVersion,
+                code::HELLO,
+                "this server speaks version 1",
+            );
+        }
+        if !valid_nick(nick) {
+            return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+        }
+        if self.draining {
+            return self.error(t, ErrorCode::ShuttingDown, code::HELLO, "");
+        }
+        let Some(key) = NameKey::new(nick) else {
+            return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+        };
+        if self.nicks.contains_key(&key) {
+            return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+        }
+        self.nicks.insert(key, t);
+        let s = self.sessions.at_mut(t);
+        s.replace_nick(nick);
+        s.life_mut().register();
+        debug!("{t:?} {} registered as {nick}", s.peer());
+        let welcome = ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            nick,
+            server: &self.server_name,
+            heartbeat_ms: self.config.heartbeat.as_millis() as u32,
+            max_payload: self.config.max_payload,
+        };
+        encode_into(&mut self.frame, &welcome);
+        self.sessions.deliver(t, &self.frame);
+    }
+
+    pub(super) fn join(&mut self, t: Token, room: &str) {
+        if !valid_room(room) {
+            return self.error(t, ErrorCode::BadRoom, code::JOIN, "");
+        }
+        if self.draining {
+            return self.error(t, ErrorCode::ShuttingDown, code::JOIN, "");
+        }
+        if self.member_of(t, room).is_some() {
+            return self.error(t, ErrorCode::AlreadyInRoom, code::JOIN, "");
+        }
+        if self.sessions.at(t).rooms().len() >= self.config.max_rooms {
+            return self.error(t, ErrorCode::TooManyRooms, code::JOIN, "");
+        }
+        let (id, slot) = self.rooms.join(room, t);
+        let s = self.sessions.at_mut(t);
+        s.add_room(Membership { room: id, slot });
+        let joined = ServerMessage::Joined {
+            room: &self.rooms.get(id).name,
+            nick: s.nick(),
+        };
+        encode_into(&mut self.frame, &joined);
+        self.cast_presence(id, t);
+    }
+
+    pub(super) fn leave(&mut self, t: Token, room: &str) {
+        if !valid_room(room) {
+            return self.error(t, ErrorCode::BadRoom, code::LEAVE, "");
+        }
+        match self.member_of(t, room) {
+            Some(index) => self.part(t, index, ""),
+            None => self.error(t, ErrorCode::NotInRoom, code::LEAVE, ""),
+        }
+    }
+
+    pub(super) fn say(&mut self, t: Token, room: &str, text: &str) {
+        if !valid_room(room) {
+            return self.error(t, ErrorCode::BadRoom, code::SAY, "");
+        }
+        if let Err(e) = self.check_text(text) {
+            return self.error(t, e, code::SAY, "");
+        }
+        let Some(index) = self.member_of(t, room) else {
+            return self.error(t, ErrorCode::NotInRoom, code::SAY, "");
+        };
+        self.sessions.stats.messages += 1;
+        let id = self.sessions.at(t).rooms()[index].room;
+        if self.cast_room != Some(id) {
+            self.flush_cast();
+            self.cast_room = Some(id);
+        }
+        let s = self.sessions.at(t);
+        let r = self.rooms.get_mut(id);
+        r.seq += 1;
+        // Encode once; every member gets a copy of the same bytes.
+        ServerMessage::Message {
+            room: &r.name,
+            seq: r.seq,
+            from: s.nick(),
+            text,
+        }
+        .encode(&mut self.cast);
+        self.cast_frames += 1;
+        if self.cast.len() >= CAST_LIMIT {
+            self.flush_cast();
+        }
+    }
+
+    /// Fans out the batched MESSAGEs: one bulk copy per member instead of
+    /// one small copy per member per message. Copying a member's whole run
+    /// at once writes its buffer sequentially, where a copy per message
+    /// interleaved 1,000 write streams and missed the cache on nearly every
+    /// one. Called before anything else is queued for anyone, so every
+    /// member still sees frames in exactly the order they were produced.
+    pub(super) fn flush_cast(&mut self) {
+        let Some(id) = self.cast_room.take() else {
+            return;
+        };
+        let frames = mem::take(&mut self.cast_frames);
+        for &member in &self.rooms.get(id).members {
+            self.sessions.deliver_frames(member, &self.cast, frames);
+        }
+        self.cast.clear();
+    }
+
+    pub(super) fn whisper(&mut self, t: Token, nick: &str, text: &str) {
+        if !valid_nick(nick) {
+            return self.error(t, ErrorCode::BadNick, code::WHISPER, "");
+        }
+        if let Err(e) = self.check_text(text) {
+            return self.error(t, e, code::WHISPER, "");
+        }
+        let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) else {
+            return self.error(t, ErrorCode::NoSuchNick, code::WHISPER, "");
+        };
+        let from = self.sessions.at(t).nick();
+        encode_into(&mut self.frame, &ServerMessage::WhisperFrom { from, text });
+        self.sessions.deliver(target, &self.frame);
+    }
+
+    pub(super) fn change_nick(&mut self, t: Token, new: &str) {
+        if !valid_nick(new) {
+            return self.error(t, ErrorCode::BadNick, code::NICK, "");
+        }
+        let Some(key) = NameKey::new(new) else {
+            return self.error(t, ErrorCode::BadNick, code::NICK, "");
+        };
+        if self.nicks.get(&key).is_some_and(|&owner| owner != t) {
+            return self.error(t, ErrorCode::NickInUse, code::NICK, "");
+        }
+        let old = self.sessions.at_mut(t).replace_nick(new);
+        if let Some(old_key) = NameKey::new(&old) {
+            self.nicks.remove(&old_key);
+        }
+        self.nicks.insert(key, t);
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::NickChanged { old: &old, new },
+        );
+        // Once to the sender and once to each session sharing any room
+        // with it, however many rooms they share: a fresh stamp marks who
+        // already has it.
+        self.stamp += 1;
+        let stamp = self.stamp;
+        self.sessions.at_mut(t).stamp(stamp);
+        self.sessions.deliver(t, &self.frame);
+        let rooms: Vec<RoomId> = self.sessions.at(t).rooms().iter().map(|m| m.room).collect();
+        for id in rooms {
+            for &member in &self.rooms.get(id).members {
+                if self.sessions.at_mut(member).stamp(stamp) {
+                    self.sessions.deliver(member, &self.frame);
+                }
+            }
+        }
+    }
+
+    pub(super) fn list_rooms(&mut self, t: Token) {
+        // Truncated to what fits in one frame of the max payload.
+        let mut room_budget = self.config.max_payload as usize - 2;
+        let rooms: Vec<(&str, u32)> = self
+            .rooms
+            .iter()
+            .map(|r| (r.name.as_str(), r.members.len() as u32))
+            .take_while(|(name, _)| fits(&mut room_budget, 2 + name.len() + 4))
+            .collect();
+        encode_into(&mut self.frame, &ServerMessage::RoomList(rooms));
+        self.sessions.deliver(t, &self.frame);
+    }
+
+    pub(super) fn list_users(&mut self, t: Token, room: &str) {
+        if !valid_room(room) {
+            return self.error(t, ErrorCode::BadRoom, code::LIST_USERS, "");
+        }
+        let Some(id) = self.rooms.find(room) else {
+            return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
+        };
+        let r = self.rooms.get(id);
+        let mut budget = (self.config.max_payload as usize).saturating_sub(4 + r.name.len());
+        let sessions = &self.sessions;
+        let nicks: Vec<&str> = r
+            .members
+            .iter()
+            .map(|&m| sessions.at(m).nick())
+            .take_while(|nick| fits(&mut budget, 2 + nick.len()))
+            .collect();
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::UserList {
+                room: &r.name,
+                nicks,
+            },
+        );
+        self.sessions.deliver(t, &self.frame);
+    }
+
+    pub(super) fn send_stats(&mut self, t: Token, now: Instant) {
+        let st = &self.sessions.stats;
+        let stats = [
+            (
+                "uptime_ms",
+                now.duration_since(self.started).as_millis() as u64,
+            ),
+            ("connections", self.sessions.len() as u64),
+            ("accepted", st.accepted),
+            ("sessions", self.nicks.len() as u64),
+            ("rooms", self.rooms.len() as u64),
+            ("frames_in", st.frames_in),
+            ("frames_out", st.frames_out),
+            ("bytes_in", st.bytes_in),
+            ("bytes_out", st.bytes_out),
+            ("poll_wakeups", st.poll_wakeups),
+            ("events", st.events),
+            ("kicked_slow", st.kicked_slow),
+            ("kicked_timeout", st.kicked_timeout),
+            ("rejected_full", st.rejected_full),
+            ("rate_limited", st.rate_limited),
+            ("messages", st.messages),
+        ];
+        encode_into(&mut self.frame, &ServerMessage::StatsReply(stats.to_vec()));
+        self.sessions.deliver(t, &self.frame);
+    }
+
+    // ----- shared by the commands and the reap stage -------------------
+
+    fn check_text(&self, text: &str) -> Result<(), ErrorCode> {
+        if text.is_empty() {
+            Err(ErrorCode::Malformed)
+        } else if text.len() > self.config.max_text {
+            Err(ErrorCode::TextTooLong)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Index in `t`'s membership list of the room `room`, if `t` is in it.
+    fn member_of(&self, t: Token, room: &str) -> Option<usize> {
+        let id = self.rooms.find(room)?;
+        self.sessions.at(t).membership(id)
+    }
+
+    /// Sends the frame in `self.frame` (JOINED or LEFT) to the room, or
+    /// only to `t` when the room is above the presence limit.
+    fn cast_presence(&mut self, id: RoomId, t: Token) {
+        let members = &self.rooms.get(id).members;
+        if members.len() > self.config.presence_limit {
+            self.sessions.deliver(t, &self.frame);
+        } else {
+            for &member in members {
+                self.sessions.deliver(member, &self.frame);
+            }
+        }
+    }
+
+    /// `t` leaves the room at `index` of its membership list: LEFT to the
+    /// room (the leaver included), then the member list shrinks by a
+    /// swap-remove, fixing the slot of the member moved into the hole.
+    pub(super) fn part(&mut self, t: Token, index: usize, reason: &str) {
+        let s = self.sessions.at(t);
+        let m = s.rooms()[index];
+        let left = ServerMessage::Left {
+            room: &self.rooms.get(m.room).name,
+            nick: s.nick(),
+            reason,
+        };
+        encode_into(&mut self.frame, &left);
+        self.cast_presence(m.room, t);
+        if let Some(moved) = self.rooms.leave(m.room, m.slot) {
+            self.sessions.at_mut(moved).move_slot(m.room, m.slot);
+        }
+        self.sessions.at_mut(t).remove_room(index);
+    }
+}
+
+/// Takes `need` bytes from `budget` if they fit.
+fn fits(budget: &mut usize, need: usize) -> bool {
+    match budget.checked_sub(need) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
+    }
+}
