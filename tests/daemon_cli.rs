@@ -1,6 +1,8 @@
 //! Black-box tests of the `muxchatd` command line (`daemon-cli.md`): the
 //! `listening on` line, IPv6, usage errors (exit 2), start-up errors
-//! (exit 1), environment variables, `--help` and `--version`.
+//! (exit 1), environment variables, `--help` and `--version`, and options
+//! usable one at a time (dependent defaults adapt; only given values that
+//! contradict each other exit 2).
 
 mod common;
 
@@ -401,5 +403,143 @@ fn trace_events_logs_each_readiness_event_at_the_default_level() {
     assert!(
         !plain.contains("readable"),
         "events logged without --trace-events:\n{plain}"
+    );
+}
+
+/// Starts the daemon with `args` and `envs` (info logging), registers a
+/// client and returns WELCOME's max_payload, the client (joined to #r), and
+/// the daemon's stderr up to the listening line's log.
+fn sizes_in_force(args: &[&str], envs: &[(&str, &str)]) -> (u32, Client, Started, String) {
+    let mut cmd = muxchatd();
+    cmd.args(["--bind", "127.0.0.1:0", "--rate", "0"])
+        .args(args)
+        .env("RUST_LOG", "info");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let log = std::env::temp_dir().join(format!(
+        "muxchatd-sizes-{}-{}.log",
+        std::process::id(),
+        args.join("_").replace('-', "") + &envs.len().to_string()
+    ));
+    cmd.stderr(std::fs::File::create(&log).expect("log file"));
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn muxchatd");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("listening line");
+    let Some(addr) = line.trim_end().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{args:?} {envs:?} did not start: {line:?}, stderr: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let s = Started {
+        child,
+        addr: addr.parse().expect("address"),
+        stdout,
+    };
+    let mut c = Client::connect(s.addr);
+    c.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "sizer",
+    });
+    let max_payload = match c.recv().msg() {
+        ServerMessage::Welcome { max_payload, .. } => max_payload,
+        other => panic!("expected WELCOME, got {other:?}"),
+    };
+    c.join("#r");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    (max_payload, c, s, stderr)
+}
+
+/// SAY with `len` bytes of text: the longest allowed text is echoed back,
+/// one byte more is TEXT_TOO_LONG.
+fn assert_max_text(c: &mut Client, len: usize) {
+    let text = "t".repeat(len);
+    c.send(&ClientMessage::Say {
+        room: "#r",
+        text: &text,
+    });
+    c.recv_code(code::MESSAGE);
+    let text = "t".repeat(len + 1);
+    c.send(&ClientMessage::Say {
+        room: "#r",
+        text: &text,
+    });
+    c.expect_error(ErrorCode::TextTooLong, code::SAY);
+}
+
+#[test]
+fn max_payload_alone_starts_and_max_text_follows_it_logged_once() {
+    let (payload, mut c, _s, stderr) = sizes_in_force(&["--max-payload", "1024"], &[]);
+    assert_eq!(payload, 1024);
+    // The longest SAY (64-byte room name) must fit: 1024 - 68.
+    assert_max_text(&mut c, 956);
+    assert_eq!(
+        stderr.matches("--max-text set to 956").count(),
+        1,
+        "the adapted default is logged once: {stderr}"
+    );
+}
+
+#[test]
+fn max_payload_from_the_environment_alone_starts() {
+    let (payload, mut c, _s, _) = sizes_in_force(&[], &[("MUXCHAT_MAX_PAYLOAD", "2048")]);
+    assert_eq!(payload, 2048);
+    assert_max_text(&mut c, 2048 - 68);
+}
+
+#[test]
+fn max_outbuf_alone_starts_and_max_payload_follows_it() {
+    let (payload, mut c, _s, stderr) = sizes_in_force(&["--max-outbuf", "65536"], &[]);
+    assert_eq!(
+        payload,
+        65536 - 8,
+        "one whole frame fits in the output limit"
+    );
+    assert_max_text(&mut c, 4096);
+    assert!(stderr.contains("--max-payload set to 65528"), "{stderr}");
+}
+
+#[test]
+fn max_text_alone_above_the_default_payload_starts() {
+    let (payload, mut c, _s, _) = sizes_in_force(&["--max-text", "65535"], &[]);
+    assert_eq!(payload, 65535 + 68);
+    // The longest text a SAY can carry at all (a u16 length) goes through.
+    let text = "t".repeat(65535);
+    c.send(&ClientMessage::Say {
+        room: "#r",
+        text: &text,
+    });
+    c.recv_code(code::MESSAGE);
+}
+
+#[test]
+fn given_sizes_that_contradict_each_other_exit_2() {
+    assert_usage_error(
+        &["--max-payload", "1024", "--max-text", "4096"],
+        &[],
+        "--max-text 4096 does not fit in --max-payload 1024",
+    );
+    assert_usage_error(
+        &[],
+        &[
+            ("MUXCHAT_MAX_PAYLOAD", "1024"),
+            ("MUXCHAT_MAX_TEXT", "4096"),
+        ],
+        "--max-payload",
+    );
+    assert_usage_error(
+        &["--max-payload", "65536", "--max-outbuf", "4096"],
+        &[],
+        "--max-outbuf 4096",
+    );
+    assert_usage_error(
+        &["--max-text", "4096", "--max-outbuf", "2048"],
+        &[],
+        "--max-outbuf 2048",
     );
 }

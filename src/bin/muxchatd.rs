@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    for note in &config.adapted {
+        info!("{note}");
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -4,11 +4,19 @@
 //! Every option also reads `MUXCHAT_<NAME>` from the environment (the command
 //! line wins). A bad value is a usage error: clap names the option and the
 //! process exits with status 2, as `daemon-cli.md` requires.
+//!
+//! Options are usable one at a time: where a default would clash with a
+//! value given for another option (`--max-payload 1024` with `--max-text`
+//! left at 4096), the default moves to the nearest value that fits and the
+//! daemon logs it once. Only given values that contradict each other are a
+//! usage error. A value from the environment counts as given.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::protocol::HEADER_LEN;
 
@@ -125,47 +133,49 @@ pub struct Config {
     pub burst: u32,
     /// Log every readiness event.
     pub trace_events: bool,
+    /// Defaults that were moved to fit the values given, one note each,
+    /// for the daemon to log once at start-up.
+    pub adapted: Vec<String>,
 }
 
 impl Config {
     /// Parses the process's arguments and environment; exits with status 2
     /// and clap's message on a usage error.
     pub fn from_env() -> Config {
-        let args = Args::parse();
-        match Config::from_args(args) {
+        let matches = Args::command().get_matches();
+        match Config::from_matches(&matches) {
             Ok(config) => config,
             Err(e) => e.exit(),
         }
     }
 
-    /// Checks the options against each other.
-    pub fn from_args(args: Args) -> Result<Config, clap::Error> {
-        use clap::CommandFactory;
-        if args.max_text + SAY_OVERHEAD > args.max_payload {
-            return Err(Args::command().error(
-                clap::error::ErrorKind::ValueValidation,
-                format!(
-                    "--max-text {} does not fit in --max-payload {} (a SAY needs {} bytes more than its text)",
-                    args.max_text, args.max_payload, SAY_OVERHEAD
-                ),
-            ));
-        }
-        if (args.max_outbuf as usize) < HEADER_LEN + args.max_payload as usize {
-            return Err(Args::command().error(
-                clap::error::ErrorKind::ValueValidation,
-                format!(
-                    "--max-outbuf {} must hold at least one frame of --max-payload {} plus its header",
-                    args.max_outbuf, args.max_payload
-                ),
-            ));
-        }
+    /// Turns parsed arguments into settings. Options whose values depend on
+    /// each other are settled here: a value left at its default adapts to
+    /// the values given (see [`Sizes::settle`]); two given values that
+    /// contradict each other are a usage error.
+    pub fn from_matches(matches: &ArgMatches) -> Result<Config, clap::Error> {
+        let args = Args::from_arg_matches(matches)?;
+        let given = |id: &str| {
+            !matches!(
+                matches.value_source(id),
+                None | Some(ValueSource::DefaultValue)
+            )
+        };
+        let sizes = Sizes {
+            payload: (args.max_payload, given("max_payload")),
+            text: (args.max_text, given("max_text")),
+            outbuf: (args.max_outbuf, given("max_outbuf")),
+        };
+        let (settled, adapted) = sizes
+            .settle()
+            .map_err(|msg| Args::command().error(ErrorKind::ArgumentConflict, msg))?;
         Ok(Config {
             bind: args.bind,
             max_clients: args.max_clients as usize,
-            max_payload: args.max_payload,
-            max_text: args.max_text as usize,
+            max_payload: settled.payload.0,
+            max_text: settled.text.0 as usize,
             max_rooms: args.max_rooms as usize,
-            max_outbuf: args.max_outbuf as usize,
+            max_outbuf: settled.outbuf.0 as usize,
             heartbeat: Duration::from_millis(args.heartbeat_ms.into()),
             login_timeout: Duration::from_millis(args.login_timeout_ms.into()),
             grace: Duration::from_millis(args.grace_ms.into()),
@@ -173,7 +183,86 @@ impl Config {
             rate: args.rate,
             burst: args.burst,
             trace_events: args.trace_events,
+            adapted,
         })
+    }
+}
+
+/// The three sizes that constrain each other, each with whether the user
+/// gave it (command line or environment) or it is a default:
+/// `max_text + SAY_OVERHEAD <= max_payload` (the longest SAY fits in a
+/// frame) and `HEADER_LEN + max_payload <= max_outbuf` (one whole frame
+/// fits in a session's output).
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    payload: (u32, bool),
+    text: (u32, bool),
+    outbuf: (u32, bool),
+}
+
+impl Sizes {
+    /// Moves each default that clashes with a given value to the nearest
+    /// value that fits, saying so in the returned notes. An error names the
+    /// given values that cannot all hold.
+    fn settle(mut self) -> Result<(Sizes, Vec<String>), String> {
+        let header = HEADER_LEN as u32;
+        let mut notes = Vec::new();
+        let (text, text_given) = self.text;
+        let (outbuf, outbuf_given) = self.outbuf;
+        if !self.payload.1 {
+            // The payload is the pivot: at least the given text's SAY, at
+            // most what the given output limit holds.
+            let low = if text_given { text + SAY_OVERHEAD } else { 0 };
+            let high = if outbuf_given {
+                outbuf - header
+            } else {
+                u32::MAX
+            };
+            if low > high {
+                return Err(format!(
+                    "--max-text {text} needs frames of {low} bytes, which --max-outbuf {outbuf} \
+                     cannot hold ({} bytes at most)",
+                    high
+                ));
+            }
+            let payload = self.payload.0.clamp(low, high);
+            if payload != self.payload.0 {
+                notes.push(format!(
+                    "--max-payload set to {payload} (default {}) to fit the other sizes given",
+                    self.payload.0
+                ));
+                self.payload.0 = payload;
+            }
+        }
+        let payload = self.payload.0;
+        if text + SAY_OVERHEAD > payload {
+            if text_given {
+                return Err(format!(
+                    "--max-text {text} does not fit in --max-payload {payload} \
+                     (a SAY needs {SAY_OVERHEAD} bytes more than its text)"
+                ));
+            }
+            let fitted = payload - SAY_OVERHEAD;
+            notes.push(format!(
+                "--max-text set to {fitted} (default {text}) to fit in --max-payload {payload}"
+            ));
+            self.text.0 = fitted;
+        }
+        if outbuf < header + payload {
+            if outbuf_given {
+                return Err(format!(
+                    "--max-outbuf {outbuf} must hold at least one frame of \
+                     --max-payload {payload} plus its {header}-byte header"
+                ));
+            }
+            let fitted = header + payload;
+            notes.push(format!(
+                "--max-outbuf set to {fitted} (default {outbuf}) to hold one frame of \
+                 --max-payload {payload}"
+            ));
+            self.outbuf.0 = fitted;
+        }
+        Ok((self, notes))
     }
 }
 
@@ -181,7 +270,57 @@ impl Default for Config {
     /// The documented defaults, listening on `127.0.0.1:0` (for tests and
     /// benchmarks that run the server in-process).
     fn default() -> Config {
-        let args = Args::parse_from(["muxchatd", "--bind", "127.0.0.1:0"]);
-        Config::from_args(args).expect("defaults are consistent")
+        let matches = Args::command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
+        Config::from_matches(&matches).expect("defaults are consistent")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settle(
+        payload: (u32, bool),
+        text: (u32, bool),
+        outbuf: (u32, bool),
+    ) -> Result<(u32, u32, u32), String> {
+        let (s, _) = Sizes {
+            payload,
+            text,
+            outbuf,
+        }
+        .settle()?;
+        Ok((s.payload.0, s.text.0, s.outbuf.0))
+    }
+
+    #[test]
+    fn defaults_adapt_and_only_given_values_conflict() {
+        const D: (u32, u32, u32) = (65_536, 4096, 1_048_576);
+        let dflt = |v| (v, false);
+        let given = |v| (v, true);
+        assert_eq!(settle(dflt(D.0), dflt(D.1), dflt(D.2)), Ok(D));
+        assert_eq!(
+            settle(given(1024), dflt(D.1), dflt(D.2)),
+            Ok((1024, 956, D.2))
+        );
+        assert_eq!(
+            settle(given(1 << 24), dflt(D.1), dflt(D.2)),
+            Ok((1 << 24, 4096, (1 << 24) + 8))
+        );
+        assert_eq!(
+            settle(dflt(D.0), dflt(D.1), given(65_536)),
+            Ok((65_528, 4096, 65_536))
+        );
+        assert_eq!(
+            settle(dflt(D.0), dflt(D.1), given(1024)),
+            Ok((1016, 948, 1024))
+        );
+        assert_eq!(
+            settle(dflt(D.0), given(65_535), dflt(D.2)),
+            Ok((65_603, 65_535, D.2))
+        );
+        assert!(settle(given(1024), given(4096), dflt(D.2)).is_err());
+        assert!(settle(given(65_536), dflt(D.1), given(4096)).is_err());
+        assert!(settle(dflt(D.0), given(4096), given(2048)).is_err());
     }
 }
