@@ -1506,7 +1506,7 @@ fn chapter_references_exist() {
     );
 }
 
-/// Whether `text` defines `name`: `fn name`, `struct name`, ... or a field
+/// Whether `text` defines `name`: `fn name`, `struct name`, `impl name`, ... or a field
 /// or enum variant `name:`, `name {`, `name(`, `name,`, or a Lua
 /// `function name` / `local function name`.
 fn defines(text: &str, name: &str) -> bool {
@@ -1521,6 +1521,9 @@ fn defines(text: &str, name: &str) -> bool {
         "trait ",
         "mod ",
         "function ",
+        // A type whose methods live in several files (`impl Chat` in
+        // commands.rs and closing.rs) owns them in each.
+        "impl ",
     ];
     let mut from = 0;
     while let Some(pos) = text[from..].find(name) {
