@@ -165,11 +165,7 @@ impl Server {
             self.chat.stats_mut().poll_wakeups += 1;
             self.iteration += 1;
             if self.trace {
-                let n = events.iter().count();
-                match timeout {
-                    Some(t) => info!("poll woke: {n} events (timeout was {} ms)", t.as_millis()),
-                    None => info!("poll woke: {n} events (no timeout)"),
-                }
+                trace_wake(events.iter().count(), timeout);
             }
 
             // 2. Dispatch readiness. Each event carries the token we
@@ -195,6 +191,7 @@ impl Server {
                     t => self.on_session_event(t, readable, writable, now),
                 }
             }
+
             // 3. Carried-over reads: sessions that spent their read budget
             //    last iteration, or whose paused input resumed, are still
             //    readable, but no new edge will say so: read them now.
@@ -223,16 +220,26 @@ impl Server {
 
             // 8. Shutdown: once draining, stop when everyone has gone or
             //    the grace period is over.
-            if let Some(deadline) = self.drain_deadline {
-                if self.chat.connections() == 0 || now >= deadline {
-                    info!(
-                        "shutdown complete ({} connections still open were closed)",
-                        self.chat.connections()
-                    );
-                    return Ok(());
-                }
+            if self.drained_out(now) {
+                return Ok(());
             }
         }
+    }
+
+    /// Whether a drain is under way and done: everyone gone, or the grace
+    /// period over.
+    fn drained_out(&self, now: Instant) -> bool {
+        let Some(deadline) = self.drain_deadline else {
+            return false;
+        };
+        let done = self.chat.connections() == 0 || now >= deadline;
+        if done {
+            info!(
+                "shutdown complete ({} connections still open were closed)",
+                self.chat.connections()
+            );
+        }
+        done
     }
 
     /// Zero when work is left over (a budget-limited reader, a session to
@@ -478,6 +485,14 @@ impl Server {
             // Dropping the session drops its transport, closing the
             // descriptor.
         }
+    }
+}
+
+/// The event trace's line for one wake-up.
+fn trace_wake(n: usize, timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => info!("poll woke: {n} events (timeout was {} ms)", t.as_millis()),
+        None => info!("poll woke: {n} events (no timeout)"),
     }
 }
 
