@@ -6,26 +6,27 @@
 //! 1. **Poll**: sleep until a registered descriptor is *ready* or the next
 //!    timer is due. Readiness is edge-triggered: an event means "something
 //!    changed", so each source is drained until `WouldBlock`.
-//! 2. **Dispatch readiness**: the listener accepts until `WouldBlock`; each
-//!    readable session reads into one shared buffer and hands whole frames
-//!    to the chat, which answers by *appending* to output buffers (never by
-//!    writing). Writable sessions are queued for stage 6.
-//! 3. **Carried-over reads**: sessions that spent their read budget, or
-//!    whose paused input resumed, in the last iteration are read again
-//!    (no edge will come for bytes already waiting).
-//! 4. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
+//! 2. **Dispatch readiness**:
+//!    - 2a. *events*: the listener accepts until `WouldBlock`; each
+//!      readable session reads into one shared buffer and hands whole
+//!      frames to the chat, which answers by *appending* to output buffers
+//!      (never by writing). Writable sessions are queued for stage 5.
+//!    - 2b. *carried-over reads*: sessions that spent their read budget, or
+//!      whose paused input resumed, in the last iteration are read again
+//!      (no edge will come for bytes already waiting).
+//! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
-//! 5. **Reap**: sessions marked for closing during stages 2–4 leave their
+//! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
 //!    rooms and get their last frames.
-//! 6. **Write before sleep**: every session with pending output is written
+//! 5. **Write before sleep**: every session with pending output is written
 //!    through its transport until empty or `WouldBlock`, and says what
-//!    follows: WRITABLE interest on only while bytes are left over
-//!    (the kernel's send buffer is full, so we wait), paused input
-//!    resumed, a drained buffer to release, done closing.
-//! 7. **Remove** sessions that finished closing: deregister, drop the
+//!    follows (5a–5e in `flush_all`): WRITABLE interest on only while bytes
+//!    are left over (the kernel's send buffer is full, so we wait), paused
+//!    input resumed, a drained buffer to release, done closing.
+//! 6. **Remove** sessions that finished closing: deregister, drop the
 //!    socket. Only here are slab keys (tokens) freed, so no event in this
 //!    iteration's batch can name a reused token.
-//! 8. **Shutdown**: once draining, stop when everyone has gone or the grace
+//! 7. **Shutdown**: once draining, stop when everyone has gone or the grace
 //!    period is over.
 //!
 //! The loop decides nothing about a session: [`Chat::read`] and the
@@ -168,7 +169,7 @@ impl Server {
                 trace_wake(events.iter().count(), timeout);
             }
 
-            // 2. Dispatch readiness. Each event carries the token we
+            // 2a. Dispatch readiness. Each event carries the token we
             //    registered the descriptor with, and what changed (an edge:
             //    readable, writable). Every source is drained until
             //    WouldBlock, or no new edge would ever come for the rest.
@@ -192,33 +193,33 @@ impl Server {
                 }
             }
 
-            // 3. Carried-over reads: sessions that spent their read budget
-            //    last iteration, or whose paused input resumed, are still
-            //    readable, but no new edge will say so: read them now.
+            // 2b. Carried-over reads: sessions that spent their read
+            //     budget last iteration, or whose paused input resumed, are
+            //     still readable, but no new edge will say so: read them now.
             for (t, id) in carried {
                 if self.chat.sessions.get_live(t, id).is_some() {
                     self.read_session(t, now);
                 }
             }
 
-            // 4. Timers: login timeouts, heartbeats, lingering closes.
+            // 3. Timers: login timeouts, heartbeats, lingering closes.
             self.chat.run_timers(now);
 
-            // 5. Reap: sessions marked for closing during stages 2-4 leave
+            // 4. Reap: sessions marked for closing during stages 2-3 leave
             //    their rooms now, after the batch, never in the middle of it.
             self.chat.reap(now);
 
-            // 6. Write before sleep: one write per session carries every
+            // 5. Write before sleep: one write per session carries every
             //    frame queued for it this iteration. What the kernel will
             //    not take yet stays buffered and turns on WRITABLE interest
             //    (backpressure); a drained buffer turns it off.
             self.flush_all();
 
-            // 7. Remove sessions that finished closing: only now are their
+            // 6. Remove sessions that finished closing: only now are their
             //    tokens free for reuse.
             self.remove_finished();
 
-            // 8. Shutdown: once draining, stop when everyone has gone or
+            // 7. Shutdown: once draining, stop when everyone has gone or
             //    the grace period is over.
             if self.drained_out(now) {
                 return Ok(());
@@ -411,23 +412,23 @@ impl Server {
         false
     }
 
-    /// Stage 6: write every session with pending output, then turn what
+    /// Stage 5: write every session with pending output, then turn what
     /// each flush says into loop actions.
     fn flush_all(&mut self) {
         let went_quiet = std::mem::take(&mut self.drained);
         let list = self.chat.sessions.begin_flush();
         for &t in &list {
-            // 6a. Write: the session writes through its transport and says
+            // 5a. Write: the session writes through its transport and says
             //     what follows; a failed socket is already marked closing.
             let FlushOutcome::Done(f) = self.chat.sessions.flush(t, self.iteration) else {
                 continue;
             };
             let id = self.chat.sessions.at(t).id();
-            // 6b. A drained buffer is released if the session stays quiet.
+            // 5b. A drained buffer is released if the session stays quiet.
             if f.drained {
                 self.drained.push((t, id));
             }
-            // 6c. Paused input resumed: read it next iteration, like a
+            // 5c. Paused input resumed: read it next iteration, like a
             //     budget carry-over (no new edge will report it).
             if f.resumed {
                 self.still_readable.push((t, id));
@@ -438,13 +439,13 @@ impl Server {
             if self.trace {
                 info!("  {t:?}: wrote {} B, {} B left", f.wrote, f.left);
             }
-            // 6d. WRITABLE interest only while output is left over.
+            // 5d. WRITABLE interest only while output is left over.
             if let Some(writable) = f.writable {
                 self.set_writable(t, writable);
             }
         }
         self.chat.sessions.end_flush(list);
-        // 6e. Buffers of sessions that drained last iteration and got
+        // 5e. Buffers of sessions that drained last iteration and got
         //     nothing this one go back to the allocator: busy sessions keep
         //     theirs.
         for (t, id) in went_quiet {
@@ -473,7 +474,7 @@ impl Server {
         }
     }
 
-    /// Stage 7: deregister and close every finished session.
+    /// Stage 6: deregister and close every finished session.
     fn remove_finished(&mut self) {
         while let Some(t) = self.chat.sessions.pop_finished() {
             let s = self.chat.remove(t);
