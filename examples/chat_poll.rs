@@ -32,8 +32,8 @@
 //! checks all N, and we scan all N `revents` again, even when one client out
 //! of 10,000 spoke. `/stats` counts it: `scanned / wakeups` is about N.
 //! `select()` is the same with a bitmap, plus a hard cap of FD_SETSIZE
-//! (1024) descriptors. epoll keeps the interest list in the kernel and
-//! returns only the ready ones.
+//! (1024) descriptors (`chat_select.rs`). epoll keeps the interest list in
+//! the kernel and returns only the ready ones (`chat_mio.rs`).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -18,10 +18,11 @@
 //! load into a few huge writes, and their duration is the fan-out latency:
 //! the time for a burst of lines to reach a room of `--clients`.
 //!
-//! The last two columns are the server's own counters over the talk, read
-//! through its stats request (rung 3 `/stats`, rung 4 STATS): how often
+//! The last three columns are the server's own counters, read through its
+//! stats request (rung 3 `/stats`, rung 4 STATS): over the talk, how often
 //! `poll` woke and how many events it returned (rung 3: how many entries it
-//! scanned). Rung 2 has no loop to count.
+//! scanned); then the events over the whole run, connections and logins
+//! included. Rung 2 has no loop to count.
 //!
 //! It starts the server itself (so it knows its pid and can read
 //! `/proc/PID/status`), on 127.0.0.1 port 0, and kills it at the end. The
@@ -113,16 +114,17 @@ fn run(args: Args) -> io::Result<()> {
         println!(
             "| rung | server | clients | server threads | RSS, all connected (MiB) | peak RSS (MiB) \
              | deliveries | seconds | deliveries/s | round p50 (ms) | round p99 (ms) | server CPU s \
-             | server wake-ups | server events (rung 3: entries scanned) |"
+             | server wake-ups | server events (rung 3: entries scanned) | events, whole run |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let (wakeups, events) = match r.counts {
         Some((w, e)) => (w.to_string(), e.to_string()),
         None => ("-".into(), "-".into()),
     };
+    let events_total = r.events_total.map_or("-".into(), |e| e.to_string());
     println!(
-        "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
         args.rung,
         server.name,
         args.clients,
@@ -136,7 +138,8 @@ fn run(args: Args) -> io::Result<()> {
         r.round_p99_ms,
         r.cpu_secs,
         wakeups,
-        events
+        events,
+        events_total
     );
     Ok(())
 }
@@ -195,6 +198,9 @@ struct Outcome {
     round_p99_ms: f64,
     /// Server wake-ups and events (rung 3: entries scanned) during the talk.
     counts: Option<(u64, u64)>,
+    /// Server events (rung 3: entries scanned) over the whole run, the
+    /// connections and logins included.
+    events_total: Option<u64>,
 }
 
 /// Asks the server for its counters through the first client: `/stats` on
@@ -349,6 +355,7 @@ fn load(args: &Args, server: &Server, frames: bool) -> io::Result<Outcome> {
     let counts = counts_before
         .zip(counts_after)
         .map(|(b, a)| (a.0 - b.0, a.1 - b.1));
+    let events_total = counts_after.map(|(_, e)| e);
     Ok(Outcome {
         threads,
         rss_idle_kb,
@@ -357,6 +364,7 @@ fn load(args: &Args, server: &Server, frames: bool) -> io::Result<Outcome> {
         seconds,
         cpu_secs,
         counts,
+        events_total,
         round_p50_ms: rounds.value_at_quantile(0.5) as f64 / 1000.0,
         round_p99_ms: rounds.value_at_quantile(0.99) as f64 / 1000.0,
     })
