@@ -33,6 +33,9 @@ pub enum Command<'a> {
     Who(Option<String>),
     /// `/stats`: the server's counters.
     Stats,
+    /// `/history [N]`: show up to N (default [`HISTORY_DEFAULT`]) held
+    /// messages of the current room older than the oldest one shown.
+    History(u16),
     /// `/quit [reason]`: say goodbye and exit.
     Quit(&'a str),
     /// `/help`: list the commands.
@@ -46,6 +49,11 @@ pub enum Command<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
 
+/// How many older messages `/history` shows when not told.
+pub const HISTORY_DEFAULT: u16 = 20;
+/// The most `/history N` asks for at once (the server may cap it lower).
+pub const HISTORY_MAX: u16 = 1000;
+
 /// The `/help` text, one command per line.
 pub const HELP: &[&str] = &[
     "commands:",
@@ -58,6 +66,7 @@ pub const HELP: &[&str] = &[
     "  /rooms            list the server's rooms",
     "  /who [#room]      list who is in a room",
     "  /stats            show the server's counters",
+    "  /history [n]      show n older messages of this room (default 20)",
     "  /quit [reason]    leave the server and exit",
     "  /sleep ms         pause reading input (for scripts)",
     "  /help             this list",
@@ -126,6 +135,13 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             _ => usage("/who [#room]"),
         },
         "stats" => Ok(Command::Stats),
+        "history" | "hist" => match args {
+            "" => Ok(Command::History(HISTORY_DEFAULT)),
+            n => match n.parse::<u16>() {
+                Ok(n) if (1..=HISTORY_MAX).contains(&n) => Ok(Command::History(n)),
+                _ => usage("/history [n], n from 1 to 1000"),
+            },
+        },
         "quit" | "exit" | "q" => Ok(Command::Quit(args)),
         "help" | "h" | "?" => Ok(Command::Help),
         "sleep" => match args.parse::<u64>() {
@@ -177,6 +193,9 @@ mod tests {
         assert_eq!(parse("/quit see you"), Ok(Command::Quit("see you")));
         assert_eq!(parse("/rooms"), Ok(Command::Rooms));
         assert_eq!(parse("/stats"), Ok(Command::Stats));
+        assert_eq!(parse("/history"), Ok(Command::History(20)));
+        assert_eq!(parse("/history 50"), Ok(Command::History(50)));
+        assert_eq!(parse("/HISTORY 1000"), Ok(Command::History(1000)));
         assert_eq!(parse("/help"), Ok(Command::Help));
         assert_eq!(
             parse("/sleep 250"),
@@ -195,6 +214,9 @@ mod tests {
             "/nick",
             "/nick a b",
             "/sleep soon",
+            "/history 0",
+            "/history 1001",
+            "/history lots",
         ] {
             let err = parse(line).expect_err(line);
             assert!(err.0.starts_with("usage: /"), "{line}: {}", err.0);

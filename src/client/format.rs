@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! [#room] alice: hello          a MESSAGE
+//! [#room] (history 09:14:02) alice: hello     a HISTORY_MESSAGE, with its time
 //! * bob joined #room            JOINED / LEFT / NICK_CHANGED
 //! -> (whisper) carol: hi        WHISPER_FROM
 //! ! that nick is taken          ERROR, as a sentence
@@ -26,6 +27,7 @@ fn request_verb(request: u16) -> Option<&'static str> {
         code::LIST_ROOMS => "cannot list rooms",
         code::LIST_USERS => "cannot list users",
         code::STATS => "cannot get stats",
+        code::HISTORY => "cannot get history",
         _ => return None,
     })
 }

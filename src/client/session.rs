@@ -7,15 +7,30 @@
 //!                                           └──▶ PONG etc. ──▶ out buffer ──▶ socket
 //! ```
 //!
-//! Each iteration: (1) act on queued input lines, if registration allows;
-//! (2) write the out buffer until empty or `WouldBlock`; (3) print the lines
-//! produced; (4) poll; (5) drain every ready source until `WouldBlock`.
+//! Each iteration: (0) reconnect if the link is down and its backoff is
+//! over; (1) act on queued input lines, if registration allows; (2) write
+//! the out buffer until empty or `WouldBlock`; (3) print the lines
+//! produced; (4) poll, until an event or the next timer (a `/sleep`, the
+//! QUIT wait, the reconnect, the heartbeat); (5) drain every ready source
+//! until `WouldBlock`.
+//!
+//! The link to the server comes and goes: when the connection drops, or
+//! the server shuts down (a restart usually follows), the client connects
+//! again after an exponential backoff with jitter, says HELLO, rejoins its
+//! rooms and resumes each one from the last seq it showed
+//! ([`super::state`] decides what to ask and show). It does not come back
+//! after `/quit` or a fatal ERROR. Lines typed while the link is down wait
+//! (bounded) and are sent once it is back; `/quit` and the end of input
+//! exit at once. The client has its own heartbeat too: silence from the
+//! server for the server's `heartbeat_ms` gets a PING, and silence for two
+//! of them is a dead connection (a silent drop sends no FIN).
 //!
 //! Stdin is registered with the same `Poll` when it can be (a terminal or a
 //! pipe). A regular file (or `/dev/null`) cannot be registered with epoll:
 //! then it is read a line at a time between polls, with a zero poll timeout
 //! while lines remain, so the socket is still served throughout.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::ToSocketAddrs;
@@ -26,11 +41,12 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::command::parse;
+use super::command::{parse, Command};
 use super::format::clock_prefix;
-use super::state::{Chat, Flow};
+use super::state::{Chat, Flow, Registration, Retry};
 use super::Config;
-use crate::protocol::{FrameReader, ServerMessage};
+use crate::net::OutBuf;
+use crate::protocol::{code, ClientMessage, FrameReader, ServerMessage};
 
 const SOCKET: Token = Token(0);
 const STDIN: Token = Token(1);
@@ -39,6 +55,20 @@ const STDIN: Token = Token(1);
 const QUIT_WAIT: Duration = Duration::from_secs(5);
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same, when reconnecting (the loop is blocked meanwhile).
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The first reconnect waits up to this long; each failure doubles it.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// The longest wait between two reconnect attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// On top of two heartbeats of silence before the connection is declared
+/// dead (the server's PING and our PONG may cross a busy moment).
+const HEARTBEAT_SLACK: Duration = Duration::from_secs(2);
+/// How long a reconnect waits for the answer to its HELLO before trying
+/// again (a server that accepted but never answers must not hang us).
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines typed while disconnected, held at most (then stdin waits).
+const MAX_HELD_LINES: usize = 1000;
 /// The largest frame accepted from the server (room and user lists can be
 /// long); anything larger is a broken server and ends the session.
 const MAX_SERVER_PAYLOAD: u32 = 16 * 1024 * 1024;
@@ -199,6 +229,11 @@ impl Screen {
 /// Resolves `target` (a missing port means 25000) and connects to the first
 /// address that answers.
 pub fn connect(target: &str) -> Result<TcpStream, String> {
+    connect_within(target, CONNECT_TIMEOUT)
+}
+
+/// [`connect`] with a per-address time limit.
+pub fn connect_within(target: &str, timeout: Duration) -> Result<TcpStream, String> {
     let with_port;
     let target = if target.contains(':') {
         target
@@ -211,7 +246,7 @@ pub fn connect(target: &str) -> Result<TcpStream, String> {
         .map_err(|e| format!("cannot resolve {target}: {e}"))?;
     let mut last = format!("cannot resolve {target}: no addresses");
     for addr in addrs {
-        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 s.set_nodelay(true)
                     .and_then(|()| s.set_nonblocking(true))
@@ -224,199 +259,499 @@ pub fn connect(target: &str) -> Result<TcpStream, String> {
     Err(last)
 }
 
-/// Writes `out[*sent..]` until done or `WouldBlock`.
-fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, sent: &mut usize) -> io::Result<()> {
-    while *sent < out.len() {
-        match stream.write(&out[*sent..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => *sent += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    out.clear();
-    *sent = 0;
-    Ok(())
+/// Exponential backoff with jitter: attempt n waits a random time between
+/// half and all of `BASE * 2^n` (capped), so that many clients cut off by
+/// one restart do not all come back in the same millisecond.
+#[derive(Debug)]
+pub struct Backoff {
+    attempt: u32,
+    rng: u64,
 }
 
-/// Runs the session until `/quit`, the end of input, BYE or SHUTDOWN.
+impl Backoff {
+    /// A backoff seeded from the clock and the process id.
+    pub fn new() -> Backoff {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Backoff {
+            attempt: 0,
+            rng: (nanos ^ (u64::from(std::process::id()) << 32)) | 1,
+        }
+    }
+
+    /// The wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(BACKOFF_CAP);
+        self.attempt += 1;
+        // xorshift64: jitter needs no more than this.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = ceiling / 2;
+        half + half.mul_f64((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// A registration succeeded: the next loss starts from the base again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new()
+    }
+}
+
+/// One connection to the server and its buffers.
+struct Conn {
+    stream: TcpStream,
+    out: OutBuf,
+    reader: FrameReader,
+    /// Whether WRITABLE interest is registered (only while output waits).
+    writable: bool,
+    /// When the last frame arrived (for the client's own heartbeat).
+    last_rx: Instant,
+    /// Whether our PING for the current silence has been sent.
+    pinged: bool,
+}
+
+impl Conn {
+    fn open(mut stream: TcpStream, poll: &Poll) -> Result<Conn, String> {
+        poll.registry()
+            .register(&mut stream, SOCKET, Interest::READABLE)
+            .map_err(|e| format!("cannot poll the socket: {e}"))?;
+        Ok(Conn {
+            stream,
+            out: OutBuf::default(),
+            reader: FrameReader::new(MAX_SERVER_PAYLOAD),
+            writable: false,
+            last_rx: Instant::now(),
+            pinged: false,
+        })
+    }
+
+    /// Writes what is queued; asks for WRITABLE only while bytes are left.
+    fn flush(&mut self, poll: &Poll) -> io::Result<()> {
+        self.out.write_to(&mut self.stream)?;
+        let want = self.out.pending() > 0;
+        if want != self.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            poll.registry()
+                .reregister(&mut self.stream, SOCKET, interest)?;
+            self.writable = want;
+        }
+        Ok(())
+    }
+
+    fn close(mut self, poll: &Poll) {
+        let _ = poll.registry().deregister(&mut self.stream);
+    }
+}
+
+/// The link to the server: a connection, or a time to try again.
+enum Link {
+    Up(Conn),
+    Down { retry_at: Instant },
+}
+
+/// Runs the session until `/quit`, the end of input, BYE or a fatal error.
 /// `Ok` carries the exit status; `Err` is a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
-    let mut stream = connect(&cfg.connect)?;
-    let mut poll = Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
-    poll.registry()
-        .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)
-        .map_err(|e| format!("cannot poll the socket: {e}"))?;
-    let mut input = Input::open(cfg.script.as_deref(), &poll)?;
-    let mut screen = Screen {
-        timestamps: cfg.timestamps,
-        lines: Vec::new(),
-        text: String::new(),
+    let stream = connect(&cfg.connect)?;
+    let poll = Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
+    let conn = Conn::open(stream, &poll)?;
+    let input = Input::open(cfg.script.as_deref(), &poll)?;
+    let mut s = Session {
+        poll,
+        link: Link::Up(conn),
+        chat: Chat::new(&cfg.nick, cfg.joins.clone()),
+        input,
+        screen: Screen {
+            timestamps: cfg.timestamps,
+            lines: Vec::new(),
+            text: String::new(),
+        },
+        backoff: Backoff::new(),
+        held: VecDeque::new(),
+        sleep_until: None,
+        quit_deadline: None,
+        target: cfg.connect.clone(),
+        ping_token: 0,
     };
-    let result = serve(&mut poll, &mut stream, &mut input, &mut screen, cfg);
+    if let Link::Up(conn) = &mut s.link {
+        s.chat.hello(&mut conn.out);
+    }
+    let result = s.serve();
     // Whatever happened, show what was received before it.
-    let printed = screen.flush();
+    let printed = s.screen.flush();
     let code = result?;
     printed?;
     Ok(code)
 }
 
-fn serve(
-    poll: &mut Poll,
-    stream: &mut TcpStream,
-    input: &mut Input,
-    screen: &mut Screen,
-    cfg: &Config,
-) -> Result<i32, String> {
-    let mut chat = Chat::new(&cfg.nick, cfg.joins.clone());
-    let mut out = Vec::new();
-    let mut sent = 0;
-    chat.hello(&mut out);
-    let mut reader = FrameReader::new(MAX_SERVER_PAYLOAD);
-    let mut events = Events::with_capacity(16);
-    let mut sleep_until: Option<Instant> = None;
-    let mut quit_deadline: Option<Instant> = None;
+/// Everything the loop owns.
+struct Session {
+    poll: Poll,
+    link: Link,
+    chat: Chat,
+    input: Input,
+    screen: Screen,
+    backoff: Backoff,
+    /// Lines typed while the link was down, sent once it is back.
+    held: VecDeque<String>,
+    sleep_until: Option<Instant>,
+    quit_deadline: Option<Instant>,
+    target: String,
+    ping_token: u64,
+}
 
-    loop {
-        // 1. Act on typed lines, unless HELLO is unanswered, we are
-        //    quitting, or a /sleep is running.
-        if sleep_until.is_some_and(|t| Instant::now() >= t) {
-            sleep_until = None;
+/// What a step decided about the session as a whole.
+type Step = Result<Option<i32>, String>;
+
+impl Session {
+    fn serve(&mut self) -> Result<i32, String> {
+        let mut events = Events::with_capacity(16);
+        loop {
+            let now = Instant::now();
+            if self.sleep_until.is_some_and(|t| now >= t) {
+                self.sleep_until = None;
+            }
+            // 0. Reconnect when the backoff is over.
+            if let Link::Down { retry_at } = self.link {
+                if now >= retry_at {
+                    self.reconnect()?;
+                }
+            }
+            // 1. Act on typed lines.
+            if let Some(code) = self.take_lines()? {
+                return Ok(code);
+            }
+            // 2. Write everything queued, and look after the heartbeat.
+            if let Some(code) = self.flush_and_heartbeat()? {
+                return Ok(code);
+            }
+            // 3. Show what happened.
+            self.screen.flush()?;
+
+            // 4. Wait for the next event or timer.
+            let now = Instant::now();
+            if self.quit_deadline.is_some_and(|t| now >= t) {
+                self.screen
+                    .lines
+                    .push("* no BYE from the server; closing".into());
+                return Ok(0);
+            }
+            let stdin_more = matches!(self.input, Input::Polled { more: true, .. });
+            let timeout = if stdin_more || (self.can_take_lines() && self.line_ready()) {
+                Some(Duration::ZERO)
+            } else {
+                self.next_timer().map(|t| t.saturating_duration_since(now))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("poll failed: {e}")),
+            }
+
+            // 5. Drain whatever is ready.
+            if stdin_more {
+                self.input.drain_stdin();
+            }
+            let mut socket_ready = false;
+            for event in events.iter() {
+                match event.token() {
+                    STDIN => self.input.drain_stdin(),
+                    SOCKET => socket_ready = true,
+                    _ => {}
+                }
+            }
+            if socket_ready {
+                if let Some(code) = self.read_socket()? {
+                    return Ok(code);
+                }
+            }
         }
-        while chat.ready_for_input() && quit_deadline.is_none() && sleep_until.is_none() {
-            let Some(line) = input.next_line() else {
-                break;
+    }
+
+    /// The earliest timer: the end of a `/sleep`, the QUIT wait, the next
+    /// reconnect, the heartbeat's PING or its deadline.
+    fn next_timer(&self) -> Option<Instant> {
+        let link = match &self.link {
+            Link::Down { retry_at } => Some(*retry_at),
+            Link::Up(c) if self.chat.registration == Registration::Done => {
+                let hb = self.chat.heartbeat;
+                Some(if c.pinged {
+                    c.last_rx + 2 * hb + HEARTBEAT_SLACK
+                } else {
+                    c.last_rx + hb
+                })
+            }
+            Link::Up(c) if self.awaiting_reconnect_welcome() => Some(c.last_rx + REGISTER_TIMEOUT),
+            Link::Up(_) => None,
+        };
+        [self.sleep_until, self.quit_deadline, link]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A reconnect's HELLO is unanswered (the first connection's HELLO is
+    /// left to the server's login timeout, as before).
+    fn awaiting_reconnect_welcome(&self) -> bool {
+        self.chat.registered_once && self.chat.registration == Registration::Pending
+    }
+
+    /// Whether typed lines can be acted on (or, while down, held) now.
+    fn can_take_lines(&self) -> bool {
+        if self.quit_deadline.is_some() || self.sleep_until.is_some() {
+            return false;
+        }
+        match self.link {
+            Link::Up(_) => self.chat.ready_for_input(),
+            Link::Down { .. } => self.held.len() < MAX_HELD_LINES,
+        }
+    }
+
+    fn line_ready(&self) -> bool {
+        (matches!(self.link, Link::Up(_)) && !self.held.is_empty()) || self.input.has_ready_line()
+    }
+
+    /// Acts on typed lines while the session can: held ones first.
+    fn take_lines(&mut self) -> Step {
+        while self.can_take_lines() {
+            let up = matches!(self.link, Link::Up(_));
+            let line = match self.held.pop_front() {
+                Some(text) if up => Line::Text(text),
+                other => {
+                    if let Some(text) = other {
+                        self.held.push_front(text);
+                    }
+                    match self.input.next_line() {
+                        Some(line) => line,
+                        None => break,
+                    }
+                }
+            };
+            let Link::Up(conn) = &mut self.link else {
+                if let Some(code) = self.line_while_down(line) {
+                    return Ok(Some(code));
+                }
+                continue;
             };
             let flow = match line {
-                Line::End => chat.command(
-                    super::command::Command::Quit(""),
-                    &mut out,
-                    &mut screen.lines,
-                ),
+                Line::End => {
+                    self.chat
+                        .command(Command::Quit(""), &mut conn.out, &mut self.screen.lines)
+                }
                 Line::Text(text) => match parse(&text) {
-                    Ok(cmd) => chat.command(cmd, &mut out, &mut screen.lines),
+                    Ok(cmd) => self
+                        .chat
+                        .command(cmd, &mut conn.out, &mut self.screen.lines),
                     Err(e) => {
-                        screen.lines.push(format!("! {}", e.0));
+                        self.screen.lines.push(format!("! {}", e.0));
                         Flow::Continue
                     }
                 },
             };
-            match flow {
-                Flow::Continue => {}
-                Flow::Sleep(d) => sleep_until = Some(Instant::now() + d),
-                Flow::Quitting => quit_deadline = Some(Instant::now() + QUIT_WAIT),
-                Flow::Exit(code) => return Ok(code),
+            if let Some(code) = self.follow(flow, false)? {
+                return Ok(Some(code));
             }
         }
         // Lines that arrive meanwhile wait in the input buffer (polled
         // stdin, capped) or unread in their file.
+        Ok(None)
+    }
 
-        // 2. Write everything queued, in as few writes as the kernel allows.
-        flush(stream, &mut out, &mut sent).map_err(|e| format!("connection lost: {e}"))?;
-        // 3. Show what happened.
-        screen.flush()?;
-
-        // 4. Wait for the next event, the end of a /sleep, or the QUIT wait.
-        let now = Instant::now();
-        if quit_deadline.is_some_and(|t| now >= t) {
-            screen
-                .lines
-                .push("* no BYE from the server; closing".into());
-            return Ok(0);
-        }
-        let can_act = chat.ready_for_input() && quit_deadline.is_none() && sleep_until.is_none();
-        let stdin_more = matches!(input, Input::Polled { more: true, .. });
-        let timeout = if stdin_more || (can_act && input.has_ready_line()) {
-            Some(Duration::ZERO)
-        } else {
-            [sleep_until, quit_deadline]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| t.saturating_duration_since(now))
-        };
-        match poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("poll failed: {e}")),
-        }
-
-        // 5. Drain whatever is ready.
-        if stdin_more {
-            input.drain_stdin();
-        }
-        for event in events.iter() {
-            match event.token() {
-                STDIN => input.drain_stdin(),
-                SOCKET => {
-                    if let Some(code) = read_socket(
-                        stream,
-                        &mut reader,
-                        &mut chat,
-                        &mut out,
-                        screen,
-                        quit_deadline,
-                    )? {
-                        return Ok(code);
-                    }
-                }
-                _ => {}
+    /// A typed line while there is no connection: `/quit` and the end of
+    /// input exit, `/help` and `/sleep` work, the rest waits for the link.
+    fn line_while_down(&mut self, line: Line) -> Option<i32> {
+        let text = match line {
+            Line::End => {
+                self.screen
+                    .lines
+                    .push("* input ended while disconnected; exiting".into());
+                return Some(0);
             }
+            Line::Text(text) => text,
+        };
+        match parse(&text) {
+            Ok(Command::Quit(_)) => {
+                self.screen.lines.push("* bye (not connected)".into());
+                return Some(0);
+            }
+            Ok(Command::Empty) => {}
+            Ok(Command::Help) => {
+                let help = super::command::HELP.iter().map(|s| s.to_string());
+                self.screen.lines.extend(help);
+            }
+            Ok(Command::Sleep(d)) => self.sleep_until = Some(Instant::now() + d),
+            Ok(_) => self.held.push_back(text),
+            Err(e) => self.screen.lines.push(format!("! {}", e.0)),
+        }
+        None
+    }
+
+    /// Carries out what [`Chat`] decided. `from_shutdown` words the line
+    /// for a reconnect the server's SHUTDOWN asked for.
+    fn follow(&mut self, flow: Flow, from_shutdown: bool) -> Step {
+        match flow {
+            Flow::Continue => {}
+            Flow::Sleep(d) => self.sleep_until = Some(Instant::now() + d),
+            Flow::Quitting => self.quit_deadline = Some(Instant::now() + QUIT_WAIT),
+            Flow::Exit(code) => return Ok(Some(code)),
+            Flow::Reconnect(_) if self.quit_deadline.is_some() => return Ok(Some(0)),
+            Flow::Reconnect(Retry::Now) => self.go_down(Duration::ZERO),
+            Flow::Reconnect(Retry::Backoff) => {
+                let delay = self.backoff.next_delay();
+                if from_shutdown {
+                    self.screen.lines.push(format!(
+                        "* reconnecting in {:.1} s (/quit to stop)",
+                        delay.as_secs_f64()
+                    ));
+                }
+                self.go_down(delay);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Closes the connection (if any) and schedules the next attempt.
+    fn go_down(&mut self, delay: Duration) {
+        let retry_at = Instant::now() + delay;
+        if let Link::Up(conn) = std::mem::replace(&mut self.link, Link::Down { retry_at }) {
+            conn.close(&self.poll);
+        }
+        self.chat.connection_lost();
+    }
+
+    /// The connection ended without our asking: exit, or come back later.
+    fn lost(&mut self, why: &str) -> Step {
+        if self.quit_deadline.is_some() {
+            self.screen
+                .lines
+                .push(format!("* connection ended ({why})"));
+            return Ok(Some(0));
+        }
+        if self.chat.fatal {
+            return Err("disconnected by the server".into());
+        }
+        if !self.chat.registered_once {
+            return Err(format!("connection lost before registering: {why}"));
+        }
+        let delay = self.backoff.next_delay();
+        self.screen.lines.push(format!(
+            "! connection lost ({why}); reconnecting in {:.1} s",
+            delay.as_secs_f64()
+        ));
+        self.go_down(delay);
+        Ok(None)
+    }
+
+    fn reconnect(&mut self) -> Result<(), String> {
+        match connect_within(&self.target, RECONNECT_TIMEOUT) {
+            Ok(stream) => {
+                let mut conn = Conn::open(stream, &self.poll)?;
+                self.chat.hello(&mut conn.out);
+                self.link = Link::Up(conn);
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay();
+                self.screen
+                    .lines
+                    .push(format!("! {e}; next try in {:.1} s", delay.as_secs_f64()));
+                self.link = Link::Down {
+                    retry_at: Instant::now() + delay,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_and_heartbeat(&mut self) -> Step {
+        let waiting = self.awaiting_reconnect_welcome();
+        let Link::Up(conn) = &mut self.link else {
+            return Ok(None);
+        };
+        if waiting && conn.last_rx.elapsed() >= REGISTER_TIMEOUT {
+            return self.lost("no answer to HELLO");
+        }
+        if self.chat.registration == Registration::Done {
+            let silence = conn.last_rx.elapsed();
+            let hb = self.chat.heartbeat;
+            if silence >= 2 * hb + HEARTBEAT_SLACK {
+                let why = format!("no answer from the server in {} s", silence.as_secs());
+                return self.lost(&why);
+            }
+            if silence >= hb && !conn.pinged {
+                self.ping_token += 1;
+                conn.out.push_client(&ClientMessage::Ping {
+                    token: self.ping_token,
+                });
+                conn.pinged = true;
+            }
+        }
+        match conn.flush(&self.poll) {
+            Ok(()) => Ok(None),
+            Err(e) => self.lost(&e.to_string()),
         }
     }
-}
 
-/// Reads the socket until `WouldBlock`, handing each frame to `chat`.
-/// `Some(code)` ends the session.
-fn read_socket(
-    stream: &mut TcpStream,
-    reader: &mut FrameReader,
-    chat: &mut Chat,
-    out: &mut Vec<u8>,
-    screen: &mut Screen,
-    quit_deadline: Option<Instant>,
-) -> Result<Option<i32>, String> {
-    loop {
-        let closed = match reader.read_from(stream) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if quit_deadline.is_some() => {
-                screen.lines.push(format!("* connection ended ({e})"));
-                return Ok(Some(0));
-            }
-            Err(e) => return Err(format!("connection lost: {e}")),
-        };
+    /// Reads the socket until `WouldBlock`, handing each frame to the chat.
+    fn read_socket(&mut self) -> Step {
         loop {
-            let frame = match reader.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => return Err("the server sent a frame larger than 16 MiB".into()),
+            let Link::Up(conn) = &mut self.link else {
+                return Ok(None);
             };
-            let msg = match ServerMessage::decode(frame.code, frame.payload) {
-                Ok(m) => m,
-                Err(e) => {
-                    screen.lines.push(format!(
-                        "! ignored a frame the client cannot read (code {}, {e:?})",
-                        frame.code
-                    ));
-                    continue;
+            let closed = match conn.reader.read_from(&mut conn.stream) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.lost(&e.to_string()),
+            };
+            loop {
+                let Link::Up(conn) = &mut self.link else {
+                    return Ok(None);
+                };
+                let frame = match conn.reader.next_frame() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(_) => return Err("the server sent a frame larger than 16 MiB".into()),
+                };
+                conn.last_rx = Instant::now();
+                conn.pinged = false;
+                let msg = match ServerMessage::decode(frame.code, frame.payload) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.screen.lines.push(format!(
+                            "! ignored a frame the client cannot read (code {}, {e:?})",
+                            frame.code
+                        ));
+                        continue;
+                    }
+                };
+                let shutdown = frame.code == code::SHUTDOWN;
+                let flow = self
+                    .chat
+                    .server(&msg, &mut conn.out, &mut self.screen.lines);
+                if self.chat.registration == Registration::Done {
+                    self.backoff.reset();
                 }
-            };
-            if let Flow::Exit(code) = chat.server(&msg, out, &mut screen.lines) {
-                return Ok(Some(code));
+                if let Some(code) = self.follow(flow, shutdown)? {
+                    return Ok(Some(code));
+                }
             }
-        }
-        if closed {
-            return if quit_deadline.is_some() {
-                Ok(Some(0))
-            } else if chat.fatal {
-                Err("disconnected by the server".into())
-            } else {
-                Err("connection closed by the server".into())
-            };
+            if closed {
+                return self.lost("closed by the server");
+            }
         }
     }
 }

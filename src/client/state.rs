@@ -1,16 +1,35 @@
 //! The chat session's state, without any I/O.
 //!
 //! [`Chat`] takes typed commands and server messages and answers with frames
-//! to send (appended to a byte buffer) and lines to show. The event loop in
+//! to send (queued in an [`OutBuf`]) and lines to show. The event loop in
 //! [`super::session`] moves bytes; everything a user can observe is decided
 //! here, so it is unit-tested directly.
+//!
+//! Version 2 (history and resume) lives here too. For each room the client
+//! keeps a [`Track`]: the room's epoch and the newest seq shown. On joining
+//! it asks for the last [`JOIN_HISTORY`] messages; after a reconnect it asks
+//! for everything after the seq it last showed, so that every message is
+//! shown exactly once, or the gap is said in one line. Live messages that
+//! arrive while such a reply is still coming are held back and shown after
+//! it, so the screen stays in seq order.
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::command::{Command, HELP};
 use super::format::render;
-use crate::protocol::{code, ClientMessage, ServerMessage, PROTOCOL_VERSION};
+use crate::net::OutBuf;
+use crate::protocol::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
+use crate::protocol::{VERSION_1, VERSION_2};
+
+/// Messages shown on joining a room (HISTORY with epoch 0).
+pub const JOIN_HISTORY: u16 = 20;
+/// Live lines held per room while its history is still arriving; past it
+/// they are shown at once (out of seq order, never lost).
+const MAX_HELD_LIVE: usize = 10_000;
+/// Slack on top of twice the heartbeat before giving up waiting for the
+/// server to free a nick held by our own dead connection.
+const NICK_HELD_SLACK: Duration = Duration::from_secs(10);
 
 /// Where registration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +53,70 @@ pub enum Flow {
     Quitting,
     /// Close the connection and exit with this status.
     Exit(i32),
+    /// Close this connection and open a new one, at once or after a backoff.
+    Reconnect(Retry),
+}
+
+/// When to connect again after [`Flow::Reconnect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// At once (HELLO version 2 was refused: say HELLO 1 instead).
+    Now,
+    /// After the usual backoff (the server is going away, or our nick is
+    /// still held).
+    Backoff,
+}
+
+/// A HISTORY request sent for a room and not yet closed by HISTORY_END.
+/// The server answers one session's requests in order, so a queue per room
+/// matches replies to requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    /// Epoch 0: the last messages, on joining.
+    Recent,
+    /// Everything after the last seq shown, after a reconnect.
+    Resume,
+    /// `/history`: messages older than `before`; `last_rx` is the newest
+    /// received so far (the reply comes oldest first), `got` how many.
+    Older { before: u64, last_rx: u64, got: u16 },
+}
+
+/// What the client knows of one joined room, for history and resume.
+#[derive(Debug, Default)]
+pub struct Track {
+    /// The room's epoch (from ROOM_STATE); `None` until one arrives (and
+    /// always with a version-1 server).
+    pub epoch: Option<u64>,
+    /// The newest seq shown or accounted for (as missed): a resume asks
+    /// for what comes after it.
+    pub last: u64,
+    /// The oldest seq shown in this epoch, where `/history` continues.
+    pub oldest: Option<u64>,
+    /// `last_seq` of the latest ROOM_STATE: history never goes past it.
+    state_last: u64,
+    /// `first_held` of the latest ROOM_STATE.
+    first_held: u64,
+    /// HISTORY requests in flight, oldest first.
+    requests: VecDeque<Request>,
+    /// Live messages (seq, line) held until the join or resume history
+    /// has been shown.
+    held: Vec<(u64, String)>,
+    /// Messages counted as lost during the current resume.
+    missed: u64,
+}
+
+impl Track {
+    /// Whether a join or resume reply is still arriving (live lines wait).
+    fn syncing(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|r| matches!(r, Request::Recent | Request::Resume))
+    }
+
+    fn saw(&mut self, seq: u64) {
+        self.last = self.last.max(seq);
+        self.oldest = Some(self.oldest.map_or(seq, |o| o.min(seq)));
+    }
 }
 
 /// The session as the user sees it.
@@ -50,15 +133,50 @@ pub struct Chat {
     /// Rooms given with `--join`, joined once WELCOME arrives.
     pub auto_join: Vec<String>,
     /// JOINs sent and not yet answered, each with the room that was current
-    /// before it (restored if the JOIN is refused). The server answers each
-    /// JOIN in order with JOINED or ERROR, so a queue matches them up.
-    pending_joins: VecDeque<(String, Option<String>)>,
+    /// before it (restored if the JOIN is refused) and whether it is a
+    /// rejoin after a reconnect. The server answers each JOIN in order with
+    /// JOINED or ERROR, so a queue matches them up.
+    pending_joins: VecDeque<(String, Option<String>, bool)>,
     /// Set after a fatal ERROR: the server is about to close.
     pub fatal: bool,
+    /// The version HELLO asks for: 2, or 1 once a server refused 2.
+    pub version: u8,
+    /// The version the server confirmed in WELCOME.
+    pub spoken: u8,
+    /// The server's heartbeat (from WELCOME).
+    pub heartbeat: Duration,
+    /// Whether a WELCOME was ever received: from then on, a lost
+    /// connection is reconnected and the rooms are rejoined.
+    pub registered_once: bool,
+    /// Between a reconnect and its WELCOME.
+    reconnecting: bool,
+    /// Whether our nick, refused after a reconnect, is taken to be held by
+    /// our own dead connection.
+    nick_held: NickHeld,
+    /// Resume bookkeeping per room, by lower-cased name.
+    tracks: HashMap<String, Track>,
+}
+
+/// NICK_IN_USE after a reconnect most likely means the server has not yet
+/// noticed that our previous connection is gone (a silent drop): its
+/// heartbeat frees the nick within two heartbeats. Past that, someone else
+/// has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NickHeld {
+    /// Not refused since the last WELCOME.
+    No,
+    /// Refused; retrying until this deadline.
+    Until(Instant),
+    /// The deadline passed: the user picks another nick.
+    GaveUp,
 }
 
 fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+fn key(room: &str) -> String {
+    room.to_ascii_lowercase()
 }
 
 impl Chat {
@@ -72,16 +190,22 @@ impl Chat {
             auto_join,
             pending_joins: VecDeque::new(),
             fatal: false,
+            version: VERSION_2,
+            spoken: VERSION_1,
+            heartbeat: Duration::from_secs(30),
+            registered_once: false,
+            reconnecting: false,
+            nick_held: NickHeld::No,
+            tracks: HashMap::new(),
         }
     }
 
     /// The HELLO frame to open with.
-    pub fn hello(&self, out: &mut Vec<u8>) {
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
+    pub fn hello(&self, out: &mut OutBuf) {
+        out.push_client(&ClientMessage::Hello {
+            version: self.version,
             nick: &self.nick,
-        }
-        .encode(out);
+        });
     }
 
     /// Whether typed lines may be acted on now (not while HELLO is
@@ -90,21 +214,56 @@ impl Chat {
         self.registration != Registration::Pending
     }
 
-    fn join(&mut self, room: String, out: &mut Vec<u8>) {
-        ClientMessage::Join { room: &room }.encode(out);
+    /// What the client knows of `room` (for tests and the session).
+    pub fn track(&self, room: &str) -> Option<&Track> {
+        self.tracks.get(&key(room))
+    }
+
+    /// The connection is gone and a new one is about to say HELLO. Rooms
+    /// are kept to be rejoined; what was in flight on the old connection
+    /// is forgotten. Live lines held back for an unfinished history reply
+    /// are dropped unshown: the resume asks for everything after the last
+    /// seq shown, so they come back, once.
+    pub fn connection_lost(&mut self) {
+        self.registration = Registration::Pending;
+        self.fatal = false;
+        self.reconnecting = self.registered_once;
+        for (room, _, rejoin) in self.pending_joins.drain(..) {
+            if !rejoin && !self.rooms.iter().any(|r| same(r, &room)) {
+                self.auto_join.push(room);
+            }
+        }
+        for t in self.tracks.values_mut() {
+            t.requests.clear();
+            t.held.clear();
+            t.missed = 0;
+        }
+    }
+
+    fn join(&mut self, room: String, out: &mut OutBuf) {
+        out.push_client(&ClientMessage::Join { room: &room });
         let before = self.current.replace(room.clone());
-        self.pending_joins.push_back((room, before));
+        self.pending_joins.push_back((room, before, false));
+    }
+
+    fn history(out: &mut OutBuf, room: &str, epoch: u64, after_seq: u64, limit: u16) {
+        out.push_client(&ClientMessage::History {
+            room,
+            epoch,
+            after_seq,
+            limit,
+        });
     }
 
     /// Acts on one typed command.
-    pub fn command(&mut self, cmd: Command<'_>, out: &mut Vec<u8>, show: &mut Vec<String>) -> Flow {
+    pub fn command(&mut self, cmd: Command<'_>, out: &mut OutBuf, show: &mut Vec<String>) -> Flow {
         let registered = self.registration == Registration::Done;
         match cmd {
             Command::Empty => {}
             Command::Help => show.extend(HELP.iter().map(|s| s.to_string())),
             Command::Sleep(d) => return Flow::Sleep(d),
             Command::Quit(reason) => {
-                ClientMessage::Quit { reason }.encode(out);
+                out.push_client(&ClientMessage::Quit { reason });
                 return Flow::Quitting;
             }
             Command::Nick(nick) if !registered => {
@@ -116,12 +275,12 @@ impl Chat {
                 show.push("! you are not registered yet: pick a nick with /nick NAME".into());
             }
             Command::Say(text) => match &self.current {
-                Some(room) => ClientMessage::Say { room, text }.encode(out),
+                Some(room) => out.push_client(&ClientMessage::Say { room, text }),
                 None => show.push("! you are not in a room: /join #room first".into()),
             },
             Command::Join(room) => self.join(room, out),
             Command::Leave(room) => match room.or_else(|| self.current.clone()) {
-                Some(room) => ClientMessage::Leave { room: &room }.encode(out),
+                Some(room) => out.push_client(&ClientMessage::Leave { room: &room }),
                 None => show.push("! you are not in a room".into()),
             },
             Command::Switch(room) => match self.rooms.iter().find(|r| same(r, &room)) {
@@ -132,44 +291,122 @@ impl Chat {
                 None => show.push(format!("! you are not in {room}: /join it first")),
             },
             Command::Msg { nick, text } => {
-                ClientMessage::Whisper { nick, text }.encode(out);
+                out.push_client(&ClientMessage::Whisper { nick, text });
                 show.push(format!("<- (whisper to {nick}) {text}"));
             }
-            Command::Nick(nick) => ClientMessage::Nick { nick }.encode(out),
-            Command::Rooms => ClientMessage::ListRooms.encode(out),
+            Command::Nick(nick) => out.push_client(&ClientMessage::Nick { nick }),
+            Command::Rooms => out.push_client(&ClientMessage::ListRooms),
             Command::Who(room) => match room.or_else(|| self.current.clone()) {
-                Some(room) => ClientMessage::ListUsers { room: &room }.encode(out),
+                Some(room) => out.push_client(&ClientMessage::ListUsers { room: &room }),
                 None => show.push("! which room? /who #room".into()),
             },
-            Command::Stats => ClientMessage::Stats.encode(out),
+            Command::Stats => out.push_client(&ClientMessage::Stats),
+            Command::History(n) => self.older(n, out, show),
         }
         Flow::Continue
+    }
+
+    /// `/history N`: asks for the N held messages just before the oldest
+    /// one shown in the current room.
+    fn older(&mut self, n: u16, out: &mut OutBuf, show: &mut Vec<String>) {
+        let Some(room) = self.current.clone() else {
+            show.push("! you are not in a room: /join #room first".into());
+            return;
+        };
+        if self.spoken < VERSION_2 {
+            show.push("! this server keeps no history (it speaks protocol version 1)".into());
+            return;
+        }
+        let Some(t) = self.tracks.get_mut(&key(&room)) else {
+            show.push(format!("! you are not in {room} yet"));
+            return;
+        };
+        let Some(epoch) = t.epoch else {
+            show.push(format!("! {room} has not been set up yet; try again"));
+            return;
+        };
+        let before = t.oldest.unwrap_or(t.state_last + 1);
+        if before <= t.first_held.max(1) {
+            show.push(format!("* no older messages held in {room}"));
+            return;
+        }
+        // Start no earlier than the oldest held, so the reply is not a
+        // "gap" for messages the server had already let go.
+        let after = before
+            .saturating_sub(u64::from(n) + 1)
+            .max(t.first_held.saturating_sub(1));
+        let want = (before - 1 - after).min(u64::from(n)) as u16;
+        Self::history(out, &room, epoch, after, want);
+        t.requests.push_back(Request::Older {
+            before,
+            last_rx: after,
+            got: 0,
+        });
     }
 
     /// Acts on one message from the server.
     pub fn server(
         &mut self,
         msg: &ServerMessage<'_>,
-        out: &mut Vec<u8>,
+        out: &mut OutBuf,
         show: &mut Vec<String>,
     ) -> Flow {
+        match *msg {
+            ServerMessage::Message { room, seq, .. } => {
+                self.live(room, seq, render(msg, &self.nick), show);
+                return Flow::Continue;
+            }
+            ServerMessage::HistoryMessage { room, seq, .. } => {
+                self.history_message(room, seq, render(msg, &self.nick), show);
+                return Flow::Continue;
+            }
+            ServerMessage::RoomState {
+                room,
+                epoch,
+                last_seq,
+                first_held,
+            } => {
+                self.room_state(room, epoch, last_seq, first_held, out, show);
+                return Flow::Continue;
+            }
+            ServerMessage::HistoryEnd {
+                room,
+                epoch,
+                newest,
+                status,
+            } => {
+                self.history_end(room, epoch, newest, status, out, show);
+                return Flow::Continue;
+            }
+            ServerMessage::Error { error, request, .. } if request == code::HELLO => {
+                if let Some(flow) = self.hello_refused(error, show) {
+                    return flow;
+                }
+            }
+            _ => {}
+        }
         // Render before updating state, so our own nick change reads "you".
         show.extend(render(msg, &self.nick));
         match *msg {
-            ServerMessage::Ping { token } => ClientMessage::Pong { token }.encode(out),
-            ServerMessage::Welcome { nick, .. } => {
-                self.nick = nick.to_string();
-                self.registration = Registration::Done;
-                for room in std::mem::take(&mut self.auto_join) {
-                    self.join(room, out);
-                }
-            }
+            ServerMessage::Ping { token } => out.push_client(&ClientMessage::Pong { token }),
+            ServerMessage::Welcome {
+                version,
+                nick,
+                heartbeat_ms,
+                ..
+            } => self.welcome(version, nick, heartbeat_ms, out, show),
             ServerMessage::Joined { room, nick } if same(nick, &self.nick) => {
-                if let Some(i) = self.pending_joins.iter().position(|(r, _)| same(r, room)) {
-                    self.pending_joins.remove(i);
-                }
+                let rejoin = match self.pending_joins.iter().position(|(r, ..)| same(r, room)) {
+                    Some(i) => self.pending_joins.remove(i).is_some_and(|(_, _, r)| r),
+                    None => false,
+                };
                 if !self.rooms.iter().any(|r| same(r, room)) {
                     self.rooms.push(room.to_string());
+                }
+                if !rejoin {
+                    // A fresh join: whatever was known of an earlier stay
+                    // in the room no longer applies.
+                    self.tracks.insert(key(room), Track::default());
                 }
                 // The server's spelling wins for the current room's name.
                 if self.current.as_deref().is_some_and(|c| same(c, room)) {
@@ -178,6 +415,7 @@ impl Chat {
             }
             ServerMessage::Left { room, nick, .. } if same(nick, &self.nick) => {
                 self.rooms.retain(|r| !same(r, room));
+                self.tracks.remove(&key(room));
                 if self.current.as_deref().is_some_and(|c| same(c, room)) {
                     self.current = self.rooms.last().cloned();
                     if let Some(c) = &self.current {
@@ -194,24 +432,275 @@ impl Chat {
                     show.push("! pick another nick with /nick NAME".into());
                 }
                 if request == code::JOIN {
-                    if let Some((room, before)) = self.pending_joins.pop_front() {
-                        if self.current.as_deref().is_some_and(|c| same(c, &room)) {
-                            // Already-in-room leaves us in it: keep talking there.
-                            if !self.rooms.iter().any(|r| same(r, &room)) {
-                                self.current = before;
-                            }
-                        }
-                    }
+                    self.join_refused();
                 }
-                if crate::protocol::ErrorCode::from_u16(error).is_some_and(|e| e.is_fatal()) {
+                if ErrorCode::from_u16(error).is_some_and(|e| e.is_fatal()) {
                     self.fatal = true;
                 }
             }
-            ServerMessage::Shutdown { .. } => return Flow::Exit(0),
+            // A restart usually follows: close at once (the server need not
+            // wait out its grace for us) and come back.
+            ServerMessage::Shutdown { .. } => return Flow::Reconnect(Retry::Backoff),
             ServerMessage::Bye { .. } => return Flow::Exit(0),
             _ => {}
         }
         Flow::Continue
+    }
+
+    /// A refused HELLO that the client handles by itself; `None` leaves it
+    /// to the general path (shown, then "pick another nick").
+    fn hello_refused(&mut self, error: u16, show: &mut Vec<String>) -> Option<Flow> {
+        let error = ErrorCode::from_u16(error)?;
+        if error == ErrorCode::BadVersion && self.version > VERSION_1 {
+            // A version-1 server: say HELLO 1 on a new connection (BAD_VERSION
+            // is fatal, the server closes this one).
+            self.version = VERSION_1;
+            return Some(Flow::Reconnect(Retry::Now));
+        }
+        if error != ErrorCode::NickInUse || !self.reconnecting {
+            return None;
+        }
+        let now = Instant::now();
+        let window = 2 * self.heartbeat + NICK_HELD_SLACK;
+        match self.nick_held {
+            NickHeld::No => {
+                self.nick_held = NickHeld::Until(now + window);
+                show.push(format!(
+                    "! {} is still held by your previous connection (the server has not \
+                     noticed it is gone); retrying until its heartbeat frees the nick",
+                    self.nick
+                ));
+                Some(Flow::Reconnect(Retry::Backoff))
+            }
+            NickHeld::Until(t) if now < t => Some(Flow::Reconnect(Retry::Backoff)),
+            NickHeld::Until(_) => {
+                self.nick_held = NickHeld::GaveUp;
+                show.push(format!(
+                    "! {} is still taken after {} s: someone else has it",
+                    self.nick,
+                    window.as_secs()
+                ));
+                // Then "pick another nick with /nick NAME"; the rooms are
+                // rejoined after the WELCOME that follows.
+                None
+            }
+            NickHeld::GaveUp => None,
+        }
+    }
+
+    fn welcome(
+        &mut self,
+        version: u8,
+        nick: &str,
+        heartbeat_ms: u32,
+        out: &mut OutBuf,
+        show: &mut Vec<String>,
+    ) {
+        self.nick = nick.to_string();
+        self.registration = Registration::Done;
+        self.spoken = version;
+        self.heartbeat = Duration::from_millis(u64::from(heartbeat_ms.max(1)));
+        self.nick_held = NickHeld::No;
+        self.registered_once = true;
+        if std::mem::take(&mut self.reconnecting) {
+            if version < VERSION_2 && !self.rooms.is_empty() {
+                show.push(
+                    "! this server keeps no history (protocol version 1): what was said \
+                     while you were away is lost"
+                        .into(),
+                );
+            }
+            for room in self.rooms.clone() {
+                out.push_client(&ClientMessage::Join { room: &room });
+                self.pending_joins
+                    .push_back((room, self.current.clone(), true));
+            }
+        }
+        for room in std::mem::take(&mut self.auto_join) {
+            self.join(room, out);
+        }
+    }
+
+    fn join_refused(&mut self) {
+        let Some((room, before, rejoin)) = self.pending_joins.pop_front() else {
+            return;
+        };
+        if rejoin {
+            // The room could not be rejoined (e.g. a lower room limit):
+            // we are no longer in it.
+            self.rooms.retain(|r| !same(r, &room));
+            self.tracks.remove(&key(&room));
+            if self.current.as_deref().is_some_and(|c| same(c, &room)) {
+                self.current = self.rooms.last().cloned();
+            }
+        } else if self.current.as_deref().is_some_and(|c| same(c, &room)) {
+            // Already-in-room leaves us in it: keep talking there.
+            if !self.rooms.iter().any(|r| same(r, &room)) {
+                self.current = before;
+            }
+        }
+    }
+
+    fn room_state(
+        &mut self,
+        room: &str,
+        epoch: u64,
+        last_seq: u64,
+        first_held: u64,
+        out: &mut OutBuf,
+        show: &mut Vec<String>,
+    ) {
+        let t = self.tracks.entry(key(room)).or_default();
+        let resume = match t.epoch {
+            Some(e) if e == epoch => true,
+            Some(_) => {
+                show.push(format!(
+                    "! {room} was re-created while you were away: what was said in it before is gone"
+                ));
+                *t = Track::default();
+                false
+            }
+            None => false,
+        };
+        t.epoch = Some(epoch);
+        t.state_last = last_seq;
+        t.first_held = first_held;
+        if resume {
+            if last_seq > t.last {
+                Self::history(out, room, epoch, t.last, 0);
+                t.requests.push_back(Request::Resume);
+            }
+        } else {
+            // Live messages start after last_seq: that is where we are.
+            t.last = last_seq;
+            if last_seq > 0 && first_held > 0 {
+                Self::history(out, room, 0, 0, JOIN_HISTORY);
+                t.requests.push_back(Request::Recent);
+            }
+        }
+    }
+
+    fn live(&mut self, room: &str, seq: u64, lines: Vec<String>, show: &mut Vec<String>) {
+        let Some(t) = self.tracks.get_mut(&key(room)) else {
+            show.extend(lines);
+            return;
+        };
+        if t.epoch.is_some() && seq <= t.last && !t.syncing() {
+            // Already shown (as history): never twice.
+            return;
+        }
+        if t.syncing() && t.held.len() < MAX_HELD_LIVE {
+            t.held.extend(lines.into_iter().map(|l| (seq, l)));
+            return;
+        }
+        t.saw(seq);
+        show.extend(lines);
+    }
+
+    fn history_message(
+        &mut self,
+        room: &str,
+        seq: u64,
+        lines: Vec<String>,
+        show: &mut Vec<String>,
+    ) {
+        let Some(t) = self.tracks.get_mut(&key(room)) else {
+            return;
+        };
+        match t.requests.front_mut() {
+            Some(Request::Recent) => {
+                t.saw(seq);
+                show.extend(lines);
+            }
+            Some(Request::Resume) => {
+                if seq <= t.last {
+                    return;
+                }
+                t.missed += seq - t.last - 1;
+                t.saw(seq);
+                show.extend(lines);
+            }
+            Some(Request::Older {
+                before,
+                last_rx,
+                got,
+            }) if seq < *before && seq > *last_rx => {
+                *last_rx = seq;
+                *got += 1;
+                t.oldest = Some(t.oldest.map_or(seq, |o| o.min(seq)));
+                show.extend(lines);
+            }
+            Some(Request::Older { .. }) | None => {}
+        }
+    }
+
+    fn history_end(
+        &mut self,
+        room: &str,
+        epoch: u64,
+        newest: u64,
+        status: u8,
+        out: &mut OutBuf,
+        show: &mut Vec<String>,
+    ) {
+        let Some(t) = self.tracks.get_mut(&key(room)) else {
+            return;
+        };
+        let Some(req) = t.requests.pop_front() else {
+            return;
+        };
+        let more = status & history_status::MORE != 0;
+        match req {
+            Request::Recent => {
+                if more {
+                    show.push(format!("* older messages of {room}: /history"));
+                }
+                t.last = t.last.max(newest);
+            }
+            Request::Resume if status & history_status::NEW_EPOCH != 0 => {
+                show.push(format!("! {room} was re-created while you were away"));
+                t.last = newest;
+                t.missed = 0;
+            }
+            Request::Resume if more && t.last < newest => {
+                Self::history(out, room, epoch, t.last, 0);
+                t.requests.push_front(Request::Resume);
+                return;
+            }
+            Request::Resume => {
+                // Complete: whatever up to `newest` did not come is gone.
+                t.missed += newest.saturating_sub(t.last);
+                t.last = t.last.max(newest);
+                match std::mem::take(&mut t.missed) {
+                    0 => {}
+                    1 => show.push(format!("! missed 1 message in {room}")),
+                    n => show.push(format!("! missed {n} messages in {room}")),
+                }
+            }
+            Request::Older {
+                before,
+                last_rx,
+                got,
+            } => {
+                if got == 0 {
+                    show.push(format!("* no older messages held in {room}"));
+                } else if more && last_rx + 1 < before {
+                    // The server capped the reply below what was asked:
+                    // say so rather than loop on requests.
+                    show.push(format!(
+                        "* the server sent {got} of them; /history again for more"
+                    ));
+                }
+            }
+        }
+        if !t.syncing() {
+            for (seq, line) in std::mem::take(&mut t.held) {
+                if seq > t.last || t.epoch.is_none() {
+                    t.saw(seq);
+                    show.push(line);
+                }
+            }
+        }
     }
 }
 
@@ -221,11 +710,13 @@ mod tests {
     use crate::client::command::parse;
     use crate::protocol::{decode, Decoded, ErrorCode};
 
-    /// The client messages in `out`, decoded, as debug strings.
-    fn sent(out: &[u8]) -> Vec<String> {
+    /// The client messages queued in `out`, decoded, as debug strings.
+    fn sent(out: &mut OutBuf) -> Vec<String> {
+        let mut bytes = Vec::new();
+        out.write_to(&mut bytes).unwrap();
         let mut at = 0;
         let mut v = Vec::new();
-        while let Decoded::Frame(f, used) = decode(&out[at..], 1 << 20) {
+        while let Decoded::Frame(f, used) = decode(&bytes[at..], 1 << 20) {
             v.push(format!(
                 "{:?}",
                 ClientMessage::decode(f.code, f.payload).unwrap()
@@ -235,39 +726,44 @@ mod tests {
         v
     }
 
-    fn welcomed(nick: &str, joins: &[&str]) -> (Chat, Vec<u8>) {
-        let mut chat = Chat::new(nick, joins.iter().map(|s| s.to_string()).collect());
-        let mut out = Vec::new();
-        let mut show = Vec::new();
-        let w = ServerMessage::Welcome {
-            version: 1,
+    fn welcome(version: u8, nick: &str) -> ServerMessage<'_> {
+        ServerMessage::Welcome {
+            version,
             nick,
             server: "muxchatd test",
             heartbeat_ms: 30000,
             max_payload: 65536,
-        };
-        assert_eq!(chat.server(&w, &mut out, &mut show), Flow::Continue);
+        }
+    }
+
+    fn welcomed(nick: &str, joins: &[&str]) -> (Chat, OutBuf) {
+        let mut chat = Chat::new(nick, joins.iter().map(|s| s.to_string()).collect());
+        let mut out = OutBuf::default();
+        let mut show = Vec::new();
+        assert_eq!(
+            chat.server(&welcome(1, nick), &mut out, &mut show),
+            Flow::Continue
+        );
         (chat, out)
     }
 
     #[test]
     fn auto_join_after_welcome_and_say_goes_to_current() {
-        let (mut chat, out) = welcomed("alice", &["#a", "#b"]);
+        let (mut chat, mut out) = welcomed("alice", &["#a", "#b"]);
         assert_eq!(
-            sent(&out),
+            sent(&mut out),
             [r##"Join { room: "#a" }"##, r##"Join { room: "#b" }"##]
         );
         assert_eq!(chat.current.as_deref(), Some("#b"));
-        let mut out = Vec::new();
         let mut show = Vec::new();
         chat.command(parse("hi").unwrap(), &mut out, &mut show);
-        assert_eq!(sent(&out), [r##"Say { room: "#b", text: "hi" }"##]);
+        assert_eq!(sent(&mut out), [r##"Say { room: "#b", text: "hi" }"##]);
     }
 
     #[test]
     fn refused_join_restores_the_current_room() {
         let (mut chat, _) = welcomed("alice", &["#a"]);
-        let (mut out, mut show) = (Vec::new(), Vec::new());
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
         chat.server(
             &ServerMessage::Joined {
                 room: "#a",
@@ -290,7 +786,7 @@ mod tests {
     #[test]
     fn leaving_the_current_room_falls_back() {
         let (mut chat, _) = welcomed("alice", &["#a", "#b"]);
-        let (mut out, mut show) = (Vec::new(), Vec::new());
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
         for r in ["#a", "#b"] {
             chat.server(
                 &ServerMessage::Joined {
@@ -315,9 +811,9 @@ mod tests {
     #[test]
     fn ping_is_answered_and_bye_exits() {
         let (mut chat, _) = welcomed("alice", &[]);
-        let (mut out, mut show) = (Vec::new(), Vec::new());
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
         chat.server(&ServerMessage::Ping { token: 42 }, &mut out, &mut show);
-        assert_eq!(sent(&out), ["Pong { token: 42 }"]);
+        assert_eq!(sent(&mut out), ["Pong { token: 42 }"]);
         assert!(show.is_empty());
         assert_eq!(
             chat.command(parse("/quit later").unwrap(), &mut out, &mut show),
@@ -332,23 +828,23 @@ mod tests {
     #[test]
     fn refused_hello_lets_nick_retry() {
         let mut chat = Chat::new("bob", vec![]);
-        let (mut out, mut show) = (Vec::new(), Vec::new());
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
         assert!(!chat.ready_for_input());
         let e = ServerMessage::error(ErrorCode::NickInUse, code::HELLO, "bob");
         chat.server(&e, &mut out, &mut show);
         assert!(chat.ready_for_input());
         chat.command(parse("hello").unwrap(), &mut out, &mut show);
-        assert!(out.is_empty());
+        assert_eq!(out.pending(), 0);
         assert!(show.last().unwrap().contains("/nick"));
         chat.command(parse("/nick bob2").unwrap(), &mut out, &mut show);
-        assert_eq!(sent(&out), [r#"Hello { version: 1, nick: "bob2" }"#]);
+        assert_eq!(sent(&mut out), [r#"Hello { version: 2, nick: "bob2" }"#]);
         assert_eq!(chat.registration, Registration::Pending);
     }
 
     #[test]
     fn own_nick_change_is_tracked() {
         let (mut chat, _) = welcomed("alice", &[]);
-        let (mut out, mut show) = (Vec::new(), Vec::new());
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
         let n = ServerMessage::NickChanged {
             old: "alice",
             new: "alicia",
@@ -356,5 +852,345 @@ mod tests {
         chat.server(&n, &mut out, &mut show);
         assert_eq!(chat.nick, "alicia");
         assert_eq!(show, ["* you are now known as alicia"]);
+    }
+
+    // ----- version 2 ----------------------------------------------------
+
+    #[test]
+    fn hello_says_2_and_falls_back_to_1_on_bad_version() {
+        let mut chat = Chat::new("alice", vec![]);
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
+        chat.hello(&mut out);
+        assert_eq!(sent(&mut out), [r#"Hello { version: 2, nick: "alice" }"#]);
+        let e = ServerMessage::error(ErrorCode::BadVersion, code::HELLO, "");
+        assert_eq!(
+            chat.server(&e, &mut out, &mut show),
+            Flow::Reconnect(Retry::Now)
+        );
+        assert!(!chat.fatal, "the fallback is not a fatal end");
+        assert!(show.is_empty(), "{show:?}");
+        chat.connection_lost();
+        chat.hello(&mut out);
+        assert_eq!(sent(&mut out), [r#"Hello { version: 1, nick: "alice" }"#]);
+        // A version-1 server refusing version 1 is fatal.
+        chat.server(&e, &mut out, &mut show);
+        assert!(chat.fatal);
+    }
+
+    /// A v2 session in `#r`: WELCOME, JOINED, ROOM_STATE(epoch, last, first).
+    fn in_room(epoch: u64, last: u64, first: u64) -> (Chat, OutBuf, Vec<String>) {
+        let mut chat = Chat::new("alice", vec!["#r".into()]);
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
+        chat.server(&welcome(2, "alice"), &mut out, &mut show);
+        let joined = ServerMessage::Joined {
+            room: "#r",
+            nick: "alice",
+        };
+        chat.server(&joined, &mut out, &mut show);
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch,
+            last_seq: last,
+            first_held: first,
+        };
+        chat.server(&st, &mut out, &mut show);
+        (chat, out, show)
+    }
+
+    fn msg(seq: u64, text: &str) -> ServerMessage<'_> {
+        ServerMessage::Message {
+            room: "#r",
+            seq,
+            from: "bob",
+            text,
+        }
+    }
+
+    fn hmsg(seq: u64, text: &str) -> ServerMessage<'_> {
+        ServerMessage::HistoryMessage {
+            room: "#r",
+            seq,
+            time_ms: 0,
+            from: "bob",
+            text,
+        }
+    }
+
+    fn end(epoch: u64, newest: u64, status: u8) -> ServerMessage<'static> {
+        ServerMessage::HistoryEnd {
+            room: "#r",
+            epoch,
+            newest,
+            status,
+        }
+    }
+
+    /// Only the chat lines ("bob: text"), in screen order.
+    fn said(show: &[String]) -> Vec<String> {
+        show.iter()
+            .filter_map(|l| l.split_once("bob: ").map(|(_, t)| t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn joining_shows_the_last_messages_then_live_in_order() {
+        let (mut chat, mut out, mut show) = in_room(7, 30, 1);
+        assert_eq!(
+            sent(&mut out),
+            [
+                r##"Join { room: "#r" }"##,
+                r##"History { room: "#r", epoch: 0, after_seq: 0, limit: 20 }"##
+            ]
+        );
+        // A live message overtakes the history reply: held back.
+        chat.server(&msg(31, "live"), &mut out, &mut show);
+        for seq in 11..=30 {
+            chat.server(&hmsg(seq, &format!("h{seq}")), &mut out, &mut show);
+        }
+        chat.server(&end(7, 30, history_status::MORE), &mut out, &mut show);
+        let mut want: Vec<String> = (11..=30).map(|s| format!("h{s}")).collect();
+        want.push("live".into());
+        assert_eq!(said(&show), want);
+        assert!(show.iter().any(|l| l.contains("(history ")));
+        assert!(show.iter().any(|l| l == "* older messages of #r: /history"));
+        assert_eq!(chat.track("#r").unwrap().last, 31);
+    }
+
+    #[test]
+    fn an_empty_room_asks_for_nothing() {
+        let (_, mut out, _) = in_room(7, 0, 0);
+        assert_eq!(sent(&mut out), [r##"Join { room: "#r" }"##]);
+        // Messages said but none held (--history 0): nothing to ask either.
+        let (_, mut out, _) = in_room(7, 12, 0);
+        assert_eq!(sent(&mut out), [r##"Join { room: "#r" }"##]);
+    }
+
+    /// Drops the connection and reconnects: WELCOME, JOINED again.
+    fn reconnect(chat: &mut Chat, out: &mut OutBuf, show: &mut Vec<String>) {
+        chat.connection_lost();
+        assert_eq!(chat.registration, Registration::Pending);
+        chat.hello(out);
+        chat.server(&welcome(2, "alice"), out, show);
+        let joined = ServerMessage::Joined {
+            room: "#r",
+            nick: "alice",
+        };
+        chat.server(&joined, out, show);
+    }
+
+    #[test]
+    fn resume_shows_each_message_once_and_follows_more() {
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        for seq in 1..=5 {
+            chat.server(&msg(seq, &format!("m{seq}")), &mut out, &mut show);
+        }
+        sent(&mut out);
+        reconnect(&mut chat, &mut out, &mut show);
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 7,
+            last_seq: 12,
+            first_held: 1,
+        };
+        chat.server(&st, &mut out, &mut show);
+        assert_eq!(
+            sent(&mut out),
+            [
+                r#"Hello { version: 2, nick: "alice" }"#,
+                r##"Join { room: "#r" }"##,
+                r##"History { room: "#r", epoch: 7, after_seq: 5, limit: 0 }"##
+            ]
+        );
+        chat.server(&msg(13, "m13"), &mut out, &mut show);
+        // The server's cap cut the reply at 3: ask again after 8.
+        for seq in 6..=8 {
+            chat.server(&hmsg(seq, &format!("m{seq}")), &mut out, &mut show);
+        }
+        chat.server(&end(7, 12, history_status::MORE), &mut out, &mut show);
+        assert_eq!(
+            sent(&mut out),
+            [r##"History { room: "#r", epoch: 7, after_seq: 8, limit: 0 }"##]
+        );
+        // A repeat is never shown twice.
+        for seq in [8, 9, 10, 11, 12] {
+            chat.server(&hmsg(seq, &format!("m{seq}")), &mut out, &mut show);
+        }
+        chat.server(&end(7, 12, 0), &mut out, &mut show);
+        chat.server(&msg(14, "m14"), &mut out, &mut show);
+        let want: Vec<String> = (1..=14).map(|s| format!("m{s}")).collect();
+        assert_eq!(said(&show), want);
+        assert!(!show.iter().any(|l| l.contains("missed")), "{show:?}");
+    }
+
+    #[test]
+    fn a_gap_is_said_in_one_line() {
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        for seq in 1..=5 {
+            chat.server(&msg(seq, "x"), &mut out, &mut show);
+        }
+        reconnect(&mut chat, &mut out, &mut show);
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 7,
+            last_seq: 25,
+            first_held: 18,
+        };
+        chat.server(&st, &mut out, &mut show);
+        show.clear();
+        for seq in 18..=25 {
+            chat.server(&hmsg(seq, "y"), &mut out, &mut show);
+        }
+        chat.server(&end(7, 25, history_status::GAP), &mut out, &mut show);
+        assert_eq!(
+            show.iter()
+                .filter(|l| l.starts_with("! "))
+                .collect::<Vec<_>>(),
+            ["! missed 12 messages in #r"]
+        );
+        // Nothing held at all: the whole stretch is missed.
+        reconnect(&mut chat, &mut out, &mut show);
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 7,
+            last_seq: 30,
+            first_held: 0,
+        };
+        chat.server(&st, &mut out, &mut show);
+        show.clear();
+        chat.server(&end(7, 30, history_status::GAP), &mut out, &mut show);
+        assert_eq!(show, ["! missed 5 messages in #r"]);
+    }
+
+    #[test]
+    fn a_new_epoch_is_said_in_one_line() {
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        chat.server(&msg(1, "old"), &mut out, &mut show);
+        reconnect(&mut chat, &mut out, &mut show);
+        sent(&mut out);
+        show.clear();
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 8,
+            last_seq: 0,
+            first_held: 0,
+        };
+        chat.server(&st, &mut out, &mut show);
+        assert_eq!(show.len(), 1, "{show:?}");
+        assert!(show[0].starts_with("! #r was re-created"), "{show:?}");
+        assert!(sent(&mut out).is_empty());
+        chat.server(&msg(1, "new"), &mut out, &mut show);
+        assert_eq!(said(&show), ["new"]);
+    }
+
+    #[test]
+    fn live_lines_held_during_a_resume_are_dropped_with_the_connection() {
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        chat.server(&msg(1, "m1"), &mut out, &mut show);
+        reconnect(&mut chat, &mut out, &mut show);
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 7,
+            last_seq: 3,
+            first_held: 1,
+        };
+        chat.server(&st, &mut out, &mut show);
+        chat.server(&msg(4, "m4"), &mut out, &mut show);
+        chat.server(&hmsg(2, "m2"), &mut out, &mut show);
+        // Cut before HISTORY_END: m4 was never shown, and comes back.
+        reconnect(&mut chat, &mut out, &mut show);
+        let st = ServerMessage::RoomState {
+            room: "#r",
+            epoch: 7,
+            last_seq: 4,
+            first_held: 1,
+        };
+        chat.server(&st, &mut out, &mut show);
+        sent(&mut out);
+        for seq in 3..=4 {
+            chat.server(&hmsg(seq, &format!("m{seq}")), &mut out, &mut show);
+        }
+        chat.server(&end(7, 4, 0), &mut out, &mut show);
+        assert_eq!(said(&show), ["m1", "m2", "m3", "m4"]);
+    }
+
+    #[test]
+    fn rooms_are_rejoined_without_moving_the_current_room() {
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        chat.command(parse("/join #s").unwrap(), &mut out, &mut show);
+        let joined = ServerMessage::Joined {
+            room: "#s",
+            nick: "alice",
+        };
+        chat.server(&joined, &mut out, &mut show);
+        chat.command(parse("/switch #r").unwrap(), &mut out, &mut show);
+        sent(&mut out);
+        chat.connection_lost();
+        chat.server(&welcome(2, "alice"), &mut out, &mut show);
+        assert_eq!(
+            sent(&mut out),
+            [r##"Join { room: "#r" }"##, r##"Join { room: "#s" }"##]
+        );
+        assert_eq!(chat.current.as_deref(), Some("#r"));
+        // A rejoin that fails leaves the room.
+        let e = ServerMessage::error(ErrorCode::TooManyRooms, code::JOIN, "");
+        chat.server(&joined_msg("#r"), &mut out, &mut show);
+        chat.server(&e, &mut out, &mut show);
+        assert_eq!(chat.rooms, ["#r"]);
+    }
+
+    fn joined_msg(room: &str) -> ServerMessage<'_> {
+        ServerMessage::Joined {
+            room,
+            nick: "alice",
+        }
+    }
+
+    #[test]
+    fn nick_held_after_a_reconnect_retries_with_backoff() {
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        chat.connection_lost();
+        show.clear();
+        let e = ServerMessage::error(ErrorCode::NickInUse, code::HELLO, "alice");
+        assert_eq!(
+            chat.server(&e, &mut out, &mut show),
+            Flow::Reconnect(Retry::Backoff)
+        );
+        assert_eq!(show.len(), 1, "{show:?}");
+        assert!(show[0].contains("still held by your previous connection"));
+        assert!(!chat.fatal);
+        // The first connection's refusal is the user's to fix.
+        let mut fresh = Chat::new("bob", vec![]);
+        assert_eq!(fresh.server(&e, &mut out, &mut show), Flow::Continue);
+        assert_eq!(fresh.registration, Registration::Refused);
+    }
+
+    #[test]
+    fn shutdown_reconnects_and_history_asks_before_the_oldest() {
+        let (mut chat, mut out, mut show) = in_room(7, 30, 1);
+        for seq in 11..=30 {
+            chat.server(&hmsg(seq, "h"), &mut out, &mut show);
+        }
+        chat.server(&end(7, 30, history_status::MORE), &mut out, &mut show);
+        sent(&mut out);
+        chat.command(parse("/history 5").unwrap(), &mut out, &mut show);
+        assert_eq!(
+            sent(&mut out),
+            [r##"History { room: "#r", epoch: 7, after_seq: 5, limit: 5 }"##]
+        );
+        show.clear();
+        for seq in 6..=10 {
+            chat.server(&hmsg(seq, &format!("o{seq}")), &mut out, &mut show);
+        }
+        chat.server(&end(7, 30, 0), &mut out, &mut show);
+        assert_eq!(said(&show), ["o6", "o7", "o8", "o9", "o10"]);
+        assert_eq!(chat.track("#r").unwrap().oldest, Some(6));
+        let s = ServerMessage::Shutdown {
+            grace_ms: 1000,
+            reason: "restart",
+        };
+        assert_eq!(
+            chat.server(&s, &mut out, &mut show),
+            Flow::Reconnect(Retry::Backoff)
+        );
     }
 }
