@@ -1,116 +1,15 @@
 //! The `muxchat` client driven through pipes against a real daemon: what a
 //! user types goes to stdin, what they would see is read from stdout.
 
+mod client_support;
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{Daemon, WAIT};
+use client_support::Chat;
+use common::Daemon;
 use muxchat::protocol::{code, ClientMessage, ServerMessage};
-
-/// A `muxchat` process with piped stdin and a thread collecting its stdout.
-struct Chat {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    /// Every line seen so far, for failure messages.
-    seen: Vec<String>,
-}
-
-impl Chat {
-    fn start(daemon: &Daemon, args: &[&str]) -> Chat {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_muxchat"))
-            .arg("--connect")
-            .arg(daemon.addr.to_string())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn muxchat");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Chat {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Types one line.
-    #[track_caller]
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        writeln!(stdin, "{line}").expect("write to muxchat's stdin");
-        stdin.flush().expect("flush");
-    }
-
-    /// Waits for a printed line equal to `want`, skipping others.
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        self.expect_where(want, |l| l == want);
-    }
-
-    /// Waits for a printed line that satisfies `pred`.
-    #[track_caller]
-    fn expect_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "muxchat never printed {what:?}; it printed {:#?}",
-                        self.seen
-                    )
-                }
-            }
-        }
-    }
-
-    /// Closes stdin (end of input).
-    fn close_stdin(&mut self) {
-        self.stdin.take();
-    }
-
-    /// Waits for the process to exit.
-    #[track_caller]
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "muxchat did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn two_clients_chat_through_the_daemon() {
@@ -304,7 +203,7 @@ fn server_ping_is_answered() {
 }
 
 #[test]
-fn shutdown_is_shown_and_the_client_exits_cleanly() {
+fn shutdown_is_shown_and_the_client_waits_to_reconnect() {
     let mut daemon = Daemon::start(&["--grace-ms", "3000"]);
     let mut c = Chat::start(&daemon, &["--nick", "stayer", "--no-time"]);
     c.expect_where("connected", |l| l.ends_with(" as stayer"));
@@ -312,12 +211,22 @@ fn shutdown_is_shown_and_the_client_exits_cleanly() {
     c.expect_where("SHUTDOWN", |l| {
         l.starts_with("* the server is shutting down")
     });
-    assert!(c.wait().success());
+    c.expect_where("the reconnect plan", |l| {
+        l.starts_with("* reconnecting in ") && l.ends_with(" s (/quit to stop)")
+    });
     // The client closed first, so the daemon need not wait out its grace.
     let status = daemon
         .wait_exit(Duration::from_secs(2))
         .expect("daemon exits");
     assert!(status.success());
+    // Nobody is listening now: the client keeps trying, and says so.
+    c.expect_where("a failed attempt", |l| {
+        l.starts_with("! cannot connect to ") && l.contains("; next try in ")
+    });
+    // /quit works while disconnected, at once.
+    c.type_line("/quit");
+    c.expect("* bye (not connected)");
+    assert!(c.wait().success());
 }
 
 #[test]
