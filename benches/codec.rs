@@ -10,6 +10,8 @@
 //! - `decode/say`: the same plus [`ClientMessage::decode`] of each payload
 //!   (UTF-8 validation of the room and text included).
 //! - `decode/message`: the client side, [`ServerMessage::decode`].
+//! - `decode/history_message`: the same for HISTORY_MESSAGE (version 2),
+//!   what a client reads when it resumes after a reconnect.
 //! - `encode/message`: [`ServerMessage::encode`] of MESSAGE frames into a
 //!   `Vec` cleared and reused, as a fan-out encodes into a scratch buffer.
 //! - `reader/64k_chunks`: a [`FrameReader`] fed 64 KiB at a time and
@@ -59,9 +61,25 @@ fn message_stream(frames: usize) -> Vec<u8> {
     buf
 }
 
+fn history_stream(frames: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for seq in 0..frames as u64 {
+        ServerMessage::HistoryMessage {
+            room: "#bench",
+            seq,
+            time_ms: 1_764_547_200_000 + seq,
+            from: "alice",
+            text: TEXT,
+        }
+        .encode(&mut buf);
+    }
+    buf
+}
+
 fn bench_decode(c: &mut Criterion) {
     let says = say_stream();
     let messages = message_stream(FRAMES);
+    let history = history_stream(FRAMES);
     let mut g = c.benchmark_group("decode");
 
     g.throughput(Throughput::Bytes(says.len() as u64));
@@ -103,6 +121,23 @@ fn bench_decode(c: &mut Criterion) {
                     ServerMessage::decode(f.code, f.payload)
                 {
                     n += seq;
+                }
+                buf = &buf[used..];
+            }
+            n
+        })
+    });
+
+    g.throughput(Throughput::Bytes(history.len() as u64));
+    g.bench_function("history_message", |b| {
+        b.iter(|| {
+            let mut buf = black_box(&history[..]);
+            let mut n = 0u64;
+            while let Decoded::Frame(f, used) = decode(buf, DEFAULT_MAX_PAYLOAD) {
+                if let Ok(ServerMessage::HistoryMessage { seq, time_ms, .. }) =
+                    ServerMessage::decode(f.code, f.payload)
+                {
+                    n += seq ^ time_ms;
                 }
                 buf = &buf[used..];
             }
