@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod net;
 pub mod protocol;
