@@ -7,7 +7,7 @@
 //!
 //! - this file: the [`Chat`] state, reading a session and cutting its bytes
 //!   into whole frames ([`Chat::read`], [`Chat::on_input`]), and
-//!   [`Chat::dispatch`], which checks a frame and calls its command;
+//!   `Chat::dispatch`, which checks a frame and calls its command;
 //! - [`super::commands`]: one handler per command, and the fan-out;
 //! - [`super::closing`]: the reap stage, timers, the shutdown drain;
 //! - [`super::registry`]: the sessions, delivery, and the first step of
@@ -221,7 +221,12 @@ impl Chat {
                 }
             }
         };
-        done.partial = self.sessions.at(t).inbuf().len();
+        let s = self.sessions.at(t);
+        done.partial = s.inbuf().len();
+        if s.transport_wants_flush() {
+            // A handshake or control reply of the transport's own.
+            self.sessions.queue_flush(t);
+        }
         done
     }
 

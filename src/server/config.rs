@@ -151,7 +151,7 @@ impl Config {
 
     /// Turns parsed arguments into settings. Options whose values depend on
     /// each other are settled here: a value left at its default adapts to
-    /// the values given (see [`Sizes::settle`]); two given values that
+    /// the values given (see `Sizes::settle`); two given values that
     /// contradict each other are a usage error.
     pub fn from_matches(matches: &ArgMatches) -> Result<Config, clap::Error> {
         let args = Args::from_arg_matches(matches)?;

@@ -332,6 +332,13 @@ impl Session {
 
     // ----- the two I/O operations -----------------------------------------
 
+    /// Whether the transport has bytes of its own to send (see
+    /// [`Transport::wants_flush`]).
+    #[inline]
+    pub fn transport_wants_flush(&self) -> bool {
+        self.transport.wants_flush()
+    }
+
     /// Starts this iteration's read: false if the session was already read
     /// in `iteration` (one budget per session per iteration).
     pub fn begin_read(&mut self, iteration: u64) -> bool {

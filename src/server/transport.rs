@@ -16,13 +16,14 @@
 //!
 //! # Adding a transport
 //!
-//! A new variant implements the four operations below; nothing outside this
-//! file and the accepting code changes:
+//! A new variant implements the operations below (`read`, `flush`,
+//! `pending`, `wants_flush`, `shutdown_write`, `raw_fd`); nothing outside
+//! this file and the accepting code (`Server::admit`) changes:
 //!
 //! - **Tls** (`rustls::ServerConnection` beside the `TcpStream`): `read` =
 //!   `read_tls` from the socket, `process_new_packets`, then `reader().read`
-//!   the plaintext (a handshake may want to write: report it through
-//!   `wants_write`, so the loop queues a flush); `flush` = copy
+//!   the plaintext (a handshake may want to write: `wants_flush` returns
+//!   rustls' `wants_write`, so the session is queued for the flush stage); `flush` = copy
 //!   `out`'s pending bytes into `writer()` (one call per batch, so TLS cuts
 //!   records over the whole batch), then `write_tls` until `WouldBlock`;
 //!   `pending` = bytes rustls still holds (`wants_write`), so backpressure
@@ -36,6 +37,11 @@
 //! - **Sniffing** (the first byte picks the door: `0x16` TLS, `A`-`Z`
 //!   HTTP, else binary): a pre-state that buffers the first bytes and then
 //!   becomes one of the others, replaying what it read.
+//! - **Http** (no upgrade): `read` parses the request head with
+//!   `super::http`, queues the response in the transport's own buffer
+//!   (`wants_flush` true, `pending` counts it) and then returns `Ok(0)`:
+//!   the session ends exactly as after a peer's FIN (`Closing` -> `Ending`,
+//!   flush, close). An upgrade swaps the variant for `Ws` in place.
 //! - An outgoing **broker** link uses the same variants from the connecting
 //!   side; its session is not a chat member.
 
@@ -78,6 +84,17 @@ impl Transport {
     pub fn pending(&self) -> usize {
         match self {
             Transport::Plain(_) => 0,
+        }
+    }
+
+    /// Whether the transport has bytes of its own to send after a read (a
+    /// TLS handshake flight, a WebSocket pong or close, an HTTP response):
+    /// the chat then queues the session for the flush stage even though
+    /// no frame was appended. Plain TCP never does.
+    #[inline]
+    pub fn wants_flush(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
         }
     }
 
