@@ -269,3 +269,53 @@ fn hostnames_resolve() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains(" as viahost"));
 }
+
+#[test]
+fn lines_typed_while_disconnected_are_sent_after_the_reconnect() {
+    let daemon = Daemon::start(&[]);
+    let proxy = client_support::Proxy::start(daemon.addr);
+    let mut watcher = daemon.register("watcher");
+    watcher.join("#w");
+    let mut c = Chat::start_at(
+        &proxy.connect_arg(),
+        &["--nick", "typist", "--join", "#w", "--no-time"],
+    );
+    c.expect("* you joined #w");
+    proxy.set_down(true);
+    proxy.cut_all();
+    c.expect_where("the loss", |l| l.starts_with("! connection lost ("));
+    // Typed while away, then the end of input: nothing is lost, and the
+    // quit waits behind the lines.
+    c.type_line("said while away");
+    c.type_line("/help");
+    c.close_stdin();
+    c.expect("commands:");
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.set_down(false);
+    c.expect("[#w] typist: said while away");
+    c.expect_where("BYE", |l| l.starts_with("* bye"));
+    assert!(c.wait().success());
+    loop {
+        let r = watcher.recv_code(code::MESSAGE);
+        if let ServerMessage::Message { from, text, .. } = r.msg() {
+            if from == "typist" {
+                assert_eq!(text, "said while away");
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_end_of_input_while_disconnected_exits_at_once() {
+    let daemon = Daemon::start(&[]);
+    let proxy = client_support::Proxy::start(daemon.addr);
+    let mut c = Chat::start_at(&proxy.connect_arg(), &["--nick", "leaver", "--no-time"]);
+    c.expect_where("connected", |l| l.ends_with(" as leaver"));
+    proxy.set_down(true);
+    proxy.cut_all();
+    c.expect_where("the loss", |l| l.starts_with("! connection lost ("));
+    c.close_stdin();
+    c.expect("* input ended while disconnected; exiting");
+    assert!(c.wait().success());
+}

@@ -406,7 +406,9 @@ struct Session {
     screen: Screen,
     backoff: Backoff,
     /// Lines typed while the link was down, sent once it is back.
-    held: VecDeque<String>,
+    /// Ends with `Line::End` if input ended after them (a script): the
+    /// quit then waits for them to be sent.
+    held: VecDeque<Line>,
     sleep_until: Option<Instant>,
     quit_deadline: Option<Instant>,
     target: String,
@@ -516,7 +518,9 @@ impl Session {
         }
         match self.link {
             Link::Up(_) => self.chat.ready_for_input(),
-            Link::Down { .. } => self.held.len() < MAX_HELD_LINES,
+            Link::Down { .. } => {
+                self.held.len() < MAX_HELD_LINES && !matches!(self.held.back(), Some(Line::End))
+            }
         }
     }
 
@@ -528,17 +532,10 @@ impl Session {
     fn take_lines(&mut self) -> Step {
         while self.can_take_lines() {
             let up = matches!(self.link, Link::Up(_));
-            let line = match self.held.pop_front() {
-                Some(text) if up => Line::Text(text),
-                other => {
-                    if let Some(text) = other {
-                        self.held.push_front(text);
-                    }
-                    match self.input.next_line() {
-                        Some(line) => line,
-                        None => break,
-                    }
-                }
+            let held = if up { self.held.pop_front() } else { None };
+            let line = match held.or_else(|| self.input.next_line()) {
+                Some(line) => line,
+                None => break,
             };
             let Link::Up(conn) = &mut self.link else {
                 if let Some(code) = self.line_while_down(line) {
@@ -570,15 +567,21 @@ impl Session {
         Ok(None)
     }
 
-    /// A typed line while there is no connection: `/quit` and the end of
-    /// input exit, `/help` and `/sleep` work, the rest waits for the link.
+    /// A typed line while there is no connection: `/quit` exits, `/help`
+    /// and `/sleep` work, the rest waits for the link. The end of input
+    /// exits at once, unless lines are waiting to be sent (a script): then
+    /// the quit waits behind them.
     fn line_while_down(&mut self, line: Line) -> Option<i32> {
         let text = match line {
-            Line::End => {
+            Line::End if self.held.is_empty() => {
                 self.screen
                     .lines
                     .push("* input ended while disconnected; exiting".into());
                 return Some(0);
+            }
+            Line::End => {
+                self.held.push_back(Line::End);
+                return None;
             }
             Line::Text(text) => text,
         };
@@ -593,7 +596,7 @@ impl Session {
                 self.screen.lines.extend(help);
             }
             Ok(Command::Sleep(d)) => self.sleep_until = Some(Instant::now() + d),
-            Ok(_) => self.held.push_back(text),
+            Ok(_) => self.held.push_back(Line::Text(text)),
             Err(e) => self.screen.lines.push(format!("! {}", e.0)),
         }
         None
@@ -753,5 +756,30 @@ impl Session {
                 return self.lost("closed by the server");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new();
+        let mut ceiling = BACKOFF_BASE;
+        for _ in 0..12 {
+            let d = b.next_delay();
+            assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} vs {ceiling:?}");
+            ceiling = (ceiling * 2).min(BACKOFF_CAP);
+        }
+        assert_eq!(ceiling, BACKOFF_CAP);
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_BASE);
+        // Jitter: two clients cut at once do not retry in lockstep.
+        let mut a = Backoff::new();
+        a.rng ^= 0x9e37_79b9_7f4a_7c15;
+        let mut c = Backoff::new();
+        let same = (0..8).filter(|_| a.next_delay() == c.next_delay()).count();
+        assert!(same < 8);
     }
 }
