@@ -171,6 +171,11 @@ enum NickHeld {
     GaveUp,
 }
 
+/// Errors that say "not now" rather than "no".
+fn transient(e: ErrorCode) -> bool {
+    matches!(e, ErrorCode::ShuttingDown | ErrorCode::Unavailable)
+}
+
 fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -432,7 +437,9 @@ impl Chat {
                     show.push("! pick another nick with /nick NAME".into());
                 }
                 if request == code::JOIN {
-                    self.join_refused();
+                    if let Some(flow) = self.join_refused(error) {
+                        return flow;
+                    }
                 }
                 if ErrorCode::from_u16(error).is_some_and(|e| e.is_fatal()) {
                     self.fatal = true;
@@ -456,6 +463,12 @@ impl Chat {
             // is fatal, the server closes this one).
             self.version = VERSION_1;
             return Some(Flow::Reconnect(Retry::Now));
+        }
+        if transient(error) {
+            // The server is draining, or its store is unreachable: come
+            // back later rather than ask for another nick.
+            show.push(super::format::error_line(error as u16, code::HELLO, ""));
+            return Some(Flow::Reconnect(Retry::Backoff));
         }
         if error != ErrorCode::NickInUse || !self.reconnecting {
             return None;
@@ -521,10 +534,15 @@ impl Chat {
         }
     }
 
-    fn join_refused(&mut self) {
-        let Some((room, before, rejoin)) = self.pending_joins.pop_front() else {
-            return;
-        };
+    /// A refused JOIN. A rejoin refused for a passing reason (draining,
+    /// store unreachable) keeps the room and reconnects later, so that it
+    /// is still resumed from where it was.
+    fn join_refused(&mut self, error: u16) -> Option<Flow> {
+        let (room, before, rejoin) = self.pending_joins.pop_front()?;
+        if rejoin && ErrorCode::from_u16(error).is_some_and(transient) {
+            self.pending_joins.push_front((room, before, rejoin));
+            return Some(Flow::Reconnect(Retry::Backoff));
+        }
         if rejoin {
             // The room could not be rejoined (e.g. a lower room limit):
             // we are no longer in it.
@@ -539,6 +557,7 @@ impl Chat {
                 self.current = before;
             }
         }
+        None
     }
 
     fn room_state(
@@ -1162,6 +1181,30 @@ mod tests {
         let mut fresh = Chat::new("bob", vec![]);
         assert_eq!(fresh.server(&e, &mut out, &mut show), Flow::Continue);
         assert_eq!(fresh.registration, Registration::Refused);
+    }
+
+    #[test]
+    fn a_draining_or_unavailable_server_is_retried_later() {
+        let mut chat = Chat::new("alice", vec![]);
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
+        for e in [ErrorCode::ShuttingDown, ErrorCode::Unavailable] {
+            let m = ServerMessage::error(e, code::HELLO, "");
+            assert_eq!(
+                chat.server(&m, &mut out, &mut show),
+                Flow::Reconnect(Retry::Backoff)
+            );
+            assert_eq!(chat.registration, Registration::Pending);
+        }
+        // A rejoin refused for now keeps the room, to resume it later.
+        let (mut chat, mut out, mut show) = in_room(7, 0, 0);
+        chat.connection_lost();
+        chat.server(&welcome(2, "alice"), &mut out, &mut show);
+        let e = ServerMessage::error(ErrorCode::Unavailable, code::JOIN, "");
+        assert_eq!(
+            chat.server(&e, &mut out, &mut show),
+            Flow::Reconnect(Retry::Backoff)
+        );
+        assert_eq!(chat.rooms, ["#r"]);
     }
 
     #[test]
