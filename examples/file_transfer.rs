@@ -61,6 +61,9 @@ const HEADER: usize = 8;
 const MAX_NAME: usize = 255;
 /// How much of a file is read into memory at a time, per client.
 const CHUNK: usize = 64 * 1024;
+/// After refusing a request, how much more input we read and throw away
+/// while waiting for the client to close, before we close anyway.
+const MAX_DISCARD: usize = 1 << 20;
 const LISTENER: Token = Token(usize::MAX);
 
 #[derive(Parser)]
@@ -150,6 +153,12 @@ struct Conn {
     peer_done: bool,
     /// At least one request was handled (for `--close-after-reply`).
     answered: bool,
+    /// A request was refused as too large: its ERROR goes out, then FIN,
+    /// and what the client still sends is read and thrown away.
+    refused: bool,
+    /// Bytes thrown away since the refusal (bounded by `MAX_DISCARD`).
+    discarded: usize,
+    fin_sent: bool,
     close: bool,
 }
 
@@ -224,6 +233,9 @@ fn accept_all(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>) -> io
             writable_interest: false,
             peer_done: false,
             answered: false,
+            refused: false,
+            discarded: 0,
+            fin_sent: false,
             close: false,
         });
     }
@@ -236,7 +248,7 @@ impl Conn {
     fn service(&mut self, dir: &Path, close_after_reply: bool) {
         loop {
             let mut progress = self.read_requests();
-            while !self.close && !self.busy() {
+            while !self.close && !self.refused && !self.busy() {
                 match self.next_request(dir) {
                     Some(()) => progress = true,
                     None => break,
@@ -248,6 +260,13 @@ impl Conn {
             progress |= self.send();
             if self.close {
                 return;
+            }
+            if self.refused && !self.busy() && !self.fin_sent {
+                // The ERROR is out: FIN after it. We keep reading until the
+                // client's FIN, because closing with unread input would send
+                // RST, and a reset can destroy the ERROR still in flight.
+                let _ = self.stream.shutdown(Shutdown::Write);
+                self.fin_sent = true;
             }
             if close_after_reply && self.answered && !self.busy() {
                 // The server closes first: TIME_WAIT will be ours.
@@ -275,7 +294,11 @@ impl Conn {
         let mut progress = false;
         let mut buf = [0u8; HEADER + MAX_NAME];
         while self.readable && !self.peer_done && !self.close {
-            let room = HEADER + MAX_NAME - self.inbuf.len();
+            let room = if self.refused {
+                buf.len() // reading only to throw it away
+            } else {
+                HEADER + MAX_NAME - self.inbuf.len()
+            };
             if room == 0 {
                 break; // paused: the kernel keeps the rest, TCP slows the client
             }
@@ -283,6 +306,10 @@ impl Conn {
                 Ok(0) => {
                     self.peer_done = true; // FIN: half-closed, or gone
                     progress = true;
+                }
+                Ok(n) if self.refused => {
+                    self.discarded += n;
+                    self.close = self.discarded > MAX_DISCARD;
                 }
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&buf[..n]);
@@ -350,10 +377,11 @@ impl Conn {
         self.out.extend_from_slice(payload);
     }
 
-    /// After a fatal error: send what is queued, then close.
+    /// After a fatal error: send what is queued, then FIN, then close once
+    /// the client has closed too.
     fn close_when_sent(&mut self) {
         self.inbuf.clear();
-        self.peer_done = true;
+        self.refused = true;
     }
 
     /// Writes until the reply is done or the kernel says WouldBlock. The
