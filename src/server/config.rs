@@ -5,13 +5,20 @@
 //! line wins). A bad value is a usage error: clap names the option and the
 //! process exits with status 2, as `daemon-cli.md` requires.
 //!
+//! `--config FILE` (TOML, keys named like the long options: `max-clients =
+//! 20000`) supplies values too. Precedence: command line, then environment,
+//! then the file, then the default; a key the daemon does not know is a
+//! usage error naming the key.
+//!
 //! Options are usable one at a time: where a default would clash with a
 //! value given for another option (`--max-payload 1024` with `--max-text`
 //! left at 4096), the default moves to the nearest value that fits and the
 //! daemon logs it once. Only given values that contradict each other are a
 //! usage error. A value from the environment counts as given.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -26,8 +33,19 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
 
 /// `muxchatd`: a single-threaded chat server (one mio event loop).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "muxchatd", version, about, long_about = None)]
+#[command(
+    name = "muxchatd",
+    version,
+    about = "muxchatd: the muxchat chat daemon. One thread and one mio event loop serve \
+             every connection: rooms, nicks, whispers, heartbeats and limits.",
+    long_about = None
+)]
 pub struct Args {
+    /// TOML file of options (keys as the long options, e.g. `max-clients = 20000`);
+    /// the command line and the environment win over it.
+    #[arg(long, env = "MUXCHAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Listen address, IPv4 or IPv6 (`[::1]:25000`); port 0 picks a free port.
     #[arg(
         long,
@@ -142,10 +160,27 @@ impl Config {
     /// Parses the process's arguments and environment; exits with status 2
     /// and clap's message on a usage error.
     pub fn from_env() -> Config {
-        let matches = Args::command().get_matches();
-        match Config::from_matches(&matches) {
+        match Config::from_argv(std::env::args_os()) {
             Ok(config) => config,
             Err(e) => e.exit(),
+        }
+    }
+
+    /// Parses an argument list (the program name first) and the
+    /// environment, then the `--config` file if one is named.
+    pub fn from_argv<I, T>(argv: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let matches = Args::command().try_get_matches_from(&argv)?;
+        match matches.get_one::<PathBuf>("config") {
+            None => Config::from_matches(&matches),
+            Some(path) => {
+                let argv = with_file_values(&argv, &matches, path)?;
+                Config::from_matches(&Args::command().try_get_matches_from(argv)?)
+            }
         }
     }
 
@@ -155,12 +190,7 @@ impl Config {
     /// contradict each other are a usage error.
     pub fn from_matches(matches: &ArgMatches) -> Result<Config, clap::Error> {
         let args = Args::from_arg_matches(matches)?;
-        let given = |id: &str| {
-            !matches!(
-                matches.value_source(id),
-                None | Some(ValueSource::DefaultValue)
-            )
-        };
+        let given = |id: &str| given(matches, id);
         let sizes = Sizes {
             payload: (args.max_payload, given("max_payload")),
             text: (args.max_text, given("max_text")),
@@ -186,6 +216,74 @@ impl Config {
             adapted,
         })
     }
+}
+
+/// Whether the user gave option `id` (command line or environment) rather
+/// than leaving it at its default.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    !matches!(
+        matches.value_source(id),
+        None | Some(ValueSource::DefaultValue)
+    )
+}
+
+/// The argument list with the config file's values put in front, each only
+/// where the command line and the environment left that option at its
+/// default. Placing them as arguments lets clap check every value with the
+/// same parser as the command line, and makes them count as given.
+fn with_file_values(
+    argv: &[OsString],
+    matches: &ArgMatches,
+    path: &Path,
+) -> Result<Vec<OsString>, clap::Error> {
+    let usage = |msg: String| Args::command().error(ErrorKind::InvalidValue, msg);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("--config {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| usage(format!("--config {}: {e}", path.display())))?;
+    let command = Args::command();
+    let mut out = vec![argv[0].clone()];
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == id.as_str() && a.get_long().is_some())
+            .filter(|_| id != "config")
+            .ok_or_else(|| {
+                usage(format!(
+                    "--config {}: unknown key `{key}` (keys are the long options, e.g. max-clients)",
+                    path.display()
+                ))
+            })?;
+        if given(matches, &id) {
+            continue;
+        }
+        let long = arg.get_long().unwrap_or_default();
+        let takes_value = arg.get_action().takes_values();
+        match value {
+            toml::Value::Boolean(on) if !takes_value => {
+                if *on {
+                    out.push(format!("--{long}").into());
+                }
+            }
+            toml::Value::String(v) if takes_value => out.push(format!("--{long}={v}").into()),
+            toml::Value::Integer(v) if takes_value => out.push(format!("--{long}={v}").into()),
+            _ => {
+                let want = if takes_value {
+                    "a string or an integer"
+                } else {
+                    "true or false"
+                };
+                return Err(usage(format!(
+                    "--config {}: `{key}` must be {want}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    out.extend(argv[1..].iter().cloned());
+    Ok(out)
 }
 
 /// The three sizes that constrain each other, each with whether the user
