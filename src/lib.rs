@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod docgen;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod load;

@@ -186,17 +186,3 @@ fn the_example_file_lists_every_option_and_is_accepted_uncommented() {
     let d = Daemon::spawn(muxchatd(&["--config", path.to_str().unwrap()]));
     assert_max_text(&d, 4096);
 }
-
-#[test]
-fn help_opens_with_what_the_binary_is() {
-    let out = run_to_exit({
-        let mut cmd = muxchatd(&[]);
-        cmd.arg("--help");
-        cmd
-    });
-    let help = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        help.starts_with("muxchatd: the muxchat chat daemon"),
-        "{help}"
-    );
-}

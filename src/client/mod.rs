@@ -21,7 +21,37 @@ pub mod state;
 
 use std::path::PathBuf;
 
+use clap::Parser;
+
 pub use session::run;
+
+/// Chat on a muxchatd server from a terminal, a pipe or a script.
+#[derive(Parser, Debug)]
+#[command(
+    name = "muxchat",
+    version,
+    about = "muxchat: the terminal chat client for muxchatd. Joins rooms, talks, whispers; \
+             reconnects and resumes by itself.",
+    long_about = None
+)]
+pub struct Args {
+    /// Server address, HOST:PORT (a name is resolved; [::1]:PORT for IPv6).
+    #[arg(long, default_value = "127.0.0.1:25000", env = "MUXCHAT_CONNECT")]
+    pub connect: String,
+    /// Nick to register (default: $USER, or "guest").
+    #[arg(long)]
+    pub nick: Option<String>,
+    /// Room to join after registering; repeatable. The last one is where
+    /// plain text goes.
+    #[arg(long = "join", value_name = "#ROOM")]
+    pub joins: Vec<String>,
+    /// Do not prefix lines with the time.
+    #[arg(long)]
+    pub no_time: bool,
+    /// Read commands from FILE instead of stdin, then quit.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+}
 
 /// A validated client configuration.
 #[derive(Debug, Clone)]

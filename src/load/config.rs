@@ -22,7 +22,13 @@ pub const CONNS_PER_SOURCE: usize = 10_000;
 /// 2 usage error, 3 loss (gap, duplicate or reorder) seen, 4 not every
 /// connection got ready or stayed connected (the daemon cut or closed some).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "muxload", version, about, long_about = None)]
+#[command(
+    name = "muxload",
+    version,
+    about = "muxload: the load generator for muxchatd (or Redis pub/sub). Opens N connections, \
+             publishes on a schedule, and measures delivery, latency percentiles and loss.",
+    long_about = None
+)]
 pub struct Args {
     /// Daemon address, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:25000")]
