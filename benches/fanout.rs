@@ -54,7 +54,7 @@ fn room_of(members: usize) -> Room {
     for i in 0..members {
         clients.push(TcpStream::connect(addr).unwrap());
         let (server_end, peer) = listener.accept().unwrap();
-        let t = chat.add_session(Transport::Plain(server_end), peer, now);
+        let t = chat.add_session(Transport::plain(server_end), peer, now);
         let mut frames = Vec::new();
         let nick = format!("member{i}");
         ClientMessage::Hello {

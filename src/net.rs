@@ -69,6 +69,20 @@ impl OutBuf {
         Ok(written)
     }
 
+    /// The bytes queued and not yet written, for a writer that wraps them
+    /// (a WebSocket message) before they reach the socket.
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks the first `n` pending bytes as written (after a wrapping
+    /// writer took them).
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.pending());
+        self.pos += n.min(self.pending());
+        self.reclaim();
+    }
+
     fn reclaim(&mut self) {
         if self.pos == self.buf.len() {
             self.pos = 0;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use log::{info, warn};
 use muxchat::server::config::Config;
+use muxchat::server::tls::TlsError;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {
@@ -31,11 +32,35 @@ fn main() -> ExitCode {
 fn run(config: Config) -> Result<(), String> {
     let bind = config.bind;
     let max_clients = config.max_clients;
-    let server = Server::bind(config).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let server = Server::bind(config).map_err(|e| {
+        // A certificate or key that cannot be used names its file.
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<TlsError>())
+        {
+            Some(tls) => format!("TLS: {tls}"),
+            None => format!("cannot listen on {bind}: {e}"),
+        }
+    })?;
+    let addr = server.local_addr();
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {}", server.local_addr())
+    writeln!(stdout, "listening on {addr}")
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    // The address to type into a browser: a wildcard bind is reachable
+    // on loopback.
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    info!("chat in a browser: open {scheme}://{host}:{}/", addr.port());
     raise_fd_limit(max_clients);
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }

@@ -30,13 +30,15 @@ use crate::protocol::frame::{decode, Decoded, Frame, Header};
 use crate::protocol::{code, ClientMessage, ErrorCode, NameKey, ServerMessage};
 
 use super::config::Config;
+use super::http::{Response, Status};
 use super::lifecycle::CloseReason;
 use super::limits::Rate;
+use super::metrics;
 use super::registry::{Sessions, Stats};
 use super::rooms::{RoomId, Rooms};
 use super::session::{Got, Marks, Session};
 use super::timers::Timers;
-use super::transport::Transport;
+use super::transport::{DoorEvent, Transport};
 
 /// Why a session's read stopped (for the loop and the event trace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,8 @@ pub struct Chat {
     pub(super) stamp: u64,
     pub(super) started: Instant,
     pub(super) server_name: String,
+    /// When the input being handled was read (SAY-to-write latency).
+    pub(super) now: Instant,
 }
 
 impl Chat {
@@ -124,6 +128,7 @@ impl Chat {
             cast_frames: 0,
             stamp: 0,
             started: now,
+            now,
             server_name: format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -192,6 +197,7 @@ impl Chat {
         if !s.begin_read(iteration) {
             return done;
         }
+        self.now = now;
         done.stop = loop {
             done.reads += 1;
             let s = self.sessions.at_mut(t);
@@ -219,12 +225,21 @@ impl Chat {
                     self.sessions.on_broken(t);
                     break ReadStop::Broken;
                 }
+                Got::Door(DoorEvent::Closed) => {
+                    self.sessions.on_peer_eof(t);
+                    break ReadStop::Eof;
+                }
+                // Anything else: act, then read on (an upgraded WebSocket
+                // has frames to decode; a closing session drains input
+                // until WouldBlock, so the edge is not lost).
+                Got::Door(ev) => self.on_door(t, ev, now),
             }
         };
+        // A door may have something of its own to write (a TLS handshake
+        // record, a pong, an HTTP answer): the flush stage takes it.
         let s = self.sessions.at(t);
         done.partial = s.inbuf().len();
         if s.transport_wants_flush() {
-            // A handshake or control reply of the transport's own.
             self.sessions.queue_flush(t);
         }
         done
@@ -289,6 +304,45 @@ impl Chat {
             }
         }
         frames
+    }
+
+    /// What a session's door needs from the chat.
+    fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
+        let served = CloseReason::Fatal("http request served");
+        match ev {
+            DoorEvent::Metrics => {
+                let stats = self.stats_list(now);
+                let text = metrics::render(&stats, self.draining, &self.sessions.hist);
+                let resp = Response::new(Status::Ok, metrics::CONTENT_TYPE, text);
+                self.sessions.at_mut(t).transport_mut().respond(&resp);
+                self.sessions.mark_closing(t, served);
+            }
+            DoorEvent::Healthz => {
+                let resp = if self.draining {
+                    Response::text(Status::Unavailable, "draining")
+                } else {
+                    Response::text(Status::Ok, "ok")
+                };
+                self.sessions.at_mut(t).transport_mut().respond(&resp);
+                self.sessions.mark_closing(t, served);
+            }
+            DoorEvent::Answered => self.sessions.mark_closing(t, served),
+            DoorEvent::Upgraded => {
+                debug!("{t:?} upgraded to WebSocket");
+                // The login timeout runs from the upgrade on.
+                self.sessions.at_mut(t).restart_login(now);
+                let deadline = self.next_deadline(t);
+                self.arm(t, deadline);
+            }
+            // Fatal at the door even where the protocol's error is not
+            // (MALFORMED): a broken framing cannot be resynchronised.
+            DoorEvent::Fatal { error, detail } => {
+                self.flush_cast();
+                self.sessions.cut(t, error, 0, detail);
+            }
+            DoorEvent::Closed => self.sessions.on_peer_eof(t),
+        }
+        self.sessions.queue_flush(t);
     }
 
     fn accepts_input(&self, t: Token) -> bool {

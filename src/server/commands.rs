@@ -136,8 +136,11 @@ impl Chat {
             return;
         };
         let frames = mem::take(&mut self.cast_frames);
-        for &member in &self.rooms.get(id).members {
-            self.sessions.deliver_frames(member, &self.cast, frames);
+        let members = &self.rooms.get(id).members;
+        self.sessions.hist.fanout_size.observe(members.len() as u64);
+        for &member in members {
+            self.sessions
+                .deliver_messages(member, &self.cast, frames, Some(self.now));
         }
         self.cast.clear();
     }
@@ -233,8 +236,15 @@ impl Chat {
     }
 
     pub(super) fn send_stats(&mut self, t: Token, now: Instant) {
+        let stats = self.stats_list(now);
+        encode_into(&mut self.frame, &ServerMessage::StatsReply(stats));
+        self.sessions.deliver(t, &self.frame);
+    }
+
+    /// What STATS reports, in its order (also rendered by `/metrics`).
+    pub fn stats_list(&self, now: Instant) -> Vec<(&'static str, u64)> {
         let st = &self.sessions.stats;
-        let stats = [
+        vec![
             (
                 "uptime_ms",
                 now.duration_since(self.started).as_millis() as u64,
@@ -254,9 +264,7 @@ impl Chat {
             ("rejected_full", st.rejected_full),
             ("rate_limited", st.rate_limited),
             ("messages", st.messages),
-        ];
-        encode_into(&mut self.frame, &ServerMessage::StatsReply(stats.to_vec()));
-        self.sessions.deliver(t, &self.frame);
+        ]
     }
 
     // ----- shared by the commands and the reap stage -------------------

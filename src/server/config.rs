@@ -120,6 +120,28 @@ pub struct Args {
     /// Log every readiness event (token, readable/writable, bytes moved).
     #[arg(long, env = "MUXCHAT_TRACE_EVENTS")]
     pub trace_events: bool,
+
+    /// PEM certificate chain; with --tls-key, the port also takes TLS.
+    #[arg(
+        long,
+        env = "MUXCHAT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "MUXCHAT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse plaintext: binary sessions get ERROR(TLS_REQUIRED), HTTP gets 426.
+    #[arg(long, env = "MUXCHAT_TLS_REQUIRED", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_required: bool,
 }
 
 /// Validated settings for one daemon run.
@@ -151,6 +173,10 @@ pub struct Config {
     pub burst: u32,
     /// Log every readiness event.
     pub trace_events: bool,
+    /// Certificate chain and key files, when the port also takes TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse plaintext connections.
+    pub tls_required: bool,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -213,6 +239,8 @@ impl Config {
             rate: args.rate,
             burst: args.burst,
             trace_events: args.trace_events,
+            tls: args.tls_cert.zip(args.tls_key),
+            tls_required: args.tls_required,
             adapted,
         })
     }

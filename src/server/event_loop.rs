@@ -36,6 +36,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -51,7 +52,8 @@ use crate::protocol::{ErrorCode, ServerMessage};
 use super::chat::{Chat, ReadStop};
 use super::config::Config;
 use super::registry::FlushOutcome;
-use super::transport::Transport;
+use super::tls;
+use super::transport::{Doors, Transport};
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -97,6 +99,8 @@ pub struct Server {
     drain_deadline: Option<Instant>,
     local_addr: SocketAddr,
     trace: bool,
+    /// What every new connection's first byte chooses between.
+    doors: Arc<Doors>,
 }
 
 impl Server {
@@ -127,6 +131,14 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
         let trace = config.trace_events;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(
+                // A TlsError inside: the binary reports it naming the file.
+                tls::server_config(cert, key).map_err(io::Error::other)?,
+            ),
+            None => None,
+        };
+        let doors = Arc::new(Doors::new(tls, config.tls_required, config.max_payload));
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -141,6 +153,7 @@ impl Server {
             drain_deadline: None,
             local_addr,
             trace,
+            doors,
         })
     }
 
@@ -214,6 +227,8 @@ impl Server {
             //    not take yet stays buffered and turns on WRITABLE interest
             //    (backpressure); a drained buffer turns it off.
             self.flush_all();
+            let took = now.elapsed().as_nanos() as u64;
+            self.chat.sessions.hist.loop_iteration.observe(took);
 
             // 6. Remove sessions that finished closing: only now are their
             //    tokens free for reuse.
@@ -344,7 +359,9 @@ impl Server {
         // Lets the kernel notice peers that vanished without a FIN even if
         // heartbeats are set very long.
         let _ = SockRef::from(&stream).set_keepalive(true);
-        let t = self.chat.add_session(Transport::Plain(stream), peer, now);
+        let t = self
+            .chat
+            .add_session(Transport::accept(stream, &self.doors), peer, now);
         let fd = self.chat.sessions.at(t).raw_fd();
         // Interest starts as READABLE only: there is nothing to write yet.
         if let Err(e) = self
@@ -415,12 +432,13 @@ impl Server {
     /// Stage 5: write every session with pending output, then turn what
     /// each flush says into loop actions.
     fn flush_all(&mut self) {
+        let now = Instant::now();
         let went_quiet = std::mem::take(&mut self.drained);
         let list = self.chat.sessions.begin_flush();
         for &t in &list {
             // 5a. Write: the session writes through its transport and says
             //     what follows; a failed socket is already marked closing.
-            let FlushOutcome::Done(f) = self.chat.sessions.flush(t, self.iteration) else {
+            let FlushOutcome::Done(f) = self.chat.sessions.flush(t, self.iteration, now) else {
                 continue;
             };
             let id = self.chat.sessions.at(t).id();

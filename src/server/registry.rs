@@ -2,6 +2,8 @@
 //! lists the loop drains each iteration, delivery with its slow-consumer
 //! cut, the first step of closing, and the daemon's one [`Stats`].
 
+use std::time::Instant;
+
 use log::debug;
 use mio::Token;
 use slab::Slab;
@@ -9,6 +11,7 @@ use slab::Slab;
 use crate::protocol::{ErrorCode, ServerMessage};
 
 use super::lifecycle::CloseReason;
+use super::metrics::Histograms;
 use super::session::{Flushed, Marks, Session};
 
 /// Counters reported by STATS_REPLY. One instance, owned by the registry;
@@ -54,6 +57,8 @@ pub struct Sessions {
     marks: Marks,
     /// The daemon's counters.
     pub stats: Stats,
+    /// The histograms behind `/metrics` (observed here and by the loop).
+    pub hist: Histograms,
 }
 
 impl Sessions {
@@ -66,6 +71,7 @@ impl Sessions {
             finished: Vec::new(),
             marks,
             stats: Stats::default(),
+            hist: Histograms::default(),
         }
     }
 
@@ -138,11 +144,27 @@ impl Sessions {
     /// [`Sessions::deliver`] for `frames` frames encoded back to back.
     #[inline]
     pub fn deliver_frames(&mut self, t: Token, bytes: &[u8], frames: u64) {
+        self.deliver_messages(t, bytes, frames, None);
+    }
+
+    /// [`Sessions::deliver_frames`] for MESSAGEs of SAYs read at `read_at`
+    /// (the SAY-to-write latency is measured from the oldest).
+    #[inline]
+    pub fn deliver_messages(
+        &mut self,
+        t: Token,
+        bytes: &[u8],
+        frames: u64,
+        read_at: Option<Instant>,
+    ) {
         let s = &mut self.slab[t.0];
         if s.life().muted() {
             return;
         }
-        let pending = s.append(bytes);
+        if let Some(at) = read_at {
+            s.mark_message(at);
+        }
+        let pending = s.append(bytes, frames);
         self.stats.frames_out += frames;
         if pending > self.marks.max_outbuf {
             self.stats.kicked_slow += 1;
@@ -164,6 +186,8 @@ impl Sessions {
         let s = &mut self.slab[t.0];
         s.out_mut()
             .push(&ServerMessage::error(error, request, detail));
+        // A WebSocket closes with a close frame after the ERROR.
+        s.transport_mut().on_fatal(error);
         s.life_mut().mute();
         debug!("{t:?} {} fatal {}", s.peer(), error.name());
         let why = match error {
@@ -172,6 +196,8 @@ impl Sessions {
             ErrorCode::LoginTimeout => "login timeout",
             ErrorCode::FrameTooLarge => "frame too large",
             ErrorCode::BadVersion => "bad version",
+            ErrorCode::Malformed => "protocol violation",
+            ErrorCode::TlsRequired => "TLS required",
             _ => "error",
         };
         self.queue_flush(t);
@@ -250,7 +276,7 @@ impl Sessions {
 
     /// Writes `t`'s pending output; a finished or failed session is queued
     /// for what follows, and the outcome tells the loop the rest.
-    pub fn flush(&mut self, t: Token, iteration: u64) -> FlushOutcome {
+    pub fn flush(&mut self, t: Token, iteration: u64, now: Instant) -> FlushOutcome {
         let marks = self.marks;
         let Some(s) = self.slab.get_mut(t.0) else {
             return FlushOutcome::Skipped;
@@ -258,6 +284,14 @@ impl Sessions {
         match s.flush(iteration, marks) {
             Ok(done) => {
                 self.stats.bytes_out += done.wrote as u64;
+                if done.wrote > 0 {
+                    let (frames, since) = s.take_write_marks();
+                    self.hist.frames_per_write.observe(frames);
+                    if let Some(at) = since {
+                        let nanos = now.saturating_duration_since(at).as_nanos();
+                        self.hist.say_to_write.observe(nanos as u64);
+                    }
+                }
                 if done.finished {
                     self.finish(t);
                 }

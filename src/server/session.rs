@@ -23,7 +23,7 @@ use super::config::Config;
 use super::lifecycle::Lifecycle;
 use super::limits::{Rate, TokenBucket};
 use super::rooms::RoomId;
-use super::transport::Transport;
+use super::transport::{DoorEvent, Input, Transport};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;
@@ -76,6 +76,9 @@ pub enum Got {
     Paused,
     /// Not read: input is over (EOF seen, broken, or finished).
     Done,
+    /// The transport's door needs the chat (an HTTP request to answer, a
+    /// WebSocket violation, ...).
+    Door(DoorEvent),
 }
 
 /// What one [`Session::flush`] did.
@@ -152,6 +155,12 @@ pub struct Session {
     /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
     /// stamp when this session already got the frame.
     stamp: u64,
+    /// Frames queued since the last write that took bytes (the batching
+    /// histogram).
+    queued_frames: u64,
+    /// When the oldest SAY whose MESSAGE is queued here and not yet written
+    /// was read (the latency histogram).
+    message_since: Option<Instant>,
 }
 
 impl Session {
@@ -177,6 +186,8 @@ impl Session {
             bucket: TokenBucket::new(rate, now),
             timer_at: None,
             stamp: 0,
+            queued_frames: 0,
+            message_since: None,
         }
     }
 
@@ -193,6 +204,19 @@ impl Session {
     /// The descriptor the event loop registers.
     pub fn raw_fd(&self) -> RawFd {
         self.transport.raw_fd()
+    }
+    /// The transport (questions: which door, TLS or not).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+    /// The transport, for the chat's answers to its door's events.
+    pub fn transport_mut(&mut self) -> &mut Transport {
+        &mut self.transport
+    }
+    /// A WebSocket upgrade: the login timeout runs from now.
+    pub fn restart_login(&mut self, now: Instant) {
+        self.accepted_at = now;
+        self.last_rx = now;
     }
     /// The lifecycle (questions only).
     pub fn life(&self) -> &Lifecycle {
@@ -300,11 +324,28 @@ impl Session {
     pub fn pending(&self) -> usize {
         self.out.pending() + self.transport.pending()
     }
-    /// Appends encoded frames; returns the bytes now pending.
+    /// Appends `frames` encoded frames; returns the bytes now pending.
     #[inline]
-    pub fn append(&mut self, bytes: &[u8]) -> usize {
+    pub fn append(&mut self, bytes: &[u8], frames: u64) -> usize {
         self.out.append(bytes);
+        self.queued_frames += frames;
         self.pending()
+    }
+    /// MESSAGEs read at `at` are queued: the oldest unsent one sets the
+    /// latency measured at the next write.
+    #[inline]
+    pub fn mark_message(&mut self, at: Instant) {
+        if self.message_since.is_none() {
+            self.message_since = Some(at);
+        }
+    }
+    /// After a write that took bytes: the frames it carried and when the
+    /// oldest MESSAGE among them was read, for the histograms.
+    pub fn take_write_marks(&mut self) -> (u64, Option<Instant>) {
+        (
+            std::mem::take(&mut self.queued_frames),
+            self.message_since.take(),
+        )
     }
     /// The output buffer, to encode a frame straight into it.
     pub fn out_mut(&mut self) -> &mut OutBuf {
@@ -369,8 +410,9 @@ impl Session {
                 .saturating_sub(pending)
                 .clamp(MIN_READ, scratch.len());
             return match self.transport.read(&mut scratch[..want]) {
-                Ok(0) => Got::Eof,
-                Ok(n) => Got::Bytes(n),
+                Ok(Input::Bytes(0)) => Got::Eof,
+                Ok(Input::Bytes(n)) => Got::Bytes(n),
+                Ok(Input::Event(ev)) => Got::Door(ev),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::WouldBlock,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Got::Failed(e),

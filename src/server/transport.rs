@@ -1,4 +1,5 @@
-//! The transport seam: how a session's bytes reach its socket.
+//! The transport seam: how a session's bytes reach its socket, through
+//! whichever of the port's three doors the connection came in by.
 //!
 //! The chat never sees a transport. It takes the protocol byte stream a
 //! session's [`Transport::read`] yields (whole frames are cut out of it by
@@ -9,109 +10,694 @@
 //! once per flush, never once per delivery: fan-out stays "encode once,
 //! append bytes" whatever the members' transports are.
 //!
-//! An enum rather than `Box<dyn Transport>`: the set of transports is
-//! closed and known here, the plain-TCP hot path stays a direct, inlinable
-//! call (a `match` on one variant), and a variant can own its own state
-//! (a rustls connection, a WebSocket parser) without a heap indirection.
+//! A transport is two layers, each a small closed enum (a `match`, no
+//! `dyn`, so the plain-TCP hot path stays direct and inlinable):
 //!
-//! # Adding a transport
+//! ```text
+//!   Door  (what the byte stream speaks)   Sniff -> Binary | Http -> Ws
+//!   Io    (how bytes reach the socket)    Tcp | Tls (rustls over the same fd)
+//! ```
 //!
-//! A new variant implements the operations below (`read`, `flush`,
-//! `pending`, `wants_flush`, `shutdown_write`, `raw_fd`); nothing outside
-//! this file and the accepting code (`Server::admit`) changes:
+//! **First-byte detection** (docs/PROTOCOL.md, "One port, three doors"): a
+//! new connection starts as `Tcp` + `Sniff`. The first byte is *peeked*
+//! (MSG_PEEK), so nothing is consumed before the choice: `0x16` (a TLS
+//! handshake record) switches the Io to TLS when the server has a
+//! certificate, and the Door sniffs again on the first decrypted byte;
+//! `A`-`Z` is HTTP; anything else is the binary protocol. With
+//! `--tls-required`, plaintext binary gets ERROR(TLS_REQUIRED) and
+//! plaintext HTTP gets 426.
 //!
-//! - **Tls** (`rustls::ServerConnection` beside the `TcpStream`): `read` =
-//!   `read_tls` from the socket, `process_new_packets`, then `reader().read`
-//!   the plaintext (a handshake may want to write: `wants_flush` returns
-//!   rustls' `wants_write`, so the session is queued for the flush stage); `flush` = copy
-//!   `out`'s pending bytes into `writer()` (one call per batch, so TLS cuts
-//!   records over the whole batch), then `write_tls` until `WouldBlock`;
-//!   `pending` = bytes rustls still holds (`wants_write`), so backpressure
-//!   counts them.
-//! - **Ws** (after an HTTP upgrade): `read` = parse WebSocket frames out of
-//!   the socket bytes (unmask, reassemble; answer ping/close in its own
-//!   buffer) and yield the binary messages' payload, which is the
-//!   protocol stream; `flush` = one unmasked binary frame header (2-10
-//!   bytes) written before `out`'s pending bytes as one `writev` batch;
-//!   `pending` = header bytes not yet written.
-//! - **Sniffing** (the first byte picks the door: `0x16` TLS, `A`-`Z`
-//!   HTTP, else binary): a pre-state that buffers the first bytes and then
-//!   becomes one of the others, replaying what it read.
-//! - **Http** (no upgrade): `read` parses the request head with
-//!   `super::http`, queues the response in the transport's own buffer
-//!   (`wants_flush` true, `pending` counts it) and then returns `Ok(0)`:
-//!   the session ends exactly as after a peer's FIN (`Closing` -> `Ending`,
-//!   flush, close). An upgrade swaps the variant for `Ws` in place.
-//! - An outgoing **broker** link uses the same variants from the connecting
-//!   side; its session is not a chat member.
+//! - **Binary**: reads and writes go straight through.
+//! - **Http**: the request head is buffered (bounded by
+//!   [`HttpLimits`]) and parsed by [`super::http`]; the door answers what
+//!   needs no chat state itself (the page, refusals, the WebSocket
+//!   upgrade) and hands `/metrics` and `/healthz` up as a [`DoorEvent`].
+//!   Protocol frames the chat may queue meanwhile (a login timeout's
+//!   ERROR, SHUTDOWN) are dropped: an HTTP client must not get them.
+//! - **Ws**: client frames are decoded and unmasked in place in the read
+//!   buffer ([`ws::Decoder`]), control frames answered by the door's own
+//!   [`ws::WsWriter`], and each flush wraps everything pending in one binary
+//!   message.
+//! - **Tls**: `read_tls` / `process_new_packets` / `reader()` on the way in;
+//!   on the way out the door writes plaintext into rustls' `writer()` and
+//!   `write_tls` pushes the records, until the socket would block. rustls'
+//!   buffers are bounded ([`tls::TLS_BUFFER_LIMIT`]); what it still holds
+//!   counts as pending output, so WRITABLE interest follows `wants_write`.
 
-use std::io::{self, Read};
+use std::fmt;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
 use crate::net::OutBuf;
+use crate::protocol::{ErrorCode, HEADER_LEN};
 
-/// How one session's bytes move. Plain TCP is the only transport today.
+use super::http::{self, HttpLimits, Parse, Response, Route};
+use super::tls;
+use super::ws::{self, close_code, FrameTracker, WsWriter};
+
+/// The browser chat page served at `GET /` (one self-contained file).
+pub const PAGE: &str = include_str!("web/index.html");
+
+/// What every door needs to know, shared by all connections.
+#[derive(Debug, Clone)]
+pub struct Doors {
+    /// The TLS configuration, when the server has a certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Refuse plaintext (binary gets TLS_REQUIRED, HTTP 426).
+    pub tls_required: bool,
+    /// Bounds on an HTTP request head.
+    pub http: HttpLimits,
+    /// The largest WebSocket message: one protocol frame of the largest
+    /// payload, with its header.
+    pub max_ws_message: usize,
+}
+
+impl Doors {
+    /// Doors for a server with these settings.
+    pub fn new(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        tls_required: bool,
+        max_payload: u32,
+    ) -> Doors {
+        Doors {
+            tls,
+            tls_required,
+            http: HttpLimits::default(),
+            max_ws_message: HEADER_LEN + max_payload as usize,
+        }
+    }
+}
+
+/// What a read yields.
 #[derive(Debug)]
-pub enum Transport {
-    /// The binary protocol straight on a non-blocking TCP socket.
-    Plain(TcpStream),
+pub enum Input {
+    /// Bytes of the protocol stream in the caller's buffer; 0 is the end.
+    Bytes(usize),
+    /// Something the chat must act on.
+    Event(DoorEvent),
+}
+
+/// What only the chat can handle, reported by a door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorEvent {
+    /// `GET /metrics`: the chat answers with [`Transport::respond`].
+    Metrics,
+    /// `GET /healthz`: likewise.
+    Healthz,
+    /// The door has answered an HTTP request itself; the connection ends
+    /// once the answer is written.
+    Answered,
+    /// A WebSocket upgrade: the session goes on, speaking the protocol
+    /// over WebSocket.
+    Upgraded,
+    /// A fatal error at the door: ERROR (request 0) with this detail, and
+    /// the connection ends (the door has queued its own close, if any).
+    Fatal {
+        /// The protocol error.
+        error: ErrorCode,
+        /// Said in the ERROR frame.
+        detail: &'static str,
+    },
+    /// The peer closed at the door's level (a WebSocket close frame): like
+    /// the end of the stream.
+    Closed,
+}
+
+/// How one session's bytes move: a door over an Io. See the module docs.
+pub struct Transport {
+    io: Io,
+    door: Door,
+}
+
+/// The socket, and the TLS connection over it once the first byte asked
+/// for TLS.
+struct Io {
+    stream: TcpStream,
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+enum Door {
+    /// The first byte (of the socket, or of the TLS plaintext) is not seen
+    /// yet.
+    Sniff(Arc<Doors>),
+    Binary,
+    Http(Box<HttpDoor>),
+    Ws(Box<WsDoor>),
+}
+
+/// An HTTP request being read, then its answer being written.
+struct HttpDoor {
+    /// The head so far. Invariant: at most `limits.max_head` bytes.
+    head: Vec<u8>,
+    limits: HttpLimits,
+    max_ws_message: usize,
+    /// Plaintext to a server that requires TLS: whatever is asked, 426.
+    refuse_plaintext: bool,
+    /// The encoded response, and how much of it is written.
+    answer: Vec<u8>,
+    sent: usize,
+    /// The head is parsed: further input is not ours to read.
+    asked: bool,
+}
+
+/// A WebSocket session.
+struct WsDoor {
+    /// The 101 response, written before any frame.
+    prefix: Vec<u8>,
+    /// Bytes that arrived behind the upgrade request, decoded first.
+    replay: Vec<u8>,
+    decoder: ws::Decoder,
+    writer: WsWriter,
+    tracker: FrameTracker,
+    /// An event found while decoding, reported after the bytes before it.
+    event: Option<DoorEvent>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let io = if self.io.tls.is_some() { "tls" } else { "tcp" };
+        let door = match self.door {
+            Door::Sniff(_) => "sniff",
+            Door::Binary => "binary",
+            Door::Http(_) => "http",
+            Door::Ws(_) => "ws",
+        };
+        write!(f, "{io}/{door}")
+    }
 }
 
 impl Transport {
-    /// Reads protocol bytes into `buf`: `Ok(0)` is the peer's FIN,
-    /// `WouldBlock` means no more for now.
+    /// A binary-protocol transport on plain TCP, with no detection (tests,
+    /// benchmarks, outgoing links).
+    pub fn plain(stream: TcpStream) -> Transport {
+        Transport {
+            io: Io { stream, tls: None },
+            door: Door::Binary,
+        }
+    }
+
+    /// A freshly accepted connection: its first byte picks the door.
+    pub fn accept(stream: TcpStream, doors: &Arc<Doors>) -> Transport {
+        Transport {
+            io: Io { stream, tls: None },
+            door: Door::Sniff(Arc::clone(doors)),
+        }
+    }
+
+    /// Which layer and door, for logs: `tcp/binary`, `tls/ws`, ...
+    pub fn kind(&self) -> String {
+        format!("{self:?}")
+    }
+
+    /// Whether the connection came in over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.io.tls.is_some()
+    }
+
+    /// Whether the connection is an HTTP request (it gets no protocol
+    /// frames).
+    pub fn is_http(&self) -> bool {
+        matches!(self.door, Door::Http(_))
+    }
+
+    /// Whether the connection is a WebSocket.
+    pub fn is_ws(&self) -> bool {
+        matches!(self.door, Door::Ws(_))
+    }
+
+    /// Reads protocol bytes into `buf`, or reports a door event.
+    /// `Bytes(0)` is the peer's end of stream; `WouldBlock` means no more
+    /// for now.
     #[inline]
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => stream.read(buf),
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+        if let (Door::Binary, None) = (&self.door, &self.io.tls) {
+            return (&self.io.stream).read(buf).map(Input::Bytes);
+        }
+        let input = self.read_door(buf)?;
+        if let Input::Event(DoorEvent::Upgraded) = input {
+            if let Door::Http(h) = std::mem::replace(&mut self.door, Door::Binary) {
+                self.door = Door::Ws((*h).into_ws());
+            }
+        }
+        Ok(input)
+    }
+
+    fn read_door(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+        loop {
+            match &mut self.door {
+                Door::Binary => return self.io.read(buf).map(Input::Bytes),
+                Door::Sniff(doors) => {
+                    let doors = Arc::clone(doors);
+                    if let Some(input) = self.sniff(&doors, buf)? {
+                        return Ok(input);
+                    }
+                }
+                Door::Http(h) => return h.read(&mut self.io, buf),
+                Door::Ws(w) => return w.read(&mut self.io, buf),
+            }
+        }
+    }
+
+    /// The first byte: picks the door (and maybe TLS). Returns an input to
+    /// report, or `None` to read again through the chosen door.
+    fn sniff(&mut self, doors: &Arc<Doors>, buf: &mut [u8]) -> io::Result<Option<Input>> {
+        if self.io.tls.is_none() {
+            let mut first = [0u8; 1];
+            if self.io.stream.peek(&mut first)? == 0 {
+                return Ok(Some(Input::Bytes(0)));
+            }
+            match (first[0], &doors.tls) {
+                (0x16, Some(config)) => {
+                    let conn = tls::accept(config)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    self.io.tls = Some(Box::new(conn));
+                    // The door sniffs again on the first plaintext byte.
+                }
+                (b'A'..=b'Z', _) => {
+                    let h = HttpDoor::new(doors, doors.tls_required);
+                    self.door = Door::Http(Box::new(h));
+                }
+                _ => {
+                    self.door = Door::Binary;
+                    if doors.tls_required {
+                        return Ok(Some(Input::Event(DoorEvent::Fatal {
+                            error: ErrorCode::TlsRequired,
+                            detail: "this server requires TLS",
+                        })));
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        // Inside TLS the same rule again, on decrypted bytes (which cannot
+        // be peeked, so they are handed to the door chosen).
+        let n = self.io.read(buf)?;
+        if n == 0 {
+            return Ok(Some(Input::Bytes(0)));
+        }
+        if buf[0].is_ascii_uppercase() {
+            let mut h = Box::new(HttpDoor::new(doors, false));
+            let got = h.take(&buf[..n]);
+            self.door = Door::Http(h);
+            // "Incomplete" (Bytes(0) from take) must not read as the end.
+            Ok(match got {
+                Input::Bytes(0) => None,
+                other => Some(other),
+            })
+        } else {
+            self.door = Door::Binary;
+            Ok(Some(Input::Bytes(n)))
         }
     }
 
     /// Writes `out`'s pending frames (wrapping them once for the whole
-    /// batch where the transport needs it) until done or `WouldBlock`.
-    /// Returns the protocol bytes taken from `out`.
+    /// batch where the door needs it) until done or `WouldBlock`. Returns
+    /// the protocol bytes taken from `out`.
     #[inline]
     pub fn flush(&mut self, out: &mut OutBuf) -> io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => out.write_to(&mut &*stream),
+        let Io { stream, tls } = &mut self.io;
+        match tls {
+            None => {
+                let mut sink: &TcpStream = stream;
+                if let Door::Binary = self.door {
+                    return out.write_to(&mut sink);
+                }
+                self.door.flush(out, &mut sink)
+            }
+            Some(conn) => {
+                if !push(stream, conn)? {
+                    return Ok(0);
+                }
+                let n = self.door.flush(out, &mut TlsSink { stream, conn })?;
+                push(stream, conn)?;
+                Ok(n)
+            }
         }
     }
 
     /// Bytes the transport itself still holds for the wire (records,
-    /// headers), beyond what `OutBuf` holds. Plain TCP holds none.
+    /// headers, an HTTP answer), beyond what `OutBuf` holds. Where a layer
+    /// cannot count (rustls), 1 stands for "some".
     #[inline]
     pub fn pending(&self) -> usize {
-        match self {
-            Transport::Plain(_) => 0,
-        }
+        let door = match &self.door {
+            Door::Binary | Door::Sniff(_) => 0,
+            Door::Http(h) => h.answer.len() - h.sent,
+            Door::Ws(w) => w.prefix.len() + usize::from(w.writer.has_pending()),
+        };
+        let tls = self
+            .io
+            .tls
+            .as_ref()
+            .map_or(0, |c| usize::from(c.wants_write()));
+        door + tls
     }
 
     /// Whether the transport has bytes of its own to send after a read (a
     /// TLS handshake flight, a WebSocket pong or close, an HTTP response):
     /// the chat then queues the session for the flush stage even though
-    /// no frame was appended. Plain TCP never does.
+    /// no frame was appended. Plain binary TCP never does.
     #[inline]
     pub fn wants_flush(&self) -> bool {
-        match self {
-            Transport::Plain(_) => false,
+        self.pending() > 0
+    }
+
+    /// The chat's answer to a [`DoorEvent::Metrics`] or
+    /// [`DoorEvent::Healthz`].
+    pub fn respond(&mut self, response: &Response) {
+        if let Door::Http(h) = &mut self.door {
+            h.answer.clear();
+            h.sent = 0;
+            response.encode(&mut h.answer);
         }
     }
 
-    /// Closes our sending side (FIN). A TLS variant would send
-    /// close_notify first.
-    pub fn shutdown_write(&mut self) {
-        match self {
-            Transport::Plain(stream) => {
-                let _ = stream.shutdown(Shutdown::Write);
-            }
+    /// The session is cut with a fatal error (its ERROR frame is queued):
+    /// a WebSocket also gets a close frame after it.
+    pub fn on_fatal(&mut self, error: ErrorCode) {
+        if let Door::Sniff(_) = self.door {
+            // Silent until cut (a login timeout): the ERROR is sent as the
+            // binary protocol, the default door.
+            self.door = Door::Binary;
         }
+        if let Door::Ws(w) = &mut self.door {
+            let code = match error {
+                ErrorCode::FrameTooLarge => close_code::TOO_BIG,
+                ErrorCode::Malformed => close_code::PROTOCOL,
+                // Slow consumer, timeouts, a full server: policy (1008).
+                _ => close_code::POLICY,
+            };
+            w.writer.queue_close(code, error.name());
+        }
+    }
+
+    /// Closes our sending side (FIN); TLS sends close_notify first.
+    pub fn shutdown_write(&mut self) {
+        let Io { stream, tls } = &mut self.io;
+        if let Some(conn) = tls {
+            conn.send_close_notify();
+            let _ = push(stream, conn);
+        }
+        let _ = stream.shutdown(Shutdown::Write);
     }
 
     /// The descriptor the event loop registers.
     pub fn raw_fd(&self) -> RawFd {
-        match self {
-            Transport::Plain(stream) => stream.as_raw_fd(),
+        self.io.stream.as_raw_fd()
+    }
+}
+
+impl Io {
+    /// Reads stream bytes: plaintext out of rustls when TLS, feeding it
+    /// ciphertext from the socket as needed. `Ok(0)` is the end
+    /// (close_notify or the socket's EOF).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(conn) = &mut self.tls else {
+            return (&self.stream).read(buf);
+        };
+        loop {
+            match conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed the socket without close_notify: an end
+                // all the same (every protocol frame is length-prefixed, so
+                // truncation cannot pass for a whole frame).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match conn.read_tls(&mut &self.stream) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // rustls queued an alert that says why: send it, best effort.
+                let _ = push(&self.stream, conn);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
         }
+    }
+}
+
+/// Writes rustls' pending records to the socket. Returns false if the
+/// socket would block with records left.
+fn push(stream: &TcpStream, conn: &mut rustls::ServerConnection) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut &*stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The write side of TLS as a `Write`: plaintext into rustls, records out
+/// to the socket whenever rustls' bounded buffer is full.
+struct TlsSink<'a> {
+    stream: &'a TcpStream,
+    conn: &'a mut rustls::ServerConnection,
+}
+
+impl Write for TlsSink<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        loop {
+            let n = self.conn.writer().write(b)?;
+            if n > 0 || b.is_empty() {
+                return Ok(n);
+            }
+            // Full: push records to make room, or report the socket full.
+            match self.conn.write_tls(&mut &*self.stream) {
+                // Nothing to push (the handshake is not done, so plaintext
+                // cannot be encrypted yet): wait like a full socket.
+                Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Door {
+    /// The door's side of a flush: frames or answers into `sink`.
+    fn flush<W: Write>(&mut self, out: &mut OutBuf, sink: &mut W) -> io::Result<usize> {
+        match self {
+            // Before the first byte nothing is sent: a SHUTDOWN queued
+            // now must not reach what may turn out to be an HTTP client.
+            // (A fatal error commits the connection to binary first: see
+            // `on_fatal`.)
+            Door::Sniff(_) => Ok(0),
+            Door::Binary => out.write_to(sink),
+            Door::Http(h) => {
+                // Protocol frames (a login timeout's ERROR, SHUTDOWN) are
+                // not for an HTTP client: dropped.
+                out.consume(out.pending());
+                write_some(&h.answer, &mut h.sent, sink)?;
+                Ok(0)
+            }
+            Door::Ws(w) => w.flush(out, sink),
+        }
+    }
+}
+
+/// Writes `bytes[*sent..]` until done or `WouldBlock`. Returns whether all
+/// of it is out.
+fn write_some<W: Write>(bytes: &[u8], sent: &mut usize, sink: &mut W) -> io::Result<bool> {
+    while *sent < bytes.len() {
+        match sink.write(&bytes[*sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+impl HttpDoor {
+    fn new(doors: &Doors, refuse_plaintext: bool) -> HttpDoor {
+        HttpDoor {
+            head: Vec::new(),
+            limits: doors.http,
+            max_ws_message: doors.max_ws_message,
+            refuse_plaintext,
+            answer: Vec::new(),
+            sent: 0,
+            asked: false,
+        }
+    }
+
+    fn read(&mut self, io: &mut Io, buf: &mut [u8]) -> io::Result<Input> {
+        loop {
+            if self.asked {
+                // Asked and answered: whatever else comes is read and
+                // dropped until we close.
+                let n = io.read(buf)?;
+                return Ok(Input::Bytes(n));
+            }
+            // Never more than the head limit: read only what still fits.
+            let room = (self.limits.max_head - self.head.len()).min(buf.len());
+            let n = io.read(&mut buf[..room.max(1)])?;
+            if n == 0 {
+                return Ok(Input::Bytes(0));
+            }
+            match self.take(&buf[..n]) {
+                Input::Bytes(0) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Adds received bytes to the head and parses. `Bytes(0)` here means
+    /// "incomplete, read on".
+    fn take(&mut self, bytes: &[u8]) -> Input {
+        let room = self.limits.max_head - self.head.len();
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let (head_len, route) = match http::parse_request(&self.head, &self.limits) {
+            Parse::Partial => return Input::Bytes(0),
+            Parse::Done { head_len, route } => (head_len, route),
+        };
+        self.asked = true;
+        if self.refuse_plaintext {
+            http::tls_required().encode(&mut self.answer);
+            return Input::Event(DoorEvent::Answered);
+        }
+        match route {
+            Route::Page => {
+                Response::new(
+                    http::Status::Ok,
+                    "text/html; charset=utf-8",
+                    PAGE.as_bytes(),
+                )
+                .encode(&mut self.answer);
+                Input::Event(DoorEvent::Answered)
+            }
+            Route::Refuse(r) => {
+                Response::refusal(r).encode(&mut self.answer);
+                Input::Event(DoorEvent::Answered)
+            }
+            Route::Metrics => Input::Event(DoorEvent::Metrics),
+            Route::Healthz => Input::Event(DoorEvent::Healthz),
+            Route::WebSocket { accept } => {
+                http::switching_protocols(&accept, &mut self.answer);
+                // Bytes behind the head are the first WebSocket frames.
+                let extra = bytes.len().saturating_sub(room);
+                let mut replay = self.head.split_off(head_len.min(self.head.len()));
+                replay.extend_from_slice(&bytes[bytes.len() - extra..]);
+                self.head = replay;
+                Input::Event(DoorEvent::Upgraded)
+            }
+        }
+    }
+
+    /// Turns an upgraded request into its WebSocket door.
+    fn into_ws(self) -> Box<WsDoor> {
+        let HttpDoor {
+            head,
+            answer,
+            max_ws_message,
+            ..
+        } = self;
+        Box::new(WsDoor {
+            prefix: answer,
+            replay: head,
+            decoder: ws::Decoder::new(max_ws_message),
+            writer: WsWriter::default(),
+            tracker: FrameTracker::default(),
+            event: None,
+        })
+    }
+}
+
+impl WsDoor {
+    fn read(&mut self, io: &mut Io, buf: &mut [u8]) -> io::Result<Input> {
+        loop {
+            if let Some(ev) = self.event.take() {
+                return Ok(Input::Event(ev));
+            }
+            let n = if self.replay.is_empty() {
+                let n = io.read(buf)?;
+                if n == 0 {
+                    return Ok(Input::Bytes(0));
+                }
+                n
+            } else {
+                // Bytes that came behind the upgrade request: at most one
+                // head's worth, so they fit the read buffer.
+                let n = self.replay.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.replay[..n]);
+                self.replay.drain(..n);
+                n
+            };
+            let produced = self.decode(buf, n);
+            if produced > 0 {
+                return Ok(Input::Bytes(produced));
+            }
+            // Only control frames or part of a header: read on (or report
+            // the event found).
+        }
+    }
+
+    /// Decodes `buf[..n]` in place; returns the protocol bytes now at the
+    /// front of `buf`. Control frames are answered here; a close or an
+    /// error is kept in `event` and stops decoding.
+    fn decode(&mut self, buf: &mut [u8], n: usize) -> usize {
+        let (mut read, mut write) = (0, 0);
+        while self.event.is_none() {
+            let before = write;
+            let res = self.decoder.feed_in_place(buf, &mut read, n, &mut write);
+            self.tracker.advance(&buf[before..write]);
+            match res {
+                Ok(ws::Event::NeedMore) => break,
+                Ok(ws::Event::MessageEnd) => {
+                    if !self.tracker.at_boundary() {
+                        self.fail(ws::WsError {
+                            error: ErrorCode::Malformed,
+                            close: close_code::PROTOCOL,
+                            why: "a protocol frame split across WebSocket messages",
+                        });
+                    }
+                }
+                Ok(ws::Event::Ping) => self.writer.queue_pong(self.decoder.control_payload()),
+                Ok(ws::Event::Pong) => {}
+                Ok(ws::Event::Close { code }) => {
+                    self.writer.queue_close(code, "");
+                    self.event = Some(DoorEvent::Closed);
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        write
+    }
+
+    fn fail(&mut self, e: ws::WsError) {
+        // The chat queues the ERROR frame; our close goes after it, with
+        // the code the violation calls for.
+        self.writer.queue_close(e.close, e.why);
+        self.event = Some(DoorEvent::Fatal {
+            error: e.error,
+            detail: e.why,
+        });
+    }
+
+    fn flush<W: Write>(&mut self, out: &mut OutBuf, sink: &mut W) -> io::Result<usize> {
+        let mut sent = 0;
+        if !write_some(&self.prefix, &mut sent, sink)? {
+            self.prefix.drain(..sent);
+            return Ok(0);
+        }
+        self.prefix = Vec::new();
+        let n = self.writer.write_to(out.pending_bytes(), sink)?;
+        out.consume(n);
+        Ok(n)
     }
 }

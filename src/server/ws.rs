@@ -35,7 +35,7 @@
 
 use std::io::{self, IoSlice, Write};
 
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, HEADER_LEN};
 
 /// The largest server frame header: 2 bytes, then a 64-bit length.
 pub const MAX_SERVER_HEADER: usize = 10;
@@ -68,6 +68,8 @@ pub mod close_code {
     pub const PROTOCOL: u16 = 1002;
     /// A data type we do not accept (text).
     pub const UNSUPPORTED: u16 = 1003;
+    /// A policy violation (slow consumer, timeouts).
+    pub const POLICY: u16 = 1008;
     /// A message too big to process.
     pub const TOO_BIG: u16 = 1009;
 }
@@ -192,19 +194,43 @@ impl Decoder {
     ///
     /// After an error or a close, further input is consumed and ignored.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, Event), WsError> {
-        let mut pos = 0;
+        let start = out.len();
+        out.extend_from_slice(input);
+        let (mut read, mut write) = (start, start);
+        let end = out.len();
+        let res = self.feed_in_place(out, &mut read, end, &mut write);
+        out.truncate(write);
+        res.map(|ev| (read - start, ev))
+    }
+
+    /// [`Decoder::feed`] without a second buffer: decodes `buf[*read..end]`
+    /// and writes the unmasked payload to `buf[*write..]`, moving both
+    /// cursors. Payload never outruns its frame, so `*write <= *read`
+    /// holds throughout and the raw bytes a socket read put in a buffer are
+    /// unmasked where they lie (headers squeezed out).
+    pub fn feed_in_place(
+        &mut self,
+        buf: &mut [u8],
+        read: &mut usize,
+        end: usize,
+        write: &mut usize,
+    ) -> Result<Event, WsError> {
+        debug_assert!(*write <= *read && *read <= end && end <= buf.len());
         loop {
             match self.state {
-                State::Done => return Ok((input.len(), Event::NeedMore)),
+                State::Done => {
+                    *read = end;
+                    return Ok(Event::NeedMore);
+                }
                 State::Header => {
                     let Some(need) = self.header_needs() else {
                         // Not even two bytes: take one and look again.
-                        if pos == input.len() {
-                            return Ok((pos, Event::NeedMore));
+                        if *read == end {
+                            return Ok(Event::NeedMore);
                         }
-                        self.hdr[self.hdr_len] = input[pos];
+                        self.hdr[self.hdr_len] = buf[*read];
                         self.hdr_len += 1;
-                        pos += 1;
+                        *read += 1;
                         if self.hdr_len == 2 {
                             if let Err(e) = self.check_first_two() {
                                 self.state = State::Done;
@@ -213,13 +239,13 @@ impl Decoder {
                         }
                         continue;
                     };
-                    let take = (need - self.hdr_len).min(input.len() - pos);
+                    let take = (need - self.hdr_len).min(end - *read);
                     self.hdr[self.hdr_len..self.hdr_len + take]
-                        .copy_from_slice(&input[pos..pos + take]);
+                        .copy_from_slice(&buf[*read..*read + take]);
                     self.hdr_len += take;
-                    pos += take;
+                    *read += take;
                     if self.hdr_len < need {
-                        return Ok((pos, Event::NeedMore));
+                        return Ok(Event::NeedMore);
                     }
                     if let Err(e) = self.start_frame() {
                         self.state = State::Done;
@@ -227,38 +253,43 @@ impl Decoder {
                     }
                     if self.remaining == 0 {
                         if let Some(ev) = self.end_frame()? {
-                            return Ok((pos, ev));
+                            return Ok(ev);
                         }
                     }
                 }
                 State::Data => {
-                    let take = (input.len() - pos).min(self.remaining as usize);
+                    let take = (end - *read).min(self.remaining as usize);
                     if take == 0 {
-                        return Ok((pos, Event::NeedMore));
+                        return Ok(Event::NeedMore);
                     }
-                    unmask_into(out, &input[pos..pos + take], self.mask, self.done);
-                    pos += take;
+                    buf.copy_within(*read..*read + take, *write);
+                    let r = (self.done % 4) as usize;
+                    let m = self.mask;
+                    let rotated = [m[r], m[(r + 1) % 4], m[(r + 2) % 4], m[(r + 3) % 4]];
+                    unmask_in_place(&mut buf[*write..*write + take], rotated);
+                    *read += take;
+                    *write += take;
                     self.done += take as u64;
                     self.remaining -= take as u64;
                     if self.remaining == 0 {
                         if let Some(ev) = self.end_frame()? {
-                            return Ok((pos, ev));
+                            return Ok(ev);
                         }
                     }
                 }
                 State::Control => {
-                    let take = (input.len() - pos).min(self.remaining as usize);
+                    let take = (end - *read).min(self.remaining as usize);
                     if take == 0 {
-                        return Ok((pos, Event::NeedMore));
+                        return Ok(Event::NeedMore);
                     }
                     let start = self.control_len;
-                    self.control[start..start + take].copy_from_slice(&input[pos..pos + take]);
+                    self.control[start..start + take].copy_from_slice(&buf[*read..*read + take]);
                     self.control_len += take;
-                    pos += take;
+                    *read += take;
                     self.remaining -= take as u64;
                     if self.remaining == 0 {
                         if let Some(ev) = self.end_frame()? {
-                            return Ok((pos, ev));
+                            return Ok(ev);
                         }
                     }
                 }
@@ -402,6 +433,50 @@ fn close_code_of(payload: &[u8]) -> Result<u16, WsError> {
             }
             Ok(code)
         }
+    }
+}
+
+/// Follows protocol frame boundaries in the unmasked byte stream, so the
+/// WebSocket door can tell, at the end of each message, whether a protocol
+/// frame was split across messages (fatal: MALFORMED, 1002). It reads only
+/// each frame's length field and keeps 8 bytes; the chat still cuts and
+/// checks the frames itself.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FrameTracker {
+    hdr: [u8; HEADER_LEN],
+    hdr_len: usize,
+    remaining: u64,
+}
+
+impl FrameTracker {
+    /// Moves over `data`, the next bytes of the protocol stream.
+    pub fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let k = (self.remaining.min(data.len() as u64)) as usize;
+                self.remaining -= k as u64;
+                data = &data[k..];
+                continue;
+            }
+            let k = (HEADER_LEN - self.hdr_len).min(data.len());
+            self.hdr[self.hdr_len..self.hdr_len + k].copy_from_slice(&data[..k]);
+            self.hdr_len += k;
+            data = &data[k..];
+            if self.hdr_len == HEADER_LEN {
+                self.hdr_len = 0;
+                self.remaining = u64::from(u32::from_be_bytes([
+                    self.hdr[4],
+                    self.hdr[5],
+                    self.hdr[6],
+                    self.hdr[7],
+                ]));
+            }
+        }
+    }
+
+    /// Whether the stream so far ends on a frame boundary.
+    pub fn at_boundary(&self) -> bool {
+        self.hdr_len == 0 && self.remaining == 0
     }
 }
 
@@ -960,6 +1035,51 @@ mod tests {
             frames(&sink),
             [(opcode::PONG, 999u32.to_be_bytes().to_vec())]
         );
+    }
+
+    #[test]
+    fn tracker_follows_frames_at_every_split() {
+        let mut stream = Vec::new();
+        for len in [0u32, 5, 300] {
+            stream.extend_from_slice(&[0, 103, 0, 0]);
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        let boundaries = [8, 8 + 13, stream.len()];
+        for cut in 0..=stream.len() {
+            let mut tr = FrameTracker::default();
+            tr.advance(&stream[..cut]);
+            assert_eq!(
+                tr.at_boundary(),
+                cut == 0 || boundaries.contains(&cut),
+                "cut {cut}"
+            );
+            tr.advance(&stream[cut..]);
+            assert!(tr.at_boundary());
+        }
+    }
+
+    #[test]
+    fn in_place_matches_copying_decode() {
+        let mut input = client(opcode::BINARY, false, b"hello ");
+        input.extend(client(opcode::PING, true, b"p"));
+        input.extend(client(opcode::CONTINUATION, true, &[9u8; 200]));
+        let mut buf = input.clone();
+        let (mut r, mut w) = (0, 0);
+        let mut dec = Decoder::new(1000);
+        let end = buf.len();
+        assert_eq!(
+            dec.feed_in_place(&mut buf, &mut r, end, &mut w),
+            Ok(Event::Ping)
+        );
+        assert_eq!(
+            dec.feed_in_place(&mut buf, &mut r, end, &mut w),
+            Ok(Event::MessageEnd)
+        );
+        assert_eq!(r, end);
+        let mut want = b"hello ".to_vec();
+        want.extend([9u8; 200]);
+        assert_eq!(&buf[..w], &want[..]);
     }
 
     #[test]
