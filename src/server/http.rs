@@ -437,6 +437,68 @@ pub fn switching_protocols(accept: &[u8; 28], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n\r\n");
 }
 
+/// The fuzz target `http_head`'s check (also replayed from the committed
+/// corpus by `cargo test`): panics on a bug, returns on anything else.
+///
+/// Input: two bytes pick small limits (so the 414 and 431 paths are
+/// reachable), then the bytes a client sends. Every prefix is parsed as the
+/// transport would after each read: a prefix is `Partial` only while within
+/// the limits, once `Done` every longer prefix is `Done` too with the same
+/// head length (a refusal may only be refined into another refusal), the
+/// head length never passes the bytes given, and every refusal encodes as
+/// a response that parses back with its own `Content-Length`.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    let [a, b, rest @ ..] = data else { return };
+    let limits = HttpLimits {
+        max_head: 16 + usize::from(*a) * 4,
+        max_request_line: 8 + usize::from(*b),
+        max_headers: 1 + usize::from(*b % 16),
+    };
+    let mut first_done: Option<(usize, Route)> = None;
+    for end in 0..=rest.len() {
+        let buf = &rest[..end];
+        match parse_request(buf, &limits) {
+            Parse::Partial => {
+                assert!(first_done.is_none(), "Partial after Done at {end}");
+                assert!(buf.len() < limits.max_head, "Partial past the head limit");
+                let line = buf.iter().position(|&c| c == b'\n').unwrap_or(buf.len());
+                assert!(
+                    line <= limits.max_request_line,
+                    "Partial past the line limit"
+                );
+            }
+            Parse::Done { head_len, route } => {
+                assert!(head_len <= buf.len().max(limits.max_head));
+                if let Route::Refuse(r) = route {
+                    let bytes = Response::refusal(r).to_bytes();
+                    let mut headers = [httparse::EMPTY_HEADER; 16];
+                    let mut resp = httparse::Response::new(&mut headers);
+                    let Ok(httparse::Status::Complete(n)) = resp.parse(&bytes) else {
+                        panic!("refusal does not parse: {bytes:?}");
+                    };
+                    assert_eq!(resp.code, Some(r.status.code()));
+                    let len = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name == "Content-Length")
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                        .expect("Content-Length");
+                    assert_eq!(bytes.len() - n, len);
+                }
+                match first_done {
+                    None => first_done = Some((head_len, route)),
+                    Some((len0, route0)) => {
+                        if !matches!(route0, Route::Refuse(_)) {
+                            assert_eq!((head_len, route), (len0, route0), "Done changed at {end}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +680,17 @@ mod tests {
         assert!(s.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(s.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(!s.contains("close"));
+    }
+
+    #[test]
+    fn fuzz_check_holds_on_sample_heads() {
+        for (a, b) in [(0u8, 0u8), (10, 40), (255, 255), (3, 200)] {
+            for head in [UPGRADE, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "G\r\n\r\n"] {
+                let mut data = vec![a, b];
+                data.extend_from_slice(head.as_bytes());
+                fuzz_check(&data);
+            }
+        }
     }
 
     #[test]
