@@ -28,7 +28,23 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] = &[
     ("frame_decode", frame_decode),
     ("message_decode", message_decode),
+    ("http_head", http_head),
+    ("ws_frames", ws_frames),
 ];
+
+/// The HTTP door's request-head parser under small limits, every prefix of
+/// the input as the transport would see it after each read. The check
+/// lives beside the parser: [`crate::server::http::fuzz_check`].
+pub fn http_head(data: &[u8]) {
+    crate::server::http::fuzz_check(data)
+}
+
+/// WebSocket framing: the client-frame decoder chunked against in place,
+/// and the per-flush writer through a trickling writer. The check lives
+/// beside the codec: [`crate::server::ws::fuzz_check`].
+pub fn ws_frames(data: &[u8]) {
+    crate::server::ws::fuzz_check(data)
+}
 
 /// A small reader over the fuzz input: every take succeeds, yielding zeros
 /// once the input runs out, so a scenario never fails to build.
