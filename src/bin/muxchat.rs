@@ -7,6 +7,9 @@ use muxchat::client::{self, command::room_arg, Args, Config};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.discover {
+        return discover(&args);
+    }
     let cfg = Config {
         connect: args.connect,
         nick: args.nick.unwrap_or_else(client::default_nick),
@@ -18,6 +21,25 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(msg) => {
             eprintln!("muxchat: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--discover`: 0 when some daemon answered, 1 when none did.
+fn discover(args: &Args) -> ExitCode {
+    let wait = std::time::Duration::from_millis(args.discover_ms);
+    match client::discover::discover(&args.discover_to, wait, &mut std::io::stdout()) {
+        Ok(0) => {
+            eprintln!(
+                "muxchat: no muxchatd answered at {} within {} ms (is it started with --discovery?)",
+                args.discover_to, args.discover_ms
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("muxchat: discovery via {}: {e}", args.discover_to);
             ExitCode::from(1)
         }
     }

@@ -8,6 +8,7 @@
 //! - [`format`](mod@format): a server message into readable lines (pure).
 //! - [`state`]: the session's state: rooms, the current room, registration;
 //!   commands and server messages in, frames and lines out (pure).
+//! - [`discover`]: `--discover`, the daemons on the LAN (UDP).
 //! - [`session`]: the event loop that moves bytes between the terminal, the
 //!   socket and [`state::Chat`].
 //!
@@ -15,6 +16,7 @@
 //! [`session::run`]'s result into an exit status.
 
 pub mod command;
+pub mod discover;
 pub mod format;
 pub mod session;
 pub mod state;
@@ -48,6 +50,15 @@ pub struct Args {
     /// Do not prefix lines with the time.
     #[arg(long)]
     pub no_time: bool,
+    /// List the daemons that answer a discovery probe (UDP), then exit.
+    #[arg(long)]
+    pub discover: bool,
+    /// Where --discover sends its probe (a broadcast address by default).
+    #[arg(long, value_name = "ADDR", default_value = discover::DEFAULT_TARGET)]
+    pub discover_to: String,
+    /// How long --discover waits for answers, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub discover_ms: u64,
     /// Read commands from FILE instead of stdin, then quit.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,

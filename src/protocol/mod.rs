@@ -4,10 +4,12 @@
 //! tests. It is pure: bytes in, frames and messages out, and the reverse.
 //! Nothing here knows about sockets or `mio`.
 //!
+//! - [`discovery`]: the UDP probe and reply of LAN discovery.
 //! - [`frame`]: the 8-byte header and cutting frames out of a stream.
 //! - [`message`]: each code's payload layout, decode and encode.
 //! - [`names`]: nick and room rules, and case-folded lookup keys.
 
+pub mod discovery;
 pub mod frame;
 pub mod message;
 pub mod names;

@@ -143,6 +143,11 @@ impl Chat {
         &mut self.sessions.stats
     }
 
+    /// Registered sessions now (those with a nick).
+    pub fn registered(&self) -> usize {
+        self.nicks.len()
+    }
+
     /// Connections open now, registered or not.
     pub fn connections(&self) -> usize {
         self.sessions.len()

@@ -142,6 +142,10 @@ pub struct Args {
     /// Refuse plaintext: binary sessions get ERROR(TLS_REQUIRED), HTTP gets 426.
     #[arg(long, env = "MUXCHAT_TLS_REQUIRED", requires_all = ["tls_cert", "tls_key"])]
     pub tls_required: bool,
+
+    /// Answer LAN discovery probes (`muxchat --discover`) on UDP, same address and port.
+    #[arg(long, env = "MUXCHAT_DISCOVERY")]
+    pub discovery: bool,
 }
 
 /// Validated settings for one daemon run.
@@ -177,6 +181,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse plaintext connections.
     pub tls_required: bool,
+    /// Answer discovery probes on UDP.
+    pub discovery: bool,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -241,6 +247,7 @@ impl Config {
             trace_events: args.trace_events,
             tls: args.tls_cert.zip(args.tls_key),
             tls_required: args.tls_required,
+            discovery: args.discovery,
             adapted,
         })
     }

@@ -51,6 +51,7 @@ use crate::protocol::{ErrorCode, ServerMessage};
 
 use super::chat::{Chat, ReadStop};
 use super::config::Config;
+use super::discovery::Discovery;
 use super::registry::FlushOutcome;
 use super::tls;
 use super::transport::{Doors, Transport};
@@ -60,6 +61,8 @@ use super::transport::{Doors, Transport};
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// The discovery socket's token (with `--discovery`).
+const DISCOVERY: Token = Token(usize::MAX - 3);
 
 /// Size of the one read buffer shared by all sessions: most reads carry
 /// whole frames and are parsed in place, so sessions need no read buffer of
@@ -79,6 +82,8 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
+    /// The UDP discovery responder, with `--discovery`.
+    discovery: Option<Discovery>,
     chat: Chat,
     /// The shared read buffer.
     scratch: Vec<u8>,
@@ -130,6 +135,14 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
+        let mut discovery = None;
+        if config.discovery {
+            let mut d = Discovery::bind(local_addr, Instant::now())?;
+            poll.registry()
+                .register(d.source(), DISCOVERY, Interest::READABLE)?;
+            discovery = Some(d);
+        }
+
         let trace = config.trace_events;
         let tls = match &config.tls {
             Some((cert, key)) => Some(
@@ -143,6 +156,7 @@ impl Server {
             poll,
             listener: Some(listener),
             signals,
+            discovery,
             chat: Chat::new(config, Instant::now()),
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
@@ -196,6 +210,7 @@ impl Server {
                 );
                 match token {
                     LISTENER => self.accept_all(now),
+                    DISCOVERY => self.answer_probes(now),
                     SIGNALS => {
                         if self.on_signal(now) {
                             info!("second signal: exiting at once");
@@ -317,6 +332,22 @@ impl Server {
                  {} B of a partial frame kept; stopped on {why}",
                 r.reads, r.bytes, r.frames, r.partial
             );
+        }
+    }
+
+    /// Answers discovery probes (UDP): drained until `WouldBlock` like
+    /// every edge-triggered source.
+    fn answer_probes(&mut self, now: Instant) {
+        let sessions = self.chat.registered();
+        let connections = self.chat.connections();
+        if let Some(d) = self.discovery.as_mut() {
+            let done = d.on_readable(sessions, connections, now);
+            if self.trace {
+                info!(
+                    "discovery: {} replies, {} dropped",
+                    done.replies, done.dropped
+                );
+            }
         }
     }
 

@@ -36,6 +36,7 @@ pub mod chat;
 pub mod closing;
 pub mod commands;
 pub mod config;
+pub mod discovery;
 pub mod event_loop;
 pub mod http;
 pub mod lifecycle;
