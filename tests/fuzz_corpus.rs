@@ -213,4 +213,23 @@ fn write_seed_corpus() {
         d.extend_from_slice(&stream[..stream.len() * (i + 1) / 6]);
         write("frame_decode", format!("seed-{i}"), &d);
     }
+    // history: limits (per room, budget / 8, reply cap), then operations
+    // (op, pick, args): open rooms, store runs of messages, query them.
+    for (i, limits) in [[5u8, 120, 3], [11, 255, 0], [3, 20, 7], [0, 50, 2]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = limits.to_vec();
+        for _ in 0..3 {
+            d.extend_from_slice(&[0, 0]);
+        }
+        for n in 0..40u8 {
+            d.extend_from_slice(&[0x42, n % 3, n.wrapping_mul(37)]);
+            if n % 5 == 4 {
+                d.extend_from_slice(&[3, n % 3, n, n.wrapping_mul(11), n % 7]);
+            }
+        }
+        d.extend_from_slice(&[0x02, 1, 9, 1, 0, 3, 0, 0, 0, 0, 0x22, 0, 4]);
+        write("history", format!("seed-{i}"), &d);
+    }
 }

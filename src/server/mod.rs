@@ -38,6 +38,7 @@ pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod event_loop;
+pub mod history;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

@@ -1,0 +1,1091 @@
+//! History: the newest messages of every room, held as encoded
+//! HISTORY_MESSAGE frames, for protocol version 2's HISTORY and ROOM_STATE.
+//!
+//! This module owns the held bytes, their two bounds and the answer to a
+//! HISTORY request; the chat state machine owns rooms, seqs and sessions and
+//! asks it. It never sees a socket.
+//!
+//! ```text
+//!  History
+//!   rings: Slab<Ring>          one Ring per room incarnation (a RingId)
+//!   LRU list over the rings that hold something:
+//!     head (stored to last) <-> ... <-> tail (stored to longest ago)
+//!                                        ^ the byte budget evicts here first
+//!
+//!  Ring (seq first_seq .. first_seq + starts.len() - 1, contiguous)
+//!   bytes:  [ frame first_seq | frame +1 | ... | newest frame ]   ByteRing
+//!   starts: [ pos            , pos      , ... , pos          ]   VecDeque<u32>
+//! ```
+//!
+//! - **Storing** encodes the HISTORY_MESSAGE straight into the room's byte
+//!   ring: one copy of the message's bytes, no allocation once the ring has
+//!   grown, nothing per member. Per message the index costs 4 bytes (where
+//!   its frame starts); the seq is implied by the position, since a ring
+//!   holds consecutive seqs only.
+//! - **Answering** a HISTORY copies a run of consecutive stored frames: at
+//!   most two slices (the ring may wrap), appended to the session's OutBuf
+//!   as fan-out does.
+//! - **Bounds**: at most `per_room` messages per room, and at most
+//!   `max_bytes` held bytes across all rooms (frames plus their 4-byte
+//!   index entries). Past the budget, the rooms that stored a message
+//!   longest ago give up their oldest messages first: an intrusive
+//!   doubly-linked LRU list over the rings makes each store O(1) and each
+//!   eviction O(1), with no scan of the rooms.
+//!
+//! Allocation slack (ring capacity not in use) is not counted in
+//! `max_bytes`; growth is capped near what `per_room` frames of the
+//! current average size need, and a ring shrinks once it uses less than
+//! half its capacity, so the slack stays a fraction of the held bytes
+//! (see [`History::heap_bytes`] and the memory test).
+//!
+//! ## Wiring it into the chat state machine
+//!
+//! - Room created: `epoch = epochs.next_epoch()`, `ring = history.open()`;
+//!   the room keeps both. Room removed: `history.close(ring)`.
+//! - SAY accepted, MESSAGE `seq` fanned out: `history.store(ring, room,
+//!   seq, now_ms(), from, text)`.
+//! - JOIN by a version-2 session: ROOM_STATE with the epoch, `last_seq` =
+//!   the room's seq, `first_held` = `history.first_held(ring)`; the session
+//!   remembers that `last_seq` for the room.
+//! - HISTORY: `history.reply(ring, room, epoch, &Request { epoch, after_seq,
+//!   limit, newest: that last_seq }, out)` appends the whole reply.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use slab::Slab;
+
+use crate::net::OutBuf;
+use crate::protocol::frame::{Header, HEADER_LEN};
+use crate::protocol::{code, history_status, ServerMessage};
+
+/// Bytes a held message costs beside its frame: its entry in `starts`.
+pub const INDEX_BYTES: usize = 4;
+
+/// The default of `--history`: messages held per room.
+pub const DEFAULT_PER_ROOM: usize = 100;
+
+/// The default of `--history-memory`: held bytes across all rooms.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// No ring in the LRU list.
+const NIL: usize = usize::MAX;
+
+/// A ring's frames must stay addressable by wrapping `u32` positions:
+/// a single room never holds more than this many bytes.
+const RING_MAX_BYTES: usize = 1 << 30;
+
+/// Handle of one room incarnation's history, from [`History::open`]. The
+/// chat state machine keeps it in its room and gives it back with
+/// [`History::close`] when the room is removed; a handle is never used
+/// after that (slab keys are reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RingId(usize);
+
+/// The bounds of a [`History`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages held per room (`--history`); 0 holds none.
+    pub per_room: usize,
+    /// Held bytes across all rooms (`--history-memory`).
+    pub max_bytes: usize,
+    /// The most HISTORY_MESSAGEs one reply carries (a request's `limit` 0
+    /// means this; a larger limit is cut to it). At least 1.
+    pub reply_cap: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            per_room: DEFAULT_PER_ROOM,
+            max_bytes: DEFAULT_MAX_BYTES,
+            reply_cap: DEFAULT_PER_ROOM as u16,
+        }
+    }
+}
+
+/// A HISTORY request, with what the session's ROOM_STATE told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The epoch asked for: the room's, 0 (the newest messages), or an
+    /// older one (the room was re-created since).
+    pub epoch: u64,
+    /// Send messages with seq above this (ignored for epoch 0).
+    pub after_seq: u64,
+    /// At most this many messages; 0 means the server's cap.
+    pub limit: u16,
+    /// The `last_seq` of the session's ROOM_STATE for this room: nothing
+    /// above it is sent (it came live), and HISTORY_END says it as `newest`.
+    pub newest: u64,
+}
+
+/// What to answer a [`Request`] with: the held frames of seqs
+/// `from_seq .. from_seq + count`, then HISTORY_END with `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Seq of the first frame to send (0 when `count` is 0).
+    pub from_seq: u64,
+    /// How many frames.
+    pub count: u64,
+    /// HISTORY_END's status bits ([`history_status`]).
+    pub status: u8,
+}
+
+impl Plan {
+    const NOTHING: Plan = Plan {
+        from_seq: 0,
+        count: 0,
+        status: 0,
+    };
+}
+
+/// One room incarnation's held messages.
+///
+/// Invariants: `starts.len()` messages are held, of seqs `first_seq ..
+/// first_seq + starts.len()`; message `i`'s frame occupies
+/// `bytes[starts[i] - base .. next]` (positions wrap in `u32`), where
+/// `next` is `starts[i + 1]` or `base + bytes.len()`; `bytes` holds
+/// nothing else. `prev`/`next` link the ring into the LRU list exactly
+/// while it holds a message.
+#[derive(Debug)]
+struct Ring {
+    bytes: ByteRing,
+    starts: VecDeque<u32>,
+    /// Position of `bytes[0]`.
+    base: u32,
+    first_seq: u64,
+    prev: usize,
+    next: usize,
+}
+
+impl Ring {
+    fn last_seq(&self) -> u64 {
+        self.first_seq + self.starts.len() as u64 - 1
+    }
+
+    /// Offset in `bytes` where message `i` starts (`i == len`: the end).
+    fn offset(&self, i: usize) -> usize {
+        match self.starts.get(i) {
+            Some(&p) => p.wrapping_sub(self.base) as usize,
+            None => self.bytes.len(),
+        }
+    }
+
+    /// Drops the oldest message; returns the bytes it was charged.
+    fn pop_oldest(&mut self) -> usize {
+        let len = self.offset(1);
+        self.starts.pop_front();
+        self.bytes.drain_front(len);
+        self.base = self.base.wrapping_add(len as u32);
+        self.first_seq += 1;
+        if self.starts.is_empty() {
+            // Give the memory back: a room that holds nothing costs nothing.
+            self.bytes = ByteRing::default();
+            self.starts = VecDeque::new();
+        } else if self.bytes.capacity() > 2 * self.bytes.len() + 4096 {
+            self.bytes
+                .shrink_to(self.bytes.len() + self.bytes.len() / 4);
+        }
+        len + INDEX_BYTES
+    }
+
+    /// Makes room for `n` more bytes without doubling: grow by half while
+    /// filling up, but never far past what `per_room` frames of the
+    /// current average size need; once full, by an eighth.
+    fn reserve(&mut self, n: usize, per_room: usize) {
+        let len = self.bytes.len();
+        if self.bytes.capacity() - len >= n {
+            return;
+        }
+        let held = self.starts.len();
+        let step = if held + 1 >= per_room || held == 0 {
+            len / 8
+        } else {
+            let avg = len / held;
+            (len / 2).min(avg * (per_room - held))
+        };
+        self.bytes.reserve_exact(n.max(step));
+    }
+}
+
+/// A byte ring buffer: `len` bytes starting at `head`, wrapping at the end
+/// of `buf`. `VecDeque<u8>` did the same job at 3x the cost per store: its
+/// generic `extend` pays for a capacity check and wrap logic per field,
+/// where a frame is nine small writes into space reserved once.
+///
+/// Invariants: `buf.len()` is the capacity (all of it initialised, so a
+/// write is a plain copy); `head < buf.len()` unless `buf` is empty;
+/// `len <= buf.len()`.
+#[derive(Debug, Default)]
+struct ByteRing {
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl ByteRing {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends `b`; the caller has reserved room for it.
+    #[inline(always)]
+    fn write(&mut self, b: &[u8]) {
+        let cap = self.buf.len();
+        debug_assert!(self.len + b.len() <= cap);
+        let mut tail = self.head + self.len;
+        if tail >= cap {
+            tail -= cap;
+        }
+        if tail + b.len() <= cap {
+            self.buf[tail..tail + b.len()].copy_from_slice(b);
+        } else {
+            let (first, second) = b.split_at(cap - tail);
+            self.buf[tail..].copy_from_slice(first);
+            self.buf[..second.len()].copy_from_slice(second);
+        }
+        self.len += b.len();
+    }
+
+    /// Drops the first `n` bytes.
+    fn drain_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        self.head += n;
+        if self.head >= self.buf.len() {
+            self.head -= self.buf.len();
+        }
+    }
+
+    /// Bytes `a..b` of the ring, as at most two slices.
+    fn range(&self, a: usize, b: usize) -> (&[u8], &[u8]) {
+        debug_assert!(a <= b && b <= self.len);
+        let cap = self.buf.len();
+        let first = (cap - self.head).min(self.len);
+        let front = &self.buf[self.head..self.head + first];
+        let back = &self.buf[..self.len - first];
+        if b <= first {
+            (&front[a..b], &[])
+        } else if a >= first {
+            (&back[a - first..b - first], &[])
+        } else {
+            (&front[a..], &back[..b - first])
+        }
+    }
+
+    /// Moves the bytes into a buffer of exactly `cap` bytes (>= len).
+    fn set_capacity(&mut self, cap: usize) {
+        let mut buf = Vec::with_capacity(cap);
+        let (a, b) = self.range(0, self.len);
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b);
+        buf.resize(cap, 0);
+        self.buf = buf;
+        self.head = 0;
+    }
+
+    /// Ensures room for `additional` more bytes, growing to exactly that.
+    fn reserve_exact(&mut self, additional: usize) {
+        if self.buf.len() - self.len < additional {
+            self.set_capacity(self.len + additional);
+        }
+    }
+
+    fn shrink_to(&mut self, cap: usize) {
+        if cap < self.buf.len() {
+            self.set_capacity(cap.max(self.len));
+        }
+    }
+}
+
+/// Appends a `str` field as the codec does: a string longer than a u16 can
+/// say is cut at the last character boundary that fits.
+fn put_str(out: &mut ByteRing, s: &str) {
+    // `s` was cut by `fit_str` when the frame was sized.
+    out.write(&(s.len() as u16).to_be_bytes());
+    out.write(s.as_bytes());
+}
+
+fn fit_str(s: &str) -> &str {
+    let mut len = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    &s[..len]
+}
+
+/// The held history of every room, under one byte budget.
+#[derive(Debug)]
+pub struct History {
+    rings: Slab<Ring>,
+    /// Most recently stored-to ring holding messages, or NIL.
+    head: usize,
+    /// Least recently stored-to ring holding messages, or NIL.
+    tail: usize,
+    held_bytes: usize,
+    held_messages: usize,
+    evicted: u64,
+    limits: Limits,
+}
+
+impl History {
+    /// An empty history with these bounds.
+    pub fn new(limits: Limits) -> History {
+        History {
+            rings: Slab::new(),
+            head: NIL,
+            tail: NIL,
+            held_bytes: 0,
+            held_messages: 0,
+            evicted: 0,
+            limits: Limits {
+                reply_cap: limits.reply_cap.max(1),
+                ..limits
+            },
+        }
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// A new, empty history for a room incarnation just created.
+    pub fn open(&mut self) -> RingId {
+        RingId(self.rings.insert(Ring {
+            bytes: ByteRing::default(),
+            starts: VecDeque::new(),
+            base: 0,
+            first_seq: 0,
+            prev: NIL,
+            next: NIL,
+        }))
+    }
+
+    /// Drops a room's history (the room was removed).
+    pub fn close(&mut self, id: RingId) {
+        self.clear(id.0);
+        self.rings.remove(id.0);
+    }
+
+    /// Holds the MESSAGE the room just sent as a HISTORY_MESSAGE frame.
+    ///
+    /// `seq` is normally the one after the newest held; any other seq
+    /// (a cluster lost one) drops what the room held first, so a ring
+    /// always holds consecutive seqs. Then the per-room bound and the byte
+    /// budget evict, oldest first, starting with the least recently active
+    /// rooms; a frame larger than the whole budget is not held at all.
+    pub fn store(
+        &mut self,
+        id: RingId,
+        room: &str,
+        seq: u64,
+        time_ms: u64,
+        from: &str,
+        text: &str,
+    ) {
+        let per_room = self.limits.per_room;
+        if per_room == 0 {
+            return;
+        }
+        let i = id.0;
+        {
+            let ring = &self.rings[i];
+            if !ring.starts.is_empty() && ring.last_seq().checked_add(1) != Some(seq) {
+                self.clear(i);
+            }
+        }
+        while self.rings[i].starts.len() >= per_room {
+            self.pop_oldest(i);
+        }
+
+        let (room, from, text) = (fit_str(room), fit_str(from), fit_str(text));
+        let payload = 2 + room.len() + 8 + 8 + 2 + from.len() + 2 + text.len();
+        let frame = HEADER_LEN + payload;
+        while self.rings[i].bytes.len() + frame > RING_MAX_BYTES && !self.rings[i].starts.is_empty()
+        {
+            self.pop_oldest(i);
+        }
+        let ring = &mut self.rings[i];
+        if ring.starts.is_empty() {
+            ring.first_seq = seq;
+        }
+        ring.reserve(frame, per_room);
+        let pos = ring.base.wrapping_add(ring.bytes.len() as u32);
+        ring.starts.push_back(pos);
+        let header = Header {
+            code: code::HISTORY_MESSAGE,
+            flags: 0,
+            length: payload as u32,
+        };
+        ring.bytes.write(&header.to_bytes());
+        put_str(&mut ring.bytes, room);
+        ring.bytes.write(&seq.to_be_bytes());
+        ring.bytes.write(&time_ms.to_be_bytes());
+        put_str(&mut ring.bytes, from);
+        put_str(&mut ring.bytes, text);
+        self.held_bytes += frame + INDEX_BYTES;
+        self.held_messages += 1;
+        self.touch(i);
+
+        while self.held_bytes > self.limits.max_bytes {
+            let t = self.tail;
+            self.pop_oldest(t);
+            self.evicted += 1;
+        }
+    }
+
+    /// The oldest seq the room holds, 0 if none (ROOM_STATE's `first_held`).
+    pub fn first_held(&self, id: RingId) -> u64 {
+        let ring = &self.rings[id.0];
+        if ring.starts.is_empty() {
+            0
+        } else {
+            ring.first_seq
+        }
+    }
+
+    /// The newest seq the room holds, 0 if none.
+    pub fn last_held(&self, id: RingId) -> u64 {
+        let ring = &self.rings[id.0];
+        if ring.starts.is_empty() {
+            0
+        } else {
+            ring.last_seq()
+        }
+    }
+
+    /// How many messages the room holds.
+    pub fn held(&self, id: RingId) -> usize {
+        self.rings[id.0].starts.len()
+    }
+
+    /// Decides what a HISTORY request gets, exactly as protocol.md says:
+    ///
+    /// - `epoch` 0: the newest held messages with seq up to `newest`, at
+    ///   most the limit of them; MORE when older ones are held.
+    /// - the room's epoch: held messages with seq in `after_seq + 1 ..=
+    ///   newest`, the oldest first, at most the limit; MORE when the limit
+    ///   cut it short, GAP when some of those seqs are no longer held.
+    /// - any other epoch: nothing, NEW_EPOCH.
+    pub fn plan(&self, id: RingId, room_epoch: u64, req: &Request) -> Plan {
+        let ring = &self.rings[id.0];
+        let cap = match req.limit {
+            0 => self.limits.reply_cap,
+            l => l.min(self.limits.reply_cap),
+        } as u64;
+        let held = (!ring.starts.is_empty()).then(|| (ring.first_seq, ring.last_seq()));
+
+        if req.epoch == 0 {
+            let Some((first, last)) = held else {
+                return Plan::NOTHING;
+            };
+            if first > req.newest {
+                return Plan::NOTHING;
+            }
+            let hi = last.min(req.newest);
+            let lo = hi - (hi - first).min(cap - 1);
+            return Plan {
+                from_seq: lo,
+                count: hi - lo + 1,
+                status: if lo > first { history_status::MORE } else { 0 },
+            };
+        }
+        if req.epoch != room_epoch {
+            return Plan {
+                status: history_status::NEW_EPOCH,
+                ..Plan::NOTHING
+            };
+        }
+        if req.after_seq >= req.newest {
+            return Plan::NOTHING;
+        }
+        let want_lo = req.after_seq + 1;
+        let gap_only = Plan {
+            status: history_status::GAP,
+            ..Plan::NOTHING
+        };
+        let Some((first, last)) = held else {
+            return gap_only;
+        };
+        let lo = first.max(want_lo);
+        let hi = last.min(req.newest);
+        if lo > hi {
+            return gap_only;
+        }
+        let avail = hi - lo + 1;
+        let count = avail.min(cap);
+        let mut status = 0;
+        if avail > count {
+            status |= history_status::MORE;
+        }
+        if lo > want_lo || hi < req.newest {
+            status |= history_status::GAP;
+        }
+        Plan {
+            from_seq: lo,
+            count,
+            status,
+        }
+    }
+
+    /// The stored frames a plan sends, as at most two slices (the ring may
+    /// wrap), to append in order.
+    pub fn frames(&self, id: RingId, plan: &Plan) -> (&[u8], &[u8]) {
+        let ring = &self.rings[id.0];
+        if plan.count == 0 {
+            return (&[], &[]);
+        }
+        let i = (plan.from_seq - ring.first_seq) as usize;
+        let (a, b) = (ring.offset(i), ring.offset(i + plan.count as usize));
+        ring.bytes.range(a, b)
+    }
+
+    /// The whole HISTORY reply: appends the planned frames (copies of
+    /// stored bytes) and HISTORY_END to `out`, and returns the plan.
+    pub fn reply(
+        &self,
+        id: RingId,
+        room: &str,
+        room_epoch: u64,
+        req: &Request,
+        out: &mut OutBuf,
+    ) -> Plan {
+        let plan = self.plan(id, room_epoch, req);
+        let (a, b) = self.frames(id, &plan);
+        out.append(a);
+        out.append(b);
+        out.push(&ServerMessage::HistoryEnd {
+            room,
+            epoch: room_epoch,
+            newest: req.newest,
+            status: plan.status,
+        });
+        plan
+    }
+
+    /// Held bytes, as the budget counts them (frames plus index entries).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Messages held across all rooms.
+    pub fn held_messages(&self) -> usize {
+        self.held_messages
+    }
+
+    /// Messages the byte budget evicted since start (the per-room bound
+    /// replacing the oldest is not counted: that is the ring working).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Heap bytes this history's own allocations hold (ring and index
+    /// capacities, the slab's entries, about), for memory reports.
+    pub fn heap_bytes(&self) -> usize {
+        let rings: usize = self
+            .rings
+            .iter()
+            .map(|(_, r)| r.bytes.capacity() + r.starts.capacity() * INDEX_BYTES)
+            .sum();
+        // A slab entry is the ring or a vacancy's next-free index.
+        let entry = std::mem::size_of::<Ring>() + std::mem::size_of::<usize>();
+        rings + self.rings.capacity() * entry
+    }
+
+    /// Drops everything ring `i` holds.
+    fn clear(&mut self, i: usize) {
+        while !self.rings[i].starts.is_empty() {
+            self.pop_oldest(i);
+        }
+    }
+
+    fn pop_oldest(&mut self, i: usize) {
+        let freed = self.rings[i].pop_oldest();
+        self.held_bytes -= freed;
+        self.held_messages -= 1;
+        if self.rings[i].starts.is_empty() {
+            self.unlink(i);
+        }
+    }
+
+    /// Moves ring `i` to the head of the LRU list (linking it if new).
+    fn touch(&mut self, i: usize) {
+        if self.head == i {
+            return;
+        }
+        // Linked and not the head: it has a predecessor.
+        if self.rings[i].prev != NIL {
+            self.unlink(i);
+        }
+        let old = self.head;
+        self.rings[i].prev = NIL;
+        self.rings[i].next = old;
+        if old != NIL {
+            self.rings[old].prev = i;
+        } else {
+            self.tail = i;
+        }
+        self.head = i;
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.rings[i].prev, self.rings[i].next);
+        match prev {
+            NIL => self.head = next,
+            p => self.rings[p].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.rings[n].prev = prev,
+        }
+        self.rings[i].prev = NIL;
+        self.rings[i].next = NIL;
+    }
+}
+
+/// Picks room epochs: non-zero, distinct within a run, and unrelated
+/// across runs.
+///
+/// Each epoch is a bijective 64-bit mix (SplitMix64's finalizer) of a seed
+/// plus a counter: distinct counters give distinct epochs, so no two
+/// incarnations in one run share one. The seed is 8 bytes of
+/// `/dev/urandom`, so a restarted daemon's epochs are unrelated to the
+/// last run's (the chance that a resuming client's old epoch names a new
+/// room is 2^-64 per try); without `/dev/urandom` it falls back to the
+/// wall clock in nanoseconds mixed with the process id, which differs
+/// across restarts as long as the clock does not go back.
+#[derive(Debug, Clone)]
+pub struct Epochs {
+    seed: u64,
+    counter: u64,
+}
+
+impl Epochs {
+    /// A generator seeded from `/dev/urandom` (see the type's docs).
+    pub fn new() -> Epochs {
+        let mut seed = [0u8; 8];
+        let seed = match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)) {
+            Ok(()) => u64::from_ne_bytes(seed),
+            Err(_) => {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                nanos ^ (u64::from(std::process::id()) << 48)
+            }
+        };
+        Epochs::with_seed(seed)
+    }
+
+    /// A generator with a fixed seed (tests, and replaying a fuzz case).
+    pub fn with_seed(seed: u64) -> Epochs {
+        Epochs { seed, counter: 0 }
+    }
+
+    /// The next epoch, never 0.
+    pub fn next_epoch(&mut self) -> u64 {
+        loop {
+            self.counter = self.counter.wrapping_add(1);
+            let e = mix(self.seed.wrapping_add(self.counter));
+            if e != 0 {
+                return e;
+            }
+        }
+    }
+}
+
+impl Default for Epochs {
+    fn default() -> Epochs {
+        Epochs::new()
+    }
+}
+
+/// SplitMix64's finalizer: a bijection on u64 that scatters neighbours.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The wall clock in milliseconds since the Unix epoch (HISTORY_MESSAGE's
+/// `time_ms`); 0 if the clock is before 1970.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decode, Decoded};
+
+    const E: u64 = 0xfeed;
+    const MORE: u8 = history_status::MORE;
+    const GAP: u8 = history_status::GAP;
+    const NEW_EPOCH: u8 = history_status::NEW_EPOCH;
+
+    fn limits(per_room: usize, max_bytes: usize, reply_cap: u16) -> Limits {
+        Limits {
+            per_room,
+            max_bytes,
+            reply_cap,
+        }
+    }
+
+    /// A history with one room holding seqs `1..=n` ("m1", "m2", ...).
+    fn room_with(n: u64, l: Limits) -> (History, RingId) {
+        let mut h = History::new(l);
+        let id = h.open();
+        for seq in 1..=n {
+            h.store(id, "#r", seq, 1000 + seq, "ann", &format!("m{seq}"));
+        }
+        (h, id)
+    }
+
+    /// The seqs (and texts) of the frames a plan sends, decoded.
+    fn sent(h: &History, id: RingId, plan: &Plan) -> Vec<u64> {
+        let (a, b) = h.frames(id, plan);
+        let bytes = [a, b].concat();
+        let mut seqs = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let Decoded::Frame(f, used) = decode(rest, u32::MAX) else {
+                panic!("stored bytes are whole frames");
+            };
+            match ServerMessage::decode(f.code, f.payload).unwrap() {
+                ServerMessage::HistoryMessage {
+                    room,
+                    seq,
+                    time_ms,
+                    from,
+                    text,
+                } => {
+                    assert_eq!((room, from), ("#r", "ann"));
+                    assert_eq!(time_ms, 1000 + seq);
+                    assert_eq!(text, format!("m{seq}"));
+                    seqs.push(seq);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            rest = &rest[used..];
+        }
+        assert_eq!(seqs.len() as u64, plan.count);
+        seqs
+    }
+
+    fn ask(
+        h: &History,
+        id: RingId,
+        epoch: u64,
+        after: u64,
+        limit: u16,
+        newest: u64,
+    ) -> (Vec<u64>, u8) {
+        let plan = h.plan(
+            id,
+            E,
+            &Request {
+                epoch,
+                after_seq: after,
+                limit,
+                newest,
+            },
+        );
+        (sent(h, id, &plan), plan.status)
+    }
+
+    fn seqs(r: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        r.collect()
+    }
+
+    #[test]
+    fn stored_frames_are_exactly_what_the_codec_encodes() {
+        let mut h = History::new(Limits::default());
+        let id = h.open();
+        let long = "é".repeat(40_000); // 80,000 bytes: cut like the codec cuts
+        let cases = [
+            ("#lobby", "bob", "hello"),
+            ("#x", "a", "ünïcødé ✓"),
+            ("#y", "z", &long[..]),
+        ];
+        for (i, (room, from, text)) in cases.iter().enumerate() {
+            let seq = i as u64 + 1;
+            h.store(id, room, seq, 1_764_547_200_000 + seq, from, text);
+            let plan = Plan {
+                from_seq: seq,
+                count: 1,
+                status: 0,
+            };
+            let (a, b) = h.frames(id, &plan);
+            let mut want = Vec::new();
+            ServerMessage::HistoryMessage {
+                room,
+                seq,
+                time_ms: 1_764_547_200_000 + seq,
+                from,
+                text,
+            }
+            .encode(&mut want);
+            assert_eq!([a, b].concat(), want);
+        }
+    }
+
+    #[test]
+    fn every_status_for_the_rooms_epoch() {
+        // Held 11..=30 (per-room bound 20), newest 30, cap 10.
+        let (h, id) = room_with(30, limits(20, 1 << 20, 10));
+        assert_eq!((h.first_held(id), h.last_held(id)), (11, 30));
+        // 0: complete.
+        assert_eq!(ask(&h, id, E, 25, 0, 30), (seqs(26..=30), 0));
+        assert_eq!(ask(&h, id, E, 10, 0, 20), (seqs(11..=20), 0));
+        // 1: more (the limit cut it).
+        assert_eq!(ask(&h, id, E, 12, 5, 30), (seqs(13..=17), MORE));
+        // 2: gap (11 is the oldest held; 6..=10 are gone).
+        assert_eq!(ask(&h, id, E, 5, 0, 15), (seqs(11..=15), GAP));
+        // 3: gap and more.
+        assert_eq!(ask(&h, id, E, 5, 0, 30), (seqs(11..=20), GAP | MORE));
+        // 4: new epoch, nothing else.
+        assert_eq!(ask(&h, id, E + 1, 5, 0, 30), (vec![], NEW_EPOCH));
+        assert_eq!(ask(&h, id, E + 1, 30, 1, 30), (vec![], NEW_EPOCH));
+        // Nothing asked for: complete.
+        assert_eq!(ask(&h, id, E, 30, 0, 30), (vec![], 0));
+        assert_eq!(ask(&h, id, E, 99, 0, 30), (vec![], 0));
+        // Everything asked for is gone: a gap and nothing sent.
+        assert_eq!(ask(&h, id, E, 0, 0, 10), (vec![], GAP));
+    }
+
+    #[test]
+    fn never_above_the_sessions_newest() {
+        let (h, id) = room_with(10, limits(100, 1 << 20, 100));
+        // The session joined at seq 6: 7..=10 came live.
+        assert_eq!(ask(&h, id, E, 2, 0, 6), (seqs(3..=6), 0));
+        assert_eq!(ask(&h, id, 0, 0, 0, 6), (seqs(1..=6), 0));
+        assert_eq!(ask(&h, id, 0, 0, 0, 0), (vec![], 0));
+        // A session that joined before anything was said: nothing.
+        assert_eq!(ask(&h, id, E, 0, 0, 0), (vec![], 0));
+    }
+
+    #[test]
+    fn epoch_zero_sends_the_newest_and_says_whether_older_are_held() {
+        let (h, id) = room_with(30, limits(20, 1 << 20, 10));
+        // after_seq is ignored; never GAP.
+        assert_eq!(ask(&h, id, 0, 0, 0, 30), (seqs(21..=30), MORE));
+        assert_eq!(ask(&h, id, 0, 29, 3, 30), (seqs(28..=30), MORE));
+        assert_eq!(ask(&h, id, 0, 0, 0, 15), (seqs(11..=15), 0));
+        assert_eq!(ask(&h, id, 0, 0, 5, 15), (seqs(11..=15), 0));
+        assert_eq!(ask(&h, id, 0, 0, 4, 15), (seqs(12..=15), MORE));
+        // Newest older than anything held: nothing, and complete.
+        assert_eq!(ask(&h, id, 0, 0, 0, 10), (vec![], 0));
+        // An empty room.
+        let (h, id) = room_with(0, limits(20, 1 << 20, 10));
+        assert_eq!(ask(&h, id, 0, 0, 0, 0), (vec![], 0));
+    }
+
+    #[test]
+    fn limit_zero_means_the_cap_and_no_limit_passes_it() {
+        let (h, id) = room_with(100, limits(100, 1 << 20, 25));
+        assert_eq!(ask(&h, id, E, 0, 0, 100), (seqs(1..=25), MORE));
+        assert_eq!(ask(&h, id, E, 0, u16::MAX, 100), (seqs(1..=25), MORE));
+        assert_eq!(ask(&h, id, E, 0, 7, 100), (seqs(1..=7), MORE));
+        assert_eq!(ask(&h, id, E, 75, 0, 100), (seqs(76..=100), 0));
+        assert_eq!(ask(&h, id, E, 74, 0, 100), (seqs(75..=99), MORE));
+        // A cap of 0 is taken as 1.
+        let (h, id) = room_with(3, limits(100, 1 << 20, 0));
+        assert_eq!(h.limits().reply_cap, 1);
+        assert_eq!(ask(&h, id, E, 0, 0, 3), (seqs(1..=1), MORE));
+    }
+
+    #[test]
+    fn per_room_zero_holds_nothing() {
+        let (h, id) = room_with(50, limits(0, 1 << 20, 100));
+        assert_eq!((h.first_held(id), h.held(id), h.held_bytes()), (0, 0, 0));
+        assert_eq!(ask(&h, id, E, 0, 0, 50), (vec![], GAP));
+        assert_eq!(ask(&h, id, E, 50, 0, 50), (vec![], 0));
+        assert_eq!(ask(&h, id, 0, 0, 0, 50), (vec![], 0));
+        assert_eq!(ask(&h, id, 7, 0, 0, 50), (vec![], NEW_EPOCH));
+    }
+
+    #[test]
+    fn reply_appends_the_frames_then_history_end() {
+        let (h, id) = room_with(5, limits(100, 1 << 20, 100));
+        let mut out = OutBuf::default();
+        let req = Request {
+            epoch: E,
+            after_seq: 2,
+            limit: 0,
+            newest: 5,
+        };
+        let plan = h.reply(id, "#r", E, &req, &mut out);
+        let mut bytes = Vec::new();
+        out.write_to(&mut bytes).unwrap();
+        let (a, b) = h.frames(id, &plan);
+        let frames = [a, b].concat();
+        assert_eq!(&bytes[..frames.len()], &frames[..]);
+        let Decoded::Frame(f, used) = decode(&bytes[frames.len()..], u32::MAX) else {
+            panic!("HISTORY_END follows");
+        };
+        assert_eq!(used, bytes.len() - frames.len());
+        assert_eq!(
+            ServerMessage::decode(f.code, f.payload).unwrap(),
+            ServerMessage::HistoryEnd {
+                room: "#r",
+                epoch: E,
+                newest: 5,
+                status: 0
+            }
+        );
+        assert_eq!(sent(&h, id, &plan), seqs(3..=5));
+    }
+
+    #[test]
+    fn the_ring_wraps_and_keeps_consecutive_frames() {
+        let (mut h, id) = room_with(0, limits(7, 1 << 20, 7));
+        for seq in 1..=1000 {
+            // Varying sizes move the wrap point around.
+            let text = format!("m{seq}");
+            h.store(id, "#r", seq, 1000 + seq, "ann", &text);
+            let lo = seq.saturating_sub(6).max(1);
+            assert_eq!(ask(&h, id, E, lo - 1, 0, seq), (seqs(lo..=seq), 0));
+            for k in lo..=seq {
+                assert_eq!(ask(&h, id, E, k - 1, 1, seq).0, vec![k]);
+            }
+        }
+        // Stable capacity: the ring stopped growing once full.
+        assert!(h.heap_bytes() < 4096, "{}", h.heap_bytes());
+    }
+
+    #[test]
+    fn a_seq_that_does_not_follow_restarts_the_ring() {
+        let (mut h, id) = room_with(5, limits(100, 1 << 20, 100));
+        h.store(id, "#r", 9, 1009, "ann", "m9");
+        assert_eq!((h.first_held(id), h.last_held(id), h.held(id)), (9, 9, 1));
+        assert_eq!(ask(&h, id, E, 5, 0, 9), (vec![9], GAP));
+        h.store(id, "#r", 3, 1003, "ann", "m3");
+        assert_eq!((h.first_held(id), h.last_held(id)), (3, 3));
+        assert_eq!(h.held_messages(), 1);
+    }
+
+    /// Bytes one stored "mN" message from "ann" in "#r" is charged.
+    fn cost(seq: u64) -> usize {
+        HEADER_LEN + 2 + 2 + 8 + 8 + 2 + 3 + 2 + format!("m{seq}").len() + INDEX_BYTES
+    }
+
+    #[test]
+    fn budget_evicts_the_least_recently_active_rooms_oldest_first() {
+        // Three rooms, 4 messages each of seq 1..=4 (cost 37 + 4 = 41 B).
+        assert_eq!(cost(1), 41);
+        let mut h = History::new(limits(100, 12 * 41, 100));
+        let [a, b, c] = [h.open(), h.open(), h.open()];
+        for seq in 1..=4 {
+            for id in [a, b, c] {
+                h.store(id, "#r", seq, 1000 + seq, "ann", &format!("m{seq}"));
+            }
+        }
+        assert_eq!(h.held_bytes(), 12 * 41);
+        assert_eq!(h.evicted(), 0);
+        // Activity order now (oldest first): a, b, c. b speaks: a, c, b.
+        h.store(b, "#r", 5, 1005, "ann", "m5");
+        assert_eq!([h.held(a), h.held(b), h.held(c)], [3, 5, 4]);
+        assert_eq!(h.first_held(a), 2);
+        // Two more from c: a gives up its oldest two.
+        for seq in 5..=6 {
+            h.store(c, "#r", seq, 1000 + seq, "ann", &format!("m{seq}"));
+        }
+        assert_eq!([h.held(a), h.held(b), h.held(c)], [1, 5, 6]);
+        // a empties and leaves the list; then b (least recent) pays.
+        for seq in 7..=9 {
+            h.store(c, "#r", seq, 1000 + seq, "ann", &format!("m{seq}"));
+        }
+        assert_eq!([h.held(a), h.held(b), h.held(c)], [0, 3, 9]);
+        assert_eq!((h.first_held(a), h.first_held(b)), (0, 3));
+        assert_eq!(h.evicted(), 6);
+        assert!(h.held_bytes() <= 12 * 41);
+        // a speaks again: it is now the most recent, b pays.
+        h.store(a, "#r", 5, 1005, "ann", "m5");
+        assert_eq!([h.held(a), h.held(b), h.held(c)], [1, 2, 9]);
+        // Asking about evicted seqs says GAP.
+        assert_eq!(ask(&h, b, E, 0, 0, 5), (seqs(4..=5), GAP));
+        // A room alone over the budget evicts its own oldest.
+        let mut h = History::new(limits(100, 3 * 41, 100));
+        let solo = h.open();
+        for seq in 1..=9 {
+            h.store(solo, "#r", seq, 1000 + seq, "ann", &format!("m{seq}"));
+        }
+        assert_eq!((h.first_held(solo), h.last_held(solo)), (7, 9));
+        // A frame above the whole budget is not held.
+        let mut h = History::new(limits(100, 40, 100));
+        let tiny = h.open();
+        h.store(tiny, "#r", 1, 1001, "ann", "m1");
+        assert_eq!(
+            (h.held(tiny), h.held_bytes(), h.first_held(tiny)),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn close_gives_back_the_budget_and_the_slot() {
+        let mut h = History::new(limits(100, 1 << 20, 100));
+        let a = h.open();
+        let b = h.open();
+        for seq in 1..=10 {
+            h.store(a, "#r", seq, 0, "ann", "x");
+            h.store(b, "#r", seq, 0, "ann", "x");
+        }
+        let half = h.held_bytes() / 2;
+        h.close(a);
+        assert_eq!(h.held_bytes(), half);
+        assert_eq!(h.held_messages(), 10);
+        let again = h.open();
+        assert_eq!(h.held(again), 0);
+        h.close(b);
+        h.close(again);
+        assert_eq!((h.held_bytes(), h.held_messages()), (0, 0));
+        assert_eq!((h.head, h.tail), (NIL, NIL));
+    }
+
+    #[test]
+    fn byte_ring_wraps_grows_and_shrinks_in_order() {
+        let mut r = ByteRing::default();
+        r.reserve_exact(8);
+        r.write(b"abcdef");
+        r.drain_front(4);
+        r.write(b"ghijkl"); // wraps: "ef" at the end, "ghijkl" over the front
+        assert_eq!(r.range(0, 8), (&b"efgh"[..], &b"ijkl"[..]));
+        assert_eq!(r.range(3, 5), (&b"h"[..], &b"i"[..]));
+        assert_eq!(r.range(1, 3), (&b"fg"[..], &b""[..]));
+        assert_eq!(r.range(5, 7), (&b"jk"[..], &b""[..]));
+        r.reserve_exact(10);
+        assert_eq!(
+            (r.capacity(), r.range(0, 8)),
+            (18, (&b"efghijkl"[..], &b""[..]))
+        );
+        r.drain_front(6);
+        r.shrink_to(3);
+        assert_eq!((r.capacity(), r.len(), r.range(0, 2).0), (3, 2, &b"kl"[..]));
+    }
+
+    #[test]
+    fn epochs_are_non_zero_and_distinct() {
+        let mut e = Epochs::with_seed(0);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100_000 {
+            let x = e.next_epoch();
+            assert_ne!(x, 0);
+            assert!(seen.insert(x), "epoch {x} repeated");
+        }
+        // A seed whose first mix is 0 skips it: mix(0) is 0.
+        assert_eq!(mix(0), 0);
+        let mut z = Epochs::with_seed(u64::MAX); // counter 1 -> mix(0)
+        assert_ne!(z.next_epoch(), 0);
+        // Two daemons (or a restart) draw unrelated seeds.
+        let (mut r1, mut r2) = (Epochs::new(), Epochs::new());
+        assert_ne!(r1.next_epoch(), r2.next_epoch());
+    }
+}
