@@ -9,7 +9,7 @@
 //! is the release binary (`cargo bench` builds it), with a test
 //! certificate made here.
 //!
-//! Run: `cargo bench --bench doors [-- --secs S --members N,N]`.
+//! Run: `cargo bench --bench doors [-- --secs S --members N,N --window W]`.
 //! It is a plain `main` (no criterion): one long run per cell is what a
 //! throughput figure needs, and the three doors run back to back under the
 //! same conditions.
@@ -27,8 +27,9 @@ use mio::{Events, Interest, Poll, Token};
 use muxchat::protocol::{ClientMessage, FrameReader, ServerMessage};
 use muxchat::server::ws::{self, opcode};
 
-/// Messages the publisher may be ahead of what every receiver has got.
-const WINDOW: u64 = 512;
+/// Messages the publisher may be ahead of what every receiver has got, by
+/// default (`--window`).
+const WINDOW: u64 = 4096;
 /// SAYs per publisher write.
 const BATCH: usize = 32;
 const TEXT_LEN: usize = 64;
@@ -230,7 +231,31 @@ fn message_len(text: &str) -> u64 {
     v.len() as u64
 }
 
-fn run(door: Door, members: usize, secs: f64, der: &[u8], d: &Daemon) -> f64 {
+/// The daemon's CPU time so far (user + system), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// Deliveries per second, and the daemon's CPU nanoseconds per delivery.
+fn run(
+    door: Door,
+    members: usize,
+    secs: f64,
+    window: u64,
+    der: &[u8],
+    d: &Daemon,
+) -> (f64, f64) {
     let cfg = tls_config(der);
     let mut rx: Vec<Receiver> = (0..members).map(|i| receiver(door, d.1, i, &cfg)).collect();
     // The publisher: plain, also a member (it reads its own echo).
@@ -299,6 +324,7 @@ fn run(door: Door, members: usize, secs: f64, der: &[u8], d: &Daemon) -> f64 {
         .encode(&mut say);
     }
     let started = Instant::now();
+    let cpu0 = cpu_secs(d.0.id());
     let mut sent = 0u64;
     let mut pending: &[u8] = &[];
     let mut echo = [0u8; 64 * 1024];
@@ -312,7 +338,7 @@ fn run(door: Door, members: usize, secs: f64, der: &[u8], d: &Daemon) -> f64 {
             }
         }
         let got = delivered.load(Ordering::Relaxed) / per;
-        if pending.is_empty() && (sent * members as u64) < got + WINDOW * members as u64 {
+        if pending.is_empty() && (sent * members as u64) < got + window * members as u64 {
             pending = &say;
             sent += BATCH as u64;
         }
@@ -323,18 +349,21 @@ fn run(door: Door, members: usize, secs: f64, der: &[u8], d: &Daemon) -> f64 {
                 Err(e) => panic!("publisher: {e}"),
             }
         } else {
-            std::hint::spin_loop();
+            // Window full: give the two cores to the daemon and the reader.
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
     let took = started.elapsed().as_secs_f64();
     let got = delivered.load(Ordering::Relaxed) / per;
+    let cpu = cpu_secs(d.0.id()) - cpu0;
     stop.store(true, Ordering::Relaxed);
     drop(reader.join().unwrap());
-    got as f64 / took
+    (got as f64 / took, cpu * 1e9 / got.max(1) as f64)
 }
 
 fn main() {
     let mut secs = 3.0;
+    let mut window = WINDOW;
     let mut sizes = vec![1000usize, 100];
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -342,6 +371,10 @@ fn main() {
         match args[i].as_str() {
             "--secs" => {
                 secs = args[i + 1].parse().unwrap();
+                i += 1;
+            }
+            "--window" => {
+                window = args[i + 1].parse().unwrap();
                 i += 1;
             }
             "--members" => {
@@ -361,22 +394,52 @@ fn main() {
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     let der = ck.cert.der().to_vec();
 
-    println!("| broadcast | door | deliveries/s | vs plain |");
-    println!("|---|---|---:|---:|");
+    println!("| broadcast | door | deliveries/s | vs plain | daemon CPU ns/delivery |");
+    println!("|---|---|---:|---:|---:|");
     for &members in &sizes {
         let mut plain = 0.0;
         for door in [Door::Plain, Door::Ws, Door::Tls] {
             let d = daemon(&cert, &key);
-            let rate = run(door, members, secs, &der, &d);
+            let (rate, ns) = run(door, members, secs, window, &der, &d);
             if door == Door::Plain {
                 plain = rate;
             }
             println!(
-                "| 1 -> {members} | {door:?} | {:.2} M | {:.0}% |",
+                "| 1 -> {members} | {door:?} | {:.2} M | {:.0}% | {ns:.0} |",
                 rate / 1e6,
                 100.0 * rate / plain
             );
         }
     }
+    println!();
+    println!("| idle connections | door | daemon RSS per connection |");
+    println!("|---|---|---:|");
+    let idle = sizes.iter().copied().max().unwrap_or(1000);
+    for door in [Door::Plain, Door::Ws, Door::Tls] {
+        let d = daemon(&cert, &key);
+        std::thread::sleep(Duration::from_millis(200));
+        let before = rss(d.0.id());
+        let cfg = tls_config(&der);
+        let rx: Vec<Receiver> = (0..idle).map(|i| receiver(door, d.1, i, &cfg)).collect();
+        // Let the set-up traffic drain and idle buffers be released.
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = rss(d.0.id());
+        println!(
+            "| {idle} | {door:?} | {} B |",
+            (after.saturating_sub(before)) / idle as u64
+        );
+        drop(rx);
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The daemon's resident set, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
