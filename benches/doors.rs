@@ -248,14 +248,7 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// Deliveries per second, and the daemon's CPU nanoseconds per delivery.
-fn run(
-    door: Door,
-    members: usize,
-    secs: f64,
-    window: u64,
-    der: &[u8],
-    d: &Daemon,
-) -> (f64, f64) {
+fn run(door: Door, members: usize, secs: f64, window: u64, der: &[u8], d: &Daemon) -> (f64, f64) {
     let cfg = tls_config(der);
     let mut rx: Vec<Receiver> = (0..members).map(|i| receiver(door, d.1, i, &cfg)).collect();
     // The publisher: plain, also a member (it reads its own echo).

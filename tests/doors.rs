@@ -883,3 +883,45 @@ fn tls_options_need_each_other_and_bad_files_are_named() {
         assert!(out.stdout.is_empty(), "no listening line");
     }
 }
+
+#[test]
+fn slowloris_and_handshake_floods_last_only_the_login_timeout() {
+    let certs = Certs::new("flood");
+    let mut args = certs.args();
+    args.extend(["--login-timeout-ms".into(), "1000".into()]);
+    let d = start(&args);
+    let mut bystander = d.register("bystander");
+    let mut held = Vec::new();
+    for i in 0..150 {
+        let mut s = TcpStream::connect(d.addr).unwrap();
+        let first: &[u8] = match i % 3 {
+            // Half a TLS ClientHello.
+            0 => &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00],
+            // An HTTP head that never ends.
+            1 => b"GET / HTTP/1.1\r\nX-Slow: ",
+            // A WebSocket that never says HELLO.
+            _ => UPGRADE.as_bytes(),
+        };
+        s.write_all(first).unwrap();
+        held.push(s);
+    }
+    let stats = bystander.stats();
+    assert!(stats["connections"] > 100, "{stats:?}");
+    // Everything is cut within the login timeout plus the close linger,
+    // though the clients keep their sockets open.
+    let started = Instant::now();
+    loop {
+        let stats = bystander.stats();
+        if stats["connections"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "still held after {:?}: {stats:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bystander.assert_alive();
+    drop(held);
+}
