@@ -6,10 +6,11 @@
 //! opened, and exits with status 2 and clap's message naming the flag.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
-use super::shared::Mode;
+use super::shared::{Mode, Target};
 use super::stats::STAMP_LEN;
 
 /// Connections per source address above which muxload spreads over
@@ -33,6 +34,11 @@ pub struct Args {
     /// Daemon address, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:25000")]
     pub connect: String,
+    /// The server to load, as a URL: muxchat://HOST:PORT (the same as
+    /// --connect) or redis://HOST:PORT (the same workload over Redis
+    /// pub/sub, RESP3: SUBSCRIBE per room, PUBLISH the same stamped text).
+    #[arg(long, value_name = "URL", conflicts_with = "connect")]
+    pub target: Option<String>,
     /// Connections to open.
     #[arg(long)]
     pub clients: usize,
@@ -78,6 +84,14 @@ pub struct Args {
     /// Seconds allowed after publishing for every receiver to catch up.
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
+    /// Draw the run into an SVG file: latency by percentile, and delivered
+    /// msgs/s and p99 latency per second.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write the latency percentile distribution in HdrHistogram's text
+    /// (.hgrm) format, in milliseconds, for the usual plotters to overlay.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
     /// Print one machine-readable JSON line instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -97,7 +111,9 @@ pub struct Args {
 /// A validated muxload configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `HOST:PORT` of the daemon.
+    /// The kind of server.
+    pub target: Target,
+    /// `HOST:PORT` of the server.
     pub connect: String,
     /// Connections to open.
     pub clients: usize,
@@ -124,6 +140,10 @@ pub struct Config {
     pub setup_timeout: f64,
     /// Seconds allowed after publishing stops for every receiver to catch up.
     pub drain_timeout: f64,
+    /// Where to draw the run (SVG), if asked.
+    pub plot: Option<PathBuf>,
+    /// Where to write the .hgrm percentile distribution, if asked.
+    pub hgrm: Option<PathBuf>,
     /// Print one JSON line instead of the human summary.
     pub json: bool,
     /// No progress lines.
@@ -149,6 +169,10 @@ impl Config {
         let usage =
             |msg: String| Args::command().error(clap::error::ErrorKind::ValueValidation, msg);
         check(&a).map_err(usage)?;
+        let (target, connect) = match &a.target {
+            Some(url) => parse_target(url).map_err(usage)?,
+            None => (Target::Muxchat, a.connect.clone()),
+        };
         let mode = match (a.rate, a.unlimited) {
             (Some(r), _) => Mode::Rate(r),
             (None, true) => Mode::Unlimited {
@@ -165,8 +189,11 @@ impl Config {
                 .min(4)
         });
         Ok(Config {
-            source_ips: source_ips(&a).map_err(usage)?,
-            connect: a.connect,
+            source_ips: source_ips(&a, &connect).map_err(usage)?,
+            target,
+            connect,
+            plot: a.plot,
+            hgrm: a.hgrm,
             clients: a.clients,
             rooms: a.rooms,
             publishers: a.publishers,
@@ -223,6 +250,12 @@ fn check(a: &Args) -> Result<(), String> {
     if !seconds(a.ramp, 0.0, f64::MAX) {
         return Err("--ramp must be 0 or a positive number".into());
     }
+    if a.plot
+        .as_ref()
+        .is_some_and(|p| p.extension().is_none_or(|e| e != "svg"))
+    {
+        return Err("--plot draws SVG: give it a FILE.svg".into());
+    }
     if a.threads.is_some_and(|t| t == 0 || t > 64) {
         return Err("--threads must be between 1 and 64".into());
     }
@@ -234,9 +267,29 @@ fn check(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `muxchat://HOST:PORT` or `redis://HOST:PORT` as a target and address.
+fn parse_target(url: &str) -> Result<(Target, String), String> {
+    let (target, rest) = if let Some(rest) = url.strip_prefix("redis://") {
+        (Target::Redis, rest)
+    } else if let Some(rest) = url.strip_prefix("muxchat://") {
+        (Target::Muxchat, rest)
+    } else {
+        return Err(format!(
+            "--target {url}: give muxchat://HOST:PORT or redis://HOST:PORT"
+        ));
+    };
+    let addr = rest.trim_end_matches('/');
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok((target, addr.to_string()))
+        }
+        _ => Err(format!("--target {url}: the address must be HOST:PORT")),
+    }
+}
+
 /// Source addresses for the run: none (the kernel picks) up to 14,000
 /// connections unless asked, then one 127.0.0.x per 10,000.
-fn source_ips(a: &Args) -> Result<Vec<IpAddr>, String> {
+fn source_ips(a: &Args, connect: &str) -> Result<Vec<IpAddr>, String> {
     let n = match a.source_ips {
         0 if a.clients <= 14_000 => return Ok(Vec::new()),
         0 => a.clients.div_ceil(CONNS_PER_SOURCE),
@@ -250,12 +303,11 @@ fn source_ips(a: &Args) -> Result<Vec<IpAddr>, String> {
     }
     // Several sources only make sense towards loopback, where every
     // 127.x address is ours; say so before opening anything.
-    match a.connect.parse::<SocketAddr>() {
+    match connect.parse::<SocketAddr>() {
         Ok(SocketAddr::V4(v4)) if v4.ip().is_loopback() => {}
         _ => {
             return Err(format!(
-                "{n} source addresses need --connect to be an IPv4 loopback address (127.x.x.x:PORT), not {}",
-                a.connect
+                "{n} source addresses need --source-ips' target to be an IPv4 loopback address (127.x.x.x:PORT), not {connect}"
             ))
         }
     }

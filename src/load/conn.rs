@@ -7,7 +7,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::counters::Meter;
-use super::shared::Shared;
+use super::shared::{Shared, Target};
 use super::stats::{SeqTracker, Stamp};
 use crate::net::OutBuf;
 use crate::protocol::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
@@ -47,8 +47,11 @@ pub struct Conn {
     /// the worker's one frame reader serves other connections (less than
     /// one frame; empty almost always).
     pub partial: Vec<u8>,
-    /// The room's seq as this connection saw it.
-    pub tracker: SeqTracker,
+    /// The room's seq as this connection saw it (muxchat), or one tracker
+    /// per publisher of the room, fed with its count (Redis).
+    pub trackers: Vec<SeqTracker>,
+    /// Messages received, all trackers together (paces the window).
+    pub received: u64,
     /// Publisher state, for connections `0..publishers`.
     pub publisher: Option<Publisher>,
     /// Became ready at some point (so it counts as a receiver).
@@ -88,6 +91,21 @@ pub fn push_say(out: &mut OutBuf, scratch: &mut Vec<u8>, room: &str, stamp: Stam
     }
 }
 
+/// Queues one message for `target`: a SAY to muxchatd, a PUBLISH to Redis.
+pub fn push_message(
+    target: Target,
+    out: &mut OutBuf,
+    scratch: &mut Vec<u8>,
+    room: &str,
+    stamp: Stamp,
+    payload: usize,
+) {
+    match target {
+        Target::Muxchat => push_say(out, scratch, room, stamp, payload),
+        Target::Redis => super::redis::push_publish(out, scratch, room, stamp, payload),
+    }
+}
+
 impl Conn {
     /// A connection not yet opened.
     pub fn new(id: usize, room: usize, nick: String, publishes: bool) -> Conn {
@@ -101,7 +119,8 @@ impl Conn {
             out: OutBuf::default(),
             flush_queued: false,
             partial: Vec::new(),
-            tracker: SeqTracker::new(),
+            trackers: vec![SeqTracker::new()],
+            received: 0,
             publisher: publishes.then_some(Publisher {
                 next_due: 0,
                 count: 0,
@@ -120,7 +139,10 @@ impl Conn {
                 m.tally.counters.errors += 1;
                 return false;
             };
-            self.tracker.observe(seq);
+            self.received += 1;
+            if let Some(t) = self.trackers.first_mut() {
+                t.observe(seq);
+            }
             m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
             return false;
         }

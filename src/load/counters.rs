@@ -144,16 +144,62 @@ impl Tally {
     }
 }
 
-/// A worker's measurements as they are taken: its [`Tally`] and the
-/// measured window's bounds.
+/// One second of the measured window, for the plot: messages delivered
+/// in it and the latency of those received in it (coarse: 2 significant
+/// digits, 1 µs up; enough for a curve, and small enough to keep one per
+/// second).
+#[derive(Debug, Clone)]
+pub struct Second {
+    /// Messages delivered in this second (all receivers).
+    pub delivered: u64,
+    /// Their latency, ns.
+    pub latency: Histogram<u32>,
+}
+
+impl Default for Second {
+    fn default() -> Second {
+        Second {
+            delivered: 0,
+            latency: Histogram::new_with_bounds(1000, 600_000_000_000, 2)
+                .expect("constant bounds are valid"),
+        }
+    }
+}
+
+impl Second {
+    /// Adds another worker's same second.
+    pub fn add(&mut self, other: &Second) {
+        self.delivered += other.delivered;
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
+/// A worker's measurements as they are taken: its [`Tally`], the
+/// measured window's bounds, and (with `--plot`) one [`Second`] per second.
+///
+/// Latency goes first into `interval`, which is folded into the tally's
+/// histogram once a second (and at the end): the receive path records
+/// into one histogram either way, and the per-second figures cost nothing
+/// per message.
 pub struct Meter {
-    /// What has been counted and recorded so far.
+    /// What has been counted and recorded so far (latency up to the last
+    /// fold).
     pub tally: Tally,
     /// The measured window, copied from [`Shared`] once the run starts
     /// (`u64::MAX` before).
     pub measure_ns: u64,
     /// Its end.
     pub end_ns: u64,
+    /// Latency recorded since the last fold.
+    interval: Histogram<u64>,
+    /// When the next fold is due.
+    next_tick_ns: u64,
+    /// `delivered_window` at the last fold.
+    delivered_at_tick: u64,
+    /// Keep the per-second figures (only `--plot` needs them).
+    keep_seconds: bool,
+    /// Per-second figures, from the start of the measured window.
+    pub seconds: Vec<Second>,
 }
 
 impl Default for Meter {
@@ -163,11 +209,24 @@ impl Default for Meter {
             tally: Tally::default(),
             measure_ns: u64::MAX,
             end_ns: u64::MAX,
+            interval: latency_histogram(),
+            next_tick_ns: u64::MAX,
+            delivered_at_tick: 0,
+            keep_seconds: false,
+            seconds: Vec::new(),
         }
     }
 }
 
 impl Meter {
+    /// Fixes the measured window (once the main thread has set it).
+    pub fn set_window(&mut self, measure_ns: u64, end_ns: u64, keep_seconds: bool) {
+        self.measure_ns = measure_ns;
+        self.end_ns = end_ns;
+        self.next_tick_ns = measure_ns.saturating_add(1_000_000_000);
+        self.keep_seconds = keep_seconds;
+    }
+
     /// Counts one delivered message of `frame_len` bytes whose text starts
     /// with a stamp, and records its latency if it was sent in the window.
     #[inline]
@@ -180,11 +239,50 @@ impl Meter {
         }
         if let Some(sent_ns) = Stamp::sent_ns_of(text) {
             if sent_ns >= self.measure_ns && sent_ns < self.end_ns {
-                self.tally
-                    .latency
+                self.interval
                     .saturating_record(now_ns.saturating_sub(sent_ns).max(1));
             }
         }
+    }
+
+    /// Folds the last second's latency in when a second boundary has
+    /// passed (called once per loop iteration: one comparison).
+    #[inline]
+    pub fn tick(&mut self, now_ns: u64) {
+        while now_ns >= self.next_tick_ns {
+            self.fold();
+            self.next_tick_ns += 1_000_000_000;
+        }
+    }
+
+    /// Moves `interval` into the tally (and into this second's figures).
+    /// Seconds after the window (the drain) fold into its last second.
+    pub fn fold(&mut self) {
+        let _ = self.tally.latency.add(&self.interval);
+        if self.keep_seconds && self.measure_ns != u64::MAX {
+            let window_secs = (self.end_ns - self.measure_ns)
+                .div_ceil(1_000_000_000)
+                .max(1);
+            let at = self
+                .next_tick_ns
+                .min(self.end_ns.saturating_add(999_999_999));
+            let index = ((at.saturating_sub(self.measure_ns)).div_ceil(1_000_000_000))
+                .clamp(1, window_secs) as usize
+                - 1;
+            if self.seconds.len() <= index {
+                self.seconds.resize_with(index + 1, Second::default);
+            }
+            let second = &mut self.seconds[index];
+            let delivered = self.tally.counters.delivered_window;
+            second.delivered += delivered - self.delivered_at_tick;
+            self.delivered_at_tick = delivered;
+            for v in self.interval.iter_recorded() {
+                let _ = second
+                    .latency
+                    .record_n(v.value_iterated_to(), v.count_at_value() as u32);
+            }
+        }
+        self.interval.reset();
     }
 }
 

@@ -25,7 +25,10 @@
 //!   frames; `publish.rs` the publishers' schedule.
 //! - [`stats`]: the loss detector, the send stamp, histogram and rate
 //!   helpers (pure, unit-tested).
-//! - [`report`]: merging worker results into the figures, and printing them.
+//! - [`report`]: merging worker results into the figures, and printing them;
+//!   [`plot`]: the same as an .hgrm distribution and an SVG picture.
+//! - [`redis`] and [`resp`]: the same workload against Redis pub/sub
+//!   (`--target redis://HOST:PORT`).
 //! - [`sys`]: CPU and RSS figures, a timerfd, non-blocking connect.
 //!
 //! Every connection `i` joins room `i % rooms`; connections `0..publishers`
@@ -37,8 +40,11 @@ pub mod config;
 pub mod conn;
 pub mod counters;
 pub mod phases;
+pub mod plot;
 mod publish;
+pub mod redis;
 pub mod report;
+pub mod resp;
 pub mod shared;
 pub mod stats;
 pub mod sys;
@@ -69,10 +75,25 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         cfg, &settings, &setup, &window, drain_secs, ping_secs, rss_end,
     );
     let report = Report::merge(info, results);
+    write_pictures(cfg, &report)?;
     if cfg.json {
         println!("{}", report.json());
     } else {
         print!("{}", report.human());
     }
     Ok(report.exit_code())
+}
+
+/// Writes the `--hgrm` and `--plot` files, if asked.
+fn write_pictures(cfg: &Config, report: &Report) -> Result<(), String> {
+    let write = |path: &std::path::Path, text: String| {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(path) = &cfg.hgrm {
+        write(path, plot::hgrm(&report.tally.latency))?;
+    }
+    if let Some(path) = &cfg.plot {
+        write(path, plot::svg(report)?)?;
+    }
+    Ok(())
 }

@@ -89,6 +89,7 @@ pub fn spawn(
         (micros ^ (std::process::id() as u64).wrapping_mul(0x9e37_79b9)) & 0xff_ffff
     );
     let settings = Arc::new(Settings {
+        target: cfg.target,
         addr,
         clients: cfg.clients,
         rooms: cfg.rooms,
@@ -99,6 +100,7 @@ pub fn spawn(
         ramp_per_worker: cfg.ramp / cfg.threads as f64,
         source_ips: cfg.source_ips.clone(),
         tag,
+        per_second: cfg.plot.is_some(),
         spin: cfg.spin,
     });
     let shared = Arc::new(Shared::new(cfg.rooms, cfg.threads));
@@ -277,6 +279,7 @@ pub fn run_info(
     rss_end: Option<u64>,
 ) -> RunInfo {
     RunInfo {
+        target: cfg.target,
         clients: cfg.clients,
         rooms: cfg.rooms,
         publishers: cfg.publishers,

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
-use super::conn::{push_say, Stage};
+use super::conn::{push_message, Stage};
 use super::shared::Mode;
 use super::stats::{first_due, interval_ns};
 use super::worker::Worker;
@@ -92,7 +92,8 @@ impl Worker {
                 continue;
             }
             let stamp = publisher.stamp(c.id, due);
-            push_say(
+            push_message(
+                self.settings.target,
                 &mut c.out,
                 &mut self.scratch,
                 room,
@@ -126,7 +127,8 @@ impl Worker {
         let n = window.saturating_sub(in_flight).min(MAX_BURST);
         for _ in 0..n {
             let stamp = publisher.stamp(c.id, now_ns);
-            push_say(
+            push_message(
+                self.settings.target,
                 &mut c.out,
                 &mut self.scratch,
                 &self.room_names[c.room],

@@ -3,15 +3,17 @@
 
 use std::fmt::Write as _;
 
-use super::counters::Tally;
-use super::shared::Mode;
-use super::stats::{human, human_us, rate, Quantiles};
+use super::counters::{Second, Tally};
+use super::shared::{Mode, Target};
+use super::stats::{human, human_us, rate, Quantiles, SeqTracker};
 use super::worker::WorkerResult;
 use crate::protocol::ErrorCode;
 
 /// Facts about the run that are not measurements.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
+    /// The kind of server loaded.
+    pub target: Target,
     /// Connections asked for.
     pub clients: usize,
     /// Rooms.
@@ -74,35 +76,51 @@ pub struct Report {
     pub tally: Tally,
     /// Loss check.
     pub loss: Loss,
+    /// Per-second figures of the measured window, all workers together
+    /// (with `--plot`).
+    pub seconds: Vec<Second>,
 }
 
-/// The final seq of each room: the highest any receiver saw.
-pub fn room_final_seqs(rooms: usize, results: &[WorkerResult]) -> Vec<u64> {
-    let mut last = vec![0u64; rooms];
+/// The final seq of each stream of each room: the highest any receiver
+/// saw. A muxchat room is one stream (its seq); in a Redis run each
+/// publisher of the room is one (its count).
+pub fn final_seqs(rooms: usize, results: &[WorkerResult]) -> Vec<Vec<u64>> {
+    let mut last = vec![Vec::new(); rooms];
     for r in results.iter().flat_map(|w| &w.receivers) {
-        if let Some(l) = last.get_mut(r.room) {
-            *l = (*l).max(r.tracker.last());
+        let Some(room) = last.get_mut(r.room) else {
+            continue;
+        };
+        if room.len() < r.trackers.len() {
+            room.resize(r.trackers.len(), 0);
+        }
+        for (l, t) in room.iter_mut().zip(&r.trackers) {
+            *l = (*l).max(t.last());
         }
     }
     last
 }
 
-/// Loss over every receiver still connected at the end, each checked
-/// against its room's final seq.
+/// Loss over every receiver still connected at the end, each stream
+/// checked against its final seq (a stream a receiver never heard from
+/// counts whole).
 pub fn loss(rooms: usize, results: &[WorkerResult]) -> Loss {
-    let finals = room_final_seqs(rooms, results);
+    let finals = final_seqs(rooms, results);
+    let empty = SeqTracker::new();
     let mut loss = Loss::default();
     for r in results.iter().flat_map(|w| &w.receivers) {
         if !r.alive {
             loss.cut += 1;
             continue;
         }
-        let t = &r.tracker;
         loss.receivers += 1;
-        loss.lost += t.lost(finals.get(r.room).copied().unwrap_or(0));
-        loss.gaps += t.gaps;
-        loss.duplicates += t.duplicates;
-        loss.reorders += t.reorders;
+        let streams = finals.get(r.room).map_or(&[][..], |f| &f[..]);
+        for (s, &final_seq) in streams.iter().enumerate() {
+            let t = r.trackers.get(s).unwrap_or(&empty);
+            loss.lost += t.lost(final_seq);
+            loss.gaps += t.gaps;
+            loss.duplicates += t.duplicates;
+            loss.reorders += t.reorders;
+        }
     }
     loss
 }
@@ -112,10 +130,22 @@ impl Report {
     pub fn merge(info: RunInfo, results: Vec<WorkerResult>) -> Report {
         let loss = loss(info.rooms, &results);
         let mut tally = Tally::default();
+        let mut seconds: Vec<Second> = Vec::new();
         for w in &results {
             tally.add(&w.tally);
+            if seconds.len() < w.seconds.len() {
+                seconds.resize_with(w.seconds.len(), Second::default);
+            }
+            for (a, b) in seconds.iter_mut().zip(&w.seconds) {
+                a.add(b);
+            }
         }
-        Report { info, tally, loss }
+        Report {
+            info,
+            tally,
+            loss,
+            seconds,
+        }
     }
 
     /// Any loss, duplicate or reorder on a live receiver.
@@ -148,6 +178,12 @@ impl Report {
                     .map_or_else(|| format!("ERROR_{code}"), |e| e.name().to_string());
                 (name, n)
             })
+            .chain(
+                // Redis errors have no codes: one count, the first text
+                // shows as the first failure.
+                (self.info.target == Target::Redis && self.tally.counters.errors > 0)
+                    .then(|| ("REDIS_ERROR".to_string(), self.tally.counters.errors)),
+            )
             .collect()
     }
 
@@ -193,7 +229,8 @@ impl Report {
         };
         let _ = writeln!(
             *s,
-            "muxload: {} clients, {} rooms, {} publishers, {mode}, {} B text, {}s measured after {}s warm-up, {} threads, {} source addresses",
+            "muxload: {}{} clients, {} rooms, {} publishers, {mode}, {} B text, {}s measured after {}s warm-up, {} threads, {} source addresses",
+            if i.target == Target::Redis { "redis pub/sub, " } else { "" },
             i.clients, i.rooms, i.publishers, i.payload, secs, i.warmup, i.threads, i.source_ips
         );
         let c = Quantiles::of(&self.tally.connect);
@@ -352,7 +389,7 @@ impl Report {
         };
         format!(
             concat!(
-                "{{\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
+                "{{\"target\":\"{}\",\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
                 "\"rate_per_publisher\":{},\"window\":{},\"payload\":{},\"threads\":{},\"source_ips\":{},",
                 "\"warmup_s\":{},\"duration_s\":{},\"setup_s\":{:.3},",
                 "\"published\":{},\"published_per_s\":{:.1},\"skipped\":{},",
@@ -361,6 +398,7 @@ impl Report {
                 "\"connect_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
                 "\"register_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
             ),
+            i.target.name(),
             i.clients,
             self.tally.counters.ready,
             i.rooms,
@@ -444,7 +482,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::super::counters::Counters;
-    use super::super::stats::SeqTracker;
     use super::super::worker::ReceiverEnd;
     use super::*;
 
@@ -464,21 +501,24 @@ mod tests {
                 ..Tally::default()
             },
             receivers,
+            seconds: Vec::new(),
         }
     }
 
     fn receiver(room: usize, seqs: &[u64], alive: bool) -> ReceiverEnd {
         let mut tracker = SeqTracker::new();
         seqs.iter().for_each(|&s| tracker.observe(s));
+        let trackers = vec![tracker];
         ReceiverEnd {
             room,
-            tracker,
+            trackers,
             alive,
         }
     }
 
     fn info() -> RunInfo {
         RunInfo {
+            target: Target::Muxchat,
             clients: 4,
             rooms: 2,
             publishers: 1,

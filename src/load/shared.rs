@@ -39,10 +39,32 @@ pub enum Mode {
     },
 }
 
+/// What kind of server is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// muxchatd: HELLO + JOIN, SAY, MESSAGE with the room's seq.
+    Muxchat,
+    /// Redis pub/sub over RESP3: HELLO 3 + SUBSCRIBE, PUBLISH, message
+    /// pushes; loss is checked per publisher (the count in the stamp).
+    Redis,
+}
+
+impl Target {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Muxchat => "muxchat",
+            Target::Redis => "redis",
+        }
+    }
+}
+
 /// What every worker needs to know, fixed for the run.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The daemon's address.
+    /// The kind of server.
+    pub target: Target,
+    /// The server's address.
     pub addr: SocketAddr,
     /// Connections in all.
     pub clients: usize,
@@ -63,6 +85,8 @@ pub struct Settings {
     pub source_ips: Vec<IpAddr>,
     /// Prefix of nicks and room names, unique per run.
     pub tag: String,
+    /// Keep per-second figures of the measured window (for `--plot`).
+    pub per_second: bool,
     /// Busy-poll (zero poll timeout) while publishing: the generator never
     /// sleeps, so the daemon's writes never pay to wake it (see
     /// docs/BENCHMARKS.md); its CPU then reads 100%.
@@ -77,6 +101,11 @@ impl Settings {
     /// The name of room `r`.
     pub fn room(&self, r: usize) -> String {
         format!("#{}-{r}", self.tag)
+    }
+    /// Publishers in room `r` (publisher `p` is in room `p % rooms`, and
+    /// is stream `p / rooms` of that room in a Redis run).
+    pub fn publishers_in(&self, r: usize) -> usize {
+        self.publishers.saturating_sub(r).div_ceil(self.rooms)
     }
 }
 

@@ -162,6 +162,19 @@ impl Stamp {
         out.resize(out.len() + pad, b'.');
     }
 
+    /// Only the publisher and its count, on the receive hot path of a
+    /// Redis run (which has no room seq: loss is checked per publisher).
+    /// Like [`Stamp::sent_ns_of`], it trusts the digits.
+    #[inline]
+    pub fn publisher_count_of(text: &[u8]) -> Option<(u32, u32)> {
+        let b: &[u8; 16] = text.get(16..32)?.try_into().ok()?;
+        let hex = |d: &[u8]| {
+            d.iter()
+                .fold(0u32, |v, &c| (v << 4) | ((c & 0x0f) + 9 * (c >> 6)) as u32)
+        };
+        Some((hex(&b[..8]), hex(&b[8..])))
+    }
+
     /// Only the send time, on the receive hot path (run for every message
     /// delivered): 16 hex digits without a branch per digit. It does not
     /// reject non-hex bytes; rooms are unique to the run, so every text
@@ -346,6 +359,19 @@ mod tests {
         let last = t.last();
         assert_eq!(t.gaps, MAX_RANGES as u64 + 10);
         assert_eq!(t.lost(last), MAX_RANGES as u64 + 10);
+    }
+
+    #[test]
+    fn publisher_and_count_read_fast() {
+        let mut out = Vec::new();
+        let stamp = Stamp {
+            sent_ns: 12,
+            publisher: 0xabc,
+            count: 0x1234_5678,
+        };
+        stamp.write(&mut out, 40);
+        assert_eq!(Stamp::publisher_count_of(&out), Some((0xabc, 0x1234_5678)));
+        assert_eq!(Stamp::publisher_count_of(&out[..31]), None);
     }
 
     #[test]

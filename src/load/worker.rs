@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use mio::net::TcpStream;
+
 use super::conn::{Conn, Stage};
-use super::counters::{Meter, Tally};
-use super::shared::{phase, Live, Mode, Settings, Shared};
+use super::counters::{Meter, Second, Tally};
+use super::resp::RespReader;
+use super::shared::{phase, Live, Mode, Settings, Shared, Target};
 use super::stats::SeqTracker;
 use super::sys::{open, Timer};
 use crate::protocol::{ClientMessage, FrameReader, PROTOCOL_VERSION};
@@ -36,8 +39,9 @@ use crate::protocol::{ClientMessage, FrameReader, PROTOCOL_VERSION};
 pub struct ReceiverEnd {
     /// Its room.
     pub room: usize,
-    /// Its seq tracker.
-    pub tracker: SeqTracker,
+    /// Its seq trackers, one per stream of its room (see
+    /// [`Conn::trackers`](super::conn::Conn::trackers)).
+    pub trackers: Vec<SeqTracker>,
     /// Still connected at the end (loss on a cut connection is not loss).
     pub alive: bool,
 }
@@ -49,6 +53,86 @@ pub struct WorkerResult {
     pub tally: Tally,
     /// Every receiver's end state.
     pub receivers: Vec<ReceiverEnd>,
+    /// Per-second figures of the measured window (with `--plot`).
+    pub seconds: Vec<Second>,
+}
+
+/// The worker's one reassembly buffer, for the target's protocol. Each
+/// read goes into it, whole values are handled in place, and a trailing
+/// partial value is parked in its connection until the next read: one hot
+/// buffer keeps the receive path in cache; one per connection would not.
+enum Input {
+    /// muxchat frames.
+    Frames(FrameReader),
+    /// RESP replies and pushes.
+    Resp(RespReader),
+}
+
+/// What the read loop needs from a reassembly buffer; generic so that
+/// each protocol's loop is compiled on its own (no dispatch per value).
+trait Reassembly {
+    fn park(&mut self, into: &mut Vec<u8>);
+    fn resume(&mut self, from: &[u8]);
+    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize>;
+    /// Handles every whole value buffered; `Some` ends the connection.
+    fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd>;
+}
+
+/// What handling a value may touch besides its connection.
+struct ReadCx<'a> {
+    meter: &'a mut Meter,
+    shared: &'a Shared,
+    settings: &'a Settings,
+}
+
+impl Reassembly for FrameReader {
+    fn park(&mut self, into: &mut Vec<u8>) {
+        self.take_rest(into);
+    }
+    fn resume(&mut self, from: &[u8]) {
+        self.extend(from);
+    }
+    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+        FrameReader::read_from(self, stream)
+    }
+    fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd> {
+        loop {
+            match self.next_frame() {
+                Ok(Some(f)) => {
+                    if c.on_frame(f, now_ns, cx.meter, cx.shared) {
+                        return Some(ReadEnd::Refused);
+                    }
+                }
+                Ok(None) => return None,
+                Err(_) => return Some(ReadEnd::Closed),
+            }
+        }
+    }
+}
+
+impl Reassembly for RespReader {
+    fn park(&mut self, into: &mut Vec<u8>) {
+        self.take_rest(into);
+    }
+    fn resume(&mut self, from: &[u8]) {
+        self.extend(from);
+    }
+    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+        RespReader::read_from(self, stream)
+    }
+    fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd> {
+        loop {
+            match self.next_value() {
+                Ok(Some((reply, len))) => {
+                    if c.on_reply(reply, len, now_ns, cx.meter, cx.shared, cx.settings) {
+                        return Some(ReadEnd::Refused);
+                    }
+                }
+                Ok(None) => return None,
+                Err(_) => return Some(ReadEnd::Closed),
+            }
+        }
+    }
 }
 
 const TIMER: Token = Token(usize::MAX - 1);
@@ -91,11 +175,8 @@ pub(super) struct Worker {
     pub(super) room_names: Vec<String>,
     to_flush: Vec<usize>,
     again: Vec<usize>,
-    /// One reassembly buffer for all connections: each read goes into it,
-    /// whole frames are handled in place, and a trailing partial frame is
-    /// parked in its connection until the next read. One hot buffer keeps
-    /// the receive path in cache; a buffer per connection would not.
-    reader: FrameReader,
+    /// One reassembly buffer for all connections.
+    input: Input,
     pub(super) scratch: Vec<u8>,
     pub(super) low: Vec<u64>,
     pub(super) meter: Meter,
@@ -127,7 +208,12 @@ pub fn run(w: usize, settings: Arc<Settings>, shared: Arc<Shared>) -> io::Result
         room_names,
         to_flush: Vec::new(),
         again: Vec::new(),
-        reader: FrameReader::with_capacity(MAX_IN_PAYLOAD, READ_BUFFER),
+        input: match settings.target {
+            Target::Muxchat => {
+                Input::Frames(FrameReader::with_capacity(MAX_IN_PAYLOAD, READ_BUFFER))
+            }
+            Target::Redis => Input::Resp(RespReader::new(MAX_IN_PAYLOAD as usize, READ_BUFFER)),
+        },
         scratch: Vec::new(),
         low: vec![u64::MAX; settings.rooms],
         meter: Meter::default(),
@@ -211,9 +297,13 @@ impl Worker {
             phase::SETUP => self.open_more(),
             phase::RUN | phase::DRAIN => {
                 if self.meter.end_ns == u64::MAX {
-                    self.meter.measure_ns = self.shared.measure_ns.load(Acquire);
-                    self.meter.end_ns = self.shared.end_ns.load(Acquire);
+                    self.meter.set_window(
+                        self.shared.measure_ns.load(Acquire),
+                        self.shared.end_ns.load(Acquire),
+                        self.settings.per_second,
+                    );
                 }
+                self.meter.tick(self.shared.now_ns());
                 // Low watermarks pace windowed publishers and tell when
                 // the drain is done; a fixed-rate run needs them only then
                 // (they cost a pass over every connection).
@@ -325,13 +415,17 @@ impl Worker {
             .connect
             .record(c.opened.elapsed().as_nanos().max(1) as u64);
         c.stage = Stage::Registering;
-        c.out.push_client(&ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            nick: &c.nick,
-        });
-        c.out.push_client(&ClientMessage::Join {
-            room: &self.room_names[c.room],
-        });
+        let room = &self.room_names[c.room];
+        match self.settings.target {
+            Target::Muxchat => {
+                c.out.push_client(&ClientMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    nick: &c.nick,
+                });
+                c.out.push_client(&ClientMessage::Join { room });
+            }
+            Target::Redis => c.greet_redis(room, &mut self.scratch),
+        }
         self.queue_flush(i);
     }
 
@@ -386,7 +480,7 @@ impl Worker {
         for c in &self.conns {
             if c.stage == Stage::Ready {
                 let l = &mut self.low[c.room];
-                *l = (*l).min(c.tracker.received);
+                *l = (*l).min(c.received);
             }
         }
         for (r, &v) in self.low.iter().enumerate() {
@@ -409,8 +503,12 @@ impl Worker {
         for i in 0..self.conns.len() {
             let c = &mut self.conns[i];
             if c.stage == Stage::Ready {
-                c.out
-                    .push_client(&ClientMessage::Ping { token: c.id as u64 });
+                match self.settings.target {
+                    Target::Muxchat => c
+                        .out
+                        .push_client(&ClientMessage::Ping { token: c.id as u64 }),
+                    Target::Redis => c.ping_redis(),
+                }
                 self.meter.tally.counters.pings += 1;
                 self.queue_flush(i);
             }
@@ -430,65 +528,73 @@ impl Worker {
     }
 
     /// Reads connection `i` until `WouldBlock` or its budget is spent,
-    /// handling each whole frame. (Stopping at a short read would save a
-    /// syscall per wake-up, but measured at under 5% here, and readiness
-    /// is only certain at `WouldBlock`: not worth a lost wake-up.)
+    /// handling each whole frame (or RESP value).
     fn read_conn(&mut self, i: usize) -> ReadEnd {
         let Worker {
             conns,
-            reader,
+            input,
             meter,
             shared,
+            settings,
             ..
         } = self;
-        let c = &mut conns[i];
-        reader.extend(&c.partial);
-        let mut budget = READ_BUDGET;
-        let end = 'reads: loop {
-            let Some(stream) = c.stream.as_mut() else {
-                break ReadEnd::Drained;
-            };
-            let n = match reader.read_from(stream) {
-                Ok(0) => break ReadEnd::Closed,
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break ReadEnd::Drained,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break ReadEnd::Closed,
-            };
-            let now_ns = shared.now_ns();
-            loop {
-                match reader.next_frame() {
-                    Ok(Some(f)) => {
-                        if c.on_frame(f, now_ns, meter, shared) {
-                            break 'reads ReadEnd::Refused;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => break 'reads ReadEnd::Closed,
-                }
-            }
-            budget = budget.saturating_sub(n);
-            if budget == 0 {
-                break ReadEnd::Budget;
-            }
+        let mut cx = ReadCx {
+            meter,
+            shared,
+            settings,
         };
-        reader.take_rest(&mut c.partial);
-        end
+        match input {
+            Input::Frames(r) => read_with(r, &mut conns[i], &mut cx),
+            Input::Resp(r) => read_with(r, &mut conns[i], &mut cx),
+        }
     }
 
-    fn finish(self) -> WorkerResult {
+    fn finish(mut self) -> WorkerResult {
+        self.meter.fold();
         WorkerResult {
+            seconds: std::mem::take(&mut self.meter.seconds),
             receivers: self
                 .conns
                 .iter()
                 .filter(|c| c.was_ready)
                 .map(|c| ReceiverEnd {
                     room: c.room,
-                    tracker: c.tracker.clone(),
+                    trackers: c.trackers.clone(),
                     alive: c.stage == Stage::Ready,
                 })
                 .collect(),
             tally: self.meter.tally,
         }
     }
+}
+
+/// Reads `c` through `input` until `WouldBlock` or the budget is spent,
+/// then parks any partial value in `c`. (Stopping at a short read would
+/// save a syscall per wake-up, but measured at under 5% here, and
+/// readiness is only certain at `WouldBlock`: not worth a lost wake-up.)
+fn read_with<R: Reassembly>(input: &mut R, c: &mut Conn, cx: &mut ReadCx<'_>) -> ReadEnd {
+    input.resume(&c.partial);
+    let mut budget = READ_BUDGET;
+    let end = loop {
+        let Some(stream) = c.stream.as_mut() else {
+            break ReadEnd::Drained;
+        };
+        let n = match input.read_from(stream) {
+            Ok(0) => break ReadEnd::Closed,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break ReadEnd::Drained,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break ReadEnd::Closed,
+        };
+        let now_ns = cx.shared.now_ns();
+        if let Some(end) = input.handle(c, now_ns, cx) {
+            break end;
+        }
+        budget = budget.saturating_sub(n);
+        if budget == 0 {
+            break ReadEnd::Budget;
+        }
+    };
+    input.park(&mut c.partial);
+    end
 }
