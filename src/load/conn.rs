@@ -47,9 +47,12 @@ pub struct Conn {
     /// the worker's one frame reader serves other connections (less than
     /// one frame; empty almost always).
     pub partial: Vec<u8>,
-    /// The room's seq as this connection saw it (muxchat), or one tracker
-    /// per publisher of the room, fed with its count (Redis).
-    pub trackers: Vec<SeqTracker>,
+    /// The room's seq as this connection saw it (muxchat). Inline, not
+    /// behind a pointer: it is touched for every message delivered.
+    pub tracker: SeqTracker,
+    /// Redis: one tracker per publisher of the room, fed with the count
+    /// in its stamps (Redis numbers nothing itself).
+    pub streams: Vec<SeqTracker>,
     /// Messages received, all trackers together (paces the window).
     pub received: u64,
     /// Publisher state, for connections `0..publishers`.
@@ -107,6 +110,16 @@ pub fn push_message(
 }
 
 impl Conn {
+    /// Its loss trackers, one per stream of its room: the room's seq
+    /// (muxchat), or one per publisher (Redis).
+    pub fn trackers(&self) -> Vec<SeqTracker> {
+        if self.streams.is_empty() {
+            vec![self.tracker.clone()]
+        } else {
+            self.streams.clone()
+        }
+    }
+
     /// A connection not yet opened.
     pub fn new(id: usize, room: usize, nick: String, publishes: bool) -> Conn {
         Conn {
@@ -119,7 +132,8 @@ impl Conn {
             out: OutBuf::default(),
             flush_queued: false,
             partial: Vec::new(),
-            trackers: vec![SeqTracker::new()],
+            tracker: SeqTracker::new(),
+            streams: Vec::new(),
             received: 0,
             publisher: publishes.then_some(Publisher {
                 next_due: 0,
@@ -140,9 +154,7 @@ impl Conn {
                 return false;
             };
             self.received += 1;
-            if let Some(t) = self.trackers.first_mut() {
-                t.observe(seq);
-            }
+            self.tracker.observe(seq);
             m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
             return false;
         }

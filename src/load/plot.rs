@@ -80,9 +80,15 @@ fn title(r: &Report) -> String {
         Target::Muxchat => "muxchatd",
         Target::Redis => "Redis pub/sub",
     };
+    let n =
+        |count: usize, what: &str| format!("{count} {what}{}", if count == 1 { "" } else { "s" });
     format!(
-        "muxload -> {target}: {} clients, {} rooms, {} publishers, {mode}, {} B, {}s measured",
-        i.clients, i.rooms, i.publishers, i.payload, i.duration
+        "muxload -> {target}: {}, {}, {}, {mode}, {} B, {}s measured",
+        n(i.clients, "client"),
+        n(i.rooms, "room"),
+        n(i.publishers, "publisher"),
+        i.payload,
+        i.duration
     )
 }
 

@@ -73,7 +73,7 @@ impl Conn {
             Reply::Message { payload, .. } => {
                 self.received += 1;
                 let stream = Stamp::publisher_count_of(payload).and_then(|(p, count)| {
-                    Some((self.trackers.get_mut(p as usize / settings.rooms)?, count))
+                    Some((self.streams.get_mut(p as usize / settings.rooms)?, count))
                 });
                 match stream {
                     Some((t, count)) => t.observe(count as u64 + 1),
@@ -93,7 +93,7 @@ impl Conn {
                     .record(self.opened.elapsed().as_nanos().max(1) as u64);
                 self.stage = Stage::Ready;
                 self.was_ready = true;
-                self.trackers = vec![SeqTracker::new(); settings.publishers_in(self.room).max(1)];
+                self.streams = vec![SeqTracker::new(); settings.publishers_in(self.room).max(1)];
                 m.tally.counters.ready += 1;
             }
             Reply::Simple(b"PONG") | Reply::Kind { kind: b"pong", .. } => {

@@ -40,7 +40,7 @@ pub struct ReceiverEnd {
     /// Its room.
     pub room: usize,
     /// Its seq trackers, one per stream of its room (see
-    /// [`Conn::trackers`](super::conn::Conn::trackers)).
+    /// [`Conn::trackers`]).
     pub trackers: Vec<SeqTracker>,
     /// Still connected at the end (loss on a cut connection is not loss).
     pub alive: bool,
@@ -559,7 +559,7 @@ impl Worker {
                 .filter(|c| c.was_ready)
                 .map(|c| ReceiverEnd {
                     room: c.room,
-                    trackers: c.trackers.clone(),
+                    trackers: c.trackers(),
                     alive: c.stage == Stage::Ready,
                 })
                 .collect(),
