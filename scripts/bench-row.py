@@ -3,6 +3,7 @@
 
   bench-row.py --brief   < one muxload JSON line   -> one short line
   bench-row.py --table   < raw.jsonl                -> the markdown table
+  bench-row.py --compare < compare.jsonl            -> muxchatd vs Redis table
 
 The table groups runs by scenario name (probes of a rate search are left
 out) and shows the median of each column over the runs.
@@ -105,11 +106,78 @@ def table(rows):
     return "\n".join(out) + "\n"
 
 
+def compare(rows):
+    """One line per scenario: each server's medians, and the ratios.
+
+    Rows are {"name", "server": "muxchatd"|"redis", "result"}. Throughput
+    ratio: muxchatd / Redis delivered msgs/s; p99 and CPU ratios: Redis /
+    muxchatd (so above 1 means muxchatd is ahead on every ratio).
+    """
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["name"], {}).setdefault(row["server"], []).append(row["result"])
+    out = [
+        "| scenario | runs | muxchatd delivered/s | Redis delivered/s | throughput x "
+        "| muxchatd p99 | Redis p99 | p99 x | muxchatd CPU | Redis CPU | CPU per msg x | loss / cut |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_server in groups.items():
+        stats = {}
+        notes = []
+        for server in ("muxchatd", "redis"):
+            rs = [r for r in by_server.get(server, []) if r is not None]
+            if not rs:
+                stats[server] = None
+                notes.append(f"{server}: no result")
+                continue
+            lost = sum(r["loss"]["lost"] + r["loss"]["duplicates"] + r["loss"]["reorders"] for r in rs)
+            cut = sum(r["loss"]["cut"] + r["closed_by_server"] for r in rs)
+            if lost or cut:
+                notes.append(f"{server}: {lost} lost, {cut} cut")
+            stats[server] = {
+                "delivered": med([r["delivered_per_s"] for r in rs]),
+                "p99": med([r["latency_us"]["p99"] for r in rs]),
+                "cpu": med([r["daemon_busy_pct"] for r in rs]),
+                "runs": len(rs),
+            }
+        m, r = stats["muxchatd"], stats["redis"]
+
+        def ratio(a, b):
+            return f"{a / b:.2f}" if a and b else "-"
+
+        def per_msg(s):
+            return s["cpu"] / s["delivered"] if s and s["cpu"] and s["delivered"] else None
+
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"{m['runs'] if m else 0} + {r['runs'] if r else 0}",
+                    fmt(m["delivered"]) if m else "-",
+                    fmt(r["delivered"]) if r else "-",
+                    ratio(m and m["delivered"], r and r["delivered"]),
+                    fmt(m["p99"], "us") if m else "-",
+                    fmt(r["p99"], "us") if r else "-",
+                    ratio(r and r["p99"], m and m["p99"]),
+                    fmt(m["cpu"], "%") if m else "-",
+                    fmt(r["cpu"], "%") if r else "-",
+                    ratio(per_msg(r), per_msg(m)),
+                    "; ".join(notes) or "none",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main():
     if "--brief" in sys.argv:
         for line in sys.stdin:
             line = line.strip()
             print(brief(json.loads(line) if line else None))
+    elif "--compare" in sys.argv:
+        sys.stdout.write(compare([json.loads(l) for l in sys.stdin if l.strip()]))
     elif "--table" in sys.argv:
         sys.stdout.write(table([json.loads(l) for l in sys.stdin if l.strip()]))
     else:
