@@ -145,19 +145,28 @@ impl Conn {
 
     /// Handles one frame from the daemon, received at `now_ns`. `true`
     /// means the connection is of no further use (its setup was refused).
+    /// Inlined into the read loop: MESSAGE is the hot path, millions a
+    /// second; everything else goes to the out-of-line `on_control`.
+    #[inline]
     pub fn on_frame(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
-        if f.code == code::MESSAGE {
-            // The hot path: millions a second. Only seq and the stamp
-            // matter here, so the layout is checked but no UTF-8 is.
-            let Ok((seq, text)) = peek_message(f.payload) else {
-                m.tally.counters.errors += 1;
-                return false;
-            };
-            self.received += 1;
-            self.tracker.observe(seq);
-            m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
-            return false;
+        if f.code != code::MESSAGE {
+            return self.on_control(f, m, shared);
         }
+        // Only seq and the stamp matter here, so the layout is checked but
+        // no UTF-8 is.
+        let Ok((seq, text)) = peek_message(f.payload) else {
+            m.tally.counters.errors += 1;
+            return false;
+        };
+        self.received += 1;
+        self.tracker.observe(seq);
+        m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
+        false
+    }
+
+    /// Every frame but MESSAGE: setup replies, PINGs, PONGs, ERRORs.
+    #[cold]
+    fn on_control(&mut self, f: Frame<'_>, m: &mut Meter, shared: &Shared) -> bool {
         let Ok(msg) = ServerMessage::decode(f.code, f.payload) else {
             m.tally.counters.errors += 1;
             return false;
