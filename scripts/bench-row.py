@@ -133,10 +133,12 @@ def compare(rows):
             lost = sum(r["loss"]["lost"] + r["loss"]["duplicates"] + r["loss"]["reorders"] for r in rs)
             cut = sum(r["loss"]["cut"] + r["closed_by_server"] for r in rs)
             if lost or cut:
-                notes.append(f"{server}: {lost} lost, {cut} cut")
+                notes.append(f"{server}: {lost} lost or still undelivered after the drain, {cut} cut")
             stats[server] = {
                 "delivered": med([r["delivered_per_s"] for r in rs]),
-                "p99": med([r["latency_us"]["p99"] for r in rs]),
+                # A run whose window's messages all arrived after the drain
+                # timeout has no latency samples: no p99, not a p99 of 0.
+                "p99": med([r["latency_us"]["p99"] for r in rs if r["latency_us"]["count"] > 0]),
                 "cpu": med([r["daemon_busy_pct"] for r in rs]),
                 "runs": len(rs),
             }
@@ -158,7 +160,7 @@ def compare(rows):
                     fmt(r["delivered"]) if r else "-",
                     ratio(m and m["delivered"], r and r["delivered"]),
                     fmt(m["p99"], "us") if m else "-",
-                    fmt(r["p99"], "us") if r else "-",
+                    (fmt(r["p99"], "us") if r["p99"] is not None else "no samples") if r else "-",
                     ratio(r and r["p99"], m and m["p99"]),
                     fmt(m["cpu"], "%") if m else "-",
                     fmt(r["cpu"], "%") if r else "-",
