@@ -201,6 +201,23 @@ fn refused_connection_is_one_line() {
     );
 }
 
+#[test]
+fn help_says_what_muxload_is() {
+    let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .arg("--help")
+        .output()
+        .expect("run muxload");
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("muxload: the load generator for muxchatd"),
+        "{help}"
+    );
+    for flag in ["--target", "--plot", "--hgrm"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
 /// Every usage error exits 2 before a socket is opened (no daemon runs
 /// here: a usage error must not need one), with one message naming the
 /// flag.

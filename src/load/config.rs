@@ -18,10 +18,13 @@ use super::stats::STAMP_LEN;
 /// the ephemeral port range for one source/destination pair).
 pub const CONNS_PER_SOURCE: usize = 10_000;
 
-/// Load a muxchatd server: open N connections, publish on a schedule,
-/// measure delivery, latency and loss. Exit status: 0 clean, 1 error,
-/// 2 usage error, 3 loss (gap, duplicate or reorder) seen, 4 not every
-/// connection got ready or stayed connected (the daemon cut or closed some).
+/// muxload: the load generator for muxchatd (and Redis pub/sub): opens N
+/// connections, publishes on a schedule, measures delivery, latency and
+/// loss.
+///
+/// Exit status: 0 clean, 1 error, 2 usage error, 3 loss (gap, duplicate
+/// or reorder) seen, 4 not every connection got ready or stayed connected
+/// (the server cut or closed some).
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "muxload",
