@@ -925,3 +925,14 @@ fn slowloris_and_handshake_floods_last_only_the_login_timeout() {
     bystander.assert_alive();
     drop(held);
 }
+
+#[test]
+fn http_limits_are_options() {
+    let d = Daemon::start(&["--max-http-head", "256", "--max-http-headers", "4"]);
+    let ok = "GET /healthz HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+    assert_eq!(status_of(&exchange(d.addr, ok.as_bytes())), 200);
+    let five = ok.replace("D: 4\r\n", "D: 4\r\nE: 5\r\n");
+    assert_eq!(status_of(&exchange(d.addr, five.as_bytes())), 431);
+    let long = format!("GET /healthz HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(240));
+    assert_eq!(status_of(&exchange(d.addr, long.as_bytes())), 431);
+}

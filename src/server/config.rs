@@ -146,6 +146,17 @@ pub struct Args {
     /// Answer LAN discovery probes (`muxchat --discover`) on UDP, same address and port.
     #[arg(long, env = "MUXCHAT_DISCOVERY")]
     pub discovery: bool,
+
+    /// Largest HTTP request head (request line and headers), in bytes; a
+    /// larger one gets 431 (a request line above 2048 bytes gets 414).
+    #[arg(long, env = "MUXCHAT_MAX_HTTP_HEAD", default_value_t = 8192, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(256..=1 << 20))]
+    pub max_http_head: u32,
+
+    /// Most header fields in an HTTP request; more get 431.
+    #[arg(long, env = "MUXCHAT_MAX_HTTP_HEADERS", default_value_t = 32, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(4..=1024))]
+    pub max_http_headers: u32,
 }
 
 /// Validated settings for one daemon run.
@@ -181,6 +192,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse plaintext connections.
     pub tls_required: bool,
+    /// Bounds on an HTTP request head.
+    pub http: crate::server::http::HttpLimits,
     /// Answer discovery probes on UDP.
     pub discovery: bool,
     /// Defaults that were moved to fit the values given, one note each,
@@ -247,6 +260,11 @@ impl Config {
             trace_events: args.trace_events,
             tls: args.tls_cert.zip(args.tls_key),
             tls_required: args.tls_required,
+            http: crate::server::http::HttpLimits {
+                max_head: args.max_http_head as usize,
+                max_request_line: (args.max_http_head as usize).min(2048),
+                max_headers: args.max_http_headers as usize,
+            },
             discovery: args.discovery,
             adapted,
         })

@@ -151,7 +151,12 @@ impl Server {
             ),
             None => None,
         };
-        let doors = Arc::new(Doors::new(tls, config.tls_required, config.max_payload));
+        let doors = Arc::new(Doors::new(
+            tls,
+            config.tls_required,
+            config.http,
+            config.max_payload,
+        ));
         Ok(Server {
             poll,
             listener: Some(listener),

@@ -79,12 +79,13 @@ impl Doors {
     pub fn new(
         tls: Option<Arc<rustls::ServerConfig>>,
         tls_required: bool,
+        http: HttpLimits,
         max_payload: u32,
     ) -> Doors {
         Doors {
             tls,
             tls_required,
-            http: HttpLimits::default(),
+            http,
             max_ws_message: HEADER_LEN + max_payload as usize,
         }
     }
