@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use log::{info, warn};
 use muxchat::server::config::Config;
 use muxchat::server::tls::TlsError;
+use muxchat::server::trace::Trace;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {
@@ -37,7 +38,12 @@ fn run(config: Config) -> Result<(), String> {
     } else {
         "http"
     };
-    let server = Server::bind(config).map_err(|e| {
+    let trace = match &config.trace_file {
+        Some(path) => Trace::create(path, config.trace_file_max)
+            .map_err(|e| format!("cannot create the trace file {}: {e}", path.display()))?,
+        None => Trace::off(),
+    };
+    let mut server = Server::bind(config).map_err(|e| {
         // A certificate or key that cannot be used names its file.
         match e
             .get_ref()
@@ -47,6 +53,7 @@ fn run(config: Config) -> Result<(), String> {
             None => format!("cannot listen on {bind}: {e}"),
         }
     })?;
+    server.set_trace(trace);
     let addr = server.local_addr();
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")

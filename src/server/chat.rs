@@ -38,6 +38,7 @@ use super::registry::{Sessions, Stats};
 use super::rooms::{RoomId, Rooms};
 use super::session::{Got, Marks, Session};
 use super::timers::Timers;
+use super::trace::Trace;
 use super::transport::{DoorEvent, Transport};
 
 /// Why a session's read stopped (for the loop and the event trace).
@@ -105,6 +106,8 @@ pub struct Chat {
     pub(super) server_name: String,
     /// When the input being handled was read (SAY-to-write latency).
     pub(super) now: Instant,
+    /// The loop trace (`--trace-file`): off unless the daemon sets it.
+    pub trace: Trace,
 }
 
 impl Chat {
@@ -130,6 +133,7 @@ impl Chat {
             started: now,
             now,
             server_name: format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
+            trace: Trace::off(),
         }
     }
 

@@ -28,6 +28,7 @@ impl Chat {
                 s.peer(),
                 leaving.reason.left_reason()
             );
+            self.trace.close(t, s.id(), &leaving.reason);
             while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
                 self.part(t, last, leaving.reason.left_reason());
             }

@@ -136,6 +136,7 @@ impl Chat {
             return;
         };
         let frames = mem::take(&mut self.cast_frames);
+        self.trace.cast(self.rooms.get(id), frames, self.cast.len());
         let members = &self.rooms.get(id).members;
         self.sessions.hist.fanout_size.observe(members.len() as u64);
         for &member in members {

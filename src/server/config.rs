@@ -157,6 +157,16 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_MAX_HTTP_HEADERS", default_value_t = 32, value_name = "N",
           value_parser = clap::value_parser!(u32).range(4..=1024))]
     pub max_http_headers: u32,
+
+    /// Write the loop trace to FILE: one JSON line per stage's action, for
+    /// docs/loop-viewer.html.
+    #[arg(long, env = "MUXCHAT_TRACE_FILE", value_name = "FILE")]
+    pub trace_file: Option<PathBuf>,
+
+    /// Largest size of the --trace-file, in bytes; a last line says when it is reached.
+    #[arg(long, env = "MUXCHAT_TRACE_FILE_MAX", default_value_t = 64 * 1024 * 1024, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(4096..=1 << 40))]
+    pub trace_file_max: u64,
 }
 
 /// Validated settings for one daemon run.
@@ -196,6 +206,10 @@ pub struct Config {
     pub http: crate::server::http::HttpLimits,
     /// Answer discovery probes on UDP.
     pub discovery: bool,
+    /// Where the loop trace goes, if anywhere.
+    pub trace_file: Option<PathBuf>,
+    /// The loop trace's size cap in bytes.
+    pub trace_file_max: u64,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -266,6 +280,8 @@ impl Config {
                 max_headers: args.max_http_headers as usize,
             },
             discovery: args.discovery,
+            trace_file: args.trace_file,
+            trace_file_max: args.trace_file_max,
             adapted,
         })
     }

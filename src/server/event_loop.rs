@@ -54,6 +54,7 @@ use super::config::Config;
 use super::discovery::Discovery;
 use super::registry::FlushOutcome;
 use super::tls;
+use super::trace::Trace;
 use super::transport::{Doors, Transport};
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
@@ -176,6 +177,11 @@ impl Server {
         })
     }
 
+    /// Turns the loop trace on (`--trace-file`); it is off by default.
+    pub fn set_trace(&mut self, trace: Trace) {
+        self.chat.trace = trace;
+    }
+
     /// The address actually bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -200,6 +206,7 @@ impl Server {
             if self.trace {
                 trace_wake(events.iter().count(), timeout);
             }
+            self.chat.trace.wake(self.iteration, &events, timeout);
 
             // 2a. Dispatch readiness. Each event carries the token we
             //    registered the descriptor with, and what changed (an edge:
@@ -213,6 +220,9 @@ impl Server {
                     event.is_readable() || event.is_read_closed() || event.is_error(),
                     event.is_writable(),
                 );
+                self.chat
+                    .trace
+                    .event(token, source(token), readable, writable);
                 match token {
                     LISTENER => self.accept_all(now),
                     DISCOVERY => self.answer_probes(now),
@@ -253,6 +263,7 @@ impl Server {
             // 6. Remove sessions that finished closing: only now are their
             //    tokens free for reuse.
             self.remove_finished();
+            self.chat.trace.end_iteration();
 
             // 7. Shutdown: once draining, stop when everyone has gone or
             //    the grace period is over.
@@ -324,6 +335,7 @@ impl Server {
         if r.stop == ReadStop::Budget {
             self.still_readable.push((t, r.id));
         }
+        self.chat.trace.read(t, &r);
         if self.trace && r.stop != ReadStop::Skipped {
             let why = match r.stop {
                 ReadStop::WouldBlock | ReadStop::Done | ReadStop::Skipped => "WouldBlock",
@@ -409,6 +421,9 @@ impl Server {
             self.chat.remove(t);
             return;
         }
+        self.chat
+            .trace
+            .accept(t, self.chat.sessions.at(t).id(), peer);
         if self.trace {
             info!("accept {t:?} from {peer}");
         }
@@ -478,6 +493,7 @@ impl Server {
                 continue;
             };
             let id = self.chat.sessions.at(t).id();
+            self.chat.trace.flush(t, id, &f);
             // 5b. A drained buffer is released if the session stays quiet.
             if f.drained {
                 self.drained.push((t, id));
@@ -534,12 +550,22 @@ impl Server {
             let s = self.chat.remove(t);
             let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.chat.trace.remove(t, s.id());
             if self.trace {
                 info!("close {t:?} ({})", s.peer());
             }
             // Dropping the session drops its transport, closing the
             // descriptor.
         }
+    }
+}
+
+/// The loop trace's name for a source that is not a session.
+fn source(t: Token) -> Option<&'static str> {
+    match t {
+        LISTENER => Some("listener"),
+        SIGNALS => Some("signals"),
+        _ => None,
     }
 }
 

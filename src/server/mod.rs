@@ -27,6 +27,8 @@
 //! - [`rooms`]: room membership indexes.
 //! - [`timers`]: the deadline heap behind heartbeats and timeouts.
 //! - [`limits`]: the per-session token bucket.
+//! - [`trace`]: the loop trace (`--trace-file`), one JSON line per stage's
+//!   action, bounded, flushed once per iteration.
 //! - [`config`]: the options, validated, with dependent defaults adapted.
 //! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
 //!   which the transport's Http, Ws and Tls variants will drive.
@@ -48,6 +50,7 @@ pub mod rooms;
 pub mod session;
 pub mod timers;
 pub mod tls;
+pub mod trace;
 pub mod transport;
 pub mod ws;
 
