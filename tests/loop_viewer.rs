@@ -6,8 +6,9 @@
 //! The trace: 150 sessions in one room hearing a small message per round,
 //! and a second room where each round brings 48 KB to a few readers with a
 //! 4 KiB receive buffer that read slowly (their writes leave bytes over,
-//! WRITABLE goes on and off) and to one that never reads (cut as a slow
-//! consumer). Screenshots land in `target/tmp/loop_viewer/` for people to
+//! WRITABLE goes on and off) and to one that never reads and, through a
+//! third room, gets twice that (cut as a slow consumer). The chapter's
+//! figures `docs/loop-viewer-*.png` are this test's screenshots. Screenshots land in `target/tmp/loop_viewer/` for people to
 //! look at.
 //!
 //! Needs `/usr/bin/chromium` (`.ci/run` installs it) and `node` with `npm`;
@@ -70,7 +71,7 @@ fn make_trace(dir: &Path) -> PathBuf {
         "--trace-file",
         path.to_str().unwrap(),
         "--max-outbuf",
-        "2097152",
+        "8388608",
         "--presence-limit",
         "10",
     ]);
@@ -92,14 +93,16 @@ fn make_trace(dir: &Path) -> PathBuf {
     let mut publisher = d.register("pub");
     publisher.join("#r");
     publisher.join("#hose");
+    publisher.join("#deep");
     let mut echoes = publisher.stream.try_clone().unwrap();
     let echo_reader = std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
         while !matches!(echoes.read(&mut buf), Ok(0) | Err(_)) {}
     });
-    let stuck = small_window(&d, "stuck");
+    let mut stuck = small_window(&d, "stuck");
+    stuck.send(&ClientMessage::Join { room: "#deep" });
     // Slow readers of #hose: 4 KiB windows, 4 KiB every 20 ms for the
-    // first second, then as fast as they can.
+    // first two seconds, then as fast as they can.
     let slow: Vec<_> = (0..SLOW)
         .map(|n| {
             let mut c = small_window(&d, &format!("slow{n}"));
@@ -110,7 +113,7 @@ fn make_trace(dir: &Path) -> PathBuf {
                 while started.elapsed() < Duration::from_secs(30) {
                     match c.stream.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(_) if started.elapsed() < Duration::from_secs(1) => {
+                        Ok(_) if started.elapsed() < Duration::from_secs(2) => {
                             std::thread::sleep(Duration::from_millis(20))
                         }
                         Ok(_) => {}
@@ -121,9 +124,11 @@ fn make_trace(dir: &Path) -> PathBuf {
         .collect();
     std::thread::sleep(Duration::from_millis(50));
     // Rounds: one small SAY to #r (150 members), twelve large ones to
-    // #hose: 9.6 MB in all for each of its members, more than the kernel's
-    // largest send buffer (4 MiB) and --max-outbuf (2 MiB) together, so the
-    // reader that never reads is cut and the slow ones back up.
+    // #hose and twelve to #deep. #hose's members get 9.6 MB in all: more
+    // than the kernel's largest send buffer (4 MiB, tcp_wmem), so the slow
+    // readers back up, and less than that plus --max-outbuf (8 MiB), so
+    // they are not cut. The reader that never reads is also in #deep:
+    // 19.2 MB, and it is cut.
     let small = "hello everyone";
     let large = "x".repeat(4000);
     for _ in 0..ROUNDS {
@@ -131,11 +136,10 @@ fn make_trace(dir: &Path) -> PathBuf {
             room: "#r",
             text: small,
         });
-        for _ in 0..12 {
-            publisher.send(&ClientMessage::Say {
-                room: "#hose",
-                text: &large,
-            });
+        for room in ["#hose", "#deep"] {
+            for _ in 0..12 {
+                publisher.send(&ClientMessage::Say { room, text: &large });
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }

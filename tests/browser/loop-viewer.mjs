@@ -55,6 +55,8 @@ try {
   await page.dispatchEvent('#laneH', 'input');
   await page.hover('#scroller', { position: { x: 400, y: 90 } });
   result.tip = await page.textContent('#tip');
+  // Out of the lanes again, so the tooltip does not cover the picture.
+  await page.mouse.move(5, 5);
   await page.screenshot({ path: `${out}/loop-viewer-backpressure.png` });
   result.lanesShown = await page.evaluate(() => document.getElementById('spacer').style.height);
 } catch (e) {
