@@ -185,7 +185,7 @@ pub struct Meter {
     /// What has been counted and recorded so far (latency up to the last
     /// fold).
     pub tally: Tally,
-    /// The measured window, copied from [`Shared`] once the run starts
+    /// The measured window, copied from [`Shared`](super::shared::Shared) once the run starts
     /// (`u64::MAX` before).
     pub measure_ns: u64,
     /// Its end.

@@ -25,6 +25,7 @@
 //!   frames; `publish.rs` the publishers' schedule.
 //! - [`stats`]: the loss detector, the send stamp, histogram and rate
 //!   helpers (pure, unit-tested).
+//! - [`loss`]: the loss check over every receiver's trackers.
 //! - [`report`]: merging worker results into the figures, and printing them;
 //!   [`plot`]: the same as an .hgrm distribution and an SVG picture.
 //! - [`redis`] and [`resp`]: the same workload against Redis pub/sub
@@ -39,6 +40,7 @@
 pub mod config;
 pub mod conn;
 pub mod counters;
+pub mod loss;
 pub mod phases;
 pub mod plot;
 mod publish;

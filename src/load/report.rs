@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use super::counters::{Second, Tally};
+use super::loss::{loss, Loss};
 use super::shared::{Mode, Target};
-use super::stats::{human, human_us, rate, Quantiles, SeqTracker};
+use super::stats::{human, human_us, rate, Quantiles};
 use super::worker::WorkerResult;
 use crate::protocol::ErrorCode;
 
@@ -50,23 +51,6 @@ pub struct RunInfo {
     pub daemon_cpu: Option<f64>,
 }
 
-/// Loss over all live receivers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Loss {
-    /// Messages never received.
-    pub lost: u64,
-    /// Gap events.
-    pub gaps: u64,
-    /// Messages received twice.
-    pub duplicates: u64,
-    /// Messages received after a later one.
-    pub reorders: u64,
-    /// Receivers checked (alive at the end).
-    pub receivers: u64,
-    /// Receivers the daemon cut (not checked).
-    pub cut: u64,
-}
-
 /// The merged result of a run.
 #[derive(Debug)]
 pub struct Report {
@@ -79,50 +63,6 @@ pub struct Report {
     /// Per-second figures of the measured window, all workers together
     /// (with `--plot`).
     pub seconds: Vec<Second>,
-}
-
-/// The final seq of each stream of each room: the highest any receiver
-/// saw. A muxchat room is one stream (its seq); in a Redis run each
-/// publisher of the room is one (its count).
-pub fn final_seqs(rooms: usize, results: &[WorkerResult]) -> Vec<Vec<u64>> {
-    let mut last = vec![Vec::new(); rooms];
-    for r in results.iter().flat_map(|w| &w.receivers) {
-        let Some(room) = last.get_mut(r.room) else {
-            continue;
-        };
-        if room.len() < r.trackers.len() {
-            room.resize(r.trackers.len(), 0);
-        }
-        for (l, t) in room.iter_mut().zip(&r.trackers) {
-            *l = (*l).max(t.last());
-        }
-    }
-    last
-}
-
-/// Loss over every receiver still connected at the end, each stream
-/// checked against its final seq (a stream a receiver never heard from
-/// counts whole).
-pub fn loss(rooms: usize, results: &[WorkerResult]) -> Loss {
-    let finals = final_seqs(rooms, results);
-    let empty = SeqTracker::new();
-    let mut loss = Loss::default();
-    for r in results.iter().flat_map(|w| &w.receivers) {
-        if !r.alive {
-            loss.cut += 1;
-            continue;
-        }
-        loss.receivers += 1;
-        let streams = finals.get(r.room).map_or(&[][..], |f| &f[..]);
-        for (s, &final_seq) in streams.iter().enumerate() {
-            let t = r.trackers.get(s).unwrap_or(&empty);
-            loss.lost += t.lost(final_seq);
-            loss.gaps += t.gaps;
-            loss.duplicates += t.duplicates;
-            loss.reorders += t.reorders;
-        }
-    }
-    loss
 }
 
 impl Report {
@@ -372,16 +312,17 @@ impl Report {
 
     /// One JSON object on one line.
     pub fn json(&self) -> String {
-        format!("{}{}", self.json_traffic(), self.json_health())
+        format!(
+            "{}{}{}",
+            self.json_run(),
+            self.json_traffic(),
+            self.json_health()
+        )
     }
 
-    /// The JSON line's first half, open: the run, its traffic and latency.
-    fn json_traffic(&self) -> String {
+    /// The JSON line's opening: what was run.
+    fn json_run(&self) -> String {
         let i = &self.info;
-        let secs = i.duration;
-        let q = Quantiles::of(&self.tally.latency);
-        let c = Quantiles::of(&self.tally.connect);
-        let g = Quantiles::of(&self.tally.register);
         let (mode, rate_pp, window) = match i.mode {
             _ if i.publishers == 0 => ("idle", 0.0, 0),
             Mode::Rate(r) => ("rate", r, 0),
@@ -392,11 +333,6 @@ impl Report {
                 "{{\"target\":\"{}\",\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
                 "\"rate_per_publisher\":{},\"window\":{},\"payload\":{},\"threads\":{},\"source_ips\":{},",
                 "\"warmup_s\":{},\"duration_s\":{},\"setup_s\":{:.3},",
-                "\"published\":{},\"published_per_s\":{:.1},\"skipped\":{},",
-                "\"delivered\":{},\"delivered_per_s\":{:.1},\"delivered_bytes_per_s\":{:.1},",
-                "\"latency_us\":{{\"count\":{},\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},",
-                "\"connect_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
-                "\"register_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
             ),
             i.target.name(),
             i.clients,
@@ -412,12 +348,30 @@ impl Report {
             i.warmup,
             i.duration,
             i.setup_secs,
-            self.tally.counters.published_window,
-            rate(self.tally.counters.published_window, secs),
-            self.tally.counters.skipped,
-            self.tally.counters.delivered_window,
-            rate(self.tally.counters.delivered_window, secs),
-            rate(self.tally.counters.delivered_bytes, secs),
+        )
+    }
+
+    /// The JSON line's middle: traffic and latency.
+    fn json_traffic(&self) -> String {
+        let secs = self.info.duration;
+        let n = &self.tally.counters;
+        let q = Quantiles::of(&self.tally.latency);
+        let c = Quantiles::of(&self.tally.connect);
+        let g = Quantiles::of(&self.tally.register);
+        format!(
+            concat!(
+                "\"published\":{},\"published_per_s\":{:.1},\"skipped\":{},",
+                "\"delivered\":{},\"delivered_per_s\":{:.1},\"delivered_bytes_per_s\":{:.1},",
+                "\"latency_us\":{{\"count\":{},\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},",
+                "\"connect_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
+                "\"register_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
+            ),
+            n.published_window,
+            rate(n.published_window, secs),
+            n.skipped,
+            n.delivered_window,
+            rate(n.delivered_window, secs),
+            rate(n.delivered_bytes, secs),
             q.count,
             q.p50,
             q.p90,
@@ -482,6 +436,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::super::counters::Counters;
+    use super::super::stats::SeqTracker;
     use super::super::worker::ReceiverEnd;
     use super::*;
 
