@@ -1,0 +1,350 @@
+// Browser scenarios for muxchatd's chat page, run by tests/browser.rs.
+//
+//   node chat.mjs SCENARIO
+//
+// Environment (set by the Rust test):
+//   MUXCHAT_URL        the page, e.g. http://127.0.0.1:PORT/ or https://localhost:PORT/
+//   MUXCHAT_ADDR       the daemon's address, for the terminal client
+//   MUXCHAT_BIN        the muxchat terminal client binary
+//   MUXCHAT_VERSION    the protocol version the daemon speaks (1 or 2)
+//   MUXCHAT_ARTIFACTS  where screenshots go
+//
+// A scenario that needs the daemon restarted prints `RESTART` on stdout and
+// waits for a line on stdin. Any failure exits non-zero with the reason on
+// stderr; the Rust test reports it.
+
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import assert from 'node:assert/strict';
+
+const URL_ = process.env.MUXCHAT_URL;
+const ADDR = process.env.MUXCHAT_ADDR;
+const BIN = process.env.MUXCHAT_BIN;
+const VERSION = Number(process.env.MUXCHAT_VERSION || '1');
+const ART = process.env.MUXCHAT_ARTIFACTS || 'target/browser-artifacts';
+const WAIT = 15000; // generous: the machine is shared and slow
+const LAPTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+mkdirSync(ART, { recursive: true });
+
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const cleanups = [];
+
+// ----- the browser and its pages ------------------------------------------
+
+// Playwright starts Chromium with a fresh temporary --user-data-dir of its
+// own and --headless; the rest of the flags are ours.
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--no-first-run',
+  ],
+});
+cleanups.push(() => browser.close());
+
+const problems = [];
+
+// A page in its own browser context (its own storage, like another person).
+async function openPage(label, viewport = LAPTOP) {
+  const context = await browser.newContext({ viewport, ignoreHTTPSErrors: URL_.startsWith('https:') });
+  const page = await context.newPage();
+  page.label = label;
+  page.on('pageerror', e => problems.push(`${label}: uncaught ${e.message}`));
+  page.on('console', m => { if (m.type() === 'error') problems.push(`${label}: console error ${m.text()}`); });
+  await page.goto(URL_);
+  return page;
+}
+
+async function signIn(page, nick, room = '#room') {
+  await page.fill('#nickInput', nick);
+  await page.fill('#roomInput', room);
+  await page.click('#loginBtn');
+}
+
+// Opens a page, signs in and waits until it is in `room`.
+async function person(nick, room, viewport) {
+  const page = await openPage(nick, viewport);
+  await signIn(page, nick, room);
+  await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+  await shows(page, `You joined ${room}.`, '.note');
+  return page;
+}
+
+// Waits until the visible log shows an element of `sel` containing `text`.
+async function shows(page, text, sel = '.msg') {
+  try {
+    await page.locator(`.log:not([hidden]) ${sel}`, { hasText: text }).first().waitFor({ timeout: WAIT });
+  } catch {
+    const seen = await page.locator('.log:not([hidden])').innerText().catch(() => '?');
+    throw new Error(`${page.label}'s page never showed ${JSON.stringify(text)}; it shows:\n${seen}`);
+  }
+}
+
+async function count(page, text, sel = '.msg') {
+  return page.locator(`.log:not([hidden]) ${sel}`, { hasText: text }).count();
+}
+
+async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+async function users(page) {
+  return (await page.locator('#userList li').allInnerTexts()).map(s => s.replace(' (you)', ''));
+}
+
+async function waitUntil(what, fn) {
+  const deadline = Date.now() + WAIT;
+  let last;
+  while (Date.now() < deadline) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
+    await new Promise(r => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+async function shot(page, name) {
+  const path = `${ART}/${name}.png`;
+  await page.screenshot({ path });
+  console.log(`screenshot ${path}`);
+}
+
+// ----- the terminal client -------------------------------------------------
+
+function terminal(nick, room) {
+  const child = spawn(BIN, ['--connect', ADDR, '--nick', nick, '--join', room, '--no-time'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  cleanups.push(() => child.kill());
+  const lines = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on('line', line => {
+    lines.push(line);
+    for (const w of [...waiters]) if (w.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(); }
+  });
+  return {
+    type(line) { child.stdin.write(line + '\n'); },
+    expect(want) {
+      if (lines.includes(want)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const w = { test: l => l === want, resolve };
+        waiters.push(w);
+        setTimeout(() => reject(new Error(`terminal ${nick} never printed ${JSON.stringify(want)}; it printed:\n${lines.join('\n')}`)), WAIT);
+      });
+    },
+  };
+}
+
+// ----- scenarios -------------------------------------------------------------
+
+const scenarios = {
+  // Two pages (a laptop and a phone) and the terminal client in one room.
+  async chat() {
+    const alice = await person('alice', '#room', LAPTOP);
+    const term = terminal('term', '#room');
+    await term.expect('* you joined #room');
+    await shows(alice, 'term joined.', '.note');
+    const bob = await person('bob', '#room', PHONE);
+    await shows(alice, 'bob joined.', '.note');
+    await term.expect('* bob joined #room');
+
+    // The page negotiated the version the daemon speaks.
+    assert.equal(await alice.evaluate(() => window.muxchat.version), VERSION, 'negotiated protocol version');
+
+    await say(alice, 'hello from alice');
+    await shows(bob, 'hello from alice');
+    await term.expect('[#room] alice: hello from alice');
+    await say(bob, 'hi from the phone');
+    await shows(alice, 'hi from the phone');
+    await term.expect('[#room] bob: hi from the phone');
+    term.type('hello from the terminal');
+    await shows(alice, 'hello from the terminal');
+    await shows(bob, 'hello from the terminal');
+    // Messages carry a time.
+    const time = await alice.locator('.log:not([hidden]) .msg', { hasText: 'hello from the terminal' }).locator('time').innerText();
+    assert.match(time, /^\d\d:\d\d$/, 'message time');
+
+    // The user list has everyone.
+    await waitUntil('alice to list three people', async () => (await users(alice)).sort().join() === 'alice,bob,term');
+
+    // Whispers: page to page, terminal to page, page to terminal.
+    await say(bob, '/msg alice psst, alice');
+    await shows(alice, 'psst, alice', '.msg.whisper');
+    await shows(alice, 'bob → you', '.msg.whisper');
+    await shows(bob, 'you → alice', '.msg.whisper');
+    assert.equal(await count(alice, 'psst, alice', '.msg:not(.whisper)'), 0, 'a whisper is not said in the room');
+    term.type('/msg alice from the terminal, quietly');
+    await shows(alice, 'from the terminal, quietly', '.msg.whisper');
+    await say(alice, '/msg term back to the terminal');
+    await term.expect('-> (whisper) alice: back to the terminal');
+
+    // Errors read as sentences.
+    await say(alice, '/msg nobody hello?');
+    await shows(alice, 'Whisper not sent: nobody by that nick is connected.', '.note.error');
+
+    // Version 2: a late joiner sees what was said before it came.
+    if (VERSION >= 2) {
+      const carol = await person('carol', '#room', LAPTOP);
+      await shows(carol, 'hello from alice', '.msg.hist');
+      await shows(carol, 'hello from the terminal', '.msg.hist');
+      await shows(carol, 'Earlier messages', '.divider');
+      await shot(carol, 'chat-history');
+    }
+
+    await shot(alice, 'chat-laptop');
+    await shot(bob, 'chat-phone');
+    // The phone's room list slides in over the chat.
+    await bob.click('#sideBtn');
+    await bob.locator('#side').waitFor();
+    await new Promise(r => setTimeout(r, 400)); // the slide-in transition
+    await shot(bob, 'chat-phone-rooms');
+
+    // The page's codec against the protocol's own example: HELLO from alice.
+    const hello = await alice.evaluate(() => Array.from(window.muxchat.codec.encodeFrame(100, [['u8', 1], ['str', 'alice']])));
+    assert.deepEqual(hello, [0, 0x64, 0, 0, 0, 0, 0, 8, 1, 0, 5, 0x61, 0x6c, 0x69, 0x63, 0x65]);
+  },
+
+  // A nick that is taken is refused with a sentence, and another one works.
+  async taken() {
+    const term = terminal('alice', '#room');
+    await term.expect('* you joined #room');
+    const page = await openPage('second alice', LAPTOP);
+    await signIn(page, 'Alice', '#room');
+    try {
+      await page.locator('#loginError', { hasText: 'that nick is taken' }).waitFor({ timeout: WAIT });
+    } catch {
+      throw new Error(`no "nick taken" error; the card says ${JSON.stringify(await page.locator('#loginError').innerText())}`);
+    }
+    assert.equal(await page.locator('#login').isVisible(), true, 'the sign-in card stays up');
+    await shot(page, 'taken-nick');
+    // A bad nick is caught before it is sent; then a free one gets in.
+    await signIn(page, 'alice!', '#room');
+    await page.locator('#loginError', { hasText: 'nicks are 1 to 32 characters' }).waitFor({ timeout: WAIT });
+    await signIn(page, 'alice2', '#room');
+    await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await shows(page, 'You joined #room.', '.note');
+    term.type('welcome alice2');
+    await shows(page, 'welcome alice2');
+  },
+
+  // The daemon restarts on the same port: the pages reconnect by themselves,
+  // re-join their room and chat again.
+  async reconnect() {
+    const alice = await person('alice', '#room', LAPTOP);
+    const bob = await person('bob', '#room', PHONE);
+    await say(alice, 'before the restart');
+    await shows(bob, 'before the restart');
+
+    await restartDaemon();
+
+    for (const page of [alice, bob]) {
+      await shows(page, 'Connection lost. Reconnecting…', '.note');
+      await waitUntil(`${page.label} to reconnect`, () => page.evaluate(() => window.muxchat.connected));
+      await waitUntil(`${page.label} to be back in #room`, () => page.evaluate(() => window.muxchat.room('#room')?.users.length === 2));
+    }
+    if (VERSION >= 2) {
+      await shows(alice, 'This room was re-created while you were away', '.note.error');
+    } else {
+      await shows(alice, 'This server keeps no history', '.note');
+    }
+    assert.equal(await alice.locator('#banner').isVisible(), false, 'the banner is gone once reconnected');
+    await say(alice, 'after the restart');
+    await shows(bob, 'after the restart');
+    await say(bob, 'welcome back');
+    await shows(alice, 'welcome back');
+    await shot(alice, 'reconnect-laptop');
+    await shot(bob, 'reconnect-phone');
+  },
+
+  // A page loses its connection (the daemon keeps running) and, on
+  // reconnecting, shows what it missed exactly once (version 2) or says it
+  // cannot (version 1).
+  async resume() {
+    const alice = await person('alice', '#room', LAPTOP);
+    const term = terminal('term', '#room');
+    await term.expect('* you joined #room');
+    await shows(alice, 'term joined.', '.note');
+    term.type('one');
+    await shows(alice, 'one');
+
+    // Offline, so the page's reconnect attempts fail until we say so.
+    await alice.context().setOffline(true);
+    await alice.evaluate(() => window.muxchat.drop());
+    await shows(alice, 'Connection lost. Reconnecting…', '.note');
+    await term.expect('* alice left #room (connection closed)');
+    await alice.locator('#banner', { hasText: 'Reconnecting' }).waitFor({ timeout: WAIT });
+    await shot(alice, 'resume-offline');
+    term.type('two');
+    term.type('three');
+    await term.expect('[#room] term: three');
+    await alice.context().setOffline(false);
+
+    await waitUntil('alice to reconnect', () => alice.evaluate(() => window.muxchat.connected));
+    await term.expect('* alice joined #room');
+    if (VERSION >= 2) {
+      await shows(alice, 'Reconnected: 2 messages you missed', '.divider');
+      await shows(alice, 'three', '.msg.hist');
+      const texts = await alice.locator('.log:not([hidden]) .msg .text').allInnerTexts();
+      assert.deepEqual(texts, ['one', 'two', 'three'], 'every message exactly once, in order');
+    } else {
+      await shows(alice, 'This server keeps no history', '.note');
+    }
+    term.type('four');
+    await shows(alice, 'four');
+    await shot(alice, 'resume');
+  },
+
+  // The same page over TLS: https:// serves it, wss:// carries the chat.
+  async wss() {
+    const alice = await person('alice', '#secure', LAPTOP);
+    assert.equal(await alice.evaluate(() => location.protocol), 'https:');
+    const bob = await person('bob', '#secure', PHONE);
+    const term = terminal('term', '#secure');
+    await term.expect('* you joined #secure');
+    await say(alice, 'hello over wss');
+    await shows(bob, 'hello over wss');
+    await term.expect('[#secure] alice: hello over wss');
+    term.type('plain tcp says hi');
+    await shows(alice, 'plain tcp says hi');
+    await shot(alice, 'wss-laptop');
+    await shot(bob, 'wss-phone');
+  },
+};
+
+async function restartDaemon() {
+  console.log('RESTART');
+  const { value, done } = await stdinLines.next();
+  if (done || value.trim() !== 'RESTARTED') throw new Error(`the test did not restart the daemon (${value})`);
+}
+
+// ----- main ----------------------------------------------------------------
+
+const name = process.argv[2];
+let failed = false;
+try {
+  if (!scenarios[name]) throw new Error(`no scenario ${name}; there are ${Object.keys(scenarios).join(', ')}`);
+  await scenarios[name]();
+  assert.deepEqual(problems, [], 'the pages logged errors');
+  console.log(`PASS ${name}`);
+} catch (e) {
+  failed = true;
+  console.error(`FAIL ${name}: ${e.stack || e}`);
+  for (const p of problems) console.error(`  ${p}`);
+  // What the pages looked like when it failed.
+  for (const ctx of browser.contexts()) {
+    for (const page of ctx.pages()) {
+      await page.screenshot({ path: `${ART}/${name}-failed-${page.label.replace(/\W+/g, '_')}.png` }).catch(() => {});
+    }
+  }
+} finally {
+  for (const c of cleanups.reverse()) { try { await c(); } catch { /* already gone */ } }
+}
+process.exit(failed ? 1 : 0);
