@@ -1,0 +1,263 @@
+//! The browser chat page (`src/server/web/index.html`) in a real browser:
+//! headless Debian Chromium, driven by npm `playwright-core` from
+//! `tests/browser/chat.mjs`, against the real daemon and beside the real
+//! terminal client.
+//!
+//! Each test starts its own daemon and runs one scenario of `chat.mjs`;
+//! the script drives the pages and the terminal client, and asks this side
+//! (a `RESTART` line) when the daemon must restart. Screenshots land in
+//! `target/tmp/browser/`, one or more per scenario, kept for people to look
+//! at (and, on failure, one per page as it looked then).
+//!
+//! Needs `/usr/bin/chromium` and `node`/`npm` (`.ci/run` installs both);
+//! the npm package is installed here by `npm ci` when it is missing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use muxchat::protocol::{ClientMessage, ServerMessage};
+
+/// The most one scenario may take, start of Chromium included.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
+
+/// One Chromium at a time: the machine has two cores, and several pages per
+/// scenario already share them.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn browser_lock() -> MutexGuard<'static, ()> {
+    BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Where screenshots go: under `target/`, never committed.
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser")
+}
+
+/// Checks the browser and node are there, and installs the npm package
+/// (pinned by `package-lock.json`) once if it is not.
+#[track_caller]
+fn prerequisites() {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        if !Path::new("/usr/bin/chromium").exists() {
+            return Err(
+                "/usr/bin/chromium is missing: apt-get install chromium (.ci/run does)".into(),
+            );
+        }
+        let dir = script_dir();
+        if !dir.join("node_modules/playwright-core").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .map_err(|e| {
+                    format!("cannot run npm ({e}): install node and npm (.ci/run does)")
+                })?;
+            if !status.success() {
+                return Err(format!("npm ci in {} failed: {status}", dir.display()));
+            }
+        }
+        Ok(())
+    });
+    if let Err(why) = ready {
+        panic!("browser tests cannot run: {why}");
+    }
+}
+
+/// Starts the daemon on `bind` (an address, or port 0 for a free one).
+fn daemon_on(bind: &str, extra: &[&str]) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
+    cmd.args(["--bind", bind, "--rate", "0", "--grace-ms", "2000"])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    Daemon::spawn(cmd)
+}
+
+/// The protocol version the daemon speaks, asked the way the page asks:
+/// HELLO version 2, and BAD_VERSION means version 1. The scenarios then
+/// check the page negotiated exactly that.
+fn daemon_version(daemon: &Daemon) -> u8 {
+    let mut c = daemon.connect();
+    c.send(&ClientMessage::Hello {
+        version: 2,
+        nick: "version-probe",
+    });
+    let r = c.recv();
+    match r.msg() {
+        ServerMessage::Welcome { version, .. } => version,
+        ServerMessage::Error { .. } => 1,
+        other => panic!("unexpected answer to HELLO v2: {other:?}"),
+    }
+}
+
+/// A scenario's setting: the daemon's extra options and the page's scheme.
+struct Setup {
+    extra: Vec<String>,
+    https: bool,
+}
+
+impl Setup {
+    fn plain() -> Setup {
+        Setup {
+            extra: Vec::new(),
+            https: false,
+        }
+    }
+}
+
+/// Runs `chat.mjs SCENARIO` against a fresh daemon, restarting the daemon on
+/// the same port whenever the script asks, and fails with the script's
+/// report if it fails.
+#[track_caller]
+fn scenario(name: &str, setup: Setup) {
+    prerequisites();
+    let _one_at_a_time = browser_lock();
+    let extra: Vec<&str> = setup.extra.iter().map(String::as_str).collect();
+    let mut daemon = daemon_on("127.0.0.1:0", &extra);
+    let addr = daemon.addr;
+    let version = daemon_version(&daemon);
+    let scheme = if setup.https { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/");
+
+    let mut child = Command::new("node")
+        .arg(script_dir().join("chat.mjs"))
+        .arg(name)
+        .current_dir(script_dir())
+        .env("MUXCHAT_URL", &url)
+        .env("MUXCHAT_ADDR", addr.to_string())
+        .env("MUXCHAT_BIN", env!("CARGO_BIN_EXE_muxchat"))
+        .env("MUXCHAT_VERSION", version.to_string())
+        .env("MUXCHAT_ARTIFACTS", artifacts())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node (install node and npm; .ci/run does)");
+    let mut to_script = child.stdin.take().expect("piped stdin");
+    let from_script = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from_script).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut passed = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                println!("chat.mjs: {line}");
+                if line == "RESTART" {
+                    daemon.signal(libc::SIGTERM);
+                    let status = daemon.wait_exit(Duration::from_secs(15));
+                    assert!(status.is_some(), "the daemon did not stop on SIGTERM");
+                    // The listener sets SO_REUSEADDR, so the port is free
+                    // again as soon as the old daemon has exited.
+                    daemon = daemon_on(&addr.to_string(), &extra);
+                    writeln!(to_script, "RESTARTED").expect("tell the script");
+                    to_script.flush().expect("flush");
+                }
+                passed |= line == format!("PASS {name}");
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("scenario {name} took longer than {SCENARIO_LIMIT:?}");
+            }
+        }
+    }
+    let status = child.wait().expect("wait for node");
+    assert!(
+        status.success() && passed,
+        "browser scenario {name} failed ({status}); its report is above, screenshots in {}",
+        artifacts().display()
+    );
+    drop(daemon);
+}
+
+#[test]
+fn two_pages_and_the_terminal_client_chat_and_whisper() {
+    scenario("chat", Setup::plain());
+}
+
+#[test]
+fn a_taken_nick_is_refused_with_a_sentence() {
+    scenario("taken", Setup::plain());
+}
+
+#[test]
+fn pages_reconnect_after_the_daemon_restarts_on_the_same_port() {
+    scenario("reconnect", Setup::plain());
+}
+
+#[test]
+fn a_page_that_lost_its_connection_catches_up_on_reconnecting() {
+    scenario("resume", Setup::plain());
+}
+
+#[test]
+fn the_page_works_over_wss() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    scenario(
+        "wss",
+        Setup {
+            extra: vec![
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ],
+            https: true,
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
