@@ -206,6 +206,11 @@ const scenarios = {
     await bob.locator('#side').waitFor();
     await new Promise(r => setTimeout(r, 400)); // the slide-in transition
     await shot(bob, 'chat-phone-rooms');
+    // Leaving from the room list.
+    await bob.click('#joined button.leave');
+    await term.expect('* bob left #room');
+    await shows(alice, 'bob left.', '.note');
+    await waitUntil('bob to be in no room', async () => (await bob.locator('#joined li.empty').count()) === 1);
 
     // The page's codec against the protocol's own example: HELLO from alice.
     const hello = await alice.evaluate(() => Array.from(window.muxchat.codec.encodeFrame(100, [['u8', 1], ['str', 'alice']])));
