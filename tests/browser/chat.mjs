@@ -53,8 +53,8 @@ cleanups.push(() => browser.close());
 const problems = [];
 
 // A page in its own browser context (its own storage, like another person).
-async function openPage(label, viewport = LAPTOP) {
-  const context = await browser.newContext({ viewport, ignoreHTTPSErrors: URL_.startsWith('https:') });
+async function openPage(label, viewport = LAPTOP, colorScheme = 'light') {
+  const context = await browser.newContext({ viewport, colorScheme, ignoreHTTPSErrors: URL_.startsWith('https:') });
   const page = await context.newPage();
   page.label = label;
   page.on('pageerror', e => problems.push(`${label}: uncaught ${e.message}`));
@@ -70,8 +70,8 @@ async function signIn(page, nick, room = '#room') {
 }
 
 // Opens a page, signs in and waits until it is in `room`.
-async function person(nick, room, viewport) {
-  const page = await openPage(nick, viewport);
+async function person(nick, room, viewport, colorScheme) {
+  const page = await openPage(nick, viewport, colorScheme);
   await signIn(page, nick, room);
   await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
   await shows(page, `You joined ${room}.`, '.note');
@@ -152,7 +152,8 @@ const scenarios = {
     const term = terminal('term', '#room');
     await term.expect('* you joined #room');
     await shows(alice, 'term joined.', '.note');
-    const bob = await person('bob', '#room', PHONE);
+    // The phone is in dark mode, as many are.
+    const bob = await person('bob', '#room', PHONE, 'dark');
     await shows(alice, 'bob joined.', '.note');
     await term.expect('* bob joined #room');
 
