@@ -57,6 +57,14 @@ async function openPage(label, viewport = LAPTOP, colorScheme = 'light') {
   const context = await browser.newContext({ viewport, colorScheme, ignoreHTTPSErrors: URL_.startsWith('https:') });
   const page = await context.newPage();
   page.label = label;
+  // The page is self-contained: nothing but itself and its WebSocket.
+  const origin = new URL(URL_).origin;
+  page.sockets = [];
+  page.on('websocket', ws => page.sockets.push(ws.url()));
+  page.on('request', r => {
+    const u = r.url();
+    if (!u.startsWith('data:') && new URL(u).origin !== origin) problems.push(`${label}: requested ${u}`);
+  });
   page.on('pageerror', e => problems.push(`${label}: uncaught ${e.message}`));
   page.on('console', m => { if (m.type() === 'error') problems.push(`${label}: console error ${m.text()}`); });
   await page.goto(URL_);
@@ -157,6 +165,7 @@ const scenarios = {
     await shows(alice, 'bob joined.', '.note');
     await term.expect('* bob joined #room');
 
+    assert.equal(alice.sockets[0], URL_.replace(/^http/, 'ws') + 'ws', 'the WebSocket URL');
     // The page negotiated the version the daemon speaks.
     assert.equal(await alice.evaluate(() => window.muxchat.version), VERSION, 'negotiated protocol version');
 
@@ -216,6 +225,39 @@ const scenarios = {
     // The page's codec against the protocol's own example: HELLO from alice.
     const hello = await alice.evaluate(() => Array.from(window.muxchat.codec.encodeFrame(100, [['u8', 1], ['str', 'alice']])));
     assert.deepEqual(hello, [0, 0x64, 0, 0, 0, 0, 0, 8, 1, 0, 5, 0x61, 0x6c, 0x69, 0x63, 0x65]);
+    // Server frames packed in one buffer and split at every offset decode
+    // the same; a 64-bit epoch survives exactly; trailing bytes are refused.
+    const codec = await alice.evaluate(() => {
+      const { encodeFrame, decodeFrame, FrameReader } = window.muxchat.codec;
+      const frames = [
+        encodeFrame(203, [['str', '#room'], ['u64', 7], ['str', 'bob'], ['str', 'héllo ✓']]),
+        encodeFrame(213, [['str', '#room'], ['u64', (1n << 63n) + 5n], ['u64', 7], ['u64', 1]]),
+        encodeFrame(208, [['u64', 0xfedcba9876543210n]]),
+      ];
+      const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+      let o = 0;
+      for (const f of frames) { all.set(f, o); o += f.length; }
+      const show = m => JSON.stringify(m, (k, v) => (typeof v === 'bigint' ? v.toString() : v));
+      const results = new Set();
+      for (let cut = 0; cut <= all.length; cut++) {
+        const r = new FrameReader(1 << 20);
+        const got = [];
+        for (const part of [all.subarray(0, cut), all.subarray(cut)]) {
+          r.push(part);
+          for (let f; (f = r.next());) got.push(decodeFrame(f));
+        }
+        results.add(show(got));
+      }
+      let trailing = 'accepted';
+      try { decodeFrame({ code: 208, flags: 0, payload: new Uint8Array(9) }); } catch (e) { trailing = e.message; }
+      return { results: [...results], trailing };
+    });
+    assert.equal(codec.results.length, 1, 'the same frames whatever the split');
+    const [message, state, ping] = JSON.parse(codec.results[0]);
+    assert.deepEqual(message, { room: '#room', seq: 7, from: 'bob', text: 'héllo ✓', code: 203 });
+    assert.equal(state.epoch, ((1n << 63n) + 5n).toString());
+    assert.equal(ping.token, 0xfedcba9876543210n.toString());
+    assert.equal(codec.trailing, 'trailing bytes');
   },
 
   // A nick that is taken is refused with a sentence, and another one works.
@@ -312,6 +354,7 @@ const scenarios = {
   async wss() {
     const alice = await person('alice', '#secure', LAPTOP);
     assert.equal(await alice.evaluate(() => location.protocol), 'https:');
+    assert.ok(alice.sockets.length > 0 && alice.sockets.every(u => u.startsWith('wss://')), `wss only: ${alice.sockets}`);
     const bob = await person('bob', '#secure', PHONE);
     const term = terminal('term', '#secure');
     await term.expect('* you joined #secure');
