@@ -9,8 +9,9 @@
 //! `target/tmp/browser/`, one or more per scenario, kept for people to look
 //! at (and, on failure, one per page as it looked then).
 //!
-//! Needs `/usr/bin/chromium` and `node`/`npm` (`.ci/run` installs both);
-//! the npm package is installed here by `npm ci` when it is missing.
+//! Needs `/usr/bin/chromium` (`.ci/run` installs it) and `node` with `npm`
+//! (on the machine); `npm ci` installs the npm package here when missing.
+//! The `wss://` test makes its certificate with rcgen.
 
 mod common;
 
@@ -225,28 +226,10 @@ fn the_page_works_over_wss() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("make a test certificate");
+    std::fs::write(&cert, made.cert.pem()).expect("write cert.pem");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key.pem");
     scenario(
         "wss",
         Setup {
