@@ -41,6 +41,11 @@ use super::timers::Timers;
 use super::trace::Trace;
 use super::transport::{DoorEvent, Transport};
 
+/// What dispatching one frame costs against a read budget, in bytes: a
+/// budget in bytes alone lets a read of 8-byte frames (each answered with
+/// an ERROR) do eight times the work of one of 64-byte frames.
+pub const FRAME_COST: usize = 64;
+
 /// Why a session's read stopped (for the loop and the event trace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadStop {
@@ -76,6 +81,14 @@ pub struct ReadOutcome {
     pub frames: usize,
     /// Bytes of a partial frame kept for next time.
     pub partial: usize,
+}
+
+impl ReadOutcome {
+    /// The work this read did against a budget: bytes taken plus
+    /// [`FRAME_COST`] per frame dispatched.
+    pub fn work(&self) -> usize {
+        self.bytes + FRAME_COST * self.frames
+    }
 }
 
 /// The whole chat state: sessions, rooms, the nick index, timers, counters.
@@ -207,18 +220,38 @@ impl Chat {
             return done;
         }
         self.now = now;
+        // Input held back when the output passed the pause mark goes
+        // first: it was read before anything still in the socket.
+        if s.is_holding() && !s.life().is_ending() {
+            let held = s.take_partial();
+            done.frames += self.dispatch_slice(t, &held, now);
+            self.flush_cast();
+            if self.sessions.at(t).is_holding() {
+                done.stop = ReadStop::Paused;
+                done.partial = self.sessions.at(t).inbuf().len();
+                return done;
+            }
+        }
         done.stop = loop {
             done.reads += 1;
             let s = self.sessions.at_mut(t);
             let discarding = s.life().is_ending();
-            match s.read_some(scratch, marks) {
+            // Never read much more than the budget has left: one read of
+            // 64 KiB of 8-byte frames is 8,192 frames of work.
+            let room = budget
+                .saturating_sub(done.work())
+                .clamp(1024, scratch.len());
+            match s.read_some(&mut scratch[..room], marks) {
                 Got::Bytes(n) => {
                     done.bytes += n;
                     self.sessions.stats.bytes_in += n as u64;
                     if !discarding {
                         done.frames += self.on_input(t, &scratch[..n], now);
+                        if self.sessions.at(t).is_holding() {
+                            break ReadStop::Paused;
+                        }
                     }
-                    if done.bytes >= budget {
+                    if done.work() >= budget {
                         break ReadStop::Budget;
                     }
                 }
@@ -266,6 +299,7 @@ impl Chat {
 
     fn dispatch_all(&mut self, t: Token, mut data: &[u8], now: Instant) -> usize {
         let max = self.config.max_payload;
+        let marks = self.sessions.marks();
         let mut frames = 0;
         // A partial read left part of a frame behind: finish that frame
         // first, taking only the bytes it still needs.
@@ -290,15 +324,38 @@ impl Chat {
                         self.dispatch(t, frame, now);
                         frames += 1;
                     }
+                    if !data.is_empty() && self.over_pause(t, marks) {
+                        self.sessions.at_mut(t).hold(data);
+                        return frames;
+                    }
                 }
             }
         }
+        frames + self.dispatch_slice(t, data, now)
+    }
+
+    /// Dispatches the whole frames of `data` (no partial frame may be
+    /// carried over in `inbuf`), keeping a trailing partial frame. Stops
+    /// as soon as the session's output passes its pause mark, and holds
+    /// the rest (at most one read) until the flush resumes it: one read
+    /// can carry thousands of requests whose replies are far larger than
+    /// they are, so checking the mark only before a read is not enough.
+    fn dispatch_slice(&mut self, t: Token, mut data: &[u8], now: Instant) -> usize {
+        let max = self.config.max_payload;
+        let marks = self.sessions.marks();
+        let mut frames = 0;
         while !data.is_empty() && self.accepts_input(t) {
             match decode(data, max) {
                 Decoded::Frame(frame, used) => {
                     self.dispatch(t, frame, now);
                     frames += 1;
                     data = &data[used..];
+                    if !data.is_empty() && self.over_pause(t, marks) {
+                        if self.accepts_input(t) {
+                            self.sessions.at_mut(t).hold(data);
+                        }
+                        break;
+                    }
                 }
                 Decoded::Incomplete(_) => {
                     // Less than one frame: bounded by the header check
@@ -356,6 +413,13 @@ impl Chat {
 
     fn accepts_input(&self, t: Token) -> bool {
         self.sessions.at(t).life().accepts_input()
+    }
+
+    /// Whether `t`'s output is past its pause mark. MESSAGEs still batched
+    /// for a room (`cast`) are not counted yet: the batch is bounded
+    /// (`CAST_LIMIT`), and fanning it out per frame would undo it.
+    fn over_pause(&self, t: Token, marks: Marks) -> bool {
+        self.sessions.at(t).over_pause(marks)
     }
 
     fn too_large(&mut self, t: Token, h: Header) {
@@ -423,12 +487,66 @@ impl Chat {
         }
     }
 
+    // ----- invariants (fuzzing and tests) ----------------------------------
+
+    /// Checks the cross-index invariants, panicking on a violation: the
+    /// nick index and the sessions' nicks agree; every room member's slot
+    /// points back to that room; held input stays within one read plus one
+    /// frame. For the state-machine fuzz target and tests; costs a walk of
+    /// everything.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        for (key, &t) in &self.nicks {
+            let s = self
+                .sessions
+                .get(t)
+                .expect("the nick index points to a live session");
+            assert_eq!(
+                NameKey::new(s.nick()).as_ref(),
+                Some(key),
+                "the nick index key is the session's nick"
+            );
+        }
+        let max_inbuf = 64 * 1024 + 8 + self.config.max_payload as usize;
+        for t in self.sessions.tokens() {
+            let s = self.sessions.at(t);
+            if s.life().is_registered() {
+                let key = NameKey::new(s.nick()).expect("a registered nick is valid");
+                assert_eq!(self.nicks.get(&key), Some(&t), "registered nick indexed");
+            }
+            for m in s.rooms() {
+                assert_eq!(
+                    self.rooms.get(m.room).members.get(m.slot),
+                    Some(&t),
+                    "a membership's slot holds the member"
+                );
+            }
+            assert!(s.inbuf().len() <= max_inbuf, "held input is bounded");
+        }
+        for room in self.rooms.iter() {
+            let id = self.rooms.find(&room.name).expect("rooms are indexed");
+            for (slot, &t) in room.members.iter().enumerate() {
+                let s = self.sessions.get(t).expect("a member is a live session");
+                assert!(
+                    s.rooms().iter().any(|m| m.room == id && m.slot == slot),
+                    "a member records its slot"
+                );
+            }
+        }
+    }
+
+    /// Whether nothing is left: no session, nick or room.
+    #[doc(hidden)]
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.nicks.is_empty() && self.rooms.is_empty()
+    }
+
     // ----- helpers ------------------------------------------------------
 
     /// A reply to `t` alone.
     pub(super) fn reply(&mut self, t: Token, msg: &ServerMessage<'_>) {
         encode_into(&mut self.frame, msg);
-        self.sessions.deliver(t, &self.frame);
+        self.sessions.reply(t, &self.frame);
     }
 
     /// ERROR to `t`. A fatal error also marks the session for closing;

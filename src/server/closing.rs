@@ -73,6 +73,10 @@ impl Chat {
         }
         if let Some(deadline) = life.ending_deadline() {
             if now >= deadline {
+                // The peer did not close in time: whatever the kernel still
+                // holds for it goes with a reset, not with the socket's
+                // orphaned send queue.
+                s.set_abort();
                 self.sessions.finish(t);
             } else {
                 self.arm(t, deadline);
@@ -94,7 +98,7 @@ impl Chat {
             self.reply(t, &ServerMessage::Ping { token });
         } else {
             // Quiet since the last check: give idle buffers back.
-            s.release_idle_buffers();
+            self.sessions.released += s.release_idle_buffers();
         }
         let deadline = self.next_deadline(t);
         self.arm(t, deadline);

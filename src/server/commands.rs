@@ -16,8 +16,11 @@ use super::chat::{encode_into, Chat};
 use super::rooms::RoomId;
 use super::session::Membership;
 
-/// A run of SAYs to one room is fanned out once it holds this many bytes,
-/// which bounds the batch and the delay of the slow-consumer check.
+/// A run of SAYs to one room is fanned out once it holds this many bytes
+/// (or a quarter of `--max-outbuf`, if smaller), which bounds the batch and
+/// the delay of the slow-consumer check. The batch is not counted by the
+/// sender's pause check until it is fanned out, so with the pause at half
+/// of `--max-outbuf` a pipelining sender's own echo never reaches the cut.
 const CAST_LIMIT: usize = 64 * 1024;
 
 impl Chat {
@@ -55,7 +58,7 @@ impl Chat {
             max_payload: self.config.max_payload,
         };
         encode_into(&mut self.frame, &welcome);
-        self.sessions.deliver(t, &self.frame);
+        self.sessions.reply(t, &self.frame);
     }
 
     pub(super) fn join(&mut self, t: Token, room: &str) {
@@ -120,7 +123,7 @@ impl Chat {
         }
         .encode(&mut self.cast);
         self.cast_frames += 1;
-        if self.cast.len() >= CAST_LIMIT {
+        if self.cast.len() >= CAST_LIMIT.min(self.sessions.marks().max_outbuf / 4) {
             self.flush_cast();
         }
     }
@@ -186,7 +189,7 @@ impl Chat {
         self.stamp += 1;
         let stamp = self.stamp;
         self.sessions.at_mut(t).stamp(stamp);
-        self.sessions.deliver(t, &self.frame);
+        self.sessions.reply(t, &self.frame);
         let rooms: Vec<RoomId> = self.sessions.at(t).rooms().iter().map(|m| m.room).collect();
         for id in rooms {
             for &member in &self.rooms.get(id).members {
@@ -207,7 +210,7 @@ impl Chat {
             .take_while(|(name, _)| fits(&mut room_budget, 2 + name.len() + 4))
             .collect();
         encode_into(&mut self.frame, &ServerMessage::RoomList(rooms));
-        self.sessions.deliver(t, &self.frame);
+        self.sessions.reply(t, &self.frame);
     }
 
     pub(super) fn list_users(&mut self, t: Token, room: &str) {
@@ -233,13 +236,13 @@ impl Chat {
                 nicks,
             },
         );
-        self.sessions.deliver(t, &self.frame);
+        self.sessions.reply(t, &self.frame);
     }
 
     pub(super) fn send_stats(&mut self, t: Token, now: Instant) {
         let stats = self.stats_list(now);
         encode_into(&mut self.frame, &ServerMessage::StatsReply(stats));
-        self.sessions.deliver(t, &self.frame);
+        self.sessions.reply(t, &self.frame);
     }
 
     /// What STATS reports, in its order (also rendered by `/metrics`).

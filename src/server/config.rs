@@ -167,6 +167,20 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_TRACE_FILE_MAX", default_value_t = 64 * 1024 * 1024, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(4096..=1 << 40))]
     pub trace_file_max: u64,
+    /// Connections one IP address may hold open at once (0: no limit).
+    /// Loopback addresses are exempt unless --limit-loopback is given.
+    #[arg(
+        long,
+        env = "MUXCHAT_MAX_PER_IP",
+        default_value_t = 16,
+        value_name = "N"
+    )]
+    pub max_per_ip: u32,
+
+    /// Apply --max-per-ip to loopback addresses too (by default they are
+    /// exempt, so local load tests can open thousands of connections).
+    #[arg(long, env = "MUXCHAT_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
 }
 
 /// Validated settings for one daemon run.
@@ -210,6 +224,10 @@ pub struct Config {
     pub trace_file: Option<PathBuf>,
     /// The loop trace's size cap in bytes.
     pub trace_file_max: u64,
+    /// Most connections from one IP address (0: no limit).
+    pub max_per_ip: usize,
+    /// Whether loopback addresses count against `max_per_ip`.
+    pub limit_loopback: bool,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -282,6 +300,8 @@ impl Config {
             discovery: args.discovery,
             trace_file: args.trace_file,
             trace_file_max: args.trace_file_max,
+            max_per_ip: args.max_per_ip as usize,
+            limit_loopback: args.limit_loopback,
             adapted,
         })
     }

@@ -12,8 +12,12 @@
 //!      frames to the chat, which answers by *appending* to output buffers
 //!      (never by writing). Writable sessions are queued for stage 5.
 //!    - 2b. *carried-over reads*: sessions that spent their read budget, or
-//!      whose paused input resumed, in the last iteration are read again
-//!      (no edge will come for bytes already waiting).
+//!      whose paused input resumed, or that 2a's global budget did not
+//!      reach, in the last iteration are read again (no edge will come for
+//!      bytes already waiting).
+//!
+//!    Each half has a global read budget shared by all sessions, so the
+//!    iteration's length is bounded however many sessions are readable.
 //! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
 //! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
@@ -33,9 +37,10 @@
 //! session's flush return outcomes, and the loop turns them into interest
 //! changes and list entries.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +78,25 @@ const READ_CHUNK: usize = 64 * 1024;
 /// (fairness). A session stopped by this is still readable and is read
 /// again next iteration without waiting for an event.
 const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// Bytes read from all sessions together in each half of stage 2 (events,
+/// then carried-over reads) before the rest wait for the next iteration.
+/// Per-session budgets alone do not bound an iteration: a thousand
+/// sessions each within theirs once made one iteration read 27 MB of
+/// 8-byte frames and hold the loop for over half a second. Each half
+/// having its own allowance means carried-over sessions always make
+/// progress, however busy the fresh events are.
+const GLOBAL_READ_BUDGET: usize = READ_CHUNK;
+/// Connections accepted per iteration. A burst of a thousand connects
+/// accepted at once held the loop for 50 ms (each accept is a handful of
+/// system calls); the rest wait in the backlog for the next iteration.
+const ACCEPT_BUDGET: usize = 128;
+/// Heap given back by sessions (closed, or idle buffers released) after
+/// which the loop, once idle, asks the allocator to return free memory
+/// to the kernel (`malloc_trim`).
+const TRIM_AFTER: usize = 16 * 1024 * 1024;
+/// At most one trim per this interval: a trim walks the heap, and pages
+/// returned too eagerly fault back in on the next burst.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Events taken from the kernel per poll.
 const EVENT_CAPACITY: usize = 1024;
 /// listen(2) backlog: a burst of connects waits here while we accept.
@@ -88,8 +112,19 @@ pub struct Server {
     chat: Chat,
     /// The shared read buffer.
     scratch: Vec<u8>,
-    /// Sessions that hit their read budget: (token, session id).
+    /// Sessions to read again next iteration without an event (budget
+    /// spent, input resumed, or the iteration's global budget spent
+    /// before their turn): (token, session id), oldest first.
     still_readable: Vec<(Token, u64)>,
+    /// Bytes the current half of stage 2 may still read (all sessions).
+    global_left: usize,
+    /// The accept budget stopped an accept loop before `WouldBlock`: accept
+    /// again next iteration (no new edge will come for those waiting).
+    accept_more: bool,
+    /// Open connections per peer address (for `--max-per-ip`).
+    per_ip: HashMap<IpAddr, u32>,
+    /// When the allocator was last asked to give memory back.
+    last_trim: Option<Instant>,
     /// Loop iterations so far.
     iteration: u64,
     /// Sessions whose output drained last iteration: (token, session id).
@@ -166,6 +201,10 @@ impl Server {
             chat: Chat::new(config, Instant::now()),
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
+            global_left: GLOBAL_READ_BUDGET,
+            accept_more: false,
+            per_ip: HashMap::new(),
+            last_trim: None,
             iteration: 0,
             drained: Vec::new(),
             reserve_fd: File::open("/dev/null").ok(),
@@ -213,6 +252,10 @@ impl Server {
             //    readable, writable). Every source is drained until
             //    WouldBlock, or no new edge would ever come for the rest.
             let carried = std::mem::take(&mut self.still_readable);
+            self.global_left = GLOBAL_READ_BUDGET;
+            if std::mem::take(&mut self.accept_more) {
+                self.accept_all(now);
+            }
             for event in events.iter() {
                 self.chat.stats_mut().events += 1;
                 let (token, readable, writable) = (
@@ -238,12 +281,9 @@ impl Server {
 
             // 2b. Carried-over reads: sessions that spent their read
             //     budget last iteration, or whose paused input resumed, are
-            //     still readable, but no new edge will say so: read them now.
-            for (t, id) in carried {
-                if self.chat.sessions.get_live(t, id).is_some() {
-                    self.read_session(t, now);
-                }
-            }
+            //     still readable, but no new edge will say so: read them now,
+            //     oldest first, with their own global allowance.
+            self.read_carried(carried, now);
 
             // 3. Timers: login timeouts, heartbeats, lingering closes.
             self.chat.run_timers(now);
@@ -264,6 +304,9 @@ impl Server {
             //    tokens free for reuse.
             self.remove_finished();
             self.chat.trace.end_iteration();
+            self.trim_if_idle(now);
+
+            trace_slow_iteration(now);
 
             // 7. Shutdown: once draining, stop when everyone has gone or
             //    the grace period is over.
@@ -271,6 +314,21 @@ impl Server {
                 return Ok(());
             }
         }
+    }
+
+    /// Stage 2b: reads the sessions carried over from the last iteration,
+    /// oldest first, with a global budget of their own, so they progress
+    /// however busy 2a was; those it does not reach keep their place at
+    /// the head of the list, before the ones 2a just carried over.
+    fn read_carried(&mut self, carried: Vec<(Token, u64)>, now: Instant) {
+        self.global_left = GLOBAL_READ_BUDGET;
+        let fresh = std::mem::take(&mut self.still_readable);
+        for (t, id) in carried {
+            if self.chat.sessions.get_live(t, id).is_some() {
+                self.read_session(t, now);
+            }
+        }
+        self.still_readable.extend(fresh);
     }
 
     /// Whether a drain is under way and done: everyone gone, or the grace
@@ -292,7 +350,7 @@ impl Server {
     /// Zero when work is left over (a budget-limited reader, a session to
     /// reap); otherwise until the earliest deadline; otherwise forever.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.still_readable.is_empty() || self.chat.sessions.has_work() {
+        if !self.still_readable.is_empty() || self.chat.sessions.has_work() || self.accept_more {
             return Some(Duration::ZERO);
         }
         let next = match (self.chat.earliest_deadline(), self.drain_deadline) {
@@ -329,11 +387,20 @@ impl Server {
     /// dispatching whole frames as they arrive; a session stopped by its
     /// budget is carried over to the next iteration.
     fn read_session(&mut self, t: Token, now: Instant) {
+        if self.global_left == 0 {
+            // This iteration has read its share: the session keeps its
+            // place for the next one (its bytes are not lost, no edge
+            // will come for them).
+            self.carry(t);
+            return;
+        }
+        let budget = READ_BUDGET.min(self.global_left);
         let r = self
             .chat
-            .read(t, &mut self.scratch, READ_BUDGET, self.iteration, now);
+            .read(t, &mut self.scratch, budget, self.iteration, now);
+        self.global_left = self.global_left.saturating_sub(r.work());
         if r.stop == ReadStop::Budget {
-            self.still_readable.push((t, r.id));
+            self.carry(t);
         }
         self.chat.trace.read(t, &r);
         if self.trace && r.stop != ReadStop::Skipped {
@@ -369,8 +436,9 @@ impl Server {
     }
 
     /// Accepts every waiting connection (until `WouldBlock`).
+    /// At most `ACCEPT_BUDGET` per iteration; the rest next iteration.
     fn accept_all(&mut self, now: Instant) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = &self.listener else {
                 return;
             };
@@ -392,6 +460,7 @@ impl Server {
                 }
             }
         }
+        self.accept_more = true;
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -400,6 +469,19 @@ impl Server {
             debug!("rejecting {peer}: server full");
             reject(stream, "server full");
             return;
+        }
+        let ip = peer.ip().to_canonical();
+        let config = self.chat.config();
+        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
+        if counted {
+            let open = self.per_ip.get(&ip).copied().unwrap_or(0);
+            if open as usize >= config.max_per_ip {
+                self.chat.stats_mut().rejected_full += 1;
+                debug!("rejecting {peer}: {open} connections from that address");
+                reject(stream, "too many connections from your address");
+                return;
+            }
+            *self.per_ip.entry(ip).or_insert(0) += 1;
         }
         // We batch our own writes (one write per session per iteration),
         // so Nagle's delay would only add latency.
@@ -418,7 +500,8 @@ impl Server {
             .register(&mut SourceFd(&fd), t, Interest::READABLE)
         {
             warn!("register {peer}: {e}");
-            self.chat.remove(t);
+            let s = self.chat.remove(t);
+            self.forget_peer(&s);
             return;
         }
         self.chat
@@ -501,7 +584,7 @@ impl Server {
             // 5c. Paused input resumed: read it next iteration, like a
             //     budget carry-over (no new edge will report it).
             if f.resumed {
-                self.still_readable.push((t, id));
+                self.carry(t);
                 if self.trace {
                     info!("  {t:?}: backlog down to {} B, input resumed", f.left);
                 }
@@ -551,8 +634,17 @@ impl Server {
             let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.chat.trace.remove(t, s.id());
+            self.forget_peer(&s);
+            // Output the peer never took (a cut slow consumer, a peer that
+            // did not close in time): reset, so the kernel does not keep
+            // the backlog in an orphaned socket.
+            let abort = s.must_abort();
+            if abort {
+                s.make_abortive();
+            }
             if self.trace {
-                info!("close {t:?} ({})", s.peer());
+                let how = if abort { "reset" } else { "close" };
+                info!("{how} {t:?} ({})", s.peer());
             }
             // Dropping the session drops its transport, closing the
             // descriptor.
@@ -566,6 +658,74 @@ fn source(t: Token) -> Option<&'static str> {
         LISTENER => Some("listener"),
         SIGNALS => Some("signals"),
         _ => None,
+    }
+}
+
+impl Server {
+    /// Puts `t` on the list of reads carried over to the next iteration,
+    /// once.
+    fn carry(&mut self, t: Token) {
+        let s = self.chat.sessions.at_mut(t);
+        if s.carry(self.iteration) {
+            let id = s.id();
+            self.still_readable.push((t, id));
+        }
+    }
+
+    /// A connection from `s`'s address is gone (`--max-per-ip`).
+    fn forget_peer(&mut self, s: &super::session::Session) {
+        let ip = s.peer().ip().to_canonical();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Gives freed heap back to the kernel once a large amount was released
+    /// (a burst of connections closed, big buffers went idle) and the loop
+    /// is about to sleep. Without it the allocator keeps the pages and RSS
+    /// stays at the burst's peak, which looks like a leak to an operator.
+    /// Only after `TRIM_AFTER` bytes and at most every `TRIM_EVERY`, so a
+    /// busy loop never pays a trim, nor the page faults of a buffer that
+    /// is freed and grown again each iteration.
+    fn trim_if_idle(&mut self, now: Instant) {
+        if self.chat.sessions.released < TRIM_AFTER
+            || !self.still_readable.is_empty()
+            || self.chat.sessions.has_work()
+            || self
+                .last_trim
+                .is_some_and(|t| now.duration_since(t) < TRIM_EVERY)
+        {
+            return;
+        }
+        self.chat.sessions.released = 0;
+        self.last_trim = Some(now);
+        trim_heap();
+    }
+}
+
+/// `malloc_trim(0)`: glibc returns free pages at the top of the heap and,
+/// with `madvise`, free pages inside it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
+
+/// Logs (target `muxchat::slow`, level debug) an iteration that took over
+/// 20 ms from the wake-up to the end of stage 6: the global read budget is
+/// meant to keep every iteration well below that.
+fn trace_slow_iteration(woke: Instant) {
+    let took = woke.elapsed();
+    if took >= Duration::from_millis(20) {
+        debug!(target: "muxchat::slow", "slow iteration: {} ms", took.as_millis());
     }
 }
 

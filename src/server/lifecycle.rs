@@ -206,6 +206,21 @@ impl Lifecycle {
         true
     }
 
+    /// A fatal ERROR was queued for a session already marked for closing
+    /// (QUIT, then a slow-consumer cut in the same batch): the fatal error
+    /// wins, so no BYE follows the ERROR and the server ends the
+    /// conversation itself instead of waiting for the client to close.
+    /// Returns true when the session was already closing.
+    pub fn escalate(&mut self, why: &'static str) -> bool {
+        match &mut self.state {
+            State::Closing { reason, .. } => {
+                *reason = CloseReason::Fatal(why);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A fatal ERROR is queued: nothing may follow it.
     pub fn mute(&mut self) {
         self.muted = true;

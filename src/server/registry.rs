@@ -55,6 +55,9 @@ pub struct Sessions {
     /// Sessions done closing, removed at the end of the iteration.
     finished: Vec<Token>,
     marks: Marks,
+    /// Heap bytes given back by sessions since the last trim (see
+    /// `Server::trim_if_idle`).
+    pub released: usize,
     /// The daemon's counters.
     pub stats: Stats,
     /// The histograms behind `/metrics` (observed here and by the loop).
@@ -70,6 +73,7 @@ impl Sessions {
             closing: Vec::new(),
             finished: Vec::new(),
             marks,
+            released: 0,
             stats: Stats::default(),
             hist: Histograms::default(),
         }
@@ -98,7 +102,9 @@ impl Sessions {
     /// Removes a session (only once it is finished, at the end of an
     /// iteration).
     pub fn remove(&mut self, t: Token) -> Session {
-        self.slab.remove(t.0)
+        let s = self.slab.remove(t.0);
+        self.released += s.heap_bytes();
+        s
     }
 
     /// The session `t`, if any.
@@ -141,7 +147,25 @@ impl Sessions {
         self.deliver_frames(t, bytes, 1);
     }
 
+    /// A reply to `t`'s own request. Never cut: the session's input is
+    /// paused as soon as its output passes the pause mark (each frame is
+    /// checked), so its own replies overshoot that mark by at most one
+    /// reply, however large, and a client that pipelines requests and
+    /// reads its replies is never cut for it.
+    #[inline]
+    pub fn reply(&mut self, t: Token, bytes: &[u8]) {
+        let s = &mut self.slab[t.0];
+        if s.life().muted() {
+            return;
+        }
+        s.append(bytes, 1);
+        self.stats.frames_out += 1;
+        self.queue_flush(t);
+    }
+
     /// [`Sessions::deliver`] for `frames` frames encoded back to back.
+    /// The cut counts what the kernel still holds for the session (its
+    /// last SIOCOUTQNSD sample) as well as our buffer.
     #[inline]
     pub fn deliver_frames(&mut self, t: Token, bytes: &[u8], frames: u64) {
         self.deliver_messages(t, bytes, frames, None);
@@ -164,9 +188,9 @@ impl Sessions {
         if let Some(at) = read_at {
             s.mark_message(at);
         }
-        let pending = s.append(bytes, frames);
+        let backlog = s.append(bytes, frames);
         self.stats.frames_out += frames;
-        if pending > self.marks.max_outbuf {
+        if backlog > self.marks.max_outbuf {
             self.stats.kicked_slow += 1;
             self.cut(
                 t,
@@ -201,7 +225,9 @@ impl Sessions {
             _ => "error",
         };
         self.queue_flush(t);
-        self.mark_closing(t, CloseReason::Fatal(why));
+        if !self.slab[t.0].life_mut().escalate(why) {
+            self.mark_closing(t, CloseReason::Fatal(why));
+        }
     }
 
     /// Puts `t` on the flush list unless it is already there.
@@ -317,7 +343,7 @@ impl Sessions {
     /// nothing in `iteration`.
     pub fn release_if_quiet(&mut self, t: Token, id: u64, iteration: u64) {
         if let Some(s) = self.slab.get_mut(t.0) {
-            s.release_if_quiet(id, iteration);
+            self.released += s.release_if_quiet(id, iteration);
         }
     }
 

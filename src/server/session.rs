@@ -27,6 +27,20 @@ use super::transport::{DoorEvent, Input, Transport};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;
+/// Before HELLO a session's input pauses once this much output waits:
+/// nothing a legitimate client does before HELLO (a PING or two) needs
+/// more, and an unregistered flood of bad frames then costs a few KiB each.
+pub const GREETING_PAUSE: usize = 2 * 1024;
+/// Replies a session may get in all before HELLO. Past it its input stays
+/// paused (not cut: each bad frame so far was answered), so its frames stay
+/// in its own socket buffer until the login timeout ends it. This bounds
+/// what an unregistered connection can make the kernel hold on our side,
+/// whether or not it reads.
+pub const GREETING_OUTPUT: usize = 16 * 1024;
+/// Bytes written between two samples of the kernel's send queue
+/// while that queue looked empty: one ioctl per 64 KiB keeps the sample
+/// fresh for a prompt reader at no measurable cost.
+const SAMPLE_EVERY: usize = 64 * 1024;
 
 /// A room the session is in, and its slot in that room's member list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,10 +152,31 @@ pub struct Session {
     /// The loop iteration that last read this session: at most one read
     /// budget per session per iteration (fairness).
     read_in: u64,
+    /// The loop iteration that last put this session on the carried-over
+    /// read list (at most once per list).
+    carry_in: u64,
     /// Input is not being read because this session's own output is backed
     /// up (backpressure): reading more requests would only queue more
     /// replies it is not taking. TCP then pushes back on the client.
     paused: bool,
+    /// `inbuf` holds input that was read but not dispatched because the
+    /// session's output passed the pause mark in the middle of it (whole
+    /// frames, then perhaps a partial one; at most one read's worth). It is
+    /// dispatched before the socket is read again.
+    held: bool,
+    /// The kernel's send queue for this socket at the last sample: bytes we
+    /// wrote that it has not sent yet (the peer's window is closed). It
+    /// counts against `--max-outbuf`, so a stalled reader is cut once the
+    /// total it holds up passes the limit, not after the kernel's own
+    /// (autotuned, up to 4 MiB) buffer has filled too.
+    kernel_queued: usize,
+    /// Bytes written since `kernel_queued` was sampled.
+    since_sample: usize,
+    /// Reply bytes queued before HELLO (see [`GREETING_OUTPUT`]).
+    greeting_out: usize,
+    /// Close with a reset (SO_LINGER 0): the session ended with output the
+    /// peer never took, and the kernel must not keep it.
+    abort: bool,
     /// When the last frame arrived (any frame counts as life).
     last_rx: Instant,
     /// A heartbeat PING was sent since `last_rx`.
@@ -179,7 +214,13 @@ impl Session {
             flush_queued: false,
             flushed_in: 0,
             read_in: 0,
+            carry_in: 0,
             paused: false,
+            held: false,
+            kernel_queued: 0,
+            since_sample: 0,
+            greeting_out: 0,
+            abort: false,
             last_rx: now,
             pinged: false,
             accepted_at: now,
@@ -271,7 +312,65 @@ impl Session {
     }
     /// Takes the carried-over frame out (it is whole now).
     pub fn take_partial(&mut self) -> Vec<u8> {
+        self.held = false;
         std::mem::take(&mut self.inbuf)
+    }
+    /// Keeps input read but not dispatched (the output passed the pause
+    /// mark): reading pauses until the flush resumes it, and then `rest`
+    /// is dispatched before the socket is read again.
+    pub fn hold(&mut self, rest: &[u8]) {
+        self.inbuf.extend_from_slice(rest);
+        self.held = true;
+        self.paused = true;
+    }
+    /// Whether held input waits to be dispatched.
+    pub fn is_holding(&self) -> bool {
+        self.held
+    }
+    /// Whether dispatching must stop: the output waiting for this session
+    /// is past its pause mark (a small one before HELLO), or it used its
+    /// whole allowance of replies before HELLO.
+    #[inline]
+    pub fn over_pause(&self, marks: Marks) -> bool {
+        if self.life.is_ending() {
+            return false;
+        }
+        if self.life.is_greeting() {
+            return self.greeting_out >= GREETING_OUTPUT || self.pending() > GREETING_PAUSE;
+        }
+        self.pending() > marks.pause_above
+    }
+    /// The pause mark in force for this session.
+    fn pause_mark(&self, marks: Marks) -> usize {
+        if self.life.is_greeting() {
+            GREETING_PAUSE
+        } else {
+            marks.pause_above
+        }
+    }
+    /// What this session holds up in all: our buffer, the transport's and
+    /// the kernel's send queue at its last sample.
+    #[inline]
+    pub fn backlog(&self) -> usize {
+        self.pending() + self.kernel_queued
+    }
+    /// Heap bytes held by the session's buffers (memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.out.capacity() + self.inbuf.capacity()
+    }
+    /// Asks for an abortive close (RST) when the session is dropped.
+    pub fn set_abort(&mut self) {
+        self.abort = true;
+    }
+    /// Whether the socket must be reset rather than closed: output is left
+    /// that the peer did not take (ours or, after a timeout, the kernel's).
+    pub fn must_abort(&self) -> bool {
+        self.abort || self.pending() > 0
+    }
+    /// Sets SO_LINGER 0, so closing the socket sends RST and the kernel
+    /// drops whatever it still holds for the peer at once.
+    pub fn make_abortive(&self) {
+        self.transport.set_abortive();
     }
 
     // ----- liveness, rate, timers ---------------------------------------
@@ -310,11 +409,14 @@ impl Session {
         self.timer_at = at;
     }
     /// Quiet since the last check: give idle buffers back.
-    pub fn release_idle_buffers(&mut self) {
+    /// Returns the heap bytes given back.
+    pub fn release_idle_buffers(&mut self) -> usize {
+        let before = self.heap_bytes();
         self.out.release_if_empty();
         if self.inbuf.is_empty() {
             self.inbuf = Vec::new();
         }
+        before - self.heap_bytes()
     }
 
     // ----- output ---------------------------------------------------------
@@ -324,12 +426,16 @@ impl Session {
     pub fn pending(&self) -> usize {
         self.out.pending() + self.transport.pending()
     }
-    /// Appends `frames` encoded frames; returns the bytes now pending.
+    /// Appends `frames` encoded frames; returns the backlog now held up
+    /// (see [`Session::backlog`]).
     #[inline]
     pub fn append(&mut self, bytes: &[u8], frames: u64) -> usize {
         self.out.append(bytes);
         self.queued_frames += frames;
-        self.pending()
+        if self.life.is_greeting() {
+            self.greeting_out += bytes.len();
+        }
+        self.backlog()
     }
     /// MESSAGEs read at `at` are queued: the oldest unsent one sets the
     /// latency measured at the next write.
@@ -365,10 +471,14 @@ impl Session {
     }
     /// Releases the output buffer if the session drained last iteration and
     /// was not flushed in `iteration`.
-    pub fn release_if_quiet(&mut self, id: u64, iteration: u64) {
+    /// Returns the heap bytes given back.
+    pub fn release_if_quiet(&mut self, id: u64, iteration: u64) -> usize {
         if self.id == id && self.flushed_in != iteration {
+            let before = self.out.capacity();
             self.out.release_if_empty();
+            return before - self.out.capacity();
         }
+        0
     }
 
     // ----- the two I/O operations -----------------------------------------
@@ -386,6 +496,12 @@ impl Session {
         std::mem::replace(&mut self.read_in, iteration) != iteration
     }
 
+    /// Whether to put the session on the list of reads carried over to the
+    /// next iteration: false if it is already on it.
+    pub fn carry(&mut self, iteration: u64) -> bool {
+        std::mem::replace(&mut self.carry_in, iteration) != iteration
+    }
+
     /// One read from the transport into `scratch`, unless input is over or
     /// the session's own output is past the pause mark.
     pub fn read_some(&mut self, scratch: &mut [u8], marks: Marks) -> Got {
@@ -393,8 +509,7 @@ impl Session {
             if self.life.input_done() {
                 return Got::Done;
             }
-            let pending = self.pending();
-            if !self.life.is_ending() && pending > marks.pause_above {
+            if self.held || self.over_pause(marks) {
                 // Backpressure: this client is not taking its replies, so
                 // stop taking its requests. Its socket buffer fills and TCP
                 // slows it down; `flush` resumes reading once the backlog
@@ -402,12 +517,12 @@ impl Session {
                 self.paused = true;
                 return Got::Paused;
             }
-            // Read no more than the headroom left below the pause mark, so
-            // that the replies to one read (PONG for PING is byte for byte)
-            // cannot overshoot it and get the session cut instead of paused.
-            let want = marks
-                .pause_above
-                .saturating_sub(pending)
+            // Read no more than the headroom left below the pause mark:
+            // dispatch stops at the mark anyway, and what is read past it
+            // must be held.
+            let want = self
+                .pause_mark(marks)
+                .saturating_sub(self.pending())
                 .clamp(MIN_READ, scratch.len());
             return match self.transport.read(&mut scratch[..want]) {
                 Ok(Input::Bytes(0)) => Got::Eof,
@@ -431,13 +546,27 @@ impl Session {
         }
         let wrote = self.transport.flush(&mut self.out)?;
         let left = self.pending();
+        self.since_sample += wrote;
+        // Sample the kernel's queue only when it can matter: the socket
+        // did not take everything, the last sample was not empty, or
+        // enough was written since. A prompt reader on a fast path costs
+        // one ioctl per SAMPLE_EVERY bytes.
+        if left > 0 || self.kernel_queued > 0 || self.since_sample >= SAMPLE_EVERY {
+            self.kernel_queued = self.transport.kernel_queued();
+            self.since_sample = 0;
+        }
         let mut done = Flushed {
             wrote,
             left,
             drained: left == 0 && self.out.capacity() > 0,
             ..Flushed::default()
         };
-        if self.paused && left <= marks.resume_below {
+        let resume_below = if self.life.is_greeting() {
+            GREETING_PAUSE / 2
+        } else {
+            marks.resume_below
+        };
+        if self.paused && left <= resume_below && !self.over_pause(marks) {
             // Unread input may be waiting and no new edge will report it:
             // the loop reads it next iteration, like a budget carry-over.
             self.paused = false;

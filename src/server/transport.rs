@@ -404,6 +404,23 @@ impl Transport {
         let _ = stream.shutdown(Shutdown::Write);
     }
 
+    /// Bytes the kernel holds in this socket's send queue and has not sent
+    /// yet (SIOCOUTQNSD): what waits because the peer's window is closed
+    /// (it does not read) or the path is congested. Bytes in flight are not
+    /// counted: a prompt reader whose ACK is merely delayed (up to 40 ms)
+    /// has sent-but-unacknowledged data that is no backlog. 0 where the
+    /// platform cannot say.
+    pub fn kernel_queued(&self) -> usize {
+        kernel_queued(self.raw_fd())
+    }
+
+    /// Sets SO_LINGER 0: closing then sends RST and the kernel drops what
+    /// it still holds for the peer, instead of keeping it for a reader that
+    /// is not reading.
+    pub fn set_abortive(&self) {
+        let _ = socket2::SockRef::from(&self.io.stream).set_linger(Some(std::time::Duration::ZERO));
+    }
+
     /// The descriptor the event loop registers.
     pub fn raw_fd(&self) -> RawFd {
         self.io.stream.as_raw_fd()
@@ -701,4 +718,23 @@ impl WsDoor {
         out.consume(n);
         Ok(n)
     }
+}
+
+/// SIOCOUTQNSD for `fd`.
+#[cfg(target_os = "linux")]
+fn kernel_queued(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer we pass,
+    // which points to a live local.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCOUTQNSD as _, &mut n) };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_queued(_fd: RawFd) -> usize {
+    0
 }

@@ -36,7 +36,10 @@ impl Daemon {
     /// The command [`Daemon::start`] runs, for tests that need to adjust it
     /// (environment, resource limits, a piped stderr) before [`Daemon::spawn`].
     pub fn command(args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muxchatd"));
+        // MUXCHATD_BIN runs the tests against another build (the release
+        // binary, for measurements).
+        let bin = std::env::var("MUXCHATD_BIN").unwrap_or(env!("CARGO_BIN_EXE_muxchatd").into());
+        let mut cmd = Command::new(bin);
         cmd.args(["--bind", "127.0.0.1:0"]);
         if !args.contains(&"--rate") {
             cmd.args(["--rate", "0"]);
