@@ -20,6 +20,7 @@ pub mod discover;
 pub mod format;
 pub mod session;
 pub mod state;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -62,6 +63,24 @@ pub struct Args {
     /// Read commands from FILE instead of stdin, then quit.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
+    /// Speak to the server inside TLS (the daemon needs --tls-cert and
+    /// --tls-key). The certificate must name the --connect host.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: trust only the CA certificates in this PEM file (or the
+    /// daemon's self-signed certificate itself); without it, the system's
+    /// CA bundle.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    pub ca: Option<PathBuf>,
+    /// With --tls: accept any certificate (testing only; anyone on the path
+    /// can then read and change the chat).
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
 }
 
 /// A validated client configuration.
@@ -77,6 +96,8 @@ pub struct Config {
     pub timestamps: bool,
     /// Read commands from this file instead of stdin.
     pub script: Option<PathBuf>,
+    /// TLS to the server (`--tls`), or plaintext.
+    pub tls: Option<tls::ClientTls>,
 }
 
 /// A default nick from `$USER`, cut to the nick rules, or `guest`.

@@ -44,6 +44,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::command::{parse, Command};
 use super::format::clock_prefix;
 use super::state::{Chat, Flow, Registration, Retry};
+use super::tls::{ClientTls, TlsStream};
 use super::Config;
 use crate::net::OutBuf;
 use crate::protocol::{code, ClientMessage, FrameReader, ServerMessage};
@@ -306,9 +307,73 @@ impl Default for Backoff {
     }
 }
 
+/// The socket, plain or inside TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn open(tcp: TcpStream, tls: Option<&ClientTls>) -> Result<Stream, String> {
+        match tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(t) => Ok(Stream::Tls(Box::new(
+                t.connect(tcp).map_err(|e| e.to_string())?,
+            ))),
+        }
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.socket(),
+        }
+    }
+
+    /// Bytes below our `OutBuf` still wait for the socket (TLS records).
+    fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.wants_write(),
+        }
+    }
+
+    fn send_pending(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(t) => t.send_tls(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// One connection to the server and its buffers.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     out: OutBuf,
     reader: FrameReader,
     /// Whether WRITABLE interest is registered (only while output waits).
@@ -320,9 +385,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(mut stream: TcpStream, poll: &Poll) -> Result<Conn, String> {
+    fn open(mut stream: Stream, poll: &Poll) -> Result<Conn, String> {
         poll.registry()
-            .register(&mut stream, SOCKET, Interest::READABLE)
+            .register(stream.socket(), SOCKET, Interest::READABLE)
             .map_err(|e| format!("cannot poll the socket: {e}"))?;
         Ok(Conn {
             stream,
@@ -337,7 +402,8 @@ impl Conn {
     /// Writes what is queued; asks for WRITABLE only while bytes are left.
     fn flush(&mut self, poll: &Poll) -> io::Result<()> {
         self.out.write_to(&mut self.stream)?;
-        let want = self.out.pending() > 0;
+        self.stream.send_pending()?;
+        let want = self.out.pending() > 0 || self.stream.wants_write();
         if want != self.writable {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -345,14 +411,14 @@ impl Conn {
                 Interest::READABLE
             };
             poll.registry()
-                .reregister(&mut self.stream, SOCKET, interest)?;
+                .reregister(self.stream.socket(), SOCKET, interest)?;
             self.writable = want;
         }
         Ok(())
     }
 
     fn close(mut self, poll: &Poll) {
-        let _ = poll.registry().deregister(&mut self.stream);
+        let _ = poll.registry().deregister(self.stream.socket());
     }
 }
 
@@ -365,7 +431,7 @@ enum Link {
 /// Runs the session until `/quit`, the end of input, BYE or a fatal error.
 /// `Ok` carries the exit status; `Err` is a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
-    let stream = connect(&cfg.connect)?;
+    let stream = Stream::open(connect(&cfg.connect)?, cfg.tls.as_ref())?;
     let poll = Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
     let conn = Conn::open(stream, &poll)?;
     let input = Input::open(cfg.script.as_deref(), &poll)?;
@@ -384,6 +450,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         sleep_until: None,
         quit_deadline: None,
         target: cfg.connect.clone(),
+        tls: cfg.tls.clone(),
         ping_token: 0,
     };
     if let Link::Up(conn) = &mut s.link {
@@ -412,6 +479,8 @@ struct Session {
     sleep_until: Option<Instant>,
     quit_deadline: Option<Instant>,
     target: String,
+    /// Present with `--tls`: every (re)connection starts a handshake.
+    tls: Option<ClientTls>,
     ping_token: u64,
 }
 
@@ -659,7 +728,9 @@ impl Session {
     }
 
     fn reconnect(&mut self) -> Result<(), String> {
-        match connect_within(&self.target, RECONNECT_TIMEOUT) {
+        let opened = connect_within(&self.target, RECONNECT_TIMEOUT)
+            .and_then(|tcp| Stream::open(tcp, self.tls.as_ref()));
+        match opened {
             Ok(stream) => {
                 let mut conn = Conn::open(stream, &self.poll)?;
                 self.chat.hello(&mut conn.out);
