@@ -6,11 +6,13 @@
 //!
 //! - [`command`]: a typed line into a [`command::Command`] (pure).
 //! - [`format`](mod@format): a server message into readable lines (pure).
-//! - [`state`]: the session's state: rooms, the current room, registration;
-//!   commands and server messages in, frames and lines out (pure).
+//! - [`state`]: the session's state: rooms, the current room, registration,
+//!   and per room what resume needs (epoch, last seq shown); commands and
+//!   server messages in, frames and lines out (pure).
 //! - [`discover`]: `--discover`, the daemons on the LAN (UDP).
 //! - [`session`]: the event loop that moves bytes between the terminal, the
-//!   socket and [`state::Chat`].
+//!   socket and [`state::Chat`], and reconnects (backoff with jitter) when
+//!   the connection drops or the server shuts down.
 //!
 //! The binary `src/bin/muxchat.rs` only turns flags into a [`Config`] and
 //! [`session::run`]'s result into an exit status.
