@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The soak: a long muxload run against one daemon, with connection churn
 # beside it, daemon RSS sampled every 10 s. Fails on RSS growth after the
-# warm-up, on any loss, or on errors.
+# warm-up (the last minute's median against the warm-up's peak), on any
+# loss, or on errors.
 #
 #   scripts/soak.sh                       # 10 minutes, as in the reliability issue
 #   MINUTES=2 scripts/soak.sh             # a shorter one
@@ -98,8 +99,15 @@ column -t "$OUT_DIR/rss.tsv" >&2 || cat "$OUT_DIR/rss.tsv" >&2
 fail=0
 base=$(head -n "$WARMUP_SAMPLES" "$OUT_DIR/rss.tsv" | awk 'BEGIN{m=0} $2>m {m=$2} END{print m}')
 peak=$(tail -n +"$((WARMUP_SAMPLES + 1))" "$OUT_DIR/rss.tsv" | awk 'BEGIN{m=0} $2>m {m=$2} END{print m}')
-if [ "$peak" -gt $((base + GROWTH_MIB * 1024)) ]; then
-  echo "soak: FAIL: RSS grew from $base KiB (warm-up peak) to $peak KiB" >&2
+# Growth is a rising floor, not a spike: output buffers swell while the
+# load generator falls behind (a busy machine) and shrink again. Compare the
+# median of the last minute's samples with the warm-up's peak; report the
+# peak too.
+last=$(tail -n "$WARMUP_SAMPLES" "$OUT_DIR/rss.tsv" | awk '{print $2}' | sort -n |
+  awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}')
+echo "soak: RSS warm-up peak $base KiB, later peak $peak KiB, last minute's median $last KiB" >&2
+if [ "$last" -gt $((base + GROWTH_MIB * 1024)) ]; then
+  echo "soak: FAIL: RSS grew from $base KiB (warm-up peak) to $last KiB (last minute's median)" >&2
   fail=1
 fi
 if [ "$lrc" -ne 0 ]; then
