@@ -302,3 +302,105 @@ fn a_daemon_shutdown_is_reported_as_closures_not_loss() {
         assert_eq!(field(&j, "\"loss\":", key), 0.0, "{key}: {j}");
     }
 }
+
+/// A certificate for 127.0.0.1 and its key in a fresh directory (removed
+/// on drop), and a daemon serving TLS with it.
+struct TlsDaemon {
+    dir: std::path::PathBuf,
+    cert: String,
+    daemon: Daemon,
+}
+
+impl TlsDaemon {
+    fn start(name: &str) -> TlsDaemon {
+        let dir =
+            std::env::temp_dir().join(format!("muxchat-loadtls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let daemon = Daemon::start(&["--tls-cert", &cert, "--tls-key", &key]);
+        TlsDaemon { dir, cert, daemon }
+    }
+}
+
+impl Drop for TlsDaemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A short lossless run through one door: 300 connections in 3 rooms,
+/// 2 publishers per room at 50/s for 1.5 s.
+#[track_caller]
+fn door_run_is_lossless(daemon: &Daemon, door: &[&str]) {
+    let mut args = vec![
+        "--clients",
+        "300",
+        "--rooms",
+        "3",
+        "--publishers",
+        "6",
+        "--rate",
+        "50",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--threads",
+        "2",
+    ];
+    args.extend_from_slice(door);
+    let j = json_of(&muxload(daemon, &args));
+    assert_eq!(field(&j, "", "ready"), 300.0, "{door:?}: {j}");
+    for key in ["lost", "gaps", "duplicates", "reorders", "cut"] {
+        assert_eq!(field(&j, "\"loss\":", key), 0.0, "{door:?} {key}: {j}");
+    }
+    assert_eq!(field(&j, "\"loss\":", "receivers"), 300.0, "{door:?}: {j}");
+    let published = field(&j, "", "published_per_s");
+    let delivered = field(&j, "", "delivered_per_s");
+    assert!(published > 200.0, "{door:?}: {j}");
+    assert!(
+        (delivered / published - 100.0).abs() < 10.0,
+        "{door:?}: delivered {delivered} for published {published}: {j}"
+    );
+    assert_eq!(field(&j, "\"pings\":", "answered"), 300.0, "{door:?}: {j}");
+    assert!(j.contains("\"errors\":{}"), "{door:?}: {j}");
+}
+
+#[test]
+fn every_door_can_be_load_tested() {
+    let plain = Daemon::start(&[]);
+    door_run_is_lossless(&plain, &["--ws"]);
+    let tls = TlsDaemon::start("doors");
+    door_run_is_lossless(&tls.daemon, &["--tls", "--ca", &tls.cert]);
+    door_run_is_lossless(&tls.daemon, &["--tls", "--ws", "--ca", &tls.cert]);
+    door_run_is_lossless(&tls.daemon, &["--tls", "--insecure"]);
+}
+
+#[test]
+fn a_load_door_that_does_not_fit_fails_clearly() {
+    let tls = TlsDaemon::start("refuse");
+    // A CA that did not sign the daemon's certificate.
+    let other = tls.dir.join("other.pem");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&other, ck.cert.pem()).unwrap();
+    let other = other.display().to_string();
+    let args = ["--clients", "5", "--publishers", "0", "--duration", "0.2"];
+    let out = muxload(
+        &tls.daemon,
+        &[&args[..], &["--tls", "--ca", &other]].concat(),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("not trusted"), "{all}");
+    // TLS options are for muxchatd only, and need each other.
+    let out = muxload(&tls.daemon, &[&args[..], &["--ca", &other]].concat());
+    assert_eq!(out.status.code(), Some(2));
+}

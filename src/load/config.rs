@@ -12,6 +12,8 @@ use clap::{CommandFactory, Parser};
 
 use super::shared::{Mode, Target};
 use super::stats::STAMP_LEN;
+use super::transport::Door;
+use crate::client::tls::{ClientTls, Trust, INSECURE_WARNING};
 
 /// Connections per source address above which muxload spreads over
 /// several 127.0.0.x addresses (connect() slows down past about half of
@@ -109,6 +111,24 @@ pub struct Args {
     /// then reads 100%; its own cost shows in the throughput it sustains.
     #[arg(long)]
     pub spin: bool,
+    /// Connect inside TLS (the daemon needs --tls-cert and --tls-key).
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: trust only the certificates in this PEM file (the CA,
+    /// or the daemon's self-signed certificate).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    pub ca: Option<PathBuf>,
+    /// With --tls: accept any certificate (testing only).
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
+    /// Speak the binary protocol over WebSocket at /ws (with --tls: wss).
+    #[arg(long)]
+    pub ws: bool,
 }
 
 /// A validated muxload configuration.
@@ -155,6 +175,8 @@ pub struct Config {
     pub daemon_pid: Option<u32>,
     /// Busy-poll while publishing instead of sleeping in `poll`.
     pub spin: bool,
+    /// The door: plain, TLS, WebSocket or both.
+    pub door: Door,
 }
 
 impl Config {
@@ -191,7 +213,9 @@ impl Config {
                 .map_or(1, |n| n.get())
                 .min(4)
         });
+        let door = door(&a, target, &connect).map_err(usage)?;
         Ok(Config {
+            door,
             source_ips: source_ips(&a, &connect).map_err(usage)?,
             target,
             connect,
@@ -271,6 +295,27 @@ fn check(a: &Args) -> Result<(), String> {
 }
 
 /// `muxchat://HOST:PORT` or `redis://HOST:PORT` as a target and address.
+/// `--tls`, `--ca`, `--insecure`, `--ws` into a [`Door`].
+fn door(a: &Args, target: Target, connect: &str) -> Result<Door, String> {
+    if (a.tls || a.ws) && target != Target::Muxchat {
+        return Err("--tls and --ws are doors of muxchatd, not of Redis".into());
+    }
+    let tls = if a.tls {
+        let trust = match (&a.ca, a.insecure) {
+            (Some(ca), _) => Trust::Ca(ca.clone()),
+            (None, true) => {
+                eprintln!("muxload: {INSECURE_WARNING}");
+                Trust::Insecure
+            }
+            (None, false) => Trust::System,
+        };
+        Some(ClientTls::new(trust, connect)?)
+    } else {
+        None
+    };
+    Ok(Door { tls, ws: a.ws })
+}
+
 fn parse_target(url: &str) -> Result<(Target, String), String> {
     let (target, rest) = if let Some(rest) = url.strip_prefix("redis://") {
         (Target::Redis, rest)

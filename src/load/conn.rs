@@ -4,11 +4,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::counters::Meter;
 use super::shared::{Shared, Target};
 use super::stats::{SeqTracker, Stamp};
+use super::transport::LoadStream;
 use crate::net::OutBuf;
 use crate::protocol::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
 
@@ -34,7 +33,7 @@ pub struct Conn {
     /// Its nick.
     pub nick: String,
     /// The socket (`None` once dead or if it never opened).
-    pub stream: Option<TcpStream>,
+    pub stream: Option<LoadStream>,
     /// Where it is in its life.
     pub stage: Stage,
     /// When connect() was issued.

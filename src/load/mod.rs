@@ -50,6 +50,7 @@ pub mod resp;
 pub mod shared;
 pub mod stats;
 pub mod sys;
+pub mod transport;
 pub mod worker;
 
 pub use config::{Args, Config};

@@ -102,6 +102,7 @@ pub fn spawn(
         tag,
         per_second: cfg.plot.is_some(),
         spin: cfg.spin,
+        door: cfg.door.clone(),
     });
     let shared = Arc::new(Shared::new(cfg.rooms, cfg.threads));
     let mut workers = Vec::new();

@@ -91,6 +91,8 @@ pub struct Settings {
     /// sleeps, so the daemon's writes never pay to wake it (see
     /// docs/BENCHMARKS.md); its CPU then reads 100%.
     pub spin: bool,
+    /// The door every connection comes in by.
+    pub door: super::transport::Door,
 }
 
 impl Settings {

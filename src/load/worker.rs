@@ -15,7 +15,7 @@
 //!
 //! Workers share nothing but atomics in [`Shared`]: no locks on the hot path.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
@@ -24,14 +24,13 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use mio::net::TcpStream;
-
 use super::conn::{Conn, Stage};
 use super::counters::{Meter, Second, Tally};
 use super::resp::RespReader;
 use super::shared::{phase, Live, Mode, Settings, Shared, Target};
 use super::stats::SeqTracker;
 use super::sys::{open, Timer};
+use super::transport::LoadStream;
 use crate::protocol::{ClientMessage, FrameReader, PROTOCOL_VERSION};
 
 /// How one receiver ended, for the loss check.
@@ -73,7 +72,7 @@ enum Input {
 trait Reassembly {
     fn park(&mut self, into: &mut Vec<u8>);
     fn resume(&mut self, from: &[u8]);
-    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize>;
+    fn read_from(&mut self, stream: &mut LoadStream) -> io::Result<usize>;
     /// Handles every whole value buffered; `Some` ends the connection.
     fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd>;
 }
@@ -92,7 +91,7 @@ impl Reassembly for FrameReader {
     fn resume(&mut self, from: &[u8]) {
         self.extend(from);
     }
-    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    fn read_from(&mut self, stream: &mut LoadStream) -> io::Result<usize> {
         FrameReader::read_from(self, stream)
     }
     fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd> {
@@ -117,7 +116,7 @@ impl Reassembly for RespReader {
     fn resume(&mut self, from: &[u8]) {
         self.extend(from);
     }
-    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    fn read_from(&mut self, stream: &mut LoadStream) -> io::Result<usize> {
         RespReader::read_from(self, stream)
     }
     fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd> {
@@ -280,7 +279,8 @@ impl Worker {
                     }
                     continue;
                 }
-                if event.is_writable() && c.out.pending() > 0 {
+                let below = c.stream.as_ref().is_some_and(LoadStream::wants_write);
+                if event.is_writable() && (c.out.pending() > 0 || below) {
                     self.queue_flush(i);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -372,7 +372,7 @@ impl Worker {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            s.door.open(stream, &s.addr.to_string(), id as u64)
         });
         match opened {
             Ok(stream) => conn.stream = Some(stream),
@@ -393,7 +393,10 @@ impl Worker {
     /// A connecting socket became writable (or failed).
     fn on_connected(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        let Some(stream) = &c.stream else { return };
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
+        let stream = stream.socket();
         let err = match stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
             Ok(None) => match stream.peer_addr() {
@@ -446,7 +449,7 @@ impl Worker {
         }
         c.stage = Stage::Dead;
         if let Some(mut stream) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket());
         }
     }
 
@@ -466,7 +469,8 @@ impl Worker {
             let Some(stream) = c.stream.as_mut() else {
                 continue;
             };
-            if c.out.write_to(stream).is_err() {
+            // TLS records and WebSocket bytes below the OutBuf go too.
+            if c.out.write_to(stream).and_then(|_| stream.flush()).is_err() {
                 self.kill(i, true);
             }
         }
@@ -522,7 +526,8 @@ impl Worker {
             ReadEnd::Closed => self.kill(i, true),
             ReadEnd::Refused => self.kill(i, false),
         }
-        if self.conns[i].out.pending() > 0 {
+        let c = &self.conns[i];
+        if c.out.pending() > 0 || c.stream.as_ref().is_some_and(LoadStream::wants_write) {
             self.queue_flush(i);
         }
     }
@@ -584,7 +589,13 @@ fn read_with<R: Reassembly>(input: &mut R, c: &mut Conn, cx: &mut ReadCx<'_>) ->
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break ReadEnd::Drained,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break ReadEnd::Closed,
+            Err(e) => {
+                // A refused door (TLS, WebSocket upgrade) says why here.
+                if c.stage != Stage::Ready {
+                    cx.meter.tally.fail(|| e.to_string());
+                }
+                break ReadEnd::Closed;
+            }
         };
         let now_ns = cx.shared.now_ns();
         if let Some(end) = input.handle(c, now_ns, cx) {
