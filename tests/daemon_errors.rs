@@ -152,7 +152,7 @@ fn malformed_hello_before_registration_keeps_the_connection() {
 #[test]
 fn bad_version_is_fatal() {
     let d = Daemon::start(&[]);
-    for version in [0u8, 2, 255] {
+    for version in [0u8, 3, 255] {
         let mut c = d.connect();
         c.send(&ClientMessage::Hello { version, nick: "v" });
         c.expect_error(ErrorCode::BadVersion, code::HELLO);

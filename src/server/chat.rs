@@ -19,7 +19,7 @@
 //! it and no slab key is reused while an event for it may still be in the
 //! batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -27,9 +27,12 @@ use log::debug;
 use mio::Token;
 
 use crate::protocol::frame::{decode, Decoded, Frame, Header};
-use crate::protocol::{code, ClientMessage, ErrorCode, NameKey, ServerMessage};
+use crate::protocol::{
+    code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
+};
 
 use super::config::Config;
+use super::history::{self, Epochs, History};
 use super::http::{Response, Status};
 use super::lifecycle::CloseReason;
 use super::limits::Rate;
@@ -103,6 +106,14 @@ pub struct Chat {
     pub(super) nicks: HashMap<NameKey, Token>,
     /// Deadlines (login, heartbeat, lingering close).
     pub(super) timers: Timers,
+    /// Every room's held messages, under one byte budget.
+    pub(super) history: History,
+    /// Picks each new room incarnation's epoch.
+    pub(super) epochs: Epochs,
+    /// Empty rooms lingering under `--room-ttl-ms`: (deadline, room,
+    /// epoch), in deadline order because the TTL is one constant, so the
+    /// expiry stage pops from the front and never scans the rooms.
+    pub(super) room_expiry: VecDeque<(Instant, RoomId, u64)>,
     /// Set once SIGINT/SIGTERM started the drain.
     pub(super) draining: bool,
     next_id: u64,
@@ -126,6 +137,11 @@ pub struct Chat {
 impl Chat {
     /// An empty chat.
     pub fn new(config: Config, now: Instant) -> Chat {
+        let history = History::new(history::Limits {
+            per_room: config.history,
+            max_bytes: config.history_memory,
+            reply_cap: config.history.clamp(1, u16::MAX as usize) as u16,
+        });
         Chat {
             rate: Rate {
                 per_sec: config.rate,
@@ -136,6 +152,9 @@ impl Chat {
             rooms: Rooms::default(),
             nicks: HashMap::new(),
             timers: Timers::default(),
+            history,
+            epochs: Epochs::new(),
+            room_expiry: VecDeque::new(),
             draining: false,
             next_id: 0,
             frame: Vec::with_capacity(256),
@@ -170,9 +189,14 @@ impl Chat {
         self.sessions.len()
     }
 
-    /// The earliest timer deadline, for the poll timeout.
+    /// The earliest timer deadline (sessions' and lingering rooms'), for
+    /// the poll timeout.
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        let room = self.room_expiry.front().map(|e| e.0);
+        match (self.timers.next_deadline(), room) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Adds a freshly accepted connection and returns its token.
@@ -450,15 +474,18 @@ impl Chat {
         if frame.flags != 0 {
             return self.error(t, ErrorCode::BadFrame, request, "");
         }
-        // The codec knows version 2's HISTORY; this daemon does not speak
-        // version 2 yet, so HISTORY stays an unknown code as in version 1.
-        if !ClientMessage::is_known(request) || request == code::HISTORY {
+        if !ClientMessage::is_known(request) {
             return self.error(t, ErrorCode::UnknownCode, request, "");
         }
         let registered = s.life().is_registered();
         let before_hello = matches!(request, code::HELLO | code::PING | code::PONG | code::QUIT);
         if !registered && !before_hello {
             return self.error(t, ErrorCode::NotRegistered, request, "");
+        }
+        // A version-1 session sees no change at all: HISTORY is a code it
+        // does not have.
+        if is_version_2_code(request) && s.version() < VERSION_2 {
+            return self.error(t, ErrorCode::UnknownCode, request, "");
         }
         if registered && request == code::HELLO {
             return self.error(t, ErrorCode::AlreadyRegistered, request, "");
@@ -483,7 +510,12 @@ impl Chat {
                     .mark_closing(t, CloseReason::Quit(reason.to_owned()));
             }
             ClientMessage::Stats => self.send_stats(t, now),
-            ClientMessage::History { .. } => self.error(t, ErrorCode::UnknownCode, request, ""),
+            ClientMessage::History {
+                room,
+                epoch,
+                after_seq,
+                limit,
+            } => self.history(t, room, epoch, after_seq, limit),
         }
     }
 

@@ -51,10 +51,12 @@ impl Chat {
         }
     }
 
-    /// Handles every timer entry due at `now`: login timeouts, heartbeat
-    /// PINGs and PING_TIMEOUTs, lingering closes. An entry whose session
+    /// Handles every timer entry due at `now`: lingering rooms whose TTL
+    /// ended, login timeouts, heartbeat PINGs and PING_TIMEOUTs, lingering
+    /// closes. An entry whose session
     /// has since been active is simply rescheduled.
     pub fn run_timers(&mut self, now: Instant) {
+        self.expire_rooms(now);
         while let Some((at, t, id)) = self.timers.pop_due(now) {
             match self.sessions.get_live(t, id) {
                 Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),

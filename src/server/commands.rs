@@ -9,10 +9,12 @@ use log::debug;
 use mio::Token;
 
 use crate::protocol::{
-    code, valid_nick, valid_room, ErrorCode, NameKey, ServerMessage, PROTOCOL_VERSION,
+    code, history_status, is_supported_version, valid_nick, valid_room, ErrorCode, NameKey,
+    ServerMessage, VERSION_2,
 };
 
 use super::chat::{encode_into, Chat};
+use super::history::{self, History, Plan, Request, RingId};
 use super::rooms::RoomId;
 use super::session::Membership;
 
@@ -25,12 +27,12 @@ const CAST_LIMIT: usize = 64 * 1024;
 
 impl Chat {
     pub(super) fn hello(&mut self, t: Token, version: u8, nick: &str) {
-        if version != PROTOCOL_VERSION {
+        if !is_supported_version(version) {
             return self.error(
                 t,
                 ErrorCode::BadVersion,
                 code::HELLO,
-                "this server speaks version 1",
+                "this server speaks versions 1 and 2",
             );
         }
         if !valid_nick(nick) {
@@ -48,10 +50,11 @@ impl Chat {
         self.nicks.insert(key, t);
         let s = self.sessions.at_mut(t);
         s.replace_nick(nick);
+        s.set_version(version);
         s.life_mut().register();
-        debug!("{t:?} {} registered as {nick}", s.peer());
+        debug!("{t:?} {} registered as {nick} (v{version})", s.peer());
         let welcome = ServerMessage::Welcome {
-            version: PROTOCOL_VERSION,
+            version,
             nick,
             server: &self.server_name,
             heartbeat_ms: self.config.heartbeat.as_millis() as u32,
@@ -74,15 +77,99 @@ impl Chat {
         if self.sessions.at(t).rooms().len() >= self.config.max_rooms {
             return self.error(t, ErrorCode::TooManyRooms, code::JOIN, "");
         }
-        let (id, slot) = self.rooms.join(room, t);
+        let id = match self.rooms.find(room) {
+            Some(id) => id,
+            None => {
+                let epoch = self.epochs.next_epoch();
+                let ring = self.history.open();
+                self.rooms.create(room, epoch, ring)
+            }
+        };
+        let slot = self.rooms.join(id, t);
+        let r = self.rooms.get(id);
         let s = self.sessions.at_mut(t);
-        s.add_room(Membership { room: id, slot });
+        s.add_room(Membership {
+            room: id,
+            slot,
+            joined_at_seq: r.seq,
+        });
         let joined = ServerMessage::Joined {
-            room: &self.rooms.get(id).name,
+            room: &r.name,
             nick: s.nick(),
         };
         encode_into(&mut self.frame, &joined);
         self.cast_presence(id, t);
+        if self.sessions.at(t).version() >= VERSION_2 {
+            // Right after its own JOINED, before any MESSAGE of the room:
+            // nothing is batched (dispatch fanned out before this JOIN), so
+            // every MESSAGE it gets from now on has seq > last_seq.
+            let r = self.rooms.get(id);
+            let state = ServerMessage::RoomState {
+                room: &r.name,
+                epoch: r.epoch,
+                last_seq: r.seq,
+                first_held: self.history.first_held(r.ring),
+            };
+            encode_into(&mut self.frame, &state);
+            self.sessions.reply(t, &self.frame);
+        }
+    }
+
+    /// HISTORY (version 2, members only): held messages of the room,
+    /// copied from the store's encoded frames, then HISTORY_END. Nothing
+    /// above the `last_seq` of the session's ROOM_STATE is sent (those
+    /// came live). One reply's messages fit in a quarter of `--max-outbuf`
+    /// and in what is left below the session's pause mark; what does not
+    /// fit is "more" (status bit 1), to ask for again. So however many
+    /// HISTORY requests one read carries, the session's output stays near
+    /// its pause mark, its input pauses (backpressure) and it is never cut
+    /// for its own replies.
+    pub(super) fn history(&mut self, t: Token, room: &str, epoch: u64, after_seq: u64, limit: u16) {
+        if !valid_room(room) {
+            return self.error(t, ErrorCode::BadRoom, code::HISTORY, "");
+        }
+        let Some(index) = self.member_of(t, room) else {
+            return self.error(t, ErrorCode::NotInRoom, code::HISTORY, "");
+        };
+        let m = self.sessions.at(t).rooms()[index];
+        let r = self.rooms.get(m.room);
+        let req = Request {
+            epoch,
+            after_seq,
+            limit,
+            newest: m.joined_at_seq,
+        };
+        let mut plan = self.history.plan(r.ring, r.epoch, &req);
+        let marks = self.sessions.marks();
+        let pending = self.sessions.at(t).pending();
+        let budget = (marks.max_outbuf / 4).min(marks.pause_above.saturating_sub(pending));
+        // A session with next to nothing pending always gets a message, so
+        // a message larger than the budget cannot stall a resume.
+        let floor = u64::from(pending <= marks.resume_below);
+        trim_to_bytes(&self.history, r.ring, &mut plan, epoch == 0, budget, floor);
+        let (a, b) = self.history.frames(r.ring, &plan);
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::HistoryEnd {
+                room: &r.name,
+                epoch: r.epoch,
+                newest: req.newest,
+                status: plan.status,
+            },
+        );
+        let s = self.sessions.at_mut(t);
+        if s.life().muted() {
+            return;
+        }
+        // Appended as a reply, not a delivery: a reply is bounded (above)
+        // and its own input pauses past the pause mark, so it is never a
+        // reason to cut the session.
+        s.append(a, plan.count);
+        s.append(b, 0);
+        s.append(&self.frame, 1);
+        self.sessions.stats.frames_out += plan.count + 1;
+        self.sessions.stats.history_replies += 1;
+        self.sessions.queue_flush(t);
     }
 
     pub(super) fn leave(&mut self, t: Token, room: &str) {
@@ -122,6 +209,9 @@ impl Chat {
             text,
         }
         .encode(&mut self.cast);
+        // One more copy of the bytes for history, none per member.
+        self.history
+            .store(r.ring, &r.name, r.seq, history::now_ms(), s.nick(), text);
         self.cast_frames += 1;
         if self.cast.len() >= CAST_LIMIT.min(self.sessions.marks().max_outbuf / 4) {
             self.flush_cast();
@@ -205,7 +295,7 @@ impl Chat {
         let mut room_budget = self.config.max_payload as usize - 2;
         let rooms: Vec<(&str, u32)> = self
             .rooms
-            .iter()
+            .iter_live()
             .map(|r| (r.name.as_str(), r.members.len() as u32))
             .take_while(|(name, _)| fits(&mut room_budget, 2 + name.len() + 4))
             .collect();
@@ -256,7 +346,7 @@ impl Chat {
             ("connections", self.sessions.len() as u64),
             ("accepted", st.accepted),
             ("sessions", self.nicks.len() as u64),
-            ("rooms", self.rooms.len() as u64),
+            ("rooms", self.rooms.live() as u64),
             ("frames_in", st.frames_in),
             ("frames_out", st.frames_out),
             ("bytes_in", st.bytes_in),
@@ -268,6 +358,10 @@ impl Chat {
             ("rejected_full", st.rejected_full),
             ("rate_limited", st.rate_limited),
             ("messages", st.messages),
+            ("history_bytes", self.history.held_bytes() as u64),
+            ("history_messages", self.history.held_messages() as u64),
+            ("history_evicted", self.history.evicted()),
+            ("history_replies", st.history_replies),
         ]
     }
 
@@ -319,7 +413,92 @@ impl Chat {
             self.sessions.at_mut(moved).move_slot(m.room, m.slot);
         }
         self.sessions.at_mut(t).remove_room(index);
+        if self.rooms.get(m.room).members.is_empty() {
+            self.room_emptied(m.room);
+        }
     }
+
+    /// The last member left: the room goes now, or lingers unlisted for
+    /// `--room-ttl-ms` with its epoch, seq and history. Its expiry is one
+    /// entry at the back of a queue already in deadline order.
+    fn room_emptied(&mut self, id: RoomId) {
+        if self.config.room_ttl.is_zero() {
+            let room = self.rooms.remove(id);
+            self.history.close(room.ring);
+            return;
+        }
+        let until = Instant::now() + self.config.room_ttl;
+        self.rooms.linger(id, until);
+        let epoch = self.rooms.get(id).epoch;
+        self.room_expiry.push_back((until, id, epoch));
+    }
+
+    /// Removes lingering rooms whose time is up. An entry whose room was
+    /// re-joined (and maybe emptied again, with a later entry of its own)
+    /// or replaced by a new incarnation is stale and skipped.
+    pub(super) fn expire_rooms(&mut self, now: Instant) {
+        while let Some(&(at, id, epoch)) = self.room_expiry.front() {
+            if at > now {
+                break;
+            }
+            self.room_expiry.pop_front();
+            let due = self
+                .rooms
+                .get_incarnation(id, epoch)
+                .is_some_and(|r| r.empty_until == Some(at));
+            if due {
+                let room = self.rooms.remove(id);
+                debug!("room {} (epoch {epoch:#x}) expired", room.name);
+                self.history.close(room.ring);
+            }
+        }
+    }
+}
+
+/// Cuts `plan` so its frames hold at most `budget` bytes, keeping the
+/// oldest messages of a resume or the newest of an epoch-0 request, and
+/// says MORE when it cut (possibly down to no message, when the session's
+/// output is already at its pause mark), but not below `floor` messages.
+/// Each probe is O(1) (two offsets in
+/// the ring), so a binary search over the count costs next to nothing.
+fn trim_to_bytes(
+    h: &History,
+    ring: RingId,
+    plan: &mut Plan,
+    newest: bool,
+    budget: usize,
+    floor: u64,
+) {
+    let bytes = |p: &Plan| {
+        let (a, b) = h.frames(ring, p);
+        a.len() + b.len()
+    };
+    let cut = |p: &Plan, count: u64| Plan {
+        from_seq: if newest {
+            p.from_seq + (p.count - count)
+        } else {
+            p.from_seq
+        },
+        count,
+        status: p.status,
+    };
+    if plan.count <= floor || bytes(plan) <= budget {
+        return;
+    }
+    let (mut lo, mut hi) = (floor, plan.count - 1);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if bytes(&cut(plan, mid)) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    *plan = cut(plan, lo);
+    if lo == 0 {
+        plan.from_seq = 0;
+    }
+    plan.status |= history_status::MORE;
 }
 
 /// Takes `need` bytes from `budget` if they fit.

@@ -167,6 +167,7 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_TRACE_FILE_MAX", default_value_t = 64 * 1024 * 1024, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(4096..=1 << 40))]
     pub trace_file_max: u64,
+
     /// Connections one IP address may hold open at once (0: no limit).
     /// Loopback addresses are exempt unless --limit-loopback is given.
     #[arg(
@@ -181,6 +182,23 @@ pub struct Args {
     /// exempt, so local load tests can open thousands of connections).
     #[arg(long, env = "MUXCHAT_LIMIT_LOOPBACK")]
     pub limit_loopback: bool,
+
+    /// Messages held per room for HISTORY (0: none held; version 2 is still spoken).
+    #[arg(long, env = "MUXCHAT_HISTORY", default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=65_535))]
+    pub history: u32,
+
+    /// Bytes of held history across all rooms; past it, the oldest messages
+    /// of the least recently active rooms go first.
+    #[arg(long, env = "MUXCHAT_HISTORY_MEMORY", default_value_t = 64 * 1024 * 1024,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
+    pub history_memory: u64,
+
+    /// How long an empty room keeps its epoch, seq and history, unlisted
+    /// (0: removed at once).
+    #[arg(long, env = "MUXCHAT_ROOM_TTL_MS", default_value_t = 0, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
+    pub room_ttl_ms: u64,
 }
 
 /// Validated settings for one daemon run.
@@ -228,6 +246,13 @@ pub struct Config {
     pub max_per_ip: usize,
     /// Whether loopback addresses count against `max_per_ip`.
     pub limit_loopback: bool,
+    /// Messages held per room (`--history`).
+    pub history: usize,
+    /// Held history bytes across all rooms (`--history-memory`).
+    pub history_memory: usize,
+    /// How long an empty room lingers, unlisted (`--room-ttl-ms`; zero:
+    /// removed at once).
+    pub room_ttl: Duration,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -302,6 +327,9 @@ impl Config {
             trace_file_max: args.trace_file_max,
             max_per_ip: args.max_per_ip as usize,
             limit_loopback: args.limit_loopback,
+            history: args.history as usize,
+            history_memory: usize::try_from(args.history_memory).unwrap_or(usize::MAX),
+            room_ttl: Duration::from_millis(args.room_ttl_ms),
             adapted,
         })
     }

@@ -163,6 +163,11 @@ const COUNTER_HELP: &[(&str, &str)] = &[
     ),
     ("rate_limited", "Frames refused by the rate limit"),
     ("messages", "SAY messages delivered to rooms"),
+    (
+        "history_evicted",
+        "Held messages dropped by the --history-memory budget",
+    ),
+    ("history_replies", "HISTORY requests answered"),
 ];
 
 /// Help text for the gauges STATS names.
@@ -170,6 +175,11 @@ const GAUGE_HELP: &[(&str, &str)] = &[
     ("connections", "Connections open now, registered or not"),
     ("sessions", "Registered sessions now"),
     ("rooms", "Rooms now"),
+    (
+        "history_bytes",
+        "Bytes of held history, as --history-memory counts them",
+    ),
+    ("history_messages", "Messages held for HISTORY now"),
 ];
 
 fn help<'a>(table: &[(&str, &'a str)], key: &str, default: &'a str) -> &'a str {

@@ -24,7 +24,9 @@
 //! - [`lifecycle`]: a session's states and the only transitions between them.
 //! - [`transport`]: the seam between a session and its socket (plain TCP
 //!   today; TLS and WebSocket slot in here).
-//! - [`rooms`]: room membership indexes.
+//! - [`history`]: the held messages of every room (encoded frames, one
+//!   byte budget) and room epochs.
+//! - [`rooms`]: room membership indexes, epochs, empty rooms that linger.
 //! - [`timers`]: the deadline heap behind heartbeats and timeouts.
 //! - [`limits`]: the per-session token bucket.
 //! - [`trace`]: the loop trace (`--trace-file`), one JSON line per stage's

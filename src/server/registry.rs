@@ -31,6 +31,7 @@ pub struct Stats {
     pub rejected_full: u64,
     pub rate_limited: u64,
     pub messages: u64,
+    pub history_replies: u64,
 }
 
 /// What flushing one session came to, for the event loop.

@@ -5,13 +5,22 @@
 //! nobody else. A member's position in that `Vec` (its "slot") is stored on
 //! the session's side too, so leaving is a `swap_remove` (O(1)) instead of a
 //! search; the member moved into the hole has its slot updated by the caller.
+//!
+//! A room is one *incarnation*: created with an epoch and a history ring
+//! handed in by the chat, removed by the chat ([`Rooms::remove`]) when it
+//! empties, or later when `--room-ttl-ms` keeps it lingering. A lingering
+//! room has no members and is not "live": LIST_ROOMS and STATS skip it, a
+//! JOIN revives it with its epoch, seq and history.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use mio::Token;
 use slab::Slab;
 
 use crate::protocol::NameKey;
+
+use super::history::RingId;
 
 /// Index of a room in the registry.
 pub type RoomId = usize;
@@ -25,6 +34,13 @@ pub struct Room {
     pub members: Vec<Token>,
     /// The seq of the last MESSAGE sent to the room (0: none yet).
     pub seq: u64,
+    /// This incarnation's epoch (non-zero, never reused).
+    pub epoch: u64,
+    /// Its held messages in the history store.
+    pub ring: RingId,
+    /// Set while the room is empty and lingering: when it goes. The expiry
+    /// queue's entry for it acts only if this still holds its deadline.
+    pub empty_until: Option<Instant>,
 }
 
 /// All rooms.
@@ -32,6 +48,8 @@ pub struct Room {
 pub struct Rooms {
     rooms: Slab<Room>,
     by_name: HashMap<NameKey, RoomId>,
+    /// Rooms with no members, lingering until their TTL ends.
+    lingering: usize,
 }
 
 impl Rooms {
@@ -50,57 +68,96 @@ impl Rooms {
         &mut self.rooms[id]
     }
 
-    /// Adds `token` to the room `name`, creating it on first JOIN. Returns
-    /// the room and the member's slot in it.
-    pub fn join(&mut self, name: &str, token: Token) -> (RoomId, usize) {
-        let id = match self.find(name) {
-            Some(id) => id,
-            None => {
-                let id = self.rooms.insert(Room {
-                    name: name.to_owned(),
-                    members: Vec::new(),
-                    seq: 0,
-                });
-                if let Some(key) = NameKey::new(name) {
-                    self.by_name.insert(key, id);
-                }
-                id
-            }
-        };
-        let members = &mut self.rooms[id].members;
-        members.push(token);
-        (id, members.len() - 1)
+    /// Creates the room `name` (no members yet) with its epoch and ring.
+    pub fn create(&mut self, name: &str, epoch: u64, ring: RingId) -> RoomId {
+        let id = self.rooms.insert(Room {
+            name: name.to_owned(),
+            members: Vec::new(),
+            seq: 0,
+            epoch,
+            ring,
+            empty_until: None,
+        });
+        if let Some(key) = NameKey::new(name) {
+            self.by_name.insert(key, id);
+        }
+        id
     }
 
-    /// Removes the member at `slot` of room `id`, and the room itself when
-    /// it becomes empty. Returns the member moved into `slot`, if any, whose
-    /// stored slot the caller must update.
+    /// Adds `token` to room `id` (reviving it if it was lingering).
+    /// Returns the member's slot.
+    pub fn join(&mut self, id: RoomId, token: Token) -> usize {
+        let room = &mut self.rooms[id];
+        if room.empty_until.take().is_some() {
+            self.lingering -= 1;
+        }
+        room.members.push(token);
+        room.members.len() - 1
+    }
+
+    /// Removes the member at `slot` of room `id`. Returns the member moved
+    /// into `slot`, if any, whose stored slot the caller must update. A room
+    /// left empty stays: the caller removes it or lets it linger.
     pub fn leave(&mut self, id: RoomId, slot: usize) -> Option<Token> {
         let room = &mut self.rooms[id];
         room.members.swap_remove(slot);
-        if room.members.is_empty() {
-            let room = self.rooms.remove(id);
-            if let Some(key) = NameKey::new(&room.name) {
-                self.by_name.remove(&key);
-            }
-            return None;
-        }
         room.members.get(slot).copied()
     }
 
-    /// Number of rooms.
+    /// Marks the empty room `id` as lingering until `until`.
+    pub fn linger(&mut self, id: RoomId, until: Instant) {
+        let room = &mut self.rooms[id];
+        debug_assert!(room.members.is_empty());
+        if room.empty_until.replace(until).is_none() {
+            self.lingering += 1;
+        }
+    }
+
+    /// Removes room `id` (empty, or lingering) and returns it, so the
+    /// caller can give back its history ring.
+    pub fn remove(&mut self, id: RoomId) -> Room {
+        let room = self.rooms.remove(id);
+        if room.empty_until.is_some() {
+            self.lingering -= 1;
+        }
+        if let Some(key) = NameKey::new(&room.name) {
+            self.by_name.remove(&key);
+        }
+        room
+    }
+
+    /// The room `id` if it exists and is still the incarnation `epoch`
+    /// (slab keys are reused; epochs are not).
+    pub fn get_incarnation(&self, id: RoomId, epoch: u64) -> Option<&Room> {
+        self.rooms.get(id).filter(|r| r.epoch == epoch)
+    }
+
+    /// Rooms with members (lingering ones are not counted).
+    pub fn live(&self) -> usize {
+        self.rooms.len() - self.lingering
+    }
+
+    /// Rooms held, lingering ones included.
     pub fn len(&self) -> usize {
         self.rooms.len()
     }
 
-    /// Whether there are no rooms.
+    /// Whether there are no rooms at all.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
     }
 
-    /// Every room, for LIST_ROOMS.
+    /// Every room, lingering ones included (invariant checks).
     pub fn iter(&self) -> impl Iterator<Item = &Room> {
         self.rooms.iter().map(|(_, r)| r)
+    }
+
+    /// Every room with members, for LIST_ROOMS.
+    pub fn iter_live(&self) -> impl Iterator<Item = &Room> {
+        self.rooms
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| !r.members.is_empty())
     }
 }
 
@@ -108,22 +165,46 @@ impl Rooms {
 mod tests {
     use super::*;
 
+    use crate::server::history::{History, Limits};
+
     #[test]
-    fn join_find_leave_and_remove_when_empty() {
+    fn join_find_leave_linger_and_remove() {
+        let mut history = History::new(Limits::default());
         let mut rooms = Rooms::default();
-        let (a, s0) = rooms.join("#Rust", Token(7));
-        let (b, s1) = rooms.join("#rust", Token(8));
-        let (_, s2) = rooms.join("#RUST", Token(9));
-        assert_eq!(a, b);
+        let a = rooms.create("#Rust", 7, history.open());
+        assert_eq!(rooms.find("#rust"), Some(a));
+        let s0 = rooms.join(a, Token(7));
+        let s1 = rooms.join(rooms.find("#RUST").unwrap(), Token(8));
+        let s2 = rooms.join(a, Token(9));
         assert_eq!((s0, s1, s2), (0, 1, 2));
         assert_eq!(rooms.get(a).name, "#Rust");
         // Leaving slot 0 moves the last member (9) into it.
         assert_eq!(rooms.leave(a, 0), Some(Token(9)));
         assert_eq!(rooms.get(a).members, vec![Token(9), Token(8)]);
-        // Leaving the last slot moves nobody.
+        // Leaving the last slot moves nobody; the empty room stays.
         assert_eq!(rooms.leave(a, 1), None);
         assert_eq!(rooms.leave(a, 0), None);
+        assert_eq!((rooms.len(), rooms.live()), (1, 1));
+        // Lingering: held, not live, not listed; a JOIN revives it.
+        let until = Instant::now();
+        rooms.linger(a, until);
+        assert_eq!(
+            (rooms.len(), rooms.live(), rooms.iter_live().count()),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            rooms.get_incarnation(a, 7).map(|r| r.empty_until),
+            Some(Some(until))
+        );
+        assert!(rooms.get_incarnation(a, 8).is_none());
+        rooms.join(a, Token(3));
+        assert_eq!((rooms.live(), rooms.get(a).empty_until), (1, None));
+        rooms.leave(a, 0);
+        rooms.linger(a, until);
+        let gone = rooms.remove(a);
+        history.close(gone.ring);
         assert!(rooms.find("#rust").is_none());
         assert!(rooms.is_empty());
+        assert_eq!(rooms.live(), 0);
     }
 }

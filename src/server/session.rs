@@ -49,6 +49,10 @@ pub struct Membership {
     pub room: RoomId,
     /// Index of this session in the room's `members`.
     pub slot: usize,
+    /// The room's seq when the session joined (its ROOM_STATE's
+    /// `last_seq`): HISTORY never sends above it, since later messages
+    /// came live.
+    pub joined_at_seq: u64,
 }
 
 /// The output marks every session is held to, from `--max-outbuf`.
@@ -128,6 +132,9 @@ pub struct Session {
     life: Lifecycle,
     /// The registered nick (empty before HELLO).
     nick: String,
+    /// The protocol version its HELLO chose (0 before HELLO): version-2
+    /// frames go only to version-2 sessions.
+    version: u8,
     /// Rooms the session is in (at most `--max-rooms`).
     rooms: Vec<Membership>,
     /// A partial frame carried over between reads.
@@ -207,6 +214,7 @@ impl Session {
             peer,
             life: Lifecycle::default(),
             nick: String::new(),
+            version: 0,
             rooms: Vec::new(),
             inbuf: Vec::new(),
             out: OutBuf::default(),
@@ -274,6 +282,14 @@ impl Session {
     /// Sets the nick, returning the old one.
     pub fn replace_nick(&mut self, nick: &str) -> String {
         std::mem::replace(&mut self.nick, nick.to_owned())
+    }
+    /// The protocol version of its HELLO (0 before HELLO).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+    /// Records the version its HELLO chose.
+    pub fn set_version(&mut self, version: u8) {
+        self.version = version;
     }
     /// The rooms the session is in.
     pub fn rooms(&self) -> &[Membership] {
