@@ -265,6 +265,10 @@ fn usage_errors_exit_2_and_name_the_flag() {
             &["--clients", "5", "--rate", "1", "--no-such-flag"][..],
             "--no-such-flag",
         ),
+        (
+            &["--clients", "5", "--rate", "1", "--reconnect-every", "0"][..],
+            "--reconnect-every",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
             .args(["--connect", "127.0.0.1:9"])
@@ -403,4 +407,47 @@ fn a_load_door_that_does_not_fit_fails_clearly() {
     // TLS options are for muxchatd only, and need each other.
     let out = muxload(&tls.daemon, &[&args[..], &["--ca", &other]].concat());
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--reconnect-every`: members drop at random and resume through HISTORY;
+/// every seq is still seen exactly once per member, the report counts the
+/// resumes and the recovered messages, and a clean run exits 0. Against a
+/// daemon that holds no history the same run must report the loss.
+#[test]
+fn reconnecting_members_resume_through_history_without_loss() {
+    let args = [
+        "--clients",
+        "40",
+        "--rooms",
+        "2",
+        "--publishers",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--reconnect-every",
+        "0.5",
+    ];
+    let d = Daemon::start(&[]);
+    let json = json_of(&muxload(&d, &args));
+    let drops = field(&json, "\"resume\":", "reconnects");
+    // 40 members, 2 s, one drop per 0.5 s each: about 160.
+    assert!(drops >= 80.0, "{json}");
+    assert_eq!(field(&json, "\"resume\":", "resumes"), drops, "{json}");
+    assert!(field(&json, "\"resume\":", "recovered") > 0.0, "{json}");
+    assert_eq!(field(&json, "\"resume\":", "gaps"), 0.0, "{json}");
+    assert_eq!(field(&json, "\"loss\":", "lost"), 0.0, "{json}");
+    assert_eq!(field(&json, "\"loss\":", "duplicates"), 0.0, "{json}");
+    assert!(field(&json, "\"resume\":", "p99_ms") > 0.0, "{json}");
+
+    // No history held: the resumes are told of gaps, the loss is seen.
+    let d = Daemon::start(&["--history", "0"]);
+    let out = muxload(&d, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "loss exits 3: {stdout}");
+    assert!(field(&stdout, "\"resume\":", "gaps") > 0.0, "{stdout}");
+    assert!(field(&stdout, "\"loss\":", "lost") > 0.0, "{stdout}");
 }

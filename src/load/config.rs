@@ -97,6 +97,10 @@ pub struct Args {
     /// (.hgrm) format, in milliseconds, for the usual plotters to overlay.
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
+    /// Each member drops its connection once per this many seconds, at a
+    /// random moment, and resumes through HISTORY (protocol version 2).
+    #[arg(long, value_name = "SECONDS")]
+    pub reconnect_every: Option<f64>,
     /// Print one machine-readable JSON line instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -167,6 +171,8 @@ pub struct Config {
     pub plot: Option<PathBuf>,
     /// Where to write the .hgrm percentile distribution, if asked.
     pub hgrm: Option<PathBuf>,
+    /// Seconds between one member's reconnects (0: never).
+    pub reconnect_every: f64,
     /// Print one JSON line instead of the human summary.
     pub json: bool,
     /// No progress lines.
@@ -221,6 +227,7 @@ impl Config {
             connect,
             plot: a.plot,
             hgrm: a.hgrm,
+            reconnect_every: a.reconnect_every.unwrap_or(0.0),
             clients: a.clients,
             rooms: a.rooms,
             publishers: a.publishers,
@@ -289,6 +296,20 @@ fn check(a: &Args) -> Result<(), String> {
     if !seconds(a.setup_timeout, 0.0, 3600.0) || !seconds(a.drain_timeout, 0.0, 3600.0) {
         return Err(
             "--setup-timeout and --drain-timeout must be between 0 and 3600 seconds".into(),
+        );
+    }
+    if a.reconnect_every
+        .is_some_and(|r| !seconds(r, 0.001, 3600.0))
+    {
+        return Err("--reconnect-every must be between 0.001 and 3600 seconds".into());
+    }
+    if a.reconnect_every.is_some()
+        && a.target
+            .as_deref()
+            .is_some_and(|t| t.starts_with("redis://"))
+    {
+        return Err(
+            "--reconnect-every needs muxchat's HISTORY; Redis pub/sub has no resume".into(),
         );
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use super::counters::Meter;
+use super::resume::{self, Resume};
 use super::shared::{Shared, Target};
 use super::stats::{SeqTracker, Stamp};
 use super::transport::LoadStream;
@@ -58,6 +59,12 @@ pub struct Conn {
     pub publisher: Option<Publisher>,
     /// Became ready at some point (so it counts as a receiver).
     pub was_ready: bool,
+    /// Its room's epoch from the first ROOM_STATE (version 2; 0 before).
+    pub epoch: u64,
+    /// A reconnect in progress (`--reconnect-every`).
+    pub resume: Option<Box<Resume>>,
+    /// Reconnects so far (each registers a fresh nick).
+    pub reconnects: u32,
 }
 
 /// A publishing connection's schedule and sequence.
@@ -139,6 +146,9 @@ impl Conn {
                 count: 0,
             }),
             was_ready: false,
+            epoch: 0,
+            resume: None,
+            reconnects: 0,
         }
     }
 
@@ -158,7 +168,7 @@ impl Conn {
             return false;
         };
         self.received += 1;
-        self.tracker.observe(seq);
+        resume::observe_live(self, seq);
         m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
         false
     }
@@ -186,6 +196,10 @@ impl Conn {
             ServerMessage::Joined { nick, .. }
                 if self.stage == Stage::Registering && nick.eq_ignore_ascii_case(&self.nick) =>
             {
+                if self.resume.is_some() {
+                    // Back in the room: Ready once history has caught up.
+                    return false;
+                }
                 self.stage = Stage::Ready;
                 self.was_ready = true;
                 c.ready += 1;

@@ -89,6 +89,16 @@ counters! {
     pongs,
     /// Server PINGs answered during the run.
     server_pings,
+    /// Connections dropped on purpose (`--reconnect-every`).
+    reconnects,
+    /// Reconnects that resumed: history complete, live again.
+    resumes,
+    /// Messages recovered through HISTORY.
+    recovered,
+    /// Resumes told some messages were no longer held (status bit 2).
+    resume_gaps,
+    /// Resumes that found a re-created room (a new epoch).
+    new_epochs,
 }
 
 /// Everything measured, in one worker or over the whole run: the counters,
@@ -103,6 +113,8 @@ pub struct Tally {
     pub connect: Histogram<u64>,
     /// Registration time: connect() to the server's welcome (ns).
     pub register: Histogram<u64>,
+    /// Resume time: the drop to the last recovered message (ns).
+    pub resume: Histogram<u64>,
     /// ERROR replies by error code (index = code).
     pub errors: [u64; 32],
     /// The first connect or setup failure, for the report.
@@ -116,6 +128,7 @@ impl Default for Tally {
             latency: latency_histogram(),
             connect: latency_histogram(),
             register: latency_histogram(),
+            resume: latency_histogram(),
             errors: [0; 32],
             first_failure: None,
         }
@@ -130,6 +143,7 @@ impl Tally {
         let _ = self.latency.add(&other.latency);
         let _ = self.connect.add(&other.connect);
         let _ = self.register.add(&other.register);
+        let _ = self.resume.add(&other.resume);
         for (a, b) in self.errors.iter_mut().zip(other.errors) {
             *a += b;
         }

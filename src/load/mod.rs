@@ -30,6 +30,8 @@
 //!   [`plot`]: the same as an .hgrm distribution and an SVG picture.
 //! - [`redis`] and [`resp`]: the same workload against Redis pub/sub
 //!   (`--target redis://HOST:PORT`).
+//! - [`resume`]: `--reconnect-every`: the drop schedule and the resume
+//!   through HISTORY.
 //! - [`sys`]: CPU and RSS figures, a timerfd, non-blocking connect.
 //!
 //! Every connection `i` joins room `i % rooms`; connections `0..publishers`
@@ -47,6 +49,7 @@ mod publish;
 pub mod redis;
 pub mod report;
 pub mod resp;
+pub mod resume;
 pub mod shared;
 pub mod stats;
 pub mod sys;

@@ -103,6 +103,7 @@ pub fn spawn(
         per_second: cfg.plot.is_some(),
         spin: cfg.spin,
         door: cfg.door.clone(),
+        reconnect_ns: (cfg.reconnect_every * 1e9) as u64,
     });
     let shared = Arc::new(Shared::new(cfg.rooms, cfg.threads));
     let mut workers = Vec::new();

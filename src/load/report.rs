@@ -106,6 +106,30 @@ impl Report {
         }
     }
 
+    /// `--reconnect-every`: drops, resumes, recovered messages, resumes
+    /// told of a gap, resumes that found a new epoch, and the resume time
+    /// (the drop to the last recovered message) p50 and p99 in ms.
+    fn resume_figures(&self) -> (u64, u64, u64, u64, u64, f64, f64) {
+        let c = &self.tally.counters;
+        let h = &self.tally.resume;
+        let q = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1e6
+            }
+        };
+        (
+            c.reconnects,
+            c.resumes,
+            c.recovered,
+            c.resume_gaps,
+            c.new_epochs,
+            q(0.5),
+            q(0.99),
+        )
+    }
+
     /// ERROR counts by name, non-zero only.
     pub fn error_counts(&self) -> Vec<(String, u64)> {
         self.tally
@@ -247,6 +271,29 @@ impl Report {
             },
             i.drain_secs
         );
+        let r = self.resume_figures();
+        if r.0 > 0 {
+            let _ = writeln!(
+                *s,
+                "  resume     {} drops, {} resumed, {} messages recovered through HISTORY; \
+                 drop to caught up p50 {:.2} ms, p99 {:.2} ms{}{}",
+                r.0,
+                r.1,
+                r.2,
+                r.5,
+                r.6,
+                if r.3 > 0 {
+                    format!("; {} told of a gap", r.3)
+                } else {
+                    String::new()
+                },
+                if r.4 > 0 {
+                    format!("; {} found a new epoch", r.4)
+                } else {
+                    String::new()
+                },
+            );
+        }
         let errors = self.error_counts();
         let mut e: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
         if self.tally.counters.connect_failed > 0 {
@@ -397,14 +444,23 @@ impl Report {
             .map(|(n, c)| format!("\"{n}\":{c}"))
             .collect();
         let l = &self.loss;
+        let r = self.resume_figures();
         format!(
             concat!(
+                "\"resume\":{{\"reconnects\":{},\"resumes\":{},\"recovered\":{},\"gaps\":{},\"new_epochs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}},",
                 "\"loss\":{{\"lost\":{},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"receivers\":{},\"cut\":{}}},",
                 "\"errors\":{{{}}},\"connect_failed\":{},\"closed_by_server\":{},\"shutdowns\":{},",
                 "\"pings\":{{\"sent\":{},\"answered\":{},\"secs\":{:.3}}},\"drain_s\":{:.3},",
                 "\"cpu\":{{\"user_s\":{:.3},\"sys_s\":{:.3},\"busy_pct\":{:.1},\"total_user_s\":{:.3},\"total_sys_s\":{:.3}}},",
                 "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{},\"daemon_busy_pct\":{}}}"
             ),
+            r.0,
+            r.1,
+            r.2,
+            r.3,
+            r.4,
+            r.5,
+            r.6,
             l.lost,
             l.gaps,
             l.duplicates,

@@ -93,6 +93,8 @@ pub struct Settings {
     pub spin: bool,
     /// The door every connection comes in by.
     pub door: super::transport::Door,
+    /// Each member drops and resumes once per this many ns (0: never).
+    pub reconnect_ns: u64,
 }
 
 impl Settings {

@@ -27,11 +27,12 @@ use mio::{Events, Interest, Poll, Token};
 use super::conn::{Conn, Stage};
 use super::counters::{Meter, Second, Tally};
 use super::resp::RespReader;
+use super::resume::{self, Resume, Schedule, Step};
 use super::shared::{phase, Live, Mode, Settings, Shared, Target};
 use super::stats::SeqTracker;
 use super::sys::{open, Timer};
 use super::transport::LoadStream;
-use crate::protocol::{ClientMessage, FrameReader, PROTOCOL_VERSION};
+use crate::protocol::{is_version_2_code, ClientMessage, FrameReader, PROTOCOL_VERSION, VERSION_2};
 
 /// How one receiver ended, for the loss check.
 #[derive(Debug, Clone)]
@@ -82,6 +83,10 @@ struct ReadCx<'a> {
     meter: &'a mut Meter,
     shared: &'a Shared,
     settings: &'a Settings,
+    room_names: &'a [String],
+    /// Set when a publisher comes back from a resume: its schedule was
+    /// left out of the earliest-due time while it was away.
+    publisher_back: bool,
 }
 
 impl Reassembly for FrameReader {
@@ -97,6 +102,12 @@ impl Reassembly for FrameReader {
     fn handle(&mut self, c: &mut Conn, now_ns: u64, cx: &mut ReadCx<'_>) -> Option<ReadEnd> {
         loop {
             match self.next_frame() {
+                Ok(Some(f)) if is_version_2_code(f.code) => {
+                    resume::on_frame(c, f, &cx.room_names[c.room], now_ns, cx.meter);
+                    if c.resume.is_none() && c.publisher.is_some() {
+                        cx.publisher_back = true;
+                    }
+                }
                 Ok(Some(f)) => {
                     if c.on_frame(f, now_ns, cx.meter, cx.shared) {
                         return Some(ReadEnd::Refused);
@@ -184,6 +195,8 @@ pub(super) struct Worker {
     /// Rate mode: the earliest scheduled publish (ns), so the publisher
     /// list is scanned only when something is due, not every iteration.
     pub(super) next_pub_ns: u64,
+    /// When each member drops next (`--reconnect-every`).
+    drops: Schedule,
 }
 
 /// Runs worker `w` until the main thread sets [`phase::STOP`].
@@ -219,6 +232,7 @@ pub fn run(w: usize, settings: Arc<Settings>, shared: Arc<Shared>) -> io::Result
         pinged: false,
         setup_start: Instant::now(),
         next_pub_ns: 0,
+        drops: Schedule::new(settings.reconnect_ns, w as u64 + 1),
         settings,
         shared,
     };
@@ -311,7 +325,8 @@ impl Worker {
                     self.update_low();
                 }
                 if phase == phase::RUN {
-                    self.publish()
+                    let wait = self.publish();
+                    wait.min(self.drop_due())
                 } else {
                     self.check_caught_up();
                     Duration::from_millis(5)
@@ -325,6 +340,102 @@ impl Worker {
             }
             _ => return None,
         })
+    }
+
+    /// Drops the members due to drop (`--reconnect-every`), while
+    /// publishing. Returns how long until the next is due.
+    fn drop_due(&mut self) -> Duration {
+        let idle = Duration::from_millis(50);
+        if !self.drops.enabled() {
+            return idle;
+        }
+        let now_ns = self.shared.now_ns();
+        if !self.drops.begun() {
+            let start_ns = self.shared.start_ns.load(Acquire);
+            if start_ns == u64::MAX || now_ns < start_ns {
+                return idle;
+            }
+            self.drops.begin(start_ns, self.conns.len());
+        }
+        if now_ns >= self.meter.end_ns {
+            return idle;
+        }
+        while let Some(i) = self.drops.pop_due(now_ns) {
+            self.drop_conn(i, now_ns);
+        }
+        self.drops
+            .wait_ns(now_ns)
+            .map_or(idle, |ns| Duration::from_nanos(ns).min(idle))
+    }
+
+    /// Drops member `i` on purpose: a receiver at once (what it had not
+    /// read is lost in flight), a publisher by a half-close once its
+    /// queued SAYs are in the kernel (so none is lost: see `resume.rs`).
+    fn drop_conn(&mut self, i: usize, now_ns: u64) {
+        let c = &mut self.conns[i];
+        if c.stage != Stage::Ready || c.resume.is_some() {
+            return;
+        }
+        let publisher = c.publisher.is_some();
+        if publisher && c.out.pending() > 0 {
+            self.drops.retry(i, now_ns + 1_000_000);
+            return;
+        }
+        self.meter.tally.counters.reconnects += 1;
+        c.resume = Some(Box::new(Resume {
+            since_ns: now_ns,
+            step: Step::Leaving,
+            deferred: Vec::new(),
+            recovered: 0,
+        }));
+        if publisher {
+            c.stage = Stage::Registering;
+            if let Some(stream) = c.stream.as_mut() {
+                if stream.socket().shutdown(std::net::Shutdown::Write).is_ok() {
+                    return;
+                }
+            }
+        }
+        self.reconnect(i);
+    }
+
+    /// Opens member `i` again under a fresh nick (its old session may not
+    /// be reaped yet); HELLO and JOIN follow once connected.
+    fn reconnect(&mut self, i: usize) {
+        let s = &self.settings;
+        let source = match s.source_ips.len() {
+            0 => None,
+            n => Some(s.source_ips[self.conns[i].id % n]),
+        };
+        let c = &mut self.conns[i];
+        let id = c.id;
+        if let Some(mut stream) = c.stream.take() {
+            let _ = self.poll.registry().deregister(stream.socket());
+        }
+        c.reconnects += 1;
+        c.nick = format!("{}-{}", s.nick(c.id), c.reconnects);
+        c.out = Default::default();
+        c.partial.clear();
+        c.opened = Instant::now();
+        c.stage = Stage::Connecting;
+        if let Some(r) = c.resume.as_mut() {
+            r.step = Step::Joining;
+        }
+        let opened = open(s.addr, source).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            s.door.open(stream, &s.addr.to_string(), id as u64)
+        });
+        match opened {
+            Ok(stream) => c.stream = Some(stream),
+            Err(e) => {
+                self.meter.tally.fail(|| format!("reconnect: {e}"));
+                self.kill(i, false);
+            }
+        }
     }
 
     pub(super) fn live(&self) -> &Live {
@@ -413,16 +524,25 @@ impl Worker {
             self.kill(i, false);
             return;
         }
-        t.counters.connected += 1;
-        let _ = t
-            .connect
-            .record(c.opened.elapsed().as_nanos().max(1) as u64);
+        if c.resume.is_none() {
+            t.counters.connected += 1;
+            let _ = t
+                .connect
+                .record(c.opened.elapsed().as_nanos().max(1) as u64);
+        }
         c.stage = Stage::Registering;
         let room = &self.room_names[c.room];
         match self.settings.target {
             Target::Muxchat => {
+                // Resuming needs version 2 (ROOM_STATE, HISTORY);
+                // otherwise the run is what it always was.
+                let version = if self.settings.reconnect_ns > 0 {
+                    VERSION_2
+                } else {
+                    PROTOCOL_VERSION
+                };
                 c.out.push_client(&ClientMessage::Hello {
-                    version: PROTOCOL_VERSION,
+                    version,
                     nick: &c.nick,
                 });
                 c.out.push_client(&ClientMessage::Join { room });
@@ -482,7 +602,7 @@ impl Worker {
     pub(super) fn update_low(&mut self) {
         self.low.fill(u64::MAX);
         for c in &self.conns {
-            if c.stage == Stage::Ready {
+            if c.stage == Stage::Ready || resume::in_progress(c) {
                 let l = &mut self.low[c.room];
                 *l = (*l).min(c.received);
             }
@@ -523,6 +643,15 @@ impl Worker {
         match self.read_conn(i) {
             ReadEnd::Drained => {}
             ReadEnd::Budget => self.again.push(i),
+            ReadEnd::Closed
+                if self.conns[i]
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| r.step == Step::Leaving) =>
+            {
+                // The daemon closed after our half-close: come back.
+                self.reconnect(i);
+            }
             ReadEnd::Closed => self.kill(i, true),
             ReadEnd::Refused => self.kill(i, false),
         }
@@ -541,17 +670,24 @@ impl Worker {
             meter,
             shared,
             settings,
+            room_names,
             ..
         } = self;
         let mut cx = ReadCx {
             meter,
             shared,
             settings,
+            room_names,
+            publisher_back: false,
         };
-        match input {
+        let end = match input {
             Input::Frames(r) => read_with(r, &mut conns[i], &mut cx),
             Input::Resp(r) => read_with(r, &mut conns[i], &mut cx),
+        };
+        if cx.publisher_back {
+            self.next_pub_ns = 0;
         }
+        end
     }
 
     fn finish(mut self) -> WorkerResult {
