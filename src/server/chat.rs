@@ -19,7 +19,8 @@
 //! it and no slab key is reused while an event for it may still be in the
 //! batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -111,9 +112,10 @@ pub struct Chat {
     /// Picks each new room incarnation's epoch.
     pub(super) epochs: Epochs,
     /// Empty rooms lingering under `--room-ttl-ms`: (deadline, room,
-    /// epoch), in deadline order because the TTL is one constant, so the
-    /// expiry stage pops from the front and never scans the rooms.
-    pub(super) room_expiry: VecDeque<(Instant, RoomId, u64)>,
+    /// epoch), at most one entry per room, so the expiry stage pops due
+    /// entries and never scans the rooms, and the heap never holds more
+    /// entries than there are rooms however often one empties.
+    pub(super) room_expiry: BinaryHeap<Reverse<(Instant, RoomId, u64)>>,
     /// Set once SIGINT/SIGTERM started the drain.
     pub(super) draining: bool,
     next_id: u64,
@@ -154,7 +156,7 @@ impl Chat {
             timers: Timers::default(),
             history,
             epochs: Epochs::new(),
-            room_expiry: VecDeque::new(),
+            room_expiry: BinaryHeap::new(),
             draining: false,
             next_id: 0,
             frame: Vec::with_capacity(256),
@@ -192,7 +194,7 @@ impl Chat {
     /// The earliest timer deadline (sessions' and lingering rooms'), for
     /// the poll timeout.
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        let room = self.room_expiry.front().map(|e| e.0);
+        let room = self.room_expiry.peek().map(|e| e.0 .0);
         match (self.timers.next_deadline(), room) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -2,6 +2,7 @@
 //! share. Every handler answers by appending encoded frames (through
 //! [`Sessions::deliver`](super::registry::Sessions::deliver)); none writes.
 
+use std::cmp::Reverse;
 use std::mem;
 use std::time::Instant;
 
@@ -419,8 +420,10 @@ impl Chat {
     }
 
     /// The last member left: the room goes now, or lingers unlisted for
-    /// `--room-ttl-ms` with its epoch, seq and history. Its expiry is one
-    /// entry at the back of a queue already in deadline order.
+    /// `--room-ttl-ms` with its epoch, seq and history. A room has at most
+    /// one expiry entry: if it has one already (it emptied, was re-joined
+    /// and emptied again within the TTL), that entry finds the later
+    /// deadline when it comes due and is pushed again.
     fn room_emptied(&mut self, id: RoomId) {
         if self.config.room_ttl.is_zero() {
             let room = self.rooms.remove(id);
@@ -429,27 +432,39 @@ impl Chat {
         }
         let until = Instant::now() + self.config.room_ttl;
         self.rooms.linger(id, until);
-        let epoch = self.rooms.get(id).epoch;
-        self.room_expiry.push_back((until, id, epoch));
+        let room = self.rooms.get_mut(id);
+        if !room.expiry_queued {
+            room.expiry_queued = true;
+            self.room_expiry.push(Reverse((until, id, room.epoch)));
+        }
     }
 
     /// Removes lingering rooms whose time is up. An entry whose room was
-    /// re-joined (and maybe emptied again, with a later entry of its own)
-    /// or replaced by a new incarnation is stale and skipped.
+    /// re-joined is dropped; one whose room emptied again later goes back
+    /// in with the later deadline; one for a room since replaced by a new
+    /// incarnation (same slab key, another epoch) is ignored.
     pub(super) fn expire_rooms(&mut self, now: Instant) {
-        while let Some(&(at, id, epoch)) = self.room_expiry.front() {
+        while let Some(&Reverse((at, id, epoch))) = self.room_expiry.peek() {
             if at > now {
                 break;
             }
-            self.room_expiry.pop_front();
-            let due = self
-                .rooms
-                .get_incarnation(id, epoch)
-                .is_some_and(|r| r.empty_until == Some(at));
-            if due {
-                let room = self.rooms.remove(id);
-                debug!("room {} (epoch {epoch:#x}) expired", room.name);
-                self.history.close(room.ring);
+            self.room_expiry.pop();
+            let Some(until) = self.rooms.get_incarnation(id, epoch).map(|r| r.empty_until) else {
+                continue;
+            };
+            let room = self.rooms.get_mut(id);
+            room.expiry_queued = false;
+            match until {
+                Some(until) if until <= now => {
+                    let room = self.rooms.remove(id);
+                    debug!("room {} (epoch {epoch:#x}) expired", room.name);
+                    self.history.close(room.ring);
+                }
+                Some(later) => {
+                    room.expiry_queued = true;
+                    self.room_expiry.push(Reverse((later, id, epoch)));
+                }
+                None => {}
             }
         }
     }

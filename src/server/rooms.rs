@@ -10,7 +10,8 @@
 //! handed in by the chat, removed by the chat ([`Rooms::remove`]) when it
 //! empties, or later when `--room-ttl-ms` keeps it lingering. A lingering
 //! room has no members and is not "live": LIST_ROOMS and STATS skip it, a
-//! JOIN revives it with its epoch, seq and history.
+//! JOIN revives it with its epoch, seq and history. The chat's expiry heap
+//! holds at most one entry per room.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -38,9 +39,11 @@ pub struct Room {
     pub epoch: u64,
     /// Its held messages in the history store.
     pub ring: RingId,
-    /// Set while the room is empty and lingering: when it goes. The expiry
-    /// queue's entry for it acts only if this still holds its deadline.
+    /// Set while the room is empty and lingering: when it goes. Its entry
+    /// in the expiry heap removes it only if this has come due by then.
     pub empty_until: Option<Instant>,
+    /// Whether the expiry heap holds an entry for this room (at most one).
+    pub expiry_queued: bool,
 }
 
 /// All rooms.
@@ -77,6 +80,7 @@ impl Rooms {
             epoch,
             ring,
             empty_until: None,
+            expiry_queued: false,
         });
         if let Some(key) = NameKey::new(name) {
             self.by_name.insert(key, id);
