@@ -431,7 +431,9 @@ fn reconnecting_members_resume_through_history_without_loss() {
         "--reconnect-every",
         "0.5",
     ];
-    let d = Daemon::start(&[]);
+    // Room for 5 s of the rooms' traffic: a slow resume on a busy machine
+    // must not turn into a gap.
+    let d = Daemon::start(&["--history", "2000"]);
     let json = json_of(&muxload(&d, &args));
     let drops = field(&json, "\"resume\":", "reconnects");
     // 40 members, 2 s, one drop per 0.5 s each: about 160.
