@@ -9,6 +9,12 @@
 //! Two cases: `fanout_say/N` dispatches one SAY per read; `fanout_run/N`
 //! dispatches a read carrying 64 SAYs to the same room, which the chat fans
 //! out as one bulk copy per member. Run: `cargo bench --bench fanout`.
+//! Every SAY is also stored in the room's history (`--history`, default
+//! 100); `FANOUT_HISTORY=0 cargo bench --bench fanout` measures without it.
+//!
+//! A third case, `history_reply/100`, is one HISTORY request answered with
+//! 100 held messages of 64 B (a member who joined after them asks for the
+//! newest): decode, plan, two slice copies into its buffer, HISTORY_END.
 //! Throughput is in deliveries (elements) per second; the cost per
 //! delivery is its inverse.
 
@@ -39,11 +45,17 @@ struct Room {
 }
 
 fn room_of(members: usize) -> Room {
+    let defaults = Config::default();
+    let history = std::env::var("FANOUT_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(defaults.history);
     let config = Config {
         rate: 0,
         max_outbuf: 1 << 30,
         presence_limit: 0, // JOINED only to the joiner: set-up stays O(N)
-        ..Config::default()
+        history,
+        ..defaults
     };
     let now = Instant::now();
     let mut chat = Chat::new(config, now);
@@ -131,5 +143,59 @@ fn fanout(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, fanout);
+/// HISTORY for the newest held messages of `#bench`.
+fn ask_frame() -> Vec<u8> {
+    let mut ask = Vec::new();
+    ClientMessage::History {
+        room: "#bench",
+        epoch: 0,
+        after_seq: 0,
+        limit: 0,
+    }
+    .encode(&mut ask);
+    ask
+}
+
+/// One HISTORY of 100 messages, answered in process.
+fn history_reply(c: &mut Criterion) {
+    let mut room = room_of(2);
+    let now = Instant::now();
+    let says = room.say.repeat(100);
+    assert_eq!(room.chat.on_input(room.publisher, &says, now), 100);
+    // A version-2 member who joins now has all 100 behind its ROOM_STATE.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server_end, peer) = listener.accept().unwrap();
+    let asker = room
+        .chat
+        .add_session(Transport::Plain(server_end), peer, now);
+    let mut frames = Vec::new();
+    ClientMessage::Hello {
+        version: 2,
+        nick: "asker",
+    }
+    .encode(&mut frames);
+    ClientMessage::Join { room: "#bench" }.encode(&mut frames);
+    assert_eq!(room.chat.on_input(asker, &frames, now), 2);
+    room._clients.push(client);
+    reset(&mut room.chat);
+    // Sanity: the reply really carries the 100 messages.
+    room.chat.on_input(asker, &ask_frame(), now);
+    assert!(room.chat.sessions.at(asker).pending() > 100 * 64);
+    reset(&mut room.chat);
+    let ask = ask_frame();
+    let mut group = c.benchmark_group("history_reply");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(100));
+    room.publisher = asker;
+    group.bench_function(BenchmarkId::from_parameter(100), |b| {
+        b.iter_custom(|iters| time_reads(&mut room, &ask, BATCH, iters));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fanout, history_reply);
 criterion_main!(benches);
