@@ -168,7 +168,7 @@ fn history_reply(c: &mut Criterion) {
     let (server_end, peer) = listener.accept().unwrap();
     let asker = room
         .chat
-        .add_session(Transport::Plain(server_end), peer, now);
+        .add_session(Transport::plain(server_end), peer, now);
     let mut frames = Vec::new();
     ClientMessage::Hello {
         version: 2,
