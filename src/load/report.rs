@@ -106,6 +106,33 @@ impl Report {
         }
     }
 
+    /// The resume line, when members reconnected (`--reconnect-every`).
+    fn human_resume(&self, s: &mut String) {
+        let r = self.resume_figures();
+        if r.0 > 0 {
+            let _ = writeln!(
+                *s,
+                "  resume     {} drops, {} resumed, {} messages recovered through HISTORY; \
+             drop to caught up p50 {:.2} ms, p99 {:.2} ms{}{}",
+                r.0,
+                r.1,
+                r.2,
+                r.5,
+                r.6,
+                if r.3 > 0 {
+                    format!("; {} told of a gap", r.3)
+                } else {
+                    String::new()
+                },
+                if r.4 > 0 {
+                    format!("; {} found a new epoch", r.4)
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+
     /// `--reconnect-every`: drops, resumes, recovered messages, resumes
     /// told of a gap, resumes that found a new epoch, and the resume time
     /// (the drop to the last recovered message) p50 and p99 in ms.
@@ -271,29 +298,7 @@ impl Report {
             },
             i.drain_secs
         );
-        let r = self.resume_figures();
-        if r.0 > 0 {
-            let _ = writeln!(
-                *s,
-                "  resume     {} drops, {} resumed, {} messages recovered through HISTORY; \
-                 drop to caught up p50 {:.2} ms, p99 {:.2} ms{}{}",
-                r.0,
-                r.1,
-                r.2,
-                r.5,
-                r.6,
-                if r.3 > 0 {
-                    format!("; {} told of a gap", r.3)
-                } else {
-                    String::new()
-                },
-                if r.4 > 0 {
-                    format!("; {} found a new epoch", r.4)
-                } else {
-                    String::new()
-                },
-            );
-        }
+        self.human_resume(s);
         let errors = self.error_counts();
         let mut e: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
         if self.tally.counters.connect_failed > 0 {
@@ -360,9 +365,10 @@ impl Report {
     /// One JSON object on one line.
     pub fn json(&self) -> String {
         format!(
-            "{}{}{}",
+            "{}{}{}{}",
             self.json_run(),
             self.json_traffic(),
+            self.json_resume(),
             self.json_health()
         )
     }
@@ -434,6 +440,15 @@ impl Report {
         )
     }
 
+    /// The JSON line's resume figures (all 0 without `--reconnect-every`).
+    fn json_resume(&self) -> String {
+        let r = self.resume_figures();
+        format!(
+            "\"resume\":{{\"reconnects\":{},\"resumes\":{},\"recovered\":{},\"gaps\":{},\"new_epochs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}},",
+            r.0, r.1, r.2, r.3, r.4, r.5, r.6
+        )
+    }
+
     /// The JSON line's second half, closing it: loss, errors, cost.
     fn json_health(&self) -> String {
         let i = &self.info;
@@ -444,23 +459,14 @@ impl Report {
             .map(|(n, c)| format!("\"{n}\":{c}"))
             .collect();
         let l = &self.loss;
-        let r = self.resume_figures();
         format!(
             concat!(
-                "\"resume\":{{\"reconnects\":{},\"resumes\":{},\"recovered\":{},\"gaps\":{},\"new_epochs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}},",
                 "\"loss\":{{\"lost\":{},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"receivers\":{},\"cut\":{}}},",
                 "\"errors\":{{{}}},\"connect_failed\":{},\"closed_by_server\":{},\"shutdowns\":{},",
                 "\"pings\":{{\"sent\":{},\"answered\":{},\"secs\":{:.3}}},\"drain_s\":{:.3},",
                 "\"cpu\":{{\"user_s\":{:.3},\"sys_s\":{:.3},\"busy_pct\":{:.1},\"total_user_s\":{:.3},\"total_sys_s\":{:.3}}},",
                 "\"daemon_rss_kib\":{{\"before\":{},\"ready\":{},\"end\":{}}},\"daemon_rss_per_conn_b\":{},\"daemon_busy_pct\":{}}}"
             ),
-            r.0,
-            r.1,
-            r.2,
-            r.3,
-            r.4,
-            r.5,
-            r.6,
             l.lost,
             l.gaps,
             l.duplicates,
