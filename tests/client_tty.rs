@@ -4,11 +4,13 @@
 //! Needs `tmux` (CI installs it). Each test uses its own tmux server socket
 //! and kills only that server when done.
 
+mod client_support;
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use client_support::Proxy;
 use common::{Daemon, WAIT};
 use muxchat::protocol::{code, ClientMessage, ServerMessage};
 
@@ -177,4 +179,51 @@ fn a_refused_connection_shows_one_line_in_the_terminal() {
         text[0].starts_with("muxchat: cannot connect to 127.0.0.1:"),
         "{screen}"
     );
+}
+
+#[test]
+fn a_person_reconnects_in_a_terminal_and_misses_nothing() {
+    let daemon = Daemon::start(&[]);
+    let proxy = Proxy::start(daemon.addr);
+    let bin = env!("CARGO_BIN_EXE_muxchat");
+    let command = format!(
+        "{bin} --connect {} --nick alice --join '#tty' --no-time; echo \"[exit $?]\"; sleep 60",
+        proxy.addr
+    );
+    let term = Tmux::start("reconnect", &command);
+    term.wait_for("the join", |l| l == "* you joined #tty");
+    let mut bob = daemon.register("bob");
+    bob.join("#tty");
+    bob.send(&ClientMessage::Say {
+        room: "#tty",
+        text: "before the cut",
+    });
+    term.wait_for("bob's first line", |l| l == "[#tty] bob: before the cut");
+
+    proxy.set_down(true);
+    proxy.cut_all();
+    term.wait_for("the loss", |l| l.starts_with("! connection lost ("));
+    for text in ["while away 1", "while away 2"] {
+        bob.send(&ClientMessage::Say { room: "#tty", text });
+    }
+    proxy.set_down(false);
+    term.wait_for("the resumed lines", |l| {
+        l.starts_with("[#tty] (history ") && l.ends_with(" bob: while away 2")
+    });
+    bob.send(&ClientMessage::Say {
+        room: "#tty",
+        text: "after",
+    });
+    term.wait_for("the live line", |l| l == "[#tty] bob: after");
+    let screen = term.screen();
+    for text in ["before the cut", "while away 1", "while away 2", "after"] {
+        let n = screen
+            .lines()
+            .filter(|l| l.ends_with(&format!("bob: {text}")))
+            .count();
+        assert_eq!(n, 1, "{text:?} shown {n} times:\n{screen}");
+    }
+    assert!(!screen.contains("missed"), "{screen}");
+    term.type_line("/quit");
+    term.wait_for("a clean exit", |l| l == "[exit 0]");
 }
