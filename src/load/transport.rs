@@ -20,8 +20,13 @@ use crate::server::ws::{encode_client_frame, opcode};
 
 /// The upgrade's response head, at most.
 const MAX_RESPONSE_HEAD: usize = 4096;
-/// Raw bytes read from the socket at once.
-const RAW_CHUNK: usize = 64 * 1024;
+/// The largest WebSocket message sent: the daemon refuses one above its
+/// maximum payload plus a header (FRAME_TOO_LARGE, fatal), so a backlog of
+/// many frames goes as several messages, each of whole frames.
+const MAX_MESSAGE: usize = 16 * 1024;
+/// Raw bytes read from the socket at once; each WebSocket connection holds
+/// this much, allocated (and zeroed) once, on its first read.
+const RAW_CHUNK: usize = 32 * 1024;
 
 /// Which door, chosen once per run.
 #[derive(Debug, Clone, Default)]
@@ -133,9 +138,10 @@ pub struct WsStream<S> {
     /// Encoded bytes not yet taken by `inner` (the request, then frames).
     wire: Vec<u8>,
     wire_pos: usize,
-    /// Bytes read from `inner` not yet decoded.
+    /// Bytes read from `inner`; `raw_pos..raw_end` not yet decoded.
     raw: Vec<u8>,
     raw_pos: usize,
+    raw_end: usize,
     /// Payload bytes left of the current data frame.
     data_left: u64,
     /// Payload bytes left of a control frame being skipped.
@@ -165,6 +171,7 @@ impl<S: Read + Write> WsStream<S> {
             wire_pos: 0,
             raw: Vec::new(),
             raw_pos: 0,
+            raw_end: 0,
             data_left: 0,
             skip_left: 0,
             closed: false,
@@ -201,24 +208,24 @@ impl<S: Read + Write> WsStream<S> {
 
     /// Reads more raw bytes; `Ok(0)` is the peer's end.
     fn fill(&mut self) -> io::Result<usize> {
-        if self.raw_pos == self.raw.len() {
-            self.raw.clear();
-            self.raw_pos = 0;
-        } else if self.raw_pos > 0 {
-            self.raw.drain(..self.raw_pos);
+        if self.raw_pos > 0 {
+            // What is left is a partial header (or response head): small.
+            self.raw.copy_within(self.raw_pos..self.raw_end, 0);
+            self.raw_end -= self.raw_pos;
             self.raw_pos = 0;
         }
-        let old = self.raw.len();
-        self.raw.resize(old + RAW_CHUNK, 0);
-        let r = self.inner.read(&mut self.raw[old..]);
-        self.raw.truncate(old + *r.as_ref().unwrap_or(&0));
-        r
+        if self.raw.len() < RAW_CHUNK {
+            self.raw.resize(RAW_CHUNK, 0);
+        }
+        let n = self.inner.read(&mut self.raw[self.raw_end..])?;
+        self.raw_end += n;
+        Ok(n)
     }
 
     /// Reads the upgrade's response head; `Ok(true)` once `101` is in.
     fn finish_upgrade(&mut self) -> io::Result<()> {
         loop {
-            let avail = &self.raw[self.raw_pos..];
+            let avail = &self.raw[self.raw_pos..self.raw_end];
             if let Some(end) = avail.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&avail[..end]).into_owned();
                 let status = head.lines().next().unwrap_or("");
@@ -248,7 +255,7 @@ impl<S: Read + Write> WsStream<S> {
     /// Parses one frame header at `raw_pos` if whole; returns false when
     /// more bytes are needed.
     fn take_header(&mut self) -> io::Result<bool> {
-        let h = &self.raw[self.raw_pos..];
+        let h = &self.raw[self.raw_pos..self.raw_end];
         if h.len() < 2 {
             return Ok(false);
         }
@@ -303,7 +310,7 @@ impl<S: Read + Write> Read for WsStream<S> {
             self.send_wire()?;
         }
         loop {
-            let avail = self.raw.len() - self.raw_pos;
+            let avail = self.raw_end - self.raw_pos;
             if self.skip_left > 0 && avail > 0 {
                 let n = avail.min(self.skip_left as usize);
                 self.raw_pos += n;
@@ -342,14 +349,38 @@ impl<S: Read + Write> Write for WsStream<S> {
                 return Err(ErrorKind::WouldBlock.into());
             }
         }
-        let mask = self.next_mask();
-        encode_client_frame(opcode::BINARY, true, mask, buf, &mut self.wire);
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let cut = whole_frames_within(rest, MAX_MESSAGE);
+            let mask = self.next_mask();
+            encode_client_frame(opcode::BINARY, true, mask, &rest[..cut], &mut self.wire);
+            rest = &rest[cut..];
+        }
         self.send_wire()?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.send_wire()
+    }
+}
+
+/// How many bytes of `buf` (whole protocol frames) fit in one message of
+/// at most `cap` bytes; at least the first frame, whatever its size.
+fn whole_frames_within(buf: &[u8], cap: usize) -> usize {
+    let mut at = 0;
+    while buf.len() - at >= crate::protocol::HEADER_LEN {
+        let len = u32::from_be_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
+        let next = at + crate::protocol::HEADER_LEN + len as usize;
+        if next > buf.len() || (next > cap && at > 0) {
+            break;
+        }
+        at = next;
+    }
+    if at == 0 {
+        buf.len()
+    } else {
+        at
     }
 }
 
@@ -385,6 +416,22 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::base64;
+
+    #[test]
+    fn messages_cut_at_frame_boundaries() {
+        use super::whole_frames_within;
+        let frame = |n: usize| {
+            let mut f = vec![0u8, 103, 0, 0];
+            f.extend_from_slice(&(n as u32).to_be_bytes());
+            f.resize(8 + n, b'x');
+            f
+        };
+        let buf = [frame(100), frame(100), frame(100)].concat();
+        assert_eq!(whole_frames_within(&buf, 250), 216);
+        assert_eq!(whole_frames_within(&buf, 10_000), 324);
+        // A first frame above the cap still goes (alone).
+        assert_eq!(whole_frames_within(&buf, 50), 108);
+    }
 
     #[test]
     fn base64_of_a_key() {
