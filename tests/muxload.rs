@@ -366,8 +366,12 @@ fn door_run_is_lossless(daemon: &Daemon, door: &[&str]) {
     let published = field(&j, "", "published_per_s");
     let delivered = field(&j, "", "delivered_per_s");
     assert!(published > 200.0, "{door:?}: {j}");
+    // Zero loss above already proves every message reached its 100
+    // members; per-second rates in a 1.5 s window only approximate that
+    // on a loaded machine (a door's deliveries can trail its publishes
+    // across the window's edge), so the ratio's bound is loose.
     assert!(
-        (delivered / published - 100.0).abs() < 10.0,
+        (delivered / published - 100.0).abs() < 30.0,
         "{door:?}: delivered {delivered} for published {published}: {j}"
     );
     assert_eq!(field(&j, "\"pings\":", "answered"), 300.0, "{door:?}: {j}");
