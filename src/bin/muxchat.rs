@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use muxchat::client::tls::{ClientTls, Trust, INSECURE_WARNING};
 use muxchat::client::{self, command::room_arg, Args, Config};
 
 fn main() -> ExitCode {
@@ -11,24 +10,12 @@ fn main() -> ExitCode {
     if args.discover {
         return discover(&args);
     }
-    let tls = if args.tls {
-        let trust = match (&args.ca, args.insecure) {
-            (Some(ca), _) => Trust::Ca(ca.clone()),
-            (None, true) => {
-                eprintln!("muxchat: {INSECURE_WARNING}");
-                Trust::Insecure
-            }
-            (None, false) => Trust::System,
-        };
-        match ClientTls::new(trust, &args.connect) {
-            Ok(t) => Some(t),
-            Err(msg) => {
-                eprintln!("muxchat: {msg}");
-                return ExitCode::from(1);
-            }
+    let tls = match args.tls.client("muxchat", &args.connect) {
+        Ok(tls) => tls,
+        Err(msg) => {
+            eprintln!("muxchat: {msg}");
+            return ExitCode::from(1);
         }
-    } else {
-        None
     };
     let cfg = Config {
         tls,

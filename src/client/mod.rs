@@ -65,24 +65,9 @@ pub struct Args {
     /// Read commands from FILE instead of stdin, then quit.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
-    /// Speak to the server inside TLS (the daemon needs --tls-cert and
-    /// --tls-key). The certificate must name the --connect host.
-    #[arg(long)]
-    pub tls: bool,
-    /// With --tls: trust only the CA certificates in this PEM file (or the
-    /// daemon's self-signed certificate itself); without it, the system's
-    /// CA bundle.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls",
-        conflicts_with = "insecure"
-    )]
-    pub ca: Option<PathBuf>,
-    /// With --tls: accept any certificate (testing only; anyone on the path
-    /// can then read and change the chat).
-    #[arg(long, requires = "tls")]
-    pub insecure: bool,
+    /// `--tls`, `--ca`, `--insecure`.
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// A validated client configuration.

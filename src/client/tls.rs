@@ -46,6 +46,50 @@ pub enum Trust {
     Insecure,
 }
 
+/// The TLS options muxchat and muxload share (`--tls`, `--ca`,
+/// `--insecure`), flattened into each binary's arguments.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Speak to the server inside TLS (the daemon needs --tls-cert and
+    /// --tls-key). The certificate must name the --connect host.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: trust only the certificates in this PEM file (the CA, or
+    /// the daemon's self-signed certificate); without it, the system's CA
+    /// bundle.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    pub ca: Option<PathBuf>,
+    /// With --tls: accept any certificate (testing only; anyone on the path
+    /// can then read and change the traffic).
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
+}
+
+impl TlsArgs {
+    /// The TLS client these options ask for (`None` without `--tls`),
+    /// checking certificates against `target`'s host. `--insecure` prints
+    /// its warning, prefixed with `program`, to stderr.
+    pub fn client(&self, program: &str, target: &str) -> Result<Option<ClientTls>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let trust = match (&self.ca, self.insecure) {
+            (Some(ca), _) => Trust::Ca(ca.clone()),
+            (None, true) => {
+                eprintln!("{program}: {INSECURE_WARNING}");
+                Trust::Insecure
+            }
+            (None, false) => Trust::System,
+        };
+        ClientTls::new(trust, target).map(Some)
+    }
+}
+
 /// The warning `--insecure` prints before connecting.
 pub const INSECURE_WARNING: &str = "WARNING: --insecure: the server's certificate is NOT checked; \
      anyone between here and the server can read and change everything sent";

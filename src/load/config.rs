@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser};
 use super::shared::{Mode, Target};
 use super::stats::STAMP_LEN;
 use super::transport::Door;
-use crate::client::tls::{ClientTls, Trust, INSECURE_WARNING};
+use crate::client::tls::TlsArgs;
 
 /// Connections per source address above which muxload spreads over
 /// several 127.0.0.x addresses (connect() slows down past about half of
@@ -115,21 +115,9 @@ pub struct Args {
     /// then reads 100%; its own cost shows in the throughput it sustains.
     #[arg(long)]
     pub spin: bool,
-    /// Connect inside TLS (the daemon needs --tls-cert and --tls-key).
-    #[arg(long)]
-    pub tls: bool,
-    /// With --tls: trust only the certificates in this PEM file (the CA,
-    /// or the daemon's self-signed certificate).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls",
-        conflicts_with = "insecure"
-    )]
-    pub ca: Option<PathBuf>,
-    /// With --tls: accept any certificate (testing only).
-    #[arg(long, requires = "tls")]
-    pub insecure: bool,
+    /// `--tls`, `--ca`, `--insecure`: muxchatd's TLS door.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Speak the binary protocol over WebSocket at /ws (with --tls: wss).
     #[arg(long)]
     pub ws: bool,
@@ -318,22 +306,10 @@ fn check(a: &Args) -> Result<(), String> {
 /// `muxchat://HOST:PORT` or `redis://HOST:PORT` as a target and address.
 /// `--tls`, `--ca`, `--insecure`, `--ws` into a [`Door`].
 fn door(a: &Args, target: Target, connect: &str) -> Result<Door, String> {
-    if (a.tls || a.ws) && target != Target::Muxchat {
+    if (a.tls.tls || a.ws) && target != Target::Muxchat {
         return Err("--tls and --ws are doors of muxchatd, not of Redis".into());
     }
-    let tls = if a.tls {
-        let trust = match (&a.ca, a.insecure) {
-            (Some(ca), _) => Trust::Ca(ca.clone()),
-            (None, true) => {
-                eprintln!("muxload: {INSECURE_WARNING}");
-                Trust::Insecure
-            }
-            (None, false) => Trust::System,
-        };
-        Some(ClientTls::new(trust, connect)?)
-    } else {
-        None
-    };
+    let tls = a.tls.client("muxload", connect)?;
     Ok(Door { tls, ws: a.ws })
 }
 
