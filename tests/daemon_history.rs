@@ -75,13 +75,23 @@ fn join2(c: &mut Client, room: &str) -> State {
 /// Sends SAYs and reads back their own MESSAGEs (skipping presence).
 #[track_caller]
 fn say_all(c: &mut Client, room: &str, texts: impl IntoIterator<Item = String>) {
-    let mut n = 0;
+    // At most 16 SAYs ahead of their echoes: a sender that pipelines its
+    // whole output without reading can be cut as a slow consumer under a
+    // small --max-outbuf once the kernel's queue counts (issue 8), and on
+    // a loaded machine it sometimes was.
+    const AHEAD: usize = 16;
+    let (mut sent, mut echoed) = (0, 0);
     for text in texts {
         c.send(&ClientMessage::Say { room, text: &text });
-        n += 1;
+        sent += 1;
+        if sent - echoed >= AHEAD {
+            c.recv_code(code::MESSAGE);
+            echoed += 1;
+        }
     }
-    for _ in 0..n {
+    while echoed < sent {
         c.recv_code(code::MESSAGE);
+        echoed += 1;
     }
 }
 
