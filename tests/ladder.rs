@@ -439,9 +439,11 @@ fn rung1_second_client_waits() {
 
 // ---------------------------------------------------------------- rung 2
 
-#[test]
-fn rung2_broadcasts_to_everyone() {
-    let server = Rung::start("chat_threads", &[]);
+/// Every line-chat rung's first promise: two clients, each line reaches
+/// both (the sender too), prefixed with the sender's name.
+#[track_caller]
+fn assert_line_chat_broadcasts(example: &str) {
+    let server = Rung::start(example, &[]);
     let mut a = LineClient::connect(server.addr);
     let name_a = a.welcome();
     let mut b = LineClient::connect(server.addr);
@@ -450,9 +452,14 @@ fn rung2_broadcasts_to_everyone() {
     let want = format!("{name_a}: hi all");
     assert_eq!(a.line(), want, "the sender hears itself");
     assert_eq!(b.line(), want);
-    // Unlike rung 1, a second client is served while the first is here.
     b.send("me too");
     assert!(a.line().ends_with(": me too"));
+}
+
+#[test]
+fn rung2_broadcasts_to_everyone() {
+    // Unlike rung 1, a second client is served while the first is here.
+    assert_line_chat_broadcasts("chat_threads");
 }
 
 /// The first cost: every client is a thread.
@@ -533,17 +540,7 @@ fn rung2_never_reading_client_stalls_broadcast() {
 
 #[test]
 fn rung3_broadcasts_to_everyone() {
-    let server = Rung::start("chat_poll", &[]);
-    let mut a = LineClient::connect(server.addr);
-    let name_a = a.welcome();
-    let mut b = LineClient::connect(server.addr);
-    b.welcome();
-    a.send("hi all");
-    let want = format!("{name_a}: hi all");
-    assert_eq!(a.line(), want);
-    assert_eq!(b.line(), want);
-    b.send("me too");
-    assert!(a.line().ends_with(": me too"));
+    assert_line_chat_broadcasts("chat_poll");
 }
 
 /// What rung 3 fixes: one thread serves many clients. And what it costs:
@@ -739,15 +736,7 @@ fn rung3_a_burst_to_a_slow_reader_does_not_block_the_server() {
 
 #[test]
 fn rung3a_select_chat_broadcasts_to_everyone() {
-    let server = Rung::start("chat_select", &[]);
-    let mut a = LineClient::connect(server.addr);
-    let name_a = a.welcome();
-    let mut b = LineClient::connect(server.addr);
-    b.welcome();
-    a.send("hi all");
-    let want = format!("{name_a}: hi all");
-    assert_eq!(a.line(), want);
-    assert_eq!(b.line(), want);
+    assert_line_chat_broadcasts("chat_select");
 }
 
 /// The cap of select: a descriptor numbered FD_SETSIZE (1024) or more has
@@ -794,17 +783,7 @@ fn rung3a_select_refuses_descriptors_past_fd_setsize() {
 
 #[test]
 fn rung3b_mio_chat_broadcasts_to_everyone() {
-    let server = Rung::start("chat_mio", &[]);
-    let mut a = LineClient::connect(server.addr);
-    let name_a = a.welcome();
-    let mut b = LineClient::connect(server.addr);
-    b.welcome();
-    a.send("hi all");
-    let want = format!("{name_a}: hi all");
-    assert_eq!(a.line(), want);
-    assert_eq!(b.line(), want);
-    b.send("me too");
-    assert!(a.line().ends_with(": me too"));
+    assert_line_chat_broadcasts("chat_mio");
 }
 
 /// What epoll changes: a wake-up costs the sockets that are ready, not the
