@@ -41,25 +41,7 @@ mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw.jsonl
 : >"$RAW"
 
-DPID=
-start_daemon() {
-  taskset -c "$DAEMON_CPU" "$BIN/muxchatd" --bind 127.0.0.1:0 --rate 0 \
-    --max-clients 20000 "$@" >"$OUT_DIR/daemon.out" 2>"$OUT_DIR/daemon.err" &
-  DPID=$!
-  for _ in $(seq 200); do
-    grep -q '^listening on ' "$OUT_DIR/daemon.out" && break
-    sleep 0.05
-  done
-  ADDR=$(sed -n 's/^listening on //p' "$OUT_DIR/daemon.out")
-  [ -n "$ADDR" ] || { echo "bench-matrix: muxchatd did not start" >&2; cat "$OUT_DIR/daemon.err" >&2; exit 1; }
-}
-stop_daemon() {
-  if [ -n "$DPID" ]; then
-    kill -TERM "$DPID" 2>/dev/null || true
-    wait "$DPID" 2>/dev/null || true
-    DPID=
-  fi
-}
+. scripts/lib.sh
 trap stop_daemon EXIT
 
 # One run: a fresh daemon, one muxload; prints muxload's JSON line.
@@ -67,7 +49,7 @@ trap stop_daemon EXIT
 run_one() {
   local name=$1
   shift
-  start_daemon
+  start_daemon bench-matrix
   local line
   line=$(taskset -c "$LOAD_CPU" "$BIN/muxload" --connect "$ADDR" --json --quiet \
     --threads 1 --daemon-pid "$DPID" "$@") || true

@@ -40,22 +40,15 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT_DIR"
 SECS=$((MINUTES * 60))
 
-DPID= LPID= CPID=
+LPID= CPID=
 cleanup() {
   for p in $CPID $LPID $DPID; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
-taskset -c "$DAEMON_CPU" "$BIN/muxchatd" --bind 127.0.0.1:0 --rate 0 --max-clients 20000 \
-  >"$OUT_DIR/daemon.out" 2>"$OUT_DIR/daemon.err" &
-DPID=$!
-for _ in $(seq 200); do
-  grep -q '^listening on ' "$OUT_DIR/daemon.out" && break
-  sleep 0.05
-done
-ADDR=$(sed -n 's/^listening on //p' "$OUT_DIR/daemon.out")
-[ -n "$ADDR" ] || { echo "soak: muxchatd did not start" >&2; cat "$OUT_DIR/daemon.err" >&2; exit 1; }
+. scripts/lib.sh
+start_daemon soak
 echo "soak: daemon pid $DPID on $ADDR for $MINUTES min" >&2
 
 extra=()
