@@ -38,6 +38,7 @@
 
 pub mod chat;
 pub mod closing;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod discovery;

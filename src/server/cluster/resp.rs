@@ -1,0 +1,1 @@
+//! RESP2: encoding commands and parsing replies and pushes incrementally.

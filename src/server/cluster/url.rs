@@ -1,0 +1,1 @@
+//! `--redis redis://HOST:PORT[/DB]`.
