@@ -543,3 +543,106 @@ fn given_sizes_that_contradict_each_other_exit_2() {
         "--max-outbuf 2048",
     );
 }
+
+#[test]
+fn cluster_options_bad_values_exit_2_naming_them() {
+    // Rejected while parsing, before anything could reach a Redis.
+    assert_usage_error(&["--redis", "127.0.0.1:6379"], &[], "--redis");
+    assert_usage_error(&["--redis", "redis://h:99999"], &[], "--redis");
+    assert_usage_error(&["--redis", "rediss://h:6379"], &[], "not supported");
+    assert_usage_error(&["--redis", "redis://u:pw@h:6379"], &[], "not supported");
+    assert_usage_error(&["--redis", "unix:///tmp/r.sock"], &[], "not supported");
+    assert_usage_error(&[], &[("MUXCHAT_REDIS", "http://h:1")], "--redis");
+    let redis = ["--redis", "redis://127.0.0.1:9"];
+    for (extra, names) in [
+        (["--node-name", "two words"], "--node-name"),
+        (["--node-name", ""], "--node-name"),
+        (["--node-ttl-ms", "999"], "--node-ttl-ms"),
+        (["--node-ttl-ms", "600001"], "--node-ttl-ms"),
+        (["--redis-max-pending", "1024"], "--redis-max-pending"),
+    ] {
+        let args: Vec<&str> = redis.iter().chain(extra.iter()).copied().collect();
+        assert_usage_error(&args, &[], names);
+    }
+    let long = "n".repeat(65);
+    assert_usage_error(&["--redis", "redis://h", "--node-name", &long], &[], "64");
+}
+
+#[test]
+fn cluster_options_without_redis_exit_2_naming_both() {
+    for (args, env, name) in [
+        (&["--node-name", "n1"][..], None, "--node-name"),
+        (&["--node-ttl-ms", "5000"][..], None, "--node-ttl-ms"),
+        (
+            &["--redis-max-pending", "1048576"][..],
+            None,
+            "--redis-max-pending",
+        ),
+        (&[][..], Some(("MUXCHAT_NODE_NAME", "n1")), "--node-name"),
+    ] {
+        let env: Vec<(&str, &str)> = env.into_iter().collect();
+        assert_usage_error(args, &env, &format!("{name} needs --redis"));
+    }
+}
+
+/// Registers on `addr` and returns the client with the heartbeat its
+/// WELCOME announced (which tells the two daemons below apart).
+fn register_on(addr: SocketAddr, nick: &str) -> (Client, u32) {
+    let mut c = Client::connect(addr);
+    c.send(&ClientMessage::Hello { version: 1, nick });
+    match c.recv().msg() {
+        ServerMessage::Welcome { heartbeat_ms, .. } => {
+            let hb = heartbeat_ms;
+            (c, hb)
+        }
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+#[test]
+fn reuse_port_lets_two_daemons_share_a_port() {
+    let mut first = muxchatd();
+    first.args([
+        "--bind",
+        "127.0.0.1:0",
+        "--rate",
+        "0",
+        "--reuse-port",
+        "--heartbeat-ms",
+        "30000",
+    ]);
+    let a = Started::spawn(first);
+    // The second from the environment, to cover MUXCHAT_REUSE_PORT.
+    let mut second = muxchatd();
+    second
+        .args(["--bind", &a.addr.to_string(), "--rate", "0"])
+        .args(["--heartbeat-ms", "31000"])
+        .env("MUXCHAT_REUSE_PORT", "true");
+    let b = Started::spawn(second);
+    assert_eq!(a.addr, b.addr);
+
+    // The kernel hashes each connection (by its source port) to one of the
+    // two listeners; 40 all landing on one would be a 1 in 2^39 chance.
+    let mut on: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..40 {
+        let (c, hb) = register_on(a.addr, &format!("u{i}"));
+        match hb {
+            30_000 => on[0].push(c),
+            31_000 => on[1].push(c),
+            other => panic!("heartbeat {other} from neither daemon"),
+        }
+    }
+    for (daemon, clients) in on.iter_mut().enumerate() {
+        let n = clients.len();
+        assert!(n > 0, "daemon {daemon} got none of the 40 connections");
+        let stats = clients[0].stats();
+        assert_eq!(stats["connections"], n as u64, "daemon {daemon}: {stats:?}");
+        assert_eq!(stats["sessions"], n as u64, "daemon {daemon}: {stats:?}");
+    }
+    assert_eq!(on[0].len() + on[1].len(), 40);
+    // Without the option on both sides the port stays taken: exit 1.
+    let mut third = muxchatd();
+    third.args(["--bind", &a.addr.to_string()]);
+    let out = run(third, Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -26,6 +26,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::protocol::HEADER_LEN;
+use crate::server::cluster::url::RedisUrl;
 
 /// Bytes of a SAY payload besides the text: room str (2 + up to 64) and the
 /// text's own length prefix (2).
@@ -199,6 +200,34 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_ROOM_TTL_MS", default_value_t = 0, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
     pub room_ttl_ms: u64,
+
+    /// Join the cluster that shares this Redis (`redis://HOST:PORT[/DB]`,
+    /// HOST a name, IPv4 or `[IPv6]`; PORT 6379 when left out).
+    #[arg(long, env = "MUXCHAT_REDIS", value_name = "URL", value_parser = parse_redis_url)]
+    pub redis: Option<RedisUrl>,
+
+    /// This node's name in the cluster, its logs and WELCOME's server string
+    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Needs --redis.
+    #[arg(long, env = "MUXCHAT_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
+    /// Set SO_REUSEPORT on the listener, so several daemons can listen on one
+    /// port (the kernel spreads new connections over them).
+    #[arg(long, env = "MUXCHAT_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// How long this node's liveness key lives in Redis without a refresh; a
+    /// dead node's members get LEFT ("node lost") elsewhere within about this
+    /// plus a third. Needs --redis.
+    #[arg(long, env = "MUXCHAT_NODE_TTL_MS", default_value_t = 15_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1000..=600_000))]
+    pub node_ttl_ms: u64,
+
+    /// Bytes of requests sent to Redis and not yet answered; past it,
+    /// requests get ERROR(UNAVAILABLE) instead of memory growing. Needs --redis.
+    #[arg(long, env = "MUXCHAT_REDIS_MAX_PENDING", default_value_t = 8 * 1024 * 1024,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65_536..=1 << 30))]
+    pub redis_max_pending: u64,
 }
 
 /// Validated settings for one daemon run.
@@ -253,6 +282,18 @@ pub struct Config {
     /// How long an empty room lingers, unlisted (`--room-ttl-ms`; zero:
     /// removed at once).
     pub room_ttl: Duration,
+    /// The cluster's Redis (`--redis`); `None`: standalone.
+    pub redis: Option<RedisUrl>,
+    /// This node's name (`--node-name`); `None`: the cluster code picks
+    /// host name and port.
+    pub node_name: Option<String>,
+    /// Set SO_REUSEPORT on the listener (`--reuse-port`).
+    pub reuse_port: bool,
+    /// Lifetime of this node's liveness key in Redis (`--node-ttl-ms`).
+    pub node_ttl: Duration,
+    /// Bytes of unanswered requests to Redis allowed before requests get
+    /// UNAVAILABLE (`--redis-max-pending`).
+    pub redis_max_pending: usize,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -298,6 +339,22 @@ impl Config {
             text: (args.max_text, given("max_text")),
             outbuf: (args.max_outbuf, given("max_outbuf")),
         };
+        if args.redis.is_none() {
+            // Cluster settings without a cluster are a mistake worth stopping
+            // for: the user believes a node joins something when it does not.
+            for (id, long) in [
+                ("node_name", "--node-name"),
+                ("node_ttl_ms", "--node-ttl-ms"),
+                ("redis_max_pending", "--redis-max-pending"),
+            ] {
+                if given(id) {
+                    return Err(Args::command().error(
+                        ErrorKind::MissingRequiredArgument,
+                        format!("{long} needs --redis URL (it only applies to a cluster node)"),
+                    ));
+                }
+            }
+        }
         let (settled, adapted) = sizes
             .settle()
             .map_err(|msg| Args::command().error(ErrorKind::ArgumentConflict, msg))?;
@@ -330,8 +387,36 @@ impl Config {
             history: args.history as usize,
             history_memory: usize::try_from(args.history_memory).unwrap_or(usize::MAX),
             room_ttl: Duration::from_millis(args.room_ttl_ms),
+            redis: args.redis,
+            node_name: args.node_name,
+            reuse_port: args.reuse_port,
+            node_ttl: Duration::from_millis(args.node_ttl_ms),
+            redis_max_pending: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
             adapted,
         })
+    }
+}
+
+/// `--redis`'s value parser: the URL's own error names what is wrong.
+fn parse_redis_url(s: &str) -> Result<RedisUrl, String> {
+    s.parse()
+}
+
+/// `--node-name`'s value parser. The name goes into log lines, Redis keys
+/// and WELCOME's server string, so it is kept to characters that need no
+/// quoting in any of them.
+fn parse_node_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(format!("must be 1 to 64 bytes long, not {}", s.len()));
+    }
+    match s
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        Some(c) => Err(format!(
+            "{c:?} is not allowed (only ASCII letters, digits and `_ - . :`)"
+        )),
+        None => Ok(s.to_string()),
     }
 }
 
@@ -506,6 +591,66 @@ mod tests {
         }
         .settle()?;
         Ok((s.payload.0, s.text.0, s.outbuf.0))
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::from_argv(std::iter::once("muxchatd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cluster_options_parse_into_the_config() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.redis, None);
+        assert_eq!(c.node_name, None);
+        assert!(!c.reuse_port);
+        assert_eq!(c.node_ttl, Duration::from_secs(15));
+        assert_eq!(c.redis_max_pending, 8 << 20);
+        let c = parse(&[
+            "--redis",
+            "redis://[::1]:7000/2",
+            "--node-name",
+            "node-1.a:25000",
+            "--reuse-port",
+            "--node-ttl-ms",
+            "1000",
+            "--redis-max-pending",
+            "65536",
+        ])
+        .unwrap();
+        let url = c.redis.unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.db), ("::1", 7000, 2));
+        assert_eq!(c.node_name.as_deref(), Some("node-1.a:25000"));
+        assert!(c.reuse_port);
+        assert_eq!(c.node_ttl, Duration::from_secs(1));
+        assert_eq!(c.redis_max_pending, 65_536);
+        // --reuse-port is for standalone daemons too.
+        assert!(parse(&["--reuse-port"]).unwrap().reuse_port);
+    }
+
+    #[test]
+    fn cluster_options_need_redis_and_valid_values() {
+        for args in [
+            &["--node-name", "n"][..],
+            &["--node-ttl-ms", "15000"][..],
+            &["--redis-max-pending", "65536"][..],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("needs --redis"), "{e}");
+        }
+        for args in [
+            &["--redis", "redis://h", "--node-name", &"n".repeat(65)][..],
+            &["--redis", "redis://h", "--node-name", "é"][..],
+            &["--redis", "redis://h", "--node-ttl-ms", "600001"][..],
+            &["--redis", "redis://h", "--redis-max-pending", "65535"][..],
+            &["--redis", "redis://h", "--redis-max-pending", "1073741825"][..],
+            &["--redis", "rediss://h"][..],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+        let name = "A-z_0.9:".repeat(8);
+        let c = parse(&["--redis", "redis://h", "--node-name", &name]).unwrap();
+        assert_eq!(c.node_name, Some(name));
     }
 
     #[test]

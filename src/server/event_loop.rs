@@ -156,6 +156,11 @@ impl Server {
         // Restarting the daemon must not fail because old connections sit
         // in TIME_WAIT on the port.
         socket.set_reuse_address(true)?;
+        if config.reuse_port {
+            // Several daemons on one port: the kernel hashes each new
+            // connection to one of the listeners.
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&config.bind.into())?;
         socket.listen(BACKLOG)?;
         socket.set_nonblocking(true)?;
