@@ -457,3 +457,45 @@ fn reconnecting_members_resume_through_history_without_loss() {
     assert!(field(&stdout, "\"resume\":", "gaps") > 0.0, "{stdout}");
     assert!(field(&stdout, "\"loss\":", "lost") > 0.0, "{stdout}");
 }
+
+#[test]
+fn connect_list_spreads_members_and_publishers_over_the_daemons() {
+    // Two standalone daemons do not share rooms, so two rooms: member i
+    // joins room i % 2 on daemon i % 2, and each room lives on one daemon.
+    let a = Daemon::start(&[]);
+    let b = Daemon::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .arg("--connect")
+        .arg(format!("{},{}", a.addr, b.addr))
+        .args(["--json", "--quiet"])
+        .args(["--clients", "40", "--rooms", "2", "--publishers", "4"])
+        .args(["--rate", "20", "--duration", "1", "--warmup", "0.5"])
+        .output()
+        .expect("run muxload");
+    let json = json_of(&out);
+    assert_eq!(field(&json, "", "ready"), 40.0, "{json}");
+    assert_eq!(field(&json, "\"loss\":", "lost"), 0.0, "{json}");
+    assert!(
+        json.contains(&format!("\"addrs\":[\"{}\",\"{}\"]", a.addr, b.addr)),
+        "{json}"
+    );
+    // Each daemon took half the members (plus the probe and this STATS
+    // connection) and relayed its publishers' messages.
+    for d in [&a, &b] {
+        let stats = d.register("checker").stats();
+        assert!(
+            (21..=22).contains(&stats["accepted"]),
+            "{}: {stats:?}",
+            d.addr
+        );
+        assert!(stats["messages"] > 0, "{}: {stats:?}", d.addr);
+    }
+    // A bad entry in the list is a usage error naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .args(["--connect", &format!("{},nowhere", a.addr)])
+        .args(["--clients", "2", "--rate", "1"])
+        .output()
+        .expect("run muxload");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`nowhere` is not HOST:PORT"));
+}

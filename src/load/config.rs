@@ -36,8 +36,10 @@ pub const CONNS_PER_SOURCE: usize = 10_000;
     long_about = None
 )]
 pub struct Args {
-    /// Daemon address, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:25000")]
+    /// Daemon address, HOST:PORT; or a comma-separated list A,B,C (a
+    /// cluster's nodes), over which members and publishers are spread
+    /// round-robin: connection i goes to address i % n.
+    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = "127.0.0.1:25000")]
     pub connect: String,
     /// The server to load, as a URL: muxchat://HOST:PORT (the same as
     /// --connect) or redis://HOST:PORT (the same workload over Redis
@@ -128,8 +130,10 @@ pub struct Args {
 pub struct Config {
     /// The kind of server.
     pub target: Target,
-    /// `HOST:PORT` of the server.
+    /// The addresses as given (`A,B,C` for several).
     pub connect: String,
+    /// Each `HOST:PORT` to connect to; connection `i` uses `addrs[i % n]`.
+    pub addrs: Vec<String>,
     /// Connections to open.
     pub clients: usize,
     /// Rooms to spread them over.
@@ -192,6 +196,7 @@ impl Config {
             Some(url) => parse_target(url).map_err(usage)?,
             None => (Target::Muxchat, a.connect.clone()),
         };
+        let addrs = split_addrs(&connect).map_err(usage)?;
         let mode = match (a.rate, a.unlimited) {
             (Some(r), _) => Mode::Rate(r),
             (None, true) => Mode::Unlimited {
@@ -207,10 +212,11 @@ impl Config {
                 .map_or(1, |n| n.get())
                 .min(4)
         });
-        let door = door(&a, target, &connect).map_err(usage)?;
+        let door = door(&a, target, &addrs).map_err(usage)?;
         Ok(Config {
             door,
-            source_ips: source_ips(&a, &connect).map_err(usage)?,
+            source_ips: source_ips(&a, &addrs).map_err(usage)?,
+            addrs,
             target,
             connect,
             plot: a.plot,
@@ -305,11 +311,20 @@ fn check(a: &Args) -> Result<(), String> {
 
 /// `muxchat://HOST:PORT` or `redis://HOST:PORT` as a target and address.
 /// `--tls`, `--ca`, `--insecure`, `--ws` into a [`Door`].
-fn door(a: &Args, target: Target, connect: &str) -> Result<Door, String> {
+fn door(a: &Args, target: Target, addrs: &[String]) -> Result<Door, String> {
     if (a.tls.tls || a.ws) && target != Target::Muxchat {
         return Err("--tls and --ws are doors of muxchatd, not of Redis".into());
     }
-    let tls = a.tls.client("muxload", connect)?;
+    // One TLS configuration checks one server name: several addresses must
+    // share their host (one machine, several ports) to be checked alike.
+    let host = |addr: &str| addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    if a.tls.tls && addrs.iter().any(|x| host(x) != host(&addrs[0])) {
+        return Err(format!(
+            "--tls checks one server name: the --connect addresses {} must share their host",
+            addrs.join(",")
+        ));
+    }
+    let tls = a.tls.client("muxload", &addrs[0])?;
     Ok(Door { tls, ws: a.ws })
 }
 
@@ -332,9 +347,28 @@ fn parse_target(url: &str) -> Result<(Target, String), String> {
     }
 }
 
+/// `A,B,C` as its addresses, each checked to be `HOST:PORT`; an empty
+/// entry (`A,,B`, a trailing comma) is a usage error, not a silent skip.
+fn split_addrs(connect: &str) -> Result<Vec<String>, String> {
+    connect
+        .split(',')
+        .map(|addr| {
+            let addr = addr.trim();
+            match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Ok(addr.to_string())
+                }
+                _ => Err(format!(
+                    "--connect {connect}: `{addr}` is not HOST:PORT (several: A,B,C)"
+                )),
+            }
+        })
+        .collect()
+}
+
 /// Source addresses for the run: none (the kernel picks) up to 14,000
 /// connections unless asked, then one 127.0.0.x per 10,000.
-fn source_ips(a: &Args, connect: &str) -> Result<Vec<IpAddr>, String> {
+fn source_ips(a: &Args, addrs: &[String]) -> Result<Vec<IpAddr>, String> {
     let n = match a.source_ips {
         0 if a.clients <= 14_000 => return Ok(Vec::new()),
         0 => a.clients.div_ceil(CONNS_PER_SOURCE),
@@ -348,12 +382,14 @@ fn source_ips(a: &Args, connect: &str) -> Result<Vec<IpAddr>, String> {
     }
     // Several sources only make sense towards loopback, where every
     // 127.x address is ours; say so before opening anything.
-    match connect.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(v4)) if v4.ip().is_loopback() => {}
-        _ => {
-            return Err(format!(
-                "{n} source addresses need --source-ips' target to be an IPv4 loopback address (127.x.x.x:PORT), not {connect}"
-            ))
+    for connect in addrs {
+        match connect.parse::<SocketAddr>() {
+            Ok(SocketAddr::V4(v4)) if v4.ip().is_loopback() => {}
+            _ => {
+                return Err(format!(
+                    "{n} source addresses need --source-ips' target to be an IPv4 loopback address (127.x.x.x:PORT), not {connect}"
+                ))
+            }
         }
     }
     Ok((1..=n as u8)
@@ -392,6 +428,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.source_ips.len(), 3);
+        let c = parse(&["--clients", "4", "--rate", "1"]).unwrap();
+        assert_eq!(c.addrs, ["127.0.0.1:25000"]);
+        let c = parse(&[
+            "--clients",
+            "4",
+            "--rate",
+            "1",
+            "--connect",
+            "127.0.0.1:1, 127.0.0.1:2,[::1]:3",
+        ])
+        .unwrap();
+        assert_eq!(c.addrs, ["127.0.0.1:1", "127.0.0.1:2", "[::1]:3"]);
     }
 
     #[test]
@@ -402,6 +450,25 @@ mod tests {
             &["--clients", "5", "--rate", "nan"][..],
             &["--clients", "5", "--unlimited", "--window", "0"][..],
             &["--clients", "5", "--rate", "1", "--duration", "0"][..],
+            &["--clients", "5", "--rate", "1", "--connect", "127.0.0.1:1,"][..],
+            &[
+                "--clients",
+                "5",
+                "--rate",
+                "1",
+                "--connect",
+                "127.0.0.1:1,x",
+            ][..],
+            &[
+                "--clients",
+                "5",
+                "--rate",
+                "1",
+                "--tls",
+                "--insecure",
+                "--connect",
+                "127.0.0.1:1,localhost:2",
+            ][..],
             &[
                 "--clients",
                 "5",

@@ -34,8 +34,11 @@
 //!   through HISTORY.
 //! - [`sys`]: CPU and RSS figures, a timerfd, non-blocking connect.
 //!
-//! Every connection `i` joins room `i % rooms`; connections `0..publishers`
-//! publish (so publishers spread over rooms). Every member of a room,
+//! Every connection `i` joins room `i % rooms` and connects to address
+//! `i % n` of the `n` given (`--connect A,B,C`: a cluster's nodes);
+//! connections `0..publishers` publish (so publishers spread over rooms and
+//! addresses). The loss check is per room over all receivers, wherever
+//! they connected: a cluster's room has one seq on every node. Every member of a room,
 //! publishers included, receives every message of the room: "delivered"
 //! counts all of them.
 
@@ -65,9 +68,9 @@ use report::Report;
 /// status (0, or 3 when loss was seen, 4 when not every connection got
 /// ready or stayed connected); `Err` a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
-    let addr = phases::probe(cfg)?;
+    let addrs = phases::probe(cfg)?;
     let rss_before = cfg.daemon_pid.and_then(sys::rss_kib);
-    let (settings, shared, workers) = phases::spawn(cfg, addr)?;
+    let (settings, shared, workers) = phases::spawn(cfg, addrs)?;
     let setup = phases::setup(cfg, &shared, rss_before);
     if setup.ready == 0 {
         return Err(phases::nobody_ready(&shared, workers));

@@ -46,16 +46,11 @@ fn progress(cfg: &Config, line: String) {
     }
 }
 
-/// Phase 1: checks the file limit, resolves the address and makes one
-/// plain connection to each resolved address in turn (a name may resolve
-/// to ::1 and 127.0.0.1): the first that answers is used, and a refused
-/// target is one clear line.
-pub fn probe(cfg: &Config) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> = cfg
-        .connect
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", cfg.connect))?
-        .collect();
+/// Phase 1: checks the file limit, then for each `--connect` address
+/// resolves it and makes one plain connection to each resolved address in
+/// turn (a name may resolve to ::1 and 127.0.0.1): the first that answers
+/// is used, and a refused target is one clear line.
+pub fn probe(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
     let nofile = crate::net::raise_nofile_limit().unwrap_or(1024);
     let need = cfg.clients as u64 + 16 + 3 * cfg.threads as u64;
     if need > nofile {
@@ -64,8 +59,16 @@ pub fn probe(cfg: &Config) -> Result<SocketAddr, String> {
             cfg.clients
         ));
     }
-    let mut last = format!("cannot resolve {}: no addresses", cfg.connect);
-    for a in addrs {
+    cfg.addrs.iter().map(|addr| probe_one(addr)).collect()
+}
+
+/// The first of `addr`'s resolved addresses that accepts a connection.
+fn probe_one(addr: &str) -> Result<SocketAddr, String> {
+    let resolved = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
+    let mut last = format!("cannot resolve {addr}: no addresses");
+    for a in resolved {
         match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
             Ok(_) => return Ok(a),
             Err(e) => last = format!("cannot connect to {a}: {e}"),
@@ -77,7 +80,7 @@ pub fn probe(cfg: &Config) -> Result<SocketAddr, String> {
 /// Phase 2: fixes the run's settings and starts the workers.
 pub fn spawn(
     cfg: &Config,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
 ) -> Result<(Arc<Settings>, Arc<Shared>, Workers), String> {
     // Nicks and rooms unique to this run, so a reused daemon's old rooms
     // (and their seq counters) never mix in.
@@ -90,7 +93,7 @@ pub fn spawn(
     );
     let settings = Arc::new(Settings {
         target: cfg.target,
-        addr,
+        addrs,
         clients: cfg.clients,
         rooms: cfg.rooms,
         publishers: cfg.publishers,
@@ -282,6 +285,7 @@ pub fn run_info(
 ) -> RunInfo {
     RunInfo {
         target: cfg.target,
+        addrs: settings.addrs.clone(),
         clients: cfg.clients,
         rooms: cfg.rooms,
         publishers: cfg.publishers,

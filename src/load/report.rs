@@ -15,6 +15,8 @@ use crate::protocol::ErrorCode;
 pub struct RunInfo {
     /// The kind of server loaded.
     pub target: Target,
+    /// The addresses connected to (connection `i` used `addrs[i % n]`).
+    pub addrs: Vec<std::net::SocketAddr>,
     /// Connections asked for.
     pub clients: usize,
     /// Rooms.
@@ -224,6 +226,17 @@ impl Report {
             if i.target == Target::Redis { "redis pub/sub, " } else { "" },
             i.clients, i.rooms, i.publishers, i.payload, secs, i.warmup, i.threads, i.source_ips
         );
+        let addrs: Vec<String> = i.addrs.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            *s,
+            "  server     {}{}",
+            addrs.join(", "),
+            if addrs.len() > 1 {
+                " (connection i to address i % n)"
+            } else {
+                ""
+            }
+        );
         let c = Quantiles::of(&self.tally.connect);
         let g = Quantiles::of(&self.tally.register);
         let _ = writeln!(
@@ -383,11 +396,16 @@ impl Report {
         };
         format!(
             concat!(
-                "{{\"target\":\"{}\",\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
+                "{{\"target\":\"{}\",\"addrs\":[{}],\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
                 "\"rate_per_publisher\":{},\"window\":{},\"payload\":{},\"threads\":{},\"source_ips\":{},",
                 "\"warmup_s\":{},\"duration_s\":{},\"setup_s\":{:.3},",
             ),
             i.target.name(),
+            i.addrs
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(","),
             i.clients,
             self.tally.counters.ready,
             i.rooms,
@@ -536,6 +554,7 @@ mod tests {
     fn info() -> RunInfo {
         RunInfo {
             target: Target::Muxchat,
+            addrs: vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()],
             clients: 4,
             rooms: 2,
             publishers: 1,
@@ -616,6 +635,12 @@ mod tests {
         assert!(j.contains("\"daemon_rss_per_conn_b\":1024"), "{j}");
         assert!(j.contains("\"p99\":2000"), "{j}");
         assert!(j.contains("\"daemon_busy_pct\":75.0"), "{j}");
+        assert!(j.contains("\"addrs\":[\"127.0.0.1:1\",\"[::1]:2\"]"), "{j}");
+        let text = report.human();
+        assert!(
+            text.contains("server     127.0.0.1:1, [::1]:2 (connection i to address i % n)"),
+            "{text}"
+        );
         assert_eq!(report.exit_code(), 0);
     }
 }

@@ -64,8 +64,9 @@ impl Target {
 pub struct Settings {
     /// The kind of server.
     pub target: Target,
-    /// The server's address.
-    pub addr: SocketAddr,
+    /// The servers' addresses (one, or a cluster's nodes); connection `i`
+    /// uses `addrs[i % addrs.len()]`.
+    pub addrs: Vec<SocketAddr>,
     /// Connections in all.
     pub clients: usize,
     /// Rooms; connection `i` joins room `i % rooms`.
@@ -98,6 +99,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The address connection `id` opens (and reopens) its connection to:
+    /// round-robin, so members and publishers both spread evenly, and a
+    /// connection stays with its node across reconnects.
+    pub fn addr(&self, id: usize) -> SocketAddr {
+        self.addrs[id % self.addrs.len()]
+    }
     /// The nick of connection `id`.
     pub fn nick(&self, id: usize) -> String {
         format!("{}_{id}", self.tag)

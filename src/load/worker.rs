@@ -421,13 +421,14 @@ impl Worker {
         if let Some(r) = c.resume.as_mut() {
             r.step = Step::Joining;
         }
-        let opened = open(s.addr, source).and_then(|mut stream| {
+        let addr = s.addr(id);
+        let opened = open(addr, source).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            s.door.open(stream, &s.addr.to_string(), id as u64)
+            s.door.open(stream, &addr.to_string(), id as u64)
         });
         match opened {
             Ok(stream) => c.stream = Some(stream),
@@ -477,13 +478,14 @@ impl Worker {
             n => Some(s.source_ips[id % n]),
         };
         let mut conn = Conn::new(id, id % s.rooms, s.nick(id), id < s.publishers);
-        let opened = open(s.addr, source).and_then(|mut stream| {
+        let addr = s.addr(id);
+        let opened = open(addr, source).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            s.door.open(stream, &s.addr.to_string(), id as u64)
+            s.door.open(stream, &addr.to_string(), id as u64)
         });
         match opened {
             Ok(stream) => conn.stream = Some(stream),
