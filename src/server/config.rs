@@ -628,6 +628,31 @@ mod tests {
     }
 
     #[test]
+    fn cluster_options_come_from_the_config_file_too() {
+        let path =
+            std::env::temp_dir().join(format!("muxchatd-cluster-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "redis = \"redis://127.0.0.1:7001/1\"\nnode-name = \"n2\"\nreuse-port = true\nnode-ttl-ms = 3000\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]);
+        // A node name in the file without the Redis there is refused alike.
+        std::fs::write(&path, "node-name = \"n2\"\n").unwrap();
+        let lone = parse(&["--config", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        let c = c.unwrap();
+        assert_eq!(c.redis.unwrap().to_string(), "redis://127.0.0.1:7001/1");
+        assert_eq!(c.node_name.as_deref(), Some("n2"));
+        assert!(c.reuse_port);
+        assert_eq!(c.node_ttl, Duration::from_secs(3));
+        assert!(lone
+            .unwrap_err()
+            .to_string()
+            .contains("--node-name needs --redis"));
+    }
+
+    #[test]
     fn cluster_options_need_redis_and_valid_values() {
         for args in [
             &["--node-name", "n"][..],
