@@ -233,3 +233,71 @@ fn write_seed_corpus() {
         write("history", format!("seed-{i}"), &d);
     }
 }
+
+#[test]
+fn every_fuzz_bin_has_its_own_table() {
+    // `name = ` alone is not enough: a [[bin]] that lost its header once
+    // made two targets' keys one table, which cargo-fuzz refuses to load.
+    let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    for (name, _) in TARGETS {
+        let table = format!("[[bin]]\nname = \"{name}\"\npath = \"fuzz_targets/{name}.rs\"\n");
+        assert!(
+            manifest.contains(&table),
+            "fuzz/Cargo.toml should hold, as its own table:\n{table}"
+        );
+    }
+    assert_eq!(manifest.matches("[[bin]]").count(), TARGETS.len());
+    assert_eq!(manifest.matches("\nname = ").count(), TARGETS.len() + 1);
+}
+
+#[test]
+fn resp_corpus_reaches_every_outcome() {
+    // The replay above only proves the check holds; this proves the
+    // corpus exercises it: every kind of value, a wait and a reset.
+    use muxchat::server::cluster::resp::{parse, Limits, Parse, Value};
+    let mut seen = std::collections::BTreeSet::new();
+    for file in files_in(&fuzz_dir().join("corpus").join("resp")) {
+        let data = fs::read(&file).unwrap();
+        let Some(stream) = data.get(2..) else {
+            continue;
+        };
+        let limits = Limits {
+            max_bulk: usize::from(data[0] & 63),
+            max_elements: usize::from(data[1] & 31),
+            max_depth: usize::from(data[0] >> 6),
+        };
+        let mut rest = stream;
+        let end = loop {
+            let v = match parse(rest, &limits) {
+                Parse::Done(v, used) => {
+                    rest = &rest[used..];
+                    v
+                }
+                Parse::Incomplete => break "incomplete",
+                Parse::Invalid(_) => break "invalid",
+            };
+            seen.insert(match v {
+                Value::Simple(_) => "simple",
+                Value::Error(_) => "error",
+                Value::Int(_) => "int",
+                Value::Bulk(_) => "bulk",
+                Value::Nil => "nil",
+                Value::Array(a) if a.iter().any(|i| i.as_array().is_some()) => "nested",
+                Value::Array(_) => "array",
+            });
+        };
+        seen.insert(end);
+    }
+    let all = [
+        "simple",
+        "error",
+        "int",
+        "bulk",
+        "nil",
+        "array",
+        "nested",
+        "incomplete",
+        "invalid",
+    ];
+    assert_eq!(seen, all.into_iter().collect());
+}
