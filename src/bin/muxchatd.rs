@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{info, warn};
+use muxchat::server::cluster::ClusterError;
 use muxchat::server::config::Config;
 use muxchat::server::tls::TlsError;
 use muxchat::server::trace::Trace;
@@ -44,13 +45,16 @@ fn run(config: Config) -> Result<(), String> {
         None => Trace::off(),
     };
     let mut server = Server::bind(config).map_err(|e| {
-        // A certificate or key that cannot be used names its file.
-        match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<TlsError>())
-        {
-            Some(tls) => format!("TLS: {tls}"),
-            None => format!("cannot listen on {bind}: {e}"),
+        // A certificate or key that cannot be used names its file; an
+        // unreachable cluster store names its URL.
+        let inner = e.get_ref();
+        if let Some(tls) = inner.and_then(|i| i.downcast_ref::<TlsError>()) {
+            format!("TLS: {tls}")
+        } else if let Some(cluster) = inner.and_then(|i| i.downcast_ref::<ClusterError>()) {
+            // Names the URL and the cause.
+            cluster.to_string()
+        } else {
+            format!("cannot listen on {bind}: {e}")
         }
     })?;
     server.set_trace(trace);

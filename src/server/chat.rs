@@ -32,6 +32,7 @@ use crate::protocol::{
     code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
 };
 
+use super::cluster::Cluster;
 use super::config::Config;
 use super::history::{self, Epochs, History};
 use super::http::{Response, Status};
@@ -134,6 +135,11 @@ pub struct Chat {
     pub(super) now: Instant,
     /// The loop trace (`--trace-file`): off unless the daemon sets it.
     pub trace: Trace,
+    /// The cluster (`--redis`); standalone when `None`.
+    pub(super) cluster: Option<Box<Cluster>>,
+    /// Sessions whose wait for the cluster's store ended while their
+    /// input was paused: (token, session id), for the loop to read.
+    pub(super) woken: Vec<(Token, u64)>,
 }
 
 impl Chat {
@@ -168,7 +174,20 @@ impl Chat {
             now,
             server_name: format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
             trace: Trace::off(),
+            cluster: None,
+            woken: Vec::new(),
         }
+    }
+
+    /// Makes this chat a cluster node: its rooms, nicks and history are
+    /// shared through the store from now on.
+    pub fn set_cluster(&mut self, cluster: Cluster) {
+        self.server_name = format!(
+            "muxchatd {} (node {})",
+            env!("CARGO_PKG_VERSION"),
+            cluster.name
+        );
+        self.cluster = Some(Box::new(cluster));
     }
 
     /// The settings in force.
@@ -195,10 +214,11 @@ impl Chat {
     /// the poll timeout.
     pub fn earliest_deadline(&self) -> Option<Instant> {
         let room = self.room_expiry.peek().map(|e| e.0 .0);
-        match (self.timers.next_deadline(), room) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let cluster = self.cluster.as_deref().map(Cluster::next_deadline);
+        [self.timers.next_deadline(), room, cluster]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Adds a freshly accepted connection and returns its token.
@@ -246,6 +266,12 @@ impl Chat {
             return done;
         }
         self.now = now;
+        if s.is_waiting() {
+            // Its request is with the cluster's store: the rest of its
+            // input waits until the answer wakes it.
+            done.stop = ReadStop::Paused;
+            return done;
+        }
         // Input held back when the output passed the pause mark goes
         // first: it was read before anything still in the socket.
         if s.is_holding() && !s.life().is_ending() {

@@ -29,6 +29,9 @@ impl Chat {
                 leaving.reason.left_reason()
             );
             self.trace.close(t, s.id(), &leaving.reason);
+            if self.cluster.is_some() {
+                self.cluster_close(t, leaving.reason.left_reason(), leaving.registered);
+            }
             while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
                 self.part(t, last, leaving.reason.left_reason());
             }
@@ -57,6 +60,7 @@ impl Chat {
     /// has since been active is simply rescheduled.
     pub fn run_timers(&mut self, now: Instant) {
         self.expire_rooms(now);
+        self.cluster_tick(now);
         while let Some((at, t, id)) = self.timers.pop_due(now) {
             match self.sessions.get_live(t, id) {
                 Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),

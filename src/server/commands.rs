@@ -26,6 +26,11 @@ use super::session::Membership;
 /// of `--max-outbuf` a pipelining sender's own echo never reaches the cut.
 const CAST_LIMIT: usize = 64 * 1024;
 
+/// The size at which a batch of MESSAGEs is fanned out (see `CAST_LIMIT`).
+pub(super) fn cast_limit(max_outbuf: usize) -> usize {
+    CAST_LIMIT.min(max_outbuf / 4)
+}
+
 impl Chat {
     pub(super) fn hello(&mut self, t: Token, version: u8, nick: &str) {
         if !is_supported_version(version) {
@@ -48,6 +53,14 @@ impl Chat {
         if self.nicks.contains_key(&key) {
             return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
         }
+        if self.cluster.is_some() {
+            return self.cluster_hello(t, version, nick, &key);
+        }
+        self.register(t, key, version, nick);
+    }
+
+    /// The nick is ours: the session is registered and welcomed.
+    pub(super) fn register(&mut self, t: Token, key: NameKey, version: u8, nick: &str) {
         self.nicks.insert(key, t);
         let s = self.sessions.at_mut(t);
         s.replace_nick(nick);
@@ -77,6 +90,9 @@ impl Chat {
         }
         if self.sessions.at(t).rooms().len() >= self.config.max_rooms {
             return self.error(t, ErrorCode::TooManyRooms, code::JOIN, "");
+        }
+        if self.cluster.is_some() {
+            return self.cluster_join(t, room);
         }
         let id = match self.rooms.find(room) {
             Some(id) => id,
@@ -132,6 +148,9 @@ impl Chat {
         let Some(index) = self.member_of(t, room) else {
             return self.error(t, ErrorCode::NotInRoom, code::HISTORY, "");
         };
+        if self.cluster.is_some() {
+            return self.cluster_history(t, index, epoch, after_seq, limit);
+        }
         let m = self.sessions.at(t).rooms()[index];
         let r = self.rooms.get(m.room);
         let req = Request {
@@ -178,6 +197,7 @@ impl Chat {
             return self.error(t, ErrorCode::BadRoom, code::LEAVE, "");
         }
         match self.member_of(t, room) {
+            Some(index) if self.cluster.is_some() => self.cluster_leave(t, index),
             Some(index) => self.part(t, index, ""),
             None => self.error(t, ErrorCode::NotInRoom, code::LEAVE, ""),
         }
@@ -193,6 +213,9 @@ impl Chat {
         let Some(index) = self.member_of(t, room) else {
             return self.error(t, ErrorCode::NotInRoom, code::SAY, "");
         };
+        if self.cluster.is_some() {
+            return self.cluster_say(t, index, text);
+        }
         self.sessions.stats.messages += 1;
         let id = self.sessions.at(t).rooms()[index].room;
         if self.cast_room != Some(id) {
@@ -214,7 +237,7 @@ impl Chat {
         self.history
             .store(r.ring, &r.name, r.seq, history::now_ms(), s.nick(), text);
         self.cast_frames += 1;
-        if self.cast.len() >= CAST_LIMIT.min(self.sessions.marks().max_outbuf / 4) {
+        if self.cast.len() >= cast_limit(self.sessions.marks().max_outbuf) {
             self.flush_cast();
         }
     }
@@ -247,6 +270,9 @@ impl Chat {
         if let Err(e) = self.check_text(text) {
             return self.error(t, e, code::WHISPER, "");
         }
+        if self.cluster.is_some() {
+            return self.cluster_whisper(t, nick, text);
+        }
         let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) else {
             return self.error(t, ErrorCode::NoSuchNick, code::WHISPER, "");
         };
@@ -264,6 +290,9 @@ impl Chat {
         };
         if self.nicks.get(&key).is_some_and(|&owner| owner != t) {
             return self.error(t, ErrorCode::NickInUse, code::NICK, "");
+        }
+        if self.cluster.is_some() {
+            return self.cluster_nick(t, new);
         }
         let old = self.sessions.at_mut(t).replace_nick(new);
         if let Some(old_key) = NameKey::new(&old) {
@@ -292,6 +321,9 @@ impl Chat {
     }
 
     pub(super) fn list_rooms(&mut self, t: Token) {
+        if self.cluster.is_some() {
+            return self.cluster_list_rooms(t);
+        }
         // Truncated to what fits in one frame of the max payload.
         let mut room_budget = self.config.max_payload as usize - 2;
         let rooms: Vec<(&str, u32)> = self
@@ -307,6 +339,9 @@ impl Chat {
     pub(super) fn list_users(&mut self, t: Token, room: &str) {
         if !valid_room(room) {
             return self.error(t, ErrorCode::BadRoom, code::LIST_USERS, "");
+        }
+        if self.cluster.is_some() {
+            return self.cluster_list_users(t, room);
         }
         let Some(id) = self.rooms.find(room) else {
             return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
@@ -517,7 +552,7 @@ fn trim_to_bytes(
 }
 
 /// Takes `need` bytes from `budget` if they fit.
-fn fits(budget: &mut usize, need: usize) -> bool {
+pub(super) fn fits(budget: &mut usize, need: usize) -> bool {
     match budget.checked_sub(need) {
         Some(left) => {
             *budget = left;

@@ -55,8 +55,10 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::protocol::{ErrorCode, ServerMessage};
 
 use super::chat::{Chat, ReadStop};
+use super::cluster::{self, Cluster};
 use super::config::Config;
 use super::discovery::Discovery;
+use super::history::Epochs;
 use super::registry::FlushOutcome;
 use super::tls;
 use super::trace::Trace;
@@ -184,6 +186,27 @@ impl Server {
             discovery = Some(d);
         }
 
+        let cluster = match &config.redis {
+            // The start-up check blocks (with a timeout): the loop is not
+            // running yet, and a node that cannot reach its cluster must
+            // not start serving.
+            Some(url) => Some(
+                Cluster::start(
+                    url,
+                    config
+                        .node_name
+                        .clone()
+                        .unwrap_or_else(|| default_node_name(local_addr)),
+                    config.node_ttl,
+                    config.room_ttl,
+                    config.redis_max_pending,
+                    poll.registry().try_clone()?,
+                    Epochs::new().next_epoch(),
+                )
+                .map_err(io::Error::other)?,
+            ),
+            None => None,
+        };
         let trace = config.trace_events;
         let tls = match &config.tls {
             Some((cert, key)) => Some(
@@ -203,7 +226,13 @@ impl Server {
             listener: Some(listener),
             signals,
             discovery,
-            chat: Chat::new(config, Instant::now()),
+            chat: {
+                let mut chat = Chat::new(config, Instant::now());
+                if let Some(c) = cluster {
+                    chat.set_cluster(c);
+                }
+                chat
+            },
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
             global_left: GLOBAL_READ_BUDGET,
@@ -273,6 +302,11 @@ impl Server {
                     .event(token, source(token), readable, writable);
                 match token {
                     LISTENER => self.accept_all(now),
+                    // The cluster's Redis links: sources like any other.
+                    cluster::CMD | cluster::SUB => {
+                        self.chat
+                            .on_link_ready(token == cluster::SUB, writable, now)
+                    }
                     DISCOVERY => self.answer_probes(now),
                     SIGNALS => {
                         if self.on_signal(now) {
@@ -296,6 +330,13 @@ impl Server {
             // 4. Reap: sessions marked for closing during stages 2-3 leave
             //    their rooms now, after the batch, never in the middle of it.
             self.chat.reap(now);
+            // Sessions whose request the cluster's store answered while
+            // their input was paused: read them next iteration.
+            for (t, id) in self.chat.take_woken() {
+                if self.chat.sessions.get_live(t, id).is_some() {
+                    self.carry(t);
+                }
+            }
 
             // 5. Write before sleep: one write per session carries every
             //    frame queued for it this iteration. What the kernel will
@@ -316,6 +357,7 @@ impl Server {
             // 7. Shutdown: once draining, stop when everyone has gone or
             //    the grace period is over.
             if self.drained_out(now) {
+                self.chat.leave_cluster();
                 return Ok(());
             }
         }
@@ -603,6 +645,8 @@ impl Server {
             }
         }
         self.chat.sessions.end_flush(list);
+        // The cluster's requests of this iteration go in one write each.
+        self.chat.flush_links(now);
         // 5e. Buffers of sessions that drained last iteration and got
         //     nothing this one go back to the allocator: busy sessions keep
         //     theirs.
@@ -657,10 +701,26 @@ impl Server {
     }
 }
 
+/// A node's name when `--node-name` is not given: the host's name and the
+/// port it listens on.
+fn default_node_name(addr: SocketAddr) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    let host = std::str::from_utf8(&buf[..end])
+        .ok()
+        .filter(|h| ok && !h.is_empty())
+        .unwrap_or("localhost");
+    format!("{host}:{}", addr.port())
+}
+
 /// The loop trace's name for a source that is not a session.
 fn source(t: Token) -> Option<&'static str> {
     match t {
         LISTENER => Some("listener"),
+        cluster::CMD => Some("redis-command"),
+        cluster::SUB => Some("redis-subscriber"),
         SIGNALS => Some("signals"),
         _ => None,
     }

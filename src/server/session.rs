@@ -171,6 +171,11 @@ pub struct Session {
     /// frames, then perhaps a partial one; at most one read's worth). It is
     /// dispatched before the socket is read again.
     held: bool,
+    /// A request of this session is with the cluster's store (`--redis`):
+    /// its next frames wait, held like paused input, until the answer
+    /// comes, so they see the state that request made (a SAY right after
+    /// a JOIN finds the session in the room).
+    waiting: bool,
     /// The kernel's send queue for this socket at the last sample: bytes we
     /// wrote that it has not sent yet (the peer's window is closed). It
     /// counts against `--max-outbuf`, so a stalled reader is cut once the
@@ -225,6 +230,7 @@ impl Session {
             carry_in: 0,
             paused: false,
             held: false,
+            waiting: false,
             kernel_queued: 0,
             since_sample: 0,
             greeting_out: 0,
@@ -343,6 +349,17 @@ impl Session {
     pub fn is_holding(&self) -> bool {
         self.held
     }
+    /// Whether a request of this session waits for the cluster's store.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+    /// Starts or ends waiting for the cluster's store. Returns whether
+    /// input was paused meanwhile (the loop must read it again: no new
+    /// edge will say it is there).
+    pub fn set_waiting(&mut self, waiting: bool) -> bool {
+        self.waiting = waiting;
+        !waiting && (self.held || self.paused)
+    }
     /// Whether dispatching must stop: the output waiting for this session
     /// is past its pause mark (a small one before HELLO), or it used its
     /// whole allowance of replies before HELLO.
@@ -350,6 +367,9 @@ impl Session {
     pub fn over_pause(&self, marks: Marks) -> bool {
         if self.life.is_ending() {
             return false;
+        }
+        if self.waiting {
+            return true;
         }
         if self.life.is_greeting() {
             return self.greeting_out >= GREETING_OUTPUT || self.pending() > GREETING_PAUSE;

@@ -1,5 +1,506 @@
-//! The cluster: several daemons sharing rooms through one Redis server
-//! (`--redis`). Off unless configured; standalone code never enters here.
+//! The cluster (`--redis`): several single-threaded daemons sharing rooms
+//! through one Redis server. Off unless configured: standalone code never
+//! enters here, and a standalone daemon pays one `Option` test per
+//! command.
+//!
+//! This module owns the node's side of the cluster:
+//! - two Redis links ([`link`]), sources in the same `Poll` as the
+//!   sessions: the *command* link carries pipelined calls of the function
+//!   library (`muxchat.lua`), answered in order ([`Expect`] says what each
+//!   answer is for); the *subscriber* link receives the events of the rooms
+//!   this node has members in, of NICK changes, and of whispers to it;
+//! - the per-room bookkeeping of what this node delivered ([`ClusterRoom`]):
+//!   a room's seq is assigned in Redis, and the node delivers each room's
+//!   events strictly in seq order, filling a jump in seq from the room's
+//!   stream before going on;
+//! - the liveness heartbeat, reconnecting, and rebuilding what Redis held
+//!   from the node's own state when a link comes back ([`requests`] and
+//!   [`events`] hold the chat's side, as `impl Chat`).
+//!
+//! What a session sees is the same as standalone; only the order of work
+//! changes: a request that needs the store is sent, the session's next
+//! frames wait (held like paused input) until the answer or the event it
+//! produced comes back, and the loop never waits on Redis.
 
+pub mod events;
+pub mod link;
+pub mod requests;
 pub mod resp;
 pub mod url;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::{Registry, Token};
+
+use self::link::{Change, Link};
+use self::resp::Value;
+use self::url::RedisUrl;
+
+use super::rooms::RoomId;
+
+/// The function library loaded into Redis at every (re)connect.
+pub const LIBRARY: &str = include_str!("muxchat.lua");
+
+/// A request unanswered for this long means the link is stalled: it is
+/// dropped and reconnected, and everything waiting on it gets UNAVAILABLE.
+const STALL: Duration = Duration::from_secs(5);
+/// How often the cluster's timer runs (stall checks, reconnects).
+const TICK: Duration = Duration::from_millis(500);
+/// Bytes of events one room may hold while a jump in its seq is filled
+/// from the stream; past it, further events are dropped (a later fill
+/// recovers the messages among them).
+const HELD_EVENTS_MAX: usize = 4 * 1024 * 1024;
+/// Timeout of the start-up check.
+const START_TIMEOUT: Duration = Duration::from_secs(3);
+/// Nicks and memberships per call when the node rebuilds its state.
+const RESTORE_CHUNK: usize = 500;
+
+/// A start-up failure: Redis could not be reached or used.
+#[derive(Debug)]
+pub struct ClusterError(pub String);
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// What an answer on the command link is for, in the order sent.
+#[derive(Debug)]
+pub(crate) enum Expect {
+    /// Set-up and bookkeeping: only an error matters (logged).
+    Ignore(&'static str),
+    /// HELLO's nick claim.
+    Hello {
+        t: Token,
+        sid: u64,
+        version: u8,
+        nick: String,
+    },
+    /// JOIN sent: an error ends the wait (the JOINED event ends it
+    /// otherwise).
+    Join { t: Token, sid: u64, room: RoomId },
+    /// LEAVE sent: an error ends the wait (the LEFT event otherwise).
+    Leave { t: Token, sid: u64, room: RoomId },
+    /// SAY: an error goes to the sender (the MESSAGE comes as an event).
+    Say { t: Token, sid: u64 },
+    /// WHISPER to a nick on another node.
+    Whisper { t: Token, sid: u64 },
+    /// NICK's claim of the new nick.
+    Nick { t: Token, sid: u64, new: String },
+    /// LIST_ROOMS.
+    Rooms { t: Token, sid: u64 },
+    /// LIST_USERS.
+    Users { t: Token, sid: u64 },
+    /// HISTORY from the room's stream.
+    History {
+        t: Token,
+        sid: u64,
+        room: RoomId,
+        epoch: u64,
+        newest: u64,
+        after: u64,
+        cap: usize,
+        status: u8,
+        newest_first: bool,
+    },
+    /// Messages of a jump in a room's seq, from its stream.
+    Fill { room: RoomId, epoch: u64, upto: u64 },
+    /// The room as the node rebuilt it: the epoch Redis holds.
+    Restore { room: RoomId, epoch: u64 },
+}
+
+/// One call in flight: what its answer is for, its size, when it went.
+#[derive(Debug)]
+struct InFlight {
+    expect: Expect,
+    bytes: usize,
+    sent: Instant,
+}
+
+/// A JOIN or LEAVE of a local session, until its event comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waiter {
+    pub t: Token,
+    pub sid: u64,
+    /// The call went to Redis (a JOIN waits for the subscription first).
+    pub sent: bool,
+}
+
+/// What the node keeps for one room it has members in (or is joining).
+#[derive(Debug, Default)]
+pub(crate) struct ClusterRoom {
+    /// The folded name (keys and channel).
+    pub key: String,
+    /// The subscription is confirmed: events of the room arrive.
+    pub subscribed: bool,
+    /// The node knows the room's epoch and seq (from its first JOINED):
+    /// until then it has no one to deliver to and ignores events.
+    pub positioned: bool,
+    /// JOINs waiting for their JOINED event.
+    pub joins: Vec<Waiter>,
+    /// LEAVEs waiting for their LEFT event.
+    pub leaves: Vec<Waiter>,
+    /// A fill from the stream is in flight: events wait in `held`.
+    pub filling: bool,
+    /// The fill's call is in flight (else the resync sends it).
+    pub fill_in_flight: bool,
+    /// The seq the fill goes up to (`u64::MAX`: everything held).
+    pub fill_upto: u64,
+    /// Events that came during a fill, in order.
+    pub held: VecDeque<Vec<u8>>,
+    pub held_bytes: usize,
+}
+
+impl ClusterRoom {
+    /// Nobody local is in it or joining it: unsubscribe and forget it.
+    pub(crate) fn is_idle(&self, members: usize) -> bool {
+        members == 0 && self.joins.is_empty() && self.leaves.is_empty()
+    }
+}
+
+/// The node's cluster state.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node's name (logs, WELCOME).
+    pub name: String,
+    /// This incarnation's id in Redis: the name and a random suffix, so a
+    /// restarted node (or two nodes with one name) never mistakes another
+    /// one's state for its own.
+    pub node: String,
+    /// Key and channel prefix (the database's number is in it: channels
+    /// are not per database).
+    pub prefix: String,
+    url: RedisUrl,
+    db: u32,
+    pub(super) cmd: Link,
+    pub(super) sub: Link,
+    registry: Registry,
+    in_flight: VecDeque<InFlight>,
+    in_flight_bytes: usize,
+    max_pending: usize,
+    /// Liveness TTL (`--node-ttl-ms`), also the nicks' TTL.
+    pub ttl: Duration,
+    /// `--room-ttl-ms`, for rooms that empty in Redis.
+    pub room_ttl: Duration,
+    /// Per-room state, by the local room's id.
+    pub(crate) rooms: HashMap<RoomId, ClusterRoom>,
+    /// Local registered sessions by id: events name sessions by id.
+    pub(crate) sids: HashMap<u64, Token>,
+    /// The room each waiting JOIN or LEAVE is for, by session id (a
+    /// session that closes drops its waiter without a search).
+    pub(crate) waits: HashMap<u64, RoomId>,
+    next_alive: Instant,
+    next_tick: Instant,
+    /// When the subscriber link's last PING went unanswered since.
+    sub_ping: Option<Instant>,
+    /// Both links were up and the node's state was rebuilt in Redis.
+    synced: bool,
+    /// Logged once per change of availability.
+    was_available: bool,
+    /// Counters for STATS.
+    pub stats: ClusterStats,
+}
+
+/// The cluster's counters (STATS and `/metrics`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterStats {
+    /// Calls sent to Redis.
+    pub calls: u64,
+    /// Events received.
+    pub events: u64,
+    /// Jumps in a room's seq filled from its stream.
+    pub fills: u64,
+    /// Messages a fill could not find (no longer held): a gap members see.
+    pub lost: u64,
+    /// Requests answered UNAVAILABLE.
+    pub unavailable: u64,
+    /// Times a link went down.
+    pub link_drops: u64,
+}
+
+/// The command link's token and the subscriber link's.
+pub const CMD: Token = Token(usize::MAX - 4);
+/// See [`CMD`].
+pub const SUB: Token = Token(usize::MAX - 5);
+
+impl Cluster {
+    /// Connects both links (blocking, with a timeout: the loop is not
+    /// running yet), loads the function library, and registers the node.
+    /// An error names the URL and the cause.
+    pub fn start(
+        url: &RedisUrl,
+        name: String,
+        ttl: Duration,
+        room_ttl: Duration,
+        max_pending: usize,
+        registry: Registry,
+        seed: u64,
+    ) -> Result<Cluster, ClusterError> {
+        let fail = |why: String| ClusterError(format!("cannot use Redis at {url}: {why}"));
+        let addrs = url.resolve().map_err(|e| fail(e.to_string()))?;
+        let db = url.db.to_string();
+        let handshake = vec![
+            vec![b"SELECT".to_vec(), db.clone().into_bytes()],
+            vec![
+                b"FUNCTION".to_vec(),
+                b"LOAD".to_vec(),
+                b"REPLACE".to_vec(),
+                LIBRARY.as_bytes().to_vec(),
+            ],
+        ];
+        let cmd = link::connect_blocking(&addrs, &handshake, START_TIMEOUT).map_err(fail)?;
+        let sub = link::connect_blocking(&addrs, &[vec![b"PING".to_vec()]], START_TIMEOUT)
+            .map_err(fail)?;
+        let cmd = Link::new("command", addrs.clone(), CMD, Some(cmd), &registry)
+            .map_err(|e| fail(e.to_string()))?;
+        let sub = Link::new("subscriber", addrs, SUB, Some(sub), &registry)
+            .map_err(|e| fail(e.to_string()))?;
+        let now = Instant::now();
+        let mut c = Cluster {
+            node: format!("{name}/{:08x}", seed as u32),
+            name,
+            prefix: format!("muxchat:{}:", url.db),
+            url: url.clone(),
+            db: url.db,
+            cmd,
+            sub,
+            registry,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            max_pending,
+            ttl,
+            room_ttl,
+            rooms: HashMap::new(),
+            sids: HashMap::new(),
+            waits: HashMap::new(),
+            next_alive: now,
+            next_tick: now,
+            sub_ping: None,
+            synced: true,
+            was_available: true,
+            stats: ClusterStats::default(),
+        };
+        c.subscribe_node_channels();
+        c.alive();
+        info!("cluster node {} on {}", c.node, c.url);
+        Ok(c)
+    }
+
+    /// Whether requests that need the store can go: both links up and the
+    /// node's state rebuilt after the last drop.
+    pub fn available(&self) -> bool {
+        self.cmd.is_up() && self.sub.is_up() && self.synced
+    }
+
+    /// Whether a call of `extra` more bytes stays within
+    /// `--redis-max-pending`: past it, requests get UNAVAILABLE instead of
+    /// the link's memory growing while Redis does not keep up.
+    pub fn has_room_for(&self, extra: usize) -> bool {
+        self.in_flight_bytes + self.cmd.unsent() + extra <= self.max_pending
+    }
+
+    /// Sends one call on the command link, remembering what its answer
+    /// is for.
+    pub(crate) fn call(&mut self, expect: Expect, args: &[&[u8]]) {
+        // Nothing can answer a call on a link that is down; whoever needs
+        // an answer checked `available` first.
+        if !self.cmd.is_up() {
+            return;
+        }
+        let bytes = self.cmd.send(args);
+        self.in_flight_bytes += bytes;
+        self.stats.calls += 1;
+        self.in_flight.push_back(InFlight {
+            expect,
+            bytes,
+            sent: Instant::now(),
+        });
+    }
+
+    /// `FCALL name 0 prefix args...`.
+    pub(crate) fn fcall(&mut self, expect: Expect, name: &str, args: &[&[u8]]) {
+        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 4);
+        all.extend_from_slice(&[b"FCALL", name.as_bytes(), b"0"]);
+        let prefix = self.prefix.clone();
+        all.push(prefix.as_bytes());
+        all.extend_from_slice(args);
+        self.call(expect, &all);
+    }
+
+    /// The answer to the oldest call in flight.
+    fn answered(&mut self) -> Option<Expect> {
+        let f = self.in_flight.pop_front()?;
+        self.in_flight_bytes -= f.bytes;
+        Some(f.expect)
+    }
+
+    /// Every call in flight, lost with the command link.
+    fn take_in_flight(&mut self) -> Vec<Expect> {
+        self.in_flight_bytes = 0;
+        self.in_flight.drain(..).map(|f| f.expect).collect()
+    }
+
+    /// The channel of a room's events.
+    pub fn room_channel(&self, key: &str) -> String {
+        format!("{}c:{key}", self.prefix)
+    }
+
+    /// The room key of a room channel, if `channel` is one.
+    fn channel_room<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
+        let rest = channel.strip_prefix(self.prefix.as_bytes())?;
+        std::str::from_utf8(rest.strip_prefix(b"c:")?).ok()
+    }
+
+    /// Subscribes to a room's channel (confirmed by a push).
+    pub fn subscribe(&mut self, key: &str) {
+        let ch = self.room_channel(key);
+        self.sub.send(&[b"SUBSCRIBE", ch.as_bytes()]);
+    }
+
+    /// Stops a room's events.
+    pub fn unsubscribe(&mut self, key: &str) {
+        let ch = self.room_channel(key);
+        self.sub.send(&[b"UNSUBSCRIBE", ch.as_bytes()]);
+    }
+
+    fn subscribe_node_channels(&mut self) {
+        let nick = format!("{}nickch", self.prefix);
+        let node = format!("{}n:{}", self.prefix, self.node);
+        self.sub
+            .send(&[b"SUBSCRIBE", nick.as_bytes(), node.as_bytes()]);
+    }
+
+    /// The heartbeat: refreshes this node's liveness key and its nicks'
+    /// TTLs, and reaps nodes whose key expired.
+    fn alive(&mut self) {
+        let node = self.node.clone();
+        let ttl = self.ttl.as_millis().to_string();
+        let room_ttl = self.room_ttl.as_millis().to_string();
+        self.fcall(
+            Expect::Ignore("heartbeat"),
+            "mc_alive",
+            &[node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()],
+        );
+    }
+
+    /// Writes both links' pending requests (the loop's flush stage).
+    pub fn flush(&mut self, now: Instant) -> Vec<(bool, Change)> {
+        let mut changes = Vec::new();
+        if let Err(e) = self.cmd.flush(&self.registry) {
+            changes.push((false, self.cmd.down(&self.registry, now, e.to_string())));
+        }
+        if let Err(e) = self.sub.flush(&self.registry) {
+            changes.push((true, self.sub.down(&self.registry, now, e.to_string())));
+        }
+        changes
+    }
+
+    /// The earliest instant the cluster's timer must run.
+    pub fn next_deadline(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// The last word on a clean shutdown: this node's members leave, its
+    /// nicks are freed and it leaves the cluster at once, instead of
+    /// after its liveness TTL. Blocking, bounded by a short timeout.
+    pub fn goodbye(&mut self) {
+        if !self.cmd.is_up() {
+            return;
+        }
+        let node = self.node.clone();
+        let ttl = "1".to_string();
+        let room_ttl = self.room_ttl.as_millis().to_string();
+        self.fcall(
+            Expect::Ignore("goodbye"),
+            "mc_sync",
+            &[node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes(), b""],
+        );
+        let alive = format!("{}alive:{}", self.prefix, self.node);
+        self.call(Expect::Ignore("goodbye"), &[b"DEL", alive.as_bytes()]);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut values = Vec::new();
+        while !self.in_flight.is_empty() && Instant::now() < deadline {
+            let _ = self.cmd.flush(&self.registry);
+            if let Change::WentDown(_) =
+                self.cmd
+                    .on_ready(&self.registry, false, &mut values, Instant::now())
+            {
+                return;
+            }
+            for _ in values.drain(..) {
+                self.answered();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn log_availability(&mut self) {
+        let now = self.available();
+        if now != self.was_available {
+            self.was_available = now;
+            if now {
+                info!("cluster: Redis at {} reachable again", self.url);
+            } else {
+                warn!(
+                    "cluster: Redis at {} unreachable: requests get UNAVAILABLE until it is back",
+                    self.url
+                );
+            }
+        }
+    }
+}
+
+/// Splits an event's payload into `n` fields at `\n`, the last running to
+/// the end (a text or a reason may hold anything).
+pub fn split_fields(payload: &[u8], n: usize) -> Option<Vec<&[u8]>> {
+    let v: Vec<&[u8]> = payload.splitn(n, |&b| b == b'\n').collect();
+    (v.len() == n).then_some(v)
+}
+
+/// A decimal field.
+pub fn num(field: &[u8]) -> Option<u64> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
+/// A text field (the store only ever holds what the node checked).
+pub fn text(field: &[u8]) -> Option<&str> {
+    std::str::from_utf8(field).ok()
+}
+
+impl Cluster {
+    /// The handshake after a reconnect: the database, then the library
+    /// (Redis may have restarted empty, without it).
+    pub(super) fn select_and_load(&mut self) {
+        let db = self.db.to_string();
+        self.call(Expect::Ignore("select"), &[b"SELECT", db.as_bytes()]);
+        self.call(
+            Expect::Ignore("function load"),
+            &[b"FUNCTION", b"LOAD", b"REPLACE", LIBRARY.as_bytes()],
+        );
+    }
+
+    /// A stream entry `[id, [field, value, ...]]` as (seq, time, from, text).
+    pub fn stream_entry(v: &Value) -> Option<(u64, u64, &str, &str)> {
+        let e = v.as_array()?;
+        let id = e.first()?.as_bytes()?;
+        let seq = num(id.split(|&b| b == b'-').next()?)?;
+        let f = e.get(1)?.as_array()?;
+        let (mut time, mut from, mut text_) = (0, None, None);
+        for pair in f.chunks(2) {
+            let [k, v] = pair else { continue };
+            match k.as_bytes()? {
+                b"t" => time = v.as_int()? as u64,
+                b"f" => from = text(v.as_bytes()?),
+                b"x" => text_ = text(v.as_bytes()?),
+                _ => {}
+            }
+        }
+        Some((seq, time, from?, text_?))
+    }
+}

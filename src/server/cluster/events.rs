@@ -1,0 +1,1031 @@
+//! What the node does with what Redis sends: answers on the command link
+//! (in the order the calls went), events on the subscriber link (each
+//! room's in seq order), links coming and going, and the cluster's timer.
+//!
+//! A room's events are delivered strictly in order. A MESSAGE whose seq
+//! is not the next one, or a JOINED/LEFT that says messages came before it
+//! that the node has not seen, starts a *fill*: the missing messages are
+//! read from the room's stream, and the room's further events wait in
+//! order until they are delivered. A member therefore never sees a gap
+//! the store could have closed, a duplicate, or a seq going backwards.
+
+use std::mem;
+use std::time::Instant;
+
+use log::{debug, warn};
+use mio::Token;
+
+use crate::protocol::{ErrorCode, NameKey, ServerMessage, VERSION_2};
+
+use super::super::chat::{encode_into, Chat};
+use super::super::rooms::RoomId;
+use super::super::session::Membership;
+use super::link::Change;
+use super::resp::Value;
+use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX, STALL, TICK};
+
+/// A fill's upper bound that means "everything after": after a
+/// resubscription nothing says how far the room went meanwhile.
+const OPEN_END: u64 = u64::MAX;
+
+impl Chat {
+    /// Readiness on one of the Redis links.
+    pub fn on_link_ready(&mut self, sub: bool, writable: bool, now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let mut values = Vec::new();
+        let change = if sub {
+            c.sub.on_ready(&c.registry, writable, &mut values, now)
+        } else {
+            c.cmd.on_ready(&c.registry, writable, &mut values, now)
+        };
+        self.now = now;
+        for v in values {
+            if sub {
+                self.on_push(v);
+            } else {
+                self.on_answer(Ok(v));
+            }
+        }
+        self.flush_cast();
+        self.on_link_change(sub, change, now);
+    }
+
+    /// A clean shutdown's last word to the cluster (see
+    /// [`Cluster::goodbye`]).
+    pub fn leave_cluster(&mut self) {
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.goodbye();
+        }
+    }
+
+    /// Writes both links' requests (the loop's flush stage).
+    pub fn flush_links(&mut self, now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        for (sub, change) in c.flush(now) {
+            self.on_link_change(sub, change, now);
+        }
+    }
+
+    /// Sessions whose wait for the store ended while their input was
+    /// paused: the loop reads them again.
+    pub fn take_woken(&mut self) -> Vec<(Token, u64)> {
+        mem::take(&mut self.woken)
+    }
+
+    /// Ends `t`'s wait for the store.
+    pub(crate) fn wake(&mut self, t: Token, sid: u64) {
+        if let Some(s) = self.sessions.get_live(t, sid) {
+            if s.set_waiting(false) {
+                self.woken.push((t, sid));
+            }
+        }
+    }
+
+    /// A request could not be served by the store: UNAVAILABLE, and the
+    /// session's wait ends.
+    pub(crate) fn unavailable(&mut self, t: Token, sid: u64, request: u16) {
+        if self.sessions.get_live(t, sid).is_none() {
+            return;
+        }
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.stats.unavailable += 1;
+        }
+        self.error(t, ErrorCode::Unavailable, request, "");
+        self.wake(t, sid);
+    }
+
+    fn on_link_change(&mut self, sub: bool, change: Change, now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        match change {
+            Change::None => return,
+            Change::CameUp => {
+                debug!(
+                    "cluster: {} link up",
+                    if sub { "subscriber" } else { "command" }
+                );
+                c.synced = false;
+                if sub {
+                    c.sub_ping = None;
+                    c.subscribe_node_channels();
+                    let keys: Vec<String> = c.rooms.values().map(|r| r.key.clone()).collect();
+                    for key in keys {
+                        c.subscribe(&key);
+                    }
+                } else {
+                    c.select_and_load();
+                }
+            }
+            Change::WentDown(why) => {
+                c.stats.link_drops += 1;
+                c.synced = false;
+                warn!(
+                    "cluster: {} link to Redis lost ({why}); reconnecting",
+                    if sub { "subscriber" } else { "command" }
+                );
+                if sub {
+                    self.sub_lost();
+                } else {
+                    let lost = c.take_in_flight();
+                    for r in c.rooms.values_mut() {
+                        r.fill_in_flight = false;
+                    }
+                    for expect in lost {
+                        self.answer(expect, Err("link lost".into()));
+                    }
+                }
+            }
+        }
+        self.resync_if_ready(now);
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.log_availability();
+        }
+    }
+
+    /// The subscriber link went down: no room's events arrive until it is
+    /// back, so JOINs and LEAVEs waiting for theirs get UNAVAILABLE (what
+    /// they did in the store is set right by the resync).
+    fn sub_lost(&mut self) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let mut failed: Vec<(Waiter, u16)> = Vec::new();
+        for r in c.rooms.values_mut() {
+            r.subscribed = false;
+            failed.extend(r.joins.drain(..).map(|w| (w, crate::protocol::code::JOIN)));
+            failed.extend(
+                r.leaves
+                    .drain(..)
+                    .map(|w| (w, crate::protocol::code::LEAVE)),
+            );
+        }
+        for (w, _) in &failed {
+            c.waits.remove(&w.sid);
+        }
+        for (w, request) in failed {
+            self.unavailable(w.t, w.sid, request);
+        }
+        let ids: Vec<RoomId> = self.cluster_rooms();
+        for id in ids {
+            self.forget_room_if_idle(id);
+        }
+    }
+
+    /// The local rooms the cluster keeps state for.
+    fn cluster_rooms(&self) -> Vec<RoomId> {
+        self.cluster
+            .as_deref()
+            .map(|c| c.rooms.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Once both links are up after a drop: put back in Redis what this
+    /// node holds (Redis may have restarted empty, or forgotten what
+    /// happened while the node could not reach it): each room with its
+    /// epoch, seq and this node's members, this node's nicks, then drop
+    /// what this node no longer has. Pipelined ahead of every later call,
+    /// so those see the rebuilt state.
+    fn resync_if_ready(&mut self, _now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if c.synced || !c.cmd.is_up() || !c.sub.is_up() {
+            return;
+        }
+        c.synced = true;
+        let node = c.node.clone();
+        let ttl = c.ttl.as_millis().to_string();
+        let room_ttl = c.room_ttl.as_millis().to_string();
+        let mut entries: Vec<String> = Vec::new();
+        let ids: Vec<RoomId> = c.rooms.keys().copied().collect();
+        for id in ids {
+            let Some(cr) = c.rooms.get(&id) else { continue };
+            if !cr.positioned {
+                continue;
+            }
+            let key = cr.key.clone();
+            let room = self.rooms.get(id);
+            let (epoch, seq) = (room.epoch.to_string(), room.seq.to_string());
+            let mut args: Vec<String> =
+                vec![node.clone(), key.clone(), room.name.clone(), epoch, seq];
+            for &m in &room.members {
+                let s = self.sessions.at(m);
+                let nk = fold(s.nick());
+                entries.push(format!("{key}\t{nk}"));
+                args.extend([nk, s.nick().to_owned(), s.id().to_string()]);
+            }
+            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            c.fcall(
+                Expect::Restore {
+                    room: id,
+                    epoch: room.epoch,
+                },
+                "mc_restore",
+                &refs,
+            );
+        }
+        let mut nicks: Vec<String> = Vec::new();
+        let mut claims: Vec<String> = Vec::new();
+        for (&sid, &t) in &c.sids {
+            let Some(s) = self.sessions.get(t) else {
+                continue;
+            };
+            let nk = fold(s.nick());
+            claims.extend([nk.clone(), sid.to_string(), s.nick().to_owned()]);
+            nicks.push(nk);
+        }
+        for chunk in claims.chunks(3 * super::RESTORE_CHUNK) {
+            let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes()];
+            args.extend(chunk.iter().map(|a| a.as_bytes()));
+            c.fcall(Expect::Ignore("nick claim"), "mc_claim", &args);
+        }
+        let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()];
+        args.extend(entries.iter().map(|e| e.as_bytes()));
+        args.push(b"");
+        args.extend(nicks.iter().map(|n| n.as_bytes()));
+        c.fcall(Expect::Ignore("sync"), "mc_sync", &args);
+        c.alive();
+        // Jumps found while the command link was down are filled now.
+        let pending: Vec<RoomId> = c
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.filling && !r.fill_in_flight)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in pending {
+            self.send_fill(id);
+        }
+    }
+
+    /// The cluster's timer: reconnects, stall checks, the heartbeat.
+    pub fn cluster_tick(&mut self, now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if now < c.next_tick {
+            return;
+        }
+        c.next_tick = now + TICK;
+        c.cmd.reconnect(&c.registry, now);
+        c.sub.reconnect(&c.registry, now);
+        let stalled_cmd = c
+            .in_flight
+            .front()
+            .is_some_and(|f| now.duration_since(f.sent) >= STALL);
+        if stalled_cmd {
+            let change = c.cmd.down(&c.registry, now, "no answer for 5 s".into());
+            self.on_link_change(false, change, now);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if c.sub.is_up() {
+            match c.sub_ping {
+                Some(at) if now.duration_since(at) >= STALL => {
+                    let change = c.sub.down(&c.registry, now, "no answer for 5 s".into());
+                    self.on_link_change(true, change, now);
+                }
+                Some(_) => {}
+                None => {
+                    c.sub.send(&[b"PING"]);
+                    c.sub_ping = Some(now);
+                }
+            }
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if c.available() && now >= c.next_alive {
+            c.next_alive = now + c.ttl / 3;
+            c.alive();
+        }
+    }
+
+    // ----- answers on the command link -----------------------------------
+
+    fn on_answer(&mut self, v: Result<Value, String>) {
+        let Some(expect) = self.cluster.as_deref_mut().and_then(Cluster::answered) else {
+            warn!("cluster: an answer from Redis nobody asked for");
+            return;
+        };
+        self.answer(expect, v);
+    }
+
+    /// One answer (or its loss with the link), for what it was for.
+    fn answer(&mut self, expect: Expect, v: Result<Value, String>) {
+        use crate::protocol::code;
+        let v = match v {
+            Ok(v) => match v.error() {
+                Some(e) => Err(String::from_utf8_lossy(e).into_owned()),
+                None => Ok(v),
+            },
+            Err(e) => Err(e),
+        };
+        match expect {
+            Expect::Ignore(what) => {
+                if let Err(e) = v {
+                    warn!("cluster: {what}: {e}");
+                }
+            }
+            Expect::Hello {
+                t,
+                sid,
+                version,
+                nick,
+            } => match v.as_ref().map(Value::as_int) {
+                Ok(Some(1)) if self.sessions.get_live(t, sid).is_some() => {
+                    self.welcome(t, version, &nick);
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        c.sids.insert(sid, t);
+                    }
+                    self.wake(t, sid);
+                }
+                Ok(Some(1)) => {
+                    // Gone meanwhile: give the nick back.
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        let (nk, node, s) = (fold(&nick), c.node.clone(), sid.to_string());
+                        c.fcall(
+                            Expect::Ignore("bye"),
+                            "mc_bye",
+                            &[nk.as_bytes(), node.as_bytes(), s.as_bytes()],
+                        );
+                    }
+                }
+                Ok(_) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+                        self.wake(t, sid);
+                    }
+                }
+                Err(_) => self.unavailable(t, sid, code::HELLO),
+            },
+            Expect::Join { t, sid, room } => {
+                if v.is_err() {
+                    self.drop_waiter(room, sid);
+                    self.unavailable(t, sid, code::JOIN);
+                    self.forget_room_if_idle(room);
+                }
+            }
+            Expect::Leave { t, sid, room } => {
+                if v.is_err() {
+                    self.drop_waiter(room, sid);
+                    self.unavailable(t, sid, code::LEAVE);
+                }
+            }
+            Expect::Say { t, sid } => {
+                if v.is_err() {
+                    // The session is not waiting: SAYs are pipelined.
+                    if self.sessions.get_live(t, sid).is_some() {
+                        if let Some(c) = self.cluster.as_deref_mut() {
+                            c.stats.unavailable += 1;
+                        }
+                        self.error(t, ErrorCode::Unavailable, code::SAY, "");
+                    }
+                }
+            }
+            Expect::Whisper { t, sid } => match v.as_ref().map(Value::as_int) {
+                Ok(Some(0)) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.error(t, ErrorCode::NoSuchNick, code::WHISPER, "");
+                    }
+                    self.wake(t, sid);
+                }
+                Ok(_) => self.wake(t, sid),
+                Err(_) => self.unavailable(t, sid, code::WHISPER),
+            },
+            Expect::Nick { t, sid, new } => match v.as_ref().map(Value::as_int) {
+                Ok(Some(1)) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.rename(t, &new);
+                    }
+                    self.wake(t, sid);
+                }
+                Ok(_) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.error(t, ErrorCode::NickInUse, code::NICK, "");
+                    }
+                    self.wake(t, sid);
+                }
+                Err(_) => self.unavailable(t, sid, code::NICK),
+            },
+            Expect::Rooms { t, sid } => match v {
+                Ok(v) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.room_list_from(t, &v);
+                    }
+                    self.wake(t, sid);
+                }
+                Err(_) => self.unavailable(t, sid, code::LIST_ROOMS),
+            },
+            Expect::Users { t, sid } => match v {
+                Ok(v) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.user_list_from(t, &v);
+                    }
+                    self.wake(t, sid);
+                }
+                Err(_) => self.unavailable(t, sid, code::LIST_USERS),
+            },
+            Expect::History {
+                t,
+                sid,
+                room,
+                epoch,
+                newest,
+                after,
+                cap,
+                status,
+                newest_first,
+            } => match v {
+                Ok(v) => {
+                    if self.sessions.get_live(t, sid).is_some() {
+                        let q = super::requests::HistoryQuery {
+                            room,
+                            epoch,
+                            newest,
+                            after,
+                            cap,
+                            status,
+                            newest_first,
+                        };
+                        self.history_from(t, &q, &v);
+                    }
+                    self.wake(t, sid);
+                }
+                Err(_) => self.unavailable(t, sid, code::HISTORY),
+            },
+            Expect::Fill { room, epoch, upto } => self.filled(room, epoch, upto, v),
+            Expect::Restore { room, epoch } => match v {
+                Ok(v) => {
+                    let held = v.as_bytes().and_then(num);
+                    if held.is_some_and(|e| e != epoch) {
+                        warn!(
+                            "cluster: room {} was re-created while this node could not reach Redis",
+                            self.rooms.get(room).name
+                        );
+                    }
+                }
+                Err(e) => warn!("cluster: restoring a room: {e}"),
+            },
+        }
+    }
+
+    /// Forgets a JOIN or LEAVE that will get no event.
+    fn drop_waiter(&mut self, room: RoomId, sid: u64) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        c.waits.remove(&sid);
+        if let Some(r) = c.rooms.get_mut(&room) {
+            r.joins.retain(|w| w.sid != sid);
+            r.leaves.retain(|w| w.sid != sid);
+        }
+    }
+
+    // ----- events on the subscriber link ---------------------------------
+
+    fn on_push(&mut self, v: Value) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(parts) = v.as_array() else {
+            // +PONG outside subscribed mode.
+            c.sub_ping = None;
+            return;
+        };
+        let kind = parts.first().and_then(Value::as_bytes).unwrap_or_default();
+        let channel = parts.get(1).and_then(Value::as_bytes).unwrap_or_default();
+        match kind {
+            b"message" => {
+                c.stats.events += 1;
+                if let Some(payload) = parts.get(2).and_then(Value::as_bytes) {
+                    self.on_event(channel, payload);
+                }
+            }
+            b"subscribe" => self.on_subscribed(channel),
+            b"pong" => c.sub_ping = None,
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, channel: &[u8], payload: &[u8]) {
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        if let Some(key) = c.channel_room(channel) {
+            if let Some(id) = self.rooms.find(key) {
+                if c.rooms.contains_key(&id) {
+                    self.room_event(id, payload);
+                }
+            }
+        } else if channel.ends_with(b"nickch") {
+            self.flush_cast();
+            self.nick_event(payload);
+        } else {
+            self.flush_cast();
+            self.whisper_event(payload);
+        }
+    }
+
+    fn on_subscribed(&mut self, channel: &[u8]) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(key) = c.channel_room(channel) else {
+            return;
+        };
+        let Some(id) = self.rooms.find(key) else {
+            return;
+        };
+        let Some(cr) = c.rooms.get_mut(&id) else {
+            return;
+        };
+        cr.subscribed = true;
+        let positioned = cr.positioned;
+        let unsent: Vec<Waiter> = cr.joins.iter().filter(|w| !w.sent).copied().collect();
+        for w in &mut cr.joins {
+            w.sent = true;
+        }
+        if positioned {
+            // Back after a drop: whatever the room said meanwhile.
+            self.start_fill(id, OPEN_END);
+        }
+        for w in unsent {
+            self.send_join(id, w);
+        }
+    }
+
+    /// One event of a room, in the room's order.
+    fn room_event(&mut self, id: RoomId, payload: &[u8]) {
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let Some(cr) = c.rooms.get(&id) else {
+            return;
+        };
+        if cr.filling {
+            self.hold_event(id, payload);
+            return;
+        }
+        let positioned = cr.positioned;
+        match payload.first() {
+            Some(b'M') => {
+                let Some(f) = split_fields(payload, 6) else {
+                    return;
+                };
+                let (Some(seq), Some(from), Some(body)) = (num(f[2]), text(f[4]), text(f[5]))
+                else {
+                    return;
+                };
+                if !positioned {
+                    return;
+                }
+                let last = self.rooms.get(id).seq;
+                if seq <= last {
+                    return;
+                }
+                if seq > last + 1 {
+                    self.start_fill(id, seq - 1);
+                    self.hold_event(id, payload);
+                    return;
+                }
+                self.cast_message(id, seq, from, body);
+            }
+            Some(b'J') => {
+                self.flush_cast();
+                let Some(f) = split_fields(payload, 8) else {
+                    return;
+                };
+                let (Some(epoch), Some(seq), Some(first), Some(count), Some(sid), Some(nick)) = (
+                    num(f[1]),
+                    num(f[2]),
+                    num(f[3]),
+                    num(f[4]),
+                    num(f[6]),
+                    text(f[7]),
+                ) else {
+                    return;
+                };
+                let Some(c) = self.cluster.as_deref_mut() else {
+                    return;
+                };
+                let Some(cr) = c.rooms.get_mut(&id) else {
+                    return;
+                };
+                let mine = f[5] == c.node.as_bytes();
+                let waiter = mine
+                    .then(|| cr.joins.iter().position(|w| w.sid == sid))
+                    .flatten();
+                if !positioned {
+                    if waiter.is_none() {
+                        return;
+                    }
+                    cr.positioned = true;
+                    let room = self.rooms.get_mut(id);
+                    room.epoch = epoch;
+                    room.seq = seq;
+                } else if seq > self.rooms.get(id).seq {
+                    self.start_fill(id, seq);
+                    self.hold_event(id, payload);
+                    return;
+                }
+                let limit = self.config.presence_limit as u64;
+                match waiter {
+                    Some(i) => {
+                        let Some(c) = self.cluster.as_deref_mut() else {
+                            return;
+                        };
+                        let Some(cr) = c.rooms.get_mut(&id) else {
+                            return;
+                        };
+                        let w = cr.joins.remove(i);
+                        c.waits.remove(&w.sid);
+                        self.joined_here(id, w, seq, first, count > limit);
+                    }
+                    None if count <= limit => {
+                        let room = self.rooms.get(id);
+                        encode_into(
+                            &mut self.frame,
+                            &ServerMessage::Joined {
+                                room: &room.name,
+                                nick,
+                            },
+                        );
+                        self.send_members(id);
+                    }
+                    None => {}
+                }
+            }
+            Some(b'L') => {
+                self.flush_cast();
+                let Some(f) = split_fields(payload, 7) else {
+                    return;
+                };
+                let (Some(seq), Some(before), Some(sid), Some(nick), Some(reason)) =
+                    (num(f[1]), num(f[2]), num(f[4]), text(f[5]), text(f[6]))
+                else {
+                    return;
+                };
+                if !positioned {
+                    return;
+                }
+                if seq > self.rooms.get(id).seq {
+                    self.start_fill(id, seq);
+                    self.hold_event(id, payload);
+                    return;
+                }
+                let Some(c) = self.cluster.as_deref_mut() else {
+                    return;
+                };
+                let here = if f[3] == c.node.as_bytes() {
+                    c.sids.get(&sid).copied().filter(|&t| {
+                        self.sessions
+                            .get(t)
+                            .is_some_and(|s| s.id() == sid && s.membership(id).is_some())
+                    })
+                } else {
+                    None
+                };
+                if here.is_some() {
+                    if let Some(cr) = c.rooms.get_mut(&id) {
+                        cr.leaves.retain(|w| w.sid != sid);
+                    }
+                    c.waits.remove(&sid);
+                }
+                let room = self.rooms.get(id);
+                encode_into(
+                    &mut self.frame,
+                    &ServerMessage::Left {
+                        room: &room.name,
+                        nick,
+                        reason,
+                    },
+                );
+                let crowded = before > self.config.presence_limit as u64;
+                match here {
+                    Some(t) => {
+                        if crowded {
+                            self.sessions.deliver(t, &self.frame);
+                        } else {
+                            self.send_members(id);
+                        }
+                        if let Some(index) = self.sessions.at(t).membership(id) {
+                            self.drop_member(t, index);
+                        }
+                        self.wake(t, sid);
+                    }
+                    None if !crowded => self.send_members(id),
+                    None => {}
+                }
+                self.forget_room_if_idle(id);
+            }
+            _ => debug!("cluster: an event of an unknown kind"),
+        }
+    }
+
+    /// A MESSAGE in seq order: batched like a run of local SAYs, fanned
+    /// out once per room per batch.
+    fn cast_message(&mut self, id: RoomId, seq: u64, from: &str, body: &str) {
+        if self.cast_room != Some(id) {
+            self.flush_cast();
+            self.cast_room = Some(id);
+        }
+        let room = self.rooms.get_mut(id);
+        room.seq = seq;
+        ServerMessage::Message {
+            room: &room.name,
+            seq,
+            from,
+            text: body,
+        }
+        .encode(&mut self.cast);
+        self.cast_frames += 1;
+        if self.cast.len() >= super::super::commands::cast_limit(self.sessions.marks().max_outbuf) {
+            self.flush_cast();
+        }
+    }
+
+    /// The frame in `self.frame` to every local member of the room.
+    fn send_members(&mut self, id: RoomId) {
+        for &member in &self.rooms.get(id).members {
+            self.sessions.deliver(member, &self.frame);
+        }
+    }
+
+    /// A local session's JOINED came back: it is a member from here on,
+    /// gets JOINED (with the room, unless crowded) and, in version 2, the
+    /// room's state at exactly this point of its order.
+    fn joined_here(&mut self, id: RoomId, w: Waiter, seq: u64, first: u64, crowded: bool) {
+        if self.sessions.get_live(w.t, w.sid).is_none() {
+            return; // gone meanwhile: its LEAVE went at the reap
+        }
+        let slot = self.rooms.join(id, w.t);
+        let room = self.rooms.get(id);
+        let s = self.sessions.at_mut(w.t);
+        s.add_room(Membership {
+            room: id,
+            slot,
+            joined_at_seq: seq,
+        });
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::Joined {
+                room: &room.name,
+                nick: s.nick(),
+            },
+        );
+        if crowded {
+            self.sessions.deliver(w.t, &self.frame);
+        } else {
+            self.send_members(id);
+        }
+        if self.sessions.at(w.t).version() >= VERSION_2 {
+            let room = self.rooms.get(id);
+            encode_into(
+                &mut self.frame,
+                &ServerMessage::RoomState {
+                    room: &room.name,
+                    epoch: room.epoch,
+                    last_seq: seq,
+                    first_held: first,
+                },
+            );
+            self.sessions.reply(w.t, &self.frame);
+        }
+        self.wake(w.t, w.sid);
+    }
+
+    /// Removes `t` from the room at `index` of its memberships, here only.
+    pub(crate) fn drop_member(&mut self, t: Token, index: usize) {
+        let m = self.sessions.at(t).rooms()[index];
+        if let Some(moved) = self.rooms.leave(m.room, m.slot) {
+            self.sessions.at_mut(moved).move_slot(m.room, m.slot);
+        }
+        self.sessions.at_mut(t).remove_room(index);
+    }
+
+    /// Nobody here is in the room or on the way in or out: stop its
+    /// events and forget it (the store keeps it for the other nodes).
+    pub(crate) fn forget_room_if_idle(&mut self, id: RoomId) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(cr) = c.rooms.get(&id) else {
+            return;
+        };
+        if !cr.is_idle(self.rooms.get(id).members.len()) || cr.fill_in_flight {
+            return;
+        }
+        let key = cr.key.clone();
+        c.rooms.remove(&id);
+        c.unsubscribe(&key);
+        if self.cast_room == Some(id) {
+            self.flush_cast();
+        }
+        let room = self.rooms.remove(id);
+        self.history.close(room.ring);
+    }
+
+    fn nick_event(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 6) else {
+            return;
+        };
+        let (Some(sid), Some(rooms), Some(old), Some(new)) =
+            (num(f[2]), text(f[3]), text(f[4]), text(f[5]))
+        else {
+            return;
+        };
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let sender = (f[1] == c.node.as_bytes())
+            .then(|| c.sids.get(&sid).copied())
+            .flatten()
+            .filter(|&t| self.sessions.get(t).is_some_and(|s| s.id() == sid));
+        encode_into(&mut self.frame, &ServerMessage::NickChanged { old, new });
+        self.stamp += 1;
+        let stamp = self.stamp;
+        if let Some(t) = sender {
+            self.sessions.at_mut(t).stamp(stamp);
+            self.sessions.deliver(t, &self.frame);
+        }
+        for key in rooms.split(' ').filter(|k| !k.is_empty()) {
+            let Some(id) = self.rooms.find(key) else {
+                continue;
+            };
+            for &member in &self.rooms.get(id).members {
+                if self.sessions.at_mut(member).stamp(stamp) {
+                    self.sessions.deliver(member, &self.frame);
+                }
+            }
+        }
+    }
+
+    fn whisper_event(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 4) else {
+            return;
+        };
+        let (Some(sid), Some(from), Some(body)) = (num(f[1]), text(f[2]), text(f[3])) else {
+            return;
+        };
+        let Some(&t) = self.cluster.as_deref().and_then(|c| c.sids.get(&sid)) else {
+            return;
+        };
+        if self.sessions.get(t).is_some_and(|s| s.id() == sid) {
+            encode_into(
+                &mut self.frame,
+                &ServerMessage::WhisperFrom { from, text: body },
+            );
+            self.sessions.deliver(t, &self.frame);
+        }
+    }
+
+    // ----- filling a jump in seq -------------------------------------------
+
+    fn hold_event(&mut self, id: RoomId, payload: &[u8]) {
+        if let Some(cr) = self
+            .cluster
+            .as_deref_mut()
+            .and_then(|c| c.rooms.get_mut(&id))
+        {
+            hold(cr, payload);
+        }
+    }
+
+    /// Starts filling the room's seq up to `upto` from its stream; its
+    /// events wait meanwhile.
+    fn start_fill(&mut self, id: RoomId, upto: u64) {
+        self.flush_cast();
+        let Some(cr) = self
+            .cluster
+            .as_deref_mut()
+            .and_then(|c| c.rooms.get_mut(&id))
+        else {
+            return;
+        };
+        cr.filling = true;
+        cr.fill_upto = upto;
+        self.send_fill(id);
+    }
+
+    fn send_fill(&mut self, id: RoomId) {
+        let room = self.rooms.get(id);
+        let (from, epoch) = (room.seq + 1, room.epoch);
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(cr) = c.rooms.get_mut(&id) else {
+            return;
+        };
+        if !c.cmd.is_up() {
+            return; // the resync sends it
+        }
+        let upto = cr.fill_upto;
+        cr.fill_in_flight = true;
+        let stream = format!("{}r:{}:s", c.prefix, cr.key);
+        let start = format!("{from}-0");
+        let end = if upto == OPEN_END {
+            "+".to_string()
+        } else {
+            format!("{upto}-0")
+        };
+        c.stats.fills += 1;
+        c.call(
+            Expect::Fill {
+                room: id,
+                epoch,
+                upto,
+            },
+            &[
+                b"XRANGE",
+                stream.as_bytes(),
+                start.as_bytes(),
+                end.as_bytes(),
+            ],
+        );
+    }
+
+    /// The messages of a jump: delivered in order, what the stream no
+    /// longer holds skipped (members see that gap), then the events that
+    /// waited.
+    fn filled(&mut self, id: RoomId, epoch: u64, upto: u64, v: Result<Value, String>) {
+        if self.rooms.get_incarnation(id, epoch).is_none() {
+            return;
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(cr) = c.rooms.get_mut(&id) else {
+            return;
+        };
+        cr.fill_in_flight = false;
+        let v = match v {
+            Ok(v) => v,
+            Err(e) if c.cmd.is_up() => {
+                // Redis refused (not a lost link): do not ask forever.
+                warn!("cluster: filling a room's messages: {e}");
+                Value::Array(Vec::new())
+            }
+            Err(_) => return, // link lost: the resync asks again
+        };
+        let entries = v.as_array().unwrap_or_default();
+        let mut delivered = 0u64;
+        for e in entries {
+            let Some((seq, _time, from, body)) = Cluster::stream_entry(e) else {
+                continue;
+            };
+            if seq > self.rooms.get(id).seq && seq <= upto {
+                self.cast_message(id, seq, from, body);
+                delivered += 1;
+            }
+        }
+        self.flush_cast();
+        let room = self.rooms.get_mut(id);
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if upto != OPEN_END && room.seq < upto {
+            c.stats.lost += upto - room.seq;
+            debug!(
+                "cluster: room {}: seq {}..={upto} no longer held",
+                room.name,
+                room.seq + 1
+            );
+            room.seq = upto;
+        }
+        let _ = delivered;
+        let Some(cr) = c.rooms.get_mut(&id) else {
+            return;
+        };
+        cr.filling = false;
+        cr.held_bytes = 0;
+        let held = mem::take(&mut cr.held);
+        for payload in held {
+            self.room_event(id, &payload);
+        }
+        self.flush_cast();
+        self.forget_room_if_idle(id);
+    }
+}
+
+/// Keeps an event that came during a fill, within a bound.
+fn hold(cr: &mut super::ClusterRoom, payload: &[u8]) {
+    if cr.held_bytes + payload.len() > HELD_EVENTS_MAX {
+        debug!("cluster: room {}: events dropped during a fill", cr.key);
+        return;
+    }
+    cr.held_bytes += payload.len();
+    cr.held.push_back(payload.to_vec());
+}
+
+/// The folded form of a nick or room name (keys in the store).
+pub(crate) fn fold(name: &str) -> String {
+    NameKey::new(name)
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_else(|| name.to_ascii_lowercase())
+}

@@ -1,0 +1,367 @@
+//! One connection to Redis: a non-blocking socket in the loop's `Poll`,
+//! like a session's, with its own buffers and the same readiness rules.
+//!
+//! Requests are appended to `out` and written at the loop's flush stage
+//! (one write carries every request of an iteration: pipelining); WRITABLE
+//! interest is on only while bytes are left over. Replies and pushes are
+//! read until `WouldBlock` and cut into whole RESP values, a partial value
+//! kept for the next read. What a value means is the cluster's business:
+//! the link only moves bytes and says when it came up or went down.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::debug;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::resp::{self, Limits, Parse, Value};
+
+/// Bytes read per read call.
+const READ_CHUNK: usize = 64 * 1024;
+/// The first wait before reconnecting, doubled after each failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between reconnect attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Where a link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No socket; try again at the instant.
+    Down(Instant),
+    /// A non-blocking connect is under way.
+    Connecting,
+    /// Connected: requests may be sent.
+    Up,
+}
+
+/// What readiness did to a link.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing the cluster must act on (values may have arrived).
+    None,
+    /// The connect completed.
+    CameUp,
+    /// The connection failed or closed; everything in flight is lost.
+    WentDown(String),
+}
+
+/// One Redis connection.
+#[derive(Debug)]
+pub struct Link {
+    name: &'static str,
+    addrs: Vec<SocketAddr>,
+    token: Token,
+    stream: Option<TcpStream>,
+    state: State,
+    backoff: Duration,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    written: usize,
+    inbuf: Vec<u8>,
+    limits: Limits,
+    writable_interest: bool,
+}
+
+impl Link {
+    /// A link for `addrs`, registered under `token` once connected. With
+    /// `stream`, it starts up (the start-up check connected it already).
+    pub fn new(
+        name: &'static str,
+        addrs: Vec<SocketAddr>,
+        token: Token,
+        stream: Option<std::net::TcpStream>,
+        registry: &Registry,
+    ) -> io::Result<Link> {
+        let mut link = Link {
+            name,
+            addrs,
+            token,
+            stream: None,
+            state: State::Down(Instant::now()),
+            backoff: BACKOFF_MIN,
+            out: Vec::new(),
+            written: 0,
+            inbuf: Vec::new(),
+            limits: Limits::default(),
+            writable_interest: false,
+        };
+        if let Some(s) = stream {
+            s.set_nonblocking(true)?;
+            let _ = s.set_nodelay(true);
+            let mut s = TcpStream::from_std(s);
+            registry.register(&mut s, token, Interest::READABLE)?;
+            link.stream = Some(s);
+            link.state = State::Up;
+        }
+        Ok(link)
+    }
+
+    /// Where the link stands.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether requests can be sent.
+    pub fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    /// Bytes not yet written.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// Appends one command; written at the next flush. Returns its size
+    /// (0: the link is not up and the command was dropped).
+    pub fn send(&mut self, args: &[&[u8]]) -> usize {
+        // Down or connecting: what the cluster sends once the link is up
+        // again is rebuilt from its state, not replayed from here.
+        if self.state != State::Up {
+            return 0;
+        }
+        let before = self.out.len();
+        resp::encode(&mut self.out, args);
+        self.out.len() - before
+    }
+
+    /// Starts a non-blocking connect if the link is down and its backoff
+    /// has passed. Returns true if it went down again at once.
+    pub fn reconnect(&mut self, registry: &Registry, now: Instant) -> bool {
+        let State::Down(at) = self.state else {
+            return false;
+        };
+        if now < at {
+            return false;
+        }
+        let Some(&addr) = self.addrs.first() else {
+            return false;
+        };
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if registry.register(&mut s, self.token, interest).is_err() {
+                    self.fail(now);
+                    return true;
+                }
+                let _ = s.set_nodelay(true);
+                self.stream = Some(s);
+                self.writable_interest = true;
+                self.state = State::Connecting;
+                false
+            }
+            Err(e) => {
+                debug!("redis {} link: connect: {e}", self.name);
+                self.fail(now);
+                true
+            }
+        }
+    }
+
+    /// When the next reconnect attempt is due, if the link is down.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Down(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Readiness for this link's token: completes a connect, reads every
+    /// whole value into `values` (until `WouldBlock`), writes what is
+    /// pending.
+    pub fn on_ready(
+        &mut self,
+        registry: &Registry,
+        writable: bool,
+        values: &mut Vec<Value>,
+        now: Instant,
+    ) -> Change {
+        let mut change = Change::None;
+        if self.state == State::Connecting {
+            let Some(s) = self.stream.as_ref() else {
+                return Change::None;
+            };
+            match (s.take_error(), s.peer_addr()) {
+                (Ok(None), Ok(_)) => {
+                    self.state = State::Up;
+                    self.backoff = BACKOFF_MIN;
+                    change = Change::CameUp;
+                }
+                (Err(e), _) | (Ok(Some(e)), _) => return self.down(registry, now, e.to_string()),
+                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => {
+                    return Change::None
+                }
+                (Ok(None), Err(e)) => return self.down(registry, now, e.to_string()),
+            }
+        }
+        if let Err(why) = self.read(values) {
+            return self.down(registry, now, why);
+        }
+        if writable || self.unsent() > 0 {
+            if let Err(e) = self.flush(registry) {
+                return self.down(registry, now, e.to_string());
+            }
+        }
+        change
+    }
+
+    fn read(&mut self, values: &mut Vec<Value>) -> Result<(), String> {
+        let Some(s) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => return Err("closed by Redis".into()),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    let mut at = 0;
+                    loop {
+                        match resp::parse(&self.inbuf[at..], &self.limits) {
+                            Parse::Done(v, used) => {
+                                values.push(v);
+                                at += used;
+                            }
+                            Parse::Incomplete => break,
+                            Parse::Invalid(why) => return Err(format!("bad reply: {why}")),
+                        }
+                    }
+                    self.inbuf.drain(..at);
+                    // A value can be at most one bulk plus its framing, so
+                    // a longer partial value is a broken stream.
+                    if self.inbuf.len() > 2 * self.limits.max_bulk + 1024 {
+                        return Err("reply too large".into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Writes what is pending until done or `WouldBlock`; WRITABLE interest
+    /// only while bytes are left over.
+    pub fn flush(&mut self, registry: &Registry) -> io::Result<()> {
+        if self.state != State::Up {
+            return Ok(());
+        }
+        let Some(s) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while self.written < self.out.len() {
+            match s.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            if self.out.capacity() > 1 << 20 {
+                self.out.shrink_to(64 * 1024);
+            }
+        }
+        let want = self.written < self.out.len();
+        if want != self.writable_interest {
+            self.writable_interest = want;
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(s, self.token, interest)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the connection (a failure, or a stall the cluster noticed):
+    /// everything in flight is lost; reconnect after the backoff.
+    pub fn down(&mut self, registry: &Registry, now: Instant, why: String) -> Change {
+        if let Some(mut s) = self.stream.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.out.clear();
+        self.written = 0;
+        self.inbuf.clear();
+        self.writable_interest = false;
+        self.fail(now);
+        Change::WentDown(why)
+    }
+
+    fn fail(&mut self, now: Instant) {
+        self.stream = None;
+        self.state = State::Down(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The start-up check: a blocking connect with a timeout, then `args`
+/// sent and their replies read (each must not be an error). Returns the
+/// connected stream for [`Link::new`].
+pub fn connect_blocking(
+    addrs: &[SocketAddr],
+    commands: &[Vec<Vec<u8>>],
+    timeout: Duration,
+) -> Result<std::net::TcpStream, String> {
+    let mut last = String::from("no address");
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(addr, timeout) {
+            Ok(s) => return handshake(s, commands, timeout),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+fn handshake(
+    mut s: std::net::TcpStream,
+    commands: &[Vec<Vec<u8>>],
+    timeout: Duration,
+) -> Result<std::net::TcpStream, String> {
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for c in commands {
+        let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
+        resp::encode(&mut out, &args);
+    }
+    s.write_all(&out).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let limits = Limits::default();
+    let mut got = 0;
+    while got < commands.len() {
+        match resp::parse(&buf, &limits) {
+            Parse::Done(v, used) => {
+                if let Some(e) = v.error() {
+                    return Err(String::from_utf8_lossy(e).into_owned());
+                }
+                buf.drain(..used);
+                got += 1;
+            }
+            Parse::Invalid(why) => return Err(format!("not a Redis server ({why})")),
+            Parse::Incomplete => {
+                let n = s.read(&mut chunk).map_err(|e| match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        "no answer (timed out)".to_string()
+                    }
+                    _ => e.to_string(),
+                })?;
+                if n == 0 {
+                    return Err("closed the connection".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    s.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok(s)
+}

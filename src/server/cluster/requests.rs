@@ -1,0 +1,649 @@
+//! The commands that need the store, as a cluster node runs them. Each
+//! starts where the standalone command reaches its state checks: the
+//! frame was checked (layout, names, text) the same way, and what only
+//! this node knows (is the session in the room, is the nick one of ours)
+//! is still answered here. Then the request goes to Redis, and the
+//! session waits for the answer, or for the event the request produced
+//! (a JOIN's JOINED, a LEAVE's LEFT), which fixes its place in the room's
+//! order. A SAY does not wait: its MESSAGE comes back as an event like
+//! everyone else's, so the sender sees its own message in seq order too.
+
+use mio::Token;
+
+use crate::protocol::{code, history_status, ErrorCode, NameKey, ServerMessage};
+
+use super::super::chat::{encode_into, Chat};
+use super::super::history;
+use super::super::rooms::RoomId;
+use super::events::fold;
+use super::resp::Value;
+use super::{text, Cluster, ClusterRoom, Expect, Waiter};
+
+/// A HISTORY request sent to the store, for its answer.
+#[derive(Debug)]
+pub(crate) struct HistoryQuery {
+    pub room: RoomId,
+    pub epoch: u64,
+    pub newest: u64,
+    pub after: u64,
+    pub cap: usize,
+    pub status: u8,
+    /// An epoch-0 request: read newest first, send oldest first.
+    pub newest_first: bool,
+}
+
+impl Chat {
+    /// Whether the store can take a request of about `size` bytes now;
+    /// if not, `t` gets UNAVAILABLE.
+    fn store_ready(&mut self, t: Token, request: u16, size: usize) -> bool {
+        let ok = self
+            .cluster
+            .as_deref()
+            .is_some_and(|c| c.available() && c.has_room_for(size + 256));
+        if !ok {
+            let sid = self.sessions.at(t).id();
+            self.unavailable(t, sid, request);
+        }
+        ok
+    }
+
+    /// The session waits for the store's answer.
+    fn wait(&mut self, t: Token) {
+        self.sessions.at_mut(t).set_waiting(true);
+    }
+
+    fn session_ids(&self, t: Token) -> (u64, String) {
+        let s = self.sessions.at(t);
+        (s.id(), s.id().to_string())
+    }
+
+    pub(crate) fn cluster_hello(&mut self, t: Token, version: u8, nick: &str, key: &NameKey) {
+        if !self.store_ready(t, code::HELLO, nick.len()) {
+            return;
+        }
+        let (sid, sid_s) = self.session_ids(t);
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let (node, ttl) = (c.node.clone(), c.ttl.as_millis().to_string());
+        c.fcall(
+            Expect::Hello {
+                t,
+                sid,
+                version,
+                nick: nick.to_owned(),
+            },
+            "mc_hello",
+            &[
+                key.as_str().as_bytes(),
+                nick.as_bytes(),
+                node.as_bytes(),
+                sid_s.as_bytes(),
+                ttl.as_bytes(),
+            ],
+        );
+        self.wait(t);
+    }
+
+    pub(crate) fn cluster_join(&mut self, t: Token, room: &str) {
+        if !self.store_ready(t, code::JOIN, room.len() + 64) {
+            return;
+        }
+        let sid = self.sessions.at(t).id();
+        let id = match self.rooms.find(room) {
+            Some(id) => id,
+            None => {
+                // The epoch this node proposes if the room is new in the
+                // cluster too; the JOINED event says which one holds.
+                let epoch = self.epochs.next_epoch();
+                let ring = self.history.open();
+                let id = self.rooms.create(room, epoch, ring);
+                let Some(c) = self.cluster.as_deref_mut() else {
+                    return;
+                };
+                let key = fold(room);
+                c.subscribe(&key);
+                c.rooms.insert(
+                    id,
+                    ClusterRoom {
+                        key,
+                        ..ClusterRoom::default()
+                    },
+                );
+                id
+            }
+        };
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(cr) = c.rooms.get_mut(&id) else {
+            return;
+        };
+        let w = Waiter {
+            t,
+            sid,
+            sent: cr.subscribed,
+        };
+        cr.joins.push(w);
+        c.waits.insert(sid, id);
+        if w.sent {
+            self.send_join(id, w);
+        }
+        self.wait(t);
+    }
+
+    /// The JOIN call, once the room's subscription is confirmed: its
+    /// JOINED event then cannot pass this node by.
+    pub(crate) fn send_join(&mut self, id: RoomId, w: Waiter) {
+        let Some(s) = self.sessions.get_live(w.t, w.sid) else {
+            self.drop_join(id, w.sid);
+            return;
+        };
+        let nick = s.nick().to_owned();
+        let room = self.rooms.get(id);
+        let (name, epoch) = (room.name.clone(), room.epoch.to_string());
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if !c.cmd.is_up() {
+            self.drop_join(id, w.sid);
+            self.unavailable(w.t, w.sid, code::JOIN);
+            return;
+        }
+        let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) else {
+            return;
+        };
+        let (node, sid) = (c.node.clone(), w.sid.to_string());
+        c.fcall(
+            Expect::Join {
+                t: w.t,
+                sid: w.sid,
+                room: id,
+            },
+            "mc_join",
+            &[
+                key.as_bytes(),
+                name.as_bytes(),
+                epoch.as_bytes(),
+                fold(&nick).as_bytes(),
+                nick.as_bytes(),
+                node.as_bytes(),
+                sid.as_bytes(),
+            ],
+        );
+    }
+
+    fn drop_join(&mut self, id: RoomId, sid: u64) {
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.waits.remove(&sid);
+            if let Some(cr) = c.rooms.get_mut(&id) {
+                cr.joins.retain(|w| w.sid != sid);
+            }
+        }
+        self.forget_room_if_idle(id);
+    }
+
+    pub(crate) fn cluster_leave(&mut self, t: Token, index: usize) {
+        if !self.store_ready(t, code::LEAVE, 128) {
+            return;
+        }
+        let id = self.sessions.at(t).rooms()[index].room;
+        let sid = self.sessions.at(t).id();
+        if let Some(c) = self.cluster.as_deref_mut() {
+            if let Some(cr) = c.rooms.get_mut(&id) {
+                cr.leaves.push(Waiter { t, sid, sent: true });
+                c.waits.insert(sid, id);
+            }
+        }
+        self.send_leave(t, id, "", Expect::Leave { t, sid, room: id });
+        self.wait(t);
+    }
+
+    /// The LEAVE call for `t` and room `id` (also when a session ends).
+    fn send_leave(&mut self, t: Token, id: RoomId, reason: &str, expect: Expect) {
+        let s = self.sessions.at(t);
+        let (nick, sid) = (s.nick().to_owned(), s.id().to_string());
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) else {
+            return;
+        };
+        let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
+        c.fcall(
+            expect,
+            "mc_leave",
+            &[
+                key.as_bytes(),
+                fold(&nick).as_bytes(),
+                nick.as_bytes(),
+                node.as_bytes(),
+                sid.as_bytes(),
+                reason.as_bytes(),
+                room_ttl.as_bytes(),
+            ],
+        );
+    }
+
+    /// A closing session leaves its rooms here at once (its token may be
+    /// reused after this iteration) and in the store, whose LEFT events
+    /// tell the others; its nick is given back. With the store out of
+    /// reach, the resync does both later.
+    pub(crate) fn cluster_close(&mut self, t: Token, reason: &str, registered: bool) {
+        let sid = self.sessions.at(t).id();
+        let available = self.cluster.as_deref().is_some_and(Cluster::available);
+        // A JOIN or LEAVE still waiting for its event.
+        let waiting = self
+            .cluster
+            .as_deref_mut()
+            .and_then(|c| c.waits.remove(&sid));
+        if let Some(id) = waiting {
+            let mut sent_join = false;
+            if let Some(cr) = self
+                .cluster
+                .as_deref_mut()
+                .and_then(|c| c.rooms.get_mut(&id))
+            {
+                sent_join = cr.joins.iter().any(|w| w.sid == sid && w.sent);
+                cr.joins.retain(|w| w.sid != sid);
+                cr.leaves.retain(|w| w.sid != sid);
+            }
+            if sent_join && available {
+                self.send_leave(t, id, reason, Expect::Ignore("leave"));
+            }
+            self.forget_room_if_idle(id);
+        }
+        while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
+            let id = self.sessions.at(t).rooms()[last].room;
+            self.drop_member(t, last);
+            if available {
+                self.send_leave(t, id, reason, Expect::Ignore("leave"));
+            }
+            self.forget_room_if_idle(id);
+        }
+        if registered {
+            let nick = fold(self.sessions.at(t).nick());
+            if let Some(c) = self.cluster.as_deref_mut() {
+                c.sids.remove(&sid);
+                if available {
+                    let (node, sid) = (c.node.clone(), sid.to_string());
+                    c.fcall(
+                        Expect::Ignore("bye"),
+                        "mc_bye",
+                        &[nick.as_bytes(), node.as_bytes(), sid.as_bytes()],
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn cluster_say(&mut self, t: Token, index: usize, body: &str) {
+        if !self.store_ready(t, code::SAY, body.len() + 128) {
+            return;
+        }
+        self.sessions.stats.messages += 1;
+        let s = self.sessions.at(t);
+        let (sid, id) = (s.id(), s.rooms()[index].room);
+        let room = self.rooms.get(id);
+        let epoch = room.epoch.to_string();
+        let time = history::now_ms().to_string();
+        let maxlen = self.config.history.to_string();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(key) = c.rooms.get(&id).map(|r| r.key.as_str()) else {
+            return;
+        };
+        let key = key.to_owned();
+        c.fcall(
+            Expect::Say { t, sid },
+            "mc_say",
+            &[
+                key.as_bytes(),
+                epoch.as_bytes(),
+                s.nick().as_bytes(),
+                body.as_bytes(),
+                time.as_bytes(),
+                maxlen.as_bytes(),
+            ],
+        );
+    }
+
+    pub(crate) fn cluster_whisper(&mut self, t: Token, nick: &str, body: &str) {
+        if !self.store_ready(t, code::WHISPER, body.len() + 128) {
+            return;
+        }
+        // A nick on this node needs no round trip.
+        if let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) {
+            let from = self.sessions.at(t).nick();
+            encode_into(
+                &mut self.frame,
+                &ServerMessage::WhisperFrom { from, text: body },
+            );
+            self.sessions.deliver(target, &self.frame);
+            return;
+        }
+        let s = self.sessions.at(t);
+        let sid = s.id();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        c.fcall(
+            Expect::Whisper { t, sid },
+            "mc_whisper",
+            &[fold(nick).as_bytes(), s.nick().as_bytes(), body.as_bytes()],
+        );
+        self.wait(t);
+    }
+
+    pub(crate) fn cluster_nick(&mut self, t: Token, new: &str) {
+        if !self.store_ready(t, code::NICK, 256) {
+            return;
+        }
+        let s = self.sessions.at(t);
+        let (sid, old) = (s.id(), s.nick().to_owned());
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let rooms: Vec<String> = s
+            .rooms()
+            .iter()
+            .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
+            .collect();
+        let (node, sid_s, ttl) = (
+            c.node.clone(),
+            sid.to_string(),
+            c.ttl.as_millis().to_string(),
+        );
+        let (onk, nnk) = (fold(&old), fold(new));
+        let mut args: Vec<&[u8]> = vec![
+            onk.as_bytes(),
+            nnk.as_bytes(),
+            old.as_bytes(),
+            new.as_bytes(),
+            node.as_bytes(),
+            sid_s.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        args.extend(rooms.iter().map(|r| r.as_bytes()));
+        c.fcall(
+            Expect::Nick {
+                t,
+                sid,
+                new: new.to_owned(),
+            },
+            "mc_nick",
+            &args,
+        );
+        self.wait(t);
+    }
+
+    pub(crate) fn cluster_list_rooms(&mut self, t: Token) {
+        if !self.store_ready(t, code::LIST_ROOMS, 64) {
+            return;
+        }
+        let sid = self.sessions.at(t).id();
+        // The smallest entry is 2 + 2 + 4 bytes: more never fit a frame.
+        let max = (self.config.max_payload as usize / 8).to_string();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        c.fcall(Expect::Rooms { t, sid }, "mc_rooms", &[max.as_bytes()]);
+        self.wait(t);
+    }
+
+    pub(crate) fn cluster_list_users(&mut self, t: Token, room: &str) {
+        if !self.store_ready(t, code::LIST_USERS, 128) {
+            return;
+        }
+        let sid = self.sessions.at(t).id();
+        let max = (self.config.max_payload as usize / 3).to_string();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        c.fcall(
+            Expect::Users { t, sid },
+            "mc_users",
+            &[fold(room).as_bytes(), max.as_bytes()],
+        );
+        self.wait(t);
+    }
+
+    /// HISTORY from the room's stream in Redis. The epoch check and an
+    /// empty range need no round trip.
+    pub(crate) fn cluster_history(
+        &mut self,
+        t: Token,
+        index: usize,
+        epoch: u64,
+        after_seq: u64,
+        limit: u16,
+    ) {
+        let s = self.sessions.at(t);
+        let (sid, m) = (s.id(), s.rooms()[index]);
+        let room = self.rooms.get(m.room);
+        let (room_epoch, newest) = (room.epoch, m.joined_at_seq);
+        let reply_cap = self.config.history.clamp(1, u16::MAX as usize);
+        let cap = if limit == 0 {
+            reply_cap
+        } else {
+            (limit as usize).min(reply_cap)
+        };
+        let end = |chat: &mut Chat, status: u8| {
+            let room = chat.rooms.get(m.room);
+            encode_into(
+                &mut chat.frame,
+                &ServerMessage::HistoryEnd {
+                    room: &room.name,
+                    epoch: room.epoch,
+                    newest,
+                    status,
+                },
+            );
+            chat.sessions.reply(t, &chat.frame);
+            chat.sessions.stats.history_replies += 1;
+        };
+        if epoch != 0 && epoch != room_epoch {
+            return end(self, history_status::NEW_EPOCH);
+        }
+        if epoch != 0 && after_seq >= newest {
+            return end(self, 0);
+        }
+        if self.config.history == 0 {
+            let status = if epoch != 0 { history_status::GAP } else { 0 };
+            return end(self, status);
+        }
+        if !self.store_ready(t, code::HISTORY, 128) {
+            return;
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(key) = c.rooms.get(&m.room).map(|r| r.key.clone()) else {
+            return;
+        };
+        let stream = format!("{}r:{key}:s", c.prefix);
+        let count = (cap + 1).to_string();
+        let newest_first = epoch == 0;
+        let top = format!("{newest}-0");
+        let query = Expect::History {
+            t,
+            sid,
+            room: m.room,
+            epoch: room_epoch,
+            newest,
+            after: after_seq,
+            cap,
+            status: 0,
+            newest_first,
+        };
+        if newest_first {
+            c.call(
+                query,
+                &[
+                    b"XREVRANGE",
+                    stream.as_bytes(),
+                    top.as_bytes(),
+                    b"-",
+                    b"COUNT",
+                    count.as_bytes(),
+                ],
+            );
+        } else {
+            let start = format!("{}-0", after_seq + 1);
+            c.call(
+                query,
+                &[
+                    b"XRANGE",
+                    stream.as_bytes(),
+                    start.as_bytes(),
+                    top.as_bytes(),
+                    b"COUNT",
+                    count.as_bytes(),
+                ],
+            );
+        }
+        self.wait(t);
+    }
+
+    // ----- answers the chat turns into frames ------------------------------
+
+    /// HELLO's claim held: the session is registered here too.
+    pub(crate) fn welcome(&mut self, t: Token, version: u8, nick: &str) {
+        let Some(key) = NameKey::new(nick) else {
+            return;
+        };
+        if !self.sessions.at(t).life().is_greeting() {
+            return;
+        }
+        self.register(t, key, version, nick);
+    }
+
+    /// NICK's claim held: the nick index follows (NICK_CHANGED comes as
+    /// an event, to this session and its rooms on every node).
+    pub(crate) fn rename(&mut self, t: Token, new: &str) {
+        let Some(key) = NameKey::new(new) else {
+            return;
+        };
+        let old = self.sessions.at_mut(t).replace_nick(new);
+        if let Some(old_key) = NameKey::new(&old) {
+            self.nicks.remove(&old_key);
+        }
+        self.nicks.insert(key, t);
+    }
+
+    pub(crate) fn room_list_from(&mut self, t: Token, v: &Value) {
+        let items = v.as_array().unwrap_or_default();
+        let mut budget = self.config.max_payload as usize - 2;
+        let rooms: Vec<(&str, u32)> = items
+            .chunks(2)
+            .filter_map(|p| {
+                let name = text(p.first()?.as_bytes()?)?;
+                let n = p.get(1)?.as_int()?;
+                Some((name, u32::try_from(n).unwrap_or(u32::MAX)))
+            })
+            .take_while(|(name, _)| super::super::commands::fits(&mut budget, 2 + name.len() + 4))
+            .collect();
+        encode_into(&mut self.frame, &ServerMessage::RoomList(rooms));
+        self.sessions.reply(t, &self.frame);
+    }
+
+    pub(crate) fn user_list_from(&mut self, t: Token, v: &Value) {
+        let Some(items) = v.as_array() else {
+            return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
+        };
+        let Some(room) = items.first().and_then(Value::as_bytes).and_then(text) else {
+            return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
+        };
+        let mut budget = (self.config.max_payload as usize).saturating_sub(4 + room.len());
+        let nicks: Vec<&str> = items[1..]
+            .iter()
+            .filter_map(|n| text(n.as_bytes()?))
+            .take_while(|nick| super::super::commands::fits(&mut budget, 2 + nick.len()))
+            .collect();
+        encode_into(&mut self.frame, &ServerMessage::UserList { room, nicks });
+        self.sessions.reply(t, &self.frame);
+    }
+
+    /// The held messages from the stream, then HISTORY_END: within the
+    /// same byte budget as a standalone reply (what does not fit is
+    /// "more"), nothing above the session's `last_seq`.
+    pub(crate) fn history_from(&mut self, t: Token, q: &HistoryQuery, v: &Value) {
+        let mut entries: Vec<(u64, u64, &str, &str)> = v
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Cluster::stream_entry)
+            .filter(|e| e.0 <= q.newest)
+            .collect();
+        let mut status = q.status;
+        if entries.len() > q.cap {
+            status |= history_status::MORE;
+            entries.truncate(q.cap);
+        }
+        if q.newest_first {
+            entries.reverse();
+        } else if entries.first().is_none_or(|e| e.0 > q.after + 1) {
+            status |= history_status::GAP;
+        }
+        let marks = self.sessions.marks();
+        let pending = self.sessions.at(t).pending();
+        let budget = (marks.max_outbuf / 4).min(marks.pause_above.saturating_sub(pending));
+        let floor = usize::from(pending <= marks.resume_below);
+        let Some(room) = self.rooms.get_incarnation(q.room, q.epoch) else {
+            return;
+        };
+        let name = room.name.clone();
+        let mut frames: Vec<u8> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::with_capacity(entries.len());
+        for &(seq, time_ms, from, body) in &entries {
+            let before = frames.len();
+            ServerMessage::HistoryMessage {
+                room: &name,
+                seq,
+                time_ms,
+                from,
+                text: body,
+            }
+            .encode(&mut frames);
+            sizes.push(frames.len() - before);
+        }
+        // Keep the oldest of a resume, the newest of an epoch-0 request.
+        let mut keep = sizes.len();
+        let mut total: usize = sizes.iter().sum();
+        let mut skip_bytes = 0;
+        while keep > floor && total > budget {
+            keep -= 1;
+            if q.newest_first {
+                let first = sizes[sizes.len() - keep - 1];
+                skip_bytes += first;
+                total -= first;
+            } else {
+                total -= sizes[keep];
+            }
+        }
+        if keep < sizes.len() {
+            status |= history_status::MORE;
+        }
+        let bytes = &frames[skip_bytes..skip_bytes + total];
+        let s = self.sessions.at_mut(t);
+        if s.life().muted() {
+            return;
+        }
+        s.append(bytes, keep as u64);
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::HistoryEnd {
+                room: &name,
+                epoch: q.epoch,
+                newest: q.newest,
+                status,
+            },
+        );
+        let s = self.sessions.at_mut(t);
+        s.append(&self.frame, 1);
+        self.sessions.stats.frames_out += keep as u64 + 1;
+        self.sessions.stats.history_replies += 1;
+        self.sessions.queue_flush(t);
+    }
+}
