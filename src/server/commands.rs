@@ -374,7 +374,7 @@ impl Chat {
     /// What STATS reports, in its order (also rendered by `/metrics`).
     pub fn stats_list(&self, now: Instant) -> Vec<(&'static str, u64)> {
         let st = &self.sessions.stats;
-        vec![
+        let mut list = vec![
             (
                 "uptime_ms",
                 now.duration_since(self.started).as_millis() as u64,
@@ -398,7 +398,11 @@ impl Chat {
             ("history_messages", self.history.held_messages() as u64),
             ("history_evicted", self.history.evicted()),
             ("history_replies", st.history_replies),
-        ]
+        ];
+        if let Some(c) = self.cluster.as_deref() {
+            list.extend(c.stats_list());
+        }
+        list
     }
 
     // ----- shared by the commands and the reap stage -------------------

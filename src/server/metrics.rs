@@ -148,6 +148,21 @@ impl Default for Histograms {
 /// Help text for the counters STATS names, keyed by the STATS key. A key
 /// not listed still renders, with a generic help.
 const COUNTER_HELP: &[(&str, &str)] = &[
+    ("cluster_calls", "Calls sent to the cluster's Redis"),
+    (
+        "cluster_events",
+        "Room, nick and whisper events received from Redis",
+    ),
+    (
+        "cluster_fills",
+        "Jumps in a room's seq filled from its stream in Redis",
+    ),
+    (
+        "cluster_lost",
+        "Messages a fill no longer found held: a gap members see",
+    ),
+    ("cluster_unavailable", "Requests answered UNAVAILABLE"),
+    ("cluster_link_drops", "Times a Redis link went down"),
     ("accepted", "Connections accepted since start"),
     ("frames_in", "Protocol frames received"),
     ("frames_out", "Protocol frames queued for sending"),
@@ -180,6 +195,14 @@ const GAUGE_HELP: &[(&str, &str)] = &[
         "Bytes of held history, as --history-memory counts them",
     ),
     ("history_messages", "Messages held for HISTORY now"),
+    (
+        "cluster_available",
+        "1 while the cluster's Redis is reachable (--redis)",
+    ),
+    (
+        "cluster_pending_bytes",
+        "Bytes of calls to Redis not yet answered",
+    ),
 ];
 
 fn help<'a>(table: &[(&str, &'a str)], key: &str, default: &'a str) -> &'a str {

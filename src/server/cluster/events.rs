@@ -121,13 +121,16 @@ impl Chat {
                     c.select_and_load();
                 }
             }
-            Change::WentDown(why) => {
-                c.stats.link_drops += 1;
+            Change::WentDown { why, was_up } => {
                 c.synced = false;
-                warn!(
-                    "cluster: {} link to Redis lost ({why}); reconnecting",
-                    if sub { "subscriber" } else { "command" }
-                );
+                let link = if sub { "subscriber" } else { "command" };
+                // One line per change of state, not one per attempt.
+                if was_up {
+                    c.stats.link_drops += 1;
+                    warn!("cluster: {link} link to Redis lost ({why}); reconnecting");
+                } else {
+                    debug!("cluster: {link} link: reconnect failed ({why})");
+                }
                 if sub {
                     self.sub_lost();
                 } else {

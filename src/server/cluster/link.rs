@@ -44,7 +44,13 @@ pub enum Change {
     /// The connect completed.
     CameUp,
     /// The connection failed or closed; everything in flight is lost.
-    WentDown(String),
+    /// `was_up`: it had been up (a reconnect attempt that failed was not).
+    WentDown {
+        /// Why.
+        why: String,
+        /// Whether the link had been up.
+        was_up: bool,
+    },
 }
 
 /// One Redis connection.
@@ -282,6 +288,7 @@ impl Link {
     /// Drops the connection (a failure, or a stall the cluster noticed):
     /// everything in flight is lost; reconnect after the backoff.
     pub fn down(&mut self, registry: &Registry, now: Instant, why: String) -> Change {
+        let was_up = self.state == State::Up;
         if let Some(mut s) = self.stream.take() {
             let _ = registry.deregister(&mut s);
         }
@@ -290,7 +297,7 @@ impl Link {
         self.inbuf.clear();
         self.writable_interest = false;
         self.fail(now);
-        Change::WentDown(why)
+        Change::WentDown { why, was_up }
     }
 
     fn fail(&mut self, now: Instant) {

@@ -401,6 +401,21 @@ impl Cluster {
         changes
     }
 
+    /// The node's cluster counters, for STATS and `/metrics`.
+    pub fn stats_list(&self) -> Vec<(&'static str, u64)> {
+        let st = &self.stats;
+        vec![
+            ("cluster_available", u64::from(self.available())),
+            ("cluster_pending_bytes", self.in_flight_bytes as u64),
+            ("cluster_calls", st.calls),
+            ("cluster_events", st.events),
+            ("cluster_fills", st.fills),
+            ("cluster_lost", st.lost),
+            ("cluster_unavailable", st.unavailable),
+            ("cluster_link_drops", st.link_drops),
+        ]
+    }
+
     /// The earliest instant the cluster's timer must run.
     pub fn next_deadline(&self) -> Instant {
         self.next_tick
@@ -427,7 +442,7 @@ impl Cluster {
         let mut values = Vec::new();
         while !self.in_flight.is_empty() && Instant::now() < deadline {
             let _ = self.cmd.flush(&self.registry);
-            if let Change::WentDown(_) =
+            if let Change::WentDown { .. } =
                 self.cmd
                     .on_ready(&self.registry, false, &mut values, Instant::now())
             {
