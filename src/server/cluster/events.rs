@@ -938,6 +938,7 @@ impl Chat {
             format!("{upto}-0")
         };
         c.stats.fills += 1;
+        let count = super::BATCH.to_string();
         c.call(
             Expect::Fill {
                 room: id,
@@ -949,6 +950,8 @@ impl Chat {
                 stream.as_bytes(),
                 start.as_bytes(),
                 end.as_bytes(),
+                b"COUNT",
+                count.as_bytes(),
             ],
         );
     }
@@ -977,17 +980,20 @@ impl Chat {
             Err(_) => return, // link lost: the resync asks again
         };
         let entries = v.as_array().unwrap_or_default();
-        let mut delivered = 0u64;
+        let full = entries.len() >= super::BATCH;
         for e in entries {
             let Some((seq, _time, from, body)) = Cluster::stream_entry(e) else {
                 continue;
             };
             if seq > self.rooms.get(id).seq && seq <= upto {
                 self.cast_message(id, seq, from, body);
-                delivered += 1;
             }
         }
         self.flush_cast();
+        if full && self.rooms.get(id).seq < upto {
+            // One batch at a time: ask for the next.
+            return self.send_fill(id);
+        }
         let room = self.rooms.get_mut(id);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -1001,7 +1007,6 @@ impl Chat {
             );
             room.seq = upto;
         }
-        let _ = delivered;
         let Some(cr) = c.rooms.get_mut(&id) else {
             return;
         };

@@ -20,6 +20,8 @@ use super::resp::{self, Limits, Parse, Value};
 
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 * 1024;
+/// The largest answer the node waits for the end of.
+const MAX_VALUE: usize = 16 * 1024 * 1024;
 /// The first wait before reconnecting, doubled after each failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between reconnect attempts.
@@ -234,9 +236,11 @@ impl Link {
                         }
                     }
                     self.inbuf.drain(..at);
-                    // A value can be at most one bulk plus its framing, so
-                    // a longer partial value is a broken stream.
-                    if self.inbuf.len() > 2 * self.limits.max_bulk + 1024 {
+                    // Every call asks for a bounded answer (at most
+                    // `BATCH` stream entries of one frame each, a member
+                    // list within one frame), so a longer partial value is
+                    // a broken stream, not one to keep growing for.
+                    if self.inbuf.len() > MAX_VALUE {
                         return Err("reply too large".into());
                     }
                 }

@@ -53,6 +53,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// from the stream; past it, further events are dropped (a later fill
 /// recovers the messages among them).
 const HELD_EVENTS_MAX: usize = 4 * 1024 * 1024;
+/// Stream entries asked for at once (a fill, a HISTORY reply): bounds
+/// every answer on the command link, whatever `--history` allows.
+const BATCH: usize = 256;
 /// Timeout of the start-up check.
 const START_TIMEOUT: Duration = Duration::from_secs(3);
 /// Nicks and memberships per call when the node rebuilds its state.

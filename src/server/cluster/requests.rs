@@ -424,11 +424,14 @@ impl Chat {
         let room = self.rooms.get(m.room);
         let (room_epoch, newest) = (room.epoch, m.joined_at_seq);
         let reply_cap = self.config.history.clamp(1, u16::MAX as usize);
+        // The server may cap any limit: one answer from the store holds at
+        // most a batch.
         let cap = if limit == 0 {
             reply_cap
         } else {
             (limit as usize).min(reply_cap)
-        };
+        }
+        .min(super::BATCH);
         let end = |chat: &mut Chat, status: u8| {
             let room = chat.rooms.get(m.room);
             encode_into(
