@@ -374,12 +374,20 @@ impl Chat {
                     self.forget_room_if_idle(room);
                 }
             }
-            Expect::Leave { t, sid, room } => {
-                if v.is_err() {
+            Expect::Leave { t, sid, room } => match v.as_ref().map(Value::as_int) {
+                // The store did not have it as a member (it lost it while
+                // this node could not reach it): no LEFT event will come,
+                // so the leave completes here.
+                Ok(Some(0)) => {
+                    self.drop_waiter(room, sid);
+                    self.left_here(room, t, sid);
+                }
+                Ok(_) => {}
+                Err(_) => {
                     self.drop_waiter(room, sid);
                     self.unavailable(t, sid, code::LEAVE);
                 }
-            }
+            },
             Expect::Say { t, sid } => {
                 if v.is_err() {
                     // The session is not waiting: SAYs are pipelined.
@@ -402,11 +410,21 @@ impl Chat {
                 Err(_) => self.unavailable(t, sid, code::WHISPER),
             },
             Expect::Nick { t, sid, new } => match v.as_ref().map(Value::as_int) {
-                Ok(Some(1)) => {
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.rename(t, &new);
-                    }
+                Ok(Some(1)) if self.sessions.get_live(t, sid).is_some() => {
+                    self.rename(t, &new);
                     self.wake(t, sid);
+                }
+                Ok(Some(1)) => {
+                    // Gone meanwhile (its close gave back the old nick):
+                    // give back the new one too.
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        let (nk, node, s) = (fold(&new), c.node.clone(), sid.to_string());
+                        c.fcall(
+                            Expect::Ignore("bye"),
+                            "mc_bye",
+                            &[nk.as_bytes(), node.as_bytes(), s.as_bytes()],
+                        );
+                    }
                 }
                 Ok(_) => {
                     if self.sessions.get_live(t, sid).is_some() {
@@ -476,6 +494,35 @@ impl Chat {
                 Err(e) => warn!("cluster: restoring a room: {e}"),
             },
         }
+    }
+
+    /// A LEAVE the store had nothing to do for: LEFT to the leaver (and
+    /// the room's members here, under the presence limit), and it is out.
+    fn left_here(&mut self, id: RoomId, t: Token, sid: u64) {
+        let Some(index) = self
+            .sessions
+            .get_live(t, sid)
+            .and_then(|s| s.membership(id))
+        else {
+            return self.wake(t, sid);
+        };
+        let room = self.rooms.get(id);
+        encode_into(
+            &mut self.frame,
+            &ServerMessage::Left {
+                room: &room.name,
+                nick: self.sessions.at(t).nick(),
+                reason: "",
+            },
+        );
+        if room.members.len() > self.config.presence_limit {
+            self.sessions.deliver(t, &self.frame);
+        } else {
+            self.send_members(id);
+        }
+        self.drop_member(t, index);
+        self.wake(t, sid);
+        self.forget_room_if_idle(id);
     }
 
     /// Forgets a JOIN or LEAVE that will get no event.
@@ -767,6 +814,9 @@ impl Chat {
         if self.sessions.get_live(w.t, w.sid).is_none() {
             return; // gone meanwhile: its LEAVE went at the reap
         }
+        // A fill after a resubscription may have delivered past the
+        // JOINED's place: the member's state starts where this node is.
+        let seq = seq.max(self.rooms.get(id).seq);
         let slot = self.rooms.join(id, w.t);
         let room = self.rooms.get(id);
         let s = self.sessions.at_mut(w.t);

@@ -46,19 +46,22 @@ local function room_empty(p, rk, ttl)
 end
 
 -- A member leaves: LEFT on the room's channel, counting the leaver.
+-- Returns 0 (and publishes nothing) if it was not a member: the node
+-- then completes the leave itself.
 local function part(p, rk, nk, node, sid, nick, reason, ttl)
   local meta = p .. 'r:' .. rk
   local before = redis.call('HLEN', meta .. ':m')
-  if redis.call('HDEL', meta .. ':m', nk) == 0 then
-    before = before + 1
-  end
   redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
+  if redis.call('HDEL', meta .. ':m', nk) == 0 then
+    return 0
+  end
   local seq = redis.call('HGET', meta, 'seq') or '0'
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
   if redis.call('HLEN', meta .. ':m') == 0 and redis.call('EXISTS', meta) == 1 then
     room_empty(p, rk, ttl)
   end
+  return 1
 end
 
 -- Everything a dead node held: its members leave ("node lost"), its
@@ -141,8 +144,7 @@ end)
 -- LEAVE (or a session's end): LEFT to the room; the room goes (or
 -- lingers) when its last member leaves.
 redis.register_function('mc_leave', function(_, a)
-  part(a[1], a[2], a[3], a[5], a[6], a[4], a[7], a[8])
-  return 1
+  return part(a[1], a[2], a[3], a[5], a[6], a[4], a[7], a[8])
 end)
 
 -- SAY: the seq, the stream entry and the MESSAGE in one step. An error if
