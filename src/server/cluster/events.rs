@@ -270,6 +270,17 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
+        // A link whose read budget ran out is read on, like a session
+        // carried over.
+        if c.sub.has_more() {
+            self.on_link_ready(true, false, now);
+        }
+        if self.cluster.as_deref().is_some_and(|c| c.cmd.has_more()) {
+            self.on_link_ready(false, false, now);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
         if now < c.next_tick {
             return;
         }

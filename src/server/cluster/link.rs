@@ -20,6 +20,9 @@ use super::resp::{self, Limits, Parse, Value};
 
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from a link per readiness before the sessions get a turn
+/// (like a session's read budget).
+const READ_BUDGET: usize = 1024 * 1024;
 /// The largest answer the node waits for the end of.
 const MAX_VALUE: usize = 16 * 1024 * 1024;
 /// The first wait before reconnecting, doubled after each failure.
@@ -70,6 +73,9 @@ pub struct Link {
     inbuf: Vec<u8>,
     limits: Limits,
     writable_interest: bool,
+    /// The read budget ran out before `WouldBlock`: read again next
+    /// iteration.
+    more: bool,
 }
 
 impl Link {
@@ -94,6 +100,7 @@ impl Link {
             inbuf: Vec::new(),
             limits: Limits::default(),
             writable_interest: false,
+            more: false,
         };
         if let Some(s) = stream {
             s.set_nonblocking(true)?;
@@ -104,6 +111,11 @@ impl Link {
             link.state = State::Up;
         }
         Ok(link)
+    }
+
+    /// Whether bytes were left unread when the read budget ran out.
+    pub fn has_more(&self) -> bool {
+        self.more && self.state == State::Up
     }
 
     /// Where the link stands.
@@ -219,10 +231,19 @@ impl Link {
             return Ok(());
         };
         let mut chunk = [0u8; READ_CHUNK];
+        let mut taken = 0;
+        self.more = false;
         loop {
+            if taken >= READ_BUDGET {
+                // Still readable, but the others get their turn: the loop
+                // reads on next iteration (no new edge will say so).
+                self.more = true;
+                return Ok(());
+            }
             match s.read(&mut chunk) {
                 Ok(0) => return Err("closed by Redis".into()),
                 Ok(n) => {
+                    taken += n;
                     self.inbuf.extend_from_slice(&chunk[..n]);
                     let mut at = 0;
                     loop {

@@ -421,6 +421,9 @@ impl Cluster {
 
     /// The earliest instant the cluster's timer must run.
     pub fn next_deadline(&self) -> Instant {
+        if self.cmd.has_more() || self.sub.has_more() {
+            return Instant::now();
+        }
         self.next_tick
     }
 
