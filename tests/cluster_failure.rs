@@ -44,7 +44,8 @@ fn a_killed_nodes_members_leave_as_node_lost_and_its_nicks_free_up() {
     ns[1].kill(); // SIGKILL: no goodbye to Redis or anyone
     let reason = wait_left(&mut alice, "#r", "bob", NODE_LOST_WITHIN);
     assert_eq!(reason, "node lost", "LEFT #r for a member of a dead node");
-    let reason = wait_left(&mut alice, "#s", "bob", NODE_LOST_WITHIN - killed.elapsed());
+    let within = NODE_LOST_WITHIN.saturating_sub(killed.elapsed());
+    let reason = wait_left(&mut alice, "#s", "bob", within);
     assert_eq!(reason, "node lost", "LEFT #s for a member of a dead node");
     eprintln!("LEFT node lost after {:?}", killed.elapsed());
     assert_eq!(list_users(&mut alice, "#r"), Ok(vec!["alice".to_string()]));
@@ -253,9 +254,11 @@ fn redis_restarted_empty_keeps_each_rooms_epoch_and_seq() {
         first.seq, 6,
         "seq goes on after the highest delivered (5), no gap: nothing was taken and not delivered"
     );
+    // bob hears alice's first, then gets his own through (a SAY refused
+    // as UNAVAILABLE is never taken, so it leaves no gap).
+    members[1].until("after-a");
     let (said, _) =
         say_until_available(&mut members[1].c, "#r", "after-b", Duration::from_secs(30));
-    members[1].until("after-a");
     members[1].record(said);
     members[0].until("after-b");
     members[2].until("after-a");
@@ -338,29 +341,12 @@ fn a_node_whose_redis_is_unreachable_at_start_exits_1_naming_the_url() {
 #[test]
 fn reuse_port_spreads_connections_over_two_nodes_of_one_room() {
     let redis = Redis::start();
-    let a = node(
-        &redis.url(),
-        &[
-            "--reuse-port",
-            "--node-name",
-            "east",
-            "--max-clients",
-            "1000",
-        ],
-    );
+    let a = node(&redis.url(), &["--reuse-port", "--node-name", "east"]);
     let port = a.addr.port().to_string();
     let bind = format!("127.0.0.1:{port}");
     let b = node(
         &redis.url(),
-        &[
-            "--reuse-port",
-            "--bind",
-            &bind,
-            "--node-name",
-            "west",
-            "--max-clients",
-            "1000",
-        ],
+        &["--reuse-port", "--bind", &bind, "--node-name", "west"],
     );
     assert_eq!(
         b.addr, a.addr,
@@ -462,9 +448,13 @@ fn a_stalled_redis_link_does_not_grow_the_node() {
                     text,
                 });
                 let _ = c.stream.set_write_timeout(Some(Duration::from_millis(500)));
-                while !stop.load(Ordering::Relaxed) {
+                // A write that times out may have sent part of a frame; the
+                // stream is then out of step, so this sender stops.
+                let mut aligned = true;
+                while aligned && !stop.load(Ordering::Relaxed) {
                     for _ in 0..16 {
                         if std::io::Write::write_all(&mut c.stream, &frame).is_err() {
+                            aligned = false;
                             break;
                         }
                         bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
