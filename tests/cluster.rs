@@ -273,9 +273,11 @@ fn joined_left_and_nick_changed_cross_nodes() {
     while rooms.len() < 2 {
         let (room, reason) =
             cluster_support::wait_for(&mut carol, "LEFT alice", |r| match r.msg() {
-                ServerMessage::Left { room, nick, reason } if nick == "alice" => {
-                    Some((room.to_ascii_lowercase(), reason.to_owned()))
-                }
+                ServerMessage::Left {
+                    room,
+                    nick: "alice",
+                    reason,
+                } => Some((room.to_ascii_lowercase(), reason.to_owned())),
                 _ => None,
             });
         assert_eq!(reason, "gone fishing");
