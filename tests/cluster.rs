@@ -45,7 +45,9 @@ fn seq_order_is_identical_on_every_node_under_concurrent_says() {
         }
     }
     let total = PER_SENDER * members.len();
-    let logs: Vec<(String, Vec<Said>)> = std::thread::scope(|s| {
+    // Each thread hands its client back, so that no member leaves while
+    // others still read.
+    let done: Vec<(String, Vec<Said>, Client)> = std::thread::scope(|s| {
         let handles: Vec<_> = members
             .into_iter()
             .map(|(nick, mut c)| {
@@ -55,13 +57,23 @@ fn seq_order_is_identical_on_every_node_under_concurrent_says() {
                     let mut seen = Vec::new();
                     say_all(&mut c, "#all", &texts, &mut seen);
                     read_messages_until(&mut c, &mut seen, total, SLOW);
-                    c.expect_silence(Duration::from_millis(500));
-                    (nick, seen)
+                    (nick, seen, c)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let mut logs = Vec::new();
+    for (nick, seen, mut c) in done {
+        // Not one MESSAGE more (a duplicate) for anyone.
+        let extra: Vec<Said> = c
+            .drain(Duration::from_millis(500))
+            .iter()
+            .filter_map(cluster_support::as_said)
+            .collect();
+        assert!(extra.is_empty(), "{nick} got more than {total}: {extra:?}");
+        logs.push((nick, seen));
+    }
     let (first_nick, reference) = &logs[0];
     let seqs: Vec<u64> = reference.iter().map(|s| s.seq).collect();
     assert_eq!(
