@@ -281,22 +281,10 @@ fn joined_left_and_nick_changed_cross_nodes() {
     });
     assert_eq!(wait_left(&mut bob, "#a", "alice", WAIT), "gone fishing");
     // carol hears it once per room she shares, in either order.
-    let mut rooms = Vec::new();
-    while rooms.len() < 2 {
-        let (room, reason) =
-            cluster_support::wait_for(&mut carol, "LEFT alice", |r| match r.msg() {
-                ServerMessage::Left {
-                    room,
-                    nick: "alice",
-                    reason,
-                } => Some((room.to_ascii_lowercase(), reason.to_owned())),
-                _ => None,
-            });
-        assert_eq!(reason, "gone fishing");
-        rooms.push(room);
-    }
-    rooms.sort();
-    assert_eq!(rooms, ["#a", "#b"]);
+    assert_eq!(
+        cluster_support::wait_left_rooms(&mut carol, "alice", &["#a", "#b"], WAIT),
+        ["gone fishing", "gone fishing"]
+    );
     // A connection that just closes leaves too, with a reason.
     drop(bob);
     let reason = wait_left(&mut carol, "#a", "bobby", WAIT);

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use cluster_support::{
     as_said, expect_unavailable, free_port, join2, join_until_available, list_users, node,
     node_command, nodes, redis_command, register2, register_eventually, register_v, rss_bytes,
-    say_all, say_until_available, wait_joined, wait_left, wait_message, Redis, Said, StallProxy,
+    say_all, say_until_available, wait_joined, wait_left_rooms, wait_message, Redis, Said,
+    StallProxy,
 };
 use common::{Client, WAIT};
 use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
@@ -42,11 +43,12 @@ fn a_killed_nodes_members_leave_as_node_lost_and_its_nicks_free_up() {
     common::assert_error(&r, ErrorCode::NickInUse, code::HELLO);
     let killed = Instant::now();
     ns[1].kill(); // SIGKILL: no goodbye to Redis or anyone
-    let reason = wait_left(&mut alice, "#r", "bob", NODE_LOST_WITHIN);
-    assert_eq!(reason, "node lost", "LEFT #r for a member of a dead node");
-    let within = NODE_LOST_WITHIN.saturating_sub(killed.elapsed());
-    let reason = wait_left(&mut alice, "#s", "bob", within);
-    assert_eq!(reason, "node lost", "LEFT #s for a member of a dead node");
+    let reasons = wait_left_rooms(&mut alice, "bob", &["#r", "#s"], NODE_LOST_WITHIN);
+    assert_eq!(
+        reasons,
+        ["node lost", "node lost"],
+        "LEFT for a member of a dead node, in each of its rooms"
+    );
     eprintln!("LEFT node lost after {:?}", killed.elapsed());
     assert_eq!(list_users(&mut alice, "#r"), Ok(vec!["alice".to_string()]));
     // Its nicks are free again, within the same bound.

@@ -535,6 +535,49 @@ pub fn wait_left(c: &mut Client, room: &str, nick: &str, within: Duration) -> St
     })
 }
 
+/// Waits for LEFT of `nick` in each of `rooms`, in any order (a session's
+/// rooms are left one after the other, but no order is promised), for up to
+/// `within` in all; returns each room's reason, in the order of `rooms`.
+#[track_caller]
+pub fn wait_left_rooms(
+    c: &mut Client,
+    nick: &str,
+    rooms: &[&str],
+    within: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut reasons: Vec<Option<String>> = vec![None; rooms.len()];
+    while reasons.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let missing: Vec<&str> = rooms
+            .iter()
+            .zip(&reasons)
+            .filter(|(_, r)| r.is_none())
+            .map(|(room, _)| *room)
+            .collect();
+        let (i, reason) =
+            wait_for_within(
+                c,
+                &format!("LEFT {nick} in {missing:?}"),
+                left,
+                |r| match r.msg() {
+                    ServerMessage::Left {
+                        room: rm,
+                        nick: n,
+                        reason,
+                    } if n == nick => rooms
+                        .iter()
+                        .position(|room| rm.eq_ignore_ascii_case(room))
+                        .map(|i| (i, reason.to_owned())),
+                    _ => None,
+                },
+            );
+        assert!(reasons[i].is_none(), "LEFT {nick} {} twice", rooms[i]);
+        reasons[i] = Some(reason);
+    }
+    reasons.into_iter().map(Option::unwrap).collect()
+}
+
 /// Waits for the MESSAGE with `text` and returns it.
 #[track_caller]
 pub fn wait_message(c: &mut Client, text: &str) -> Said {
