@@ -22,9 +22,21 @@ use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
 const SLOW: Duration = Duration::from_secs(60);
 
 #[test]
-fn seq_order_is_identical_on_every_node_under_concurrent_says() {
+fn seq_order_is_identical_on_two_nodes_under_concurrent_says() {
+    seq_order_under_concurrent_says(2);
+}
+
+#[test]
+fn seq_order_is_identical_on_three_nodes_under_concurrent_says() {
+    seq_order_under_concurrent_says(3);
+}
+
+/// Members on each of `n_nodes` nodes all talk at once; each records
+/// (seq, from, text) of every MESSAGE: the records are equal, seq runs
+/// 1..n without a gap, and each sender's messages are in send order.
+fn seq_order_under_concurrent_says(n_nodes: usize) {
     let redis = Redis::start();
-    let ns = nodes(&redis, 3, &[]);
+    let ns = nodes(&redis, n_nodes, &[]);
     const PER_SENDER: usize = 40;
     // Two members per node, every one of them talking at once.
     let mut members: Vec<(String, Client)> = Vec::new();
