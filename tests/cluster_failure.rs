@@ -659,7 +659,11 @@ fn a_stalled_redis_link_does_not_grow_the_node() {
                         }
                         bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
                     }
-                    while let Some(r) = c.try_recv(Duration::from_millis(1)) {
+                    // Bounded by what was sent, and by `stop` besides.
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(r) = c.try_recv(Duration::from_millis(1)) else {
+                            break;
+                        };
                         if let ServerMessage::Error { error, .. } = r.msg() {
                             if error == ErrorCode::Unavailable as u16 {
                                 unavailable.fetch_add(1, Ordering::Relaxed);
