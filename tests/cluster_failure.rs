@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster_support::{
-    as_said, expect_unavailable, free_port, join2, join_until_available, list_users, node,
-    node_command, nodes, redis_command, register2, register_eventually, register_v, rss_bytes,
-    say_all, say_until_available, wait_joined, wait_left_rooms, wait_message, Redis, Said,
-    StallProxy,
+    as_said, expect_unavailable, join2, join_until_available, list_users, node, node_command,
+    nodes, redis_command, register2, register_eventually, register_v, rss_bytes, say_all,
+    say_until_available, wait_joined, wait_left_rooms, wait_message, Redis, Said, StallProxy,
 };
 use common::{Client, WAIT};
 use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
@@ -512,8 +511,19 @@ fn redis_lost_and_back_under_traffic_never_reorders_or_repeats() {
 
 #[test]
 fn a_node_whose_redis_is_unreachable_at_start_exits_1_naming_the_url() {
-    // A port nothing listens on (bound and released just now).
-    let url = format!("redis://127.0.0.1:{}", free_port());
+    // A port bound and never listened on: connecting to it is refused, and
+    // nobody else can take it while `held` lives (until the end).
+    let held =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = held
+        .local_addr()
+        .expect("local address")
+        .as_socket()
+        .expect("an IP address")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
     let mut cmd = node_command(&url, &[]);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -536,6 +546,7 @@ fn a_node_whose_redis_is_unreachable_at_start_exits_1_naming_the_url() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one stderr line: {stderr:?}");
     assert!(lines[0].contains(&url), "the line names {url}: {stderr:?}");
+    drop(held);
 }
 
 #[test]
