@@ -794,3 +794,59 @@ fn the_redis_fixture_and_the_stall_proxy_work() {
     let n = held.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"+PONG\r\n", "the held connection goes on");
 }
+
+/// Redis loses everything while the links stay up (FLUSHALL; an eviction
+/// or a stall longer than the liveness TTL look the same): each node sees
+/// it at its next heartbeat (or a SAY's answer) and rebuilds its rooms,
+/// members and nicks, so LIST_USERS, nick uniqueness and the room's seq
+/// come back without a reconnect.
+#[test]
+fn redis_flushed_under_the_nodes_is_rebuilt_by_them() {
+    let redis = Redis::start();
+    let ns = nodes(&redis, 2, &["--node-ttl-ms", "3000"]);
+    let mut alice = register2(&ns[0], "alice");
+    let mut bob = register2(&ns[1], "bob");
+    let epoch = join2(&mut alice, "#f").epoch;
+    assert_eq!(join2(&mut bob, "#f").epoch, epoch);
+    wait_joined(&mut alice, "#f", "bob");
+    let mut seen = Vec::new();
+    say_all(&mut alice, "#f", &["one".to_string()], &mut seen);
+    assert_eq!(
+        redis_command(redis.addr(), &["FLUSHALL"]).as_deref(),
+        Some("+OK")
+    );
+    // Within a few heartbeats (a third of the TTL each), both nodes put
+    // back what they hold: both members are listed again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let users = list_users(&mut alice, "#f");
+        if let Ok(mut users) = users {
+            users.sort();
+            if users == ["alice", "bob"] {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "LIST_USERS never showed both members again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The room kept its epoch and its seq goes on.
+    let (said, _) = say_until_available(&mut bob, "#f", "two", Duration::from_secs(10));
+    assert_eq!(said.seq, 2, "the seq continues after the flush");
+    assert_eq!(wait_message(&mut alice, "two").seq, 2);
+    let mut carol = register2(&ns[0], "carol");
+    assert_eq!(
+        join2(&mut carol, "#f").epoch,
+        epoch,
+        "the room kept its epoch"
+    );
+    // Bob's nick is claimed again: nobody on the other node can take it.
+    let (_other, reply) = cluster_support::hello(&ns[0], 1, "BOB");
+    assert!(
+        matches!(reply.msg(), ServerMessage::Error { error, .. } if error == ErrorCode::NickInUse as u16),
+        "bob's nick is free after the flush: {:?}",
+        reply.msg()
+    );
+}

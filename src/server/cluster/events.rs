@@ -400,6 +400,9 @@ impl Chat {
                 }
             },
             Expect::Say { t, sid } => {
+                if v.as_ref().is_err_and(|e| e.starts_with("NOROOM")) {
+                    self.store_forgot_us();
+                }
                 if v.is_err() {
                     // The session is not waiting: SAYs are pipelined.
                     if self.sessions.get_live(t, sid).is_some() {
@@ -492,6 +495,12 @@ impl Chat {
                 Err(_) => self.unavailable(t, sid, code::HISTORY),
             },
             Expect::Fill { room, epoch, upto } => self.filled(room, epoch, upto, v),
+            Expect::Alive => {
+                let known = v.as_ref().ok().and_then(|v| v.as_array()?.get(1)?.as_int());
+                if known == Some(0) {
+                    self.store_forgot_us();
+                }
+            }
             Expect::Restore { room, epoch } => match v {
                 Ok(v) => {
                     let held = v.as_bytes().and_then(num);
@@ -534,6 +543,19 @@ impl Chat {
         self.drop_member(t, index);
         self.wake(t, sid);
         self.forget_room_if_idle(id);
+    }
+
+    /// The store lost this node's state while the links stayed up (a
+    /// FLUSHALL, an eviction, a stall longer than the liveness TTL that
+    /// got it reaped): rebuild it, as after a reconnect.
+    fn store_forgot_us(&mut self) {
+        if let Some(c) = self.cluster.as_deref_mut() {
+            if c.synced {
+                warn!("cluster: Redis lost this node's state: rebuilding it");
+                c.synced = false;
+            }
+        }
+        self.resync_if_ready(Instant::now());
     }
 
     /// Forgets a JOIN or LEAVE that will get no event.

@@ -116,6 +116,8 @@ pub(crate) enum Expect {
     Fill { room: RoomId, epoch: u64, upto: u64 },
     /// The room as the node rebuilt it: the epoch Redis holds.
     Restore { room: RoomId, epoch: u64 },
+    /// The heartbeat: whether the store still knew this node.
+    Alive,
 }
 
 /// One call in flight: what its answer is for, its size, when it went.
@@ -290,6 +292,16 @@ impl Cluster {
             stats: ClusterStats::default(),
         };
         c.subscribe_node_channels();
+        // Known from the start, so the first heartbeat does not read as
+        // the store having lost this node.
+        let (alive, ttl) = (
+            format!("{}alive:{}", c.prefix, c.node),
+            c.ttl.as_millis().to_string(),
+        );
+        c.call(
+            Expect::Ignore("register"),
+            &[b"SET", alive.as_bytes(), b"1", b"PX", ttl.as_bytes()],
+        );
         c.alive();
         info!("cluster node {} on {}", c.node, c.url);
         Ok(c)
@@ -386,7 +398,7 @@ impl Cluster {
         let ttl = self.ttl.as_millis().to_string();
         let room_ttl = self.room_ttl.as_millis().to_string();
         self.fcall(
-            Expect::Ignore("heartbeat"),
+            Expect::Alive,
             "mc_alive",
             &[node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()],
         );

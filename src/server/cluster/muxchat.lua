@@ -249,9 +249,12 @@ redis.register_function('mc_users', function(_, a)
 end)
 
 -- A node's heartbeat: its liveness key and its nicks' TTLs refreshed, and
--- every node whose liveness key expired reaped. Returns how many were.
+-- every node whose liveness key expired reaped. Returns how many were,
+-- and whether the store still knew this node (0: it lost it, by a flush,
+-- an eviction, or a stall longer than the TTL: the node rebuilds).
 redis.register_function('mc_alive', function(_, a)
   local p, node, ttl, room_ttl = a[1], a[2], a[3], a[4]
+  local known = redis.call('EXISTS', p .. 'alive:' .. node)
   redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
   redis.call('SADD', p .. 'nodes', node)
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
@@ -264,7 +267,7 @@ redis.register_function('mc_alive', function(_, a)
       lost = lost + 1
     end
   end
-  return lost
+  return { lost, known }
 end)
 
 -- After the link came back (Redis may have restarted empty): one room as
