@@ -10,7 +10,9 @@
 //!    - 2a. *events*: the listener accepts until `WouldBlock`; each
 //!      readable session reads into one shared buffer and hands whole
 //!      frames to the chat, which answers by *appending* to output buffers
-//!      (never by writing). Writable sessions are queued for stage 5.
+//!      (never by writing). Writable sessions are queued for stage 5. A
+//!      cluster node's two Redis links are sources too: their answers and
+//!      room events are read the same way and become appended frames.
 //!    - 2b. *carried-over reads*: sessions that spent their read budget, or
 //!      whose paused input resumed, or that 2a's global budget did not
 //!      reach, in the last iteration are read again (no edge will come for
@@ -22,7 +24,8 @@
 //!    closes, from a deadline heap (no scan of idle sessions).
 //! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
 //!    rooms and get their last frames.
-//! 5. **Write before sleep**: every session with pending output is written
+//! 5. **Write before sleep** (and a cluster node's requests to Redis, one
+//!    write per link): every session with pending output is written
 //!    through its transport until empty or `WouldBlock`, and says what
 //!    follows (5a–5e in `flush_all`): WRITABLE interest on only while bytes
 //!    are left over (the kernel's send buffer is full, so we wait), paused

@@ -35,6 +35,9 @@
 //! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
 //!   which the transport's Http, Ws and Tls variants will drive.
 //! - [`metrics`]: the Prometheus exposition of the counters.
+//! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
+//!   the same `Poll`), the per-room event order and hole filling, the
+//!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
 
 pub mod chat;
 pub mod closing;
