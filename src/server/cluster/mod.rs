@@ -6,10 +6,10 @@
 //! This module owns the node's side of the cluster:
 //! - two Redis links ([`link`]), sources in the same `Poll` as the
 //!   sessions: the *command* link carries pipelined calls of the function
-//!   library (`muxchat.lua`), answered in order ([`Expect`] says what each
+//!   library (`muxchat.lua`), answered in order (`Expect` says what each
 //!   answer is for); the *subscriber* link receives the events of the rooms
 //!   this node has members in, of NICK changes, and of whispers to it;
-//! - the per-room bookkeeping of what this node delivered ([`ClusterRoom`]):
+//! - the per-room bookkeeping of what this node delivered (`ClusterRoom`):
 //!   a room's seq is assigned in Redis, and the node delivers each room's
 //!   events strictly in seq order, filling a jump in seq from the room's
 //!   stream before going on;
