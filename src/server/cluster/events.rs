@@ -245,7 +245,7 @@ impl Chat {
         for chunk in claims.chunks(3 * super::RESTORE_CHUNK) {
             let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes()];
             args.extend(chunk.iter().map(|a| a.as_bytes()));
-            c.fcall(Expect::Ignore("nick claim"), "mc_claim", &args);
+            c.fcall(Expect::Claim, "mc_claim", &args);
         }
         let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()];
         args.extend(entries.iter().map(|e| e.as_bytes()));
@@ -495,6 +495,15 @@ impl Chat {
                 Err(_) => self.unavailable(t, sid, code::HISTORY),
             },
             Expect::Fill { room, epoch, upto } => self.filled(room, epoch, upto, v),
+            Expect::Claim => match v.as_ref().map(Value::as_int) {
+                Ok(Some(0)) => {}
+                Ok(n) => warn!(
+                    "cluster: {} nick(s) of this node's sessions were taken on another node \
+                     while this one could not reach Redis; both keep them until one leaves",
+                    n.unwrap_or(0)
+                ),
+                Err(e) => warn!("cluster: putting nicks back: {e}"),
+            },
             Expect::Alive => {
                 let known = v.as_ref().ok().and_then(|v| v.as_array()?.get(1)?.as_int());
                 if known == Some(0) {

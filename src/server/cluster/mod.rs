@@ -118,6 +118,8 @@ pub(crate) enum Expect {
     Restore { room: RoomId, epoch: u64 },
     /// The heartbeat: whether the store still knew this node.
     Alive,
+    /// Nicks put back after a drop: how many someone else took meanwhile.
+    Claim,
 }
 
 /// One call in flight: what its answer is for, its size, when it went.
