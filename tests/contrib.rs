@@ -8,7 +8,8 @@
 //! deliberately broken copy proves that such messages are seen.
 //!
 //! The Prometheus alerting rules are checked by `promtool check rules`, and
-//! every metric they name must be in a live daemon's `/metrics`.
+//! every metric they name must be in a live daemon's `/metrics` (a cluster
+//! node's, with its own redis-server on a free port, for `muxchat_cluster_*`).
 //!
 //! Needs `systemd-analyze` (Debian: `apt-get install systemd`; installing
 //! it in a container starts nothing) and `promtool` (Debian's prometheus
@@ -20,8 +21,8 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -221,6 +222,44 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     got
 }
 
+/// A redis-server of our own on a free loopback port, stopped by PID.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn alerting_rules_pass_promtool_and_name_real_metrics() {
     if !have("promtool", "prometheus") {
@@ -238,15 +277,30 @@ fn alerting_rules_pass_promtool_and_name_real_metrics() {
     );
 
     let daemon = common::Daemon::start(&[]);
-    let exposition = scrape(daemon.addr);
-    assert!(exposition.starts_with("HTTP/1.1 200"), "{exposition}");
+    let standalone = scrape(daemon.addr);
+    assert!(standalone.starts_with("HTTP/1.1 200"), "{standalone}");
     let rules = std::fs::read_to_string(ALERTS).expect("read the rules");
+    // The cluster's series exist only on a node (`--redis`).
+    let node =
+        (rules.contains("muxchat_cluster_") && have("redis-server", "redis-server")).then(|| {
+            let redis = Redis::start();
+            let node = common::Daemon::start(&["--redis", &redis.url]);
+            let exposition = scrape(node.addr);
+            assert!(exposition.starts_with("HTTP/1.1 200"), "{exposition}");
+            exposition
+        });
     let mut named = 0;
     for (at, _) in rules.match_indices("muxchat_") {
         let name: String = rules[at..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
+        let exposition = if name.starts_with("muxchat_cluster_") {
+            let Some(node) = &node else { continue };
+            node
+        } else {
+            &standalone
+        };
         named += 1;
         // A histogram's series carry suffixes; its family is the TYPE line.
         let family = name.trim_end_matches("_bucket");
