@@ -9,20 +9,21 @@
 //!
 //! The Prometheus alerting rules are checked by `promtool check rules`, and
 //! every metric they name must be in a live daemon's `/metrics` (a cluster
-//! node's, with its own redis-server on a free port, for `muxchat_cluster_*`).
+//! node's, with a redis-server of the test's own, for `muxchat_cluster_*`).
 //!
 //! Needs `systemd-analyze` (Debian: `apt-get install systemd`; installing
 //! it in a container starts nothing) and `promtool` (Debian's prometheus
 //! package). Without them the tests fail when `CI` is set and are skipped,
 //! loudly, otherwise.
 
+mod cluster_support;
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -222,44 +223,6 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     got
 }
 
-/// A redis-server of our own on a free loopback port, stopped by PID.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn alerting_rules_pass_promtool_and_name_real_metrics() {
     if !have("promtool", "prometheus") {
@@ -280,15 +243,15 @@ fn alerting_rules_pass_promtool_and_name_real_metrics() {
     let standalone = scrape(daemon.addr);
     assert!(standalone.starts_with("HTTP/1.1 200"), "{standalone}");
     let rules = std::fs::read_to_string(ALERTS).expect("read the rules");
-    // The cluster's series exist only on a node (`--redis`).
-    let node =
-        (rules.contains("muxchat_cluster_") && have("redis-server", "redis-server")).then(|| {
-            let redis = Redis::start();
-            let node = common::Daemon::start(&["--redis", &redis.url]);
-            let exposition = scrape(node.addr);
-            assert!(exposition.starts_with("HTTP/1.1 200"), "{exposition}");
-            exposition
-        });
+    // The cluster's series exist only on a node (`--redis`), with a Redis
+    // of the test's own (the cluster tests' fixture).
+    let node = rules.contains("muxchat_cluster_").then(|| {
+        let redis = cluster_support::Redis::start();
+        let node = cluster_support::node(&redis.url(), &[]);
+        let exposition = scrape(node.addr);
+        assert!(exposition.starts_with("HTTP/1.1 200"), "{exposition}");
+        exposition
+    });
     let mut named = 0;
     for (at, _) in rules.match_indices("muxchat_") {
         let name: String = rules[at..]
@@ -296,8 +259,7 @@ fn alerting_rules_pass_promtool_and_name_real_metrics() {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
         let exposition = if name.starts_with("muxchat_cluster_") {
-            let Some(node) = &node else { continue };
-            node
+            node.as_ref().expect("a node was scraped")
         } else {
             &standalone
         };
