@@ -514,15 +514,45 @@ impl Chat {
                 Ok(v) => {
                     let held = v.as_bytes().and_then(num);
                     if held.is_some_and(|e| e != epoch) {
-                        warn!(
-                            "cluster: room {} was re-created while this node could not reach Redis",
-                            self.rooms.get(room).name
-                        );
+                        self.incarnation_gone(room, epoch);
                     }
                 }
                 Err(e) => warn!("cluster: restoring a room: {e}"),
             },
         }
+    }
+
+    /// The room was re-created in the store while this node could not
+    /// reach it: its members here are in an incarnation that no longer
+    /// exists, whose seqs the new one would repeat. They leave it (LEFT,
+    /// to each alone) and may JOIN the new one, with its own epoch.
+    fn incarnation_gone(&mut self, id: RoomId, epoch: u64) {
+        if self.rooms.get_incarnation(id, epoch).is_none() {
+            return;
+        }
+        warn!(
+            "cluster: room {} was re-created while this node could not reach Redis: \
+             its members here leave the old incarnation",
+            self.rooms.get(id).name
+        );
+        self.flush_cast();
+        let members = self.rooms.get(id).members.clone();
+        for t in members {
+            let room = self.rooms.get(id);
+            encode_into(
+                &mut self.frame,
+                &ServerMessage::Left {
+                    room: &room.name,
+                    nick: self.sessions.at(t).nick(),
+                    reason: "room re-created while the cluster was unreachable",
+                },
+            );
+            self.sessions.deliver(t, &self.frame);
+            if let Some(index) = self.sessions.at(t).membership(id) {
+                self.drop_member(t, index);
+            }
+        }
+        self.forget_room_if_idle(id);
     }
 
     /// A LEAVE the store had nothing to do for: LEFT to the leaver (and

@@ -76,6 +76,8 @@ pub struct Link {
     /// The read budget ran out before `WouldBlock`: read again next
     /// iteration.
     more: bool,
+    /// Which of `addrs` the next reconnect tries.
+    next_addr: usize,
 }
 
 impl Link {
@@ -101,6 +103,7 @@ impl Link {
             limits: Limits::default(),
             writable_interest: false,
             more: false,
+            next_addr: 0,
         };
         if let Some(s) = stream {
             s.set_nonblocking(true)?;
@@ -155,9 +158,13 @@ impl Link {
         if now < at {
             return false;
         }
-        let Some(&addr) = self.addrs.first() else {
+        // Each attempt tries the next address the host resolved to (at
+        // start-up all were tried; the first that answered may not be the
+        // one that answers now).
+        let Some(&addr) = self.addrs.get(self.next_addr % self.addrs.len().max(1)) else {
             return false;
         };
+        self.next_addr = self.next_addr.wrapping_add(1);
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;

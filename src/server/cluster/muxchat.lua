@@ -281,7 +281,11 @@ redis.register_function('mc_restore', function(_, a)
   if not ep then
     redis.call('HSET', meta, 'name', name, 'epoch', epoch, 'seq', seq)
     ep = epoch
-  elseif ep == epoch and tonumber(redis.call('HGET', meta, 'seq') or '0') < tonumber(seq) then
+  elseif ep ~= epoch then
+    -- Another incarnation: its seqs are not this one's, so this node's
+    -- members are not put into it (the node makes them leave).
+    return ep
+  elseif tonumber(redis.call('HGET', meta, 'seq') or '0') < tonumber(seq) then
     redis.call('HSET', meta, 'seq', seq)
   end
   redis.call('PERSIST', meta)
