@@ -1545,7 +1545,8 @@ fn chapter_references_exist() {
 
 /// Whether `text` defines `name`: `fn name`, `struct name`, `impl name`, ... or a field
 /// or enum variant `name:`, `name {`, `name(`, `name,`, or a Lua
-/// `function name` / `local function name`.
+/// `function name` / `local function name`, or a Redis function
+/// `register_function('name'`.
 fn defines(text: &str, name: &str) -> bool {
     let ident = |c: char| c.is_alphanumeric() || c == '_';
     let keywords = [
@@ -1558,6 +1559,9 @@ fn defines(text: &str, name: &str) -> bool {
         "trait ",
         "mod ",
         "function ",
+        // A function of the cluster's Redis library (muxchat.lua):
+        // `redis.register_function('mc_say', ...)`.
+        "register_function('",
         // A type whose methods live in several files (`impl Chat` in
         // commands.rs and closing.rs) owns them in each.
         "impl ",
