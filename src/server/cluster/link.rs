@@ -240,43 +240,47 @@ impl Link {
         let mut chunk = [0u8; READ_CHUNK];
         let mut taken = 0;
         self.more = false;
-        loop {
+        let ended = loop {
             if taken >= READ_BUDGET {
                 // Still readable, but the others get their turn: the loop
                 // reads on next iteration (no new edge will say so).
                 self.more = true;
-                return Ok(());
+                break Ok(());
             }
             match s.read(&mut chunk) {
-                Ok(0) => return Err("closed by Redis".into()),
+                Ok(0) => break Err("closed by Redis".to_string()),
                 Ok(n) => {
                     taken += n;
                     self.inbuf.extend_from_slice(&chunk[..n]);
-                    let mut at = 0;
-                    loop {
-                        match resp::parse(&self.inbuf[at..], &self.limits) {
-                            Parse::Done(v, used) => {
-                                values.push(v);
-                                at += used;
-                            }
-                            Parse::Incomplete => break,
-                            Parse::Invalid(why) => return Err(format!("bad reply: {why}")),
-                        }
-                    }
-                    self.inbuf.drain(..at);
-                    // Every call asks for a bounded answer (at most
-                    // `BATCH` stream entries of one frame each, a member
-                    // list within one frame), so a longer partial value is
-                    // a broken stream, not one to keep growing for.
-                    if self.inbuf.len() > MAX_VALUE {
-                        return Err("reply too large".into());
-                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        // Cut whole values once per readiness, not once per read: a value
+        // arriving in many reads is then re-scanned once per budget's
+        // worth of bytes, not once per 64 KiB.
+        let mut at = 0;
+        loop {
+            match resp::parse(&self.inbuf[at..], &self.limits) {
+                Parse::Done(v, used) => {
+                    values.push(v);
+                    at += used;
+                }
+                Parse::Incomplete => break,
+                Parse::Invalid(why) => return Err(format!("bad reply: {why}")),
             }
         }
+        self.inbuf.drain(..at);
+        // Every call asks for a bounded answer (at most `BATCH` stream
+        // entries of one frame each, a member list within one frame), so
+        // a longer partial value is a broken stream, not one to keep
+        // growing for.
+        if self.inbuf.len() > MAX_VALUE {
+            return Err("reply too large".into());
+        }
+        ended
     }
 
     /// Writes what is pending until done or `WouldBlock`; WRITABLE interest
