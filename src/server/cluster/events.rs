@@ -320,6 +320,100 @@ impl Chat {
         }
     }
 
+    // ----- hooks for fuzzing and tests ---------------------------------
+
+    /// Handles `v` as if the subscriber link had just read it, then fans
+    /// out what it queued, as [`Chat::on_link_ready`] does. Exists for
+    /// fuzzing and tests, with a [`Cluster::detached`] node.
+    #[doc(hidden)]
+    pub fn feed_push(&mut self, v: Value) {
+        self.on_push(v);
+        self.flush_cast();
+    }
+
+    /// Handles `v` as the command link's answer to the oldest call in
+    /// flight (see [`Chat::feed_push`]). Exists for fuzzing and tests.
+    #[doc(hidden)]
+    pub fn feed_answer(&mut self, v: Value) {
+        self.on_answer(Ok(v));
+        self.flush_cast();
+    }
+
+    /// What the oldest call in flight waits for: its kind ("fill",
+    /// "join", ...), and for a fill the first and last seq it asks for.
+    /// Exists for fuzzing and tests, to shape an answer that fits.
+    #[doc(hidden)]
+    pub fn oldest_call(&self) -> Option<(&'static str, u64, u64)> {
+        let f = self.cluster.as_deref()?.in_flight.front()?;
+        Some(match &f.expect {
+            Expect::Fill { room, epoch, upto } => {
+                let from = self
+                    .rooms
+                    .get_incarnation(*room, *epoch)
+                    .map_or(0, |r| r.seq + 1);
+                ("fill", from, *upto)
+            }
+            Expect::Ignore(_) => ("ignore", 0, 0),
+            Expect::Hello { .. } => ("hello", 0, 0),
+            Expect::Join { .. } => ("join", 0, 0),
+            Expect::Leave { .. } => ("leave", 0, 0),
+            Expect::Say { .. } => ("say", 0, 0),
+            Expect::Whisper { .. } => ("whisper", 0, 0),
+            Expect::Nick { .. } => ("nick", 0, 0),
+            Expect::Rooms { .. } => ("rooms", 0, 0),
+            Expect::Users { .. } => ("users", 0, 0),
+            Expect::History { newest, .. } => ("history", 0, *newest),
+            Expect::Restore { .. } => ("restore", 0, 0),
+            Expect::Alive => ("alive", 0, 0),
+            Expect::Claim => ("claim", 0, 0),
+        })
+    }
+
+    /// Panics if the cluster's bookkeeping disagrees with itself or with
+    /// the chat: each room it keeps is a local room under its key, every
+    /// waiting JOIN or LEAVE is indexed by its session id and the other
+    /// way round, held events only during a fill and counted exactly, and
+    /// a room with local members is positioned. For fuzzing and tests.
+    #[doc(hidden)]
+    pub fn check_cluster_invariants(&self) {
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        for (&id, cr) in &c.rooms {
+            assert_eq!(
+                self.rooms.find(&cr.key),
+                Some(id),
+                "a cluster room is local"
+            );
+            for w in cr.joins.iter().chain(&cr.leaves) {
+                assert_eq!(c.waits.get(&w.sid), Some(&id), "a waiter is indexed");
+            }
+            assert!(
+                cr.filling || cr.held.is_empty(),
+                "events held only in a fill"
+            );
+            let held: usize = cr.held.iter().map(Vec::len).sum();
+            assert_eq!(cr.held_bytes, held, "held bytes counted");
+            if !self.rooms.get(id).members.is_empty() {
+                assert!(cr.positioned, "a room with members is positioned");
+            }
+        }
+        for room in self.rooms.iter().filter(|r| !r.members.is_empty()) {
+            let id = self.rooms.find(&room.name);
+            assert!(
+                id.is_some_and(|id| c.rooms.contains_key(&id)),
+                "a room with members is kept"
+            );
+        }
+        for (sid, id) in &c.waits {
+            let cr = c.rooms.get(id).expect("a wait is for a kept room");
+            assert!(
+                cr.joins.iter().chain(&cr.leaves).any(|w| w.sid == *sid),
+                "an indexed wait has its waiter"
+            );
+        }
+    }
+
     // ----- answers on the command link -----------------------------------
 
     fn on_answer(&mut self, v: Result<Value, String>) {

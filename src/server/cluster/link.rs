@@ -116,6 +116,28 @@ impl Link {
         Ok(link)
     }
 
+    /// A link that is up but has no socket and no address: what is sent
+    /// is kept unwritten, and once down it never reconnects. It lets
+    /// [`super::Cluster::detached`] run the node's state machine with no
+    /// network (fuzzing and tests feed it what Redis would send).
+    #[doc(hidden)]
+    pub fn detached(name: &'static str, token: Token) -> Link {
+        Link {
+            name,
+            addrs: Vec::new(),
+            token,
+            stream: None,
+            state: State::Up,
+            backoff: BACKOFF_MIN,
+            out: Vec::new(),
+            written: 0,
+            inbuf: Vec::new(),
+            limits: Limits::default(),
+            writable_interest: false,
+            more: false,
+        }
+    }
+
     /// Whether bytes were left unread when the read budget ran out.
     pub fn has_more(&self) -> bool {
         self.more && self.state == State::Up

@@ -309,6 +309,48 @@ impl Cluster {
         Ok(c)
     }
 
+    /// A node with no Redis behind it, for fuzzing and tests: both links
+    /// are up but have no socket ([`Link::detached`]), so calls are
+    /// recorded as in flight and never written, nothing touches the
+    /// network, and a link that goes down (a stall) stays down. The
+    /// caller plays Redis with [`Chat::feed_push`] and
+    /// [`Chat::feed_answer`]. `registry` comes from a fresh `mio::Poll`.
+    ///
+    /// [`Chat::feed_push`]: super::chat::Chat::feed_push
+    /// [`Chat::feed_answer`]: super::chat::Chat::feed_answer
+    #[doc(hidden)]
+    pub fn detached(name: &str, max_pending: usize, registry: Registry) -> Cluster {
+        let now = Instant::now();
+        Cluster {
+            name: name.to_owned(),
+            node: name.to_owned(),
+            prefix: "muxchat:0:".to_owned(),
+            url: RedisUrl {
+                host: "detached".to_owned(),
+                port: 0,
+                db: 0,
+            },
+            db: 0,
+            cmd: Link::detached("command", CMD),
+            sub: Link::detached("subscriber", SUB),
+            registry,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            max_pending,
+            ttl: Duration::from_secs(15),
+            room_ttl: Duration::ZERO,
+            rooms: HashMap::new(),
+            sids: HashMap::new(),
+            waits: HashMap::new(),
+            next_alive: now,
+            next_tick: now,
+            sub_ping: None,
+            synced: true,
+            was_available: true,
+            stats: ClusterStats::default(),
+        }
+    }
+
     /// Whether requests that need the store can go: both links up and the
     /// node's state rebuilt after the last drop.
     pub fn available(&self) -> bool {
