@@ -340,7 +340,8 @@ impl Chat {
     }
 
     /// What the oldest call in flight waits for: its kind ("fill",
-    /// "join", ...), and for a fill the first and last seq it asks for.
+    /// "join", ...), and for a fill or a HISTORY the first and last seq
+    /// it asks for.
     /// Exists for fuzzing and tests, to shape an answer that fits.
     #[doc(hidden)]
     pub fn oldest_call(&self) -> Option<(&'static str, u64, u64)> {
@@ -362,7 +363,7 @@ impl Chat {
             Expect::Nick { .. } => ("nick", 0, 0),
             Expect::Rooms { .. } => ("rooms", 0, 0),
             Expect::Users { .. } => ("users", 0, 0),
-            Expect::History { newest, .. } => ("history", 0, *newest),
+            Expect::History { after, newest, .. } => ("history", after + 1, *newest),
             Expect::Restore { .. } => ("restore", 0, 0),
             Expect::Alive => ("alive", 0, 0),
             Expect::Claim => ("claim", 0, 0),
