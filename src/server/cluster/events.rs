@@ -908,7 +908,11 @@ impl Chat {
                 } else {
                     None
                 };
-                if here.is_some() {
+                // Its own LEAVE's event, or the store parting it (a node
+                // reaped): a wait for another room's JOIN is not this
+                // one's to end.
+                let leaving = here.is_some() && c.waits.get(&sid) == Some(&id);
+                if leaving {
                     if let Some(cr) = c.rooms.get_mut(&id) {
                         cr.leaves.retain(|w| w.sid != sid);
                     }
@@ -934,7 +938,9 @@ impl Chat {
                         if let Some(index) = self.sessions.at(t).membership(id) {
                             self.drop_member(t, index);
                         }
-                        self.wake(t, sid);
+                        if leaving {
+                            self.wake(t, sid);
+                        }
                     }
                     None if !crowded => self.send_members(id),
                     None => {}
