@@ -363,7 +363,7 @@ impl Chat {
             Expect::Nick { .. } => ("nick", 0, 0),
             Expect::Rooms { .. } => ("rooms", 0, 0),
             Expect::Users { .. } => ("users", 0, 0),
-            Expect::History { after, newest, .. } => ("history", after + 1, *newest),
+            Expect::History { after, newest, .. } => ("history", after.saturating_add(1), *newest),
             Expect::Restore { .. } => ("restore", 0, 0),
             Expect::Alive => ("alive", 0, 0),
             Expect::Claim => ("claim", 0, 0),
@@ -1141,7 +1141,8 @@ impl Chat {
 
     fn send_fill(&mut self, id: RoomId) {
         let room = self.rooms.get(id);
-        let (from, epoch) = (room.seq + 1, room.epoch);
+        // Seqs come from the store: one at the very top must not overflow.
+        let (from, epoch) = (room.seq.saturating_add(1), room.epoch);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -1222,7 +1223,7 @@ impl Chat {
             return;
         };
         if upto != OPEN_END && room.seq < upto {
-            c.stats.lost += upto - room.seq;
+            c.stats.lost = c.stats.lost.saturating_add(upto - room.seq);
             debug!(
                 "cluster: room {}: seq {}..={upto} no longer held",
                 room.name,
