@@ -351,7 +351,7 @@ impl Chat {
                 let from = self
                     .rooms
                     .get_incarnation(*room, *epoch)
-                    .map_or(0, |r| r.seq + 1);
+                    .map_or(0, |r| r.seq.saturating_add(1));
                 ("fill", from, *upto)
             }
             Expect::Ignore(_) => ("ignore", 0, 0),
