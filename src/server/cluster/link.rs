@@ -121,21 +121,12 @@ impl Link {
     /// [`super::Cluster::detached`] run the node's state machine with no
     /// network (fuzzing and tests feed it what Redis would send).
     #[doc(hidden)]
-    pub fn detached(name: &'static str, token: Token) -> Link {
-        Link {
-            name,
-            addrs: Vec::new(),
-            token,
-            stream: None,
-            state: State::Up,
-            backoff: BACKOFF_MIN,
-            out: Vec::new(),
-            written: 0,
-            inbuf: Vec::new(),
-            limits: Limits::default(),
-            writable_interest: false,
-            more: false,
-        }
+    pub fn detached(name: &'static str, token: Token, registry: &Registry) -> Link {
+        // Without a stream, `new` only builds the state (no syscall).
+        let mut link = Link::new(name, Vec::new(), token, None, registry)
+            .expect("a link without a stream cannot fail");
+        link.state = State::Up;
+        link
     }
 
     /// Whether bytes were left unread when the read budget ran out.
