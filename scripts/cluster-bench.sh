@@ -59,7 +59,7 @@ done
 [ -z "$OLD_DAEMON" ] || [ -x "$OLD_DAEMON" ] || { echo "cluster-bench: $OLD_DAEMON is not a binary" >&2; exit 1; }
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --bins >&2
+[ "${TABLE_ONLY:-0}" = 1 ] || cargo build --release --bins >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw.jsonl
@@ -204,9 +204,12 @@ EOF
 )
 
 # One run: fresh servers, one muxload; appends a line to $RAW and prints it.
+# Always called in a subshell (a pipe or $(...)), which does not inherit
+# the script's EXIT trap: its own stops whatever a failed start left.
 run_one() { # name system muxload-args...
   local name=$1 system=$2 line procs
   shift 2
+  trap 'stop_system; stop_daemon' EXIT
   start_system "$system"
   procs=$(python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1].split(), map(int, sys.argv[2].split())))))' \
     "${LABELS[*]}" "${PIDS[*]}")
@@ -385,16 +388,19 @@ if loads:
     print()
     print(f"Load average (1 min) at the end of the runs: {min(loads):.1f} to {max(loads):.1f}, "
           f"median {statistics.median(loads):.1f}, on {os.cpu_count()} CPUs.")
-print()
-print("| scenario | system | delivered, x standalone | p50, added | p99, added | server CPU per delivery, x standalone |")
-print("|---|---|---|---|---|---|")
-for (name, system), (d, p50, p99, tot) in summary.items():
-    base = summary.get((name, "standalone"))
-    if system == "standalone" or base is None:
-        continue
-    ratio = lambda a, b: "-" if None in (a, b) or not b else f"{a / b:.3f}"
-    diff = lambda a, b: "-" if None in (a, b) else ("+" if a >= b else "-") + ms(abs(a - b))
-    print(f"| {name} | {system} | {ratio(d, base[0])} | {diff(p50, base[1])} | {diff(p99, base[2])} | {ratio(tot, base[3])} |")
+ratio = lambda a, b: "-" if None in (a, b) or not b else f"{a / b:.3f}"
+diff = lambda a, b: "-" if None in (a, b) else ("+" if a >= b else "-") + ms(abs(a - b))
+against = [
+    f"| {name} | {system} | {ratio(d, base[0])} | {diff(p50, base[1])} | {diff(p99, base[2])} | {ratio(tot, base[3])} |"
+    for (name, system), (d, p50, p99, tot) in summary.items()
+    for base in [summary.get((name, "standalone"))]
+    if system != "standalone" and base is not None
+]
+if against:
+    print()
+    print("| scenario | system | delivered, x standalone | p50, added | p99, added | server CPU per delivery, x standalone |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(against))
 EOF
 )
 if [ "${TABLE_ONLY:-0}" = 1 ]; then

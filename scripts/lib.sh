@@ -11,6 +11,9 @@ start_daemon() {
   local name=$1
   shift
   local log=$OUT_DIR/${DAEMON_LOG:-daemon}
+  # Emptied before the daemon starts: otherwise the wait below can read the
+  # previous run's "listening on" line before the new shell truncates it.
+  : >"$log.out"
   taskset -c "$DAEMON_CPU" "${DAEMON_BIN:-$BIN/muxchatd}" --bind 127.0.0.1:0 --rate 0 \
     --max-clients 20000 "$@" >"$log.out" 2>"$log.err" &
   DPID=$!
