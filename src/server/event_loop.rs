@@ -89,8 +89,11 @@ const READ_BUDGET: usize = 4 * READ_CHUNK;
 /// sessions each within theirs once made one iteration read 27 MB of
 /// 8-byte frames and hold the loop for over half a second. Each half
 /// having its own allowance means carried-over sessions always make
-/// progress, however busy the fresh events are.
-const GLOBAL_READ_BUDGET: usize = READ_CHUNK;
+/// progress, however busy the fresh events are. As large as one session's
+/// budget, not smaller: at 64 KiB a lone publisher into a room of 100 got
+/// a quarter of the SAYs per iteration, so four times the `write()`s per
+/// delivery (the 1 -> 100 broadcast ran at 0.72x; docs/BENCHMARKS.md).
+const GLOBAL_READ_BUDGET: usize = READ_BUDGET;
 /// Connections accepted per iteration. A burst of a thousand connects
 /// accepted at once held the loop for 50 ms (each accept is a handful of
 /// system calls); the rest wait in the backlog for the next iteration.
