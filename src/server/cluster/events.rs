@@ -457,12 +457,7 @@ impl Chat {
                 Ok(Some(1)) => {
                     // Gone meanwhile: give the nick back.
                     if let Some(c) = self.cluster.as_deref_mut() {
-                        let (nk, node, s) = (fold(&nick), c.node.clone(), sid.to_string());
-                        c.fcall(
-                            Expect::Ignore("bye"),
-                            "mc_bye",
-                            &[nk.as_bytes(), node.as_bytes(), s.as_bytes()],
-                        );
+                        c.bye(&fold(&nick), sid);
                     }
                 }
                 Ok(_) => {
@@ -527,12 +522,7 @@ impl Chat {
                     // Gone meanwhile (its close gave back the old nick):
                     // give back the new one too.
                     if let Some(c) = self.cluster.as_deref_mut() {
-                        let (nk, node, s) = (fold(&new), c.node.clone(), sid.to_string());
-                        c.fcall(
-                            Expect::Ignore("bye"),
-                            "mc_bye",
-                            &[nk.as_bytes(), node.as_bytes(), s.as_bytes()],
-                        );
+                        c.bye(&fold(&new), sid);
                     }
                 }
                 Ok(_) => {

@@ -73,6 +73,13 @@ impl fmt::Display for ClusterError {
 
 impl std::error::Error for ClusterError {}
 
+/// Who a node is: its name, its id in the store, its Redis.
+struct Identity {
+    name: String,
+    node: String,
+    url: RedisUrl,
+}
+
 /// What an answer on the command link is for, in the order sent.
 #[derive(Debug)]
 pub(crate) enum Expect {
@@ -268,31 +275,17 @@ impl Cluster {
             .map_err(|e| fail(e.to_string()))?;
         let sub = Link::new("subscriber", addrs, SUB, Some(sub), &registry)
             .map_err(|e| fail(e.to_string()))?;
-        let now = Instant::now();
-        let mut c = Cluster {
-            node: format!("{name}/{:08x}", seed as u32),
-            name,
-            prefix: format!("muxchat:{}:", url.db),
-            url: url.clone(),
-            db: url.db,
-            cmd,
-            sub,
+        let mut c = Cluster::assemble(
+            Identity {
+                name: name.clone(),
+                node: format!("{name}/{:08x}", seed as u32),
+                url: url.clone(),
+            },
+            (cmd, sub),
             registry,
-            in_flight: VecDeque::new(),
-            in_flight_bytes: 0,
             max_pending,
-            ttl,
-            room_ttl,
-            rooms: HashMap::new(),
-            sids: HashMap::new(),
-            waits: HashMap::new(),
-            next_alive: now,
-            next_tick: now,
-            sub_ping: None,
-            synced: true,
-            was_available: true,
-            stats: ClusterStats::default(),
-        };
+            (ttl, room_ttl),
+        );
         c.subscribe_node_channels();
         // Known from the start, so the first heartbeat does not read as
         // the store having lost this node.
@@ -320,25 +313,53 @@ impl Cluster {
     /// [`Chat::feed_answer`]: super::chat::Chat::feed_answer
     #[doc(hidden)]
     pub fn detached(name: &str, max_pending: usize, registry: Registry) -> Cluster {
-        let now = Instant::now();
-        Cluster {
+        let links = (
+            Link::detached("command", CMD, &registry),
+            Link::detached("subscriber", SUB, &registry),
+        );
+        let url = RedisUrl {
+            host: "detached".to_owned(),
+            port: 0,
+            db: 0,
+        };
+        let id = Identity {
             name: name.to_owned(),
             node: name.to_owned(),
-            prefix: "muxchat:0:".to_owned(),
-            url: RedisUrl {
-                host: "detached".to_owned(),
-                port: 0,
-                db: 0,
-            },
-            db: 0,
-            cmd: Link::detached("command", CMD, &registry),
-            sub: Link::detached("subscriber", SUB, &registry),
+            url,
+        };
+        Cluster::assemble(
+            id,
+            links,
+            registry,
+            max_pending,
+            (Duration::from_secs(15), Duration::ZERO),
+        )
+    }
+
+    /// A node's state before anything was sent: both links as given,
+    /// nothing in flight, no rooms.
+    fn assemble(
+        id: Identity,
+        (cmd, sub): (Link, Link),
+        registry: Registry,
+        max_pending: usize,
+        (ttl, room_ttl): (Duration, Duration),
+    ) -> Cluster {
+        let now = Instant::now();
+        Cluster {
+            prefix: format!("muxchat:{}:", id.url.db),
+            db: id.url.db,
+            name: id.name,
+            node: id.node,
+            url: id.url,
+            cmd,
+            sub,
             registry,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             max_pending,
-            ttl: Duration::from_secs(15),
-            room_ttl: Duration::ZERO,
+            ttl,
+            room_ttl,
             rooms: HashMap::new(),
             sids: HashMap::new(),
             waits: HashMap::new(),
@@ -349,6 +370,16 @@ impl Cluster {
             was_available: true,
             stats: ClusterStats::default(),
         }
+    }
+
+    /// Gives a nick back in the store (if `sid` still holds it there).
+    pub(crate) fn bye(&mut self, folded_nick: &str, sid: u64) {
+        let (node, sid) = (self.node.clone(), sid.to_string());
+        self.fcall(
+            Expect::Ignore("bye"),
+            "mc_bye",
+            &[folded_nick.as_bytes(), node.as_bytes(), sid.as_bytes()],
+        );
     }
 
     /// Whether requests that need the store can go: both links up and the
@@ -384,12 +415,14 @@ impl Cluster {
 
     /// `FCALL name 0 prefix args...`.
     pub(crate) fn fcall(&mut self, expect: Expect, name: &str, args: &[&[u8]]) {
+        // Every SAY comes through here: borrow the prefix for the call
+        // instead of copying it.
+        let prefix = std::mem::take(&mut self.prefix);
         let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 4);
-        all.extend_from_slice(&[b"FCALL", name.as_bytes(), b"0"]);
-        let prefix = self.prefix.clone();
-        all.push(prefix.as_bytes());
+        all.extend_from_slice(&[b"FCALL", name.as_bytes(), b"0", prefix.as_bytes()]);
         all.extend_from_slice(args);
         self.call(expect, &all);
+        self.prefix = prefix;
     }
 
     /// The answer to the oldest call in flight.

@@ -266,12 +266,7 @@ impl Chat {
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.sids.remove(&sid);
                 if available {
-                    let (node, sid) = (c.node.clone(), sid.to_string());
-                    c.fcall(
-                        Expect::Ignore("bye"),
-                        "mc_bye",
-                        &[nick.as_bytes(), node.as_bytes(), sid.as_bytes()],
-                    );
+                    c.bye(&nick, sid);
                 }
             }
         }
