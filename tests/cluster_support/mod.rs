@@ -168,10 +168,6 @@ pub fn redis_command(addr: SocketAddr, args: &[&str]) -> Option<String> {
 
 /// The `muxchatd` binary the tests run (`MUXCHATD_BIN` overrides it, as in
 /// tests/common).
-fn muxchatd_bin() -> String {
-    std::env::var("MUXCHATD_BIN").unwrap_or(env!("CARGO_BIN_EXE_muxchatd").into())
-}
-
 /// A unique node name per process, for nodes started without one.
 fn next_node_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(1);
@@ -184,29 +180,18 @@ fn next_node_name() -> String {
 /// the defaults here: rate limiting off, and a heartbeat long enough that
 /// no server PING lands in the middle of a test's expected frames.
 pub fn node_command(redis_url: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(muxchatd_bin());
     let given = |opt: &str| extra.contains(&opt);
-    if !given("--bind") {
-        cmd.args(["--bind", "127.0.0.1:0"]);
-    }
-    cmd.args(["--redis", redis_url]);
+    let name = next_node_name();
+    let mut args = vec!["--redis", redis_url];
     if !given("--node-name") {
-        cmd.args(["--node-name", &next_node_name()]);
-    }
-    if !given("--rate") {
-        cmd.args(["--rate", "0"]);
+        args.extend(["--node-name", &name]);
     }
     if !given("--heartbeat-ms") {
-        cmd.args(["--heartbeat-ms", "300000"]);
+        args.extend(["--heartbeat-ms", "300000"]);
     }
-    cmd.args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    cmd
+    args.extend_from_slice(extra);
+    // The rest (--bind, --rate, the binary, logging) as for any daemon.
+    Daemon::command(&args)
 }
 
 /// Starts one cluster node and waits for its `listening on` line.

@@ -35,12 +35,16 @@ impl Daemon {
 
     /// The command [`Daemon::start`] runs, for tests that need to adjust it
     /// (environment, resource limits, a piped stderr) before [`Daemon::spawn`].
+    /// `--bind` and `--rate` default to loopback port 0 and no limit unless
+    /// `args` give them.
     pub fn command(args: &[&str]) -> Command {
         // MUXCHATD_BIN runs the tests against another build (the release
         // binary, for measurements).
         let bin = std::env::var("MUXCHATD_BIN").unwrap_or(env!("CARGO_BIN_EXE_muxchatd").into());
         let mut cmd = Command::new(bin);
-        cmd.args(["--bind", "127.0.0.1:0"]);
+        if !args.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
         if !args.contains(&"--rate") {
             cmd.args(["--rate", "0"]);
         }
