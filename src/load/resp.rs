@@ -212,13 +212,9 @@ pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends one command (an array of bulk strings) to `out`.
-pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    array_header(out, args.len());
-    for a in args {
-        bulk(out, a);
-    }
-}
+/// Appends one command (an array of bulk strings) to `out`: the daemon's
+/// cluster link encodes its calls the same way.
+pub use crate::server::cluster::resp::encode as command;
 
 /// A reassembly buffer for RESP, the counterpart of
 /// [`crate::protocol::FrameReader`] for this other protocol: one per
