@@ -600,6 +600,47 @@ fn model_history<'r>(
 // chat_state
 // ---------------------------------------------------------------------------
 
+/// One fuzzed session's client end: the chat's session is one end of a
+/// Unix socket pair, this is the other, reassembling what the chat wrote.
+struct Client {
+    token: mio::Token,
+    id: u64,
+    peer: std::os::unix::net::UnixStream,
+    reader: FrameReader,
+    seqs: std::collections::HashMap<String, u64>,
+}
+
+/// `n` sessions added to `chat`, each over a socket pair (no network).
+fn socket_clients(
+    chat: &mut crate::server::chat::Chat,
+    n: usize,
+    now: std::time::Instant,
+) -> Vec<Client> {
+    use std::os::fd::{FromRawFd as _, IntoRawFd as _};
+    (0..n)
+        .map(|_| {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+            ours.set_nonblocking(true).expect("nonblocking");
+            theirs.set_nonblocking(true).expect("nonblocking");
+            // SAFETY: the descriptor is a connected stream socket we own;
+            // TcpStream only reads, writes and shuts it down (a Unix
+            // stream socket supports all three), and closes it once.
+            let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
+            let peer_addr = "127.0.0.1:1".parse().expect("address");
+            let transport = crate::server::transport::Transport::plain(stream);
+            let token = chat.add_session(transport, peer_addr, now);
+            let id = chat.sessions.at(token).id();
+            Client {
+                token,
+                id,
+                peer: theirs,
+                reader: FrameReader::new(1 << 20),
+                seqs: std::collections::HashMap::new(),
+            }
+        })
+        .collect()
+}
+
 /// The chat state machine driven by arbitrary bytes: up to four sessions,
 /// each a real socket pair (the daemon's end in a `Transport`, the client's
 /// end read by the check), take turns at the steps the event loop would
@@ -615,15 +656,11 @@ fn model_history<'r>(
 ///
 /// Input: a settings byte, then steps of (operation, session, argument...).
 pub fn chat_state(data: &[u8]) {
-    use std::collections::HashMap;
     use std::io::Read as _;
-    use std::os::fd::FromRawFd as _;
-    use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use crate::server::chat::Chat;
     use crate::server::config::Config;
-    use crate::server::transport::Transport;
 
     const SESSIONS: usize = 4;
     const STEPS: usize = 96;
@@ -647,34 +684,7 @@ pub fn chat_state(data: &[u8]) {
     let mut now = Instant::now();
     let mut chat = Chat::new(config, now);
 
-    struct Client {
-        token: mio::Token,
-        id: u64,
-        peer: UnixStream,
-        reader: FrameReader,
-        seqs: HashMap<String, u64>,
-    }
-    let mut clients: Vec<Client> = Vec::new();
-    for _ in 0..SESSIONS {
-        let (ours, theirs) = UnixStream::pair().expect("socketpair");
-        ours.set_nonblocking(true).expect("nonblocking");
-        theirs.set_nonblocking(true).expect("nonblocking");
-        // SAFETY: the descriptor is a connected stream socket we own;
-        // TcpStream only reads, writes and shuts it down (a Unix stream
-        // socket supports all three), and closes it once.
-        let stream =
-            unsafe { std::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(ours)) };
-        let peer_addr = "127.0.0.1:1".parse().expect("address");
-        let token = chat.add_session(Transport::plain(stream), peer_addr, now);
-        let id = chat.sessions.at(token).id();
-        clients.push(Client {
-            token,
-            id,
-            peer: theirs,
-            reader: FrameReader::new(1 << 20),
-            seqs: HashMap::new(),
-        });
-    }
+    let mut clients = socket_clients(&mut chat, SESSIONS, now);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut iteration = 0u64;
 
@@ -964,15 +974,12 @@ pub fn resp(data: &[u8]) {
 pub fn cluster_events(data: &[u8]) {
     use std::collections::HashMap;
     use std::io::{Read as _, Write as _};
-    use std::os::fd::FromRawFd as _;
-    use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use crate::server::chat::Chat;
     use crate::server::cluster::resp::Value;
     use crate::server::cluster::Cluster;
     use crate::server::config::Config;
-    use crate::server::transport::Transport;
 
     const NODE: &str = "n1";
     const PREFIX: &str = "muxchat:0:";
@@ -1006,33 +1013,7 @@ pub fn cluster_events(data: &[u8]) {
     let registry = poll.registry().try_clone().expect("a registry");
     chat.set_cluster(Cluster::detached(NODE, max_pending, registry));
 
-    struct Client {
-        token: mio::Token,
-        id: u64,
-        peer: UnixStream,
-        reader: FrameReader,
-        seqs: HashMap<String, u64>,
-    }
-    let mut clients: Vec<Client> = Vec::new();
-    for _ in 0..NICKS.len() {
-        let (ours, theirs) = UnixStream::pair().expect("socketpair");
-        ours.set_nonblocking(true).expect("nonblocking");
-        theirs.set_nonblocking(true).expect("nonblocking");
-        // SAFETY: as in `chat_state`: a connected stream socket we own,
-        // only read, written, shut down and closed once.
-        let stream =
-            unsafe { std::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(ours)) };
-        let peer_addr = "127.0.0.1:1".parse().expect("address");
-        let token = chat.add_session(Transport::plain(stream), peer_addr, now);
-        let id = chat.sessions.at(token).id();
-        clients.push(Client {
-            token,
-            id,
-            peer: theirs,
-            reader: FrameReader::new(1 << 20),
-            seqs: HashMap::new(),
-        });
-    }
+    let mut clients = socket_clients(&mut chat, NICKS.len(), now);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut iteration = 0u64;
     // The highest seq "Redis" published per room key: the fuzzed seqs
