@@ -618,6 +618,7 @@ mod tests {
         assert!(!c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(15));
         assert_eq!(c.redis_max_pending, 8 << 20);
+        assert_eq!(c.cluster_list_ttl, Duration::from_secs(1));
         let c = parse(&[
             "--redis",
             "redis://[::1]:7000/2",
@@ -628,6 +629,8 @@ mod tests {
             "1000",
             "--redis-max-pending",
             "65536",
+            "--cluster-list-ttl-ms",
+            "0",
         ])
         .unwrap();
         let url = c.redis.unwrap();
@@ -636,6 +639,7 @@ mod tests {
         assert!(c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(1));
         assert_eq!(c.redis_max_pending, 65_536);
+        assert_eq!(c.cluster_list_ttl, Duration::ZERO);
         // --reuse-port is for standalone daemons too.
         assert!(parse(&["--reuse-port"]).unwrap().reuse_port);
     }
@@ -671,6 +675,7 @@ mod tests {
             &["--node-name", "n"][..],
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
+            &["--cluster-list-ttl-ms", "1000"][..],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2);
@@ -681,6 +686,7 @@ mod tests {
             &["--redis", "redis://h", "--node-name", "é"][..],
             &["--redis", "redis://h", "--node-ttl-ms", "600001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "65535"][..],
+            &["--redis", "redis://h", "--cluster-list-ttl-ms", "60001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "1073741825"][..],
             &["--redis", "rediss://h"][..],
         ] {
