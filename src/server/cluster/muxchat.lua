@@ -212,7 +212,8 @@ redis.register_function('mc_nick', function(_, a)
   return 1
 end)
 
--- LIST_ROOMS: name, members, name, members, ... (at most max rooms).
+-- LIST_ROOMS in one call: name, members, ... (at most max rooms). Kept
+-- for nodes of an older version sharing this library; see mc_rooms_page.
 redis.register_function('mc_rooms', function(_, a)
   local p, max = a[1], tonumber(a[2])
   local out = {}
@@ -220,6 +221,25 @@ redis.register_function('mc_rooms', function(_, a)
     if #out >= 2 * max then
       break
     end
+    local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
+    if name then
+      out[#out + 1] = name
+      out[#out + 1] = redis.call('HLEN', p .. 'r:' .. rk .. ':m')
+    end
+  end
+  return out
+end)
+
+-- LIST_ROOMS a page at a time: SSCAN's next cursor, then name, members,
+-- ... for about count rooms. A page keeps each call short however many
+-- rooms there are, so other calls (a SAY) never wait behind a whole
+-- listing; the node asks for pages until the cursor is 0 or its reply is
+-- full (a room may come twice: the node drops repeats).
+redis.register_function('mc_rooms_page', function(_, a)
+  local p, cursor, count = a[1], a[2], a[3]
+  local r = redis.call('SSCAN', p .. 'rooms', cursor, 'COUNT', count)
+  local out = { r[1] }
+  for _, rk in ipairs(r[2]) do
     local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
     if name then
       out[#out + 1] = name
