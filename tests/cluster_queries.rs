@@ -282,3 +282,50 @@ fn messages_trimmed_before_a_fill_are_counted_lost() {
         "seqs 1..=16 were trimmed before the fill: {st:?}"
     );
 }
+
+/// A Redis OOM spell longer than the nodes' TTL refuses every heartbeat,
+/// so every live node's liveness key lapses; when Redis takes writes
+/// again, the first heartbeat must not reap the other live nodes (their
+/// members would see LEFT "node lost" while connected).
+#[test]
+fn a_redis_oom_spell_does_not_get_a_live_node_reaped() {
+    let redis = Redis::start();
+    let ttl = Duration::from_millis(3000);
+    let ns = nodes(&redis, 2, &["--node-ttl-ms", "3000"]);
+    let mut alice = ns[0].register("alice");
+    let mut bob = ns[1].register("bob");
+    alice.join("#r");
+    bob.join("#r");
+    wait_joined(&mut alice, "#r", "bob");
+    let set = |v: &str| redis_command(redis.addr(), &["CONFIG", "SET", "maxmemory", v]);
+    assert_eq!(set("1").as_deref(), Some("+OK"));
+    let oom = redis_command(redis.addr(), &["SET", "probe", "1"]).unwrap_or_default();
+    assert!(
+        oom.starts_with("-OOM"),
+        "Redis takes writes at maxmemory 1: {oom}"
+    );
+    std::thread::sleep(ttl + Duration::from_millis(1500));
+    assert_eq!(set("0").as_deref(), Some("+OK"));
+    // Two TTLs: every node has beaten several times meanwhile.
+    let until = Instant::now() + 2 * ttl + Duration::from_secs(1);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        for (who, c) in [("alice", &mut alice), ("bob", &mut bob)] {
+            if let Some(r) = c.try_recv(left.min(Duration::from_millis(100))) {
+                if let ServerMessage::Left { nick, reason, .. } = r.msg() {
+                    panic!("{who} saw {nick} leave ({reason}) after the OOM spell");
+                }
+            }
+        }
+    }
+    // And the cluster works again both ways.
+    bob.send(&ClientMessage::Say {
+        room: "#r",
+        text: "still here",
+    });
+    wait_message(&mut alice, "still here");
+    alice.send(&ClientMessage::Say {
+        room: "#r",
+        text: "me too",
+    });
+    wait_message(&mut bob, "me too");
+}

@@ -15,6 +15,7 @@
 --   P nick:<nick>     string "node \t session id \t nick", with a TTL the
 --                             owning node refreshes
 --   P nodes           set    node ids;  P alive:<node>  string with a TTL
+--   P quiet           string, with a TTL: no node is reaped while it lives
 --   P node:<node>:m   set    "room \t nick" memberships of a node's sessions
 --   P node:<node>:nicks set  folded nicks of a node's sessions
 --   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER)
@@ -280,7 +281,18 @@ redis.register_function('mc_alive', function(_, a)
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     redis.call('PEXPIRE', p .. 'nick:' .. nk, ttl)
   end
+  -- This node's own key lapsed: the store refused or lost heartbeats (an
+  -- OOM spell refuses every write, a restart or flush loses the keys) or
+  -- this node could not reach it. Every other node's key may have lapsed
+  -- the same way although it lives: nobody is reaped for one TTL, by
+  -- when every live node has beaten again (every third of it).
+  if known == 0 then
+    redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
+  end
   local lost = 0
+  if redis.call('EXISTS', p .. 'quiet') == 1 then
+    return { lost, known }
+  end
   for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
     if redis.call('EXISTS', p .. 'alive:' .. n) == 0 then
       reap(p, n, room_ttl)
