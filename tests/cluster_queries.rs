@@ -329,3 +329,26 @@ fn a_redis_oom_spell_does_not_get_a_live_node_reaped() {
     });
     wait_message(&mut bob, "me too");
 }
+
+/// More rooms than one ROOM_LIST can carry: the reply holds as many as
+/// fit the max payload, each once, each a real room.
+#[test]
+fn a_room_list_longer_than_a_frame_is_cut_to_what_fits() {
+    let redis = Redis::start();
+    let n = node(
+        &redis.url(),
+        &["--max-payload", "1024", "--max-rooms", "100"],
+    );
+    let mut c = n.register("owner");
+    let rooms: Vec<String> = (0..100).map(|i| format!("#room-{i:03}")).collect();
+    join_all(&mut c, &rooms);
+    let listed = list_rooms(&mut c);
+    // count u16, then per room: str (2 + 9 bytes) and members u32.
+    assert_eq!(listed.len(), (1024 - 2) / (2 + 9 + 4), "{listed:?}");
+    let mut names: Vec<&String> = listed.iter().map(|(r, _)| r).collect();
+    names.dedup();
+    assert_eq!(names.len(), listed.len(), "a room listed twice");
+    for (r, members) in &listed {
+        assert!(rooms.contains(r) && *members == 1, "{r} {members}");
+    }
+}

@@ -28,6 +28,9 @@ CLR_RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 taskset -c "$LOAD_CPU" "$CLR_REDIS" --port "$CLR_RPORT" --bind 127.0.0.1 --save '' \
   --appendonly no --daemonize no >"$OUT_DIR/cluster-list-rooms.redis.out" 2>&1 &
 CLR_RPID=$!
+# Also when the daemon under test fails to start (this runs in
+# adversary.sh's subshell for this attack).
+trap 'kill "$CLR_RPID" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),1); s.sendall(b"PING\r\n"); sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)' \
     "$CLR_RPORT" 2>/dev/null && break
