@@ -352,3 +352,54 @@ fn a_room_list_longer_than_a_frame_is_cut_to_what_fits() {
         assert!(rooms.contains(r) && *members == 1, "{r} {members}");
     }
 }
+
+/// LIST_USERS of a room with more members than one USER_LIST carries:
+/// cut to what fits, each member once.
+#[test]
+fn list_users_of_a_huge_room_is_cut_to_what_fits() {
+    const MEMBERS: usize = 30_000;
+    let redis = Redis::start();
+    // The room as the store holds it: members of nodes that are not
+    // running (no heartbeat ever reaps them: they are in no node set).
+    assert_eq!(
+        redis_command(
+            redis.addr(),
+            &[
+                "HSET",
+                "muxchat:0:r:#big",
+                "name",
+                "#big",
+                "epoch",
+                "1",
+                "seq",
+                "0"
+            ]
+        )
+        .as_deref(),
+        Some(":3")
+    );
+    let members: Vec<(String, String)> = (0..MEMBERS)
+        .map(|i| {
+            let nick = format!("u{i:05}");
+            let value = format!("{nick}\tghost\t{i}");
+            (nick, value)
+        })
+        .collect();
+    let mut args = vec!["HSET", "muxchat:0:r:#big:m"];
+    for (nick, value) in &members {
+        args.extend([nick.as_str(), value.as_str()]);
+    }
+    assert_eq!(
+        redis_command(redis.addr(), &args),
+        Some(format!(":{MEMBERS}"))
+    );
+    let n = node(&redis.url(), &[]);
+    let mut c = n.register("asker");
+    let nicks = cluster_support::list_users(&mut c, "#big").expect("USER_LIST");
+    // room str (2 + 4), count u16, then 2 + 6 bytes per nick.
+    assert_eq!(nicks.len(), (65_536 - 6 - 2) / 8);
+    let mut distinct = nicks.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), nicks.len(), "a member listed twice");
+    assert!(nicks.iter().all(|n| n.len() == 6 && n.starts_with('u')));
+}

@@ -259,13 +259,23 @@ redis.register_function('mc_users', function(_, a)
   if not name then
     return false
   end
-  local out = { name }
-  for _, v in ipairs(redis.call('HVALS', meta .. ':m')) do
-    if #out > max then
-      break
+  -- Scanned, not HVALS: a huge room costs what one reply can carry, not
+  -- every member (HSCAN may return a member twice: dropped).
+  local out, seen, cursor = { name }, {}, '0'
+  repeat
+    local r = redis.call('HSCAN', meta .. ':m', cursor, 'COUNT', 512)
+    cursor = r[1]
+    local kv = r[2]
+    for i = 1, #kv, 2 do
+      if #out > max then
+        return out
+      end
+      if not seen[kv[i]] then
+        seen[kv[i]] = true
+        out[#out + 1] = fields(kv[i + 1])[1]
+      end
     end
-    out[#out + 1] = fields(v)[1]
-  end
+  until cursor == '0'
   return out
 end)
 
