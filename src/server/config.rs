@@ -228,6 +228,14 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_REDIS_MAX_PENDING", default_value_t = 8 * 1024 * 1024,
           value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65_536..=1 << 30))]
     pub redis_max_pending: u64,
+
+    /// How long a node serves one LIST_ROOMS (and one room's LIST_USERS)
+    /// answer read from Redis: their cost grows with the cluster, so they
+    /// are read at most once per this, whatever the callers (0: every
+    /// caller reads; callers at once still share a read). Needs --redis.
+    #[arg(long, env = "MUXCHAT_CLUSTER_LIST_TTL_MS", default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub cluster_list_ttl_ms: u64,
 }
 
 /// Validated settings for one daemon run.
@@ -294,6 +302,9 @@ pub struct Config {
     /// Bytes of unanswered requests to Redis allowed before requests get
     /// UNAVAILABLE (`--redis-max-pending`).
     pub redis_max_pending: usize,
+    /// How long a node serves a LIST_ROOMS or LIST_USERS answer read from
+    /// Redis (`--cluster-list-ttl-ms`).
+    pub cluster_list_ttl: Duration,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -346,6 +357,7 @@ impl Config {
                 ("node_name", "--node-name"),
                 ("node_ttl_ms", "--node-ttl-ms"),
                 ("redis_max_pending", "--redis-max-pending"),
+                ("cluster_list_ttl_ms", "--cluster-list-ttl-ms"),
             ] {
                 if given(id) {
                     return Err(Args::command().error(
@@ -392,6 +404,7 @@ impl Config {
             reuse_port: args.reuse_port,
             node_ttl: Duration::from_millis(args.node_ttl_ms),
             redis_max_pending: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
+            cluster_list_ttl: Duration::from_millis(args.cluster_list_ttl_ms),
             adapted,
         })
     }
@@ -605,6 +618,7 @@ mod tests {
         assert!(!c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(15));
         assert_eq!(c.redis_max_pending, 8 << 20);
+        assert_eq!(c.cluster_list_ttl, Duration::from_secs(1));
         let c = parse(&[
             "--redis",
             "redis://[::1]:7000/2",
@@ -615,6 +629,8 @@ mod tests {
             "1000",
             "--redis-max-pending",
             "65536",
+            "--cluster-list-ttl-ms",
+            "0",
         ])
         .unwrap();
         let url = c.redis.unwrap();
@@ -623,6 +639,7 @@ mod tests {
         assert!(c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(1));
         assert_eq!(c.redis_max_pending, 65_536);
+        assert_eq!(c.cluster_list_ttl, Duration::ZERO);
         // --reuse-port is for standalone daemons too.
         assert!(parse(&["--reuse-port"]).unwrap().reuse_port);
     }
@@ -658,6 +675,7 @@ mod tests {
             &["--node-name", "n"][..],
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
+            &["--cluster-list-ttl-ms", "1000"][..],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2);
@@ -668,6 +686,7 @@ mod tests {
             &["--redis", "redis://h", "--node-name", "é"][..],
             &["--redis", "redis://h", "--node-ttl-ms", "600001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "65535"][..],
+            &["--redis", "redis://h", "--cluster-list-ttl-ms", "60001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "1073741825"][..],
             &["--redis", "rediss://h"][..],
         ] {
