@@ -129,7 +129,8 @@ pub struct Server {
     /// The accept budget stopped an accept loop before `WouldBlock`: accept
     /// again next iteration (no new edge will come for those waiting).
     accept_more: bool,
-    /// Open connections per peer address (for `--max-per-ip`).
+    /// Open connections per peer address prefix (for `--max-per-ip`; see
+    /// [`super::peers`]).
     per_ip: HashMap<IpAddr, u32>,
     /// When the allocator was last asked to give memory back.
     last_trim: Option<Instant>,
@@ -523,18 +524,15 @@ impl Server {
             reject(stream, "server full");
             return;
         }
-        let ip = peer.ip().to_canonical();
-        let config = self.chat.config();
-        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
-        if counted {
-            let open = self.per_ip.get(&ip).copied().unwrap_or(0);
-            if open as usize >= config.max_per_ip {
+        if let Some(key) = self.per_ip_key(peer.ip()) {
+            let open = self.per_ip.get(&key).copied().unwrap_or(0);
+            if open as usize >= self.chat.config().max_per_ip {
                 self.chat.stats_mut().rejected_full += 1;
-                debug!("rejecting {peer}: {open} connections from that address");
+                debug!("rejecting {peer}: {open} connections from its prefix {key}");
                 reject(stream, "too many connections from your address");
                 return;
             }
-            *self.per_ip.entry(ip).or_insert(0) += 1;
+            *self.per_ip.entry(key).or_insert(0) += 1;
         }
         // We batch our own writes (one write per session per iteration),
         // so Nagle's delay would only add latency.
@@ -745,13 +743,26 @@ impl Server {
 
     /// A connection from `s`'s address is gone (`--max-per-ip`).
     fn forget_peer(&mut self, s: &super::session::Session) {
-        let ip = s.peer().ip().to_canonical();
-        if let Some(n) = self.per_ip.get_mut(&ip) {
+        let Some(key) = self.per_ip_key(s.peer().ip()) else {
+            return;
+        };
+        if let Some(n) = self.per_ip.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&ip);
+                self.per_ip.remove(&key);
             }
         }
+    }
+
+    /// The key `--max-per-ip` counts `peer` under (its prefix), or `None`
+    /// when it is not counted (no limit, or loopback without
+    /// `--limit-loopback`). Admission and release both ask here, so they
+    /// always agree.
+    fn per_ip_key(&self, peer: IpAddr) -> Option<IpAddr> {
+        let config = self.chat.config();
+        let ip = peer.to_canonical();
+        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
+        counted.then(|| config.per_ip_keys.key(ip))
     }
 
     /// Gives freed heap back to the kernel once a large amount was released
