@@ -74,9 +74,12 @@ fn by_default_each_ipv4_address_counts_alone() {
     assert!(!ok, "a second connection from 127.0.0.2 was let in");
 }
 
-/// The options are checked: a prefix longer than the address is refused.
+/// The options are checked: the whole range is taken, a prefix longer
+/// than the address is refused.
 #[test]
 fn prefix_lengths_are_bounded() {
+    let d = Daemon::start(&["--per-ip-prefix-v4", "0", "--per-ip-prefix-v6", "128"]);
+    d.connect().assert_alive();
     for (opt, bad) in [("--per-ip-prefix-v4", "33"), ("--per-ip-prefix-v6", "129")] {
         let out = Daemon::command(&[opt, bad])
             .stderr(std::process::Stdio::piped())

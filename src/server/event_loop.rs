@@ -222,6 +222,8 @@ impl Server {
             ),
             None => None,
         };
+        // The page is compressed and hashed now, not by the first request.
+        super::http::page();
         let doors = Arc::new(Doors::new(
             tls,
             config.tls_required,
