@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
-use common::{Client, Daemon};
+use common::{Client, Daemon, WAIT};
 use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use socket2::{Domain, Socket, Type};
 
@@ -89,4 +91,100 @@ fn prefix_lengths_are_bounded() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(opt), "{opt} {bad}: {err}");
     }
+}
+
+/// Reads until the server closes (bounded by WAIT).
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("no close within {WAIT:?}: {e} (got {got:?})"),
+        }
+    }
+}
+
+/// An HTTP client turned away (per address, or a full server) gets an
+/// HTTP 503, not a binary frame: whether its request was already there at
+/// accept or came a little later.
+#[test]
+fn a_refused_http_client_gets_a_503() {
+    let d = Daemon::start(&["--max-per-ip", "1", "--limit-loopback"]);
+    let mut first = d.connect();
+    first.assert_alive();
+    // The request sent at once (usually there before the accept).
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 503 "), "{got:?}");
+    assert!(got.contains("Connection: close\r\n"), "{got}");
+    assert!(got.contains("too many connections"), "{got}");
+    // The request a little after the connect (the accept came first).
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 503 "), "{got:?}");
+    first.assert_alive();
+
+    // A full server says the same to HTTP.
+    let full = Daemon::start(&["--max-clients", "1"]);
+    let mut only = full.connect();
+    only.assert_alive();
+    let mut s = TcpStream::connect(full.addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 503 "), "{got:?}");
+    assert!(got.contains("server full"), "{got}");
+}
+
+/// A refused binary client still gets ERROR(SERVER_FULL): one that sends
+/// HELLO at once, and one that says nothing (answered after a short wait).
+#[test]
+fn a_refused_binary_client_still_gets_server_full() {
+    let d = Daemon::start(&["--max-per-ip", "1", "--limit-loopback"]);
+    let mut first = d.connect();
+    first.assert_alive();
+    let mut eager = d.connect();
+    eager.send(&ClientMessage::Hello {
+        version: 1,
+        nick: "late",
+    });
+    eager.expect_error(ErrorCode::ServerFull, 0);
+    eager.expect_closed();
+    let started = Instant::now();
+    let mut silent = d.connect();
+    silent.expect_error(ErrorCode::ServerFull, 0);
+    silent.expect_closed();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the silent client waited {:?}",
+        started.elapsed()
+    );
+    first.assert_alive();
+}
+
+/// A flood of refused connections that never send a byte is answered
+/// within a bounded wait, and the one admitted client is not held up.
+#[test]
+fn a_flood_of_silent_refused_connections_is_bounded() {
+    let d = Daemon::start(&["--max-per-ip", "1", "--limit-loopback"]);
+    let mut first = d.connect();
+    first.assert_alive();
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..600)
+        .map(|_| TcpStream::connect(d.addr).expect("connect"))
+        .collect();
+    first.assert_alive();
+    for s in silent.iter_mut().step_by(50) {
+        let got = read_to_close(s);
+        assert!(!got.is_empty(), "a refused connection got no answer");
+        assert!(!got.starts_with(b"HTTP"), "{got:?}");
+    }
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
 }
