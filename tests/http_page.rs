@@ -108,6 +108,7 @@ fn head_answers_every_get_path_without_a_body() {
     // Other methods are still refused, naming both.
     let post = ask(d.addr, "POST / HTTP/1.1\r\n\r\n");
     assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
 }
 
 #[test]

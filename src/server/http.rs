@@ -454,7 +454,7 @@ impl Response {
     pub fn refusal(r: Refusal) -> Self {
         let mut resp = Response::text(r.status, r.why);
         resp.extra_headers = match r.status {
-            Status::MethodNotAllowed => "Allow: GET\r\n",
+            Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
             // Refusals with 426 come from the WebSocket handshake (RFC 6455
             // section 4.4: say which version is spoken).
             Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
@@ -959,7 +959,7 @@ mod tests {
             Response::refusal(Refusal::new(Status::MethodNotAllowed, "x")).to_bytes(),
         )
         .unwrap();
-        assert!(s.contains("Allow: GET\r\n"), "{s}");
+        assert!(s.contains("Allow: GET, HEAD\r\n"), "{s}");
 
         let mut out = Vec::new();
         switching_protocols(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &mut out);
