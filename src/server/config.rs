@@ -184,6 +184,18 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_LIMIT_LOOPBACK")]
     pub limit_loopback: bool,
 
+    /// Leading bits of an IPv4 address that --max-per-ip counts as one
+    /// client (32: each address; 24: each /24).
+    #[arg(long, env = "MUXCHAT_PER_IP_PREFIX_V4", default_value_t = 32, value_name = "BITS",
+          value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub per_ip_prefix_v4: u8,
+
+    /// Leading bits of an IPv6 address that --max-per-ip counts as one
+    /// client (64: each /64, what one host usually holds; 128: each address).
+    #[arg(long, env = "MUXCHAT_PER_IP_PREFIX_V6", default_value_t = 64, value_name = "BITS",
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub per_ip_prefix_v6: u8,
+
     /// Messages held per room for HISTORY (0: none held; version 2 is still spoken).
     #[arg(long, env = "MUXCHAT_HISTORY", default_value_t = 100, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=65_535))]
@@ -283,6 +295,8 @@ pub struct Config {
     pub max_per_ip: usize,
     /// Whether loopback addresses count against `max_per_ip`.
     pub limit_loopback: bool,
+    /// The prefixes `max_per_ip` counts (`--per-ip-prefix-v4/-v6`).
+    pub per_ip_keys: crate::server::peers::PeerKeys,
     /// Messages held per room (`--history`).
     pub history: usize,
     /// Held history bytes across all rooms (`--history-memory`).
@@ -396,6 +410,10 @@ impl Config {
             trace_file_max: args.trace_file_max,
             max_per_ip: args.max_per_ip as usize,
             limit_loopback: args.limit_loopback,
+            per_ip_keys: crate::server::peers::PeerKeys {
+                v4_bits: args.per_ip_prefix_v4,
+                v6_bits: args.per_ip_prefix_v6,
+            },
             history: args.history as usize,
             history_memory: usize::try_from(args.history_memory).unwrap_or(usize::MAX),
             room_ttl: Duration::from_millis(args.room_ttl_ms),

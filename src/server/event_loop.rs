@@ -42,8 +42,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,13 +55,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::protocol::{ErrorCode, ServerMessage};
-
 use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster};
 use super::config::Config;
 use super::discovery::Discovery;
 use super::history::Epochs;
+use super::refusing::{self, Refusals};
 use super::registry::FlushOutcome;
 use super::tls;
 use super::trace::Trace;
@@ -129,7 +128,11 @@ pub struct Server {
     /// The accept budget stopped an accept loop before `WouldBlock`: accept
     /// again next iteration (no new edge will come for those waiting).
     accept_more: bool,
-    /// Open connections per peer address (for `--max-per-ip`).
+    /// Refused connections waiting for their first byte, to be answered
+    /// in their door's language.
+    refusals: Refusals,
+    /// Open connections per peer address prefix (for `--max-per-ip`; see
+    /// [`super::peers`]).
     per_ip: HashMap<IpAddr, u32>,
     /// When the allocator was last asked to give memory back.
     last_trim: Option<Instant>,
@@ -222,6 +225,8 @@ impl Server {
             ),
             None => None,
         };
+        // The page is compressed and hashed now, not by the first request.
+        super::http::page();
         let doors = Arc::new(Doors::new(
             tls,
             config.tls_required,
@@ -245,6 +250,7 @@ impl Server {
             global_left: GLOBAL_READ_BUDGET,
             accept_more: false,
             per_ip: HashMap::new(),
+            refusals: Refusals::default(),
             last_trim: None,
             iteration: 0,
             drained: Vec::new(),
@@ -315,6 +321,7 @@ impl Server {
                             .on_link_ready(token == cluster::SUB, writable, now)
                     }
                     DISCOVERY => self.answer_probes(now),
+                    t if Refusals::owns(t) => self.refusals.on_ready(self.poll.registry(), t),
                     SIGNALS => {
                         if self.on_signal(now) {
                             info!("second signal: exiting at once");
@@ -331,8 +338,10 @@ impl Server {
             //     oldest first, with their own global allowance.
             self.read_carried(carried, now);
 
-            // 3. Timers: login timeouts, heartbeats, lingering closes.
+            // 3. Timers: login timeouts, heartbeats, lingering closes, and
+            //    refused connections that never said which door.
             self.chat.run_timers(now);
+            self.refusals.expire(self.poll.registry(), now);
 
             // 4. Reap: sessions marked for closing during stages 2-3 leave
             //    their rooms now, after the batch, never in the middle of it.
@@ -407,10 +416,14 @@ impl Server {
         if !self.still_readable.is_empty() || self.chat.sessions.has_work() || self.accept_more {
             return Some(Duration::ZERO);
         }
-        let next = match (self.chat.earliest_deadline(), self.drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.chat.earliest_deadline(),
+            self.drain_deadline,
+            self.refusals.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // Round up to the next millisecond: epoll cannot sleep less, and a
         // wake-up just short of the deadline would spin.
         next.map(|at| at.saturating_duration_since(now) + Duration::from_micros(999))
@@ -521,21 +534,24 @@ impl Server {
         if self.chat.connections() >= self.chat.config().max_clients {
             self.chat.stats_mut().rejected_full += 1;
             debug!("rejecting {peer}: server full");
-            reject(stream, "server full");
+            self.refusals
+                .refuse(self.poll.registry(), stream, "server full", now);
             return;
         }
-        let ip = peer.ip().to_canonical();
-        let config = self.chat.config();
-        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
-        if counted {
-            let open = self.per_ip.get(&ip).copied().unwrap_or(0);
-            if open as usize >= config.max_per_ip {
+        if let Some(key) = self.per_ip_key(peer.ip()) {
+            let open = self.per_ip.get(&key).copied().unwrap_or(0);
+            if open as usize >= self.chat.config().max_per_ip {
                 self.chat.stats_mut().rejected_full += 1;
-                debug!("rejecting {peer}: {open} connections from that address");
-                reject(stream, "too many connections from your address");
+                debug!("rejecting {peer}: {open} connections from its prefix {key}");
+                self.refusals.refuse(
+                    self.poll.registry(),
+                    stream,
+                    "too many connections from your address",
+                    now,
+                );
                 return;
             }
-            *self.per_ip.entry(ip).or_insert(0) += 1;
+            *self.per_ip.entry(key).or_insert(0) += 1;
         }
         // We batch our own writes (one write per session per iteration),
         // so Nagle's delay would only add latency.
@@ -584,7 +600,16 @@ impl Server {
         let shed = match self.listener.as_ref().map(|l| l.accept()) {
             Some(Ok((stream, _))) => {
                 self.chat.stats_mut().rejected_full += 1;
-                reject(stream.into(), "server out of file descriptors");
+                // No descriptor to spare for a wait: answered at once, by
+                // the first byte if it is there.
+                let stream: TcpStream = stream.into();
+                let _ = stream.set_nonblocking(true);
+                let mut first = [0u8; 1];
+                let first = match stream.peek(&mut first) {
+                    Ok(1) => Some(first[0]),
+                    _ => None,
+                };
+                refusing::answer(stream, first, "server out of file descriptors");
                 true
             }
             _ => false,
@@ -746,13 +771,26 @@ impl Server {
 
     /// A connection from `s`'s address is gone (`--max-per-ip`).
     fn forget_peer(&mut self, s: &super::session::Session) {
-        let ip = s.peer().ip().to_canonical();
-        if let Some(n) = self.per_ip.get_mut(&ip) {
+        let Some(key) = self.per_ip_key(s.peer().ip()) else {
+            return;
+        };
+        if let Some(n) = self.per_ip.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&ip);
+                self.per_ip.remove(&key);
             }
         }
+    }
+
+    /// The key `--max-per-ip` counts `peer` under (its prefix), or `None`
+    /// when it is not counted (no limit, or loopback without
+    /// `--limit-loopback`). Admission and release both ask here, so they
+    /// always agree.
+    fn per_ip_key(&self, peer: IpAddr) -> Option<IpAddr> {
+        let config = self.chat.config();
+        let ip = peer.to_canonical();
+        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
+        counted.then(|| config.per_ip_keys.key(ip))
     }
 
     /// Gives freed heap back to the kernel once a large amount was released
@@ -807,20 +845,4 @@ fn trace_wake(n: usize, timeout: Option<Duration>) {
         Some(t) => info!("poll woke: {n} events (timeout was {} ms)", t.as_millis()),
         None => info!("poll woke: {n} events (no timeout)"),
     }
-}
-
-/// Turns a connection away at once: ERROR(SERVER_FULL), FIN, close. One
-/// small write to an empty send buffer; if even that would block, the peer
-/// simply sees the close.
-fn reject(stream: TcpStream, detail: &str) {
-    let _ = stream.set_nonblocking(true);
-    let mut frame = Vec::with_capacity(64);
-    ServerMessage::error(ErrorCode::ServerFull, 0, detail).encode(&mut frame);
-    let _ = (&stream).write(&frame);
-    let _ = stream.shutdown(Shutdown::Write);
-    // Read what the peer may already have sent, so that closing with
-    // unread data does not turn our FIN into a reset that could destroy
-    // the ERROR frame in flight.
-    let mut sink = [0u8; 1024];
-    let _ = (&stream).read(&mut sink);
 }

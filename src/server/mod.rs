@@ -29,6 +29,10 @@
 //! - [`rooms`]: room membership indexes, epochs, empty rooms that linger.
 //! - [`timers`]: the deadline heap behind heartbeats and timeouts.
 //! - [`limits`]: the per-session token bucket.
+//! - [`refusing`]: connections turned away at accept, answered by the
+//!   door their first byte picks (binary ERROR or HTTP 503).
+//! - [`peers`]: the address prefix a connection counts against for
+//!   `--max-per-ip`.
 //! - [`trace`]: the loop trace (`--trace-file`), one JSON line per stage's
 //!   action, bounded, flushed once per iteration.
 //! - [`config`]: the options, validated, with dependent defaults adapted.
@@ -51,6 +55,8 @@ pub mod http;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod peers;
+pub mod refusing;
 pub mod registry;
 pub mod rooms;
 pub mod session;

@@ -53,12 +53,13 @@ use std::sync::Arc;
 use crate::net::OutBuf;
 use crate::protocol::{ErrorCode, HEADER_LEN};
 
-use super::http::{self, HttpLimits, Parse, Response, Route};
+use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
 use super::tls;
 use super::ws::{self, close_code, FrameTracker, WsWriter};
 
-/// The browser chat page served at `GET /` (one self-contained file).
-pub const PAGE: &str = include_str!("web/index.html");
+/// The browser chat page served at `GET /` (built and shared by
+/// [`http::page`]).
+pub use super::http::PAGE;
 
 /// What every door needs to know, shared by all connections.
 #[derive(Debug, Clone)]
@@ -156,9 +157,11 @@ struct HttpDoor {
     max_ws_message: usize,
     /// Plaintext to a server that requires TLS: whatever is asked, 426.
     refuse_plaintext: bool,
-    /// The encoded response, and how much of it is written.
-    answer: Vec<u8>,
-    sent: usize,
+    /// The response and how much of it is written (the page's body is
+    /// shared, not copied).
+    answer: Answer,
+    /// The request was HEAD: the chat's answers go without their body.
+    head_only: bool,
     /// The head is parsed: further input is not ours to read.
     asked: bool,
 }
@@ -345,7 +348,7 @@ impl Transport {
     pub fn pending(&self) -> usize {
         let door = match &self.door {
             Door::Binary | Door::Sniff(_) => 0,
-            Door::Http(h) => h.answer.len() - h.sent,
+            Door::Http(h) => h.answer.pending(),
             Door::Ws(w) => w.prefix.len() + usize::from(w.writer.has_pending()),
         };
         let tls = self
@@ -369,9 +372,7 @@ impl Transport {
     /// [`DoorEvent::Healthz`].
     pub fn respond(&mut self, response: &Response) {
         if let Door::Http(h) = &mut self.door {
-            h.answer.clear();
-            h.sent = 0;
-            response.encode(&mut h.answer);
+            h.answer.set_response(response, h.head_only);
         }
     }
 
@@ -518,7 +519,7 @@ impl Door {
                 // Protocol frames (a login timeout's ERROR, SHUTDOWN) are
                 // not for an HTTP client: dropped.
                 out.consume(out.pending());
-                write_some(&h.answer, &mut h.sent, sink)?;
+                h.answer.write_to(sink)?;
                 Ok(0)
             }
             Door::Ws(w) => w.flush(out, sink),
@@ -548,8 +549,8 @@ impl HttpDoor {
             limits: doors.http,
             max_ws_message: doors.max_ws_message,
             refuse_plaintext,
-            answer: Vec::new(),
-            sent: 0,
+            answer: Answer::default(),
+            head_only: false,
             asked: false,
         }
     }
@@ -580,33 +581,33 @@ impl HttpDoor {
     fn take(&mut self, bytes: &[u8]) -> Input {
         let room = self.limits.max_head - self.head.len();
         self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        let (head_len, route) = match http::parse_request(&self.head, &self.limits) {
+        let (head_len, route, head_only) = match http::parse_request(&self.head, &self.limits) {
             Parse::Partial => return Input::Bytes(0),
-            Parse::Done { head_len, route } => (head_len, route),
+            Parse::Done {
+                head_len,
+                route,
+                head_only,
+            } => (head_len, route, head_only),
         };
         self.asked = true;
+        self.head_only = head_only;
         if self.refuse_plaintext {
-            http::tls_required().encode(&mut self.answer);
+            self.answer.set_response(&http::tls_required(), head_only);
             return Input::Event(DoorEvent::Answered);
         }
         match route {
-            Route::Page => {
-                Response::new(
-                    http::Status::Ok,
-                    "text/html; charset=utf-8",
-                    PAGE.as_bytes(),
-                )
-                .encode(&mut self.answer);
+            Route::Page(ask) => {
+                self.answer.set_page(ask, head_only);
                 Input::Event(DoorEvent::Answered)
             }
             Route::Refuse(r) => {
-                Response::refusal(r).encode(&mut self.answer);
+                self.answer.set_response(&Response::refusal(r), head_only);
                 Input::Event(DoorEvent::Answered)
             }
             Route::Metrics => Input::Event(DoorEvent::Metrics),
             Route::Healthz => Input::Event(DoorEvent::Healthz),
             Route::WebSocket { accept } => {
-                http::switching_protocols(&accept, &mut self.answer);
+                http::switching_protocols(&accept, self.answer.head_mut());
                 // Bytes behind the head are the first WebSocket frames.
                 let extra = bytes.len().saturating_sub(room);
                 let mut replay = self.head.split_off(head_len.min(self.head.len()));
@@ -626,7 +627,7 @@ impl HttpDoor {
             ..
         } = self;
         Box::new(WsDoor {
-            prefix: answer,
+            prefix: answer.into_head(),
             replay: head,
             decoder: ws::Decoder::new(max_ws_message),
             writer: WsWriter::default(),
