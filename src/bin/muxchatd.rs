@@ -33,6 +33,10 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> Result<(), String> {
     let bind = config.bind;
+    if let (Some(name), None) = (&config.node_name, &config.redis) {
+        // A cluster node logs its name as it joins; a standalone one here.
+        info!("standalone daemon, node name {name}");
+    }
     let max_clients = config.max_clients;
     let scheme = if config.tls.is_some() {
         "https"

@@ -207,7 +207,8 @@ pub struct Args {
     pub redis: Option<RedisUrl>,
 
     /// This node's name in the cluster, its logs and WELCOME's server string
-    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Needs --redis.
+    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Without
+    /// --redis it names a standalone daemon in its logs and WELCOME.
     #[arg(long, env = "MUXCHAT_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
@@ -342,8 +343,9 @@ impl Config {
         if args.redis.is_none() {
             // Cluster settings without a cluster are a mistake worth stopping
             // for: the user believes a node joins something when it does not.
+            // --node-name is not among them: it also names a standalone
+            // daemon (daemon-cli.md).
             for (id, long) in [
-                ("node_name", "--node-name"),
                 ("node_ttl_ms", "--node-ttl-ms"),
                 ("redis_max_pending", "--redis-max-pending"),
             ] {
@@ -637,7 +639,7 @@ mod tests {
         )
         .unwrap();
         let c = parse(&["--config", path.to_str().unwrap()]);
-        // A node name in the file without the Redis there is refused alike.
+        // A node name in the file without the Redis names a standalone daemon.
         std::fs::write(&path, "node-name = \"n2\"\n").unwrap();
         let lone = parse(&["--config", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
@@ -646,16 +648,14 @@ mod tests {
         assert_eq!(c.node_name.as_deref(), Some("n2"));
         assert!(c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(3));
-        assert!(lone
-            .unwrap_err()
-            .to_string()
-            .contains("--node-name needs --redis"));
+        let lone = lone.unwrap();
+        assert!(lone.redis.is_none());
+        assert_eq!(lone.node_name.as_deref(), Some("n2"));
     }
 
     #[test]
     fn cluster_options_need_redis_and_valid_values() {
         for args in [
-            &["--node-name", "n"][..],
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
         ] {
