@@ -436,7 +436,12 @@ impl Chat {
         match ev {
             DoorEvent::Metrics => {
                 let stats = self.stats_list(now);
-                let text = metrics::render(&stats, self.draining, &self.sessions.hist);
+                let text = metrics::render(
+                    &stats,
+                    self.draining,
+                    &self.sessions.hist,
+                    &metrics::ProcessStats::read(),
+                );
                 let resp = Response::new(Status::Ok, metrics::CONTENT_TYPE, text);
                 self.sessions.at_mut(t).transport_mut().respond(&resp);
                 self.sessions.mark_closing(t, served);
