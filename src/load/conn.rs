@@ -159,7 +159,7 @@ impl Conn {
     #[inline]
     pub fn on_frame(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
         if f.code != code::MESSAGE {
-            return self.on_control(f, m, shared);
+            return self.on_control(f, now_ns, m, shared);
         }
         // Only seq and the stamp matter here, so the layout is checked but
         // no UTF-8 is.
@@ -175,7 +175,7 @@ impl Conn {
 
     /// Every frame but MESSAGE: setup replies, PINGs, PONGs, ERRORs.
     #[cold]
-    fn on_control(&mut self, f: Frame<'_>, m: &mut Meter, shared: &Shared) -> bool {
+    fn on_control(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
         let Ok(msg) = ServerMessage::decode(f.code, f.payload) else {
             m.tally.counters.errors += 1;
             return false;
@@ -215,6 +215,7 @@ impl Conn {
                 }
                 if request == code::SAY && self.publisher.is_some() {
                     shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                    m.refused(now_ns);
                 }
                 let known = ErrorCode::from_u16(error);
                 // A fatal error (TLS_REQUIRED, SERVER_FULL) answers no
