@@ -231,6 +231,60 @@ pub struct Args {
     pub redis_max_pending: u64,
 }
 
+/// `--help`'s groups of options (and the man page's sections): heading,
+/// then option ids. An option not listed stays under "Options"; an id that
+/// is not an option panics in [`command`], which every test that parses
+/// options goes through.
+const HEADINGS: &[(&str, &[&str])] = &[
+    ("Listening", &["bind", "reuse_port", "discovery"]),
+    (
+        "Limits",
+        &[
+            "max_clients",
+            "max_per_ip",
+            "limit_loopback",
+            "max_payload",
+            "max_text",
+            "max_rooms",
+            "max_outbuf",
+            "rate",
+            "burst",
+            "presence_limit",
+            "max_http_head",
+            "max_http_headers",
+        ],
+    ),
+    (
+        "Timeouts",
+        &["heartbeat_ms", "login_timeout_ms", "grace_ms"],
+    ),
+    ("TLS", &["tls_cert", "tls_key", "tls_required"]),
+    (
+        "History and rooms",
+        &["history", "history_memory", "room_ttl_ms"],
+    ),
+    (
+        "Cluster",
+        &["redis", "node_name", "node_ttl_ms", "redis_max_pending"],
+    ),
+    (
+        "Diagnostics",
+        &["trace_events", "trace_file", "trace_file_max"],
+    ),
+];
+
+/// The daemon's command line: [`Args`] with its options grouped under
+/// headings for `--help` and the man page.
+pub fn command() -> clap::Command {
+    let mut cmd = Args::command();
+    for (heading, ids) in HEADINGS {
+        for id in *ids {
+            cmd = cmd.mut_arg(*id, |a| a.help_heading(*heading));
+        }
+    }
+    cmd
+}
+
 /// Validated settings for one daemon run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -318,12 +372,12 @@ impl Config {
         T: Into<OsString> + Clone,
     {
         let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-        let matches = Args::command().try_get_matches_from(&argv)?;
+        let matches = command().try_get_matches_from(&argv)?;
         match matches.get_one::<PathBuf>("config") {
             None => Config::from_matches(&matches),
             Some(path) => {
                 let argv = with_file_values(&argv, &matches, path)?;
-                Config::from_matches(&Args::command().try_get_matches_from(argv)?)
+                Config::from_matches(&command().try_get_matches_from(argv)?)
             }
         }
     }
@@ -572,7 +626,7 @@ impl Default for Config {
     /// The documented defaults, listening on `127.0.0.1:0` (for tests and
     /// benchmarks that run the server in-process).
     fn default() -> Config {
-        let matches = Args::command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
+        let matches = command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
         Config::from_matches(&matches).expect("defaults are consistent")
     }
 }
