@@ -22,6 +22,7 @@ need adduser adduser
 need setpriv util-linux
 need systemd-analyze systemd
 need dpkg-deb dpkg
+need readelf binutils
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 # Man pages and completions, generated from the same definitions as --help.
@@ -29,7 +30,8 @@ cargo run --release --quiet --bin muxchat-docgen -- target/docgen >/dev/null
 deb=$(cargo deb --quiet | tail -n 1)
 [ -f "$deb" ] || { echo "deb-check: cargo deb printed no package path ($deb)" >&2; exit 1; }
 echo "deb-check: built $deb"
-dpkg-deb --info "$deb" | grep -q 'Depends:.*adduser'
+info=$(dpkg-deb --info "$deb")
+grep -q 'Depends:.*adduser' <<<"$info" || { echo "deb-check: the package does not depend on adduser" >&2; exit 1; }
 
 pid=
 out=$(mktemp)
@@ -45,7 +47,7 @@ for f in /usr/bin/muxchatd /usr/bin/muxchat /usr/bin/muxload \
     /etc/muxchat/muxchatd.toml \
     /usr/lib/systemd/system/muxchatd.service \
     /usr/lib/systemd/system/muxchatd.service.d/debian.conf \
-    /usr/share/man/man1/muxchatd.1 /usr/share/man/man1/muxchat.1 /usr/share/man/man1/muxload.1 \
+    /usr/share/man/man1/muxchatd.1.gz /usr/share/man/man1/muxchat.1.gz /usr/share/man/man1/muxload.1.gz \
     /usr/share/bash-completion/completions/muxchatd \
     /usr/share/zsh/vendor-completions/_muxload \
     /usr/share/fish/vendor_completions.d/muxchat.fish \
@@ -54,13 +56,14 @@ for f in /usr/bin/muxchatd /usr/bin/muxchat /usr/bin/muxload \
 done
 getent passwd muxchat >/dev/null || { echo "deb-check: postinst created no muxchat user" >&2; exit 1; }
 # The release binaries carry no DWARF (profile.release strips debuginfo).
-if readelf -S /usr/bin/muxchatd 2>/dev/null | grep -q '\.debug_info'; then
+sections=$(readelf -S /usr/bin/muxchatd)
+if grep -q '\.debug_info' <<<"$sections"; then
     echo "deb-check: /usr/bin/muxchatd still carries .debug_info" >&2; exit 1
 fi
 /usr/bin/muxchatd --version
 # The unit with the package's drop-in (ExecStart=/usr/bin/muxchatd, User=muxchat).
 verify=$(systemd-analyze verify muxchatd.service 2>&1 || true)
-if echo "$verify" | grep -q 'muxchatd.service'; then
+if grep -q 'muxchatd.service' <<<"$verify"; then
     echo "deb-check: systemd-analyze verify: $verify" >&2; exit 1
 fi
 
