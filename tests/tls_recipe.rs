@@ -4,7 +4,7 @@
 //! and `muxload --tls --ca` connect to by name and by address. The usual
 //! one-line self-signed recipe (a CA:TRUE certificate in OpenSSL 3) fails
 //! with a sentence saying what to do, and plaintext clients are told to
-//! use `--tls`.
+//! use `--tls`. `muxchatd gen-cert` writes the same kind of pair.
 //!
 //! Needs `openssl` (Debian's openssl package); without it the tests fail.
 
@@ -182,4 +182,87 @@ fn a_self_signed_ca_certificate_is_refused_with_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("presents a CA certificate"), "{stderr}");
+}
+
+#[test]
+fn gen_cert_writes_a_ca_and_a_leaf_the_clients_accept() {
+    let dir = Scratch::new("gencert");
+    let out_dir = dir.path("pki");
+    let gen = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_muxchatd"))
+            .args(["gen-cert", "--dir", &out_dir])
+            .args(["--name", "localhost", "--ip", "127.0.0.1"])
+            .args(extra)
+            .output()
+            .expect("run muxchatd gen-cert")
+    };
+    let out = gen(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for f in ["ca.pem", "ca.key", "cert.pem", "key.pem"] {
+        assert!(listed.contains(f), "{listed}");
+    }
+    // Private keys are the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca.key", "key.pem"] {
+        let mode = std::fs::metadata(format!("{out_dir}/{key}"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{key} is readable by others: {mode:o}");
+    }
+    // openssl agrees: the leaf is no CA and chains to the CA.
+    let text = openssl()
+        .args([
+            "x509",
+            "-noout",
+            "-text",
+            "-in",
+            &format!("{out_dir}/cert.pem"),
+        ])
+        .output()
+        .expect("openssl x509");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CA:FALSE"), "{text}");
+    assert!(text.contains("DNS:localhost") && text.contains("IP Address:127.0.0.1"));
+    let verify = openssl()
+        .args(["verify", "-CAfile", &format!("{out_dir}/ca.pem")])
+        .arg(format!("{out_dir}/cert.pem"))
+        .output()
+        .expect("openssl verify");
+    assert!(verify.status.success(), "{verify:?}");
+
+    let daemon = tls_daemon(
+        &format!("{out_dir}/cert.pem"),
+        &format!("{out_dir}/key.pem"),
+        true,
+    );
+    let ca = format!("{out_dir}/ca.pem");
+    for host in ["localhost", "127.0.0.1"] {
+        let target = format!("{host}:{}", daemon.addr.port());
+        let mut c = Chat::start_at(
+            &target,
+            &["--tls", "--ca", &ca, "--nick", "gc", "--no-time"],
+        );
+        c.expect_where("connected", |l| l.ends_with(" as gc"));
+        c.type_line("/quit");
+        assert!(c.wait().success(), "{}", c.stderr());
+    }
+
+    // Existing files are kept unless --force; a bad option is exit 2.
+    let again = gen(&[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert!(gen(&["--force"]).status.success());
+    assert_eq!(gen(&["--days", "0"]).status.code(), Some(2));
+    // The daemon's own --help points to it.
+    let help = Command::new(env!("CARGO_BIN_EXE_muxchatd"))
+        .arg("--help")
+        .output()
+        .expect("muxchatd --help");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("muxchatd gen-cert"));
 }

@@ -39,6 +39,9 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
     version,
     about = "muxchatd: the muxchat chat daemon. One thread and one mio event loop serve \
              every connection: rooms, nicks, whispers, heartbeats and limits.",
+    after_help = "muxchatd gen-cert --dir DIR [--name HOST]... [--ip ADDR]...: writes a private \
+                  CA and a server certificate it signed, for --tls-cert and --tls-key (see \
+                  muxchatd gen-cert --help).",
     long_about = None
 )]
 pub struct Args {
