@@ -5,6 +5,7 @@ pub mod client;
 pub mod docgen;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gencert;
 pub mod load;
 pub mod net;
 pub mod protocol;

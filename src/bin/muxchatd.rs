@@ -14,6 +14,12 @@ use muxchat::server::trace::Trace;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {
+    // `muxchatd gen-cert ...` is a tool, not the daemon; any other first
+    // argument is the daemon's command line as before.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "gen-cert") {
+        return muxchat::gencert::main(argv);
+    }
     // Exits with status 2 and clap's message on a usage error.
     let config = Config::from_env();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -33,6 +39,10 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> Result<(), String> {
     let bind = config.bind;
+    if let (Some(name), None) = (&config.node_name, &config.redis) {
+        // A cluster node logs its name as it joins; a standalone one here.
+        info!("standalone daemon, node name {name}");
+    }
     let max_clients = config.max_clients;
     let scheme = if config.tls.is_some() {
         "https"

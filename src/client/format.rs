@@ -42,6 +42,11 @@ pub fn error_line(error: u16, request: u16, detail: &str) -> String {
     }
     let known = ErrorCode::from_u16(error);
     match known {
+        // The plaintext client can do something about this one.
+        Some(ErrorCode::TlsRequired) => {
+            line.push_str("the server requires TLS: use --tls (and --ca FILE for a private CA)");
+            return line;
+        }
         Some(e) => line.push_str(e.describe()),
         None => {
             let _ = write!(line, "the server reported error {error}");

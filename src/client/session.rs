@@ -438,7 +438,11 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
     let mut s = Session {
         poll,
         link: Link::Up(conn),
-        chat: Chat::new(&cfg.nick, cfg.joins.clone()),
+        chat: {
+            let mut chat = Chat::new(&cfg.nick, cfg.joins.clone());
+            chat.unavailable_retry = cfg.unavailable_retry;
+            chat
+        },
         input,
         screen: Screen {
             timestamps: cfg.timestamps,

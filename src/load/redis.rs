@@ -110,6 +110,7 @@ impl Conn {
                     // Only PUBLISH and PING are sent once ready, and PING
                     // does not fail: a refused message is never delivered.
                     shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                    m.refused(now_ns);
                 }
             }
             // PUBLISH's receiver count, HELLO's map: nothing to check.

@@ -150,6 +150,7 @@ impl Chat {
             max_bytes: config.history_memory,
             reply_cap: config.history.clamp(1, u16::MAX as usize) as u16,
         });
+        let config_node_name = config.node_name.clone();
         Chat {
             rate: Rate {
                 per_sec: config.rate,
@@ -172,7 +173,12 @@ impl Chat {
             stamp: 0,
             started: now,
             now,
-            server_name: format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
+            // A standalone daemon given --node-name shows it as a node does,
+            // so an operator can tell several standalone daemons apart.
+            server_name: match &config_node_name {
+                Some(name) => format!("muxchatd {} (node {name})", env!("CARGO_PKG_VERSION")),
+                None => format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
+            },
             trace: Trace::off(),
             cluster: None,
             woken: Vec::new(),
@@ -430,7 +436,12 @@ impl Chat {
         match ev {
             DoorEvent::Metrics => {
                 let stats = self.stats_list(now);
-                let text = metrics::render(&stats, self.draining, &self.sessions.hist);
+                let text = metrics::render(
+                    &stats,
+                    self.draining,
+                    &self.sessions.hist,
+                    &metrics::ProcessStats::read(),
+                );
                 let resp = Response::new(Status::Ok, metrics::CONTENT_TYPE, text);
                 self.sessions.at_mut(t).transport_mut().respond(&resp);
                 self.sessions.mark_closing(t, served);

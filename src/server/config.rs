@@ -39,6 +39,9 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
     version,
     about = "muxchatd: the muxchat chat daemon. One thread and one mio event loop serve \
              every connection: rooms, nicks, whispers, heartbeats and limits.",
+    after_help = "muxchatd gen-cert --dir DIR [--name HOST]... [--ip ADDR]...: writes a private \
+                  CA and a server certificate it signed, for --tls-cert and --tls-key (see \
+                  muxchatd gen-cert --help).",
     long_about = None
 )]
 pub struct Args {
@@ -219,7 +222,8 @@ pub struct Args {
     pub redis: Option<RedisUrl>,
 
     /// This node's name in the cluster, its logs and WELCOME's server string
-    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Needs --redis.
+    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Without
+    /// --redis it names a standalone daemon in its logs and WELCOME.
     #[arg(long, env = "MUXCHAT_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
@@ -248,6 +252,68 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_CLUSTER_LIST_TTL_MS", default_value_t = 1000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub cluster_list_ttl_ms: u64,
+}
+
+/// `--help`'s groups of options (and the man page's sections): heading,
+/// then option ids. An option not listed stays under "Options"; an id that
+/// is not an option panics in [`command`], which every test that parses
+/// options goes through.
+const HEADINGS: &[(&str, &[&str])] = &[
+    ("Listening", &["bind", "reuse_port", "discovery"]),
+    (
+        "Limits",
+        &[
+            "max_clients",
+            "max_per_ip",
+            "per_ip_prefix_v4",
+            "per_ip_prefix_v6",
+            "limit_loopback",
+            "max_payload",
+            "max_text",
+            "max_rooms",
+            "max_outbuf",
+            "rate",
+            "burst",
+            "presence_limit",
+            "max_http_head",
+            "max_http_headers",
+        ],
+    ),
+    (
+        "Timeouts",
+        &["heartbeat_ms", "login_timeout_ms", "grace_ms"],
+    ),
+    ("TLS", &["tls_cert", "tls_key", "tls_required"]),
+    (
+        "History and rooms",
+        &["history", "history_memory", "room_ttl_ms"],
+    ),
+    (
+        "Cluster",
+        &[
+            "redis",
+            "node_name",
+            "node_ttl_ms",
+            "redis_max_pending",
+            "cluster_list_ttl_ms",
+        ],
+    ),
+    (
+        "Diagnostics",
+        &["trace_events", "trace_file", "trace_file_max"],
+    ),
+];
+
+/// The daemon's command line: [`Args`] with its options grouped under
+/// headings for `--help` and the man page.
+pub fn command() -> clap::Command {
+    let mut cmd = Args::command();
+    for (heading, ids) in HEADINGS {
+        for id in *ids {
+            cmd = cmd.mut_arg(*id, |a| a.help_heading(*heading));
+        }
+    }
+    cmd
 }
 
 /// Validated settings for one daemon run.
@@ -342,12 +408,12 @@ impl Config {
         T: Into<OsString> + Clone,
     {
         let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-        let matches = Args::command().try_get_matches_from(&argv)?;
+        let matches = command().try_get_matches_from(&argv)?;
         match matches.get_one::<PathBuf>("config") {
             None => Config::from_matches(&matches),
             Some(path) => {
                 let argv = with_file_values(&argv, &matches, path)?;
-                Config::from_matches(&Args::command().try_get_matches_from(argv)?)
+                Config::from_matches(&command().try_get_matches_from(argv)?)
             }
         }
     }
@@ -367,8 +433,9 @@ impl Config {
         if args.redis.is_none() {
             // Cluster settings without a cluster are a mistake worth stopping
             // for: the user believes a node joins something when it does not.
+            // --node-name is not among them: it also names a standalone
+            // daemon (daemon-cli.md).
             for (id, long) in [
-                ("node_name", "--node-name"),
                 ("node_ttl_ms", "--node-ttl-ms"),
                 ("redis_max_pending", "--redis-max-pending"),
                 ("cluster_list_ttl_ms", "--cluster-list-ttl-ms"),
@@ -601,7 +668,7 @@ impl Default for Config {
     /// The documented defaults, listening on `127.0.0.1:0` (for tests and
     /// benchmarks that run the server in-process).
     fn default() -> Config {
-        let matches = Args::command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
+        let matches = command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
         Config::from_matches(&matches).expect("defaults are consistent")
     }
 }
@@ -672,7 +739,7 @@ mod tests {
         )
         .unwrap();
         let c = parse(&["--config", path.to_str().unwrap()]);
-        // A node name in the file without the Redis there is refused alike.
+        // A node name in the file without the Redis names a standalone daemon.
         std::fs::write(&path, "node-name = \"n2\"\n").unwrap();
         let lone = parse(&["--config", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
@@ -681,16 +748,14 @@ mod tests {
         assert_eq!(c.node_name.as_deref(), Some("n2"));
         assert!(c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(3));
-        assert!(lone
-            .unwrap_err()
-            .to_string()
-            .contains("--node-name needs --redis"));
+        let lone = lone.unwrap();
+        assert!(lone.redis.is_none());
+        assert_eq!(lone.node_name.as_deref(), Some("n2"));
     }
 
     #[test]
     fn cluster_options_need_redis_and_valid_values() {
         for args in [
-            &["--node-name", "n"][..],
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
             &["--cluster-list-ttl-ms", "1000"][..],
