@@ -244,6 +244,10 @@ fn a_new_certificate_reaches_new_connections_and_old_sessions_go_on() {
     );
     assert_eq!(r.code, code::WELCOME);
 
+    // The same files read again are no change.
+    let (_, line) = reload(&d, &log);
+    assert!(line.contains("nothing changed"), "{line}");
+
     // Renewed in place, as certbot and the like do.
     let new = write_pair(&cert, &key);
     let (next, line) = reload(&d, &log);

@@ -153,6 +153,9 @@ pub struct Server {
     /// puts a new one here: connections already past the first byte keep
     /// what they chose (a TLS session keeps its certificate).
     doors: Arc<Doors>,
+    /// The certificate file's bytes as last loaded, so a reload tells a
+    /// renewed certificate from the same one read again.
+    tls_pem: Vec<u8>,
 }
 
 impl Server {
@@ -224,6 +227,10 @@ impl Server {
             ),
             None => None,
         };
+        let tls_pem = match &config.tls {
+            Some((cert, _)) => std::fs::read(cert).unwrap_or_default(),
+            None => Vec::new(),
+        };
         let doors = Arc::new(Doors::new(
             tls,
             config.tls_required,
@@ -256,6 +263,7 @@ impl Server {
             local_addr,
             trace,
             doors,
+            tls_pem,
         })
     }
 
@@ -697,15 +705,21 @@ impl Server {
     /// may be new). Returns the TLS configuration new connections get: the
     /// new one, or the running one when the files do not load.
     fn reload_tls(
-        &self,
+        &mut self,
         config: &mut Config,
         changed: &mut Vec<String>,
     ) -> Option<Arc<rustls::ServerConfig>> {
         let running = self.doors.tls.clone();
         let (cert, key) = config.tls.clone()?;
+        let pem = std::fs::read(&cert).unwrap_or_default();
+        if pem == self.tls_pem && config.tls == self.chat.config().tls {
+            // The same certificate from the same files: nothing to swap.
+            return running;
+        }
         match tls::server_config(&cert, &key) {
             Ok(fresh) => {
                 changed.push(format!("tls-cert={}", cert.display()));
+                self.tls_pem = pem;
                 Some(fresh)
             }
             Err(e) => {
