@@ -15,7 +15,8 @@
 # already gives --bind, --rate 0 and --max-clients) and
 # `attack` (runs the attack against $ADDR for about $SECS seconds, bounded
 # in count and time, loopback only, and returns). Every process it starts
-# it stops itself, by PID.
+# it stops itself, by PID. An attack that measures more than the bystander
+# fails by leaving its reason in $OUT_DIR/NAME.failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
@@ -52,6 +53,7 @@ for name in "${names[@]}"; do
     worst=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["worst_ms"])' "$OUT_DIR/$name.bystander")
     p50=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["p50_ms"])' "$OUT_DIR/$name.bystander")
     echo "$name: bystander worst ${worst} ms, p50 ${p50} ms, daemon peak RSS ${rss} KiB"
+    if [ -s "$OUT_DIR/$name.failed" ]; then echo "$name: $(cat "$OUT_DIR/$name.failed")" >&2; exit 1; fi
     python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$worst" "$LIMIT_MS" \
       || { echo "$name: worst round trip ${worst} ms is above ${LIMIT_MS} ms" >&2; exit 1; }
   ) || failed=1

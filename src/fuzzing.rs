@@ -1328,7 +1328,8 @@ pub fn cluster_events(data: &[u8]) {
                         };
                         let mut seq = match input.u8() % 4 {
                             0 => from.saturating_sub(2),
-                            1 => from + 1,
+                            // A fill may start at the very top of u64.
+                            1 => from.saturating_add(1),
                             _ => from,
                         };
                         let mut entries = Vec::new();
@@ -1355,8 +1356,8 @@ pub fn cluster_events(data: &[u8]) {
                             seq = match step % 8 {
                                 0 => seq,
                                 1 => seq.saturating_sub(1),
-                                2 => seq + 2,
-                                _ => seq + 1,
+                                2 => seq.saturating_add(2),
+                                _ => seq.saturating_add(1),
                             };
                         }
                         Value::Array(entries)
@@ -1366,7 +1367,15 @@ pub fn cluster_events(data: &[u8]) {
                     }
                     Some(("restore", ..)) if shaped => bulk(EPOCH.to_string()),
                     Some(("rooms", ..)) if shaped => {
-                        Value::Array(vec![bulk("#a"), Value::Int(2), bulk("#b"), bulk("x")])
+                        // A page: the next cursor, then name, members, ...
+                        let cursor = if b & 2 != 0 { "0" } else { "17" };
+                        Value::Array(vec![
+                            bulk(cursor),
+                            bulk("#a"),
+                            Value::Int(2),
+                            bulk("#b"),
+                            bulk("x"),
+                        ])
                     }
                     Some(("users", ..)) if shaped => {
                         Value::Array(vec![bulk("#a"), bulk("ann"), bulk("zed")])

@@ -307,7 +307,9 @@ fn joined_left_and_nick_changed_cross_nodes() {
 #[test]
 fn list_rooms_and_list_users_cover_the_cluster() {
     let redis = Redis::start();
-    let ns = nodes(&redis, 3, &[]);
+    // Interval 0: every LIST reads Redis, so each change shows at once
+    // (tests/cluster_queries.rs covers the cached answers).
+    let ns = nodes(&redis, 3, &["--cluster-list-ttl-ms", "0"]);
     let mut a1 = ns[0].register("a1");
     let mut b1 = ns[1].register("b1");
     let mut b2 = ns[1].register("b2");

@@ -560,6 +560,7 @@ fn cluster_options_bad_values_exit_2_naming_them() {
         (["--node-ttl-ms", "999"], "--node-ttl-ms"),
         (["--node-ttl-ms", "600001"], "--node-ttl-ms"),
         (["--redis-max-pending", "1024"], "--redis-max-pending"),
+        (["--cluster-list-ttl-ms", "60001"], "--cluster-list-ttl-ms"),
     ] {
         let args: Vec<&str> = redis.iter().chain(extra.iter()).copied().collect();
         assert_usage_error(&args, &[], names);
@@ -577,6 +578,11 @@ fn cluster_options_without_redis_exit_2_naming_both() {
             &["--redis-max-pending", "1048576"][..],
             None,
             "--redis-max-pending",
+        ),
+        (
+            &["--cluster-list-ttl-ms", "0"][..],
+            None,
+            "--cluster-list-ttl-ms",
         ),
         (&[][..], Some(("MUXCHAT_NODE_NAME", "n1")), "--node-name"),
     ] {

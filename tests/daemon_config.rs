@@ -161,6 +161,7 @@ const NOT_RUNNABLE: &[&str] = &[
     "node-name",
     "node-ttl-ms",
     "redis-max-pending",
+    "cluster-list-ttl-ms",
 ];
 
 #[test]

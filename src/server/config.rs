@@ -230,6 +230,13 @@ pub struct Args {
           value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65_536..=1 << 30))]
     pub redis_max_pending: u64,
 
+    /// How long a node serves one LIST_ROOMS (and one room's LIST_USERS)
+    /// answer read from Redis: their cost grows with the cluster, so they
+    /// are read at most once per this, whatever the callers (0: every
+    /// caller reads; callers at once still share a read). Needs --redis.
+    #[arg(long, env = "MUXCHAT_CLUSTER_LIST_TTL_MS", default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub cluster_list_ttl_ms: u64,
     /// Connections from these networks (`ADDR/BITS`, comma-separated) may
     /// start with a PROXY protocol v1 or v2 header; the client address in
     /// it is what per-IP limits and logs see.
@@ -315,6 +322,9 @@ pub struct Config {
     /// Bytes of unanswered requests to Redis allowed before requests get
     /// UNAVAILABLE (`--redis-max-pending`).
     pub redis_max_pending: usize,
+    /// How long a node serves a LIST_ROOMS or LIST_USERS answer read from
+    /// Redis (`--cluster-list-ttl-ms`).
+    pub cluster_list_ttl: Duration,
     /// Networks whose connections may start with a PROXY header
     /// (`--proxy-from`; empty: none).
     pub proxy_from: Cidrs,
@@ -378,6 +388,7 @@ impl Config {
                 ("node_name", "--node-name"),
                 ("node_ttl_ms", "--node-ttl-ms"),
                 ("redis_max_pending", "--redis-max-pending"),
+                ("cluster_list_ttl_ms", "--cluster-list-ttl-ms"),
             ] {
                 if given(id) {
                     return Err(Args::command().error(
@@ -424,6 +435,7 @@ impl Config {
             reuse_port: args.reuse_port,
             node_ttl: Duration::from_millis(args.node_ttl_ms),
             redis_max_pending: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
+            cluster_list_ttl: Duration::from_millis(args.cluster_list_ttl_ms),
             proxy_from: args.proxy_from.unwrap_or_default(),
             log_format: args.log_format,
             argv: Vec::new(),
@@ -648,6 +660,7 @@ mod tests {
         assert!(!c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(15));
         assert_eq!(c.redis_max_pending, 8 << 20);
+        assert_eq!(c.cluster_list_ttl, Duration::from_secs(1));
         let c = parse(&[
             "--redis",
             "redis://[::1]:7000/2",
@@ -658,6 +671,8 @@ mod tests {
             "1000",
             "--redis-max-pending",
             "65536",
+            "--cluster-list-ttl-ms",
+            "0",
         ])
         .unwrap();
         let url = c.redis.unwrap();
@@ -666,6 +681,7 @@ mod tests {
         assert!(c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(1));
         assert_eq!(c.redis_max_pending, 65_536);
+        assert_eq!(c.cluster_list_ttl, Duration::ZERO);
         // --reuse-port is for standalone daemons too.
         assert!(parse(&["--reuse-port"]).unwrap().reuse_port);
     }
@@ -701,6 +717,7 @@ mod tests {
             &["--node-name", "n"][..],
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
+            &["--cluster-list-ttl-ms", "1000"][..],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2);
@@ -711,6 +728,7 @@ mod tests {
             &["--redis", "redis://h", "--node-name", "é"][..],
             &["--redis", "redis://h", "--node-ttl-ms", "600001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "65535"][..],
+            &["--redis", "redis://h", "--cluster-list-ttl-ms", "60001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "1073741825"][..],
             &["--redis", "rediss://h"][..],
         ] {

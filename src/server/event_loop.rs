@@ -215,7 +215,8 @@ impl Server {
                     poll.registry().try_clone()?,
                     Epochs::new().next_epoch(),
                 )
-                .map_err(io::Error::other)?,
+                .map_err(io::Error::other)?
+                .with_list_ttl(config.cluster_list_ttl),
             ),
             None => None,
         };

@@ -163,6 +163,14 @@ const COUNTER_HELP: &[(&str, &str)] = &[
     ),
     ("cluster_unavailable", "Requests answered UNAVAILABLE"),
     ("cluster_link_drops", "Times a Redis link went down"),
+    (
+        "cluster_list_refreshes",
+        "Reads of Redis for LIST_ROOMS (at most one per --cluster-list-ttl-ms)",
+    ),
+    (
+        "cluster_users_refreshes",
+        "Reads of Redis for LIST_USERS (at most one per room per --cluster-list-ttl-ms)",
+    ),
     ("accepted", "Connections accepted since start"),
     ("frames_in", "Protocol frames received"),
     ("frames_out", "Protocol frames queued for sending"),

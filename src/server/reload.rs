@@ -135,6 +135,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         reuse_port => "reuse-port",
         node_ttl => "node-ttl-ms",
         redis_max_pending => "redis-max-pending",
+        cluster_list_ttl => "cluster-list-ttl-ms",
         log_format => "log-format",
     );
     Plan {

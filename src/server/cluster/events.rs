@@ -285,6 +285,7 @@ impl Chat {
             return;
         }
         c.next_tick = now + TICK;
+        c.lists.sweep(now);
         c.cmd.reconnect(&c.registry, now);
         c.sub.reconnect(&c.registry, now);
         let stalled_cmd = c
@@ -361,7 +362,7 @@ impl Chat {
             Expect::Say { .. } => ("say", 0, 0),
             Expect::Whisper { .. } => ("whisper", 0, 0),
             Expect::Nick { .. } => ("nick", 0, 0),
-            Expect::Rooms { .. } => ("rooms", 0, 0),
+            Expect::Rooms => ("rooms", 0, 0),
             Expect::Users { .. } => ("users", 0, 0),
             Expect::History { after, newest, .. } => ("history", after.saturating_add(1), *newest),
             Expect::Restore { .. } => ("restore", 0, 0),
@@ -533,24 +534,8 @@ impl Chat {
                 }
                 Err(_) => self.unavailable(t, sid, code::NICK),
             },
-            Expect::Rooms { t, sid } => match v {
-                Ok(v) => {
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.room_list_from(t, &v);
-                    }
-                    self.wake(t, sid);
-                }
-                Err(_) => self.unavailable(t, sid, code::LIST_ROOMS),
-            },
-            Expect::Users { t, sid } => match v {
-                Ok(v) => {
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.user_list_from(t, &v);
-                    }
-                    self.wake(t, sid);
-                }
-                Err(_) => self.unavailable(t, sid, code::LIST_USERS),
-            },
+            Expect::Rooms => self.rooms_listed(v),
+            Expect::Users { key } => self.users_listed(&key, v),
             Expect::History {
                 t,
                 sid,
@@ -1195,13 +1180,22 @@ impl Chat {
         };
         let entries = v.as_array().unwrap_or_default();
         let full = entries.len() >= super::BATCH;
+        // Seqs are assigned to messages only, so a seq the stream skips is
+        // a message Redis already trimmed (the stream is capped at
+        // --history): members see that gap, and it is counted.
+        let mut skipped = 0u64;
         for e in entries {
             let Some((seq, _time, from, body)) = Cluster::stream_entry(e) else {
                 continue;
             };
-            if seq > self.rooms.get(id).seq && seq <= upto {
+            let last = self.rooms.get(id).seq;
+            if seq > last && seq <= upto {
+                skipped = skipped.saturating_add(seq - last - 1);
                 self.cast_message(id, seq, from, body);
             }
+        }
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.stats.lost = c.stats.lost.saturating_add(skipped);
         }
         self.flush_cast();
         if full && self.rooms.get(id).seq < upto {

@@ -24,6 +24,7 @@
 
 pub mod events;
 pub mod link;
+pub mod lists;
 pub mod requests;
 pub mod resp;
 pub mod url;
@@ -60,6 +61,9 @@ const BATCH: usize = 256;
 const START_TIMEOUT: Duration = Duration::from_secs(3);
 /// Nicks and memberships per call when the node rebuilds its state.
 const RESTORE_CHUNK: usize = 500;
+
+/// `--cluster-list-ttl-ms`'s default, for a node made without a config.
+const DEFAULT_LIST_TTL: Duration = Duration::from_millis(1000);
 
 /// A start-up failure: Redis could not be reached or used.
 #[derive(Debug)]
@@ -103,10 +107,10 @@ pub(crate) enum Expect {
     Whisper { t: Token, sid: u64 },
     /// NICK's claim of the new nick.
     Nick { t: Token, sid: u64, new: String },
-    /// LIST_ROOMS.
-    Rooms { t: Token, sid: u64 },
-    /// LIST_USERS.
-    Users { t: Token, sid: u64 },
+    /// LIST_ROOMS's refresh of the node's cache (its callers wait there).
+    Rooms,
+    /// LIST_USERS's refresh for one room, by its folded name.
+    Users { key: String },
     /// HISTORY from the room's stream.
     History {
         t: Token,
@@ -219,6 +223,8 @@ pub struct Cluster {
     was_available: bool,
     /// Counters for STATS.
     pub stats: ClusterStats,
+    /// LIST_ROOMS and LIST_USERS answers, kept for `--cluster-list-ttl-ms`.
+    pub(crate) lists: lists::Lists,
 }
 
 /// The cluster's counters (STATS and `/metrics`).
@@ -369,7 +375,15 @@ impl Cluster {
             synced: true,
             was_available: true,
             stats: ClusterStats::default(),
+            lists: lists::Lists::new(DEFAULT_LIST_TTL),
         }
+    }
+
+    /// Serve LIST_ROOMS and LIST_USERS answers for `ttl`
+    /// (`--cluster-list-ttl-ms`).
+    pub fn with_list_ttl(mut self, ttl: Duration) -> Cluster {
+        self.lists.ttl = ttl;
+        self
     }
 
     /// Gives a nick back in the store (if `sid` still holds it there).
@@ -505,6 +519,8 @@ impl Cluster {
             ("cluster_lost", st.lost),
             ("cluster_unavailable", st.unavailable),
             ("cluster_link_drops", st.link_drops),
+            ("cluster_list_refreshes", self.lists.refreshes),
+            ("cluster_users_refreshes", self.lists.users_refreshes),
         ]
     }
 

@@ -15,6 +15,7 @@
 --   P nick:<nick>     string "node \t session id \t nick", with a TTL the
 --                             owning node refreshes
 --   P nodes           set    node ids;  P alive:<node>  string with a TTL
+--   P quiet           string, with a TTL: no node is reaped while it lives
 --   P node:<node>:m   set    "room \t nick" memberships of a node's sessions
 --   P node:<node>:nicks set  folded nicks of a node's sessions
 --   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER)
@@ -212,7 +213,8 @@ redis.register_function('mc_nick', function(_, a)
   return 1
 end)
 
--- LIST_ROOMS: name, members, name, members, ... (at most max rooms).
+-- LIST_ROOMS in one call: name, members, ... (at most max rooms). Kept
+-- for nodes of an older version sharing this library; see mc_rooms_page.
 redis.register_function('mc_rooms', function(_, a)
   local p, max = a[1], tonumber(a[2])
   local out = {}
@@ -220,6 +222,25 @@ redis.register_function('mc_rooms', function(_, a)
     if #out >= 2 * max then
       break
     end
+    local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
+    if name then
+      out[#out + 1] = name
+      out[#out + 1] = redis.call('HLEN', p .. 'r:' .. rk .. ':m')
+    end
+  end
+  return out
+end)
+
+-- LIST_ROOMS a page at a time: SSCAN's next cursor, then name, members,
+-- ... for about count rooms. A page keeps each call short however many
+-- rooms there are, so other calls (a SAY) never wait behind a whole
+-- listing; the node asks for pages until the cursor is 0 or its reply is
+-- full (a room may come twice: the node drops repeats).
+redis.register_function('mc_rooms_page', function(_, a)
+  local p, cursor, count = a[1], a[2], a[3]
+  local r = redis.call('SSCAN', p .. 'rooms', cursor, 'COUNT', count)
+  local out = { r[1] }
+  for _, rk in ipairs(r[2]) do
     local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
     if name then
       out[#out + 1] = name
@@ -238,13 +259,23 @@ redis.register_function('mc_users', function(_, a)
   if not name then
     return false
   end
-  local out = { name }
-  for _, v in ipairs(redis.call('HVALS', meta .. ':m')) do
-    if #out > max then
-      break
+  -- Scanned, not HVALS: a huge room costs what one reply can carry, not
+  -- every member (HSCAN may return a member twice: dropped).
+  local out, seen, cursor = { name }, {}, '0'
+  repeat
+    local r = redis.call('HSCAN', meta .. ':m', cursor, 'COUNT', 512)
+    cursor = r[1]
+    local kv = r[2]
+    for i = 1, #kv, 2 do
+      if #out > max then
+        return out
+      end
+      if not seen[kv[i]] then
+        seen[kv[i]] = true
+        out[#out + 1] = fields(kv[i + 1])[1]
+      end
     end
-    out[#out + 1] = fields(v)[1]
-  end
+  until cursor == '0'
   return out
 end)
 
@@ -260,7 +291,18 @@ redis.register_function('mc_alive', function(_, a)
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     redis.call('PEXPIRE', p .. 'nick:' .. nk, ttl)
   end
+  -- This node's own key lapsed: the store refused or lost heartbeats (an
+  -- OOM spell refuses every write, a restart or flush loses the keys) or
+  -- this node could not reach it. Every other node's key may have lapsed
+  -- the same way although it lives: nobody is reaped for one TTL, by
+  -- when every live node has beaten again (every third of it).
+  if known == 0 then
+    redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
+  end
   local lost = 0
+  if redis.call('EXISTS', p .. 'quiet') == 1 then
+    return { lost, known }
+  end
   for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
     if redis.call('EXISTS', p .. 'alive:' .. n) == 0 then
       reap(p, n, room_ttl)

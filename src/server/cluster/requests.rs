@@ -10,14 +10,14 @@
 
 use mio::Token;
 
-use crate::protocol::{code, history_status, ErrorCode, NameKey, ServerMessage};
+use crate::protocol::{code, history_status, NameKey, ServerMessage};
 
 use super::super::chat::{encode_into, Chat};
 use super::super::history;
 use super::super::rooms::RoomId;
 use super::events::fold;
 use super::resp::Value;
-use super::{text, Cluster, ClusterRoom, Expect, Waiter};
+use super::{Cluster, ClusterRoom, Expect, Waiter};
 
 /// A HISTORY request sent to the store, for its answer.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub(crate) struct HistoryQuery {
 impl Chat {
     /// Whether the store can take a request of about `size` bytes now;
     /// if not, `t` gets UNAVAILABLE.
-    fn store_ready(&mut self, t: Token, request: u16, size: usize) -> bool {
+    pub(super) fn store_ready(&mut self, t: Token, request: u16, size: usize) -> bool {
         let ok = self
             .cluster
             .as_deref()
@@ -48,7 +48,7 @@ impl Chat {
     }
 
     /// The session waits for the store's answer.
-    fn wait(&mut self, t: Token) {
+    pub(super) fn wait(&mut self, t: Token) {
         self.sessions.at_mut(t).set_waiting(true);
     }
 
@@ -373,37 +373,6 @@ impl Chat {
         self.wait(t);
     }
 
-    pub(crate) fn cluster_list_rooms(&mut self, t: Token) {
-        if !self.store_ready(t, code::LIST_ROOMS, 64) {
-            return;
-        }
-        let sid = self.sessions.at(t).id();
-        // The smallest entry is 2 + 2 + 4 bytes: more never fit a frame.
-        let max = (self.config.max_payload as usize / 8).to_string();
-        let Some(c) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        c.fcall(Expect::Rooms { t, sid }, "mc_rooms", &[max.as_bytes()]);
-        self.wait(t);
-    }
-
-    pub(crate) fn cluster_list_users(&mut self, t: Token, room: &str) {
-        if !self.store_ready(t, code::LIST_USERS, 128) {
-            return;
-        }
-        let sid = self.sessions.at(t).id();
-        let max = (self.config.max_payload as usize / 3).to_string();
-        let Some(c) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        c.fcall(
-            Expect::Users { t, sid },
-            "mc_users",
-            &[fold(room).as_bytes(), max.as_bytes()],
-        );
-        self.wait(t);
-    }
-
     /// HISTORY from the room's stream in Redis. The epoch check and an
     /// empty range need no round trip.
     pub(crate) fn cluster_history(
@@ -528,39 +497,6 @@ impl Chat {
             self.nicks.remove(&old_key);
         }
         self.nicks.insert(key, t);
-    }
-
-    pub(crate) fn room_list_from(&mut self, t: Token, v: &Value) {
-        let items = v.as_array().unwrap_or_default();
-        let mut budget = self.config.max_payload as usize - 2;
-        let rooms: Vec<(&str, u32)> = items
-            .chunks(2)
-            .filter_map(|p| {
-                let name = text(p.first()?.as_bytes()?)?;
-                let n = p.get(1)?.as_int()?;
-                Some((name, u32::try_from(n).unwrap_or(u32::MAX)))
-            })
-            .take_while(|(name, _)| super::super::commands::fits(&mut budget, 2 + name.len() + 4))
-            .collect();
-        encode_into(&mut self.frame, &ServerMessage::RoomList(rooms));
-        self.sessions.reply(t, &self.frame);
-    }
-
-    pub(crate) fn user_list_from(&mut self, t: Token, v: &Value) {
-        let Some(items) = v.as_array() else {
-            return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
-        };
-        let Some(room) = items.first().and_then(Value::as_bytes).and_then(text) else {
-            return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
-        };
-        let mut budget = (self.config.max_payload as usize).saturating_sub(4 + room.len());
-        let nicks: Vec<&str> = items[1..]
-            .iter()
-            .filter_map(|n| text(n.as_bytes()?))
-            .take_while(|nick| super::super::commands::fits(&mut budget, 2 + nick.len()))
-            .collect();
-        encode_into(&mut self.frame, &ServerMessage::UserList { room, nicks });
-        self.sessions.reply(t, &self.frame);
     }
 
     /// The held messages from the stream, then HISTORY_END: within the
