@@ -36,7 +36,15 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("chat_state", chat_state),
     ("resp", resp),
     ("cluster_events", cluster_events),
+    ("proxy_header", proxy_header),
 ];
+
+/// The PROXY protocol header parser (`--proxy-from`), every prefix as the
+/// bytes of a connection would arrive. The check lives beside the parser:
+/// [`crate::server::proxy::fuzz_check`].
+pub fn proxy_header(data: &[u8]) {
+    crate::server::proxy::fuzz_check(data)
+}
 
 /// The HTTP door's request-head parser under small limits, every prefix of
 /// the input as the transport would see it after each read. The check

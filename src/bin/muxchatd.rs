@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use log::{info, warn};
 use muxchat::server::cluster::ClusterError;
-use muxchat::server::config::Config;
+use muxchat::server::config::{Config, LogFormat};
+use muxchat::server::logfmt;
 use muxchat::server::tls::TlsError;
 use muxchat::server::trace::Trace;
 use muxchat::server::Server;
@@ -22,16 +23,30 @@ fn main() -> ExitCode {
     }
     // Exits with status 2 and clap's message on a usage error.
     let config = Config::from_env();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp_millis();
+    if config.log_format == LogFormat::Json {
+        logger.format(|buf, record| {
+            let time = buf.timestamp_millis().to_string();
+            writeln!(buf, "{}", logfmt::json_line(&time, record))
+        });
+    }
+    logger.init();
     for note in &config.adapted {
         info!("{note}");
     }
+    let json = config.log_format == LogFormat::Json;
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("muxchatd: {message}");
+            // Still one line; with --log-format json a JSON one, so every
+            // line a pipeline reads parses.
+            if json {
+                log::error!("muxchatd: {message}");
+            } else {
+                eprintln!("muxchatd: {message}");
+            }
             ExitCode::from(1)
         }
     }

@@ -201,6 +201,19 @@ impl Chat {
         &self.config
     }
 
+    /// Settings reloaded on SIGHUP (only the options `reload::plan` found
+    /// safe to change live differ): the rate and the output marks held
+    /// as copies are replaced too; everything else reads `config` when
+    /// it needs it.
+    pub fn set_config(&mut self, config: Config) {
+        self.rate = Rate {
+            per_sec: config.rate,
+            burst: config.burst,
+        };
+        self.sessions.set_marks(Marks::new(&config));
+        self.config = config;
+    }
+
     /// The counters.
     pub fn stats_mut(&mut self) -> &mut Stats {
         &mut self.sessions.stats
@@ -303,6 +316,7 @@ impl Chat {
                 Got::Bytes(n) => {
                     done.bytes += n;
                     self.sessions.stats.bytes_in += n as u64;
+                    self.sessions.at_mut(t).count_bytes(n, 0);
                     if !discarding {
                         done.frames += self.on_input(t, &scratch[..n], now);
                         if self.sessions.at(t).is_holding() {

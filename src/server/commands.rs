@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::mem;
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, info};
 use mio::Token;
 
 use crate::protocol::{
@@ -66,7 +66,15 @@ impl Chat {
         s.replace_nick(nick);
         s.set_version(version);
         s.life_mut().register();
-        debug!("{t:?} {} registered as {nick} (v{version})", s.peer());
+        let t_ = s.transport();
+        // One line per connection at info (with "opened" and "ended"): a
+        // log pipeline follows a session by its peer address. The account
+        // is empty until identity (protocol version 3) lands.
+        info!(
+            target: "muxchat::conn",
+            peer:% = s.peer(), door = t_.door(), tls = t_.is_tls(), nick = nick, account = "";
+            "registered: {nick} from {} (v{version})", s.peer()
+        );
         let welcome = ServerMessage::Welcome {
             version,
             nick,

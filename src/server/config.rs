@@ -27,6 +27,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::protocol::HEADER_LEN;
 use crate::server::cluster::url::RedisUrl;
+use crate::server::proxy::Cidrs;
 
 /// Bytes of a SAY payload besides the text: room str (2 + up to 64) and the
 /// text's own length prefix (2).
@@ -252,6 +253,25 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_CLUSTER_LIST_TTL_MS", default_value_t = 1000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub cluster_list_ttl_ms: u64,
+    /// Connections from these networks (`ADDR/BITS`, comma-separated) may
+    /// start with a PROXY protocol v1 or v2 header; the client address in
+    /// it is what per-IP limits and logs see.
+    #[arg(long, env = "MUXCHAT_PROXY_FROM", value_name = "CIDR[,CIDR]", value_parser = parse_cidrs)]
+    pub proxy_from: Option<Cidrs>,
+
+    /// Log line format on stderr: `text`, or `json` (one object per line:
+    /// time, level, target, message and the event's fields).
+    #[arg(long, env = "MUXCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FMT")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// env_logger's lines, with the event's fields as `key=value`.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--help`'s groups of options (and the man page's sections): heading,
@@ -385,6 +405,15 @@ pub struct Config {
     /// How long a node serves a LIST_ROOMS or LIST_USERS answer read from
     /// Redis (`--cluster-list-ttl-ms`).
     pub cluster_list_ttl: Duration,
+    /// Networks whose connections may start with a PROXY header
+    /// (`--proxy-from`; empty: none).
+    pub proxy_from: Cidrs,
+    /// How log lines are written (`--log-format`).
+    pub log_format: LogFormat,
+    /// The argument list this was parsed from (the program name first):
+    /// SIGHUP parses it again, with the environment and the `--config`
+    /// file as they are then, so the precedence stays as at start-up.
+    pub argv: Vec<OsString>,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -409,13 +438,15 @@ impl Config {
     {
         let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
         let matches = command().try_get_matches_from(&argv)?;
-        match matches.get_one::<PathBuf>("config") {
+        let mut config = match matches.get_one::<PathBuf>("config") {
             None => Config::from_matches(&matches),
             Some(path) => {
                 let argv = with_file_values(&argv, &matches, path)?;
                 Config::from_matches(&command().try_get_matches_from(argv)?)
             }
-        }
+        }?;
+        config.argv = argv;
+        Ok(config)
     }
 
     /// Turns parsed arguments into settings. Options whose values depend on
@@ -490,6 +521,9 @@ impl Config {
             node_ttl: Duration::from_millis(args.node_ttl_ms),
             redis_max_pending: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
             cluster_list_ttl: Duration::from_millis(args.cluster_list_ttl_ms),
+            proxy_from: args.proxy_from.unwrap_or_default(),
+            log_format: args.log_format,
+            argv: Vec::new(),
             adapted,
         })
     }
@@ -497,6 +531,11 @@ impl Config {
 
 /// `--redis`'s value parser: the URL's own error names what is wrong.
 fn parse_redis_url(s: &str) -> Result<RedisUrl, String> {
+    s.parse()
+}
+
+/// `--proxy-from`'s value parser: each part names what is wrong with it.
+fn parse_cidrs(s: &str) -> Result<Cidrs, String> {
     s.parse()
 }
 
@@ -668,8 +707,11 @@ impl Default for Config {
     /// The documented defaults, listening on `127.0.0.1:0` (for tests and
     /// benchmarks that run the server in-process).
     fn default() -> Config {
-        let matches = command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
-        Config::from_matches(&matches).expect("defaults are consistent")
+        let argv = ["muxchatd", "--bind", "127.0.0.1:0"];
+        let matches = command().get_matches_from(argv);
+        let mut config = Config::from_matches(&matches).expect("defaults are consistent");
+        config.argv = argv.iter().map(OsString::from).collect();
+        config
     }
 }
 

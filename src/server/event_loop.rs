@@ -51,9 +51,11 @@ use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::protocol::ErrorCode;
 
 use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster};
@@ -62,9 +64,10 @@ use super::discovery::Discovery;
 use super::history::Epochs;
 use super::refusing::{self, Refusals};
 use super::registry::FlushOutcome;
+use super::reload;
 use super::tls;
 use super::trace::Trace;
-use super::transport::{Doors, Transport};
+use super::transport::{Doors, ProxyStart, Transport};
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -151,8 +154,13 @@ pub struct Server {
     drain_deadline: Option<Instant>,
     local_addr: SocketAddr,
     trace: bool,
-    /// What every new connection's first byte chooses between.
+    /// What every new connection's first byte chooses between. A reload
+    /// puts a new one here: connections already past the first byte keep
+    /// what they chose (a TLS session keeps its certificate).
     doors: Arc<Doors>,
+    /// The certificate file's bytes as last loaded, so a reload tells a
+    /// renewed certificate from the same one read again.
+    tls_pem: Vec<u8>,
 }
 
 impl Server {
@@ -183,7 +191,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         // Signals arrive through a self-pipe registered like any socket:
         // no handler thread, no work in signal context.
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -227,6 +235,10 @@ impl Server {
         };
         // The page is compressed and hashed now, not by the first request.
         super::http::page();
+        let tls_pem = match &config.tls {
+            Some((cert, _)) => std::fs::read(cert).unwrap_or_default(),
+            None => Vec::new(),
+        };
         let doors = Arc::new(Doors::new(
             tls,
             config.tls_required,
@@ -260,6 +272,7 @@ impl Server {
             local_addr,
             trace,
             doors,
+            tls_pem,
         })
     }
 
@@ -454,6 +467,10 @@ impl Server {
     /// dispatching whole frames as they arrive; a session stopped by its
     /// budget is carried over to the next iteration.
     fn read_session(&mut self, t: Token, now: Instant) {
+        if self.chat.sessions.at(t).transport().awaits_proxy_header() && !self.read_proxy_header(t)
+        {
+            return;
+        }
         if self.global_left == 0 {
             // This iteration has read its share: the session keeps its
             // place for the next one (its bytes are not lost, no edge
@@ -538,30 +555,39 @@ impl Server {
                 .refuse(self.poll.registry(), stream, "server full", now);
             return;
         }
-        if let Some(key) = self.per_ip_key(peer.ip()) {
-            let open = self.per_ip.get(&key).copied().unwrap_or(0);
-            if open as usize >= self.chat.config().max_per_ip {
-                self.chat.stats_mut().rejected_full += 1;
-                debug!("rejecting {peer}: {open} connections from its prefix {key}");
-                self.refusals.refuse(
-                    self.poll.registry(),
-                    stream,
-                    "too many connections from your address",
-                    now,
-                );
-                return;
+        // A trusted proxy's connection counts against the client's address
+        // once its PROXY header names it (`settle_peer`), not the proxy's.
+        let proxied = self.chat.config().proxy_from.contains(peer.ip());
+        let counted_as = if proxied {
+            None
+        } else {
+            match self.count_ip(peer) {
+                Ok(counted_as) => counted_as,
+                Err(open) => {
+                    self.chat.stats_mut().rejected_full += 1;
+                    debug!("rejecting {peer}: {open} connections from its prefix");
+                    self.refusals.refuse(
+                        self.poll.registry(),
+                        stream,
+                        "too many connections from your address",
+                        now,
+                    );
+                    return;
+                }
             }
-            *self.per_ip.entry(key).or_insert(0) += 1;
-        }
+        };
         // We batch our own writes (one write per session per iteration),
         // so Nagle's delay would only add latency.
         let _ = stream.set_nodelay(true);
         // Lets the kernel notice peers that vanished without a FIN even if
         // heartbeats are set very long.
         let _ = SockRef::from(&stream).set_keepalive(true);
-        let t = self
-            .chat
-            .add_session(Transport::accept(stream, &self.doors), peer, now);
+        let mut transport = Transport::accept(stream, &self.doors);
+        if proxied {
+            transport.expect_proxy_header();
+        }
+        let t = self.chat.add_session(transport, peer, now);
+        self.chat.sessions.at_mut(t).set_counted_as(counted_as);
         let fd = self.chat.sessions.at(t).raw_fd();
         // Interest starts as READABLE only: there is nothing to write yet.
         if let Err(e) = self
@@ -577,6 +603,7 @@ impl Server {
         self.chat
             .trace
             .accept(t, self.chat.sessions.at(t).id(), peer);
+        info!(target: "muxchat::conn", peer:% = peer; "opened: {peer}");
         if self.trace {
             info!("accept {t:?} from {peer}");
         }
@@ -618,14 +645,27 @@ impl Server {
         shed && self.reserve_fd.is_some()
     }
 
-    /// First SIGINT/SIGTERM: stop accepting and start the drain. Returns
-    /// true on a second signal (exit at once).
+    /// SIGHUP: reload. First SIGINT/SIGTERM: stop accepting and start the
+    /// drain. Returns true on a second SIGINT/SIGTERM (exit at once).
     fn on_signal(&mut self, now: Instant) -> bool {
-        let got = self.signals.pending().count();
-        if got == 0 {
+        let mut stops = 0;
+        let mut hups = 0;
+        for signal in self.signals.pending() {
+            if signal == SIGHUP {
+                hups += 1;
+            } else {
+                stops += 1;
+            }
+        }
+        if hups > 0 {
+            // Several SIGHUPs in one batch are one reload: the files are
+            // read once, as they are now.
+            self.reload();
+        }
+        if stops == 0 {
             return false;
         }
-        if self.drain_deadline.is_some() || got > 1 {
+        if self.drain_deadline.is_some() || stops > 1 {
             return true;
         }
         let grace = self.chat.config().grace;
@@ -640,6 +680,85 @@ impl Server {
         self.chat.begin_drain();
         self.drain_deadline = Some(now + grace);
         false
+    }
+
+    /// SIGHUP: parses the command line, the environment and the `--config`
+    /// file again, applies what can change live (see [`reload::plan`]),
+    /// re-reads the files behind options, and logs what changed. Nothing
+    /// that does not load replaces what runs; no connection is dropped.
+    fn reload(&mut self) {
+        let running = self.chat.config();
+        let new = match Config::from_argv(running.argv.clone()) {
+            Ok(new) => new,
+            Err(e) => {
+                // clap's message spans lines (usage, hints): its first says
+                // what is wrong.
+                let text = e.to_string();
+                let why = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                warn!("reload (SIGHUP): the configuration does not load, nothing changed: {why}");
+                return;
+            }
+        };
+        let reload::Plan {
+            mut config,
+            mut changed,
+            restart,
+        } = reload::plan(running, &new);
+        // Files behind options, each re-read on every SIGHUP and kept as
+        // it was when the new file does not load. The --auth-key file is
+        // one more line here once identity lands:
+        // `self.reload_auth_key(&mut config, &mut changed);`
+        let tls = self.reload_tls(&mut config, &mut changed);
+
+        self.trace = config.trace_events;
+        self.doors = Arc::new(Doors::new(
+            tls,
+            config.tls_required,
+            config.http,
+            config.max_payload,
+        ));
+        self.chat.set_config(config);
+        if changed.is_empty() {
+            info!("reload (SIGHUP): nothing changed");
+        } else {
+            info!(changed = changed.join(" "); "reload (SIGHUP): {}", changed.join(", "));
+        }
+        if !restart.is_empty() {
+            warn!(
+                needs_restart = restart.join(" ");
+                "reload (SIGHUP): changed but needing a restart, still running with the old values: {}",
+                restart.join(", ")
+            );
+        }
+    }
+
+    /// Reads the certificate and key again (the paths in `config`, which
+    /// may be new). Returns the TLS configuration new connections get: the
+    /// new one, or the running one when the files do not load.
+    fn reload_tls(
+        &mut self,
+        config: &mut Config,
+        changed: &mut Vec<String>,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        let running = self.doors.tls.clone();
+        let (cert, key) = config.tls.clone()?;
+        let pem = std::fs::read(&cert).unwrap_or_default();
+        if pem == self.tls_pem && config.tls == self.chat.config().tls {
+            // The same certificate from the same files: nothing to swap.
+            return running;
+        }
+        match tls::server_config(&cert, &key) {
+            Ok(fresh) => {
+                changed.push(format!("tls-cert={}", cert.display()));
+                self.tls_pem = pem;
+                Some(fresh)
+            }
+            Err(e) => {
+                warn!("reload (SIGHUP): TLS: {e}; new connections keep the certificate in use");
+                config.tls = self.chat.config().tls.clone();
+                running
+            }
+        }
     }
 
     /// Stage 5: write every session with pending output, then turn what
@@ -727,10 +846,29 @@ impl Server {
                 let how = if abort { "reset" } else { "close" };
                 info!("{how} {t:?} ({})", s.peer());
             }
+            log_ended(&s);
             // Dropping the session drops its transport, closing the
             // descriptor.
         }
     }
+}
+
+/// A connection's last line, at info: how it ended and what it moved.
+fn log_ended(s: &super::session::Session) {
+    let (bytes_in, bytes_out) = s.bytes();
+    let duration_ms = s.opened_at().elapsed().as_millis() as u64;
+    let reason = match s.life().end_reason() {
+        "" => "closed",
+        why => why,
+    };
+    let t = s.transport();
+    info!(
+        target: "muxchat::conn",
+        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = s.nick(),
+        reason = reason, duration_ms = duration_ms, bytes_in = bytes_in, bytes_out = bytes_out;
+        "ended: {} ({reason}) after {duration_ms} ms, {bytes_in} B in, {bytes_out} B out",
+        s.peer()
+    );
 }
 
 /// A node's name when `--node-name` is not given: the host's name and the
@@ -769,9 +907,81 @@ impl Server {
         }
     }
 
-    /// A connection from `s`'s address is gone (`--max-per-ip`).
+    /// Counts a new connection from `peer` against `--max-per-ip`.
+    /// Returns the address it counts as (`None`: exempt, or no limit), or
+    /// the number already open from there when it is one too many.
+    fn count_ip(&mut self, peer: SocketAddr) -> Result<Option<IpAddr>, u32> {
+        let Some(key) = self.per_ip_key(peer.ip()) else {
+            return Ok(None);
+        };
+        let open = self.per_ip.get(&key).copied().unwrap_or(0);
+        if open as usize >= self.chat.config().max_per_ip {
+            return Err(open);
+        }
+        *self.per_ip.entry(key).or_insert(0) += 1;
+        Ok(Some(key))
+    }
+
+    /// The start of a trusted proxy's connection (`--proxy-from`): reads
+    /// its PROXY header, if any, and settles whose connection it is.
+    /// Returns whether the session may be read on (false: wait for the
+    /// rest of the header, or the session was cut).
+    fn read_proxy_header(&mut self, t: Token) -> bool {
+        let s = self.chat.sessions.at_mut(t);
+        let proxy = s.peer();
+        let source = match s.transport_mut().take_proxy_header() {
+            Ok(ProxyStart::Partial) => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return false,
+            // The read that follows meets the end or the error itself.
+            Ok(ProxyStart::Eof) | Err(_) => return true,
+            Ok(ProxyStart::Absent) => None,
+            Ok(ProxyStart::Header(source)) => source,
+            Ok(ProxyStart::Bad(why)) => {
+                info!(peer:% = proxy, reason:% = why; "closed: bad PROXY header from {proxy}: {why}");
+                self.chat
+                    .sessions
+                    .cut(t, ErrorCode::Malformed, 0, "bad PROXY header");
+                return false;
+            }
+        };
+        self.settle_peer(t, proxy, source)
+    }
+
+    /// The one place a session's peer address changes: `proxy` (a
+    /// `--proxy-from` address) said the connection is `source`'s. From here
+    /// on per-IP limits, logs and everything else see `source`. Returns
+    /// false when that address already holds its `--max-per-ip`.
+    fn settle_peer(&mut self, t: Token, proxy: SocketAddr, source: Option<SocketAddr>) -> bool {
+        let peer = source.unwrap_or(proxy);
+        match self.count_ip(peer) {
+            Ok(counted_as) => {
+                let s = self.chat.sessions.at_mut(t);
+                s.set_counted_as(counted_as);
+                s.set_peer(peer);
+                if source.is_some() {
+                    info!(peer:% = peer, proxy:% = proxy; "proxied: {peer} through {proxy}");
+                }
+                true
+            }
+            Err(open) => {
+                self.chat.stats_mut().rejected_full += 1;
+                debug!("rejecting {peer} (through {proxy}): {open} connections from that address");
+                self.chat.sessions.at_mut(t).set_peer(peer);
+                self.chat.sessions.cut(
+                    t,
+                    ErrorCode::ServerFull,
+                    0,
+                    "too many connections from your address",
+                );
+                false
+            }
+        }
+    }
+
+    /// A connection counted against `--max-per-ip` is gone.
     fn forget_peer(&mut self, s: &super::session::Session) {
-        let Some(key) = self.per_ip_key(s.peer().ip()) else {
+        let Some(key) = s.counted_as() else {
             return;
         };
         if let Some(n) = self.per_ip.get_mut(&key) {

@@ -39,6 +39,9 @@
 //! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
 //!   which the transport's Http, Ws and Tls variants will drive.
 //! - [`metrics`]: the Prometheus exposition of the counters.
+//! - [`reload`]: what SIGHUP changes live and what waits for a restart.
+//! - [`proxy`]: the PROXY protocol header (`--proxy-from`).
+//! - [`logfmt`]: `--log-format json`'s lines.
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
@@ -54,10 +57,13 @@ pub mod history;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;
+pub mod logfmt;
 pub mod metrics;
 pub mod peers;
+pub mod proxy;
 pub mod refusing;
 pub mod registry;
+pub mod reload;
 pub mod rooms;
 pub mod session;
 pub mod timers;

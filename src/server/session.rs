@@ -13,7 +13,7 @@
 //! changes and list entries without looking inside the session.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Instant;
 
@@ -128,6 +128,10 @@ pub struct Session {
     id: u64,
     /// The peer's address, for logs.
     peer: SocketAddr,
+    /// The address this connection counts against in `--max-per-ip`, if
+    /// it counts: what was counted is what is given back, whatever a
+    /// reload or a PROXY header changed since.
+    counted_as: Option<IpAddr>,
     /// Where the session is in its life.
     life: Lifecycle,
     /// The registered nick (empty before HELLO).
@@ -197,6 +201,12 @@ pub struct Session {
     accepted_at: Instant,
     /// The rate limiter.
     bucket: TokenBucket,
+    /// Bytes read from and written to the wire's protocol stream, for the
+    /// connection's last log line.
+    bytes_in: u64,
+    bytes_out: u64,
+    /// When the connection was accepted (unlike `accepted_at`, never moved).
+    opened_at: Instant,
     /// The deadline of this session's live timer entry, if any.
     timer_at: Option<Instant>,
     /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
@@ -217,6 +227,7 @@ impl Session {
             transport,
             id,
             peer,
+            counted_as: None,
             life: Lifecycle::default(),
             nick: String::new(),
             version: 0,
@@ -239,6 +250,9 @@ impl Session {
             pinged: false,
             accepted_at: now,
             bucket: TokenBucket::new(rate, now),
+            bytes_in: 0,
+            bytes_out: 0,
+            opened_at: now,
             timer_at: None,
             stamp: 0,
             queued_frames: 0,
@@ -255,6 +269,32 @@ impl Session {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+    /// The client's address as a trusted proxy's PROXY header gave it,
+    /// in place of the proxy's own.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+    }
+    /// Counts bytes read (`Some`) and written.
+    pub fn count_bytes(&mut self, read: usize, wrote: usize) {
+        self.bytes_in += read as u64;
+        self.bytes_out += wrote as u64;
+    }
+    /// When the connection was accepted.
+    pub fn opened_at(&self) -> Instant {
+        self.opened_at
+    }
+    /// Bytes read and written so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+    /// The address counted for `--max-per-ip`, if any.
+    pub fn counted_as(&self) -> Option<IpAddr> {
+        self.counted_as
+    }
+    /// Records the address counted for `--max-per-ip`.
+    pub fn set_counted_as(&mut self, ip: Option<IpAddr>) {
+        self.counted_as = ip;
     }
     /// The descriptor the event loop registers.
     pub fn raw_fd(&self) -> RawFd {

@@ -131,6 +131,26 @@ pub enum DoorEvent {
 pub struct Transport {
     io: Io,
     door: Door,
+    /// The connection comes from a `--proxy-from` address and its start
+    /// has not been looked at yet: it may be a PROXY header, which comes
+    /// before the first byte the doors sniff.
+    proxy_header: bool,
+}
+
+/// What the start of a connection from a trusted proxy was.
+#[derive(Debug)]
+pub enum ProxyStart {
+    /// Part of a header so far: wait for more bytes.
+    Partial,
+    /// The peer closed before a header or anything else.
+    Eof,
+    /// No header: the protocol starts at once (a direct connection from the
+    /// proxy's host, say).
+    Absent,
+    /// A header, consumed; the client's address if it named one.
+    Header(Option<std::net::SocketAddr>),
+    /// A header that breaks the spec.
+    Bad(super::proxy::BadHeader),
 }
 
 /// The socket, and the TLS connection over it once the first byte asked
@@ -199,6 +219,7 @@ impl Transport {
         Transport {
             io: Io { stream, tls: None },
             door: Door::Binary,
+            proxy_header: false,
         }
     }
 
@@ -207,7 +228,48 @@ impl Transport {
         Transport {
             io: Io { stream, tls: None },
             door: Door::Sniff(Arc::clone(doors)),
+            proxy_header: false,
         }
+    }
+
+    /// A connection from a trusted proxy (`--proxy-from`): it may start
+    /// with a PROXY header, which [`Transport::take_proxy_header`] reads
+    /// before any door looks at the stream.
+    pub fn expect_proxy_header(&mut self) {
+        self.proxy_header = true;
+    }
+
+    /// Whether the start of a trusted proxy's connection is still to be
+    /// looked at.
+    pub fn awaits_proxy_header(&self) -> bool {
+        self.proxy_header
+    }
+
+    /// Looks for a PROXY header at the start of the stream. The bytes are
+    /// peeked, like the door's first byte, and only a whole header is
+    /// consumed, so the protocol behind it reaches the door untouched.
+    /// `WouldBlock` (nothing there yet) comes back as an error, like a
+    /// read's.
+    pub fn take_proxy_header(&mut self) -> io::Result<ProxyStart> {
+        use super::proxy::{self, Parsed};
+        let mut buf = [0u8; proxy::MAX_HEADER];
+        let n = self.io.stream.peek(&mut buf)?;
+        if n == 0 {
+            return Ok(ProxyStart::Eof);
+        }
+        let start = match proxy::parse(&buf[..n]) {
+            Ok(Parsed::Incomplete) => return Ok(ProxyStart::Partial),
+            Ok(Parsed::NotProxy) => ProxyStart::Absent,
+            Ok(Parsed::Header { len, source }) => {
+                // Peeked, so all `len` bytes are in the socket already.
+                (&self.io.stream).read_exact(&mut buf[..len])?;
+                ProxyStart::Header(source)
+            }
+            // Looked at once: the session is cut, whatever follows.
+            Err(bad) => ProxyStart::Bad(bad),
+        };
+        self.proxy_header = false;
+        Ok(start)
     }
 
     /// Which layer and door, for logs: `tcp/binary`, `tls/ws`, ...
@@ -224,6 +286,17 @@ impl Transport {
     /// frames).
     pub fn is_http(&self) -> bool {
         matches!(self.door, Door::Http(_))
+    }
+
+    /// The door for logs: `binary`, `http`, `ws`, or `none` while the
+    /// first byte is still to come.
+    pub fn door(&self) -> &'static str {
+        match self.door {
+            Door::Sniff(_) => "none",
+            Door::Binary => "binary",
+            Door::Http(_) => "http",
+            Door::Ws(_) => "ws",
+        }
     }
 
     /// Whether the connection is a WebSocket.

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use muxchat::protocol::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
+pub mod logs;
+
 /// How long a test waits for a frame it expects. Generous: CI machines are
 /// shared and slow; speed is measured by benchmarks, not tests.
 pub const WAIT: Duration = Duration::from_secs(10);
