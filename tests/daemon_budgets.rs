@@ -242,8 +242,8 @@ fn client_hello() -> Vec<u8> {
     hello
 }
 
-/// Connects and completes a handshake trusting anything; true if it did.
-fn handshake(addr: SocketAddr) -> bool {
+/// A client configuration that trusts any certificate (loopback tests).
+fn trust_anything() -> Arc<rustls::ClientConfig> {
     #[derive(Debug)]
     struct AnyCert;
     impl rustls::client::danger::ServerCertVerifier for AnyCert {
@@ -279,16 +279,22 @@ fn handshake(addr: SocketAddr) -> bool {
                 .supported_schemes()
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyCert))
-    .with_no_client_auth();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth(),
+    )
+}
+
+/// Connects and completes a handshake trusting anything; true if it did.
+fn handshake(addr: SocketAddr) -> bool {
     let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+        rustls::ClientConnection::new(trust_anything(), "localhost".try_into().unwrap()).unwrap();
     let mut sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     while conn.is_handshaking() {
@@ -369,6 +375,49 @@ fn tls_handshakes_per_address_are_limited() {
     // And a second later the address may handshake again.
     thread::sleep(Duration::from_millis(1100));
     assert!(handshake(d.addr));
+}
+
+#[test]
+fn a_wss_stream_of_empty_continuation_frames_does_not_hold_the_loop() {
+    let cert = Cert::new(
+        "wss",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let d = start(&cert.args());
+    let stop = Arc::new(AtomicBool::new(false));
+    let b = bystander(&d, Arc::clone(&stop));
+    let conn =
+        rustls::ClientConnection::new(trust_anything(), "localhost".try_into().unwrap()).unwrap();
+    let sock = TcpStream::connect(d.addr).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    s.write_all(UPGRADE.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut one = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut one).unwrap(), 1, "closed before the 101");
+        head.push(one[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    // Empty continuations draw no answer, so nothing needs reading.
+    s.write_all(&client_frame(opcode::BINARY, false, &[]))
+        .unwrap();
+    let unit = client_frame(opcode::CONTINUATION, false, &[]);
+    let chunk: Vec<u8> = unit
+        .iter()
+        .copied()
+        .cycle()
+        .take(unit.len() * 40_000)
+        .collect();
+    let end = Instant::now() + ATTACK;
+    while Instant::now() < end {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let worst = b.join().unwrap();
+    assert!(worst < BOUND, "bystander's worst round trip {worst:?}");
 }
 
 // ----- FRAME_TOO_LARGE over WebSocket -----------------------------------
