@@ -43,8 +43,9 @@ use super::registry::{Sessions, Stats};
 use super::rooms::{RoomId, Rooms};
 use super::session::{Got, Marks, Session};
 use super::timers::Timers;
+use super::tls::HandshakeGate;
 use super::trace::Trace;
-use super::transport::{DoorEvent, Transport};
+use super::transport::{Cost, DoorEvent, Transport};
 
 /// What dispatching one frame costs against a read budget, in bytes: a
 /// budget in bytes alone lets a read of 8-byte frames (each answered with
@@ -69,6 +70,9 @@ pub enum ReadStop {
     Broken,
     /// Input was already over.
     Done,
+    /// The TLS handshake's next step waits for the handshake budget: the
+    /// loop reads it again, in arrival order, in a later iteration.
+    Handshake,
 }
 
 /// What [`Chat::read`] did.
@@ -86,13 +90,20 @@ pub struct ReadOutcome {
     pub frames: usize,
     /// Bytes of a partial frame kept for next time.
     pub partial: usize,
+    /// The door's work (bytes off the socket, frames and records decoded);
+    /// 0 for plain binary TCP, where it is `bytes`.
+    pub wire: usize,
+    /// Stopped for the handshake budget and not yet in the loop's FIFO.
+    pub enqueue: bool,
 }
 
 impl ReadOutcome {
-    /// The work this read did against a budget: bytes taken plus
-    /// [`FRAME_COST`] per frame dispatched.
+    /// The work this read did against a budget: the bytes taken or the
+    /// door's work to get them, whichever is more (a door may work hard
+    /// for no protocol bytes at all), plus [`FRAME_COST`] per frame
+    /// dispatched.
     pub fn work(&self) -> usize {
-        self.bytes + FRAME_COST * self.frames
+        self.bytes.max(self.wire) + FRAME_COST * self.frames
     }
 }
 
@@ -110,6 +121,8 @@ pub struct Chat {
     pub(super) timers: Timers,
     /// Every room's held messages, under one byte budget.
     pub(super) history: History,
+    /// TLS handshake steps per iteration and handshakes per address.
+    pub handshakes: HandshakeGate,
     /// Picks each new room incarnation's epoch.
     pub(super) epochs: Epochs,
     /// Empty rooms lingering under `--room-ttl-ms`: (deadline, room,
@@ -151,6 +164,11 @@ impl Chat {
             reply_cap: config.history.clamp(1, u16::MAX as usize) as u16,
         });
         let config_node_name = config.node_name.clone();
+        let handshakes = HandshakeGate::new(
+            config.tls_handshakes_per_iteration,
+            config.tls_handshakes_per_ip,
+            config.limit_loopback,
+        );
         Chat {
             rate: Rate {
                 per_sec: config.rate,
@@ -162,6 +180,7 @@ impl Chat {
             nicks: HashMap::new(),
             timers: Timers::default(),
             history,
+            handshakes,
             epochs: Epochs::new(),
             room_expiry: BinaryHeap::new(),
             draining: false,
@@ -278,6 +297,8 @@ impl Chat {
             bytes: 0,
             frames: 0,
             partial: 0,
+            wire: 0,
+            enqueue: false,
         };
         let s = self.sessions.at_mut(t);
         done.id = s.id();
@@ -312,7 +333,20 @@ impl Chat {
             let room = budget
                 .saturating_sub(done.work())
                 .clamp(1024, scratch.len());
-            match s.read_some(&mut scratch[..room], marks) {
+            let mut cost = Cost::default();
+            let got = s.read_some(
+                &mut scratch[..room],
+                marks,
+                self.rate,
+                now,
+                &mut self.handshakes,
+                &mut cost,
+            );
+            done.wire += cost.work;
+            if cost.limited > 0 || cost.refused {
+                self.note_cost(&cost);
+            }
+            match got {
                 Got::Bytes(n) => {
                     done.bytes += n;
                     self.sessions.stats.bytes_in += n as u64;
@@ -328,6 +362,15 @@ impl Chat {
                     }
                 }
                 Got::WouldBlock => break ReadStop::WouldBlock,
+                Got::Yield => {
+                    if done.work() >= budget {
+                        break ReadStop::Budget;
+                    }
+                }
+                Got::Handshake => {
+                    done.enqueue = cost.enqueue;
+                    break ReadStop::Handshake;
+                }
                 Got::Paused => break ReadStop::Paused,
                 Got::Done => break ReadStop::Done,
                 Got::Eof => {
@@ -444,6 +487,17 @@ impl Chat {
         frames
     }
 
+    /// Counts what a door refused: frames past the allowance (like
+    /// requests past it) and handshakes past the per-address limit (like
+    /// connections past `--max-per-ip`).
+    #[cold]
+    fn note_cost(&mut self, cost: &Cost) {
+        self.sessions.stats.rate_limited += cost.limited;
+        if cost.refused {
+            self.sessions.stats.rejected_full += 1;
+        }
+    }
+
     /// What a session's door needs from the chat.
     fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
         let served = CloseReason::Fatal("http request served");
@@ -479,6 +533,9 @@ impl Chat {
             }
             // Fatal at the door even where the protocol's error is not
             // (MALFORMED): a broken framing cannot be resynchronised.
+            // A session already cut (its ERROR sent, the door's close
+            // queued) gets no second ERROR.
+            DoorEvent::Fatal { .. } if !self.accepts_input(t) => {}
             DoorEvent::Fatal { error, detail } => {
                 self.flush_cast();
                 self.sessions.cut(t, error, 0, detail);

@@ -148,6 +148,24 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_TLS_REQUIRED", requires_all = ["tls_cert", "tls_key"])]
     pub tls_required: bool,
 
+    /// TLS handshake messages processed per loop iteration (each answer to
+    /// a ClientHello signs: ~1.2 ms with RSA-2048); the rest wait for the
+    /// next iteration in arrival order.
+    #[arg(long, env = "MUXCHAT_TLS_HANDSHAKES_PER_ITERATION", default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub tls_handshakes_per_iteration: u32,
+
+    /// TLS handshakes one IP address may start per second (0: no limit);
+    /// connections past it are closed. Loopback is exempt unless
+    /// --limit-loopback is given.
+    #[arg(
+        long,
+        env = "MUXCHAT_TLS_HANDSHAKES_PER_IP",
+        default_value_t = 32,
+        value_name = "N"
+    )]
+    pub tls_handshakes_per_ip: u32,
+
     /// Answer LAN discovery probes (`muxchat --discover`) on UDP, same address and port.
     #[arg(long, env = "MUXCHAT_DISCOVERY")]
     pub discovery: bool,
@@ -303,7 +321,16 @@ const HEADINGS: &[(&str, &[&str])] = &[
         "Timeouts",
         &["heartbeat_ms", "login_timeout_ms", "grace_ms"],
     ),
-    ("TLS", &["tls_cert", "tls_key", "tls_required"]),
+    (
+        "TLS",
+        &[
+            "tls_cert",
+            "tls_key",
+            "tls_required",
+            "tls_handshakes_per_iteration",
+            "tls_handshakes_per_ip",
+        ],
+    ),
     (
         "History and rooms",
         &["history", "history_memory", "room_ttl_ms"],
@@ -369,6 +396,10 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse plaintext connections.
     pub tls_required: bool,
+    /// TLS handshake messages processed per iteration.
+    pub tls_handshakes_per_iteration: usize,
+    /// TLS handshakes per address per second (0: no limit).
+    pub tls_handshakes_per_ip: u32,
     /// Bounds on an HTTP request head.
     pub http: crate::server::http::HttpLimits,
     /// Answer discovery probes on UDP.
@@ -498,6 +529,8 @@ impl Config {
             trace_events: args.trace_events,
             tls: args.tls_cert.zip(args.tls_key),
             tls_required: args.tls_required,
+            tls_handshakes_per_iteration: args.tls_handshakes_per_iteration as usize,
+            tls_handshakes_per_ip: args.tls_handshakes_per_ip,
             http: crate::server::http::HttpLimits {
                 max_head: args.max_http_head as usize,
                 max_request_line: (args.max_http_head as usize).min(2048),

@@ -20,6 +20,14 @@
 //!
 //!    Each half has a global read budget shared by all sessions, so the
 //!    iteration's length is bounded however many sessions are readable.
+//!    The budgets count work, not protocol bytes: what a door reads off
+//!    the socket and the frames and records it decodes count too (see
+//!    `transport`), so a connection that sends only empty WebSocket frames
+//!    or pings is carried over like any other.
+//!    Before 2a, TLS sessions waiting for a handshake step since an
+//!    earlier iteration are read, oldest first, while the iteration's
+//!    handshake budget (`--tls-handshakes-per-iteration`) lasts; sessions
+//!    refused a step join the end of that FIFO.
 //! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
 //! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
@@ -40,7 +48,7 @@
 //! session's flush return outcomes, and the loop turns them into interest
 //! changes and list entries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -128,6 +136,9 @@ pub struct Server {
     still_readable: Vec<(Token, u64)>,
     /// Bytes the current half of stage 2 may still read (all sessions).
     global_left: usize,
+    /// TLS sessions waiting for a handshake step, in arrival order:
+    /// (token, session id). At most one entry per session.
+    handshake_wait: VecDeque<(Token, u64)>,
     /// The accept budget stopped an accept loop before `WouldBlock`: accept
     /// again next iteration (no new edge will come for those waiting).
     accept_more: bool,
@@ -260,6 +271,7 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
             global_left: GLOBAL_READ_BUDGET,
+            handshake_wait: VecDeque::new(),
             accept_more: false,
             per_ip: HashMap::new(),
             refusals: Refusals::default(),
@@ -313,6 +325,7 @@ impl Server {
             //    WouldBlock, or no new edge would ever come for the rest.
             let carried = std::mem::take(&mut self.still_readable);
             self.global_left = GLOBAL_READ_BUDGET;
+            self.read_waiting_handshakes(now);
             if std::mem::take(&mut self.accept_more) {
                 self.accept_all(now);
             }
@@ -407,6 +420,21 @@ impl Server {
         self.still_readable.extend(fresh);
     }
 
+    /// TLS handshakes refused a step in earlier iterations go first, in
+    /// arrival order, while this iteration's handshake budget lasts.
+    fn read_waiting_handshakes(&mut self, now: Instant) {
+        self.chat.handshakes.begin_iteration();
+        while self.chat.handshakes.left() > 0 {
+            let Some((t, id)) = self.handshake_wait.pop_front() else {
+                break;
+            };
+            if self.chat.sessions.get_live(t, id).is_some() {
+                self.chat.sessions.at_mut(t).transport_mut().dequeue();
+                self.read_session(t, now);
+            }
+        }
+    }
+
     /// Whether a drain is under way and done: everyone gone, or the grace
     /// period over.
     fn drained_out(&self, now: Instant) -> bool {
@@ -426,7 +454,11 @@ impl Server {
     /// Zero when work is left over (a budget-limited reader, a session to
     /// reap); otherwise until the earliest deadline; otherwise forever.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.still_readable.is_empty() || self.chat.sessions.has_work() || self.accept_more {
+        if !self.still_readable.is_empty()
+            || !self.handshake_wait.is_empty()
+            || self.chat.sessions.has_work()
+            || self.accept_more
+        {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -486,11 +518,15 @@ impl Server {
         if r.stop == ReadStop::Budget {
             self.carry(t);
         }
+        if r.enqueue {
+            self.handshake_wait.push_back((t, r.id));
+        }
         self.chat.trace.read(t, &r);
         if self.trace && r.stop != ReadStop::Skipped {
             let why = match r.stop {
                 ReadStop::WouldBlock | ReadStop::Done | ReadStop::Skipped => "WouldBlock",
                 ReadStop::Budget => "budget spent, still readable",
+                ReadStop::Handshake => "TLS handshake budget spent: waits its turn",
                 ReadStop::Paused => "backpressure: own output backed up, input paused",
                 ReadStop::Eof => "EOF: the peer closed its side",
                 ReadStop::Broken => "an error (reset): the connection is broken",

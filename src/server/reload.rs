@@ -137,6 +137,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         redis_max_pending => "redis-max-pending",
         cluster_list_ttl => "cluster-list-ttl-ms",
         per_ip_keys => "per-ip-prefix-v4 and per-ip-prefix-v6",
+        tls_handshakes_per_iteration => "tls-handshakes-per-iteration",
+        tls_handshakes_per_ip => "tls-handshakes-per-ip",
         log_format => "log-format",
     );
     Plan {

@@ -23,7 +23,8 @@ use super::config::Config;
 use super::lifecycle::Lifecycle;
 use super::limits::{Rate, TokenBucket};
 use super::rooms::RoomId;
-use super::transport::{DoorEvent, Input, Transport};
+use super::tls::HandshakeGate;
+use super::transport::{Cost, DoorEvent, Input, Meter, Transport};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;
@@ -97,6 +98,11 @@ pub enum Got {
     /// The transport's door needs the chat (an HTTP request to answer, a
     /// WebSocket violation, ...).
     Door(DoorEvent),
+    /// The door did a read's worth of work without protocol bytes: read
+    /// again if the budget allows.
+    Yield,
+    /// The TLS handshake waits for the next iteration's handshake budget.
+    Handshake,
 }
 
 /// What one [`Session::flush`] did.
@@ -579,8 +585,18 @@ impl Session {
     }
 
     /// One read from the transport into `scratch`, unless input is over or
-    /// the session's own output is past the pause mark.
-    pub fn read_some(&mut self, scratch: &mut [u8], marks: Marks) -> Got {
+    /// the session's own output is past the pause mark. What a door spent
+    /// on it goes in `cost` (frames without protocol bytes take tokens of
+    /// the session's `rate` allowance; TLS handshake steps take `gate`'s).
+    pub fn read_some(
+        &mut self,
+        scratch: &mut [u8],
+        marks: Marks,
+        rate: Rate,
+        now: Instant,
+        gate: &mut HandshakeGate,
+        cost: &mut Cost,
+    ) -> Got {
         loop {
             if self.life.input_done() {
                 return Got::Done;
@@ -600,10 +616,15 @@ impl Session {
                 .pause_mark(marks)
                 .saturating_sub(self.pending())
                 .clamp(MIN_READ, scratch.len());
-            return match self.transport.read(&mut scratch[..want]) {
+            let mut m = Meter::new(&mut self.bucket, rate, now, gate, self.peer.ip());
+            let got = self.transport.read(&mut scratch[..want], &mut m);
+            *cost = m.cost;
+            return match got {
                 Ok(Input::Bytes(0)) => Got::Eof,
                 Ok(Input::Bytes(n)) => Got::Bytes(n),
                 Ok(Input::Event(ev)) => Got::Door(ev),
+                Ok(Input::Yield) => Got::Yield,
+                Ok(Input::Handshake) => Got::Handshake,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::WouldBlock,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Got::Failed(e),

@@ -43,18 +43,37 @@
 //!   `write_tls` pushes the records, until the socket would block. rustls'
 //!   buffers are bounded ([`tls::TLS_BUFFER_LIMIT`]); what it still holds
 //!   counts as pending output, so WRITABLE interest follows `wants_write`.
+//!
+//! **Work, not protocol bytes** (issue 18): a door can do much work for
+//! few protocol bytes (a stream of empty WebSocket frames, pings, TLS
+//! records without plaintext yields none at all). Every door read charges
+//! its [`Meter`]: bytes read off the socket or out of rustls, and
+//! [`FRAME_COST`] per WebSocket frame decoded and per batch of TLS records
+//! processed; after a read's worth (the buffer's size) without protocol
+//! bytes the door yields ([`Input::Yield`]) and the chat counts that work
+//! against the session's and the iteration's read budgets like any other.
+//! WebSocket frames that carry no protocol bytes (control frames, empty
+//! data frames) also take a token each from the session's `--rate`
+//! allowance; a ping that finds none gets no pong. TLS handshake steps
+//! take one each from the iteration's [`HandshakeGate`] budget; a session
+//! refused one waits ([`Input::Handshake`]) in the loop's FIFO. Plain TCP
+//! binary sessions never look at the meter.
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::net::OutBuf;
 use crate::protocol::{ErrorCode, HEADER_LEN};
 
+use super::chat::FRAME_COST;
 use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
-use super::tls;
+use super::limits::{Rate, TokenBucket};
+use super::tls::{self, HandshakeGate};
 use super::ws::{self, close_code, FrameTracker, WsWriter};
 
 /// The browser chat page served at `GET /` (built and shared by
@@ -99,6 +118,88 @@ pub enum Input {
     Bytes(usize),
     /// Something the chat must act on.
     Event(DoorEvent),
+    /// The door did a read's worth of work (see [`Meter::work`]) and has
+    /// no protocol bytes yet: read again if the budget allows; the socket
+    /// may still hold more (no edge will say so).
+    Yield,
+    /// The TLS handshake's next step waits for the next iteration's
+    /// handshake budget ([`HandshakeGate`]); the socket may hold more.
+    Handshake,
+}
+
+/// What a door read spent (all zero for plain binary TCP).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    /// Work done: bytes read off the socket or out of rustls, plus
+    /// [`FRAME_COST`] per WebSocket frame and per TLS read.
+    pub work: usize,
+    /// Frames that carried no protocol bytes and found no token in the
+    /// session's allowance.
+    pub limited: u64,
+    /// The read stopped for the handshake budget and the session was not
+    /// waiting yet: the loop puts it at the end of its FIFO.
+    pub enqueue: bool,
+    /// A new TLS handshake was refused (per-address limit).
+    pub refused: bool,
+}
+
+/// What one door read may spend, and what it spent. See the module docs.
+pub struct Meter<'a> {
+    /// What the read spent.
+    pub cost: Cost,
+    /// Work after which a door that yields no protocol bytes stops.
+    limit: usize,
+    bucket: &'a mut TokenBucket,
+    rate: Rate,
+    now: Instant,
+    gate: &'a mut HandshakeGate,
+    peer: IpAddr,
+    yielded: bool,
+    waiting: bool,
+}
+
+impl<'a> Meter<'a> {
+    /// A meter for one read by the session at `peer`, charging its
+    /// `bucket`.
+    pub fn new(
+        bucket: &'a mut TokenBucket,
+        rate: Rate,
+        now: Instant,
+        gate: &'a mut HandshakeGate,
+        peer: IpAddr,
+    ) -> Meter<'a> {
+        Meter {
+            cost: Cost::default(),
+            limit: 0,
+            bucket,
+            rate,
+            now,
+            gate,
+            peer,
+            yielded: false,
+            waiting: false,
+        }
+    }
+
+    /// Takes a token for a frame with no protocol bytes.
+    fn allow(&mut self) -> bool {
+        let ok = self.bucket.allow(self.rate, self.now);
+        if !ok {
+            self.cost.limited += 1;
+        }
+        ok
+    }
+
+    /// The door stops here: `WouldBlock` with the reason noted, which
+    /// [`Transport::read`] turns into [`Input::Yield`].
+    fn stop(&mut self) -> io::Error {
+        self.yielded = true;
+        io::ErrorKind::WouldBlock.into()
+    }
+
+    fn spent(&self) -> bool {
+        self.cost.work >= self.limit
+    }
 }
 
 /// What only the chat can handle, reported by a door.
@@ -158,6 +259,11 @@ pub enum ProxyStart {
 struct Io {
     stream: TcpStream,
     tls: Option<Box<rustls::ServerConnection>>,
+    /// Ciphertext read into rustls whose processing waits for the
+    /// handshake budget.
+    unprocessed: bool,
+    /// In the loop's handshake FIFO.
+    queued: bool,
 }
 
 enum Door {
@@ -197,6 +303,8 @@ struct WsDoor {
     tracker: FrameTracker,
     /// An event found while decoding, reported after the bytes before it.
     event: Option<DoorEvent>,
+    /// The close frame `event` calls for, queued when it is reported.
+    close: Option<(u16, &'static str)>,
 }
 
 impl fmt::Debug for Transport {
@@ -217,7 +325,7 @@ impl Transport {
     /// benchmarks, outgoing links).
     pub fn plain(stream: TcpStream) -> Transport {
         Transport {
-            io: Io { stream, tls: None },
+            io: Io::new(stream),
             door: Door::Binary,
             proxy_header: false,
         }
@@ -226,7 +334,7 @@ impl Transport {
     /// A freshly accepted connection: its first byte picks the door.
     pub fn accept(stream: TcpStream, doors: &Arc<Doors>) -> Transport {
         Transport {
-            io: Io { stream, tls: None },
+            io: Io::new(stream),
             door: Door::Sniff(Arc::clone(doors)),
             proxy_header: false,
         }
@@ -306,13 +414,24 @@ impl Transport {
 
     /// Reads protocol bytes into `buf`, or reports a door event.
     /// `Bytes(0)` is the peer's end of stream; `WouldBlock` means no more
-    /// for now.
+    /// for now. A door charges `m` for its work (plain binary TCP does
+    /// not: its bytes are the protocol bytes the chat counts).
     #[inline]
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+    pub fn read(&mut self, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         if let (Door::Binary, None) = (&self.door, &self.io.tls) {
             return (&self.io.stream).read(buf).map(Input::Bytes);
         }
-        let input = self.read_door(buf)?;
+        m.limit = buf.len();
+        let input = match self.read_door(buf, m) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && m.waiting => {
+                m.cost.enqueue = !std::mem::replace(&mut self.io.queued, true);
+                return Ok(Input::Handshake);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && m.yielded => {
+                return Ok(Input::Yield)
+            }
+            other => other?,
+        };
         if let Input::Event(DoorEvent::Upgraded) = input {
             if let Door::Http(h) = std::mem::replace(&mut self.door, Door::Binary) {
                 self.door = Door::Ws((*h).into_ws());
@@ -321,25 +440,36 @@ impl Transport {
         Ok(input)
     }
 
-    fn read_door(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+    /// The loop took this session out of its handshake FIFO to read it: a
+    /// refusal from now on queues it again.
+    pub fn dequeue(&mut self) {
+        self.io.queued = false;
+    }
+
+    fn read_door(&mut self, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         loop {
             match &mut self.door {
-                Door::Binary => return self.io.read(buf).map(Input::Bytes),
+                Door::Binary => return self.io.read(buf, m).map(Input::Bytes),
                 Door::Sniff(doors) => {
                     let doors = Arc::clone(doors);
-                    if let Some(input) = self.sniff(&doors, buf)? {
+                    if let Some(input) = self.sniff(&doors, buf, m)? {
                         return Ok(input);
                     }
                 }
-                Door::Http(h) => return h.read(&mut self.io, buf),
-                Door::Ws(w) => return w.read(&mut self.io, buf),
+                Door::Http(h) => return h.read(&mut self.io, buf, m),
+                Door::Ws(w) => return w.read(&mut self.io, buf, m),
             }
         }
     }
 
     /// The first byte: picks the door (and maybe TLS). Returns an input to
     /// report, or `None` to read again through the chosen door.
-    fn sniff(&mut self, doors: &Arc<Doors>, buf: &mut [u8]) -> io::Result<Option<Input>> {
+    fn sniff(
+        &mut self,
+        doors: &Arc<Doors>,
+        buf: &mut [u8],
+        m: &mut Meter<'_>,
+    ) -> io::Result<Option<Input>> {
         if self.io.tls.is_none() {
             let mut first = [0u8; 1];
             if self.io.stream.peek(&mut first)? == 0 {
@@ -347,6 +477,13 @@ impl Transport {
             }
             match (first[0], &doors.tls) {
                 (0x16, Some(config)) => {
+                    if !m.gate.admit(m.peer, m.now) {
+                        m.cost.refused = true;
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            "too many TLS handshakes from this address",
+                        ));
+                    }
                     let conn = tls::accept(config)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                     self.io.tls = Some(Box::new(conn));
@@ -370,7 +507,7 @@ impl Transport {
         }
         // Inside TLS the same rule again, on decrypted bytes (which cannot
         // be peeked, so they are handed to the door chosen).
-        let n = self.io.read(buf)?;
+        let n = self.io.read(buf, m)?;
         if n == 0 {
             return Ok(Some(Input::Bytes(0)));
         }
@@ -394,7 +531,7 @@ impl Transport {
     /// the protocol bytes taken from `out`.
     #[inline]
     pub fn flush(&mut self, out: &mut OutBuf) -> io::Result<usize> {
-        let Io { stream, tls } = &mut self.io;
+        let Io { stream, tls, .. } = &mut self.io;
         match tls {
             None => {
                 let mut sink: &TcpStream = stream;
@@ -470,7 +607,7 @@ impl Transport {
 
     /// Closes our sending side (FIN); TLS sends close_notify first.
     pub fn shutdown_write(&mut self) {
-        let Io { stream, tls } = &mut self.io;
+        let Io { stream, tls, .. } = &mut self.io;
         if let Some(conn) = tls {
             conn.send_close_notify();
             let _ = push(stream, conn);
@@ -502,12 +639,26 @@ impl Transport {
 }
 
 impl Io {
+    fn new(stream: TcpStream) -> Io {
+        Io {
+            stream,
+            tls: None,
+            unprocessed: false,
+            queued: false,
+        }
+    }
+
     /// Reads stream bytes: plaintext out of rustls when TLS, feeding it
     /// ciphertext from the socket as needed. `Ok(0)` is the end
-    /// (close_notify or the socket's EOF).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// (close_notify or the socket's EOF). TLS charges `m` the ciphertext
+    /// and [`FRAME_COST`] per `read_tls`, stops after a read's worth with
+    /// no plaintext, and takes a step of the handshake budget for each
+    /// processing while handshaking.
+    fn read(&mut self, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<usize> {
         let Some(conn) = &mut self.tls else {
-            return (&self.stream).read(buf);
+            let n = (&self.stream).read(buf)?;
+            m.cost.work += n;
+            return Ok(n);
         };
         loop {
             match conn.reader().read(buf) {
@@ -519,12 +670,27 @@ impl Io {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            match conn.read_tls(&mut &self.stream) {
-                Ok(0) => return Ok(0),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            if !self.unprocessed {
+                if m.spent() {
+                    // Records without plaintext (empty ones, alerts,
+                    // handshake messages): a read's worth, then yield.
+                    return Err(m.stop());
+                }
+                match conn.read_tls(&mut &self.stream) {
+                    Ok(0) => return Ok(0),
+                    Ok(n) => m.cost.work += n + FRAME_COST,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            // A handshake step (the answer to a ClientHello signs) waits
+            // for the iteration's budget; the ciphertext stays in rustls.
+            if conn.is_handshaking() && !m.gate.take_step() {
+                self.unprocessed = true;
+                m.waiting = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.unprocessed = false;
             if let Err(e) = conn.process_new_packets() {
                 // rustls queued an alert that says why: send it, best effort.
                 let _ = push(&self.stream, conn);
@@ -628,17 +794,17 @@ impl HttpDoor {
         }
     }
 
-    fn read(&mut self, io: &mut Io, buf: &mut [u8]) -> io::Result<Input> {
+    fn read(&mut self, io: &mut Io, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         loop {
             if self.asked {
                 // Asked and answered: whatever else comes is read and
                 // dropped until we close.
-                let n = io.read(buf)?;
+                let n = io.read(buf, m)?;
                 return Ok(Input::Bytes(n));
             }
             // Never more than the head limit: read only what still fits.
             let room = (self.limits.max_head - self.head.len()).min(buf.len());
-            let n = io.read(&mut buf[..room.max(1)])?;
+            let n = io.read(&mut buf[..room.max(1)], m)?;
             if n == 0 {
                 return Ok(Input::Bytes(0));
             }
@@ -706,18 +872,27 @@ impl HttpDoor {
             writer: WsWriter::default(),
             tracker: FrameTracker::default(),
             event: None,
+            close: None,
         })
     }
 }
 
 impl WsDoor {
-    fn read(&mut self, io: &mut Io, buf: &mut [u8]) -> io::Result<Input> {
+    fn read(&mut self, io: &mut Io, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         loop {
             if let Some(ev) = self.event.take() {
+                if let Some((code, why)) = self.close.take() {
+                    self.writer.queue_close(code, why);
+                }
                 return Ok(Input::Event(ev));
             }
+            if m.spent() {
+                // A read's worth of frames without protocol bytes (empty
+                // continuations, pings, pongs): let the others have a turn.
+                return Err(m.stop());
+            }
             let n = if self.replay.is_empty() {
-                let n = io.read(buf)?;
+                let n = io.read(buf, m)?;
                 if n == 0 {
                     return Ok(Input::Bytes(0));
                 }
@@ -730,7 +905,7 @@ impl WsDoor {
                 self.replay.drain(..n);
                 n
             };
-            let produced = self.decode(buf, n);
+            let produced = self.decode(buf, n, m);
             if produced > 0 {
                 return Ok(Input::Bytes(produced));
             }
@@ -742,12 +917,21 @@ impl WsDoor {
     /// Decodes `buf[..n]` in place; returns the protocol bytes now at the
     /// front of `buf`. Control frames are answered here; a close or an
     /// error is kept in `event` and stops decoding.
-    fn decode(&mut self, buf: &mut [u8], n: usize) -> usize {
+    fn decode(&mut self, buf: &mut [u8], n: usize, m: &mut Meter<'_>) -> usize {
         let (mut read, mut write) = (0, 0);
         while self.event.is_none() {
             let before = write;
             let res = self.decoder.feed_in_place(buf, &mut read, n, &mut write);
             self.tracker.advance(&buf[before..write]);
+            let (frames, mut idle) = self.decoder.take_counts();
+            m.cost.work += FRAME_COST * frames;
+            if matches!(res, Ok(ws::Event::Ping)) {
+                // Its own token decides its pong, below.
+                idle = idle.saturating_sub(1);
+            }
+            for _ in 0..idle {
+                m.allow();
+            }
             match res {
                 Ok(ws::Event::NeedMore) => break,
                 Ok(ws::Event::MessageEnd) => {
@@ -759,7 +943,11 @@ impl WsDoor {
                         });
                     }
                 }
-                Ok(ws::Event::Ping) => self.writer.queue_pong(self.decoder.control_payload()),
+                Ok(ws::Event::Ping) => {
+                    if m.allow() {
+                        self.writer.queue_pong(self.decoder.control_payload());
+                    }
+                }
                 Ok(ws::Event::Pong) => {}
                 Ok(ws::Event::Close { code }) => {
                     self.writer.queue_close(code, "");
@@ -773,8 +961,12 @@ impl WsDoor {
 
     fn fail(&mut self, e: ws::WsError) {
         // The chat queues the ERROR frame; our close goes after it, with
-        // the code the violation calls for.
-        self.writer.queue_close(e.close, e.why);
+        // the code the violation calls for, once the event is reported:
+        // the protocol bytes decoded before it go to the chat first, and
+        // if they already cost the session its life (FRAME_TOO_LARGE,
+        // close 1009), that first close stands and the chat sends no
+        // second ERROR.
+        self.close = Some((e.close, e.why));
         self.event = Some(DoorEvent::Fatal {
             error: e.error,
             detail: e.why,

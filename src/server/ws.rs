@@ -153,6 +153,11 @@ pub struct Decoder {
     message_len: u64,
     control: [u8; MAX_CONTROL],
     control_len: usize,
+    /// Frames ended since [`Decoder::take_counts`], and how many of them
+    /// carried no message payload (control frames, empty data frames):
+    /// the door charges them as work and against the rate allowance.
+    frames: usize,
+    idle: usize,
 }
 
 impl Decoder {
@@ -173,7 +178,18 @@ impl Decoder {
             message_len: 0,
             control: [0; MAX_CONTROL],
             control_len: 0,
+            frames: 0,
+            idle: 0,
         }
+    }
+
+    /// Frames ended since the last call, and how many of them carried no
+    /// message payload; both counters restart at zero.
+    pub fn take_counts(&mut self) -> (usize, usize) {
+        (
+            std::mem::take(&mut self.frames),
+            std::mem::take(&mut self.idle),
+        )
     }
 
     /// The payload of the last ping or close (unmasked).
@@ -390,6 +406,10 @@ impl Decoder {
     /// The current frame's payload is complete.
     fn end_frame(&mut self) -> Result<Option<Event>, WsError> {
         self.state = State::Header;
+        self.frames += 1;
+        if self.opcode >= opcode::CLOSE || self.done == 0 {
+            self.idle += 1;
+        }
         match self.opcode {
             opcode::BINARY | opcode::CONTINUATION => {
                 if !self.fin {
