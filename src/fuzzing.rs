@@ -437,9 +437,9 @@ pub fn history(data: &[u8]) {
                 let room = &mut rooms[k];
                 // Mostly the next seq; sometimes a jump ahead or back.
                 let seq = match op >> 5 {
-                    0 => room.seq + 2 + u64::from(arg % 4),
+                    0 => room.seq.saturating_add(2 + u64::from(arg % 4)),
                     1 => room.seq.saturating_sub(u64::from(arg % 4)),
-                    _ => room.seq + 1,
+                    _ => room.seq.saturating_add(1),
                 };
                 room.seq = room.seq.max(seq);
                 let mut len = usize::from(arg) % 120;
@@ -1318,9 +1318,11 @@ pub fn cluster_events(data: &[u8]) {
                         } else {
                             (b >> 1) as usize % 8
                         };
+                        // A fill can start just below u64::MAX (a fuzzed
+                        // seq): the answer's own seqs saturate.
                         let mut seq = match input.u8() % 4 {
                             0 => from.saturating_sub(2),
-                            1 => from + 1,
+                            1 => from.saturating_add(1),
                             _ => from,
                         };
                         let mut entries = Vec::new();
@@ -1347,8 +1349,8 @@ pub fn cluster_events(data: &[u8]) {
                             seq = match step % 8 {
                                 0 => seq,
                                 1 => seq.saturating_sub(1),
-                                2 => seq + 2,
-                                _ => seq + 1,
+                                2 => seq.saturating_add(2),
+                                _ => seq.saturating_add(1),
                             };
                         }
                         Value::Array(entries)
