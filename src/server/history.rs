@@ -73,6 +73,10 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// No ring in the LRU list.
 const NIL: usize = usize::MAX;
 
+/// What one room's ring costs in the history's slab, held messages
+/// aside (for `--lingering-memory`'s charge).
+pub const RING_ENTRY_BYTES: usize = std::mem::size_of::<Ring>() + std::mem::size_of::<usize>();
+
 /// A ring's frames must stay addressable by wrapping `u32` positions:
 /// a single room never holds more than this many bytes.
 const RING_MAX_BYTES: usize = 1 << 30;
@@ -163,6 +167,11 @@ struct Ring {
 impl Ring {
     fn last_seq(&self) -> u64 {
         self.first_seq + self.starts.len() as u64 - 1
+    }
+
+    /// Heap bytes its buffers hold (capacities).
+    fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.starts.capacity() * INDEX_BYTES
     }
 
     /// Offset in `bytes` where message `i` starts (`i == len`: the end).
@@ -331,6 +340,9 @@ pub struct History {
     held_bytes: usize,
     held_messages: usize,
     evicted: u64,
+    /// Heap bytes given back to the allocator (rings shrunk or emptied)
+    /// since the event loop last took the count, for its trim.
+    released: usize,
     limits: Limits,
 }
 
@@ -344,6 +356,7 @@ impl History {
             held_bytes: 0,
             held_messages: 0,
             evicted: 0,
+            released: 0,
             limits: Limits {
                 reply_cap: limits.reply_cap.max(1),
                 ..limits
@@ -570,6 +583,33 @@ impl History {
         plan
     }
 
+    /// Bytes ring `id` holds, as the budget counts them.
+    pub fn ring_bytes(&self, id: RingId) -> usize {
+        let r = &self.rings[id.0];
+        r.bytes.len() + r.starts.len() * INDEX_BYTES
+    }
+
+    /// Gives the ring slab's spare capacity back once it holds under a
+    /// quarter of it (many rooms went at once). O(capacity): call rarely.
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        const FLOOR: usize = 1024;
+        if self.rings.capacity() > FLOOR && self.rings.len() * 4 < self.rings.capacity() {
+            self.rings.shrink_to_fit();
+            return true;
+        }
+        false
+    }
+
+    /// Heap bytes given back since the count was last cleared.
+    pub fn released(&self) -> usize {
+        self.released
+    }
+
+    /// Clears the count of `released` (the loop trimmed).
+    pub fn clear_released(&mut self) {
+        self.released = 0;
+    }
+
     /// Held bytes, as the budget counts them (frames plus index entries).
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
@@ -589,14 +629,9 @@ impl History {
     /// Heap bytes this history's own allocations hold (ring and index
     /// capacities, the slab's entries, about), for memory reports.
     pub fn heap_bytes(&self) -> usize {
-        let rings: usize = self
-            .rings
-            .iter()
-            .map(|(_, r)| r.bytes.capacity() + r.starts.capacity() * INDEX_BYTES)
-            .sum();
+        let rings: usize = self.rings.iter().map(|(_, r)| r.heap_bytes()).sum();
         // A slab entry is the ring or a vacancy's next-free index.
-        let entry = std::mem::size_of::<Ring>() + std::mem::size_of::<usize>();
-        rings + self.rings.capacity() * entry
+        rings + self.rings.capacity() * RING_ENTRY_BYTES
     }
 
     /// Drops everything ring `i` holds.
@@ -607,7 +642,9 @@ impl History {
     }
 
     fn pop_oldest(&mut self, i: usize) {
+        let had = self.rings[i].heap_bytes();
         let freed = self.rings[i].pop_oldest();
+        self.released += had.saturating_sub(self.rings[i].heap_bytes());
         self.held_bytes -= freed;
         self.held_messages -= 1;
         if self.rings[i].starts.is_empty() {
