@@ -114,8 +114,8 @@ pub struct Chat {
     /// Lingering rooms removed by `--max-lingering-rooms` or
     /// `--lingering-memory` before their TTL ended.
     pub(super) rooms_evicted: u64,
-    /// Heap bytes of rooms removed since the loop last took the count
-    /// (about: what `--lingering-memory` charges them), for its trim.
+    /// Heap bytes of lingering rooms expired since the loop last took the
+    /// count (about: what `--lingering-memory` charges them), for its trim.
     pub(super) rooms_released: usize,
     /// Set once SIGINT/SIGTERM started the drain.
     pub(super) draining: bool,
@@ -223,6 +223,11 @@ impl Chat {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// When the chat started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Heap bytes given back to the allocator since the last trim:

@@ -18,6 +18,10 @@ use super::history::{self, History, Plan, Request, RingId};
 use super::rooms::{Room, RoomId, LINGER_OVERHEAD};
 use super::session::Membership;
 
+/// Lingering rooms expired per loop iteration at most (see
+/// `Chat::expire_rooms`): about a millisecond's work.
+const EXPIRE_BUDGET: usize = 4096;
+
 /// A run of SAYs to one room is fanned out once it holds this many bytes
 /// (or a quarter of `--max-outbuf`, if smaller), which bounds the batch and
 /// the delay of the slow-consumer check. The batch is not counted by the
@@ -489,13 +493,24 @@ impl Chat {
     }
 
     /// Removes lingering rooms whose time is up: the oldest first, and
-    /// only those, since all linger for the same TTL.
+    /// only those, since all linger for the same TTL. At most
+    /// `EXPIRE_BUDGET` per iteration: a burst of rooms made together
+    /// expires together, and the rest are due at once next iteration
+    /// (the poll timeout is then zero).
     pub(super) fn expire_rooms(&mut self, now: Instant) {
-        while let Some((id, since)) = self.rooms.oldest_lingering() {
+        for _ in 0..EXPIRE_BUDGET {
+            let Some((id, since)) = self.rooms.oldest_lingering() else {
+                break;
+            };
             if since + self.config.room_ttl > now {
                 break;
             }
             let gone = self.drop_room(id);
+            // Only expiry shrinks what the rooms hold: an eviction makes
+            // way for the room that just emptied, and a room removed at
+            // once (no TTL) for the next one made, so trimming after those
+            // would only fault the same pages back in.
+            self.rooms_released += LINGER_OVERHEAD + gone.name.capacity();
             debug!("room {} (epoch {:#x}) expired", gone.name, gone.epoch);
         }
     }
@@ -507,7 +522,6 @@ impl Chat {
             self.flush_cast();
         }
         let room = self.rooms.remove(id);
-        self.rooms_released += LINGER_OVERHEAD + room.name.capacity();
         self.history.close(room.ring);
         room
     }

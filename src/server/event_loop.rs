@@ -103,8 +103,11 @@ const ACCEPT_BUDGET: usize = 128;
 /// asks the allocator to return free memory to the kernel (`malloc_trim`).
 const TRIM_AFTER: usize = 16 * 1024 * 1024;
 /// At most one trim per this interval: a trim walks the heap, and pages
-/// returned too eagerly fault back in on the next burst.
-const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// returned too eagerly fault back in on the next burst. Its cost grows
+/// with what it returns (about 0.6 ms per MB measured, docs/BENCHMARKS.md),
+/// so a mass free is returned in steps of what 200 ms released rather
+/// than in one long stall.
+const TRIM_EVERY: Duration = Duration::from_millis(200);
 /// The tail of a large free (the last rooms of a burst expiring after the
 /// last trim) is under `TRIM_AFTER`: once it is this much and this long
 /// has passed since the last trim, the loop trims anyway, so the burst's
@@ -412,10 +415,14 @@ impl Server {
         if !self.still_readable.is_empty() || self.chat.sessions.has_work() || self.accept_more {
             return Some(Duration::ZERO);
         }
-        let next = match (self.chat.earliest_deadline(), self.drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.chat.earliest_deadline(),
+            self.drain_deadline,
+            self.trim_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // Round up to the next millisecond: epoll cannot sleep less, and a
         // wake-up just short of the deadline would spin.
         next.map(|at| at.saturating_duration_since(now) + Duration::from_micros(999))
@@ -760,6 +767,24 @@ impl Server {
         }
     }
 
+    /// When the next trim is due, if enough was released for one: the
+    /// poll timeout includes it, so a daemon that went quiet right after a
+    /// burst of rooms expired still gives their memory back.
+    fn trim_due(&self) -> Option<Instant> {
+        let released = self.chat.released();
+        if released < TRIM_TAIL {
+            return None;
+        }
+        let Some(last) = self.last_trim else {
+            return Some(self.chat.started());
+        };
+        Some(if released >= TRIM_AFTER {
+            last + TRIM_EVERY
+        } else {
+            last + TRIM_TAIL_EVERY
+        })
+    }
+
     /// Gives freed heap back to the kernel once a large amount was released
     /// (a burst of connections closed, big buffers went idle) and the loop
     /// is about to sleep. Without it the allocator keeps the pages and RSS
@@ -769,31 +794,28 @@ impl Server {
     /// pays a trim, nor the page faults of a buffer that is freed and
     /// grown again each iteration.
     ///
-    /// The trim's own cost was measured with 1 M lingering rooms evicted
-    /// (docs/BENCHMARKS.md, "Adversaries (issue 18)"); it is logged at
-    /// debug level (target `muxchat::slow`) when over a millisecond.
+    /// The trim's own cost was measured with 1 M lingering rooms expiring
+    /// (docs/BENCHMARKS.md, "Adversaries (issue 18)"): 5-38 ms a trim; it
+    /// is logged at debug level (target `muxchat::slow`) when over a
+    /// millisecond, with the part spent shrinking the rooms' tables.
     fn trim_if_idle(&mut self, now: Instant) {
-        let released = self.chat.released();
-        let since = self.last_trim.map(|t| now.saturating_duration_since(t));
-        let due = released >= TRIM_TAIL
-            && match since {
-                Some(since) if since < TRIM_EVERY => false,
-                Some(since) if since < TRIM_TAIL_EVERY => released >= TRIM_AFTER,
-                _ => true,
-            };
+        let due = self.trim_due().is_some_and(|at| at <= now);
         if !due || !self.still_readable.is_empty() || self.chat.sessions.has_work() {
             return;
         }
+        let released = self.chat.released();
         let started = Instant::now();
         self.chat.prepare_trim();
+        let tables = started.elapsed();
         trim_heap();
         let took = started.elapsed();
         self.last_trim = Some(Instant::now());
         if took >= Duration::from_millis(1) {
             debug!(
                 target: "muxchat::slow",
-                "trim after {released} B released: {} us",
-                took.as_micros()
+                "trim after {released} B released: {} us (tables {} us)",
+                took.as_micros(),
+                tables.as_micros()
             );
         }
     }

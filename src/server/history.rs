@@ -73,9 +73,10 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// No ring in the LRU list.
 const NIL: usize = usize::MAX;
 
-/// What one room's ring costs in the history's slab, held messages
-/// aside (for `--lingering-memory`'s charge).
-pub const RING_ENTRY_BYTES: usize = std::mem::size_of::<Ring>() + std::mem::size_of::<usize>();
+/// What one room's ring costs, held messages aside (for
+/// `--lingering-memory`'s charge): the ring in its box, with the
+/// allocator's header, and its slab entry.
+pub const RING_ENTRY_BYTES: usize = std::mem::size_of::<Ring>() + 4 * std::mem::size_of::<usize>();
 
 /// A ring's frames must stay addressable by wrapping `u32` positions:
 /// a single room never holds more than this many bytes.
@@ -332,7 +333,9 @@ fn fit_str(s: &str) -> &str {
 /// The held history of every room, under one byte budget.
 #[derive(Debug)]
 pub struct History {
-    rings: Slab<Ring>,
+    /// Boxed, so the slab's own array is 16 bytes a ring (see
+    /// `shrink_if_sparse`).
+    rings: Slab<Box<Ring>>,
     /// Most recently stored-to ring holding messages, or NIL.
     head: usize,
     /// Least recently stored-to ring holding messages, or NIL.
@@ -371,14 +374,14 @@ impl History {
 
     /// A new, empty history for a room incarnation just created.
     pub fn open(&mut self) -> RingId {
-        RingId(self.rings.insert(Ring {
+        RingId(self.rings.insert(Box::new(Ring {
             bytes: ByteRing::default(),
             starts: VecDeque::new(),
             base: 0,
             first_seq: 0,
             prev: NIL,
             next: NIL,
-        }))
+        })))
     }
 
     /// Drops a room's history (the room was removed).
@@ -589,11 +592,12 @@ impl History {
         r.bytes.len() + r.starts.len() * INDEX_BYTES
     }
 
-    /// Gives the ring slab's spare capacity back once it holds under a
-    /// quarter of it (many rooms went at once). O(capacity): call rarely.
+    /// Gives the ring slab's spare capacity back once it holds under
+    /// 1/32 of it (many rooms went at once). Walks the slab's vacant tail,
+    /// 16 bytes a ring: call it rarely (the loop's trim does).
     pub fn shrink_if_sparse(&mut self) -> bool {
         const FLOOR: usize = 1024;
-        if self.rings.capacity() > FLOOR && self.rings.len() * 4 < self.rings.capacity() {
+        if self.rings.capacity() > FLOOR && self.rings.len() * 32 < self.rings.capacity() {
             self.rings.shrink_to_fit();
             return true;
         }
@@ -630,8 +634,8 @@ impl History {
     /// capacities, the slab's entries, about), for memory reports.
     pub fn heap_bytes(&self) -> usize {
         let rings: usize = self.rings.iter().map(|(_, r)| r.heap_bytes()).sum();
-        // A slab entry is the ring or a vacancy's next-free index.
-        rings + self.rings.capacity() * RING_ENTRY_BYTES
+        // A slab entry is the box or a vacancy's next-free index.
+        rings + self.rings.len() * RING_ENTRY_BYTES + self.rings.capacity() * 16
     }
 
     /// Drops everything ring `i` holds.

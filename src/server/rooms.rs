@@ -37,12 +37,16 @@ pub type RoomId = usize;
 const NIL: usize = usize::MAX;
 
 /// What a lingering room costs besides its name and held history, as
-/// `--lingering-memory` counts it: its slab entry, its entry in the name
-/// index (with the hash table's slack at its maximum load of 7/8, and a
-/// growth's doubling, that is about twice the entry), and its history
-/// ring's slab entry. The benchmark's measured RSS per lingering room
-/// (docs/BENCHMARKS.md) is what this estimate is checked against.
+/// `--lingering-memory` counts it: the room in its box (with the
+/// allocator's header), its slab entry, its entry in the name index (with
+/// the hash table's slack at its maximum load of 7/8, and a growth's
+/// doubling, that is about twice the entry), and its history ring. The
+/// RSS per lingering room measured in docs/BENCHMARKS.md ("Adversaries
+/// (issue 18)") is what this estimate is checked against.
 pub const LINGER_OVERHEAD: usize = size_of::<Room>()
+    + 2 * size_of::<usize>()
+    + size_of::<Box<Room>>()
+    + size_of::<usize>()
     + 2 * (size_of::<NameKey>() + size_of::<RoomId>() + 1)
     + super::history::RING_ENTRY_BYTES;
 
@@ -71,7 +75,10 @@ pub struct Room {
 /// All rooms.
 #[derive(Debug)]
 pub struct Rooms {
-    rooms: Slab<Room>,
+    /// Boxed, so the slab's own array is 16 bytes a room: shrinking it
+    /// after a burst walks little, and the rooms' memory is freed room by
+    /// room where the allocator can give it back.
+    rooms: Slab<Box<Room>>,
     by_name: HashMap<NameKey, RoomId>,
     /// Rooms with no members, lingering until their TTL ends.
     lingering: usize,
@@ -114,7 +121,7 @@ impl Rooms {
 
     /// Creates the room `name` (no members yet) with its epoch and ring.
     pub fn create(&mut self, name: &str, epoch: u64, ring: RingId) -> RoomId {
-        let id = self.rooms.insert(Room {
+        let id = self.rooms.insert(Box::new(Room {
             name: name.to_owned(),
             members: Vec::new(),
             seq: 0,
@@ -124,7 +131,7 @@ impl Rooms {
             linger_bytes: 0,
             prev: NIL,
             next: NIL,
-        });
+        }));
         if let Some(key) = NameKey::new(name) {
             self.by_name.insert(key, id);
         }
@@ -208,7 +215,7 @@ impl Rooms {
         if self.rooms[id].empty_since.is_some() {
             self.unlink(id);
         }
-        let room = self.rooms.remove(id);
+        let room = *self.rooms.remove(id);
         if let Some(key) = NameKey::new(&room.name) {
             self.by_name.remove(&key);
         }
@@ -226,17 +233,21 @@ impl Rooms {
     }
 
     /// Gives the name index and the slab their spare capacity back once
-    /// they hold under a quarter of it (a burst of rooms expired or was
+    /// they hold under 1/`SPARSE` of it (a burst of rooms expired or was
     /// evicted), so the memory can be returned and a later burst grows
-    /// them again from a modest size. Costs O(capacity): call it rarely.
+    /// them again from a modest size. The cost is a walk of the slab's
+    /// vacant tail (16 bytes a room) and a rehash of what is left, at most
+    /// 1/`SPARSE` of the table: call it rarely (the loop's trim does).
     pub fn shrink_if_sparse(&mut self) -> bool {
         const FLOOR: usize = 1024;
+        const SPARSE: usize = 32;
         let mut shrunk = false;
-        if self.by_name.capacity() > FLOOR && self.by_name.len() * 4 < self.by_name.capacity() {
-            self.by_name.shrink_to((self.by_name.len() * 2).max(FLOOR));
+        let map = &mut self.by_name;
+        if map.capacity() > FLOOR && map.len() * SPARSE < map.capacity() {
+            map.shrink_to((map.len() * 2).max(FLOOR));
             shrunk = true;
         }
-        if self.rooms.capacity() > FLOOR && self.rooms.len() * 4 < self.rooms.capacity() {
+        if self.rooms.capacity() > FLOOR && self.rooms.len() * SPARSE < self.rooms.capacity() {
             // Only vacant entries at the end go; a room near the top
             // keeps the slab as long as it lives.
             self.rooms.shrink_to_fit();
@@ -248,7 +259,10 @@ impl Rooms {
     /// The room `id` if it exists and is still the incarnation `epoch`
     /// (slab keys are reused; epochs are not).
     pub fn get_incarnation(&self, id: RoomId, epoch: u64) -> Option<&Room> {
-        self.rooms.get(id).filter(|r| r.epoch == epoch)
+        self.rooms
+            .get(id)
+            .map(|r| &**r)
+            .filter(|r| r.epoch == epoch)
     }
 
     /// Rooms with members (lingering ones are not counted).
@@ -268,14 +282,14 @@ impl Rooms {
 
     /// Every room, lingering ones included (invariant checks).
     pub fn iter(&self) -> impl Iterator<Item = &Room> {
-        self.rooms.iter().map(|(_, r)| r)
+        self.rooms.iter().map(|(_, r)| &**r)
     }
 
     /// Every room with members, for LIST_ROOMS.
     pub fn iter_live(&self) -> impl Iterator<Item = &Room> {
         self.rooms
             .iter()
-            .map(|(_, r)| r)
+            .map(|(_, r)| &**r)
             .filter(|r| !r.members.is_empty())
     }
 }
