@@ -445,9 +445,9 @@ pub fn history(data: &[u8]) {
                 let room = &mut rooms[k];
                 // Mostly the next seq; sometimes a jump ahead or back.
                 let seq = match op >> 5 {
-                    0 => room.seq + 2 + u64::from(arg % 4),
+                    0 => room.seq.saturating_add(2 + u64::from(arg % 4)),
                     1 => room.seq.saturating_sub(u64::from(arg % 4)),
-                    _ => room.seq + 1,
+                    _ => room.seq.saturating_add(1),
                 };
                 room.seq = room.seq.max(seq);
                 let mut len = usize::from(arg) % 120;
@@ -1326,9 +1326,10 @@ pub fn cluster_events(data: &[u8]) {
                         } else {
                             (b >> 1) as usize % 8
                         };
+                        // A fill can start just below u64::MAX (a fuzzed
+                        // seq): the answer's own seqs saturate.
                         let mut seq = match input.u8() % 4 {
                             0 => from.saturating_sub(2),
-                            // A fill may start at the very top of u64.
                             1 => from.saturating_add(1),
                             _ => from,
                         };

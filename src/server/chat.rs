@@ -19,8 +19,7 @@
 //! it and no slab key is reused while an event for it may still be in the
 //! batch.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -125,11 +124,12 @@ pub struct Chat {
     pub handshakes: HandshakeGate,
     /// Picks each new room incarnation's epoch.
     pub(super) epochs: Epochs,
-    /// Empty rooms lingering under `--room-ttl-ms`: (deadline, room,
-    /// epoch), at most one entry per room, so the expiry stage pops due
-    /// entries and never scans the rooms, and the heap never holds more
-    /// entries than there are rooms however often one empties.
-    pub(super) room_expiry: BinaryHeap<Reverse<(Instant, RoomId, u64)>>,
+    /// Lingering rooms removed by `--max-lingering-rooms` or
+    /// `--lingering-memory` before their TTL ended.
+    pub(super) rooms_evicted: u64,
+    /// Heap bytes of lingering rooms expired since the loop last took the
+    /// count (about: what `--lingering-memory` charges them), for its trim.
+    pub(super) rooms_released: usize,
     /// Set once SIGINT/SIGTERM started the drain.
     pub(super) draining: bool,
     next_id: u64,
@@ -182,7 +182,8 @@ impl Chat {
             history,
             handshakes,
             epochs: Epochs::new(),
-            room_expiry: BinaryHeap::new(),
+            rooms_evicted: 0,
+            rooms_released: 0,
             draining: false,
             next_id: 0,
             frame: Vec::with_capacity(256),
@@ -251,12 +252,38 @@ impl Chat {
     /// The earliest timer deadline (sessions' and lingering rooms'), for
     /// the poll timeout.
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        let room = self.room_expiry.peek().map(|e| e.0 .0);
+        let room = self
+            .rooms
+            .oldest_lingering()
+            .map(|(_, since)| since + self.config.room_ttl);
         let cluster = self.cluster.as_deref().map(Cluster::next_deadline);
         [self.timers.next_deadline(), room, cluster]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// When the chat started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Heap bytes given back to the allocator since the last trim:
+    /// sessions' buffers, rooms removed, history rings shrunk or dropped.
+    pub fn released(&self) -> usize {
+        self.sessions.released + self.rooms_released + self.history.released()
+    }
+
+    /// Before a trim: clears the counts of `released`, and gives the
+    /// rooms' and the history's tables their spare capacity back if a
+    /// burst of rooms went and left them mostly empty (else the trim
+    /// would find little to return).
+    pub fn prepare_trim(&mut self) {
+        self.sessions.released = 0;
+        self.rooms_released = 0;
+        self.history.clear_released();
+        self.rooms.shrink_if_sparse();
+        self.history.shrink_if_sparse();
     }
 
     /// Adds a freshly accepted connection and returns its token.

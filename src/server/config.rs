@@ -235,6 +235,18 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
     pub room_ttl_ms: u64,
 
+    /// Most empty rooms lingering under --room-ttl-ms at once; past it, the
+    /// room that emptied longest ago goes as if its TTL had ended.
+    #[arg(long, env = "MUXCHAT_MAX_LINGERING_ROOMS", default_value_t = 100_000,
+          value_name = "N", value_parser = clap::value_parser!(u64).range(0..=1 << 32))]
+    pub max_lingering_rooms: u64,
+
+    /// Bytes the lingering rooms may hold together (each: its bookkeeping,
+    /// name and held history); past it, the room that emptied longest ago goes.
+    #[arg(long, env = "MUXCHAT_LINGERING_MEMORY", default_value_t = 64 * 1024 * 1024,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
+    pub lingering_memory: u64,
+
     /// Join the cluster that shares this Redis (`redis://HOST:PORT[/DB]`,
     /// HOST a name, IPv4 or `[IPv6]`; PORT 6379 when left out).
     #[arg(long, env = "MUXCHAT_REDIS", value_name = "URL", value_parser = parse_redis_url)]
@@ -333,7 +345,13 @@ const HEADINGS: &[(&str, &[&str])] = &[
     ),
     (
         "History and rooms",
-        &["history", "history_memory", "room_ttl_ms"],
+        &[
+            "history",
+            "history_memory",
+            "room_ttl_ms",
+            "max_lingering_rooms",
+            "lingering_memory",
+        ],
     ),
     (
         "Cluster",
@@ -421,6 +439,11 @@ pub struct Config {
     /// How long an empty room lingers, unlisted (`--room-ttl-ms`; zero:
     /// removed at once).
     pub room_ttl: Duration,
+    /// Most rooms lingering at once (`--max-lingering-rooms`).
+    pub max_lingering_rooms: usize,
+    /// Bytes the lingering rooms may be charged together
+    /// (`--lingering-memory`).
+    pub lingering_memory: usize,
     /// The cluster's Redis (`--redis`); `None`: standalone.
     pub redis: Option<RedisUrl>,
     /// This node's name (`--node-name`); `None`: the cluster code picks
@@ -548,6 +571,8 @@ impl Config {
             history: args.history as usize,
             history_memory: usize::try_from(args.history_memory).unwrap_or(usize::MAX),
             room_ttl: Duration::from_millis(args.room_ttl_ms),
+            max_lingering_rooms: usize::try_from(args.max_lingering_rooms).unwrap_or(usize::MAX),
+            lingering_memory: usize::try_from(args.lingering_memory).unwrap_or(usize::MAX),
             redis: args.redis,
             node_name: args.node_name,
             reuse_port: args.reuse_port,

@@ -108,13 +108,22 @@ const GLOBAL_READ_BUDGET: usize = READ_BUDGET;
 /// accepted at once held the loop for 50 ms (each accept is a handful of
 /// system calls); the rest wait in the backlog for the next iteration.
 const ACCEPT_BUDGET: usize = 128;
-/// Heap given back by sessions (closed, or idle buffers released) after
-/// which the loop, once idle, asks the allocator to return free memory
-/// to the kernel (`malloc_trim`).
+/// Heap given back (sessions closed or idle buffers released, rooms
+/// expired or evicted, history dropped) after which the loop, once idle,
+/// asks the allocator to return free memory to the kernel (`malloc_trim`).
 const TRIM_AFTER: usize = 16 * 1024 * 1024;
 /// At most one trim per this interval: a trim walks the heap, and pages
-/// returned too eagerly fault back in on the next burst.
-const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// returned too eagerly fault back in on the next burst. Its cost grows
+/// with what it returns (about 0.6 ms per MB measured, docs/BENCHMARKS.md),
+/// so a mass free is returned in steps of what 200 ms released rather
+/// than in one long stall.
+const TRIM_EVERY: Duration = Duration::from_millis(200);
+/// The tail of a large free (the last rooms of a burst expiring after the
+/// last trim) is under `TRIM_AFTER`: once it is this much and this long
+/// has passed since the last trim, the loop trims anyway, so the burst's
+/// memory (and its tables' spare capacity) all goes back in the end.
+const TRIM_TAIL: usize = 1024 * 1024;
+const TRIM_TAIL_EVERY: Duration = Duration::from_secs(5);
 /// Events taken from the kernel per poll.
 const EVENT_CAPACITY: usize = 1024;
 /// listen(2) backlog: a burst of connects waits here while we accept.
@@ -465,6 +474,7 @@ impl Server {
             self.chat.earliest_deadline(),
             self.drain_deadline,
             self.refusals.next_deadline(),
+            self.trim_due(),
         ]
         .into_iter()
         .flatten()
@@ -1039,26 +1049,57 @@ impl Server {
         counted.then(|| config.per_ip_keys.key(ip))
     }
 
+    /// When the next trim is due, if enough was released for one: the
+    /// poll timeout includes it, so a daemon that went quiet right after a
+    /// burst of rooms expired still gives their memory back.
+    fn trim_due(&self) -> Option<Instant> {
+        let released = self.chat.released();
+        if released < TRIM_TAIL {
+            return None;
+        }
+        let Some(last) = self.last_trim else {
+            return Some(self.chat.started());
+        };
+        Some(if released >= TRIM_AFTER {
+            last + TRIM_EVERY
+        } else {
+            last + TRIM_TAIL_EVERY
+        })
+    }
+
     /// Gives freed heap back to the kernel once a large amount was released
     /// (a burst of connections closed, big buffers went idle) and the loop
     /// is about to sleep. Without it the allocator keeps the pages and RSS
     /// stays at the burst's peak, which looks like a leak to an operator.
-    /// Only after `TRIM_AFTER` bytes and at most every `TRIM_EVERY`, so a
-    /// busy loop never pays a trim, nor the page faults of a buffer that
-    /// is freed and grown again each iteration.
+    /// Only after `TRIM_AFTER` bytes and at most every `TRIM_EVERY` (or
+    /// `TRIM_TAIL` bytes every `TRIM_TAIL_EVERY`), so a busy loop never
+    /// pays a trim, nor the page faults of a buffer that is freed and
+    /// grown again each iteration.
+    ///
+    /// The trim's own cost was measured with 1 M lingering rooms expiring
+    /// (docs/BENCHMARKS.md, "Adversaries (issue 18)"): 5-38 ms a trim; it
+    /// is logged at debug level (target `muxchat::slow`) when over a
+    /// millisecond, with the part spent shrinking the rooms' tables.
     fn trim_if_idle(&mut self, now: Instant) {
-        if self.chat.sessions.released < TRIM_AFTER
-            || !self.still_readable.is_empty()
-            || self.chat.sessions.has_work()
-            || self
-                .last_trim
-                .is_some_and(|t| now.duration_since(t) < TRIM_EVERY)
-        {
+        let due = self.trim_due().is_some_and(|at| at <= now);
+        if !due || !self.still_readable.is_empty() || self.chat.sessions.has_work() {
             return;
         }
-        self.chat.sessions.released = 0;
-        self.last_trim = Some(now);
+        let released = self.chat.released();
+        let started = Instant::now();
+        self.chat.prepare_trim();
+        let tables = started.elapsed();
         trim_heap();
+        let took = started.elapsed();
+        self.last_trim = Some(Instant::now());
+        if took >= Duration::from_millis(1) {
+            debug!(
+                target: "muxchat::slow",
+                "trim after {released} B released: {} us (tables {} us)",
+                took.as_micros(),
+                tables.as_micros()
+            );
+        }
     }
 }
 

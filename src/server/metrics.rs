@@ -196,6 +196,10 @@ const COUNTER_HELP: &[(&str, &str)] = &[
         "Held messages dropped by the --history-memory budget",
     ),
     ("history_replies", "HISTORY requests answered"),
+    (
+        "rooms_evicted",
+        "Lingering rooms removed early by --max-lingering-rooms or --lingering-memory",
+    ),
 ];
 
 /// Help text for the gauges STATS names.
@@ -203,6 +207,14 @@ const GAUGE_HELP: &[(&str, &str)] = &[
     ("connections", "Connections open now, registered or not"),
     ("sessions", "Registered sessions now"),
     ("rooms", "Rooms now"),
+    (
+        "rooms_lingering",
+        "Empty rooms kept under --room-ttl-ms now",
+    ),
+    (
+        "rooms_lingering_bytes",
+        "Bytes the lingering rooms hold, as --lingering-memory counts them",
+    ),
     (
         "history_bytes",
         "Bytes of held history, as --history-memory counts them",

@@ -130,6 +130,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         history => "history",
         history_memory => "history-memory",
         room_ttl => "room-ttl-ms",
+        max_lingering_rooms => "max-lingering-rooms",
+        lingering_memory => "lingering-memory",
         redis => "redis",
         node_name => "node-name",
         reuse_port => "reuse-port",
