@@ -337,6 +337,24 @@ fn a_wrong_or_missing_password_at_start_exits_1_without_showing_it() {
     );
 }
 
+/// docs/OPERATIONS.md's ACL is the one tested here, rule for rule.
+#[test]
+fn the_documented_acl_is_the_tested_one() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md"))
+        .expect("docs/OPERATIONS.md");
+    let start = doc
+        .find("ACL SETUSER muxchat ")
+        .expect("OPERATIONS.md gives the ACL");
+    let block = &doc[start..start + doc[start..].find("```").expect("end of the block")];
+    let mut documented: Vec<&str> = block.split_whitespace().skip(2).collect();
+    let mut tested: Vec<&str> = ACL.to_vec();
+    for rules in [&mut documented, &mut tested] {
+        rules.retain(|r| !r.starts_with('>'));
+        rules.sort_unstable();
+    }
+    assert_eq!(documented, tested);
+}
+
 #[test]
 fn an_acl_user_limited_to_what_the_node_needs_runs_the_cluster() {
     let mut args = vec!["--user", "default", "off", "--user"];

@@ -372,7 +372,10 @@ impl Link {
         let opening = self.state == State::Opening;
         let at = values.len();
         if let Err(why) = self.read(values) {
-            if opening {
+            // A TLS or AUTH failure is worth a warning (a wrong password,
+            // an expired certificate); a plain connection closed at once
+            // is just a reconnect that failed.
+            if opening && (self.tls.is_some() || self.awaiting_auth) {
                 self.refused(why.clone());
             }
             return self.down(registry, now, why);
