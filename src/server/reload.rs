@@ -138,6 +138,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         node_ttl => "node-ttl-ms",
         redis_max_pending => "redis-max-pending",
         cluster_list_ttl => "cluster-list-ttl-ms",
+        redis_ca => "redis-ca",
+        redis_timeout => "redis-timeout-ms",
         per_ip_keys => "per-ip-prefix-v4 and per-ip-prefix-v6",
         tls_handshakes_per_iteration => "tls-handshakes-per-iteration",
         tls_handshakes_per_ip => "tls-handshakes-per-ip",
