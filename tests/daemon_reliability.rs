@@ -172,7 +172,7 @@ fn a_flood_of_unregistered_connections_neither_stalls_nor_bloats_the_daemon() {
     );
     eprintln!(
         "flood: kernel TCP memory (all sockets on the machine, pages): before {tcp_mem_before}, \
-         during {tcp_mem_flood}, {freed_in:?} after the kill once the flood's queues were empty {}",
+         during {tcp_mem_flood}, once the flood's queues were empty ({freed_in:?} after the kill) {}",
         tcp_mem_pages()
     );
 }
