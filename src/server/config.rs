@@ -398,6 +398,18 @@ pub fn command() -> clap::Command {
     cmd
 }
 
+/// The command line a [`Config`] was parsed from, kept for SIGHUP. Its
+/// `Debug` shows only how many arguments there are: they may hold a Redis
+/// URL with its password, and a config is printed at debug level.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Argv(pub Vec<OsString>);
+
+impl std::fmt::Debug for Argv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Argv({} arguments)", self.0.len())
+    }
+}
+
 /// Validated settings for one daemon run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -484,7 +496,7 @@ pub struct Config {
     /// The argument list this was parsed from (the program name first):
     /// SIGHUP parses it again, with the environment and the `--config`
     /// file as they are then, so the precedence stays as at start-up.
-    pub argv: Vec<OsString>,
+    pub argv: Argv,
     /// CA certificates for a `rediss://` Redis (`--redis-ca`); `None`: the
     /// system roots.
     pub redis_ca: Option<PathBuf>,
@@ -521,7 +533,7 @@ impl Config {
                 Config::from_matches(&command().try_get_matches_from(argv)?)
             }
         }?;
-        config.argv = argv;
+        config.argv = Argv(argv);
         Ok(config)
     }
 
@@ -611,7 +623,7 @@ impl Config {
             cluster_list_ttl: Duration::from_millis(args.cluster_list_ttl_ms),
             proxy_from: args.proxy_from.unwrap_or_default(),
             log_format: args.log_format,
-            argv: Vec::new(),
+            argv: Argv::default(),
             redis_ca: args.redis_ca,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
             adapted,
@@ -824,7 +836,7 @@ impl Default for Config {
         let argv = ["muxchatd", "--bind", "127.0.0.1:0"];
         let matches = command().get_matches_from(argv);
         let mut config = Config::from_matches(&matches).expect("defaults are consistent");
-        config.argv = argv.iter().map(OsString::from).collect();
+        config.argv = Argv(argv.iter().map(OsString::from).collect());
         config
     }
 }

@@ -738,7 +738,7 @@ impl Server {
     /// that does not load replaces what runs; no connection is dropped.
     fn reload(&mut self) {
         let running = self.chat.config();
-        let new = match Config::from_argv(running.argv.clone()) {
+        let new = match Config::from_argv(running.argv.0.clone()) {
             Ok(new) => new,
             Err(e) => {
                 // clap's message spans lines (usage, hints): its first says
