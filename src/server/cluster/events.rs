@@ -204,7 +204,7 @@ impl Chat {
         c.resyncing = true;
         // Registered first: no heartbeat elsewhere reaps this node between
         // the calls of its rebuild.
-        c.register();
+        c.register(false);
         let node = c.node.clone();
         let ttl = c.ttl.as_millis().to_string();
         let room_ttl = c.room_ttl.as_millis().to_string();
@@ -1559,19 +1559,31 @@ fn send_gone(c: &mut Cluster, gone: Vec<super::Gone>) {
         return;
     }
     let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
+    // Rooms this node listens to: its own subscription hears a LEFT too.
+    let here: std::collections::HashSet<&str> = c.rooms.values().map(|r| r.key.as_str()).collect();
+    let mut calls: Vec<(Vec<super::Gone>, Vec<Vec<u8>>)> = Vec::new();
     for chunk in gone.chunks(super::RESTORE_CHUNK) {
-        let sids: Vec<String> = chunk.iter().map(|g| g.sid.to_string()).collect();
-        let mut args: Vec<&[u8]> = vec![node.as_bytes(), room_ttl.as_bytes()];
-        for (g, sid) in chunk.iter().zip(&sids) {
+        let mut args: Vec<Vec<u8>> = vec![node.clone().into_bytes(), room_ttl.clone().into_bytes()];
+        for g in chunk {
+            let listens = if here.contains(g.key.as_str()) {
+                "1"
+            } else {
+                "0"
+            };
             args.extend([
-                g.key.as_bytes(),
-                g.nk.as_bytes(),
-                g.nick.as_bytes(),
-                sid.as_bytes(),
-                g.reason.as_bytes(),
+                g.key.clone().into_bytes(),
+                g.nk.clone().into_bytes(),
+                g.nick.clone().into_bytes(),
+                g.sid.to_string().into_bytes(),
+                g.reason.clone().into_bytes(),
+                listens.as_bytes().to_vec(),
             ]);
         }
-        c.fcall(Expect::Gone(chunk.to_vec()), "mc_gone", &args);
+        calls.push((chunk.to_vec(), args));
+    }
+    for (chunk, args) in calls {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        c.fcall(Expect::Gone(chunk), "mc_gone", &args);
     }
 }
 

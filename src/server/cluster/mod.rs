@@ -345,7 +345,7 @@ impl Cluster {
         c.subscribe_node_channels();
         // Known from the start, so the first heartbeat does not read as
         // the store having lost this node.
-        c.register();
+        c.register(true);
         c.alive();
         info!("cluster node {} on {}", c.node, c.url);
         Ok(c)
@@ -453,13 +453,15 @@ impl Cluster {
         self.cmd.is_up() && self.sub.is_up() && self.synced && !self.fenced
     }
 
-    /// Sets this node's liveness key (`mc_register`).
-    pub(crate) fn register(&mut self) {
+    /// Sets this node's liveness key (`mc_register`); `fresh` at start,
+    /// when its key cannot exist yet.
+    pub(crate) fn register(&mut self, fresh: bool) {
         let (node, ttl) = (self.node.clone(), self.ttl.as_millis().to_string());
+        let fresh: &[u8] = if fresh { b"1" } else { b"0" };
         self.fcall(
             Expect::Ignore("register"),
             "mc_register",
-            &[node.as_bytes(), ttl.as_bytes()],
+            &[node.as_bytes(), ttl.as_bytes(), fresh],
         );
     }
 

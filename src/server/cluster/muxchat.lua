@@ -171,8 +171,9 @@ redis.register_function('mc_join', function(_, a)
   local old = redis.call('HGET', meta .. ':m', nk)
   if old then
     local o = fields(old)
-    if o[2] ~= node and redis.call('EXISTS', p .. 'alive:' .. o[2]) == 0
-        and redis.call('EXISTS', p .. 'quiet') == 0 then
+    -- (Even while reaping is held off: if that node lives after all, it
+    -- sees its member parted, puts it back and JOINED follows.)
+    if o[2] ~= node and redis.call('EXISTS', p .. 'alive:' .. o[2]) == 0 then
       part(p, rk, nk, o[2], o[3], o[1], 'node lost', '0')
       redis.call('SADD', p .. 'gone:' .. o[2], rk .. '\t' .. nk)
       redis.call('PEXPIRE', p .. 'gone:' .. o[2], GONE_TTL)
@@ -399,32 +400,34 @@ redis.register_function('mc_alive', function(_, a)
   return out
 end)
 
--- A node registers (again): at start, and first thing when it rebuilds
--- its state, so no heartbeat reaps it between the calls of its rebuild.
--- A node the store had forgotten holds reaping off for one TTL, as
--- mc_alive does: the others' keys may have gone the same way.
+-- A node registers (again): at start (fresh = 1), and first thing when it
+-- rebuilds its state, so no heartbeat reaps it between the calls of its
+-- rebuild. A node the store had forgotten holds reaping off for one TTL,
+-- as mc_alive does: the others' keys may have gone the same way.
 redis.register_function('mc_register', function(_, a)
-  local p, node, ttl = a[1], a[2], a[3]
+  local p, node, ttl, fresh = a[1], a[2], a[3], a[4]
   local known = redis.call('EXISTS', p .. 'alive:' .. node)
   redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
   redis.call('SADD', p .. 'nodes', node)
-  if known == 0 then
+  if known == 0 and fresh ~= '1' then
     redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
   end
   return known
 end)
 
 -- Members of this node's sessions that ended while the store was out of
--- reach ("room \t nick" fields as rk, nk, nick, sid, reason): each is
--- announced LEFT now, whether the store still has it (it is parted) or
--- lost it (an empty restart: LEFT is published all the same, so members
--- elsewhere learn it). Returns the indexes (from 0) of the ones nobody
--- heard (no node subscribed to the room yet): the node tries them again.
+-- reach (rk, nk, nick, sid, reason, and whether this node listens to the
+-- room itself: six fields each): each is announced LEFT now, whether the
+-- store still has it (it is parted) or lost it (an empty restart: LEFT
+-- is published all the same, so members elsewhere learn it). Returns the
+-- indexes (from 0) of the ones no other node heard (none subscribed to
+-- the room again yet): the node tries them again.
 redis.register_function('mc_gone', function(_, a)
   local p, node, room_ttl = a[1], a[2], a[3]
   local again = {}
-  for i = 4, #a - 4, 5 do
+  for i = 4, #a - 5, 6 do
     local rk, nk, nick, sid, reason = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
+    local self = tonumber(a[i + 5])
     local meta = p .. 'r:' .. rk
     local cur = redis.call('HGET', meta .. ':m', nk)
     if cur then
@@ -438,8 +441,8 @@ redis.register_function('mc_gone', function(_, a)
       local before = redis.call('HLEN', meta .. ':m') + 1
       local heard = redis.call('PUBLISH', p .. 'c:' .. rk,
         'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
-      if heard == 0 then
-        again[#again + 1] = (i - 4) / 5
+      if heard <= self then
+        again[#again + 1] = (i - 4) / 6
       end
     end
   end
