@@ -347,6 +347,17 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
+        // Fenced and the last try to register again failed (Redis refused
+        // it: out of memory, say): try again at the heartbeat's pace.
+        let retry = c.fenced && !c.resyncing && c.cmd.is_up() && c.sub.is_up();
+        if retry && now >= c.next_alive {
+            c.next_alive = now + c.ttl / 3;
+            c.synced = false;
+            self.resync_if_ready(now);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
         if c.available() && now >= c.next_alive {
             c.next_alive = now + c.ttl / 3;
             c.alive();
