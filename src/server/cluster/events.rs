@@ -332,6 +332,7 @@ impl Chat {
         // memberships, as soon as Redis answers.
         if c.synced && !c.resyncing && !c.fenced && now.duration_since(c.renewed) > c.ttl {
             c.fenced = true;
+            c.stats.fences += 1;
             warn!(
                 "cluster: node {} could not renew its liveness in Redis for {} ms \
                  (--node-ttl-ms {}): its entry counts as lost; requests get UNAVAILABLE \
@@ -406,8 +407,11 @@ impl Chat {
         let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
             return;
         };
-        if tries == 0 && !c.renaming.insert(sid) {
-            return;
+        if tries == 0 {
+            if !c.renaming.insert(sid) {
+                return;
+            }
+            c.stats.clash_renames += 1;
         }
         if !c.cmd.is_up() {
             c.renaming.remove(&sid);
