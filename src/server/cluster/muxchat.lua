@@ -204,13 +204,16 @@ end)
 -- a member of it at this moment (only members speak: nobody gets a
 -- MESSAGE from a sender announced LEFT).
 redis.register_function('mc_say', function(_, a)
-  local p, rk, epoch, nick, text, time, maxlen, nk, node, sid =
-    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]
+  -- nk and member: the sender's folded nick and its entry in the room's
+  -- members as it must read ("nick \t node \t session id"), built by the
+  -- node, so the check is one HGET and one comparison.
+  local p, rk, epoch, nick, text, time, maxlen, nk, member =
+    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
   local meta = p .. 'r:' .. rk
   if redis.call('HGET', meta, 'epoch') ~= epoch then
     return redis.error_reply('NOROOM the room is not known to the cluster store')
   end
-  if nk and redis.call('HGET', meta .. ':m', nk) ~= nick .. '\t' .. node .. '\t' .. sid then
+  if nk and redis.call('HGET', meta .. ':m', nk) ~= member then
     return redis.error_reply('NOTMEMBER the sender is not a member of the room')
   end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
