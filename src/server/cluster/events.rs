@@ -407,6 +407,11 @@ impl Chat {
         let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
             return;
         };
+        // A NICK (or a JOIN) of its own in flight would race the rename:
+        // the next heartbeat finds the clash again.
+        if tries == 0 && s.is_waiting() {
+            return;
+        }
         if tries == 0 {
             if !c.renaming.insert(sid) {
                 return;

@@ -569,7 +569,9 @@ redis.register_function('mc_claim', function(_, a)
       redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
       redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
-      redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+      -- Kept in the node's set, so its heartbeat reports it again until
+      -- the session is renamed (mc_nick) or ends (mc_bye).
+      redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
       lose[#lose + 1] = sid
     end
   end
