@@ -64,6 +64,7 @@ const ACL: &[&str] = &[
     "+xadd",
     "+xrange",
     "+xrevrange",
+    "+time",
 ];
 
 /// A node whose stderr is collected (by a thread of the test, so a chatty
