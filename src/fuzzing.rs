@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use crate::protocol::{
+use crate::codec::{
     code, decode, history_status, peek_message, ClientMessage, DecodeError, Decoded, ErrorCode,
     FrameError, FrameReader, Header, ServerMessage, HEADER_LEN,
 };
@@ -55,9 +55,9 @@ pub fn http_head(data: &[u8]) {
 
 /// WebSocket framing: the client-frame decoder chunked against in place,
 /// and the per-flush writer through a trickling writer. The check lives
-/// beside the codec: [`crate::server::ws::fuzz_check`].
+/// beside the codec: [`crate::codec::ws::fuzz_check`].
 pub fn ws_frames(data: &[u8]) {
-    crate::server::ws::fuzz_check(data)
+    crate::codec::ws::fuzz_check(data)
 }
 
 /// A small reader over the fuzz input: every take succeeds, yielding zeros
@@ -112,7 +112,7 @@ pub fn frame_decode(data: &[u8]) {
     let max_payload = match sel % 4 {
         0 => u32::from(sel / 4), // 0..=63: TooLarge is common
         1 => 1024,
-        2 => crate::protocol::frame::DEFAULT_MAX_PAYLOAD,
+        2 => crate::codec::frame::DEFAULT_MAX_PAYLOAD,
         _ => u32::MAX, // nothing is too large; huge lengths stay Incomplete
     };
     let plan_len = usize::from(input.u8() % 16) + 1;
@@ -872,7 +872,7 @@ fn request(input: &mut Bytes<'_>, nicks: &[&str], rooms: &[&str]) -> Vec<u8> {
 // resp
 // ---------------------------------------------------------------------------
 
-/// The Redis links' RESP2 parser (`server::cluster::resp`) over a stream of
+/// The Redis links' RESP2 parser (`codec::resp`) over a stream of
 /// pipelined values under small limits: each `Done` uses at least one byte
 /// and no more than is there, parses the same from exactly its own bytes,
 /// was `Incomplete` at every shorter prefix, and re-encodes (canonically)
@@ -883,7 +883,7 @@ fn request(input: &mut Bytes<'_>, nicks: &[&str], rooms: &[&str]) -> Vec<u8> {
 /// Input: two limits bytes (bulk 0..=63 and depth 0..=3, then elements
 /// 0..=31), then the stream.
 pub fn resp(data: &[u8]) {
-    use crate::server::cluster::resp::{encode, parse, Limits, Parse, Value};
+    use crate::codec::resp::{encode, parse, Limits, Parse, Value};
 
     fn reencode(v: &Value, out: &mut Vec<u8>) {
         let mut put = |tag: u8, line: &[u8]| {
@@ -984,8 +984,8 @@ pub fn cluster_events(data: &[u8]) {
     use std::io::{Read as _, Write as _};
     use std::time::{Duration, Instant};
 
+    use crate::codec::resp::Value;
     use crate::server::chat::Chat;
-    use crate::server::cluster::resp::Value;
     use crate::server::cluster::Cluster;
     use crate::server::config::Config;
 

@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::codec::{ClientMessage, ServerMessage};
 
 /// Pending output: whole frames queued but not yet taken by the kernel.
 /// The daemon keeps one per session, the client and the load generator

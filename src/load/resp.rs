@@ -2,7 +2,7 @@
 //! commands muxload sends, and cutting replies and pub/sub pushes out of a
 //! byte stream.
 //!
-//! Like [`crate::protocol::frame`], this is a pure function over bytes:
+//! Like [`crate::codec::frame`], this is a pure function over bytes:
 //! "incomplete" is a normal answer, nothing is allocated per value, and a
 //! message push hands back its payload borrowed from the read buffer (the
 //! receive path runs millions of times a second, and the comparison with
@@ -214,10 +214,10 @@ pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Appends one command (an array of bulk strings) to `out`: the daemon's
 /// cluster link encodes its calls the same way.
-pub use crate::server::cluster::resp::encode as command;
+pub use crate::codec::resp::encode as command;
 
 /// A reassembly buffer for RESP, the counterpart of
-/// [`crate::protocol::FrameReader`] for this other protocol: one per
+/// [`crate::codec::FrameReader`] for this other protocol: one per
 /// worker, serving its connections in turn.
 ///
 /// Invariants: `buf[start..end]` is received and not yet parsed; `buf` is

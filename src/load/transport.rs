@@ -16,7 +16,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use mio::net::TcpStream;
 
 use crate::client::tls::{ClientTls, TlsStream};
-use crate::server::ws::{encode_client_frame, opcode};
+use crate::codec::ws::{encode_client_frame, opcode};
 
 /// The upgrade's response head, at most.
 const MAX_RESPONSE_HEAD: usize = 4096;
@@ -369,9 +369,9 @@ impl<S: Read + Write> Write for WsStream<S> {
 /// at most `cap` bytes; at least the first frame, whatever its size.
 fn whole_frames_within(buf: &[u8], cap: usize) -> usize {
     let mut at = 0;
-    while buf.len() - at >= crate::protocol::HEADER_LEN {
+    while buf.len() - at >= crate::codec::HEADER_LEN {
         let len = u32::from_be_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
-        let next = at + crate::protocol::HEADER_LEN + len as usize;
+        let next = at + crate::codec::HEADER_LEN + len as usize;
         if next > buf.len() || (next > cap && at > 0) {
             break;
         }

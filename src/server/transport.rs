@@ -67,14 +67,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::codec::{ErrorCode, HEADER_LEN};
 use crate::net::OutBuf;
-use crate::protocol::{ErrorCode, HEADER_LEN};
 
 use super::chat::FRAME_COST;
 use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
 use super::limits::{Rate, TokenBucket};
 use super::tls::{self, HandshakeGate};
-use super::ws::{self, close_code, FrameTracker, WsWriter};
+use crate::codec::ws::{self, close_code, FrameTracker, WsWriter};
 
 /// The browser chat page served at `GET /` (built and shared by
 /// [`http::page`]).

@@ -16,7 +16,7 @@ use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::resp::{self, Limits, Parse, Value};
+use crate::codec::resp::{self, Limits, Parse, Value};
 
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 * 1024;

@@ -26,7 +26,6 @@ pub mod events;
 pub mod link;
 pub mod lists;
 pub mod requests;
-pub mod resp;
 pub mod url;
 
 use std::collections::{HashMap, VecDeque};
@@ -37,8 +36,8 @@ use log::{info, warn};
 use mio::{Registry, Token};
 
 use self::link::{Change, Link};
-use self::resp::Value;
 use self::url::RedisUrl;
+use crate::codec::resp::Value;
 
 use super::rooms::RoomId;
 
