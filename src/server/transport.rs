@@ -68,7 +68,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::codec::{ErrorCode, HEADER_LEN};
-use crate::net::OutBuf;
+use crate::net::{write_some, OutBuf};
 
 use super::chat::FRAME_COST;
 use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
@@ -764,21 +764,6 @@ impl Door {
             Door::Ws(w) => w.flush(out, sink),
         }
     }
-}
-
-/// Writes `bytes[*sent..]` until done or `WouldBlock`. Returns whether all
-/// of it is out.
-fn write_some<W: Write>(bytes: &[u8], sent: &mut usize, sink: &mut W) -> io::Result<bool> {
-    while *sent < bytes.len() {
-        match sink.write(&bytes[*sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 impl HttpDoor {

@@ -17,6 +17,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::codec::resp::{self, Limits, Parse, Value};
+use crate::net::OutBuf;
 
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -67,9 +68,8 @@ pub struct Link {
     stream: Option<TcpStream>,
     state: State,
     backoff: Duration,
-    out: Vec<u8>,
-    /// Bytes of `out` already written.
-    written: usize,
+    /// Requests not yet written: the sessions' write buffer type.
+    out: OutBuf,
     inbuf: Vec<u8>,
     limits: Limits,
     writable_interest: bool,
@@ -97,8 +97,7 @@ impl Link {
             stream: None,
             state: State::Down(Instant::now()),
             backoff: BACKOFF_MIN,
-            out: Vec::new(),
-            written: 0,
+            out: OutBuf::default(),
             inbuf: Vec::new(),
             limits: Limits::default(),
             writable_interest: false,
@@ -146,7 +145,7 @@ impl Link {
 
     /// Bytes not yet written.
     pub fn unsent(&self) -> usize {
-        self.out.len() - self.written
+        self.out.pending()
     }
 
     /// Appends one command; written at the next flush. Returns its size
@@ -157,9 +156,9 @@ impl Link {
         if self.state != State::Up {
             return 0;
         }
-        let before = self.out.len();
-        resp::encode(&mut self.out, args);
-        self.out.len() - before
+        let before = self.out.pending();
+        self.out.push_command(args);
+        self.out.pending() - before
     }
 
     /// Starts a non-blocking connect if the link is down and its backoff
@@ -305,23 +304,13 @@ impl Link {
         let Some(s) = self.stream.as_mut() else {
             return Ok(());
         };
-        while self.written < self.out.len() {
-            match s.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        self.out.write_to(s)?;
+        // A burst (a resync's fills) may have grown the buffer; a quiet
+        // link does not keep that memory.
+        if self.out.capacity() > 1 << 20 {
+            self.out.release_if_empty();
         }
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
-            if self.out.capacity() > 1 << 20 {
-                self.out.shrink_to(64 * 1024);
-            }
-        }
-        let want = self.written < self.out.len();
+        let want = self.out.pending() > 0;
         if want != self.writable_interest {
             self.writable_interest = want;
             let interest = if want {
@@ -341,8 +330,7 @@ impl Link {
         if let Some(mut s) = self.stream.take() {
             let _ = registry.deregister(&mut s);
         }
-        self.out.clear();
-        self.written = 0;
+        self.out.discard();
         self.inbuf.clear();
         self.writable_interest = false;
         self.fail(now);
