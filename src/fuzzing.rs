@@ -879,11 +879,16 @@ fn request(input: &mut Bytes<'_>, nicks: &[&str], rooms: &[&str]) -> Vec<u8> {
 /// to bytes that parse back to the same value; a command-shaped value (an
 /// array of bulks) re-encodes through `resp::encode`. The stream ends at
 /// the first `Incomplete` or `Invalid`, as the link would wait or reset.
+/// muxload's one-pass view (`resp::parse_reply`, RESP3 types accepted)
+/// takes exactly the same bytes for every RESP2 value, and over the same
+/// stream keeps the same promises (at least one byte, no more than is
+/// there, the same answer from its own bytes, `Incomplete` at every
+/// shorter prefix).
 ///
 /// Input: two limits bytes (bulk 0..=63 and depth 0..=3, then elements
 /// 0..=31), then the stream.
 pub fn resp(data: &[u8]) {
-    use crate::codec::resp::{encode, parse, Limits, Parse, Value};
+    use crate::codec::resp::{encode, parse, parse_reply, Limits, Parse, Parsed, Value};
 
     fn reencode(v: &Value, out: &mut Vec<u8>) {
         let mut put = |tag: u8, line: &[u8]| {
@@ -926,6 +931,10 @@ pub fn resp(data: &[u8]) {
         );
         let own = &rest[..used];
         assert_eq!(parse(own, &limits), Parse::Done(v.clone(), used));
+        assert!(
+            matches!(parse_reply(own, &limits), Parsed::Value(_, n) if n == used),
+            "parse_reply disagrees on {own:?}"
+        );
         // Bounded so that one input stays cheap: prefixes cost used^2.
         if used <= 256 {
             for cut in 0..used {
@@ -949,6 +958,27 @@ pub fn resp(data: &[u8]) {
                 let mut cmd = Vec::new();
                 encode(&mut cmd, &args);
                 assert_eq!(cmd, canon);
+            }
+        }
+        rest = &rest[used..];
+    }
+
+    let mut rest = input.rest;
+    while let Parsed::Value(reply, used) = parse_reply(rest, &limits) {
+        assert!(
+            used > 0 && used <= rest.len(),
+            "used {used} of {}",
+            rest.len()
+        );
+        let own = &rest[..used];
+        assert_eq!(parse_reply(own, &limits), Parsed::Value(reply, used));
+        if used <= 256 {
+            for cut in 0..used {
+                assert_eq!(
+                    parse_reply(&own[..cut], &limits),
+                    Parsed::Incomplete,
+                    "cut {cut}"
+                );
             }
         }
         rest = &rest[used..];
