@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use crate::protocol::{
+use crate::codec::{
     code, decode, history_status, peek_message, ClientMessage, DecodeError, Decoded, ErrorCode,
     FrameError, FrameReader, Header, ServerMessage, HEADER_LEN,
 };
@@ -55,9 +55,9 @@ pub fn http_head(data: &[u8]) {
 
 /// WebSocket framing: the client-frame decoder chunked against in place,
 /// and the per-flush writer through a trickling writer. The check lives
-/// beside the codec: [`crate::server::ws::fuzz_check`].
+/// beside the codec: [`crate::codec::ws::fuzz_check`].
 pub fn ws_frames(data: &[u8]) {
-    crate::server::ws::fuzz_check(data)
+    crate::codec::ws::fuzz_check(data)
 }
 
 /// A small reader over the fuzz input: every take succeeds, yielding zeros
@@ -112,7 +112,7 @@ pub fn frame_decode(data: &[u8]) {
     let max_payload = match sel % 4 {
         0 => u32::from(sel / 4), // 0..=63: TooLarge is common
         1 => 1024,
-        2 => crate::protocol::frame::DEFAULT_MAX_PAYLOAD,
+        2 => crate::codec::frame::DEFAULT_MAX_PAYLOAD,
         _ => u32::MAX, // nothing is too large; huge lengths stay Incomplete
     };
     let plan_len = usize::from(input.u8() % 16) + 1;
@@ -872,18 +872,23 @@ fn request(input: &mut Bytes<'_>, nicks: &[&str], rooms: &[&str]) -> Vec<u8> {
 // resp
 // ---------------------------------------------------------------------------
 
-/// The Redis links' RESP2 parser (`server::cluster::resp`) over a stream of
+/// The Redis links' RESP2 parser (`codec::resp`) over a stream of
 /// pipelined values under small limits: each `Done` uses at least one byte
 /// and no more than is there, parses the same from exactly its own bytes,
 /// was `Incomplete` at every shorter prefix, and re-encodes (canonically)
 /// to bytes that parse back to the same value; a command-shaped value (an
 /// array of bulks) re-encodes through `resp::encode`. The stream ends at
 /// the first `Incomplete` or `Invalid`, as the link would wait or reset.
+/// muxload's one-pass view (`resp::parse_reply`, RESP3 types accepted)
+/// takes exactly the same bytes for every RESP2 value, and over the same
+/// stream keeps the same promises (at least one byte, no more than is
+/// there, the same answer from its own bytes, `Incomplete` at every
+/// shorter prefix).
 ///
 /// Input: two limits bytes (bulk 0..=63 and depth 0..=3, then elements
 /// 0..=31), then the stream.
 pub fn resp(data: &[u8]) {
-    use crate::server::cluster::resp::{encode, parse, Limits, Parse, Value};
+    use crate::codec::resp::{encode, parse, parse_reply, Limits, Parse, Parsed, Value};
 
     fn reencode(v: &Value, out: &mut Vec<u8>) {
         let mut put = |tag: u8, line: &[u8]| {
@@ -926,6 +931,10 @@ pub fn resp(data: &[u8]) {
         );
         let own = &rest[..used];
         assert_eq!(parse(own, &limits), Parse::Done(v.clone(), used));
+        assert!(
+            matches!(parse_reply(own, &limits), Parsed::Value(_, n) if n == used),
+            "parse_reply disagrees on {own:?}"
+        );
         // Bounded so that one input stays cheap: prefixes cost used^2.
         if used <= 256 {
             for cut in 0..used {
@@ -949,6 +958,27 @@ pub fn resp(data: &[u8]) {
                 let mut cmd = Vec::new();
                 encode(&mut cmd, &args);
                 assert_eq!(cmd, canon);
+            }
+        }
+        rest = &rest[used..];
+    }
+
+    let mut rest = input.rest;
+    while let Parsed::Value(reply, used) = parse_reply(rest, &limits) {
+        assert!(
+            used > 0 && used <= rest.len(),
+            "used {used} of {}",
+            rest.len()
+        );
+        let own = &rest[..used];
+        assert_eq!(parse_reply(own, &limits), Parsed::Value(reply, used));
+        if used <= 256 {
+            for cut in 0..used {
+                assert_eq!(
+                    parse_reply(&own[..cut], &limits),
+                    Parsed::Incomplete,
+                    "cut {cut}"
+                );
             }
         }
         rest = &rest[used..];
@@ -984,8 +1014,8 @@ pub fn cluster_events(data: &[u8]) {
     use std::io::{Read as _, Write as _};
     use std::time::{Duration, Instant};
 
+    use crate::codec::resp::Value;
     use crate::server::chat::Chat;
-    use crate::server::cluster::resp::Value;
     use crate::server::cluster::Cluster;
     use crate::server::config::Config;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use client_support::Chat;
 use cluster_support::Redis;
 use common::Client;
-use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, ServerMessage};
 
 /// Waits until the node answers HELLO with UNAVAILABLE (it has noticed
 /// that Redis is gone).

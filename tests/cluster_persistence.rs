@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::*;
 use common::Daemon;
-use muxchat::protocol::ClientMessage;
+use muxchat::codec::ClientMessage;
 
 /// A redis-server with `appendonly yes` in a directory of the test's own,
 /// stopped with SIGTERM (so it finishes its file) by PID.

@@ -18,7 +18,7 @@ use cluster_support::{
     Redis, StallProxy,
 };
 use common::{Client, Reply};
-use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, ServerMessage};
 
 const TTL: &str = "1500";
 
@@ -171,7 +171,7 @@ fn after_flushall_two_live_sessions_never_keep_one_nick() {
     );
     // The claim is back in the store: nobody else gets it now.
     let (_c, r) = hello(&ns[1], 1, "ALICE");
-    common::assert_error(&r, ErrorCode::NickInUse, muxchat::protocol::code::HELLO);
+    common::assert_error(&r, ErrorCode::NickInUse, muxchat::codec::code::HELLO);
     // Counted where the renames happened.
     let renames = register2(&ns[1], "zed").stats()["cluster_clash_renames"];
     assert_eq!(renames as usize, others.len(), "cluster_clash_renames");
@@ -392,7 +392,7 @@ fn a_say_from_a_session_redis_does_not_have_as_member_is_refused() {
     );
     assert_eq!(
         (ErrorCode::from_u16(error), request),
-        (Some(ErrorCode::NotInRoom), muxchat::protocol::code::SAY)
+        (Some(ErrorCode::NotInRoom), muxchat::codec::code::SAY)
     );
     // Put back by her node: she speaks again, and bob never got the
     // refused one.

@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{encode, Daemon, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
-use muxchat::server::ws::{self, opcode};
+use muxchat::codec::ws::{self, opcode};
+use muxchat::codec::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
 /// How long each attack runs: long enough that a loop held by it shows as
 /// a round trip of seconds.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode};
+use muxchat::codec::{code, ClientMessage, ErrorCode};
 use muxchat::server::config::Args;
 
 /// Writes `text` to a fresh file under the target directory.

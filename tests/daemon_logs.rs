@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::logs::Log;
 use common::{Client, Daemon};
-use muxchat::protocol::ClientMessage;
+use muxchat::codec::ClientMessage;
 
 /// Runs a daemon with `args` and info logging, has one client register,
 /// say things and quit, one HTTP request come and go, stops the daemon and
@@ -36,7 +36,7 @@ fn session_log(args: &[&str]) -> (Vec<String>, String) {
         });
     }
     for _ in 0..20 {
-        c.recv_code(muxchat::protocol::code::MESSAGE);
+        c.recv_code(muxchat::codec::code::MESSAGE);
     }
     c.assert_alive();
     c.send(&ClientMessage::Quit { reason: "bye" });

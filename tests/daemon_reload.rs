@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::logs::Log;
 use common::{encode, Client, Daemon, Reply, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, FrameReader};
+use muxchat::codec::{code, ClientMessage, ErrorCode, FrameReader};
 
 /// A fresh directory, removed on drop.
 struct Dir(PathBuf);

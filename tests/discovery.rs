@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::discovery::{probe, Reply, PROBE_LEN};
+use muxchat::codec::discovery::{probe, Reply, PROBE_LEN};
 
 fn discover(target: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_muxchat"))

@@ -70,7 +70,7 @@ fn every_fuzz_target_is_replayed() {
 
 /// One encoded frame of every message, both directions.
 fn sample_frames() -> Vec<Vec<u8>> {
-    use muxchat::protocol::{ClientMessage as C, ErrorCode, ServerMessage as S};
+    use muxchat::codec::{ClientMessage as C, ErrorCode, ServerMessage as S};
     let client = [
         C::Hello {
             version: 1,
@@ -254,7 +254,7 @@ fn every_fuzz_bin_has_its_own_table() {
 fn resp_corpus_reaches_every_outcome() {
     // The replay above only proves the check holds; this proves the
     // corpus exercises it: every kind of value, a wait and a reset.
-    use muxchat::server::cluster::resp::{parse, Limits, Parse, Value};
+    use muxchat::codec::resp::{parse, Limits, Parse, Value};
     let mut seen = std::collections::BTreeSet::new();
     for file in files_in(&fuzz_dir().join("corpus").join("resp")) {
         let data = fs::read(&file).unwrap();

@@ -1023,7 +1023,7 @@ fn rung4_restart_after_kill_9_binds_again_thanks_to_so_reuseaddr() {
     let client = TcpStream::connect(first.addr).expect("connect");
     // Make sure the daemon has accepted it: HELLO, WELCOME.
     let mut hello = Vec::new();
-    muxchat::protocol::ClientMessage::Hello {
+    muxchat::codec::ClientMessage::Hello {
         version: 1,
         nick: "k9",
     }

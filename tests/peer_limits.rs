@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, WAIT};
-use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, ServerMessage};
 use socket2::{Domain, Socket, Type};
 
 /// A TCP connection from `127.0.0.<last>` (bound before connecting).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::logs::Log;
 use common::{encode, Client, Daemon, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode};
+use muxchat::codec::{code, ClientMessage, ErrorCode};
 
 /// A daemon with `args`, JSON logs at info collected.
 fn start(args: &[&str]) -> (Daemon, Log) {

@@ -7,10 +7,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{info, warn};
+use muxchat::codec::pem::TlsError;
 use muxchat::server::cluster::ClusterError;
 use muxchat::server::config::{Config, LogFormat};
 use muxchat::server::logfmt;
-use muxchat::server::tls::TlsError;
 use muxchat::server::trace::Trace;
 use muxchat::server::Server;
 

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use crate::protocol::{code, ErrorCode, ServerMessage};
+use crate::codec::{code, ErrorCode, ServerMessage};
 
 /// What a request code was asking for, for error lines ("cannot join: ...").
 fn request_verb(request: u16) -> Option<&'static str> {

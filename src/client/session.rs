@@ -46,8 +46,8 @@ use super::format::clock_prefix;
 use super::state::{Chat, Flow, Registration, Retry};
 use super::tls::{ClientTls, TlsStream};
 use super::Config;
+use crate::codec::{code, ClientMessage, FrameReader, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::{code, ClientMessage, FrameReader, ServerMessage};
 
 const SOCKET: Token = Token(0);
 const STDIN: Token = Token(1);

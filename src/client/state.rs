@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::command::{Command, HELP};
 use super::format::render;
+use crate::codec::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
+use crate::codec::{VERSION_1, VERSION_2};
 use crate::net::OutBuf;
-use crate::protocol::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
-use crate::protocol::{VERSION_1, VERSION_2};
 
 /// Messages shown on joining a room (HISTORY with epoch 0).
 pub const JOIN_HISTORY: u16 = 20;
@@ -756,7 +756,7 @@ impl Chat {
 mod tests {
     use super::*;
     use crate::client::command::parse;
-    use crate::protocol::{decode, Decoded, ErrorCode};
+    use crate::codec::{decode, Decoded, ErrorCode};
 
     /// The client messages queued in `out`, decoded, as debug strings.
     fn sent(out: &mut OutBuf) -> Vec<String> {

@@ -24,7 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore};
 
-use crate::server::tls::{load_certs, provider};
+use crate::codec::pem::{load_certs, provider};
 
 /// Where the system keeps its CA bundle, in the order tried (Debian,
 /// Fedora, Alpine/macOS); `SSL_CERT_FILE` comes first when set.

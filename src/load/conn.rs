@@ -9,8 +9,8 @@ use super::resume::{self, Resume};
 use super::shared::{Shared, Target};
 use super::stats::{SeqTracker, Stamp};
 use super::transport::LoadStream;
+use crate::codec::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl Conn {
         };
         self.received += 1;
         resume::observe_live(self, seq);
-        m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
+        m.delivered(now_ns, crate::codec::HEADER_LEN + f.payload.len(), text);
         false
     }
 

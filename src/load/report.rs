@@ -8,7 +8,7 @@ use super::loss::{loss, Loss};
 use super::shared::{Mode, Target};
 use super::stats::{human, human_us, rate, Quantiles};
 use super::worker::WorkerResult;
-use crate::protocol::ErrorCode;
+use crate::codec::ErrorCode;
 
 /// Facts about the run that are not measurements.
 #[derive(Debug, Clone)]

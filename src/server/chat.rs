@@ -26,8 +26,8 @@ use std::time::Instant;
 use log::debug;
 use mio::Token;
 
-use crate::protocol::frame::{decode, Decoded, Frame, Header};
-use crate::protocol::{
+use crate::codec::frame::{decode, Decoded, Frame, Header};
+use crate::codec::{
     code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
 };
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use log::{debug, info};
 use mio::Token;
 
-use crate::protocol::{
+use crate::codec::{
     code, history_status, is_supported_version, valid_nick, valid_room, ErrorCode, NameKey,
     ServerMessage, VERSION_2,
 };

@@ -25,7 +25,7 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::protocol::HEADER_LEN;
+use crate::codec::HEADER_LEN;
 use crate::server::cluster::url::RedisUrl;
 use crate::server::proxy::Cidrs;
 

@@ -1,5 +1,5 @@
 //! LAN discovery: with `--discovery`, a UDP socket on the listener's
-//! address and port answers probes (see [`crate::protocol::discovery`] for
+//! address and port answers probes (see [`crate::codec::discovery`] for
 //! the datagrams) with the daemon's name, version, port and load.
 //!
 //! The socket is one more source in the loop's `Poll`. Two rules keep it
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::net::UdpSocket;
 
-use crate::protocol::discovery::{parse_probe, Reply, PROBE_LEN};
+use crate::codec::discovery::{parse_probe, Reply, PROBE_LEN};
 
 use super::limits::{Rate, TokenBucket};
 

@@ -63,7 +63,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::protocol::ErrorCode;
+use crate::codec::ErrorCode;
 
 use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster, Reach};

@@ -57,9 +57,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use slab::Slab;
 
+use crate::codec::frame::{Header, HEADER_LEN};
+use crate::codec::{code, history_status, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::frame::{Header, HEADER_LEN};
-use crate::protocol::{code, history_status, ServerMessage};
 
 /// Bytes a held message costs beside its frame: its entry in `starts`.
 pub const INDEX_BYTES: usize = 4;
@@ -765,7 +765,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{decode, Decoded};
+    use crate::codec::{decode, Decoded};
 
     const E: u64 = 0xfeed;
     const MORE: u8 = history_status::MORE;

@@ -70,6 +70,5 @@ pub mod timers;
 pub mod tls;
 pub mod trace;
 pub mod transport;
-pub mod ws;
 
 pub use event_loop::Server;

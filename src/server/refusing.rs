@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use crate::protocol::{ErrorCode, ServerMessage};
+use crate::codec::{ErrorCode, ServerMessage};
 
 use super::http;
 

@@ -8,7 +8,7 @@ use log::debug;
 use mio::Token;
 use slab::Slab;
 
-use crate::protocol::{ErrorCode, ServerMessage};
+use crate::codec::{ErrorCode, ServerMessage};
 
 use super::lifecycle::CloseReason;
 use super::metrics::Histograms;

@@ -91,7 +91,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         }
     }
     if new.max_outbuf != running.max_outbuf {
-        if new.max_outbuf >= crate::protocol::HEADER_LEN + running.max_payload as usize {
+        if new.max_outbuf >= crate::codec::HEADER_LEN + running.max_payload as usize {
             next.max_outbuf = new.max_outbuf;
             changed.push(format!("max-outbuf={}", new.max_outbuf));
         } else {

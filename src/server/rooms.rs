@@ -26,7 +26,7 @@ use std::time::Instant;
 use mio::Token;
 use slab::Slab;
 
-use crate::protocol::NameKey;
+use crate::codec::NameKey;
 
 use super::history::RingId;
 

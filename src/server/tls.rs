@@ -17,77 +17,20 @@
 //! per second (issue 18).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
+
+use crate::codec::pem::{err, load_certs, load_key, provider, TlsError};
 
 /// Plaintext rustls may hold for one session, each way, on top of our own
 /// buffers: about one TLS record. Output beyond it stays in the session's
 /// `OutBuf`, where `--max-outbuf` counts it (rustls' own default is 64 KiB
 /// per connection).
 pub const TLS_BUFFER_LIMIT: usize = 16 * 1024 + 256;
-
-/// A certificate or key that could not be used.
-#[derive(Debug)]
-pub struct TlsError {
-    /// The file concerned (for a mismatch, the key).
-    pub file: PathBuf,
-    /// What went wrong.
-    pub cause: String,
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.file.display(), self.cause)
-    }
-}
-
-impl std::error::Error for TlsError {}
-
-fn err(file: &Path, cause: impl fmt::Display) -> TlsError {
-    TlsError {
-        file: file.to_path_buf(),
-        cause: cause.to_string(),
-    }
-}
-
-/// Reads every certificate in a PEM file, the leaf first.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(path, pem_cause(e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(path, pem_cause(e)))?;
-    if certs.is_empty() {
-        return Err(err(path, "no PEM certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => err(path, "no PEM private key in the file"),
-        e => err(path, pem_cause(e)),
-    })
-}
-
-fn pem_cause(e: rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
-        e => format!("not valid PEM ({e:?})"),
-    }
-}
-
-/// The ring-only crypto provider, shared by server and test clients.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Builds the server configuration from a certificate chain file and a key
 /// file. The key must match the chain's first certificate.
@@ -216,6 +159,9 @@ impl HandshakeGate {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::path::PathBuf;
+
+    use rustls::pki_types::CertificateDer;
 
     #[test]
     fn handshake_gate_budgets_steps_and_addresses() {

@@ -67,14 +67,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::net::OutBuf;
-use crate::protocol::{ErrorCode, HEADER_LEN};
+use crate::codec::{ErrorCode, HEADER_LEN};
+use crate::net::{write_some, OutBuf};
 
 use super::chat::FRAME_COST;
 use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
 use super::limits::{Rate, TokenBucket};
 use super::tls::{self, HandshakeGate};
-use super::ws::{self, close_code, FrameTracker, WsWriter};
+use crate::codec::ws::{self, close_code, FrameTracker, WsWriter};
 
 /// The browser chat page served at `GET /` (built and shared by
 /// [`http::page`]).
@@ -764,21 +764,6 @@ impl Door {
             Door::Ws(w) => w.flush(out, sink),
         }
     }
-}
-
-/// Writes `bytes[*sent..]` until done or `WouldBlock`. Returns whether all
-/// of it is out.
-fn write_some<W: Write>(bytes: &[u8], sent: &mut usize, sink: &mut W) -> io::Result<bool> {
-    while *sent < bytes.len() {
-        match sink.write(&bytes[*sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 impl HttpDoor {

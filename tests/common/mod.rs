@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use muxchat::protocol::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
 pub mod logs;
 
@@ -318,7 +318,7 @@ impl Client {
 /// One frame's bytes with any code, flags and payload, valid or not: for
 /// tests that must send what a well-behaved client never would.
 pub fn raw_frame(code: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
-    let mut out = muxchat::protocol::Header {
+    let mut out = muxchat::codec::Header {
         code,
         flags,
         length: payload.len() as u32,
@@ -413,7 +413,7 @@ impl Client {
     #[track_caller]
     pub fn stats(&mut self) -> std::collections::HashMap<String, u64> {
         self.send(&ClientMessage::Stats);
-        let r = self.recv_code(muxchat::protocol::code::STATS_REPLY);
+        let r = self.recv_code(muxchat::codec::code::STATS_REPLY);
         match r.msg() {
             ServerMessage::StatsReply(kv) => {
                 kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()

@@ -15,14 +15,14 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::Token;
 
-use crate::protocol::{ErrorCode, NameKey, ServerMessage, VERSION_2};
+use crate::codec::{ErrorCode, NameKey, ServerMessage, VERSION_2};
 
 use super::super::chat::{encode_into, Chat};
 use super::super::rooms::RoomId;
 use super::super::session::Membership;
 use super::link::Change;
-use super::resp::Value;
 use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX, TICK};
+use crate::codec::resp::Value;
 
 /// A fill's upper bound that means "everything after": after a
 /// resubscription nothing says how far the room went meanwhile.
@@ -160,12 +160,8 @@ impl Chat {
         let mut failed: Vec<(Waiter, u16)> = Vec::new();
         for r in c.rooms.values_mut() {
             r.subscribed = false;
-            failed.extend(r.joins.drain(..).map(|w| (w, crate::protocol::code::JOIN)));
-            failed.extend(
-                r.leaves
-                    .drain(..)
-                    .map(|w| (w, crate::protocol::code::LEAVE)),
-            );
+            failed.extend(r.joins.drain(..).map(|w| (w, crate::codec::code::JOIN)));
+            failed.extend(r.leaves.drain(..).map(|w| (w, crate::codec::code::LEAVE)));
         }
         for (w, _) in &failed {
             c.waits.remove(&w.sid);
@@ -604,7 +600,7 @@ impl Chat {
 
     /// One answer (or its loss with the link), for what it was for.
     fn answer(&mut self, expect: Expect, v: Result<Value, String>) {
-        use crate::protocol::code;
+        use crate::codec::code;
         let v = match v {
             Ok(v) => match v.error() {
                 Some(e) => Err(String::from_utf8_lossy(e).into_owned()),

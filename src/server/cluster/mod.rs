@@ -26,7 +26,6 @@ pub mod events;
 pub mod link;
 pub mod lists;
 pub mod requests;
-pub mod resp;
 pub mod url;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -38,8 +37,8 @@ use log::{debug, info, warn};
 use mio::{Registry, Token};
 
 use self::link::{Change, Link, Opener};
-use self::resp::Value;
 use self::url::RedisUrl;
+use crate::codec::resp::Value;
 
 use super::rooms::RoomId;
 
@@ -512,7 +511,7 @@ impl Cluster {
         x ^= x >> 7;
         x ^= x << 17;
         self.rng = x;
-        let keep = nick.len().min(crate::protocol::names::MAX_NICK - 5);
+        let keep = nick.len().min(crate::codec::names::MAX_NICK - 5);
         format!("{}-{:04x}", &nick[..keep], x as u16)
     }
 

@@ -1,6 +1,6 @@
 //! The WebSocket door: RFC 6455 framing as a pure codec over bytes.
 //!
-//! After the HTTP upgrade (see [`super::http`]) a connection carries the
+//! After the HTTP upgrade (the daemon's HTTP door) a connection carries the
 //! binary protocol inside WebSocket binary messages: each message from the
 //! client holds one or more whole protocol frames, and so does each message
 //! from the server. This module never sees a socket:
@@ -35,7 +35,7 @@
 
 use std::io::{self, IoSlice, Write};
 
-use crate::protocol::{ErrorCode, HEADER_LEN};
+use crate::codec::{ErrorCode, HEADER_LEN};
 
 /// The largest server frame header: 2 bytes, then a 64-bit length.
 pub const MAX_SERVER_HEADER: usize = 10;
