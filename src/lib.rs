@@ -3,8 +3,6 @@
 
 pub mod client;
 pub mod docgen;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gencert;
 pub mod load;
 pub mod net;
