@@ -4,8 +4,6 @@
 pub mod client;
 pub mod codec;
 pub mod docgen;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gencert;
 pub mod load;
 pub mod net;

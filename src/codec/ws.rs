@@ -788,6 +788,7 @@ fn progress(res: io::Result<usize>) -> io::Result<Option<usize>> {
 ///   out as well-formed unmasked frames whose binary payloads are exactly
 ///   those bytes, with the queued pong and close where they belong.
 #[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) {
     let [m, plan_len, rest @ ..] = data else {
         return;
@@ -915,12 +916,14 @@ pub fn fuzz_check(data: &[u8]) {
 }
 
 /// A writer that takes what its plan says per call and sometimes blocks.
+#[cfg(any(test, feature = "fuzzing"))]
 struct TrickleSink<'a> {
     taken: Vec<u8>,
     plan: &'a [u8],
     step: usize,
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 impl Write for TrickleSink<'_> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let p = self

@@ -669,6 +669,7 @@ impl Chat {
     /// frame. For the state-machine fuzz target and tests; costs a walk of
     /// everything.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn check_invariants(&self) {
         for (key, &t) in &self.nicks {
             let s = self
@@ -711,6 +712,7 @@ impl Chat {
 
     /// Whether nothing is left: no session, nick or room.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.nicks.is_empty() && self.rooms.is_empty()
     }

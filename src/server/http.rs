@@ -725,6 +725,7 @@ pub fn switching_protocols(accept: &[u8; 28], out: &mut Vec<u8>) {
 /// head length never passes the bytes given, and every refusal encodes as
 /// a response that parses back with its own `Content-Length`.
 #[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) {
     let [a, b, rest @ ..] = data else { return };
     let limits = HttpLimits {

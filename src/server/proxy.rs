@@ -299,6 +299,7 @@ impl fmt::Display for Cidrs {
 /// with the whole, as the bytes of a connection arrive one read at a time:
 /// "wait" before the header is whole, the same header once it is, and
 /// never a header where a shorter prefix was already refused or not one.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) {
     let whole = parse(data);
     if data.len() >= MAX_HEADER {

@@ -497,6 +497,7 @@ impl Chat {
     /// out what it queued, as [`Chat::on_link_ready`] does. Exists for
     /// fuzzing and tests, with a [`Cluster::detached`] node.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn feed_push(&mut self, v: Value) {
         self.on_push(v);
         self.flush_cast();
@@ -505,6 +506,7 @@ impl Chat {
     /// Handles `v` as the command link's answer to the oldest call in
     /// flight (see [`Chat::feed_push`]). Exists for fuzzing and tests.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn feed_answer(&mut self, v: Value) {
         self.on_answer(Ok(v));
         self.flush_cast();
@@ -515,6 +517,7 @@ impl Chat {
     /// it asks for.
     /// Exists for fuzzing and tests, to shape an answer that fits.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn oldest_call(&self) -> Option<(&'static str, u64, u64)> {
         let f = self.cluster.as_deref()?.in_flight.front()?;
         Some(match &f.expect {
@@ -549,6 +552,7 @@ impl Chat {
     /// way round, held events only during a fill and counted exactly, and
     /// a room with local members is positioned. For fuzzing and tests.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn check_cluster_invariants(&self) {
         let Some(c) = self.cluster.as_deref() else {
             return;

@@ -255,6 +255,7 @@ impl Link {
     /// [`super::Cluster::detached`] run the node's state machine with no
     /// network (fuzzing and tests feed it what Redis would send).
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn detached(name: &'static str, token: Token, registry: &Registry) -> Link {
         // Without a stream, `new` only builds the state (no syscall).
         let mut link = Link::new(name, (Vec::new(), Opener::default()), token, None, registry)

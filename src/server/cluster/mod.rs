@@ -392,6 +392,7 @@ impl Cluster {
     /// [`Chat::feed_push`]: super::chat::Chat::feed_push
     /// [`Chat::feed_answer`]: super::chat::Chat::feed_answer
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn detached(name: &str, max_pending: usize, registry: Registry) -> Cluster {
         let links = (
             Link::detached("command", CMD, &registry),
