@@ -14,17 +14,24 @@
 //!   events strictly in seq order, filling a jump in seq from the room's
 //!   stream before going on;
 //! - the liveness heartbeat, reconnecting, and rebuilding what Redis held
-//!   from the node's own state when a link comes back ([`requests`] and
-//!   [`events`] hold the chat's side, as `impl Chat`).
+//!   from the node's own state when a link comes back.
+//!
+//! The chat's side, as `impl Chat`: [`requests`] (what a session's
+//! command sends), [`answers`] (the command link's answers), [`events`]
+//! (the subscriber link's events in seq order, fills), [`recovery`]
+//! (links coming and going, the timer, fencing, claims and renames,
+//! rebuilding after Redis lost state) and [`lists`].
 //!
 //! What a session sees is the same as standalone; only the order of work
 //! changes: a request that needs the store is sent, the session's next
 //! frames wait (held like paused input) until the answer or the event it
 //! produced comes back, and the loop never waits on Redis.
 
+pub mod answers;
 pub mod events;
 pub mod link;
 pub mod lists;
+pub mod recovery;
 pub mod requests;
 pub mod url;
 
