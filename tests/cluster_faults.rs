@@ -46,13 +46,22 @@ fn run(name: &str, fault: impl FnOnce(&mut Cluster, &mut Crowd)) -> Report {
 /// Later registrations, on another node, of the nicks of the first six
 /// talkers (which are live): the cluster must not end up with two holders.
 fn probe_nicks(cluster: &Cluster, crowd: &mut Crowd) {
-    log(cluster, "probing nicks c0..c5 from other nodes");
-    for i in 0..6 {
+    log(cluster, "probing nicks c3..c5 from other nodes");
+    for i in 3..6 {
         probe(crowd, cluster, &[format!("c{i}")], (i + 1) % 3);
     }
     // Long enough for a clash to be seen and renamed (the checker allows
     // NICK_GRACE).
     pause(NICK_GRACE + Duration::from_secs(1));
+}
+
+/// The same, for c0..c2, right as the fault ends: before the nodes have
+/// noticed and restored anything.
+fn probe_at_once(cluster: &Cluster, crowd: &mut Crowd) {
+    log(cluster, "probing nicks c0..c2 from other nodes at once");
+    for i in 0..3 {
+        probe(crowd, cluster, &[format!("c{i}")], (i + 1) % 3);
+    }
 }
 
 #[test]
@@ -96,6 +105,7 @@ fn node_terminated_and_restarted() {
 fn redis_killed_and_restarted_empty() {
     run("Redis restarted empty", |c, crowd| {
         c.redis.restart_empty();
+        probe_at_once(c, crowd);
         pause(Duration::from_secs(3));
         probe_nicks(c, crowd);
     })
@@ -108,6 +118,7 @@ fn redis_paused_longer_than_the_liveness_period() {
         c.signal_redis(libc::SIGSTOP);
         std::thread::sleep(Duration::from_millis(3 * NODE_TTL_MS));
         c.signal_redis(libc::SIGCONT);
+        probe_at_once(c, crowd);
         pause(Duration::from_secs(3));
         probe_nicks(c, crowd);
     })
@@ -120,6 +131,7 @@ fn a_nodes_link_stalled_longer_than_the_liveness_period() {
         c.proxies[0].stall();
         std::thread::sleep(Duration::from_millis(3 * NODE_TTL_MS));
         c.proxies[0].resume();
+        probe_at_once(c, crowd);
         pause(Duration::from_secs(3));
         probe_nicks(c, crowd);
     })
@@ -151,6 +163,7 @@ fn a_nodes_link_slowed_and_cut() {
 fn redis_flushed() {
     run("FLUSHALL", |c, crowd| {
         c.flushall();
+        probe_at_once(c, crowd);
         pause(Duration::from_secs(1));
         probe_nicks(c, crowd);
     })

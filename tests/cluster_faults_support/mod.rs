@@ -339,7 +339,10 @@ impl Crowd {
                     rooms: rs,
                     say_every: Some(every),
                     reconnect: true,
-                    reconnect_delay: Duration::from_millis(50),
+                    // At once, as a client library would: a session of a
+                    // lost node that is back before the reap is the case
+                    // presence must get right.
+                    reconnect_delay: Duration::from_millis(10),
                 },
             );
         }
@@ -864,8 +867,70 @@ fn who(c: &Conn, i: usize) -> String {
     )
 }
 
+/// One line per connection (who, where, when, how HELLO went, what it
+/// saw), printed when `MUXCHAT_FAULTS_DUMP` is set, for reading a run.
+pub fn dump(conns: &[Conn]) {
+    if std::env::var_os("MUXCHAT_FAULTS_DUMP").is_none() {
+        return;
+    }
+    for (i, c) in conns.iter().enumerate() {
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut hello = String::from("no answer");
+        let mut notes = Vec::new();
+        for (t, e) in &c.events {
+            let k = match e {
+                Ev::Welcome(n) => {
+                    hello = format!("WELCOME {n}");
+                    "welcome"
+                }
+                Ev::HelloRefused(e) => {
+                    hello = format!("refused {:?}", ErrorCode::from_u16(*e).map(|e| e.name()));
+                    "refused"
+                }
+                Ev::Joined { .. } => "joined",
+                Ev::Left { room, nick, reason } => {
+                    if reason.contains("lost") && notes.len() < 4 {
+                        notes.push(format!(
+                            "{:.1}s LEFT {room} {nick} {reason:?}",
+                            t.as_secs_f64()
+                        ));
+                    }
+                    "left"
+                }
+                Ev::RoomState { .. } => "room_state",
+                Ev::Msg { .. } => "msg",
+                Ev::HistAsk { .. } => "hist_ask",
+                Ev::Hist { .. } => "hist",
+                Ev::HistEnd { .. } => "hist_end",
+                Ev::NickChanged { old, new } => {
+                    notes.push(format!("{:.1}s NICK_CHANGED {old}->{new}", t.as_secs_f64()));
+                    "nick_changed"
+                }
+                Ev::Error { error, .. } => {
+                    if notes.len() < 6 {
+                        notes.push(format!(
+                            "{:.1}s ERROR {:?}",
+                            t.as_secs_f64(),
+                            ErrorCode::from_u16(*error).map(|e| e.name())
+                        ));
+                    }
+                    "error"
+                }
+                Ev::Said { .. } => "said",
+            };
+            *kinds.entry(k).or_default() += 1;
+        }
+        eprintln!(
+            "  {} alive_at_end={} {hello} {kinds:?} {notes:?}",
+            who(c, i),
+            c.alive_at_end
+        );
+    }
+}
+
 /// Runs the five checks over everything the connections saw.
 pub fn check(conns: &[Conn]) -> Report {
+    dump(conns);
     let mut rep = Report {
         connections: conns.len(),
         ..Report::default()
