@@ -44,24 +44,22 @@ for i in $(seq "$NODES"); do
 done
 # One member per node in #ceiling, held open while the benchmark runs.
 python3 - "${addrs[@]}" <<'EOF' &
-import socket, struct, sys, time
+import socket, struct, sys, threading, time
 def frame(code, payload): return struct.pack(">HHI", code, 0, len(payload)) + payload
 def s(b): return struct.pack(">H", len(b)) + b
-socks = []
-for i, a in enumerate(sys.argv[1:]):
+# A member per node that reads everything at once (a slow one would be cut
+# as a slow consumer, emptying the room mid-run).
+def member(i, a):
     h, p = a.rsplit(":", 1)
     c = socket.create_connection((h, int(p)))
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     c.sendall(frame(100, bytes([1]) + s(b"m%d" % i)) + frame(101, s(b"#ceiling")))
-    socks.append(c)
-end = time.time() + 600
-while time.time() < end:
-    for c in socks:
-        c.setblocking(False)
-        try:
-            while c.recv(1 << 20): pass
-        except BlockingIOError:
-            pass
-    time.sleep(0.01)
+    c.settimeout(600)
+    while c.recv(1 << 22):
+        pass
+for i, a in enumerate(sys.argv[1:]):
+    threading.Thread(target=member, args=(i, a), daemon=True).start()
+time.sleep(600)
 EOF
 pids+=($!)
 sleep 1
