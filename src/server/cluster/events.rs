@@ -12,7 +12,7 @@
 use std::mem;
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::Token;
 
 use crate::protocol::{ErrorCode, NameKey, ServerMessage, VERSION_2};
@@ -201,6 +201,10 @@ impl Chat {
             return;
         }
         c.synced = true;
+        c.resyncing = true;
+        // Registered first: no heartbeat elsewhere reaps this node between
+        // the calls of its rebuild.
+        c.register(false);
         let node = c.node.clone();
         let ttl = c.ttl.as_millis().to_string();
         let room_ttl = c.room_ttl.as_millis().to_string();
@@ -233,25 +237,31 @@ impl Chat {
             );
         }
         let mut nicks: Vec<String> = Vec::new();
-        let mut claims: Vec<String> = Vec::new();
         for (&sid, &t) in &c.sids {
-            let Some(s) = self.sessions.get(t) else {
-                continue;
-            };
-            let nk = fold(s.nick());
-            claims.extend([nk.clone(), sid.to_string(), s.nick().to_owned()]);
-            nicks.push(nk);
+            if let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) {
+                nicks.push(fold(s.nick()));
+            }
         }
-        for chunk in claims.chunks(3 * super::RESTORE_CHUNK) {
-            let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes()];
-            args.extend(chunk.iter().map(|a| a.as_bytes()));
-            c.fcall(Expect::Claim, "mc_claim", &args);
-        }
+        let sids: Vec<u64> = c.sids.keys().copied().collect();
+        self.send_claims(&sids);
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        // Leaves the store missed, announced before the sync would part
+        // them as "connection lost" (or find nothing to part).
+        let gone: Vec<super::Gone> = c.gone.drain(..).collect();
+        send_gone(c, gone);
         let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()];
         args.extend(entries.iter().map(|e| e.as_bytes()));
         args.push(b"");
         args.extend(nicks.iter().map(|n| n.as_bytes()));
-        c.fcall(Expect::Ignore("sync"), "mc_sync", &args);
+        c.fcall(
+            Expect::Sync {
+                sent: Instant::now(),
+            },
+            "mc_sync",
+            &args,
+        );
         c.alive();
         // Jumps found while the command link was down are filled now.
         let pending: Vec<RoomId> = c
@@ -315,9 +325,156 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
+        // Self-fencing: a node that could not renew its liveness for
+        // longer than its TTL may have been reaped (its members announced
+        // LEFT, its nicks freed): it treats its entry as lost, refuses
+        // requests, and registers anew, restoring its sessions' nicks and
+        // memberships, as soon as Redis answers.
+        if c.synced && !c.resyncing && !c.fenced && now.duration_since(c.renewed) > c.ttl {
+            c.fenced = true;
+            warn!(
+                "cluster: node {} could not renew its liveness in Redis for {} ms \
+                 (--node-ttl-ms {}): its entry counts as lost; requests get UNAVAILABLE \
+                 until it registers again",
+                c.node,
+                now.duration_since(c.renewed).as_millis(),
+                c.ttl.as_millis()
+            );
+            c.synced = false;
+            c.log_availability();
+            self.resync_if_ready(now);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
         if c.available() && now >= c.next_alive {
             c.next_alive = now + c.ttl / 3;
             c.alive();
+            let gone: Vec<super::Gone> = c.gone.drain(..).collect();
+            send_gone(c, gone);
+        }
+    }
+
+    /// The nick claims of local sessions `sids` again (`mc_claim`), with
+    /// the time each claimed its nick: the answer names the ones that
+    /// lost a clash.
+    pub(crate) fn send_claims(&mut self, sids: &[u64]) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let mut claims: Vec<String> = Vec::new();
+        for sid in sids {
+            let Some(&t) = c.sids.get(sid) else { continue };
+            let Some(s) = self.sessions.get(t).filter(|s| s.id() == *sid) else {
+                continue;
+            };
+            let at = c.claims.get(sid).copied().unwrap_or(0);
+            claims.extend([
+                fold(s.nick()),
+                sid.to_string(),
+                s.nick().to_owned(),
+                at.to_string(),
+            ]);
+        }
+        let (node, ttl) = (c.node.clone(), c.ttl.as_millis().to_string());
+        for chunk in claims.chunks(4 * super::RESTORE_CHUNK) {
+            let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes()];
+            args.extend(chunk.iter().map(|a| a.as_bytes()));
+            c.fcall(Expect::Claim, "mc_claim", &args);
+        }
+    }
+
+    /// Renames local session `sid` after it lost a clash of nicks: as if
+    /// it had sent NICK, to its nick, `-` and four hex digits. `tries`
+    /// so far; one rename at a time per session.
+    pub(crate) fn rename_after_clash(&mut self, sid: u64, tries: u8) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(&t) = c.sids.get(&sid) else { return };
+        let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
+            return;
+        };
+        if tries == 0 && !c.renaming.insert(sid) {
+            return;
+        }
+        if !c.cmd.is_up() {
+            c.renaming.remove(&sid);
+            return; // the rebuild claims the nick again
+        }
+        let old = s.nick().to_owned();
+        let new = c.clash_nick(&old);
+        let rooms: Vec<String> = s
+            .rooms()
+            .iter()
+            .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
+            .collect();
+        let (node, sid_s, ttl) = (
+            c.node.clone(),
+            sid.to_string(),
+            c.ttl.as_millis().to_string(),
+        );
+        let was = c.claims.get(&sid).copied().unwrap_or(0).to_string();
+        let (onk, nnk) = (fold(&old), fold(&new));
+        let mut args: Vec<&[u8]> = vec![
+            onk.as_bytes(),
+            nnk.as_bytes(),
+            old.as_bytes(),
+            new.as_bytes(),
+            node.as_bytes(),
+            sid_s.as_bytes(),
+            ttl.as_bytes(),
+            was.as_bytes(),
+        ];
+        args.extend(rooms.iter().map(|r| r.as_bytes()));
+        info!("cluster: nick {old} was claimed earlier by a live session elsewhere: renaming this one to {new}");
+        c.fcall(
+            Expect::Nick {
+                t,
+                sid,
+                new: new.clone(),
+                forced: Some(tries),
+            },
+            "mc_nick",
+            &args,
+        );
+    }
+
+    /// The answer to a rename after a clash: the nick index follows (the
+    /// NICK_CHANGED comes as an event), or another suffix is tried.
+    fn renamed_after_clash(
+        &mut self,
+        t: Token,
+        sid: u64,
+        new: &str,
+        tries: u8,
+        v: Result<Value, String>,
+    ) {
+        let live = self.sessions.get_live(t, sid).is_some();
+        match v.as_ref().map(claim_time) {
+            Ok(Some(at)) if live => {
+                self.rename(t, new);
+                if let Some(c) = self.cluster.as_deref_mut() {
+                    c.claims.insert(sid, at);
+                    c.renaming.remove(&sid);
+                }
+            }
+            Ok(Some(_)) => {
+                if let Some(c) = self.cluster.as_deref_mut() {
+                    c.bye(&fold(new), sid);
+                    c.renaming.remove(&sid);
+                }
+            }
+            Ok(None) if live && tries + 1 < super::RENAME_TRIES => {
+                self.rename_after_clash(sid, tries + 1);
+            }
+            _ => {
+                // Given up for now (or the link went): the next heartbeat
+                // finds the clash again.
+                if let Some(c) = self.cluster.as_deref_mut() {
+                    c.renaming.remove(&sid);
+                }
+            }
         }
     }
 
@@ -366,8 +523,10 @@ impl Chat {
             Expect::Users { .. } => ("users", 0, 0),
             Expect::History { after, newest, .. } => ("history", after.saturating_add(1), *newest),
             Expect::Restore { .. } => ("restore", 0, 0),
-            Expect::Alive => ("alive", 0, 0),
+            Expect::Alive { .. } => ("alive", 0, 0),
             Expect::Claim => ("claim", 0, 0),
+            Expect::Sync { .. } => ("sync", 0, 0),
+            Expect::Gone(_) => ("gone", 0, 0),
         })
     }
 
@@ -447,15 +606,16 @@ impl Chat {
                 sid,
                 version,
                 nick,
-            } => match v.as_ref().map(Value::as_int) {
-                Ok(Some(1)) if self.sessions.get_live(t, sid).is_some() => {
+            } => match v.as_ref().map(claim_time) {
+                Ok(Some(at)) if self.sessions.get_live(t, sid).is_some() => {
                     self.welcome(t, version, &nick);
                     if let Some(c) = self.cluster.as_deref_mut() {
                         c.sids.insert(sid, t);
+                        c.claims.insert(sid, at);
                     }
                     self.wake(t, sid);
                 }
-                Ok(Some(1)) => {
+                Ok(Some(_)) => {
                     // Gone meanwhile: give the nick back.
                     if let Some(c) = self.cluster.as_deref_mut() {
                         c.bye(&fold(&nick), sid);
@@ -490,9 +650,22 @@ impl Chat {
                     self.unavailable(t, sid, code::LEAVE);
                 }
             },
-            Expect::Say { t, sid } => {
+            Expect::Say { t, sid, room } => {
                 if v.as_ref().is_err_and(|e| e.starts_with("NOROOM")) {
                     self.store_forgot_us();
+                }
+                if v.as_ref().is_err_and(|e| e.starts_with("NOTMEMBER")) {
+                    // Only members speak. A session this node still has in
+                    // the room was lost by the store (a reap, a flush): it
+                    // is put back, and announced JOINED if it was LEFT.
+                    let live = self.sessions.get_live(t, sid);
+                    if live.is_some_and(|s| s.membership(room).is_some()) {
+                        self.store_forgot_us();
+                    }
+                    if self.sessions.get_live(t, sid).is_some() {
+                        self.error(t, ErrorCode::NotInRoom, code::SAY, "");
+                    }
+                    return;
                 }
                 if v.is_err() {
                     // The session is not waiting: SAYs are pipelined.
@@ -514,12 +687,26 @@ impl Chat {
                 Ok(_) => self.wake(t, sid),
                 Err(_) => self.unavailable(t, sid, code::WHISPER),
             },
-            Expect::Nick { t, sid, new } => match v.as_ref().map(Value::as_int) {
-                Ok(Some(1)) if self.sessions.get_live(t, sid).is_some() => {
+            Expect::Nick {
+                t,
+                sid,
+                new,
+                forced: Some(tries),
+            } => self.renamed_after_clash(t, sid, &new, tries, v),
+            Expect::Nick {
+                t,
+                sid,
+                new,
+                forced: None,
+            } => match v.as_ref().map(claim_time) {
+                Ok(Some(at)) if self.sessions.get_live(t, sid).is_some() => {
                     self.rename(t, &new);
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        c.claims.insert(sid, at);
+                    }
                     self.wake(t, sid);
                 }
-                Ok(Some(1)) => {
+                Ok(Some(_)) => {
                     // Gone meanwhile (its close gave back the old nick):
                     // give back the new one too.
                     if let Some(c) = self.cluster.as_deref_mut() {
@@ -565,19 +752,95 @@ impl Chat {
                 Err(_) => self.unavailable(t, sid, code::HISTORY),
             },
             Expect::Fill { room, epoch, upto } => self.filled(room, epoch, upto, v),
-            Expect::Claim => match v.as_ref().map(Value::as_int) {
-                Ok(Some(0)) => {}
-                Ok(n) => warn!(
-                    "cluster: {} nick(s) of this node's sessions were taken on another node \
-                     while this one could not reach Redis; both keep them until one leaves",
-                    n.unwrap_or(0)
-                ),
+            Expect::Claim => match v {
+                Ok(v) => {
+                    let losers: Vec<u64> = v
+                        .as_array()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|x| x.as_bytes().and_then(num))
+                        .collect();
+                    if !losers.is_empty() {
+                        warn!(
+                            "cluster: {} session(s) here claimed a nick after a live session \
+                             elsewhere during a fault: renamed",
+                            losers.len()
+                        );
+                    }
+                    for sid in losers {
+                        self.rename_after_clash(sid, 0);
+                    }
+                }
                 Err(e) => warn!("cluster: putting nicks back: {e}"),
             },
-            Expect::Alive => {
-                let known = v.as_ref().ok().and_then(|v| v.as_array()?.get(1)?.as_int());
+            Expect::Alive { sent } => {
+                let Ok(v) = v else { return };
+                let parts = v.as_array().unwrap_or_default();
+                let known = parts.get(1).and_then(Value::as_int);
+                if let Some(c) = self.cluster.as_deref_mut() {
+                    c.renewed = c.renewed.max(sent);
+                }
                 if known == Some(0) {
                     self.store_forgot_us();
+                    return;
+                }
+                // Nicks the store no longer has as this node's: claimed
+                // again (a clash renames the later of two).
+                let lost: Vec<u64> = parts
+                    .iter()
+                    .skip(2)
+                    .filter_map(|x| x.as_bytes().and_then(text))
+                    .filter_map(|nk| NameKey::new(nk).and_then(|k| self.nicks.get(&k).copied()))
+                    .filter_map(|t| self.sessions.get(t).map(|s| s.id()))
+                    .collect();
+                if !lost.is_empty() {
+                    warn!(
+                        "cluster: Redis lost the nick claims of {} session(s) here: claiming them again",
+                        lost.len()
+                    );
+                    self.send_claims(&lost);
+                }
+            }
+            Expect::Sync { sent } => {
+                let Some(c) = self.cluster.as_deref_mut() else {
+                    return;
+                };
+                c.resyncing = false;
+                match v {
+                    Ok(_) => {
+                        c.renewed = c.renewed.max(sent);
+                        if c.fenced {
+                            c.fenced = false;
+                            info!("cluster: node {} registered again in Redis", c.node);
+                        }
+                    }
+                    Err(e) => warn!("cluster: sync: {e}"),
+                }
+                c.log_availability();
+            }
+            Expect::Gone(sent) => {
+                let again: Vec<usize> = match &v {
+                    Ok(v) => v
+                        .as_array()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|x| x.as_int())
+                        .map(|i| i as usize)
+                        .collect(),
+                    // Lost with the link: all of them wait for the resync.
+                    Err(_) => (0..sent.len()).collect(),
+                };
+                let Some(c) = self.cluster.as_deref_mut() else {
+                    return;
+                };
+                for i in again {
+                    if let Some(g) = sent.get(i) {
+                        if g.tries < super::GONE_TRIES {
+                            let mut g = g.clone();
+                            g.tries += 1;
+                            c.remember_gone(g);
+                        }
+                    }
                 }
             }
             Expect::Restore { room, epoch } => match v {
@@ -659,6 +922,10 @@ impl Chat {
     /// got it reaped): rebuild it, as after a reconnect.
     fn store_forgot_us(&mut self) {
         if let Some(c) = self.cluster.as_deref_mut() {
+            // A rebuild in flight already covers what failed before it.
+            if c.resyncing {
+                return;
+            }
             if c.synced {
                 warn!("cluster: Redis lost this node's state: rebuilding it");
                 c.synced = false;
@@ -840,6 +1107,10 @@ impl Chat {
                         self.joined_here(id, w, seq, first, count > limit);
                     }
                     None if count <= limit => {
+                        // A member of this node put back after a reap
+                        // announced it LEFT: the others see JOINED; it
+                        // never left, as far as it knows.
+                        let back = mine.then(|| self.local_member(id, sid)).flatten();
                         let room = self.rooms.get(id);
                         encode_into(
                             &mut self.frame,
@@ -848,7 +1119,7 @@ impl Chat {
                                 nick,
                             },
                         );
-                        self.send_members(id);
+                        self.send_members_but(id, back);
                     }
                     None => {}
                 }
@@ -903,6 +1174,17 @@ impl Chat {
                     },
                 );
                 let crowded = before > self.config.presence_limit as u64;
+                if let (Some(t), false) = (here, leaving) {
+                    // The store parted a live session of this node (a
+                    // reap after this node could not renew its liveness):
+                    // the others see LEFT, the session stays in, and the
+                    // rebuild puts it back (JOINED again).
+                    if !crowded {
+                        self.send_members_but(id, Some(t));
+                    }
+                    self.store_forgot_us();
+                    return;
+                }
                 match here {
                     Some(t) => {
                         if crowded {
@@ -945,6 +1227,25 @@ impl Chat {
         self.cast_frames += 1;
         if self.cast.len() >= super::super::commands::cast_limit(self.sessions.marks().max_outbuf) {
             self.flush_cast();
+        }
+    }
+
+    /// The local session `sid` if it is a member of room `id`.
+    fn local_member(&self, id: RoomId, sid: u64) -> Option<Token> {
+        let t = *self.cluster.as_deref()?.sids.get(&sid)?;
+        self.sessions
+            .get(t)
+            .filter(|s| s.id() == sid && s.membership(id).is_some())
+            .map(|_| t)
+    }
+
+    /// The frame in `self.frame` to every local member of the room but
+    /// `but`.
+    fn send_members_but(&mut self, id: RoomId, but: Option<Token>) {
+        for &member in &self.rooms.get(id).members {
+            if Some(member) != but {
+                self.sessions.deliver(member, &self.frame);
+            }
         }
     }
 
@@ -1068,6 +1369,26 @@ impl Chat {
     }
 
     fn whisper_event(&mut self, payload: &[u8]) {
+        if payload.first() == Some(&b'R') {
+            // Another node's session claimed this nick first: ours is
+            // renamed, if it still has the nick.
+            let Some(f) = split_fields(payload, 3) else {
+                return;
+            };
+            let (Some(sid), Some(nick)) = (num(f[1]), text(f[2])) else {
+                return;
+            };
+            let t = self
+                .cluster
+                .as_deref()
+                .and_then(|c| c.sids.get(&sid).copied());
+            if t.and_then(|t| self.sessions.get(t))
+                .is_some_and(|s| s.id() == sid && fold(s.nick()) == fold(nick))
+            {
+                self.rename_after_clash(sid, 0);
+            }
+            return;
+        }
         let Some(f) = split_fields(payload, 4) else {
             return;
         };
@@ -1227,6 +1548,49 @@ impl Chat {
         self.flush_cast();
         self.forget_room_if_idle(id);
     }
+}
+
+/// Announces leaves the store missed (`mc_gone`), a chunk per call.
+fn send_gone(c: &mut Cluster, gone: Vec<super::Gone>) {
+    if gone.is_empty() || !c.cmd.is_up() {
+        for g in gone {
+            c.remember_gone(g);
+        }
+        return;
+    }
+    let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
+    // Rooms this node listens to: its own subscription hears a LEFT too.
+    let here: std::collections::HashSet<&str> = c.rooms.values().map(|r| r.key.as_str()).collect();
+    let mut calls: Vec<(Vec<super::Gone>, Vec<Vec<u8>>)> = Vec::new();
+    for chunk in gone.chunks(super::RESTORE_CHUNK) {
+        let mut args: Vec<Vec<u8>> = vec![node.clone().into_bytes(), room_ttl.clone().into_bytes()];
+        for g in chunk {
+            let listens = if here.contains(g.key.as_str()) {
+                "1"
+            } else {
+                "0"
+            };
+            args.extend([
+                g.key.clone().into_bytes(),
+                g.nk.clone().into_bytes(),
+                g.nick.clone().into_bytes(),
+                g.sid.to_string().into_bytes(),
+                g.reason.clone().into_bytes(),
+                listens.as_bytes().to_vec(),
+            ]);
+        }
+        calls.push((chunk.to_vec(), args));
+    }
+    for (chunk, args) in calls {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        c.fcall(Expect::Gone(chunk), "mc_gone", &args);
+    }
+}
+
+/// A claim's time in an answer (a decimal string), or `None` for 0 (the
+/// nick is taken).
+fn claim_time(v: &Value) -> Option<u64> {
+    v.as_bytes().and_then(num).filter(|&at| at > 0)
 }
 
 /// Keeps an event that came during a fill, within a bound.

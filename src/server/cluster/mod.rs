@@ -29,11 +29,11 @@ pub mod requests;
 pub mod resp;
 pub mod url;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use mio::{Registry, Token};
 
 use self::link::{Change, Link};
@@ -61,6 +61,26 @@ const BATCH: usize = 256;
 const START_TIMEOUT: Duration = Duration::from_secs(3);
 /// Nicks and memberships per call when the node rebuilds its state.
 const RESTORE_CHUNK: usize = 500;
+
+/// Leaves of sessions that ended while the store was out of reach, kept
+/// to be announced when it is back; past it, the oldest are dropped.
+const GONE_MAX: usize = 10_000;
+/// Times an announcement of such a leave nobody heard is tried again
+/// (once per heartbeat): other nodes may not have resubscribed yet.
+const GONE_TRIES: u8 = 10;
+/// Tries at a free nick when a session is renamed after a clash.
+const RENAME_TRIES: u8 = 8;
+
+/// A member whose session ended while the store was out of reach.
+#[derive(Debug, Clone)]
+pub(crate) struct Gone {
+    pub key: String,
+    pub nk: String,
+    pub nick: String,
+    pub sid: u64,
+    pub reason: String,
+    pub tries: u8,
+}
 
 /// `--cluster-list-ttl-ms`'s default, for a node made without a config.
 const DEFAULT_LIST_TTL: Duration = Duration::from_millis(1000);
@@ -102,11 +122,17 @@ pub(crate) enum Expect {
     /// LEAVE sent: an error ends the wait (the LEFT event otherwise).
     Leave { t: Token, sid: u64, room: RoomId },
     /// SAY: an error goes to the sender (the MESSAGE comes as an event).
-    Say { t: Token, sid: u64 },
+    Say { t: Token, sid: u64, room: RoomId },
     /// WHISPER to a nick on another node.
     Whisper { t: Token, sid: u64 },
-    /// NICK's claim of the new nick.
-    Nick { t: Token, sid: u64, new: String },
+    /// NICK's claim of the new nick; `forced`: a rename after a clash of
+    /// nicks (`tries` so far), which the session did not ask for.
+    Nick {
+        t: Token,
+        sid: u64,
+        new: String,
+        forced: Option<u8>,
+    },
     /// LIST_ROOMS's refresh of the node's cache (its callers wait there).
     Rooms,
     /// LIST_USERS's refresh for one room, by its folded name.
@@ -127,10 +153,15 @@ pub(crate) enum Expect {
     Fill { room: RoomId, epoch: u64, upto: u64 },
     /// The room as the node rebuilt it: the epoch Redis holds.
     Restore { room: RoomId, epoch: u64 },
-    /// The heartbeat: whether the store still knew this node.
-    Alive,
-    /// Nicks put back after a drop: how many someone else took meanwhile.
+    /// The heartbeat (sent then): whether the store still knew this node,
+    /// and which of its nicks it lost.
+    Alive { sent: Instant },
+    /// Nicks put back: the sessions that lost a clash and are renamed.
     Claim,
+    /// The rebuild's last call (sent then): the node is registered again.
+    Sync { sent: Instant },
+    /// Leaves announced after the store came back: the ones nobody heard.
+    Gone(Vec<Gone>),
 }
 
 /// One call in flight: what its answer is for, its size, when it went.
@@ -219,6 +250,24 @@ pub struct Cluster {
     sub_ping: Option<Instant>,
     /// Both links were up and the node's state was rebuilt in Redis.
     synced: bool,
+    /// A rebuild is in flight (its `Sync` answer not back): what fails
+    /// before it does not start another.
+    resyncing: bool,
+    /// The node could not renew its liveness for longer than its TTL: it
+    /// treats its entry as lost (requests get UNAVAILABLE) until a
+    /// rebuild registers it again.
+    fenced: bool,
+    /// When the last heartbeat (or rebuild) that Redis answered was sent.
+    renewed: Instant,
+    /// Each registered local session's claim time in the store, by id:
+    /// of two sessions a fault left with one nick, the later is renamed.
+    pub(crate) claims: HashMap<u64, u64>,
+    /// Sessions being renamed after a clash (one rename at a time each).
+    pub(crate) renaming: HashSet<u64>,
+    /// Leaves to announce when the store is back.
+    pub(crate) gone: VecDeque<Gone>,
+    /// For the suffixes of renamed nicks.
+    rng: u64,
     /// Logged once per change of availability.
     was_available: bool,
     /// Counters for STATS.
@@ -292,17 +341,11 @@ impl Cluster {
             max_pending,
             (ttl, room_ttl),
         );
+        c.rng ^= seed | 1;
         c.subscribe_node_channels();
         // Known from the start, so the first heartbeat does not read as
         // the store having lost this node.
-        let (alive, ttl) = (
-            format!("{}alive:{}", c.prefix, c.node),
-            c.ttl.as_millis().to_string(),
-        );
-        c.call(
-            Expect::Ignore("register"),
-            &[b"SET", alive.as_bytes(), b"1", b"PX", ttl.as_bytes()],
-        );
+        c.register(true);
         c.alive();
         info!("cluster node {} on {}", c.node, c.url);
         Ok(c)
@@ -373,6 +416,13 @@ impl Cluster {
             next_tick: now,
             sub_ping: None,
             synced: true,
+            resyncing: false,
+            fenced: false,
+            renewed: now,
+            claims: HashMap::new(),
+            renaming: HashSet::new(),
+            gone: VecDeque::new(),
+            rng: 0x9e37_79b9_7f4a_7c15,
             was_available: true,
             stats: ClusterStats::default(),
             lists: lists::Lists::new(DEFAULT_LIST_TTL),
@@ -396,10 +446,45 @@ impl Cluster {
         );
     }
 
-    /// Whether requests that need the store can go: both links up and the
-    /// node's state rebuilt after the last drop.
+    /// Whether requests that need the store can go: both links up, the
+    /// node's state rebuilt after the last drop, and its liveness renewed
+    /// (not fenced).
     pub fn available(&self) -> bool {
-        self.cmd.is_up() && self.sub.is_up() && self.synced
+        self.cmd.is_up() && self.sub.is_up() && self.synced && !self.fenced
+    }
+
+    /// Sets this node's liveness key (`mc_register`); `fresh` at start,
+    /// when its key cannot exist yet.
+    pub(crate) fn register(&mut self, fresh: bool) {
+        let (node, ttl) = (self.node.clone(), self.ttl.as_millis().to_string());
+        let fresh: &[u8] = if fresh { b"1" } else { b"0" };
+        self.fcall(
+            Expect::Ignore("register"),
+            "mc_register",
+            &[node.as_bytes(), ttl.as_bytes(), fresh],
+        );
+    }
+
+    /// Remembers a leave the store could not hear now (bounded).
+    pub(crate) fn remember_gone(&mut self, g: Gone) {
+        if self.gone.len() >= GONE_MAX {
+            self.gone.pop_front();
+            debug!("cluster: too many leaves while Redis is unreachable: the oldest is dropped");
+        }
+        self.gone.push_back(g);
+    }
+
+    /// A nick for a session renamed after a clash: `nick` cut to leave
+    /// room, `-` and four hex digits (32 bytes at most; nicks are ASCII).
+    pub(crate) fn clash_nick(&mut self, nick: &str) -> String {
+        // xorshift64: suffixes need only differ, not be secret.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        let keep = nick.len().min(crate::protocol::names::MAX_NICK - 5);
+        format!("{}-{:04x}", &nick[..keep], x as u16)
     }
 
     /// Whether a call of `extra` more bytes stays within
@@ -489,7 +574,9 @@ impl Cluster {
         let ttl = self.ttl.as_millis().to_string();
         let room_ttl = self.room_ttl.as_millis().to_string();
         self.fcall(
-            Expect::Alive,
+            Expect::Alive {
+                sent: Instant::now(),
+            },
             "mc_alive",
             &[node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()],
         );

@@ -12,12 +12,18 @@
 --   P r:<room>:m      hash   folded nick -> "nick \t node \t session id"
 --   P r:<room>:s      stream the held messages, id "<seq>-0", fields t f x
 --   P rooms           set    the folded names of live rooms (LIST_ROOMS)
---   P nick:<nick>     string "node \t session id \t nick", with a TTL the
---                             owning node refreshes
+--   P nick:<nick>     string "node \t session id \t nick \t claimed", with a
+--                             TTL the owning node refreshes; claimed is the
+--                             store's clock (microseconds) when the session
+--                             took the nick: of two live sessions left with
+--                             one nick by a fault, the later is renamed
 --   P nodes           set    node ids;  P alive:<node>  string with a TTL
 --   P quiet           string, with a TTL: no node is reaped while it lives
 --   P node:<node>:m   set    "room \t nick" memberships of a node's sessions
 --   P node:<node>:nicks set  folded nicks of a node's sessions
+--   P gone:<node>     set    "room \t nick" members a reap announced LEFT
+--                             ("node lost"): if the node was alive after all,
+--                             its restore announces them JOINED again
 --   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER)
 -- Events are text: a kind letter and fields separated by "\n", the last
 -- field (a text or a reason) running to the end.
@@ -34,6 +40,31 @@ local function fields(s)
     i = j + 1
   end
 end
+
+-- The store's clock in microseconds, as a decimal string (a Lua number
+-- would print in exponent form).
+local function now_us()
+  local t = redis.call('TIME')
+  return t[1] .. string.sub('000000' .. t[2], -6)
+end
+
+-- Whether claim a (claimed, node, sid) came before claim b: one order
+-- every node agrees on, since both claims' times are in the store.
+local function earlier(ca, na, sa, cb, nb, sb)
+  ca, cb = ca or '', cb or ''
+  if #ca ~= #cb then
+    return #ca < #cb
+  end
+  if ca ~= cb then
+    return ca < cb
+  end
+  if na ~= nb then
+    return na < nb
+  end
+  return sa < sb
+end
+
+local GONE_TTL = 86400000
 
 local function room_empty(p, rk, ttl)
   local meta = p .. 'r:' .. rk
@@ -75,8 +106,12 @@ local function reap(p, node, ttl)
       local m = fields(v)
       if m[2] == node then
         part(p, f[1], f[2], node, m[3], m[1], 'node lost', ttl)
+        redis.call('SADD', p .. 'gone:' .. node, e)
       end
     end
+  end
+  if redis.call('EXISTS', p .. 'gone:' .. node) == 1 then
+    redis.call('PEXPIRE', p .. 'gone:' .. node, GONE_TTL)
   end
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     local v = redis.call('GET', p .. 'nick:' .. nk)
@@ -88,14 +123,16 @@ local function reap(p, node, ttl)
   redis.call('SREM', p .. 'nodes', node)
 end
 
--- HELLO: claim a nick cluster-wide. 1, or 0 if it is taken.
+-- HELLO: claim a nick cluster-wide. The claim's time (a decimal string),
+-- or 0 if the nick is taken.
 redis.register_function('mc_hello', function(_, a)
   local p, nk, nick, node, sid, ttl = a[1], a[2], a[3], a[4], a[5], a[6]
-  if not redis.call('SET', p .. 'nick:' .. nk, node .. '\t' .. sid .. '\t' .. nick, 'NX', 'PX', ttl) then
+  local at = now_us()
+  if not redis.call('SET', p .. 'nick:' .. nk, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'NX', 'PX', ttl) then
     return 0
   end
   redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
-  return 1
+  return at
 end)
 
 -- A session ended: its nick is free (if it still holds it).
@@ -128,6 +165,20 @@ redis.register_function('mc_join', function(_, a)
     redis.call('PERSIST', meta .. ':s')
   end
   redis.call('SADD', p .. 'rooms', rk)
+  -- The nick's entry may still be a dead node's, not reaped yet (its
+  -- session came back through this node): that member is announced LEFT
+  -- first, so the reap cannot miss it and nobody sees two JOINED.
+  local old = redis.call('HGET', meta .. ':m', nk)
+  if old then
+    local o = fields(old)
+    -- (Even while reaping is held off: if that node lives after all, it
+    -- sees its member parted, puts it back and JOINED follows.)
+    if o[2] ~= node and redis.call('EXISTS', p .. 'alive:' .. o[2]) == 0 then
+      part(p, rk, nk, o[2], o[3], o[1], 'node lost', '0')
+      redis.call('SADD', p .. 'gone:' .. o[2], rk .. '\t' .. nk)
+      redis.call('PEXPIRE', p .. 'gone:' .. o[2], GONE_TTL)
+    end
+  end
   redis.call('HSET', meta .. ':m', nk, nick .. '\t' .. node .. '\t' .. sid)
   redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
   local seq = redis.call('HGET', meta, 'seq')
@@ -149,12 +200,18 @@ redis.register_function('mc_leave', function(_, a)
 end)
 
 -- SAY: the seq, the stream entry and the MESSAGE in one step. An error if
--- the room is not the incarnation the node knows.
+-- the room is not the incarnation the node knows, or if the sender is not
+-- a member of it at this moment (only members speak: nobody gets a
+-- MESSAGE from a sender announced LEFT).
 redis.register_function('mc_say', function(_, a)
-  local p, rk, epoch, nick, text, time, maxlen = a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+  local p, rk, epoch, nick, text, time, maxlen, nk, node, sid =
+    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]
   local meta = p .. 'r:' .. rk
   if redis.call('HGET', meta, 'epoch') ~= epoch then
     return redis.error_reply('NOROOM the room is not known to the cluster store')
+  end
+  if nk and redis.call('HGET', meta .. ':m', nk) ~= nick .. '\t' .. node .. '\t' .. sid then
+    return redis.error_reply('NOTMEMBER the sender is not a member of the room')
   end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   if tonumber(maxlen) > 0 then
@@ -177,13 +234,27 @@ redis.register_function('mc_whisper', function(_, a)
   return 1
 end)
 
--- NICK: claim the new nick, free the old one, rename the memberships and
--- tell every node which rooms the session is in. 1, or 0 if taken.
+-- NICK (or a rename after a clash): claim the new nick, free the old
+-- one, rename the memberships and tell every node which rooms the session
+-- is in. The claim's time, or 0 if taken. a[9] is the old claim's time
+-- (kept by a change of case).
 redis.register_function('mc_nick', function(_, a)
-  local p, onk, nnk, old, new, node, sid, ttl = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
-  local val = node .. '\t' .. sid .. '\t' .. new
+  local p, onk, nnk, old, new, node, sid, ttl, was = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
+  local at = now_us()
   if onk == nnk then
+    at = was
+  end
+  local val = node .. '\t' .. sid .. '\t' .. new .. '\t' .. at
+  if onk == nnk then
+    local v = redis.call('GET', p .. 'nick:' .. nnk)
+    if v then
+      local f = fields(v)
+      if f[1] ~= node or f[2] ~= sid then
+        return 0
+      end
+    end
     redis.call('SET', p .. 'nick:' .. nnk, val, 'PX', ttl)
+    redis.call('SADD', p .. 'node:' .. node .. ':nicks', nnk)
   else
     if not redis.call('SET', p .. 'nick:' .. nnk, val, 'NX', 'PX', ttl) then
       return 0
@@ -199,10 +270,18 @@ redis.register_function('mc_nick', function(_, a)
     redis.call('SADD', p .. 'node:' .. node .. ':nicks', nnk)
   end
   local rooms = {}
-  for i = 9, #a do
+  for i = 10, #a do
     local rk = a[i]
     local m = p .. 'r:' .. rk .. ':m'
-    redis.call('HDEL', m, onk)
+    -- Only this session's entry: after a clash the old nick's entry may
+    -- be the other session's.
+    local cur = redis.call('HGET', m, onk)
+    if cur then
+      local f = fields(cur)
+      if f[2] == node and f[3] == sid then
+        redis.call('HDEL', m, onk)
+      end
+    end
     redis.call('HSET', m, nnk, new .. '\t' .. node .. '\t' .. sid)
     redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. onk)
     redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nnk)
@@ -210,7 +289,7 @@ redis.register_function('mc_nick', function(_, a)
   end
   redis.call('PUBLISH', p .. 'nickch',
     'N\n' .. node .. '\n' .. sid .. '\n' .. table.concat(rooms, ' ') .. '\n' .. old .. '\n' .. new)
-  return 1
+  return at
 end)
 
 -- LIST_ROOMS in one call: name, members, ... (at most max rooms). Kept
@@ -281,15 +360,25 @@ end)
 
 -- A node's heartbeat: its liveness key and its nicks' TTLs refreshed, and
 -- every node whose liveness key expired reaped. Returns how many were,
--- and whether the store still knew this node (0: it lost it, by a flush,
--- an eviction, or a stall longer than the TTL: the node rebuilds).
+-- whether the store still knew this node (0: it lost it, by a flush,
+-- an eviction, or a stall longer than the TTL: the node rebuilds), then
+-- the folded nicks of this node's sessions the store no longer has as
+-- theirs (expired, flushed, or taken meanwhile): the node claims them
+-- again (mc_claim), and one of two sessions left with one nick is renamed.
 redis.register_function('mc_alive', function(_, a)
   local p, node, ttl, room_ttl = a[1], a[2], a[3], a[4]
   local known = redis.call('EXISTS', p .. 'alive:' .. node)
   redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
   redis.call('SADD', p .. 'nodes', node)
+  local out = { 0, known }
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
-    redis.call('PEXPIRE', p .. 'nick:' .. nk, ttl)
+    local v = redis.call('GET', p .. 'nick:' .. nk)
+    if v and fields(v)[1] == node then
+      redis.call('PEXPIRE', p .. 'nick:' .. nk, ttl)
+    else
+      redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+      out[#out + 1] = nk
+    end
   end
   -- This node's own key lapsed: the store refused or lost heartbeats (an
   -- OOM spell refuses every write, a restart or flush loses the keys) or
@@ -299,17 +388,65 @@ redis.register_function('mc_alive', function(_, a)
   if known == 0 then
     redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
   end
-  local lost = 0
   if redis.call('EXISTS', p .. 'quiet') == 1 then
-    return { lost, known }
+    return out
   end
   for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
     if redis.call('EXISTS', p .. 'alive:' .. n) == 0 then
       reap(p, n, room_ttl)
-      lost = lost + 1
+      out[1] = out[1] + 1
     end
   end
-  return { lost, known }
+  return out
+end)
+
+-- A node registers (again): at start (fresh = 1), and first thing when it
+-- rebuilds its state, so no heartbeat reaps it between the calls of its
+-- rebuild. A node the store had forgotten holds reaping off for one TTL,
+-- as mc_alive does: the others' keys may have gone the same way.
+redis.register_function('mc_register', function(_, a)
+  local p, node, ttl, fresh = a[1], a[2], a[3], a[4]
+  local known = redis.call('EXISTS', p .. 'alive:' .. node)
+  redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
+  redis.call('SADD', p .. 'nodes', node)
+  if known == 0 and fresh ~= '1' then
+    redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
+  end
+  return known
+end)
+
+-- Members of this node's sessions that ended while the store was out of
+-- reach (rk, nk, nick, sid, reason, and whether this node listens to the
+-- room itself: six fields each): each is announced LEFT now, whether the
+-- store still has it (it is parted) or lost it (an empty restart: LEFT
+-- is published all the same, so members elsewhere learn it). Returns the
+-- indexes (from 0) of the ones no other node heard (none subscribed to
+-- the room again yet): the node tries them again.
+redis.register_function('mc_gone', function(_, a)
+  local p, node, room_ttl = a[1], a[2], a[3]
+  local again = {}
+  for i = 4, #a - 5, 6 do
+    local rk, nk, nick, sid, reason = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
+    local self = tonumber(a[i + 5])
+    local meta = p .. 'r:' .. rk
+    local cur = redis.call('HGET', meta .. ':m', nk)
+    if cur then
+      local f = fields(cur)
+      if f[2] == node and f[3] == sid then
+        part(p, rk, nk, node, sid, nick, reason, room_ttl)
+      end
+    else
+      redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
+      local seq = redis.call('HGET', meta, 'seq') or '0'
+      local before = redis.call('HLEN', meta .. ':m') + 1
+      local heard = redis.call('PUBLISH', p .. 'c:' .. rk,
+        'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
+      if heard <= self then
+        again[#again + 1] = (i - 4) / 6
+      end
+    end
+  end
+  return again
 end)
 
 -- After the link came back (Redis may have restarted empty): one room as
@@ -333,9 +470,28 @@ redis.register_function('mc_restore', function(_, a)
   redis.call('PERSIST', meta)
   redis.call('PERSIST', meta .. ':s')
   redis.call('SADD', p .. 'rooms', rk)
+  local gone = p .. 'gone:' .. node
   for i = 7, #a - 2, 3 do
-    redis.call('HSET', meta .. ':m', a[i], a[i + 1] .. '\t' .. node .. '\t' .. a[i + 2])
-    redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. a[i])
+    local nk, nick, sid = a[i], a[i + 1], a[i + 2]
+    local cur = redis.call('HGET', meta .. ':m', nk)
+    local o = cur and fields(cur)
+    -- A live session elsewhere holds the entry: a clash of nicks, which
+    -- the claims settle (one is renamed); this one waits for that.
+    if not (o and o[2] ~= node and redis.call('EXISTS', p .. 'alive:' .. o[2]) == 1) then
+      redis.call('HSET', meta .. ':m', nk, nick .. '\t' .. node .. '\t' .. sid)
+      redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
+      -- A reap announced it LEFT although its node lived on: JOINED again.
+      if redis.call('SREM', gone, rk .. '\t' .. nk) == 1 then
+        local first = '0'
+        local e = redis.call('XRANGE', meta .. ':s', '-', '+', 'COUNT', 1)
+        if e[1] then
+          first = string.match(e[1][1], '^(%d+)')
+        end
+        redis.call('PUBLISH', p .. 'c:' .. rk,
+          'J\n' .. ep .. '\n' .. redis.call('HGET', meta, 'seq') .. '\n' .. first .. '\n'
+          .. redis.call('HLEN', meta .. ':m') .. '\n' .. node .. '\n' .. sid .. '\n' .. nick)
+      end
+    end
   end
   return ep
 end)
@@ -379,21 +535,37 @@ redis.register_function('mc_sync', function(_, a)
   return 1
 end)
 
--- After the restore: re-claims one of the node's nicks ("nk \t sid \t nick").
--- 0 if someone else took it meanwhile.
+-- The node's sessions claim their nicks again (nk, sid, nick, claimed,
+-- four fields each), after the store lost them or a heartbeat found them
+-- gone. A nick another live session took meanwhile goes to the session
+-- that claimed it first: if that is this node's, the other's node is told
+-- to rename it (and finds out at its next heartbeat anyway); if not, the
+-- session id is returned: this node renames it.
 redis.register_function('mc_claim', function(_, a)
   local p, node, ttl = a[1], a[2], a[3]
-  local taken = 0
-  for i = 4, #a, 3 do
-    local key = p .. 'nick:' .. a[i]
-    local val = node .. '\t' .. a[i + 1] .. '\t' .. a[i + 2]
+  local lose = {}
+  for i = 4, #a - 3, 4 do
+    local nk, sid, nick, at = a[i], a[i + 1], a[i + 2], a[i + 3]
+    local key = p .. 'nick:' .. nk
     local v = redis.call('GET', key)
-    if v and fields(v)[1] ~= node then
-      taken = taken + 1
+    local win = true
+    if v then
+      local f = fields(v)
+      if f[1] ~= node or f[2] ~= sid then
+        if earlier(f[4], f[1], f[2], at, node, sid) then
+          win = false
+        else
+          redis.call('PUBLISH', p .. 'n:' .. f[1], 'R\n' .. f[2] .. '\n' .. f[3])
+        end
+      end
+    end
+    if win then
+      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
+      redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
-      redis.call('SET', key, val, 'PX', ttl)
-      redis.call('SADD', p .. 'node:' .. node .. ':nicks', a[i])
+      redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+      lose[#lose + 1] = sid
     end
   end
-  return taken
+  return lose
 end)

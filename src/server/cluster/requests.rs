@@ -258,6 +258,22 @@ impl Chat {
             self.drop_member(t, last);
             if available {
                 self.send_leave(t, id, reason, Expect::Ignore("leave"));
+            } else {
+                // Announced when the store is back, even if it came back
+                // empty (then no sync would find the member to part).
+                let nick = self.sessions.at(t).nick().to_owned();
+                if let Some(c) = self.cluster.as_deref_mut() {
+                    if let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) {
+                        c.remember_gone(super::Gone {
+                            key,
+                            nk: fold(&nick),
+                            nick,
+                            sid,
+                            reason: reason.to_owned(),
+                            tries: 0,
+                        });
+                    }
+                }
             }
             self.forget_room_if_idle(id);
         }
@@ -265,6 +281,8 @@ impl Chat {
             let nick = fold(self.sessions.at(t).nick());
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.sids.remove(&sid);
+                c.claims.remove(&sid);
+                c.renaming.remove(&sid);
                 if available {
                     c.bye(&nick, sid);
                 }
@@ -290,8 +308,10 @@ impl Chat {
             return;
         };
         let key = key.to_owned();
+        // Redis checks the sender's membership: its entry names it.
+        let (nk, node, sid_s) = (fold(s.nick()), c.node.clone(), sid.to_string());
         c.fcall(
-            Expect::Say { t, sid },
+            Expect::Say { t, sid, room: id },
             "mc_say",
             &[
                 key.as_bytes(),
@@ -300,6 +320,9 @@ impl Chat {
                 body.as_bytes(),
                 time.as_bytes(),
                 maxlen.as_bytes(),
+                nk.as_bytes(),
+                node.as_bytes(),
+                sid_s.as_bytes(),
             ],
         );
     }
@@ -351,6 +374,7 @@ impl Chat {
             c.ttl.as_millis().to_string(),
         );
         let (onk, nnk) = (fold(&old), fold(new));
+        let was = c.claims.get(&sid).copied().unwrap_or(0).to_string();
         let mut args: Vec<&[u8]> = vec![
             onk.as_bytes(),
             nnk.as_bytes(),
@@ -359,6 +383,7 @@ impl Chat {
             node.as_bytes(),
             sid_s.as_bytes(),
             ttl.as_bytes(),
+            was.as_bytes(),
         ];
         args.extend(rooms.iter().map(|r| r.as_bytes()));
         c.fcall(
@@ -366,6 +391,7 @@ impl Chat {
                 t,
                 sid,
                 new: new.to_owned(),
+                forced: None,
             },
             "mc_nick",
             &args,
