@@ -549,8 +549,14 @@ fn cluster_options_bad_values_exit_2_naming_them() {
     // Rejected while parsing, before anything could reach a Redis.
     assert_usage_error(&["--redis", "127.0.0.1:6379"], &[], "--redis");
     assert_usage_error(&["--redis", "redis://h:99999"], &[], "--redis");
-    assert_usage_error(&["--redis", "rediss://h:6379"], &[], "not supported");
-    assert_usage_error(&["--redis", "redis://u:pw@h:6379"], &[], "not supported");
+    assert_usage_error(&["--redis", "redis://u@h:6379"], &[], "needs a password");
+    assert_usage_error(&["--redis", "redis://u:@h:6379"], &[], "password is empty");
+    // --redis-ca is for TLS to Redis only.
+    assert_usage_error(
+        &["--redis", "redis://h", "--redis-ca", "/tmp/ca.pem"],
+        &[],
+        "--redis-ca needs a rediss://",
+    );
     assert_usage_error(&["--redis", "unix:///tmp/r.sock"], &[], "not supported");
     assert_usage_error(&[], &[("MUXCHAT_REDIS", "http://h:1")], "--redis");
     let redis = ["--redis", "redis://127.0.0.1:9"];
@@ -561,6 +567,8 @@ fn cluster_options_bad_values_exit_2_naming_them() {
         (["--node-ttl-ms", "600001"], "--node-ttl-ms"),
         (["--redis-max-pending", "1024"], "--redis-max-pending"),
         (["--cluster-list-ttl-ms", "60001"], "--cluster-list-ttl-ms"),
+        (["--redis-timeout-ms", "9"], "--redis-timeout-ms"),
+        (["--redis-timeout-ms", "600001"], "--redis-timeout-ms"),
     ] {
         let args: Vec<&str> = redis.iter().chain(extra.iter()).copied().collect();
         assert_usage_error(&args, &[], names);
@@ -585,6 +593,12 @@ fn cluster_options_without_redis_exit_2_naming_both() {
             "--cluster-list-ttl-ms",
         ),
         (&[][..], Some(("MUXCHAT_NODE_NAME", "n1")), "--node-name"),
+        (
+            &["--redis-timeout-ms", "500"][..],
+            None,
+            "--redis-timeout-ms",
+        ),
+        (&["--redis-ca", "/tmp/ca.pem"][..], None, "--redis-ca"),
     ] {
         let env: Vec<(&str, &str)> = env.into_iter().collect();
         assert_usage_error(args, &env, &format!("{name} needs --redis"));

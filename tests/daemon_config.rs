@@ -162,6 +162,8 @@ const NOT_RUNNABLE: &[&str] = &[
     "node-ttl-ms",
     "redis-max-pending",
     "cluster-list-ttl-ms",
+    "redis-ca",
+    "redis-timeout-ms",
 ];
 
 #[test]

@@ -436,8 +436,13 @@ impl Chat {
                 self.sessions.mark_closing(t, served);
             }
             DoorEvent::Healthz => {
+                // A load balancer must stop sending clients to a node
+                // that cannot register them.
+                let cut_off = self.cluster.as_deref().is_some_and(|c| !c.available());
                 let resp = if self.draining {
                     Response::text(Status::Unavailable, "draining")
+                } else if cut_off {
+                    Response::text(Status::Unavailable, "cluster unavailable")
                 } else {
                     Response::text(Status::Ok, "ok")
                 };

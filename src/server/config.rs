@@ -201,10 +201,25 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
     pub room_ttl_ms: u64,
 
-    /// Join the cluster that shares this Redis (`redis://HOST:PORT[/DB]`,
-    /// HOST a name, IPv4 or `[IPv6]`; PORT 6379 when left out).
-    #[arg(long, env = "MUXCHAT_REDIS", value_name = "URL", value_parser = parse_redis_url)]
+    /// Join the cluster that shares this Redis
+    /// (`redis://[USER:PASSWORD@]HOST:PORT[/DB]`, HOST a name, IPv4 or
+    /// `[IPv6]`; PORT 6379 when left out; `rediss://` for TLS). Prefer
+    /// MUXCHAT_REDIS or --config for a URL with a password: the command
+    /// line is visible to every user of the host.
+    #[arg(long, env = "MUXCHAT_REDIS", value_name = "URL", value_parser = RedisUrlParser)]
     pub redis: Option<RedisUrl>,
+
+    /// PEM file of the CA certificates that verify a `rediss://` Redis,
+    /// instead of the system roots. Needs a rediss:// --redis.
+    #[arg(long, env = "MUXCHAT_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// A request Redis has not answered within this gets ERROR(UNAVAILABLE),
+    /// and the node drops and reopens its link (also bounds connecting,
+    /// the TLS handshake and AUTH). Needs --redis.
+    #[arg(long, env = "MUXCHAT_REDIS_TIMEOUT_MS", default_value_t = 2000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub redis_timeout_ms: u64,
 
     /// This node's name in the cluster, its logs and WELCOME's server string
     /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Needs --redis.
@@ -305,6 +320,11 @@ pub struct Config {
     /// How long a node serves a LIST_ROOMS or LIST_USERS answer read from
     /// Redis (`--cluster-list-ttl-ms`).
     pub cluster_list_ttl: Duration,
+    /// CA certificates for a `rediss://` Redis (`--redis-ca`); `None`: the
+    /// system roots.
+    pub redis_ca: Option<PathBuf>,
+    /// How long a request to Redis may go unanswered (`--redis-timeout-ms`).
+    pub redis_timeout: Duration,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -358,6 +378,8 @@ impl Config {
                 ("node_ttl_ms", "--node-ttl-ms"),
                 ("redis_max_pending", "--redis-max-pending"),
                 ("cluster_list_ttl_ms", "--cluster-list-ttl-ms"),
+                ("redis_ca", "--redis-ca"),
+                ("redis_timeout_ms", "--redis-timeout-ms"),
             ] {
                 if given(id) {
                     return Err(Args::command().error(
@@ -366,6 +388,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if given("redis_ca") && args.redis.as_ref().is_some_and(|u| !u.tls) {
+            return Err(Args::command().error(
+                ErrorKind::ArgumentConflict,
+                "--redis-ca needs a rediss:// --redis URL (TLS to Redis)",
+            ));
         }
         let (settled, adapted) = sizes
             .settle()
@@ -405,14 +433,40 @@ impl Config {
             node_ttl: Duration::from_millis(args.node_ttl_ms),
             redis_max_pending: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
             cluster_list_ttl: Duration::from_millis(args.cluster_list_ttl_ms),
+            redis_ca: args.redis_ca,
+            redis_timeout: Duration::from_millis(args.redis_timeout_ms),
             adapted,
         })
     }
 }
 
 /// `--redis`'s value parser: the URL's own error names what is wrong.
-fn parse_redis_url(s: &str) -> Result<RedisUrl, String> {
-    s.parse()
+/// clap's usual message quotes the value it refused, which may hold a
+/// password; this one names the option and the cause only.
+#[derive(Clone)]
+struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = RedisUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<RedisUrl, clap::Error> {
+        let refuse = |why: String| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid value for '--redis <URL>': {why}\n"),
+            )
+        };
+        value
+            .to_str()
+            .ok_or_else(|| refuse("not UTF-8".into()))?
+            .parse()
+            .map_err(refuse)
+    }
 }
 
 /// `--node-name`'s value parser. The name goes into log lines, Redis keys
@@ -619,6 +673,7 @@ mod tests {
         assert_eq!(c.node_ttl, Duration::from_secs(15));
         assert_eq!(c.redis_max_pending, 8 << 20);
         assert_eq!(c.cluster_list_ttl, Duration::from_secs(1));
+        assert_eq!(c.redis_timeout, Duration::from_secs(2));
         let c = parse(&[
             "--redis",
             "redis://[::1]:7000/2",
@@ -676,6 +731,8 @@ mod tests {
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
             &["--cluster-list-ttl-ms", "1000"][..],
+            &["--redis-timeout-ms", "2000"][..],
+            &["--redis-ca", "ca.pem"][..],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2);
@@ -688,10 +745,29 @@ mod tests {
             &["--redis", "redis://h", "--redis-max-pending", "65535"][..],
             &["--redis", "redis://h", "--cluster-list-ttl-ms", "60001"][..],
             &["--redis", "redis://h", "--redis-max-pending", "1073741825"][..],
-            &["--redis", "rediss://h"][..],
+            &["--redis", "redis://u@h"][..],
+            &["--redis", "redis://h", "--redis-ca", "ca.pem"][..],
+            &["--redis", "redis://h", "--redis-timeout-ms", "9"][..],
         ] {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
         }
+        // clap would quote the refused value, password and all.
+        let e = parse(&["--redis", "redis://u:Secret-pw@h:0"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(!e.to_string().contains("Secret"), "{e}");
+        assert!(e.to_string().contains("port `0`"), "{e}");
+        let c = parse(&[
+            "--redis",
+            "rediss://u:Xyzzy-pw@h",
+            "--redis-ca",
+            "ca.pem",
+            "--redis-timeout-ms",
+            "250",
+        ])
+        .unwrap();
+        assert_eq!(c.redis_timeout, Duration::from_millis(250));
+        assert_eq!(c.redis_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert!(!format!("{c:?}").contains("Xyzzy"), "{c:?}");
         let name = "A-z_0.9:".repeat(8);
         let c = parse(&["--redis", "redis://h", "--node-name", &name]).unwrap();
         assert_eq!(c.node_name, Some(name));

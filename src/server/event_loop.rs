@@ -58,7 +58,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::protocol::{ErrorCode, ServerMessage};
 
 use super::chat::{Chat, ReadStop};
-use super::cluster::{self, Cluster};
+use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
 use super::history::Epochs;
@@ -198,7 +198,11 @@ impl Server {
             // not start serving.
             Some(url) => Some(
                 Cluster::start(
-                    url,
+                    Reach {
+                        url,
+                        ca: config.redis_ca.as_deref(),
+                        timeout: config.redis_timeout,
+                    },
                     config
                         .node_name
                         .clone()

@@ -39,6 +39,8 @@ pub struct Redis {
     child: Option<Child>,
     /// Its TCP port (kept across [`Redis::restart_empty`]).
     pub port: u16,
+    /// Arguments after the fixture's own (see [`Redis::start_with`]).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -47,6 +49,17 @@ impl Redis {
     /// and a cluster test that silently skips proves nothing.
     #[track_caller]
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// [`Redis::start`] with `args` after the fixture's own (a later
+    /// `--port` wins over the fixture's, so a TLS-only server is
+    /// `--port 0 --tls-port {port} ...`); `{port}` in an argument becomes
+    /// the port picked. Ready once a PING is answered, `-NOAUTH` included
+    /// (a server with a password), or, with `--tls-port`, once the port
+    /// takes connections. Kept across [`Redis::restart_empty`].
+    #[track_caller]
+    pub fn start_with(args: &[&str]) -> Redis {
         assert!(
             std::path::Path::new(REDIS_SERVER).exists(),
             "{REDIS_SERVER} is missing: the cluster tests need Debian's redis-server \
@@ -57,7 +70,15 @@ impl Redis {
         for _ in 0..5 {
             let port = free_port();
             assert_ne!(port, 6379, "never the standard Redis port");
-            let mut redis = Redis { child: None, port };
+            let extra = args
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string()))
+                .collect();
+            let mut redis = Redis {
+                child: None,
+                port,
+                extra,
+            };
             if redis.spawn_until_ready(Duration::from_secs(5)) {
                 return redis;
             }
@@ -112,6 +133,7 @@ impl Redis {
         let mut child = Command::new(REDIS_SERVER)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,7 +144,14 @@ impl Redis {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // most likely: the port was taken
             }
-            if redis_command(self.addr(), &["PING"]).as_deref() == Some("+PONG") {
+            let tls = self.extra.iter().any(|a| a == "--tls-port");
+            let up = if tls {
+                TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)).is_ok()
+            } else {
+                redis_command(self.addr(), &["PING"])
+                    .is_some_and(|r| r == "+PONG" || r.starts_with("-NOAUTH"))
+            };
+            if up {
                 self.child = Some(child);
                 return true;
             }
@@ -164,6 +193,25 @@ pub fn redis_command(addr: SocketAddr, args: &[&str]) -> Option<String> {
     }
     let end = reply.windows(2).position(|w| w == b"\r\n")?;
     Some(String::from_utf8_lossy(&reply[..end]).into_owned())
+}
+
+/// `GET path` from a daemon's port: (status code, body less its trailing
+/// whitespace).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect for HTTP");
+    s.set_read_timeout(Some(WAIT)).expect("read timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send the request");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = body.trim_end().to_owned();
+    (status, body)
 }
 
 /// The `muxchatd` binary the tests run (`MUXCHATD_BIN` overrides it, as in

@@ -22,7 +22,7 @@ use super::super::rooms::RoomId;
 use super::super::session::Membership;
 use super::link::Change;
 use super::resp::Value;
-use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX, STALL, TICK};
+use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX, TICK};
 
 /// A fill's upper bound that means "everything after": after a
 /// resubscription nothing says how far the room went meanwhile.
@@ -291,6 +291,23 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
+        // `--redis-timeout-ms` is checked at its own deadline (see
+        // `Cluster::next_deadline`), not only at the tick.
+        let (cmd_late, sub_late) = c.timed_out(now);
+        for (sub, late) in [(false, cmd_late), (true, sub_late)] {
+            let Some(c) = self.cluster.as_deref_mut() else {
+                return;
+            };
+            if late {
+                let why = c.timeout_reason();
+                let link = if sub { &mut c.sub } else { &mut c.cmd };
+                let change = link.down(&c.registry, now, why);
+                self.on_link_change(sub, change, now);
+            }
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
         if now < c.next_tick {
             return;
         }
@@ -298,29 +315,9 @@ impl Chat {
         c.lists.sweep(now);
         c.cmd.reconnect(&c.registry, now);
         c.sub.reconnect(&c.registry, now);
-        let stalled_cmd = c
-            .in_flight
-            .front()
-            .is_some_and(|f| now.duration_since(f.sent) >= STALL);
-        if stalled_cmd {
-            let change = c.cmd.down(&c.registry, now, "no answer for 5 s".into());
-            self.on_link_change(false, change, now);
-        }
-        let Some(c) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        if c.sub.is_up() {
-            match c.sub_ping {
-                Some(at) if now.duration_since(at) >= STALL => {
-                    let change = c.sub.down(&c.registry, now, "no answer for 5 s".into());
-                    self.on_link_change(true, change, now);
-                }
-                Some(_) => {}
-                None => {
-                    c.sub.send(&[b"PING"]);
-                    c.sub_ping = Some(now);
-                }
-            }
+        if c.sub.is_up() && c.sub_ping.is_none() {
+            c.sub.send(&[b"PING"]);
+            c.sub_ping = Some(now);
         }
         let Some(c) = self.cluster.as_deref_mut() else {
             return;

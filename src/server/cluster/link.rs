@@ -7,16 +7,29 @@
 //! read until `WouldBlock` and cut into whole RESP values, a partial value
 //! kept for the next read. What a value means is the cluster's business:
 //! the link only moves bytes and says when it came up or went down.
+//!
+//! Opening a connection is the link's business too, all of it driven by
+//! readiness and bounded by the cluster's timeout: the TCP connect, then
+//! for `rediss://` the TLS handshake (rustls, a state machine fed from
+//! the same non-blocking socket), then for a URL with a password
+//! `AUTH [USER] PASSWORD` as the first command. Only once AUTH is
+//! accepted does the link say it came up, so nothing else (SELECT, the
+//! function library, a SUBSCRIBE) ever reaches Redis unauthenticated.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use super::resp::{self, Limits, Parse, Value};
+use super::url::RedisUrl;
 
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -37,6 +50,8 @@ pub enum State {
     Down(Instant),
     /// A non-blocking connect is under way.
     Connecting,
+    /// Connected; the TLS handshake or AUTH's answer is awaited.
+    Opening,
     /// Connected: requests may be sent.
     Up,
 }
@@ -58,11 +73,110 @@ pub enum Change {
     },
 }
 
+/// How every connection of a link is opened: TLS and to whom, AUTH.
+#[derive(Clone, Default)]
+pub struct Opener {
+    /// `rediss://`: the client configuration and the name the server's
+    /// certificate must carry (also sent as SNI when it is a DNS name).
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// `AUTH [USER] PASSWORD`, sent first.
+    auth: Option<Vec<Vec<u8>>>,
+    /// The URL as logs show it (no password).
+    shown: String,
+}
+
+/// Never shows AUTH's arguments.
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth.is_some())
+            .field("shown", &self.shown)
+            .finish()
+    }
+}
+
+impl Opener {
+    /// The opener for `url`: for `rediss://`, a TLS client that trusts the
+    /// CA certificates in `ca`, or the system's roots without it. An error
+    /// names the file or says that no root was found.
+    pub fn new(url: &RedisUrl, ca: Option<&Path>) -> Result<Opener, String> {
+        let tls = if url.tls {
+            let mut roots = rustls::RootCertStore::empty();
+            match ca {
+                Some(path) => {
+                    let certs = crate::server::tls::load_certs(path)
+                        .map_err(|e| format!("--redis-ca {e}"))?;
+                    for c in certs {
+                        roots.add(c).map_err(|e| {
+                            format!("--redis-ca {}: not a usable CA ({e})", path.display())
+                        })?;
+                    }
+                }
+                None => {
+                    // Reads the system's certificate files (SSL_CERT_FILE,
+                    // SSL_CERT_DIR, then the usual places): no thread, no
+                    // network, once at start-up.
+                    let found = rustls_native_certs::load_native_certs();
+                    let (added, _) = roots.add_parsable_certificates(found.certs);
+                    if added == 0 {
+                        return Err(String::from(
+                            "rediss:// found no system root certificates \
+                             (install ca-certificates, or give --redis-ca FILE)",
+                        ));
+                    }
+                }
+            }
+            let config = ClientConfig::builder_with_provider(crate::server::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| format!("`{}` cannot name a TLS server ({e})", url.host))?;
+            Some((Arc::new(config), name))
+        } else {
+            None
+        };
+        Ok(Opener {
+            tls,
+            auth: url.auth_command(),
+            shown: url.to_string(),
+        })
+    }
+
+    fn tls_connection(&self) -> Result<Option<ClientConnection>, String> {
+        let Some((config, name)) = &self.tls else {
+            return Ok(None);
+        };
+        let mut conn = ClientConnection::new(Arc::clone(config), name.clone())
+            .map_err(|e| format!("TLS: {e}"))?;
+        conn.set_buffer_limit(Some(crate::server::tls::TLS_BUFFER_LIMIT * 4));
+        Ok(Some(conn))
+    }
+}
+
+/// A connection the start-up check opened (and authenticated), for
+/// [`Link::new`].
+pub struct Opened {
+    stream: std::net::TcpStream,
+    tls: Option<ClientConnection>,
+}
+
 /// One Redis connection.
-#[derive(Debug)]
 pub struct Link {
     name: &'static str,
     addrs: Vec<SocketAddr>,
+    opener: Opener,
+    /// The TLS state of the current connection, for `rediss://`.
+    tls: Option<Box<ClientConnection>>,
+    /// When the current connection's opening began (connect, TLS, AUTH).
+    opening_since: Instant,
+    /// AUTH was sent and its answer is awaited.
+    awaiting_auth: bool,
+    /// The last refusal logged (AUTH, TLS), so a node retrying against a
+    /// Redis that refuses it logs each new cause once, not every attempt.
+    last_refusal: Option<String>,
     token: Token,
     stream: Option<TcpStream>,
     state: State,
@@ -80,19 +194,39 @@ pub struct Link {
     next_addr: usize,
 }
 
+/// Where the link stands, not what it carries: while it opens, `out`
+/// holds AUTH and its password.
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("name", &self.name)
+            .field("opener", &self.opener)
+            .field("token", &self.token)
+            .field("state", &self.state)
+            .field("unsent", &self.unsent())
+            .field("unparsed", &self.inbuf.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Link {
     /// A link for `addrs`, registered under `token` once connected. With
-    /// `stream`, it starts up (the start-up check connected it already).
+    /// `opened`, it starts up (the start-up check connected it already).
     pub fn new(
         name: &'static str,
-        addrs: Vec<SocketAddr>,
+        (addrs, opener): (Vec<SocketAddr>, Opener),
         token: Token,
-        stream: Option<std::net::TcpStream>,
+        opened: Option<Opened>,
         registry: &Registry,
     ) -> io::Result<Link> {
         let mut link = Link {
             name,
             addrs,
+            opener,
+            tls: None,
+            opening_since: Instant::now(),
+            awaiting_auth: false,
+            last_refusal: None,
             token,
             stream: None,
             state: State::Down(Instant::now()),
@@ -105,7 +239,8 @@ impl Link {
             more: false,
             next_addr: 0,
         };
-        if let Some(s) = stream {
+        if let Some(Opened { stream: s, tls }) = opened {
+            link.tls = tls.map(Box::new);
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
             let mut s = TcpStream::from_std(s);
@@ -123,7 +258,7 @@ impl Link {
     #[doc(hidden)]
     pub fn detached(name: &'static str, token: Token, registry: &Registry) -> Link {
         // Without a stream, `new` only builds the state (no syscall).
-        let mut link = Link::new(name, Vec::new(), token, None, registry)
+        let mut link = Link::new(name, (Vec::new(), Opener::default()), token, None, registry)
             .expect("a link without a stream cannot fail");
         link.state = State::Up;
         link
@@ -178,6 +313,16 @@ impl Link {
             return false;
         };
         self.next_addr = self.next_addr.wrapping_add(1);
+        self.opening_since = now;
+        self.awaiting_auth = false;
+        self.tls = match self.opener.tls_connection() {
+            Ok(c) => c.map(Box::new),
+            Err(why) => {
+                self.refused(why);
+                self.fail(now);
+                return true;
+            }
+        };
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -224,9 +369,12 @@ impl Link {
             };
             match (s.take_error(), s.peer_addr()) {
                 (Ok(None), Ok(_)) => {
-                    self.state = State::Up;
-                    self.backoff = BACKOFF_MIN;
-                    change = Change::CameUp;
+                    self.state = State::Opening;
+                    if let Some(auth) = &self.opener.auth {
+                        let args: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
+                        resp::encode(&mut self.out, &args);
+                        self.awaiting_auth = true;
+                    }
                 }
                 (Err(e), _) | (Ok(Some(e)), _) => return self.down(registry, now, e.to_string()),
                 (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => {
@@ -235,15 +383,62 @@ impl Link {
                 (Ok(None), Err(e)) => return self.down(registry, now, e.to_string()),
             }
         }
+        let opening = self.state == State::Opening;
+        let at = values.len();
         if let Err(why) = self.read(values) {
+            // A TLS or AUTH failure is worth a warning (a wrong password,
+            // an expired certificate); a plain connection closed at once
+            // is just a reconnect that failed.
+            if opening && (self.tls.is_some() || self.awaiting_auth) {
+                self.refused(why.clone());
+            }
             return self.down(registry, now, why);
         }
-        if writable || self.unsent() > 0 {
+        if opening {
+            if self.awaiting_auth && values.len() > at {
+                let answer = values.remove(at);
+                if let Some(e) = answer.error() {
+                    let why = format!("AUTH refused: {}", String::from_utf8_lossy(e));
+                    self.refused(why.clone());
+                    return self.down(registry, now, why);
+                }
+                self.awaiting_auth = false;
+            }
+            let tls_done = self.tls.as_ref().is_none_or(|c| !c.is_handshaking());
+            if tls_done && !self.awaiting_auth {
+                self.state = State::Up;
+                self.backoff = BACKOFF_MIN;
+                self.last_refusal = None;
+                change = Change::CameUp;
+            }
+        }
+        let tls_wants = self.tls.as_ref().is_some_and(|c| c.wants_write());
+        if writable || self.unsent() > 0 || tls_wants {
             if let Err(e) = self.flush(registry) {
                 return self.down(registry, now, e.to_string());
             }
         }
         change
+    }
+
+    /// Logs why Redis refused to open a connection (AUTH, TLS), once per
+    /// new cause: an operator sees a wrong password or an expired
+    /// certificate without a line per retry.
+    fn refused(&mut self, why: String) {
+        if self.last_refusal.as_ref() != Some(&why) {
+            warn!(
+                "cluster: Redis at {} refused the {} link: {why}; retrying",
+                self.opener.shown, self.name
+            );
+            self.last_refusal = Some(why);
+        }
+    }
+
+    /// When the current connection's opening (connect, TLS, AUTH) runs
+    /// out of `timeout`, if one is under way.
+    pub fn opening_deadline(&self, timeout: Duration) -> Option<Instant> {
+        matches!(self.state, State::Connecting | State::Opening)
+            .then(|| self.opening_since + timeout)
     }
 
     fn read(&mut self, values: &mut Vec<Value>) -> Result<(), String> {
@@ -259,6 +454,34 @@ impl Link {
                 // reads on next iteration (no new edge will say so).
                 self.more = true;
                 break Ok(());
+            }
+            if let Some(conn) = self.tls.as_deref_mut() {
+                // Plaintext rustls holds first, then more ciphertext from
+                // the socket, until the socket would block.
+                match conn.reader().read(&mut chunk) {
+                    Ok(0) => break Err("closed by Redis (TLS close_notify)".to_string()),
+                    Ok(n) => {
+                        taken += n;
+                        self.inbuf.extend_from_slice(&chunk[..n]);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Err(format!("TLS: {e}")),
+                }
+                match conn.read_tls(s) {
+                    Ok(0) => break Err("closed by Redis".to_string()),
+                    Ok(_) => {
+                        if let Err(e) = conn.process_new_packets() {
+                            // Tell Redis why (the alert), best effort.
+                            let _ = conn.write_tls(s);
+                            break Err(format!("TLS: {e}"));
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Err(e.to_string()),
+                }
             }
             match s.read(&mut chunk) {
                 Ok(0) => break Err("closed by Redis".to_string()),
@@ -299,19 +522,43 @@ impl Link {
     /// Writes what is pending until done or `WouldBlock`; WRITABLE interest
     /// only while bytes are left over.
     pub fn flush(&mut self, registry: &Registry) -> io::Result<()> {
-        if self.state != State::Up {
+        if !matches!(self.state, State::Up | State::Opening) {
             return Ok(());
         }
         let Some(s) = self.stream.as_mut() else {
             return Ok(());
         };
-        while self.written < self.out.len() {
-            match s.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+        if let Some(conn) = self.tls.as_deref_mut() {
+            // Plaintext into rustls as far as its bounded buffer takes it
+            // (during the handshake it holds AUTH until it can be sent),
+            // ciphertext out until the socket would block.
+            loop {
+                while self.written < self.out.len() {
+                    match conn.writer().write(&self.out[self.written..])? {
+                        0 => break,
+                        n => self.written += n,
+                    }
+                }
+                if !conn.wants_write() {
+                    break;
+                }
+                match conn.write_tls(s) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            while self.written < self.out.len() {
+                match s.write(&self.out[self.written..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
             }
         }
         if self.written == self.out.len() {
@@ -321,7 +568,8 @@ impl Link {
                 self.out.shrink_to(64 * 1024);
             }
         }
-        let want = self.written < self.out.len();
+        let want =
+            self.written < self.out.len() || self.tls.as_ref().is_some_and(|c| c.wants_write());
         if want != self.writable_interest {
             self.writable_interest = want;
             let interest = if want {
@@ -351,44 +599,88 @@ impl Link {
 
     fn fail(&mut self, now: Instant) {
         self.stream = None;
+        self.tls = None;
+        self.awaiting_auth = false;
         self.state = State::Down(now + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// The start-up check: a blocking connect with a timeout, then `args`
-/// sent and their replies read (each must not be an error). Returns the
-/// connected stream for [`Link::new`].
+/// The start-up check: a blocking connect with a timeout, the TLS
+/// handshake and AUTH as `opener` says, then `commands` sent and their
+/// replies read (each must not be an error). Returns the opened
+/// connection for [`Link::new`].
 pub fn connect_blocking(
     addrs: &[SocketAddr],
+    opener: &Opener,
     commands: &[Vec<Vec<u8>>],
     timeout: Duration,
-) -> Result<std::net::TcpStream, String> {
+) -> Result<Opened, String> {
     let mut last = String::from("no address");
     for addr in addrs {
         match std::net::TcpStream::connect_timeout(addr, timeout) {
-            Ok(s) => return handshake(s, commands, timeout),
+            Ok(s) => return open_blocking(s, opener, commands, timeout),
             Err(e) => last = e.to_string(),
         }
     }
     Err(last)
 }
 
-fn handshake(
+fn open_blocking(
     mut s: std::net::TcpStream,
+    opener: &Opener,
     commands: &[Vec<Vec<u8>>],
     timeout: Duration,
-) -> Result<std::net::TcpStream, String> {
+) -> Result<Opened, String> {
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    let auth = opener.auth.iter().cloned();
+    let all: Vec<Vec<Vec<u8>>> = auth.chain(commands.iter().cloned()).collect();
+    let mut tls = opener.tls_connection()?;
+    match tls.as_mut() {
+        Some(conn) => {
+            let deadline = Instant::now() + timeout;
+            while conn.is_handshaking() {
+                if Instant::now() >= deadline {
+                    return Err("TLS handshake: no answer (timed out)".into());
+                }
+                conn.complete_io(&mut s)
+                    .map_err(|e| format!("TLS handshake: {}", io_cause(&e)))?;
+            }
+            let mut stream = rustls::Stream::new(conn, &mut s);
+            handshake(&mut stream, &all, opener.auth.is_some())?;
+        }
+        None => handshake(&mut s, &all, opener.auth.is_some())?,
+    }
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    s.set_write_timeout(None).map_err(|e| e.to_string())?;
+    Ok(Opened { stream: s, tls })
+}
+
+fn io_cause(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "no answer (timed out)".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Sends `commands` and reads one reply each; the first is AUTH's when
+/// `auth`.
+fn handshake(
+    s: &mut (impl Read + Write),
+    commands: &[Vec<Vec<u8>>],
+    auth: bool,
+) -> Result<(), String> {
     let mut out = Vec::new();
     for c in commands {
         let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
         resp::encode(&mut out, &args);
     }
-    s.write_all(&out).map_err(|e| e.to_string())?;
+    s.write_all(&out).map_err(|e| io_cause(&e))?;
+    s.flush().map_err(|e| io_cause(&e))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let limits = Limits::default();
@@ -397,19 +689,19 @@ fn handshake(
         match resp::parse(&buf, &limits) {
             Parse::Done(v, used) => {
                 if let Some(e) = v.error() {
-                    return Err(String::from_utf8_lossy(e).into_owned());
+                    let e = String::from_utf8_lossy(e);
+                    return Err(if auth && got == 0 {
+                        format!("AUTH refused: {e}")
+                    } else {
+                        e.into_owned()
+                    });
                 }
                 buf.drain(..used);
                 got += 1;
             }
             Parse::Invalid(why) => return Err(format!("not a Redis server ({why})")),
             Parse::Incomplete => {
-                let n = s.read(&mut chunk).map_err(|e| match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        "no answer (timed out)".to_string()
-                    }
-                    _ => e.to_string(),
-                })?;
+                let n = s.read(&mut chunk).map_err(|e| io_cause(&e))?;
                 if n == 0 {
                     return Err("closed the connection".into());
                 }
@@ -417,7 +709,31 @@ fn handshake(
             }
         }
     }
-    s.set_read_timeout(None).map_err(|e| e.to_string())?;
-    s.set_write_timeout(None).map_err(|e| e.to_string())?;
-    Ok(s)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_auth() {
+        let url: RedisUrl = "redis://u:Xyzzy-pw@127.0.0.1:1".parse().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let opener = Opener::new(&url, None).unwrap();
+        let mut link = Link::new("t", (vec![], opener), Token(1), None, poll.registry()).unwrap();
+        // As if connected and AUTH queued, not yet written.
+        let auth = url.auth_command().unwrap();
+        let args: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
+        resp::encode(&mut link.out, &args);
+        let shown = format!("{link:?}");
+        // Neither as text nor as the bytes a derived Debug would list.
+        let bytes = format!("{:?}", b"Xyzzy");
+        let bytes = bytes.trim_matches(|c| c == '[' || c == ']');
+        assert!(
+            !shown.contains("Xyzzy") && !shown.contains(bytes),
+            "{shown}"
+        );
+        assert!(shown.contains("unsent"), "{shown}");
+    }
 }

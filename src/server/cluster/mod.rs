@@ -31,12 +31,13 @@ pub mod url;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::{Registry, Token};
 
-use self::link::{Change, Link};
+use self::link::{Change, Link, Opener};
 use self::resp::Value;
 use self::url::RedisUrl;
 
@@ -45,9 +46,10 @@ use super::rooms::RoomId;
 /// The function library loaded into Redis at every (re)connect.
 pub const LIBRARY: &str = include_str!("muxchat.lua");
 
-/// A request unanswered for this long means the link is stalled: it is
-/// dropped and reconnected, and everything waiting on it gets UNAVAILABLE.
-const STALL: Duration = Duration::from_secs(5);
+/// `--redis-timeout-ms`'s default, for a node made without a config: a
+/// request unanswered for this long means the link is stalled, and it is
+/// dropped and reconnected (everything waiting on it gets UNAVAILABLE).
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 /// How often the cluster's timer runs (stall checks, reconnects).
 const TICK: Duration = Duration::from_millis(500);
 /// Bytes of events one room may hold while a jump in its seq is filled
@@ -57,8 +59,6 @@ const HELD_EVENTS_MAX: usize = 4 * 1024 * 1024;
 /// Stream entries asked for at once (a fill, a HISTORY reply): bounds
 /// every answer on the command link, whatever `--history` allows.
 const BATCH: usize = 256;
-/// Timeout of the start-up check.
-const START_TIMEOUT: Duration = Duration::from_secs(3);
 /// Nicks and memberships per call when the node rebuilds its state.
 const RESTORE_CHUNK: usize = 500;
 
@@ -96,6 +96,20 @@ impl fmt::Display for ClusterError {
 }
 
 impl std::error::Error for ClusterError {}
+
+/// How a node reaches its Redis: the URL (`--redis`), the CA file for
+/// `rediss://` (`--redis-ca`), and the bound on every request, connect,
+/// TLS handshake and AUTH (`--redis-timeout-ms`, also the start-up
+/// check's).
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    /// `--redis`.
+    pub url: &'a RedisUrl,
+    /// `--redis-ca`.
+    pub ca: Option<&'a Path>,
+    /// `--redis-timeout-ms`.
+    pub timeout: Duration,
+}
 
 /// Who a node is: its name, its id in the store, its Redis.
 struct Identity {
@@ -248,6 +262,9 @@ pub struct Cluster {
     next_tick: Instant,
     /// When the subscriber link's last PING went unanswered since.
     sub_ping: Option<Instant>,
+    /// `--redis-timeout-ms`: how long a call (or the subscriber's PING,
+    /// or opening a link) may go unanswered before the link is dropped.
+    pub(crate) timeout: Duration,
     /// Both links were up and the node's state was rebuilt in Redis.
     synced: bool,
     /// A rebuild is in flight (its `Sync` answer not back): what fails
@@ -303,7 +320,7 @@ impl Cluster {
     /// running yet), loads the function library, and registers the node.
     /// An error names the URL and the cause.
     pub fn start(
-        url: &RedisUrl,
+        reach: Reach<'_>,
         name: String,
         ttl: Duration,
         room_ttl: Duration,
@@ -311,7 +328,9 @@ impl Cluster {
         registry: Registry,
         seed: u64,
     ) -> Result<Cluster, ClusterError> {
+        let url = reach.url;
         let fail = |why: String| ClusterError(format!("cannot use Redis at {url}: {why}"));
+        let opener = Opener::new(url, reach.ca).map_err(fail)?;
         let addrs = url.resolve().map_err(|e| fail(e.to_string()))?;
         let db = url.db.to_string();
         let handshake = vec![
@@ -323,12 +342,19 @@ impl Cluster {
                 LIBRARY.as_bytes().to_vec(),
             ],
         ];
-        let cmd = link::connect_blocking(&addrs, &handshake, START_TIMEOUT).map_err(fail)?;
-        let sub = link::connect_blocking(&addrs, &[vec![b"PING".to_vec()]], START_TIMEOUT)
-            .map_err(fail)?;
-        let cmd = Link::new("command", addrs.clone(), CMD, Some(cmd), &registry)
-            .map_err(|e| fail(e.to_string()))?;
-        let sub = Link::new("subscriber", addrs, SUB, Some(sub), &registry)
+        let timeout = reach.timeout;
+        let cmd = link::connect_blocking(&addrs, &opener, &handshake, timeout).map_err(fail)?;
+        let ping = [vec![b"PING".to_vec()]];
+        let sub = link::connect_blocking(&addrs, &opener, &ping, timeout).map_err(fail)?;
+        let cmd = Link::new(
+            "command",
+            (addrs.clone(), opener.clone()),
+            CMD,
+            Some(cmd),
+            &registry,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let sub = Link::new("subscriber", (addrs, opener), SUB, Some(sub), &registry)
             .map_err(|e| fail(e.to_string()))?;
         let mut c = Cluster::assemble(
             Identity {
@@ -342,6 +368,7 @@ impl Cluster {
             (ttl, room_ttl),
         );
         c.rng ^= seed | 1;
+        c.timeout = timeout;
         c.subscribe_node_channels();
         // Known from the start, so the first heartbeat does not read as
         // the store having lost this node.
@@ -366,11 +393,7 @@ impl Cluster {
             Link::detached("command", CMD, &registry),
             Link::detached("subscriber", SUB, &registry),
         );
-        let url = RedisUrl {
-            host: "detached".to_owned(),
-            port: 0,
-            db: 0,
-        };
+        let url = RedisUrl::plain("detached", 0, 0);
         let id = Identity {
             name: name.to_owned(),
             node: name.to_owned(),
@@ -415,6 +438,7 @@ impl Cluster {
             next_alive: now,
             next_tick: now,
             sub_ping: None,
+            timeout: DEFAULT_TIMEOUT,
             synced: true,
             resyncing: false,
             fenced: false,
@@ -611,12 +635,52 @@ impl Cluster {
         ]
     }
 
-    /// The earliest instant the cluster's timer must run.
+    /// The earliest instant the cluster's timer must run: the next tick,
+    /// or sooner the instant a call, the subscriber's PING or a link's
+    /// opening runs out of `--redis-timeout-ms` (so the bound holds to
+    /// the millisecond, not to the tick). Each of these is gone once its
+    /// link drops, so a past deadline does not spin the loop.
     pub fn next_deadline(&self) -> Instant {
         if self.cmd.has_more() || self.sub.has_more() {
             return Instant::now();
         }
-        self.next_tick
+        let call = self
+            .in_flight
+            .front()
+            .filter(|_| self.cmd.is_up())
+            .map(|f| f.sent + self.timeout);
+        let ping = self
+            .sub_ping
+            .filter(|_| self.sub.is_up())
+            .map(|at| at + self.timeout);
+        let opening = [&self.cmd, &self.sub].map(|l| l.opening_deadline(self.timeout));
+        [Some(self.next_tick), call, ping, opening[0], opening[1]]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.next_tick)
+    }
+
+    /// Whether a call, the subscriber's PING or a link's opening has run
+    /// out of `--redis-timeout-ms`: (command link, subscriber link).
+    pub(crate) fn timed_out(&self, now: Instant) -> (bool, bool) {
+        let due = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+        let [cmd_open, sub_open] = [&self.cmd, &self.sub].map(|l| l.opening_deadline(self.timeout));
+        let call = self
+            .in_flight
+            .front()
+            .filter(|_| self.cmd.is_up())
+            .map(|f| f.sent + self.timeout);
+        let ping = self
+            .sub_ping
+            .filter(|_| self.sub.is_up())
+            .map(|at| at + self.timeout);
+        (due(call) || due(cmd_open), due(ping) || due(sub_open))
+    }
+
+    /// Why a timed-out link is dropped (its log line).
+    pub(crate) fn timeout_reason(&self) -> String {
+        format!("no answer within {} ms", self.timeout.as_millis())
     }
 
     /// The last word on a clean shutdown: this node's members leave, its

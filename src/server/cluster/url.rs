@@ -1,10 +1,13 @@
-//! The value of `--redis`: `redis://HOST[:PORT][/DB]`, parsed and checked
-//! before the daemon binds anything, so a typo is a usage error naming what
-//! is wrong rather than a connection failure later.
+//! The value of `--redis`: `redis[s]://[USER:PASSWORD@]HOST[:PORT][/DB]`,
+//! parsed and checked before the daemon binds anything, so a typo is a
+//! usage error naming what is wrong rather than a connection failure
+//! later.
 //!
-//! Only plain TCP to one Redis is supported: `rediss://` (TLS), Unix
-//! sockets and credentials in the URL are refused by name, so nobody
-//! believes they are in use when they are not.
+//! The password never leaves this module in text meant for people: the
+//! URL's `Display` and `Debug` show `***` in its place, and no parse error
+//! quotes the part of the URL that holds it. Unix sockets and query
+//! parameters are refused by name, so nobody believes they are in use
+//! when they are not.
 
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -18,24 +21,72 @@ pub const DEFAULT_PORT: u16 = 6379;
 /// refused here; Redis itself refuses an index it does not have.
 const MAX_DB: u32 = 1_000_000;
 
+/// A secret whose `Debug` does not show it: it can sit in structs that
+/// derive `Debug` (the config, the links) without leaking into a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it (AUTH).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Where the cluster's Redis is: a host (name, IPv4 address or IPv6 address
-/// without brackets), a port and a database index.
+/// without brackets), a port and a database index, whether TLS is used,
+/// and the credentials AUTH sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisUrl {
+    /// `rediss://`: TLS to Redis.
+    pub tls: bool,
     /// Host name or IP address (IPv6 without the brackets).
     pub host: String,
     /// TCP port.
     pub port: u16,
     /// Database index selected with SELECT after connecting.
     pub db: u32,
+    /// The ACL user; `None` with a password: Redis's `default` user.
+    pub user: Option<String>,
+    /// The password; `None`: no AUTH.
+    pub password: Option<Secret>,
 }
 
 impl RedisUrl {
+    /// A plain `redis://HOST:PORT/DB` with no credentials.
+    pub fn plain(host: &str, port: u16, db: u32) -> RedisUrl {
+        RedisUrl {
+            tls: false,
+            host: host.to_string(),
+            port,
+            db,
+            user: None,
+            password: None,
+        }
+    }
+
     /// The addresses the host resolves to, in the resolver's order. This
     /// may block on DNS, so it is for start-up and reconnection set-up,
     /// never for the serving loop's hot path.
     pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         Ok((self.host.as_str(), self.port).to_socket_addrs()?.collect())
+    }
+
+    /// The AUTH command for the credentials, if any: `AUTH [USER] PASSWORD`.
+    pub fn auth_command(&self) -> Option<Vec<Vec<u8>>> {
+        let pw = self.password.as_ref()?;
+        let mut cmd = vec![b"AUTH".to_vec()];
+        if let Some(user) = &self.user {
+            cmd.push(user.as_bytes().to_vec());
+        }
+        cmd.push(pw.expose().as_bytes().to_vec());
+        Some(cmd)
     }
 }
 
@@ -43,13 +94,9 @@ impl FromStr for RedisUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<RedisUrl, String> {
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("redis") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("rediss") => {
-                return Err(
-                    "rediss:// (TLS to Redis) is not supported; use redis://HOST:PORT".into(),
-                )
-            }
+        let (tls, rest) = match s.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("redis") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("rediss") => (true, rest),
             Some((scheme, _))
                 if scheme.eq_ignore_ascii_case("unix")
                     || scheme.eq_ignore_ascii_case("redis+unix") =>
@@ -66,6 +113,16 @@ impl FromStr for RedisUrl {
             }
             None => return Err("expected redis://HOST:PORT[/DB] (the redis:// is required)".into()),
         };
+        // The credentials end at the last `@`: a password may hold `/`,
+        // `?`, `#` or `@` unescaped, and what follows must not be read
+        // into it (nor it into the host, whose errors are quoted).
+        let (user, password, rest) = match rest.rfind('@') {
+            Some(at) => {
+                let (user, password) = credentials(&rest[..at])?;
+                (user, password, &rest[at + 1..])
+            }
+            None => (None, None, rest),
+        };
         if rest.contains('?') || rest.contains('#') {
             return Err(String::from(
                 "query parameters and fragments are not supported; \
@@ -76,12 +133,6 @@ impl FromStr for RedisUrl {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
         };
-        if authority.contains('@') {
-            return Err(String::from(
-                "a user name or password in the URL is not supported \
-                 (AUTH is not implemented); use redis://HOST:PORT",
-            ));
-        }
         let (host, port) = split_host_port(authority)?;
         let db = match path {
             None | Some("") => 0,
@@ -91,8 +142,57 @@ impl FromStr for RedisUrl {
                 .filter(|&n| n <= MAX_DB && db.bytes().all(|b| b.is_ascii_digit()))
                 .ok_or_else(|| format!("database `{db}` is not a number from 0 to {MAX_DB}"))?,
         };
-        Ok(RedisUrl { host, port, db })
+        Ok(RedisUrl {
+            tls,
+            host,
+            port,
+            db,
+            user,
+            password,
+        })
     }
+}
+
+/// `[USER]:PASSWORD`, each percent-decoded. Errors never quote either.
+fn credentials(userinfo: &str) -> Result<(Option<String>, Option<Secret>), String> {
+    let Some((user, password)) = userinfo.split_once(':') else {
+        return Err(
+            "a user name needs a password (redis://USER:PASSWORD@HOST); \
+                    a password alone is written redis://:PASSWORD@HOST"
+                .into(),
+        );
+    };
+    let user = percent_decode(user).map_err(|why| format!("the user name {why}"))?;
+    let password = percent_decode(password).map_err(|why| format!("the password {why}"))?;
+    if password.is_empty() {
+        return Err("the password is empty (leave out USER:PASSWORD@ for no AUTH)".into());
+    }
+    if user.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("the user name holds spaces or control characters".into());
+    }
+    Ok(((!user.is_empty()).then_some(user), Some(Secret(password))))
+}
+
+/// Decodes `%XX` escapes (as in any URL's user information).
+fn percent_decode(s: &str) -> Result<String, &'static str> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("has a `%` not followed by two hex digits (write `%25` for `%`)")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once decoded")
 }
 
 /// Splits `HOST[:PORT]` (HOST may be `[IPv6]`) and checks both halves.
@@ -164,12 +264,17 @@ fn is_host_name(h: &str) -> bool {
         })
 }
 
+/// The URL as logs and errors show it: the password as `***`.
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
+        if self.password.is_some() {
+            write!(f, "{}:***@", self.user.as_deref().unwrap_or(""))?;
+        }
         if self.host.contains(':') {
-            write!(f, "redis://[{}]:{}", self.host, self.port)?;
+            write!(f, "[{}]:{}", self.host, self.port)?;
         } else {
-            write!(f, "redis://{}:{}", self.host, self.port)?;
+            write!(f, "{}:{}", self.host, self.port)?;
         }
         if self.db != 0 {
             write!(f, "/{}", self.db)?;
@@ -183,11 +288,7 @@ mod tests {
     use super::*;
 
     fn url(host: &str, port: u16, db: u32) -> RedisUrl {
-        RedisUrl {
-            host: host.to_string(),
-            port,
-            db,
-        }
+        RedisUrl::plain(host, port, db)
     }
 
     #[test]
@@ -217,6 +318,7 @@ mod tests {
             ("redis://localhost", "redis://localhost:6379"),
             ("redis://[::1]:7000/5", "redis://[::1]:7000/5"),
             ("redis://h:1/0", "redis://h:1"),
+            ("rediss://h", "rediss://h:6379"),
         ] {
             let parsed: RedisUrl = text.parse().unwrap();
             assert_eq!(parsed.to_string(), shown);
@@ -227,18 +329,9 @@ mod tests {
     #[test]
     fn refuses_what_is_not_supported_by_name() {
         let cases = [
-            (
-                "rediss://h:6379",
-                "rediss:// (TLS to Redis) is not supported",
-            ),
             ("unix:///tmp/redis.sock", "Unix sockets are not supported"),
             ("redis+unix:///tmp/r.sock", "Unix sockets are not supported"),
             ("/tmp/redis.sock", "Unix sockets are not supported"),
-            (
-                "redis://user:pw@h:6379",
-                "password in the URL is not supported",
-            ),
-            ("redis://:pw@h", "password in the URL is not supported"),
             ("redis://h:6379/0?timeout=1", "query parameters"),
         ];
         for (text, want) in cases {
@@ -284,5 +377,84 @@ mod tests {
         assert_eq!(addrs, vec!["127.0.0.1:6390".parse().unwrap()]);
         let addrs = url("::1", 6390, 0).resolve().unwrap();
         assert_eq!(addrs, vec!["[::1]:6390".parse().unwrap()]);
+    }
+
+    #[test]
+    fn parses_credentials_and_tls() {
+        let u: RedisUrl = "rediss://muxchat:s3cr%40t%2F@cache.example:6380/2"
+            .parse()
+            .unwrap();
+        assert!(u.tls);
+        assert_eq!((u.host.as_str(), u.port, u.db), ("cache.example", 6380, 2));
+        assert_eq!(u.user.as_deref(), Some("muxchat"));
+        assert_eq!(u.password.as_ref().map(Secret::expose), Some("s3cr@t/"));
+        let cmd = u.auth_command().unwrap();
+        assert_eq!(cmd, [&b"AUTH"[..], b"muxchat", b"s3cr@t/"]);
+
+        // A password alone (the `default` user), with `@`, `/`, `?` and `:`
+        // unescaped: the credentials end at the last `@`.
+        let u: RedisUrl = "redis://:p@ss/w?rd:x@h/1".parse().unwrap();
+        assert_eq!(u.user, None);
+        assert_eq!(u.password.as_ref().map(Secret::expose), Some("p@ss/w?rd:x"));
+        assert_eq!((u.host.as_str(), u.db), ("h", 1));
+        assert_eq!(u.auth_command().unwrap(), [&b"AUTH"[..], b"p@ss/w?rd:x"]);
+
+        let u: RedisUrl = "rediss://h".parse().unwrap();
+        assert!(u.tls && u.password.is_none() && u.auth_command().is_none());
+    }
+
+    #[test]
+    fn never_shows_the_password() {
+        let pw = "hunter2-Secret";
+        for text in [
+            format!("redis://u:{pw}@h:1/3"),
+            format!("rediss://:{pw}@[::1]:1"),
+        ] {
+            let u: RedisUrl = text.parse().unwrap();
+            let (shown, debug) = (u.to_string(), format!("{u:?}"));
+            assert!(
+                !shown.contains(pw) && !debug.contains(pw),
+                "{shown} {debug}"
+            );
+            assert!(shown.contains(":***@"), "{shown}");
+        }
+        assert_eq!(
+            "redis://u:pw@h:1/3"
+                .parse::<RedisUrl>()
+                .unwrap()
+                .to_string(),
+            "redis://u:***@h:1/3"
+        );
+        // Errors about the rest of the URL, or about the credentials,
+        // quote neither the password nor the user's part of it.
+        for text in [
+            format!("redis://u:{pw}@h:99999"),
+            format!("redis://u:{pw}@bad host"),
+            format!("redis://u:{pw}%zz@h"),
+            format!("redis://u:{pw}@h/x"),
+            format!("redis://u:{pw}@h?x=1"),
+            format!("redis://{pw}@h"),
+        ] {
+            let err = text.parse::<RedisUrl>().unwrap_err();
+            assert!(!err.contains(pw) && !err.contains("hunter"), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_what_is_wrong_in_credentials() {
+        let cases = [
+            ("redis://u@h", "a user name needs a password"),
+            ("redis://u:@h", "the password is empty"),
+            ("redis://:@h", "the password is empty"),
+            ("redis://u:p%2@h", "the password has a `%`"),
+            ("redis://u%4:p@h", "the user name has a `%`"),
+            ("redis://u:%ff@h", "the password is not UTF-8"),
+            ("redis://a%20b:p@h", "the user name holds spaces"),
+            ("redis://u:p@", "host is missing"),
+        ];
+        for (text, want) in cases {
+            let err = text.parse::<RedisUrl>().unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 }
