@@ -18,6 +18,7 @@
 # its bound, ends that group (and nothing else). Logs go to $OUT_DIR.
 #
 # Settings (environment): SCALE=3 ONLY=<test name filter> OUT_DIR=target/cluster-faults
+#   PROFILE=release (or debug: the test build CI uses, less to compile)
 #   SEED=<chaos seed> LIMIT=<seconds before the run is ended; default from the mode>
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,15 +38,17 @@ fi
 command -v redis-server >/dev/null || { echo "cluster-faults: redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
 
-bin=$(cargo test --release --test cluster_faults --no-run --message-format=json 2>/dev/null \
+PROFILE=${PROFILE:-release}
+case $PROFILE in release) rel=--release ;; debug) rel= ;; *) echo "cluster-faults: PROFILE release or debug" >&2; exit 2 ;; esac
+bin=$(cargo test $rel --test cluster_faults --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cluster_faults" and m.get("executable"):
         print(m["executable"])')
 [ -x "$bin" ] || { echo "cluster-faults: could not build the test binary" >&2; exit 1; }
-cargo build --release --bin muxchatd >/dev/null
-export MUXCHATD_BIN=$PWD/target/release/muxchatd
+cargo build $rel --bin muxchatd >/dev/null
+export MUXCHATD_BIN=$PWD/target/$PROFILE/muxchatd
 
 if [ -n "$CHAOS_MIN" ]; then
   export MUXCHAT_CHAOS_SECS=$((CHAOS_MIN * 60))

@@ -104,6 +104,13 @@ fn node_terminated_and_restarted() {
 #[test]
 fn redis_killed_and_restarted_empty() {
     run("Redis restarted empty", |c, crowd| {
+        c.redis.stop();
+        // Two members leave while Redis is down (and come back at once,
+        // which only works once it is up): the others must see LEFT
+        // before they see JOINED again.
+        crowd.kick("c1");
+        crowd.kick("c2");
+        std::thread::sleep(Duration::from_millis(1500));
         c.redis.restart_empty();
         probe_at_once(c, crowd);
         pause(Duration::from_secs(3));

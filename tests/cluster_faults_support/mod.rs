@@ -296,6 +296,9 @@ pub struct Crowd {
     /// Per-client overrides of the reconnect delay, settable during a run
     /// (e.g. "reconnect only after the reap").
     pub hold_off: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Clients told to drop their connection now (they reconnect as after
+    /// any drop): a member that leaves while the cluster cannot tell.
+    pub kick: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Crowd {
@@ -305,20 +308,25 @@ impl Crowd {
             handles: Vec::new(),
             conns: Vec::new(),
             hold_off: Arc::new(Mutex::new(HashMap::new())),
+            kick: Arc::new(Mutex::new(BTreeSet::new())),
         }
+    }
+
+    /// Makes client `label` close its connection (and reconnect).
+    pub fn kick(&self, label: &str) {
+        self.kick.lock().unwrap().insert(label.to_owned());
     }
 
     /// Starts a client thread.
     pub fn spawn(&mut self, cluster: &Cluster, spec: Spec) {
-        let (stop, addrs, t0, hold) = (
-            self.stop.clone(),
-            cluster.addrs.clone(),
-            cluster.t0,
-            self.hold_off.clone(),
-        );
-        self.handles.push(std::thread::spawn(move || {
-            run_client(spec, addrs, t0, stop, hold)
-        }));
+        let ctl = Control {
+            stop: self.stop.clone(),
+            hold: self.hold_off.clone(),
+            kick: self.kick.clone(),
+        };
+        let (addrs, t0) = (cluster.addrs.clone(), cluster.t0);
+        self.handles
+            .push(std::thread::spawn(move || run_client(spec, addrs, t0, ctl)));
     }
 
     /// `n` talking clients `c0..` spread over the nodes, each in one or two
@@ -416,13 +424,20 @@ impl Wire {
 /// Per room, what the client remembers for resume: (epoch, last seq shown).
 type Resume = HashMap<String, (u64, u64)>;
 
+/// How the test steers a client thread.
+struct Control {
+    stop: Arc<AtomicBool>,
+    hold: Arc<Mutex<HashMap<String, Instant>>>,
+    kick: Arc<Mutex<BTreeSet<String>>>,
+}
+
 fn run_client(
     spec: Spec,
     addrs: Arc<Mutex<Vec<Option<SocketAddr>>>>,
     t0: Instant,
-    stop: Arc<AtomicBool>,
-    hold: Arc<Mutex<HashMap<String, Instant>>>,
+    ctl: Control,
 ) -> Vec<Conn> {
+    let Control { stop, hold, kick } = &ctl;
     let mut conns = Vec::new();
     let mut resume: Resume = HashMap::new();
     let mut next_node = spec.home;
@@ -465,20 +480,34 @@ fn run_client(
             &spec,
             &mut w,
             &mut conn,
-            &mut resume,
-            &mut counter,
+            (&mut resume, &mut counter),
             t0,
-            &stop,
+            (stop, kick),
         );
         conn.end = t0.elapsed();
         conn.alive_at_end = open;
         conns.push(conn);
-        if open || !spec.reconnect {
+        // A probe tries again only while the cluster is unavailable: it
+        // is there to claim the nick as soon as the cluster takes claims.
+        let unavailable = conns.last().is_some_and(|c: &Conn| {
+            c.events.iter().any(
+                |(_, e)| matches!(e, Ev::HelloRefused(x) if *x == ErrorCode::Unavailable as u16),
+            )
+        });
+        if open || (!spec.reconnect && !(unavailable && conns.len() < 50)) {
             break;
         }
-        // Reconnect through another node.
+        // Reconnect through another node; after a refused HELLO, not in
+        // a tight loop.
+        let refused = !conns
+            .last()
+            .is_some_and(|c: &Conn| c.events.iter().any(|(_, e)| matches!(e, Ev::Welcome(_))));
         next_node = node + 1;
-        std::thread::sleep(spec.reconnect_delay);
+        std::thread::sleep(if refused {
+            spec.reconnect_delay.max(Duration::from_millis(100))
+        } else {
+            spec.reconnect_delay
+        });
     }
     conns
 }
@@ -489,10 +518,9 @@ fn session(
     spec: &Spec,
     w: &mut Wire,
     conn: &mut Conn,
-    resume: &mut Resume,
-    counter: &mut u64,
+    (resume, counter): (&mut Resume, &mut u64),
     t0: Instant,
-    stop: &AtomicBool,
+    (stop, kick): (&AtomicBool, &Mutex<BTreeSet<String>>),
 ) -> bool {
     let rec = |conn: &mut Conn, ev: Ev| conn.events.push((t0.elapsed(), ev));
     if !w.send(&ClientMessage::Hello {
@@ -532,6 +560,9 @@ fn session(
     let mut outstanding = 0usize;
     let mut say_room = 0usize;
     while !stop.load(Ordering::SeqCst) {
+        if kick.lock().unwrap().remove(&spec.label) {
+            return false; // dropping the socket closes it
+        }
         // One JOIN at a time, retried on UNAVAILABLE.
         if joining.is_none() && Instant::now() >= next_join_at {
             if let Some(room) = pending_joins.first().cloned() {
