@@ -494,7 +494,8 @@ fn run_client(
                 |(_, e)| matches!(e, Ev::HelloRefused(x) if *x == ErrorCode::Unavailable as u16),
             )
         });
-        if open || (!spec.reconnect && !(unavailable && conns.len() < 50)) {
+        let again = spec.reconnect || (unavailable && conns.len() < 50);
+        if open || !again {
             break;
         }
         // Reconnect through another node; after a refused HELLO, not in
