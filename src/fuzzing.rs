@@ -1127,7 +1127,8 @@ pub fn cluster_events(data: &[u8]) {
         ClientMessage::Hello { version, nick }.encode(&mut hello);
         iteration += 1;
         send(&mut chat, &clients[i], &hello, &mut scratch, iteration, now);
-        chat.feed_answer(Value::Int(1));
+        // A claim's time in the store.
+        chat.feed_answer(bulk("1764547200000000"));
         end_iteration(&mut chat, &mut clients, &mut scratch, now, &mut iteration);
     }
     for (i, room) in [(0, "#a"), (1, "#a"), (2, "#b")] {
@@ -1298,7 +1299,7 @@ pub fn cluster_events(data: &[u8]) {
                         ][input.u8() as usize % 4]
                             .clone();
                         let n = input.u8() as usize % 64;
-                        let mut p = vec![b"MJLNW"[b as usize % 5]];
+                        let mut p = vec![b"MJLNWR"[b as usize % 6]];
                         p.extend_from_slice(input.take(n));
                         message(&ch, &p)
                     }
@@ -1355,9 +1356,28 @@ pub fn cluster_events(data: &[u8]) {
                         Value::Array(entries)
                     }
                     Some(("alive", ..)) if shaped => {
-                        Value::Array(vec![Value::Int(0), Value::Int(i64::from(b >> 7))])
+                        let mut v = vec![Value::Int(0), Value::Int(i64::from(b >> 7))];
+                        if b & 2 != 0 {
+                            v.push(bulk("ann")); // a nick the store lost
+                        }
+                        Value::Array(v)
                     }
                     Some(("restore", ..)) if shaped => bulk(EPOCH.to_string()),
+                    // A claim's time, or 0: taken.
+                    Some(("hello" | "nick", ..)) if shaped => {
+                        if b & 2 != 0 {
+                            bulk("1764547200000001")
+                        } else {
+                            Value::Int(0)
+                        }
+                    }
+                    // Sessions that lost a clash; leaves nobody heard.
+                    Some(("claim", ..)) if shaped => {
+                        Value::Array(vec![bulk(((b >> 2) % 5).to_string())])
+                    }
+                    Some(("gone", ..)) if shaped => {
+                        Value::Array(vec![Value::Int(i64::from((b >> 2) % 3))])
+                    }
                     Some(("rooms", ..)) if shaped => {
                         // A page: the next cursor, then name, members, ...
                         let cursor = if b & 2 != 0 { "0" } else { "17" };
@@ -1373,9 +1393,10 @@ pub fn cluster_events(data: &[u8]) {
                         Value::Array(vec![bulk("#a"), bulk("ann"), bulk("zed")])
                     }
                     Some(_) if shaped => Value::Int(i64::from(b >> 1) % 3),
-                    Some(_) => match (b >> 1) % 5 {
+                    Some(_) => match (b >> 1) % 6 {
                         0 => Value::Error(b"ERR no".to_vec()),
                         1 => Value::Error(b"NOROOM gone".to_vec()),
+                        5 => Value::Error(b"NOTMEMBER no".to_vec()),
                         2 => Value::Nil,
                         3 => Value::Simple(b"OK".to_vec()),
                         _ => bulk(text(&mut input, TEXTS)),

@@ -172,6 +172,9 @@ fn after_flushall_two_live_sessions_never_keep_one_nick() {
     // The claim is back in the store: nobody else gets it now.
     let (_c, r) = hello(&ns[1], 1, "ALICE");
     common::assert_error(&r, ErrorCode::NickInUse, muxchat::protocol::code::HELLO);
+    // Counted where the renames happened.
+    let renames = register2(&ns[1], "zed").stats()["cluster_clash_renames"];
+    assert_eq!(renames as usize, others.len(), "cluster_clash_renames");
     // And alice still speaks in her room.
     alice.send(&ClientMessage::Say {
         room: "#n",
@@ -257,6 +260,10 @@ fn cut_off_longer_than_the_ttl(
             }
         }
     }
+    assert!(
+        alice.stats()["cluster_fences"] >= 1,
+        "the cut-off node fenced itself"
+    );
     // Alice never saw herself leave.
     assert!(
         !alice_log

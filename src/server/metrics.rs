@@ -164,6 +164,14 @@ const COUNTER_HELP: &[(&str, &str)] = &[
     ("cluster_unavailable", "Requests answered UNAVAILABLE"),
     ("cluster_link_drops", "Times a Redis link went down"),
     (
+        "cluster_fences",
+        "Times the node could not renew its liveness for longer than --node-ttl-ms",
+    ),
+    (
+        "cluster_clash_renames",
+        "Sessions renamed because a live session elsewhere claimed their nick first",
+    ),
+    (
         "cluster_list_refreshes",
         "Reads of Redis for LIST_ROOMS (at most one per --cluster-list-ttl-ms)",
     ),

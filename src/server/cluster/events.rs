@@ -329,6 +329,7 @@ impl Chat {
         // memberships, as soon as Redis answers.
         if c.synced && !c.resyncing && !c.fenced && now.duration_since(c.renewed) > c.ttl {
             c.fenced = true;
+            c.stats.fences += 1;
             warn!(
                 "cluster: node {} could not renew its liveness in Redis for {} ms \
                  (--node-ttl-ms {}): its entry counts as lost; requests get UNAVAILABLE \
@@ -339,6 +340,17 @@ impl Chat {
             );
             c.synced = false;
             c.log_availability();
+            self.resync_if_ready(now);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        // Fenced and the last try to register again failed (Redis refused
+        // it: out of memory, say): try again at the heartbeat's pace.
+        let retry = c.fenced && !c.resyncing && c.cmd.is_up() && c.sub.is_up();
+        if retry && now >= c.next_alive {
+            c.next_alive = now + c.ttl / 3;
+            c.synced = false;
             self.resync_if_ready(now);
         }
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -392,8 +404,16 @@ impl Chat {
         let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
             return;
         };
-        if tries == 0 && !c.renaming.insert(sid) {
+        // A NICK (or a JOIN) of its own in flight would race the rename:
+        // the next heartbeat finds the clash again.
+        if tries == 0 && s.is_waiting() {
             return;
+        }
+        if tries == 0 {
+            if !c.renaming.insert(sid) {
+                return;
+            }
+            c.stats.clash_renames += 1;
         }
         if !c.cmd.is_up() {
             c.renaming.remove(&sid);

@@ -308,6 +308,11 @@ pub struct ClusterStats {
     pub unavailable: u64,
     /// Times a link went down.
     pub link_drops: u64,
+    /// Times the node could not renew its liveness for longer than its
+    /// TTL and fenced itself.
+    pub fences: u64,
+    /// Local sessions renamed after losing a clash of nicks.
+    pub clash_renames: u64,
 }
 
 /// The command link's token and the subscriber link's.
@@ -630,6 +635,8 @@ impl Cluster {
             ("cluster_lost", st.lost),
             ("cluster_unavailable", st.unavailable),
             ("cluster_link_drops", st.link_drops),
+            ("cluster_fences", st.fences),
+            ("cluster_clash_renames", st.clash_renames),
             ("cluster_list_refreshes", self.lists.refreshes),
             ("cluster_users_refreshes", self.lists.users_refreshes),
         ]

@@ -79,7 +79,8 @@ end
 
 -- A member leaves: LEFT on the room's channel, counting the leaver.
 -- Returns 0 (and publishes nothing) if it was not a member: the node
--- then completes the leave itself.
+-- then completes the leave itself. ttl nil: someone joins right after,
+-- so the room stays whatever its count.
 local function part(p, rk, nk, node, sid, nick, reason, ttl)
   local meta = p .. 'r:' .. rk
   local before = redis.call('HLEN', meta .. ':m')
@@ -90,7 +91,7 @@ local function part(p, rk, nk, node, sid, nick, reason, ttl)
   local seq = redis.call('HGET', meta, 'seq') or '0'
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
-  if redis.call('HLEN', meta .. ':m') == 0 and redis.call('EXISTS', meta) == 1 then
+  if ttl and redis.call('HLEN', meta .. ':m') == 0 and redis.call('EXISTS', meta) == 1 then
     room_empty(p, rk, ttl)
   end
   return 1
@@ -174,7 +175,7 @@ redis.register_function('mc_join', function(_, a)
     -- (Even while reaping is held off: if that node lives after all, it
     -- sees its member parted, puts it back and JOINED follows.)
     if o[2] ~= node and redis.call('EXISTS', p .. 'alive:' .. o[2]) == 0 then
-      part(p, rk, nk, o[2], o[3], o[1], 'node lost', '0')
+      part(p, rk, nk, o[2], o[3], o[1], 'node lost', nil)
       redis.call('SADD', p .. 'gone:' .. o[2], rk .. '\t' .. nk)
       redis.call('PEXPIRE', p .. 'gone:' .. o[2], GONE_TTL)
     end
@@ -204,13 +205,16 @@ end)
 -- a member of it at this moment (only members speak: nobody gets a
 -- MESSAGE from a sender announced LEFT).
 redis.register_function('mc_say', function(_, a)
-  local p, rk, epoch, nick, text, time, maxlen, nk, node, sid =
-    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]
+  -- nk and member: the sender's folded nick and its entry in the room's
+  -- members as it must read ("nick \t node \t session id"), built by the
+  -- node, so the check is one HGET and one comparison.
+  local p, rk, epoch, nick, text, time, maxlen, nk, member =
+    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
   local meta = p .. 'r:' .. rk
   if redis.call('HGET', meta, 'epoch') ~= epoch then
     return redis.error_reply('NOROOM the room is not known to the cluster store')
   end
-  if nk and redis.call('HGET', meta .. ':m', nk) ~= nick .. '\t' .. node .. '\t' .. sid then
+  if nk and redis.call('HGET', meta .. ':m', nk) ~= member then
     return redis.error_reply('NOTMEMBER the sender is not a member of the room')
   end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -241,7 +245,7 @@ end)
 redis.register_function('mc_nick', function(_, a)
   local p, onk, nnk, old, new, node, sid, ttl, was = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
   local at = now_us()
-  if onk == nnk then
+  if onk == nnk and was and was ~= '' and was ~= '0' then
     at = was
   end
   local val = node .. '\t' .. sid .. '\t' .. new .. '\t' .. at
@@ -549,9 +553,11 @@ redis.register_function('mc_claim', function(_, a)
     local key = p .. 'nick:' .. nk
     local v = redis.call('GET', key)
     local win = true
+    -- Another session of this node is a stale entry (it ended while the
+    -- store was out of reach): this node's live sessions have unique nicks.
     if v then
       local f = fields(v)
-      if f[1] ~= node or f[2] ~= sid then
+      if f[1] ~= node then
         if earlier(f[4], f[1], f[2], at, node, sid) then
           win = false
         else
@@ -563,7 +569,9 @@ redis.register_function('mc_claim', function(_, a)
       redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
       redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
-      redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+      -- Kept in the node's set, so its heartbeat reports it again until
+      -- the session is renamed (mc_nick) or ends (mc_bye).
+      redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
       lose[#lose + 1] = sid
     end
   end

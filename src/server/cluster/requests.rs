@@ -308,8 +308,8 @@ impl Chat {
             return;
         };
         let key = key.to_owned();
-        // Redis checks the sender's membership: its entry names it.
-        let (nk, node, sid_s) = (fold(s.nick()), c.node.clone(), sid.to_string());
+        // Redis checks the sender's membership against its entry there.
+        let (nk, member) = (fold(s.nick()), format!("{}\t{}\t{sid}", s.nick(), c.node));
         c.fcall(
             Expect::Say { t, sid, room: id },
             "mc_say",
@@ -321,8 +321,7 @@ impl Chat {
                 time.as_bytes(),
                 maxlen.as_bytes(),
                 nk.as_bytes(),
-                node.as_bytes(),
-                sid_s.as_bytes(),
+                member.as_bytes(),
             ],
         );
     }
