@@ -1043,7 +1043,14 @@ pub fn check(conns: &[Conn]) -> Report {
         }
     }
     let seen = |room: &str, e: u64, s: u64| by_seq.contains_key(&(room.to_owned(), e, s));
-    check_gaps(conns, &mut rep, &seen);
+    let said = |room: &str, e: u64, s: u64| {
+        by_seq
+            .get(&(room.to_owned(), e, s))
+            .map_or_else(String::new, |(f, t, first)| {
+                format!("; seq {s} was <{f}> {t:?}, seen first by {first}")
+            })
+    };
+    check_gaps(conns, &mut rep, &seen, &said);
     check_resume(conns, &mut rep, &seen);
     check_nicks(conns, &mut rep);
     check_presence(conns, &mut rep);
@@ -1053,7 +1060,12 @@ pub fn check(conns: &[Conn]) -> Report {
 /// (b): within one connection, from its ROOM_STATE on, live MESSAGEs come
 /// in seq order without a hole, unless nobody anywhere saw the missing seq
 /// (a message Redis took but no node delivered shows as a gap: allowed).
-fn check_gaps(conns: &[Conn], rep: &mut Report, seen: &dyn Fn(&str, u64, u64) -> bool) {
+fn check_gaps(
+    conns: &[Conn],
+    rep: &mut Report,
+    seen: &dyn Fn(&str, u64, u64) -> bool,
+    said: &dyn Fn(&str, u64, u64) -> String,
+) {
     for (i, c) in conns.iter().enumerate() {
         // room -> (epoch, last seq expected before the next)
         let mut at: HashMap<String, (u64, Option<u64>)> = HashMap::new();
@@ -1094,11 +1106,12 @@ fn check_gaps(conns: &[Conn], rep: &mut Report, seen: &dyn Fn(&str, u64, u64) ->
                                 rep.add(
                                     'b',
                                     format!(
-                                        "{} at {:.2}s: {room} epoch {e} jumped from seq {l} to {seq}, missing {} seqs others saw (first {:?})",
+                                        "{} at {:.2}s: {room} epoch {e} jumped from seq {l} to {seq}, missing {} seqs others saw (first {:?}){}",
                                         who(c, i),
                                         t.as_secs_f64(),
                                         missed.len(),
-                                        &missed[..missed.len().min(5)]
+                                        &missed[..missed.len().min(5)],
+                                        said(room, *e, missed[0])
                                     ),
                                 );
                             }
