@@ -66,16 +66,16 @@ sleep 1
 rk=$(redis-cli -p "$port" --scan --pattern 'muxchat:0:r:*' | grep -v ':[ms]$' | head -1)
 epoch=$(redis-cli -p "$port" HGET "$rk" epoch)
 [ -n "$rk" ] && [ -n "$epoch" ] || { echo "redis-ceiling: the room did not reach Redis" >&2; exit 1; }
-# The SAY of member m0 as its node sends it (with the membership it must
-# match: nick key, node, session id).
+# The SAY of member m0 as its node sends it: with its nick key and its
+# member entry, which mc_say's membership check compares (issue 19).
 member=$(redis-cli -p "$port" HGET "$rk:m" m0)
-IFS=$'\t' read -r m_nick m_node m_sid <<<"$member"
-[ -n "$m_sid" ] || { echo "redis-ceiling: member m0 not in Redis" >&2; exit 1; }
+m_nick=${member%%$'\t'*}
+[ -n "$member" ] || { echo "redis-ceiling: member m0 not in Redis" >&2; exit 1; }
 subs=$(redis-cli -p "$port" PUBSUB NUMSUB "muxchat:0:c:${rk#muxchat:0:r:}" | tail -1)
 ticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
 c0=$(ticks); t0=$(date +%s.%N)
 taskset -c "$LOAD_CPU" redis-benchmark -p "$port" -n "$REQUESTS" -c "$CLIENTS" -P "$PIPELINE" -q \
-  FCALL mc_say 0 muxchat:0: "${rk#muxchat:0:r:}" "$epoch" "$m_nick" "$TEXT" 1765000000000 100 m0 "$m_node" "$m_sid" | tr '\r' '\n' | tail -1
+  FCALL mc_say 0 muxchat:0: "${rk#muxchat:0:r:}" "$epoch" "$m_nick" "$TEXT" 1765000000000 100 m0 "$member" | tr '\r' '\n' | tail -1
 c1=$(ticks); t1=$(date +%s.%N)
 seq=$(redis-cli -p "$port" HGET "$rk" seq)
 python3 - "$c0" "$c1" "$t0" "$t1" "$seq" "$subs" <<'EOF'

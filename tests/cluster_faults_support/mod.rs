@@ -1340,7 +1340,7 @@ enum Here {
 }
 
 /// (e): per connection (observer), per room and nick, JOINED and LEFT
-/// alternate. What the observer knows starts unknown at its own JOIN (the
+/// alternate, and no MESSAGE comes from a nick announced LEFT. What the observer knows starts unknown at its own JOIN (the
 /// first event may be either); NICK_CHANGED moves presence to the new nick.
 fn check_presence(conns: &[Conn], rep: &mut Report) {
     for (i, c) in conns.iter().enumerate() {
@@ -1390,6 +1390,25 @@ fn check_presence(conns: &[Conn], rep: &mut Report) {
                         );
                     }
                     m.insert(key, Here::Out);
+                }
+                Ev::Msg {
+                    room, from, seq, ..
+                } => {
+                    // Only members speak: never a MESSAGE from a nick this
+                    // observer was told had left (and not joined again).
+                    let gone = rooms
+                        .get(room)
+                        .is_some_and(|m| m.get(&from.to_ascii_lowercase()) == Some(&Here::Out));
+                    if gone {
+                        rep.add(
+                            'e',
+                            format!(
+                                "{} at {:.2}s: MESSAGE {room} seq {seq} from {from}, announced LEFT there (no JOINED since)",
+                                who(c, i),
+                                t.as_secs_f64()
+                            ),
+                        );
+                    }
                 }
                 Ev::NickChanged { old, new } => {
                     if *old == me {
