@@ -21,8 +21,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use muxchat::protocol::frame::DEFAULT_MAX_PAYLOAD;
-use muxchat::protocol::{decode, ClientMessage, Decoded, FrameReader, ServerMessage};
+use muxchat::codec::frame::DEFAULT_MAX_PAYLOAD;
+use muxchat::codec::{decode, ClientMessage, Decoded, FrameReader, ServerMessage};
 
 /// Frames per buffer: enough that per-iteration overhead is noise, small
 /// enough (~90 KB) to sit in L2 like a freshly read socket buffer.

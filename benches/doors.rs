@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use muxchat::protocol::{ClientMessage, FrameReader, ServerMessage};
-use muxchat::server::ws::{self, opcode};
+use muxchat::codec::ws::{self, opcode};
+use muxchat::codec::{ClientMessage, FrameReader, ServerMessage};
 
 /// Messages the publisher may be ahead of what every receiver has got, by
 /// default (`--window`).

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mio::Token;
-use muxchat::protocol::ClientMessage;
+use muxchat::codec::ClientMessage;
 use muxchat::server::chat::Chat;
 use muxchat::server::config::Config;
 use muxchat::server::transport::Transport;

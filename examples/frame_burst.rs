@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use muxchat::protocol::{code, ClientMessage, FrameReader};
+use muxchat::codec::{code, ClientMessage, FrameReader};
 
 #[derive(Parser)]
 #[command(about = "Send ~1 MB of SAY frames in one write and wait for their echoes")]

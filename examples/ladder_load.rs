@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use muxchat::protocol::{code, ClientMessage, FrameReader, ServerMessage};
+use muxchat::codec::{code, ClientMessage, FrameReader, ServerMessage};
 
 #[derive(Parser)]
 #[command(about = "Measure rungs 2, 3 and 4 of the ladder under the same chat load")]

@@ -2,10 +2,9 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod codec;
 pub mod docgen;
-#[doc(hidden)]
-pub mod fuzzing;
+pub mod gencert;
 pub mod load;
 pub mod net;
-pub mod protocol;
 pub mod server;

@@ -7,11 +7,11 @@
 
 use std::io::{self, Write};
 
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::codec::{resp, ClientMessage, ServerMessage};
 
 /// Pending output: whole frames queued but not yet taken by the kernel.
-/// The daemon keeps one per session, the client and the load generator
-/// one per connection.
+/// The daemon keeps one per session and one per Redis link, the client
+/// and the load generator one per connection.
 ///
 /// Invariants: `buf[pos..]` is unsent, `buf[..pos]` was sent and is dead.
 /// Appends go to the end; writes take from `pos`. The dead prefix is
@@ -48,23 +48,18 @@ impl OutBuf {
         msg.encode(&mut self.buf);
     }
 
+    /// Encodes one RESP command straight into the buffer (a Redis link).
+    pub fn push_command(&mut self, args: &[&[u8]]) {
+        resp::encode(&mut self.buf, args);
+    }
+
     /// Writes until the buffer is empty or the socket would block. Returns
     /// the bytes written; `WouldBlock` is not an error here, only a reason
     /// to stop (the bytes left over wait for WRITABLE readiness).
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
-        let mut written = 0;
-        while self.pos < self.buf.len() {
-            match w.write(&self.buf[self.pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.pos += n;
-                    written += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
+        let start = self.pos;
+        write_some(&self.buf, &mut self.pos, w)?;
+        let written = self.pos - start;
         self.reclaim();
         Ok(written)
     }
@@ -101,8 +96,9 @@ impl OutBuf {
         }
     }
 
-    /// Drops everything pending, keeping the allocation. Only benchmarks
-    /// use this: a live session never loses queued output.
+    /// Drops everything pending, keeping the allocation. Benchmarks use
+    /// this, and a Redis link that went down (its requests are lost with
+    /// the connection); a live session never loses queued output.
     pub fn discard(&mut self) {
         self.buf.clear();
         self.pos = 0;
@@ -112,6 +108,26 @@ impl OutBuf {
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }
+}
+
+/// Writes `bytes[*sent..]` until done or `WouldBlock`, advancing `sent`.
+/// Returns whether all of it is out. The one write loop for a contiguous
+/// buffer: `OutBuf` (so sessions and Redis links) and the WebSocket door's
+/// held-back bytes write through here; the vectored writers (an HTTP
+/// answer's head and body, a WebSocket header before its payload) keep
+/// their own `writev` loops.
+#[inline]
+pub fn write_some<W: Write>(bytes: &[u8], sent: &mut usize, sink: &mut W) -> io::Result<bool> {
+    while *sent < bytes.len() {
+        match sink.write(&bytes[*sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (every connection is a

@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use muxchat::protocol::{ClientMessage, ServerMessage};
+use muxchat::codec::{ClientMessage, ServerMessage};
 
 /// The most one scenario may take, start of Chromium included.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(180);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use client_support::Chat;
 use common::Daemon;
-use muxchat::protocol::{code, ClientMessage, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ServerMessage};
 
 #[test]
 fn two_clients_chat_through_the_daemon() {

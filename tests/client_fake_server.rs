@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use client_support::Chat;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
 /// Reads one whole frame from a blocking stream.
 fn read_frame(s: &mut std::net::TcpStream, r: &mut FrameReader) -> (u16, Vec<u8>) {

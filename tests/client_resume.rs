@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use client_support::{count_ending, Chat, Proxy};
 use common::{Client, Daemon};
-use muxchat::protocol::{code, ClientMessage, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ServerMessage};
 
 fn say(c: &mut Client, room: &str, text: &str) {
     c.send(&ClientMessage::Say { room, text });

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use client_support::Proxy;
 use common::{Daemon, WAIT};
-use muxchat::protocol::{code, ClientMessage, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ServerMessage};
 
 /// A private tmux server running one session.
 struct Tmux {

@@ -16,7 +16,7 @@ use cluster_support::{
     Redis, Said,
 };
 use common::{Client, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// How long cross-node traffic of a whole test may take to arrive.
 const SLOW: Duration = Duration::from_secs(60);

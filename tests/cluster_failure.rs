@@ -17,7 +17,7 @@ use cluster_support::{
     say_until_available, wait_joined, wait_left_rooms, wait_message, Redis, Said, StallProxy,
 };
 use common::{Client, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// The contract's bound for a dead node's members to leave elsewhere.
 const NODE_LOST_WITHIN: Duration = Duration::from_secs(30);

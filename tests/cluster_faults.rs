@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cluster_faults_support::*;
-use muxchat::protocol::{ClientMessage, FrameReader, ServerMessage};
+use muxchat::codec::{ClientMessage, FrameReader, ServerMessage};
 
 /// Clients per run, rooms, and how often each says something.
 const CLIENTS: usize = 12;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::{list_rooms, node, nodes, redis_command, wait_joined, wait_message, Redis};
 use common::Client;
-use muxchat::protocol::{code, ClientMessage, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ServerMessage};
 
 /// A field of `INFO section` on the Redis at `addr`, e.g.
 /// `("commandstats", "cmdstat_fcall", "calls")`.

@@ -19,7 +19,7 @@ use cluster_support::{
     say_until_available, wait_for_within, wait_joined, wait_left, wait_message, Redis, StallProxy,
 };
 use common::{Daemon, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// The password every test's Redis wants; distinctive, so a leak is found
 /// by a plain search.
@@ -64,6 +64,7 @@ const ACL: &[&str] = &[
     "+xadd",
     "+xrange",
     "+xrevrange",
+    "+time",
 ];
 
 /// A node whose stderr is collected (by a thread of the test, so a chatty

@@ -18,7 +18,7 @@ use cluster_support::{
     Redis, StallProxy,
 };
 use common::{Client, Reply};
-use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, ServerMessage};
 
 const TTL: &str = "1500";
 
@@ -171,7 +171,7 @@ fn after_flushall_two_live_sessions_never_keep_one_nick() {
     );
     // The claim is back in the store: nobody else gets it now.
     let (_c, r) = hello(&ns[1], 1, "ALICE");
-    common::assert_error(&r, ErrorCode::NickInUse, muxchat::protocol::code::HELLO);
+    common::assert_error(&r, ErrorCode::NickInUse, muxchat::codec::code::HELLO);
     // Counted where the renames happened.
     let renames = register2(&ns[1], "zed").stats()["cluster_clash_renames"];
     assert_eq!(renames as usize, others.len(), "cluster_clash_renames");
@@ -364,4 +364,58 @@ fn a_leave_while_redis_is_down_is_announced_after_an_empty_restart() {
     assert_eq!(reason, "connection closed");
     let reason = cluster_support::wait_left(&mut carol, "#d", "alice", Duration::from_secs(5));
     assert_eq!(reason, "connection closed");
+}
+
+/// Only members speak: a SAY from a session Redis does not have as a
+/// member of the room at that moment is refused (NOT_IN_ROOM to the
+/// sender, no MESSAGE to anyone); its node, which still has it in the
+/// room, puts the membership back, and its next SAY goes through.
+#[test]
+fn a_say_from_a_session_redis_does_not_have_as_member_is_refused() {
+    let redis = Redis::start();
+    let ns = nodes(&redis, 2, &["--node-ttl-ms", "3000"]);
+    let mut alice = register2(&ns[0], "alice");
+    join2(&mut alice, "#o");
+    let mut bob = register2(&ns[1], "bob");
+    join2(&mut bob, "#o");
+    wait_joined(&mut alice, "#o", "bob");
+    assert_eq!(
+        redis_command(redis.addr(), &["HDEL", "muxchat:0:r:#o:m", "alice"]).as_deref(),
+        Some(":1")
+    );
+    let (error, request) = cluster_support::request_error(
+        &mut alice,
+        &ClientMessage::Say {
+            room: "#o",
+            text: "not a member",
+        },
+    );
+    assert_eq!(
+        (ErrorCode::from_u16(error), request),
+        (Some(ErrorCode::NotInRoom), muxchat::codec::code::SAY)
+    );
+    // Put back by her node: she speaks again, and bob never got the
+    // refused one.
+    let (said, _) = cluster_support::say_until_available(
+        &mut alice,
+        "#o",
+        "member again",
+        Duration::from_secs(10),
+    );
+    assert_eq!(said.from, "alice");
+    let mut log = Vec::new();
+    loop {
+        let r = bob.recv();
+        if let Some(s) = seen(&r, "#o") {
+            let done = s == Seen::Message("alice".into(), "member again".into());
+            log.push(s);
+            if done {
+                break;
+            }
+        }
+    }
+    assert!(
+        !log.contains(&Seen::Message("alice".into(), "not a member".into())),
+        "bob got a MESSAGE Redis should have refused: {log:?}"
+    );
 }

@@ -1,5 +1,5 @@
 //! Codec tests: the wire protocol of `shared/protocol.md`, checked through the
-//! public API of `muxchat::protocol` only. No sockets here: the codec is a
+//! public API of `muxchat::codec` only. No sockets here: the codec is a
 //! pure function over bytes, so every test feeds it bytes and looks at what
 //! comes out.
 //!
@@ -17,13 +17,13 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read};
 
-use muxchat::protocol::frame::DEFAULT_MAX_PAYLOAD;
-use muxchat::protocol::{
+use muxchat::codec::frame::DEFAULT_MAX_PAYLOAD;
+use muxchat::codec::{
     code, decode, peek_message, valid_nick, valid_room, ClientMessage, DecodeError, Decoded,
     ErrorCode, Frame, FrameError, FrameReader, Header, NameKey, ServerMessage, HEADER_LEN,
     PROTOCOL_VERSION,
 };
-use muxchat::protocol::{
+use muxchat::codec::{
     history_status, is_supported_version, is_version_2_code, LATEST_VERSION, VERSION_1, VERSION_2,
 };
 use proptest::prelude::*;

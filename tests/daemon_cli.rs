@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// The daemon binary with a clean environment (no MUXCHAT_* inherited).
 fn muxchatd() -> Command {
@@ -580,7 +580,6 @@ fn cluster_options_bad_values_exit_2_naming_them() {
 #[test]
 fn cluster_options_without_redis_exit_2_naming_both() {
     for (args, env, name) in [
-        (&["--node-name", "n1"][..], None, "--node-name"),
         (&["--node-ttl-ms", "5000"][..], None, "--node-ttl-ms"),
         (
             &["--redis-max-pending", "1048576"][..],
@@ -592,7 +591,11 @@ fn cluster_options_without_redis_exit_2_naming_both() {
             None,
             "--cluster-list-ttl-ms",
         ),
-        (&[][..], Some(("MUXCHAT_NODE_NAME", "n1")), "--node-name"),
+        (
+            &[][..],
+            Some(("MUXCHAT_NODE_TTL_MS", "5000")),
+            "--node-ttl-ms",
+        ),
         (
             &["--redis-timeout-ms", "500"][..],
             None,
@@ -603,6 +606,40 @@ fn cluster_options_without_redis_exit_2_naming_both() {
         let env: Vec<(&str, &str)> = env.into_iter().collect();
         assert_usage_error(args, &env, &format!("{name} needs --redis"));
     }
+}
+
+/// daemon-cli.md: `--node-name` alone names a standalone daemon in its
+/// logs and WELCOME's server string.
+#[test]
+fn node_name_alone_names_a_standalone_daemon() {
+    for (args, env) in [
+        (&["--node-name", "solo-1"][..], None),
+        (&[][..], Some(("MUXCHAT_NODE_NAME", "solo-1"))),
+    ] {
+        let mut cmd = muxchatd();
+        cmd.args(["--bind", "127.0.0.1:0"]).args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let d = Started::spawn(cmd);
+        let mut c = Client::connect(d.addr);
+        c.send(&ClientMessage::Hello {
+            version: 1,
+            nick: "probe",
+        });
+        match c.recv().msg() {
+            ServerMessage::Welcome { server, .. } => {
+                assert!(server.contains("(node solo-1)"), "{server:?}")
+            }
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        // Gone before the drain, so it ends at once.
+        drop(c);
+        let (code, _) = d.stop();
+        assert_eq!(code, Some(0));
+    }
+    let log = stderr_of_a_short_session(&["--node-name", "solo-2"]);
+    assert!(log.contains("node name solo-2"), "{log}");
 }
 
 /// Registers on `addr` and returns the client with the heartbeat its

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode};
+use muxchat::codec::{code, ClientMessage, ErrorCode};
 use muxchat::server::config::Args;
 
 /// Writes `text` to a fresh file under the target directory.
@@ -152,13 +152,12 @@ fn unknown_keys_bad_values_and_missing_files_exit_2_naming_them() {
 
 /// Options whose example value cannot work on a test machine (files and
 /// servers that do not exist here).
-/// The cluster options other than `redis` need it, so they go too.
+/// The cluster options other than `redis` and `node-name` need it, so they go too.
 const NOT_RUNNABLE: &[&str] = &[
     "tls-cert",
     "tls-key",
     "tls-required",
     "redis",
-    "node-name",
     "node-ttl-ms",
     "redis-max-pending",
     "cluster-list-ttl-ms",

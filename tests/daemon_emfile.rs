@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{cpu_ticks, Client, Daemon};
-use muxchat::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, ServerMessage};
 
 const FD_LIMIT: libc::rlim_t = 40;
 

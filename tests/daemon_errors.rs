@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 const QUIET: Duration = Duration::from_millis(300);
 

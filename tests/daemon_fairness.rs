@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Client, Daemon};
-use muxchat::protocol::{code, ClientMessage};
+use muxchat::codec::{code, ClientMessage};
 
 #[test]
 fn a_flooding_session_gets_one_read_budget_per_iteration() {

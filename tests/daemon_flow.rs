@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// Long enough for a frame that is coming to arrive; used to show that
 /// nothing more is coming.

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, Header, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, Header, ServerMessage};
 
 const QUIET: Duration = Duration::from_millis(300);
 

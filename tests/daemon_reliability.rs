@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// The daemon's resident set, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -27,17 +27,33 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Waits until process `pid` is stopped (SIGSTOP is delivered
 /// asynchronously).
+#[track_caller]
 fn wait_stopped(pid: u32) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_until("the daemon to stop (state T after SIGSTOP)", WAIT, || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-        let state = stat[stat.rfind(')').expect("comm") + 2..].chars().next();
-        if state == Some('T') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        thread::sleep(Duration::from_millis(5));
-    }
+        stat[stat.rfind(')').expect("comm") + 2..].starts_with('T')
+    });
+}
+
+/// Bytes the kernel still queues (sent or received, not yet taken) on the
+/// connections between the daemon's `port` and any of `peers` (client
+/// ports), both ends counted: one pass over /proc/net/tcp.
+fn bytes_queued_between(port: u16, peers: &std::collections::HashSet<u16>) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+    let port_of = |addr: &str| hex(addr.rsplit(':').next()?).map(|p| p as u16);
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote) = (port_of(f.get(1)?)?, port_of(f.get(2)?)?);
+            let ours = (local == port && peers.contains(&remote))
+                || (remote == port && peers.contains(&local));
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            ours.then(|| Some(hex(tx)? + hex(rx)?)).flatten()
+        })
+        .sum()
 }
 
 /// Finding 1: 1,000 unregistered connections that never read, each writing
@@ -59,6 +75,11 @@ fn a_flood_of_unregistered_connections_neither_stalls_nor_bloats_the_daemon() {
             s
         })
         .collect();
+    let flood_ports: std::collections::HashSet<u16> = socks
+        .iter()
+        .map(|s| s.local_addr().expect("local_addr").port())
+        .collect();
+    let daemon_port = d.addr.port();
     let stop = Arc::new(AtomicBool::new(false));
     // Writers: as much of each 128 KiB as the daemon takes, never reading.
     let writers: Vec<_> = (0..4)
@@ -84,6 +105,9 @@ fn a_flood_of_unregistered_connections_neither_stalls_nor_bloats_the_daemon() {
                         }
                     }
                     if !progress {
+                        // Pacing, not settling: every socket is full for
+                        // now; back off instead of spinning on a core the
+                        // daemon needs.
                         thread::sleep(Duration::from_millis(5));
                     }
                 }
@@ -107,6 +131,8 @@ fn a_flood_of_unregistered_connections_neither_stalls_nor_bloats_the_daemon() {
         }
         rtts.push(rtt);
         peak_rss = peak_rss.max(rss_kib(d.pid()));
+        // Pacing: one probe every ~10 ms, a sample of the loop's latency
+        // over the whole flood rather than a second flood.
         thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
@@ -139,10 +165,14 @@ fn a_flood_of_unregistered_connections_neither_stalls_nor_bloats_the_daemon() {
     // The daemon cuts the flood at the login timeout; killing it here
     // instead, the kernel frees both ends' buffers once the sockets close.
     drop(d);
-    thread::sleep(Duration::from_secs(1));
+    let freed_in = wait_until(
+        "the kernel to free the flood connections' queued bytes once both ends closed",
+        WAIT,
+        || bytes_queued_between(daemon_port, &flood_ports) == 0,
+    );
     eprintln!(
         "flood: kernel TCP memory (all sockets on the machine, pages): before {tcp_mem_before}, \
-         during {tcp_mem_flood}, 1 s after {}",
+         during {tcp_mem_flood}, once the flood's queues were empty ({freed_in:?} after the kill) {}",
         tcp_mem_pages()
     );
 }
@@ -236,7 +266,12 @@ fn a_stalled_reader_is_cut_on_time() {
         c.stream.set_nonblocking(true).unwrap();
     }
     publisher.stream.set_nonblocking(true).unwrap();
-    thread::sleep(Duration::from_millis(200));
+    // Traffic starts from a settled room: the daemon has handled every
+    // HELLO and JOIN above (and written out their notices) once it answers
+    // a STATS sent after them.
+    wait_until("the daemon to count all 101 sessions", WAIT, || {
+        observer.stats()["sessions"] == 101
+    });
     let text = "x".repeat(64);
     let say = encode(&ClientMessage::Say { room, text: &text });
     let start = Instant::now();
@@ -282,6 +317,7 @@ fn a_stalled_reader_is_cut_on_time() {
                 break;
             }
         }
+        // Pacing: the schedule above sends in small batches, one per ~2 ms.
         thread::sleep(Duration::from_millis(2));
     }
     let cut_at = cut_at.expect("the stalled reader was not cut within 20 s");
@@ -334,19 +370,37 @@ fn quit_then_cut_in_one_batch_sends_nothing_after_the_error() {
     // one poll batch, the QUIT first.
     d.signal(libc::SIGSTOP);
     wait_stopped(d.pid());
-    victim.send(&ClientMessage::Quit { reason: "bye" });
-    thread::sleep(Duration::from_millis(50));
+    let port = d.addr.port();
+    let peer = |c: &Client| c.stream.local_addr().expect("local_addr").port();
+    let quit = encode(&ClientMessage::Quit { reason: "bye" });
+    victim.send_raw(&quit);
+    let victim_port = peer(&victim);
+    wait_until(
+        "the QUIT in the stopped daemon's receive queue",
+        WAIT,
+        || tcp_queues(port, victim_port).is_some_and(|(_, rx)| rx >= quit.len() as u64),
+    );
+    let mut bursts = Vec::new();
     let writers: Vec<_> = senders
         .iter()
         .map(|(s, room)| {
             let mut w = s.stream.try_clone().unwrap();
             let says = encode(&ClientMessage::Say { room, text: &text }).repeat(400);
+            bursts.push((peer(s), says.len() as u64));
             thread::spawn(move || {
                 let _ = w.write_all(&says);
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(200));
+    wait_until(
+        "every sender's whole burst in the stopped daemon's receive queues",
+        WAIT,
+        || {
+            bursts
+                .iter()
+                .all(|&(p, len)| tcp_queues(port, p).is_some_and(|(_, rx)| rx >= len))
+        },
+    );
     d.signal(libc::SIGCONT);
     let t0 = Instant::now();
     let ended = victim.read_until_closed(Duration::from_secs(4));
@@ -392,6 +446,8 @@ fn the_per_ip_limit_turns_away_the_connection_past_it() {
             }
             ServerMessage::Error { error, .. } if error == ErrorCode::ServerFull as u16 => {
                 assert!(Instant::now() < deadline, "the freed slot never came back");
+                // Already a wait on the condition (the slot is free once a
+                // connection is admitted), retried with a fresh connection.
                 thread::sleep(Duration::from_millis(50));
             }
             other => panic!("unexpected {other:?}"),

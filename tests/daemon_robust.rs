@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ServerMessage};
 
 /// A small seeded generator (xorshift64*): the same garbage every run.
 struct Rng(u64);

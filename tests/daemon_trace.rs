@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ServerMessage};
 use serde_json::Value;
 
 /// A fresh trace path under the target directory.

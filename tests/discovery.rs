@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::discovery::{probe, Reply, PROBE_LEN};
+use muxchat::codec::discovery::{probe, Reply, PROBE_LEN};
 
 fn discover(target: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_muxchat"))
@@ -92,4 +92,51 @@ fn replies_are_never_larger_than_probes_and_are_rate_limited() {
     // The TCP side is unaffected.
     let mut c = d.register("carol");
     c.assert_alive();
+}
+
+/// A UDP socket on `127.0.0.<last>` (all of 127.0.0.0/8 is local).
+fn udp_from(last: u8) -> UdpSocket {
+    let s = UdpSocket::bind(("127.0.0.".to_string() + &last.to_string(), 0)).expect("bind");
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+fn count_replies(s: &UdpSocket) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while s.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// One source flooding probes (30 a second spent the shared budget for
+/// everyone) must not starve another: each source has its own allowance.
+#[test]
+fn one_flooding_source_does_not_starve_another() {
+    let d = Daemon::start(&["--discovery"]);
+    let (flood, asker) = (udp_from(2), udp_from(3));
+    let (mut flooded, mut answered) = (0, 0);
+    let started = Instant::now();
+    for round in 0..20u32 {
+        for n in 0..10 {
+            flood.send_to(&probe(round * 100 + n), d.addr).unwrap();
+        }
+        asker.send_to(&probe(round), d.addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        flooded += count_replies(&flood);
+        answered += count_replies(&asker);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    flooded += count_replies(&flood);
+    answered += count_replies(&asker);
+    let secs = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        answered >= 3,
+        "the quiet source got {answered} replies to 20 probes while another flooded ({flooded} replies)"
+    );
+    assert!(
+        flooded <= 5 * (secs + 1),
+        "the flooding source got {flooded} replies in {secs} s"
+    );
 }

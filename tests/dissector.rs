@@ -10,7 +10,7 @@
 //!
 //! Needs `tshark` (Debian: `apt-get install tshark`) and permission to
 //! capture on `lo` (root, or dumpcap's capabilities). Without tshark the
-//! test fails when `CI` is set and is skipped, loudly, otherwise.
+//! tests fail, naming the package.
 
 mod common;
 
@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/wireshark/muxchat.lua");
 
@@ -71,29 +71,21 @@ const FIELDS: &[&str] = &[
     "_ws.expert.message",
 ];
 
-/// Is tshark here? If not: fail under CI, skip loudly elsewhere.
-fn tshark_available() -> bool {
+/// Fails the test, naming the package, when tshark is not installed: a
+/// dissector test that passes without tshark checked nothing.
+#[track_caller]
+fn need_tshark() {
     let found = Command::new("tshark")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "tshark is not installed, and CI is set: the dissector test must run in CI \
-                 (apt-get install -y tshark)"
-            );
-        }
-        eprintln!();
-        eprintln!("************************************************************");
-        eprintln!("* SKIPPED: tests/dissector.rs needs tshark (apt-get install  *");
-        eprintln!("* tshark). The Wireshark dissector was NOT tested.           *");
-        eprintln!("************************************************************");
-        eprintln!();
-    }
-    found
+    assert!(
+        found,
+        "tshark is missing: apt-get install tshark (.ci/run installs it); \
+         the Wireshark dissector cannot be tested without it"
+    );
 }
 
 /// A running capture, stopped with SIGINT (so the file is complete).
@@ -378,9 +370,7 @@ fn temp_dir() -> PathBuf {
 
 #[test]
 fn dissector_decodes_a_captured_session() {
-    if !tshark_available() {
-        return;
-    }
+    need_tshark();
     let dir = temp_dir();
     let pcap = dir.join("session.pcap");
     let daemon = Daemon::start(&["--heartbeat-ms", "2000", "--grace-ms", "1000"]);
@@ -652,9 +642,7 @@ fn encode_s(msg: &ServerMessage<'_>) -> Vec<u8> {
 
 #[test]
 fn dissector_decodes_version_2_frames() {
-    if !tshark_available() {
-        return;
-    }
+    need_tshark();
     let dir = temp_dir().join("v2");
     std::fs::create_dir_all(&dir).expect("create dir");
     #[cfg(unix)]

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{encode, Daemon, Reply, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
-use muxchat::server::ws::{self, opcode};
+use muxchat::codec::ws::{self, opcode};
+use muxchat::codec::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
 // ----- helpers ----------------------------------------------------------
 

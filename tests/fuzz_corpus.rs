@@ -1,13 +1,18 @@
 //! Replays the committed fuzz corpus on stable Rust, so `cargo test` catches
 //! a regression in any parser the fuzzers cover without libFuzzer or a
 //! nightly compiler. Each file of `fuzz/corpus/NAME/` goes through the same
-//! check the fuzz target `NAME` runs (`muxchat::fuzzing`).
+//! check the fuzz target `NAME` runs (`fuzz/scenarios/NAME.rs`, included
+//! here as a module; the library's `fuzzing` feature, which its hooks
+//! need, is on for tests through the dev-dependency in Cargo.toml).
 
 use std::fs;
 use std::panic;
 use std::path::{Path, PathBuf};
 
-use muxchat::fuzzing::TARGETS;
+#[path = "../fuzz/scenarios/mod.rs"]
+mod scenarios;
+
+use scenarios::TARGETS;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -45,18 +50,18 @@ fn every_corpus_file_passes_its_check() {
 
 #[test]
 fn every_fuzz_target_is_replayed() {
-    // A target added to fuzz/ but not to muxchat::fuzzing::TARGETS would
-    // never be replayed here: refuse that.
+    // A target added to fuzz/ but not to scenarios::TARGETS would never be
+    // replayed here: refuse that.
     for file in files_in(&fuzz_dir().join("fuzz_targets")) {
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
         assert!(
             TARGETS.iter().any(|(name, _)| *name == stem),
-            "fuzz/fuzz_targets/{stem}.rs has no entry in muxchat::fuzzing::TARGETS"
+            "fuzz/fuzz_targets/{stem}.rs has no entry in fuzz/scenarios/mod.rs's TARGETS"
         );
         let source = fs::read_to_string(&file).unwrap();
         assert!(
-            source.contains(&format!("fuzzing::{stem}(")),
-            "fuzz/fuzz_targets/{stem}.rs should call muxchat::fuzzing::{stem}"
+            source.contains(&format!("scenarios::{stem}::check(")),
+            "fuzz/fuzz_targets/{stem}.rs should call scenarios::{stem}::check"
         );
     }
     let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
@@ -70,7 +75,7 @@ fn every_fuzz_target_is_replayed() {
 
 /// One encoded frame of every message, both directions.
 fn sample_frames() -> Vec<Vec<u8>> {
-    use muxchat::protocol::{ClientMessage as C, ErrorCode, ServerMessage as S};
+    use muxchat::codec::{ClientMessage as C, ErrorCode, ServerMessage as S};
     let client = [
         C::Hello {
             version: 1,
@@ -250,11 +255,61 @@ fn every_fuzz_bin_has_its_own_table() {
     assert_eq!(manifest.matches("\nname = ").count(), TARGETS.len() + 1);
 }
 
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("readable src/") {
+        let path = entry.expect("readable directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn hooks_for_the_fuzzers_are_left_out_of_the_release_library() {
+    // A hook the scenarios use (hidden from the docs, or a parser's
+    // `fuzz_check`) compiled without the feature would ship in every
+    // release build: each needs `feature = "fuzzing"` among its attributes.
+    const GATE: &str = "feature = \"fuzzing\"";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut hooks = 0;
+    for file in files {
+        let source = fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = source.lines().map(str::trim).collect();
+        for (i, line) in lines.iter().enumerate() {
+            if *line != "#[doc(hidden)]" && !line.starts_with("pub fn fuzz_check(") {
+                continue;
+            }
+            hooks += 1;
+            // The attributes (and docs) around it, up to the item.
+            let attribute = |l: &&&str| l.starts_with("#[") || l.starts_with("///");
+            let above = lines[..i].iter().rev().take_while(attribute);
+            let below = lines[i + 1..].iter().take_while(attribute);
+            assert!(
+                above.chain(below).any(|l| l.contains(GATE)),
+                "{}:{}: a hook for the fuzzers without #[cfg(feature = \"fuzzing\")]",
+                file.display(),
+                i + 1
+            );
+        }
+    }
+    assert!(hooks > 0, "no hooks found: is this test still looking?");
+    let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("features = [\"fuzzing\"]"),
+        "fuzz/Cargo.toml should turn on muxchat's fuzzing feature"
+    );
+}
+
 #[test]
 fn resp_corpus_reaches_every_outcome() {
     // The replay above only proves the check holds; this proves the
     // corpus exercises it: every kind of value, a wait and a reset.
-    use muxchat::server::cluster::resp::{parse, Limits, Parse, Value};
+    use muxchat::codec::resp::{parse, Limits, Parse, Value};
     let mut seen = std::collections::BTreeSet::new();
     for file in files_in(&fuzz_dir().join("corpus").join("resp")) {
         let data = fs::read(&file).unwrap();

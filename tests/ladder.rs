@@ -23,6 +23,8 @@
 //! (`target/<profile>/examples/`). The first test to need one runs
 //! `cargo build --examples`, so the tests always run the current source.
 
+mod common;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -31,6 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Once};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::{tcp_queues, wait_until};
 
 /// How long a test waits for something it expects to happen. Generous:
 /// CI machines are slow and shared.
@@ -342,6 +346,7 @@ fn send_lines(
         while sent < lines && Instant::now() < deadline {
             let slowest = readers.iter().map(|r| r.load(Ordering::Relaxed)).min();
             if sent >= slowest.unwrap_or(u64::MAX).saturating_add(WINDOW) {
+                // Pacing: wait for the readers to catch up (see WINDOW).
                 thread::sleep(Duration::from_millis(1));
                 continue;
             }
@@ -360,6 +365,7 @@ fn wait_until_still(count: &AtomicU64, quiet: Duration, limit: Duration) -> u64 
     let mut last = count.load(Ordering::Relaxed);
     let mut since = Instant::now();
     while start.elapsed() < limit {
+        // The poll interval of this wait on the count, not a settle-sleep.
         thread::sleep(Duration::from_millis(50));
         let now = count.load(Ordering::Relaxed);
         if now != last {
@@ -376,6 +382,7 @@ fn wait_until_still(count: &AtomicU64, quiet: Duration, limit: Duration) -> u64 
 fn wait_for_count(count: &AtomicU64, want: u64, limit: Duration) -> u64 {
     let start = Instant::now();
     while count.load(Ordering::Relaxed) < want && start.elapsed() < limit {
+        // The poll interval of this wait on the count.
         thread::sleep(Duration::from_millis(20));
     }
     count.load(Ordering::Relaxed)
@@ -479,43 +486,93 @@ fn rung2_one_thread_per_client() {
     );
 }
 
+/// The never-reading tests' room, on line-chat rung `name`: a client that
+/// reads its welcome and then never reads again (`slow`), a listener and a
+/// talker whose lines the test thread counts, and the talker sending
+/// [`NeverReaderRoom::LINES`] lines of 1 KiB (16 MiB of chat: far more than
+/// the slow client's buffers can hold) from a thread, never more than a
+/// window ahead of the listener and of its own echoes.
+struct NeverReaderRoom {
+    slow: Option<LineClient>,
+    /// Lines the listener has received.
+    heard: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sender: Option<thread::JoinHandle<u64>>,
+    counters: Vec<thread::JoinHandle<()>>,
+    _listener_and_talker: [LineClient; 2],
+    // Last: the server outlives its clients.
+    _server: Rung,
+}
+
+impl NeverReaderRoom {
+    const LINES: u64 = 16 * 1024;
+
+    #[track_caller]
+    fn start(name: &str) -> NeverReaderRoom {
+        let server = Rung::start(name, &[]);
+        let mut slow = LineClient::from_stream(never_reading_client(server.addr));
+        slow.welcome(); // then it never reads again
+        let mut listener = LineClient::connect(server.addr);
+        listener.welcome();
+        let mut talker = LineClient::connect(server.addr);
+        talker.welcome();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let heard = Arc::new(AtomicU64::new(0));
+        let talker_heard = Arc::new(AtomicU64::new(0));
+        let l = count_lines(
+            listener.writer.try_clone().unwrap(),
+            heard.clone(),
+            stop.clone(),
+        );
+        // The talker reads its own echoes too, so it is not a slow reader.
+        let t = count_lines(
+            talker.writer.try_clone().unwrap(),
+            talker_heard.clone(),
+            stop.clone(),
+        );
+        let sender = send_lines(
+            talker.writer.try_clone().unwrap(),
+            Self::LINES,
+            1024,
+            vec![heard.clone(), talker_heard.clone()],
+        );
+        NeverReaderRoom {
+            slow: Some(slow),
+            heard,
+            stop,
+            sender: Some(sender),
+            counters: vec![l, t],
+            _listener_and_talker: [listener, talker],
+            _server: server,
+        }
+    }
+
+    /// Stops counting; returns how many lines the talker sent.
+    fn finish(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .sender
+            .take()
+            .expect("finish once")
+            .join()
+            .expect("sender");
+        for c in self.counters.drain(..) {
+            c.join().unwrap();
+        }
+        sent
+    }
+}
+
 /// The flaw rung 3 fixes: broadcast writes to every client with a blocking
 /// write while holding the lock. A client that never reads fills its
 /// buffers, the write to it blocks, and nobody else hears anything.
 #[test]
 fn rung2_never_reading_client_stalls_broadcast() {
-    let server = Rung::start("chat_threads", &[]);
-    let mut slow = LineClient::from_stream(never_reading_client(server.addr));
-    slow.welcome(); // then it never reads again
-    let mut listener = LineClient::connect(server.addr);
-    listener.welcome();
-    let mut talker = LineClient::connect(server.addr);
-    talker.welcome();
+    const LINES: u64 = NeverReaderRoom::LINES;
+    let mut room = NeverReaderRoom::start("chat_threads");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let heard = Arc::new(AtomicU64::new(0));
-    let talker_heard = Arc::new(AtomicU64::new(0));
-    let l = count_lines(
-        listener.writer.try_clone().unwrap(),
-        heard.clone(),
-        stop.clone(),
-    );
-    // The talker reads its own echoes too, so it is not a slow reader.
-    let t = count_lines(
-        talker.writer.try_clone().unwrap(),
-        talker_heard.clone(),
-        stop.clone(),
-    );
-    // 16 MiB of chat: far more than the slow client's buffers can hold.
-    const LINES: u64 = 16 * 1024;
-    let sender = send_lines(
-        talker.writer.try_clone().unwrap(),
-        LINES,
-        1024,
-        vec![heard.clone(), talker_heard.clone()],
-    );
-
-    let stalled_at = wait_until_still(&heard, QUIET, WAIT);
+    let stalled_at = wait_until_still(&room.heard, QUIET, WAIT);
     assert!(
         stalled_at < LINES,
         "the listener heard all {LINES} lines: the slow client did not stall the room"
@@ -523,16 +580,13 @@ fn rung2_never_reading_client_stalls_broadcast() {
 
     // Closing the slow client makes the blocked write fail; the server
     // drops it, releases the lock, and the room moves again.
-    drop(slow);
-    let finally = wait_for_count(&heard, LINES, Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
+    drop(room.slow.take());
+    let finally = wait_for_count(&room.heard, LINES, Duration::from_secs(60));
     assert_eq!(
         finally, LINES,
         "the room did not recover after the slow client left"
     );
-    assert_eq!(sender.join().expect("sender"), LINES);
-    l.join().unwrap();
-    t.join().unwrap();
+    assert_eq!(room.finish(), LINES);
     eprintln!("rung 2: the room stalled after {stalled_at} of {LINES} lines");
 }
 
@@ -543,18 +597,23 @@ fn rung3_broadcasts_to_everyone() {
     assert_line_chat_broadcasts("chat_poll");
 }
 
-/// What rung 3 fixes: one thread serves many clients. And what it costs:
-/// every wake-up scans every client (`/stats`: scanned per wake-up = N).
+/// How many clients the wake-up cost tests connect.
+const MANY_CLIENTS: usize = 300;
+
+/// The wake-up cost tests' scenario on one-thread rung `name`:
+/// [`MANY_CLIENTS`] clients, ten messages from ten of them, everyone hears
+/// all ten. Returns the wake-ups, and the growth of the `/stats` field
+/// `counter` (`scanned=` or `events=`), over the ten messages.
 #[cfg(target_os = "linux")]
-#[test]
-fn rung3_one_thread_many_clients() {
-    const N: usize = 300;
-    let server = Rung::start("chat_poll", &[]);
+#[track_caller]
+fn ten_messages_to_many_clients(name: &str, counter: &str) -> (u64, u64) {
+    const N: usize = MANY_CLIENTS;
+    let server = Rung::start(name, &[]);
     let mut clients: Vec<LineClient> = (0..N).map(|_| LineClient::connect(server.addr)).collect();
     for c in &mut clients {
         c.welcome();
     }
-    assert_eq!(server.threads(), 1, "chat_poll must run on one thread");
+    assert_eq!(server.threads(), 1, "{name} must run on one thread");
 
     let stats = |c: &mut LineClient| -> (u64, u64) {
         c.send("/stats");
@@ -566,9 +625,9 @@ fn rung3_one_thread_many_clients() {
                 .unwrap_or_else(|| panic!("no {k} in {l:?}"))
         };
         assert_eq!(field("clients="), N as u64);
-        (field("wakeups="), field("scanned="))
+        (field("wakeups="), field(counter))
     };
-    let (w0, s0) = stats(&mut clients[0]);
+    let (w0, c0) = stats(&mut clients[0]);
     // Ten messages from ten clients; everyone hears all ten.
     for (i, c) in clients.iter_mut().take(10).enumerate() {
         c.send(&format!("message {i}"));
@@ -579,8 +638,17 @@ fn rung3_one_thread_many_clients() {
             assert!(l.ends_with(&format!(": message {i}")), "got {l:?}");
         }
     }
-    let (w1, s1) = stats(&mut clients[0]);
-    let (wakeups, scanned) = (w1 - w0, s1 - s0);
+    let (w1, c1) = stats(&mut clients[0]);
+    (w1 - w0, c1 - c0)
+}
+
+/// What rung 3 fixes: one thread serves many clients. And what it costs:
+/// every wake-up scans every client (`/stats`: scanned per wake-up = N).
+#[cfg(target_os = "linux")]
+#[test]
+fn rung3_one_thread_many_clients() {
+    const N: usize = MANY_CLIENTS;
+    let (wakeups, scanned) = ten_messages_to_many_clients("chat_poll", "scanned=");
     assert!(wakeups > 0);
     // Each full wake-up looks at all N clients, however few were ready (the
     // last one is cut short where /stats is answered).
@@ -603,44 +671,17 @@ fn rung3_never_reading_client_does_not_stall_others() {
 
 /// The rung 2 scenario against a one-thread server `name`: the listener
 /// hears all 16,384 lines, and the client that never reads is cut off.
+#[track_caller]
 fn never_reading_client_is_cut_alone(name: &str) {
-    let server = Rung::start(name, &[]);
-    let mut slow = LineClient::from_stream(never_reading_client(server.addr));
-    slow.welcome();
-    let mut listener = LineClient::connect(server.addr);
-    listener.welcome();
-    let mut talker = LineClient::connect(server.addr);
-    talker.welcome();
+    const LINES: u64 = NeverReaderRoom::LINES;
+    let mut room = NeverReaderRoom::start(name);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let heard = Arc::new(AtomicU64::new(0));
-    let talker_heard = Arc::new(AtomicU64::new(0));
-    let l = count_lines(
-        listener.writer.try_clone().unwrap(),
-        heard.clone(),
-        stop.clone(),
-    );
-    let t = count_lines(
-        talker.writer.try_clone().unwrap(),
-        talker_heard.clone(),
-        stop.clone(),
-    );
-    const LINES: u64 = 16 * 1024;
-    let sender = send_lines(
-        talker.writer.try_clone().unwrap(),
-        LINES,
-        1024,
-        vec![heard.clone(), talker_heard.clone()],
-    );
-
-    let got = wait_for_count(&heard, LINES, Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
+    let got = wait_for_count(&room.heard, LINES, Duration::from_secs(60));
     assert_eq!(got, LINES, "the listener did not hear every line");
-    assert_eq!(sender.join().expect("sender"), LINES);
-    l.join().unwrap();
-    t.join().unwrap();
+    assert_eq!(room.finish(), LINES);
 
     // The slow client was cut off: after what was buffered for it, EOF.
+    let mut slow = room.slow.take().expect("still connected");
     let mut sink = Vec::new();
     slow.reader
         .get_ref()
@@ -672,9 +713,13 @@ fn rung3_a_burst_to_a_slow_reader_does_not_block_the_server() {
     let mut slow = LineClient::from_stream(never_reading_client(server.addr));
     slow.welcome();
     let stop = Arc::new(AtomicBool::new(false));
+    // Reads that returned data: each one gave the server room to write to
+    // the slow reader again.
+    let slow_reads = Arc::new(AtomicU64::new(0));
     let slow_reader = {
         let mut stream = slow.writer.try_clone().unwrap();
         let stop = stop.clone();
+        let slow_reads = slow_reads.clone();
         thread::spawn(move || {
             stream
                 .set_read_timeout(Some(Duration::from_millis(200)))
@@ -682,9 +727,15 @@ fn rung3_a_burst_to_a_slow_reader_does_not_block_the_server() {
             let mut buf = [0u8; 512];
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                // The scenario, not settling: this client is slow on
+                // purpose, 512 B every 200 ms.
                 thread::sleep(Duration::from_millis(200));
-                if let Ok(0) = stream.read(&mut buf) {
-                    return;
+                match stream.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        slow_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {}
                 }
             }
         })
@@ -715,9 +766,12 @@ fn rung3_a_burst_to_a_slow_reader_does_not_block_the_server() {
         .expect("send the burst");
     let got = wait_for_count(&heard, LINES, WAIT);
     assert_eq!(got, LINES, "the listener heard {got} of {LINES} lines");
-    // The slow reader has read a few times by now: each read let the
-    // server write to it again.
-    thread::sleep(Duration::from_secs(1));
+    // Let the slow reader read a few times more: each read lets the server
+    // write to it again, and a blocking write would catch the server there.
+    let reads_then = slow_reads.load(Ordering::Relaxed);
+    wait_until("three more reads by the slow reader", WAIT, || {
+        slow_reads.load(Ordering::Relaxed) >= reads_then + 3
+    });
     talker.send("are you still there?");
     let got = wait_for_count(&heard, LINES + 1, Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
@@ -727,8 +781,8 @@ fn rung3_a_burst_to_a_slow_reader_does_not_block_the_server() {
     assert_eq!(
         got,
         LINES + 1,
-        "a line sent 1 s after the burst was not heard within 5 s: \
-         the server is stuck writing to the slow reader"
+        "a line sent after the burst and three of the slow reader's reads was not heard \
+         within 5 s: the server is stuck writing to the slow reader"
     );
 }
 
@@ -793,37 +847,8 @@ fn rung3b_mio_chat_broadcasts_to_everyone() {
 #[cfg(target_os = "linux")]
 #[test]
 fn rung3b_mio_wakes_for_ready_sockets_only() {
-    const N: usize = 300;
-    let server = Rung::start("chat_mio", &[]);
-    let mut clients: Vec<LineClient> = (0..N).map(|_| LineClient::connect(server.addr)).collect();
-    for c in &mut clients {
-        c.welcome();
-    }
-    assert_eq!(server.threads(), 1, "chat_mio must run on one thread");
-    let stats = |c: &mut LineClient| -> (u64, u64) {
-        c.send("/stats");
-        let l = c.line();
-        let field = |k: &str| -> u64 {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix(k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} in {l:?}"))
-        };
-        assert_eq!(field("clients="), N as u64);
-        (field("wakeups="), field("events="))
-    };
-    let (w0, e0) = stats(&mut clients[0]);
-    for (i, c) in clients.iter_mut().take(10).enumerate() {
-        c.send(&format!("message {i}"));
-    }
-    for c in &mut clients {
-        for i in 0..10 {
-            let l = c.line();
-            assert!(l.ends_with(&format!(": message {i}")), "got {l:?}");
-        }
-    }
-    let (w1, e1) = stats(&mut clients[0]);
-    let (wakeups, events) = (w1 - w0, e1 - e0);
+    const N: usize = MANY_CLIENTS;
+    let (wakeups, events) = ten_messages_to_many_clients("chat_mio", "events=");
     // About one readable event per message and per /stats; a few more if
     // a write came back short. Nowhere near N per wake-up.
     assert!(
@@ -998,7 +1023,7 @@ fn rung4_restart_after_kill_9_binds_again_thanks_to_so_reuseaddr() {
     let client = TcpStream::connect(first.addr).expect("connect");
     // Make sure the daemon has accepted it: HELLO, WELCOME.
     let mut hello = Vec::new();
-    muxchat::protocol::ClientMessage::Hello {
+    muxchat::codec::ClientMessage::Hello {
         version: 1,
         nick: "k9",
     }
@@ -1132,6 +1157,7 @@ fn wait_for_tcp_state(local: u16, remote: u16, state: u8) -> Option<u8> {
         if now == Some(state) || Instant::now() > deadline {
             return now;
         }
+        // The poll interval of this wait on the state.
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -1215,7 +1241,21 @@ fn transfer_to_a_stalled_client_holds_one_chunk_and_serves_the_others() {
     let mut h = [0u8; 8];
     stalled.read_exact(&mut h).unwrap();
     assert_eq!(u32::from_be_bytes(h[..4].try_into().unwrap()), 102, "FILE");
-    thread::sleep(Duration::from_millis(500)); // not reading
+    // The scenario, not settling: the client does not read for 500 ms, time
+    // for a server that buffered the whole file to show it in its RSS.
+    thread::sleep(Duration::from_millis(500));
+    // And the transfer is stuck, not merely slow: bytes wait both in the
+    // client's receive queue and in the server's send queue.
+    let (client_port, server_port) = (stalled.local_addr().unwrap().port(), server.addr.port());
+    wait_until(
+        "the transfer to stall (bytes queued on both ends)",
+        WAIT,
+        || {
+            let client_rx = tcp_queues(client_port, server_port).map_or(0, |q| q.1);
+            let server_tx = tcp_queues(server_port, client_port).map_or(0, |q| q.0);
+            client_rx > 0 && server_tx > 0
+        },
+    );
 
     // Someone else is served while the transfer is stuck.
     let mut other = TcpStream::connect(server.addr).unwrap();

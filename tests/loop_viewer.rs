@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::protocol::{code, ClientMessage};
+use muxchat::codec::{code, ClientMessage};
 use serde_json::Value;
 
 const MEMBERS: usize = 150;

@@ -499,3 +499,60 @@ fn connect_list_spreads_members_and_publishers_over_the_daemons() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`nowhere` is not HOST:PORT"));
 }
+
+/// Issue 22: a run against the daemon's default rate limit can no longer
+/// print "loss none" and exit 0 while the daemon refused most SAYs: the
+/// summary, the JSON and the plot show attempted against accepted, and the
+/// exit status is 5 unless --allow-refusals.
+#[test]
+fn publishes_the_daemon_refuses_are_reported_and_fail_the_run() {
+    let daemon = Daemon::start(&["--rate", "20", "--burst", "40"]);
+    let plot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("refused.svg");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_muxload"))
+            .arg("--connect")
+            .arg(daemon.addr.to_string())
+            .args(["--quiet", "--clients", "4", "--publishers", "2"])
+            .args(["--rate", "200", "--duration", "2", "--warmup", "0"])
+            .args(extra)
+            .output()
+            .expect("run muxload")
+    };
+    let out = run(&["--plot", plot.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("refused    REFUSED: "), "{stdout}");
+    assert!(stdout.contains("RATE_LIMITED"), "{stdout}");
+    assert!(stdout.contains("--allow-refusals"), "{stdout}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot");
+    assert!(
+        svg.contains("attempted against accepted"),
+        "no refusal chart"
+    );
+    // The legend names both curves (plotters puts a text's words on a line
+    // of their own).
+    for name in ["attempted", "accepted"] {
+        assert!(svg.lines().any(|l| l.trim() == name), "no {name} curve");
+    }
+
+    let out = run(&["--allow-refusals", "--json"]);
+    let json = json_of(&out);
+    // 2 publishers at 200/s for 2 s against 20/s each plus a burst of 40:
+    // most are refused.
+    let refused = field(&json, "", "refused");
+    let published = field(&json, "", "published");
+    assert!(refused > published / 2.0, "{json}");
+
+    // Against an unlimited daemon nothing is refused and the status is 0.
+    let free = Daemon::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_muxload"))
+        .arg("--connect")
+        .arg(free.addr.to_string())
+        .args(["--quiet", "--clients", "4", "--publishers", "2"])
+        .args(["--rate", "200", "--duration", "1", "--warmup", "0"])
+        .output()
+        .expect("run muxload");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("refused    none: 0 of "), "{stdout}");
+}

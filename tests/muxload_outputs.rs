@@ -128,8 +128,9 @@ struct Redis {
 }
 
 impl Redis {
-    /// `None` when redis-server is not installed.
-    fn start() -> Option<Redis> {
+    /// Fails the test, naming the package, when redis-server is not installed.
+    #[track_caller]
+    fn start() -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -140,7 +141,12 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): apt-get install redis-server \
+                     (.ci/run installs it)"
+                )
+            });
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let redis = Redis { child, addr };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -151,7 +157,7 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(redis)
+        redis
     }
 }
 
@@ -165,10 +171,7 @@ impl Drop for Redis {
 
 #[test]
 fn the_same_workload_runs_against_redis_pubsub() {
-    let Some(redis) = Redis::start() else {
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-        return;
-    };
+    let redis = Redis::start();
     let url = format!("redis://{}", redis.addr);
     // 60 members in 2 rooms, 6 publishers at 40 msgs/s each.
     let out = muxload(

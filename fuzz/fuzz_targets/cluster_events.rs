@@ -1,6 +1,11 @@
 #![no_main]
-//! The check lives in `muxchat::fuzzing::cluster_events`, shared with the corpus replay in `cargo test`.
+//! The check lives in `fuzz/scenarios/cluster_events.rs`, shared with the corpus replay in `cargo test`.
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| muxchat::fuzzing::cluster_events(data));
+// Every target includes all the scenarios; this one runs one.
+#[allow(dead_code)]
+#[path = "../scenarios/mod.rs"]
+mod scenarios;
+
+fuzz_target!(|data: &[u8]| scenarios::cluster_events::check(data));

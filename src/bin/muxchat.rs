@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         joins: args.joins.iter().map(|r| room_arg(r)).collect(),
         timestamps: !args.no_time,
         script: args.script,
+        unavailable_retry: (args.unavailable_retry_s > 0)
+            .then(|| std::time::Duration::from_secs(args.unavailable_retry_s)),
     };
     match client::run(&cfg) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -7,25 +7,46 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{info, warn};
+use muxchat::codec::pem::TlsError;
 use muxchat::server::cluster::ClusterError;
-use muxchat::server::config::Config;
-use muxchat::server::tls::TlsError;
+use muxchat::server::config::{Config, LogFormat};
+use muxchat::server::logfmt;
 use muxchat::server::trace::Trace;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {
+    // `muxchatd gen-cert ...` is a tool, not the daemon; any other first
+    // argument is the daemon's command line as before.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "gen-cert") {
+        return muxchat::gencert::main(argv);
+    }
     // Exits with status 2 and clap's message on a usage error.
     let config = Config::from_env();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp_millis();
+    if config.log_format == LogFormat::Json {
+        logger.format(|buf, record| {
+            let time = buf.timestamp_millis().to_string();
+            writeln!(buf, "{}", logfmt::json_line(&time, record))
+        });
+    }
+    logger.init();
     for note in &config.adapted {
         info!("{note}");
     }
+    let json = config.log_format == LogFormat::Json;
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("muxchatd: {message}");
+            // Still one line; with --log-format json a JSON one, so every
+            // line a pipeline reads parses.
+            if json {
+                log::error!("muxchatd: {message}");
+            } else {
+                eprintln!("muxchatd: {message}");
+            }
             ExitCode::from(1)
         }
     }
@@ -33,6 +54,10 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> Result<(), String> {
     let bind = config.bind;
+    if let (Some(name), None) = (&config.node_name, &config.redis) {
+        // A cluster node logs its name as it joins; a standalone one here.
+        info!("standalone daemon, node name {name}");
+    }
     let max_clients = config.max_clients;
     let scheme = if config.tls.is_some() {
         "https"

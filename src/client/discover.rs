@@ -3,14 +3,14 @@
 //!
 //! Discovery is a datagram exchange, not a session: no connection, no
 //! retry, and a probe or reply may simply be lost. The datagrams are in
-//! [`crate::protocol::discovery`].
+//! [`crate::codec::discovery`].
 
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::protocol::discovery::{probe, Reply, PROBE_LEN};
+use crate::codec::discovery::{probe, Reply, PROBE_LEN};
 
 /// Where a probe goes unless told otherwise: every host on the local
 /// network, at the daemon's default port.

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use crate::protocol::{code, ErrorCode, ServerMessage};
+use crate::codec::{code, ErrorCode, ServerMessage};
 
 /// What a request code was asking for, for error lines ("cannot join: ...").
 fn request_verb(request: u16) -> Option<&'static str> {
@@ -42,6 +42,11 @@ pub fn error_line(error: u16, request: u16, detail: &str) -> String {
     }
     let known = ErrorCode::from_u16(error);
     match known {
+        // The plaintext client can do something about this one.
+        Some(ErrorCode::TlsRequired) => {
+            line.push_str("the server requires TLS: use --tls (and --ca FILE for a private CA)");
+            return line;
+        }
         Some(e) => line.push_str(e.describe()),
         None => {
             let _ = write!(line, "the server reported error {error}");

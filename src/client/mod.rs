@@ -68,6 +68,11 @@ pub struct Args {
     /// `--tls`, `--ca`, `--insecure`.
     #[command(flatten)]
     pub tls: tls::TlsArgs,
+    /// How long to keep retrying (with backoff) while the server answers
+    /// HELLO with UNAVAILABLE (a cluster node without its Redis) before
+    /// giving up with exit status 1; 0 retries for ever.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub unavailable_retry_s: u64,
 }
 
 /// A validated client configuration.
@@ -85,6 +90,9 @@ pub struct Config {
     pub script: Option<PathBuf>,
     /// TLS to the server (`--tls`), or plaintext.
     pub tls: Option<tls::ClientTls>,
+    /// How long registration is retried while the server says UNAVAILABLE
+    /// (`None`: for ever).
+    pub unavailable_retry: Option<std::time::Duration>,
 }
 
 /// A default nick from `$USER`, cut to the nick rules, or `guest`.

@@ -46,8 +46,8 @@ use super::format::clock_prefix;
 use super::state::{Chat, Flow, Registration, Retry};
 use super::tls::{ClientTls, TlsStream};
 use super::Config;
+use crate::codec::{code, ClientMessage, FrameReader, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::{code, ClientMessage, FrameReader, ServerMessage};
 
 const SOCKET: Token = Token(0);
 const STDIN: Token = Token(1);
@@ -438,7 +438,11 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
     let mut s = Session {
         poll,
         link: Link::Up(conn),
-        chat: Chat::new(&cfg.nick, cfg.joins.clone()),
+        chat: {
+            let mut chat = Chat::new(&cfg.nick, cfg.joins.clone());
+            chat.unavailable_retry = cfg.unavailable_retry;
+            chat
+        },
         input,
         screen: Screen {
             timestamps: cfg.timestamps,

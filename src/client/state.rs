@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::command::{Command, HELP};
 use super::format::render;
+use crate::codec::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
+use crate::codec::{VERSION_1, VERSION_2};
 use crate::net::OutBuf;
-use crate::protocol::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
-use crate::protocol::{VERSION_1, VERSION_2};
 
 /// Messages shown on joining a room (HISTORY with epoch 0).
 pub const JOIN_HISTORY: u16 = 20;
@@ -139,6 +139,11 @@ pub struct Chat {
     pending_joins: VecDeque<(String, Option<String>, bool)>,
     /// Set after a fatal ERROR: the server is about to close.
     pub fatal: bool,
+    /// How long HELLO is retried while the server answers UNAVAILABLE or
+    /// SHUTTING_DOWN (`None`: for ever).
+    pub unavailable_retry: Option<Duration>,
+    /// When the current run of such refusals began.
+    unavailable_since: Option<Instant>,
     /// The version HELLO asks for: 2, or 1 once a server refused 2.
     pub version: u8,
     /// The version the server confirmed in WELCOME.
@@ -171,6 +176,9 @@ enum NickHeld {
     GaveUp,
 }
 
+/// The default of `--unavailable-retry-s`.
+pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(300);
+
 /// Errors that say "not now" rather than "no".
 fn transient(e: ErrorCode) -> bool {
     matches!(e, ErrorCode::ShuttingDown | ErrorCode::Unavailable)
@@ -195,6 +203,8 @@ impl Chat {
             auto_join,
             pending_joins: VecDeque::new(),
             fatal: false,
+            unavailable_retry: Some(UNAVAILABLE_RETRY),
+            unavailable_since: None,
             version: VERSION_2,
             spoken: VERSION_1,
             heartbeat: Duration::from_secs(30),
@@ -466,8 +476,26 @@ impl Chat {
         }
         if transient(error) {
             // The server is draining, or its store is unreachable: come
-            // back later rather than ask for another nick.
-            show.push(super::format::error_line(error as u16, code::HELLO, ""));
+            // back later rather than ask for another nick, but not for
+            // ever, and say so once rather than at every attempt.
+            let now = Instant::now();
+            let since = *self.unavailable_since.get_or_insert(now);
+            if let Some(limit) = self.unavailable_retry {
+                if now.duration_since(since) >= limit {
+                    show.push(format!(
+                        "! the server could not register us for {} s: giving up \
+                         (--unavailable-retry-s)",
+                        limit.as_secs()
+                    ));
+                    return Some(Flow::Exit(1));
+                }
+            }
+            if since == now {
+                show.push(format!(
+                    "{}; retrying with backoff",
+                    super::format::error_line(error as u16, code::HELLO, "")
+                ));
+            }
             return Some(Flow::Reconnect(Retry::Backoff));
         }
         if error != ErrorCode::NickInUse || !self.reconnecting {
@@ -510,6 +538,7 @@ impl Chat {
         show: &mut Vec<String>,
     ) {
         self.nick = nick.to_string();
+        self.unavailable_since = None;
         self.registration = Registration::Done;
         self.spoken = version;
         self.heartbeat = Duration::from_millis(u64::from(heartbeat_ms.max(1)));
@@ -727,7 +756,7 @@ impl Chat {
 mod tests {
     use super::*;
     use crate::client::command::parse;
-    use crate::protocol::{decode, Decoded, ErrorCode};
+    use crate::codec::{decode, Decoded, ErrorCode};
 
     /// The client messages queued in `out`, decoded, as debug strings.
     fn sent(out: &mut OutBuf) -> Vec<String> {
@@ -1195,6 +1224,16 @@ mod tests {
             );
             assert_eq!(chat.registration, Registration::Pending);
         }
+        // Said once, not at every attempt; past the limit, the client gives up.
+        assert_eq!(show.len(), 1, "{show:?}");
+        chat.unavailable_retry = Some(Duration::ZERO);
+        let m = ServerMessage::error(ErrorCode::Unavailable, code::HELLO, "");
+        assert_eq!(chat.server(&m, &mut out, &mut show), Flow::Exit(1));
+        assert!(show.last().unwrap().contains("giving up"), "{show:?}");
+        // A WELCOME ends the run of refusals.
+        chat.unavailable_retry = Some(Duration::from_secs(60));
+        chat.server(&welcome(2, "alice"), &mut out, &mut show);
+        assert!(chat.unavailable_since.is_none());
         // A rejoin refused for now keeps the room, to resume it later.
         let (mut chat, mut out, mut show) = in_room(7, 0, 0);
         chat.connection_lost();

@@ -24,7 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore};
 
-use crate::server::tls::{load_certs, provider};
+use crate::codec::pem::{load_certs, provider};
 
 /// Where the system keeps its CA bundle, in the order tried (Debian,
 /// Fedora, Alpine/macOS); `SSL_CERT_FILE` comes first when set.
@@ -300,6 +300,21 @@ impl<S: Read + Write> TlsStream<S> {
     fn describe(&self, e: &rustls::Error) -> String {
         let host = &self.host;
         match e {
+            // webpki's CaUsedAsEndEntity reaches us only as an opaque
+            // `Other`: the usual `openssl req -x509` recipe makes exactly this
+            // certificate (OpenSSL 3 marks it CA:TRUE), so it gets its own
+            // sentence saying what to do.
+            rustls::Error::InvalidCertificate(cause)
+                if format!("{cause:?}").contains("CaUsedAsEndEntity") =>
+            {
+                format!(
+                    "TLS: the server {host} presents a CA certificate (basicConstraints \
+                     CA:TRUE, as `openssl req -x509` makes by default) as its own, and a CA \
+                     certificate cannot identify a server: give muxchatd a leaf certificate \
+                     (CA:FALSE, with {host} in its subjectAltName) signed by a CA, and pass \
+                     that CA to --ca (the openssl recipe is in docs/OPERATIONS.md, section 3)"
+                )
+            }
             rustls::Error::InvalidCertificate(cause) => format!(
                 "TLS: the certificate of {host} is not trusted ({cause:?}; checked against {}); \
                  --ca FILE names the CA that signed it",

@@ -26,11 +26,16 @@ pub const CONNS_PER_SOURCE: usize = 10_000;
 ///
 /// Exit status: 0 clean, 1 error, 2 usage error, 3 loss (gap, duplicate
 /// or reorder) seen, 4 not every connection got ready or stayed connected
-/// (the server cut or closed some).
+/// (the server cut or closed some), 5 the daemon refused some publishes
+/// (RATE_LIMITED and the like) and `--allow-refusals` was not given.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "muxload",
     version,
+    after_help = "Exit status: 0 clean; 1 error; 2 usage error; 3 loss (gap, duplicate or \
+                  reorder) seen; 4 not every connection got ready or stayed connected; 5 the \
+                  daemon refused some publishes (RATE_LIMITED and the like; --allow-refusals \
+                  makes that 0, or run the daemon with --rate 0).",
     about = "muxload: the load generator for muxchatd (or Redis pub/sub). Opens N connections, \
              publishes on a schedule, and measures delivery, latency percentiles and loss.",
     long_about = None
@@ -123,6 +128,10 @@ pub struct Args {
     /// Speak the binary protocol over WebSocket at /ws (with --tls: wss).
     #[arg(long)]
     pub ws: bool,
+    /// Publishes the daemon refuses (RATE_LIMITED and the like) are
+    /// reported but do not make the exit status 5.
+    #[arg(long)]
+    pub allow_refusals: bool,
 }
 
 /// A validated muxload configuration.
@@ -173,6 +182,8 @@ pub struct Config {
     pub daemon_pid: Option<u32>,
     /// Busy-poll while publishing instead of sleeping in `poll`.
     pub spin: bool,
+    /// Refused publishes do not change the exit status (`--allow-refusals`).
+    pub allow_refusals: bool,
     /// The door: plain, TLS, WebSocket or both.
     pub door: Door,
 }
@@ -237,6 +248,7 @@ impl Config {
             quiet: a.quiet,
             daemon_pid: a.daemon_pid,
             spin: a.spin,
+            allow_refusals: a.allow_refusals,
         })
     }
 }

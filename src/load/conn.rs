@@ -9,8 +9,8 @@ use super::resume::{self, Resume};
 use super::shared::{Shared, Target};
 use super::stats::{SeqTracker, Stamp};
 use super::transport::LoadStream;
+use crate::codec::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::{code, peek_message, ClientMessage, ErrorCode, Frame, ServerMessage};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl Conn {
     #[inline]
     pub fn on_frame(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
         if f.code != code::MESSAGE {
-            return self.on_control(f, m, shared);
+            return self.on_control(f, now_ns, m, shared);
         }
         // Only seq and the stamp matter here, so the layout is checked but
         // no UTF-8 is.
@@ -169,13 +169,13 @@ impl Conn {
         };
         self.received += 1;
         resume::observe_live(self, seq);
-        m.delivered(now_ns, crate::protocol::HEADER_LEN + f.payload.len(), text);
+        m.delivered(now_ns, crate::codec::HEADER_LEN + f.payload.len(), text);
         false
     }
 
     /// Every frame but MESSAGE: setup replies, PINGs, PONGs, ERRORs.
     #[cold]
-    fn on_control(&mut self, f: Frame<'_>, m: &mut Meter, shared: &Shared) -> bool {
+    fn on_control(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
         let Ok(msg) = ServerMessage::decode(f.code, f.payload) else {
             m.tally.counters.errors += 1;
             return false;
@@ -204,21 +204,40 @@ impl Conn {
                 self.was_ready = true;
                 c.ready += 1;
             }
-            ServerMessage::Error { error, request, .. } => {
+            ServerMessage::Error {
+                error,
+                request,
+                detail,
+            } => {
                 c.errors += 1;
                 if let Some(slot) = m.tally.errors.get_mut(error as usize) {
                     *slot += 1;
                 }
                 if request == code::SAY && self.publisher.is_some() {
                     shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                    m.refused(now_ns);
                 }
+                let known = ErrorCode::from_u16(error);
+                // A fatal error (TLS_REQUIRED, SERVER_FULL) answers no
+                // request in particular, and the server closes next: the
+                // reason must be noted now, or the report says none.
                 if self.stage == Stage::Registering
-                    && (request == code::HELLO || request == code::JOIN)
+                    && (request == code::HELLO
+                        || request == code::JOIN
+                        || known.is_some_and(ErrorCode::is_fatal))
                 {
                     // Setup failed; the connection is useless for the run.
                     m.tally.fail(|| {
-                        let name = ErrorCode::from_u16(error).map_or("?", |e| e.name());
-                        format!("setup refused: {name}")
+                        let name =
+                            known.map_or_else(|| format!("error {error}"), |e| e.name().into());
+                        let mut why = format!("setup refused: {name}");
+                        if !detail.is_empty() {
+                            why.push_str(&format!(" ({detail})"));
+                        }
+                        if known == Some(ErrorCode::TlsRequired) {
+                            why.push_str("; the server requires TLS: use --tls");
+                        }
+                        why
                     });
                     return true;
                 }

@@ -73,6 +73,11 @@ counters! {
     /// Scheduled publishes the generator could not queue (the server was
     /// not reading).
     skipped,
+    /// Publishes the daemon refused with an ERROR (RATE_LIMITED and the
+    /// like): attempted, never delivered, and not loss.
+    refused,
+    /// Those refused inside the measured window.
+    refused_window,
     /// Messages received since the start.
     delivered,
     /// Messages received inside the measured window.
@@ -166,6 +171,10 @@ impl Tally {
 pub struct Second {
     /// Messages delivered in this second (all receivers).
     pub delivered: u64,
+    /// Publishes stamped in this second (all publishers).
+    pub attempted: u64,
+    /// Publishes refused by the daemon in this second.
+    pub refused: u64,
     /// Their latency, ns.
     pub latency: Histogram<u32>,
 }
@@ -174,6 +183,8 @@ impl Default for Second {
     fn default() -> Second {
         Second {
             delivered: 0,
+            attempted: 0,
+            refused: 0,
             latency: Histogram::new_with_bounds(1000, 600_000_000_000, 2)
                 .expect("constant bounds are valid"),
         }
@@ -184,6 +195,8 @@ impl Second {
     /// Adds another worker's same second.
     pub fn add(&mut self, other: &Second) {
         self.delivered += other.delivered;
+        self.attempted += other.attempted;
+        self.refused += other.refused;
         let _ = self.latency.add(&other.latency);
     }
 }
@@ -210,6 +223,9 @@ pub struct Meter {
     next_tick_ns: u64,
     /// `delivered_window` at the last fold.
     delivered_at_tick: u64,
+    /// `published_window` and `refused_window` at the last fold.
+    attempted_at_tick: u64,
+    refused_at_tick: u64,
     /// Keep the per-second figures (only `--plot` needs them).
     keep_seconds: bool,
     /// Per-second figures, from the start of the measured window.
@@ -226,6 +242,8 @@ impl Default for Meter {
             interval: latency_histogram(),
             next_tick_ns: u64::MAX,
             delivered_at_tick: 0,
+            attempted_at_tick: 0,
+            refused_at_tick: 0,
             keep_seconds: false,
             seconds: Vec::new(),
         }
@@ -256,6 +274,15 @@ impl Meter {
                 self.interval
                     .saturating_record(now_ns.saturating_sub(sent_ns).max(1));
             }
+        }
+    }
+
+    /// Counts one publish the daemon refused, answered at `now_ns`.
+    pub fn refused(&mut self, now_ns: u64) {
+        let c = &mut self.tally.counters;
+        c.refused += 1;
+        if now_ns >= self.measure_ns && now_ns < self.end_ns {
+            c.refused_window += 1;
         }
     }
 
@@ -290,6 +317,12 @@ impl Meter {
             let delivered = self.tally.counters.delivered_window;
             second.delivered += delivered - self.delivered_at_tick;
             self.delivered_at_tick = delivered;
+            let attempted = self.tally.counters.published_window;
+            second.attempted += attempted - self.attempted_at_tick;
+            self.attempted_at_tick = attempted;
+            let refused = self.tally.counters.refused_window;
+            second.refused += refused - self.refused_at_tick;
+            self.refused_at_tick = refused;
             for v in self.interval.iter_recorded() {
                 let _ = second
                     .latency

@@ -28,7 +28,8 @@
 //! - [`loss`]: the loss check over every receiver's trackers.
 //! - [`report`]: merging worker results into the figures, and printing them;
 //!   [`plot`]: the same as an .hgrm distribution and an SVG picture.
-//! - [`redis`] and [`resp`]: the same workload against Redis pub/sub
+//! - [`redis`]: the same workload against Redis pub/sub (RESP from
+//!   [`crate::codec::resp`])
 //!   (`--target redis://HOST:PORT`).
 //! - [`resume`]: `--reconnect-every`: the drop schedule and the resume
 //!   through HISTORY.
@@ -51,7 +52,6 @@ pub mod plot;
 mod publish;
 pub mod redis;
 pub mod report;
-pub mod resp;
 pub mod resume;
 pub mod shared;
 pub mod stats;

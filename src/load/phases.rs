@@ -303,5 +303,6 @@ pub fn run_info(
         cpu_total: cpu_times(),
         rss_kib: (setup.rss.0, setup.rss.1, rss_end),
         daemon_cpu: window.daemon_cpu,
+        allow_refusals: cfg.allow_refusals,
     }
 }

@@ -112,6 +112,8 @@ fn ms_label(v: &f64) -> String {
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+/// One curve of a chart over time: its legend name, points and colour.
+type Series<'a> = (&'a str, &'a [(u32, f64)], &'a RGBColor);
 type Failed = Box<dyn std::error::Error>;
 
 /// The SVG picture of a run.
@@ -122,31 +124,50 @@ pub fn svg(r: &Report) -> Result<String, String> {
 }
 
 fn draw(r: &Report, out: &mut String) -> Result<(), Failed> {
-    let root = SVGBackend::with_string(out, (1000, 1100)).into_drawing_area();
+    let root = SVGBackend::with_string(out, (1000, 1400)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(&title(r), ("sans-serif", 19))?;
-    let (top, bottom) = root.split_vertically(480);
-    let (middle, bottom) = bottom.split_vertically(300);
+    let (top, rest) = root.split_vertically(480);
+    let (sent, rest) = rest.split_vertically(300);
+    let (middle, bottom) = rest.split_vertically(300);
     percentiles(&top, &r.tally.latency)?;
     let seconds = &r.seconds;
+    let attempted = per_second(seconds, |s| Some(s.attempted as f64));
+    let accepted = per_second(seconds, |s| {
+        Some(s.attempted.saturating_sub(s.refused) as f64)
+    });
     let delivered = per_second(seconds, |s| Some(s.delivered as f64));
     let p99 = per_second(seconds, |s| {
         (!s.latency.is_empty()).then(|| s.latency.value_at_quantile(0.99) as f64 / NS_PER_MS)
     });
+    // Refused SAYs (RATE_LIMITED and the like) show as the gap between
+    // the two curves, so a run against a rate-limited daemon cannot pass
+    // for a clean one in the picture either.
+    over_time(
+        &sent,
+        &format!(
+            "SAYs per second: attempted against accepted ({} refused by the daemon)",
+            r.tally.counters.refused
+        ),
+        "SAYs/s (all publishers)",
+        &[
+            ("attempted", &attempted, &BLACK),
+            ("accepted", &accepted, &GREEN),
+        ],
+        &|v| human(*v),
+    )?;
     over_time(
         &middle,
         "Delivered per second",
         "msgs/s (all receivers)",
-        &delivered,
-        &BLUE,
+        &[("delivered", &delivered, &BLUE)],
         &|v| human(*v),
     )?;
     over_time(
         &bottom,
         "p99 latency per second",
         "p99 latency (ms)",
-        &p99,
-        &RED,
+        &[("p99", &p99, &RED)],
         &ms_label,
     )?;
     root.present()?;
@@ -210,17 +231,18 @@ fn percentiles(area: &Area<'_>, h: &Histogram<u64>) -> Result<(), Failed> {
     Ok(())
 }
 
-/// A per-second series against seconds since the measured window began.
+/// Per-second series against seconds since the measured window began; a
+/// legend names them when there are several.
 fn over_time(
     area: &Area<'_>,
     caption: &str,
     y_desc: &str,
-    points: &[(u32, f64)],
-    color: &RGBColor,
+    series: &[Series<'_>],
     y_label: &dyn Fn(&f64) -> String,
 ) -> Result<(), Failed> {
-    let right = points.iter().map(|p| p.0).max().unwrap_or(1).max(1);
-    let top = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
+    let all = || series.iter().flat_map(|(_, points, _)| points.iter());
+    let right = all().map(|p| p.0).max().unwrap_or(1).max(1);
+    let top = all().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 17))
         .margin(14)
@@ -237,11 +259,25 @@ fn over_time(
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        points.iter().copied(),
-        color.stroke_width(2),
-    ))?;
-    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    for &(name, points, color) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
     Ok(())
 }
 

@@ -17,9 +17,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::conn::{Conn, Stage};
 use super::counters::Meter;
-use super::resp::{self, Reply};
 use super::shared::{Settings, Shared};
 use super::stats::{SeqTracker, Stamp};
+use crate::codec::resp::{self, Reply};
 use crate::net::OutBuf;
 
 /// Queues one PUBLISH whose text is `stamp` padded to `payload` bytes.
@@ -48,8 +48,8 @@ impl Conn {
     /// Switches to RESP3 and subscribes to the connection's room.
     pub fn greet_redis(&mut self, room: &str, scratch: &mut Vec<u8>) {
         scratch.clear();
-        resp::command(scratch, &[b"HELLO", b"3"]);
-        resp::command(scratch, &[b"SUBSCRIBE", room.as_bytes()]);
+        resp::encode(scratch, &[b"HELLO", b"3"]);
+        resp::encode(scratch, &[b"SUBSCRIBE", room.as_bytes()]);
         self.out.append(scratch);
     }
 
@@ -110,6 +110,7 @@ impl Conn {
                     // Only PUBLISH and PING are sent once ready, and PING
                     // does not fail: a refused message is never delivered.
                     shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                    m.refused(now_ns);
                 }
             }
             // PUBLISH's receiver count, HELLO's map: nothing to check.

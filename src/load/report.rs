@@ -8,7 +8,7 @@ use super::loss::{loss, Loss};
 use super::shared::{Mode, Target};
 use super::stats::{human, human_us, rate, Quantiles};
 use super::worker::WorkerResult;
-use crate::protocol::ErrorCode;
+use crate::codec::ErrorCode;
 
 /// Facts about the run that are not measurements.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct RunInfo {
     pub rss_kib: (Option<u64>, Option<u64>, Option<u64>),
     /// Daemon CPU seconds during warm-up + measuring (with `--daemon-pid`).
     pub daemon_cpu: Option<f64>,
+    /// Refused publishes leave the exit status alone (`--allow-refusals`).
+    pub allow_refusals: bool,
 }
 
 /// The merged result of a run.
@@ -97,15 +99,48 @@ impl Report {
     }
 
     /// 0 clean; 3 loss seen; 4 not every connection got ready, or the
-    /// daemon closed some (a cut slow consumer, a shutdown).
+    /// daemon closed some (a cut slow consumer, a shutdown); 5 the daemon
+    /// refused publishes (RATE_LIMITED...) and `--allow-refusals` is off:
+    /// a run whose load the daemon turned away did not measure that load.
     pub fn exit_code(&self) -> i32 {
         if self.has_loss() {
             3
         } else if self.tally.counters.ready < self.info.clients as u64 || self.loss.cut > 0 {
             4
+        } else if self.tally.counters.refused > 0 && !self.info.allow_refusals {
+            5
         } else {
             0
         }
+    }
+
+    /// The refusals line: attempted against accepted, and by which error.
+    fn human_refusals(&self, s: &mut String) {
+        let n = &self.tally.counters;
+        let attempted = n.published;
+        let refused = n.refused;
+        let why: Vec<String> = self
+            .error_counts()
+            .iter()
+            .filter(|(name, _)| name != "SLOW_CONSUMER")
+            .map(|(name, c)| format!("{name} {c}"))
+            .collect();
+        let _ = writeln!(
+            *s,
+            "  refused    {}: {refused} of {attempted} publishes refused by the daemon, {} accepted{}{}",
+            if refused == 0 { "none" } else { "REFUSED" },
+            attempted.saturating_sub(refused),
+            if refused > 0 && !why.is_empty() {
+                format!(" (errors: {})", why.join(", "))
+            } else {
+                String::new()
+            },
+            match (refused > 0, self.info.allow_refusals) {
+                (true, false) => "; exit status 5 (--allow-refusals, or --rate 0 on the daemon)",
+                (true, true) => "; allowed (--allow-refusals)",
+                _ => "",
+            }
+        );
     }
 
     /// The resume line, when members reconnected (`--reconnect-every`).
@@ -311,6 +346,7 @@ impl Report {
             },
             i.drain_secs
         );
+        self.human_refusals(s);
         self.human_resume(s);
         let errors = self.error_counts();
         let mut e: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
@@ -431,7 +467,7 @@ impl Report {
         let g = Quantiles::of(&self.tally.register);
         format!(
             concat!(
-                "\"published\":{},\"published_per_s\":{:.1},\"skipped\":{},",
+                "\"published\":{},\"published_per_s\":{:.1},\"skipped\":{},\"refused\":{},\"refused_window\":{},",
                 "\"delivered\":{},\"delivered_per_s\":{:.1},\"delivered_bytes_per_s\":{:.1},",
                 "\"latency_us\":{{\"count\":{},\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},",
                 "\"connect_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},",
@@ -440,6 +476,8 @@ impl Report {
             n.published_window,
             rate(n.published_window, secs),
             n.skipped,
+            n.refused,
+            n.refused_window,
             n.delivered_window,
             rate(n.delivered_window, secs),
             rate(n.delivered_bytes, secs),
@@ -572,6 +610,7 @@ mod tests {
             cpu_total: (1.0, 1.0),
             rss_kib: (Some(1000), Some(1004), Some(1004)),
             daemon_cpu: Some(1.5),
+            allow_refusals: false,
         }
     }
 

@@ -31,8 +31,8 @@ use std::collections::BinaryHeap;
 
 use super::conn::{Conn, Stage};
 use super::counters::Meter;
+use crate::codec::{history_status, ClientMessage, Frame, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::{history_status, ClientMessage, Frame, ServerMessage};
 
 /// Live seqs held aside per resume at most; past it they are observed at
 /// once (and would show as reorders, never as silent loss).

@@ -16,7 +16,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use mio::net::TcpStream;
 
 use crate::client::tls::{ClientTls, TlsStream};
-use crate::server::ws::{encode_client_frame, opcode};
+use crate::codec::ws::{encode_client_frame, opcode, peek_frame};
 
 /// The upgrade's response head, at most.
 const MAX_RESPONSE_HEAD: usize = 4096;
@@ -255,28 +255,17 @@ impl<S: Read + Write> WsStream<S> {
     /// Parses one frame header at `raw_pos` if whole; returns false when
     /// more bytes are needed.
     fn take_header(&mut self) -> io::Result<bool> {
-        let h = &self.raw[self.raw_pos..self.raw_end];
-        if h.len() < 2 {
+        let Some(h) = peek_frame(&self.raw[self.raw_pos..self.raw_end]) else {
             return Ok(false);
-        }
-        let op = h[0] & 0x0f;
-        if h[1] & 0x80 != 0 {
+        };
+        if h.masked {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,
                 "masked server frame",
             ));
         }
-        let (len, used) = match h[1] & 0x7f {
-            126 if h.len() >= 4 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
-            127 if h.len() >= 10 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&h[2..10]);
-                (u64::from_be_bytes(b), 10)
-            }
-            126 | 127 => return Ok(false),
-            n => (u64::from(n), 2),
-        };
-        self.raw_pos += used;
+        let (op, len) = (h.opcode, h.payload_len);
+        self.raw_pos += h.header_len;
         match op {
             opcode::BINARY | opcode::CONTINUATION => self.data_left = len,
             opcode::CLOSE => {
@@ -369,9 +358,9 @@ impl<S: Read + Write> Write for WsStream<S> {
 /// at most `cap` bytes; at least the first frame, whatever its size.
 fn whole_frames_within(buf: &[u8], cap: usize) -> usize {
     let mut at = 0;
-    while buf.len() - at >= crate::protocol::HEADER_LEN {
+    while buf.len() - at >= crate::codec::HEADER_LEN {
         let len = u32::from_be_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
-        let next = at + crate::protocol::HEADER_LEN + len as usize;
+        let next = at + crate::codec::HEADER_LEN + len as usize;
         if next > buf.len() || (next > cap && at > 0) {
             break;
         }

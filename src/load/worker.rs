@@ -26,13 +26,13 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{Conn, Stage};
 use super::counters::{Meter, Second, Tally};
-use super::resp::RespReader;
 use super::resume::{self, Resume, Schedule, Step};
 use super::shared::{phase, Live, Mode, Settings, Shared, Target};
 use super::stats::SeqTracker;
 use super::sys::{open, Timer};
 use super::transport::LoadStream;
-use crate::protocol::{is_version_2_code, ClientMessage, FrameReader, PROTOCOL_VERSION, VERSION_2};
+use crate::codec::resp::RespReader;
+use crate::codec::{is_version_2_code, ClientMessage, FrameReader, PROTOCOL_VERSION, VERSION_2};
 
 /// How one receiver ended, for the loss check.
 #[derive(Debug, Clone)]

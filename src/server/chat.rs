@@ -19,16 +19,15 @@
 //! it and no slab key is reused while an event for it may still be in the
 //! batch.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::debug;
 use mio::Token;
 
-use crate::protocol::frame::{decode, Decoded, Frame, Header};
-use crate::protocol::{
+use crate::codec::frame::{decode, Decoded, Frame, Header};
+use crate::codec::{
     code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
 };
 
@@ -43,8 +42,9 @@ use super::registry::{Sessions, Stats};
 use super::rooms::{RoomId, Rooms};
 use super::session::{Got, Marks, Session};
 use super::timers::Timers;
+use super::tls::HandshakeGate;
 use super::trace::Trace;
-use super::transport::{DoorEvent, Transport};
+use super::transport::{Cost, DoorEvent, Transport};
 
 /// What dispatching one frame costs against a read budget, in bytes: a
 /// budget in bytes alone lets a read of 8-byte frames (each answered with
@@ -69,6 +69,9 @@ pub enum ReadStop {
     Broken,
     /// Input was already over.
     Done,
+    /// The TLS handshake's next step waits for the handshake budget: the
+    /// loop reads it again, in arrival order, in a later iteration.
+    Handshake,
 }
 
 /// What [`Chat::read`] did.
@@ -86,13 +89,20 @@ pub struct ReadOutcome {
     pub frames: usize,
     /// Bytes of a partial frame kept for next time.
     pub partial: usize,
+    /// The door's work (bytes off the socket, frames and records decoded);
+    /// 0 for plain binary TCP, where it is `bytes`.
+    pub wire: usize,
+    /// Stopped for the handshake budget and not yet in the loop's FIFO.
+    pub enqueue: bool,
 }
 
 impl ReadOutcome {
-    /// The work this read did against a budget: bytes taken plus
-    /// [`FRAME_COST`] per frame dispatched.
+    /// The work this read did against a budget: the bytes taken or the
+    /// door's work to get them, whichever is more (a door may work hard
+    /// for no protocol bytes at all), plus [`FRAME_COST`] per frame
+    /// dispatched.
     pub fn work(&self) -> usize {
-        self.bytes + FRAME_COST * self.frames
+        self.bytes.max(self.wire) + FRAME_COST * self.frames
     }
 }
 
@@ -110,13 +120,16 @@ pub struct Chat {
     pub(super) timers: Timers,
     /// Every room's held messages, under one byte budget.
     pub(super) history: History,
+    /// TLS handshake steps per iteration and handshakes per address.
+    pub handshakes: HandshakeGate,
     /// Picks each new room incarnation's epoch.
     pub(super) epochs: Epochs,
-    /// Empty rooms lingering under `--room-ttl-ms`: (deadline, room,
-    /// epoch), at most one entry per room, so the expiry stage pops due
-    /// entries and never scans the rooms, and the heap never holds more
-    /// entries than there are rooms however often one empties.
-    pub(super) room_expiry: BinaryHeap<Reverse<(Instant, RoomId, u64)>>,
+    /// Lingering rooms removed by `--max-lingering-rooms` or
+    /// `--lingering-memory` before their TTL ended.
+    pub(super) rooms_evicted: u64,
+    /// Heap bytes of lingering rooms expired since the loop last took the
+    /// count (about: what `--lingering-memory` charges them), for its trim.
+    pub(super) rooms_released: usize,
     /// Set once SIGINT/SIGTERM started the drain.
     pub(super) draining: bool,
     next_id: u64,
@@ -150,6 +163,12 @@ impl Chat {
             max_bytes: config.history_memory,
             reply_cap: config.history.clamp(1, u16::MAX as usize) as u16,
         });
+        let config_node_name = config.node_name.clone();
+        let handshakes = HandshakeGate::new(
+            config.tls_handshakes_per_iteration,
+            config.tls_handshakes_per_ip,
+            config.limit_loopback,
+        );
         Chat {
             rate: Rate {
                 per_sec: config.rate,
@@ -161,8 +180,10 @@ impl Chat {
             nicks: HashMap::new(),
             timers: Timers::default(),
             history,
+            handshakes,
             epochs: Epochs::new(),
-            room_expiry: BinaryHeap::new(),
+            rooms_evicted: 0,
+            rooms_released: 0,
             draining: false,
             next_id: 0,
             frame: Vec::with_capacity(256),
@@ -172,7 +193,12 @@ impl Chat {
             stamp: 0,
             started: now,
             now,
-            server_name: format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
+            // A standalone daemon given --node-name shows it as a node does,
+            // so an operator can tell several standalone daemons apart.
+            server_name: match &config_node_name {
+                Some(name) => format!("muxchatd {} (node {name})", env!("CARGO_PKG_VERSION")),
+                None => format!("muxchatd {}", env!("CARGO_PKG_VERSION")),
+            },
             trace: Trace::off(),
             cluster: None,
             woken: Vec::new(),
@@ -195,6 +221,19 @@ impl Chat {
         &self.config
     }
 
+    /// Settings reloaded on SIGHUP (only the options `reload::plan` found
+    /// safe to change live differ): the rate and the output marks held
+    /// as copies are replaced too; everything else reads `config` when
+    /// it needs it.
+    pub fn set_config(&mut self, config: Config) {
+        self.rate = Rate {
+            per_sec: config.rate,
+            burst: config.burst,
+        };
+        self.sessions.set_marks(Marks::new(&config));
+        self.config = config;
+    }
+
     /// The counters.
     pub fn stats_mut(&mut self) -> &mut Stats {
         &mut self.sessions.stats
@@ -213,12 +252,38 @@ impl Chat {
     /// The earliest timer deadline (sessions' and lingering rooms'), for
     /// the poll timeout.
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        let room = self.room_expiry.peek().map(|e| e.0 .0);
+        let room = self
+            .rooms
+            .oldest_lingering()
+            .map(|(_, since)| since + self.config.room_ttl);
         let cluster = self.cluster.as_deref().map(Cluster::next_deadline);
         [self.timers.next_deadline(), room, cluster]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// When the chat started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Heap bytes given back to the allocator since the last trim:
+    /// sessions' buffers, rooms removed, history rings shrunk or dropped.
+    pub fn released(&self) -> usize {
+        self.sessions.released + self.rooms_released + self.history.released()
+    }
+
+    /// Before a trim: clears the counts of `released`, and gives the
+    /// rooms' and the history's tables their spare capacity back if a
+    /// burst of rooms went and left them mostly empty (else the trim
+    /// would find little to return).
+    pub fn prepare_trim(&mut self) {
+        self.sessions.released = 0;
+        self.rooms_released = 0;
+        self.history.clear_released();
+        self.rooms.shrink_if_sparse();
+        self.history.shrink_if_sparse();
     }
 
     /// Adds a freshly accepted connection and returns its token.
@@ -259,6 +324,8 @@ impl Chat {
             bytes: 0,
             frames: 0,
             partial: 0,
+            wire: 0,
+            enqueue: false,
         };
         let s = self.sessions.at_mut(t);
         done.id = s.id();
@@ -293,10 +360,24 @@ impl Chat {
             let room = budget
                 .saturating_sub(done.work())
                 .clamp(1024, scratch.len());
-            match s.read_some(&mut scratch[..room], marks) {
+            let mut cost = Cost::default();
+            let got = s.read_some(
+                &mut scratch[..room],
+                marks,
+                self.rate,
+                now,
+                &mut self.handshakes,
+                &mut cost,
+            );
+            done.wire += cost.work;
+            if cost.limited > 0 || cost.refused {
+                self.note_cost(&cost);
+            }
+            match got {
                 Got::Bytes(n) => {
                     done.bytes += n;
                     self.sessions.stats.bytes_in += n as u64;
+                    self.sessions.at_mut(t).count_bytes(n, 0);
                     if !discarding {
                         done.frames += self.on_input(t, &scratch[..n], now);
                         if self.sessions.at(t).is_holding() {
@@ -308,6 +389,15 @@ impl Chat {
                     }
                 }
                 Got::WouldBlock => break ReadStop::WouldBlock,
+                Got::Yield => {
+                    if done.work() >= budget {
+                        break ReadStop::Budget;
+                    }
+                }
+                Got::Handshake => {
+                    done.enqueue = cost.enqueue;
+                    break ReadStop::Handshake;
+                }
                 Got::Paused => break ReadStop::Paused,
                 Got::Done => break ReadStop::Done,
                 Got::Eof => {
@@ -424,13 +514,29 @@ impl Chat {
         frames
     }
 
+    /// Counts what a door refused: frames past the allowance (like
+    /// requests past it) and handshakes past the per-address limit (like
+    /// connections past `--max-per-ip`).
+    #[cold]
+    fn note_cost(&mut self, cost: &Cost) {
+        self.sessions.stats.rate_limited += cost.limited;
+        if cost.refused {
+            self.sessions.stats.rejected_full += 1;
+        }
+    }
+
     /// What a session's door needs from the chat.
     fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
         let served = CloseReason::Fatal("http request served");
         match ev {
             DoorEvent::Metrics => {
                 let stats = self.stats_list(now);
-                let text = metrics::render(&stats, self.draining, &self.sessions.hist);
+                let text = metrics::render(
+                    &stats,
+                    self.draining,
+                    &self.sessions.hist,
+                    &metrics::ProcessStats::read(),
+                );
                 let resp = Response::new(Status::Ok, metrics::CONTENT_TYPE, text);
                 self.sessions.at_mut(t).transport_mut().respond(&resp);
                 self.sessions.mark_closing(t, served);
@@ -459,6 +565,9 @@ impl Chat {
             }
             // Fatal at the door even where the protocol's error is not
             // (MALFORMED): a broken framing cannot be resynchronised.
+            // A session already cut (its ERROR sent, the door's close
+            // queued) gets no second ERROR.
+            DoorEvent::Fatal { .. } if !self.accepts_input(t) => {}
             DoorEvent::Fatal { error, detail } => {
                 self.flush_cast();
                 self.sessions.cut(t, error, 0, detail);
@@ -560,6 +669,7 @@ impl Chat {
     /// frame. For the state-machine fuzz target and tests; costs a walk of
     /// everything.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn check_invariants(&self) {
         for (key, &t) in &self.nicks {
             let s = self
@@ -602,6 +712,7 @@ impl Chat {
 
     /// Whether nothing is left: no session, nick or room.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.nicks.is_empty() && self.rooms.is_empty()
     }

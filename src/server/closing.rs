@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::debug;
 use mio::Token;
 
-use crate::protocol::{ErrorCode, NameKey, ServerMessage};
+use crate::codec::{ErrorCode, NameKey, ServerMessage};
 
 use super::chat::{encode_into, Chat};
 use super::lifecycle::CloseReason;

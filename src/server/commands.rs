@@ -2,22 +2,25 @@
 //! share. Every handler answers by appending encoded frames (through
 //! [`Sessions::deliver`](super::registry::Sessions::deliver)); none writes.
 
-use std::cmp::Reverse;
 use std::mem;
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, info};
 use mio::Token;
 
-use crate::protocol::{
+use crate::codec::{
     code, history_status, is_supported_version, valid_nick, valid_room, ErrorCode, NameKey,
     ServerMessage, VERSION_2,
 };
 
 use super::chat::{encode_into, Chat};
 use super::history::{self, History, Plan, Request, RingId};
-use super::rooms::RoomId;
+use super::rooms::{Room, RoomId, LINGER_OVERHEAD};
 use super::session::Membership;
+
+/// Lingering rooms expired per loop iteration at most (see
+/// `Chat::expire_rooms`): about a millisecond's work.
+const EXPIRE_BUDGET: usize = 4096;
 
 /// A run of SAYs to one room is fanned out once it holds this many bytes
 /// (or a quarter of `--max-outbuf`, if smaller), which bounds the batch and
@@ -66,7 +69,15 @@ impl Chat {
         s.replace_nick(nick);
         s.set_version(version);
         s.life_mut().register();
-        debug!("{t:?} {} registered as {nick} (v{version})", s.peer());
+        let t_ = s.transport();
+        // One line per connection at info (with "opened" and "ended"): a
+        // log pipeline follows a session by its peer address. The account
+        // is empty until identity (protocol version 3) lands.
+        info!(
+            target: "muxchat::conn",
+            peer:% = s.peer(), door = t_.door(), tls = t_.is_tls(), nick = nick, account = "";
+            "registered: {nick} from {} (v{version})", s.peer()
+        );
         let welcome = ServerMessage::Welcome {
             version,
             nick,
@@ -383,6 +394,9 @@ impl Chat {
             ("accepted", st.accepted),
             ("sessions", self.nicks.len() as u64),
             ("rooms", self.rooms.live() as u64),
+            ("rooms_lingering", self.rooms.lingering() as u64),
+            ("rooms_lingering_bytes", self.rooms.lingering_bytes() as u64),
+            ("rooms_evicted", self.rooms_evicted),
             ("frames_in", st.frames_in),
             ("frames_out", st.frames_out),
             ("bytes_in", st.bytes_in),
@@ -459,53 +473,65 @@ impl Chat {
     }
 
     /// The last member left: the room goes now, or lingers unlisted for
-    /// `--room-ttl-ms` with its epoch, seq and history. A room has at most
-    /// one expiry entry: if it has one already (it emptied, was re-joined
-    /// and emptied again within the TTL), that entry finds the later
-    /// deadline when it comes due and is pushed again.
+    /// `--room-ttl-ms` with its epoch, seq and history, as the newest of
+    /// the lingering rooms; past `--max-lingering-rooms` or
+    /// `--lingering-memory` the oldest go (this one too, if it alone is
+    /// over the bytes).
     fn room_emptied(&mut self, id: RoomId) {
         if self.config.room_ttl.is_zero() {
-            let room = self.rooms.remove(id);
-            self.history.close(room.ring);
+            self.drop_room(id);
             return;
         }
-        let until = Instant::now() + self.config.room_ttl;
-        self.rooms.linger(id, until);
-        let room = self.rooms.get_mut(id);
-        if !room.expiry_queued {
-            room.expiry_queued = true;
-            self.room_expiry.push(Reverse((until, id, room.epoch)));
+        let room = self.rooms.get(id);
+        let charge = LINGER_OVERHEAD + room.name.len() + self.history.ring_bytes(room.ring);
+        self.rooms.linger(id, Instant::now(), charge);
+        while self.rooms.lingering() > self.config.max_lingering_rooms
+            || self.rooms.lingering_bytes() > self.config.lingering_memory
+        {
+            let Some((oldest, _)) = self.rooms.oldest_lingering() else {
+                break;
+            };
+            let gone = self.drop_room(oldest);
+            self.rooms_evicted += 1;
+            debug!(
+                "room {} (epoch {:#x}) evicted: over the lingering rooms' bounds",
+                gone.name, gone.epoch
+            );
         }
     }
 
-    /// Removes lingering rooms whose time is up. An entry whose room was
-    /// re-joined is dropped; one whose room emptied again later goes back
-    /// in with the later deadline; one for a room since replaced by a new
-    /// incarnation (same slab key, another epoch) is ignored.
+    /// Removes lingering rooms whose time is up: the oldest first, and
+    /// only those, since all linger for the same TTL. At most
+    /// `EXPIRE_BUDGET` per iteration: a burst of rooms made together
+    /// expires together, and the rest are due at once next iteration
+    /// (the poll timeout is then zero).
     pub(super) fn expire_rooms(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id, epoch))) = self.room_expiry.peek() {
-            if at > now {
+        for _ in 0..EXPIRE_BUDGET {
+            let Some((id, since)) = self.rooms.oldest_lingering() else {
+                break;
+            };
+            if since + self.config.room_ttl > now {
                 break;
             }
-            self.room_expiry.pop();
-            let Some(until) = self.rooms.get_incarnation(id, epoch).map(|r| r.empty_until) else {
-                continue;
-            };
-            let room = self.rooms.get_mut(id);
-            room.expiry_queued = false;
-            match until {
-                Some(until) if until <= now => {
-                    let room = self.rooms.remove(id);
-                    debug!("room {} (epoch {epoch:#x}) expired", room.name);
-                    self.history.close(room.ring);
-                }
-                Some(later) => {
-                    room.expiry_queued = true;
-                    self.room_expiry.push(Reverse((later, id, epoch)));
-                }
-                None => {}
-            }
+            let gone = self.drop_room(id);
+            // Only expiry shrinks what the rooms hold: an eviction makes
+            // way for the room that just emptied, and a room removed at
+            // once (no TTL) for the next one made, so trimming after those
+            // would only fault the same pages back in.
+            self.rooms_released += LINGER_OVERHEAD + gone.name.capacity();
+            debug!("room {} (epoch {:#x}) expired", gone.name, gone.epoch);
         }
+    }
+
+    /// Removes room `id` (emptied, expired or evicted) and closes its
+    /// history; returns it for the log.
+    fn drop_room(&mut self, id: RoomId) -> Room {
+        if self.cast_room == Some(id) {
+            self.flush_cast();
+        }
+        let room = self.rooms.remove(id);
+        self.history.close(room.ring);
+        room
     }
 }
 

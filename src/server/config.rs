@@ -25,8 +25,9 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::protocol::HEADER_LEN;
+use crate::codec::HEADER_LEN;
 use crate::server::cluster::url::RedisUrl;
+use crate::server::proxy::Cidrs;
 
 /// Bytes of a SAY payload besides the text: room str (2 + up to 64) and the
 /// text's own length prefix (2).
@@ -39,6 +40,9 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
     version,
     about = "muxchatd: the muxchat chat daemon. One thread and one mio event loop serve \
              every connection: rooms, nicks, whispers, heartbeats and limits.",
+    after_help = "muxchatd gen-cert --dir DIR [--name HOST]... [--ip ADDR]...: writes a private \
+                  CA and a server certificate it signed, for --tls-cert and --tls-key (see \
+                  muxchatd gen-cert --help).",
     long_about = None
 )]
 pub struct Args {
@@ -144,6 +148,24 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_TLS_REQUIRED", requires_all = ["tls_cert", "tls_key"])]
     pub tls_required: bool,
 
+    /// TLS handshake messages processed per loop iteration (each answer to
+    /// a ClientHello signs: ~1.2 ms with RSA-2048); the rest wait for the
+    /// next iteration in arrival order.
+    #[arg(long, env = "MUXCHAT_TLS_HANDSHAKES_PER_ITERATION", default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub tls_handshakes_per_iteration: u32,
+
+    /// TLS handshakes one IP address may start per second (0: no limit);
+    /// connections past it are closed. Loopback is exempt unless
+    /// --limit-loopback is given.
+    #[arg(
+        long,
+        env = "MUXCHAT_TLS_HANDSHAKES_PER_IP",
+        default_value_t = 32,
+        value_name = "N"
+    )]
+    pub tls_handshakes_per_ip: u32,
+
     /// Answer LAN discovery probes (`muxchat --discover`) on UDP, same address and port.
     #[arg(long, env = "MUXCHAT_DISCOVERY")]
     pub discovery: bool,
@@ -184,6 +206,18 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_LIMIT_LOOPBACK")]
     pub limit_loopback: bool,
 
+    /// Leading bits of an IPv4 address that --max-per-ip counts as one
+    /// client (32: each address; 24: each /24).
+    #[arg(long, env = "MUXCHAT_PER_IP_PREFIX_V4", default_value_t = 32, value_name = "BITS",
+          value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub per_ip_prefix_v4: u8,
+
+    /// Leading bits of an IPv6 address that --max-per-ip counts as one
+    /// client (64: each /64, what one host usually holds; 128: each address).
+    #[arg(long, env = "MUXCHAT_PER_IP_PREFIX_V6", default_value_t = 64, value_name = "BITS",
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub per_ip_prefix_v6: u8,
+
     /// Messages held per room for HISTORY (0: none held; version 2 is still spoken).
     #[arg(long, env = "MUXCHAT_HISTORY", default_value_t = 100, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=65_535))]
@@ -200,6 +234,18 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_ROOM_TTL_MS", default_value_t = 0, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
     pub room_ttl_ms: u64,
+
+    /// Most empty rooms lingering under --room-ttl-ms at once; past it, the
+    /// room that emptied longest ago goes as if its TTL had ended.
+    #[arg(long, env = "MUXCHAT_MAX_LINGERING_ROOMS", default_value_t = 100_000,
+          value_name = "N", value_parser = clap::value_parser!(u64).range(0..=1 << 32))]
+    pub max_lingering_rooms: u64,
+
+    /// Bytes the lingering rooms may hold together (each: its bookkeeping,
+    /// name and held history); past it, the room that emptied longest ago goes.
+    #[arg(long, env = "MUXCHAT_LINGERING_MEMORY", default_value_t = 64 * 1024 * 1024,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
+    pub lingering_memory: u64,
 
     /// Join the cluster that shares this Redis
     /// (`redis://[USER:PASSWORD@]HOST:PORT[/DB]`, HOST a name, IPv4 or
@@ -222,7 +268,8 @@ pub struct Args {
     pub redis_timeout_ms: u64,
 
     /// This node's name in the cluster, its logs and WELCOME's server string
-    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Needs --redis.
+    /// (1 to 64 letters, digits, `_ - . :`; default: host name and port). Without
+    /// --redis it names a standalone daemon in its logs and WELCOME.
     #[arg(long, env = "MUXCHAT_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
@@ -251,6 +298,116 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_CLUSTER_LIST_TTL_MS", default_value_t = 1000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub cluster_list_ttl_ms: u64,
+    /// Connections from these networks (`ADDR/BITS`, comma-separated) may
+    /// start with a PROXY protocol v1 or v2 header; the client address in
+    /// it is what per-IP limits and logs see.
+    #[arg(long, env = "MUXCHAT_PROXY_FROM", value_name = "CIDR[,CIDR]", value_parser = parse_cidrs)]
+    pub proxy_from: Option<Cidrs>,
+
+    /// Log line format on stderr: `text`, or `json` (one object per line:
+    /// time, level, target, message and the event's fields).
+    #[arg(long, env = "MUXCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FMT")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// env_logger's lines, with the event's fields as `key=value`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--help`'s groups of options (and the man page's sections): heading,
+/// then option ids. An option not listed stays under "Options"; an id that
+/// is not an option panics in [`command`], which every test that parses
+/// options goes through.
+const HEADINGS: &[(&str, &[&str])] = &[
+    ("Listening", &["bind", "reuse_port", "discovery"]),
+    (
+        "Limits",
+        &[
+            "max_clients",
+            "max_per_ip",
+            "per_ip_prefix_v4",
+            "per_ip_prefix_v6",
+            "limit_loopback",
+            "max_payload",
+            "max_text",
+            "max_rooms",
+            "max_outbuf",
+            "rate",
+            "burst",
+            "presence_limit",
+            "max_http_head",
+            "max_http_headers",
+        ],
+    ),
+    (
+        "Timeouts",
+        &["heartbeat_ms", "login_timeout_ms", "grace_ms"],
+    ),
+    (
+        "TLS",
+        &[
+            "tls_cert",
+            "tls_key",
+            "tls_required",
+            "tls_handshakes_per_iteration",
+            "tls_handshakes_per_ip",
+        ],
+    ),
+    (
+        "History and rooms",
+        &[
+            "history",
+            "history_memory",
+            "room_ttl_ms",
+            "max_lingering_rooms",
+            "lingering_memory",
+        ],
+    ),
+    (
+        "Cluster",
+        &[
+            "redis",
+            "node_name",
+            "node_ttl_ms",
+            "redis_max_pending",
+            "cluster_list_ttl_ms",
+            "redis_ca",
+            "redis_timeout_ms",
+        ],
+    ),
+    (
+        "Diagnostics",
+        &["trace_events", "trace_file", "trace_file_max"],
+    ),
+];
+
+/// The daemon's command line: [`Args`] with its options grouped under
+/// headings for `--help` and the man page.
+pub fn command() -> clap::Command {
+    let mut cmd = Args::command();
+    for (heading, ids) in HEADINGS {
+        for id in *ids {
+            cmd = cmd.mut_arg(*id, |a| a.help_heading(*heading));
+        }
+    }
+    cmd
+}
+
+/// The command line a [`Config`] was parsed from, kept for SIGHUP. Its
+/// `Debug` shows only how many arguments there are: they may hold a Redis
+/// URL with its password, and a config is printed at debug level.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Argv(pub Vec<OsString>);
+
+impl std::fmt::Debug for Argv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Argv({} arguments)", self.0.len())
+    }
 }
 
 /// Validated settings for one daemon run.
@@ -286,6 +443,10 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse plaintext connections.
     pub tls_required: bool,
+    /// TLS handshake messages processed per iteration.
+    pub tls_handshakes_per_iteration: usize,
+    /// TLS handshakes per address per second (0: no limit).
+    pub tls_handshakes_per_ip: u32,
     /// Bounds on an HTTP request head.
     pub http: crate::server::http::HttpLimits,
     /// Answer discovery probes on UDP.
@@ -298,6 +459,8 @@ pub struct Config {
     pub max_per_ip: usize,
     /// Whether loopback addresses count against `max_per_ip`.
     pub limit_loopback: bool,
+    /// The prefixes `max_per_ip` counts (`--per-ip-prefix-v4/-v6`).
+    pub per_ip_keys: crate::server::peers::PeerKeys,
     /// Messages held per room (`--history`).
     pub history: usize,
     /// Held history bytes across all rooms (`--history-memory`).
@@ -305,6 +468,11 @@ pub struct Config {
     /// How long an empty room lingers, unlisted (`--room-ttl-ms`; zero:
     /// removed at once).
     pub room_ttl: Duration,
+    /// Most rooms lingering at once (`--max-lingering-rooms`).
+    pub max_lingering_rooms: usize,
+    /// Bytes the lingering rooms may be charged together
+    /// (`--lingering-memory`).
+    pub lingering_memory: usize,
     /// The cluster's Redis (`--redis`); `None`: standalone.
     pub redis: Option<RedisUrl>,
     /// This node's name (`--node-name`); `None`: the cluster code picks
@@ -320,6 +488,15 @@ pub struct Config {
     /// How long a node serves a LIST_ROOMS or LIST_USERS answer read from
     /// Redis (`--cluster-list-ttl-ms`).
     pub cluster_list_ttl: Duration,
+    /// Networks whose connections may start with a PROXY header
+    /// (`--proxy-from`; empty: none).
+    pub proxy_from: Cidrs,
+    /// How log lines are written (`--log-format`).
+    pub log_format: LogFormat,
+    /// The argument list this was parsed from (the program name first):
+    /// SIGHUP parses it again, with the environment and the `--config`
+    /// file as they are then, so the precedence stays as at start-up.
+    pub argv: Argv,
     /// CA certificates for a `rediss://` Redis (`--redis-ca`); `None`: the
     /// system roots.
     pub redis_ca: Option<PathBuf>,
@@ -348,14 +525,16 @@ impl Config {
         T: Into<OsString> + Clone,
     {
         let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-        let matches = Args::command().try_get_matches_from(&argv)?;
-        match matches.get_one::<PathBuf>("config") {
+        let matches = command().try_get_matches_from(&argv)?;
+        let mut config = match matches.get_one::<PathBuf>("config") {
             None => Config::from_matches(&matches),
             Some(path) => {
                 let argv = with_file_values(&argv, &matches, path)?;
-                Config::from_matches(&Args::command().try_get_matches_from(argv)?)
+                Config::from_matches(&command().try_get_matches_from(argv)?)
             }
-        }
+        }?;
+        config.argv = Argv(argv);
+        Ok(config)
     }
 
     /// Turns parsed arguments into settings. Options whose values depend on
@@ -373,8 +552,9 @@ impl Config {
         if args.redis.is_none() {
             // Cluster settings without a cluster are a mistake worth stopping
             // for: the user believes a node joins something when it does not.
+            // --node-name is not among them: it also names a standalone
+            // daemon (daemon-cli.md).
             for (id, long) in [
-                ("node_name", "--node-name"),
                 ("node_ttl_ms", "--node-ttl-ms"),
                 ("redis_max_pending", "--redis-max-pending"),
                 ("cluster_list_ttl_ms", "--cluster-list-ttl-ms"),
@@ -414,6 +594,8 @@ impl Config {
             trace_events: args.trace_events,
             tls: args.tls_cert.zip(args.tls_key),
             tls_required: args.tls_required,
+            tls_handshakes_per_iteration: args.tls_handshakes_per_iteration as usize,
+            tls_handshakes_per_ip: args.tls_handshakes_per_ip,
             http: crate::server::http::HttpLimits {
                 max_head: args.max_http_head as usize,
                 max_request_line: (args.max_http_head as usize).min(2048),
@@ -424,15 +606,24 @@ impl Config {
             trace_file_max: args.trace_file_max,
             max_per_ip: args.max_per_ip as usize,
             limit_loopback: args.limit_loopback,
+            per_ip_keys: crate::server::peers::PeerKeys {
+                v4_bits: args.per_ip_prefix_v4,
+                v6_bits: args.per_ip_prefix_v6,
+            },
             history: args.history as usize,
             history_memory: usize::try_from(args.history_memory).unwrap_or(usize::MAX),
             room_ttl: Duration::from_millis(args.room_ttl_ms),
+            max_lingering_rooms: usize::try_from(args.max_lingering_rooms).unwrap_or(usize::MAX),
+            lingering_memory: usize::try_from(args.lingering_memory).unwrap_or(usize::MAX),
             redis: args.redis,
             node_name: args.node_name,
             reuse_port: args.reuse_port,
             node_ttl: Duration::from_millis(args.node_ttl_ms),
             redis_max_pending: usize::try_from(args.redis_max_pending).unwrap_or(usize::MAX),
             cluster_list_ttl: Duration::from_millis(args.cluster_list_ttl_ms),
+            proxy_from: args.proxy_from.unwrap_or_default(),
+            log_format: args.log_format,
+            argv: Argv::default(),
             redis_ca: args.redis_ca,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
             adapted,
@@ -467,6 +658,11 @@ impl clap::builder::TypedValueParser for RedisUrlParser {
             .parse()
             .map_err(refuse)
     }
+}
+
+/// `--proxy-from`'s value parser: each part names what is wrong with it.
+fn parse_cidrs(s: &str) -> Result<Cidrs, String> {
+    s.parse()
 }
 
 /// `--node-name`'s value parser. The name goes into log lines, Redis keys
@@ -637,8 +833,11 @@ impl Default for Config {
     /// The documented defaults, listening on `127.0.0.1:0` (for tests and
     /// benchmarks that run the server in-process).
     fn default() -> Config {
-        let matches = Args::command().get_matches_from(["muxchatd", "--bind", "127.0.0.1:0"]);
-        Config::from_matches(&matches).expect("defaults are consistent")
+        let argv = ["muxchatd", "--bind", "127.0.0.1:0"];
+        let matches = command().get_matches_from(argv);
+        let mut config = Config::from_matches(&matches).expect("defaults are consistent");
+        config.argv = Argv(argv.iter().map(OsString::from).collect());
+        config
     }
 }
 
@@ -709,7 +908,7 @@ mod tests {
         )
         .unwrap();
         let c = parse(&["--config", path.to_str().unwrap()]);
-        // A node name in the file without the Redis there is refused alike.
+        // A node name in the file without the Redis names a standalone daemon.
         std::fs::write(&path, "node-name = \"n2\"\n").unwrap();
         let lone = parse(&["--config", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
@@ -718,16 +917,14 @@ mod tests {
         assert_eq!(c.node_name.as_deref(), Some("n2"));
         assert!(c.reuse_port);
         assert_eq!(c.node_ttl, Duration::from_secs(3));
-        assert!(lone
-            .unwrap_err()
-            .to_string()
-            .contains("--node-name needs --redis"));
+        let lone = lone.unwrap();
+        assert!(lone.redis.is_none());
+        assert_eq!(lone.node_name.as_deref(), Some("n2"));
     }
 
     #[test]
     fn cluster_options_need_redis_and_valid_values() {
         for args in [
-            &["--node-name", "n"][..],
             &["--node-ttl-ms", "15000"][..],
             &["--redis-max-pending", "65536"][..],
             &["--cluster-list-ttl-ms", "1000"][..],

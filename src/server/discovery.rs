@@ -1,20 +1,25 @@
 //! LAN discovery: with `--discovery`, a UDP socket on the listener's
-//! address and port answers probes (see [`crate::protocol::discovery`] for
+//! address and port answers probes (see [`crate::codec::discovery`] for
 //! the datagrams) with the daemon's name, version, port and load.
 //!
 //! The socket is one more source in the loop's `Poll`. Two rules keep it
 //! from being abused as a reflector: a reply is never larger than the probe
 //! (probes are padded to 512 bytes), and replies share one token bucket, so
 //! a flood of forged probes gets at most `REPLY_RATE` answers a second.
+//! Each source address also has an allowance of its own
+//! (`PER_SOURCE_PER_SEC`), so one flooding source (or one forged address)
+//! cannot spend the shared budget that every other asker needs: 30 probes
+//! a second from one address used to leave none for anyone else.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use log::debug;
 use mio::net::UdpSocket;
 
-use crate::protocol::discovery::{parse_probe, Reply, PROBE_LEN};
+use crate::codec::discovery::{parse_probe, Reply, PROBE_LEN};
 
 use super::limits::{Rate, TokenBucket};
 
@@ -24,6 +29,18 @@ const REPLY_RATE: Rate = Rate {
     burst: 20,
 };
 
+/// Replies one source address gets per window (`SOURCE_WINDOW`): a
+/// client's `--discover` sends one probe per target, so a few a second is
+/// plenty.
+const PER_SOURCE_PER_SEC: u8 = 5;
+/// How long a per-source count lasts: the whole map is cleared at the end
+/// of each window, so an idle source costs nothing for long.
+const SOURCE_WINDOW: Duration = Duration::from_secs(1);
+/// Sources counted per window: bounds the map. A source not yet counted
+/// when it is full waits for the next window (a flood of forged random
+/// addresses would spend the shared budget anyway).
+const MAX_SOURCES: usize = 4096;
+
 /// The discovery responder.
 #[derive(Debug)]
 pub struct Discovery {
@@ -31,6 +48,9 @@ pub struct Discovery {
     port: u16,
     name: String,
     bucket: TokenBucket,
+    /// Replies per source address in the current window.
+    per_source: HashMap<IpAddr, u8>,
+    window_start: Instant,
     /// One byte more than a probe, so an oversized datagram is seen as such.
     buf: Box<[u8; PROBE_LEN + 1]>,
 }
@@ -53,6 +73,8 @@ impl Discovery {
             port: listener.port(),
             name: host_name(),
             bucket: TokenBucket::new(REPLY_RATE, now),
+            per_source: HashMap::new(),
+            window_start: now,
             buf: Box::new([0; PROBE_LEN + 1]),
         })
     }
@@ -82,7 +104,9 @@ impl Discovery {
                 done.dropped += 1;
                 continue;
             };
-            if !self.bucket.allow(REPLY_RATE, now) {
+            // The source's own allowance first, so a source over it does
+            // not spend the shared budget either.
+            if !self.source_allows(from.ip(), now) || !self.bucket.allow(REPLY_RATE, now) {
                 done.dropped += 1;
                 continue;
             }
@@ -103,6 +127,29 @@ impl Discovery {
                     debug!("discovery: reply to {from}: {e}");
                     done.dropped += 1;
                 }
+            }
+        }
+    }
+}
+
+impl Discovery {
+    /// Counts a reply to `ip` against its allowance for this window.
+    fn source_allows(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window_start) >= SOURCE_WINDOW {
+            self.per_source.clear();
+            self.window_start = now;
+        }
+        let full = self.per_source.len() >= MAX_SOURCES;
+        match self.per_source.get_mut(&ip) {
+            Some(n) if *n >= PER_SOURCE_PER_SEC => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None if full => false,
+            None => {
+                self.per_source.insert(ip, 1);
+                true
             }
         }
     }

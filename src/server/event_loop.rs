@@ -20,6 +20,14 @@
 //!
 //!    Each half has a global read budget shared by all sessions, so the
 //!    iteration's length is bounded however many sessions are readable.
+//!    The budgets count work, not protocol bytes: what a door reads off
+//!    the socket and the frames and records it decodes count too (see
+//!    `transport`), so a connection that sends only empty WebSocket frames
+//!    or pings is carried over like any other.
+//!    Before 2a, TLS sessions waiting for a handshake step since an
+//!    earlier iteration are read, oldest first, while the iteration's
+//!    handshake budget (`--tls-handshakes-per-iteration`) lasts; sessions
+//!    refused a step join the end of that FIFO.
 //! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
 //! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
@@ -40,10 +48,10 @@
 //! session's flush return outcomes, and the loop turns them into interest
 //! changes and list entries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,21 +59,23 @@ use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::protocol::{ErrorCode, ServerMessage};
+use crate::codec::ErrorCode;
 
 use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
 use super::history::Epochs;
+use super::refusing::{self, Refusals};
 use super::registry::FlushOutcome;
+use super::reload;
 use super::tls;
 use super::trace::Trace;
-use super::transport::{Doors, Transport};
+use super::transport::{Doors, ProxyStart, Transport};
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -98,13 +108,22 @@ const GLOBAL_READ_BUDGET: usize = READ_BUDGET;
 /// accepted at once held the loop for 50 ms (each accept is a handful of
 /// system calls); the rest wait in the backlog for the next iteration.
 const ACCEPT_BUDGET: usize = 128;
-/// Heap given back by sessions (closed, or idle buffers released) after
-/// which the loop, once idle, asks the allocator to return free memory
-/// to the kernel (`malloc_trim`).
+/// Heap given back (sessions closed or idle buffers released, rooms
+/// expired or evicted, history dropped) after which the loop, once idle,
+/// asks the allocator to return free memory to the kernel (`malloc_trim`).
 const TRIM_AFTER: usize = 16 * 1024 * 1024;
 /// At most one trim per this interval: a trim walks the heap, and pages
-/// returned too eagerly fault back in on the next burst.
-const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// returned too eagerly fault back in on the next burst. Its cost grows
+/// with what it returns (about 0.6 ms per MB measured, docs/BENCHMARKS.md),
+/// so a mass free is returned in steps of what 200 ms released rather
+/// than in one long stall.
+const TRIM_EVERY: Duration = Duration::from_millis(200);
+/// The tail of a large free (the last rooms of a burst expiring after the
+/// last trim) is under `TRIM_AFTER`: once it is this much and this long
+/// has passed since the last trim, the loop trims anyway, so the burst's
+/// memory (and its tables' spare capacity) all goes back in the end.
+const TRIM_TAIL: usize = 1024 * 1024;
+const TRIM_TAIL_EVERY: Duration = Duration::from_secs(5);
 /// Events taken from the kernel per poll.
 const EVENT_CAPACITY: usize = 1024;
 /// listen(2) backlog: a burst of connects waits here while we accept.
@@ -126,10 +145,17 @@ pub struct Server {
     still_readable: Vec<(Token, u64)>,
     /// Bytes the current half of stage 2 may still read (all sessions).
     global_left: usize,
+    /// TLS sessions waiting for a handshake step, in arrival order:
+    /// (token, session id). At most one entry per session.
+    handshake_wait: VecDeque<(Token, u64)>,
     /// The accept budget stopped an accept loop before `WouldBlock`: accept
     /// again next iteration (no new edge will come for those waiting).
     accept_more: bool,
-    /// Open connections per peer address (for `--max-per-ip`).
+    /// Refused connections waiting for their first byte, to be answered
+    /// in their door's language.
+    refusals: Refusals,
+    /// Open connections per peer address prefix (for `--max-per-ip`; see
+    /// [`super::peers`]).
     per_ip: HashMap<IpAddr, u32>,
     /// When the allocator was last asked to give memory back.
     last_trim: Option<Instant>,
@@ -148,8 +174,13 @@ pub struct Server {
     drain_deadline: Option<Instant>,
     local_addr: SocketAddr,
     trace: bool,
-    /// What every new connection's first byte chooses between.
+    /// What every new connection's first byte chooses between. A reload
+    /// puts a new one here: connections already past the first byte keep
+    /// what they chose (a TLS session keeps its certificate).
     doors: Arc<Doors>,
+    /// The certificate file's bytes as last loaded, so a reload tells a
+    /// renewed certificate from the same one read again.
+    tls_pem: Vec<u8>,
 }
 
 impl Server {
@@ -180,7 +211,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         // Signals arrive through a self-pipe registered like any socket:
         // no handler thread, no work in signal context.
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -226,6 +257,12 @@ impl Server {
             ),
             None => None,
         };
+        // The page is compressed and hashed now, not by the first request.
+        super::http::page();
+        let tls_pem = match &config.tls {
+            Some((cert, _)) => std::fs::read(cert).unwrap_or_default(),
+            None => Vec::new(),
+        };
         let doors = Arc::new(Doors::new(
             tls,
             config.tls_required,
@@ -247,8 +284,10 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
             global_left: GLOBAL_READ_BUDGET,
+            handshake_wait: VecDeque::new(),
             accept_more: false,
             per_ip: HashMap::new(),
+            refusals: Refusals::default(),
             last_trim: None,
             iteration: 0,
             drained: Vec::new(),
@@ -258,6 +297,7 @@ impl Server {
             local_addr,
             trace,
             doors,
+            tls_pem,
         })
     }
 
@@ -298,6 +338,7 @@ impl Server {
             //    WouldBlock, or no new edge would ever come for the rest.
             let carried = std::mem::take(&mut self.still_readable);
             self.global_left = GLOBAL_READ_BUDGET;
+            self.read_waiting_handshakes(now);
             if std::mem::take(&mut self.accept_more) {
                 self.accept_all(now);
             }
@@ -319,6 +360,7 @@ impl Server {
                             .on_link_ready(token == cluster::SUB, writable, now)
                     }
                     DISCOVERY => self.answer_probes(now),
+                    t if Refusals::owns(t) => self.refusals.on_ready(self.poll.registry(), t),
                     SIGNALS => {
                         if self.on_signal(now) {
                             info!("second signal: exiting at once");
@@ -335,8 +377,10 @@ impl Server {
             //     oldest first, with their own global allowance.
             self.read_carried(carried, now);
 
-            // 3. Timers: login timeouts, heartbeats, lingering closes.
+            // 3. Timers: login timeouts, heartbeats, lingering closes, and
+            //    refused connections that never said which door.
             self.chat.run_timers(now);
+            self.refusals.expire(self.poll.registry(), now);
 
             // 4. Reap: sessions marked for closing during stages 2-3 leave
             //    their rooms now, after the batch, never in the middle of it.
@@ -389,6 +433,21 @@ impl Server {
         self.still_readable.extend(fresh);
     }
 
+    /// TLS handshakes refused a step in earlier iterations go first, in
+    /// arrival order, while this iteration's handshake budget lasts.
+    fn read_waiting_handshakes(&mut self, now: Instant) {
+        self.chat.handshakes.begin_iteration();
+        while self.chat.handshakes.left() > 0 {
+            let Some((t, id)) = self.handshake_wait.pop_front() else {
+                break;
+            };
+            if self.chat.sessions.get_live(t, id).is_some() {
+                self.chat.sessions.at_mut(t).transport_mut().dequeue();
+                self.read_session(t, now);
+            }
+        }
+    }
+
     /// Whether a drain is under way and done: everyone gone, or the grace
     /// period over.
     fn drained_out(&self, now: Instant) -> bool {
@@ -408,13 +467,22 @@ impl Server {
     /// Zero when work is left over (a budget-limited reader, a session to
     /// reap); otherwise until the earliest deadline; otherwise forever.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.still_readable.is_empty() || self.chat.sessions.has_work() || self.accept_more {
+        if !self.still_readable.is_empty()
+            || !self.handshake_wait.is_empty()
+            || self.chat.sessions.has_work()
+            || self.accept_more
+        {
             return Some(Duration::ZERO);
         }
-        let next = match (self.chat.earliest_deadline(), self.drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.chat.earliest_deadline(),
+            self.drain_deadline,
+            self.refusals.next_deadline(),
+            self.trim_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // Round up to the next millisecond: epoll cannot sleep less, and a
         // wake-up just short of the deadline would spin.
         next.map(|at| at.saturating_duration_since(now) + Duration::from_micros(999))
@@ -445,6 +513,10 @@ impl Server {
     /// dispatching whole frames as they arrive; a session stopped by its
     /// budget is carried over to the next iteration.
     fn read_session(&mut self, t: Token, now: Instant) {
+        if self.chat.sessions.at(t).transport().awaits_proxy_header() && !self.read_proxy_header(t)
+        {
+            return;
+        }
         if self.global_left == 0 {
             // This iteration has read its share: the session keeps its
             // place for the next one (its bytes are not lost, no edge
@@ -460,11 +532,15 @@ impl Server {
         if r.stop == ReadStop::Budget {
             self.carry(t);
         }
+        if r.enqueue {
+            self.handshake_wait.push_back((t, r.id));
+        }
         self.chat.trace.read(t, &r);
         if self.trace && r.stop != ReadStop::Skipped {
             let why = match r.stop {
                 ReadStop::WouldBlock | ReadStop::Done | ReadStop::Skipped => "WouldBlock",
                 ReadStop::Budget => "budget spent, still readable",
+                ReadStop::Handshake => "TLS handshake budget spent: waits its turn",
                 ReadStop::Paused => "backpressure: own output backed up, input paused",
                 ReadStop::Eof => "EOF: the peer closed its side",
                 ReadStop::Broken => "an error (reset): the connection is broken",
@@ -525,31 +601,43 @@ impl Server {
         if self.chat.connections() >= self.chat.config().max_clients {
             self.chat.stats_mut().rejected_full += 1;
             debug!("rejecting {peer}: server full");
-            reject(stream, "server full");
+            self.refusals
+                .refuse(self.poll.registry(), stream, "server full", now);
             return;
         }
-        let ip = peer.ip().to_canonical();
-        let config = self.chat.config();
-        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
-        if counted {
-            let open = self.per_ip.get(&ip).copied().unwrap_or(0);
-            if open as usize >= config.max_per_ip {
-                self.chat.stats_mut().rejected_full += 1;
-                debug!("rejecting {peer}: {open} connections from that address");
-                reject(stream, "too many connections from your address");
-                return;
+        // A trusted proxy's connection counts against the client's address
+        // once its PROXY header names it (`settle_peer`), not the proxy's.
+        let proxied = self.chat.config().proxy_from.contains(peer.ip());
+        let counted_as = if proxied {
+            None
+        } else {
+            match self.count_ip(peer) {
+                Ok(counted_as) => counted_as,
+                Err(open) => {
+                    self.chat.stats_mut().rejected_full += 1;
+                    debug!("rejecting {peer}: {open} connections from its prefix");
+                    self.refusals.refuse(
+                        self.poll.registry(),
+                        stream,
+                        "too many connections from your address",
+                        now,
+                    );
+                    return;
+                }
             }
-            *self.per_ip.entry(ip).or_insert(0) += 1;
-        }
+        };
         // We batch our own writes (one write per session per iteration),
         // so Nagle's delay would only add latency.
         let _ = stream.set_nodelay(true);
         // Lets the kernel notice peers that vanished without a FIN even if
         // heartbeats are set very long.
         let _ = SockRef::from(&stream).set_keepalive(true);
-        let t = self
-            .chat
-            .add_session(Transport::accept(stream, &self.doors), peer, now);
+        let mut transport = Transport::accept(stream, &self.doors);
+        if proxied {
+            transport.expect_proxy_header();
+        }
+        let t = self.chat.add_session(transport, peer, now);
+        self.chat.sessions.at_mut(t).set_counted_as(counted_as);
         let fd = self.chat.sessions.at(t).raw_fd();
         // Interest starts as READABLE only: there is nothing to write yet.
         if let Err(e) = self
@@ -565,6 +653,7 @@ impl Server {
         self.chat
             .trace
             .accept(t, self.chat.sessions.at(t).id(), peer);
+        info!(target: "muxchat::conn", peer:% = peer; "opened: {peer}");
         if self.trace {
             info!("accept {t:?} from {peer}");
         }
@@ -588,7 +677,16 @@ impl Server {
         let shed = match self.listener.as_ref().map(|l| l.accept()) {
             Some(Ok((stream, _))) => {
                 self.chat.stats_mut().rejected_full += 1;
-                reject(stream.into(), "server out of file descriptors");
+                // No descriptor to spare for a wait: answered at once, by
+                // the first byte if it is there.
+                let stream: TcpStream = stream.into();
+                let _ = stream.set_nonblocking(true);
+                let mut first = [0u8; 1];
+                let first = match stream.peek(&mut first) {
+                    Ok(1) => Some(first[0]),
+                    _ => None,
+                };
+                refusing::answer(stream, first, "server out of file descriptors");
                 true
             }
             _ => false,
@@ -597,14 +695,27 @@ impl Server {
         shed && self.reserve_fd.is_some()
     }
 
-    /// First SIGINT/SIGTERM: stop accepting and start the drain. Returns
-    /// true on a second signal (exit at once).
+    /// SIGHUP: reload. First SIGINT/SIGTERM: stop accepting and start the
+    /// drain. Returns true on a second SIGINT/SIGTERM (exit at once).
     fn on_signal(&mut self, now: Instant) -> bool {
-        let got = self.signals.pending().count();
-        if got == 0 {
+        let mut stops = 0;
+        let mut hups = 0;
+        for signal in self.signals.pending() {
+            if signal == SIGHUP {
+                hups += 1;
+            } else {
+                stops += 1;
+            }
+        }
+        if hups > 0 {
+            // Several SIGHUPs in one batch are one reload: the files are
+            // read once, as they are now.
+            self.reload();
+        }
+        if stops == 0 {
             return false;
         }
-        if self.drain_deadline.is_some() || got > 1 {
+        if self.drain_deadline.is_some() || stops > 1 {
             return true;
         }
         let grace = self.chat.config().grace;
@@ -619,6 +730,85 @@ impl Server {
         self.chat.begin_drain();
         self.drain_deadline = Some(now + grace);
         false
+    }
+
+    /// SIGHUP: parses the command line, the environment and the `--config`
+    /// file again, applies what can change live (see [`reload::plan`]),
+    /// re-reads the files behind options, and logs what changed. Nothing
+    /// that does not load replaces what runs; no connection is dropped.
+    fn reload(&mut self) {
+        let running = self.chat.config();
+        let new = match Config::from_argv(running.argv.0.clone()) {
+            Ok(new) => new,
+            Err(e) => {
+                // clap's message spans lines (usage, hints): its first says
+                // what is wrong.
+                let text = e.to_string();
+                let why = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                warn!("reload (SIGHUP): the configuration does not load, nothing changed: {why}");
+                return;
+            }
+        };
+        let reload::Plan {
+            mut config,
+            mut changed,
+            restart,
+        } = reload::plan(running, &new);
+        // Files behind options, each re-read on every SIGHUP and kept as
+        // it was when the new file does not load. The --auth-key file is
+        // one more line here once identity lands:
+        // `self.reload_auth_key(&mut config, &mut changed);`
+        let tls = self.reload_tls(&mut config, &mut changed);
+
+        self.trace = config.trace_events;
+        self.doors = Arc::new(Doors::new(
+            tls,
+            config.tls_required,
+            config.http,
+            config.max_payload,
+        ));
+        self.chat.set_config(config);
+        if changed.is_empty() {
+            info!("reload (SIGHUP): nothing changed");
+        } else {
+            info!(changed = changed.join(" "); "reload (SIGHUP): {}", changed.join(", "));
+        }
+        if !restart.is_empty() {
+            warn!(
+                needs_restart = restart.join(" ");
+                "reload (SIGHUP): changed but needing a restart, still running with the old values: {}",
+                restart.join(", ")
+            );
+        }
+    }
+
+    /// Reads the certificate and key again (the paths in `config`, which
+    /// may be new). Returns the TLS configuration new connections get: the
+    /// new one, or the running one when the files do not load.
+    fn reload_tls(
+        &mut self,
+        config: &mut Config,
+        changed: &mut Vec<String>,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        let running = self.doors.tls.clone();
+        let (cert, key) = config.tls.clone()?;
+        let pem = std::fs::read(&cert).unwrap_or_default();
+        if pem == self.tls_pem && config.tls == self.chat.config().tls {
+            // The same certificate from the same files: nothing to swap.
+            return running;
+        }
+        match tls::server_config(&cert, &key) {
+            Ok(fresh) => {
+                changed.push(format!("tls-cert={}", cert.display()));
+                self.tls_pem = pem;
+                Some(fresh)
+            }
+            Err(e) => {
+                warn!("reload (SIGHUP): TLS: {e}; new connections keep the certificate in use");
+                config.tls = self.chat.config().tls.clone();
+                running
+            }
+        }
     }
 
     /// Stage 5: write every session with pending output, then turn what
@@ -706,10 +896,29 @@ impl Server {
                 let how = if abort { "reset" } else { "close" };
                 info!("{how} {t:?} ({})", s.peer());
             }
+            log_ended(&s);
             // Dropping the session drops its transport, closing the
             // descriptor.
         }
     }
+}
+
+/// A connection's last line, at info: how it ended and what it moved.
+fn log_ended(s: &super::session::Session) {
+    let (bytes_in, bytes_out) = s.bytes();
+    let duration_ms = s.opened_at().elapsed().as_millis() as u64;
+    let reason = match s.life().end_reason() {
+        "" => "closed",
+        why => why,
+    };
+    let t = s.transport();
+    info!(
+        target: "muxchat::conn",
+        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = s.nick(),
+        reason = reason, duration_ms = duration_ms, bytes_in = bytes_in, bytes_out = bytes_out;
+        "ended: {} ({reason}) after {duration_ms} ms, {bytes_in} B in, {bytes_out} B out",
+        s.peer()
+    );
 }
 
 /// A node's name when `--node-name` is not given: the host's name and the
@@ -748,37 +957,153 @@ impl Server {
         }
     }
 
-    /// A connection from `s`'s address is gone (`--max-per-ip`).
-    fn forget_peer(&mut self, s: &super::session::Session) {
-        let ip = s.peer().ip().to_canonical();
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
+    /// Counts a new connection from `peer` against `--max-per-ip`.
+    /// Returns the address it counts as (`None`: exempt, or no limit), or
+    /// the number already open from there when it is one too many.
+    fn count_ip(&mut self, peer: SocketAddr) -> Result<Option<IpAddr>, u32> {
+        let Some(key) = self.per_ip_key(peer.ip()) else {
+            return Ok(None);
+        };
+        let open = self.per_ip.get(&key).copied().unwrap_or(0);
+        if open as usize >= self.chat.config().max_per_ip {
+            return Err(open);
+        }
+        *self.per_ip.entry(key).or_insert(0) += 1;
+        Ok(Some(key))
+    }
+
+    /// The start of a trusted proxy's connection (`--proxy-from`): reads
+    /// its PROXY header, if any, and settles whose connection it is.
+    /// Returns whether the session may be read on (false: wait for the
+    /// rest of the header, or the session was cut).
+    fn read_proxy_header(&mut self, t: Token) -> bool {
+        let s = self.chat.sessions.at_mut(t);
+        let proxy = s.peer();
+        let source = match s.transport_mut().take_proxy_header() {
+            Ok(ProxyStart::Partial) => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return false,
+            // The read that follows meets the end or the error itself.
+            Ok(ProxyStart::Eof) | Err(_) => return true,
+            Ok(ProxyStart::Absent) => None,
+            Ok(ProxyStart::Header(source)) => source,
+            Ok(ProxyStart::Bad(why)) => {
+                info!(peer:% = proxy, reason:% = why; "closed: bad PROXY header from {proxy}: {why}");
+                self.chat
+                    .sessions
+                    .cut(t, ErrorCode::Malformed, 0, "bad PROXY header");
+                return false;
+            }
+        };
+        self.settle_peer(t, proxy, source)
+    }
+
+    /// The one place a session's peer address changes: `proxy` (a
+    /// `--proxy-from` address) said the connection is `source`'s. From here
+    /// on per-IP limits, logs and everything else see `source`. Returns
+    /// false when that address already holds its `--max-per-ip`.
+    fn settle_peer(&mut self, t: Token, proxy: SocketAddr, source: Option<SocketAddr>) -> bool {
+        let peer = source.unwrap_or(proxy);
+        match self.count_ip(peer) {
+            Ok(counted_as) => {
+                let s = self.chat.sessions.at_mut(t);
+                s.set_counted_as(counted_as);
+                s.set_peer(peer);
+                if source.is_some() {
+                    info!(peer:% = peer, proxy:% = proxy; "proxied: {peer} through {proxy}");
+                }
+                true
+            }
+            Err(open) => {
+                self.chat.stats_mut().rejected_full += 1;
+                debug!("rejecting {peer} (through {proxy}): {open} connections from that address");
+                self.chat.sessions.at_mut(t).set_peer(peer);
+                self.chat.sessions.cut(
+                    t,
+                    ErrorCode::ServerFull,
+                    0,
+                    "too many connections from your address",
+                );
+                false
             }
         }
+    }
+
+    /// A connection counted against `--max-per-ip` is gone.
+    fn forget_peer(&mut self, s: &super::session::Session) {
+        let Some(key) = s.counted_as() else {
+            return;
+        };
+        if let Some(n) = self.per_ip.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&key);
+            }
+        }
+    }
+
+    /// The key `--max-per-ip` counts `peer` under (its prefix), or `None`
+    /// when it is not counted (no limit, or loopback without
+    /// `--limit-loopback`). Admission and release both ask here, so they
+    /// always agree.
+    fn per_ip_key(&self, peer: IpAddr) -> Option<IpAddr> {
+        let config = self.chat.config();
+        let ip = peer.to_canonical();
+        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
+        counted.then(|| config.per_ip_keys.key(ip))
+    }
+
+    /// When the next trim is due, if enough was released for one: the
+    /// poll timeout includes it, so a daemon that went quiet right after a
+    /// burst of rooms expired still gives their memory back.
+    fn trim_due(&self) -> Option<Instant> {
+        let released = self.chat.released();
+        if released < TRIM_TAIL {
+            return None;
+        }
+        let Some(last) = self.last_trim else {
+            return Some(self.chat.started());
+        };
+        Some(if released >= TRIM_AFTER {
+            last + TRIM_EVERY
+        } else {
+            last + TRIM_TAIL_EVERY
+        })
     }
 
     /// Gives freed heap back to the kernel once a large amount was released
     /// (a burst of connections closed, big buffers went idle) and the loop
     /// is about to sleep. Without it the allocator keeps the pages and RSS
     /// stays at the burst's peak, which looks like a leak to an operator.
-    /// Only after `TRIM_AFTER` bytes and at most every `TRIM_EVERY`, so a
-    /// busy loop never pays a trim, nor the page faults of a buffer that
-    /// is freed and grown again each iteration.
+    /// Only after `TRIM_AFTER` bytes and at most every `TRIM_EVERY` (or
+    /// `TRIM_TAIL` bytes every `TRIM_TAIL_EVERY`), so a busy loop never
+    /// pays a trim, nor the page faults of a buffer that is freed and
+    /// grown again each iteration.
+    ///
+    /// The trim's own cost was measured with 1 M lingering rooms expiring
+    /// (docs/BENCHMARKS.md, "Adversaries (issue 18)"): 5-38 ms a trim; it
+    /// is logged at debug level (target `muxchat::slow`) when over a
+    /// millisecond, with the part spent shrinking the rooms' tables.
     fn trim_if_idle(&mut self, now: Instant) {
-        if self.chat.sessions.released < TRIM_AFTER
-            || !self.still_readable.is_empty()
-            || self.chat.sessions.has_work()
-            || self
-                .last_trim
-                .is_some_and(|t| now.duration_since(t) < TRIM_EVERY)
-        {
+        let due = self.trim_due().is_some_and(|at| at <= now);
+        if !due || !self.still_readable.is_empty() || self.chat.sessions.has_work() {
             return;
         }
-        self.chat.sessions.released = 0;
-        self.last_trim = Some(now);
+        let released = self.chat.released();
+        let started = Instant::now();
+        self.chat.prepare_trim();
+        let tables = started.elapsed();
         trim_heap();
+        let took = started.elapsed();
+        self.last_trim = Some(Instant::now());
+        if took >= Duration::from_millis(1) {
+            debug!(
+                target: "muxchat::slow",
+                "trim after {released} B released: {} us (tables {} us)",
+                took.as_micros(),
+                tables.as_micros()
+            );
+        }
     }
 }
 
@@ -811,20 +1136,4 @@ fn trace_wake(n: usize, timeout: Option<Duration>) {
         Some(t) => info!("poll woke: {n} events (timeout was {} ms)", t.as_millis()),
         None => info!("poll woke: {n} events (no timeout)"),
     }
-}
-
-/// Turns a connection away at once: ERROR(SERVER_FULL), FIN, close. One
-/// small write to an empty send buffer; if even that would block, the peer
-/// simply sees the close.
-fn reject(stream: TcpStream, detail: &str) {
-    let _ = stream.set_nonblocking(true);
-    let mut frame = Vec::with_capacity(64);
-    ServerMessage::error(ErrorCode::ServerFull, 0, detail).encode(&mut frame);
-    let _ = (&stream).write(&frame);
-    let _ = stream.shutdown(Shutdown::Write);
-    // Read what the peer may already have sent, so that closing with
-    // unread data does not turn our FIN into a reset that could destroy
-    // the ERROR frame in flight.
-    let mut sink = [0u8; 1024];
-    let _ = (&stream).read(&mut sink);
 }

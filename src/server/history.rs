@@ -57,9 +57,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use slab::Slab;
 
+use crate::codec::frame::{Header, HEADER_LEN};
+use crate::codec::{code, history_status, ServerMessage};
 use crate::net::OutBuf;
-use crate::protocol::frame::{Header, HEADER_LEN};
-use crate::protocol::{code, history_status, ServerMessage};
 
 /// Bytes a held message costs beside its frame: its entry in `starts`.
 pub const INDEX_BYTES: usize = 4;
@@ -72,6 +72,11 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// No ring in the LRU list.
 const NIL: usize = usize::MAX;
+
+/// What one room's ring costs, held messages aside (for
+/// `--lingering-memory`'s charge): the ring in its box, with the
+/// allocator's header, and its slab entry.
+pub const RING_ENTRY_BYTES: usize = std::mem::size_of::<Ring>() + 4 * std::mem::size_of::<usize>();
 
 /// A ring's frames must stay addressable by wrapping `u32` positions:
 /// a single room never holds more than this many bytes.
@@ -163,6 +168,11 @@ struct Ring {
 impl Ring {
     fn last_seq(&self) -> u64 {
         self.first_seq + self.starts.len() as u64 - 1
+    }
+
+    /// Heap bytes its buffers hold (capacities).
+    fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.starts.capacity() * INDEX_BYTES
     }
 
     /// Offset in `bytes` where message `i` starts (`i == len`: the end).
@@ -323,7 +333,9 @@ fn fit_str(s: &str) -> &str {
 /// The held history of every room, under one byte budget.
 #[derive(Debug)]
 pub struct History {
-    rings: Slab<Ring>,
+    /// Boxed, so the slab's own array is 16 bytes a ring (see
+    /// `shrink_if_sparse`).
+    rings: Slab<Box<Ring>>,
     /// Most recently stored-to ring holding messages, or NIL.
     head: usize,
     /// Least recently stored-to ring holding messages, or NIL.
@@ -331,6 +343,9 @@ pub struct History {
     held_bytes: usize,
     held_messages: usize,
     evicted: u64,
+    /// Heap bytes given back to the allocator (rings shrunk or emptied)
+    /// since the event loop last took the count, for its trim.
+    released: usize,
     limits: Limits,
 }
 
@@ -344,6 +359,7 @@ impl History {
             held_bytes: 0,
             held_messages: 0,
             evicted: 0,
+            released: 0,
             limits: Limits {
                 reply_cap: limits.reply_cap.max(1),
                 ..limits
@@ -358,14 +374,14 @@ impl History {
 
     /// A new, empty history for a room incarnation just created.
     pub fn open(&mut self) -> RingId {
-        RingId(self.rings.insert(Ring {
+        RingId(self.rings.insert(Box::new(Ring {
             bytes: ByteRing::default(),
             starts: VecDeque::new(),
             base: 0,
             first_seq: 0,
             prev: NIL,
             next: NIL,
-        }))
+        })))
     }
 
     /// Drops a room's history (the room was removed).
@@ -570,6 +586,34 @@ impl History {
         plan
     }
 
+    /// Bytes ring `id` holds, as the budget counts them.
+    pub fn ring_bytes(&self, id: RingId) -> usize {
+        let r = &self.rings[id.0];
+        r.bytes.len() + r.starts.len() * INDEX_BYTES
+    }
+
+    /// Gives the ring slab's spare capacity back once it holds under
+    /// 1/32 of it (many rooms went at once). Walks the slab's vacant tail,
+    /// 16 bytes a ring: call it rarely (the loop's trim does).
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        const FLOOR: usize = 1024;
+        if self.rings.capacity() > FLOOR && self.rings.len() * 32 < self.rings.capacity() {
+            self.rings.shrink_to_fit();
+            return true;
+        }
+        false
+    }
+
+    /// Heap bytes given back since the count was last cleared.
+    pub fn released(&self) -> usize {
+        self.released
+    }
+
+    /// Clears the count of `released` (the loop trimmed).
+    pub fn clear_released(&mut self) {
+        self.released = 0;
+    }
+
     /// Held bytes, as the budget counts them (frames plus index entries).
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
@@ -589,14 +633,9 @@ impl History {
     /// Heap bytes this history's own allocations hold (ring and index
     /// capacities, the slab's entries, about), for memory reports.
     pub fn heap_bytes(&self) -> usize {
-        let rings: usize = self
-            .rings
-            .iter()
-            .map(|(_, r)| r.bytes.capacity() + r.starts.capacity() * INDEX_BYTES)
-            .sum();
-        // A slab entry is the ring or a vacancy's next-free index.
-        let entry = std::mem::size_of::<Ring>() + std::mem::size_of::<usize>();
-        rings + self.rings.capacity() * entry
+        let rings: usize = self.rings.iter().map(|(_, r)| r.heap_bytes()).sum();
+        // A slab entry is the box or a vacancy's next-free index.
+        rings + self.rings.len() * RING_ENTRY_BYTES + self.rings.capacity() * 16
     }
 
     /// Drops everything ring `i` holds.
@@ -607,7 +646,9 @@ impl History {
     }
 
     fn pop_oldest(&mut self, i: usize) {
+        let had = self.rings[i].heap_bytes();
         let freed = self.rings[i].pop_oldest();
+        self.released += had.saturating_sub(self.rings[i].heap_bytes());
         self.held_bytes -= freed;
         self.held_messages -= 1;
         if self.rings[i].starts.is_empty() {
@@ -724,7 +765,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{decode, Decoded};
+    use crate::codec::{decode, Decoded};
 
     const E: u64 = 0xfeed;
     const MORE: u8 = history_status::MORE;

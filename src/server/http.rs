@@ -12,11 +12,22 @@
 //! connection (except the upgrade, which turns the connection into a
 //! WebSocket).
 //!
+//! The page is built once ([`page`]): the bytes, a gzip copy, their ETags
+//! and the Content-Security-Policy, all shared by every connection; an
+//! [`Answer`] is a small per-connection head and a borrowed body, so ten
+//! thousand clients that never read cost ten thousand heads, not ten
+//! thousand pages.
+//!
 //! Parsing is `httparse`: a zero-copy, allocation-free parser that has been
 //! fuzzed for years by the hyper ecosystem; a request-head parser is exactly
 //! the kind of code not to write twice.
 
 use std::fmt::Write as _;
+use std::io::{self, IoSlice, Write};
+use std::sync::OnceLock;
+
+/// The browser chat page served at `GET /` (one self-contained file).
+pub const PAGE: &str = include_str!("web/index.html");
 
 /// The GUID RFC 6455 section 1.3 appends to the client's key.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -54,6 +65,8 @@ pub enum Status {
     SwitchingProtocols,
     /// 200.
     Ok,
+    /// 304: the page the client holds (`If-None-Match`) is current.
+    NotModified,
     /// 400: not a request we can parse, or a broken upgrade.
     BadRequest,
     /// 404: no such path.
@@ -68,7 +81,8 @@ pub enum Status {
     /// 431: the head is larger than [`HttpLimits::max_head`] or has more
     /// than [`HttpLimits::max_headers`] fields.
     HeadersTooLarge,
-    /// 503: `/healthz` while draining.
+    /// 503: `/healthz` while draining, or a connection refused at accept
+    /// (the server or the client's address is at its limit).
     Unavailable,
 }
 
@@ -78,6 +92,7 @@ impl Status {
         match self {
             Status::SwitchingProtocols => 101,
             Status::Ok => 200,
+            Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
@@ -93,6 +108,7 @@ impl Status {
         match self {
             Status::SwitchingProtocols => "Switching Protocols",
             Status::Ok => "OK",
+            Status::NotModified => "Not Modified",
             Status::BadRequest => "Bad Request",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
@@ -123,7 +139,7 @@ impl Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// `GET /`: the browser chat page.
-    Page,
+    Page(PageAsk),
     /// `GET /ws` with a valid RFC 6455 upgrade. `accept` is the
     /// `Sec-WebSocket-Accept` value for the 101 response.
     WebSocket {
@@ -138,6 +154,15 @@ pub enum Route {
     Refuse(Refusal),
 }
 
+/// What a request for the page said about the copies it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageAsk {
+    /// `Accept-Encoding` allows gzip.
+    pub gzip: bool,
+    /// `If-None-Match` names the page's current ETag: 304.
+    pub fresh: bool,
+}
+
 /// The outcome of parsing what has been buffered so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parse {
@@ -150,6 +175,9 @@ pub enum Parse {
         head_len: usize,
         /// What the request asks for.
         route: Route,
+        /// The method is HEAD: the answer's head only (its
+        /// `Content-Length` still that of the body GET would get).
+        head_only: bool,
     },
 }
 
@@ -193,6 +221,7 @@ pub fn parse_request(buf: &[u8], limits: &HttpLimits) -> Parse {
     Parse::Done {
         head_len,
         route: route(&req),
+        head_only: req.method == Some("HEAD"),
     }
 }
 
@@ -200,6 +229,7 @@ fn refuse(head_len: usize, status: Status, why: &'static str) -> Parse {
     Parse::Done {
         head_len,
         route: Route::Refuse(Refusal::new(status, why)),
+        head_only: false,
     }
 }
 
@@ -216,18 +246,61 @@ fn route(req: &httparse::Request<'_, '_>) -> Route {
     if !known {
         return Route::Refuse(Refusal::new(Status::NotFound, "no such path"));
     }
-    if method != "GET" {
+    if method != "GET" && method != "HEAD" {
         return Route::Refuse(Refusal::new(
             Status::MethodNotAllowed,
-            "only GET is served here",
+            "only GET and HEAD are served here",
         ));
     }
     match path {
-        "/" => Route::Page,
+        "/" => Route::Page(page_ask(req.headers)),
         "/metrics" => Route::Metrics,
         "/healthz" => Route::Healthz,
+        // Only a GET upgrades (RFC 6455 section 4.1); HEAD gets the head of
+        // what a GET without an upgrade gets.
+        _ if method == "HEAD" => Route::Refuse(Refusal::new(
+            Status::BadRequest,
+            "/ws takes only a WebSocket upgrade",
+        )),
         _ => websocket_route(req.headers, version),
     }
+}
+
+/// What a page request accepts: gzip, and whether it holds the current
+/// copy.
+fn page_ask(headers: &[httparse::Header<'_>]) -> PageAsk {
+    let mut ask = PageAsk::default();
+    let page = page();
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("accept-encoding") {
+            ask.gzip |= accepts_gzip(h.value);
+        } else if h.name.eq_ignore_ascii_case("if-none-match") {
+            ask.fresh |= h.value.split(|&b| b == b',').map(trim).any(|tag| {
+                // Weak comparison (RFC 9110 section 13.1.2): W/ is ignored.
+                let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+                tag == b"*" || tag == page.etag.as_bytes() || tag == page.etag_gzip.as_bytes()
+            });
+        }
+    }
+    ask
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: `gzip` or `*` listed
+/// without `q=0`.
+fn accepts_gzip(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| {
+        let mut parts = item.split(|&b| b == b';').map(trim);
+        let coding = parts.next().unwrap_or_default();
+        let named = coding.eq_ignore_ascii_case(b"gzip")
+            || coding.eq_ignore_ascii_case(b"x-gzip")
+            || coding == b"*";
+        let refused = parts.any(|p| {
+            p.len() >= 2
+                && p[..2].eq_ignore_ascii_case(b"q=")
+                && p[2..].iter().all(|&b| matches!(b, b'0' | b'.'))
+        });
+        named && !refused
+    })
 }
 
 /// Checks an upgrade request per RFC 6455 section 4.2.1.
@@ -381,7 +454,7 @@ impl Response {
     pub fn refusal(r: Refusal) -> Self {
         let mut resp = Response::text(r.status, r.why);
         resp.extra_headers = match r.status {
-            Status::MethodNotAllowed => "Allow: GET\r\n",
+            Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
             // Refusals with 426 come from the WebSocket handshake (RFC 6455
             // section 4.4: say which version is spoken).
             Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
@@ -393,6 +466,12 @@ impl Response {
     /// The wire form: status line, headers, blank line, body. Every
     /// response says `Connection: close` and the server closes after it.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_head(out);
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The status line and headers only: the answer to HEAD.
+    pub fn encode_head(&self, out: &mut Vec<u8>) {
         let mut head = String::with_capacity(160);
         // Writing to a String cannot fail.
         let _ = write!(
@@ -405,9 +484,13 @@ impl Response {
             self.body.len()
         );
         head.push_str(self.extra_headers);
-        head.push_str("Connection: close\r\n\r\n");
+        // A response that names its own Connection (426's "Upgrade, close")
+        // says close there.
+        if !self.extra_headers.contains("Connection:") {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
         out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(&self.body);
     }
 
     /// The encoded bytes.
@@ -419,11 +502,205 @@ impl Response {
 }
 
 /// 426 for plaintext HTTP to a server started with `--tls-required`.
+/// RFC 9110 section 15.5.22: a 426 names the protocols to upgrade to in
+/// `Upgrade`, with `Connection: upgrade`; no browser upgrades in place,
+/// so the body says what a person does instead.
 pub fn tls_required() -> Response {
-    Response::text(
+    let mut r = Response::text(
         Status::UpgradeRequired,
-        "this server requires TLS: use https:// or wss://",
+        "this server requires TLS: use https:// (or wss:// for WebSocket) at the same address",
+    );
+    r.extra_headers = "Upgrade: TLS/1.3, TLS/1.2, HTTP/1.1\r\nConnection: Upgrade, close\r\n";
+    r
+}
+
+/// 503 for an HTTP client refused at accept (`--max-clients`,
+/// `--max-per-ip`): what a binary client gets as ERROR(SERVER_FULL).
+pub fn server_full(detail: &str) -> Response {
+    let mut r = Response::text(Status::Unavailable, detail);
+    r.extra_headers = "Retry-After: 10\r\n";
+    r
+}
+
+/// The page as served: built once, shared by every connection.
+#[derive(Debug)]
+pub struct Page {
+    /// The page's bytes.
+    pub plain: &'static [u8],
+    /// The same, gzip-compressed once (about a fifth of the size).
+    pub gzip: Vec<u8>,
+    /// Strong ETags of the two representations (quoted).
+    pub etag: String,
+    /// The gzip copy's ETag: another representation, so another tag.
+    pub etag_gzip: String,
+    /// The Content-Security-Policy: only the page's own inline script
+    /// and style (by hash), WebSocket and fetches to the same origin.
+    pub csp: String,
+}
+
+/// The page, built on first use (the daemon asks at start, so no request
+/// pays the compression).
+pub fn page() -> &'static Page {
+    static PAGE_BUILT: OnceLock<Page> = OnceLock::new();
+    PAGE_BUILT.get_or_init(|| Page::build(PAGE))
+}
+
+impl Page {
+    fn build(html: &'static str) -> Page {
+        let plain = html.as_bytes();
+        // Level 9 once at start: the page is compressed a single time, so
+        // the slowest level costs nothing per request.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        // Writing into a Vec cannot fail.
+        let _ = gz.write_all(plain);
+        let gzip = gz.finish().unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, plain);
+        let hex: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Page {
+            plain,
+            gzip,
+            etag: format!("\"{hex}\""),
+            etag_gzip: format!("\"{hex}-gz\""),
+            csp: content_security_policy(html),
+        }
+    }
+
+    /// The answer to a page request.
+    fn answer(&'static self, ask: PageAsk, head_only: bool, out: &mut Answer) {
+        let (body, etag, encoding) = if ask.gzip && !self.gzip.is_empty() {
+            (
+                &self.gzip[..],
+                &self.etag_gzip,
+                "Content-Encoding: gzip\r\n",
+            )
+        } else {
+            (self.plain, &self.etag, "")
+        };
+        let status = if ask.fresh {
+            Status::NotModified
+        } else {
+            Status::Ok
+        };
+        let head = &mut out.head;
+        head.clear();
+        let _ = write!(
+            head,
+            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\n",
+            status.code(),
+            status.reason()
+        );
+        // 304 has no body and no Content-Length of its own (RFC 9110
+        // section 15.4.5): the client keeps what it has.
+        if !ask.fresh {
+            let _ = write!(head, "Content-Length: {}\r\n{encoding}", body.len());
+        }
+        let _ = write!(
+            head,
+            "ETag: {etag}\r\nVary: Accept-Encoding\r\nCache-Control: no-cache\r\n\
+             Content-Security-Policy: {}\r\nX-Content-Type-Options: nosniff\r\n\
+             Referrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
+            self.csp
+        );
+        out.body = if ask.fresh || head_only { &[] } else { body };
+        out.sent = 0;
+    }
+}
+
+/// A policy allowing exactly the page's inline `<script>` and `<style>`
+/// blocks (each by its SHA-256), its `data:` icon, and connections to its
+/// own origin (`'self'` covers `ws:`/`wss:` to the same host in CSP
+/// level 3). Hashed at start, so editing the page needs no edit here.
+fn content_security_policy(html: &str) -> String {
+    let hashes = |tag: &str| {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let mut out = String::new();
+        let mut rest = html;
+        while let Some(start) = rest.find(&open) {
+            let after = &rest[start + open.len()..];
+            let Some(end) = after.find(&close) else { break };
+            let digest = ring::digest::digest(&ring::digest::SHA256, &after.as_bytes()[..end]);
+            let mut b64 = [0u8; 44];
+            base64_encode(digest.as_ref(), &mut b64);
+            let _ = write!(out, " 'sha256-{}'", String::from_utf8_lossy(&b64));
+            rest = &after[end..];
+        }
+        out
+    };
+    format!(
+        "default-src 'none'; script-src{}; style-src{}; connect-src 'self'; img-src data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hashes("script"),
+        hashes("style")
     )
+}
+
+/// What goes back on one HTTP connection: a head of its own and a body
+/// that is either part of the head (small answers) or borrowed from the
+/// shared page, and how much of the two is written.
+#[derive(Debug, Default)]
+pub struct Answer {
+    head: Vec<u8>,
+    body: &'static [u8],
+    sent: usize,
+}
+
+impl Answer {
+    /// Bytes not yet written.
+    pub fn pending(&self) -> usize {
+        self.head.len() + self.body.len() - self.sent
+    }
+
+    /// Answers with `r` (its head only for HEAD).
+    pub fn set_response(&mut self, r: &Response, head_only: bool) {
+        self.head.clear();
+        self.body = &[];
+        self.sent = 0;
+        if head_only {
+            r.encode_head(&mut self.head);
+        } else {
+            r.encode(&mut self.head);
+        }
+    }
+
+    /// Answers a page request: the head here, the body the shared page.
+    pub fn set_page(&mut self, ask: PageAsk, head_only: bool) {
+        page().answer(ask, head_only, self);
+    }
+
+    /// The head's bytes, to append a head of another kind (the 101).
+    pub fn head_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.head
+    }
+
+    /// The head alone, for a connection that goes on as something else
+    /// (an upgraded WebSocket writes it before its frames).
+    pub fn into_head(self) -> Vec<u8> {
+        self.head
+    }
+
+    /// Writes what is left until done or `WouldBlock`: head and body in
+    /// one vectored write where the sink takes it. Returns whether all of
+    /// it is out.
+    pub fn write_to<W: Write>(&mut self, sink: &mut W) -> io::Result<bool> {
+        while self.pending() > 0 {
+            let (head, body) = if self.sent < self.head.len() {
+                (&self.head[self.sent..], self.body)
+            } else {
+                (&[][..], &self.body[self.sent - self.head.len()..])
+            };
+            match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Encodes the 101 answer to a WebSocket upgrade (no body, and no
@@ -448,6 +725,7 @@ pub fn switching_protocols(accept: &[u8; 28], out: &mut Vec<u8>) {
 /// head length never passes the bytes given, and every refusal encodes as
 /// a response that parses back with its own `Content-Length`.
 #[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) {
     let [a, b, rest @ ..] = data else { return };
     let limits = HttpLimits {
@@ -468,7 +746,9 @@ pub fn fuzz_check(data: &[u8]) {
                     "Partial past the line limit"
                 );
             }
-            Parse::Done { head_len, route } => {
+            Parse::Done {
+                head_len, route, ..
+            } => {
                 assert!(head_len <= buf.len().max(limits.max_head));
                 if let Route::Refuse(r) = route {
                     let bytes = Response::refusal(r).to_bytes();
@@ -548,8 +828,14 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route_of("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Page);
-        assert_eq!(route_of("GET /?v=2 HTTP/1.0\r\n\r\n"), Route::Page);
+        assert!(matches!(
+            route_of("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Route::Page(_)
+        ));
+        assert!(matches!(
+            route_of("GET /?v=2 HTTP/1.0\r\n\r\n"),
+            Route::Page(_)
+        ));
         assert_eq!(route_of("GET /metrics HTTP/1.1\r\n\r\n"), Route::Metrics);
         assert_eq!(route_of("GET /healthz HTTP/1.1\r\n\r\n"), Route::Healthz);
         assert_eq!(status_of("GET /nope HTTP/1.1\r\n\r\n"), 404);
@@ -565,7 +851,9 @@ mod tests {
         let mut bytes = UPGRADE.as_bytes().to_vec();
         bytes.extend_from_slice(&[0x82, 0x80]);
         match parse_request(&bytes, &HttpLimits::default()) {
-            Parse::Done { head_len, route } => {
+            Parse::Done {
+                head_len, route, ..
+            } => {
                 assert_eq!(head_len, UPGRADE.len());
                 assert_eq!(
                     route,
@@ -672,7 +960,7 @@ mod tests {
             Response::refusal(Refusal::new(Status::MethodNotAllowed, "x")).to_bytes(),
         )
         .unwrap();
-        assert!(s.contains("Allow: GET\r\n"), "{s}");
+        assert!(s.contains("Allow: GET, HEAD\r\n"), "{s}");
 
         let mut out = Vec::new();
         switching_protocols(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &mut out);
@@ -680,6 +968,52 @@ mod tests {
         assert!(s.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(s.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(!s.contains("close"));
+    }
+
+    #[test]
+    fn accept_encoding_and_head() {
+        assert!(accepts_gzip(b"gzip, deflate, br"));
+        assert!(accepts_gzip(b"br;q=1.0, gzip;q=0.8"));
+        assert!(accepts_gzip(b"*"));
+        assert!(!accepts_gzip(b"gzip;q=0, identity"));
+        assert!(!accepts_gzip(b"gzip; q=0.000"));
+        assert!(!accepts_gzip(b"deflate, br"));
+        match parse("HEAD / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n") {
+            Parse::Done {
+                route: Route::Page(ask),
+                head_only: true,
+                ..
+            } => assert!(ask.gzip && !ask.fresh),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(status_of("HEAD /ws HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status_of(&UPGRADE.replace("GET", "HEAD")), 400);
+    }
+
+    #[test]
+    fn page_answers_share_the_body() {
+        let mut a = Answer::default();
+        a.set_page(PageAsk::default(), false);
+        assert_eq!(
+            a.body.as_ptr(),
+            page().plain.as_ptr(),
+            "the page is not copied"
+        );
+        assert_eq!(a.pending(), a.head.len() + PAGE.len());
+        let mut out = Vec::new();
+        assert!(a.write_to(&mut out).unwrap());
+        assert!(out.ends_with(PAGE.as_bytes()));
+        a.set_page(PageAsk::default(), true);
+        assert!(a.body.is_empty());
+        a.set_page(
+            PageAsk {
+                gzip: true,
+                fresh: true,
+            },
+            false,
+        );
+        assert!(a.body.is_empty());
+        assert!(a.head.starts_with(b"HTTP/1.1 304 "));
     }
 
     #[test]

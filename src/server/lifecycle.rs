@@ -49,6 +49,16 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason in the connection's last log line.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::Quit(_) => "quit",
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::Broken => "connection broken",
+            CloseReason::Fatal(why) => why,
+        }
+    }
+
     /// The reason given to the rooms in LEFT.
     pub fn left_reason(&self) -> &str {
         match self {
@@ -102,6 +112,8 @@ pub struct Leaving {
 #[derive(Debug)]
 pub struct Lifecycle {
     state: State,
+    /// Why it ended, in a word or two, once reaped (for the log).
+    ended: &'static str,
     peer_eof: bool,
     broken: bool,
     muted: bool,
@@ -111,6 +123,7 @@ impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
             state: State::Greeting,
+            ended: "",
             peer_eof: false,
             broken: false,
             muted: false,
@@ -120,6 +133,11 @@ impl Default for Lifecycle {
 
 impl Lifecycle {
     // ----- questions ----------------------------------------------------
+
+    /// Why the session ended (empty until it is reaped).
+    pub fn end_reason(&self) -> &'static str {
+        self.ended
+    }
 
     /// Registered under a nick and not closing: may chat.
     pub fn is_registered(&self) -> bool {
@@ -247,6 +265,7 @@ impl Lifecycle {
         if matches!(reason, CloseReason::Fatal(_) | CloseReason::Broken) {
             self.muted = true;
         }
+        self.ended = reason.label();
         let deadline = now + linger;
         self.state = State::Ending { deadline, fin };
         Some(Leaving {

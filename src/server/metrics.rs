@@ -8,6 +8,10 @@
 //! encodes it, so the text format (escaping, `_total` suffixes, `+Inf`,
 //! `_sum` and `_count`) is the library's job, not ours. prometheus-client
 //! starts no thread and does no I/O: it only writes into a `String`.
+//!
+//! The standard `process_*` series are read from `/proc/self` on each
+//! scrape ([`ProcessStats::read`]), by the loop itself: prometheus-client's
+//! own process collector would need a thread.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +20,7 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -199,6 +204,10 @@ const COUNTER_HELP: &[(&str, &str)] = &[
         "Held messages dropped by the --history-memory budget",
     ),
     ("history_replies", "HISTORY requests answered"),
+    (
+        "rooms_evicted",
+        "Lingering rooms removed early by --max-lingering-rooms or --lingering-memory",
+    ),
 ];
 
 /// Help text for the gauges STATS names.
@@ -206,6 +215,14 @@ const GAUGE_HELP: &[(&str, &str)] = &[
     ("connections", "Connections open now, registered or not"),
     ("sessions", "Registered sessions now"),
     ("rooms", "Rooms now"),
+    (
+        "rooms_lingering",
+        "Empty rooms kept under --room-ttl-ms now",
+    ),
+    (
+        "rooms_lingering_bytes",
+        "Bytes the lingering rooms hold, as --lingering-memory counts them",
+    ),
     (
         "history_bytes",
         "Bytes of held history, as --history-memory counts them",
@@ -228,12 +245,103 @@ fn help<'a>(table: &[(&str, &'a str)], key: &str, default: &'a str) -> &'a str {
         .map_or(default, |(_, h)| *h)
 }
 
+/// The standard process series (the names every Prometheus client library
+/// exports), read from `/proc/self` when a scrape asks. A value that cannot
+/// be read is left out of the scrape rather than shown as 0.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessStats {
+    /// User plus system CPU time, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Resident set size, in bytes.
+    pub resident_bytes: Option<u64>,
+    /// Descriptors open now.
+    pub open_fds: Option<u64>,
+    /// The soft RLIMIT_NOFILE.
+    pub max_fds: Option<u64>,
+    /// When the process started, in seconds since the Unix epoch.
+    pub start_time_seconds: Option<f64>,
+}
+
+impl ProcessStats {
+    /// Reads this process's figures. Costs a few small file reads and one
+    /// directory listing (one entry per open descriptor), once per scrape.
+    pub fn read() -> ProcessStats {
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        // SAFETY: as above.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        let fields = stat.as_deref().and_then(stat_fields);
+        let field = |i: usize| -> Option<u64> { fields.as_ref()?.get(i)?.parse().ok() };
+        let ticks = (ticks > 0).then_some(ticks as f64);
+        // Fields counted from 1 in proc(5), after the name: utime is 14,
+        // stime 15, starttime 22, rss 24; `stat_fields` starts at field 3.
+        let cpu_seconds = match (field(14 - 3), field(15 - 3), ticks) {
+            (Some(u), Some(s), Some(t)) => Some((u + s) as f64 / t),
+            _ => None,
+        };
+        let resident_bytes = match (field(24 - 3), page) {
+            (Some(rss), p) if p > 0 => Some(rss * p as u64),
+            _ => None,
+        };
+        let start_time_seconds = match (field(22 - 3), ticks, boot_time()) {
+            (Some(start), Some(t), Some(boot)) => Some(boot as f64 + start as f64 / t),
+            _ => None,
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0)
+            .then_some(lim.rlim_cur);
+        ProcessStats {
+            cpu_seconds,
+            resident_bytes,
+            open_fds,
+            max_fds,
+            start_time_seconds,
+        }
+    }
+}
+
+/// The fields of `/proc/self/stat` from the third (state) on. The second,
+/// the command name in parentheses, may itself hold spaces and `)`, so the
+/// split starts after its last `)`.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_ascii_whitespace().collect())
+}
+
+/// The system's boot time (`btime` in `/proc/stat`), seconds since the epoch.
+fn boot_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Renders the exposition. `stats` is what STATS reports, in its order:
 /// `uptime_ms` becomes `muxchat_uptime_seconds`, keys in the gauge table
 /// become gauges (`muxchat_connections`), every other key a counter
 /// (`muxchat_frames_in_total`). `draining` is 1 while the server drains.
-pub fn render(stats: &[(&str, u64)], draining: bool, hist: &Histograms) -> String {
+pub fn render(
+    stats: &[(&str, u64)],
+    draining: bool,
+    hist: &Histograms,
+    process: &ProcessStats,
+) -> String {
     let mut reg = Registry::with_prefix("muxchat");
+    reg.register(
+        "build",
+        "The daemon's version (the value is always 1)",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
     for &(key, value) in stats {
         if key == "uptime_ms" {
             reg.register(
@@ -281,10 +389,48 @@ pub fn render(stats: &[(&str, u64)], draining: bool, hist: &Histograms) -> Strin
         "Time from reading a SAY to writing its MESSAGE to a member",
         hist.say_to_write.clone(),
     );
+    // The process series carry no prefix: their names are the standard ones.
+    let mut proc_reg = Registry::default();
+    if let Some(v) = process.cpu_seconds {
+        proc_reg.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            ConstCounter::new(v),
+        );
+    }
+    if let Some(v) = process.resident_bytes {
+        proc_reg.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(v) = process.open_fds {
+        proc_reg.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(v) = process.max_fds {
+        proc_reg.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(v) = process.start_time_seconds {
+        proc_reg.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            ConstGauge::new(v),
+        );
+    }
     let mut out = String::with_capacity(8 * 1024);
     // Encoding into a String only fails if a metric's encoder does, and
     // ours do not; an empty body would still be valid exposition.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &proc_reg);
     out
 }
 
@@ -326,8 +472,26 @@ mod tests {
             ],
             true,
             &hist,
+            &ProcessStats {
+                cpu_seconds: Some(1.5),
+                resident_bytes: Some(4096),
+                open_fds: Some(7),
+                max_fds: Some(1024),
+                start_time_seconds: Some(1.7e9),
+            },
         );
         for want in [
+            "# TYPE muxchat_build_info gauge\n",
+            concat!(
+                "muxchat_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1\n"
+            ),
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n",
+            "process_resident_memory_bytes 4096\n",
+            "process_open_fds 7\n",
+            "process_max_fds 1024\n",
+            "# TYPE process_start_time_seconds gauge\n",
             "# TYPE muxchat_uptime_seconds gauge\nmuxchat_uptime_seconds 2.5\n",
             "# TYPE muxchat_connections gauge\nmuxchat_connections 3\n",
             "# TYPE muxchat_frames_in_total counter\nmuxchat_frames_in_total 42\n",
@@ -344,5 +508,28 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn reads_this_process_from_proc() {
+        let p = ProcessStats::read();
+        assert!(p.cpu_seconds.is_some_and(|c| c >= 0.0), "{p:?}");
+        assert!(p.resident_bytes.is_some_and(|r| r > 1 << 20), "{p:?}");
+        assert!(p.open_fds.is_some_and(|n| n >= 3), "{p:?}");
+        assert!(p.max_fds.is_some_and(|n| n >= p.open_fds.unwrap()), "{p:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = p.start_time_seconds.expect("start time");
+        // Started within the last day, not in the future (a few seconds of
+        // clock-tick rounding allowed).
+        assert!(
+            start <= now + 5.0 && start > now - 86_400.0,
+            "{start} vs {now}"
+        );
+        // A command name with spaces and parentheses does not shift fields.
+        let f = stat_fields("42 (a) b (c)) S 1 2").unwrap();
+        assert_eq!(f, ["S", "1", "2"]);
     }
 }

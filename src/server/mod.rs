@@ -29,12 +29,19 @@
 //! - [`rooms`]: room membership indexes, epochs, empty rooms that linger.
 //! - [`timers`]: the deadline heap behind heartbeats and timeouts.
 //! - [`limits`]: the per-session token bucket.
+//! - [`refusing`]: connections turned away at accept, answered by the
+//!   door their first byte picks (binary ERROR or HTTP 503).
+//! - [`peers`]: the address prefix a connection counts against for
+//!   `--max-per-ip`.
 //! - [`trace`]: the loop trace (`--trace-file`), one JSON line per stage's
 //!   action, bounded, flushed once per iteration.
 //! - [`config`]: the options, validated, with dependent defaults adapted.
 //! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
 //!   which the transport's Http, Ws and Tls variants will drive.
 //! - [`metrics`]: the Prometheus exposition of the counters.
+//! - [`reload`]: what SIGHUP changes live and what waits for a restart.
+//! - [`proxy`]: the PROXY protocol header (`--proxy-from`).
+//! - [`logfmt`]: `--log-format json`'s lines.
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
@@ -50,14 +57,18 @@ pub mod history;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;
+pub mod logfmt;
 pub mod metrics;
+pub mod peers;
+pub mod proxy;
+pub mod refusing;
 pub mod registry;
+pub mod reload;
 pub mod rooms;
 pub mod session;
 pub mod timers;
 pub mod tls;
 pub mod trace;
 pub mod transport;
-pub mod ws;
 
 pub use event_loop::Server;

@@ -8,7 +8,7 @@ use log::debug;
 use mio::Token;
 use slab::Slab;
 
-use crate::protocol::{ErrorCode, ServerMessage};
+use crate::codec::{ErrorCode, ServerMessage};
 
 use super::lifecycle::CloseReason;
 use super::metrics::Histograms;
@@ -83,6 +83,12 @@ impl Sessions {
     /// The output marks.
     pub fn marks(&self) -> Marks {
         self.marks
+    }
+
+    /// New output marks (`--max-outbuf` reloaded): every session is held
+    /// to them from its next read or delivery on.
+    pub fn set_marks(&mut self, marks: Marks) {
+        self.marks = marks;
     }
 
     /// Connections open now.
@@ -312,6 +318,7 @@ impl Sessions {
             Ok(done) => {
                 self.stats.bytes_out += done.wrote as u64;
                 if done.wrote > 0 {
+                    s.count_bytes(0, done.wrote);
                     let (frames, since) = s.take_write_marks();
                     self.hist.frames_per_write.observe(frames);
                     if let Some(at) = since {

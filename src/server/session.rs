@@ -13,7 +13,7 @@
 //! changes and list entries without looking inside the session.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Instant;
 
@@ -23,7 +23,8 @@ use super::config::Config;
 use super::lifecycle::Lifecycle;
 use super::limits::{Rate, TokenBucket};
 use super::rooms::RoomId;
-use super::transport::{DoorEvent, Input, Transport};
+use super::tls::HandshakeGate;
+use super::transport::{Cost, DoorEvent, Input, Meter, Transport};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;
@@ -97,6 +98,11 @@ pub enum Got {
     /// The transport's door needs the chat (an HTTP request to answer, a
     /// WebSocket violation, ...).
     Door(DoorEvent),
+    /// The door did a read's worth of work without protocol bytes: read
+    /// again if the budget allows.
+    Yield,
+    /// The TLS handshake waits for the next iteration's handshake budget.
+    Handshake,
 }
 
 /// What one [`Session::flush`] did.
@@ -128,6 +134,10 @@ pub struct Session {
     id: u64,
     /// The peer's address, for logs.
     peer: SocketAddr,
+    /// The address this connection counts against in `--max-per-ip`, if
+    /// it counts: what was counted is what is given back, whatever a
+    /// reload or a PROXY header changed since.
+    counted_as: Option<IpAddr>,
     /// Where the session is in its life.
     life: Lifecycle,
     /// The registered nick (empty before HELLO).
@@ -197,6 +207,12 @@ pub struct Session {
     accepted_at: Instant,
     /// The rate limiter.
     bucket: TokenBucket,
+    /// Bytes read from and written to the wire's protocol stream, for the
+    /// connection's last log line.
+    bytes_in: u64,
+    bytes_out: u64,
+    /// When the connection was accepted (unlike `accepted_at`, never moved).
+    opened_at: Instant,
     /// The deadline of this session's live timer entry, if any.
     timer_at: Option<Instant>,
     /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
@@ -217,6 +233,7 @@ impl Session {
             transport,
             id,
             peer,
+            counted_as: None,
             life: Lifecycle::default(),
             nick: String::new(),
             version: 0,
@@ -239,6 +256,9 @@ impl Session {
             pinged: false,
             accepted_at: now,
             bucket: TokenBucket::new(rate, now),
+            bytes_in: 0,
+            bytes_out: 0,
+            opened_at: now,
             timer_at: None,
             stamp: 0,
             queued_frames: 0,
@@ -255,6 +275,32 @@ impl Session {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+    /// The client's address as a trusted proxy's PROXY header gave it,
+    /// in place of the proxy's own.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+    }
+    /// Counts bytes read (`Some`) and written.
+    pub fn count_bytes(&mut self, read: usize, wrote: usize) {
+        self.bytes_in += read as u64;
+        self.bytes_out += wrote as u64;
+    }
+    /// When the connection was accepted.
+    pub fn opened_at(&self) -> Instant {
+        self.opened_at
+    }
+    /// Bytes read and written so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+    /// The address counted for `--max-per-ip`, if any.
+    pub fn counted_as(&self) -> Option<IpAddr> {
+        self.counted_as
+    }
+    /// Records the address counted for `--max-per-ip`.
+    pub fn set_counted_as(&mut self, ip: Option<IpAddr>) {
+        self.counted_as = ip;
     }
     /// The descriptor the event loop registers.
     pub fn raw_fd(&self) -> RawFd {
@@ -539,8 +585,18 @@ impl Session {
     }
 
     /// One read from the transport into `scratch`, unless input is over or
-    /// the session's own output is past the pause mark.
-    pub fn read_some(&mut self, scratch: &mut [u8], marks: Marks) -> Got {
+    /// the session's own output is past the pause mark. What a door spent
+    /// on it goes in `cost` (frames without protocol bytes take tokens of
+    /// the session's `rate` allowance; TLS handshake steps take `gate`'s).
+    pub fn read_some(
+        &mut self,
+        scratch: &mut [u8],
+        marks: Marks,
+        rate: Rate,
+        now: Instant,
+        gate: &mut HandshakeGate,
+        cost: &mut Cost,
+    ) -> Got {
         loop {
             if self.life.input_done() {
                 return Got::Done;
@@ -560,10 +616,15 @@ impl Session {
                 .pause_mark(marks)
                 .saturating_sub(self.pending())
                 .clamp(MIN_READ, scratch.len());
-            return match self.transport.read(&mut scratch[..want]) {
+            let mut m = Meter::new(&mut self.bucket, rate, now, gate, self.peer.ip());
+            let got = self.transport.read(&mut scratch[..want], &mut m);
+            *cost = m.cost;
+            return match got {
                 Ok(Input::Bytes(0)) => Got::Eof,
                 Ok(Input::Bytes(n)) => Got::Bytes(n),
                 Ok(Input::Event(ev)) => Got::Door(ev),
+                Ok(Input::Yield) => Got::Yield,
+                Ok(Input::Handshake) => Got::Handshake,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::WouldBlock,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Got::Failed(e),

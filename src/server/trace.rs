@@ -174,6 +174,7 @@ impl Trace {
             ReadStop::Eof => "eof",
             ReadStop::Broken => "broken",
             ReadStop::Done => "done",
+            ReadStop::Handshake => "handshake",
         };
         let (i, t) = (w.iteration, t.0);
         let _ = write!(

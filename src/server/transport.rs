@@ -43,22 +43,42 @@
 //!   `write_tls` pushes the records, until the socket would block. rustls'
 //!   buffers are bounded ([`tls::TLS_BUFFER_LIMIT`]); what it still holds
 //!   counts as pending output, so WRITABLE interest follows `wants_write`.
+//!
+//! **Work, not protocol bytes** (issue 18): a door can do much work for
+//! few protocol bytes (a stream of empty WebSocket frames, pings, TLS
+//! records without plaintext yields none at all). Every door read charges
+//! its [`Meter`]: bytes read off the socket or out of rustls, and
+//! [`FRAME_COST`] per WebSocket frame decoded and per batch of TLS records
+//! processed; after a read's worth (the buffer's size) without protocol
+//! bytes the door yields ([`Input::Yield`]) and the chat counts that work
+//! against the session's and the iteration's read budgets like any other.
+//! WebSocket frames that carry no protocol bytes (control frames, empty
+//! data frames) also take a token each from the session's `--rate`
+//! allowance; a ping that finds none gets no pong. TLS handshake steps
+//! take one each from the iteration's [`HandshakeGate`] budget; a session
+//! refused one waits ([`Input::Handshake`]) in the loop's FIFO. Plain TCP
+//! binary sessions never look at the meter.
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::net::OutBuf;
-use crate::protocol::{ErrorCode, HEADER_LEN};
+use crate::codec::{ErrorCode, HEADER_LEN};
+use crate::net::{write_some, OutBuf};
 
-use super::http::{self, HttpLimits, Parse, Response, Route};
-use super::tls;
-use super::ws::{self, close_code, FrameTracker, WsWriter};
+use super::chat::FRAME_COST;
+use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
+use super::limits::{Rate, TokenBucket};
+use super::tls::{self, HandshakeGate};
+use crate::codec::ws::{self, close_code, FrameTracker, WsWriter};
 
-/// The browser chat page served at `GET /` (one self-contained file).
-pub const PAGE: &str = include_str!("web/index.html");
+/// The browser chat page served at `GET /` (built and shared by
+/// [`http::page`]).
+pub use super::http::PAGE;
 
 /// What every door needs to know, shared by all connections.
 #[derive(Debug, Clone)]
@@ -98,6 +118,88 @@ pub enum Input {
     Bytes(usize),
     /// Something the chat must act on.
     Event(DoorEvent),
+    /// The door did a read's worth of work (see [`Meter::work`]) and has
+    /// no protocol bytes yet: read again if the budget allows; the socket
+    /// may still hold more (no edge will say so).
+    Yield,
+    /// The TLS handshake's next step waits for the next iteration's
+    /// handshake budget ([`HandshakeGate`]); the socket may hold more.
+    Handshake,
+}
+
+/// What a door read spent (all zero for plain binary TCP).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    /// Work done: bytes read off the socket or out of rustls, plus
+    /// [`FRAME_COST`] per WebSocket frame and per TLS read.
+    pub work: usize,
+    /// Frames that carried no protocol bytes and found no token in the
+    /// session's allowance.
+    pub limited: u64,
+    /// The read stopped for the handshake budget and the session was not
+    /// waiting yet: the loop puts it at the end of its FIFO.
+    pub enqueue: bool,
+    /// A new TLS handshake was refused (per-address limit).
+    pub refused: bool,
+}
+
+/// What one door read may spend, and what it spent. See the module docs.
+pub struct Meter<'a> {
+    /// What the read spent.
+    pub cost: Cost,
+    /// Work after which a door that yields no protocol bytes stops.
+    limit: usize,
+    bucket: &'a mut TokenBucket,
+    rate: Rate,
+    now: Instant,
+    gate: &'a mut HandshakeGate,
+    peer: IpAddr,
+    yielded: bool,
+    waiting: bool,
+}
+
+impl<'a> Meter<'a> {
+    /// A meter for one read by the session at `peer`, charging its
+    /// `bucket`.
+    pub fn new(
+        bucket: &'a mut TokenBucket,
+        rate: Rate,
+        now: Instant,
+        gate: &'a mut HandshakeGate,
+        peer: IpAddr,
+    ) -> Meter<'a> {
+        Meter {
+            cost: Cost::default(),
+            limit: 0,
+            bucket,
+            rate,
+            now,
+            gate,
+            peer,
+            yielded: false,
+            waiting: false,
+        }
+    }
+
+    /// Takes a token for a frame with no protocol bytes.
+    fn allow(&mut self) -> bool {
+        let ok = self.bucket.allow(self.rate, self.now);
+        if !ok {
+            self.cost.limited += 1;
+        }
+        ok
+    }
+
+    /// The door stops here: `WouldBlock` with the reason noted, which
+    /// [`Transport::read`] turns into [`Input::Yield`].
+    fn stop(&mut self) -> io::Error {
+        self.yielded = true;
+        io::ErrorKind::WouldBlock.into()
+    }
+
+    fn spent(&self) -> bool {
+        self.cost.work >= self.limit
+    }
 }
 
 /// What only the chat can handle, reported by a door.
@@ -130,6 +232,26 @@ pub enum DoorEvent {
 pub struct Transport {
     io: Io,
     door: Door,
+    /// The connection comes from a `--proxy-from` address and its start
+    /// has not been looked at yet: it may be a PROXY header, which comes
+    /// before the first byte the doors sniff.
+    proxy_header: bool,
+}
+
+/// What the start of a connection from a trusted proxy was.
+#[derive(Debug)]
+pub enum ProxyStart {
+    /// Part of a header so far: wait for more bytes.
+    Partial,
+    /// The peer closed before a header or anything else.
+    Eof,
+    /// No header: the protocol starts at once (a direct connection from the
+    /// proxy's host, say).
+    Absent,
+    /// A header, consumed; the client's address if it named one.
+    Header(Option<std::net::SocketAddr>),
+    /// A header that breaks the spec.
+    Bad(super::proxy::BadHeader),
 }
 
 /// The socket, and the TLS connection over it once the first byte asked
@@ -137,6 +259,11 @@ pub struct Transport {
 struct Io {
     stream: TcpStream,
     tls: Option<Box<rustls::ServerConnection>>,
+    /// Ciphertext read into rustls whose processing waits for the
+    /// handshake budget.
+    unprocessed: bool,
+    /// In the loop's handshake FIFO.
+    queued: bool,
 }
 
 enum Door {
@@ -156,9 +283,11 @@ struct HttpDoor {
     max_ws_message: usize,
     /// Plaintext to a server that requires TLS: whatever is asked, 426.
     refuse_plaintext: bool,
-    /// The encoded response, and how much of it is written.
-    answer: Vec<u8>,
-    sent: usize,
+    /// The response and how much of it is written (the page's body is
+    /// shared, not copied).
+    answer: Answer,
+    /// The request was HEAD: the chat's answers go without their body.
+    head_only: bool,
     /// The head is parsed: further input is not ours to read.
     asked: bool,
 }
@@ -174,6 +303,8 @@ struct WsDoor {
     tracker: FrameTracker,
     /// An event found while decoding, reported after the bytes before it.
     event: Option<DoorEvent>,
+    /// The close frame `event` calls for, queued when it is reported.
+    close: Option<(u16, &'static str)>,
 }
 
 impl fmt::Debug for Transport {
@@ -194,17 +325,59 @@ impl Transport {
     /// benchmarks, outgoing links).
     pub fn plain(stream: TcpStream) -> Transport {
         Transport {
-            io: Io { stream, tls: None },
+            io: Io::new(stream),
             door: Door::Binary,
+            proxy_header: false,
         }
     }
 
     /// A freshly accepted connection: its first byte picks the door.
     pub fn accept(stream: TcpStream, doors: &Arc<Doors>) -> Transport {
         Transport {
-            io: Io { stream, tls: None },
+            io: Io::new(stream),
             door: Door::Sniff(Arc::clone(doors)),
+            proxy_header: false,
         }
+    }
+
+    /// A connection from a trusted proxy (`--proxy-from`): it may start
+    /// with a PROXY header, which [`Transport::take_proxy_header`] reads
+    /// before any door looks at the stream.
+    pub fn expect_proxy_header(&mut self) {
+        self.proxy_header = true;
+    }
+
+    /// Whether the start of a trusted proxy's connection is still to be
+    /// looked at.
+    pub fn awaits_proxy_header(&self) -> bool {
+        self.proxy_header
+    }
+
+    /// Looks for a PROXY header at the start of the stream. The bytes are
+    /// peeked, like the door's first byte, and only a whole header is
+    /// consumed, so the protocol behind it reaches the door untouched.
+    /// `WouldBlock` (nothing there yet) comes back as an error, like a
+    /// read's.
+    pub fn take_proxy_header(&mut self) -> io::Result<ProxyStart> {
+        use super::proxy::{self, Parsed};
+        let mut buf = [0u8; proxy::MAX_HEADER];
+        let n = self.io.stream.peek(&mut buf)?;
+        if n == 0 {
+            return Ok(ProxyStart::Eof);
+        }
+        let start = match proxy::parse(&buf[..n]) {
+            Ok(Parsed::Incomplete) => return Ok(ProxyStart::Partial),
+            Ok(Parsed::NotProxy) => ProxyStart::Absent,
+            Ok(Parsed::Header { len, source }) => {
+                // Peeked, so all `len` bytes are in the socket already.
+                (&self.io.stream).read_exact(&mut buf[..len])?;
+                ProxyStart::Header(source)
+            }
+            // Looked at once: the session is cut, whatever follows.
+            Err(bad) => ProxyStart::Bad(bad),
+        };
+        self.proxy_header = false;
+        Ok(start)
     }
 
     /// Which layer and door, for logs: `tcp/binary`, `tls/ws`, ...
@@ -223,6 +396,17 @@ impl Transport {
         matches!(self.door, Door::Http(_))
     }
 
+    /// The door for logs: `binary`, `http`, `ws`, or `none` while the
+    /// first byte is still to come.
+    pub fn door(&self) -> &'static str {
+        match self.door {
+            Door::Sniff(_) => "none",
+            Door::Binary => "binary",
+            Door::Http(_) => "http",
+            Door::Ws(_) => "ws",
+        }
+    }
+
     /// Whether the connection is a WebSocket.
     pub fn is_ws(&self) -> bool {
         matches!(self.door, Door::Ws(_))
@@ -230,13 +414,24 @@ impl Transport {
 
     /// Reads protocol bytes into `buf`, or reports a door event.
     /// `Bytes(0)` is the peer's end of stream; `WouldBlock` means no more
-    /// for now.
+    /// for now. A door charges `m` for its work (plain binary TCP does
+    /// not: its bytes are the protocol bytes the chat counts).
     #[inline]
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+    pub fn read(&mut self, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         if let (Door::Binary, None) = (&self.door, &self.io.tls) {
             return (&self.io.stream).read(buf).map(Input::Bytes);
         }
-        let input = self.read_door(buf)?;
+        m.limit = buf.len();
+        let input = match self.read_door(buf, m) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && m.waiting => {
+                m.cost.enqueue = !std::mem::replace(&mut self.io.queued, true);
+                return Ok(Input::Handshake);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && m.yielded => {
+                return Ok(Input::Yield)
+            }
+            other => other?,
+        };
         if let Input::Event(DoorEvent::Upgraded) = input {
             if let Door::Http(h) = std::mem::replace(&mut self.door, Door::Binary) {
                 self.door = Door::Ws((*h).into_ws());
@@ -245,25 +440,36 @@ impl Transport {
         Ok(input)
     }
 
-    fn read_door(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+    /// The loop took this session out of its handshake FIFO to read it: a
+    /// refusal from now on queues it again.
+    pub fn dequeue(&mut self) {
+        self.io.queued = false;
+    }
+
+    fn read_door(&mut self, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         loop {
             match &mut self.door {
-                Door::Binary => return self.io.read(buf).map(Input::Bytes),
+                Door::Binary => return self.io.read(buf, m).map(Input::Bytes),
                 Door::Sniff(doors) => {
                     let doors = Arc::clone(doors);
-                    if let Some(input) = self.sniff(&doors, buf)? {
+                    if let Some(input) = self.sniff(&doors, buf, m)? {
                         return Ok(input);
                     }
                 }
-                Door::Http(h) => return h.read(&mut self.io, buf),
-                Door::Ws(w) => return w.read(&mut self.io, buf),
+                Door::Http(h) => return h.read(&mut self.io, buf, m),
+                Door::Ws(w) => return w.read(&mut self.io, buf, m),
             }
         }
     }
 
     /// The first byte: picks the door (and maybe TLS). Returns an input to
     /// report, or `None` to read again through the chosen door.
-    fn sniff(&mut self, doors: &Arc<Doors>, buf: &mut [u8]) -> io::Result<Option<Input>> {
+    fn sniff(
+        &mut self,
+        doors: &Arc<Doors>,
+        buf: &mut [u8],
+        m: &mut Meter<'_>,
+    ) -> io::Result<Option<Input>> {
         if self.io.tls.is_none() {
             let mut first = [0u8; 1];
             if self.io.stream.peek(&mut first)? == 0 {
@@ -271,6 +477,13 @@ impl Transport {
             }
             match (first[0], &doors.tls) {
                 (0x16, Some(config)) => {
+                    if !m.gate.admit(m.peer, m.now) {
+                        m.cost.refused = true;
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            "too many TLS handshakes from this address",
+                        ));
+                    }
                     let conn = tls::accept(config)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                     self.io.tls = Some(Box::new(conn));
@@ -294,7 +507,7 @@ impl Transport {
         }
         // Inside TLS the same rule again, on decrypted bytes (which cannot
         // be peeked, so they are handed to the door chosen).
-        let n = self.io.read(buf)?;
+        let n = self.io.read(buf, m)?;
         if n == 0 {
             return Ok(Some(Input::Bytes(0)));
         }
@@ -318,7 +531,7 @@ impl Transport {
     /// the protocol bytes taken from `out`.
     #[inline]
     pub fn flush(&mut self, out: &mut OutBuf) -> io::Result<usize> {
-        let Io { stream, tls } = &mut self.io;
+        let Io { stream, tls, .. } = &mut self.io;
         match tls {
             None => {
                 let mut sink: &TcpStream = stream;
@@ -345,7 +558,7 @@ impl Transport {
     pub fn pending(&self) -> usize {
         let door = match &self.door {
             Door::Binary | Door::Sniff(_) => 0,
-            Door::Http(h) => h.answer.len() - h.sent,
+            Door::Http(h) => h.answer.pending(),
             Door::Ws(w) => w.prefix.len() + usize::from(w.writer.has_pending()),
         };
         let tls = self
@@ -369,9 +582,7 @@ impl Transport {
     /// [`DoorEvent::Healthz`].
     pub fn respond(&mut self, response: &Response) {
         if let Door::Http(h) = &mut self.door {
-            h.answer.clear();
-            h.sent = 0;
-            response.encode(&mut h.answer);
+            h.answer.set_response(response, h.head_only);
         }
     }
 
@@ -396,7 +607,7 @@ impl Transport {
 
     /// Closes our sending side (FIN); TLS sends close_notify first.
     pub fn shutdown_write(&mut self) {
-        let Io { stream, tls } = &mut self.io;
+        let Io { stream, tls, .. } = &mut self.io;
         if let Some(conn) = tls {
             conn.send_close_notify();
             let _ = push(stream, conn);
@@ -428,12 +639,26 @@ impl Transport {
 }
 
 impl Io {
+    fn new(stream: TcpStream) -> Io {
+        Io {
+            stream,
+            tls: None,
+            unprocessed: false,
+            queued: false,
+        }
+    }
+
     /// Reads stream bytes: plaintext out of rustls when TLS, feeding it
     /// ciphertext from the socket as needed. `Ok(0)` is the end
-    /// (close_notify or the socket's EOF).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// (close_notify or the socket's EOF). TLS charges `m` the ciphertext
+    /// and [`FRAME_COST`] per `read_tls`, stops after a read's worth with
+    /// no plaintext, and takes a step of the handshake budget for each
+    /// processing while handshaking.
+    fn read(&mut self, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<usize> {
         let Some(conn) = &mut self.tls else {
-            return (&self.stream).read(buf);
+            let n = (&self.stream).read(buf)?;
+            m.cost.work += n;
+            return Ok(n);
         };
         loop {
             match conn.reader().read(buf) {
@@ -445,12 +670,27 @@ impl Io {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            match conn.read_tls(&mut &self.stream) {
-                Ok(0) => return Ok(0),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            if !self.unprocessed {
+                if m.spent() {
+                    // Records without plaintext (empty ones, alerts,
+                    // handshake messages): a read's worth, then yield.
+                    return Err(m.stop());
+                }
+                match conn.read_tls(&mut &self.stream) {
+                    Ok(0) => return Ok(0),
+                    Ok(n) => m.cost.work += n + FRAME_COST,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            // A handshake step (the answer to a ClientHello signs) waits
+            // for the iteration's budget; the ciphertext stays in rustls.
+            if conn.is_handshaking() && !m.gate.take_step() {
+                self.unprocessed = true;
+                m.waiting = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.unprocessed = false;
             if let Err(e) = conn.process_new_packets() {
                 // rustls queued an alert that says why: send it, best effort.
                 let _ = push(&self.stream, conn);
@@ -518,27 +758,12 @@ impl Door {
                 // Protocol frames (a login timeout's ERROR, SHUTDOWN) are
                 // not for an HTTP client: dropped.
                 out.consume(out.pending());
-                write_some(&h.answer, &mut h.sent, sink)?;
+                h.answer.write_to(sink)?;
                 Ok(0)
             }
             Door::Ws(w) => w.flush(out, sink),
         }
     }
-}
-
-/// Writes `bytes[*sent..]` until done or `WouldBlock`. Returns whether all
-/// of it is out.
-fn write_some<W: Write>(bytes: &[u8], sent: &mut usize, sink: &mut W) -> io::Result<bool> {
-    while *sent < bytes.len() {
-        match sink.write(&bytes[*sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 impl HttpDoor {
@@ -548,23 +773,23 @@ impl HttpDoor {
             limits: doors.http,
             max_ws_message: doors.max_ws_message,
             refuse_plaintext,
-            answer: Vec::new(),
-            sent: 0,
+            answer: Answer::default(),
+            head_only: false,
             asked: false,
         }
     }
 
-    fn read(&mut self, io: &mut Io, buf: &mut [u8]) -> io::Result<Input> {
+    fn read(&mut self, io: &mut Io, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         loop {
             if self.asked {
                 // Asked and answered: whatever else comes is read and
                 // dropped until we close.
-                let n = io.read(buf)?;
+                let n = io.read(buf, m)?;
                 return Ok(Input::Bytes(n));
             }
             // Never more than the head limit: read only what still fits.
             let room = (self.limits.max_head - self.head.len()).min(buf.len());
-            let n = io.read(&mut buf[..room.max(1)])?;
+            let n = io.read(&mut buf[..room.max(1)], m)?;
             if n == 0 {
                 return Ok(Input::Bytes(0));
             }
@@ -580,33 +805,33 @@ impl HttpDoor {
     fn take(&mut self, bytes: &[u8]) -> Input {
         let room = self.limits.max_head - self.head.len();
         self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        let (head_len, route) = match http::parse_request(&self.head, &self.limits) {
+        let (head_len, route, head_only) = match http::parse_request(&self.head, &self.limits) {
             Parse::Partial => return Input::Bytes(0),
-            Parse::Done { head_len, route } => (head_len, route),
+            Parse::Done {
+                head_len,
+                route,
+                head_only,
+            } => (head_len, route, head_only),
         };
         self.asked = true;
+        self.head_only = head_only;
         if self.refuse_plaintext {
-            http::tls_required().encode(&mut self.answer);
+            self.answer.set_response(&http::tls_required(), head_only);
             return Input::Event(DoorEvent::Answered);
         }
         match route {
-            Route::Page => {
-                Response::new(
-                    http::Status::Ok,
-                    "text/html; charset=utf-8",
-                    PAGE.as_bytes(),
-                )
-                .encode(&mut self.answer);
+            Route::Page(ask) => {
+                self.answer.set_page(ask, head_only);
                 Input::Event(DoorEvent::Answered)
             }
             Route::Refuse(r) => {
-                Response::refusal(r).encode(&mut self.answer);
+                self.answer.set_response(&Response::refusal(r), head_only);
                 Input::Event(DoorEvent::Answered)
             }
             Route::Metrics => Input::Event(DoorEvent::Metrics),
             Route::Healthz => Input::Event(DoorEvent::Healthz),
             Route::WebSocket { accept } => {
-                http::switching_protocols(&accept, &mut self.answer);
+                http::switching_protocols(&accept, self.answer.head_mut());
                 // Bytes behind the head are the first WebSocket frames.
                 let extra = bytes.len().saturating_sub(room);
                 let mut replay = self.head.split_off(head_len.min(self.head.len()));
@@ -626,24 +851,33 @@ impl HttpDoor {
             ..
         } = self;
         Box::new(WsDoor {
-            prefix: answer,
+            prefix: answer.into_head(),
             replay: head,
             decoder: ws::Decoder::new(max_ws_message),
             writer: WsWriter::default(),
             tracker: FrameTracker::default(),
             event: None,
+            close: None,
         })
     }
 }
 
 impl WsDoor {
-    fn read(&mut self, io: &mut Io, buf: &mut [u8]) -> io::Result<Input> {
+    fn read(&mut self, io: &mut Io, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
         loop {
             if let Some(ev) = self.event.take() {
+                if let Some((code, why)) = self.close.take() {
+                    self.writer.queue_close(code, why);
+                }
                 return Ok(Input::Event(ev));
             }
+            if m.spent() {
+                // A read's worth of frames without protocol bytes (empty
+                // continuations, pings, pongs): let the others have a turn.
+                return Err(m.stop());
+            }
             let n = if self.replay.is_empty() {
-                let n = io.read(buf)?;
+                let n = io.read(buf, m)?;
                 if n == 0 {
                     return Ok(Input::Bytes(0));
                 }
@@ -656,7 +890,7 @@ impl WsDoor {
                 self.replay.drain(..n);
                 n
             };
-            let produced = self.decode(buf, n);
+            let produced = self.decode(buf, n, m);
             if produced > 0 {
                 return Ok(Input::Bytes(produced));
             }
@@ -668,12 +902,21 @@ impl WsDoor {
     /// Decodes `buf[..n]` in place; returns the protocol bytes now at the
     /// front of `buf`. Control frames are answered here; a close or an
     /// error is kept in `event` and stops decoding.
-    fn decode(&mut self, buf: &mut [u8], n: usize) -> usize {
+    fn decode(&mut self, buf: &mut [u8], n: usize, m: &mut Meter<'_>) -> usize {
         let (mut read, mut write) = (0, 0);
         while self.event.is_none() {
             let before = write;
             let res = self.decoder.feed_in_place(buf, &mut read, n, &mut write);
             self.tracker.advance(&buf[before..write]);
+            let (frames, mut idle) = self.decoder.take_counts();
+            m.cost.work += FRAME_COST * frames;
+            if matches!(res, Ok(ws::Event::Ping)) {
+                // Its own token decides its pong, below.
+                idle = idle.saturating_sub(1);
+            }
+            for _ in 0..idle {
+                m.allow();
+            }
             match res {
                 Ok(ws::Event::NeedMore) => break,
                 Ok(ws::Event::MessageEnd) => {
@@ -685,7 +928,11 @@ impl WsDoor {
                         });
                     }
                 }
-                Ok(ws::Event::Ping) => self.writer.queue_pong(self.decoder.control_payload()),
+                Ok(ws::Event::Ping) => {
+                    if m.allow() {
+                        self.writer.queue_pong(self.decoder.control_payload());
+                    }
+                }
                 Ok(ws::Event::Pong) => {}
                 Ok(ws::Event::Close { code }) => {
                     self.writer.queue_close(code, "");
@@ -699,8 +946,12 @@ impl WsDoor {
 
     fn fail(&mut self, e: ws::WsError) {
         // The chat queues the ERROR frame; our close goes after it, with
-        // the code the violation calls for.
-        self.writer.queue_close(e.close, e.why);
+        // the code the violation calls for, once the event is reported:
+        // the protocol bytes decoded before it go to the chat first, and
+        // if they already cost the session its life (FRAME_TOO_LARGE,
+        // close 1009), that first close stands and the chat sends no
+        // second ERROR.
+        self.close = Some((e.close, e.why));
         self.event = Some(DoorEvent::Fatal {
             error: e.error,
             detail: e.why,

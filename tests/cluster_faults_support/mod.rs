@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster_support::{node_command, redis_command, Redis, StallProxy};
 use crate::common::Daemon;
-use muxchat::protocol::{
-    code, history_status, ClientMessage, ErrorCode, FrameReader, ServerMessage,
-};
+use muxchat::codec::{code, history_status, ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
 /// The liveness period the fault tests give their nodes: short, so that a
 /// stall or pause "longer than the liveness period" fits in a CI test.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Client, Daemon, Reply, WAIT};
-use muxchat::protocol::{code, ClientMessage, ErrorCode, ServerMessage};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 /// Where CI installs Debian's redis-server (`.ci/run`).
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";

@@ -11,7 +11,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use muxchat::protocol::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
+use muxchat::codec::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
+
+pub mod logs;
 
 /// How long a test waits for a frame it expects. Generous: CI machines are
 /// shared and slow; speed is measured by benchmarks, not tests.
@@ -316,7 +318,7 @@ impl Client {
 /// One frame's bytes with any code, flags and payload, valid or not: for
 /// tests that must send what a well-behaved client never would.
 pub fn raw_frame(code: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
-    let mut out = muxchat::protocol::Header {
+    let mut out = muxchat::codec::Header {
         code,
         flags,
         length: payload.len() as u32,
@@ -411,7 +413,7 @@ impl Client {
     #[track_caller]
     pub fn stats(&mut self) -> std::collections::HashMap<String, u64> {
         self.send(&ClientMessage::Stats);
-        let r = self.recv_code(muxchat::protocol::code::STATS_REPLY);
+        let r = self.recv_code(muxchat::codec::code::STATS_REPLY);
         match r.msg() {
             ServerMessage::StatsReply(kv) => {
                 kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
@@ -460,4 +462,52 @@ impl Client {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Waiting on conditions instead of sleeping.
+// ---------------------------------------------------------------------------
+
+/// Polls `cond` until it holds, and fails the test naming `what` if
+/// `timeout` passes first. Use it where a test would otherwise sleep "long
+/// enough" for something to happen: the wait ends as soon as it has
+/// happened, and a loaded machine gets the whole `timeout` instead of a
+/// guess. Returns how long the wait took.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    // Short polls first (most conditions hold at once on loopback), then
+    // backing off so a long wait does not compete for the CPU it waits on.
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The kernel's send and receive queues, in bytes, of the IPv4 TCP
+/// connection from `local` port to `remote` port on this machine
+/// (/proc/net/tcp's `tx_queue:rx_queue`: bytes not yet acknowledged by the
+/// peer, and bytes received that the owner has not read), if the kernel
+/// still has the connection.
+pub fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if port(f.get(1)?)? != local || port(f.get(2)?)? != remote {
+            return None;
+        }
+        let (tx, rx) = f.get(4)?.split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
 }

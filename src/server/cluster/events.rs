@@ -15,14 +15,14 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::Token;
 
-use crate::protocol::{ErrorCode, NameKey, ServerMessage, VERSION_2};
+use crate::codec::{ErrorCode, NameKey, ServerMessage, VERSION_2};
 
 use super::super::chat::{encode_into, Chat};
 use super::super::rooms::RoomId;
 use super::super::session::Membership;
 use super::link::Change;
-use super::resp::Value;
 use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX, TICK};
+use crate::codec::resp::Value;
 
 /// A fill's upper bound that means "everything after": after a
 /// resubscription nothing says how far the room went meanwhile.
@@ -160,12 +160,8 @@ impl Chat {
         let mut failed: Vec<(Waiter, u16)> = Vec::new();
         for r in c.rooms.values_mut() {
             r.subscribed = false;
-            failed.extend(r.joins.drain(..).map(|w| (w, crate::protocol::code::JOIN)));
-            failed.extend(
-                r.leaves
-                    .drain(..)
-                    .map(|w| (w, crate::protocol::code::LEAVE)),
-            );
+            failed.extend(r.joins.drain(..).map(|w| (w, crate::codec::code::JOIN)));
+            failed.extend(r.leaves.drain(..).map(|w| (w, crate::codec::code::LEAVE)));
         }
         for (w, _) in &failed {
             c.waits.remove(&w.sid);
@@ -501,6 +497,7 @@ impl Chat {
     /// out what it queued, as [`Chat::on_link_ready`] does. Exists for
     /// fuzzing and tests, with a [`Cluster::detached`] node.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn feed_push(&mut self, v: Value) {
         self.on_push(v);
         self.flush_cast();
@@ -509,6 +506,7 @@ impl Chat {
     /// Handles `v` as the command link's answer to the oldest call in
     /// flight (see [`Chat::feed_push`]). Exists for fuzzing and tests.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn feed_answer(&mut self, v: Value) {
         self.on_answer(Ok(v));
         self.flush_cast();
@@ -519,6 +517,7 @@ impl Chat {
     /// it asks for.
     /// Exists for fuzzing and tests, to shape an answer that fits.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn oldest_call(&self) -> Option<(&'static str, u64, u64)> {
         let f = self.cluster.as_deref()?.in_flight.front()?;
         Some(match &f.expect {
@@ -553,6 +552,7 @@ impl Chat {
     /// way round, held events only during a fill and counted exactly, and
     /// a room with local members is positioned. For fuzzing and tests.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn check_cluster_invariants(&self) {
         let Some(c) = self.cluster.as_deref() else {
             return;
@@ -604,7 +604,7 @@ impl Chat {
 
     /// One answer (or its loss with the link), for what it was for.
     fn answer(&mut self, expect: Expect, v: Result<Value, String>) {
-        use crate::protocol::code;
+        use crate::codec::code;
         let v = match v {
             Ok(v) => match v.error() {
                 Some(e) => Err(String::from_utf8_lossy(e).into_owned()),

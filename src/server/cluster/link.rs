@@ -28,8 +28,9 @@ use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use super::resp::{self, Limits, Parse, Value};
 use super::url::RedisUrl;
+use crate::codec::resp::{self, Limits, Parse, Value};
+use crate::net::OutBuf;
 
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -105,7 +106,7 @@ impl Opener {
             let mut roots = rustls::RootCertStore::empty();
             match ca {
                 Some(path) => {
-                    let certs = crate::server::tls::load_certs(path)
+                    let certs = crate::codec::pem::load_certs(path)
                         .map_err(|e| format!("--redis-ca {e}"))?;
                     for c in certs {
                         roots.add(c).map_err(|e| {
@@ -127,7 +128,7 @@ impl Opener {
                     }
                 }
             }
-            let config = ClientConfig::builder_with_provider(crate::server::tls::provider())
+            let config = ClientConfig::builder_with_provider(crate::codec::pem::provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("TLS: {e}"))?
                 .with_root_certificates(roots)
@@ -181,9 +182,8 @@ pub struct Link {
     stream: Option<TcpStream>,
     state: State,
     backoff: Duration,
-    out: Vec<u8>,
-    /// Bytes of `out` already written.
-    written: usize,
+    /// Requests not yet written: the sessions' write buffer type.
+    out: OutBuf,
     inbuf: Vec<u8>,
     limits: Limits,
     writable_interest: bool,
@@ -231,8 +231,7 @@ impl Link {
             stream: None,
             state: State::Down(Instant::now()),
             backoff: BACKOFF_MIN,
-            out: Vec::new(),
-            written: 0,
+            out: OutBuf::default(),
             inbuf: Vec::new(),
             limits: Limits::default(),
             writable_interest: false,
@@ -256,6 +255,7 @@ impl Link {
     /// [`super::Cluster::detached`] run the node's state machine with no
     /// network (fuzzing and tests feed it what Redis would send).
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn detached(name: &'static str, token: Token, registry: &Registry) -> Link {
         // Without a stream, `new` only builds the state (no syscall).
         let mut link = Link::new(name, (Vec::new(), Opener::default()), token, None, registry)
@@ -281,7 +281,7 @@ impl Link {
 
     /// Bytes not yet written.
     pub fn unsent(&self) -> usize {
-        self.out.len() - self.written
+        self.out.pending()
     }
 
     /// Appends one command; written at the next flush. Returns its size
@@ -292,9 +292,9 @@ impl Link {
         if self.state != State::Up {
             return 0;
         }
-        let before = self.out.len();
-        resp::encode(&mut self.out, args);
-        self.out.len() - before
+        let before = self.out.pending();
+        self.out.push_command(args);
+        self.out.pending() - before
     }
 
     /// Starts a non-blocking connect if the link is down and its backoff
@@ -372,7 +372,7 @@ impl Link {
                     self.state = State::Opening;
                     if let Some(auth) = &self.opener.auth {
                         let args: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
-                        resp::encode(&mut self.out, &args);
+                        self.out.push_command(&args);
                         self.awaiting_auth = true;
                     }
                 }
@@ -533,10 +533,10 @@ impl Link {
             // (during the handshake it holds AUTH until it can be sent),
             // ciphertext out until the socket would block.
             loop {
-                while self.written < self.out.len() {
-                    match conn.writer().write(&self.out[self.written..])? {
+                while self.out.pending() > 0 {
+                    match conn.writer().write(self.out.pending_bytes())? {
                         0 => break,
-                        n => self.written += n,
+                        n => self.out.consume(n),
                     }
                 }
                 if !conn.wants_write() {
@@ -551,25 +551,14 @@ impl Link {
                 }
             }
         } else {
-            while self.written < self.out.len() {
-                match s.write(&self.out[self.written..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => self.written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
+            self.out.write_to(s)?;
         }
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
-            if self.out.capacity() > 1 << 20 {
-                self.out.shrink_to(64 * 1024);
-            }
+        // A burst (a resync's fills) may have grown the buffer; a quiet
+        // link does not keep that memory.
+        if self.out.capacity() > 1 << 20 {
+            self.out.release_if_empty();
         }
-        let want =
-            self.written < self.out.len() || self.tls.as_ref().is_some_and(|c| c.wants_write());
+        let want = self.out.pending() > 0 || self.tls.as_ref().is_some_and(|c| c.wants_write());
         if want != self.writable_interest {
             self.writable_interest = want;
             let interest = if want {
@@ -589,8 +578,7 @@ impl Link {
         if let Some(mut s) = self.stream.take() {
             let _ = registry.deregister(&mut s);
         }
-        self.out.clear();
-        self.written = 0;
+        self.out.discard();
         self.inbuf.clear();
         self.writable_interest = false;
         self.fail(now);
@@ -725,7 +713,7 @@ mod tests {
         // As if connected and AUTH queued, not yet written.
         let auth = url.auth_command().unwrap();
         let args: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
-        resp::encode(&mut link.out, &args);
+        link.out.push_command(&args);
         let shown = format!("{link:?}");
         // Neither as text nor as the bytes a derived Debug would list.
         let bytes = format!("{:?}", b"Xyzzy");

@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use crate::protocol::{code, ErrorCode, ServerMessage};
+use crate::codec::{code, ErrorCode, ServerMessage};
 
 use super::super::chat::Chat;
 use super::events::fold;
-use super::resp::Value;
 use super::{text, Expect};
+use crate::codec::resp::Value;
 
 /// Rooms whose LIST_USERS answer a node keeps at once.
 const USERS_MAX: usize = 1024;

@@ -26,7 +26,6 @@ pub mod events;
 pub mod link;
 pub mod lists;
 pub mod requests;
-pub mod resp;
 pub mod url;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -38,8 +37,8 @@ use log::{debug, info, warn};
 use mio::{Registry, Token};
 
 use self::link::{Change, Link, Opener};
-use self::resp::Value;
 use self::url::RedisUrl;
+use crate::codec::resp::Value;
 
 use super::rooms::RoomId;
 
@@ -372,8 +371,8 @@ impl Cluster {
             max_pending,
             (ttl, room_ttl),
         );
-        c.rng ^= seed | 1;
         c.timeout = timeout;
+        c.rng ^= seed | 1;
         c.subscribe_node_channels();
         // Known from the start, so the first heartbeat does not read as
         // the store having lost this node.
@@ -393,6 +392,7 @@ impl Cluster {
     /// [`Chat::feed_push`]: super::chat::Chat::feed_push
     /// [`Chat::feed_answer`]: super::chat::Chat::feed_answer
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn detached(name: &str, max_pending: usize, registry: Registry) -> Cluster {
         let links = (
             Link::detached("command", CMD, &registry),
@@ -512,7 +512,7 @@ impl Cluster {
         x ^= x >> 7;
         x ^= x << 17;
         self.rng = x;
-        let keep = nick.len().min(crate::protocol::names::MAX_NICK - 5);
+        let keep = nick.len().min(crate::codec::names::MAX_NICK - 5);
         format!("{}-{:04x}", &nick[..keep], x as u16)
     }
 

@@ -10,14 +10,14 @@
 
 use mio::Token;
 
-use crate::protocol::{code, history_status, NameKey, ServerMessage};
+use crate::codec::{code, history_status, NameKey, ServerMessage};
 
 use super::super::chat::{encode_into, Chat};
 use super::super::history;
 use super::super::rooms::RoomId;
 use super::events::fold;
-use super::resp::Value;
 use super::{Cluster, ClusterRoom, Expect, Waiter};
+use crate::codec::resp::Value;
 
 /// A HISTORY request sent to the store, for its answer.
 #[derive(Debug)]

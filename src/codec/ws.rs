@@ -1,6 +1,6 @@
 //! The WebSocket door: RFC 6455 framing as a pure codec over bytes.
 //!
-//! After the HTTP upgrade (see [`super::http`]) a connection carries the
+//! After the HTTP upgrade (the daemon's HTTP door) a connection carries the
 //! binary protocol inside WebSocket binary messages: each message from the
 //! client holds one or more whole protocol frames, and so does each message
 //! from the server. This module never sees a socket:
@@ -35,7 +35,7 @@
 
 use std::io::{self, IoSlice, Write};
 
-use crate::protocol::{ErrorCode, HEADER_LEN};
+use crate::codec::{ErrorCode, HEADER_LEN};
 
 /// The largest server frame header: 2 bytes, then a 64-bit length.
 pub const MAX_SERVER_HEADER: usize = 10;
@@ -153,6 +153,11 @@ pub struct Decoder {
     message_len: u64,
     control: [u8; MAX_CONTROL],
     control_len: usize,
+    /// Frames ended since [`Decoder::take_counts`], and how many of them
+    /// carried no message payload (control frames, empty data frames):
+    /// the door charges them as work and against the rate allowance.
+    frames: usize,
+    idle: usize,
 }
 
 impl Decoder {
@@ -173,7 +178,18 @@ impl Decoder {
             message_len: 0,
             control: [0; MAX_CONTROL],
             control_len: 0,
+            frames: 0,
+            idle: 0,
         }
+    }
+
+    /// Frames ended since the last call, and how many of them carried no
+    /// message payload; both counters restart at zero.
+    pub fn take_counts(&mut self) -> (usize, usize) {
+        (
+            std::mem::take(&mut self.frames),
+            std::mem::take(&mut self.idle),
+        )
     }
 
     /// The payload of the last ping or close (unmasked).
@@ -390,6 +406,10 @@ impl Decoder {
     /// The current frame's payload is complete.
     fn end_frame(&mut self) -> Result<Option<Event>, WsError> {
         self.state = State::Header;
+        self.frames += 1;
+        if self.opcode >= opcode::CLOSE || self.done == 0 {
+            self.idle += 1;
+        }
         match self.opcode {
             opcode::BINARY | opcode::CONTINUATION => {
                 if !self.fin {
@@ -768,6 +788,7 @@ fn progress(res: io::Result<usize>) -> io::Result<Option<usize>> {
 ///   out as well-formed unmasked frames whose binary payloads are exactly
 ///   those bytes, with the queued pong and close where they belong.
 #[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) {
     let [m, plan_len, rest @ ..] = data else {
         return;
@@ -895,12 +916,14 @@ pub fn fuzz_check(data: &[u8]) {
 }
 
 /// A writer that takes what its plan says per call and sometimes blocks.
+#[cfg(any(test, feature = "fuzzing"))]
 struct TrickleSink<'a> {
     taken: Vec<u8>,
     plan: &'a [u8],
     step: usize,
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 impl Write for TrickleSink<'_> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let p = self

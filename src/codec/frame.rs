@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 65536;
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    /// Message code (see [`crate::protocol::code`]).
+    /// Message code (see [`crate::codec::code`]).
     pub code: u16,
     /// Reserved; must be 0.
     pub flags: u16,
