@@ -11,7 +11,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -279,6 +279,11 @@ pub struct StallProxy {
     addr: SocketAddr,
     forwarding: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+    /// Delay before each forwarded chunk, in ms (0: none); see [`StallProxy::slow`].
+    delay_ms: Arc<AtomicU64>,
+    /// Bumped by [`StallProxy::cut`]: a pump started under an older value
+    /// closes both of its sockets.
+    generation: Arc<AtomicU64>,
 }
 
 impl StallProxy {
@@ -289,7 +294,10 @@ impl StallProxy {
         listener.set_nonblocking(true).expect("nonblocking accept");
         let forwarding = Arc::new(AtomicBool::new(true));
         let done = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let generation = Arc::new(AtomicU64::new(0));
         let (fwd, stop) = (forwarding.clone(), done.clone());
+        let (delay, gen) = (delay_ms.clone(), generation.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -300,8 +308,14 @@ impl StallProxy {
                         };
                         for (from, to) in [(down.try_clone(), up.try_clone()), (Ok(up), Ok(down))] {
                             if let (Ok(from), Ok(to)) = (from, to) {
-                                let (fwd, stop) = (fwd.clone(), stop.clone());
-                                std::thread::spawn(move || pump(from, to, &fwd, &stop));
+                                let link = Link {
+                                    forwarding: fwd.clone(),
+                                    done: stop.clone(),
+                                    delay_ms: delay.clone(),
+                                    generation: gen.clone(),
+                                    born: gen.load(Ordering::SeqCst),
+                                };
+                                std::thread::spawn(move || pump(from, to, &link));
                             }
                         }
                     }
@@ -316,7 +330,23 @@ impl StallProxy {
             addr,
             forwarding,
             done,
+            delay_ms,
+            generation,
         }
+    }
+
+    /// Delays each forwarded chunk by `delay` (zero: full speed again), as
+    /// a congested link would; bytes keep their order.
+    pub fn slow(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Closes both sides of every connection open now (a link cut, as a
+    /// middlebox reset would); connections made afterwards are forwarded.
+    /// A stall in force stays in force for the new ones.
+    pub fn cut(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// `redis://` URL of the proxy, for a node's `--redis`.
@@ -342,12 +372,30 @@ impl Drop for StallProxy {
     }
 }
 
+/// What one pump thread shares with its proxy.
+struct Link {
+    forwarding: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+    generation: Arc<AtomicU64>,
+    /// The proxy's generation when this connection was accepted.
+    born: u64,
+}
+
+impl Link {
+    /// Whether the pump must end: the proxy is gone or cut this connection.
+    fn over(&self) -> bool {
+        self.done.load(Ordering::Relaxed) || self.generation.load(Ordering::SeqCst) != self.born
+    }
+}
+
 /// Copies `from` to `to` while forwarding is on; while it is off, reads
-/// nothing. Ends (closing both directions) on EOF, an error or `done`.
-fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, done: &AtomicBool) {
+/// nothing. Ends (closing both directions) on EOF, an error, `done` or a cut.
+fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link) {
+    let forwarding = &*link.forwarding;
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = vec![0u8; 64 * 1024];
-    while !done.load(Ordering::Relaxed) {
+    while !link.over() {
         if !forwarding.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
@@ -357,10 +405,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, done: &
             Ok(n) => {
                 // Bytes read just as the stall began wait for the resume:
                 // after stall() returns, nothing more gets through.
-                while !forwarding.load(Ordering::SeqCst) && !done.load(Ordering::Relaxed) {
+                while !forwarding.load(Ordering::SeqCst) && !link.over() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                let delay = link.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
+                if link.over() || to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
