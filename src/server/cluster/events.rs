@@ -318,6 +318,16 @@ impl Chat {
                         // announced it LEFT: the others see JOINED; it
                         // never left, as far as it knows.
                         let back = mine.then(|| self.local_member(id, sid)).flatten();
+                        // Put back after a reap: this node's sessions get
+                        // the JOINED only if they were shown the LEFT.
+                        if back.is_some()
+                            && !self
+                                .cluster
+                                .as_deref_mut()
+                                .is_some_and(|c| c.parted_here.remove(&(id, sid)))
+                        {
+                            return;
+                        }
                         let room = self.rooms.get(id);
                         encode_into(
                             &mut self.frame,
@@ -388,6 +398,12 @@ impl Chat {
                     // rebuild puts it back (JOINED again).
                     if !crowded {
                         self.send_members_but(id, Some(t));
+                        if let Some(c) = self.cluster.as_deref_mut() {
+                            if c.parted_here.len() >= super::PARTED_MAX {
+                                c.parted_here.clear();
+                            }
+                            c.parted_here.insert((id, sid));
+                        }
                     }
                     self.store_forgot_us();
                     return;

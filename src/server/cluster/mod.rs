@@ -233,6 +233,10 @@ impl ClusterRoom {
     }
 }
 
+/// Bound on [`Cluster::parted_here`]: this node's members announced LEFT
+/// by a reap and not yet put back.
+pub(crate) const PARTED_MAX: usize = 65_536;
+
 /// The node's cluster state.
 #[derive(Debug)]
 pub struct Cluster {
@@ -264,6 +268,14 @@ pub struct Cluster {
     /// The room each waiting JOIN or LEAVE is for, by session id (a
     /// session that closes drops its waiter without a search).
     pub(crate) waits: HashMap<u64, RoomId>,
+    /// (room, session id) of this node's live members whose LEFT from a
+    /// reap this node delivered to its own sessions: only those saw the
+    /// member leave, so only then do they get the JOINED that puts it
+    /// back. A node cut off during the reap never saw the LEFT, and its
+    /// sessions must not see a JOINED for someone who never left. At most
+    /// `PARTED_MAX` entries (cleared when full: a JOINED then goes
+    /// unshown, never a JOINED without its LEFT).
+    pub(crate) parted_here: HashSet<(RoomId, u64)>,
     next_alive: Instant,
     next_tick: Instant,
     /// When the subscriber link's last PING went unanswered since.
@@ -447,6 +459,7 @@ impl Cluster {
             rooms: HashMap::new(),
             sids: HashMap::new(),
             waits: HashMap::new(),
+            parted_here: HashSet::new(),
             next_alive: now,
             next_tick: now,
             sub_ping: None,
