@@ -51,7 +51,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,21 +61,23 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
-
-use crate::codec::ErrorCode;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
 use super::history::Epochs;
-use super::refusing::{self, Refusals};
+use super::refusing::Refusals;
 use super::registry::FlushOutcome;
-use super::reload;
 use super::tls;
 use super::trace::Trace;
-use super::transport::{Doors, ProxyStart, Transport};
+use super::transport::Doors;
+
+mod admission;
+mod housekeeping;
+
+use housekeeping::default_node_name;
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -108,22 +110,6 @@ const GLOBAL_READ_BUDGET: usize = READ_BUDGET;
 /// accepted at once held the loop for 50 ms (each accept is a handful of
 /// system calls); the rest wait in the backlog for the next iteration.
 const ACCEPT_BUDGET: usize = 128;
-/// Heap given back (sessions closed or idle buffers released, rooms
-/// expired or evicted, history dropped) after which the loop, once idle,
-/// asks the allocator to return free memory to the kernel (`malloc_trim`).
-const TRIM_AFTER: usize = 16 * 1024 * 1024;
-/// At most one trim per this interval: a trim walks the heap, and pages
-/// returned too eagerly fault back in on the next burst. Its cost grows
-/// with what it returns (about 0.6 ms per MB measured, docs/BENCHMARKS.md),
-/// so a mass free is returned in steps of what 200 ms released rather
-/// than in one long stall.
-const TRIM_EVERY: Duration = Duration::from_millis(200);
-/// The tail of a large free (the last rooms of a burst expiring after the
-/// last trim) is under `TRIM_AFTER`: once it is this much and this long
-/// has passed since the last trim, the loop trims anyway, so the burst's
-/// memory (and its tables' spare capacity) all goes back in the end.
-const TRIM_TAIL: usize = 1024 * 1024;
-const TRIM_TAIL_EVERY: Duration = Duration::from_secs(5);
 /// Events taken from the kernel per poll.
 const EVENT_CAPACITY: usize = 1024;
 /// listen(2) backlog: a burst of connects waits here while we accept.
@@ -597,220 +583,6 @@ impl Server {
         self.accept_more = true;
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.chat.connections() >= self.chat.config().max_clients {
-            self.chat.stats_mut().rejected_full += 1;
-            debug!("rejecting {peer}: server full");
-            self.refusals
-                .refuse(self.poll.registry(), stream, "server full", now);
-            return;
-        }
-        // A trusted proxy's connection counts against the client's address
-        // once its PROXY header names it (`settle_peer`), not the proxy's.
-        let proxied = self.chat.config().proxy_from.contains(peer.ip());
-        let counted_as = if proxied {
-            None
-        } else {
-            match self.count_ip(peer) {
-                Ok(counted_as) => counted_as,
-                Err(open) => {
-                    self.chat.stats_mut().rejected_full += 1;
-                    debug!("rejecting {peer}: {open} connections from its prefix");
-                    self.refusals.refuse(
-                        self.poll.registry(),
-                        stream,
-                        "too many connections from your address",
-                        now,
-                    );
-                    return;
-                }
-            }
-        };
-        // We batch our own writes (one write per session per iteration),
-        // so Nagle's delay would only add latency.
-        let _ = stream.set_nodelay(true);
-        // Lets the kernel notice peers that vanished without a FIN even if
-        // heartbeats are set very long.
-        let _ = SockRef::from(&stream).set_keepalive(true);
-        let mut transport = Transport::accept(stream, &self.doors);
-        if proxied {
-            transport.expect_proxy_header();
-        }
-        let t = self.chat.add_session(transport, peer, now);
-        self.chat.sessions.at_mut(t).set_counted_as(counted_as);
-        let fd = self.chat.sessions.at(t).raw_fd();
-        // Interest starts as READABLE only: there is nothing to write yet.
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&fd), t, Interest::READABLE)
-        {
-            warn!("register {peer}: {e}");
-            let s = self.chat.remove(t);
-            self.forget_peer(&s);
-            return;
-        }
-        self.chat
-            .trace
-            .accept(t, self.chat.sessions.at(t).id(), peer);
-        info!(target: "muxchat::conn", peer:% = peer; "opened: {peer}");
-        if self.trace {
-            info!("accept {t:?} from {peer}");
-        }
-    }
-
-    /// Out of descriptors: free the reserve, accept one waiting connection
-    /// to tell it SERVER_FULL, take the reserve back. Returns whether a
-    /// connection was shed (so the accept loop may go on).
-    fn shed_with_reserve(&mut self, now: Instant) -> bool {
-        if self
-            .last_emfile_warning
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            warn!(
-                "out of file descriptors with {} connections: turning new ones away",
-                self.chat.connections()
-            );
-            self.last_emfile_warning = Some(now);
-        }
-        self.reserve_fd = None;
-        let shed = match self.listener.as_ref().map(|l| l.accept()) {
-            Some(Ok((stream, _))) => {
-                self.chat.stats_mut().rejected_full += 1;
-                // No descriptor to spare for a wait: answered at once, by
-                // the first byte if it is there.
-                let stream: TcpStream = stream.into();
-                let _ = stream.set_nonblocking(true);
-                let mut first = [0u8; 1];
-                let first = match stream.peek(&mut first) {
-                    Ok(1) => Some(first[0]),
-                    _ => None,
-                };
-                refusing::answer(stream, first, "server out of file descriptors");
-                true
-            }
-            _ => false,
-        };
-        self.reserve_fd = File::open("/dev/null").ok();
-        shed && self.reserve_fd.is_some()
-    }
-
-    /// SIGHUP: reload. First SIGINT/SIGTERM: stop accepting and start the
-    /// drain. Returns true on a second SIGINT/SIGTERM (exit at once).
-    fn on_signal(&mut self, now: Instant) -> bool {
-        let mut stops = 0;
-        let mut hups = 0;
-        for signal in self.signals.pending() {
-            if signal == SIGHUP {
-                hups += 1;
-            } else {
-                stops += 1;
-            }
-        }
-        if hups > 0 {
-            // Several SIGHUPs in one batch are one reload: the files are
-            // read once, as they are now.
-            self.reload();
-        }
-        if stops == 0 {
-            return false;
-        }
-        if self.drain_deadline.is_some() || stops > 1 {
-            return true;
-        }
-        let grace = self.chat.config().grace;
-        info!(
-            "signal received: draining {} connections for up to {:?}",
-            self.chat.connections(),
-            grace
-        );
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.chat.begin_drain();
-        self.drain_deadline = Some(now + grace);
-        false
-    }
-
-    /// SIGHUP: parses the command line, the environment and the `--config`
-    /// file again, applies what can change live (see [`reload::plan`]),
-    /// re-reads the files behind options, and logs what changed. Nothing
-    /// that does not load replaces what runs; no connection is dropped.
-    fn reload(&mut self) {
-        let running = self.chat.config();
-        let new = match Config::from_argv(running.argv.0.clone()) {
-            Ok(new) => new,
-            Err(e) => {
-                // clap's message spans lines (usage, hints): its first says
-                // what is wrong.
-                let text = e.to_string();
-                let why = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                warn!("reload (SIGHUP): the configuration does not load, nothing changed: {why}");
-                return;
-            }
-        };
-        let reload::Plan {
-            mut config,
-            mut changed,
-            restart,
-        } = reload::plan(running, &new);
-        // Files behind options, each re-read on every SIGHUP and kept as
-        // it was when the new file does not load. The --auth-key file is
-        // one more line here once identity lands:
-        // `self.reload_auth_key(&mut config, &mut changed);`
-        let tls = self.reload_tls(&mut config, &mut changed);
-
-        self.trace = config.trace_events;
-        self.doors = Arc::new(Doors::new(
-            tls,
-            config.tls_required,
-            config.http,
-            config.max_payload,
-        ));
-        self.chat.set_config(config);
-        if changed.is_empty() {
-            info!("reload (SIGHUP): nothing changed");
-        } else {
-            info!(changed = changed.join(" "); "reload (SIGHUP): {}", changed.join(", "));
-        }
-        if !restart.is_empty() {
-            warn!(
-                needs_restart = restart.join(" ");
-                "reload (SIGHUP): changed but needing a restart, still running with the old values: {}",
-                restart.join(", ")
-            );
-        }
-    }
-
-    /// Reads the certificate and key again (the paths in `config`, which
-    /// may be new). Returns the TLS configuration new connections get: the
-    /// new one, or the running one when the files do not load.
-    fn reload_tls(
-        &mut self,
-        config: &mut Config,
-        changed: &mut Vec<String>,
-    ) -> Option<Arc<rustls::ServerConfig>> {
-        let running = self.doors.tls.clone();
-        let (cert, key) = config.tls.clone()?;
-        let pem = std::fs::read(&cert).unwrap_or_default();
-        if pem == self.tls_pem && config.tls == self.chat.config().tls {
-            // The same certificate from the same files: nothing to swap.
-            return running;
-        }
-        match tls::server_config(&cert, &key) {
-            Ok(fresh) => {
-                changed.push(format!("tls-cert={}", cert.display()));
-                self.tls_pem = pem;
-                Some(fresh)
-            }
-            Err(e) => {
-                warn!("reload (SIGHUP): TLS: {e}; new connections keep the certificate in use");
-                config.tls = self.chat.config().tls.clone();
-                running
-            }
-        }
-    }
-
     /// Stage 5: write every session with pending output, then turn what
     /// each flush says into loop actions.
     fn flush_all(&mut self) {
@@ -921,20 +693,6 @@ fn log_ended(s: &super::session::Session) {
     );
 }
 
-/// A node's name when `--node-name` is not given: the host's name and the
-/// port it listens on.
-fn default_node_name(addr: SocketAddr) -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
-    let host = std::str::from_utf8(&buf[..end])
-        .ok()
-        .filter(|h| ok && !h.is_empty())
-        .unwrap_or("localhost");
-    format!("{host}:{}", addr.port())
-}
-
 /// The loop trace's name for a source that is not a session.
 fn source(t: Token) -> Option<&'static str> {
     match t {
@@ -956,169 +714,7 @@ impl Server {
             self.still_readable.push((t, id));
         }
     }
-
-    /// Counts a new connection from `peer` against `--max-per-ip`.
-    /// Returns the address it counts as (`None`: exempt, or no limit), or
-    /// the number already open from there when it is one too many.
-    fn count_ip(&mut self, peer: SocketAddr) -> Result<Option<IpAddr>, u32> {
-        let Some(key) = self.per_ip_key(peer.ip()) else {
-            return Ok(None);
-        };
-        let open = self.per_ip.get(&key).copied().unwrap_or(0);
-        if open as usize >= self.chat.config().max_per_ip {
-            return Err(open);
-        }
-        *self.per_ip.entry(key).or_insert(0) += 1;
-        Ok(Some(key))
-    }
-
-    /// The start of a trusted proxy's connection (`--proxy-from`): reads
-    /// its PROXY header, if any, and settles whose connection it is.
-    /// Returns whether the session may be read on (false: wait for the
-    /// rest of the header, or the session was cut).
-    fn read_proxy_header(&mut self, t: Token) -> bool {
-        let s = self.chat.sessions.at_mut(t);
-        let proxy = s.peer();
-        let source = match s.transport_mut().take_proxy_header() {
-            Ok(ProxyStart::Partial) => return false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return false,
-            // The read that follows meets the end or the error itself.
-            Ok(ProxyStart::Eof) | Err(_) => return true,
-            Ok(ProxyStart::Absent) => None,
-            Ok(ProxyStart::Header(source)) => source,
-            Ok(ProxyStart::Bad(why)) => {
-                info!(peer:% = proxy, reason:% = why; "closed: bad PROXY header from {proxy}: {why}");
-                self.chat
-                    .sessions
-                    .cut(t, ErrorCode::Malformed, 0, "bad PROXY header");
-                return false;
-            }
-        };
-        self.settle_peer(t, proxy, source)
-    }
-
-    /// The one place a session's peer address changes: `proxy` (a
-    /// `--proxy-from` address) said the connection is `source`'s. From here
-    /// on per-IP limits, logs and everything else see `source`. Returns
-    /// false when that address already holds its `--max-per-ip`.
-    fn settle_peer(&mut self, t: Token, proxy: SocketAddr, source: Option<SocketAddr>) -> bool {
-        let peer = source.unwrap_or(proxy);
-        match self.count_ip(peer) {
-            Ok(counted_as) => {
-                let s = self.chat.sessions.at_mut(t);
-                s.set_counted_as(counted_as);
-                s.set_peer(peer);
-                if source.is_some() {
-                    info!(peer:% = peer, proxy:% = proxy; "proxied: {peer} through {proxy}");
-                }
-                true
-            }
-            Err(open) => {
-                self.chat.stats_mut().rejected_full += 1;
-                debug!("rejecting {peer} (through {proxy}): {open} connections from that address");
-                self.chat.sessions.at_mut(t).set_peer(peer);
-                self.chat.sessions.cut(
-                    t,
-                    ErrorCode::ServerFull,
-                    0,
-                    "too many connections from your address",
-                );
-                false
-            }
-        }
-    }
-
-    /// A connection counted against `--max-per-ip` is gone.
-    fn forget_peer(&mut self, s: &super::session::Session) {
-        let Some(key) = s.counted_as() else {
-            return;
-        };
-        if let Some(n) = self.per_ip.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&key);
-            }
-        }
-    }
-
-    /// The key `--max-per-ip` counts `peer` under (its prefix), or `None`
-    /// when it is not counted (no limit, or loopback without
-    /// `--limit-loopback`). Admission and release both ask here, so they
-    /// always agree.
-    fn per_ip_key(&self, peer: IpAddr) -> Option<IpAddr> {
-        let config = self.chat.config();
-        let ip = peer.to_canonical();
-        let counted = config.max_per_ip > 0 && (config.limit_loopback || !ip.is_loopback());
-        counted.then(|| config.per_ip_keys.key(ip))
-    }
-
-    /// When the next trim is due, if enough was released for one: the
-    /// poll timeout includes it, so a daemon that went quiet right after a
-    /// burst of rooms expired still gives their memory back.
-    fn trim_due(&self) -> Option<Instant> {
-        let released = self.chat.released();
-        if released < TRIM_TAIL {
-            return None;
-        }
-        let Some(last) = self.last_trim else {
-            return Some(self.chat.started());
-        };
-        Some(if released >= TRIM_AFTER {
-            last + TRIM_EVERY
-        } else {
-            last + TRIM_TAIL_EVERY
-        })
-    }
-
-    /// Gives freed heap back to the kernel once a large amount was released
-    /// (a burst of connections closed, big buffers went idle) and the loop
-    /// is about to sleep. Without it the allocator keeps the pages and RSS
-    /// stays at the burst's peak, which looks like a leak to an operator.
-    /// Only after `TRIM_AFTER` bytes and at most every `TRIM_EVERY` (or
-    /// `TRIM_TAIL` bytes every `TRIM_TAIL_EVERY`), so a busy loop never
-    /// pays a trim, nor the page faults of a buffer that is freed and
-    /// grown again each iteration.
-    ///
-    /// The trim's own cost was measured with 1 M lingering rooms expiring
-    /// (docs/BENCHMARKS.md, "Adversaries (issue 18)"): 5-38 ms a trim; it
-    /// is logged at debug level (target `muxchat::slow`) when over a
-    /// millisecond, with the part spent shrinking the rooms' tables.
-    fn trim_if_idle(&mut self, now: Instant) {
-        let due = self.trim_due().is_some_and(|at| at <= now);
-        if !due || !self.still_readable.is_empty() || self.chat.sessions.has_work() {
-            return;
-        }
-        let released = self.chat.released();
-        let started = Instant::now();
-        self.chat.prepare_trim();
-        let tables = started.elapsed();
-        trim_heap();
-        let took = started.elapsed();
-        self.last_trim = Some(Instant::now());
-        if took >= Duration::from_millis(1) {
-            debug!(
-                target: "muxchat::slow",
-                "trim after {released} B released: {} us (tables {} us)",
-                took.as_micros(),
-                tables.as_micros()
-            );
-        }
-    }
 }
-
-/// `malloc_trim(0)`: glibc returns free pages at the top of the heap and,
-/// with `madvise`, free pages inside it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
 
 /// Logs (target `muxchat::slow`, level debug) an iteration that took over
 /// 20 ms from the wake-up to the end of stage 6: the global read budget is

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! - [`event_loop`]: the loop's numbered stages, accept, interest. The only
-//!   module that touches `Poll`.
+//!   module (with its children: admission, housekeeping) that touches `Poll`.
 //! - [`chat`]: the chat state, reading a session into whole frames, and
 //!   checking each frame before its command runs.
 //! - [`commands`]: one handler per command; fan-out.

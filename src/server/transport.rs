@@ -35,8 +35,8 @@
 //!   Protocol frames the chat may queue meanwhile (a login timeout's
 //!   ERROR, SHUTDOWN) are dropped: an HTTP client must not get them.
 //! - **Ws**: client frames are decoded and unmasked in place in the read
-//!   buffer ([`ws::Decoder`]), control frames answered by the door's own
-//!   [`ws::WsWriter`], and each flush wraps everything pending in one binary
+//!   buffer ([`ws::Decoder`](crate::codec::ws::Decoder)), control frames answered by the door's own
+//!   [`ws::WsWriter`](crate::codec::ws::WsWriter), and each flush wraps everything pending in one binary
 //!   message.
 //! - **Tls**: `read_tls` / `process_new_packets` / `reader()` on the way in;
 //!   on the way out the door writes plaintext into rustls' `writer()` and
@@ -55,29 +55,34 @@
 //! WebSocket frames that carry no protocol bytes (control frames, empty
 //! data frames) also take a token each from the session's `--rate`
 //! allowance; a ping that finds none gets no pong. TLS handshake steps
-//! take one each from the iteration's [`HandshakeGate`] budget; a session
+//! take one each from the iteration's [`HandshakeGate`](tls::HandshakeGate) budget; a session
 //! refused one waits ([`Input::Handshake`]) in the loop's FIFO. Plain TCP
 //! binary sessions never look at the meter.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::codec::{ErrorCode, HEADER_LEN};
-use crate::net::{write_some, OutBuf};
+use crate::net::OutBuf;
 
 use super::chat::FRAME_COST;
-use super::http::{self, Answer, HttpLimits, Parse, Response, Route};
-use super::limits::{Rate, TokenBucket};
-use super::tls::{self, HandshakeGate};
-use crate::codec::ws::{self, close_code, FrameTracker, WsWriter};
+use super::http::{HttpLimits, Response};
+use super::tls;
+use crate::codec::ws::close_code;
+
+mod http_door;
+mod meter;
+mod ws_door;
+
+use http_door::HttpDoor;
+pub use meter::{Cost, Meter};
+use ws_door::WsDoor;
 
 /// The browser chat page served at `GET /` (built and shared by
-/// [`http::page`]).
+/// [`http::page`](super::http::page)).
 pub use super::http::PAGE;
 
 /// What every door needs to know, shared by all connections.
@@ -123,83 +128,8 @@ pub enum Input {
     /// may still hold more (no edge will say so).
     Yield,
     /// The TLS handshake's next step waits for the next iteration's
-    /// handshake budget ([`HandshakeGate`]); the socket may hold more.
+    /// handshake budget ([`HandshakeGate`](tls::HandshakeGate)); the socket may hold more.
     Handshake,
-}
-
-/// What a door read spent (all zero for plain binary TCP).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cost {
-    /// Work done: bytes read off the socket or out of rustls, plus
-    /// [`FRAME_COST`] per WebSocket frame and per TLS read.
-    pub work: usize,
-    /// Frames that carried no protocol bytes and found no token in the
-    /// session's allowance.
-    pub limited: u64,
-    /// The read stopped for the handshake budget and the session was not
-    /// waiting yet: the loop puts it at the end of its FIFO.
-    pub enqueue: bool,
-    /// A new TLS handshake was refused (per-address limit).
-    pub refused: bool,
-}
-
-/// What one door read may spend, and what it spent. See the module docs.
-pub struct Meter<'a> {
-    /// What the read spent.
-    pub cost: Cost,
-    /// Work after which a door that yields no protocol bytes stops.
-    limit: usize,
-    bucket: &'a mut TokenBucket,
-    rate: Rate,
-    now: Instant,
-    gate: &'a mut HandshakeGate,
-    peer: IpAddr,
-    yielded: bool,
-    waiting: bool,
-}
-
-impl<'a> Meter<'a> {
-    /// A meter for one read by the session at `peer`, charging its
-    /// `bucket`.
-    pub fn new(
-        bucket: &'a mut TokenBucket,
-        rate: Rate,
-        now: Instant,
-        gate: &'a mut HandshakeGate,
-        peer: IpAddr,
-    ) -> Meter<'a> {
-        Meter {
-            cost: Cost::default(),
-            limit: 0,
-            bucket,
-            rate,
-            now,
-            gate,
-            peer,
-            yielded: false,
-            waiting: false,
-        }
-    }
-
-    /// Takes a token for a frame with no protocol bytes.
-    fn allow(&mut self) -> bool {
-        let ok = self.bucket.allow(self.rate, self.now);
-        if !ok {
-            self.cost.limited += 1;
-        }
-        ok
-    }
-
-    /// The door stops here: `WouldBlock` with the reason noted, which
-    /// [`Transport::read`] turns into [`Input::Yield`].
-    fn stop(&mut self) -> io::Error {
-        self.yielded = true;
-        io::ErrorKind::WouldBlock.into()
-    }
-
-    fn spent(&self) -> bool {
-        self.cost.work >= self.limit
-    }
 }
 
 /// What only the chat can handle, reported by a door.
@@ -273,38 +203,6 @@ enum Door {
     Binary,
     Http(Box<HttpDoor>),
     Ws(Box<WsDoor>),
-}
-
-/// An HTTP request being read, then its answer being written.
-struct HttpDoor {
-    /// The head so far. Invariant: at most `limits.max_head` bytes.
-    head: Vec<u8>,
-    limits: HttpLimits,
-    max_ws_message: usize,
-    /// Plaintext to a server that requires TLS: whatever is asked, 426.
-    refuse_plaintext: bool,
-    /// The response and how much of it is written (the page's body is
-    /// shared, not copied).
-    answer: Answer,
-    /// The request was HEAD: the chat's answers go without their body.
-    head_only: bool,
-    /// The head is parsed: further input is not ours to read.
-    asked: bool,
-}
-
-/// A WebSocket session.
-struct WsDoor {
-    /// The 101 response, written before any frame.
-    prefix: Vec<u8>,
-    /// Bytes that arrived behind the upgrade request, decoded first.
-    replay: Vec<u8>,
-    decoder: ws::Decoder,
-    writer: WsWriter,
-    tracker: FrameTracker,
-    /// An event found while decoding, reported after the bytes before it.
-    event: Option<DoorEvent>,
-    /// The close frame `event` calls for, queued when it is reported.
-    close: Option<(u16, &'static str)>,
 }
 
 impl fmt::Debug for Transport {
@@ -763,211 +661,6 @@ impl Door {
             }
             Door::Ws(w) => w.flush(out, sink),
         }
-    }
-}
-
-impl HttpDoor {
-    fn new(doors: &Doors, refuse_plaintext: bool) -> HttpDoor {
-        HttpDoor {
-            head: Vec::new(),
-            limits: doors.http,
-            max_ws_message: doors.max_ws_message,
-            refuse_plaintext,
-            answer: Answer::default(),
-            head_only: false,
-            asked: false,
-        }
-    }
-
-    fn read(&mut self, io: &mut Io, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
-        loop {
-            if self.asked {
-                // Asked and answered: whatever else comes is read and
-                // dropped until we close.
-                let n = io.read(buf, m)?;
-                return Ok(Input::Bytes(n));
-            }
-            // Never more than the head limit: read only what still fits.
-            let room = (self.limits.max_head - self.head.len()).min(buf.len());
-            let n = io.read(&mut buf[..room.max(1)], m)?;
-            if n == 0 {
-                return Ok(Input::Bytes(0));
-            }
-            match self.take(&buf[..n]) {
-                Input::Bytes(0) => continue,
-                other => return Ok(other),
-            }
-        }
-    }
-
-    /// Adds received bytes to the head and parses. `Bytes(0)` here means
-    /// "incomplete, read on".
-    fn take(&mut self, bytes: &[u8]) -> Input {
-        let room = self.limits.max_head - self.head.len();
-        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        let (head_len, route, head_only) = match http::parse_request(&self.head, &self.limits) {
-            Parse::Partial => return Input::Bytes(0),
-            Parse::Done {
-                head_len,
-                route,
-                head_only,
-            } => (head_len, route, head_only),
-        };
-        self.asked = true;
-        self.head_only = head_only;
-        if self.refuse_plaintext {
-            self.answer.set_response(&http::tls_required(), head_only);
-            return Input::Event(DoorEvent::Answered);
-        }
-        match route {
-            Route::Page(ask) => {
-                self.answer.set_page(ask, head_only);
-                Input::Event(DoorEvent::Answered)
-            }
-            Route::Refuse(r) => {
-                self.answer.set_response(&Response::refusal(r), head_only);
-                Input::Event(DoorEvent::Answered)
-            }
-            Route::Metrics => Input::Event(DoorEvent::Metrics),
-            Route::Healthz => Input::Event(DoorEvent::Healthz),
-            Route::WebSocket { accept } => {
-                http::switching_protocols(&accept, self.answer.head_mut());
-                // Bytes behind the head are the first WebSocket frames.
-                let extra = bytes.len().saturating_sub(room);
-                let mut replay = self.head.split_off(head_len.min(self.head.len()));
-                replay.extend_from_slice(&bytes[bytes.len() - extra..]);
-                self.head = replay;
-                Input::Event(DoorEvent::Upgraded)
-            }
-        }
-    }
-
-    /// Turns an upgraded request into its WebSocket door.
-    fn into_ws(self) -> Box<WsDoor> {
-        let HttpDoor {
-            head,
-            answer,
-            max_ws_message,
-            ..
-        } = self;
-        Box::new(WsDoor {
-            prefix: answer.into_head(),
-            replay: head,
-            decoder: ws::Decoder::new(max_ws_message),
-            writer: WsWriter::default(),
-            tracker: FrameTracker::default(),
-            event: None,
-            close: None,
-        })
-    }
-}
-
-impl WsDoor {
-    fn read(&mut self, io: &mut Io, buf: &mut [u8], m: &mut Meter<'_>) -> io::Result<Input> {
-        loop {
-            if let Some(ev) = self.event.take() {
-                if let Some((code, why)) = self.close.take() {
-                    self.writer.queue_close(code, why);
-                }
-                return Ok(Input::Event(ev));
-            }
-            if m.spent() {
-                // A read's worth of frames without protocol bytes (empty
-                // continuations, pings, pongs): let the others have a turn.
-                return Err(m.stop());
-            }
-            let n = if self.replay.is_empty() {
-                let n = io.read(buf, m)?;
-                if n == 0 {
-                    return Ok(Input::Bytes(0));
-                }
-                n
-            } else {
-                // Bytes that came behind the upgrade request: at most one
-                // head's worth, so they fit the read buffer.
-                let n = self.replay.len().min(buf.len());
-                buf[..n].copy_from_slice(&self.replay[..n]);
-                self.replay.drain(..n);
-                n
-            };
-            let produced = self.decode(buf, n, m);
-            if produced > 0 {
-                return Ok(Input::Bytes(produced));
-            }
-            // Only control frames or part of a header: read on (or report
-            // the event found).
-        }
-    }
-
-    /// Decodes `buf[..n]` in place; returns the protocol bytes now at the
-    /// front of `buf`. Control frames are answered here; a close or an
-    /// error is kept in `event` and stops decoding.
-    fn decode(&mut self, buf: &mut [u8], n: usize, m: &mut Meter<'_>) -> usize {
-        let (mut read, mut write) = (0, 0);
-        while self.event.is_none() {
-            let before = write;
-            let res = self.decoder.feed_in_place(buf, &mut read, n, &mut write);
-            self.tracker.advance(&buf[before..write]);
-            let (frames, mut idle) = self.decoder.take_counts();
-            m.cost.work += FRAME_COST * frames;
-            if matches!(res, Ok(ws::Event::Ping)) {
-                // Its own token decides its pong, below.
-                idle = idle.saturating_sub(1);
-            }
-            for _ in 0..idle {
-                m.allow();
-            }
-            match res {
-                Ok(ws::Event::NeedMore) => break,
-                Ok(ws::Event::MessageEnd) => {
-                    if !self.tracker.at_boundary() {
-                        self.fail(ws::WsError {
-                            error: ErrorCode::Malformed,
-                            close: close_code::PROTOCOL,
-                            why: "a protocol frame split across WebSocket messages",
-                        });
-                    }
-                }
-                Ok(ws::Event::Ping) => {
-                    if m.allow() {
-                        self.writer.queue_pong(self.decoder.control_payload());
-                    }
-                }
-                Ok(ws::Event::Pong) => {}
-                Ok(ws::Event::Close { code }) => {
-                    self.writer.queue_close(code, "");
-                    self.event = Some(DoorEvent::Closed);
-                }
-                Err(e) => self.fail(e),
-            }
-        }
-        write
-    }
-
-    fn fail(&mut self, e: ws::WsError) {
-        // The chat queues the ERROR frame; our close goes after it, with
-        // the code the violation calls for, once the event is reported:
-        // the protocol bytes decoded before it go to the chat first, and
-        // if they already cost the session its life (FRAME_TOO_LARGE,
-        // close 1009), that first close stands and the chat sends no
-        // second ERROR.
-        self.close = Some((e.close, e.why));
-        self.event = Some(DoorEvent::Fatal {
-            error: e.error,
-            detail: e.why,
-        });
-    }
-
-    fn flush<W: Write>(&mut self, out: &mut OutBuf, sink: &mut W) -> io::Result<usize> {
-        let mut sent = 0;
-        if !write_some(&self.prefix, &mut sent, sink)? {
-            self.prefix.drain(..sent);
-            return Ok(0);
-        }
-        self.prefix = Vec::new();
-        let n = self.writer.write_to(out.pending_bytes(), sink)?;
-        out.consume(n);
-        Ok(n)
     }
 }
 
