@@ -523,6 +523,40 @@ impl Cluster {
         self.gone.push_back(g);
     }
 
+    /// `mc_nick` for session `sid`: `old` becomes `new` in its rooms (their
+    /// keys), from a NICK (`forced` None) or a rename after a clash.
+    pub(crate) fn call_nick(
+        &mut self,
+        t: Token,
+        sid: u64,
+        (old, new): (&str, &str),
+        rooms: &[String],
+        forced: Option<u8>,
+    ) {
+        let (sid_s, ttl) = (sid.to_string(), self.ttl.as_millis().to_string());
+        let was = self.claims.get(&sid).copied().unwrap_or(0).to_string();
+        let (onk, nnk) = (events::fold(old), events::fold(new));
+        let node = self.node.clone();
+        let mut args: Vec<&[u8]> = vec![
+            onk.as_bytes(),
+            nnk.as_bytes(),
+            old.as_bytes(),
+            new.as_bytes(),
+            node.as_bytes(),
+            sid_s.as_bytes(),
+            ttl.as_bytes(),
+            was.as_bytes(),
+        ];
+        args.extend(rooms.iter().map(|r| r.as_bytes()));
+        let expect = Expect::Nick {
+            t,
+            sid,
+            new: new.to_owned(),
+            forced,
+        };
+        self.fcall(expect, "mc_nick", &args);
+    }
+
     /// A nick for a session renamed after a clash: `nick` cut to leave
     /// room, `-` and four hex digits (32 bytes at most; nicks are ASCII).
     pub(crate) fn clash_nick(&mut self, nick: &str) -> String {

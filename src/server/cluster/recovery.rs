@@ -346,35 +346,8 @@ impl Chat {
             .iter()
             .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
             .collect();
-        let (node, sid_s, ttl) = (
-            c.node.clone(),
-            sid.to_string(),
-            c.ttl.as_millis().to_string(),
-        );
-        let was = c.claims.get(&sid).copied().unwrap_or(0).to_string();
-        let (onk, nnk) = (fold(&old), fold(&new));
-        let mut args: Vec<&[u8]> = vec![
-            onk.as_bytes(),
-            nnk.as_bytes(),
-            old.as_bytes(),
-            new.as_bytes(),
-            node.as_bytes(),
-            sid_s.as_bytes(),
-            ttl.as_bytes(),
-            was.as_bytes(),
-        ];
-        args.extend(rooms.iter().map(|r| r.as_bytes()));
         info!("cluster: nick {old} was claimed earlier by a live session elsewhere: renaming this one to {new}");
-        c.fcall(
-            Expect::Nick {
-                t,
-                sid,
-                new: new.clone(),
-                forced: Some(tries),
-            },
-            "mc_nick",
-            &args,
-        );
+        c.call_nick(t, sid, (&old, &new), &rooms, Some(tries));
     }
 
     /// The answer to a rename after a clash: the nick index follows (the

@@ -367,34 +367,7 @@ impl Chat {
             .iter()
             .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
             .collect();
-        let (node, sid_s, ttl) = (
-            c.node.clone(),
-            sid.to_string(),
-            c.ttl.as_millis().to_string(),
-        );
-        let (onk, nnk) = (fold(&old), fold(new));
-        let was = c.claims.get(&sid).copied().unwrap_or(0).to_string();
-        let mut args: Vec<&[u8]> = vec![
-            onk.as_bytes(),
-            nnk.as_bytes(),
-            old.as_bytes(),
-            new.as_bytes(),
-            node.as_bytes(),
-            sid_s.as_bytes(),
-            ttl.as_bytes(),
-            was.as_bytes(),
-        ];
-        args.extend(rooms.iter().map(|r| r.as_bytes()));
-        c.fcall(
-            Expect::Nick {
-                t,
-                sid,
-                new: new.to_owned(),
-                forced: None,
-            },
-            "mc_nick",
-            &args,
-        );
+        c.call_nick(t, sid, (&old, new), &rooms, None);
         self.wait(t);
     }
 
