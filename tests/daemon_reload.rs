@@ -8,14 +8,13 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::logs::Log;
-use common::{encode, Client, Daemon, Reply, WAIT};
+use common::{encode, tls_connect, Client, Daemon, Reply, TlsStream};
 use muxchat::codec::{code, ClientMessage, ErrorCode, FrameReader};
 
 /// A fresh directory, removed on drop.
@@ -178,26 +177,9 @@ fn write_pair(cert: &Path, key: &Path) -> Vec<u8> {
     ck.cert.der().to_vec()
 }
 
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
 /// A TLS connection trusting only `der`, its handshake done (or failed).
-fn tls_connect(addr: SocketAddr, der: &[u8]) -> Result<TlsStream, std::io::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, sock);
+fn tls_handshake(addr: SocketAddr, der: &[u8]) -> Result<TlsStream, std::io::Error> {
+    let mut s = tls_connect(addr, der);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock)?;
     }
@@ -234,7 +216,7 @@ fn a_new_certificate_reaches_new_connections_and_old_sessions_go_on() {
         "--rate",
         "0",
     ]);
-    let mut before = tls_connect(d.addr, &old).expect("TLS with the first certificate");
+    let mut before = tls_handshake(d.addr, &old).expect("TLS with the first certificate");
     let r = ask(
         &mut before,
         &ClientMessage::Hello {
@@ -256,7 +238,7 @@ fn a_new_certificate_reaches_new_connections_and_old_sessions_go_on() {
         "the reload names the certificate: {line}"
     );
 
-    let mut after = tls_connect(d.addr, &new).expect("a new connection gets the new certificate");
+    let mut after = tls_handshake(d.addr, &new).expect("a new connection gets the new certificate");
     let r = ask(
         &mut after,
         &ClientMessage::Hello {
@@ -266,7 +248,7 @@ fn a_new_certificate_reaches_new_connections_and_old_sessions_go_on() {
     );
     assert_eq!(r.code, code::WELCOME);
     assert!(
-        tls_connect(d.addr, &old).is_err(),
+        tls_handshake(d.addr, &old).is_err(),
         "a client trusting only the old certificate is refused now"
     );
     // The session opened before the swap goes on with its own.
@@ -285,7 +267,7 @@ fn a_new_certificate_reaches_new_connections_and_old_sessions_go_on() {
         l.contains("TLS:") && l.contains("cert.pem")
     });
     assert!(bad.contains("WARN"), "{bad}");
-    let mut third = tls_connect(d.addr, &new).expect("the last good certificate still serves");
+    let mut third = tls_handshake(d.addr, &new).expect("the last good certificate still serves");
     let r = ask(
         &mut third,
         &ClientMessage::Hello {

@@ -11,10 +11,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{encode, Daemon, Reply, WAIT};
+use common::{encode, tls_connect, Daemon, Reply, WAIT};
 use muxchat::codec::ws::{self, opcode};
 use muxchat::codec::{code, ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
@@ -64,28 +63,6 @@ impl Drop for Certs {
 fn start(args: &[String]) -> Daemon {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start(&args)
-}
-
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-/// A TLS client trusting only `der`.
-fn tls_connect(addr: SocketAddr, der: &[u8]) -> TlsStream {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    rustls::StreamOwned::new(conn, sock)
 }
 
 /// A blocking protocol client over any byte stream (TLS here).

@@ -511,3 +511,28 @@ pub fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
         ))
     })
 }
+
+/// A TLS client over `addr` trusting only the certificate `der` (for the
+/// name `localhost`), the handshake left to the first read or write.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// See [`TlsStream`].
+pub fn tls_connect(addr: SocketAddr, der: &[u8]) -> TlsStream {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
