@@ -10,8 +10,8 @@ use log::{info, warn};
 use muxchat::codec::pem::TlsError;
 use muxchat::server::cluster::ClusterError;
 use muxchat::server::config::{Config, LogFormat};
+use muxchat::server::event_loop::trace::Trace;
 use muxchat::server::logfmt;
-use muxchat::server::trace::Trace;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {

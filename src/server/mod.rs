@@ -47,28 +47,17 @@
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
 
 pub mod chat;
-pub mod closing;
 pub mod cluster;
-pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod event_loop;
-pub mod history;
 pub mod http;
-pub mod lifecycle;
-pub mod limits;
 pub mod logfmt;
 pub mod metrics;
-pub mod peers;
 pub mod proxy;
 pub mod refusing;
-pub mod registry;
 pub mod reload;
-pub mod rooms;
-pub mod session;
-pub mod timers;
 pub mod tls;
-pub mod trace;
 pub mod transport;
 
 pub use event_loop::Server;

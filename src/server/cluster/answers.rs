@@ -8,8 +8,8 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, ServerMessage};
 
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::rooms::RoomId;
 use super::events::fold;
 use super::{num, Cluster, Expect};
 use crate::codec::resp::Value;

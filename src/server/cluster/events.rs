@@ -19,9 +19,9 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, NameKey, ServerMessage, VERSION_2};
 
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::rooms::RoomId;
-use super::super::session::Membership;
+use super::super::event_loop::session::Membership;
 use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX};
 use crate::codec::resp::Value;
 
@@ -448,7 +448,9 @@ impl Chat {
         }
         .encode(&mut self.cast);
         self.cast_frames += 1;
-        if self.cast.len() >= super::super::commands::cast_limit(self.sessions.marks().max_outbuf) {
+        if self.cast.len()
+            >= super::super::chat::commands::cast_limit(self.sessions.marks().max_outbuf)
+        {
             self.flush_cast();
         }
     }

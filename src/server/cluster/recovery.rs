@@ -13,8 +13,8 @@ use mio::Token;
 
 use crate::codec::{NameKey, ServerMessage};
 
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::rooms::RoomId;
 use super::answers::claim_time;
 use super::events::fold;
 use super::link::Change;

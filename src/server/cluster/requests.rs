@@ -12,9 +12,9 @@ use mio::Token;
 
 use crate::codec::{code, history_status, NameKey, ServerMessage};
 
+use super::super::chat::history;
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::history;
-use super::super::rooms::RoomId;
 use super::events::fold;
 use super::{Cluster, ClusterRoom, Expect, Waiter};
 use crate::codec::resp::Value;

@@ -14,8 +14,8 @@ use mio::{Interest, Token};
 use socket2::SockRef;
 
 use super::super::refusing;
-use super::super::session::Session;
 use super::super::transport::{ProxyStart, Transport};
+use super::session::Session;
 use super::Server;
 use crate::codec::ErrorCode;
 

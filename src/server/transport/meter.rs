@@ -7,7 +7,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::super::limits::{Rate, TokenBucket};
+use super::super::chat::limits::{Rate, TokenBucket};
 use super::super::tls::HandshakeGate;
 
 /// What a door read spent (all zero for plain binary TCP).

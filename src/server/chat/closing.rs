@@ -9,8 +9,8 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, NameKey, ServerMessage};
 
-use super::chat::{encode_into, Chat};
-use super::lifecycle::CloseReason;
+use super::super::event_loop::lifecycle::CloseReason;
+use super::{encode_into, Chat};
 
 impl Chat {
     /// Step two of closing, after the event batch: each marked session
@@ -111,7 +111,7 @@ impl Chat {
     }
 
     /// When `t` next needs looking at, if nothing arrives before then.
-    pub(super) fn next_deadline(&self, t: Token) -> Instant {
+    pub(in crate::server) fn next_deadline(&self, t: Token) -> Instant {
         let s = self.sessions.at(t);
         let hb = self.config.heartbeat;
         let beat = if s.pinged() {
@@ -129,7 +129,7 @@ impl Chat {
     }
 
     /// Makes sure `t` has a timer entry no later than `at`.
-    pub(super) fn arm(&mut self, t: Token, at: Instant) {
+    pub(in crate::server) fn arm(&mut self, t: Token, at: Instant) {
         let s = self.sessions.at_mut(t);
         if s.timer_at().is_none_or(|cur| at < cur) {
             s.set_timer_at(Some(at));

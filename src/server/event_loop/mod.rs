@@ -63,19 +63,25 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::chat::history::Epochs;
 use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
-use super::history::Epochs;
 use super::refusing::Refusals;
-use super::registry::FlushOutcome;
 use super::tls;
-use super::trace::Trace;
 use super::transport::Doors;
+use registry::FlushOutcome;
+use trace::Trace;
 
 mod admission;
 mod housekeeping;
+pub mod lifecycle;
+pub mod peers;
+pub mod registry;
+pub mod session;
+pub mod timers;
+pub mod trace;
 
 use housekeeping::default_node_name;
 
@@ -141,7 +147,7 @@ pub struct Server {
     /// in their door's language.
     refusals: Refusals,
     /// Open connections per peer address prefix (for `--max-per-ip`; see
-    /// [`super::peers`]).
+    /// [`peers`]).
     per_ip: HashMap<IpAddr, u32>,
     /// When the allocator was last asked to give memory back.
     last_trim: Option<Instant>,
@@ -676,7 +682,7 @@ impl Server {
 }
 
 /// A connection's last line, at info: how it ended and what it moved.
-fn log_ended(s: &super::session::Session) {
+fn log_ended(s: &session::Session) {
     let (bytes_in, bytes_out) = s.bytes();
     let duration_ms = s.opened_at().elapsed().as_millis() as u64;
     let reason = match s.life().end_reason() {

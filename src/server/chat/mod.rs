@@ -8,9 +8,9 @@
 //! - this file: the [`Chat`] state, reading a session and cutting its bytes
 //!   into whole frames ([`Chat::read`], [`Chat::on_input`]), and
 //!   `Chat::dispatch`, which checks a frame and calls its command;
-//! - [`super::commands`]: one handler per command, and the fan-out;
-//! - [`super::closing`]: the reap stage, timers, the shutdown drain;
-//! - [`super::registry`]: the sessions, delivery, and the first step of
+//! - [`commands`]: one handler per command, and the fan-out;
+//! - [`closing`]: the reap stage, timers, the shutdown drain;
+//! - [`super::event_loop::registry`]: the sessions, delivery, and the first step of
 //!   closing.
 //!
 //! Closing is two-step: a session is *marked* (`Sessions::mark_closing`)
@@ -18,6 +18,12 @@
 //! (`Chat::reap`), so that no fan-out loop ever sees a member vanish under
 //! it and no slab key is reused while an event for it may still be in the
 //! batch.
+
+pub mod closing;
+pub mod commands;
+pub mod history;
+pub mod limits;
+pub mod rooms;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,18 +39,18 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
-use super::history::{self, Epochs, History};
+use super::event_loop::lifecycle::CloseReason;
+use super::event_loop::registry::{Sessions, Stats};
+use super::event_loop::session::{Got, Marks, Session};
+use super::event_loop::timers::Timers;
+use super::event_loop::trace::Trace;
 use super::http::{Response, Status};
-use super::lifecycle::CloseReason;
-use super::limits::Rate;
 use super::metrics;
-use super::registry::{Sessions, Stats};
-use super::rooms::{RoomId, Rooms};
-use super::session::{Got, Marks, Session};
-use super::timers::Timers;
 use super::tls::HandshakeGate;
-use super::trace::Trace;
 use super::transport::{Cost, DoorEvent, Transport};
+use history::{Epochs, History};
+use limits::Rate;
+use rooms::{RoomId, Rooms};
 
 /// What dispatching one frame costs against a read budget, in bytes: a
 /// budget in bytes alone lets a read of 8-byte frames (each answered with

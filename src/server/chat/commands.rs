@@ -1,6 +1,6 @@
 //! The commands: one handler per client request, and the fan-out they
 //! share. Every handler answers by appending encoded frames (through
-//! [`Sessions::deliver`](super::registry::Sessions::deliver)); none writes.
+//! [`Sessions::deliver`](super::super::event_loop::registry::Sessions::deliver)); none writes.
 
 use std::mem;
 use std::time::Instant;
@@ -13,10 +13,10 @@ use crate::codec::{
     ServerMessage, VERSION_2,
 };
 
-use super::chat::{encode_into, Chat};
+use super::super::event_loop::session::Membership;
 use super::history::{self, History, Plan, Request, RingId};
 use super::rooms::{Room, RoomId, LINGER_OVERHEAD};
-use super::session::Membership;
+use super::{encode_into, Chat};
 
 /// Lingering rooms expired per loop iteration at most (see
 /// `Chat::expire_rooms`): about a millisecond's work.
@@ -30,12 +30,12 @@ const EXPIRE_BUDGET: usize = 4096;
 const CAST_LIMIT: usize = 64 * 1024;
 
 /// The size at which a batch of MESSAGEs is fanned out (see `CAST_LIMIT`).
-pub(super) fn cast_limit(max_outbuf: usize) -> usize {
+pub(in crate::server) fn cast_limit(max_outbuf: usize) -> usize {
     CAST_LIMIT.min(max_outbuf / 4)
 }
 
 impl Chat {
-    pub(super) fn hello(&mut self, t: Token, version: u8, nick: &str) {
+    pub(in crate::server) fn hello(&mut self, t: Token, version: u8, nick: &str) {
         if !is_supported_version(version) {
             return self.error(
                 t,
@@ -63,7 +63,7 @@ impl Chat {
     }
 
     /// The nick is ours: the session is registered and welcomed.
-    pub(super) fn register(&mut self, t: Token, key: NameKey, version: u8, nick: &str) {
+    pub(in crate::server) fn register(&mut self, t: Token, key: NameKey, version: u8, nick: &str) {
         self.nicks.insert(key, t);
         let s = self.sessions.at_mut(t);
         s.replace_nick(nick);
@@ -89,7 +89,7 @@ impl Chat {
         self.sessions.reply(t, &self.frame);
     }
 
-    pub(super) fn join(&mut self, t: Token, room: &str) {
+    pub(in crate::server) fn join(&mut self, t: Token, room: &str) {
         if !valid_room(room) {
             return self.error(t, ErrorCode::BadRoom, code::JOIN, "");
         }
@@ -152,7 +152,14 @@ impl Chat {
     /// HISTORY requests one read carries, the session's output stays near
     /// its pause mark, its input pauses (backpressure) and it is never cut
     /// for its own replies.
-    pub(super) fn history(&mut self, t: Token, room: &str, epoch: u64, after_seq: u64, limit: u16) {
+    pub(in crate::server) fn history(
+        &mut self,
+        t: Token,
+        room: &str,
+        epoch: u64,
+        after_seq: u64,
+        limit: u16,
+    ) {
         if !valid_room(room) {
             return self.error(t, ErrorCode::BadRoom, code::HISTORY, "");
         }
@@ -203,7 +210,7 @@ impl Chat {
         self.sessions.queue_flush(t);
     }
 
-    pub(super) fn leave(&mut self, t: Token, room: &str) {
+    pub(in crate::server) fn leave(&mut self, t: Token, room: &str) {
         if !valid_room(room) {
             return self.error(t, ErrorCode::BadRoom, code::LEAVE, "");
         }
@@ -214,7 +221,7 @@ impl Chat {
         }
     }
 
-    pub(super) fn say(&mut self, t: Token, room: &str, text: &str) {
+    pub(in crate::server) fn say(&mut self, t: Token, room: &str, text: &str) {
         if !valid_room(room) {
             return self.error(t, ErrorCode::BadRoom, code::SAY, "");
         }
@@ -259,7 +266,7 @@ impl Chat {
     /// interleaved 1,000 write streams and missed the cache on nearly every
     /// one. Called before anything else is queued for anyone, so every
     /// member still sees frames in exactly the order they were produced.
-    pub(super) fn flush_cast(&mut self) {
+    pub(in crate::server) fn flush_cast(&mut self) {
         let Some(id) = self.cast_room.take() else {
             return;
         };
@@ -274,7 +281,7 @@ impl Chat {
         self.cast.clear();
     }
 
-    pub(super) fn whisper(&mut self, t: Token, nick: &str, text: &str) {
+    pub(in crate::server) fn whisper(&mut self, t: Token, nick: &str, text: &str) {
         if !valid_nick(nick) {
             return self.error(t, ErrorCode::BadNick, code::WHISPER, "");
         }
@@ -292,7 +299,7 @@ impl Chat {
         self.sessions.deliver(target, &self.frame);
     }
 
-    pub(super) fn change_nick(&mut self, t: Token, new: &str) {
+    pub(in crate::server) fn change_nick(&mut self, t: Token, new: &str) {
         if !valid_nick(new) {
             return self.error(t, ErrorCode::BadNick, code::NICK, "");
         }
@@ -331,7 +338,7 @@ impl Chat {
         }
     }
 
-    pub(super) fn list_rooms(&mut self, t: Token) {
+    pub(in crate::server) fn list_rooms(&mut self, t: Token) {
         if self.cluster.is_some() {
             return self.cluster_list_rooms(t);
         }
@@ -347,7 +354,7 @@ impl Chat {
         self.sessions.reply(t, &self.frame);
     }
 
-    pub(super) fn list_users(&mut self, t: Token, room: &str) {
+    pub(in crate::server) fn list_users(&mut self, t: Token, room: &str) {
         if !valid_room(room) {
             return self.error(t, ErrorCode::BadRoom, code::LIST_USERS, "");
         }
@@ -376,7 +383,7 @@ impl Chat {
         self.sessions.reply(t, &self.frame);
     }
 
-    pub(super) fn send_stats(&mut self, t: Token, now: Instant) {
+    pub(in crate::server) fn send_stats(&mut self, t: Token, now: Instant) {
         let stats = self.stats_list(now);
         encode_into(&mut self.frame, &ServerMessage::StatsReply(stats));
         self.sessions.reply(t, &self.frame);
@@ -453,7 +460,7 @@ impl Chat {
     /// `t` leaves the room at `index` of its membership list: LEFT to the
     /// room (the leaver included), then the member list shrinks by a
     /// swap-remove, fixing the slot of the member moved into the hole.
-    pub(super) fn part(&mut self, t: Token, index: usize, reason: &str) {
+    pub(in crate::server) fn part(&mut self, t: Token, index: usize, reason: &str) {
         let s = self.sessions.at(t);
         let m = s.rooms()[index];
         let left = ServerMessage::Left {
@@ -505,7 +512,7 @@ impl Chat {
     /// `EXPIRE_BUDGET` per iteration: a burst of rooms made together
     /// expires together, and the rest are due at once next iteration
     /// (the poll timeout is then zero).
-    pub(super) fn expire_rooms(&mut self, now: Instant) {
+    pub(in crate::server) fn expire_rooms(&mut self, now: Instant) {
         for _ in 0..EXPIRE_BUDGET {
             let Some((id, since)) = self.rooms.oldest_lingering() else {
                 break;
@@ -582,7 +589,7 @@ fn trim_to_bytes(
 }
 
 /// Takes `need` bytes from `budget` if they fit.
-pub(super) fn fits(budget: &mut usize, need: usize) -> bool {
+pub(in crate::server) fn fits(budget: &mut usize, need: usize) -> bool {
     match budget.checked_sub(need) {
         Some(left) => {
             *budget = left;

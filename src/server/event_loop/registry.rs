@@ -10,8 +10,8 @@ use slab::Slab;
 
 use crate::codec::{ErrorCode, ServerMessage};
 
+use super::super::metrics::Histograms;
 use super::lifecycle::CloseReason;
-use super::metrics::Histograms;
 use super::session::{Flushed, Marks, Session};
 
 /// Counters reported by STATS_REPLY. One instance, owned by the registry;

@@ -46,9 +46,9 @@ use std::time::{Duration, Instant};
 use log::warn;
 use mio::{Events, Token};
 
-use super::chat::{ReadOutcome, ReadStop};
+use super::super::chat::rooms::Room;
+use super::super::chat::{ReadOutcome, ReadStop};
 use super::lifecycle::CloseReason;
-use super::rooms::Room;
 use super::session::Flushed;
 
 /// Room kept below the cap for the last line (`limit` or `end`, under
