@@ -20,7 +20,7 @@ impl Chat {
     pub fn reap(&mut self, now: Instant) {
         while let Some(t) = self.sessions.pop_closing() {
             let s = self.sessions.at_mut(t);
-            let Some(leaving) = s.life_mut().reap(now) else {
+            let Some(leaving) = s.reap(now) else {
                 continue;
             };
             debug!(
@@ -44,7 +44,7 @@ impl Chat {
             if let CloseReason::Quit(_) = leaving.reason {
                 s.out_mut().push(&ServerMessage::Bye { reason: "goodbye" });
             }
-            s.life_mut().mute();
+            s.mute();
             if s.life().broken() || (s.life().peer_eof() && s.pending() == 0) {
                 self.sessions.finish(t);
             } else {

@@ -68,7 +68,7 @@ impl Chat {
         let s = self.sessions.at_mut(t);
         s.replace_nick(nick);
         s.set_version(version);
-        s.life_mut().register();
+        s.register();
         let t_ = s.transport();
         // One line per connection at info (with "opened" and "ended"): a
         // log pipeline follows a session by its peer address. The account

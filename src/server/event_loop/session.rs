@@ -24,7 +24,7 @@ use super::super::chat::rooms::RoomId;
 use super::super::config::Config;
 use super::super::tls::HandshakeGate;
 use super::super::transport::{Cost, DoorEvent, Input, Meter, Transport};
-use super::lifecycle::Lifecycle;
+use super::lifecycle::{CloseReason, Leaving, Lifecycle};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;
@@ -172,20 +172,6 @@ pub struct Session {
     /// The loop iteration that last put this session on the carried-over
     /// read list (at most once per list).
     carry_in: u64,
-    /// Input is not being read because this session's own output is backed
-    /// up (backpressure): reading more requests would only queue more
-    /// replies it is not taking. TCP then pushes back on the client.
-    paused: bool,
-    /// `inbuf` holds input that was read but not dispatched because the
-    /// session's output passed the pause mark in the middle of it (whole
-    /// frames, then perhaps a partial one; at most one read's worth). It is
-    /// dispatched before the socket is read again.
-    held: bool,
-    /// A request of this session is with the cluster's store (`--redis`):
-    /// its next frames wait, held like paused input, until the answer
-    /// comes, so they see the state that request made (a SAY right after
-    /// a JOIN finds the session in the room).
-    waiting: bool,
     /// The kernel's send queue for this socket at the last sample: bytes we
     /// wrote that it has not sent yet (the peer's window is closed). It
     /// counts against `--max-outbuf`, so a stalled reader is cut once the
@@ -196,9 +182,6 @@ pub struct Session {
     since_sample: usize,
     /// Reply bytes queued before HELLO (see [`GREETING_OUTPUT`]).
     greeting_out: usize,
-    /// Close with a reset (SO_LINGER 0): the session ended with output the
-    /// peer never took, and the kernel must not keep it.
-    abort: bool,
     /// When the last frame arrived (any frame counts as life).
     last_rx: Instant,
     /// A heartbeat PING was sent since `last_rx`.
@@ -245,13 +228,9 @@ impl Session {
             flushed_in: 0,
             read_in: 0,
             carry_in: 0,
-            paused: false,
-            held: false,
-            waiting: false,
             kernel_queued: 0,
             since_sample: 0,
             greeting_out: 0,
-            abort: false,
             last_rx: now,
             pinged: false,
             accepted_at: now,
@@ -323,9 +302,40 @@ impl Session {
     pub fn life(&self) -> &Lifecycle {
         &self.life
     }
-    /// The lifecycle, for its transitions.
-    pub fn life_mut(&mut self) -> &mut Lifecycle {
-        &mut self.life
+    /// HELLO accepted: Greeting -> Registered.
+    pub fn register(&mut self) -> bool {
+        self.life.register()
+    }
+    /// Marks the session for closing (see [`Lifecycle::mark_closing`]).
+    pub fn mark_closing(&mut self, reason: CloseReason) -> bool {
+        self.life.mark_closing(reason)
+    }
+    /// A fatal error wins over an earlier reason (see
+    /// [`Lifecycle::escalate`]).
+    pub fn escalate(&mut self, why: &'static str) -> bool {
+        self.life.escalate(why)
+    }
+    /// Nothing may be queued after the fatal ERROR.
+    pub fn mute(&mut self) {
+        self.life.mute()
+    }
+    /// Closing -> Ending (see [`Lifecycle::reap`]).
+    pub fn reap(&mut self, now: Instant) -> Option<Leaving> {
+        self.life.reap(now)
+    }
+    /// Ending -> Finished.
+    pub fn finish(&mut self) -> bool {
+        self.life.finish()
+    }
+    /// The peer sent FIN: input is over, and the partial frame with it.
+    pub fn peer_closed(&mut self) {
+        self.life.peer_closed();
+        self.life.release_held();
+        self.inbuf = Vec::new();
+    }
+    /// The socket failed while ending.
+    pub fn set_broken(&mut self) {
+        self.life.set_broken()
     }
     /// The registered nick (empty before HELLO).
     pub fn nick(&self) -> &str {
@@ -380,7 +390,7 @@ impl Session {
     }
     /// Takes the carried-over frame out (it is whole now).
     pub fn take_partial(&mut self) -> Vec<u8> {
-        self.held = false;
+        self.life.release_held();
         std::mem::take(&mut self.inbuf)
     }
     /// Keeps input read but not dispatched (the output passed the pause
@@ -388,23 +398,21 @@ impl Session {
     /// is dispatched before the socket is read again.
     pub fn hold(&mut self, rest: &[u8]) {
         self.inbuf.extend_from_slice(rest);
-        self.held = true;
-        self.paused = true;
+        self.life.hold();
     }
     /// Whether held input waits to be dispatched.
     pub fn is_holding(&self) -> bool {
-        self.held
+        self.life.is_holding()
     }
     /// Whether a request of this session waits for the cluster's store.
     pub fn is_waiting(&self) -> bool {
-        self.waiting
+        self.life.is_waiting()
     }
     /// Starts or ends waiting for the cluster's store. Returns whether
     /// input was paused meanwhile (the loop must read it again: no new
     /// edge will say it is there).
     pub fn set_waiting(&mut self, waiting: bool) -> bool {
-        self.waiting = waiting;
-        !waiting && (self.held || self.paused)
+        self.life.set_waiting(waiting)
     }
     /// Whether dispatching must stop: the output waiting for this session
     /// is past its pause mark (a small one before HELLO), or it used its
@@ -414,7 +422,7 @@ impl Session {
         if self.life.is_ending() {
             return false;
         }
-        if self.waiting {
+        if self.life.is_waiting() {
             return true;
         }
         if self.life.is_greeting() {
@@ -442,12 +450,12 @@ impl Session {
     }
     /// Asks for an abortive close (RST) when the session is dropped.
     pub fn set_abort(&mut self) {
-        self.abort = true;
+        self.life.abort();
     }
     /// Whether the socket must be reset rather than closed: output is left
     /// that the peer did not take (ours or, after a timeout, the kernel's).
     pub fn must_abort(&self) -> bool {
-        self.abort || self.pending() > 0
+        self.life.aborts() || self.pending() > 0
     }
     /// Sets SO_LINGER 0, so closing the socket sends RST and the kernel
     /// drops whatever it still holds for the peer at once.
@@ -601,12 +609,12 @@ impl Session {
             if self.life.input_done() {
                 return Got::Done;
             }
-            if self.held || self.over_pause(marks) {
+            if self.life.is_holding() || self.over_pause(marks) {
                 // Backpressure: this client is not taking its replies, so
                 // stop taking its requests. Its socket buffer fills and TCP
                 // slows it down; `flush` resumes reading once the backlog
                 // has drained.
-                self.paused = true;
+                self.life.pause();
                 return Got::Paused;
             }
             // Read no more than the headroom left below the pause mark:
@@ -663,11 +671,10 @@ impl Session {
         } else {
             marks.resume_below
         };
-        if self.paused && left <= resume_below && !self.over_pause(marks) {
+        if self.life.is_paused() && left <= resume_below && !self.over_pause(marks) {
             // Unread input may be waiting and no new edge will report it:
             // the loop reads it next iteration, like a budget carry-over.
-            self.paused = false;
-            done.resumed = true;
+            done.resumed = self.life.resume();
         }
         // WRITABLE interest only while output is pending: asking for it
         // with an empty buffer would wake us for nothing.
