@@ -93,7 +93,7 @@ pub fn check(data: &[u8]) {
         }
         chat.sessions.end_flush(list);
         while let Some(t) = chat.sessions.pop_finished() {
-            let s = chat.remove(t);
+            let (s, _) = chat.remove(t);
             for c in clients.iter_mut() {
                 if c.token == t && c.id == s.id() {
                     c.id = 0;

@@ -108,11 +108,7 @@ pub fn check(data: &[u8]) {
                 }
             }
         }
-        let own = chat
-            .sessions
-            .get(c.token)
-            .filter(|s| s.id() == c.id)
-            .map(|s| s.nick().to_owned());
+        let own = chat.live_member(c.token, c.id).map(|m| m.nick().to_owned());
         while let Ok(Some(f)) = c.reader.next_frame() {
             let msg = ServerMessage::decode(f.code, f.payload).expect("the server's frames decode");
             match msg {
@@ -156,7 +152,7 @@ pub fn check(data: &[u8]) {
         chat.sessions.end_flush(list);
         chat.flush_links(now);
         while let Some(t) = chat.sessions.pop_finished() {
-            let s = chat.remove(t);
+            let (s, _) = chat.remove(t);
             for c in clients.iter_mut() {
                 if c.token == t && c.id == s.id() {
                     c.id = 0;

@@ -32,15 +32,15 @@ impl Chat {
             if self.cluster.is_some() {
                 self.cluster_close(t, leaving.reason.left_reason(), leaving.registered);
             }
-            while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
+            while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
                 self.part(t, last, leaving.reason.left_reason());
             }
-            let s = self.sessions.at_mut(t);
             if leaving.registered {
-                if let Some(key) = NameKey::new(s.nick()) {
+                if let Some(key) = NameKey::new(self.members.at(t).nick()) {
                     self.nicks.remove(&key);
                 }
             }
+            let s = self.sessions.at_mut(t);
             if let CloseReason::Quit(_) = leaving.reason {
                 s.out_mut().push(&ServerMessage::Bye { reason: "goodbye" });
             }

@@ -13,8 +13,8 @@ use crate::codec::{
     ServerMessage, VERSION_2,
 };
 
-use super::super::event_loop::session::Membership;
 use super::history::{self, History, Plan, Request, RingId};
+use super::members::Membership;
 use super::rooms::{Room, RoomId, LINGER_OVERHEAD};
 use super::{encode_into, Chat};
 
@@ -65,9 +65,10 @@ impl Chat {
     /// The nick is ours: the session is registered and welcomed.
     pub(in crate::server) fn register(&mut self, t: Token, key: NameKey, version: u8, nick: &str) {
         self.nicks.insert(key, t);
+        let m = self.members.at_mut(t);
+        m.replace_nick(nick);
+        m.set_version(version);
         let s = self.sessions.at_mut(t);
-        s.replace_nick(nick);
-        s.set_version(version);
         s.register();
         let t_ = s.transport();
         // One line per connection at info (with "opened" and "ended"): a
@@ -99,7 +100,7 @@ impl Chat {
         if self.member_of(t, room).is_some() {
             return self.error(t, ErrorCode::AlreadyInRoom, code::JOIN, "");
         }
-        if self.sessions.at(t).rooms().len() >= self.config.max_rooms {
+        if self.members.at(t).rooms().len() >= self.config.max_rooms {
             return self.error(t, ErrorCode::TooManyRooms, code::JOIN, "");
         }
         if self.cluster.is_some() {
@@ -115,19 +116,19 @@ impl Chat {
         };
         let slot = self.rooms.join(id, t);
         let r = self.rooms.get(id);
-        let s = self.sessions.at_mut(t);
-        s.add_room(Membership {
+        let m = self.members.at_mut(t);
+        m.add_room(Membership {
             room: id,
             slot,
             joined_at_seq: r.seq,
         });
         let joined = ServerMessage::Joined {
             room: &r.name,
-            nick: s.nick(),
+            nick: m.nick(),
         };
         encode_into(&mut self.frame, &joined);
         self.cast_presence(id, t);
-        if self.sessions.at(t).version() >= VERSION_2 {
+        if self.members.at(t).version() >= VERSION_2 {
             // Right after its own JOINED, before any MESSAGE of the room:
             // nothing is batched (dispatch fanned out before this JOIN), so
             // every MESSAGE it gets from now on has seq > last_seq.
@@ -169,7 +170,7 @@ impl Chat {
         if self.cluster.is_some() {
             return self.cluster_history(t, index, epoch, after_seq, limit);
         }
-        let m = self.sessions.at(t).rooms()[index];
+        let m = self.members.at(t).rooms()[index];
         let r = self.rooms.get(m.room);
         let req = Request {
             epoch,
@@ -235,25 +236,25 @@ impl Chat {
             return self.cluster_say(t, index, text);
         }
         self.sessions.stats.messages += 1;
-        let id = self.sessions.at(t).rooms()[index].room;
+        let id = self.members.at(t).rooms()[index].room;
         if self.cast_room != Some(id) {
             self.flush_cast();
             self.cast_room = Some(id);
         }
-        let s = self.sessions.at(t);
+        let nick = self.members.at(t).nick();
         let r = self.rooms.get_mut(id);
         r.seq += 1;
         // Encode once; every member gets a copy of the same bytes.
         ServerMessage::Message {
             room: &r.name,
             seq: r.seq,
-            from: s.nick(),
+            from: nick,
             text,
         }
         .encode(&mut self.cast);
         // One more copy of the bytes for history, none per member.
         self.history
-            .store(r.ring, &r.name, r.seq, history::now_ms(), s.nick(), text);
+            .store(r.ring, &r.name, r.seq, history::now_ms(), nick, text);
         self.cast_frames += 1;
         if self.cast.len() >= cast_limit(self.sessions.marks().max_outbuf) {
             self.flush_cast();
@@ -294,7 +295,7 @@ impl Chat {
         let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) else {
             return self.error(t, ErrorCode::NoSuchNick, code::WHISPER, "");
         };
-        let from = self.sessions.at(t).nick();
+        let from = self.members.at(t).nick();
         encode_into(&mut self.frame, &ServerMessage::WhisperFrom { from, text });
         self.sessions.deliver(target, &self.frame);
     }
@@ -312,7 +313,7 @@ impl Chat {
         if self.cluster.is_some() {
             return self.cluster_nick(t, new);
         }
-        let old = self.sessions.at_mut(t).replace_nick(new);
+        let old = self.members.at_mut(t).replace_nick(new);
         if let Some(old_key) = NameKey::new(&old) {
             self.nicks.remove(&old_key);
         }
@@ -326,12 +327,12 @@ impl Chat {
         // already has it.
         self.stamp += 1;
         let stamp = self.stamp;
-        self.sessions.at_mut(t).stamp(stamp);
+        self.members.at_mut(t).stamp(stamp);
         self.sessions.reply(t, &self.frame);
-        let rooms: Vec<RoomId> = self.sessions.at(t).rooms().iter().map(|m| m.room).collect();
+        let rooms: Vec<RoomId> = self.members.at(t).rooms().iter().map(|m| m.room).collect();
         for id in rooms {
             for &member in &self.rooms.get(id).members {
-                if self.sessions.at_mut(member).stamp(stamp) {
+                if self.members.at_mut(member).stamp(stamp) {
                     self.sessions.deliver(member, &self.frame);
                 }
             }
@@ -366,11 +367,11 @@ impl Chat {
         };
         let r = self.rooms.get(id);
         let mut budget = (self.config.max_payload as usize).saturating_sub(4 + r.name.len());
-        let sessions = &self.sessions;
+        let members = &self.members;
         let nicks: Vec<&str> = r
             .members
             .iter()
-            .map(|&m| sessions.at(m).nick())
+            .map(|&m| members.at(m).nick())
             .take_while(|nick| fits(&mut budget, 2 + nick.len()))
             .collect();
         encode_into(
@@ -441,7 +442,7 @@ impl Chat {
     /// Index in `t`'s membership list of the room `room`, if `t` is in it.
     fn member_of(&self, t: Token, room: &str) -> Option<usize> {
         let id = self.rooms.find(room)?;
-        self.sessions.at(t).membership(id)
+        self.members.at(t).membership(id)
     }
 
     /// Sends the frame in `self.frame` (JOINED or LEFT) to the room, or
@@ -461,19 +462,19 @@ impl Chat {
     /// room (the leaver included), then the member list shrinks by a
     /// swap-remove, fixing the slot of the member moved into the hole.
     pub(in crate::server) fn part(&mut self, t: Token, index: usize, reason: &str) {
-        let s = self.sessions.at(t);
-        let m = s.rooms()[index];
+        let me = self.members.at(t);
+        let m = me.rooms()[index];
         let left = ServerMessage::Left {
             room: &self.rooms.get(m.room).name,
-            nick: s.nick(),
+            nick: me.nick(),
             reason,
         };
         encode_into(&mut self.frame, &left);
         self.cast_presence(m.room, t);
         if let Some(moved) = self.rooms.leave(m.room, m.slot) {
-            self.sessions.at_mut(moved).move_slot(m.room, m.slot);
+            self.members.at_mut(moved).move_slot(m.room, m.slot);
         }
-        self.sessions.at_mut(t).remove_room(index);
+        self.members.at_mut(t).remove_room(index);
         if self.rooms.get(m.room).members.is_empty() {
             self.room_emptied(m.room);
         }

@@ -23,6 +23,7 @@ pub mod closing;
 pub mod commands;
 pub mod history;
 pub mod limits;
+pub mod members;
 pub mod rooms;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ use super::tls::HandshakeGate;
 use super::transport::{Cost, DoorEvent, Transport};
 use history::{Epochs, History};
 use limits::Rate;
+use members::{Member, Members};
 use rooms::{RoomId, Rooms};
 
 /// What dispatching one frame costs against a read budget, in bytes: a
@@ -119,6 +121,8 @@ pub struct Chat {
     pub(super) rate: Rate,
     /// Sessions, the loop's work lists, and the counters.
     pub sessions: Sessions,
+    /// What each session is in the chat, by token.
+    pub(super) members: Members,
     pub(super) rooms: Rooms,
     /// Case-folded nick to session: WHISPER and NICK never scan.
     pub(super) nicks: HashMap<NameKey, Token>,
@@ -182,6 +186,7 @@ impl Chat {
             },
             sessions: Sessions::new(Marks::new(&config)),
             config,
+            members: Members::default(),
             rooms: Rooms::default(),
             nicks: HashMap::new(),
             timers: Timers::default(),
@@ -298,15 +303,26 @@ impl Chat {
         self.sessions.stats.accepted += 1;
         let s = Session::new(transport, self.next_id, peer, self.rate, now);
         let t = self.sessions.insert(s);
+        self.members.open(t);
         let deadline = self.next_deadline(t);
         self.arm(t, deadline);
         t
     }
 
+    /// `t`'s member if `t` is still the session `sid` (tokens are reused).
+    pub fn live_member(&self, t: Token, sid: u64) -> Option<&Member> {
+        self.sessions
+            .get(t)
+            .filter(|s| s.id() == sid)
+            .map(|_| self.members.at(t))
+    }
+
     /// Removes a finished session and hands it back to the event loop to
     /// deregister and close.
-    pub fn remove(&mut self, t: Token) -> Session {
-        self.sessions.remove(t)
+    /// Its nick (empty if it never registered) comes with it, for the
+    /// connection's last log line.
+    pub fn remove(&mut self, t: Token) -> (Session, String) {
+        (self.sessions.remove(t), self.members.close(t))
     }
 
     // ----- input --------------------------------------------------------
@@ -632,7 +648,7 @@ impl Chat {
         }
         // A version-1 session sees no change at all: HISTORY is a code it
         // does not have.
-        if is_version_2_code(request) && s.version() < VERSION_2 {
+        if is_version_2_code(request) && self.members.at(t).version() < VERSION_2 {
             return self.error(t, ErrorCode::UnknownCode, request, "");
         }
         if registered && request == code::HELLO {
@@ -678,24 +694,24 @@ impl Chat {
     #[cfg(feature = "fuzzing")]
     pub fn check_invariants(&self) {
         for (key, &t) in &self.nicks {
-            let s = self
-                .sessions
-                .get(t)
-                .expect("the nick index points to a live session");
+            assert!(
+                self.sessions.get(t).is_some(),
+                "the nick index points to a live session"
+            );
             assert_eq!(
-                NameKey::new(s.nick()).as_ref(),
+                NameKey::new(self.members.at(t).nick()).as_ref(),
                 Some(key),
                 "the nick index key is the session's nick"
             );
         }
         let max_inbuf = 64 * 1024 + 8 + self.config.max_payload as usize;
         for t in self.sessions.tokens() {
-            let s = self.sessions.at(t);
+            let (s, me) = (self.sessions.at(t), self.members.at(t));
             if s.life().is_registered() {
-                let key = NameKey::new(s.nick()).expect("a registered nick is valid");
+                let key = NameKey::new(me.nick()).expect("a registered nick is valid");
                 assert_eq!(self.nicks.get(&key), Some(&t), "registered nick indexed");
             }
-            for m in s.rooms() {
+            for m in me.rooms() {
                 assert_eq!(
                     self.rooms.get(m.room).members.get(m.slot),
                     Some(&t),
@@ -707,9 +723,13 @@ impl Chat {
         for room in self.rooms.iter() {
             let id = self.rooms.find(&room.name).expect("rooms are indexed");
             for (slot, &t) in room.members.iter().enumerate() {
-                let s = self.sessions.get(t).expect("a member is a live session");
+                assert!(self.sessions.get(t).is_some(), "a member is a live session");
                 assert!(
-                    s.rooms().iter().any(|m| m.room == id && m.slot == slot),
+                    self.members
+                        .at(t)
+                        .rooms()
+                        .iter()
+                        .any(|m| m.room == id && m.slot == slot),
                     "a member records its slot"
                 );
             }

@@ -69,7 +69,7 @@ impl Server {
             .register(&mut SourceFd(&fd), t, Interest::READABLE)
         {
             warn!("register {peer}: {e}");
-            let s = self.chat.remove(t);
+            let (s, _) = self.chat.remove(t);
             self.forget_peer(&s);
             return;
         }

@@ -628,7 +628,7 @@ impl Server {
     /// Stage 6: deregister and close every finished session.
     fn remove_finished(&mut self) {
         while let Some(t) = self.chat.sessions.pop_finished() {
-            let s = self.chat.remove(t);
+            let (s, nick) = self.chat.remove(t);
             let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.forget_peer(&s);
@@ -639,7 +639,7 @@ impl Server {
             if abort {
                 s.make_abortive();
             }
-            self.observe_removed(t, &s, abort);
+            self.observe_removed(t, &s, &nick, abort);
             // Dropping the session drops its transport, closing the
             // descriptor.
         }

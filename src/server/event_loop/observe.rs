@@ -91,13 +91,19 @@ impl Server {
     }
 
     /// Stage 6, per session removed: its last lines.
-    pub(super) fn observe_removed(&mut self, t: Token, s: &session::Session, abort: bool) {
+    pub(super) fn observe_removed(
+        &mut self,
+        t: Token,
+        s: &session::Session,
+        nick: &str,
+        abort: bool,
+    ) {
         self.chat.trace.remove(t, s.id());
         if self.trace {
             let how = if abort { "reset" } else { "close" };
             info!("{how} {t:?} ({})", s.peer());
         }
-        log_ended(s);
+        log_ended(s, nick);
     }
 
     /// After stage 6: the loop trace's lines of this iteration go out in
@@ -109,7 +115,7 @@ impl Server {
 }
 
 /// A connection's last line, at info: how it ended and what it moved.
-fn log_ended(s: &session::Session) {
+fn log_ended(s: &session::Session, nick: &str) {
     let (bytes_in, bytes_out) = s.bytes();
     let duration_ms = s.opened_at().elapsed().as_millis() as u64;
     let reason = match s.life().end_reason() {
@@ -119,7 +125,7 @@ fn log_ended(s: &session::Session) {
     let t = s.transport();
     info!(
         target: "muxchat::conn",
-        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = s.nick(),
+        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = nick,
         reason = reason, duration_ms = duration_ms, bytes_in = bytes_in, bytes_out = bytes_out;
         "ended: {} ({reason}) after {duration_ms} ms, {bytes_in} B in, {bytes_out} B out",
         s.peer()

@@ -1,5 +1,6 @@
 //! One connection's state: its transport, its two buffers, its lifecycle,
-//! its timers; and the policy that belongs to one session: when to pause
+//! its timers (what it is in the chat, its nick and rooms, is the chat's:
+//! `chat::members`); and the policy that belongs to one session: when to pause
 //! reading (backpressure), when to resume, when to send our FIN.
 //!
 //! The socket is a plain non-blocking `std::net::TcpStream` inside a
@@ -20,7 +21,6 @@ use std::time::Instant;
 pub use crate::net::OutBuf;
 
 use super::super::chat::limits::{Rate, TokenBucket};
-use super::super::chat::rooms::RoomId;
 use super::super::config::Config;
 use super::super::tls::HandshakeGate;
 use super::super::transport::{Cost, DoorEvent, Input, Meter, Transport};
@@ -42,19 +42,6 @@ pub const GREETING_OUTPUT: usize = 16 * 1024;
 /// while that queue looked empty: one ioctl per 64 KiB keeps the sample
 /// fresh for a prompt reader at no measurable cost.
 const SAMPLE_EVERY: usize = 64 * 1024;
-
-/// A room the session is in, and its slot in that room's member list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Membership {
-    /// The room.
-    pub room: RoomId,
-    /// Index of this session in the room's `members`.
-    pub slot: usize,
-    /// The room's seq when the session joined (its ROOM_STATE's
-    /// `last_seq`): HISTORY never sends above it, since later messages
-    /// came live.
-    pub joined_at_seq: u64,
-}
 
 /// The output marks every session is held to, from `--max-outbuf`.
 #[derive(Debug, Clone, Copy)]
@@ -140,13 +127,6 @@ pub struct Session {
     counted_as: Option<IpAddr>,
     /// Where the session is in its life.
     life: Lifecycle,
-    /// The registered nick (empty before HELLO).
-    nick: String,
-    /// The protocol version its HELLO chose (0 before HELLO): version-2
-    /// frames go only to version-2 sessions.
-    version: u8,
-    /// Rooms the session is in (at most `--max-rooms`).
-    rooms: Vec<Membership>,
     /// A partial frame carried over between reads.
     ///
     /// Invariant: holds less than one whole frame (at most
@@ -198,9 +178,6 @@ pub struct Session {
     opened_at: Instant,
     /// The deadline of this session's live timer entry, if any.
     timer_at: Option<Instant>,
-    /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
-    /// stamp when this session already got the frame.
-    stamp: u64,
     /// Frames queued since the last write that took bytes (the batching
     /// histogram).
     queued_frames: u64,
@@ -218,9 +195,6 @@ impl Session {
             peer,
             counted_as: None,
             life: Lifecycle::default(),
-            nick: String::new(),
-            version: 0,
-            rooms: Vec::new(),
             inbuf: Vec::new(),
             out: OutBuf::default(),
             writable_interest: false,
@@ -239,7 +213,6 @@ impl Session {
             bytes_out: 0,
             opened_at: now,
             timer_at: None,
-            stamp: 0,
             queued_frames: 0,
             message_since: None,
         }
@@ -336,49 +309,6 @@ impl Session {
     /// The socket failed while ending.
     pub fn set_broken(&mut self) {
         self.life.set_broken()
-    }
-    /// The registered nick (empty before HELLO).
-    pub fn nick(&self) -> &str {
-        &self.nick
-    }
-    /// Sets the nick, returning the old one.
-    pub fn replace_nick(&mut self, nick: &str) -> String {
-        std::mem::replace(&mut self.nick, nick.to_owned())
-    }
-    /// The protocol version of its HELLO (0 before HELLO).
-    pub fn version(&self) -> u8 {
-        self.version
-    }
-    /// Records the version its HELLO chose.
-    pub fn set_version(&mut self, version: u8) {
-        self.version = version;
-    }
-    /// The rooms the session is in.
-    pub fn rooms(&self) -> &[Membership] {
-        &self.rooms
-    }
-    /// The position of `room` in this session's membership list.
-    pub fn membership(&self, room: RoomId) -> Option<usize> {
-        self.rooms.iter().position(|m| m.room == room)
-    }
-    /// Records a joined room.
-    pub fn add_room(&mut self, m: Membership) {
-        self.rooms.push(m);
-    }
-    /// Forgets the membership at `index`.
-    pub fn remove_room(&mut self, index: usize) {
-        self.rooms.swap_remove(index);
-    }
-    /// Another member left `room` and this session moved into its slot.
-    pub fn move_slot(&mut self, room: RoomId, slot: usize) {
-        if let Some(m) = self.rooms.iter_mut().find(|m| m.room == room) {
-            m.slot = slot;
-        }
-    }
-    /// Marks the session with `stamp`; false if it already had it (once-only
-    /// fan-out).
-    pub fn stamp(&mut self, stamp: u64) -> bool {
-        std::mem::replace(&mut self.stamp, stamp) != stamp
     }
     /// The partial frame carried over (see the field's invariant).
     pub fn inbuf(&self) -> &[u8] {
