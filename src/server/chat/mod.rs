@@ -42,13 +42,13 @@ use super::cluster::Cluster;
 use super::config::Config;
 use super::event_loop::lifecycle::CloseReason;
 use super::event_loop::registry::{Sessions, Stats};
-use super::event_loop::session::{Got, Marks, Session};
+use super::event_loop::session::{Marks, Session};
 use super::event_loop::timers::Timers;
 use super::event_loop::trace::Trace;
 use super::http::{Response, Status};
 use super::metrics;
 use super::tls::HandshakeGate;
-use super::transport::{Cost, DoorEvent, Transport};
+use super::transport::{DoorEvent, Transport};
 use history::{Epochs, History};
 use limits::Rate;
 use members::{Member, Members};
@@ -58,61 +58,6 @@ use rooms::{RoomId, Rooms};
 /// budget in bytes alone lets a read of 8-byte frames (each answered with
 /// an ERROR) do eight times the work of one of 64-byte frames.
 pub const FRAME_COST: usize = 64;
-
-/// Why a session's read stopped (for the loop and the event trace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadStop {
-    /// Already read this iteration (one budget per iteration), or gone.
-    Skipped,
-    /// Drained: the next edge will say when there is more.
-    WouldBlock,
-    /// The budget is spent and the session is still readable: the loop
-    /// reads it again next iteration (no edge will come for it).
-    Budget,
-    /// Its own output is backed up: input paused until the flush resumes it.
-    Paused,
-    /// The peer closed its side.
-    Eof,
-    /// The socket failed.
-    Broken,
-    /// Input was already over.
-    Done,
-    /// The TLS handshake's next step waits for the handshake budget: the
-    /// loop reads it again, in arrival order, in a later iteration.
-    Handshake,
-}
-
-/// What [`Chat::read`] did.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadOutcome {
-    /// The session's id (tokens are reused, ids are not).
-    pub id: u64,
-    /// Why reading stopped.
-    pub stop: ReadStop,
-    /// Read calls made.
-    pub reads: usize,
-    /// Bytes taken.
-    pub bytes: usize,
-    /// Whole frames dispatched.
-    pub frames: usize,
-    /// Bytes of a partial frame kept for next time.
-    pub partial: usize,
-    /// The door's work (bytes off the socket, frames and records decoded);
-    /// 0 for plain binary TCP, where it is `bytes`.
-    pub wire: usize,
-    /// Stopped for the handshake budget and not yet in the loop's FIFO.
-    pub enqueue: bool,
-}
-
-impl ReadOutcome {
-    /// The work this read did against a budget: the bytes taken or the
-    /// door's work to get them, whichever is more (a door may work hard
-    /// for no protocol bytes at all), plus [`FRAME_COST`] per frame
-    /// dispatched.
-    pub fn work(&self) -> usize {
-        self.bytes.max(self.wire) + FRAME_COST * self.frames
-    }
-}
 
 /// The whole chat state: sessions, rooms, the nick index, timers, counters.
 #[derive(Debug)]
@@ -232,6 +177,11 @@ impl Chat {
         &self.config
     }
 
+    /// The per-session rate allowance (a door's frames take from it too).
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
     /// Settings reloaded on SIGHUP (only the options `reload::plan` found
     /// safe to change live differ): the rate and the output marks held
     /// as copies are replaced too; everything else reads `config` when
@@ -327,128 +277,16 @@ impl Chat {
 
     // ----- input --------------------------------------------------------
 
-    /// Reads `t` until `WouldBlock`, its `budget`, backpressure or the end
-    /// of its input, dispatching whole frames as they arrive. At most once
-    /// per session per `iteration`.
-    pub fn read(
-        &mut self,
-        t: Token,
-        scratch: &mut [u8],
-        budget: usize,
-        iteration: u64,
-        now: Instant,
-    ) -> ReadOutcome {
-        let marks = self.sessions.marks();
-        let mut done = ReadOutcome {
-            id: 0,
-            stop: ReadStop::Skipped,
-            reads: 0,
-            bytes: 0,
-            frames: 0,
-            partial: 0,
-            wire: 0,
-            enqueue: false,
-        };
-        let s = self.sessions.at_mut(t);
-        done.id = s.id();
-        if !s.begin_read(iteration) {
-            return done;
-        }
+    /// Input held back when the output passed the pause mark: dispatched
+    /// before anything still in the socket, which it was read before.
+    /// Returns the frames dispatched, and whether input is still held (the
+    /// output passed the mark again).
+    pub fn on_held(&mut self, t: Token, now: Instant) -> (usize, bool) {
         self.now = now;
-        if s.is_waiting() {
-            // Its request is with the cluster's store: the rest of its
-            // input waits until the answer wakes it.
-            done.stop = ReadStop::Paused;
-            return done;
-        }
-        // Input held back when the output passed the pause mark goes
-        // first: it was read before anything still in the socket.
-        if s.is_holding() && !s.life().is_ending() {
-            let held = s.take_partial();
-            done.frames += self.dispatch_slice(t, &held, now);
-            self.flush_cast();
-            if self.sessions.at(t).is_holding() {
-                done.stop = ReadStop::Paused;
-                done.partial = self.sessions.at(t).inbuf().len();
-                return done;
-            }
-        }
-        done.stop = loop {
-            done.reads += 1;
-            let s = self.sessions.at_mut(t);
-            let discarding = s.life().is_ending();
-            // Never read much more than the budget has left: one read of
-            // 64 KiB of 8-byte frames is 8,192 frames of work.
-            let room = budget
-                .saturating_sub(done.work())
-                .clamp(1024, scratch.len());
-            let mut cost = Cost::default();
-            let got = s.read_some(
-                &mut scratch[..room],
-                marks,
-                self.rate,
-                now,
-                &mut self.handshakes,
-                &mut cost,
-            );
-            done.wire += cost.work;
-            if cost.limited > 0 || cost.refused {
-                self.note_cost(&cost);
-            }
-            match got {
-                Got::Bytes(n) => {
-                    done.bytes += n;
-                    self.sessions.stats.bytes_in += n as u64;
-                    self.sessions.at_mut(t).count_bytes(n, 0);
-                    if !discarding {
-                        done.frames += self.on_input(t, &scratch[..n], now);
-                        if self.sessions.at(t).is_holding() {
-                            break ReadStop::Paused;
-                        }
-                    }
-                    if done.work() >= budget {
-                        break ReadStop::Budget;
-                    }
-                }
-                Got::WouldBlock => break ReadStop::WouldBlock,
-                Got::Yield => {
-                    if done.work() >= budget {
-                        break ReadStop::Budget;
-                    }
-                }
-                Got::Handshake => {
-                    done.enqueue = cost.enqueue;
-                    break ReadStop::Handshake;
-                }
-                Got::Paused => break ReadStop::Paused,
-                Got::Done => break ReadStop::Done,
-                Got::Eof => {
-                    self.sessions.on_peer_eof(t);
-                    break ReadStop::Eof;
-                }
-                Got::Failed(e) => {
-                    debug!("{t:?} read: {e}");
-                    self.sessions.on_broken(t);
-                    break ReadStop::Broken;
-                }
-                Got::Door(DoorEvent::Closed) => {
-                    self.sessions.on_peer_eof(t);
-                    break ReadStop::Eof;
-                }
-                // Anything else: act, then read on (an upgraded WebSocket
-                // has frames to decode; a closing session drains input
-                // until WouldBlock, so the edge is not lost).
-                Got::Door(ev) => self.on_door(t, ev, now),
-            }
-        };
-        // A door may have something of its own to write (a TLS handshake
-        // record, a pong, an HTTP answer): the flush stage takes it.
-        let s = self.sessions.at(t);
-        done.partial = s.inbuf().len();
-        if s.transport_wants_flush() {
-            self.sessions.queue_flush(t);
-        }
-        done
+        let held = self.sessions.at_mut(t).take_partial();
+        let frames = self.dispatch_slice(t, &held, now);
+        self.flush_cast();
+        (frames, self.sessions.at(t).is_holding())
     }
 
     /// Bytes read from `t`'s socket: completes a partial frame carried over
@@ -456,6 +294,7 @@ impl Chat {
     /// straight from the caller's buffer, and keeps a trailing partial frame
     /// for next time. Returns the number of frames dispatched.
     pub fn on_input(&mut self, t: Token, data: &[u8], now: Instant) -> usize {
+        self.now = now;
         let frames = self.dispatch_all(t, data, now);
         self.flush_cast();
         frames
@@ -536,19 +375,9 @@ impl Chat {
         frames
     }
 
-    /// Counts what a door refused: frames past the allowance (like
-    /// requests past it) and handshakes past the per-address limit (like
-    /// connections past `--max-per-ip`).
-    #[cold]
-    fn note_cost(&mut self, cost: &Cost) {
-        self.sessions.stats.rate_limited += cost.limited;
-        if cost.refused {
-            self.sessions.stats.rejected_full += 1;
-        }
-    }
-
     /// What a session's door needs from the chat.
-    fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
+    pub fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
+        self.now = now;
         let served = CloseReason::Fatal("http request served");
         match ev {
             DoorEvent::Metrics => {

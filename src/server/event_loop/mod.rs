@@ -64,7 +64,7 @@ use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::chat::history::Epochs;
-use super::chat::{Chat, ReadStop};
+use super::chat::Chat;
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
@@ -79,12 +79,14 @@ mod housekeeping;
 pub mod lifecycle;
 mod observe;
 pub mod peers;
+pub mod reading;
 pub mod registry;
 pub mod session;
 pub mod timers;
 pub mod trace;
 
 use housekeeping::default_node_name;
+use reading::ReadStop;
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -508,9 +510,14 @@ impl Server {
             return;
         }
         let budget = READ_BUDGET.min(self.global_left);
-        let r = self
-            .chat
-            .read(t, &mut self.scratch, budget, self.iteration, now);
+        let r = reading::read(
+            &mut self.chat,
+            t,
+            &mut self.scratch,
+            budget,
+            self.iteration,
+            now,
+        );
         self.global_left = self.global_left.saturating_sub(r.work());
         if r.stop == ReadStop::Budget {
             self.carry(t);

@@ -11,8 +11,8 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::{Events, Token};
 
-use super::super::chat::{ReadOutcome, ReadStop};
 use super::super::cluster;
+use super::reading::{ReadOutcome, ReadStop};
 use super::session::{self, Flushed};
 use super::{Server, LISTENER, SIGNALS};
 

@@ -47,8 +47,8 @@ use log::warn;
 use mio::{Events, Token};
 
 use super::super::chat::rooms::Room;
-use super::super::chat::{ReadOutcome, ReadStop};
 use super::lifecycle::CloseReason;
+use super::reading::{ReadOutcome, ReadStop};
 use super::session::Flushed;
 
 /// Room kept below the cap for the last line (`limit` or `end`, under
