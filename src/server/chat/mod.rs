@@ -20,7 +20,7 @@
 //! batch.
 
 pub mod closing;
-pub mod commands;
+pub mod handlers;
 pub mod history;
 pub mod limits;
 pub mod members;

@@ -449,7 +449,7 @@ impl Chat {
         .encode(&mut self.cast);
         self.cast_frames += 1;
         if self.cast.len()
-            >= super::super::chat::commands::cast_limit(self.sessions.marks().max_outbuf)
+            >= super::super::chat::handlers::messages::cast_limit(self.sessions.marks().max_outbuf)
         {
             self.flush_cast();
         }
