@@ -1,17 +1,21 @@
 //! The chat: the protocol's state machine over sessions, rooms and nicks.
 //!
-//! Everything here is plain data and bytes. Handling a frame only appends
-//! encoded frames to sessions' output buffers and puts those sessions on
-//! the flush list; the event loop writes them out once per iteration
-//! ("write before sleep"). The chat is split by job:
+//! Everything here is plain data and bytes: the chat never reads or
+//! writes a socket. The loop hands it bytes ([`Chat::on_input`],
+//! [`Chat::on_held`]) and door events ([`Chat::on_door`]); handling a frame
+//! only appends encoded frames to sessions' output buffers and puts those
+//! sessions on the flush list; the event loop writes them out once per
+//! iteration ("write before sleep"). The chat is split by job:
 //!
-//! - this file: the [`Chat`] state, reading a session and cutting its bytes
-//!   into whole frames ([`Chat::read`], [`Chat::on_input`]), and
-//!   `Chat::dispatch`, which checks a frame and calls its command;
-//! - [`commands`]: one handler per command, and the fan-out;
+//! - this file: the [`Chat`] state, cutting bytes into whole frames, and
+//!   `Chat::dispatch`, which checks a frame and calls its handler;
+//! - [`handlers`]: the handlers, one file per concern, and the fan-out;
+//! - [`members`]: each session's chat state (nick, rooms), by token;
+//! - [`rooms`], [`history`], [`limits`]: membership indexes, held
+//!   messages, the rate allowance;
 //! - [`closing`]: the reap stage, timers, the shutdown drain;
-//! - [`super::event_loop::registry`]: the sessions, delivery, and the first step of
-//!   closing.
+//! - [`super::event_loop::registry`]: the sessions, delivery, and the first
+//!   step of closing.
 //!
 //! Closing is two-step: a session is *marked* (`Sessions::mark_closing`)
 //! wherever the reason is found, and *reaped* after the event batch

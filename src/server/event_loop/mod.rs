@@ -44,7 +44,7 @@
 //! 7. **Shutdown**: once draining, stop when everyone has gone or the grace
 //!    period is over.
 //!
-//! The loop decides nothing about a session: [`Chat::read`] and the
+//! The loop decides nothing about a session: [`reading::read`] and the
 //! session's flush return outcomes, and the loop turns them into interest
 //! changes and list entries.
 

@@ -37,7 +37,7 @@ pub enum ReadStop {
     Handshake,
 }
 
-/// What [`Chat::read`] did.
+/// What [`read`] did.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOutcome {
     /// The session's id (tokens are reused, ids are not).
