@@ -55,6 +55,7 @@ pub mod discovery;
 pub mod event_loop;
 pub mod history;
 pub mod http;
+pub mod identity;
 pub mod lifecycle;
 pub mod limits;
 pub mod logfmt;
