@@ -28,6 +28,8 @@ pub mod message_decode;
 pub mod proxy_header;
 pub mod resp;
 mod sessions;
+pub mod token_parse;
+pub mod v3_payloads;
 pub mod ws_frames;
 
 /// A fuzz target's check: panics on a bug, returns on anything else.
@@ -46,6 +48,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("resp", resp::check),
     ("cluster_events", cluster_events::check),
     ("proxy_header", proxy_header::check),
+    ("token_parse", token_parse::check),
+    ("v3_payloads", v3_payloads::check),
 ];
 
 /// A small reader over the fuzz input: every take succeeds, yielding zeros
