@@ -844,6 +844,64 @@ mod tests {
                 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0
             ]
         );
+        let hex = |h: &str| -> Vec<u8> {
+            h.split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect()
+        };
+        let mut out = Vec::new();
+        ClientV3::Hello {
+            version: 3,
+            nick: "alice",
+            token: Secret("a.b.c"),
+            session_key: Secret(""),
+        }
+        .encode(&mut out);
+        assert_eq!(
+            out,
+            hex("00 64 00 00 00 00 00 11 03 00 05 61 6c 69 63 65 00 05 61 2e 62 2e 63 00 00")
+        );
+        out.clear();
+        ClientV3::Say {
+            room: "#rust",
+            text: "hi",
+            msg_id: 1,
+        }
+        .encode(&mut out);
+        assert_eq!(
+            out,
+            hex("00 67 00 00 00 00 00 13 00 05 23 72 75 73 74 00 02 68 69 00 00 00 00 00 00 00 01")
+        );
+        out.clear();
+        ServerV3::SayResult {
+            msg_id: 1,
+            room: "#rust",
+            epoch: 0x1d,
+            seq: 7,
+            error: 0,
+        }
+        .encode(&mut out);
+        assert_eq!(
+            out,
+            hex(
+                "00 d8 00 00 00 00 00 21 00 00 00 00 00 00 00 01 00 05 23 72 75 73 74 \
+                 00 00 00 00 00 00 00 1d 00 00 00 00 00 00 00 07 00 00"
+            )
+        );
+        out.clear();
+        ServerV3::Welcome {
+            version: 3,
+            nick: "alice",
+            server: "n1",
+            heartbeat_ms: 30_000,
+            max_payload: 65_536,
+            account: "alice",
+            role: role::ACCOUNT,
+            session_key: Secret("0123456789abcdef0123456789abcdef"),
+            token_exp_ms: 1_800_000_000_000,
+        }
+        .encode(&mut out);
+        assert_eq!(out.len(), 8 + 70);
         assert_eq!(hello_version(&[3, 0, 0]), Some(3));
         assert!(is_version_3_code(113) && is_version_3_code(122));
         assert!(!is_version_3_code(112) && !is_version_3_code(123));
