@@ -33,8 +33,8 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
+use super::doors::{Cost, DoorEvent, HandshakeGate, Transport};
 use super::history::{self, Epochs, History};
-use super::http::{Response, Status};
 use super::lifecycle::CloseReason;
 use super::limits::Rate;
 use super::metrics;
@@ -42,9 +42,8 @@ use super::registry::{Sessions, Stats};
 use super::rooms::{RoomId, Rooms};
 use super::session::{Got, Marks, Session};
 use super::timers::Timers;
-use super::tls::HandshakeGate;
 use super::trace::Trace;
-use super::transport::{Cost, DoorEvent, Transport};
+use super::web::{Response, Status};
 
 /// What dispatching one frame costs against a read budget, in bytes: a
 /// budget in bytes alone lets a read of 8-byte frames (each answered with

@@ -4,8 +4,8 @@
 
 use std::io;
 
-use super::super::http::{self, Answer, HttpLimits, Parse, Response, Route};
-use super::ws_door::WsDoor;
+use super::super::web::{self as http, Answer, HttpLimits, Parse, Response, Route};
+use super::ws::WsDoor;
 use super::{DoorEvent, Doors, Input, Io, Meter};
 
 /// An HTTP request being read, then its answer being written.

@@ -29,7 +29,7 @@
 //!
 //! - **Binary**: reads and writes go straight through.
 //! - **Http**: the request head is buffered (bounded by
-//!   [`HttpLimits`]) and parsed by [`super::http`]; the door answers what
+//!   [`HttpLimits`]) and parsed by [`web`](super::web); the door answers what
 //!   needs no chat state itself (the page, refusals, the WebSocket
 //!   upgrade) and hands `/metrics` and `/healthz` up as a [`DoorEvent`].
 //!   Protocol frames the chat may queue meanwhile (a login timeout's
@@ -69,21 +69,24 @@ use crate::codec::{ErrorCode, HEADER_LEN};
 use crate::net::OutBuf;
 
 use super::chat::FRAME_COST;
-use super::http::{HttpLimits, Response};
-use super::tls;
+use super::web::{HttpLimits, Response};
 use crate::codec::ws::close_code;
 
-mod http_door;
+mod http;
 mod meter;
-mod ws_door;
+pub mod proxy;
+pub mod refusing;
+pub mod tls;
+mod ws;
 
-use http_door::HttpDoor;
+use http::HttpDoor;
 pub use meter::{Cost, Meter};
-use ws_door::WsDoor;
+pub use tls::HandshakeGate;
+use ws::WsDoor;
 
 /// The browser chat page served at `GET /` (built and shared by
-/// [`http::page`](super::http::page)).
-pub use super::http::PAGE;
+/// [`web::page`](super::web::page)).
+pub use super::web::PAGE;
 
 /// What every door needs to know, shared by all connections.
 #[derive(Debug, Clone)]
@@ -181,7 +184,7 @@ pub enum ProxyStart {
     /// A header, consumed; the client's address if it named one.
     Header(Option<std::net::SocketAddr>),
     /// A header that breaks the spec.
-    Bad(super::proxy::BadHeader),
+    Bad(proxy::BadHeader),
 }
 
 /// The socket, and the TLS connection over it once the first byte asked
@@ -257,7 +260,7 @@ impl Transport {
     /// `WouldBlock` (nothing there yet) comes back as an error, like a
     /// read's.
     pub fn take_proxy_header(&mut self) -> io::Result<ProxyStart> {
-        use super::proxy::{self, Parsed};
+        use proxy::{self, Parsed};
         let mut buf = [0u8; proxy::MAX_HEADER];
         let n = self.io.stream.peek(&mut buf)?;
         if n == 0 {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::super::limits::{Rate, TokenBucket};
-use super::super::tls::HandshakeGate;
+use super::tls::HandshakeGate;
 
 /// What a door read spent (all zero for plain binary TCP).
 #[derive(Debug, Clone, Copy, Default)]

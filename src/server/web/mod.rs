@@ -27,7 +27,7 @@ use std::io::{self, IoSlice, Write};
 use std::sync::OnceLock;
 
 /// The browser chat page served at `GET /` (one self-contained file).
-pub const PAGE: &str = include_str!("web/index.html");
+pub const PAGE: &str = include_str!("index.html");
 
 /// The GUID RFC 6455 section 1.3 appends to the client's key.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

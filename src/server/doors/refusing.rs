@@ -27,7 +27,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::codec::{ErrorCode, ServerMessage};
 
-use super::http;
+use super::super::web as http;
 
 /// Refused sockets that may wait for their first byte at once.
 pub const MAX_WAITING: usize = 256;
