@@ -45,10 +45,9 @@ use super::timers::Timers;
 use super::trace::Trace;
 use super::web::{Response, Status};
 
-/// What dispatching one frame costs against a read budget, in bytes: a
-/// budget in bytes alone lets a read of 8-byte frames (each answered with
-/// an ERROR) do eight times the work of one of 64-byte frames.
-pub const FRAME_COST: usize = 64;
+/// What dispatching one frame costs against a read budget (the doors'
+/// unit of work, which they charge too).
+pub use super::doors::FRAME_COST;
 
 /// Why a session's read stopped (for the loop and the event trace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
