@@ -1,5 +1,6 @@
-//! The TLS door's configuration: certificate chain and key from PEM files,
-//! turned into one shared `rustls::ServerConfig`.
+//! The TLS door: its configuration (certificate chain and key from PEM
+//! files, turned into one shared `rustls::ServerConfig`) and the layer
+//! that carries a session's bytes through rustls ([`Tls`]).
 //!
 //! rustls is a TLS library with no I/O of its own: a connection is a state
 //! machine fed with ciphertext (`read_tls`) and drained of ciphertext
@@ -11,9 +12,8 @@
 //! Errors name the file they are about: the daemon exits 1 with that line
 //! (daemon-cli.md).
 //!
-//! It also owns the TLS layer of a session's socket ([`Tls`]): rustls fed
-//! from the socket on the way in, and its records pushed to the socket on
-//! the way out, until the socket would block. Each step of a handshake
+//! The layer: rustls fed from the socket on the way in, and its records
+//! pushed to the socket on the way out, until the socket would block. Each step of a handshake
 //! takes one from the iteration's [`HandshakeGate`](super::HandshakeGate)
 //! budget.
 
