@@ -4,9 +4,7 @@
 //! WebSocket door. What a request means is the router's business, not the
 //! door's.
 
-use std::io;
-
-use std::io::Write;
+use std::io::{self, Write};
 
 use crate::net::OutBuf;
 use crate::server::web::{self, Answer, HttpLimits, Next, Response, Served};

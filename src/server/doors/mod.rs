@@ -21,7 +21,7 @@
 //! One file per door behind the seam, each below this one (none looks
 //! back up at [`Transport`]):
 //!
-//! - [`sniff`]: first-byte detection (docs/PROTOCOL.md, "One port, three
+//! - `sniff`: first-byte detection (docs/PROTOCOL.md, "One port, three
 //!   doors"): a new connection starts as `Tcp` + `Sniff`; its peeked first
 //!   byte picks TLS (then the first plaintext byte picks again), HTTP or
 //!   binary, and `--tls-required` refuses plaintext. [`Doors`] is what it

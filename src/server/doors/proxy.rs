@@ -3,7 +3,7 @@
 //! it is, and the CIDR lists that name those proxies.
 //!
 //! This module owns the parsing: [`parse`] looks at the bytes a
-//! connection starts with (peeked by [`take`], so nothing is consumed
+//! connection starts with (peeked by `take`, so nothing is consumed
 //! until a whole header is there) and says how long the header is and
 //! which address it names. Which connections may carry a header, and what
 //! the session's peer address becomes, is the event loop's business.

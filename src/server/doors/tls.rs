@@ -1,6 +1,6 @@
 //! The TLS door: its configuration (certificate chain and key from PEM
 //! files, turned into one shared `rustls::ServerConfig`) and the layer
-//! that carries a session's bytes through rustls ([`Tls`]).
+//! that carries a session's bytes through rustls (`Tls`).
 //!
 //! rustls is a TLS library with no I/O of its own: a connection is a state
 //! machine fed with ciphertext (`read_tls`) and drained of ciphertext

@@ -22,13 +22,16 @@ pub enum Status {
     NotFound,
     /// 405: a known path with a method other than GET.
     MethodNotAllowed,
-    /// 414: the request line is longer than [`HttpLimits::max_request_line`].
+    /// 414: the request line is longer than
+    /// [`HttpLimits::max_request_line`](super::HttpLimits::max_request_line).
     UriTooLong,
     /// 426: a WebSocket version other than 13, or plaintext to a server
     /// that requires TLS.
     UpgradeRequired,
-    /// 431: the head is larger than [`HttpLimits::max_head`] or has more
-    /// than [`HttpLimits::max_headers`] fields.
+    /// 431: the head is larger than
+    /// [`HttpLimits::max_head`](super::HttpLimits::max_head) or has more
+    /// than [`HttpLimits::max_headers`](super::HttpLimits::max_headers)
+    /// fields.
     HeadersTooLarge,
     /// 503: `/healthz` while draining, or a connection refused at accept
     /// (the server or the client's address is at its limit).
