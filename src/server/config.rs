@@ -27,7 +27,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::codec::HEADER_LEN;
 use crate::server::cluster::url::RedisUrl;
-use crate::server::proxy::Cidrs;
+use crate::server::doors::proxy::Cidrs;
 
 /// Bytes of a SAY payload besides the text: room str (2 + up to 64) and the
 /// text's own length prefix (2).
@@ -448,7 +448,7 @@ pub struct Config {
     /// TLS handshakes per address per second (0: no limit).
     pub tls_handshakes_per_ip: u32,
     /// Bounds on an HTTP request head.
-    pub http: crate::server::http::HttpLimits,
+    pub http: crate::server::web::HttpLimits,
     /// Answer discovery probes on UDP.
     pub discovery: bool,
     /// Where the loop trace goes, if anywhere.
@@ -596,7 +596,7 @@ impl Config {
             tls_required: args.tls_required,
             tls_handshakes_per_iteration: args.tls_handshakes_per_iteration as usize,
             tls_handshakes_per_ip: args.tls_handshakes_per_ip,
-            http: crate::server::http::HttpLimits {
+            http: crate::server::web::HttpLimits {
                 max_head: args.max_http_head as usize,
                 max_request_line: (args.max_http_head as usize).min(2048),
                 max_headers: args.max_http_headers as usize,
