@@ -1918,3 +1918,32 @@ fn defines(text: &str, name: &str) -> bool {
     }
     false
 }
+
+/// Section 6's reading aid, docs/ladder-3b.diff (rung 3 to rung 3b), must
+/// be the diff of the two files as they are: `scripts/ladder-diff.sh`
+/// writes it, and this fails until it is re-run after a change to either.
+#[test]
+fn ladder_3b_diff_is_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/ladder-diff.sh"))
+        .arg("--stdout")
+        .output()
+        .expect("run scripts/ladder-diff.sh (needs bash)");
+    assert!(
+        out.status.success(),
+        "scripts/ladder-diff.sh failed (it needs `diff`, Debian package diffutils): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped =
+        std::fs::read(root.join("docs/ladder-3b.diff")).expect("read docs/ladder-3b.diff");
+    assert!(
+        out.stdout.starts_with(b"--- examples/chat_poll.rs"),
+        "not a diff: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        out.stdout == shipped,
+        "docs/ladder-3b.diff is stale: run scripts/ladder-diff.sh"
+    );
+}
