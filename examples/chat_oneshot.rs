@@ -4,8 +4,8 @@
 //! it. Linux only.
 //!
 //! ```text
-//! cargo run --example chat_oneshot -- --bind 127.0.0.1:7005
-//! nc 127.0.0.1 7005          # same protocol as chat_mio; try `/stats`
+//! cargo run --example chat_oneshot -- --bind 127.0.0.1:7007
+//! nc 127.0.0.1 7007          # same protocol as chat_mio; try `/stats`
 //! ```
 //!
 //! Protocol: `welcome guestN` on connect; every line goes to everyone as
@@ -53,7 +53,7 @@ const ACCEPT_BATCH: usize = 64;
 #[command(about = "Rung 3c: the line chat on epoll with EPOLLONESHOT (re-arm after handling)")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7005")]
+    #[arg(long, default_value = "127.0.0.1:7007")]
     bind: SocketAddr,
     /// Clients beyond this get `server full` and are closed.
     #[arg(long, default_value_t = 10_000)]

@@ -3,8 +3,8 @@
 //! only (5.6 or later for every operation used here).
 //!
 //! ```text
-//! cargo run --example chat_uring -- --bind 127.0.0.1:7006
-//! nc 127.0.0.1 7006          # same protocol as chat_mio; try `/stats`
+//! cargo run --example chat_uring -- --bind 127.0.0.1:7008
+//! nc 127.0.0.1 7008          # same protocol as chat_mio; try `/stats`
 //! ```
 //!
 //! Protocol: `welcome guestN` on connect; every line goes to everyone as
@@ -59,7 +59,7 @@ const READ_BUF: usize = 4096;
 #[command(about = "Rung 3d: the line chat on io_uring (completions, the shape of IOCP)")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7006")]
+    #[arg(long, default_value = "127.0.0.1:7008")]
     bind: SocketAddr,
     /// Clients beyond this get `server full` and are closed.
     #[arg(long, default_value_t = 10_000)]
