@@ -165,6 +165,8 @@ struct Chat {
     events: u64,
     inflight: u64,
     stale: u64,
+    /// No accept in flight: the last one failed for lack of descriptors.
+    accept_paused: bool,
 }
 
 fn main() -> io::Result<()> {
@@ -194,6 +196,7 @@ fn main() -> io::Result<()> {
         events: 0,
         inflight: 0,
         stale: 0,
+        accept_paused: false,
     };
     let accept = Op {
         key: 0,
@@ -232,15 +235,28 @@ fn main() -> io::Result<()> {
             match op.kind {
                 Kind::Accept => {
                     accepted(&mut ring, &mut chat, res, &args)?;
-                    // One accept in flight at a time: submit the next.
-                    submit(&mut ring, &mut chat, &accept_sqe)?;
+                    // One accept in flight at a time: submit the next,
+                    // unless out of descriptors: an accept submitted now
+                    // would fail at once, again and again (readiness
+                    // would report the listener again just as fast).
+                    // Retried when a client is freed.
+                    let out_of_fds = res == -libc::EMFILE || res == -libc::ENFILE;
+                    if out_of_fds && !chat.conns.is_empty() {
+                        chat.accept_paused = true;
+                    } else {
+                        submit(&mut ring, &mut chat, &accept_sqe)?;
+                    }
                 }
                 _ => completed(&mut ring, &mut chat, op, res)?,
             }
         }
         // 3. Submit the sends of this batch, 4. start closing.
         flush(&mut ring, &mut chat)?;
-        reap(&mut ring, &mut chat)?;
+        let freed = reap(&mut ring, &mut chat)?;
+        if chat.accept_paused && freed > 0 {
+            chat.accept_paused = false;
+            submit(&mut ring, &mut chat, &accept_sqe)?;
+        }
     }
 }
 
@@ -472,7 +488,9 @@ fn flush(ring: &mut IoUring, chat: &mut Chat) -> io::Result<()> {
 
 /// Closing, after the batch: cancel what is in flight (once), and free the
 /// slot, its buffers and its descriptor when every completion is back.
-fn reap(ring: &mut IoUring, chat: &mut Chat) -> io::Result<()> {
+/// Returns how many clients were freed.
+fn reap(ring: &mut IoUring, chat: &mut Chat) -> io::Result<usize> {
+    let mut freed = 0;
     for key in std::mem::take(&mut chat.closed) {
         let Some(c) = chat.conns.get_mut(key) else {
             continue; // listed twice, freed already
@@ -483,6 +501,7 @@ fn reap(ring: &mut IoUring, chat: &mut Chat) -> io::Result<()> {
         if !c.in_flight() {
             // Dropping the stream closes the descriptor.
             chat.conns.remove(key);
+            freed += 1;
             continue;
         }
         if c.cancel_sent {
@@ -503,5 +522,5 @@ fn reap(ring: &mut IoUring, chat: &mut Chat) -> io::Result<()> {
             submit(ring, chat, &sqe)?;
         }
     }
-    Ok(())
+    Ok(freed)
 }
