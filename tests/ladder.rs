@@ -22,6 +22,9 @@
 //!   dropped when nobody reads, and broadcast needs SO_BROADCAST (loopback
 //!   only).
 //!
+//! `ladder_3b_diff_is_current` keeps the chapter's rung 3 to 3b diff
+//! (docs/ladder-3b.diff) in step with the two files.
+//!
 //! Rung 4, the daemon, has its own tests; the ones here check what the
 //! chapter's exercises ask the student to break (the read budget,
 //! SO_REUSEADDR after `kill -9`).
