@@ -15,7 +15,7 @@
 //!   IOCP): buffers owned by the kernel while in flight, asynchronous
 //!   cancellation on close. Its tests skip only where io_uring_setup fails
 //!   (seccomp, `kernel.io_uring_disabled`, an old kernel), and print
-//!   `SKIPPED: io_uring_setup failed: ...` past the harness's capture;
+//!   `NOT RUN: io_uring_setup failed: ...` (their names end in `_if_kernel_allows_io_uring`) past the harness's capture;
 //! - `file_transfer`: large payloads, short writes, backpressure, half-close,
 //!   SO_LINGER {on, 0}, and TIME_WAIT on the side that closes first;
 //! - `udp_broadcast`: datagrams keep boundaries, need no connection, are
@@ -1008,13 +1008,13 @@ fn rung3c_oneshot_a_line_sent_while_its_event_is_handled_is_served() {
 /// asks is skipped, and says so: the harness captures `eprintln!` of a
 /// passing test, so this writes to stderr itself.
 #[cfg(target_os = "linux")]
-fn uring_or_skip(test: &str) -> bool {
+fn uring_or_not_run(test: &str) -> bool {
     match io_uring::IoUring::new(2) {
         Ok(_) => true,
         Err(e) => {
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED: io_uring_setup failed: {e} ({test}: the kernel refuses io_uring \
+                "NOT RUN: io_uring_setup failed: {e} ({test}: the kernel refuses io_uring \
                  here; seccomp, kernel.io_uring_disabled or a kernel before 5.6)"
             );
             false
@@ -1051,8 +1051,8 @@ fn assert_uring_holds_only(server: &Rung, watcher: &mut LineClient, clients: u64
 
 #[cfg(target_os = "linux")]
 #[test]
-fn rung3d_uring_chat_broadcasts_to_everyone() {
-    if uring_or_skip("rung3d_uring_chat_broadcasts_to_everyone") {
+fn rung3d_uring_chat_broadcasts_to_everyone_if_kernel_allows_io_uring() {
+    if uring_or_not_run("rung3d_uring_chat_broadcasts_to_everyone_if_kernel_allows_io_uring") {
         assert_line_chat_broadcasts("chat_uring");
     }
 }
@@ -1064,9 +1064,9 @@ fn rung3d_uring_chat_broadcasts_to_everyone() {
 /// submits a batch and reaps a batch.
 #[cfg(target_os = "linux")]
 #[test]
-fn rung3d_uring_every_write_is_a_completion() {
+fn rung3d_uring_every_write_is_a_completion_if_kernel_allows_io_uring() {
     const N: usize = MANY_CLIENTS;
-    if !uring_or_skip("rung3d_uring_every_write_is_a_completion") {
+    if !uring_or_not_run("rung3d_uring_every_write_is_a_completion_if_kernel_allows_io_uring") {
         return;
     }
     let d = ten_messages_to_many_clients("chat_uring");
@@ -1086,8 +1086,8 @@ fn rung3d_uring_every_write_is_a_completion() {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn rung3d_uring_serves_a_burst() {
-    if uring_or_skip("rung3d_uring_serves_a_burst") {
+fn rung3d_uring_serves_a_burst_if_kernel_allows_io_uring() {
+    if uring_or_not_run("rung3d_uring_serves_a_burst_if_kernel_allows_io_uring") {
         a_burst_comes_back_whole("chat_uring");
     }
 }
@@ -1099,8 +1099,10 @@ fn rung3d_uring_serves_a_burst() {
 /// Afterwards the server holds only what its three clients need.
 #[cfg(target_os = "linux")]
 #[test]
-fn rung3d_uring_never_reading_client_is_cut_off_and_freed() {
-    if !uring_or_skip("rung3d_uring_never_reading_client_is_cut_off_and_freed") {
+fn rung3d_uring_never_reading_client_is_cut_off_and_freed_if_kernel_allows_io_uring() {
+    if !uring_or_not_run(
+        "rung3d_uring_never_reading_client_is_cut_off_and_freed_if_kernel_allows_io_uring",
+    ) {
         return;
     }
     let base_fds = {
@@ -1128,8 +1130,10 @@ fn rung3d_uring_never_reading_client_is_cut_off_and_freed() {
 /// normally.
 #[cfg(target_os = "linux")]
 #[test]
-fn rung3d_uring_clients_leaving_with_a_read_in_flight_leak_nothing() {
-    if !uring_or_skip("rung3d_uring_clients_leaving_with_a_read_in_flight_leak_nothing") {
+fn rung3d_uring_clients_leaving_with_a_read_in_flight_leak_nothing_if_kernel_allows_io_uring() {
+    if !uring_or_not_run(
+        "rung3d_uring_clients_leaving_with_a_read_in_flight_leak_nothing_if_kernel_allows_io_uring",
+    ) {
         return;
     }
     let server = Rung::start("chat_uring", &[]);
