@@ -59,6 +59,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logfmt;
 pub mod metrics;
+pub mod moderation;
 pub mod peers;
 pub mod proxy;
 pub mod refusing;
