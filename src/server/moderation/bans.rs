@@ -10,8 +10,11 @@
 //!   a walk of at most 32 or 128 bits; only `nick:` globs are matched one
 //!   by one, and only those whose leading (or, failing that, trailing)
 //!   literal bytes agree with the nick's: the globs are bucketed by up to
-//!   [`GLOB_KEY`] literal bytes, so 1,000 globs cost a handful of lookups
-//!   and the few globs in the matching buckets.
+//!   [`GLOB_KEY`] literal bytes at a fixed offset from the start or the
+//!   end (`??ab*`, `*ab?`), so 1,000 globs cost one lookup per bucket
+//!   shape and the few globs in the matching buckets. Globs with no
+//!   literal at either end (`*spam*`) are tried one by one: keep them
+//!   few.
 //! - Bans with an end wait in a timer queue (a min-heap of `(until_ms,
 //!   mask)`); [`BanSet::expire`] pops what is due. Lifting or replacing a
 //!   ban leaves its entry behind (lazy deletion): a popped entry counts
@@ -39,6 +42,8 @@ pub const MAX_SERVER_BANS: usize = 200_000;
 pub const MAX_REASON: usize = 390;
 /// Literal bytes of a glob's start (or end) that bucket it.
 pub const GLOB_KEY: usize = 3;
+// `inner_slot` packs a key into a u32.
+const _: () = assert!(GLOB_KEY == 3);
 
 /// One ban.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,30 +79,75 @@ impl std::error::Error for BanError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotFound;
 
-/// Where a wildcard glob is filed: by its leading literal bytes, by its
-/// trailing ones when it starts with a wildcard, or with the few that have
-/// neither.
+/// Where a wildcard glob is filed: by the literal bytes at its start
+/// (after any leading `?`s, at a fixed offset), or, when it starts with
+/// `*`, by those at its end (before any trailing `?`s); globs with neither
+/// (`*x*`) are kept apart and always tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum GlobKey {
-    Prefix(u8, [u8; GLOB_KEY]),
-    Suffix(u8, [u8; GLOB_KEY]),
+struct GlobKey {
+    shape: Shape,
+    bytes: [u8; GLOB_KEY],
+}
+
+/// Which bytes of a nick a bucket's key is compared with: `len` literal
+/// bytes `offset` from the start (or from the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    from_end: bool,
+    offset: u8,
+    len: u8,
+}
+
+impl Shape {
+    /// This shape's bytes of `nick`, if it is long enough.
+    fn key(self, nick: &[u8]) -> Option<GlobKey> {
+        let (offset, len) = (self.offset as usize, self.len as usize);
+        let start = if self.from_end {
+            nick.len().checked_sub(offset + len)?
+        } else {
+            offset
+        };
+        let bytes = nick.get(start..start + len)?;
+        Some(GlobKey {
+            shape: self,
+            bytes: key_bytes(bytes),
+        })
+    }
 }
 
 impl GlobKey {
     fn of(glob: &Glob) -> Option<GlobKey> {
         let b = glob.as_str().as_bytes();
-        let literal = |c: &u8| *c != b'*' && *c != b'?';
-        let lead = b.iter().take_while(|c| literal(c)).count().min(GLOB_KEY);
-        if lead > 0 {
-            return Some(GlobKey::Prefix(lead as u8, key_bytes(&b[..lead])));
-        }
-        let trail = b
-            .iter()
-            .rev()
-            .take_while(|c| literal(c))
-            .count()
-            .min(GLOB_KEY);
-        (trail > 0).then(|| GlobKey::Suffix(trail as u8, key_bytes(&b[b.len() - trail..])))
+        let anchored = |bytes: &mut dyn Iterator<Item = &u8>, from_end| {
+            let mut offset = 0;
+            let mut lit = [0u8; GLOB_KEY];
+            let mut len = 0;
+            for c in bytes {
+                match *c {
+                    b'?' if len == 0 => offset += 1,
+                    b'*' | b'?' => break,
+                    c if len < GLOB_KEY => {
+                        lit[len] = c;
+                        len += 1;
+                    }
+                    _ => break,
+                }
+            }
+            (len > 0).then(|| {
+                if from_end {
+                    lit[..len].reverse();
+                }
+                GlobKey {
+                    shape: Shape {
+                        from_end,
+                        offset: offset as u8,
+                        len: len as u8,
+                    },
+                    bytes: key_bytes(&lit[..len]),
+                }
+            })
+        };
+        anchored(&mut b.iter(), false).or_else(|| anchored(&mut b.iter().rev(), true))
     }
 }
 
@@ -120,11 +170,20 @@ pub struct BanSet {
     nicks: HashSet<String>,
     /// `nick:` globs with a wildcard, bucketed.
     globs: HashMap<GlobKey, Vec<Glob>>,
-    /// Globs with no literal byte at either end (`*x*`, `?*`): always tried.
+    /// Globs with no literal at either end but a run of [`GLOB_KEY`]
+    /// literal bytes inside (`*spam*`), by the first such bytes: a nick
+    /// can only match if it holds them, so the check looks up each of the
+    /// nick's windows of that size.
+    inner_globs: HashMap<[u8; GLOB_KEY], Vec<Glob>>,
+    /// How many `inner_globs` buckets hash to each slot: a window whose
+    /// slot is 0 skips the map lookup (most windows of most nicks).
+    inner_slots: Vec<u16>,
+    /// Globs with no usable literal (`*a*`, `?*`): always tried; keep them
+    /// few.
     loose_globs: Vec<Glob>,
-    /// How many buckets exist of each kind and length, so the check skips
-    /// the lookups that cannot hit: `[prefix 1..=K, suffix 1..=K]`.
-    glob_lens: [u32; 2 * GLOB_KEY],
+    /// The shapes of the buckets there are, each with its bucket count:
+    /// the check looks up one key per shape (a handful in practice).
+    shapes: Vec<(Shape, u32)>,
     v4: PrefixSet<Ipv4Net>,
     v6: PrefixSet<Ipv6Net>,
     /// Bans with an end: `(until_ms, mask)`, earliest first, lazily deleted.
@@ -140,8 +199,10 @@ impl BanSet {
             accounts: HashSet::new(),
             nicks: HashSet::new(),
             globs: HashMap::new(),
+            inner_globs: HashMap::new(),
+            inner_slots: Vec::new(),
             loose_globs: Vec::new(),
-            glob_lens: [0; 2 * GLOB_KEY],
+            shapes: Vec::new(),
             v4: PrefixSet::new(),
             v6: PrefixSet::new(),
             expiry: BinaryHeap::new(),
@@ -253,24 +314,32 @@ impl BanSet {
                 return self.all.get(&Mask::Nick(Glob::new(nick).ok()?));
             }
         }
-        if self.globs.is_empty() && self.loose_globs.is_empty() {
+        if self.globs.is_empty() && self.inner_globs.is_empty() && self.loose_globs.is_empty() {
             return None;
         }
         let b = nick.as_bytes();
-        let hit = |globs: Option<&Vec<Glob>>| -> Option<Glob> {
-            globs?.iter().find(|g| g.matches(nick)).cloned()
-        };
-        for len in 1..=GLOB_KEY.min(b.len()) {
-            if self.glob_lens[len - 1] > 0 {
-                let key = GlobKey::Prefix(len as u8, key_bytes(&b[..len]));
-                if let Some(g) = hit(self.globs.get(&key)) {
-                    return self.all.get(&Mask::Nick(g));
-                }
+        for (shape, _) in &self.shapes {
+            let Some(key) = shape.key(b) else { continue };
+            if let Some(g) = self
+                .globs
+                .get(&key)
+                .and_then(|globs| globs.iter().find(|g| g.matches(nick)))
+            {
+                return self.all.get(&Mask::Nick(g.clone()));
             }
-            if self.glob_lens[GLOB_KEY + len - 1] > 0 {
-                let key = GlobKey::Suffix(len as u8, key_bytes(&b[b.len() - len..]));
-                if let Some(g) = hit(self.globs.get(&key)) {
-                    return self.all.get(&Mask::Nick(g));
+        }
+        if !self.inner_globs.is_empty() {
+            for w in b.windows(GLOB_KEY) {
+                let key = key_bytes(w);
+                if self.inner_slots[inner_slot(&key)] == 0 {
+                    continue;
+                }
+                if let Some(g) = self
+                    .inner_globs
+                    .get(&key)
+                    .and_then(|globs| globs.iter().find(|g| g.matches(nick)))
+                {
+                    return self.all.get(&Mask::Nick(g.clone()));
                 }
             }
         }
@@ -332,11 +401,26 @@ impl BanSet {
                 Some(key) => {
                     let bucket = self.globs.entry(key).or_default();
                     if bucket.is_empty() {
-                        self.glob_lens[lens_slot(key)] += 1;
+                        match self.shapes.iter_mut().find(|(s, _)| *s == key.shape) {
+                            Some((_, n)) => *n += 1,
+                            None => self.shapes.push((key.shape, 1)),
+                        }
                     }
                     bucket.push(g.clone());
                 }
-                None => self.loose_globs.push(g.clone()),
+                None => match inner_key(g) {
+                    Some(key) => {
+                        let bucket = self.inner_globs.entry(key).or_default();
+                        if bucket.is_empty() {
+                            if self.inner_slots.is_empty() {
+                                self.inner_slots = vec![0; INNER_SLOTS];
+                            }
+                            self.inner_slots[inner_slot(&key)] += 1;
+                        }
+                        bucket.push(g.clone());
+                    }
+                    None => self.loose_globs.push(g.clone()),
+                },
             },
             Mask::Ip(IpNet::V4(n)) => {
                 self.v4.insert(*n);
@@ -361,11 +445,27 @@ impl BanSet {
                         bucket.retain(|x| x != g);
                         if bucket.is_empty() {
                             self.globs.remove(&key);
-                            self.glob_lens[lens_slot(key)] -= 1;
+                            if let Some(i) = self.shapes.iter().position(|(s, _)| *s == key.shape) {
+                                self.shapes[i].1 -= 1;
+                                if self.shapes[i].1 == 0 {
+                                    self.shapes.swap_remove(i);
+                                }
+                            }
                         }
                     }
                 }
-                None => self.loose_globs.retain(|x| x != g),
+                None => match inner_key(g) {
+                    Some(key) => {
+                        if let Some(bucket) = self.inner_globs.get_mut(&key) {
+                            bucket.retain(|x| x != g);
+                            if bucket.is_empty() {
+                                self.inner_globs.remove(&key);
+                                self.inner_slots[inner_slot(&key)] -= 1;
+                            }
+                        }
+                    }
+                    None => self.loose_globs.retain(|x| x != g),
+                },
             },
             Mask::Ip(IpNet::V4(n)) => {
                 self.v4.remove(n);
@@ -377,11 +477,21 @@ impl BanSet {
     }
 }
 
-fn lens_slot(key: GlobKey) -> usize {
-    match key {
-        GlobKey::Prefix(len, _) => len as usize - 1,
-        GlobKey::Suffix(len, _) => GLOB_KEY + len as usize - 1,
-    }
+/// Slots of the inner-glob filter (a power of two).
+const INNER_SLOTS: usize = 4096;
+
+/// The first [`GLOB_KEY`] literal bytes in a row inside a glob, if any.
+fn inner_key(glob: &Glob) -> Option<[u8; GLOB_KEY]> {
+    glob.as_str()
+        .as_bytes()
+        .windows(GLOB_KEY)
+        .find(|w| w.iter().all(|&c| c != b'*' && c != b'?'))
+        .map(key_bytes)
+}
+
+fn inner_slot(key: &[u8; GLOB_KEY]) -> usize {
+    let packed = u32::from_le_bytes([key[0], key[1], key[2], 0]);
+    (packed.wrapping_mul(0x9E37_79B1) >> 20) as usize & (INNER_SLOTS - 1)
 }
 
 /// Cuts `s` to at most `max` bytes at a character boundary.
@@ -462,10 +572,47 @@ mod tests {
             Some("ip:2001:db8::/32")
         );
         assert_eq!(hit(&set, None, "a", "2001:db9::5"), None);
+        // `?` before or after the literal part still buckets by it.
+        set.insert(ban("nick:??ab*", 0)).unwrap();
+        set.insert(ban("nick:*yz??", 0)).unwrap();
+        assert_eq!(hit(&set, None, "qqABc", v4).as_deref(), Some("nick:??ab*"));
+        assert_eq!(hit(&set, None, "qab", v4), None);
+        assert_eq!(hit(&set, None, "wyzqq", v4).as_deref(), Some("nick:*yz??"));
+        assert_eq!(hit(&set, None, "yzq", v4), None);
+        assert!(set.loose_globs.len() == 1, "only *x* is loose");
+        set.insert(ban("nick:*spam*", 0)).unwrap();
+        assert_eq!(
+            hit(&set, None, "iSPAMu", v4).as_deref(),
+            Some("nick:*spam*")
+        );
+        assert_eq!(hit(&set, None, "spa", v4), None);
+        assert_eq!(set.inner_globs.len(), 1);
         // A guest's nick is matched as shown, with its `~`.
         set.insert(ban("nick:~g*", 0)).unwrap();
         assert_eq!(hit(&set, None, "~guest", v4).as_deref(), Some("nick:~g*"));
         assert_eq!(hit(&set, None, "guest", v4), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_indexes_agree_with_matching_every_mask(
+            masks in proptest::collection::vec("[ab?*]{1,6}", 1..12),
+            nick in "[abAB]{0,7}",
+        ) {
+            let mut set = BanSet::new(100);
+            for m in &masks {
+                let _ = set.insert(ban(&format!("nick:{m}"), 0));
+            }
+            let any = set.list().any(|b| b.mask.matches(None, &nick, ip("192.0.2.1")));
+            proptest::prop_assert_eq!(set.matching(None, &nick, ip("192.0.2.1")).is_some(), any);
+            // And after lifting half of them.
+            let half: Vec<Mask> = set.list().step_by(2).map(|b| b.mask.clone()).collect();
+            for m in &half {
+                set.remove(m).unwrap();
+            }
+            let any = set.list().any(|b| b.mask.matches(None, &nick, ip("192.0.2.1")));
+            proptest::prop_assert_eq!(set.matching(None, &nick, ip("192.0.2.1")).is_some(), any);
+        }
     }
 
     #[test]
