@@ -42,6 +42,8 @@
 //! - [`reload`]: what SIGHUP changes live and what waits for a restart.
 //! - [`proxy`]: the PROXY protocol header (`--proxy-from`).
 //! - [`logfmt`]: `--log-format json`'s lines.
+//! - [`moderation`]: ban masks and sets, room states, `--state-file`
+//!   (protocol version 3; not wired to the chat yet).
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
