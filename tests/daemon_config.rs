@@ -163,6 +163,7 @@ const NOT_RUNNABLE: &[&str] = &[
     "cluster-list-ttl-ms",
     "redis-ca",
     "redis-timeout-ms",
+    "state-file",
 ];
 
 #[test]

@@ -40,6 +40,8 @@
 //! - [`metrics`]: the Prometheus exposition of the counters.
 //! - [`reload`]: what SIGHUP changes live and what waits for a restart.
 //! - [`logfmt`]: `--log-format json`'s lines.
+//! - [`moderation`]: ban masks and sets, room states, `--state-file`
+//!   (protocol version 3; not wired to the chat yet).
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
@@ -57,6 +59,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logfmt;
 pub mod metrics;
+pub mod moderation;
 pub mod peers;
 pub mod registry;
 pub mod reload;

@@ -68,6 +68,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     live!(limit_loopback, "limit-loopback");
     live!(trace_events, "trace-events");
     live!(proxy_from, "proxy-from");
+    // Read when a room empties (its drop time) and by the drop timer.
+    live!(room_state_ttl, "room-state-ttl-ms", ms);
     if new.http.max_head != running.http.max_head {
         changed.push(format!("max-http-head={}", new.http.max_head));
     }
@@ -144,6 +146,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         tls_handshakes_per_iteration => "tls-handshakes-per-iteration",
         tls_handshakes_per_ip => "tls-handshakes-per-ip",
         log_format => "log-format",
+        state_file => "state-file",
     );
     Plan {
         config: next,
@@ -210,6 +213,17 @@ mod tests {
         );
         assert_eq!(p.changed, ["max-text=500"]);
         assert!(p.restart.is_empty());
+    }
+
+    #[test]
+    fn the_room_state_ttl_is_live_and_the_state_file_waits() {
+        let running = parse(&["--state-file", "/tmp/a.json"]);
+        let new = parse(&["--state-file", "/tmp/b.json", "--room-state-ttl-ms", "1000"]);
+        let p = plan(&running, &new);
+        assert_eq!(p.changed, ["room-state-ttl-ms=1000"]);
+        assert_eq!(p.restart, ["state-file"]);
+        assert_eq!(p.config.room_state_ttl.as_millis(), 1000);
+        assert_eq!(p.config.state_file, running.state_file);
     }
 
     #[test]
