@@ -401,6 +401,139 @@ fn a_cut_slow_consumer_is_reset_not_closed() {
     assert_eq!(end, Err(ErrorKind::ConnectionReset));
 }
 
+// ------------------------------------------------- the loop's budgets
+
+/// The trace file's lines (each iteration's lines reach the file before
+/// the loop sleeps again).
+fn trace_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Sections 6 and 9: 300 connections wait in the backlog (the daemon is
+/// stopped while they connect); the daemon accepts at most `ACCEPT_BUDGET`
+/// (128) of them per iteration and the rest in the next ones, without an
+/// edge to announce them. Set `ACCEPT_BUDGET` to `usize::MAX` in
+/// src/server/event_loop.rs and this fails: all 300 in one iteration.
+#[test]
+fn the_accept_budget_bounds_an_iteration_and_the_rest_follow() {
+    const N: usize = 300;
+    let dir = tempdir("accept");
+    let trace = dir.join("trace.jsonl");
+    let d = Daemon::start(&["--trace-file", trace.to_str().unwrap()]);
+    d.signal(libc::SIGSTOP);
+    let clients: Vec<TcpStream> = (0..N)
+        .map(|_| TcpStream::connect(d.addr).unwrap())
+        .collect();
+    d.signal(libc::SIGCONT);
+    let mut per_iteration = std::collections::BTreeMap::<u64, usize>::new();
+    wait_until("every connection accepted", WAIT, || {
+        per_iteration.clear();
+        for l in trace_lines(&trace).iter().filter(|l| l["k"] == "accept") {
+            *per_iteration.entry(l["i"].as_u64().unwrap()).or_default() += 1;
+        }
+        per_iteration.values().sum::<usize>() == N
+    });
+    let most = per_iteration.values().copied().max().unwrap();
+    eprintln!("accepts per iteration: {per_iteration:?}");
+    assert!(
+        most <= 128,
+        "{most} accepts in one iteration: {per_iteration:?}"
+    );
+    assert!(
+        most >= 100,
+        "the backlog was not accepted in bulk: {per_iteration:?}"
+    );
+    drop(clients);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sections 6 and 9: the global read budget. Forty sessions each have
+/// 48 KiB of SAYs waiting when the daemon wakes (it was stopped while they
+/// wrote): each is within its own budget (256 KiB of work), but one
+/// iteration reads at most `GLOBAL_READ_BUDGET` (256 KiB of work) for the
+/// fresh events and as much again for the carried-over sessions, each half
+/// overshooting by one read at most. Make `GLOBAL_READ_BUDGET` `usize::MAX`
+/// and this fails: nearly 2 MB in one iteration.
+#[test]
+fn the_global_read_budget_bounds_an_iteration() {
+    const N: usize = 40;
+    const EACH: usize = 48 * 1024;
+    let dir = tempdir("global");
+    let trace = dir.join("trace.jsonl");
+    let d = Daemon::start(&["--trace-file", trace.to_str().unwrap()]);
+    let text = "z".repeat(1000);
+    let clients: Vec<Client> = (0..N)
+        .map(|n| {
+            let mut c = d.register(&format!("w{n}"));
+            c.join(&format!("#solo{n}"));
+            c
+        })
+        .collect();
+    d.signal(libc::SIGSTOP);
+    let writers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut c)| {
+            let room = format!("#solo{n}");
+            let say = encode(&ClientMessage::Say {
+                room: &room,
+                text: &text,
+            });
+            let bytes = say.repeat(EACH / say.len());
+            thread::spawn(move || {
+                c.stream.write_all(&bytes).unwrap();
+                (c, bytes.len())
+            })
+        })
+        .collect();
+    // Let the writes land in the stopped daemon's receive buffers.
+    thread::sleep(Duration::from_millis(500));
+    d.signal(libc::SIGCONT);
+    let sent: Vec<(Client, usize)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let total: usize = sent.iter().map(|(_, n)| n).sum();
+    let mut per_iteration = std::collections::BTreeMap::<u64, u64>::new();
+    wait_until("every byte read", WAIT, || {
+        per_iteration.clear();
+        for l in trace_lines(&trace).iter().filter(|l| l["k"] == "read") {
+            *per_iteration.entry(l["i"].as_u64().unwrap()).or_default() +=
+                l["bytes"].as_u64().unwrap();
+        }
+        per_iteration.values().sum::<u64>() as usize >= total
+    });
+    let most = per_iteration.values().copied().max().unwrap();
+    eprintln!("{total} B read; most in one iteration: {most} B");
+    // Two halves of 256 KiB, each overshooting by one 64 KiB read at most.
+    assert!(
+        most <= 2 * (256 + 64) * 1024,
+        "{most} B read in one iteration"
+    );
+    drop(sent);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Section 9: a burst of connects waits in the listen backlog, which the
+/// daemon asks to be 4096 (`BACKLOG`); the kernel caps it at
+/// `net.core.somaxconn`. `ss -ltn` shows a listener's backlog as Send-Q.
+#[test]
+fn the_daemon_listens_with_a_backlog_of_4096() {
+    let d = Daemon::start(&[]);
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", d.addr.port())])
+        .output()
+        .expect("run ss (apt-get install iproute2; .ci/run does)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u64 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Send-Q in {text:?}"));
+    assert_eq!(backlog, 4096.min(sysctl("net.core.somaxconn")), "{text}");
+}
+
 // ----------------------------------------- section 19: socket options
 
 /// Linux doubles the SO_RCVBUF and SO_SNDBUF values you set (the kernel's
@@ -444,8 +577,9 @@ fn sockopts_accepted_sockets_inherit_the_listeners_buffer_sizes() {
     assert_eq!(a.send_buffer_size().unwrap(), 65_536);
 }
 
-/// Autotuning: a socket whose sizes nobody set starts at `tcp_rmem`'s and
-/// `tcp_wmem`'s middle values and grows them as a transfer needs; setting
+/// Autotuning: a socket whose sizes nobody set starts at `tcp_rmem`'s
+/// middle value and grows as a transfer needs (the sending side likewise,
+/// past `tcp_wmem`'s middle value); setting
 /// SO_RCVBUF or SO_SNDBUF turns autotuning off for that socket, and the
 /// size stays what you set (doubled).
 #[test]
@@ -493,7 +627,21 @@ fn sockopts_autotuning_grows_unset_buffers_and_a_set_size_stays() {
     });
     assert!(unset_end > unset_start, "autotuning did not grow SO_RCVBUF");
     assert_eq!((set_start, set_end), (131_072, 131_072), "a set size moved");
-    assert!(sent[0].1 > sent[0].0, "autotuning did not grow SO_SNDBUF");
+    // The sending side is sized when the connection is established, from
+    // its MSS and congestion window (on loopback, with a 64 KiB MSS, to
+    // megabytes at once), and grows from there up to `tcp_wmem`'s maximum.
+    let wmem_default = {
+        let v = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap();
+        v.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert!(
+        sent[0].1 > wmem_default,
+        "autotuning did not grow SO_SNDBUF past tcp_wmem's default: {sent:?}"
+    );
 }
 
 /// Keepalive is per socket: TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT
