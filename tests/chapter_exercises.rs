@@ -362,12 +362,22 @@ fn a_cut_slow_consumer_is_reset_not_closed() {
     // ESTABLISHED); the publisher drains its own echoes so that it is never
     // the slow one.
     let mut cut = false;
+    let say = encode(&ClientMessage::Say {
+        room: "#flood",
+        text: &text,
+    });
+    // What the non-blocking publisher has yet to write: a short write
+    // must not cut a frame in two.
+    let mut pending: Vec<u8> = Vec::new();
     while started.elapsed() < Duration::from_secs(30) {
-        let say = encode(&ClientMessage::Say {
-            room: "#flood",
-            text: &text,
-        });
-        let _ = publisher.stream.write(&say);
+        if pending.len() < say.len() {
+            pending.extend_from_slice(&say);
+        }
+        match publisher.stream.write(&pending) {
+            Ok(n) => drop(pending.drain(..n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("the publisher's write failed: {e}"),
+        }
         while publisher.stream.read(&mut sink).is_ok_and(|n| n > 0) {}
         if tcp_state(daemon_port, port) != Some(ESTABLISHED) {
             cut = true;
