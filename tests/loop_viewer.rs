@@ -25,6 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -130,24 +132,28 @@ fn make_trace(dir: &Path) -> Made {
     let mut stuck = small_window(&d, "stuck");
     stuck.send(&ClientMessage::Join { room: "#deep" });
     let stuck_addr = stuck.stream.local_addr().unwrap().to_string();
-    // Slow readers of #hose: 4 KiB windows, 4 KiB every 20 ms for the
-    // first two seconds, then as fast as they can.
+    // Slow readers of #hose: 4 KiB windows, 4 KiB every 50 ms (80 KB/s)
+    // while the publisher publishes, then as fast as they can. Tied to the
+    // publisher, not to a clock, so that they back up however slowly a
+    // busy machine runs the rounds.
+    let published = Arc::new(AtomicBool::new(false));
     let mut slow_addrs = Vec::new();
     let slow: Vec<_> = (0..SLOW)
         .map(|n| {
             let mut c = small_window(&d, &format!("slow{n}"));
             slow_addrs.push(c.stream.local_addr().unwrap().to_string());
+            let published = published.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let mut got = 0;
                 let _ = c.stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let started = Instant::now();
-                while started.elapsed() < Duration::from_secs(30) {
+                while started.elapsed() < Duration::from_secs(60) {
                     match c.stream.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) if started.elapsed() < Duration::from_secs(2) => {
+                        Ok(n) if !published.load(Ordering::Relaxed) => {
                             got += n;
-                            std::thread::sleep(Duration::from_millis(20))
+                            std::thread::sleep(Duration::from_millis(50))
                         }
                         Ok(n) => got += n,
                     }
@@ -177,6 +183,7 @@ fn make_trace(dir: &Path) -> Made {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    published.store(true, Ordering::Relaxed);
     for m in members.iter_mut() {
         let mut got = 0;
         while got < ROUNDS {
