@@ -21,8 +21,9 @@
 //! - [`shared`]: what the main thread and the workers share (atomics).
 //! - [`counters`]: the counters and histograms, declared once and used by
 //!   the workers, the progress line and the report.
-//! - [`worker`]: one thread's event loop; [`conn`] one connection and its
-//!   frames; `publish.rs` the publishers' schedule.
+//! - [`worker`]: one thread's event loop; [`conn`] one connection's
+//!   state, [`muxchat`] what it does with the daemon's frames;
+//!   `publish.rs` the publishers' schedule.
 //! - [`stats`]: the loss detector, the send stamp, histogram and rate
 //!   helpers (pure, unit-tested).
 //! - [`loss`]: the loss check over every receiver's trackers.
@@ -47,6 +48,7 @@ pub mod config;
 pub mod conn;
 pub mod counters;
 pub mod loss;
+pub mod muxchat;
 pub mod phases;
 pub mod plot;
 mod publish;

@@ -4,10 +4,13 @@
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
-use super::conn::{push_message, Stage};
-use super::shared::Mode;
-use super::stats::{first_due, interval_ns};
+use super::conn::Stage;
+use super::muxchat::push_say;
+use super::redis::push_publish;
+use super::shared::{Mode, Target};
+use super::stats::{first_due, interval_ns, Stamp};
 use super::worker::Worker;
+use crate::net::OutBuf;
 
 /// Messages one publisher queues per iteration at most.
 const MAX_BURST: u64 = 4096;
@@ -143,5 +146,20 @@ impl Worker {
         counters.published += n;
         room.published.fetch_add(n, Relaxed);
         n
+    }
+}
+
+/// Queues one message for `target`: a SAY to muxchatd, a PUBLISH to Redis.
+fn push_message(
+    target: Target,
+    out: &mut OutBuf,
+    scratch: &mut Vec<u8>,
+    room: &str,
+    stamp: Stamp,
+    payload: usize,
+) {
+    match target {
+        Target::Muxchat => push_say(out, scratch, room, stamp, payload),
+        Target::Redis => push_publish(out, scratch, room, stamp, payload),
     }
 }

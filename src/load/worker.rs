@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{Conn, Stage};
+use super::conn::{Conn, Resume, Stage, Step};
 use super::counters::{Meter, Second, Tally};
-use super::resume::{self, Resume, Schedule, Step};
+use super::resume::{self, Schedule};
 use super::shared::{phase, Live, Mode, Settings, Shared, Target};
 use super::stats::SeqTracker;
 use super::sys::{open, Timer};

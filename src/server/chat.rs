@@ -33,8 +33,8 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
+use super::doors::{Cost, DoorEvent, HandshakeGate, Transport};
 use super::history::{self, Epochs, History};
-use super::http::{Response, Status};
 use super::lifecycle::CloseReason;
 use super::limits::Rate;
 use super::metrics;
@@ -42,14 +42,12 @@ use super::registry::{Sessions, Stats};
 use super::rooms::{RoomId, Rooms};
 use super::session::{Got, Marks, Session};
 use super::timers::Timers;
-use super::tls::HandshakeGate;
 use super::trace::Trace;
-use super::transport::{Cost, DoorEvent, Transport};
+use super::web::{Response, Status};
 
-/// What dispatching one frame costs against a read budget, in bytes: a
-/// budget in bytes alone lets a read of 8-byte frames (each answered with
-/// an ERROR) do eight times the work of one of 64-byte frames.
-pub const FRAME_COST: usize = 64;
+/// What dispatching one frame costs against a read budget (the doors'
+/// unit of work, which they charge too).
+pub use super::doors::FRAME_COST;
 
 /// Why a session's read stopped (for the loop and the event trace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::codec::HEADER_LEN;
 use crate::server::cluster::url::RedisUrl;
-use crate::server::proxy::Cidrs;
+use crate::server::doors::proxy::Cidrs;
 
 /// Bytes of a SAY payload besides the text: room str (2 + up to 64) and the
 /// text's own length prefix (2).
@@ -249,6 +249,20 @@ pub struct Args {
           value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
     pub lingering_memory: u64,
 
+    /// Where a standalone daemon keeps room state (topics, modes, bans,
+    /// operator grants, invitations) and server-wide bans across restarts;
+    /// written atomically at most once a second after a change. Unreadable
+    /// or corrupt at start: exit 1 naming it. Not with --redis (a cluster
+    /// keeps room state in Redis).
+    #[arg(long, env = "MUXCHAT_STATE_FILE", value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// How long a room's moderation state is kept after the room last
+    /// emptied (0: dropped as it empties).
+    #[arg(long, env = "MUXCHAT_ROOM_STATE_TTL_MS", default_value_t = 604_800_000,
+          value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=366 * 24 * 3600 * 1000))]
+    pub room_state_ttl_ms: u64,
+
     /// Join the cluster that shares this Redis
     /// (`redis://[USER:PASSWORD@]HOST:PORT[/DB]`, HOST a name, IPv4 or
     /// `[IPv6]`; PORT 6379 when left out; `rediss://` for TLS). Prefer
@@ -439,6 +453,7 @@ const HEADINGS: &[(&str, &[&str])] = &[
             "redis_timeout_ms",
         ],
     ),
+    ("Moderation", &["state_file", "room_state_ttl_ms"]),
     (
         "Identity",
         &[
@@ -518,7 +533,7 @@ pub struct Config {
     /// TLS handshakes per address per second (0: no limit).
     pub tls_handshakes_per_ip: u32,
     /// Bounds on an HTTP request head.
-    pub http: crate::server::http::HttpLimits,
+    pub http: crate::server::web::HttpLimits,
     /// Answer discovery probes on UDP.
     pub discovery: bool,
     /// Where the loop trace goes, if anywhere.
@@ -572,6 +587,12 @@ pub struct Config {
     pub redis_ca: Option<PathBuf>,
     /// How long a request to Redis may go unanswered (`--redis-timeout-ms`).
     pub redis_timeout: Duration,
+    /// Where room state and server-wide bans persist (`--state-file`;
+    /// `None`: not kept across restarts).
+    pub state_file: Option<PathBuf>,
+    /// How long a room's state outlives its last member
+    /// (`--room-state-ttl-ms`).
+    pub room_state_ttl: Duration,
     /// The file of the key that verifies tokens (`--auth-key`); loaded at
     /// start-up (exit 1 naming it) and on every SIGHUP.
     pub auth_key: Option<PathBuf>,
@@ -654,6 +675,12 @@ impl Config {
                 }
             }
         }
+        if args.redis.is_some() && args.state_file.is_some() {
+            return Err(Args::command().error(
+                ErrorKind::ArgumentConflict,
+                "--state-file is for a standalone daemon: with --redis, room state lives in Redis",
+            ));
+        }
         if given("redis_ca") && args.redis.as_ref().is_some_and(|u| !u.tls) {
             return Err(Args::command().error(
                 ErrorKind::ArgumentConflict,
@@ -696,7 +723,7 @@ impl Config {
             tls_required: args.tls_required,
             tls_handshakes_per_iteration: args.tls_handshakes_per_iteration as usize,
             tls_handshakes_per_ip: args.tls_handshakes_per_ip,
-            http: crate::server::http::HttpLimits {
+            http: crate::server::web::HttpLimits {
                 max_head: args.max_http_head as usize,
                 max_request_line: (args.max_http_head as usize).min(2048),
                 max_headers: args.max_http_headers as usize,
@@ -726,6 +753,8 @@ impl Config {
             argv: Argv::default(),
             redis_ca: args.redis_ca,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
+            state_file: args.state_file,
+            room_state_ttl: Duration::from_millis(args.room_state_ttl_ms),
             auth_key: args.auth_key,
             auth,
             auth_issuer: args.auth_issuer,
@@ -1074,6 +1103,21 @@ mod tests {
         let name = "A-z_0.9:".repeat(8);
         let c = parse(&["--redis", "redis://h", "--node-name", &name]).unwrap();
         assert_eq!(c.node_name, Some(name));
+    }
+
+    #[test]
+    fn moderation_options_parse_and_the_state_file_is_standalone_only() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.state_file, None);
+        assert_eq!(c.room_state_ttl, Duration::from_millis(604_800_000));
+        let c = parse(&["--state-file", "/tmp/s.json", "--room-state-ttl-ms", "0"]).unwrap();
+        assert_eq!(c.state_file.as_deref(), Some(Path::new("/tmp/s.json")));
+        assert_eq!(c.room_state_ttl, Duration::ZERO);
+        let e = parse(&["--state-file", "s.json", "--redis", "redis://h"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--state-file"), "{e}");
+        let e = parse(&["--room-state-ttl-ms", "-1"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -67,12 +67,11 @@ use super::chat::{Chat, ReadStop};
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
+use super::doors::refusing::Refusals;
+use super::doors::{tls, Doors};
 use super::history::Epochs;
-use super::refusing::Refusals;
 use super::registry::FlushOutcome;
-use super::tls;
 use super::trace::Trace;
-use super::transport::Doors;
 
 mod admission;
 mod housekeeping;
@@ -244,7 +243,7 @@ impl Server {
             None => None,
         };
         // The page is compressed and hashed now, not by the first request.
-        super::http::page();
+        super::web::page();
         let tls_pem = match &config.tls {
             Some((cert, _)) => std::fs::read(cert).unwrap_or_default(),
             None => Vec::new(),

@@ -8,7 +8,7 @@
 //!            |   chat.rs dispatch -> commands.rs -> rooms.rs (who is in #room)  |
 //!            |          |  encode once, append bytes to each member's OutBuf    |
 //!            |          v  (registry.rs: deliver, slow-consumer cut)            |
-//!            |   session.rs: flush -> transport.rs (wrap once per batch) -> fd  |
+//!            |   session.rs: flush -> doors/ (wrap once per batch) -> fd      |
 //!            +------------------------------------------------------------------+
 //! ```
 //!
@@ -22,26 +22,28 @@
 //! - [`session`]: one connection's buffers (with their invariants), its
 //!   backpressure and FIN policy, its I/O outcomes.
 //! - [`lifecycle`]: a session's states and the only transitions between them.
-//! - [`transport`]: the seam between a session and its socket (plain TCP
-//!   today; TLS and WebSocket slot in here).
+//! - [`doors`]: the seam between a session and its socket, and one file
+//!   per door behind it (first-byte sniff, plain TCP, TLS, WebSocket,
+//!   HTTP, the PROXY header, refusals at accept).
 //! - [`history`]: the held messages of every room (encoded frames, one
 //!   byte budget) and room epochs.
 //! - [`rooms`]: room membership indexes, epochs, empty rooms that linger.
 //! - [`timers`]: the deadline heap behind heartbeats and timeouts.
 //! - [`limits`]: the per-session token bucket.
-//! - [`refusing`]: connections turned away at accept, answered by the
-//!   door their first byte picks (binary ERROR or HTTP 503).
 //! - [`peers`]: the address prefix a connection counts against for
 //!   `--max-per-ip`.
 //! - [`trace`]: the loop trace (`--trace-file`), one JSON line per stage's
 //!   action, bounded, flushed once per iteration.
 //! - [`config`]: the options, validated, with dependent defaults adapted.
-//! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
-//!   which the transport's Http, Ws and Tls variants will drive.
+//! - [`web`]: HTTP routing (page, upgrade, `/metrics`, `/healthz`,
+//!   refusals) and the responses, the page among them: pure, no socket.
 //! - [`metrics`]: the Prometheus exposition of the counters.
 //! - [`reload`]: what SIGHUP changes live and what waits for a restart.
-//! - [`proxy`]: the PROXY protocol header (`--proxy-from`).
 //! - [`logfmt`]: `--log-format json`'s lines.
+//! - [`moderation`]: ban masks and sets, room states, `--state-file`
+//!   (protocol version 3; not wired to the chat yet).
+//! - [`identity`]: token verification, session keys, msg_id deduplication,
+//!   accounts and the login queue (protocol version 3; not wired yet).
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
@@ -52,24 +54,22 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod doors;
 pub mod event_loop;
 pub mod history;
-pub mod http;
 pub mod identity;
 pub mod lifecycle;
 pub mod limits;
 pub mod logfmt;
 pub mod metrics;
+pub mod moderation;
 pub mod peers;
-pub mod proxy;
-pub mod refusing;
 pub mod registry;
 pub mod reload;
 pub mod rooms;
 pub mod session;
 pub mod timers;
-pub mod tls;
 pub mod trace;
-pub mod transport;
+pub mod web;
 
 pub use event_loop::Server;

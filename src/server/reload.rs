@@ -77,6 +77,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     live!(limit_loopback, "limit-loopback");
     live!(trace_events, "trace-events");
     live!(proxy_from, "proxy-from");
+    // Read when a room empties (its drop time) and by the drop timer.
+    live!(room_state_ttl, "room-state-ttl-ms", ms);
     live!(max_sessions_per_account, "max-sessions-per-account");
     live!(session_key_ttl, "session-key-ttl-ms", ms);
     // Paths and names, not secrets.
@@ -160,6 +162,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         tls_handshakes_per_iteration => "tls-handshakes-per-iteration",
         tls_handshakes_per_ip => "tls-handshakes-per-ip",
         log_format => "log-format",
+        state_file => "state-file",
         auth => "auth",
     );
     Plan {
@@ -260,6 +263,17 @@ mod tests {
             Some(std::path::Path::new("/b"))
         );
         assert_eq!(p.config.auth, running.auth);
+    }
+
+    #[test]
+    fn the_room_state_ttl_is_live_and_the_state_file_waits() {
+        let running = parse(&["--state-file", "/tmp/a.json"]);
+        let new = parse(&["--state-file", "/tmp/b.json", "--room-state-ttl-ms", "1000"]);
+        let p = plan(&running, &new);
+        assert_eq!(p.changed, ["room-state-ttl-ms=1000"]);
+        assert_eq!(p.restart, ["state-file"]);
+        assert_eq!(p.config.room_state_ttl.as_millis(), 1000);
+        assert_eq!(p.config.state_file, running.state_file);
     }
 
     #[test]

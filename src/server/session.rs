@@ -20,11 +20,10 @@ use std::time::Instant;
 pub use crate::net::OutBuf;
 
 use super::config::Config;
+use super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport};
 use super::lifecycle::Lifecycle;
 use super::limits::{Rate, TokenBucket};
 use super::rooms::RoomId;
-use super::tls::HandshakeGate;
-use super::transport::{Cost, DoorEvent, Input, Meter, Transport};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;

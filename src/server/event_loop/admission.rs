@@ -13,9 +13,9 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use socket2::SockRef;
 
-use super::super::refusing;
+use super::super::doors::refusing;
+use super::super::doors::{ProxyStart, Transport};
 use super::super::session::Session;
-use super::super::transport::{ProxyStart, Transport};
 use super::Server;
 use crate::codec::ErrorCode;
 

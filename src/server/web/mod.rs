@@ -1,33 +1,31 @@
-//! The HTTP door: one request head in, one routing decision out.
+//! HTTP routing: one request head in, one decision out. Which route a
+//! request takes (the page, the WebSocket upgrade, `/metrics`, `/healthz`,
+//! a refusal) and, where no chat state is needed, its answer.
 //!
 //! A connection whose first byte is an ASCII upper-case letter speaks
 //! HTTP/1.1 (see docs/PROTOCOL.md, "One port, three doors"). This module is
-//! pure: it never sees a socket. The transport buffers the request head (at
-//! most [`HttpLimits::max_head`] bytes, so nothing grows with what a client
-//! sends) and calls [`parse_request`] after each read; "incomplete" is a
-//! normal answer. The answer is a [`Route`]: serve the page, upgrade to
-//! WebSocket, serve `/metrics` or `/healthz`, or refuse with a status.
-//! [`Response`] encodes what goes back: always `Content-Length` and
-//! `Connection: close`, because the server answers one request per
-//! connection (except the upgrade, which turns the connection into a
-//! WebSocket).
+//! pure: it never sees a socket. The HTTP door
+//! ([`doors`](super::doors)) buffers the request head (at most
+//! [`HttpLimits::max_head`] bytes, so nothing grows with what a client
+//! sends) and calls [`serve`] after each read; "incomplete" is a normal
+//! answer. [`parse_request`] decides the [`Route`]; [`serve`] writes what
+//! goes back into the door's [`Answer`] and says what the door does next.
 //!
-//! The page is built once ([`page`]): the bytes, a gzip copy, their ETags
-//! and the Content-Security-Policy, all shared by every connection; an
-//! [`Answer`] is a small per-connection head and a borrowed body, so ten
-//! thousand clients that never read cost ten thousand heads, not ten
-//! thousand pages.
+//! - [`response`]: statuses, refusals, [`Response`]s encoded whole.
+//! - [`page`](mod@page): the browser page, built once and shared, and the
+//!   per-connection [`Answer`] that borrows it.
 //!
 //! Parsing is `httparse`: a zero-copy, allocation-free parser that has been
 //! fuzzed for years by the hyper ecosystem; a request-head parser is exactly
 //! the kind of code not to write twice.
 
-use std::fmt::Write as _;
-use std::io::{self, IoSlice, Write};
-use std::sync::OnceLock;
+pub mod page;
+pub mod response;
 
-/// The browser chat page served at `GET /` (one self-contained file).
-pub const PAGE: &str = include_str!("web/index.html");
+pub use page::{page, Answer, Page, PageAsk, PAGE};
+pub use response::{server_full, switching_protocols, tls_required, Refusal, Response, Status};
+
+use response::base64_encode;
 
 /// The GUID RFC 6455 section 1.3 appends to the client's key.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -58,83 +56,6 @@ impl Default for HttpLimits {
     }
 }
 
-/// The statuses this server answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// 101: the WebSocket upgrade.
-    SwitchingProtocols,
-    /// 200.
-    Ok,
-    /// 304: the page the client holds (`If-None-Match`) is current.
-    NotModified,
-    /// 400: not a request we can parse, or a broken upgrade.
-    BadRequest,
-    /// 404: no such path.
-    NotFound,
-    /// 405: a known path with a method other than GET.
-    MethodNotAllowed,
-    /// 414: the request line is longer than [`HttpLimits::max_request_line`].
-    UriTooLong,
-    /// 426: a WebSocket version other than 13, or plaintext to a server
-    /// that requires TLS.
-    UpgradeRequired,
-    /// 431: the head is larger than [`HttpLimits::max_head`] or has more
-    /// than [`HttpLimits::max_headers`] fields.
-    HeadersTooLarge,
-    /// 503: `/healthz` while draining, or a connection refused at accept
-    /// (the server or the client's address is at its limit).
-    Unavailable,
-}
-
-impl Status {
-    /// The numeric code.
-    pub fn code(self) -> u16 {
-        match self {
-            Status::SwitchingProtocols => 101,
-            Status::Ok => 200,
-            Status::NotModified => 304,
-            Status::BadRequest => 400,
-            Status::NotFound => 404,
-            Status::MethodNotAllowed => 405,
-            Status::UriTooLong => 414,
-            Status::UpgradeRequired => 426,
-            Status::HeadersTooLarge => 431,
-            Status::Unavailable => 503,
-        }
-    }
-
-    /// The reason phrase.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Status::SwitchingProtocols => "Switching Protocols",
-            Status::Ok => "OK",
-            Status::NotModified => "Not Modified",
-            Status::BadRequest => "Bad Request",
-            Status::NotFound => "Not Found",
-            Status::MethodNotAllowed => "Method Not Allowed",
-            Status::UriTooLong => "URI Too Long",
-            Status::UpgradeRequired => "Upgrade Required",
-            Status::HeadersTooLarge => "Request Header Fields Too Large",
-            Status::Unavailable => "Service Unavailable",
-        }
-    }
-}
-
-/// Why a request is refused: the status and a short text body saying why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    /// The status to answer with.
-    pub status: Status,
-    /// One sentence for the body (a person reads it in a browser or curl).
-    pub why: &'static str,
-}
-
-impl Refusal {
-    const fn new(status: Status, why: &'static str) -> Refusal {
-        Refusal { status, why }
-    }
-}
-
 /// What a complete, well-formed request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -154,13 +75,80 @@ pub enum Route {
     Refuse(Refusal),
 }
 
-/// What a request for the page said about the copies it can take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PageAsk {
-    /// `Accept-Encoding` allows gzip.
-    pub gzip: bool,
-    /// `If-None-Match` names the page's current ETag: 304.
-    pub fresh: bool,
+/// What the HTTP door does once the router has seen what is buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The head is not complete yet: read more.
+    Partial,
+    /// The head is complete.
+    Done {
+        /// Bytes of the head, the blank line included (anything after it
+        /// belongs to the next protocol, for an upgrade).
+        head_len: usize,
+        /// The method is HEAD: answers go without their body.
+        head_only: bool,
+        /// What comes next.
+        next: Next,
+    },
+}
+
+/// What the HTTP door does after a complete head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The answer is in the door's [`Answer`]: write it, then close.
+    Answered,
+    /// `GET /metrics`: the chat answers.
+    Metrics,
+    /// `GET /healthz`: the chat answers.
+    Healthz,
+    /// The 101 is in the [`Answer`]'s head: the connection goes on as a
+    /// WebSocket.
+    Upgraded,
+}
+
+/// Routes a buffered request head and, where no chat state is needed,
+/// answers it into `answer`. With `refuse_plaintext` (plaintext to a
+/// server that requires TLS) every complete request gets 426.
+pub fn serve(
+    head: &[u8],
+    limits: &HttpLimits,
+    refuse_plaintext: bool,
+    answer: &mut Answer,
+) -> Served {
+    let Parse::Done {
+        head_len,
+        route,
+        head_only,
+    } = parse_request(head, limits)
+    else {
+        return Served::Partial;
+    };
+    let next = if refuse_plaintext {
+        answer.set_response(&tls_required(), head_only);
+        Next::Answered
+    } else {
+        match route {
+            Route::Page(ask) => {
+                answer.set_page(ask, head_only);
+                Next::Answered
+            }
+            Route::Refuse(r) => {
+                answer.set_response(&Response::refusal(r), head_only);
+                Next::Answered
+            }
+            Route::Metrics => Next::Metrics,
+            Route::Healthz => Next::Healthz,
+            Route::WebSocket { accept } => {
+                switching_protocols(&accept, answer.head_mut());
+                Next::Upgraded
+            }
+        }
+    };
+    Served::Done {
+        head_len,
+        head_only,
+        next,
+    }
 }
 
 /// The outcome of parsing what has been buffered so far.
@@ -396,324 +384,6 @@ pub fn websocket_accept(key: &[u8]) -> [u8; 28] {
     out
 }
 
-/// Standard base64 with padding; `out` must be exactly the encoded length.
-/// Twenty lines are not worth a crate: the only use is 20 digest bytes.
-fn base64_encode(input: &[u8], out: &mut [u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    debug_assert_eq!(out.len(), input.len().div_ceil(3) * 4);
-    for (chunk, dst) in input.chunks(3).zip(out.chunks_mut(4)) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
-            } else {
-                b'='
-            };
-        }
-    }
-}
-
-/// A response head and body, encoded whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// The status.
-    pub status: Status,
-    /// `Content-Type` of the body.
-    pub content_type: &'static str,
-    /// The body (may be empty).
-    pub body: Vec<u8>,
-    /// Extra header lines, each ending in CRLF (`Allow` for 405).
-    pub extra_headers: &'static str,
-}
-
-impl Response {
-    /// A response with a body.
-    pub fn new(status: Status, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        Response {
-            status,
-            content_type,
-            body: body.into(),
-            extra_headers: "",
-        }
-    }
-
-    /// A short plain-text answer (refusals, `/healthz`).
-    pub fn text(status: Status, text: &str) -> Self {
-        let mut body = String::with_capacity(text.len() + 1);
-        body.push_str(text);
-        body.push('\n');
-        Response::new(status, "text/plain; charset=utf-8", body)
-    }
-
-    /// The answer to a refused request.
-    pub fn refusal(r: Refusal) -> Self {
-        let mut resp = Response::text(r.status, r.why);
-        resp.extra_headers = match r.status {
-            Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
-            // Refusals with 426 come from the WebSocket handshake (RFC 6455
-            // section 4.4: say which version is spoken).
-            Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
-            _ => "",
-        };
-        resp
-    }
-
-    /// The wire form: status line, headers, blank line, body. Every
-    /// response says `Connection: close` and the server closes after it.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        self.encode_head(out);
-        out.extend_from_slice(&self.body);
-    }
-
-    /// The status line and headers only: the answer to HEAD.
-    pub fn encode_head(&self, out: &mut Vec<u8>) {
-        let mut head = String::with_capacity(160);
-        // Writing to a String cannot fail.
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
-            self.status.code(),
-            self.status.reason(),
-            self.content_type,
-            self.body.len()
-        );
-        head.push_str(self.extra_headers);
-        // A response that names its own Connection (426's "Upgrade, close")
-        // says close there.
-        if !self.extra_headers.contains("Connection:") {
-            head.push_str("Connection: close\r\n");
-        }
-        head.push_str("\r\n");
-        out.extend_from_slice(head.as_bytes());
-    }
-
-    /// The encoded bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.body.len() + 200);
-        self.encode(&mut v);
-        v
-    }
-}
-
-/// 426 for plaintext HTTP to a server started with `--tls-required`.
-/// RFC 9110 section 15.5.22: a 426 names the protocols to upgrade to in
-/// `Upgrade`, with `Connection: upgrade`; no browser upgrades in place,
-/// so the body says what a person does instead.
-pub fn tls_required() -> Response {
-    let mut r = Response::text(
-        Status::UpgradeRequired,
-        "this server requires TLS: use https:// (or wss:// for WebSocket) at the same address",
-    );
-    r.extra_headers = "Upgrade: TLS/1.3, TLS/1.2, HTTP/1.1\r\nConnection: Upgrade, close\r\n";
-    r
-}
-
-/// 503 for an HTTP client refused at accept (`--max-clients`,
-/// `--max-per-ip`): what a binary client gets as ERROR(SERVER_FULL).
-pub fn server_full(detail: &str) -> Response {
-    let mut r = Response::text(Status::Unavailable, detail);
-    r.extra_headers = "Retry-After: 10\r\n";
-    r
-}
-
-/// The page as served: built once, shared by every connection.
-#[derive(Debug)]
-pub struct Page {
-    /// The page's bytes.
-    pub plain: &'static [u8],
-    /// The same, gzip-compressed once (about a fifth of the size).
-    pub gzip: Vec<u8>,
-    /// Strong ETags of the two representations (quoted).
-    pub etag: String,
-    /// The gzip copy's ETag: another representation, so another tag.
-    pub etag_gzip: String,
-    /// The Content-Security-Policy: only the page's own inline script
-    /// and style (by hash), WebSocket and fetches to the same origin.
-    pub csp: String,
-}
-
-/// The page, built on first use (the daemon asks at start, so no request
-/// pays the compression).
-pub fn page() -> &'static Page {
-    static PAGE_BUILT: OnceLock<Page> = OnceLock::new();
-    PAGE_BUILT.get_or_init(|| Page::build(PAGE))
-}
-
-impl Page {
-    fn build(html: &'static str) -> Page {
-        let plain = html.as_bytes();
-        // Level 9 once at start: the page is compressed a single time, so
-        // the slowest level costs nothing per request.
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        // Writing into a Vec cannot fail.
-        let _ = gz.write_all(plain);
-        let gzip = gz.finish().unwrap_or_default();
-        let digest = ring::digest::digest(&ring::digest::SHA256, plain);
-        let hex: String = digest.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Page {
-            plain,
-            gzip,
-            etag: format!("\"{hex}\""),
-            etag_gzip: format!("\"{hex}-gz\""),
-            csp: content_security_policy(html),
-        }
-    }
-
-    /// The answer to a page request.
-    fn answer(&'static self, ask: PageAsk, head_only: bool, out: &mut Answer) {
-        let (body, etag, encoding) = if ask.gzip && !self.gzip.is_empty() {
-            (
-                &self.gzip[..],
-                &self.etag_gzip,
-                "Content-Encoding: gzip\r\n",
-            )
-        } else {
-            (self.plain, &self.etag, "")
-        };
-        let status = if ask.fresh {
-            Status::NotModified
-        } else {
-            Status::Ok
-        };
-        let head = &mut out.head;
-        head.clear();
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\n",
-            status.code(),
-            status.reason()
-        );
-        // 304 has no body and no Content-Length of its own (RFC 9110
-        // section 15.4.5): the client keeps what it has.
-        if !ask.fresh {
-            let _ = write!(head, "Content-Length: {}\r\n{encoding}", body.len());
-        }
-        let _ = write!(
-            head,
-            "ETag: {etag}\r\nVary: Accept-Encoding\r\nCache-Control: no-cache\r\n\
-             Content-Security-Policy: {}\r\nX-Content-Type-Options: nosniff\r\n\
-             Referrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
-            self.csp
-        );
-        out.body = if ask.fresh || head_only { &[] } else { body };
-        out.sent = 0;
-    }
-}
-
-/// A policy allowing exactly the page's inline `<script>` and `<style>`
-/// blocks (each by its SHA-256), its `data:` icon, and connections to its
-/// own origin (`'self'` covers `ws:`/`wss:` to the same host in CSP
-/// level 3). Hashed at start, so editing the page needs no edit here.
-fn content_security_policy(html: &str) -> String {
-    let hashes = |tag: &str| {
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        let mut out = String::new();
-        let mut rest = html;
-        while let Some(start) = rest.find(&open) {
-            let after = &rest[start + open.len()..];
-            let Some(end) = after.find(&close) else { break };
-            let digest = ring::digest::digest(&ring::digest::SHA256, &after.as_bytes()[..end]);
-            let mut b64 = [0u8; 44];
-            base64_encode(digest.as_ref(), &mut b64);
-            let _ = write!(out, " 'sha256-{}'", String::from_utf8_lossy(&b64));
-            rest = &after[end..];
-        }
-        out
-    };
-    format!(
-        "default-src 'none'; script-src{}; style-src{}; connect-src 'self'; img-src data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        hashes("script"),
-        hashes("style")
-    )
-}
-
-/// What goes back on one HTTP connection: a head of its own and a body
-/// that is either part of the head (small answers) or borrowed from the
-/// shared page, and how much of the two is written.
-#[derive(Debug, Default)]
-pub struct Answer {
-    head: Vec<u8>,
-    body: &'static [u8],
-    sent: usize,
-}
-
-impl Answer {
-    /// Bytes not yet written.
-    pub fn pending(&self) -> usize {
-        self.head.len() + self.body.len() - self.sent
-    }
-
-    /// Answers with `r` (its head only for HEAD).
-    pub fn set_response(&mut self, r: &Response, head_only: bool) {
-        self.head.clear();
-        self.body = &[];
-        self.sent = 0;
-        if head_only {
-            r.encode_head(&mut self.head);
-        } else {
-            r.encode(&mut self.head);
-        }
-    }
-
-    /// Answers a page request: the head here, the body the shared page.
-    pub fn set_page(&mut self, ask: PageAsk, head_only: bool) {
-        page().answer(ask, head_only, self);
-    }
-
-    /// The head's bytes, to append a head of another kind (the 101).
-    pub fn head_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.head
-    }
-
-    /// The head alone, for a connection that goes on as something else
-    /// (an upgraded WebSocket writes it before its frames).
-    pub fn into_head(self) -> Vec<u8> {
-        self.head
-    }
-
-    /// Writes what is left until done or `WouldBlock`: head and body in
-    /// one vectored write where the sink takes it. Returns whether all of
-    /// it is out.
-    pub fn write_to<W: Write>(&mut self, sink: &mut W) -> io::Result<bool> {
-        while self.pending() > 0 {
-            let (head, body) = if self.sent < self.head.len() {
-                (&self.head[self.sent..], self.body)
-            } else {
-                (&[][..], &self.body[self.sent - self.head.len()..])
-            };
-            match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// Encodes the 101 answer to a WebSocket upgrade (no body, and no
-/// `Connection: close`: the connection goes on as a WebSocket).
-pub fn switching_protocols(accept: &[u8; 28], out: &mut Vec<u8>) {
-    out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Accept: ",
-    );
-    out.extend_from_slice(accept);
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
 /// The fuzz target `http_head`'s check (also replayed from the committed
 /// corpus by `cargo test`): panics on a bug, returns on anything else.
 ///
@@ -810,20 +480,6 @@ mod tests {
         // RFC 6455 section 1.3's worked example.
         let a = websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(&a, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
-
-    #[test]
-    fn base64_padding() {
-        let mut o = [0u8; 4];
-        base64_encode(b"f", &mut o);
-        assert_eq!(&o, b"Zg==");
-        base64_encode(b"fo", &mut o);
-        assert_eq!(&o, b"Zm8=");
-        base64_encode(b"foo", &mut o);
-        assert_eq!(&o, b"Zm9v");
-        let mut o = [0u8; 8];
-        base64_encode(b"foobar", &mut o);
-        assert_eq!(&o, b"Zm9vYmFy");
     }
 
     #[test]
@@ -949,28 +605,6 @@ mod tests {
     }
 
     #[test]
-    fn responses_carry_length_and_close() {
-        let r = Response::text(Status::NotFound, "no such path").to_bytes();
-        let s = String::from_utf8(r).unwrap();
-        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
-        assert!(s.contains("Content-Length: 13\r\n"), "{s}");
-        assert!(s.contains("Connection: close\r\n"), "{s}");
-        assert!(s.ends_with("\r\n\r\nno such path\n"), "{s}");
-        let s = String::from_utf8(
-            Response::refusal(Refusal::new(Status::MethodNotAllowed, "x")).to_bytes(),
-        )
-        .unwrap();
-        assert!(s.contains("Allow: GET, HEAD\r\n"), "{s}");
-
-        let mut out = Vec::new();
-        switching_protocols(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &mut out);
-        let s = String::from_utf8(out).unwrap();
-        assert!(s.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
-        assert!(s.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-        assert!(!s.contains("close"));
-    }
-
-    #[test]
     fn accept_encoding_and_head() {
         assert!(accepts_gzip(b"gzip, deflate, br"));
         assert!(accepts_gzip(b"br;q=1.0, gzip;q=0.8"));
@@ -988,32 +622,6 @@ mod tests {
         }
         assert_eq!(status_of("HEAD /ws HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status_of(&UPGRADE.replace("GET", "HEAD")), 400);
-    }
-
-    #[test]
-    fn page_answers_share_the_body() {
-        let mut a = Answer::default();
-        a.set_page(PageAsk::default(), false);
-        assert_eq!(
-            a.body.as_ptr(),
-            page().plain.as_ptr(),
-            "the page is not copied"
-        );
-        assert_eq!(a.pending(), a.head.len() + PAGE.len());
-        let mut out = Vec::new();
-        assert!(a.write_to(&mut out).unwrap());
-        assert!(out.ends_with(PAGE.as_bytes()));
-        a.set_page(PageAsk::default(), true);
-        assert!(a.body.is_empty());
-        a.set_page(
-            PageAsk {
-                gzip: true,
-                fresh: true,
-            },
-            false,
-        );
-        assert!(a.body.is_empty());
-        assert!(a.head.starts_with(b"HTTP/1.1 304 "));
     }
 
     #[test]

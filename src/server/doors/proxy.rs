@@ -2,18 +2,19 @@
 //! proxy in `--proxy-from` may put in front of a connection to say whose
 //! it is, and the CIDR lists that name those proxies.
 //!
-//! This module owns only the parsing: [`parse`] looks at the bytes a
-//! connection starts with (peeked, so nothing is consumed until a whole
-//! header is there) and says how long the header is and which address it
-//! names. Which connections may carry a header, and what the session's
-//! peer address becomes, is the event loop's business.
+//! This module owns the parsing: [`parse`] looks at the bytes a
+//! connection starts with (peeked by `take`, so nothing is consumed
+//! until a whole header is there) and says how long the header is and
+//! which address it names. Which connections may carry a header, and what
+//! the session's peer address becomes, is the event loop's business.
 //!
 //! Bounded: a version 1 header is at most [`V1_MAX`] bytes, a version 2
 //! header at most [`MAX_HEADER`] (16 bytes and the address block with its
 //! TLVs); anything longer is refused, not buffered.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::str::FromStr;
 
 /// The longest version 1 header, CRLF included (the spec's 107).
@@ -55,6 +56,44 @@ impl fmt::Display for BadHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
     }
+}
+
+/// What the start of a connection from a trusted proxy was.
+#[derive(Debug)]
+pub enum ProxyStart {
+    /// Part of a header so far: wait for more bytes.
+    Partial,
+    /// The peer closed before a header or anything else.
+    Eof,
+    /// No header: the protocol starts at once (a direct connection from the
+    /// proxy's host, say).
+    Absent,
+    /// A header, consumed; the client's address if it named one.
+    Header(Option<SocketAddr>),
+    /// A header that breaks the spec.
+    Bad(BadHeader),
+}
+
+/// Looks for a header at the start of `stream`. The bytes are peeked, like
+/// the door's first byte, and only a whole header is consumed, so the
+/// protocol behind it reaches the door untouched. `WouldBlock` (nothing
+/// there yet) comes back as an error, like a read's.
+pub(super) fn take(stream: &TcpStream) -> io::Result<ProxyStart> {
+    let mut buf = [0u8; MAX_HEADER];
+    let n = stream.peek(&mut buf)?;
+    if n == 0 {
+        return Ok(ProxyStart::Eof);
+    }
+    Ok(match parse(&buf[..n]) {
+        Ok(Parsed::Incomplete) => ProxyStart::Partial,
+        Ok(Parsed::NotProxy) => ProxyStart::Absent,
+        Ok(Parsed::Header { len, source }) => {
+            // Peeked, so all `len` bytes are in the socket already.
+            (&*stream).read_exact(&mut buf[..len])?;
+            ProxyStart::Header(source)
+        }
+        Err(bad) => ProxyStart::Bad(bad),
+    })
 }
 
 /// Looks at the first bytes of a connection (all that has arrived so far,

@@ -27,7 +27,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::codec::{ErrorCode, ServerMessage};
 
-use super::http;
+use crate::server::web;
 
 /// Refused sockets that may wait for their first byte at once.
 pub const MAX_WAITING: usize = 256;
@@ -199,7 +199,7 @@ pub fn answer(stream: TcpStream, first: Option<u8>, detail: &str) {
     let _ = stream.set_nonblocking(true);
     let mut bytes = Vec::with_capacity(256);
     match first {
-        Some(b'A'..=b'Z') => http::server_full(detail).encode(&mut bytes),
+        Some(b'A'..=b'Z') => web::server_full(detail).encode(&mut bytes),
         Some(0x16) => {}
         _ => ServerMessage::error(ErrorCode::ServerFull, 0, detail).encode(&mut bytes),
     }

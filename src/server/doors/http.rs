@@ -1,12 +1,18 @@
-//! The HTTP door: reads one bounded request head, answers what needs no
-//! chat state itself, and turns a WebSocket upgrade into the WebSocket
-//! door.
+//! The HTTP door: buffers one bounded request head and asks the router
+//! ([`web::serve`]) what it gets; writes the answer, hands `/metrics` and
+//! `/healthz` up to the chat, and turns a WebSocket upgrade into the
+//! WebSocket door. What a request means is the router's business, not the
+//! door's.
 
-use std::io;
+use std::io::{self, Write};
 
-use super::super::http::{self, Answer, HttpLimits, Parse, Response, Route};
-use super::ws_door::WsDoor;
-use super::{DoorEvent, Doors, Input, Io, Meter};
+use crate::net::OutBuf;
+use crate::server::web::{self, Answer, HttpLimits, Next, Response, Served};
+
+use super::input::{DoorEvent, Input};
+use super::meter::Meter;
+use super::tcp::Io;
+use super::ws::WsDoor;
 
 /// An HTTP request being read, then its answer being written.
 pub(super) struct HttpDoor {
@@ -18,19 +24,25 @@ pub(super) struct HttpDoor {
     refuse_plaintext: bool,
     /// The response and how much of it is written (the page's body is
     /// shared, not copied).
-    pub(super) answer: Answer,
+    answer: Answer,
     /// The request was HEAD: the chat's answers go without their body.
-    pub(super) head_only: bool,
+    head_only: bool,
     /// The head is parsed: further input is not ours to read.
     asked: bool,
 }
 
 impl HttpDoor {
-    pub(super) fn new(doors: &Doors, refuse_plaintext: bool) -> HttpDoor {
+    /// A door reading a head within `limits`; `refuse_plaintext` answers
+    /// every request 426 (plaintext to a server that requires TLS).
+    pub(super) fn new(
+        limits: HttpLimits,
+        max_ws_message: usize,
+        refuse_plaintext: bool,
+    ) -> HttpDoor {
         HttpDoor {
             head: Vec::new(),
-            limits: doors.http,
-            max_ws_message: doors.max_ws_message,
+            limits,
+            max_ws_message,
             refuse_plaintext,
             answer: Answer::default(),
             head_only: false,
@@ -69,41 +81,53 @@ impl HttpDoor {
     pub(super) fn take(&mut self, bytes: &[u8]) -> Input {
         let room = self.limits.max_head - self.head.len();
         self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        let (head_len, route, head_only) = match http::parse_request(&self.head, &self.limits) {
-            Parse::Partial => return Input::Bytes(0),
-            Parse::Done {
-                head_len,
-                route,
-                head_only,
-            } => (head_len, route, head_only),
+        let Served::Done {
+            head_len,
+            head_only,
+            next,
+        } = web::serve(
+            &self.head,
+            &self.limits,
+            self.refuse_plaintext,
+            &mut self.answer,
+        )
+        else {
+            return Input::Bytes(0);
         };
         self.asked = true;
         self.head_only = head_only;
-        if self.refuse_plaintext {
-            self.answer.set_response(&http::tls_required(), head_only);
-            return Input::Event(DoorEvent::Answered);
-        }
-        match route {
-            Route::Page(ask) => {
-                self.answer.set_page(ask, head_only);
-                Input::Event(DoorEvent::Answered)
-            }
-            Route::Refuse(r) => {
-                self.answer.set_response(&Response::refusal(r), head_only);
-                Input::Event(DoorEvent::Answered)
-            }
-            Route::Metrics => Input::Event(DoorEvent::Metrics),
-            Route::Healthz => Input::Event(DoorEvent::Healthz),
-            Route::WebSocket { accept } => {
-                http::switching_protocols(&accept, self.answer.head_mut());
+        Input::Event(match next {
+            Next::Answered => DoorEvent::Answered,
+            Next::Metrics => DoorEvent::Metrics,
+            Next::Healthz => DoorEvent::Healthz,
+            Next::Upgraded => {
                 // Bytes behind the head are the first WebSocket frames.
                 let extra = bytes.len().saturating_sub(room);
                 let mut replay = self.head.split_off(head_len.min(self.head.len()));
                 replay.extend_from_slice(&bytes[bytes.len() - extra..]);
                 self.head = replay;
-                Input::Event(DoorEvent::Upgraded)
+                DoorEvent::Upgraded
             }
-        }
+        })
+    }
+
+    /// Bytes of the answer not yet written.
+    pub(super) fn pending(&self) -> usize {
+        self.answer.pending()
+    }
+
+    /// The chat's answer to `/metrics` or `/healthz`.
+    pub(super) fn respond(&mut self, response: &Response) {
+        self.answer.set_response(response, self.head_only);
+    }
+
+    /// Writes the answer. Protocol frames the chat queued meanwhile (a
+    /// login timeout's ERROR, SHUTDOWN) are not for an HTTP client: they
+    /// are dropped.
+    pub(super) fn flush<W: Write>(&mut self, out: &mut OutBuf, sink: &mut W) -> io::Result<usize> {
+        out.consume(out.pending());
+        self.answer.write_to(sink)?;
+        Ok(0)
     }
 
     /// Turns an upgraded request into its WebSocket door.

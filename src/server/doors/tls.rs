@@ -1,5 +1,6 @@
-//! The TLS door's configuration: certificate chain and key from PEM files,
-//! turned into one shared `rustls::ServerConfig`.
+//! The TLS door: its configuration (certificate chain and key from PEM
+//! files, turned into one shared `rustls::ServerConfig`) and the layer
+//! that carries a session's bytes through rustls (`Tls`).
 //!
 //! rustls is a TLS library with no I/O of its own: a connection is a state
 //! machine fed with ciphertext (`read_tls`) and drained of ciphertext
@@ -11,20 +12,21 @@
 //! Errors name the file they are about: the daemon exits 1 with that line
 //! (daemon-cli.md).
 //!
-//! It also owns [`HandshakeGate`]: a handshake's signature is the most CPU
-//! one connection can make the loop spend (about 1.2 ms with RSA-2048), so
-//! handshake steps are budgeted per iteration and handshakes per address
-//! per second (issue 18).
+//! The layer: rustls fed from the socket on the way in, and its records
+//! pushed to the socket on the way out, until the socket would block. Each step of a handshake
+//! takes one from the iteration's [`HandshakeGate`](super::HandshakeGate)
+//! budget.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
 use crate::codec::pem::{err, load_certs, load_key, provider, TlsError};
+
+use super::meter::{Meter, FRAME_COST};
 
 /// Plaintext rustls may hold for one session, each way, on top of our own
 /// buffers: about one TLS record. Output beyond it stays in the session's
@@ -64,138 +66,153 @@ pub fn accept(config: &Arc<ServerConfig>) -> Result<rustls::ServerConnection, ru
     Ok(conn)
 }
 
-/// Addresses [`HandshakeGate`] remembers at most. Past it, windows more
-/// than a second old are dropped (at most one sweep a second); if every
-/// entry is younger, a new address goes untracked: the per-iteration
-/// budget still bounds what its handshakes cost the loop.
-pub const MAX_TRACKED_ADDRESSES: usize = 16 * 1024;
-
-/// How much TLS handshake work the loop takes on: rustls' processing of a
-/// handshake message (the ClientHello's answer carries the signature, the
-/// costly step) is allowed `per_iteration` times per loop iteration; the
-/// sessions refused wait for the next iteration in arrival order (the
-/// event loop's FIFO). And each address may start `per_ip` handshakes per
-/// second (0: no limit; loopback exempt unless `--limit-loopback`); the
-/// connections past it are closed.
-#[derive(Debug)]
-pub struct HandshakeGate {
-    per_iteration: usize,
-    left: usize,
-    per_ip: u32,
-    limit_loopback: bool,
-    /// Per address: the start of its one-second window and handshakes
-    /// begun in it. Bounded by [`MAX_TRACKED_ADDRESSES`].
-    windows: HashMap<IpAddr, (Instant, u32)>,
-    last_sweep: Option<Instant>,
+/// The TLS layer of one session: a rustls connection over the session's
+/// socket. `read_tls` / `process_new_packets` / `reader()` on the way in;
+/// on the way out plaintext goes into rustls' `writer()` and `write_tls`
+/// pushes the records, until the socket would block. rustls' buffers are
+/// bounded ([`TLS_BUFFER_LIMIT`]); what it still holds counts as pending
+/// output, so WRITABLE interest follows [`Tls::wants_write`].
+pub(super) struct Tls {
+    conn: rustls::ServerConnection,
+    /// Ciphertext read into rustls whose processing waits for the
+    /// handshake budget.
+    unprocessed: bool,
 }
 
-impl HandshakeGate {
-    /// A gate allowing `per_iteration` handshake steps per iteration (at
-    /// least 1) and `per_ip` handshakes per address per second.
-    pub fn new(per_iteration: usize, per_ip: u32, limit_loopback: bool) -> HandshakeGate {
-        HandshakeGate {
-            per_iteration: per_iteration.max(1),
-            left: per_iteration.max(1),
-            per_ip,
-            limit_loopback,
-            windows: HashMap::new(),
-            last_sweep: None,
+impl Tls {
+    /// The layer over a connection made by [`accept`].
+    pub(super) fn new(conn: rustls::ServerConnection) -> Tls {
+        Tls {
+            conn,
+            unprocessed: false,
         }
     }
 
-    /// A new loop iteration: the step budget is full again.
-    pub fn begin_iteration(&mut self) {
-        self.left = self.per_iteration;
-    }
-
-    /// Handshake steps this iteration may still take.
-    pub fn left(&self) -> usize {
-        self.left
-    }
-
-    /// Takes one handshake step from this iteration's budget.
-    pub fn take_step(&mut self) -> bool {
-        if self.left == 0 {
-            return false;
-        }
-        self.left -= 1;
-        true
-    }
-
-    /// Whether `ip` may start another handshake now.
-    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let ip = ip.to_canonical();
-        if self.per_ip == 0 || (ip.is_loopback() && !self.limit_loopback) {
-            return true;
-        }
-        const WINDOW: Duration = Duration::from_secs(1);
-        if self.windows.len() >= MAX_TRACKED_ADDRESSES && !self.windows.contains_key(&ip) {
-            if self
-                .last_sweep
-                .is_some_and(|t| now.duration_since(t) < WINDOW)
-            {
-                return true;
+    /// Reads plaintext out of rustls, feeding it ciphertext from `stream`
+    /// as needed. `Ok(0)` is the end (close_notify or the socket's EOF).
+    /// Charges `m` the ciphertext and [`FRAME_COST`] per `read_tls`, stops
+    /// after a read's worth with no plaintext, and takes a step of the
+    /// handshake budget for each processing while handshaking.
+    pub(super) fn read(
+        &mut self,
+        stream: &TcpStream,
+        buf: &mut [u8],
+        m: &mut Meter<'_>,
+    ) -> io::Result<usize> {
+        let conn = &mut self.conn;
+        loop {
+            match conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed the socket without close_notify: an end
+                // all the same (every protocol frame is length-prefixed, so
+                // truncation cannot pass for a whole frame).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
             }
-            self.last_sweep = Some(now);
-            self.windows
-                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-            if self.windows.len() >= MAX_TRACKED_ADDRESSES {
-                return true;
+            if !self.unprocessed {
+                if m.spent() {
+                    // Records without plaintext (empty ones, alerts,
+                    // handshake messages): a read's worth, then yield.
+                    return Err(m.stop());
+                }
+                match conn.read_tls(&mut &*stream) {
+                    Ok(0) => return Ok(0),
+                    Ok(n) => m.cost.work += n + FRAME_COST,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            // A handshake step (the answer to a ClientHello signs) waits
+            // for the iteration's budget; the ciphertext stays in rustls.
+            if conn.is_handshaking() && !m.gate.take_step() {
+                self.unprocessed = true;
+                m.waiting = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.unprocessed = false;
+            if let Err(e) = conn.process_new_packets() {
+                // rustls queued an alert that says why: send it, best effort.
+                let _ = push(stream, conn);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
-        let (start, n) = self.windows.entry(ip).or_insert((now, 0));
-        if now.duration_since(*start) >= WINDOW {
-            (*start, *n) = (now, 0);
+    }
+
+    /// Writes rustls' pending records to `stream`. Returns false if the
+    /// socket would block with records left.
+    pub(super) fn push(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        push(stream, &mut self.conn)
+    }
+
+    /// Whether rustls holds records for the wire.
+    pub(super) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// The write side as a `Write` over `stream`, for the door's flush.
+    pub(super) fn sink<'a>(&'a mut self, stream: &'a TcpStream) -> TlsSink<'a> {
+        TlsSink {
+            stream,
+            conn: &mut self.conn,
         }
-        if *n >= self.per_ip {
-            return false;
+    }
+
+    /// Queues close_notify and pushes it, best effort.
+    pub(super) fn close_notify(&mut self, stream: &TcpStream) {
+        self.conn.send_close_notify();
+        let _ = push(stream, &mut self.conn);
+    }
+}
+
+fn push(stream: &TcpStream, conn: &mut rustls::ServerConnection) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut &*stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
         }
-        *n += 1;
-        true
+    }
+    Ok(true)
+}
+
+/// The write side of TLS as a `Write`: plaintext into rustls, records out
+/// to the socket whenever rustls' bounded buffer is full.
+pub(super) struct TlsSink<'a> {
+    stream: &'a TcpStream,
+    conn: &'a mut rustls::ServerConnection,
+}
+
+impl Write for TlsSink<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        loop {
+            let n = self.conn.writer().write(b)?;
+            if n > 0 || b.is_empty() {
+                return Ok(n);
+            }
+            // Full: push records to make room, or report the socket full.
+            match self.conn.write_tls(&mut &*self.stream) {
+                // Nothing to push (the handshake is not done, so plaintext
+                // cannot be encrypted yet): wait like a full socket.
+                Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
     use std::path::PathBuf;
 
     use rustls::pki_types::CertificateDer;
-
-    #[test]
-    fn handshake_gate_budgets_steps_and_addresses() {
-        let mut g = HandshakeGate::new(2, 3, false);
-        assert!(g.take_step() && g.take_step() && !g.take_step());
-        g.begin_iteration();
-        assert_eq!(g.left(), 2);
-        let t0 = Instant::now();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!((0..3).all(|_| g.admit(ip, t0)));
-        assert!(!g.admit(ip, t0), "the fourth in one second");
-        assert!(g.admit("192.0.2.2".parse().unwrap(), t0), "another address");
-        assert!(
-            g.admit(ip, t0 + Duration::from_millis(1001)),
-            "a new second"
-        );
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!((0..10).all(|_| g.admit(lo, t0)), "loopback exempt");
-        let mut strict = HandshakeGate::new(1, 1, true);
-        assert!(strict.admit(lo, t0) && !strict.admit(lo, t0));
-        // Bounded: past the cap, old windows go and fresh ones stay.
-        let mut g = HandshakeGate::new(1, 1, false);
-        for i in 0..MAX_TRACKED_ADDRESSES as u32 {
-            assert!(g.admit(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), t0));
-        }
-        assert!(
-            g.admit("192.0.2.9".parse().unwrap(), t0),
-            "untracked, allowed"
-        );
-        assert_eq!(g.windows.len(), MAX_TRACKED_ADDRESSES);
-        let later = t0 + Duration::from_secs(2);
-        assert!(g.admit("192.0.2.9".parse().unwrap(), later));
-        assert_eq!(g.windows.len(), 1, "the stale windows were swept");
-    }
 
     struct Files {
         dir: PathBuf,

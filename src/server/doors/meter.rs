@@ -7,14 +7,21 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::super::limits::{Rate, TokenBucket};
-use super::super::tls::HandshakeGate;
+use super::gate::HandshakeGate;
+use crate::server::limits::{Rate, TokenBucket};
+
+/// What one frame costs against a read budget, in bytes: a budget in
+/// bytes alone lets a read of 8-byte frames (each answered with an ERROR)
+/// do eight times the work of one of 64-byte frames. Doors charge it per
+/// WebSocket frame decoded and per batch of TLS records; the chat charges
+/// it per frame dispatched.
+pub const FRAME_COST: usize = 64;
 
 /// What a door read spent (all zero for plain binary TCP).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
     /// Work done: bytes read off the socket or out of rustls, plus
-    /// [`FRAME_COST`](super::super::chat::FRAME_COST) per WebSocket frame and per TLS read.
+    /// [`FRAME_COST`] per WebSocket frame and per TLS read.
     pub work: usize,
     /// Frames that carried no protocol bytes and found no token in the
     /// session's allowance.

@@ -4,8 +4,10 @@
 
 use std::io::{self, Write};
 
-use super::super::chat::FRAME_COST;
-use super::{DoorEvent, Input, Io, Meter};
+use super::close;
+use super::input::{DoorEvent, Input};
+use super::meter::{Meter, FRAME_COST};
+use super::tcp::Io;
 use crate::codec::ws::{self, close_code, FrameTracker, WsWriter};
 use crate::codec::ErrorCode;
 use crate::net::{write_some, OutBuf};
@@ -13,11 +15,11 @@ use crate::net::{write_some, OutBuf};
 /// A WebSocket session.
 pub(super) struct WsDoor {
     /// The 101 response, written before any frame.
-    pub(super) prefix: Vec<u8>,
+    prefix: Vec<u8>,
     /// Bytes that arrived behind the upgrade request, decoded first.
     replay: Vec<u8>,
     decoder: ws::Decoder,
-    pub(super) writer: WsWriter,
+    writer: WsWriter,
     tracker: FrameTracker,
     /// An event found while decoding, reported after the bytes before it.
     event: Option<DoorEvent>,
@@ -140,6 +142,20 @@ impl WsDoor {
         });
     }
 
+    /// Bytes of its own still to send: the 101, a pong or a close.
+    pub(super) fn pending(&self) -> usize {
+        self.prefix.len() + usize::from(self.writer.has_pending())
+    }
+
+    /// The chat cut the session with `error` (its ERROR frame is queued):
+    /// a close frame goes after it.
+    pub(super) fn on_fatal(&mut self, error: ErrorCode) {
+        self.writer
+            .queue_close(close::code_for(error), error.name());
+    }
+
+    /// Writes the 101 if still pending, then everything in `out` as one
+    /// binary message.
     pub(super) fn flush<W: Write>(&mut self, out: &mut OutBuf, sink: &mut W) -> io::Result<usize> {
         let mut sent = 0;
         if !write_some(&self.prefix, &mut sent, sink)? {
