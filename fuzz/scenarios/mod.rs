@@ -30,6 +30,8 @@ pub mod proxy_header;
 pub mod resp;
 mod sessions;
 pub mod state_file;
+pub mod token_parse;
+pub mod v3_payloads;
 pub mod ws_frames;
 
 /// A fuzz target's check: panics on a bug, returns on anything else.
@@ -50,6 +52,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("proxy_header", proxy_header::check),
     ("ban_mask", ban_mask::check),
     ("state_file", state_file::check),
+    ("token_parse", token_parse::check),
+    ("v3_payloads", v3_payloads::check),
 ];
 
 /// A small reader over the fuzz input: every take succeeds, yielding zeros

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "gen-cert") {
         return muxchat::gencert::main(argv);
     }
+    if argv.get(1).is_some_and(|a| a == "token") {
+        return muxchat::server::identity::mint::main(argv);
+    }
     // Exits with status 2 and clap's message on a usage error.
     let config = Config::from_env();
     let mut logger =
@@ -58,6 +61,17 @@ fn run(config: Config) -> Result<(), String> {
     if let (Some(name), None) = (&config.node_name, &config.redis) {
         // A cluster node logs its name as it joins; a standalone one here.
         info!("standalone daemon, node name {name}");
+    }
+    // The key that verifies tokens: a file that does not load stops the
+    // start (exit 1 naming it), before anything listens.
+    if let Some(path) = &config.auth_key {
+        let key = muxchat::server::identity::AuthKey::load(path).map_err(|e| e.to_string())?;
+        info!(
+            "identity: auth {}, {} key from {}",
+            config.auth.name(),
+            key.alg(),
+            path.display()
+        );
     }
     let max_clients = config.max_clients;
     let scheme = if config.tls.is_some() {

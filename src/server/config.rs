@@ -42,7 +42,9 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
              every connection: rooms, nicks, whispers, heartbeats and limits.",
     after_help = "muxchatd gen-cert --dir DIR [--name HOST]... [--ip ADDR]...: writes a private \
                   CA and a server certificate it signed, for --tls-cert and --tls-key (see \
-                  muxchatd gen-cert --help).",
+                  muxchatd gen-cert --help). muxchatd token --signing-key FILE --sub ACCOUNT \
+                  [--ttl 1h] ...: prints a signed token for protocol version 3 (see muxchatd \
+                  token --help).",
     long_about = None
 )]
 pub struct Args {
@@ -318,6 +320,40 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_PROXY_FROM", value_name = "CIDR[,CIDR]", value_parser = parse_cidrs)]
     pub proxy_from: Option<Cidrs>,
 
+    /// The key that verifies tokens (protocol version 3): a PEM public key
+    /// (RSA for RS256, EC P-256 for ES256, Ed25519 for EdDSA) or, for
+    /// HS256, a file holding the shared secret (its bytes, less one
+    /// trailing newline). Re-read on SIGHUP.
+    #[arg(long, env = "MUXCHAT_AUTH_KEY", value_name = "FILE")]
+    pub auth_key: Option<PathBuf>,
+
+    /// `off` (tokens not taken), `optional` (guests allowed, shown with `~`)
+    /// or `required` (HELLO without a token: AUTH_REQUIRED). Default:
+    /// `optional` with --auth-key, else `off`; `optional` or `required`
+    /// need --auth-key.
+    #[arg(long, env = "MUXCHAT_AUTH", value_enum, value_name = "MODE")]
+    pub auth: Option<AuthMode>,
+
+    /// When given, a token's `iss` must be this.
+    #[arg(long, env = "MUXCHAT_AUTH_ISSUER", value_name = "S")]
+    pub auth_issuer: Option<String>,
+
+    /// When given, a token's `aud` must be (or contain) this.
+    #[arg(long, env = "MUXCHAT_AUTH_AUDIENCE", value_name = "S")]
+    pub auth_audience: Option<String>,
+
+    /// Sessions one account may hold open at once; beyond it, HELLO gets
+    /// SESSION_LIMIT.
+    #[arg(long, env = "MUXCHAT_MAX_SESSIONS_PER_ACCOUNT", default_value_t = 8,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_sessions_per_account: u32,
+
+    /// How long a session key (takeover, msg_id deduplication) outlives its
+    /// session.
+    #[arg(long, env = "MUXCHAT_SESSION_KEY_TTL_MS", default_value_t = 600_000,
+          value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
+    pub session_key_ttl_ms: u64,
+
     /// Log line format on stderr: `text`, or `json` (one object per line:
     /// time, level, target, message and the event's fields).
     #[arg(long, env = "MUXCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FMT")]
@@ -331,6 +367,29 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `--auth`'s values: whether tokens are taken and guests allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Tokens are not taken (a non-empty token is fatal AUTH_FAILED);
+    /// version 3 behaves as version 2 for identity, no `~`.
+    Off,
+    /// HELLO without a token registers a guest, shown with `~`.
+    Optional,
+    /// HELLO without a token, of any version, is fatal AUTH_REQUIRED.
+    Required,
+}
+
+impl AuthMode {
+    /// The option's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Off => "off",
+            AuthMode::Optional => "optional",
+            AuthMode::Required => "required",
+        }
+    }
 }
 
 /// `--help`'s groups of options (and the man page's sections): heading,
@@ -395,6 +454,17 @@ const HEADINGS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Moderation", &["state_file", "room_state_ttl_ms"]),
+    (
+        "Identity",
+        &[
+            "auth_key",
+            "auth",
+            "auth_issuer",
+            "auth_audience",
+            "max_sessions_per_account",
+            "session_key_ttl_ms",
+        ],
+    ),
     (
         "Diagnostics",
         &["trace_events", "trace_file", "trace_file_max"],
@@ -523,6 +593,21 @@ pub struct Config {
     /// How long a room's state outlives its last member
     /// (`--room-state-ttl-ms`).
     pub room_state_ttl: Duration,
+    /// The file of the key that verifies tokens (`--auth-key`); loaded at
+    /// start-up (exit 1 naming it) and on every SIGHUP.
+    pub auth_key: Option<PathBuf>,
+    /// Whether tokens are taken and guests allowed (`--auth`, resolved:
+    /// `optional` with a key, else `off`, when not given).
+    pub auth: AuthMode,
+    /// The `iss` tokens must carry (`--auth-issuer`).
+    pub auth_issuer: Option<String>,
+    /// The `aud` tokens must carry (`--auth-audience`).
+    pub auth_audience: Option<String>,
+    /// Sessions one account may hold open (`--max-sessions-per-account`).
+    pub max_sessions_per_account: usize,
+    /// How long a session key outlives its session
+    /// (`--session-key-ttl-ms`).
+    pub session_key_ttl: Duration,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -602,6 +687,21 @@ impl Config {
                 "--redis-ca needs a rediss:// --redis URL (TLS to Redis)",
             ));
         }
+        let auth = match (args.auth, &args.auth_key) {
+            (None, Some(_)) => AuthMode::Optional,
+            (None, None) => AuthMode::Off,
+            (Some(AuthMode::Off), _) => AuthMode::Off,
+            (Some(mode), Some(_)) => mode,
+            (Some(mode), None) => {
+                return Err(Args::command().error(
+                    ErrorKind::MissingRequiredArgument,
+                    format!(
+                        "--auth {} needs --auth-key FILE (the key that verifies tokens)",
+                        mode.name()
+                    ),
+                ))
+            }
+        };
         let (settled, adapted) = sizes
             .settle()
             .map_err(|msg| Args::command().error(ErrorKind::ArgumentConflict, msg))?;
@@ -655,6 +755,12 @@ impl Config {
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
             state_file: args.state_file,
             room_state_ttl: Duration::from_millis(args.room_state_ttl_ms),
+            auth_key: args.auth_key,
+            auth,
+            auth_issuer: args.auth_issuer,
+            auth_audience: args.auth_audience,
+            max_sessions_per_account: args.max_sessions_per_account as usize,
+            session_key_ttl: Duration::from_millis(args.session_key_ttl_ms),
             adapted,
         })
     }
@@ -1043,5 +1149,44 @@ mod tests {
         assert!(settle(given(1024), given(4096), dflt(D.2)).is_err());
         assert!(settle(given(65_536), dflt(D.1), given(4096)).is_err());
         assert!(settle(dflt(D.0), given(4096), given(2048)).is_err());
+    }
+
+    #[test]
+    fn auth_mode_follows_the_key() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.auth, AuthMode::Off);
+        assert_eq!(c.max_sessions_per_account, 8);
+        assert_eq!(c.session_key_ttl, Duration::from_secs(600));
+        let c = parse(&["--auth-key", "/k"]).unwrap();
+        assert_eq!(c.auth, AuthMode::Optional);
+        assert_eq!(c.auth_key.as_deref(), Some(Path::new("/k")));
+        let c = parse(&["--auth-key", "/k", "--auth", "required"]).unwrap();
+        assert_eq!(c.auth, AuthMode::Required);
+        assert_eq!(
+            parse(&["--auth-key", "/k", "--auth", "off"]).unwrap().auth,
+            AuthMode::Off
+        );
+        assert_eq!(parse(&["--auth", "off"]).unwrap().auth, AuthMode::Off);
+        for mode in ["optional", "required"] {
+            let e = parse(&["--auth", mode]).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("--auth-key"), "{e}");
+        }
+        assert!(parse(&["--auth", "maybe"]).is_err());
+        assert!(parse(&["--max-sessions-per-account", "0"]).is_err());
+        let c = parse(&[
+            "--auth-key",
+            "/k",
+            "--auth-issuer",
+            "me",
+            "--auth-audience",
+            "chat",
+            "--session-key-ttl-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.auth_issuer.as_deref(), Some("me"));
+        assert_eq!(c.auth_audience.as_deref(), Some("chat"));
+        assert_eq!(c.session_key_ttl, Duration::from_millis(5));
     }
 }

@@ -42,6 +42,8 @@
 //! - [`logfmt`]: `--log-format json`'s lines.
 //! - [`moderation`]: ban masks and sets, room states, `--state-file`
 //!   (protocol version 3; not wired to the chat yet).
+//! - [`identity`]: token verification, session keys, msg_id deduplication,
+//!   accounts and the login queue (protocol version 3; not wired yet).
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
@@ -55,6 +57,7 @@ pub mod discovery;
 pub mod doors;
 pub mod event_loop;
 pub mod history;
+pub mod identity;
 pub mod lifecycle;
 pub mod limits;
 pub mod logfmt;
