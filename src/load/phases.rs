@@ -77,7 +77,6 @@ fn probe_one(addr: &str) -> Result<SocketAddr, String> {
     Err(last)
 }
 
-/// Phase 2: fixes the run's settings and starts the workers.
 /// Phase 0: reads `--token-key` before anything connects, so a bad key
 /// is one line and exit 1, whatever the server.
 pub fn token_key(
@@ -90,6 +89,7 @@ pub fn token_key(
         .map_err(|e| format!("--token-key: {e}"))
 }
 
+/// Phase 2: fixes the run's settings and starts the workers.
 /// `token_key` is `--token-key`, loaded (see [`token_key`]).
 pub fn spawn(
     cfg: &Config,
