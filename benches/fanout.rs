@@ -27,7 +27,7 @@ use mio::Token;
 use muxchat::codec::ClientMessage;
 use muxchat::server::chat::Chat;
 use muxchat::server::config::Config;
-use muxchat::server::transport::Transport;
+use muxchat::server::doors::Transport;
 
 /// Messages dispatched between two buffer resets.
 const BATCH: u64 = 64;

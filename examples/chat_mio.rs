@@ -30,6 +30,12 @@
 //!   and removed from the slab after it ([`reap`]): a slab key is reused by
 //!   the next connection, and an event later in the same batch must not
 //!   reach the newcomer.
+//!
+//! Compare it with `chat_poll.rs`, through `docs/ladder-3b.diff` (chapter
+//! section 6 maps its changes to the four ideas above). Then the same chat
+//! on the course's two Windows models: `chat_oneshot.rs` (re-arm after
+//! each event, as `WSAEventSelect`) and `chat_uring.rs` (completions, as
+//! IOCP).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;

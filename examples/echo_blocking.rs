@@ -17,6 +17,9 @@
 //! (the kernel finishes its handshake and parks it in the listen backlog)
 //! and then waits, with no answer, until the first one leaves.
 //! `tests/ladder.rs` (`rung1_second_client_waits`) shows it.
+//!
+//! Compare it with `chat_threads.rs` (rung 2): the same blocking calls,
+//! one thread per client.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

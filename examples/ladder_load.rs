@@ -1,6 +1,8 @@
 //! Measures the ladder: the same chat load against rung 2 (`chat_threads`),
 //! rung 3 (`chat_poll`) and rung 4 (`muxchatd`), and prints one table row
-//! per run: server threads, memory, throughput, CPU.
+//! per run: server threads, memory, throughput, CPU. The line rungs after
+//! rung 3 take the same load: 3b (`chat_mio`), 3c (`chat_oneshot`) and 3d
+//! (`chat_uring`), to compare readiness with completion (section 14).
 //!
 //! ```text
 //! cargo build --release --examples --bins
@@ -45,9 +47,10 @@ use muxchat::codec::{code, ClientMessage, FrameReader, ServerMessage};
 #[derive(Parser)]
 #[command(about = "Measure rungs 2, 3 and 4 of the ladder under the same chat load")]
 struct Args {
-    /// 2 = chat_threads, 3 = chat_poll, 4 = muxchatd.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
-    rung: u8,
+    /// 2 = chat_threads, 3 = chat_poll, 4 = muxchatd; the other line
+    /// rungs: 3b = chat_mio, 3c = chat_oneshot, 3d = chat_uring.
+    #[arg(long, value_parser = ["2", "3", "3b", "3c", "3d", "4"])]
+    rung: String,
     /// Connected clients, all in one room.
     #[arg(long, default_value_t = 1000)]
     clients: usize,
@@ -103,7 +106,7 @@ fn main() {
 
 fn run(args: Args) -> io::Result<()> {
     raise_fd_limit();
-    let frames = args.rung == 4;
+    let frames = args.rung == "4";
     let mut server = start_server(&args)?;
     let result = load(&args, &server, frames);
     let _ = server.child.kill();
@@ -114,7 +117,7 @@ fn run(args: Args) -> io::Result<()> {
         println!(
             "| rung | server | clients | server threads | RSS, all connected (MiB) | peak RSS (MiB) \
              | deliveries | seconds | deliveries/s | round p50 (ms) | round p99 (ms) | server CPU s \
-             | server wake-ups | server events (rung 3: entries scanned) | events, whole run |"
+             | server wake-ups | server events (rung 3: entries scanned; 3d: completions) | events, whole run |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
@@ -156,9 +159,12 @@ fn start_server(args: &Args) -> io::Result<Server> {
     let exe = std::env::current_exe()?;
     let examples = exe.parent().unwrap_or(Path::new("."));
     let profile = examples.parent().unwrap_or(Path::new("."));
-    let (name, default_path, extra): (_, _, &[&str]) = match args.rung {
-        2 => ("chat_threads", examples.join("chat_threads"), &[]),
-        3 => ("chat_poll", examples.join("chat_poll"), &[]),
+    let (name, default_path, extra): (_, _, &[&str]) = match args.rung.as_str() {
+        "2" => ("chat_threads", examples.join("chat_threads"), &[]),
+        "3" => ("chat_poll", examples.join("chat_poll"), &[]),
+        "3b" => ("chat_mio", examples.join("chat_mio"), &[]),
+        "3c" => ("chat_oneshot", examples.join("chat_oneshot"), &[]),
+        "3d" => ("chat_uring", examples.join("chat_uring"), &[]),
         // No rate limit (this is a throughput test), and no JOINED fan-out
         // to the whole room for each of the 1,000 joins.
         _ => (
@@ -215,10 +221,10 @@ fn server_counts(
 ) -> io::Result<Option<(u64, u64)>> {
     let c = &mut conns[0];
     c.stats = None;
-    match args.rung {
-        3 => c.out.extend_from_slice(b"/stats\n"),
-        4 => ClientMessage::Stats.encode(&mut c.out),
-        _ => return Ok(None),
+    match args.rung.as_str() {
+        "2" => return Ok(None),
+        "4" => ClientMessage::Stats.encode(&mut c.out),
+        _ => c.out.extend_from_slice(b"/stats\n"),
     }
     flush(c);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -440,13 +446,14 @@ fn service(c: &mut Conn, scratch: &mut [u8], talking: bool) -> usize {
                 if line.starts_with(b"welcome ") {
                     c.ready = true;
                 } else if let Some(rest) = line.strip_prefix(b"stats ") {
-                    // stats clients=C wakeups=W scanned=S
+                    // stats clients=C wakeups=W scanned=S (rung 3) or
+                    // events=E (3b-3d: epoll events, or completions)
                     let text = String::from_utf8_lossy(rest);
                     let get = |k: &str| {
                         text.split_whitespace()
                             .find_map(|f| f.strip_prefix(k)?.parse::<u64>().ok())
                     };
-                    c.stats = get("wakeups=").zip(get("scanned="));
+                    c.stats = get("wakeups=").zip(get("scanned=").or_else(|| get("events=")));
                 } else if talking && line.windows(4).any(|w| w == b": t ") {
                     c.got += 1;
                 }

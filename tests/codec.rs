@@ -1568,7 +1568,7 @@ fn set_max_payload_applies_to_the_next_frame() {
 #[test]
 fn error_codes_match_the_contract() {
     // (value, name, fatal) straight from the table in protocol.md.
-    let table: [(u16, &str, bool); 23] = [
+    let table: [(u16, &str, bool); 32] = [
         (1, "BAD_FRAME", false),
         (2, "FRAME_TOO_LARGE", true),
         (3, "UNKNOWN_CODE", false),
@@ -1592,6 +1592,16 @@ fn error_codes_match_the_contract() {
         (21, "LOGIN_TIMEOUT", true),
         (22, "UNAVAILABLE", false),
         (23, "TLS_REQUIRED", true),
+        (24, "AUTH_REQUIRED", true),
+        (25, "AUTH_FAILED", true),
+        (26, "TOKEN_EXPIRED", true),
+        (27, "NOT_ALLOWED", false),
+        // BANNED is fatal at HELLO, not at JOIN: the sender decides.
+        (28, "BANNED", false),
+        (29, "SESSION_LIMIT", true),
+        (30, "NOT_FOUND", false),
+        (31, "KILLED", true),
+        (32, "INVITE_ONLY", false),
     ];
     for (v, name, fatal) in table {
         let e = ErrorCode::from_u16(v).unwrap_or_else(|| panic!("{v} unknown"));
@@ -1601,7 +1611,7 @@ fn error_codes_match_the_contract() {
         assert!(!e.describe().is_empty());
         assert_eq!(ErrorCode::ALL[v as usize - 1], e);
     }
-    for v in [0u16, 24, 100, u16::MAX] {
+    for v in [0u16, 33, 100, u16::MAX] {
         assert_eq!(ErrorCode::from_u16(v), None, "{v}");
     }
     assert_eq!(

@@ -163,6 +163,10 @@ const NOT_RUNNABLE: &[&str] = &[
     "cluster-list-ttl-ms",
     "redis-ca",
     "redis-timeout-ms",
+    "state-file",
+    // A key file that does not exist here; `auth` optional/required needs it.
+    "auth-key",
+    "auth",
 ];
 
 #[test]

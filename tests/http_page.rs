@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, WAIT};
-use muxchat::server::transport::PAGE;
+use muxchat::server::web::PAGE;
 
 /// Sends `request` and reads the whole answer (the server closes after it).
 fn exchange(addr: SocketAddr, request: &str) -> Vec<u8> {

@@ -4,10 +4,15 @@
 //! page's own file input.
 //!
 //! The trace: 150 sessions in one room hearing a small message per round,
-//! and a second room where each round brings 48 KB to a few readers with a
+//! and a second room where each round brings 24 KB to a few readers with a
 //! 4 KiB receive buffer that read slowly (their writes leave bytes over,
 //! WRITABLE goes on and off) and to one that never reads and, through a
-//! third room, gets twice that (cut as a slow consumer). The chapter's
+//! third room, gets three times that (cut as a slow consumer). Besides
+//! drawing it, the test checks in the trace what the chapter says about
+//! it: the never-reader is cut as a slow consumer and no slow reader is,
+//! the slow readers' writes leave bytes over, each fan-out to the big room
+//! is written to every member in its own iteration, and no iteration
+//! accepts more than the accept budget. The chapter's
 //! figures `docs/loop-viewer-*.png` are this test's screenshots. Screenshots land in `target/tmp/loop_viewer/` for people to
 //! look at.
 //!
@@ -16,9 +21,12 @@
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,6 +36,28 @@ use serde_json::Value;
 const MEMBERS: usize = 150;
 const SLOW: usize = 6;
 const ROUNDS: usize = 200;
+/// Large SAYs per round to #hose (the slow readers' room) and to #deep
+/// (where only the never-reader is).
+const HOSE_SAYS: usize = 6;
+const DEEP_SAYS: usize = 12;
+/// The text of a large SAY.
+const LARGE: usize = 4000;
+/// `--max-outbuf`: the slow readers' total (4.8 MB) stays below it, the
+/// never-reader's (14.4 MB) passes it.
+const MAX_OUTBUF: usize = 8 << 20;
+/// `ACCEPT_BUDGET` in src/server/event_loop/mod.rs.
+const ACCEPT_BUDGET: usize = 128;
+
+/// What the test needs to find its sessions in the trace.
+struct Made {
+    path: PathBuf,
+    /// The never-reader's and the slow readers' local addresses, which the
+    /// trace's `accept` lines show as `peer`.
+    stuck: String,
+    slow: Vec<String>,
+    /// Bytes each slow reader received before the daemon closed.
+    slow_got: Vec<usize>,
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -64,14 +94,14 @@ fn small_window(d: &Daemon, nick: &str) -> Client {
 }
 
 /// Runs the scenario against a tracing daemon and returns the trace.
-fn make_trace(dir: &Path) -> PathBuf {
+fn make_trace(dir: &Path) -> Made {
     let path = dir.join("trace.jsonl");
     let _ = std::fs::remove_file(&path);
     let mut d = Daemon::start(&[
         "--trace-file",
         path.to_str().unwrap(),
         "--max-outbuf",
-        "8388608",
+        &MAX_OUTBUF.to_string(),
         "--presence-limit",
         "10",
     ]);
@@ -101,48 +131,59 @@ fn make_trace(dir: &Path) -> PathBuf {
     });
     let mut stuck = small_window(&d, "stuck");
     stuck.send(&ClientMessage::Join { room: "#deep" });
-    // Slow readers of #hose: 4 KiB windows, 4 KiB every 20 ms for the
-    // first two seconds, then as fast as they can.
+    let stuck_addr = stuck.stream.local_addr().unwrap().to_string();
+    // Slow readers of #hose: 4 KiB windows, 4 KiB every 50 ms (80 KB/s)
+    // while the publisher publishes, then as fast as they can. Tied to the
+    // publisher, not to a clock, so that they back up however slowly a
+    // busy machine runs the rounds.
+    let published = Arc::new(AtomicBool::new(false));
+    let mut slow_addrs = Vec::new();
     let slow: Vec<_> = (0..SLOW)
         .map(|n| {
             let mut c = small_window(&d, &format!("slow{n}"));
+            slow_addrs.push(c.stream.local_addr().unwrap().to_string());
+            let published = published.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
+                let mut got = 0;
                 let _ = c.stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let started = Instant::now();
-                while started.elapsed() < Duration::from_secs(30) {
+                while started.elapsed() < Duration::from_secs(60) {
                     match c.stream.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(_) if started.elapsed() < Duration::from_secs(2) => {
-                            std::thread::sleep(Duration::from_millis(20))
+                        Ok(n) if !published.load(Ordering::Relaxed) => {
+                            got += n;
+                            std::thread::sleep(Duration::from_millis(50))
                         }
-                        Ok(_) => {}
+                        Ok(n) => got += n,
                     }
                 }
+                got
             })
         })
         .collect();
     std::thread::sleep(Duration::from_millis(50));
-    // Rounds: one small SAY to #r (150 members), twelve large ones to
-    // #hose and twelve to #deep. #hose's members get 9.6 MB in all: more
-    // than the kernel's largest send buffer (4 MiB, tcp_wmem), so the slow
-    // readers back up, and less than that plus --max-outbuf (8 MiB), so
-    // they are not cut. The reader that never reads is also in #deep:
-    // 19.2 MB, and it is cut.
+    // Rounds: one small SAY to #r (150 members), six large ones to #hose
+    // and twelve to #deep. #hose's members get 4.8 MB in all, faster than
+    // the slow readers take it, so they back up; but the limit counts our
+    // buffer plus the kernel's unsent queue, and 4.8 MB is below
+    // --max-outbuf (8 MiB), so they are not cut. The reader that never
+    // reads is also in #deep: 14.4 MB, and it is cut.
     let small = "hello everyone";
-    let large = "x".repeat(4000);
+    let large = "x".repeat(LARGE);
     for _ in 0..ROUNDS {
         publisher.send(&ClientMessage::Say {
             room: "#r",
             text: small,
         });
-        for room in ["#hose", "#deep"] {
-            for _ in 0..12 {
+        for (room, says) in [("#hose", HOSE_SAYS), ("#deep", DEEP_SAYS)] {
+            for _ in 0..says {
                 publisher.send(&ClientMessage::Say { room, text: &large });
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    published.store(true, Ordering::Relaxed);
     for m in members.iter_mut() {
         let mut got = 0;
         while got < ROUNDS {
@@ -151,9 +192,7 @@ fn make_trace(dir: &Path) -> PathBuf {
             }
         }
     }
-    for t in slow {
-        t.join().unwrap();
-    }
+    let slow_got: Vec<usize> = slow.into_iter().map(|t| t.join().unwrap()).collect();
     drop(stuck);
     for m in members.iter_mut().take(MEMBERS / 2) {
         m.send(&ClientMessage::Quit { reason: "done" });
@@ -166,7 +205,113 @@ fn make_trace(dir: &Path) -> PathBuf {
         "the daemon exits after SIGTERM"
     );
     echo_reader.join().unwrap();
-    path
+    Made {
+        path,
+        stuck: stuck_addr,
+        slow: slow_addrs,
+        slow_got,
+    }
+}
+
+/// What the chapter (sections 7 and 12) says about this trace, checked in
+/// the trace itself.
+fn check_the_chapters_claims(made: &Made) {
+    let text = std::fs::read_to_string(&made.path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kind = |l: &Value, k: &str| l["k"] == k;
+    // Session ids by peer address.
+    let id_of: HashMap<String, u64> = lines
+        .iter()
+        .filter(|l| kind(l, "accept"))
+        .map(|l| {
+            (
+                l["peer"].as_str().unwrap().to_string(),
+                l["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let stuck = id_of[&made.stuck];
+    let slow: HashSet<u64> = made.slow.iter().map(|a| id_of[a]).collect();
+    let reason = |id: u64| {
+        lines
+            .iter()
+            .find(|l| kind(l, "close") && l["id"] == id)
+            .map(|l| l["reason"].as_str().unwrap_or("").to_string())
+    };
+    // Section 7: the reader that never reads is cut as a slow consumer...
+    let why = reason(stuck);
+    assert!(
+        why.as_deref().is_some_and(|r| r.contains("slow consumer")),
+        "the never-reader was not cut as a slow consumer: {why:?}"
+    );
+    // ...and none of the slow readers is: their backlog, our buffer plus
+    // the kernel's unsent queue, stays below --max-outbuf.
+    for &id in &slow {
+        let why = reason(id);
+        assert!(
+            !why.as_deref().is_some_and(|r| r.contains("slow consumer")),
+            "slow reader {id} was cut: {why:?}"
+        );
+    }
+    let each = HOSE_SAYS * ROUNDS * LARGE;
+    for (n, &got) in made.slow_got.iter().enumerate() {
+        assert!(
+            got >= each,
+            "slow reader {n} got {got} B of at least {each}"
+        );
+    }
+    // Backpressure shows: every slow reader had a write leave bytes over
+    // (red in the viewer) and WRITABLE interest switched on.
+    for &id in &slow {
+        let red = lines
+            .iter()
+            .any(|l| kind(l, "write") && l["id"] == id && l["left"].as_u64() > Some(0));
+        let pink = lines
+            .iter()
+            .any(|l| kind(l, "interest") && l["id"] == id && l["writable"] == true);
+        assert!(
+            red && pink,
+            "slow reader {id}: left over {red}, WRITABLE {pink}"
+        );
+    }
+    // Section 12: write before sleep is a vertical stripe: some fan-out to
+    // #r is written to all its members in its own iteration, which woke
+    // for at most a couple of events.
+    let mut writes_in: HashMap<u64, usize> = HashMap::new();
+    let mut events_in: HashMap<u64, u64> = HashMap::new();
+    let mut accepts_in: HashMap<u64, usize> = HashMap::new();
+    for l in &lines {
+        let i = l["i"].as_u64().unwrap_or(0);
+        if kind(l, "write") {
+            *writes_in.entry(i).or_default() += 1;
+        } else if kind(l, "wake") {
+            events_in.insert(i, l["events"].as_u64().unwrap());
+        } else if kind(l, "accept") {
+            *accepts_in.entry(i).or_default() += 1;
+        }
+    }
+    let stripe = lines.iter().any(|l| {
+        let i = l["i"].as_u64().unwrap_or(0);
+        kind(l, "cast")
+            && l["room"] == "#r"
+            && l["members"].as_u64() > Some(MEMBERS as u64)
+            && writes_in.get(&i).copied().unwrap_or(0) > MEMBERS
+            && events_in.get(&i).copied().unwrap_or(u64::MAX) <= 2
+    });
+    assert!(
+        stripe,
+        "no fan-out to #r written to every member in its iteration"
+    );
+    // Section 6: accepting is drained too, but at most ACCEPT_BUDGET per
+    // iteration; the burst of 150 takes two iterations at least.
+    let most = accepts_in.values().copied().max().unwrap_or(0);
+    assert!(
+        most > 1 && most <= ACCEPT_BUDGET,
+        "most accepts in one iteration: {most}"
+    );
 }
 
 #[test]
@@ -174,12 +319,14 @@ fn the_viewer_draws_a_real_trace_offline() {
     prerequisites();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loop_viewer");
     std::fs::create_dir_all(&dir).unwrap();
-    let trace = make_trace(&dir);
+    let made = make_trace(&dir);
+    check_the_chapters_claims(&made);
+    let trace = &made.path;
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/loop-viewer.html");
     let out = Command::new("node")
         .arg(browser_dir().join("loop-viewer.mjs"))
         .arg(&page)
-        .arg(&trace)
+        .arg(trace)
         .arg(&dir)
         .output()
         .expect("run node");

@@ -19,6 +19,7 @@
 //! entry in `fuzz/Cargo.toml`, and commit a corpus in `fuzz/corpus/NAME/`
 //! (see `fuzz/README.md`).
 
+pub mod ban_mask;
 pub mod chat_state;
 pub mod cluster_events;
 pub mod frame_decode;
@@ -28,6 +29,9 @@ pub mod message_decode;
 pub mod proxy_header;
 pub mod resp;
 mod sessions;
+pub mod state_file;
+pub mod token_parse;
+pub mod v3_payloads;
 pub mod ws_frames;
 
 /// A fuzz target's check: panics on a bug, returns on anything else.
@@ -46,6 +50,10 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("resp", resp::check),
     ("cluster_events", cluster_events::check),
     ("proxy_header", proxy_header::check),
+    ("ban_mask", ban_mask::check),
+    ("state_file", state_file::check),
+    ("token_parse", token_parse::check),
+    ("v3_payloads", v3_payloads::check),
 ];
 
 /// A small reader over the fuzz input: every take succeeds, yielding zeros

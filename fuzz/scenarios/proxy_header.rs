@@ -2,7 +2,7 @@
 
 /// The PROXY protocol header parser (`--proxy-from`), every prefix as the
 /// bytes of a connection would arrive. The check lives beside the parser,
-/// whose unit tests run it too: `muxchat::server::proxy::fuzz_check`.
+/// whose unit tests run it too: `muxchat::server::doors::proxy::fuzz_check`.
 pub fn check(data: &[u8]) {
-    muxchat::server::proxy::fuzz_check(data)
+    muxchat::server::doors::proxy::fuzz_check(data)
 }

@@ -32,7 +32,7 @@ pub(super) fn socket_clients(
             // stream socket supports all three), and closes it once.
             let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
             let peer_addr = "127.0.0.1:1".parse().expect("address");
-            let transport = muxchat::server::transport::Transport::plain(stream);
+            let transport = muxchat::server::doors::Transport::plain(stream);
             let token = chat.add_session(transport, peer_addr, now);
             let id = chat.sessions.at(token).id();
             Client {

@@ -12,6 +12,7 @@ use muxchat::server::cluster::ClusterError;
 use muxchat::server::config::{Config, LogFormat};
 use muxchat::server::event_loop::trace::Trace;
 use muxchat::server::logfmt;
+use muxchat::server::moderation::state_file;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {
@@ -20,6 +21,9 @@ fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "gen-cert") {
         return muxchat::gencert::main(argv);
+    }
+    if argv.get(1).is_some_and(|a| a == "token") {
+        return muxchat::server::identity::mint::main(argv);
     }
     // Exits with status 2 and clap's message on a usage error.
     let config = Config::from_env();
@@ -58,6 +62,17 @@ fn run(config: Config) -> Result<(), String> {
         // A cluster node logs its name as it joins; a standalone one here.
         info!("standalone daemon, node name {name}");
     }
+    // The key that verifies tokens: a file that does not load stops the
+    // start (exit 1 naming it), before anything listens.
+    if let Some(path) = &config.auth_key {
+        let key = muxchat::server::identity::AuthKey::load(path).map_err(|e| e.to_string())?;
+        info!(
+            "identity: auth {}, {} key from {}",
+            config.auth.name(),
+            key.alg(),
+            path.display()
+        );
+    }
     let max_clients = config.max_clients;
     let scheme = if config.tls.is_some() {
         "https"
@@ -69,6 +84,10 @@ fn run(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot create the trace file {}: {e}", path.display()))?,
         None => Trace::off(),
     };
+    // Before binding, so a bad state file never prints `listening`.
+    // The chat takes the state once moderation is wired (issue 21); until
+    // then the file is only checked.
+    let _moderation = load_state_file(&config)?;
     let mut server = Server::bind(config).map_err(|e| {
         // A certificate or key that cannot be used names its file; an
         // unreachable cluster store names its URL.
@@ -99,6 +118,26 @@ fn run(config: Config) -> Result<(), String> {
     info!("chat in a browser: open {scheme}://{host}:{}/", addr.port());
     raise_fd_limit(max_clients);
     server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// Loads `--state-file` (none given: nothing). Unreadable or corrupt: the
+/// error names the file, and the daemon exits 1.
+fn load_state_file(config: &Config) -> Result<Option<state_file::Loaded>, String> {
+    let Some(path) = &config.state_file else {
+        return Ok(None);
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ttl_ms = config.room_state_ttl.as_millis() as u64;
+    let loaded = state_file::load(path, now_ms, ttl_ms).map_err(|e| e.to_string())?;
+    info!(
+        "state file {}: {} rooms with state, {} server-wide bans",
+        path.display(),
+        loaded.rooms.len(),
+        loaded.server_bans.len()
+    );
+    Ok(Some(loaded))
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is a

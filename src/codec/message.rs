@@ -123,11 +123,21 @@ pub enum ErrorCode {
     LoginTimeout = 21,
     Unavailable = 22,
     TlsRequired = 23,
+    // Version 3 (identity and moderation).
+    AuthRequired = 24,
+    AuthFailed = 25,
+    TokenExpired = 26,
+    NotAllowed = 27,
+    Banned = 28,
+    SessionLimit = 29,
+    NotFound = 30,
+    Killed = 31,
+    InviteOnly = 32,
 }
 
 impl ErrorCode {
     /// Every error code, in numeric order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnknownCode,
@@ -151,6 +161,15 @@ impl ErrorCode {
         ErrorCode::LoginTimeout,
         ErrorCode::Unavailable,
         ErrorCode::TlsRequired,
+        ErrorCode::AuthRequired,
+        ErrorCode::AuthFailed,
+        ErrorCode::TokenExpired,
+        ErrorCode::NotAllowed,
+        ErrorCode::Banned,
+        ErrorCode::SessionLimit,
+        ErrorCode::NotFound,
+        ErrorCode::Killed,
+        ErrorCode::InviteOnly,
     ];
 
     /// The code for a wire value, if it is one this crate knows.
@@ -159,6 +178,8 @@ impl ErrorCode {
     }
 
     /// Whether the server closes the connection after sending it.
+    /// NICK_IN_USE (fatal for a HELLO with a token) and BANNED (fatal at
+    /// HELLO, not at JOIN) depend on the request: the sender decides.
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
@@ -169,6 +190,11 @@ impl ErrorCode {
                 | ErrorCode::PingTimeout
                 | ErrorCode::LoginTimeout
                 | ErrorCode::TlsRequired
+                | ErrorCode::AuthRequired
+                | ErrorCode::AuthFailed
+                | ErrorCode::TokenExpired
+                | ErrorCode::SessionLimit
+                | ErrorCode::Killed
         )
     }
 
@@ -198,6 +224,15 @@ impl ErrorCode {
             ErrorCode::LoginTimeout => "LOGIN_TIMEOUT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::TlsRequired => "TLS_REQUIRED",
+            ErrorCode::AuthRequired => "AUTH_REQUIRED",
+            ErrorCode::AuthFailed => "AUTH_FAILED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::NotAllowed => "NOT_ALLOWED",
+            ErrorCode::Banned => "BANNED",
+            ErrorCode::SessionLimit => "SESSION_LIMIT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Killed => "KILLED",
+            ErrorCode::InviteOnly => "INVITE_ONLY",
         }
     }
 
@@ -227,6 +262,15 @@ impl ErrorCode {
             ErrorCode::LoginTimeout => "HELLO took too long",
             ErrorCode::Unavailable => "the server cannot do that right now; try again later",
             ErrorCode::TlsRequired => "the server accepts only TLS connections",
+            ErrorCode::AuthRequired => "the server requires a token (sign in)",
+            ErrorCode::AuthFailed => "the token was not accepted",
+            ErrorCode::TokenExpired => "your token expired; sign in again",
+            ErrorCode::NotAllowed => "you are not allowed to do that",
+            ErrorCode::Banned => "you are banned",
+            ErrorCode::SessionLimit => "your account has too many open sessions",
+            ErrorCode::NotFound => "no such ban",
+            ErrorCode::Killed => "an administrator ended your session",
+            ErrorCode::InviteOnly => "that room is invite-only",
         }
     }
 }
@@ -241,12 +285,12 @@ pub enum DecodeError {
 }
 
 /// A cursor over a payload's fields; every read checks the length.
-struct Fields<'a> {
-    rest: &'a [u8],
+pub(super) struct Fields<'a> {
+    pub(super) rest: &'a [u8],
 }
 
 impl<'a> Fields<'a> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    pub(super) fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let (head, rest) = self
             .rest
             .split_first_chunk::<N>()
@@ -254,23 +298,23 @@ impl<'a> Fields<'a> {
         self.rest = rest;
         Ok(*head)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(super) fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.take()?))
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take()?))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.take()?))
     }
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
+    pub(super) fn str(&mut self) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.str_bytes()?).map_err(|_| DecodeError::Malformed)
     }
     /// A `str` field's bytes, UTF-8 unchecked.
-    fn str_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub(super) fn str_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u16()? as usize;
         if self.rest.len() < len {
             return Err(DecodeError::Malformed);
@@ -280,7 +324,7 @@ impl<'a> Fields<'a> {
         Ok(s)
     }
     /// Trailing bytes are as malformed as missing ones.
-    fn end<T>(self, value: T) -> Result<T, DecodeError> {
+    pub(super) fn end<T>(self, value: T) -> Result<T, DecodeError> {
         if self.rest.is_empty() {
             Ok(value)
         } else {
@@ -289,18 +333,18 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn put_u16(out: &mut Vec<u8>, v: u16) {
+pub(super) fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
-fn put_u32(out: &mut Vec<u8>, v: u32) {
+pub(super) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
-fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 /// A `str` field. Longer than a u16 can say, it is cut at the last
 /// character boundary that fits rather than sent corrupt.
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     let mut len = s.len().min(u16::MAX as usize);
     while !s.is_char_boundary(len) {
         len -= 1;

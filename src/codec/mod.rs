@@ -19,6 +19,8 @@
 //!   checked against a limit before anything waits for it.
 //! - [`pem`]: certificate chains and keys from PEM files, the crypto
 //!   provider.
+//! - [`v3`]: protocol version 3's HELLO, WELCOME and SAY layouts and its
+//!   new codes (identity, exactly-once sending, moderation).
 
 pub mod discovery;
 pub mod frame;
@@ -26,6 +28,7 @@ pub mod message;
 pub mod names;
 pub mod pem;
 pub mod resp;
+pub mod v3;
 pub mod ws;
 
 pub use frame::{decode, Decoded, Frame, FrameError, FrameReader, Header, HEADER_LEN};

@@ -21,8 +21,9 @@
 //! - [`shared`]: what the main thread and the workers share (atomics).
 //! - [`counters`]: the counters and histograms, declared once and used by
 //!   the workers, the progress line and the report.
-//! - [`worker`]: one thread's event loop; [`conn`] one connection and its
-//!   frames; `publish.rs` the publishers' schedule.
+//! - [`worker`]: one thread's event loop; [`conn`] one connection's
+//!   state, [`muxchat`] what it does with the daemon's frames;
+//!   `publish.rs` the publishers' schedule.
 //! - [`stats`]: the loss detector, the send stamp, histogram and rate
 //!   helpers (pure, unit-tested).
 //! - [`loss`]: the loss check over every receiver's trackers.
@@ -33,6 +34,8 @@
 //!   (`--target redis://HOST:PORT`).
 //! - [`resume`]: `--reconnect-every`: the drop schedule and the resume
 //!   through HISTORY.
+//! - [`exactly`]: `--token-key`: accounts, protocol version 3 (SAY with
+//!   msg_ids, resent after drops) and the exactly-once check for senders.
 //! - [`sys`]: CPU and RSS figures, a timerfd, non-blocking connect.
 //!
 //! Every connection `i` joins room `i % rooms` and connects to address
@@ -46,7 +49,9 @@
 pub mod config;
 pub mod conn;
 pub mod counters;
+pub mod exactly;
 pub mod loss;
+pub mod muxchat;
 pub mod phases;
 pub mod plot;
 mod publish;
@@ -68,9 +73,10 @@ use report::Report;
 /// status (0, or 3 when loss was seen, 4 when not every connection got
 /// ready or stayed connected); `Err` a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
+    let token_key = phases::token_key(cfg)?;
     let addrs = phases::probe(cfg)?;
     let rss_before = cfg.daemon_pid.and_then(sys::rss_kib);
-    let (settings, shared, workers) = phases::spawn(cfg, addrs)?;
+    let (settings, shared, workers) = phases::spawn(cfg, addrs, token_key)?;
     let setup = phases::setup(cfg, &shared, rss_before);
     if setup.ready == 0 {
         return Err(phases::nobody_ready(&shared, workers));

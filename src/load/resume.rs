@@ -29,7 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::conn::{Conn, Stage};
+use super::conn::{Conn, Stage, Step};
 use super::counters::Meter;
 use crate::codec::{history_status, ClientMessage, Frame, ServerMessage};
 use crate::net::OutBuf;
@@ -37,30 +37,6 @@ use crate::net::OutBuf;
 /// Live seqs held aside per resume at most; past it they are observed at
 /// once (and would show as reorders, never as silent loss).
 const MAX_DEFERRED: usize = 1 << 20;
-
-/// Where a resuming connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Half-closed, reading until the daemon closes (publishers).
-    Leaving,
-    /// Reconnecting: HELLO and JOIN, waiting for ROOM_STATE.
-    Joining,
-    /// HISTORY asked, waiting for HISTORY_END.
-    Fetching,
-}
-
-/// One reconnect in progress.
-#[derive(Debug)]
-pub struct Resume {
-    /// When the connection was dropped (ns since the run's base).
-    pub since_ns: u64,
-    /// Where it is.
-    pub step: Step,
-    /// Live seqs that arrived while fetching history.
-    pub deferred: Vec<u64>,
-    /// Messages history sent in this resume.
-    pub recovered: u64,
-}
 
 /// The drop schedule of one worker: each member drops once in every period
 /// `[start + k P, start + (k + 1) P)`, at a random moment of it.

@@ -27,7 +27,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::codec::HEADER_LEN;
 use crate::server::cluster::url::RedisUrl;
-use crate::server::proxy::Cidrs;
+use crate::server::doors::proxy::Cidrs;
 
 /// Bytes of a SAY payload besides the text: room str (2 + up to 64) and the
 /// text's own length prefix (2).
@@ -42,7 +42,9 @@ const SAY_OVERHEAD: u32 = 2 + 64 + 2;
              every connection: rooms, nicks, whispers, heartbeats and limits.",
     after_help = "muxchatd gen-cert --dir DIR [--name HOST]... [--ip ADDR]...: writes a private \
                   CA and a server certificate it signed, for --tls-cert and --tls-key (see \
-                  muxchatd gen-cert --help).",
+                  muxchatd gen-cert --help). muxchatd token --signing-key FILE --sub ACCOUNT \
+                  [--ttl 1h] ...: prints a signed token for protocol version 3 (see muxchatd \
+                  token --help).",
     long_about = None
 )]
 pub struct Args {
@@ -247,6 +249,20 @@ pub struct Args {
           value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
     pub lingering_memory: u64,
 
+    /// Where a standalone daemon keeps room state (topics, modes, bans,
+    /// operator grants, invitations) and server-wide bans across restarts;
+    /// written atomically at most once a second after a change. Unreadable
+    /// or corrupt at start: exit 1 naming it. Not with --redis (a cluster
+    /// keeps room state in Redis).
+    #[arg(long, env = "MUXCHAT_STATE_FILE", value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// How long a room's moderation state is kept after the room last
+    /// emptied (0: dropped as it empties).
+    #[arg(long, env = "MUXCHAT_ROOM_STATE_TTL_MS", default_value_t = 604_800_000,
+          value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=366 * 24 * 3600 * 1000))]
+    pub room_state_ttl_ms: u64,
+
     /// Join the cluster that shares this Redis
     /// (`redis://[USER:PASSWORD@]HOST:PORT[/DB]`, HOST a name, IPv4 or
     /// `[IPv6]`; PORT 6379 when left out; `rediss://` for TLS). Prefer
@@ -304,6 +320,40 @@ pub struct Args {
     #[arg(long, env = "MUXCHAT_PROXY_FROM", value_name = "CIDR[,CIDR]", value_parser = parse_cidrs)]
     pub proxy_from: Option<Cidrs>,
 
+    /// The key that verifies tokens (protocol version 3): a PEM public key
+    /// (RSA for RS256, EC P-256 for ES256, Ed25519 for EdDSA) or, for
+    /// HS256, a file holding the shared secret (its bytes, less one
+    /// trailing newline). Re-read on SIGHUP.
+    #[arg(long, env = "MUXCHAT_AUTH_KEY", value_name = "FILE")]
+    pub auth_key: Option<PathBuf>,
+
+    /// `off` (tokens not taken), `optional` (guests allowed, shown with `~`)
+    /// or `required` (HELLO without a token: AUTH_REQUIRED). Default:
+    /// `optional` with --auth-key, else `off`; `optional` or `required`
+    /// need --auth-key.
+    #[arg(long, env = "MUXCHAT_AUTH", value_enum, value_name = "MODE")]
+    pub auth: Option<AuthMode>,
+
+    /// When given, a token's `iss` must be this.
+    #[arg(long, env = "MUXCHAT_AUTH_ISSUER", value_name = "S")]
+    pub auth_issuer: Option<String>,
+
+    /// When given, a token's `aud` must be (or contain) this.
+    #[arg(long, env = "MUXCHAT_AUTH_AUDIENCE", value_name = "S")]
+    pub auth_audience: Option<String>,
+
+    /// Sessions one account may hold open at once; beyond it, HELLO gets
+    /// SESSION_LIMIT.
+    #[arg(long, env = "MUXCHAT_MAX_SESSIONS_PER_ACCOUNT", default_value_t = 8,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_sessions_per_account: u32,
+
+    /// How long a session key (takeover, msg_id deduplication) outlives its
+    /// session.
+    #[arg(long, env = "MUXCHAT_SESSION_KEY_TTL_MS", default_value_t = 600_000,
+          value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
+    pub session_key_ttl_ms: u64,
+
     /// Log line format on stderr: `text`, or `json` (one object per line:
     /// time, level, target, message and the event's fields).
     #[arg(long, env = "MUXCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FMT")]
@@ -317,6 +367,29 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `--auth`'s values: whether tokens are taken and guests allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Tokens are not taken (a non-empty token is fatal AUTH_FAILED);
+    /// version 3 behaves as version 2 for identity, no `~`.
+    Off,
+    /// HELLO without a token registers a guest, shown with `~`.
+    Optional,
+    /// HELLO without a token, of any version, is fatal AUTH_REQUIRED.
+    Required,
+}
+
+impl AuthMode {
+    /// The option's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Off => "off",
+            AuthMode::Optional => "optional",
+            AuthMode::Required => "required",
+        }
+    }
 }
 
 /// `--help`'s groups of options (and the man page's sections): heading,
@@ -378,6 +451,18 @@ const HEADINGS: &[(&str, &[&str])] = &[
             "cluster_list_ttl_ms",
             "redis_ca",
             "redis_timeout_ms",
+        ],
+    ),
+    ("Moderation", &["state_file", "room_state_ttl_ms"]),
+    (
+        "Identity",
+        &[
+            "auth_key",
+            "auth",
+            "auth_issuer",
+            "auth_audience",
+            "max_sessions_per_account",
+            "session_key_ttl_ms",
         ],
     ),
     (
@@ -448,7 +533,7 @@ pub struct Config {
     /// TLS handshakes per address per second (0: no limit).
     pub tls_handshakes_per_ip: u32,
     /// Bounds on an HTTP request head.
-    pub http: crate::server::http::HttpLimits,
+    pub http: crate::server::web::HttpLimits,
     /// Answer discovery probes on UDP.
     pub discovery: bool,
     /// Where the loop trace goes, if anywhere.
@@ -502,6 +587,27 @@ pub struct Config {
     pub redis_ca: Option<PathBuf>,
     /// How long a request to Redis may go unanswered (`--redis-timeout-ms`).
     pub redis_timeout: Duration,
+    /// Where room state and server-wide bans persist (`--state-file`;
+    /// `None`: not kept across restarts).
+    pub state_file: Option<PathBuf>,
+    /// How long a room's state outlives its last member
+    /// (`--room-state-ttl-ms`).
+    pub room_state_ttl: Duration,
+    /// The file of the key that verifies tokens (`--auth-key`); loaded at
+    /// start-up (exit 1 naming it) and on every SIGHUP.
+    pub auth_key: Option<PathBuf>,
+    /// Whether tokens are taken and guests allowed (`--auth`, resolved:
+    /// `optional` with a key, else `off`, when not given).
+    pub auth: AuthMode,
+    /// The `iss` tokens must carry (`--auth-issuer`).
+    pub auth_issuer: Option<String>,
+    /// The `aud` tokens must carry (`--auth-audience`).
+    pub auth_audience: Option<String>,
+    /// Sessions one account may hold open (`--max-sessions-per-account`).
+    pub max_sessions_per_account: usize,
+    /// How long a session key outlives its session
+    /// (`--session-key-ttl-ms`).
+    pub session_key_ttl: Duration,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -569,12 +675,33 @@ impl Config {
                 }
             }
         }
+        if args.redis.is_some() && args.state_file.is_some() {
+            return Err(Args::command().error(
+                ErrorKind::ArgumentConflict,
+                "--state-file is for a standalone daemon: with --redis, room state lives in Redis",
+            ));
+        }
         if given("redis_ca") && args.redis.as_ref().is_some_and(|u| !u.tls) {
             return Err(Args::command().error(
                 ErrorKind::ArgumentConflict,
                 "--redis-ca needs a rediss:// --redis URL (TLS to Redis)",
             ));
         }
+        let auth = match (args.auth, &args.auth_key) {
+            (None, Some(_)) => AuthMode::Optional,
+            (None, None) => AuthMode::Off,
+            (Some(AuthMode::Off), _) => AuthMode::Off,
+            (Some(mode), Some(_)) => mode,
+            (Some(mode), None) => {
+                return Err(Args::command().error(
+                    ErrorKind::MissingRequiredArgument,
+                    format!(
+                        "--auth {} needs --auth-key FILE (the key that verifies tokens)",
+                        mode.name()
+                    ),
+                ))
+            }
+        };
         let (settled, adapted) = sizes
             .settle()
             .map_err(|msg| Args::command().error(ErrorKind::ArgumentConflict, msg))?;
@@ -596,7 +723,7 @@ impl Config {
             tls_required: args.tls_required,
             tls_handshakes_per_iteration: args.tls_handshakes_per_iteration as usize,
             tls_handshakes_per_ip: args.tls_handshakes_per_ip,
-            http: crate::server::http::HttpLimits {
+            http: crate::server::web::HttpLimits {
                 max_head: args.max_http_head as usize,
                 max_request_line: (args.max_http_head as usize).min(2048),
                 max_headers: args.max_http_headers as usize,
@@ -626,6 +753,14 @@ impl Config {
             argv: Argv::default(),
             redis_ca: args.redis_ca,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
+            state_file: args.state_file,
+            room_state_ttl: Duration::from_millis(args.room_state_ttl_ms),
+            auth_key: args.auth_key,
+            auth,
+            auth_issuer: args.auth_issuer,
+            auth_audience: args.auth_audience,
+            max_sessions_per_account: args.max_sessions_per_account as usize,
+            session_key_ttl: Duration::from_millis(args.session_key_ttl_ms),
             adapted,
         })
     }
@@ -971,6 +1106,21 @@ mod tests {
     }
 
     #[test]
+    fn moderation_options_parse_and_the_state_file_is_standalone_only() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.state_file, None);
+        assert_eq!(c.room_state_ttl, Duration::from_millis(604_800_000));
+        let c = parse(&["--state-file", "/tmp/s.json", "--room-state-ttl-ms", "0"]).unwrap();
+        assert_eq!(c.state_file.as_deref(), Some(Path::new("/tmp/s.json")));
+        assert_eq!(c.room_state_ttl, Duration::ZERO);
+        let e = parse(&["--state-file", "s.json", "--redis", "redis://h"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--state-file"), "{e}");
+        let e = parse(&["--room-state-ttl-ms", "-1"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
     fn defaults_adapt_and_only_given_values_conflict() {
         const D: (u32, u32, u32) = (65_536, 4096, 1_048_576);
         let dflt = |v| (v, false);
@@ -999,5 +1149,44 @@ mod tests {
         assert!(settle(given(1024), given(4096), dflt(D.2)).is_err());
         assert!(settle(given(65_536), dflt(D.1), given(4096)).is_err());
         assert!(settle(dflt(D.0), given(4096), given(2048)).is_err());
+    }
+
+    #[test]
+    fn auth_mode_follows_the_key() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.auth, AuthMode::Off);
+        assert_eq!(c.max_sessions_per_account, 8);
+        assert_eq!(c.session_key_ttl, Duration::from_secs(600));
+        let c = parse(&["--auth-key", "/k"]).unwrap();
+        assert_eq!(c.auth, AuthMode::Optional);
+        assert_eq!(c.auth_key.as_deref(), Some(Path::new("/k")));
+        let c = parse(&["--auth-key", "/k", "--auth", "required"]).unwrap();
+        assert_eq!(c.auth, AuthMode::Required);
+        assert_eq!(
+            parse(&["--auth-key", "/k", "--auth", "off"]).unwrap().auth,
+            AuthMode::Off
+        );
+        assert_eq!(parse(&["--auth", "off"]).unwrap().auth, AuthMode::Off);
+        for mode in ["optional", "required"] {
+            let e = parse(&["--auth", mode]).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("--auth-key"), "{e}");
+        }
+        assert!(parse(&["--auth", "maybe"]).is_err());
+        assert!(parse(&["--max-sessions-per-account", "0"]).is_err());
+        let c = parse(&[
+            "--auth-key",
+            "/k",
+            "--auth-issuer",
+            "me",
+            "--auth-audience",
+            "chat",
+            "--session-key-ttl-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.auth_issuer.as_deref(), Some("me"));
+        assert_eq!(c.auth_audience.as_deref(), Some("chat"));
+        assert_eq!(c.session_key_ttl, Duration::from_millis(5));
     }
 }

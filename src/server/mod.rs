@@ -8,7 +8,7 @@
 //!            |   chat/: on_input -> dispatch -> handlers/ -> rooms, members    |
 //!            |          |  encode once, append bytes to each member's OutBuf    |
 //!            |          v  (event_loop/registry.rs: deliver, slow-consumer cut) |
-//!            |   session.rs: flush -> transport (wrap once per batch) -> fd    |
+//!            |   session.rs: flush -> doors/ (wrap once per batch) -> fd       |
 //!            +------------------------------------------------------------------+
 //! ```
 //!
@@ -18,17 +18,19 @@
 //!   only module that touches `Poll`.
 //! - [`chat`]: the chat state and its handlers by concern; it gets bytes
 //!   and door events, never a socket.
-//! - [`transport`]: the seam between a session and its socket (plain TCP,
-//!   TLS, WebSocket, HTTP doors).
-//! - [`refusing`]: connections turned away at accept, answered by the
-//!   door their first byte picks (binary ERROR or HTTP 503).
+//! - [`doors`]: the seam between a session and its socket, and one file
+//!   per door behind it (first-byte sniff, plain TCP, TLS, WebSocket,
+//!   HTTP, the PROXY header, refusals at accept).
 //! - [`config`]: the options, validated, with dependent defaults adapted.
-//! - [`http`], [`ws`], [`tls`]: the doors' pure codecs and configuration,
-//!   which the transport's Http, Ws and Tls variants will drive.
+//! - [`web`]: HTTP routing (page, upgrade, `/metrics`, `/healthz`,
+//!   refusals) and the responses, the page among them: pure, no socket.
 //! - [`metrics`]: the Prometheus exposition of the counters.
 //! - [`reload`]: what SIGHUP changes live and what waits for a restart.
-//! - [`proxy`]: the PROXY protocol header (`--proxy-from`).
 //! - [`logfmt`]: `--log-format json`'s lines.
+//! - [`moderation`]: ban masks and sets, room states, `--state-file`
+//!   (protocol version 3; not wired to the chat yet).
+//! - [`identity`]: token verification, session keys, msg_id deduplication,
+//!   accounts and the login queue (protocol version 3; not wired yet).
 //! - [`cluster`] (`--redis`): the node's two Redis links (more sources in
 //!   the same `Poll`), the per-room event order and hole filling, the
 //!   heartbeat and the rebuild after a drop. Standalone, it is `None`.
@@ -37,14 +39,13 @@ pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
+pub mod doors;
 pub mod event_loop;
-pub mod http;
+pub mod identity;
 pub mod logfmt;
 pub mod metrics;
-pub mod proxy;
-pub mod refusing;
+pub mod moderation;
 pub mod reload;
-pub mod tls;
-pub mod transport;
+pub mod web;
 
 pub use event_loop::Server;

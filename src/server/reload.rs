@@ -11,10 +11,19 @@
 //! sockets (`bind`, `reuse-port`, discovery), the cluster link and the log
 //! set-up do not, and are reported as needing a restart.
 //!
-//! Files behind options (the TLS certificate and key; `--auth-key` once
-//! identity lands) are re-read by the event loop on every SIGHUP, whether
-//! or not their paths changed: renewing a certificate in place is the
-//! usual case.
+//! Files behind options (the TLS certificate and key; the `--auth-key`
+//! file) are re-read by the event loop on every SIGHUP, whether or not
+//! their paths changed: renewing a certificate or rotating a key in place
+//! is the usual case. A key file that does not load is logged and the
+//! running key stays.
+//!
+//! Identity: `auth-key` (the path), `auth-issuer`, `auth-audience` (read
+//! at each verification), `max-sessions-per-account` (at each
+//! registration; sessions above a lowered limit stay) and
+//! `session-key-ttl-ms` (the expiry queue holds end times, so a new TTL
+//! applies to keys already kept) are live. `auth` waits for a restart:
+//! turning it on or off would change how sessions already registered are
+//! shown (`~` guests) and what they may do.
 
 use super::config::Config;
 
@@ -68,6 +77,15 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     live!(limit_loopback, "limit-loopback");
     live!(trace_events, "trace-events");
     live!(proxy_from, "proxy-from");
+    // Read when a room empties (its drop time) and by the drop timer.
+    live!(room_state_ttl, "room-state-ttl-ms", ms);
+    live!(max_sessions_per_account, "max-sessions-per-account");
+    live!(session_key_ttl, "session-key-ttl-ms", ms);
+    // Paths and names, not secrets.
+    let opt = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    live!(auth_key, "auth-key", opt);
+    live!(auth_issuer, "auth-issuer", opt);
+    live!(auth_audience, "auth-audience", opt);
     if new.http.max_head != running.http.max_head {
         changed.push(format!("max-http-head={}", new.http.max_head));
     }
@@ -144,6 +162,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         tls_handshakes_per_iteration => "tls-handshakes-per-iteration",
         tls_handshakes_per_ip => "tls-handshakes-per-ip",
         log_format => "log-format",
+        state_file => "state-file",
+        auth => "auth",
     );
     Plan {
         config: next,
@@ -210,6 +230,50 @@ mod tests {
         );
         assert_eq!(p.changed, ["max-text=500"]);
         assert!(p.restart.is_empty());
+    }
+
+    #[test]
+    fn identity_options_reload_except_the_mode() {
+        let running = parse(&["--auth-key", "/a"]);
+        let new = parse(&[
+            "--auth-key",
+            "/b",
+            "--auth",
+            "required",
+            "--auth-issuer",
+            "me",
+            "--max-sessions-per-account",
+            "2",
+            "--session-key-ttl-ms",
+            "1000",
+        ]);
+        let p = plan(&running, &new);
+        assert_eq!(
+            p.changed,
+            [
+                "max-sessions-per-account=2",
+                "session-key-ttl-ms=1000",
+                "auth-key=Some(\"/b\")",
+                "auth-issuer=Some(\"me\")",
+            ]
+        );
+        assert_eq!(p.restart, ["auth"]);
+        assert_eq!(
+            p.config.auth_key.as_deref(),
+            Some(std::path::Path::new("/b"))
+        );
+        assert_eq!(p.config.auth, running.auth);
+    }
+
+    #[test]
+    fn the_room_state_ttl_is_live_and_the_state_file_waits() {
+        let running = parse(&["--state-file", "/tmp/a.json"]);
+        let new = parse(&["--state-file", "/tmp/b.json", "--room-state-ttl-ms", "1000"]);
+        let p = plan(&running, &new);
+        assert_eq!(p.changed, ["room-state-ttl-ms=1000"]);
+        assert_eq!(p.restart, ["state-file"]);
+        assert_eq!(p.config.room_state_ttl.as_millis(), 1000);
+        assert_eq!(p.config.state_file, running.state_file);
     }
 
     #[test]

@@ -44,24 +44,22 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
+use super::doors::{DoorEvent, HandshakeGate, Transport};
 use super::event_loop::lifecycle::CloseReason;
 use super::event_loop::registry::{Sessions, Stats};
 use super::event_loop::session::{Marks, Session};
 use super::event_loop::timers::Timers;
 use super::event_loop::trace::Trace;
-use super::http::{Response, Status};
 use super::metrics;
-use super::tls::HandshakeGate;
-use super::transport::{DoorEvent, Transport};
+use super::web::{Response, Status};
 use history::{Epochs, History};
 use limits::Rate;
 use members::{Member, Members};
 use rooms::{RoomId, Rooms};
 
-/// What dispatching one frame costs against a read budget, in bytes: a
-/// budget in bytes alone lets a read of 8-byte frames (each answered with
-/// an ERROR) do eight times the work of one of 64-byte frames.
-pub const FRAME_COST: usize = 64;
+/// What dispatching one frame costs against a read budget (the doors'
+/// unit of work, which they charge too).
+pub use super::doors::FRAME_COST;
 
 /// The whole chat state: sessions, rooms, the nick index, timers, counters.
 #[derive(Debug)]

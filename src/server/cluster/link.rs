@@ -152,7 +152,7 @@ impl Opener {
         };
         let mut conn = ClientConnection::new(Arc::clone(config), name.clone())
             .map_err(|e| format!("TLS: {e}"))?;
-        conn.set_buffer_limit(Some(crate::server::tls::TLS_BUFFER_LIMIT * 4));
+        conn.set_buffer_limit(Some(crate::server::doors::tls::TLS_BUFFER_LIMIT * 4));
         Ok(Some(conn))
     }
 }

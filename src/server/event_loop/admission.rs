@@ -13,8 +13,8 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use socket2::SockRef;
 
-use super::super::refusing;
-use super::super::transport::{ProxyStart, Transport};
+use super::super::doors::refusing;
+use super::super::doors::{ProxyStart, Transport};
 use super::session::Session;
 use super::Server;
 use crate::codec::ErrorCode;

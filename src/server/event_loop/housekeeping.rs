@@ -10,9 +10,8 @@ use log::{debug, info, warn};
 use signal_hook::consts::SIGHUP;
 
 use super::super::config::Config;
+use super::super::doors::{tls, Doors};
 use super::super::reload;
-use super::super::tls;
-use super::super::transport::Doors;
 use super::Server;
 
 /// Heap given back (sessions closed or idle buffers released, rooms

@@ -68,9 +68,8 @@ use super::chat::Chat;
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
-use super::refusing::Refusals;
-use super::tls;
-use super::transport::Doors;
+use super::doors::refusing::Refusals;
+use super::doors::{tls, Doors};
 use registry::FlushOutcome;
 use trace::Trace;
 
@@ -253,7 +252,7 @@ impl Server {
             None => None,
         };
         // The page is compressed and hashed now, not by the first request.
-        super::http::page();
+        super::web::page();
         let tls_pem = match &config.tls {
             Some((cert, _)) => std::fs::read(cert).unwrap_or_default(),
             None => Vec::new(),

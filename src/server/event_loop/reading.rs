@@ -10,8 +10,8 @@ use std::time::Instant;
 use log::debug;
 use mio::Token;
 
-use super::super::chat::{Chat, FRAME_COST};
-use super::super::transport::{Cost, DoorEvent};
+use super::super::chat::Chat;
+use super::super::doors::{Cost, DoorEvent, FRAME_COST};
 use super::session::Got;
 
 /// Why a session's read stopped (for the loop and the event trace).

@@ -22,8 +22,7 @@ pub use crate::net::OutBuf;
 
 use super::super::chat::limits::{Rate, TokenBucket};
 use super::super::config::Config;
-use super::super::tls::HandshakeGate;
-use super::super::transport::{Cost, DoorEvent, Input, Meter, Transport};
+use super::super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport};
 use super::lifecycle::{CloseReason, Leaving, Lifecycle};
 
 /// The smallest read, however little headroom a session's output has left.
