@@ -12,8 +12,8 @@ use mio::event::Event;
 use mio::{Events, Token};
 
 use super::super::cluster;
-use super::reading::{ReadOutcome, ReadStop};
 use super::session::{self, Flushed};
+use super::session::{ReadOutcome, ReadStop};
 use super::{Server, LISTENER, SIGNALS};
 
 impl Server {

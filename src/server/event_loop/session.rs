@@ -22,7 +22,7 @@ pub use crate::net::OutBuf;
 
 use super::super::chat::limits::{Rate, TokenBucket};
 use super::super::config::Config;
-use super::super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport};
+use super::super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport, FRAME_COST};
 use super::lifecycle::{CloseReason, Leaving, Lifecycle};
 
 /// The smallest read, however little headroom a session's output has left.
@@ -89,6 +89,61 @@ pub enum Got {
     Yield,
     /// The TLS handshake waits for the next iteration's handshake budget.
     Handshake,
+}
+
+/// Why a session's read stopped (for the loop and the event trace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStop {
+    /// Already read this iteration (one budget per iteration), or gone.
+    Skipped,
+    /// Drained: the next edge will say when there is more.
+    WouldBlock,
+    /// The budget is spent and the session is still readable: the loop
+    /// reads it again next iteration (no edge will come for it).
+    Budget,
+    /// Its own output is backed up: input paused until the flush resumes it.
+    Paused,
+    /// The peer closed its side.
+    Eof,
+    /// The socket failed.
+    Broken,
+    /// Input was already over.
+    Done,
+    /// The TLS handshake's next step waits for the handshake budget: the
+    /// loop reads it again, in arrival order, in a later iteration.
+    Handshake,
+}
+
+/// What one read of a session (`reading::read`) did.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOutcome {
+    /// The session's id (tokens are reused, ids are not).
+    pub id: u64,
+    /// Why reading stopped.
+    pub stop: ReadStop,
+    /// Read calls made.
+    pub reads: usize,
+    /// Bytes taken.
+    pub bytes: usize,
+    /// Whole frames dispatched.
+    pub frames: usize,
+    /// Bytes of a partial frame kept for next time.
+    pub partial: usize,
+    /// The door's work (bytes off the socket, frames and records decoded);
+    /// 0 for plain binary TCP, where it is `bytes`.
+    pub wire: usize,
+    /// Stopped for the handshake budget and not yet in the loop's FIFO.
+    pub enqueue: bool,
+}
+
+impl ReadOutcome {
+    /// The work this read did against a budget: the bytes taken or the
+    /// door's work to get them, whichever is more (a door may work hard
+    /// for no protocol bytes at all), plus [`FRAME_COST`] per frame
+    /// dispatched.
+    pub fn work(&self) -> usize {
+        self.bytes.max(self.wire) + FRAME_COST * self.frames
+    }
 }
 
 /// What one [`Session::flush`] did.

@@ -48,8 +48,8 @@ use mio::{Events, Token};
 
 use super::super::chat::rooms::Room;
 use super::lifecycle::CloseReason;
-use super::reading::{ReadOutcome, ReadStop};
 use super::session::Flushed;
+use super::session::{ReadOutcome, ReadStop};
 
 /// Room kept below the cap for the last line (`limit` or `end`, under
 /// 100 bytes even with 20-digit numbers).
