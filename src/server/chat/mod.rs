@@ -423,6 +423,7 @@ impl Chat {
             DoorEvent::Fatal { .. } if !self.accepts_input(t) => {}
             DoorEvent::Fatal { error, detail } => {
                 self.flush_cast();
+                self.trace.error(t, self.sessions.at(t).id(), error, 0);
                 self.sessions.cut(t, error, 0, detail);
             }
             DoorEvent::Closed => self.sessions.on_peer_eof(t),
@@ -463,6 +464,7 @@ impl Chat {
         }
         let s = self.sessions.at_mut(t);
         if request != code::PONG && !s.allow(self.rate, now) {
+            self.trace.refuse(t, s.id(), "rate", request);
             self.sessions.stats.rate_limited += 1;
             return self.error(t, ErrorCode::RateLimited, request, "");
         }
@@ -586,6 +588,8 @@ impl Chat {
     /// a non-fatal one changes nothing else.
     pub(super) fn error(&mut self, t: Token, error: ErrorCode, request: u16, detail: &str) {
         self.flush_cast();
+        self.trace
+            .error(t, self.sessions.at(t).id(), error, request);
         let detail = if detail.is_empty() {
             error.describe()
         } else {
