@@ -562,6 +562,11 @@ fn the_trace_records_time_stages_timers_and_refusals() {
         axis["marks"].as_u64() >= Some(3),
         "no timer/refusal marks: {r}"
     );
+    let tip = r["timeTip"].as_str().unwrap_or("");
+    assert!(
+        tip.contains("asleep in the poll") && tip.contains("stage 2a"),
+        "the time axis's tooltip: {tip:?}"
+    );
     let len = std::fs::metadata(dir.join("loop-viewer-time.png"))
         .map(|m| m.len())
         .unwrap_or(0);

@@ -68,6 +68,7 @@ try {
   result.timeAxis = await page.evaluate(() => window.loopViewer.drawn);
   await page.hover('#scroller', { position: { x: 600, y: 40 } });
   result.timeTip = await page.textContent('#tip');
+  result.timeTipShown = await page.evaluate(() => document.getElementById('tip').style.display);
   await page.mouse.move(5, 5);
   await page.screenshot({ path: `${out}/loop-viewer-time.png` });
 } catch (e) {

@@ -36,7 +36,7 @@
 //! | `remove` | `t`, `id` (deregistered, socket closed, token free) |
 //! | `stage` | `s` (`2a`, `2b`, `3`, `4`, `5`, `6`), `name`, `us`, `end_us`: one stage's start and end, written when it ends (after its own lines) |
 //! | `timer` | `t`, `id`, `what`: `login-timeout`, `ping`, `ping-timeout`, `linger-close` |
-//! | `refuse` | `t`, `id`, `why` (`rate`), `code`: a request refused (rate limit) |
+//! | `refuse` | `t`, `id`, `why` (`rate`; `handshakes`: a TLS handshake past the per-address limit), `code` (0: frames a door refused): a request refused |
 //! | `error` | `t`, `id`, `code`, `name`, `request`, `fatal`: an ERROR sent |
 //! | `carry` | `t`, `id`, `why`: read again next iteration without an edge (`budget`: its own spent; `global`: the iteration's spent before its turn; `resumed`: paused input resumed; `woken`: the cluster answered) |
 //! | `defer` | `t`, `id`, `why` (`handshake`): the read waits in the TLS handshake queue (input paused for backpressure is the `pause` line) |
@@ -204,7 +204,9 @@ impl Trace {
         self.commit();
     }
 
-    /// An ERROR sent to `t` (`fatal`: the session is cut after it).
+    /// An ERROR sent to `t` (`fatal`: the session is cut after it). The
+    /// chat calls it through `Chat::trace_error`, which looks the id up
+    /// only with the trace on.
     #[inline]
     pub fn error(&mut self, t: Token, id: u64, error: ErrorCode, request: u16) {
         let Some(w) = self.0.as_mut() else { return };
