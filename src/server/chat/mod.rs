@@ -423,6 +423,7 @@ impl Chat {
             DoorEvent::Fatal { .. } if !self.accepts_input(t) => {}
             DoorEvent::Fatal { error, detail } => {
                 self.flush_cast();
+                self.trace_error(t, error, 0);
                 self.sessions.cut(t, error, 0, detail);
             }
             DoorEvent::Closed => self.sessions.on_peer_eof(t),
@@ -463,6 +464,7 @@ impl Chat {
         }
         let s = self.sessions.at_mut(t);
         if request != code::PONG && !s.allow(self.rate, now) {
+            self.trace.refuse(t, s.id(), "rate", request);
             self.sessions.stats.rate_limited += 1;
             return self.error(t, ErrorCode::RateLimited, request, "");
         }
@@ -586,6 +588,7 @@ impl Chat {
     /// a non-fatal one changes nothing else.
     pub(super) fn error(&mut self, t: Token, error: ErrorCode, request: u16, detail: &str) {
         self.flush_cast();
+        self.trace_error(t, error, request);
         let detail = if detail.is_empty() {
             error.describe()
         } else {
@@ -603,4 +606,16 @@ impl Chat {
 pub(super) fn encode_into(frame: &mut Vec<u8>, msg: &ServerMessage<'_>) {
     frame.clear();
     msg.encode(frame);
+}
+
+impl Chat {
+    /// The loop trace's `error` line: the session's id is looked up only
+    /// when the trace is on, so with it off this is one branch.
+    #[inline]
+    fn trace_error(&mut self, t: Token, error: ErrorCode, request: u16) {
+        if self.trace.is_on() {
+            let id = self.sessions.at(t).id();
+            self.trace.error(t, id, error, request);
+        }
+    }
 }
