@@ -29,6 +29,7 @@ pub mod history;
 pub mod limits;
 pub mod members;
 pub mod rooms;
+pub mod who;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
