@@ -297,20 +297,26 @@ impl Chat {
     /// live is granted OP; a version-3 session then gets ROOM_INFO.
     pub(in crate::server) fn room_state_joined(&mut self, t: Token, id: RoomId) {
         let r = self.rooms.get(id);
-        let (first, name) = (r.members.len() == 1, r.name.clone());
-        if let (true, Some(key)) = (first, NameKey::new(&name)) {
+        // Only the JOIN that makes a room live has anything to do here
+        // (then ROOM_INFO): the common JOIN costs a length check.
+        let first = (r.members.len() == 1)
+            .then(|| NameKey::new(&r.name))
+            .flatten();
+        if let Some(key) = first {
             self.moderation.rooms.room_occupied(&key);
-            if let Some(account) = self.who_account(t) {
-                if self.moderation.rooms.has_no_state(&key) {
-                    if let Ok(true) = self.moderation.rooms.entry(key).grant(&account) {
-                        info!(
-                            target: "muxchat::moderation",
-                            action = "op", actor = "", account = account.as_str(),
-                            target = account.as_str(), room = name.as_str();
-                            "{account} created {name}: granted OP"
-                        );
-                        self.moderation.changed();
-                    }
+            let account = self
+                .who_account(t)
+                .filter(|_| self.moderation.rooms.has_no_state(&key));
+            if let Some(account) = account {
+                if let Ok(true) = self.moderation.rooms.entry(key).grant(&account) {
+                    let name = &self.rooms.get(id).name;
+                    info!(
+                        target: "muxchat::moderation",
+                        action = "op", actor = "", account = account.as_str(),
+                        target = account.as_str(), room = name.as_str();
+                        "{account} created {name}: granted OP"
+                    );
+                    self.moderation.changed();
                 }
             }
         }
