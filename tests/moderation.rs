@@ -244,15 +244,18 @@ fn bans_with_an_end_are_lifted_by_the_timer() {
     let dir = Scratch::new("ending");
     let path = dir.file("state.json");
     let end = now_ms() + 1500;
-    let d = with_state(
+    std::fs::write(
         &path,
-        &format!(
+        format!(
             r##"{{"version":1,
                 "rooms":[{{"name":"#r","ops":["a"],"bans":[{{"mask":"nick:late","by":"a","reason":"","until_ms":{end}}}]}}],
                 "server_bans":[{{"mask":"nick:later","by":"root","reason":"","until_ms":{end}}}]}}"##
         ),
-        &[],
-    );
+    )
+    .unwrap();
+    let mut cmd = Daemon::command(&["--state-file", path.to_str().unwrap()]);
+    cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut d = Daemon::spawn(cmd);
     banned_at_hello(&mut d.connect(), "later");
     let mut late = d.register("late");
     join_refused(&mut late, "#r", ErrorCode::Banned);
@@ -260,6 +263,15 @@ fn bans_with_an_end_are_lifted_by_the_timer() {
     std::thread::sleep(wait);
     late.join("#r");
     welcomed(&mut d.connect(), 2, "later");
+    // Each end is logged, and the file no longer holds the bans.
+    wait_until("the file is rewritten", WAIT, || {
+        std::fs::read_to_string(&path).is_ok_and(|s| !s.contains("nick:late"))
+    });
+    d.kill();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut d.take_stderr().unwrap(), &mut log).unwrap();
+    assert!(log.contains("ban of nick:late in #r ended"), "{log}");
+    assert!(log.contains("server-wide ban of nick:later ended"), "{log}");
 }
 
 #[test]
@@ -487,6 +499,9 @@ fn kick_and_ban_act_on_members_at_once() {
         nick: "~bob",
         reason: "spam",
     });
+    // (The action's log line, at info: "kick in #room by alice (ADDR):
+    // ~bob spam", with actor, account, peer, room, target and reason as
+    // fields.)
     assert!(bob.until(c3::MODERATION).contains("action: 1"));
     let left = format!("{:?}", bob.c.recv_code(code::LEFT).msg());
     assert!(left.contains("kicked by alice: spam"), "{left}");
