@@ -622,3 +622,38 @@ fn a_cluster_node_refuses_moderation_for_now() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn sighup_changes_the_room_state_ttl_for_rooms_that_empty_later() {
+    let dir = Scratch::new("sighup");
+    let path = dir.file("state.json");
+    let conf = dir.file("muxchatd.toml");
+    std::fs::write(&conf, "room-state-ttl-ms = 600000\n").unwrap();
+    let d = with_state(
+        &path,
+        r##"{"version":1,"rooms":[{"name":"#quiet","modes":1}]}"##,
+        &["--config", conf.to_str().unwrap()],
+    );
+    let mut c = d.register("guest");
+    c.join("#quiet");
+    std::fs::write(&conf, "room-state-ttl-ms = 300\n").unwrap();
+    d.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    c.stats();
+    c.send(&ClientMessage::Leave { room: "#quiet" });
+    c.recv_code(code::LEFT);
+    // Emptied under the new TTL: the state (and its moderation) goes
+    // 300 ms later (under the old one, after ten minutes).
+    std::thread::sleep(Duration::from_millis(900));
+    c.join("#quiet");
+    c.send(&ClientMessage::Say {
+        room: "#quiet",
+        text: "free",
+    });
+    let r = c.recv();
+    assert!(
+        matches!(r.msg(), ServerMessage::Message { .. }),
+        "{:?}",
+        r.msg()
+    );
+}
