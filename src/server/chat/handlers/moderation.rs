@@ -20,7 +20,7 @@ use mio::Token;
 
 use crate::codec::v3::{action, BanEntry, ClientV3, ServerV3};
 use crate::codec::{valid_room, ErrorCode, NameKey};
-use crate::server::moderation::bans::{Ban, BanSet, MAX_SERVER_BANS};
+use crate::server::moderation::bans::{Ban, BanSet, MAX_REASON, MAX_SERVER_BANS};
 use crate::server::moderation::masks::Mask;
 use crate::server::moderation::room_state::{Invitee, Modes, RoomStates, StateError};
 use crate::server::moderation::state_file::{Loaded, StateWriter, Step, StepBudget};
@@ -96,6 +96,20 @@ impl Moderation {
     fn room_bans(&self) -> usize {
         self.rooms.iter().map(|(_, s)| s.bans.len()).sum()
     }
+}
+
+/// A request's reason cut to [`MAX_REASON`] bytes (at a character
+/// boundary): "kicked by ACTOR: REASON" in a LEFT, with the room and the
+/// nick, must still fit in a frame of the maximum payload.
+fn cut_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON {
+        return reason;
+    }
+    let mut end = MAX_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// "VERB by ACTOR: REASON", or "VERB by ACTOR" for an empty reason.
@@ -464,17 +478,19 @@ impl Chat {
             ClientV3::Topic { room, topic } => self.set_topic(t, code, room, topic),
             ClientV3::Mode { room, set, clear } => self.set_modes(t, code, room, set, clear),
             ClientV3::Op { room, nick, grant } => self.op(t, code, room, nick, grant),
-            ClientV3::Kick { room, nick, reason } => self.kick(t, code, room, nick, reason),
+            ClientV3::Kick { room, nick, reason } => {
+                self.kick(t, code, room, nick, cut_reason(reason))
+            }
             ClientV3::Invite { room, nick } => self.invite(t, code, room, nick),
             ClientV3::Ban {
                 room,
                 mask,
                 duration_s,
                 reason,
-            } => self.ban(t, code, room, mask, duration_s, reason),
+            } => self.ban(t, code, room, mask, duration_s, cut_reason(reason)),
             ClientV3::Unban { room, mask } => self.unban(t, code, room, mask),
             ClientV3::ListBans { room } => self.list_bans(t, code, room),
-            ClientV3::Kill { nick, reason } => self.kill(t, code, nick, reason),
+            ClientV3::Kill { nick, reason } => self.kill(t, code, nick, cut_reason(reason)),
             // HELLO, SAY and REFRESH are identity's, never routed here.
             _ => self.error(t, ErrorCode::UnknownCode, code, ""),
         }

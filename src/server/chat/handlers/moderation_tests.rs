@@ -660,3 +660,20 @@ fn metrics_count_actions_and_bans() {
     assert!(stats.contains(&("bans_room", 1)), "{stats:?}");
     assert!(stats.contains(&("bans_server", 0)), "{stats:?}");
 }
+
+#[test]
+fn long_reasons_are_cut_so_a_left_still_fits() {
+    let (mut w, a, b) = room_with_alice_and_bob(&["--max-payload", "1024"]);
+    let reason = "é".repeat(500);
+    w.send3(
+        a,
+        &ClientV3::Kick {
+            room: "#r",
+            nick: "bob",
+            reason: &reason,
+        },
+    );
+    let got = w.take(b);
+    let cut = "é".repeat(195);
+    has(&got, &format!("reason: \"kicked by alice: {cut}\" }}"));
+}
