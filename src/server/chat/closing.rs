@@ -61,6 +61,7 @@ impl Chat {
     pub fn run_timers(&mut self, now: Instant) {
         self.expire_rooms(now);
         self.cluster_tick(now);
+        self.moderation_timers();
         while let Some((at, t, id)) = self.timers.pop_due(now) {
             match self.sessions.get_live(t, id) {
                 Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),

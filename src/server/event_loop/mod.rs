@@ -300,6 +300,11 @@ impl Server {
         self.chat.trace = trace;
     }
 
+    /// Hands the chat the state file read at start (`--state-file`).
+    pub fn set_moderation_state(&mut self, loaded: crate::server::moderation::state_file::Loaded) {
+        self.chat.restore_moderation(loaded);
+    }
+
     /// The address actually bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -332,6 +337,7 @@ impl Server {
             if self.drained_out(now) {
                 // 7. shutdown
                 self.chat.leave_cluster();
+                self.chat.flush_state();
                 return Ok(());
             }
         }
@@ -380,6 +386,7 @@ impl Server {
                 SIGNALS => {
                     if self.on_signal(now) {
                         info!("second signal: exiting at once");
+                        self.chat.flush_state();
                         return Next::Exit;
                     }
                 }
