@@ -145,6 +145,9 @@ pub struct Server {
     /// The accept budget stopped an accept loop before `WouldBlock`: accept
     /// again next iteration (no new edge will come for those waiting).
     accept_more: bool,
+    /// Accepts this iteration may still make: the carried-over accepts
+    /// and a new edge on the listener share one `ACCEPT_BUDGET`.
+    accepts_left: usize,
     /// Refused connections waiting for their first byte, to be answered
     /// in their door's language.
     refusals: Refusals,
@@ -280,6 +283,7 @@ impl Server {
             global_left: GLOBAL_READ_BUDGET,
             handshake_wait: VecDeque::new(),
             accept_more: false,
+            accepts_left: ACCEPT_BUDGET,
             per_ip: HashMap::new(),
             refusals: Refusals::default(),
             last_trim: None,
@@ -360,6 +364,7 @@ impl Server {
     fn begin_reads(&mut self, now: Instant) -> Vec<(Token, u64)> {
         let carried = std::mem::take(&mut self.still_readable);
         self.global_left = GLOBAL_READ_BUDGET;
+        self.accepts_left = ACCEPT_BUDGET;
         self.read_waiting_handshakes(now);
         if std::mem::take(&mut self.accept_more) {
             self.accept_all(now);
@@ -559,7 +564,8 @@ impl Server {
     /// Accepts every waiting connection (until `WouldBlock`).
     /// At most `ACCEPT_BUDGET` per iteration; the rest next iteration.
     fn accept_all(&mut self, now: Instant) {
-        for _ in 0..ACCEPT_BUDGET {
+        while self.accepts_left > 0 {
+            self.accepts_left -= 1;
             let Some(listener) = &self.listener else {
                 return;
             };
