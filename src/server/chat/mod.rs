@@ -26,6 +26,7 @@
 pub mod closing;
 pub mod handlers;
 pub mod history;
+pub mod identity;
 pub mod limits;
 pub mod members;
 pub mod rooms;
@@ -39,6 +40,7 @@ use log::debug;
 use mio::Token;
 
 use crate::codec::frame::{decode, Decoded, Frame, Header};
+use crate::codec::v3::{code as v3code, hello_version, is_version_3_code, ClientV3, VERSION_3};
 use crate::codec::{
     code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
 };
@@ -111,6 +113,8 @@ pub struct Chat {
     /// Sessions whose wait for the cluster's store ended while their
     /// input was paused: (token, session id), for the loop to read.
     pub(super) woken: Vec<(Token, u64)>,
+    /// Protocol version 3: tokens, accounts, session keys, dedup.
+    pub(super) identity: identity::Identity,
 }
 
 impl Chat {
@@ -122,6 +126,7 @@ impl Chat {
             reply_cap: config.history.clamp(1, u16::MAX as usize) as u16,
         });
         let config_node_name = config.node_name.clone();
+        let identity = identity::Identity::new(&config);
         let handshakes = HandshakeGate::new(
             config.tls_handshakes_per_iteration,
             config.tls_handshakes_per_ip,
@@ -161,6 +166,7 @@ impl Chat {
             trace: Trace::off(),
             cluster: None,
             woken: Vec::new(),
+            identity,
         }
     }
 
@@ -221,10 +227,15 @@ impl Chat {
             .oldest_lingering()
             .map(|(_, since)| since + self.config.room_ttl);
         let cluster = self.cluster.as_deref().map(Cluster::next_deadline);
-        [self.timers.next_deadline(), room, cluster]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next_deadline(),
+            room,
+            cluster,
+            self.identity_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the chat started.
@@ -462,18 +473,33 @@ impl Chat {
             // already batched.
             self.flush_cast();
         }
+        let v3 = self.members.at(t).version() >= VERSION_3;
         let s = self.sessions.at_mut(t);
         if request != code::PONG && !s.allow(self.rate, now) {
             self.sessions.stats.rate_limited += 1;
+            if v3 && request == code::SAY {
+                return self.refuse_say_v3(t, frame.payload, ErrorCode::RateLimited);
+            }
             return self.error(t, ErrorCode::RateLimited, request, "");
         }
         if frame.flags != 0 {
             return self.error(t, ErrorCode::BadFrame, request, "");
         }
+        let registered = s.life().is_registered();
+        if is_version_3_code(request) {
+            // Codes 113-122 exist for version-3 sessions only.
+            return match (v3 && registered, request) {
+                (true, v3code::REFRESH) => match ClientV3::decode(request, frame.payload) {
+                    Ok(ClientV3::Refresh { token }) => self.refresh(t, token.0),
+                    _ => self.error(t, ErrorCode::Malformed, request, ""),
+                },
+                (true, _) => self.moderation(t, request, frame.payload),
+                _ => self.error(t, ErrorCode::UnknownCode, request, ""),
+            };
+        }
         if !ClientMessage::is_known(request) {
             return self.error(t, ErrorCode::UnknownCode, request, "");
         }
-        let registered = s.life().is_registered();
         let before_hello = matches!(request, code::HELLO | code::PING | code::PONG | code::QUIT);
         if !registered && !before_hello {
             return self.error(t, ErrorCode::NotRegistered, request, "");
@@ -485,6 +511,28 @@ impl Chat {
         }
         if registered && request == code::HELLO {
             return self.error(t, ErrorCode::AlreadyRegistered, request, "");
+        }
+        if request == code::HELLO && hello_version(frame.payload) == Some(VERSION_3) {
+            return match ClientV3::decode(request, frame.payload) {
+                Ok(ClientV3::Hello {
+                    nick,
+                    token,
+                    session_key,
+                    ..
+                }) => self.hello_v3(t, nick, token.0, session_key.0),
+                // Version 3 in the short layout of versions 1 and 2 (a
+                // client that only changed the byte): it speaks neither.
+                _ if ClientMessage::decode(request, frame.payload).is_ok() => self.error(
+                    t,
+                    ErrorCode::BadVersion,
+                    request,
+                    "a version-3 HELLO carries a token and a session key",
+                ),
+                _ => self.error(t, ErrorCode::Malformed, request, ""),
+            };
+        }
+        if v3 && request == code::SAY {
+            return self.say_v3(t, frame.payload);
         }
         let Ok(msg) = ClientMessage::decode(request, frame.payload) else {
             return self.error(t, ErrorCode::Malformed, request, "");

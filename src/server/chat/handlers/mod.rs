@@ -9,10 +9,12 @@
 //! - [`rooms`] answers JOIN and LEAVE, with presence and lingering rooms;
 //! - [`messages`] answers SAY (the fan-out) and WHISPER;
 //! - [`history`] answers HISTORY;
-//! - [`queries`] answers LIST_ROOMS, LIST_USERS and STATS.
+//! - [`queries`] answers LIST_ROOMS, LIST_USERS and STATS;
+//! - [`moderation`] answers the version-3 moderation requests (114-122).
 
 pub mod history;
 pub mod messages;
+pub mod moderation;
 pub mod queries;
 pub mod registration;
 pub mod rooms;

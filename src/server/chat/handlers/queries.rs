@@ -49,9 +49,18 @@ impl Chat {
         let r = self.rooms.get(id);
         let mut budget = (self.config.max_payload as usize).saturating_sub(4 + r.name.len());
         let members = &self.members;
+        let accounts = &self.identity.accounts;
+        // An account is listed once: by its first session (every session
+        // of an account is in each of its rooms).
         let nicks: Vec<&str> = r
             .members
             .iter()
+            .filter(|&&m| {
+                members
+                    .at(m)
+                    .account()
+                    .is_none_or(|a| accounts.sessions_of(a).first() == Some(&m))
+            })
             .map(|&m| members.at(m).nick())
             .take_while(|nick| fits(&mut budget, 2 + nick.len()))
             .collect();

@@ -24,6 +24,11 @@ impl Chat {
         if self.draining {
             return self.error(t, ErrorCode::ShuttingDown, code::HELLO, "");
         }
+        // Versions 1 and 2 are guests when tokens are taken.
+        let Some(shown) = self.old_hello_nick(t, nick) else {
+            return;
+        };
+        let nick = shown.as_str();
         let Some(key) = NameKey::new(nick) else {
             return self.error(t, ErrorCode::BadNick, code::HELLO, "");
         };
@@ -68,6 +73,12 @@ impl Chat {
         if !valid_nick(new) {
             return self.error(t, ErrorCode::BadNick, code::NICK, "");
         }
+        // An account's nick is its token's claim.
+        if self.members.at(t).account().is_some() {
+            return self.error(t, ErrorCode::NotAllowed, code::NICK, "");
+        }
+        let shown = self.guest_nick(new);
+        let new = shown.as_str();
         let Some(key) = NameKey::new(new) else {
             return self.error(t, ErrorCode::BadNick, code::NICK, "");
         };
