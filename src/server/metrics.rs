@@ -208,6 +208,39 @@ const COUNTER_HELP: &[(&str, &str)] = &[
         "rooms_evicted",
         "Lingering rooms removed early by --max-lingering-rooms or --lingering-memory",
     ),
+    ("logins_account", "Version-3 logins of accounts registered"),
+    ("logins_guest", "Version-3 guests registered"),
+    (
+        "logins_auth_required",
+        "HELLOs without a token refused with AUTH_REQUIRED",
+    ),
+    (
+        "logins_refused",
+        "Verified logins refused (nick held, session limit, nick changed)",
+    ),
+    (
+        "logins_failed",
+        "Tokens that failed verification (AUTH_FAILED)",
+    ),
+    ("token_verifications", "Token signatures checked"),
+    (
+        "token_verify_ns",
+        "Nanoseconds spent checking token signatures",
+    ),
+    (
+        "takeovers",
+        "Sessions taken over by a new connection with their key",
+    ),
+    (
+        "session_keys_resumed",
+        "Sessions that kept the key of a session ended within --session-key-ttl-ms",
+    ),
+    (
+        "deduplicated_says",
+        "Version-3 SAYs answered from a remembered msg_id, not delivered again",
+    ),
+    ("refreshes", "REFRESH requests answered REFRESHED"),
+    ("tokens_expired", "Sessions ended with TOKEN_EXPIRED"),
 ];
 
 /// Help text for the gauges STATS names.
@@ -236,6 +269,27 @@ const GAUGE_HELP: &[(&str, &str)] = &[
         "cluster_pending_bytes",
         "Bytes of calls to Redis not yet answered",
     ),
+    (
+        "logins_waiting",
+        "Token HELLOs waiting for verification now",
+    ),
+    ("token_verify_max_ns", "The slowest token verification (ns)"),
+    ("accounts", "Accounts with open sessions now"),
+    ("account_sessions", "Open sessions of accounts now"),
+    (
+        "account_sessions_max",
+        "The most sessions one account has open now",
+    ),
+    (
+        "session_keys_kept",
+        "Session keys kept after their session ended, now",
+    ),
+    (
+        "session_keys_bytes",
+        "Bytes the session keys (live and kept) hold",
+    ),
+    ("dedup_msg_ids", "msg_ids remembered for deduplication now"),
+    ("dedup_bytes", "Bytes the remembered msg_ids hold"),
 ];
 
 fn help<'a>(table: &[(&str, &'a str)], key: &str, default: &'a str) -> &'a str {

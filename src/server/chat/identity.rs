@@ -32,6 +32,22 @@ use super::members::Membership;
 use super::rooms::RoomId;
 use super::Chat;
 
+/// STATS keys of verification failures, in [`Reject::ALL`]'s order.
+const FAILED_KEYS: [&str; Reject::ALL.len()] = [
+    "logins_failed_too_large",
+    "logins_failed_malformed",
+    "logins_failed_algorithm",
+    "logins_failed_signature",
+    "logins_failed_no_expiry",
+    "logins_failed_expired",
+    "logins_failed_not_yet_valid",
+    "logins_failed_issuer",
+    "logins_failed_audience",
+    "logins_failed_subject",
+    "logins_failed_nick",
+    "logins_failed_patterns",
+];
+
 /// The BYE a session taken over by a new connection gets.
 pub const REPLACED: &str = "replaced by a new connection";
 
@@ -358,7 +374,7 @@ impl Chat {
         if let Err(e) = checked {
             self.identity.stats.refused += 1;
             let (code_, detail) = match e {
-                AccountError::NickHeld => (ErrorCode::NickInUse, ""),
+                AccountError::NickHeld => return self.claim_held(t),
                 AccountError::SessionLimit => (ErrorCode::SessionLimit, ""),
                 AccountError::NickChanged => {
                     (ErrorCode::AuthFailed, "token nick is not the account's")
@@ -371,7 +387,7 @@ impl Chat {
         if let Some(&holder) = NameKey::new(&claims.nick).and_then(|k| self.nicks.get(&k)) {
             if self.members.at(holder).account() != Some(sub.as_str()) {
                 self.identity.stats.refused += 1;
-                return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+                return self.claim_held(t);
             }
         }
         // The newest claims rule the account: rooms they no longer allow
@@ -555,6 +571,19 @@ impl Chat {
         ids
     }
 
+    /// The token's nick is held by another account now: fatal
+    /// NICK_IN_USE (a HELLO's NICK_IN_USE is otherwise not fatal, but an
+    /// account cannot pick another nick).
+    fn claim_held(&mut self, t: Token) {
+        self.flush_cast();
+        self.sessions.cut(
+            t,
+            ErrorCode::NickInUse,
+            code::HELLO,
+            "another account holds this nick",
+        );
+    }
+
     fn parse_key(&self, key: &str) -> Option<SessionKey> {
         SessionKey::parse(key)
     }
@@ -736,6 +765,49 @@ impl Chat {
         let at = self.identity.next_expiry_ms()?;
         let wait = at.saturating_sub(now_unix_ms());
         Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// Identity's lines of STATS (and /metrics).
+    pub(in crate::server) fn identity_stats(&self) -> Vec<(&'static str, u64)> {
+        let id = &self.identity;
+        let st = &id.stats;
+        let (_, kept) = id.keys.counts();
+        let most = id
+            .accounts
+            .sessions_histogram()
+            .iter()
+            .rposition(|&n| n > 0)
+            .map_or(0, |i| i as u64 + 1);
+        let mut list = vec![
+            ("logins_account", st.logins_account),
+            ("logins_guest", st.logins_guest),
+            ("logins_auth_required", st.auth_required),
+            ("logins_refused", st.refused),
+            ("logins_failed", st.failed.iter().sum()),
+        ];
+        for (i, r) in Reject::ALL.iter().enumerate() {
+            list.push((FAILED_KEYS[i], st.failed[i]));
+            debug_assert!(FAILED_KEYS[i].ends_with(r.name()));
+        }
+        list.extend([
+            ("logins_waiting", id.queue.len() as u64),
+            ("token_verifications", st.verifications),
+            ("token_verify_ns", st.verify_ns),
+            ("token_verify_max_ns", st.verify_max_ns),
+            ("accounts", id.accounts.len() as u64),
+            ("account_sessions", id.accounts.sessions() as u64),
+            ("account_sessions_max", most),
+            ("takeovers", st.takeovers),
+            ("session_keys_resumed", st.keys_resumed),
+            ("session_keys_kept", kept as u64),
+            ("session_keys_bytes", id.keys.memory_bytes() as u64),
+            ("deduplicated_says", st.deduplicated),
+            ("dedup_msg_ids", id.dedup.len() as u64),
+            ("dedup_bytes", id.dedup.memory_bytes() as u64),
+            ("refreshes", st.refreshes),
+            ("tokens_expired", st.expired),
+        ]);
+        list
     }
 
     /// A version-3 frame to `t` alone.

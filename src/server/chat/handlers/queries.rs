@@ -90,7 +90,12 @@ impl Chat {
             ),
             ("connections", self.sessions.len() as u64),
             ("accepted", st.accepted),
-            ("sessions", self.nicks.len() as u64),
+            // An account's sessions share one nick.
+            (
+                "sessions",
+                (self.nicks.len() + self.identity.accounts.sessions()
+                    - self.identity.accounts.len()) as u64,
+            ),
             ("rooms", self.rooms.live() as u64),
             ("rooms_lingering", self.rooms.lingering() as u64),
             ("rooms_lingering_bytes", self.rooms.lingering_bytes() as u64),
@@ -111,6 +116,7 @@ impl Chat {
             ("history_evicted", self.history.evicted()),
             ("history_replies", st.history_replies),
         ];
+        list.extend(self.identity_stats());
         if let Some(c) = self.cluster.as_deref() {
             list.extend(c.stats_list());
         }
