@@ -10,7 +10,12 @@
 //! - this file: the [`Chat`] state, cutting bytes into whole frames, and
 //!   `Chat::dispatch`, which checks a frame and calls its handler;
 //! - [`handlers`]: the handlers, one file per concern, and the fan-out;
-//! - [`members`]: each session's chat state (nick, rooms), by token;
+//! - [`members`]: each session's chat state (nick, rooms, account, key),
+//!   by token;
+//! - [`identity`]: protocol version 3 (token logins verified a bounded
+//!   number per iteration, accounts, session keys, SAY_RESULT and
+//!   deduplication, REFRESH and expiry); [`who`]: who a session is, for
+//!   the handlers;
 //! - [`rooms`], [`history`], [`limits`]: membership indexes, held
 //!   messages, the rate allowance;
 //! - [`closing`]: the reap stage, timers, the shutdown drain;
