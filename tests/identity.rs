@@ -237,6 +237,10 @@ fn optional_mode_guests_carry_a_tilde_and_bad_tokens_are_fatal() {
     let mut c = d.connect();
     hello3(&mut c, "", &bad, "");
     expect_fatal(&mut c, ErrorCode::AuthFailed, code::HELLO);
+    let huge = "x".repeat(9000);
+    let mut c = d.connect();
+    hello3(&mut c, "", &huge, "");
+    expect_fatal(&mut c, ErrorCode::AuthFailed, code::HELLO);
     let old = auth.token_with("olga", |c| c.exp = now_unix_ms() / 1000 - 3600);
     let mut c = d.connect();
     hello3(&mut c, "", &old, "");
@@ -417,6 +421,12 @@ fn a_session_key_takes_a_session_over_or_is_kept_a_while() {
     let (_g, gw) = login(&d, "gus", "", "");
     let (_g2, gw2) = login(&d, "gus", "", &gw.key);
     assert_eq!((gw2.key, gw2.nick), (gw.key.clone(), "~gus".into()));
+    // After NICK, the key follows the guest's new nick.
+    let (mut n, nw) = login(&d, "nell", "", "");
+    n.send(&ClientMessage::Nick { nick: "nora" });
+    n.recv_code(code::NICK_CHANGED);
+    let (_n2, nw2) = login(&d, "nora", "", &nw.key);
+    assert_eq!((nw2.key, nw2.nick), (nw.key.clone(), "~nora".into()));
     // Another account's key is ignored: a new key.
     let (_c, cw) = login(&d, "", &auth.token("carol"), &w.key);
     assert_ne!(cw.key, w.key);

@@ -25,7 +25,7 @@ use crate::server::identity::keys::DEFAULT_MAX_KEPT;
 use crate::server::identity::queue::{DEFAULT_CAPACITY, DEFAULT_PER_ITERATION};
 use crate::server::identity::{
     now_unix_ms, AccountError, Accounts, AuthKey, Claims, Dedup, KeyClaim, KeyOwner, LoginQueue,
-    Reject, SessionKey, SessionKeys, Verifier,
+    Reject, SessionKey, SessionKeys, Verifier, MAX_TOKEN,
 };
 
 use super::members::Membership;
@@ -266,6 +266,16 @@ impl Chat {
                 ErrorCode::AuthFailed,
                 code::HELLO,
                 "accounts need a standalone server for now",
+            );
+        }
+        if token.len() > MAX_TOKEN {
+            // Refused unread: a queue of logins holds no oversized tokens.
+            self.identity.stats.failed[0] += 1;
+            return self.error(
+                t,
+                ErrorCode::AuthFailed,
+                code::HELLO,
+                Reject::TooLarge.describe(),
             );
         }
         let id = self.sessions.at(t).id();

@@ -7,6 +7,7 @@ use crate::codec::{code, is_supported_version, valid_nick, ErrorCode, NameKey, S
 
 use super::super::rooms::RoomId;
 use super::super::{encode_into, Chat};
+use crate::server::identity::KeyOwner;
 
 impl Chat {
     pub(in crate::server) fn hello(&mut self, t: Token, version: u8, nick: &str) {
@@ -93,6 +94,9 @@ impl Chat {
             self.nicks.remove(&old_key);
         }
         self.nicks.insert(key, t);
+        if let Some(k) = self.members.at(t).key() {
+            self.identity.keys.set_owner(&k, KeyOwner::guest(new));
+        }
         encode_into(
             &mut self.frame,
             &ServerMessage::NickChanged { old: &old, new },
