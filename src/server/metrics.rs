@@ -224,10 +224,6 @@ const COUNTER_HELP: &[(&str, &str)] = &[
     ),
     ("token_verifications", "Token signatures checked"),
     (
-        "token_verify_ns",
-        "Nanoseconds spent checking token signatures",
-    ),
-    (
         "takeovers",
         "Sessions taken over by a new connection with their key",
     ),
@@ -273,7 +269,6 @@ const GAUGE_HELP: &[(&str, &str)] = &[
         "logins_waiting",
         "Token HELLOs waiting for verification now",
     ),
-    ("token_verify_max_ns", "The slowest token verification (ns)"),
     ("accounts", "Accounts with open sessions now"),
     ("account_sessions", "Open sessions of accounts now"),
     (
@@ -402,6 +397,19 @@ pub fn render(
                 "uptime_seconds",
                 "Seconds since the daemon started",
                 ConstGauge::new(value as f64 / 1000.0),
+            );
+        } else if key == "token_verify_ns" {
+            // Prometheus's base unit is the second.
+            reg.register(
+                "token_verify_seconds",
+                "Time spent checking token signatures",
+                ConstCounter::new(value as f64 / 1e9),
+            );
+        } else if key == "token_verify_max_ns" {
+            reg.register(
+                "token_verify_max_seconds",
+                "The slowest token verification",
+                ConstGauge::new(value as f64 / 1e9),
             );
         } else if GAUGE_HELP.iter().any(|(k, _)| *k == key) {
             reg.register(
