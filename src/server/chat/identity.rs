@@ -420,7 +420,7 @@ impl Chat {
         let owner = KeyOwner::Account(sub.clone());
         self.members.at_mut(t).set_expires_ms(expires);
         let sid = self.sessions.at(t).id();
-        self.identity.expiry.push(Reverse((expires, t, sid)));
+        self.push_expiry(expires, t, sid);
         self.finish_v3(t, &nick, Some(sub), owner, key, exp_ms);
     }
 
@@ -738,7 +738,7 @@ impl Chat {
         let _ = self.identity.accounts.update_claims(claims);
         self.members.at_mut(t).set_expires_ms(expires);
         let sid = self.sessions.at(t).id();
-        self.identity.expiry.push(Reverse((expires, t, sid)));
+        self.push_expiry(expires, t, sid);
         self.identity.stats.refreshes += 1;
         self.reply_v3(
             t,
@@ -768,6 +768,21 @@ impl Chat {
         }
         let (keys, dedup) = (&mut self.identity.keys, &mut self.identity.dedup);
         keys.expire(now_ms, |gone| dedup.forget(&gone));
+    }
+
+    /// Arms `t`'s token deadline. Entries of sessions that ended or
+    /// refreshed stay until their deadline; a client reconnecting over and
+    /// over with long-lived tokens would grow the heap, so it is compacted
+    /// when stale entries outnumber the live ones (amortised O(1)).
+    fn push_expiry(&mut self, at: u64, t: Token, sid: u64) {
+        self.identity.expiry.push(Reverse((at, t, sid)));
+        let live = self.identity.accounts.sessions() + 1;
+        if self.identity.expiry.len() > 2 * live + 64 {
+            let (sessions, members) = (&mut self.sessions, &self.members);
+            self.identity.expiry.retain(|Reverse((at, t, sid))| {
+                sessions.get_live(*t, *sid).is_some() && members.at(*t).expires_ms() == *at
+            });
+        }
     }
 
     /// When the next token runs out, for the poll timeout.
