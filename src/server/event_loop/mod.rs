@@ -28,7 +28,8 @@
 //!    earlier iteration are read, oldest first, while the iteration's
 //!    handshake budget (`--tls-handshakes-per-iteration`) lasts; sessions
 //!    refused a step join the end of that FIFO.
-//! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
+//! 3. **Timers**: token logins waiting for verification (a budget per
+//!    iteration), login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
 //! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
 //!    rooms and get their last frames.
@@ -309,6 +310,11 @@ impl Server {
         self.chat.restore_moderation(loaded);
     }
 
+    /// The key that verifies tokens (`--auth-key`, loaded at start).
+    pub fn set_auth_key(&mut self, key: crate::server::identity::AuthKey) {
+        self.chat.set_auth_key(key);
+    }
+
     /// The address actually bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -405,6 +411,9 @@ impl Server {
     /// Stage 3: login timeouts, heartbeats, lingering closes, and refused
     /// connections that never said which door.
     fn run_timers(&mut self, now: Instant) {
+        // Token HELLOs, a bounded number per iteration (the rest wait in
+        // order): a storm of logins slows logins, not delivery.
+        self.chat.verify_logins();
         self.chat.run_timers(now);
         self.refusals.expire(self.poll.registry(), now);
         self.chat.trace.stage("3", "timers");
@@ -477,6 +486,7 @@ impl Server {
         if !self.still_readable.is_empty()
             || !self.handshake_wait.is_empty()
             || self.chat.sessions.has_work()
+            || self.chat.logins_waiting()
             || self.accept_more
         {
             return Some(Duration::ZERO);
