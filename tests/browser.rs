@@ -11,7 +11,9 @@
 //!
 //! Needs `/usr/bin/chromium` (`.ci/run` installs it) and `node` with `npm`
 //! (on the machine); `npm ci` installs the npm package here when missing.
-//! The `wss://` test makes its certificate with rcgen.
+//! The `wss://` test makes its certificate with rcgen. The account tests
+//! (protocol version 3) start the daemon with `--auth-key` on an HS256
+//! secret they write, and the script mints tokens with `muxchatd token`.
 
 mod common;
 
@@ -109,10 +111,12 @@ fn daemon_version(daemon: &Daemon) -> u8 {
     }
 }
 
-/// A scenario's setting: the daemon's extra options and the page's scheme.
+/// A scenario's setting: the daemon's extra options, the page's scheme,
+/// and the HS256 secrets when the daemon takes tokens.
 struct Setup {
     extra: Vec<String>,
     https: bool,
+    auth: Option<Auth>,
 }
 
 impl Setup {
@@ -120,7 +124,54 @@ impl Setup {
         Setup {
             extra: Vec::new(),
             https: false,
+            auth: None,
         }
+    }
+
+    /// A daemon that takes accounts (`--auth-key`, so mode `optional`:
+    /// guests too, shown with `~`), plus `extra`.
+    fn accounts(extra: &[&str]) -> Setup {
+        let auth = Auth::new();
+        let mut all = vec![
+            "--auth-key".to_string(),
+            auth.key.display().to_string(),
+        ];
+        all.extend(extra.iter().map(|s| s.to_string()));
+        Setup {
+            extra: all,
+            https: false,
+            auth: Some(auth),
+        }
+    }
+}
+
+/// The daemon's HS256 secret and another one (for a token the daemon must
+/// refuse), in a directory removed when the test ends.
+struct Auth {
+    dir: PathBuf,
+    key: PathBuf,
+    other: PathBuf,
+}
+
+impl Auth {
+    fn new() -> Auth {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("browser-auth-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (key, other) = (dir.join("hs256.secret"), dir.join("other.secret"));
+        std::fs::write(&key, "a browser test's shared secret, 32+ bytes long\n")
+            .expect("write the secret");
+        std::fs::write(&other, "not the daemon's secret at all, also 32+ bytes\n")
+            .expect("write the other secret");
+        Auth { dir, key, other }
+    }
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -138,7 +189,13 @@ fn scenario(name: &str, setup: Setup) {
     let scheme = if setup.https { "https" } else { "http" };
     let url = format!("{scheme}://{addr}/");
 
-    let mut child = Command::new("node")
+    let mut node = Command::new("node");
+    if let Some(auth) = &setup.auth {
+        node.env("MUXCHATD_BIN", env!("CARGO_BIN_EXE_muxchatd"))
+            .env("MUXCHAT_SIGNING_KEY", &auth.key)
+            .env("MUXCHAT_OTHER_KEY", &auth.other);
+    }
+    let mut child = node
         .arg(script_dir().join("chat.mjs"))
         .arg(name)
         .current_dir(script_dir())
@@ -240,7 +297,30 @@ fn the_page_works_over_wss() {
                 key.display().to_string(),
             ],
             https: true,
+            auth: None,
         },
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Protocol version 3 (issue 20): accounts by token.
+
+#[test]
+fn an_account_signs_in_with_a_token_and_a_reload_keeps_its_rooms_once() {
+    scenario("account", Setup::accounts(&["--max-text", "200"]));
+}
+
+#[test]
+fn a_second_tab_of_the_same_account_shares_its_rooms_and_whispers() {
+    scenario("second_tab", Setup::accounts(&[]));
+}
+
+#[test]
+fn a_bad_token_is_refused_with_a_sentence_and_no_reconnect_loop() {
+    scenario("bad_token", Setup::accounts(&[]));
+}
+
+#[test]
+fn the_page_renews_its_token_through_the_embedding_hook() {
+    scenario("refresh", Setup::accounts(&[]));
 }

@@ -8,13 +8,16 @@
 //   MUXCHAT_BIN        the muxchat terminal client binary
 //   MUXCHAT_VERSION    the protocol version the daemon speaks (1 or 2)
 //   MUXCHAT_ARTIFACTS  where screenshots go
+//   MUXCHATD_BIN, MUXCHAT_SIGNING_KEY, MUXCHAT_OTHER_KEY
+//                      for the account scenarios: the daemon binary (it mints
+//                      tokens), the daemon's HS256 secret and another one
 //
 // A scenario that needs the daemon restarted prints `RESTART` on stdout and
 // waits for a line on stdin. Any failure exits non-zero with the reason on
 // stderr; the Rust test reports it.
 
 import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import assert from 'node:assert/strict';
@@ -51,9 +54,42 @@ const browser = await chromium.launch({
 cleanups.push(() => browser.close());
 
 const problems = [];
+const tokens = []; // every token minted, to catch one in a log
+
+// A token for `sub`, minted by the daemon's own tool with `key`.
+function mint(sub, ttl = '1h', key = process.env.MUXCHAT_SIGNING_KEY) {
+  if (!process.env.MUXCHATD_BIN || !key) throw new Error('this scenario needs MUXCHATD_BIN and MUXCHAT_SIGNING_KEY (tests/browser.rs sets them)');
+  const token = execFileSync(process.env.MUXCHATD_BIN, ['token', '--signing-key', key, '--sub', sub, '--ttl', ttl], { encoding: 'utf8' }).trim();
+  tokens.push(token);
+  return token;
+}
+
+// Signs in with a token on the card (the nick field left empty).
+async function signInWithToken(page, token, room = '#room') {
+  await page.fill('#nickInput', '');
+  await page.fill('#tokenInput', token);
+  await page.fill('#roomInput', room);
+  await page.click('#loginBtn');
+}
+
+// The texts of the messages in the room shown now, in order.
+async function texts(page) {
+  return page.locator('.log:not([hidden]) .msg:not(.whisper) .text').allInnerTexts();
+}
+
+async function joinedRooms(page) {
+  return (await page.locator('#joined li button:first-child').allInnerTexts()).map(s => s.replace(/\d+$/, '').trim()).sort();
+}
+
+async function openRoom(page, room) {
+  await page.click(`#joined button[data-room="${room}"]`);
+  await waitUntil(`${page.label} to show ${room}`, async () => (await page.locator('#title').innerText()).startsWith(room));
+}
 
 // A page in its own browser context (its own storage, like another person).
-async function openPage(label, viewport = LAPTOP, colorScheme = 'light') {
+// `hash` is added to the page's address; `init` runs in the page before its
+// own script (an embedding application's hooks).
+async function openPage(label, viewport = LAPTOP, colorScheme = 'light', { hash = '', init = null } = {}) {
   const context = await browser.newContext({ viewport, colorScheme, ignoreHTTPSErrors: URL_.startsWith('https:') });
   const page = await context.newPage();
   page.label = label;
@@ -66,8 +102,13 @@ async function openPage(label, viewport = LAPTOP, colorScheme = 'light') {
     if (!u.startsWith('data:') && new URL(u).origin !== origin) problems.push(`${label}: requested ${u}`);
   });
   page.on('pageerror', e => problems.push(`${label}: uncaught ${e.message}`));
-  page.on('console', m => { if (m.type() === 'error') problems.push(`${label}: console error ${m.text()}`); });
-  await page.goto(URL_);
+  page.on('console', m => {
+    if (m.type() === 'error') problems.push(`${label}: console error ${m.text()}`);
+    // A token is a secret: the page never logs one.
+    if (tokens.some(t => m.text().includes(t))) problems.push(`${label}: logged a token`);
+  });
+  if (init) await context.addInitScript(init.fn, init.arg);
+  await page.goto(URL_ + hash);
   return page;
 }
 
@@ -109,8 +150,8 @@ async function users(page) {
   return (await page.locator('#userList li').allInnerTexts()).map(s => s.replace(' (you)', ''));
 }
 
-async function waitUntil(what, fn) {
-  const deadline = Date.now() + WAIT;
+async function waitUntil(what, fn, ms = WAIT) {
+  const deadline = Date.now() + ms;
   let last;
   while (Date.now() < deadline) {
     try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
@@ -139,6 +180,7 @@ function terminal(nick, room) {
     for (const w of [...waiters]) if (w.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(); }
   });
   return {
+    count(want) { return lines.filter(l => l === want).length; },
     type(line) { child.stdin.write(line + '\n'); },
     expect(want) {
       if (lines.includes(want)) return Promise.resolve();
@@ -365,6 +407,177 @@ const scenarios = {
     await shows(alice, 'plain tcp says hi');
     await shot(alice, 'wss-laptop');
     await shot(bob, 'wss-phone');
+  },
+
+  // ----- protocol version 3: accounts by token (issue 20) -------------------
+
+  // Sign-in through a link with a minted token, the account shown, SAY v3
+  // answered; a reload comes back in every room with every message once
+  // (one said during the reload too) and the tab's whispers; a message typed
+  // while offline is sent once on reconnecting; a refused one says why.
+  async account() {
+    const token = mint('alice');
+    const termA = terminal('ta', '#a');
+    const termB = terminal('tb', '#b');
+    await termA.expect('* you joined #a');
+    await termB.expect('* you joined #b');
+    const alice = await openPage('alice', LAPTOP, 'light', { hash: `#token=${token}&room=%23a` });
+    await alice.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await shows(alice, 'You joined #a.', '.note');
+    // The token left the address bar at once, and never went to localStorage.
+    assert.equal(await alice.evaluate(() => location.hash), '', 'the token is removed from the address');
+    assert.ok(!(await alice.evaluate(() => location.href)).includes(token), 'no token in the address');
+    assert.equal(await alice.evaluate(t => Object.values(localStorage).some(v => v.includes(t)), token), false, 'no token in localStorage');
+    assert.equal(await alice.evaluate(() => window.muxchat.version), 3, 'version 3 with a token');
+    assert.equal(await alice.evaluate(() => window.muxchat.account), 'alice');
+    assert.equal(await alice.evaluate(() => window.muxchat.role), 1);
+    assert.equal(await alice.locator('#meWho').innerText(), '(account)');
+    await termA.expect('* alice joined #a');
+    await say(alice, '/join #b');
+    await shows(alice, 'You joined #b.', '.note');
+    await termB.expect('* alice joined #b');
+
+    await openRoom(alice, '#a');
+    await say(alice, 'one');
+    await termA.expect('[#a] alice: one');
+    termA.type('two');
+    await shows(alice, 'two');
+    await waitUntil('every SAY answered', () => alice.evaluate(() => window.muxchat.unanswered === 0));
+    assert.equal(await alice.locator('.msg.pending').count(), 0, 'nothing left as sending');
+    assert.deepEqual(await texts(alice), ['one', 'two']);
+    termB.type('/msg alice psst');
+    await shows(alice, 'psst', '.msg.whisper');
+    await openRoom(alice, '#b');
+    termB.type('bee');
+    await shows(alice, 'bee');
+    await openRoom(alice, '#a');
+
+    // A reload, with a message said while it happens.
+    const reloading = alice.reload();
+    termA.type('three');
+    await reloading;
+    await waitUntil('alice to reconnect after the reload', () => alice.evaluate(() => window.muxchat.connected));
+    assert.equal(await alice.locator('#login').isVisible(), false, 'no sign-in card after a reload');
+    await waitUntil('alice back in #a and #b', async () => (await joinedRooms(alice)).join() === '#a,#b');
+    await shows(alice, 'three');
+    await waitUntil('#a to show its messages once each', async () => (await texts(alice)).join() === 'one,two,three');
+    assert.equal(await count(alice, 'psst', '.msg.whisper'), 1, 'the whisper is kept for the tab, once');
+    await openRoom(alice, '#b');
+    await shows(alice, 'bee');
+    assert.deepEqual(await texts(alice), ['bee'], '#b once');
+    await openRoom(alice, '#a');
+    await shot(alice, 'account-reloaded');
+
+    // Typed while offline: shown as sending, sent once on reconnecting.
+    await alice.context().setOffline(true);
+    await alice.evaluate(() => window.muxchat.drop());
+    await shows(alice, 'Connection lost. Reconnecting…', '.note');
+    await say(alice, 'four');
+    await shows(alice, 'four', '.msg.pending');
+    await alice.context().setOffline(false);
+    await waitUntil('alice to reconnect', () => alice.evaluate(() => window.muxchat.connected));
+    await termA.expect('[#a] alice: four');
+    await waitUntil('four answered', () => alice.evaluate(() => window.muxchat.unanswered === 0));
+    await say(alice, 'five');
+    await termA.expect('[#a] alice: five');
+    await shows(alice, 'five');
+    assert.equal(termA.count('[#a] alice: four'), 1, 'four reached the room once');
+    await waitUntil('#a to show every message once', async () => (await texts(alice)).join() === 'one,two,three,four,five');
+
+    // A refused SAY says why, on the message itself.
+    await say(alice, 'x'.repeat(300));
+    await shows(alice, 'Not sent: that message is too long.', '.msg.failed .why');
+    assert.equal(await alice.evaluate(() => window.muxchat.unanswered), 0);
+    await shot(alice, 'account');
+  },
+
+  // Two tabs of one account (two contexts: two sessionStorages, no key in
+  // common): the second is in the first's rooms, joins and leaves reach
+  // both, and a whisper one tab sends shows in the other.
+  async second_tab() {
+    const token = mint('alice');
+    const term = terminal('term', '#a');
+    await term.expect('* you joined #a');
+    const one = await openPage('alice tab 1', LAPTOP);
+    await signInWithToken(one, token, '#a');
+    await one.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await shows(one, 'You joined #a.', '.note');
+    await say(one, '/join #b');
+    await shows(one, 'You joined #b.', '.note');
+    await term.expect('* alice joined #a');
+
+    const two = await openPage('alice tab 2', PHONE);
+    await signInWithToken(two, token, '#a');
+    await two.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await waitUntil('the second tab in #a and #b', async () => (await joinedRooms(two)).join() === '#a,#b');
+    assert.equal(await two.evaluate(() => window.muxchat.account), 'alice');
+    await say(one, '/join #c');
+    await shows(one, 'You joined #c.', '.note');
+    await waitUntil('the second tab in #c too', async () => (await joinedRooms(two)).join() === '#a,#b,#c');
+
+    // One tab says, both show it as their own.
+    await openRoom(one, '#a');
+    await openRoom(two, '#a');
+    await say(one, 'from tab one');
+    await term.expect('[#a] alice: from tab one');
+    await shows(two, 'from tab one', '.msg.mine');
+
+    // Whispers: to the account reach both tabs; from one tab show in the other.
+    term.type('/msg alice to both tabs');
+    await shows(one, 'to both tabs', '.msg.whisper');
+    await shows(two, 'to both tabs', '.msg.whisper');
+    await say(one, '/msg ~term hello from tab one');
+    await term.expect('-> (whisper) alice: hello from tab one');
+    await shows(two, 'you → ~term', '.msg.whisper');
+    await shows(two, 'hello from tab one', '.msg.whisper');
+
+    // Leaving from one tab leaves for the account.
+    await say(two, '/leave #c');
+    await waitUntil('the first tab out of #c', async () => (await joinedRooms(one)).join() === '#a,#b');
+    // The second tab's arrival told nobody: one JOINED for the account.
+    assert.equal(term.count('* alice joined #a'), 1, 'the terminal saw alice join once');
+    assert.equal(await count(one, 'alice joined.', '.note'), 0, 'the first tab saw no one join');
+    await shot(one, 'second-tab-laptop');
+    await shot(two, 'second-tab-phone');
+  },
+
+  // A token the daemon refuses: a sentence on the card, no reconnect loop;
+  // then a good one gets in.
+  async bad_token() {
+    const page = await openPage('bad token', LAPTOP);
+    for (const bad of ['not-a-token', mint('alice', '1h', process.env.MUXCHAT_OTHER_KEY)]) {
+      const before = page.sockets.length;
+      await signInWithToken(page, bad, '#room');
+      try {
+        await page.locator('#loginError', { hasText: 'the account token was refused' }).waitFor({ timeout: WAIT });
+      } catch {
+        throw new Error(`no "token refused" sentence; the card says ${JSON.stringify(await page.locator('#loginError').innerText())}`);
+      }
+      assert.equal(await page.locator('#login').isVisible(), true, 'the sign-in card stays up');
+      await new Promise(r => setTimeout(r, 3000));
+      assert.equal(page.sockets.length, before + 1, 'one connection per try: no reconnect loop');
+      assert.equal(await page.evaluate(() => window.muxchat.connected), false);
+    }
+    await shot(page, 'bad-token');
+    await signInWithToken(page, mint('alice'), '#room');
+    await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await shows(page, 'You joined #room.', '.note');
+  },
+
+  // The embedding application's hook renews the token a minute before it
+  // expires: REFRESH, and REFRESHED moves the expiry on.
+  async refresh() {
+    const short = mint('alice', '70s');
+    const long = mint('alice', '2h');
+    const page = await openPage('refresh', LAPTOP, 'light', {
+      hash: `#token=${short}&room=%23room`,
+      init: { fn: t => { window.muxchatRefreshToken = async () => t; }, arg: long },
+    });
+    await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    const first = await page.evaluate(() => window.muxchat.tokenExpMs);
+    assert.ok(first > Date.now() && first < Date.now() + 75000, `a 70 s token (${first})`);
+    await waitUntil('the token renewed', async () => (await page.evaluate(() => window.muxchat.tokenExpMs)) > Date.now() + 3600000, 45000);
+    assert.equal(await page.evaluate(() => window.muxchat.connected), true);
   },
 };
 
