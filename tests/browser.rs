@@ -25,6 +25,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
+use muxchat::codec::v3::{BanEntry, ClientV3, Secret, ServerV3};
 use muxchat::codec::{ClientMessage, ServerMessage};
 
 /// The most one scenario may take, start of Chromium included.
@@ -112,11 +113,13 @@ fn daemon_version(daemon: &Daemon) -> u8 {
 }
 
 /// A scenario's setting: the daemon's extra options, the page's scheme,
-/// and the HS256 secrets when the daemon takes tokens.
+/// the HS256 secrets when the daemon takes tokens, and more environment
+/// for the script.
 struct Setup {
     extra: Vec<String>,
     https: bool,
     auth: Option<Auth>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Setup {
@@ -125,6 +128,7 @@ impl Setup {
             extra: Vec::new(),
             https: false,
             auth: None,
+            env: Vec::new(),
         }
     }
 
@@ -132,15 +136,13 @@ impl Setup {
     /// guests too, shown with `~`), plus `extra`.
     fn accounts(extra: &[&str]) -> Setup {
         let auth = Auth::new();
-        let mut all = vec![
-            "--auth-key".to_string(),
-            auth.key.display().to_string(),
-        ];
+        let mut all = vec!["--auth-key".to_string(), auth.key.display().to_string()];
         all.extend(extra.iter().map(|s| s.to_string()));
         Setup {
             extra: all,
             https: false,
             auth: Some(auth),
+            env: Vec::new(),
         }
     }
 }
@@ -190,6 +192,7 @@ fn scenario(name: &str, setup: Setup) {
     let url = format!("{scheme}://{addr}/");
 
     let mut node = Command::new("node");
+    node.envs(setup.env.iter().map(|(k, v)| (k, v)));
     if let Some(auth) = &setup.auth {
         node.env("MUXCHATD_BIN", env!("CARGO_BIN_EXE_muxchatd"))
             .env("MUXCHAT_SIGNING_KEY", &auth.key)
@@ -298,12 +301,105 @@ fn the_page_works_over_wss() {
             ],
             https: true,
             auth: None,
+            env: Vec::new(),
         },
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 // Protocol version 3 (issue 20): accounts by token.
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The page's codec against the daemon's (`src/codec/v3.rs`): one of each
+/// version-3 server frame, encoded here, decoded by the page; HELLO and
+/// SAY (v3) encoded by the page, compared byte for byte with ours. The
+/// values are the ones `chat.mjs codec3` expects.
+#[test]
+fn the_pages_version_3_codec_matches_the_daemons() {
+    let mut server = Vec::new();
+    let frames = [
+        ServerV3::Welcome {
+            version: 3,
+            nick: "alice",
+            server: "muxchatd test",
+            heartbeat_ms: 30_000,
+            max_payload: 65_536,
+            account: "alice",
+            role: 1,
+            session_key: Secret("0123456789abcdef0123456789abcdef"),
+            token_exp_ms: 1_900_000_000_000,
+        },
+        ServerV3::SayResult {
+            msg_id: 7,
+            room: "#a",
+            epoch: (1 << 63) + 5,
+            seq: 42,
+            error: 0,
+        },
+        ServerV3::Refreshed {
+            token_exp_ms: 1_900_000_360_000,
+        },
+        ServerV3::RoomInfo {
+            room: "#a",
+            topic: "topic \u{2713}",
+            topic_by: "bob",
+            topic_time_ms: 1_800_000_000_000,
+            modes: 5,
+        },
+        ServerV3::WhisperSent {
+            to: "~term",
+            text: "hi",
+        },
+        ServerV3::Moderation {
+            room: "#a",
+            actor: "bob",
+            action: 2,
+            target: "carol",
+            reason: "spam",
+            until_ms: 1_900_000_000_000,
+        },
+        ServerV3::BanList {
+            room: "#a",
+            bans: vec![BanEntry {
+                mask: "nick:x*",
+                by: "bob",
+                reason: "",
+                until_ms: 0,
+            }],
+        },
+        ServerV3::Invited {
+            room: "#b",
+            by: "bob",
+        },
+    ];
+    for f in &frames {
+        f.encode(&mut server);
+    }
+    let (mut hello, mut say) = (Vec::new(), Vec::new());
+    ClientV3::Hello {
+        version: 3,
+        nick: "",
+        token: Secret("a.b.c"),
+        session_key: Secret("0123456789abcdef0123456789abcdef"),
+    }
+    .encode(&mut hello);
+    ClientV3::Say {
+        room: "#a",
+        text: "h\u{e9}llo",
+        msg_id: 9,
+    }
+    .encode(&mut say);
+    let mut setup = Setup::plain();
+    setup.env = vec![
+        ("MUXCHAT_V3_SERVER", hex(&server)),
+        ("MUXCHAT_V3_HELLO", hex(&hello)),
+        ("MUXCHAT_V3_SAY", hex(&say)),
+    ];
+    scenario("codec3", setup);
+}
 
 #[test]
 fn an_account_signs_in_with_a_token_and_a_reload_keeps_its_rooms_once() {

@@ -411,6 +411,40 @@ const scenarios = {
 
   // ----- protocol version 3: accounts by token (issue 20) -------------------
 
+  // The page's version-3 codec against the daemon's: frames encoded by
+  // src/codec/v3.rs (tests/browser.rs passes them in hex) decode to the
+  // values chosen there, and the page's HELLO and SAY (v3) are byte for
+  // byte the daemon's. Needs no version-3 daemon: it runs on any.
+  async codec3() {
+    const page = await openPage('codec', LAPTOP);
+    const got = await page.evaluate(({ server, hello, say }) => {
+      const { encodeFrame, decodeFrame, FrameReader } = window.muxchat.codec;
+      const bytes = h => new Uint8Array(h.match(/../g).map(x => parseInt(x, 16)));
+      const hex = b => Array.from(b, x => x.toString(16).padStart(2, '0')).join('');
+      const r = new FrameReader(1 << 20);
+      r.push(bytes(server));
+      const frames = [];
+      for (let f; (f = r.next());) frames.push(decodeFrame(f));
+      return {
+        frames: JSON.stringify(frames, (k, v) => (typeof v === 'bigint' ? v.toString() : v)),
+        hello: hex(encodeFrame(100, [['u8', 3], ['str', ''], ['str', 'a.b.c'], ['str', '0123456789abcdef0123456789abcdef']])),
+        say: hex(encodeFrame(103, [['str', '#a'], ['str', 'héllo'], ['u64', 9]])),
+      };
+    }, { server: process.env.MUXCHAT_V3_SERVER, hello: process.env.MUXCHAT_V3_HELLO, say: process.env.MUXCHAT_V3_SAY });
+    assert.equal(got.hello, process.env.MUXCHAT_V3_HELLO, 'HELLO (v3) as the daemon encodes it');
+    assert.equal(got.say, process.env.MUXCHAT_V3_SAY, 'SAY (v3) as the daemon encodes it');
+    assert.deepEqual(JSON.parse(got.frames), [
+      { version: 3, nick: 'alice', server: 'muxchatd test', heartbeatMs: 30000, maxPayload: 65536, account: 'alice', role: 1, sessionKey: '0123456789abcdef0123456789abcdef', tokenExpMs: 1900000000000, code: 200 },
+      { msgId: 7, room: '#a', epoch: ((1n << 63n) + 5n).toString(), seq: 42, error: 0, code: 216 },
+      { tokenExpMs: 1900000360000, code: 217 },
+      { room: '#a', topic: 'topic ✓', topicBy: 'bob', topicTimeMs: 1800000000000, modes: 5, code: 218 },
+      { to: '~term', text: 'hi', code: 219 },
+      { room: '#a', actor: 'bob', action: 2, target: 'carol', reason: 'spam', untilMs: 1900000000000, code: 220 },
+      { room: '#a', bans: [{ mask: 'nick:x*', by: 'bob', reason: '', untilMs: 0 }], code: 221 },
+      { room: '#b', by: 'bob', code: 222 },
+    ]);
+  },
+
   // Sign-in through a link with a minted token, the account shown, SAY v3
   // answered; a reload comes back in every room with every message once
   // (one said during the reload too) and the tab's whispers; a message typed
