@@ -82,6 +82,11 @@ async function joinedRooms(page) {
 }
 
 async function openRoom(page, room) {
+  // On a phone the room list slides in first.
+  if (await page.locator('#sideBtn').isVisible()) {
+    await page.click('#sideBtn');
+    await new Promise(r => setTimeout(r, 400)); // the slide-in transition
+  }
   await page.click(`#joined button[data-room="${room}"]`);
   await waitUntil(`${page.label} to show ${room}`, async () => (await page.locator('#title').innerText()).startsWith(room));
 }
