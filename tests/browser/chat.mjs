@@ -414,6 +414,40 @@ const scenarios = {
     await shot(bob, 'wss-phone');
   },
 
+  // A guest (no token: version 2, as before) reloads: the tab signs in
+  // again by itself with its nick, is back in its rooms, shows each message
+  // once (one said during the reload too) and keeps its whispers.
+  async guest_reload() {
+    const alice = await person('alice', '#room', LAPTOP);
+    const term = terminal('term', '#room');
+    await term.expect('* you joined #room');
+    await say(alice, '/join #other');
+    await shows(alice, 'You joined #other.', '.note');
+    await openRoom(alice, '#room');
+    await say(alice, 'one');
+    await term.expect('[#room] alice: one');
+    term.type('two');
+    await shows(alice, 'two');
+    term.type('/msg alice psst');
+    await shows(alice, 'psst', '.msg.whisper');
+
+    const reloading = alice.reload();
+    term.type('three');
+    await reloading;
+    await waitUntil('alice to sign in again after the reload', () => alice.evaluate(() => window.muxchat.connected));
+    assert.equal(await alice.locator('#login').isVisible(), false, 'no sign-in card after a reload');
+    assert.equal(await alice.evaluate(() => window.muxchat.nick), 'alice');
+    assert.equal(await alice.evaluate(() => window.muxchat.version), VERSION, 'a guest speaks the version it spoke before');
+    await waitUntil('alice back in #other and #room', async () => (await joinedRooms(alice)).join() === '#other,#room');
+    if (VERSION >= 2) {
+      await waitUntil('#room to show its messages once each', async () => (await texts(alice)).join() === 'one,two,three');
+    }
+    assert.equal(await count(alice, 'psst', '.msg.whisper'), 1, 'the whisper is kept for the tab, once');
+    term.type('four');
+    await shows(alice, 'four');
+    await shot(alice, 'guest-reload');
+  },
+
   // ----- protocol version 3: accounts by token (issue 20) -------------------
 
   // The page's version-3 codec against the daemon's: frames encoded by
