@@ -429,3 +429,18 @@ fn a_bad_token_is_refused_with_a_sentence_and_no_reconnect_loop() {
 fn the_page_renews_its_token_through_the_embedding_hook() {
     scenario("refresh", Setup::accounts(&[]));
 }
+
+#[test]
+#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
+fn a_guest_is_told_on_the_card_when_the_daemon_requires_a_token() {
+    scenario("required", Setup::accounts(&["--auth", "required"]));
+}
+
+#[test]
+#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
+fn a_tab_beyond_the_accounts_session_limit_is_told_why() {
+    scenario(
+        "session_limit",
+        Setup::accounts(&["--max-sessions-per-account", "1"]),
+    );
+}

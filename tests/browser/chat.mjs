@@ -637,6 +637,34 @@ const scenarios = {
     await shows(page, 'You joined #room.', '.note');
   },
 
+  // `--auth required`: a guest is told, on the card, that it needs a token
+  // (no reconnect loop); with one it gets in.
+  async required() {
+    const page = await openPage('guest', LAPTOP);
+    await signIn(page, 'bob', '#room');
+    await page.locator('#loginError', { hasText: 'this server takes accounts only' }).waitFor({ timeout: WAIT });
+    await new Promise(r => setTimeout(r, 3000));
+    assert.equal(page.sockets.length, 1, 'one connection: no reconnect loop');
+    await signInWithToken(page, mint('bob'), '#room');
+    await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await shows(page, 'You joined #room.', '.note');
+  },
+
+  // `--max-sessions-per-account 1`: a second tab of the account is told
+  // why on its card, and the first tab goes on.
+  async session_limit() {
+    const token = mint('alice');
+    const one = await openPage('alice tab 1', LAPTOP, 'light', { hash: `#token=${token}&room=%23room` });
+    await one.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await shows(one, 'You joined #room.', '.note');
+    const two = await openPage('alice tab 2', LAPTOP, 'light', { hash: `#token=${token}&room=%23room` });
+    await two.locator('#loginError', { hasText: 'your account has the most sessions it may have open' }).waitFor({ timeout: WAIT });
+    await new Promise(r => setTimeout(r, 3000));
+    assert.equal(two.sockets.length, 1, 'one connection: no reconnect loop');
+    assert.equal(await one.evaluate(() => window.muxchat.connected), true, 'the first tab goes on');
+    await shot(two, 'session-limit');
+  },
+
   // The embedding application's hook renews the token a minute before it
   // expires: REFRESH, and REFRESHED moves the expiry on.
   async refresh() {
