@@ -127,14 +127,22 @@ fn extra(name: &str) -> Extra {
         },
         "muxchat" => Extra {
             summary: "the terminal chat client for muxchatd",
-            environment: &[SSL_CERT_FILE],
+            environment: &[
+                SSL_CERT_FILE,
+                (
+                    "MUXCHAT_TOKEN",
+                    "A sign-in token (JWT) itself, when --token-file is not given: the client \
+                     then speaks protocol version 3. It cannot be read again, so the token is \
+                     not refreshed before it expires; --token-file can be.",
+                ),
+            ],
             exit_status: &[
                 ("0", "After /quit, or at the end of input."),
                 (
                     "1",
                     "The server could not be reached before registering, refused the session \
-                     for good (a fatal ERROR such as TLS_REQUIRED), or TLS failed; one stderr \
-                     line says why.",
+                     for good (a fatal ERROR such as TLS_REQUIRED, AUTH_FAILED or \
+                     SESSION_LIMIT), or TLS failed; one line says why.",
                 ),
                 ("2", "Usage error; the message names the option."),
             ],

@@ -115,13 +115,12 @@ fn redis_killed_and_restarted_empty() {
 }
 
 /// The same fault with two members leaving while Redis is down and coming
-/// back once the cluster has rebuilt. Known to fail (issue 19, left open):
-/// the node that remembered the leaves announces them again at the
-/// heartbeat when its first announcement found a node not yet
-/// resubscribed, so observers that heard the first see a second LEFT.
-/// tests/cluster_truth.rs checks the announcement itself.
+/// back once the cluster has rebuilt: each node's observers see each
+/// remembered leave once (it was announced twice when the first
+/// announcement found a node not yet resubscribed: the retry reached the
+/// nodes that had heard it). tests/cluster_truth.rs checks the
+/// announcement itself.
 #[test]
-#[ignore = "known, issue 19: a leave remembered during an outage may be announced twice"]
 fn redis_killed_and_restarted_empty_members_left_meanwhile() {
     run(
         "Redis restarted empty, members left meanwhile",
@@ -142,15 +141,12 @@ fn redis_killed_and_restarted_empty_members_left_meanwhile() {
     .assert_clean("Redis killed and restarted empty, members left meanwhile");
 }
 
-/// The same fault with the two members back at once, racing the rebuild.
-/// Known to fail about one run in four (issue 19, left open): when the
-/// rejoin reaches Redis before the node that remembered the leave has
-/// announced it (other nodes' subscriptions were not back yet, so the
-/// announcement is retried at the heartbeat), an observer sees JOINED for
-/// a nick it never saw leave. A fix needs the announcement ordered before
-/// any rejoin of that nick across nodes (docs/PROTOCOL.md, "Under faults").
+/// The same fault with the two members back at once, racing the rebuild:
+/// the remembered leave comes before the rejoin's JOINED for every
+/// observer (it failed about one run in four when the rejoin reached
+/// Redis before the node that remembered the leave had registered again,
+/// or before a node had resubscribed to hear the announcement).
 #[test]
-#[ignore = "known race, issue 19: a leave remembered during an outage can be announced after the member's rejoin"]
 fn redis_killed_and_restarted_empty_members_back_at_once() {
     run("Redis restarted empty, members back at once", |c, crowd| {
         c.redis.stop();

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
+use muxchat::codec::v3::{self, BanEntry, ClientV3, Secret, ServerV3};
 use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/wireshark/muxchat.lua");
@@ -69,6 +70,29 @@ const FIELDS: &[&str] = &[
     "muxchat.status.gap",
     "muxchat.status.new_epoch",
     "_ws.expert.message",
+    // Version 3.
+    "muxchat.auth_token",
+    "muxchat.session_key",
+    "muxchat.account",
+    "muxchat.role",
+    "muxchat.token_exp_ms",
+    "muxchat.msg_id",
+    "muxchat.result",
+    "muxchat.topic",
+    "muxchat.topic_by",
+    "muxchat.modes",
+    "muxchat.modes.moderated",
+    "muxchat.set",
+    "muxchat.clear",
+    "muxchat.mask",
+    "muxchat.duration_s",
+    "muxchat.until_ms",
+    "muxchat.action",
+    "muxchat.actor",
+    "muxchat.target",
+    "muxchat.grant",
+    "muxchat.by",
+    "muxchat.to",
 ];
 
 /// Fails the test, naming the package, when tshark is not installed: a
@@ -371,7 +395,15 @@ fn temp_dir() -> PathBuf {
 #[test]
 fn dissector_decodes_a_captured_session() {
     need_tshark();
-    let dir = temp_dir();
+    // Its own folder: the other tests' captures share temp_dir() and run
+    // at the same time.
+    let dir = temp_dir().join("session");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+    }
     let pcap = dir.join("session.pcap");
     let daemon = Daemon::start(&["--heartbeat-ms", "2000", "--grace-ms", "1000"]);
     let port = daemon.addr.port();
@@ -824,4 +856,327 @@ fn check_v2(rows: &[Row]) {
                 .iter()
                 .any(|m| m.contains("Trailing"))
     });
+}
+
+// ----- version 3, over a socket pair the test owns -------------------------
+
+const V3_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln";
+const V3_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn encode3(msg: &ClientV3<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+fn encode3_s(msg: &ServerV3<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+#[test]
+fn dissector_decodes_version_3_frames() {
+    need_tshark();
+    let dir = temp_dir().join("v3");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+    }
+    let pcap = dir.join("v3.pcap");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let capture = Capture::start(port, &pcap);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.set_nodelay(true).expect("nodelay");
+    server.set_nodelay(true).expect("nodelay");
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    let c2s = vec![
+        encode3(&ClientV3::Hello {
+            version: 3,
+            nick: "alice",
+            token: Secret(V3_TOKEN),
+            session_key: Secret(V3_KEY),
+        }),
+        encode3(&ClientV3::Say {
+            room: "#ops",
+            text: "deploying",
+            msg_id: 7,
+        }),
+        // A version-2 SAY next to it: told apart by its shape.
+        encode(&ClientMessage::Say {
+            room: "#ops",
+            text: "plain",
+        }),
+        encode3(&ClientV3::Refresh {
+            token: Secret(V3_TOKEN),
+        }),
+        encode3(&ClientV3::Topic {
+            room: "#ops",
+            topic: "release at 5",
+        }),
+        encode3(&ClientV3::Kick {
+            room: "#ops",
+            nick: "mallory",
+            reason: "spam",
+        }),
+        encode3(&ClientV3::Ban {
+            room: "#ops",
+            mask: "nick:spam*",
+            duration_s: 3600,
+            reason: "bots",
+        }),
+        encode3(&ClientV3::Unban {
+            room: "#ops",
+            mask: "ip:10.0.0.0/8",
+        }),
+        encode3(&ClientV3::ListBans { room: "#ops" }),
+        encode3(&ClientV3::Mode {
+            room: "#ops",
+            set: v3::modes::MODERATED,
+            clear: v3::modes::INVITE_ONLY,
+        }),
+        encode3(&ClientV3::Invite {
+            room: "#ops",
+            nick: "carol",
+        }),
+        encode3(&ClientV3::Op {
+            room: "#ops",
+            nick: "carol",
+            grant: 1,
+        }),
+        encode3(&ClientV3::Kill {
+            nick: "mallory",
+            reason: "abuse",
+        }),
+    ];
+    let s2c = vec![
+        encode3_s(&ServerV3::Welcome {
+            version: 3,
+            nick: "alice",
+            server: "muxchatd test",
+            heartbeat_ms: 30_000,
+            max_payload: 65_536,
+            account: "alice",
+            role: v3::role::ADMIN,
+            session_key: Secret(V3_KEY),
+            token_exp_ms: 1_764_550_800_000,
+        }),
+        encode3_s(&ServerV3::SayResult {
+            msg_id: 7,
+            room: "#ops",
+            epoch: 3,
+            seq: 12,
+            error: 0,
+        }),
+        encode3_s(&ServerV3::SayResult {
+            msg_id: 8,
+            room: "#ops",
+            epoch: 0,
+            seq: 0,
+            error: ErrorCode::RateLimited as u16,
+        }),
+        encode3_s(&ServerV3::Refreshed {
+            token_exp_ms: 1_764_554_400_000,
+        }),
+        encode3_s(&ServerV3::RoomInfo {
+            room: "#ops",
+            topic: "release at 5",
+            topic_by: "alice",
+            topic_time_ms: 1_764_547_200_000,
+            modes: v3::modes::MODERATED | v3::modes::ACCOUNTS_ONLY,
+        }),
+        encode3_s(&ServerV3::WhisperSent {
+            to: "bob",
+            text: "psst",
+        }),
+        encode3_s(&ServerV3::Moderation {
+            room: "#ops",
+            actor: "alice",
+            action: v3::action::BAN,
+            target: "nick:spam*",
+            reason: "bots",
+            until_ms: 1_764_550_800_000,
+        }),
+        encode3_s(&ServerV3::BanList {
+            room: "#ops",
+            bans: vec![
+                BanEntry {
+                    mask: "nick:spam*",
+                    by: "alice",
+                    reason: "bots",
+                    until_ms: 1_764_550_800_000,
+                },
+                BanEntry {
+                    mask: "account:eve",
+                    by: "alice",
+                    reason: "",
+                    until_ms: 0,
+                },
+            ],
+        }),
+        encode3_s(&ServerV3::Invited {
+            room: "#ops",
+            by: "alice",
+        }),
+        encode_s(&ServerMessage::error(
+            ErrorCode::AuthFailed,
+            code::HELLO,
+            "",
+        )),
+        encode_s(&ServerMessage::error(
+            ErrorCode::SessionLimit,
+            code::HELLO,
+            "",
+        )),
+        encode_s(&ServerMessage::error(ErrorCode::InviteOnly, code::JOIN, "")),
+    ];
+    send_each(&mut client, &mut server, &c2s);
+    send_each(&mut server, &mut client, &s2c);
+    drop(client);
+    drop(server);
+    capture.stop();
+
+    let rows = decode(&pcap, port);
+    let verbose = tshark_read(&pcap, port, &["-2", "-V"]);
+    let shown = tshark_read(
+        &pcap,
+        port,
+        &["-2", "-V", "-o", "muxchat.show_secrets:TRUE"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    for bad in ["Lua Error", "Dissector bug"] {
+        assert!(
+            !verbose.contains(bad),
+            "tshark -V shows {bad:?}:\n{verbose}"
+        );
+    }
+    // Secrets: their length by default, in full only when asked.
+    assert!(!verbose.contains(V3_TOKEN) && !verbose.contains(V3_KEY));
+    assert!(verbose.contains("Token (JWT): <46 bytes>"), "{verbose}");
+    assert!(shown.contains(V3_TOKEN) && shown.contains(V3_KEY));
+    assert!(verbose.contains("(version 3)"));
+    // Error names 24-32 and SAY_RESULT's outcome by name.
+    for name in [
+        "AUTH_FAILED",
+        "SESSION_LIMIT",
+        "INVITE_ONLY",
+        "RATE_LIMITED",
+        "ACCEPTED",
+    ] {
+        assert!(verbose.contains(name), "no {name} in:\n{verbose}");
+    }
+    assert!(verbose.contains("Role: administrator (2)"), "{verbose}");
+    check_v3(&rows);
+}
+
+#[track_caller]
+fn check_v3(rows: &[Row]) {
+    let find = |what: &str, pred: &dyn Fn(&Row) -> bool| find(rows, what, pred);
+    let no_expert = |r: &Row| r.get("_ws.expert.message").is_empty();
+
+    let hello = find("HELLO v3", &|r| r.has("muxchat.name", "HELLO"));
+    assert!(hello.to_server() && no_expert(hello), "{hello:?}");
+    assert_eq!(hello.one("muxchat.version"), "3");
+    assert_eq!(hello.one("muxchat.nick"), "alice");
+    assert_eq!(hello.one("muxchat.auth_token"), "<46 bytes>");
+    assert_eq!(hello.one("muxchat.session_key"), "<32 bytes>");
+
+    let welcome = find("WELCOME v3", &|r| r.has("muxchat.name", "WELCOME"));
+    assert!(no_expert(welcome), "{welcome:?}");
+    assert_eq!(welcome.one("muxchat.version"), "3");
+    assert_eq!(welcome.one("muxchat.account"), "alice");
+    assert_eq!(welcome.one("muxchat.role"), "2");
+    assert_eq!(welcome.one("muxchat.token_exp_ms"), "1764550800000");
+    assert_eq!(welcome.one("muxchat.heartbeat_ms"), "30000");
+
+    let say3 = find("SAY v3", &|r| {
+        r.has("muxchat.name", "SAY") && r.has("muxchat.text", "deploying")
+    });
+    assert!(no_expert(say3), "{say3:?}");
+    assert_eq!(say3.one("muxchat.msg_id"), "7");
+    let say2 = find("SAY v2", &|r| {
+        r.has("muxchat.name", "SAY") && r.has("muxchat.text", "plain")
+    });
+    assert!(
+        no_expert(say2) && say2.get("muxchat.msg_id").is_empty(),
+        "{say2:?}"
+    );
+
+    for (name, code) in [
+        ("REFRESH", 113),
+        ("TOPIC", 114),
+        ("KICK", 115),
+        ("BAN", 116),
+        ("UNBAN", 117),
+        ("LIST_BANS", 118),
+        ("MODE", 119),
+        ("INVITE", 120),
+        ("OP", 121),
+        ("KILL", 122),
+    ] {
+        let r = find(name, &|r| r.has("muxchat.name", name));
+        assert!(r.to_server() && no_expert(r), "{r:?}");
+        assert_eq!(r.one("muxchat.code"), code.to_string());
+    }
+    let ban = find("BAN", &|r| r.has("muxchat.name", "BAN"));
+    assert_eq!(ban.one("muxchat.mask"), "nick:spam*");
+    assert_eq!(ban.one("muxchat.duration_s"), "3600");
+    let mode = find("MODE", &|r| r.has("muxchat.name", "MODE"));
+    assert_eq!(mode.one("muxchat.set"), "0x0001");
+    assert_eq!(mode.one("muxchat.clear"), "0x0002");
+    let op = find("OP", &|r| r.has("muxchat.name", "OP"));
+    assert_eq!(op.one("muxchat.grant"), "1");
+    let kill = find("KILL", &|r| r.has("muxchat.name", "KILL"));
+    assert_eq!(kill.one("muxchat.nick"), "mallory");
+    assert_eq!(kill.one("muxchat.reason"), "abuse");
+
+    let ok = find("SAY_RESULT accepted", &|r| {
+        r.has("muxchat.name", "SAY_RESULT") && r.has("muxchat.msg_id", "7")
+    });
+    assert!(!ok.to_server() && no_expert(ok), "{ok:?}");
+    assert_eq!(ok.one("muxchat.result"), "0");
+    assert_eq!(ok.one("muxchat.seq"), "12");
+    assert_eq!(ok.one("muxchat.epoch"), "3");
+    let refused = find("SAY_RESULT refused", &|r| {
+        r.has("muxchat.name", "SAY_RESULT") && r.has("muxchat.msg_id", "8")
+    });
+    assert_eq!(refused.one("muxchat.result"), "15");
+    let r = find("REFRESHED", &|r| r.has("muxchat.name", "REFRESHED"));
+    assert_eq!(r.one("muxchat.token_exp_ms"), "1764554400000");
+    let info = find("ROOM_INFO", &|r| r.has("muxchat.name", "ROOM_INFO"));
+    assert_eq!(info.one("muxchat.topic"), "release at 5");
+    assert_eq!(info.one("muxchat.topic_by"), "alice");
+    assert_eq!(info.one("muxchat.modes"), "0x0005");
+    let on = |v: &str| v == "1" || v.eq_ignore_ascii_case("true");
+    assert!(on(info.one("muxchat.modes.moderated")), "{info:?}");
+    let ws = find("WHISPER_SENT", &|r| r.has("muxchat.name", "WHISPER_SENT"));
+    assert_eq!(ws.one("muxchat.to"), "bob");
+    let m = find("MODERATION", &|r| r.has("muxchat.name", "MODERATION"));
+    assert_eq!(m.one("muxchat.action"), "2");
+    assert_eq!(m.one("muxchat.actor"), "alice");
+    assert_eq!(m.one("muxchat.target"), "nick:spam*");
+    assert_eq!(m.one("muxchat.until_ms"), "1764550800000");
+    let bl = find("BAN_LIST", &|r| r.has("muxchat.name", "BAN_LIST"));
+    assert!(no_expert(bl), "{bl:?}");
+    assert_eq!(bl.one("muxchat.count"), "2");
+    assert_eq!(bl.get("muxchat.mask"), ["nick:spam*", "account:eve"]);
+    let inv = find("INVITED", &|r| r.has("muxchat.name", "INVITED"));
+    assert_eq!(inv.one("muxchat.by"), "alice");
+    for error in [
+        ErrorCode::AuthFailed,
+        ErrorCode::SessionLimit,
+        ErrorCode::InviteOnly,
+    ] {
+        let e = (error as u16).to_string();
+        find(error.name(), &|r| {
+            r.has("muxchat.name", "ERROR") && r.has("muxchat.error", &e)
+        });
+    }
 }

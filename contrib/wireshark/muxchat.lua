@@ -1,5 +1,8 @@
--- muxchat.lua: a Wireshark dissector for the muxchat protocol, versions 1
--- and 2 (version 2 adds HISTORY, ROOM_STATE, HISTORY_MESSAGE, HISTORY_END).
+-- muxchat.lua: a Wireshark dissector for the muxchat protocol, versions 1,
+-- 2 and 3 (version 2 adds HISTORY, ROOM_STATE, HISTORY_MESSAGE,
+-- HISTORY_END; version 3 adds identity, exactly-once sending and
+-- moderation: HELLO/WELCOME/SAY layouts of their own, codes 113-122 and
+-- 216-222, errors 24-32).
 --
 -- Install: copy into your personal Lua plugins folder
 --   (Help > About Wireshark > Folders > Personal Lua Plugins, usually
@@ -10,6 +13,7 @@
 -- Preferences (Edit > Preferences > Protocols > MUXCHAT, or tshark -o):
 --   muxchat.port         TCP port of the server (default 25000)
 --   muxchat.max_payload  largest client payload the server accepts (65536)
+--   muxchat.show_secrets show tokens and session keys (off: their length)
 --
 -- The wire format (docs/PROTOCOL.md in the muxchat repository): every frame
 -- is an 8-byte header, code u16, flags u16, length u32, all big-endian,
@@ -20,6 +24,13 @@
 -- only how long a frame is (get_frame_len) and lets Wireshark's TCP
 -- reassembly hand us whole frames, one at a time (dissect_frame).
 -- Direction is told by port: towards the server port is client-to-server.
+--
+-- Version 3 changes three layouts for version-3 sessions only. HELLO and
+-- WELCOME carry the version as their first byte, so 3 picks the v3 layout.
+-- SAY does not: a v3 SAY is told by its shape (after room and text, exactly
+-- the 8 bytes of a msg_id remain), a heuristic that needs no per-session
+-- state and reads each frame on its own (a v2 SAY with 8 stray trailing
+-- bytes would be shown as v3; the server would have answered MALFORMED).
 
 local muxchat = Proto("muxchat", "muxchat chat protocol")
 
@@ -31,6 +42,10 @@ local client_codes = {
     [104] = "WHISPER", [105] = "NICK", [106] = "LIST_ROOMS", [107] = "LIST_USERS",
     [108] = "PING", [109] = "PONG", [110] = "QUIT", [111] = "STATS",
     [112] = "HISTORY",
+    -- Version 3.
+    [113] = "REFRESH", [114] = "TOPIC", [115] = "KICK", [116] = "BAN",
+    [117] = "UNBAN", [118] = "LIST_BANS", [119] = "MODE", [120] = "INVITE",
+    [121] = "OP", [122] = "KILL",
 }
 local server_codes = {
     [50] = "ERROR", [200] = "WELCOME", [201] = "JOINED", [202] = "LEFT",
@@ -38,6 +53,10 @@ local server_codes = {
     [206] = "ROOM_LIST", [207] = "USER_LIST", [208] = "PING", [209] = "PONG",
     [210] = "SHUTDOWN", [211] = "BYE", [212] = "STATS_REPLY",
     [213] = "ROOM_STATE", [214] = "HISTORY_MESSAGE", [215] = "HISTORY_END",
+    -- Version 3.
+    [216] = "SAY_RESULT", [217] = "REFRESHED", [218] = "ROOM_INFO",
+    [219] = "WHISPER_SENT", [220] = "MODERATION", [221] = "BAN_LIST",
+    [222] = "INVITED",
 }
 local all_codes = {}
 for k, v in pairs(client_codes) do all_codes[k] = v end
@@ -52,6 +71,18 @@ local error_codes = {
     [16] = "SERVER_FULL", [17] = "SLOW_CONSUMER", [18] = "PING_TIMEOUT",
     [19] = "ALREADY_IN_ROOM", [20] = "SHUTTING_DOWN", [21] = "LOGIN_TIMEOUT",
     [22] = "UNAVAILABLE", [23] = "TLS_REQUIRED",
+    -- Version 3.
+    [24] = "AUTH_REQUIRED", [25] = "AUTH_FAILED", [26] = "TOKEN_EXPIRED",
+    [27] = "NOT_ALLOWED", [28] = "BANNED", [29] = "SESSION_LIMIT",
+    [30] = "NOT_FOUND", [31] = "KILLED", [32] = "INVITE_ONLY",
+}
+-- SAY_RESULT's error 0.
+local result_codes = { [0] = "ACCEPTED" }
+for k, v in pairs(error_codes) do result_codes[k] = v end
+local roles = { [0] = "guest", [1] = "account", [2] = "administrator" }
+local actions = {
+    [1] = "kick", [2] = "ban", [3] = "unban", [4] = "op", [5] = "deop",
+    [6] = "invite", [7] = "kill",
 }
 
 -- Fields. Filter with e.g. `muxchat.code == 103` or `muxchat.nick == "alice"`.
@@ -96,6 +127,32 @@ local F = {
     status_more  = ProtoField.bool("muxchat.status.more", "More held (ask again)", 8, nil, 0x01),
     status_gap   = ProtoField.bool("muxchat.status.gap", "Gap (some messages no longer held)", 8, nil, 0x02),
     status_new_epoch = ProtoField.bool("muxchat.status.new_epoch", "New epoch (room re-created)", 8, nil, 0x04),
+    -- Version 3.
+    auth_token   = ProtoField.string("muxchat.auth_token", "Token (JWT)", base.UNICODE),
+    session_key  = ProtoField.string("muxchat.session_key", "Session key", base.UNICODE),
+    account      = ProtoField.string("muxchat.account", "Account", base.UNICODE),
+    role         = ProtoField.uint8("muxchat.role", "Role", base.DEC, roles),
+    token_exp_ms = ProtoField.uint64("muxchat.token_exp_ms", "Token expires (ms since 1970)", base.DEC),
+    msg_id       = ProtoField.uint64("muxchat.msg_id", "Message id", base.DEC),
+    result       = ProtoField.uint16("muxchat.result", "Result", base.DEC, result_codes),
+    topic        = ProtoField.string("muxchat.topic", "Topic", base.UNICODE),
+    topic_by     = ProtoField.string("muxchat.topic_by", "Topic set by", base.UNICODE),
+    topic_time_ms = ProtoField.uint64("muxchat.topic_time_ms", "Topic set at (ms since 1970)", base.DEC),
+    modes        = ProtoField.uint16("muxchat.modes", "Modes", base.HEX),
+    modes_moderated = ProtoField.bool("muxchat.modes.moderated", "Moderated", 16, nil, 0x0001),
+    modes_invite_only = ProtoField.bool("muxchat.modes.invite_only", "Invite-only", 16, nil, 0x0002),
+    modes_accounts_only = ProtoField.bool("muxchat.modes.accounts_only", "Accounts only", 16, nil, 0x0004),
+    set          = ProtoField.uint16("muxchat.set", "Modes set", base.HEX),
+    clear        = ProtoField.uint16("muxchat.clear", "Modes cleared", base.HEX),
+    mask         = ProtoField.string("muxchat.mask", "Ban mask", base.UNICODE),
+    duration_s   = ProtoField.uint32("muxchat.duration_s", "Duration (s, 0 = until lifted)", base.DEC),
+    until_ms     = ProtoField.uint64("muxchat.until_ms", "Until (ms since 1970, 0 = none)", base.DEC),
+    action       = ProtoField.uint8("muxchat.action", "Action", base.DEC, actions),
+    actor        = ProtoField.string("muxchat.actor", "Actor", base.UNICODE),
+    target       = ProtoField.string("muxchat.target", "Target", base.UNICODE),
+    grant        = ProtoField.uint8("muxchat.grant", "Grant (1) or revoke (0)", base.DEC),
+    by           = ProtoField.string("muxchat.by", "By", base.UNICODE),
+    to           = ProtoField.string("muxchat.to", "To", base.UNICODE),
 }
 muxchat.fields = {
     F.direction, F.code, F.name, F.flags, F.length, F.payload, F.str_len,
@@ -104,6 +161,10 @@ muxchat.fields = {
     F.new, F.count, F.members, F.key, F.value, F.grace_ms,
     F.epoch, F.after_seq, F.limit, F.last_seq, F.first_held, F.time_ms,
     F.newest, F.status, F.status_more, F.status_gap, F.status_new_epoch,
+    F.auth_token, F.session_key, F.account, F.role, F.token_exp_ms, F.msg_id,
+    F.result, F.topic, F.topic_by, F.topic_time_ms, F.modes, F.modes_moderated,
+    F.modes_invite_only, F.modes_accounts_only, F.set, F.clear, F.mask,
+    F.duration_s, F.until_ms, F.action, F.actor, F.target, F.grant, F.by, F.to,
 }
 
 local E = {
@@ -126,6 +187,9 @@ muxchat.prefs.port = Pref.uint("TCP port", 25000, "TCP port of the muxchat serve
 muxchat.prefs.max_payload = Pref.uint("Max payload", 65536,
     "Largest client payload the server accepts (its --max-payload); a longer "
     .. "declared length is FRAME_TOO_LARGE and its payload is never read")
+muxchat.prefs.show_secrets = Pref.bool("Show secrets", false,
+    "Show version-3 tokens and session keys in full (off: only their length, "
+    .. "so a screenshot or a shared dissection does not leak a sign-in)")
 
 -- Payload layouts, field by field, in wire order (protocol.md). A list is
 -- { "list", item layout }: a u16 count (already read as `count`), then
@@ -167,6 +231,58 @@ local layouts_s2c = {
     [215] = { { "str", "room" }, { "u64", "epoch" }, { "u64", "newest" }, { "u8", "status" } },
 }
 
+-- Version 3: the layouts it changes (picked as the header comment says)
+-- and the codes it adds. "secret" is a str shown as its length unless the
+-- show_secrets preference is on.
+local hello_v3 = { { "u8", "version" }, { "str", "nick" }, { "secret", "auth_token" },
+                   { "secret", "session_key" } }
+local welcome_v3 = { { "u8", "version" }, { "str", "nick" }, { "str", "server" },
+                     { "u32", "heartbeat_ms" }, { "u32", "max_payload" }, { "str", "account" },
+                     { "u8", "role" }, { "secret", "session_key" }, { "u64", "token_exp_ms" } }
+local say_v3 = { { "str", "room" }, { "str", "text" }, { "u64", "msg_id" } }
+layouts_c2s[113] = { { "secret", "auth_token" } }
+layouts_c2s[114] = { { "str", "room" }, { "str", "topic" } }
+layouts_c2s[115] = { { "str", "room" }, { "str", "nick" }, { "str", "reason" } }
+layouts_c2s[116] = { { "str", "room" }, { "str", "mask" }, { "u32", "duration_s" }, { "str", "reason" } }
+layouts_c2s[117] = { { "str", "room" }, { "str", "mask" } }
+layouts_c2s[118] = { { "str", "room" } }
+layouts_c2s[119] = { { "str", "room" }, { "u16", "set" }, { "u16", "clear" } }
+layouts_c2s[120] = { { "str", "room" }, { "str", "nick" } }
+layouts_c2s[121] = { { "str", "room" }, { "str", "nick" }, { "u8", "grant" } }
+layouts_c2s[122] = { { "str", "nick" }, { "str", "reason" } }
+layouts_s2c[216] = { { "u64", "msg_id" }, { "str", "room" }, { "u64", "epoch" }, { "u64", "seq" },
+                     { "u16", "result" } }
+layouts_s2c[217] = { { "u64", "token_exp_ms" } }
+layouts_s2c[218] = { { "str", "room" }, { "str", "topic" }, { "str", "topic_by" },
+                     { "u64", "topic_time_ms" }, { "u16", "modes" } }
+layouts_s2c[219] = { { "str", "to" }, { "str", "text" } }
+layouts_s2c[220] = { { "str", "room" }, { "str", "actor" }, { "u8", "action" }, { "str", "target" },
+                     { "str", "reason" }, { "u64", "until_ms" } }
+layouts_s2c[221] = { { "str", "room" }, { "u16", "count" },
+                     { "list", { { "str", "mask" }, { "str", "by" }, { "str", "reason" },
+                                 { "u64", "until_ms" } } } }
+layouts_s2c[222] = { { "str", "room" }, { "str", "by" } }
+
+-- Whether a SAY payload (from `off` to `stop`) has the v3 shape: two strs,
+-- then exactly 8 bytes.
+local function is_say_v3(tvb, off, stop)
+    for _ = 1, 2 do
+        if off + 2 > stop then return false end
+        off = off + 2 + tvb(off, 2):uint()
+    end
+    return off + 8 == stop
+end
+
+-- The layout of a frame, and whether it is version 3's.
+local function layout_of(tvb, code, c2s, stop)
+    local first = (stop > HEADER_LEN) and tvb(HEADER_LEN, 1):uint() or nil
+    if c2s and code == 100 and first == 3 then return hello_v3, true end
+    if not c2s and code == 200 and first == 3 then return welcome_v3, true end
+    if c2s and code == 103 and is_say_v3(tvb, HEADER_LEN, stop) then return say_v3, true end
+    local layout = (c2s and layouts_c2s or layouts_s2c)[code]
+    return layout, (code >= 113 and code <= 122) or (code >= 216 and code <= 222)
+end
+
 local SIZES = { u8 = 1, u16 = 2, u32 = 4, u64 = 8 }
 
 -- True if this frame travels towards the server.
@@ -193,6 +309,19 @@ local function read_fields(tvb, tree, layout, off, stop, seen)
                 sub:set_len(off - start)
                 sub:append_text(": " .. table.concat(item_seen, " "))
             end
+        elseif kind == "secret" then
+            if off + 2 > stop then return nil end
+            local len = tvb(off, 2):uint()
+            if off + 2 + len > stop then return nil end
+            tree:add(F.str_len, tvb(off, 2))
+            local range = tvb(off + 2, len)
+            if muxchat.prefs.show_secrets then
+                tree:add(F[name], range, range:string(ENC_UTF_8))
+            else
+                tree:add(F[name], range, "<" .. len .. " bytes>")
+            end
+            seen[#seen + 1] = name .. "=<" .. len .. " bytes>"
+            off = off + 2 + len
         elseif kind == "str" then
             if off + 2 > stop then return nil end
             local len = tvb(off, 2):uint()
@@ -212,6 +341,10 @@ local function read_fields(tvb, tree, layout, off, stop, seen)
                 node:add(F.status_more, range)
                 node:add(F.status_gap, range)
                 node:add(F.status_new_epoch, range)
+            elseif name == "modes" then
+                node:add(F.modes_moderated, range)
+                node:add(F.modes_invite_only, range)
+                node:add(F.modes_accounts_only, range)
             end
             if kind == "u64" then
                 seen[#seen + 1] = name .. "=" .. tostring(range:uint64())
@@ -220,6 +353,12 @@ local function read_fields(tvb, tree, layout, off, stop, seen)
                 if name == "count" then count = v end
                 if name == "error" then
                     seen[#seen + 1] = error_codes[v] or tostring(v)
+                elseif name == "result" then
+                    seen[#seen + 1] = result_codes[v] or tostring(v)
+                elseif name == "role" then
+                    seen[#seen + 1] = "role=" .. (roles[v] or tostring(v))
+                elseif name == "action" then
+                    seen[#seen + 1] = actions[v] or ("action=" .. v)
                 elseif name ~= "count" then
                     seen[#seen + 1] = name .. "=" .. v
                 end
@@ -268,8 +407,9 @@ local function dissect_frame(tvb, pinfo, tree)
         ln:add_proto_expert_info(E.too_large)
         seen[1] = "length=" .. length .. " (too large)"
     elseif length > 0 or (c2s and layouts_c2s or layouts_s2c)[code] then
-        local layout = (c2s and layouts_c2s or layouts_s2c)[code]
         local stop = HEADER_LEN + length
+        local layout, v3 = layout_of(tvb, code, c2s, stop)
+        if v3 then sub:append_text(" (version 3)") end
         if layout == nil then
             sub:add_proto_expert_info(E.unknown)
             sub:add(F.payload, tvb(HEADER_LEN, length))

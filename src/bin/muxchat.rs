@@ -17,10 +17,27 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let token = match client::token_from(
+        args.token_file.as_deref(),
+        std::env::var(client::TOKEN_ENV).ok(),
+    ) {
+        Ok(t) => t,
+        Err(msg) => {
+            eprintln!("muxchat: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    // An account's nick is its token's claim: ask for none unless told.
+    let nick = match (args.nick, &token) {
+        (Some(n), _) => n,
+        (None, Some(_)) => String::new(),
+        (None, None) => client::default_nick(),
+    };
     let cfg = Config {
+        token,
         tls,
         connect: args.connect,
-        nick: args.nick.unwrap_or_else(client::default_nick),
+        nick,
         joins: args.joins.iter().map(|r| room_arg(r)).collect(),
         timestamps: !args.no_time,
         script: args.script,

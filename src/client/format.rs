@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 
+use crate::codec::v3::{action, code as code3, modes, ServerV3};
 use crate::codec::{code, ErrorCode, ServerMessage};
 
 /// What a request code was asking for, for error lines ("cannot join: ...").
@@ -28,6 +29,7 @@ fn request_verb(request: u16) -> Option<&'static str> {
         code::LIST_USERS => "cannot list users",
         code::STATS => "cannot get stats",
         code::HISTORY => "cannot get history",
+        code3::REFRESH => "cannot refresh the token",
         _ => return None,
     })
 }
@@ -144,6 +146,106 @@ pub fn render(msg: &ServerMessage<'_>, me: &str) -> Vec<String> {
         | ServerMessage::Pong { .. }
         | ServerMessage::RoomState { .. }
         | ServerMessage::HistoryEnd { .. } => Vec::new(),
+    }
+}
+
+/// The lines a version-3 frame shows (WELCOME v3 and the bookkeeping
+/// ones, SAY_RESULT and REFRESHED, are worded by the state, which knows
+/// what they answer).
+pub fn render_v3(msg: &ServerV3<'_>, me: &str) -> Vec<String> {
+    let is_me = |nick: &str| nick.eq_ignore_ascii_case(me);
+    let reason = |r: &str| {
+        if r.is_empty() {
+            String::new()
+        } else {
+            format!(" ({r})")
+        }
+    };
+    match msg {
+        ServerV3::RoomInfo {
+            room,
+            topic,
+            topic_by,
+            modes,
+            ..
+        } => {
+            let mut line = if topic.is_empty() {
+                format!("* {room} has no topic")
+            } else if topic_by.is_empty() {
+                format!("* topic of {room}: {topic}")
+            } else {
+                format!("* topic of {room}: {topic} (set by {topic_by})")
+            };
+            let names: Vec<&str> = [
+                (modes::MODERATED, "moderated"),
+                (modes::INVITE_ONLY, "invite-only"),
+                (modes::ACCOUNTS_ONLY, "accounts only"),
+            ]
+            .iter()
+            .filter(|(bit, _)| modes & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+            if !names.is_empty() {
+                let _ = write!(line, " [{}]", names.join(", "));
+            }
+            vec![line]
+        }
+        ServerV3::Moderation {
+            room,
+            actor,
+            action: a,
+            target,
+            reason: why,
+            until_ms,
+        } => {
+            let who = if is_me(target) { "you" } else { target };
+            let until = if *until_ms > 0 {
+                format!(" until {}", history_time(*until_ms, now_ms()))
+            } else {
+                String::new()
+            };
+            let what = match *a {
+                action::KICK => format!("{actor} kicked {who} from {room}"),
+                action::BAN if *room == "*" => {
+                    format!("{actor} banned {target} server-wide{until}")
+                }
+                action::BAN => format!("{actor} banned {target} in {room}{until}"),
+                action::UNBAN => format!("{actor} lifted the ban on {target} in {room}"),
+                action::OP => format!("{actor} made {who} an operator of {room}"),
+                action::DEOP => format!("{actor} took operator rights in {room} from {who}"),
+                action::INVITE => format!("{actor} invited {who} to {room}"),
+                action::KILL => format!("{actor} ended the session of {who}"),
+                other => format!("{actor} did moderation action {other} on {who} in {room}"),
+            };
+            vec![format!("* {what}{}", reason(why))]
+        }
+        ServerV3::Invited { room, by } => {
+            vec![format!("* {by} invited you to {room} (/join {room})")]
+        }
+        ServerV3::WhisperSent { to, text } => vec![format!("<- (whisper to {to}) {text}")],
+        ServerV3::BanList { room, bans } if bans.is_empty() => {
+            vec![format!("* no bans in {room}")]
+        }
+        ServerV3::BanList { room, bans } => {
+            let mut lines = vec![format!("* bans in {room}:")];
+            for b in bans {
+                let until = if b.until_ms > 0 {
+                    format!(" until {}", history_time(b.until_ms, now_ms()))
+                } else {
+                    String::new()
+                };
+                lines.push(format!(
+                    "*   {} by {}{until}{}",
+                    b.mask,
+                    b.by,
+                    reason(b.reason)
+                ));
+            }
+            lines
+        }
+        ServerV3::Welcome { .. } | ServerV3::SayResult { .. } | ServerV3::Refreshed { .. } => {
+            Vec::new()
+        }
     }
 }
 
@@ -312,5 +414,84 @@ mod tests {
         assert_eq!(p.len(), 9, "{p:?}");
         assert_eq!(&p[2..3], ":");
         assert!(p.ends_with(' '));
+    }
+
+    #[test]
+    fn version_3_frames_read_as_one_line_each() {
+        use crate::codec::v3::BanEntry;
+        let info = ServerV3::RoomInfo {
+            room: "#r",
+            topic: "release friday",
+            topic_by: "bob",
+            topic_time_ms: 1,
+            modes: modes::MODERATED | modes::ACCOUNTS_ONLY,
+        };
+        assert_eq!(
+            render_v3(&info, "alice"),
+            ["* topic of #r: release friday (set by bob) [moderated, accounts only]"]
+        );
+        let bare = ServerV3::RoomInfo {
+            room: "#r",
+            topic: "",
+            topic_by: "",
+            topic_time_ms: 0,
+            modes: 0,
+        };
+        assert_eq!(render_v3(&bare, "alice"), ["* #r has no topic"]);
+        let kick = ServerV3::Moderation {
+            room: "#r",
+            actor: "bob",
+            action: action::KICK,
+            target: "alice",
+            reason: "spam",
+            until_ms: 0,
+        };
+        assert_eq!(
+            render_v3(&kick, "alice"),
+            ["* bob kicked you from #r (spam)"]
+        );
+        let op = ServerV3::Moderation {
+            room: "#r",
+            actor: "bob",
+            action: action::OP,
+            target: "carol",
+            reason: "",
+            until_ms: 0,
+        };
+        assert_eq!(
+            render_v3(&op, "alice"),
+            ["* bob made carol an operator of #r"]
+        );
+        let inv = ServerV3::Invited {
+            room: "#r",
+            by: "bob",
+        };
+        assert_eq!(
+            render_v3(&inv, "alice"),
+            ["* bob invited you to #r (/join #r)"]
+        );
+        let ws = ServerV3::WhisperSent {
+            to: "bob",
+            text: "hi",
+        };
+        assert_eq!(render_v3(&ws, "alice"), ["<- (whisper to bob) hi"]);
+        let none = ServerV3::BanList {
+            room: "#r",
+            bans: vec![],
+        };
+        assert_eq!(render_v3(&none, "alice"), ["* no bans in #r"]);
+        let some = ServerV3::BanList {
+            room: "#r",
+            bans: vec![BanEntry {
+                mask: "nick:spam*",
+                by: "bob",
+                reason: "bots",
+                until_ms: 0,
+            }],
+        };
+        assert_eq!(
+            render_v3(&some, "alice"),
+            ["* bans in #r:", "*   nick:spam* by bob (bots)"]
+        );
     }
 }

@@ -20,6 +20,7 @@
 pub mod command;
 pub mod discover;
 pub mod format;
+pub mod identity;
 pub mod session;
 pub mod state;
 pub mod tls;
@@ -73,7 +74,17 @@ pub struct Args {
     /// giving up with exit status 1; 0 retries for ever.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub unavailable_retry_s: u64,
+    /// Sign in with the token (a JWT) in FILE: speaks protocol version 3,
+    /// shows the account, sends unanswered messages again after a
+    /// reconnect, and reads FILE again to refresh the token before it
+    /// expires. Wins over MUXCHAT_TOKEN. The token is never printed.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
+
+/// The environment variable that may hold the token itself (used when
+/// `--token-file` is not given; it cannot be re-read, so no REFRESH).
+pub const TOKEN_ENV: &str = "MUXCHAT_TOKEN";
 
 /// A validated client configuration.
 #[derive(Debug, Clone)]
@@ -93,6 +104,29 @@ pub struct Config {
     /// How long registration is retried while the server says UNAVAILABLE
     /// (`None`: for ever).
     pub unavailable_retry: Option<std::time::Duration>,
+    /// A token (`--token-file` or `MUXCHAT_TOKEN`): protocol version 3.
+    pub token: Option<identity::ClientToken>,
+}
+
+/// The token to sign in with: `--token-file` wins over `MUXCHAT_TOKEN`
+/// (an explicit flag beats the environment; an empty variable is unset).
+pub fn token_from(
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+) -> Result<Option<identity::ClientToken>, String> {
+    if let Some(path) = file {
+        return Ok(Some(identity::ClientToken {
+            token: identity::read_token_file(path)?,
+            file: Some(path.to_path_buf()),
+        }));
+    }
+    match env.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Ok(Some(identity::ClientToken {
+            token: identity::token_text(text).map_err(|why| format!("{TOKEN_ENV} {why}"))?,
+            file: None,
+        })),
+    }
 }
 
 /// A default nick from `$USER`, cut to the nick rules, or `guest`.

@@ -43,9 +43,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::command::{parse, Command};
 use super::format::clock_prefix;
+use super::identity::read_token_file;
 use super::state::{Chat, Flow, Registration, Retry};
 use super::tls::{ClientTls, TlsStream};
 use super::Config;
+use crate::codec::v3::{self, ServerV3};
 use crate::codec::{code, ClientMessage, FrameReader, ServerMessage};
 use crate::net::OutBuf;
 
@@ -440,6 +442,9 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         link: Link::Up(conn),
         chat: {
             let mut chat = Chat::new(&cfg.nick, cfg.joins.clone());
+            if let Some(t) = &cfg.token {
+                chat = chat.with_token(t.token.clone(), t.file.is_some());
+            }
             chat.unavailable_retry = cfg.unavailable_retry;
             chat
         },
@@ -456,6 +461,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
         target: cfg.connect.clone(),
         tls: cfg.tls.clone(),
         ping_token: 0,
+        token_file: cfg.token.as_ref().and_then(|t| t.file.clone()),
     };
     if let Link::Up(conn) = &mut s.link {
         s.chat.hello(&mut conn.out);
@@ -486,6 +492,8 @@ struct Session {
     /// Present with `--tls`: every (re)connection starts a handshake.
     tls: Option<ClientTls>,
     ping_token: u64,
+    /// `--token-file`: read again before the token expires.
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// What a step decided about the session as a whole.
@@ -503,6 +511,15 @@ impl Session {
             if let Link::Down { retry_at } = self.link {
                 if now >= retry_at {
                     self.reconnect()?;
+                }
+            }
+            // 0b. Version 3: resend after UNAVAILABLE, refresh the token.
+            if let Link::Up(conn) = &mut self.link {
+                if self.chat.next_timer().is_some_and(|t| now >= t) {
+                    let file = self.token_file.clone();
+                    let mut reread = || file.as_deref().map(read_token_file);
+                    self.chat
+                        .on_timer(now, &mut conn.out, &mut self.screen.lines, &mut reread);
                 }
             }
             // 1. Act on typed lines.
@@ -572,7 +589,11 @@ impl Session {
             Link::Up(c) if self.awaiting_reconnect_welcome() => Some(c.last_rx + REGISTER_TIMEOUT),
             Link::Up(_) => None,
         };
-        [self.sleep_until, self.quit_deadline, link]
+        let v3 = match &self.link {
+            Link::Up(_) => self.chat.next_timer(),
+            Link::Down { .. } => None,
+        };
+        [self.sleep_until, self.quit_deadline, link, v3]
             .into_iter()
             .flatten()
             .min()
@@ -806,6 +827,27 @@ impl Session {
                 };
                 conn.last_rx = Instant::now();
                 conn.pinged = false;
+                if is_v3_frame(frame.code, frame.payload) {
+                    let flow = match ServerV3::decode(frame.code, frame.payload) {
+                        Ok(msg) => self
+                            .chat
+                            .server_v3(&msg, &mut conn.out, &mut self.screen.lines),
+                        Err(e) => {
+                            self.screen.lines.push(format!(
+                                "! ignored a frame the client cannot read (code {}, {e:?})",
+                                frame.code
+                            ));
+                            continue;
+                        }
+                    };
+                    if self.chat.registration == Registration::Done {
+                        self.backoff.reset();
+                    }
+                    if let Some(code) = self.follow(flow, false)? {
+                        return Ok(Some(code));
+                    }
+                    continue;
+                }
                 let msg = match ServerMessage::decode(frame.code, frame.payload) {
                     Ok(m) => m,
                     Err(e) => {
@@ -831,6 +873,15 @@ impl Session {
                 return self.lost("closed by the server");
             }
         }
+    }
+}
+
+/// Whether a frame has a version-3 layout: WELCOME with version byte 3,
+/// or one of the codes only version 3 has.
+fn is_v3_frame(code: u16, payload: &[u8]) -> bool {
+    match code {
+        code::WELCOME => v3::hello_version(payload) == Some(v3::VERSION_3),
+        c => v3::SERVER_CODES.contains(&c),
     }
 }
 

@@ -17,7 +17,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::command::{Command, HELP};
-use super::format::render;
+use super::format::{error_line, render, render_v3};
+use super::identity::{self, push_hello, push_refresh, refresh_at, Outbox, Outcome, Secret};
+use crate::codec::v3::{ServerV3, VERSION_3};
 use crate::codec::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
 use crate::codec::{VERSION_1, VERSION_2};
 use crate::net::OutBuf;
@@ -160,6 +162,45 @@ pub struct Chat {
     nick_held: NickHeld,
     /// Resume bookkeeping per room, by lower-cased name.
     tracks: HashMap<String, Track>,
+    /// Version 3 (a token was given): who we are and what waits.
+    pub identity: Option<Identity>,
+}
+
+/// The PING token of the barrier after WELCOME (v3): the server sends its
+/// own JOINED and ROOM_STATE for the account's rooms (or a taken-over
+/// session's) right after WELCOME, before it reads anything we send, so
+/// its PONG says they have all come and which rooms still need a JOIN.
+pub const SYNC_TOKEN: u64 = u64::MAX;
+
+/// A version-3 session's identity and its unanswered SAYs.
+#[derive(Debug)]
+pub struct Identity {
+    token: Secret,
+    session_key: Secret,
+    /// WELCOME's `account` (empty for a guest).
+    pub account: String,
+    /// WELCOME's `role`.
+    pub role: u8,
+    /// The token's `exp` in ms (0: a guest).
+    pub token_exp_ms: u64,
+    /// SAYs waiting for their SAY_RESULT.
+    pub outbox: Outbox,
+    /// When to look for a fresher token.
+    refresh_at: Option<Instant>,
+    /// Whether the token can be read again (`--token-file`).
+    from_file: bool,
+    /// Said once: the file still holds the token in use.
+    warned_stale: bool,
+    /// The barrier PING is out: rooms JOINED by the server meanwhile.
+    syncing: bool,
+    synced: Vec<String>,
+}
+
+impl Identity {
+    /// The session key WELCOME gave (for tests; never printed).
+    pub fn session_key(&self) -> &Secret {
+        &self.session_key
+    }
 }
 
 /// NICK_IN_USE after a reconnect most likely means the server has not yet
@@ -212,11 +253,36 @@ impl Chat {
             reconnecting: false,
             nick_held: NickHeld::No,
             tracks: HashMap::new(),
+            identity: None,
         }
+    }
+
+    /// Speaks version 3 with `token`; `from_file` when it can be read
+    /// again for REFRESH.
+    pub fn with_token(mut self, token: Secret, from_file: bool) -> Chat {
+        self.version = VERSION_3;
+        self.identity = Some(Identity {
+            token,
+            session_key: Secret::default(),
+            account: String::new(),
+            role: 0,
+            token_exp_ms: 0,
+            outbox: Outbox::default(),
+            refresh_at: None,
+            from_file,
+            warned_stale: false,
+            syncing: false,
+            synced: Vec::new(),
+        });
+        self
     }
 
     /// The HELLO frame to open with.
     pub fn hello(&self, out: &mut OutBuf) {
+        if let Some(id) = &self.identity {
+            push_hello(out, &self.nick, &id.token, &id.session_key);
+            return;
+        }
         out.push_client(&ClientMessage::Hello {
             version: self.version,
             nick: &self.nick,
@@ -227,6 +293,7 @@ impl Chat {
     /// unanswered: a script's first lines would otherwise race it).
     pub fn ready_for_input(&self) -> bool {
         self.registration != Registration::Pending
+            && !self.identity.as_ref().is_some_and(|id| id.syncing)
     }
 
     /// What the client knows of `room` (for tests and the session).
@@ -252,6 +319,12 @@ impl Chat {
             t.requests.clear();
             t.held.clear();
             t.missed = 0;
+        }
+        if let Some(id) = &mut self.identity {
+            // Unanswered SAYs stay: they go again after the rejoins.
+            id.syncing = false;
+            id.synced.clear();
+            id.refresh_at = None;
         }
     }
 
@@ -289,9 +362,17 @@ impl Chat {
             _ if !registered => {
                 show.push("! you are not registered yet: pick a nick with /nick NAME".into());
             }
-            Command::Say(text) => match &self.current {
-                Some(room) => out.push_client(&ClientMessage::Say { room, text }),
-                None => show.push("! you are not in a room: /join #room first".into()),
+            Command::Say(text) => match (&self.current, &mut self.identity) {
+                (Some(room), Some(id)) => {
+                    if id.outbox.say(room, text, out).is_none() {
+                        show.push(format!(
+                            "! not sent: {} messages still wait for the server's answer",
+                            id.outbox.len()
+                        ));
+                    }
+                }
+                (Some(room), None) => out.push_client(&ClientMessage::Say { room, text }),
+                (None, _) => show.push("! you are not in a room: /join #room first".into()),
             },
             Command::Join(room) => self.join(room, out),
             Command::Leave(room) => match room.or_else(|| self.current.clone()) {
@@ -400,6 +481,12 @@ impl Chat {
             }
             _ => {}
         }
+        if let ServerMessage::Pong { token: SYNC_TOKEN } = *msg {
+            if self.identity.as_ref().is_some_and(|id| id.syncing) {
+                self.finish_sync(out, show);
+            }
+            return Flow::Continue;
+        }
         // Render before updating state, so our own nick change reads "you".
         show.extend(render(msg, &self.nick));
         match *msg {
@@ -409,16 +496,25 @@ impl Chat {
                 nick,
                 heartbeat_ms,
                 ..
-            } => self.welcome(version, nick, heartbeat_ms, out, show),
+            } => {
+                self.welcome(version, nick, heartbeat_ms, show);
+                self.rejoin(out, show);
+            }
             ServerMessage::Joined { room, nick } if same(nick, &self.nick) => {
                 let rejoin = match self.pending_joins.iter().position(|(r, ..)| same(r, room)) {
                     Some(i) => self.pending_joins.remove(i).is_some_and(|(_, _, r)| r),
                     None => false,
                 };
-                if !self.rooms.iter().any(|r| same(r, room)) {
+                let known = self.rooms.iter().any(|r| same(r, room));
+                if let Some(id) = self.identity.as_mut().filter(|id| id.syncing) {
+                    // The server put the session back in a room of ours
+                    // (takeover, or another session of the account).
+                    id.synced.push(room.to_string());
+                }
+                if !known {
                     self.rooms.push(room.to_string());
                 }
-                if !rejoin {
+                if !rejoin && !known {
                     // A fresh join: whatever was known of an earlier stay
                     // in the room no longer applies.
                     self.tracks.insert(key(room), Track::default());
@@ -468,6 +564,11 @@ impl Chat {
     /// to the general path (shown, then "pick another nick").
     fn hello_refused(&mut self, error: u16, show: &mut Vec<String>) -> Option<Flow> {
         let error = ErrorCode::from_u16(error)?;
+        if self.identity.is_some() {
+            if let Some(flow) = self.hello_refused_v3(error, show) {
+                return Some(flow);
+            }
+        }
         if error == ErrorCode::BadVersion && self.version > VERSION_1 {
             // A version-1 server: say HELLO 1 on a new connection (BAD_VERSION
             // is fatal, the server closes this one).
@@ -529,14 +630,7 @@ impl Chat {
         }
     }
 
-    fn welcome(
-        &mut self,
-        version: u8,
-        nick: &str,
-        heartbeat_ms: u32,
-        out: &mut OutBuf,
-        show: &mut Vec<String>,
-    ) {
+    fn welcome(&mut self, version: u8, nick: &str, heartbeat_ms: u32, show: &mut Vec<String>) {
         self.nick = nick.to_string();
         self.unavailable_since = None;
         self.registration = Registration::Done;
@@ -544,22 +638,235 @@ impl Chat {
         self.heartbeat = Duration::from_millis(u64::from(heartbeat_ms.max(1)));
         self.nick_held = NickHeld::No;
         self.registered_once = true;
+        if self.reconnecting && version < VERSION_2 && !self.rooms.is_empty() {
+            show.push(
+                "! this server keeps no history (protocol version 1): what was said \
+                 while you were away is lost"
+                    .into(),
+            );
+        }
+    }
+
+    /// After WELCOME: JOIN the rooms we were in (after a reconnect), then
+    /// the `--join` ones.
+    /// Rooms in `synced` are already back (the server said JOINED).
+    fn rejoin(&mut self, out: &mut OutBuf, synced: &[String]) {
         if std::mem::take(&mut self.reconnecting) {
-            if version < VERSION_2 && !self.rooms.is_empty() {
-                show.push(
-                    "! this server keeps no history (protocol version 1): what was said \
-                     while you were away is lost"
-                        .into(),
-                );
-            }
             for room in self.rooms.clone() {
+                if synced.iter().any(|r| same(r, &room)) {
+                    continue;
+                }
                 out.push_client(&ClientMessage::Join { room: &room });
                 self.pending_joins
                     .push_back((room, self.current.clone(), true));
             }
         }
         for room in std::mem::take(&mut self.auto_join) {
+            if let Some(r) = synced.iter().find(|r| same(r, &room)) {
+                self.current = Some(r.clone());
+                continue;
+            }
             self.join(room, out);
+        }
+    }
+
+    /// Acts on one version-3 frame from the server (WELCOME v3 and codes
+    /// 216-222).
+    pub fn server_v3(
+        &mut self,
+        msg: &ServerV3<'_>,
+        out: &mut OutBuf,
+        show: &mut Vec<String>,
+    ) -> Flow {
+        let now = Instant::now();
+        match *msg {
+            ServerV3::Welcome {
+                version,
+                nick,
+                server,
+                heartbeat_ms,
+                account,
+                role,
+                session_key,
+                token_exp_ms,
+                ..
+            } => {
+                show.push(format!(
+                    "* connected to {server} as {nick} ({})",
+                    identity::who(account, role)
+                ));
+                self.welcome(version, nick, heartbeat_ms, show);
+                let Some(id) = &mut self.identity else {
+                    return Flow::Continue;
+                };
+                let kept = id.session_key.expose() == session_key.0;
+                if !kept && !id.session_key.expose().is_empty() && !id.outbox.is_empty() {
+                    show.push(format!(
+                        "! the server did not keep this session: {} unanswered messages are \
+                         sent again and may show twice",
+                        id.outbox.len()
+                    ));
+                }
+                id.session_key = Secret::new(session_key.0.to_string());
+                id.account = account.to_string();
+                id.role = role;
+                id.token_exp_ms = token_exp_ms;
+                id.refresh_at = refresh_at(token_exp_ms, super::format::now_ms(), now);
+                id.syncing = true;
+                id.synced.clear();
+                out.push_client(&ClientMessage::Ping { token: SYNC_TOKEN });
+            }
+            ServerV3::SayResult { msg_id, error, .. } => {
+                let Some(id) = &mut self.identity else {
+                    return Flow::Continue;
+                };
+                let first_retry = id.outbox.retry_at.is_none();
+                match id.outbox.result(msg_id, error, now) {
+                    Outcome::Refused(u, e) => show.push(format!(
+                        "{} [{}] {}",
+                        error_line(e, code::SAY, ""),
+                        u.room,
+                        preview(&u.text)
+                    )),
+                    Outcome::Later if first_retry => show.push(format!(
+                        "! the server could not take a message for now; sending it again in {} s",
+                        identity::RESEND_DELAY.as_secs()
+                    )),
+                    _ => {}
+                }
+            }
+            ServerV3::Refreshed { token_exp_ms } => {
+                if let Some(id) = &mut self.identity {
+                    id.token_exp_ms = token_exp_ms;
+                    id.warned_stale = false;
+                    id.refresh_at = refresh_at(token_exp_ms, super::format::now_ms(), now);
+                }
+                show.push(format!(
+                    "* token refreshed (valid until {})",
+                    super::format::history_time(token_exp_ms, super::format::now_ms())
+                ));
+            }
+            _ => show.extend(render_v3(msg, &self.nick)),
+        }
+        Flow::Continue
+    }
+
+    /// The barrier's PONG: every room the server put us back in has said
+    /// JOINED. JOIN the others, then send every unanswered SAY again.
+    fn finish_sync(&mut self, out: &mut OutBuf, show: &mut Vec<String>) {
+        let Some(id) = &mut self.identity else {
+            return;
+        };
+        id.syncing = false;
+        let synced = std::mem::take(&mut id.synced);
+        self.rejoin(out, &synced);
+        let rooms = &self.rooms;
+        let pending = &self.pending_joins;
+        let Some(id) = &mut self.identity else {
+            return;
+        };
+        let (_, dropped) = id.outbox.resend_all(out, |room| {
+            rooms.iter().any(|r| same(r, room)) || pending.iter().any(|(r, ..)| same(r, room))
+        });
+        for u in dropped {
+            show.push(format!(
+                "! not sent: you are no longer in {} ({})",
+                u.room,
+                preview(&u.text)
+            ));
+        }
+    }
+
+    /// A refused version-3 HELLO: nothing a retry would fix ends the
+    /// client (no reconnect loop); `None` leaves the rest to the usual path.
+    fn hello_refused_v3(&mut self, error: ErrorCode, show: &mut Vec<String>) -> Option<Flow> {
+        let hint = match error {
+            ErrorCode::BadVersion => {
+                "this server does not speak protocol version 3, so it cannot take a token \
+                 (run without --token-file / MUXCHAT_TOKEN to chat as before)"
+            }
+            ErrorCode::AuthFailed => "check the token (its signature, expiry, issuer, audience)",
+            ErrorCode::AuthRequired | ErrorCode::TokenExpired => "get a fresh token",
+            ErrorCode::SessionLimit => "close another session of this account first",
+            ErrorCode::NickInUse => "another account holds this nick now",
+            ErrorCode::Banned | ErrorCode::Killed => "",
+            _ => return None,
+        };
+        let mut line = error_line(error as u16, code::HELLO, "");
+        if !hint.is_empty() {
+            line.push_str(": ");
+            line.push_str(hint);
+        }
+        show.push(line);
+        self.fatal = true;
+        Some(Flow::Exit(1))
+    }
+
+    /// The next version-3 timer: a resend after UNAVAILABLE, or a look
+    /// for a fresher token.
+    pub fn next_timer(&self) -> Option<Instant> {
+        let id = self.identity.as_ref()?;
+        if self.registration != Registration::Done {
+            return None;
+        }
+        [id.outbox.retry_at, id.refresh_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Acts on a due version-3 timer. `reread` reads the token file again
+    /// (`None` without one).
+    pub fn on_timer(
+        &mut self,
+        now: Instant,
+        out: &mut OutBuf,
+        show: &mut Vec<String>,
+        reread: &mut dyn FnMut() -> Option<Result<Secret, String>>,
+    ) {
+        if self.registration != Registration::Done {
+            return;
+        }
+        let Some(id) = &mut self.identity else {
+            return;
+        };
+        // While syncing after a reconnect, the resend of everything
+        // unanswered is about to happen anyway.
+        if !id.syncing && id.outbox.retry_at.is_some_and(|t| now >= t) {
+            id.outbox.resend_unavailable(out);
+        }
+        if id.refresh_at.is_none_or(|t| now < t) {
+            return;
+        }
+        id.refresh_at = None;
+        let until = super::format::history_time(id.token_exp_ms, super::format::now_ms());
+        if !id.from_file {
+            show.push(format!(
+                "! your token expires at {until} and came from MUXCHAT_TOKEN, which cannot \
+                 be read again: use --token-file to stay signed in"
+            ));
+            return;
+        }
+        match reread() {
+            Some(Ok(token)) if token != id.token => {
+                id.token = token;
+                push_refresh(out, &id.token);
+            }
+            Some(Ok(_)) => {
+                if !std::mem::replace(&mut id.warned_stale, true) {
+                    show.push(format!(
+                        "! your token expires at {until}: put a fresh one in the token file"
+                    ));
+                }
+                id.refresh_at = Some(now + identity::REFRESH_RETRY);
+            }
+            Some(Err(e)) => {
+                if !std::mem::replace(&mut id.warned_stale, true) {
+                    show.push(format!("! {e}"));
+                }
+                id.refresh_at = Some(now + identity::REFRESH_RETRY);
+            }
+            None => {}
         }
     }
 
@@ -752,6 +1059,15 @@ impl Chat {
     }
 }
 
+/// The start of a text, for a one-line refusal.
+fn preview(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,10 +1081,14 @@ mod tests {
         let mut at = 0;
         let mut v = Vec::new();
         while let Decoded::Frame(f, used) = decode(&bytes[at..], 1 << 20) {
-            v.push(format!(
-                "{:?}",
-                ClientMessage::decode(f.code, f.payload).unwrap()
-            ));
+            // Version-3 layouts (HELLO, SAY) are MALFORMED as version 2.
+            v.push(match ClientMessage::decode(f.code, f.payload) {
+                Ok(m) => format!("{m:?}"),
+                Err(_) => format!(
+                    "{:?}",
+                    crate::codec::v3::ClientV3::decode(f.code, f.payload).unwrap()
+                ),
+            });
             at += used;
         }
         v
@@ -1274,5 +1594,74 @@ mod tests {
             chat.server(&s, &mut out, &mut show),
             Flow::Reconnect(Retry::Backoff)
         );
+    }
+
+    // ----- version 3 ----------------------------------------------------
+
+    fn welcome3(key: &str) -> ServerV3<'_> {
+        ServerV3::Welcome {
+            version: 3,
+            nick: "alice",
+            server: "s",
+            heartbeat_ms: 30_000,
+            max_payload: 65_536,
+            account: "alice",
+            role: 1,
+            session_key: crate::codec::v3::Secret(key),
+            token_exp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn v3_rejoins_only_what_the_server_did_not_restore_then_resends() {
+        let mut chat = Chat::new("", vec!["#r".into(), "#s".into()])
+            .with_token(Secret::new("t.o.k".into()), true);
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
+        chat.hello(&mut out);
+        chat.server_v3(&welcome3("k1"), &mut out, &mut show);
+        assert!(!chat.ready_for_input(), "typed lines wait for the barrier");
+        chat.server(
+            &ServerMessage::Pong { token: SYNC_TOKEN },
+            &mut out,
+            &mut show,
+        );
+        for room in ["#r", "#s"] {
+            chat.server(&joined_msg(room), &mut out, &mut show);
+        }
+        assert!(chat.ready_for_input());
+        chat.command(parse("hi").unwrap(), &mut out, &mut show);
+        assert_eq!(
+            sent(&mut out),
+            [
+                r#"Hello { version: 3, nick: "", token: <5 bytes>, session_key: <0 bytes> }"#,
+                "Ping { token: 18446744073709551615 }",
+                r##"Join { room: "#r" }"##,
+                r##"Join { room: "#s" }"##,
+                r##"Say { room: "#s", text: "hi", msg_id: 1 }"##,
+            ]
+        );
+        // A takeover: the server puts us back in #s only; #r is joined by
+        // us, then "hi" goes again with its msg_id.
+        chat.connection_lost();
+        chat.hello(&mut out);
+        chat.server_v3(&welcome3("k1"), &mut out, &mut show);
+        chat.server(&joined_msg("#s"), &mut out, &mut show);
+        chat.server(
+            &ServerMessage::Pong { token: SYNC_TOKEN },
+            &mut out,
+            &mut show,
+        );
+        assert_eq!(
+            sent(&mut out),
+            [
+                r#"Hello { version: 3, nick: "alice", token: <5 bytes>, session_key: <2 bytes> }"#,
+                "Ping { token: 18446744073709551615 }",
+                r##"Join { room: "#r" }"##,
+                r##"Say { room: "#s", text: "hi", msg_id: 1 }"##,
+            ]
+        );
+        assert_eq!(chat.current.as_deref(), Some("#s"));
+        // Nothing in the screen shows the token or the key.
+        assert!(!format!("{show:?}{chat:?}").contains("t.o.k"));
     }
 }

@@ -108,6 +108,13 @@ pub struct Args {
     /// random moment, and resumes through HISTORY (protocol version 2).
     #[arg(long, value_name = "SECONDS")]
     pub reconnect_every: Option<f64>,
+    /// Sign each connection in with its own token, minted from this
+    /// signing key (as `muxchatd token --signing-key` reads it; `sub` =
+    /// the connection's nick), and speak protocol version 3: SAYs carry
+    /// msg_ids, publishers resend unanswered ones after a drop, and the
+    /// report checks every accepted msg_id reached every member once.
+    #[arg(long, value_name = "FILE")]
+    pub token_key: Option<PathBuf>,
     /// Print one machine-readable JSON line instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -174,6 +181,8 @@ pub struct Config {
     pub hgrm: Option<PathBuf>,
     /// Seconds between one member's reconnects (0: never).
     pub reconnect_every: f64,
+    /// `--token-key`: protocol version 3 with minted tokens.
+    pub token_key: Option<PathBuf>,
     /// Print one JSON line instead of the human summary.
     pub json: bool,
     /// No progress lines.
@@ -233,6 +242,7 @@ impl Config {
             plot: a.plot,
             hgrm: a.hgrm,
             reconnect_every: a.reconnect_every.unwrap_or(0.0),
+            token_key: a.token_key,
             clients: a.clients,
             rooms: a.rooms,
             publishers: a.publishers,
@@ -317,6 +327,13 @@ fn check(a: &Args) -> Result<(), String> {
         return Err(
             "--reconnect-every needs muxchat's HISTORY; Redis pub/sub has no resume".into(),
         );
+    }
+    if a.token_key.is_some()
+        && a.target
+            .as_deref()
+            .is_some_and(|t| t.starts_with("redis://"))
+    {
+        return Err("--token-key signs in to muxchatd; Redis pub/sub has no accounts".into());
     }
     Ok(())
 }

@@ -64,6 +64,8 @@ pub struct Conn {
     pub resume: Option<Box<Resume>>,
     /// Reconnects so far (each registers a fresh nick).
     pub reconnects: u32,
+    /// `--token-key`: the version-3 session (token, key, msg_ids).
+    pub exact: Option<Box<super::exactly::Exact>>,
 }
 
 /// Where a resuming connection is.
@@ -146,6 +148,7 @@ impl Conn {
             epoch: 0,
             resume: None,
             reconnects: 0,
+            exact: None,
         }
     }
 }

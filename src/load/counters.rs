@@ -104,6 +104,12 @@ counters! {
     resume_gaps,
     /// Resumes that found a re-created room (a new epoch).
     new_epochs,
+    /// SAYs (v3) sent again with their msg_id: after a drop, or after
+    /// SAY_RESULT(UNAVAILABLE).
+    resent,
+    /// Resent SAYs the server had already taken (its SAY_RESULT repeated
+    /// the original seq): not delivered twice.
+    deduplicated,
 }
 
 /// Everything measured, in one worker or over the whole run: the counters,

@@ -34,6 +34,8 @@
 //!   (`--target redis://HOST:PORT`).
 //! - [`resume`]: `--reconnect-every`: the drop schedule and the resume
 //!   through HISTORY.
+//! - [`exactly`]: `--token-key`: accounts, protocol version 3 (SAY with
+//!   msg_ids, resent after drops) and the exactly-once check for senders.
 //! - [`sys`]: CPU and RSS figures, a timerfd, non-blocking connect.
 //!
 //! Every connection `i` joins room `i % rooms` and connects to address
@@ -47,6 +49,7 @@
 pub mod config;
 pub mod conn;
 pub mod counters;
+pub mod exactly;
 pub mod loss;
 pub mod muxchat;
 pub mod phases;
@@ -70,9 +73,10 @@ use report::Report;
 /// status (0, or 3 when loss was seen, 4 when not every connection got
 /// ready or stayed connected); `Err` a one-line reason to exit 1.
 pub fn run(cfg: &Config) -> Result<i32, String> {
+    let token_key = phases::token_key(cfg)?;
     let addrs = phases::probe(cfg)?;
     let rss_before = cfg.daemon_pid.and_then(sys::rss_kib);
-    let (settings, shared, workers) = phases::spawn(cfg, addrs)?;
+    let (settings, shared, workers) = phases::spawn(cfg, addrs, token_key)?;
     let setup = phases::setup(cfg, &shared, rss_before);
     if setup.ready == 0 {
         return Err(phases::nobody_ready(&shared, workers));

@@ -31,6 +31,11 @@ impl Conn {
     #[inline]
     pub fn on_frame(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
         if f.code != code::MESSAGE {
+            if self.exact.is_some() {
+                if let Some(end) = self.on_v3(&f, now_ns, m, shared) {
+                    return end;
+                }
+            }
             return self.on_control(f, now_ns, m, shared);
         }
         // Only seq and the stamp matter here, so the layout is checked but
@@ -40,6 +45,9 @@ impl Conn {
             return false;
         };
         self.received += 1;
+        if let Some(x) = self.exact.as_mut() {
+            x.seen.saw(text);
+        }
         resume::observe_live(self, seq);
         m.delivered(now_ns, crate::codec::HEADER_LEN + f.payload.len(), text);
         false

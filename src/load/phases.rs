@@ -77,10 +77,24 @@ fn probe_one(addr: &str) -> Result<SocketAddr, String> {
     Err(last)
 }
 
+/// Phase 0: reads `--token-key` before anything connects, so a bad key
+/// is one line and exit 1, whatever the server.
+pub fn token_key(
+    cfg: &Config,
+) -> Result<Option<crate::server::identity::mint::SigningKey>, String> {
+    cfg.token_key
+        .as_deref()
+        .map(crate::server::identity::mint::SigningKey::load)
+        .transpose()
+        .map_err(|e| format!("--token-key: {e}"))
+}
+
 /// Phase 2: fixes the run's settings and starts the workers.
+/// `token_key` is `--token-key`, loaded (see [`token_key`]).
 pub fn spawn(
     cfg: &Config,
     addrs: Vec<SocketAddr>,
+    token_key: Option<crate::server::identity::mint::SigningKey>,
 ) -> Result<(Arc<Settings>, Arc<Shared>, Workers), String> {
     // Nicks and rooms unique to this run, so a reused daemon's old rooms
     // (and their seq counters) never mix in.
@@ -107,6 +121,7 @@ pub fn spawn(
         spin: cfg.spin,
         door: cfg.door.clone(),
         reconnect_ns: (cfg.reconnect_every * 1e9) as u64,
+        token_key: token_key.map(Arc::new),
     });
     let shared = Arc::new(Shared::new(cfg.rooms, cfg.threads));
     let mut workers = Vec::new();

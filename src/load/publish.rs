@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 use super::conn::Stage;
+use super::exactly::Exact;
 use super::muxchat::push_say;
 use super::redis::push_publish;
 use super::shared::{Mode, Target};
@@ -95,14 +96,18 @@ impl Worker {
                 continue;
             }
             let stamp = publisher.stamp(c.id, due);
-            push_message(
+            if !queue(
                 self.settings.target,
+                c.exact.as_deref_mut(),
                 &mut c.out,
                 &mut self.scratch,
                 room,
                 stamp,
                 self.settings.payload,
-            );
+            ) {
+                counters.skipped += 1;
+                continue;
+            }
             if due >= measure_ns {
                 counters.published_window += 1;
             }
@@ -128,16 +133,22 @@ impl Worker {
         let room = &self.shared.rooms[c.room];
         let in_flight = room.expected().saturating_sub(room.low());
         let n = window.saturating_sub(in_flight).min(MAX_BURST);
-        for _ in 0..n {
+        let mut n = n;
+        for k in 0..n {
             let stamp = publisher.stamp(c.id, now_ns);
-            push_message(
+            if !queue(
                 self.settings.target,
+                c.exact.as_deref_mut(),
                 &mut c.out,
                 &mut self.scratch,
                 &self.room_names[c.room],
                 stamp,
                 self.settings.payload,
-            );
+            ) {
+                // Too many unanswered: the rest of this window waits.
+                n = k;
+                break;
+            }
         }
         let counters = &mut self.meter.tally.counters;
         if now_ns >= self.meter.measure_ns {
@@ -146,6 +157,27 @@ impl Worker {
         counters.published += n;
         room.published.fetch_add(n, Relaxed);
         n
+    }
+}
+
+/// Queues one publish: a SAY (v3) with its msg_id, kept until answered,
+/// when the connection signed in (`--token-key`); otherwise as before.
+/// `false` when a version-3 publisher has too many SAYs unanswered.
+fn queue(
+    target: Target,
+    exact: Option<&mut Exact>,
+    out: &mut OutBuf,
+    scratch: &mut Vec<u8>,
+    room: &str,
+    stamp: Stamp,
+    payload: usize,
+) -> bool {
+    match exact.and_then(|x| x.sender.as_mut()) {
+        Some(sender) => sender.say(out, scratch, room, stamp, payload),
+        None => {
+            push_message(target, out, scratch, room, stamp, payload);
+            true
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::counters::{Second, Tally};
+use super::exactly::{self, ExactlyOnce};
 use super::loss::{loss, Loss};
 use super::shared::{Mode, Target};
 use super::stats::{human, human_us, rate, Quantiles};
@@ -67,12 +68,19 @@ pub struct Report {
     /// Per-second figures of the measured window, all workers together
     /// (with `--plot`).
     pub seconds: Vec<Second>,
+    /// `--token-key`: the exactly-once check for senders.
+    pub exactly: Option<ExactlyOnce>,
 }
 
 impl Report {
     /// Merges worker results.
     pub fn merge(info: RunInfo, results: Vec<WorkerResult>) -> Report {
         let loss = loss(info.rooms, &results);
+        let exactly = {
+            let senders: Vec<_> = results.iter().flat_map(|w| w.senders.clone()).collect();
+            let members: Vec<_> = results.iter().flat_map(|w| w.members.clone()).collect();
+            (!members.is_empty()).then(|| exactly::check(&senders, &members))
+        };
         let mut tally = Tally::default();
         let mut seconds: Vec<Second> = Vec::new();
         for w in &results {
@@ -89,13 +97,15 @@ impl Report {
             tally,
             loss,
             seconds,
+            exactly,
         }
     }
 
     /// Any loss, duplicate or reorder on a live receiver.
     pub fn has_loss(&self) -> bool {
         let l = &self.loss;
-        l.lost + l.duplicates + l.reorders > 0
+        let x = self.exactly.unwrap_or_default();
+        l.lost + l.duplicates + l.reorders + x.missing + x.duplicates > 0
     }
 
     /// 0 clean; 3 loss seen; 4 not every connection got ready, or the
@@ -168,6 +178,33 @@ impl Report {
                 },
             );
         }
+    }
+
+    /// The exactly-once line (`--token-key`).
+    fn human_exactly(&self, s: &mut String) {
+        let Some(x) = self.exactly else { return };
+        let c = &self.tally.counters;
+        let verdict = if x.missing + x.duplicates == 0 {
+            "ok"
+        } else {
+            "BROKEN"
+        };
+        let _ = writeln!(
+            *s,
+            "  exactly    {verdict}: {} msg_ids accepted, each owed to {} member streams: \
+             {} missing, {} duplicates; {} SAYs resent, {} deduplicated by the server{}",
+            x.accepted,
+            x.expected,
+            x.missing,
+            x.duplicates,
+            c.resent,
+            c.deduplicated,
+            if x.unconfirmed > 0 {
+                format!("; {} delivered without a SAY_RESULT", x.unconfirmed)
+            } else {
+                String::new()
+            },
+        );
     }
 
     /// `--reconnect-every`: drops, resumes, recovered messages, resumes
@@ -348,6 +385,7 @@ impl Report {
         );
         self.human_refusals(s);
         self.human_resume(s);
+        self.human_exactly(s);
         let errors = self.error_counts();
         let mut e: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
         if self.tally.counters.connect_failed > 0 {
@@ -499,8 +537,25 @@ impl Report {
     /// The JSON line's resume figures (all 0 without `--reconnect-every`).
     fn json_resume(&self) -> String {
         let r = self.resume_figures();
+        let c = &self.tally.counters;
+        let exactly = match self.exactly {
+            None => "null".to_string(),
+            Some(x) => format!(
+                concat!(
+                    "{{\"accepted\":{},\"expected\":{},\"missing\":{},\"duplicates\":{},",
+                    "\"unconfirmed\":{},\"resent\":{},\"deduplicated\":{}}}"
+                ),
+                x.accepted,
+                x.expected,
+                x.missing,
+                x.duplicates,
+                x.unconfirmed,
+                c.resent,
+                c.deduplicated
+            ),
+        };
         format!(
-            "\"resume\":{{\"reconnects\":{},\"resumes\":{},\"recovered\":{},\"gaps\":{},\"new_epochs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}},",
+            "\"resume\":{{\"reconnects\":{},\"resumes\":{},\"recovered\":{},\"gaps\":{},\"new_epochs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}},\"exactly_once\":{exactly},",
             r.0, r.1, r.2, r.3, r.4, r.5, r.6
         )
     }
@@ -575,6 +630,8 @@ mod tests {
             },
             receivers,
             seconds: Vec::new(),
+            senders: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -625,6 +682,72 @@ mod tests {
         assert!(report.has_loss());
         assert_eq!(report.exit_code(), 3);
         assert_eq!(report.tally.counters.delivered_window, 40);
+    }
+
+    #[test]
+    fn exactly_once_is_checked_across_workers_and_reported() {
+        use super::super::exactly::{BitSet, MemberEnd, Seen, SenderEnd};
+        use super::super::stats::Stamp;
+        let seen = |counts: &[u32]| {
+            let mut s = Seen::default();
+            for &count in counts {
+                let mut t = Vec::new();
+                Stamp {
+                    sent_ns: 1,
+                    publisher: 0,
+                    count,
+                }
+                .write(&mut t, 40);
+                s.saw(&t);
+            }
+            s
+        };
+        let mut accepted = BitSet::default();
+        (1..=3).for_each(|id| {
+            accepted.insert(id);
+        });
+        // The publisher on worker 0, its room's other member on worker 1.
+        let mut a = result(vec![receiver(0, &[1, 2, 3], true)]);
+        a.senders.push(SenderEnd {
+            room: 0,
+            publisher: 0,
+            accepted,
+        });
+        a.members.push(MemberEnd {
+            room: 0,
+            alive: true,
+            seen: seen(&[0, 1, 2]),
+        });
+        a.tally.counters.resent = 2;
+        a.tally.counters.deduplicated = 1;
+        let mut b = result(vec![receiver(0, &[1, 2, 3], true)]);
+        b.members.push(MemberEnd {
+            room: 0,
+            alive: true,
+            seen: seen(&[0, 2, 2]),
+        });
+        let report = Report::merge(info(), vec![a, b]);
+        let x = report.exactly.unwrap();
+        assert_eq!(
+            (x.accepted, x.expected, x.missing, x.duplicates),
+            (3, 6, 1, 1)
+        );
+        assert!(report.has_loss());
+        assert_eq!(report.exit_code(), 3);
+        let text = report.human();
+        assert!(
+            text.contains("exactly    BROKEN: 3 msg_ids accepted, each owed to 6 member streams: 1 missing, 1 duplicates; 2 SAYs resent, 1 deduplicated"),
+            "{text}"
+        );
+        let json = report.json();
+        assert!(
+            json.contains("\"exactly_once\":{\"accepted\":3,\"expected\":6,\"missing\":1,\"duplicates\":1,\"unconfirmed\":0,\"resent\":2,\"deduplicated\":1}"),
+            "{json}"
+        );
+        // Without --token-key: null, and no line.
+        let plain = Report::merge(info(), vec![result(vec![receiver(0, &[1], true)])]);
+        assert!(plain.json().contains("\"exactly_once\":null"));
+        assert!(!plain.human().contains("exactly"));
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct Settings {
     pub door: super::transport::Door,
     /// Each member drops and resumes once per this many ns (0: never).
     pub reconnect_ns: u64,
+    /// `--token-key`: each connection signs in with a token minted from
+    /// it and speaks protocol version 3.
+    pub token_key: Option<std::sync::Arc<crate::server::identity::mint::SigningKey>>,
 }
 
 impl Settings {

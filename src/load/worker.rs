@@ -26,6 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{Conn, Resume, Stage, Step};
 use super::counters::{Meter, Second, Tally};
+use super::exactly::{self, Exact, MemberEnd, SenderEnd};
 use super::resume::{self, Schedule};
 use super::shared::{phase, Live, Mode, Settings, Shared, Target};
 use super::stats::SeqTracker;
@@ -55,6 +56,10 @@ pub struct WorkerResult {
     pub receivers: Vec<ReceiverEnd>,
     /// Per-second figures of the measured window (with `--plot`).
     pub seconds: Vec<Second>,
+    /// `--token-key`: each publisher's accepted msg_ids.
+    pub senders: Vec<SenderEnd>,
+    /// `--token-key`: the msg_ids each member saw.
+    pub members: Vec<MemberEnd>,
 }
 
 /// The worker's one reassembly buffer, for the target's protocol. Each
@@ -103,7 +108,17 @@ impl Reassembly for FrameReader {
         loop {
             match self.next_frame() {
                 Ok(Some(f)) if is_version_2_code(f.code) => {
+                    let resuming = c.resume.is_some();
+                    if let Some(x) = c.exact.as_mut() {
+                        exactly::on_v2_frame(x, &f);
+                    }
                     resume::on_frame(c, f, &cx.room_names[c.room], now_ns, cx.meter);
+                    if resuming && c.resume.is_none() {
+                        // Back in the room: what is unanswered goes again.
+                        if let Some(s) = c.exact.as_mut().and_then(|x| x.sender.as_mut()) {
+                            cx.meter.tally.counters.resent += s.resend_all(&mut c.out);
+                        }
+                    }
                     if c.resume.is_none() && c.publisher.is_some() {
                         cx.publisher_back = true;
                     }
@@ -376,7 +391,9 @@ impl Worker {
         if c.stage != Stage::Ready || c.resume.is_some() {
             return;
         }
-        let publisher = c.publisher.is_some();
+        // Version 3: a publisher drops as abruptly as a receiver; what it
+        // had in flight is resent with its msg_ids once it is back.
+        let publisher = c.publisher.is_some() && c.exact.is_none();
         if publisher && c.out.pending() > 0 {
             self.drops.retry(i, now_ns + 1_000_000);
             return;
@@ -413,7 +430,11 @@ impl Worker {
             let _ = self.poll.registry().deregister(stream.socket());
         }
         c.reconnects += 1;
-        c.nick = format!("{}-{}", s.nick(c.id), c.reconnects);
+        if c.exact.is_none() {
+            c.nick = format!("{}-{}", s.nick(c.id), c.reconnects);
+        }
+        // (An account keeps its nick: the token's claim; its session key
+        // makes the new connection the same session.)
         c.out = Default::default();
         c.partial.clear();
         c.opened = Instant::now();
@@ -478,6 +499,21 @@ impl Worker {
             n => Some(s.source_ips[id % n]),
         };
         let mut conn = Conn::new(id, id % s.rooms, s.nick(id), id < s.publishers);
+        if let Some(key) = &s.token_key {
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match exactly::mint(key, &conn.nick, now_s) {
+                Ok(token) => {
+                    conn.exact = Some(Box::new(Exact {
+                        token: exactly::TokenText(token),
+                        sender: conn.publisher.is_some().then(Default::default),
+                        ..Exact::default()
+                    }))
+                }
+                Err(e) => self.meter.tally.fail(|| format!("--token-key: {e}")),
+            }
+        }
         let addr = s.addr(id);
         let opened = open(addr, source).and_then(|mut stream| {
             self.poll.registry().register(
@@ -535,6 +571,12 @@ impl Worker {
         c.stage = Stage::Registering;
         let room = &self.room_names[c.room];
         match self.settings.target {
+            Target::Muxchat if c.exact.is_some() => {
+                if let Some(x) = &c.exact {
+                    x.hello(&mut c.out);
+                }
+                c.out.push_client(&ClientMessage::Join { room });
+            }
             Target::Muxchat => {
                 // Resuming needs version 2 (ROOM_STATE, HISTORY);
                 // otherwise the run is what it always was.
@@ -694,7 +736,26 @@ impl Worker {
 
     fn finish(mut self) -> WorkerResult {
         self.meter.fold();
+        let (mut senders, mut members) = (Vec::new(), Vec::new());
+        for c in self.conns.iter_mut().filter(|c| c.was_ready) {
+            let Some(x) = c.exact.take() else { continue };
+            let x = *x;
+            if let Some(s) = x.sender {
+                senders.push(SenderEnd {
+                    room: c.room,
+                    publisher: c.id as u32,
+                    accepted: s.accepted,
+                });
+            }
+            members.push(MemberEnd {
+                room: c.room,
+                alive: c.stage == Stage::Ready,
+                seen: x.seen,
+            });
+        }
         WorkerResult {
+            senders,
+            members,
             seconds: std::mem::take(&mut self.meter.seconds),
             receivers: self
                 .conns

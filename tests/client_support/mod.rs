@@ -35,7 +35,15 @@ impl Chat {
 
     /// Starts `muxchat --connect ADDR ARGS...`.
     pub fn start_at(addr: &str, args: &[&str]) -> Chat {
+        Chat::start_with_env(addr, args, &[])
+    }
+
+    /// Starts `muxchat --connect ADDR ARGS...` with extra environment
+    /// variables (and without an inherited `MUXCHAT_TOKEN`).
+    pub fn start_with_env(addr: &str, args: &[&str], env: &[(&str, &str)]) -> Chat {
         let mut child = Command::new(env!("CARGO_BIN_EXE_muxchat"))
+            .env_remove("MUXCHAT_TOKEN")
+            .envs(env.iter().copied())
             .arg("--connect")
             .arg(addr)
             .args(args)

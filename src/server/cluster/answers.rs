@@ -68,7 +68,9 @@ impl Chat {
                 Err(_) => self.unavailable(t, sid, code::HELLO),
             },
             Expect::Join { t, sid, room } => {
-                if v.is_err() {
+                if v.as_ref().is_err_and(|e| e.starts_with("RECOVERING")) {
+                    self.join_again_later(room, sid);
+                } else if v.is_err() {
                     self.drop_waiter(room, sid);
                     self.unavailable(t, sid, code::JOIN);
                     self.forget_room_if_idle(room);

@@ -192,6 +192,8 @@ impl Chat {
         } else if channel.ends_with(b"nickch") {
             self.flush_cast();
             self.nick_event(payload);
+        } else if payload.first() == Some(&b'G') {
+            self.told_left(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);
@@ -227,7 +229,7 @@ impl Chat {
     }
 
     /// One event of a room, in the room's order.
-    fn room_event(&mut self, id: RoomId, payload: &[u8]) {
+    pub(super) fn room_event(&mut self, id: RoomId, payload: &[u8]) {
         let Some(c) = self.cluster.as_deref() else {
             return;
         };

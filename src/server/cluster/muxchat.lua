@@ -18,12 +18,18 @@
 --                             took the nick: of two live sessions left with
 --                             one nick by a fault, the later is renamed
 --   P nodes           set    node ids;  P alive:<node>  string with a TTL
---   P quiet           string, with a TTL: no node is reaped while it lives
+--   P quiet           string, with a TTL: no node is reaped while it lives,
+--                             (its value: the store's clock when it began;
+--                             new sessions wait to join for SETTLE_US)
 --   P node:<node>:m   set    "room \t nick" memberships of a node's sessions
 --   P node:<node>:nicks set  folded nicks of a node's sessions
 --   P gone:<node>     set    "room \t nick" members a reap announced LEFT
 --                             ("node lost"): if the node was alive after all,
 --                             its restore announces them JOINED again
+--   P r:<room>:left:<nick> string, with a TTL: a leave the store had lost
+--                             (an empty restart) as its node announced it:
+--                             "w|x \t node \t sid \t nick \t reason" then
+--                             the nodes told so far (x: a rejoin told the rest)
 --   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER)
 -- Events are text: a kind letter and fields separated by "\n", the last
 -- field (a text or a reason) running to the end.
@@ -66,6 +72,28 @@ end
 
 local GONE_TTL = 86400000
 
+-- How long new sessions wait to join after the store lost its state: a
+-- node whose link went down reconnects within its longest backoff and a
+-- tick (2.5 s, src/server/cluster/link.rs and mod.rs), and rebuilds at once.
+local SETTLE_US = 3000000
+
+-- Whether clock value (now_us) a comes before b.
+local function sooner(a, b)
+  if #a ~= #b then
+    return #a < #b
+  end
+  return a < b
+end
+
+-- The store lost its state, or this node's (P quiet): for one TTL nobody
+-- is reaped (every live node beats again within it), and new sessions
+-- wait to join for a while (see mc_join). Extended by each node that
+-- finds itself lost; it says when the first did.
+local function hold_off(p, ttl)
+  local since = redis.call('GET', p .. 'quiet') or now_us()
+  redis.call('SET', p .. 'quiet', since, 'PX', ttl)
+end
+
 local function room_empty(p, rk, ttl)
   local meta = p .. 'r:' .. rk
   redis.call('SREM', p .. 'rooms', rk)
@@ -95,6 +123,35 @@ local function part(p, rk, nk, node, sid, nick, reason, ttl)
     room_empty(p, rk, ttl)
   end
   return 1
+end
+
+-- A leave the store had lost, from its record (see P r:<room>:left:<nick>),
+-- told to each registered node not told yet, on the node's own channel:
+-- PUBLISH there says whether that node listens, so each node hears it once
+-- (a PUBLISH on the room's channel would not say which nodes heard it),
+-- and in order with the room's events (one subscriber link per node).
+-- Returns the record with the nodes told added, and whether some
+-- registered node did not listen yet.
+local function tell_left(p, rk, v)
+  local f = fields(v)
+  local told = {}
+  for k = 6, #f do
+    told[f[k]] = true
+  end
+  local meta = p .. 'r:' .. rk
+  local ev = 'G\n' .. rk .. '\nL\n' .. (redis.call('HGET', meta, 'seq') or '0') .. '\n'
+    .. (redis.call('HLEN', meta .. ':m') + 1) .. '\n' .. f[2] .. '\n' .. f[3] .. '\n' .. f[4] .. '\n' .. f[5]
+  local missed = false
+  for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+    if not told[n] then
+      if redis.call('PUBLISH', p .. 'n:' .. n, ev) > 0 then
+        v = v .. '\t' .. n
+      else
+        missed = true
+      end
+    end
+  end
+  return v, missed
 end
 
 -- Everything a dead node held: its members leave ("node lost"), its
@@ -156,6 +213,18 @@ end)
 redis.register_function('mc_join', function(_, a)
   local p, rk, name, epoch, nk, nick, node, sid = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
   local meta = p .. 'r:' .. rk
+  -- For SETTLE_US after the store lost its state (P quiet says when), a
+  -- session that claimed its nick since waits (the node asks again at its
+  -- next tick): a node that has not reconnected yet may remember a leave
+  -- of that nick (mc_gone), which must be announced before the nick joins
+  -- again.
+  local since = redis.call('GET', p .. 'quiet')
+  if since and tonumber(now_us()) - tonumber(since) < SETTLE_US then
+    local claim = redis.call('GET', p .. 'nick:' .. nk)
+    if claim and not sooner(fields(claim)[4] or '', since) then
+      return redis.error_reply('RECOVERING the cluster store is being rebuilt')
+    end
+  end
   local ep = redis.call('HGET', meta, 'epoch')
   if not ep then
     redis.call('DEL', meta .. ':s', meta .. ':m')
@@ -179,6 +248,15 @@ redis.register_function('mc_join', function(_, a)
       redis.call('SADD', p .. 'gone:' .. o[2], rk .. '\t' .. nk)
       redis.call('PEXPIRE', p .. 'gone:' .. o[2], GONE_TTL)
     end
+  end
+  -- A leave of this nick the store had lost, still being announced (some
+  -- node did not listen yet): the nodes not told hear it now, before this
+  -- JOINED, so nobody sees the nick join while it is still present.
+  local lk = meta .. ':left:' .. nk
+  local lv = redis.call('GET', lk)
+  if lv and string.sub(lv, 1, 1) == 'w' then
+    lv = tell_left(p, rk, lv)
+    redis.call('SET', lk, 'x' .. string.sub(lv, 2), 'KEEPTTL')
   end
   redis.call('HSET', meta .. ':m', nk, nick .. '\t' .. node .. '\t' .. sid)
   redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
@@ -390,7 +468,7 @@ redis.register_function('mc_alive', function(_, a)
   -- the same way although it lives: nobody is reaped for one TTL, by
   -- when every live node has beaten again (every third of it).
   if known == 0 then
-    redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
+    hold_off(p, ttl)
   end
   if redis.call('EXISTS', p .. 'quiet') == 1 then
     return out
@@ -414,40 +492,53 @@ redis.register_function('mc_register', function(_, a)
   redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
   redis.call('SADD', p .. 'nodes', node)
   if known == 0 and fresh ~= '1' then
-    redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
+    hold_off(p, ttl)
   end
   return known
 end)
 
 -- Members of this node's sessions that ended while the store was out of
--- reach (rk, nk, nick, sid, reason, and whether this node listens to the
--- room itself: six fields each): each is announced LEFT now, whether the
--- store still has it (it is parted) or lost it (an empty restart: LEFT
--- is published all the same, so members elsewhere learn it). Returns the
--- indexes (from 0) of the ones no other node heard (none subscribed to
--- the room again yet): the node tries them again.
+-- reach (rk, nk, nick, sid, reason: five fields each): each is announced
+-- LEFT now. If the store still has it, it is parted (LEFT on the room's
+-- channel); if the store lost it (an empty restart), its record (P
+-- r:<room>:left:<nick>, kept window ms) is made and every registered node
+-- is told on its own channel (tell_left). Returns the indexes (from 0) of
+-- the ones to try again at the next heartbeat: some node did not listen
+-- yet, or nodes may still register (P quiet). A try again tells only the
+-- nodes not told yet, and nothing once a rejoin told them (x).
 redis.register_function('mc_gone', function(_, a)
-  local p, node, room_ttl = a[1], a[2], a[3]
+  local p, node, room_ttl, window = a[1], a[2], a[3], a[4]
   local again = {}
-  for i = 4, #a - 5, 6 do
+  local quiet = redis.call('EXISTS', p .. 'quiet') == 1
+  for i = 5, #a - 4, 5 do
     local rk, nk, nick, sid, reason = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
-    local self = tonumber(a[i + 5])
     local meta = p .. 'r:' .. rk
-    local cur = redis.call('HGET', meta .. ':m', nk)
-    if cur then
-      local f = fields(cur)
-      if f[2] == node and f[3] == sid then
-        part(p, rk, nk, node, sid, nick, reason, room_ttl)
+    local lk = meta .. ':left:' .. nk
+    local lv = redis.call('GET', lk)
+    local lf = lv and fields(lv)
+    local missed = false
+    if lf and lf[2] == node and lf[3] == sid then
+      if lf[1] == 'w' then
+        lv, missed = tell_left(p, rk, lv)
+        redis.call('SET', lk, lv, 'KEEPTTL')
+        missed = missed or quiet
       end
     else
-      redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
-      local seq = redis.call('HGET', meta, 'seq') or '0'
-      local before = redis.call('HLEN', meta .. ':m') + 1
-      local heard = redis.call('PUBLISH', p .. 'c:' .. rk,
-        'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
-      if heard <= self then
-        again[#again + 1] = (i - 4) / 6
+      local cur = redis.call('HGET', meta .. ':m', nk)
+      if cur then
+        local f = fields(cur)
+        if f[2] == node and f[3] == sid then
+          part(p, rk, nk, node, sid, nick, reason, room_ttl)
+        end
+      else
+        redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
+        lv, missed = tell_left(p, rk, 'w\t' .. node .. '\t' .. sid .. '\t' .. nick .. '\t' .. reason)
+        redis.call('SET', lk, lv, 'PX', window)
+        missed = missed or quiet
       end
+    end
+    if missed then
+      again[#again + 1] = (i - 5) / 5
     end
   end
   return again

@@ -233,6 +233,10 @@ impl Chat {
         }
         c.next_tick = now + TICK;
         c.lists.sweep(now);
+        self.send_held_joins();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
         c.cmd.reconnect(&c.registry, now);
         c.sub.reconnect(&c.registry, now);
         if c.sub.is_up() && c.sub_ping.is_none() {
@@ -281,6 +285,38 @@ impl Chat {
             c.alive();
             let gone: Vec<super::Gone> = c.gone.drain(..).collect();
             send_gone(c, gone);
+        }
+    }
+
+    /// The store held a JOIN off while it recovers (`mc_join` answered
+    /// RECOVERING): it goes again at the next tick, still waiting.
+    pub(super) fn join_again_later(&mut self, room: RoomId, sid: u64) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if let Some(w) = c
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.joins.iter_mut().find(|w| w.sid == sid))
+        {
+            w.sent = false;
+        }
+    }
+
+    /// JOINs held off by the store, in rooms this node listens to.
+    fn send_held_joins(&mut self) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let mut held: Vec<(RoomId, Waiter)> = Vec::new();
+        for (&id, r) in c.rooms.iter_mut().filter(|(_, r)| r.subscribed) {
+            for w in r.joins.iter_mut().filter(|w| !w.sent) {
+                w.sent = true;
+                held.push((id, *w));
+            }
+        }
+        for (id, w) in held {
+            self.send_join(id, w);
         }
     }
 
@@ -491,6 +527,21 @@ impl Chat {
         }
     }
 
+    /// A leave the store had lost, told to this node alone (`mc_gone`,
+    /// or a rejoin of the nick): "G", the room's key, then the room's
+    /// LEFT event, handled in the room's order.
+    pub(super) fn told_left(&mut self, payload: &[u8]) {
+        let Some(f) = super::split_fields(payload, 3) else {
+            return;
+        };
+        let (Some(key), Some(c)) = (text(f[1]), self.cluster.as_deref()) else {
+            return;
+        };
+        if let Some(id) = self.rooms.find(key).filter(|id| c.rooms.contains_key(id)) {
+            self.room_event(id, f[2]);
+        }
+    }
+
     /// The answer to `mc_restore`: the epoch the store holds for the room.
     pub(super) fn restored(&mut self, room: RoomId, epoch: u64, v: Result<Value, String>) {
         match v {
@@ -555,7 +606,9 @@ impl Chat {
     }
 }
 
-/// Announces leaves the store missed (`mc_gone`), a chunk per call.
+/// Announces leaves the store missed (`mc_gone`), a chunk per call. The
+/// store keeps each one it had lost long enough for every try (one per
+/// heartbeat) and for a rejoin meanwhile to tell it first.
 fn send_gone(c: &mut Cluster, gone: Vec<super::Gone>) {
     if gone.is_empty() || !c.cmd.is_up() {
         for g in gone {
@@ -564,24 +617,23 @@ fn send_gone(c: &mut Cluster, gone: Vec<super::Gone>) {
         return;
     }
     let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
-    // Rooms this node listens to: its own subscription hears a LEFT too.
-    let here: std::collections::HashSet<&str> = c.rooms.values().map(|r| r.key.as_str()).collect();
+    let window = (c.ttl * (u32::from(super::GONE_TRIES) + 3) / 3)
+        .as_millis()
+        .to_string();
     let mut calls: Vec<(Vec<super::Gone>, Vec<Vec<u8>>)> = Vec::new();
     for chunk in gone.chunks(super::RESTORE_CHUNK) {
-        let mut args: Vec<Vec<u8>> = vec![node.clone().into_bytes(), room_ttl.clone().into_bytes()];
+        let mut args: Vec<Vec<u8>> = vec![
+            node.clone().into_bytes(),
+            room_ttl.clone().into_bytes(),
+            window.clone().into_bytes(),
+        ];
         for g in chunk {
-            let listens = if here.contains(g.key.as_str()) {
-                "1"
-            } else {
-                "0"
-            };
             args.extend([
                 g.key.clone().into_bytes(),
                 g.nk.clone().into_bytes(),
                 g.nick.clone().into_bytes(),
                 g.sid.to_string().into_bytes(),
                 g.reason.clone().into_bytes(),
-                listens.as_bytes().to_vec(),
             ]);
         }
         calls.push((chunk.to_vec(), args));

@@ -1,0 +1,591 @@
+//! `--token-key`: accounts and protocol version 3, and the exactly-once
+//! check for senders.
+//!
+//! Each connection signs in with its own token (minted here from the key,
+//! `sub` = the connection's nick) and sends SAY (v3) with a msg_id: the
+//! publisher's stamp count + 1, so a receiver reads the msg_id back out of
+//! the text it gets. A publisher keeps every SAY frame until its
+//! SAY_RESULT ([`Sender`]); with `--reconnect-every` it drops abruptly
+//! (what was in flight may or may not have been taken) and, once back in
+//! its room, sends every unanswered SAY again with its msg_id. Every
+//! member records which msg_ids of which publisher it saw ([`Seen`]),
+//! live or through HISTORY.
+//!
+//! At the end ([`check`]): every msg_id a publisher had accepted must
+//! appear exactly once in the stream of every member of its room still
+//! connected. `resent` counts the SAYs sent again after a drop (and after
+//! UNAVAILABLE); `deduplicated` those the server had already taken: their
+//! SAY_RESULT names a seq no later than the room's `last_seq` in the
+//! ROOM_STATE of the rejoin, which came before the resend was read (a SAY
+//! taken anew gets a later seq).
+//!
+//! Memory: one bit per msg_id per publisher per member, in version-3
+//! runs only.
+
+use std::collections::{BTreeMap, HashMap};
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::codec::v3::{self, ClientV3, Secret, ServerV3};
+use crate::codec::{code, ErrorCode, Frame, ServerMessage};
+use crate::net::OutBuf;
+use crate::server::identity::mint::{sign_with, MintClaims, SigningKey};
+
+use super::counters::Meter;
+use super::shared::Shared;
+use super::stats::Stamp;
+
+/// SAYs a publisher keeps unanswered at most; past it a scheduled publish
+/// is skipped (the server is not answering).
+pub const MAX_UNANSWERED: usize = 1 << 20;
+/// How long a minted token lasts: longer than any run.
+pub const TOKEN_TTL_S: u64 = 24 * 3600;
+
+/// A token for connection nick `sub`.
+pub fn mint(key: &SigningKey, sub: &str, now_s: u64) -> Result<String, String> {
+    let claims = MintClaims {
+        sub: sub.to_string(),
+        exp: now_s + TOKEN_TTL_S,
+        iat: Some(now_s),
+        ..MintClaims::default()
+    };
+    sign_with(key, &claims)
+}
+
+/// A growable set of small integers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BitSet {
+    words: Vec<u64>,
+}
+
+impl BitSet {
+    /// Adds `i`; `false` if it was there.
+    pub fn insert(&mut self, i: u64) -> bool {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let had = self.words[w] & (1 << b) != 0;
+        self.words[w] |= 1 << b;
+        !had
+    }
+
+    /// Whether `i` is in.
+    pub fn contains(&self, i: u64) -> bool {
+        self.words
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// How many are in.
+    pub fn len(&self) -> u64 {
+        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+
+    /// How many of `self` are not in `other`.
+    pub fn missing_from(&self, other: &BitSet) -> u64 {
+        self.words
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let o = other.words.get(i).copied().unwrap_or(0);
+                u64::from((w & !o).count_ones())
+            })
+            .sum()
+    }
+}
+
+/// A publisher's SAYs: those waiting for an answer, those accepted.
+#[derive(Debug, Default)]
+pub struct Sender {
+    /// msg_id to the whole SAY frame, until its SAY_RESULT.
+    waiting: BTreeMap<u64, Vec<u8>>,
+    /// msg_ids sent again after a drop and not answered since.
+    resent_after_drop: BitSet,
+    /// msg_ids the server accepted (error 0).
+    pub accepted: BitSet,
+}
+
+/// What one SAY_RESULT did to the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Taken (anew, or a resend the server had taken before: `dedup`).
+    Accepted {
+        /// A resend the server had taken before the drop.
+        dedup: bool,
+    },
+    /// Refused with an error other than UNAVAILABLE: never delivered.
+    Refused,
+    /// UNAVAILABLE: sent again at once (`resent` counts it).
+    Again,
+    /// Not a msg_id we wait for.
+    Unknown,
+}
+
+impl Sender {
+    /// How many wait.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Queues a SAY (v3) for `stamp` (msg_id = count + 1); `false` when
+    /// too many wait.
+    pub fn say(
+        &mut self,
+        out: &mut OutBuf,
+        scratch: &mut Vec<u8>,
+        room: &str,
+        stamp: Stamp,
+        payload: usize,
+    ) -> bool {
+        if self.waiting.len() >= MAX_UNANSWERED {
+            return false;
+        }
+        scratch.clear();
+        stamp.write(scratch, payload);
+        let Ok(text) = std::str::from_utf8(scratch) else {
+            return false;
+        };
+        let msg_id = u64::from(stamp.count) + 1;
+        let mut frame = Vec::with_capacity(text.len() + room.len() + 24);
+        ClientV3::Say { room, text, msg_id }.encode(&mut frame);
+        out.append(&frame);
+        self.waiting.insert(msg_id, frame);
+        true
+    }
+
+    /// After a reconnect and the rejoin: every unanswered SAY again, with
+    /// its msg_id, in the order first sent. Returns how many.
+    pub fn resend_all(&mut self, out: &mut OutBuf) -> u64 {
+        for (&id, frame) in &self.waiting {
+            out.append(frame);
+            self.resent_after_drop.insert(id);
+        }
+        self.waiting.len() as u64
+    }
+
+    /// Applies a SAY_RESULT; `rejoin_seq` is the room's last_seq at the
+    /// latest rejoin.
+    pub fn result(
+        &mut self,
+        msg_id: u64,
+        seq: u64,
+        error: u16,
+        rejoin_seq: u64,
+        out: &mut OutBuf,
+    ) -> Answer {
+        if error == ErrorCode::Unavailable as u16 {
+            return match self.waiting.get(&msg_id) {
+                Some(frame) => {
+                    out.append(frame);
+                    Answer::Again
+                }
+                None => Answer::Unknown,
+            };
+        }
+        if self.waiting.remove(&msg_id).is_none() {
+            return Answer::Unknown;
+        }
+        let resent = self.resent_after_drop.contains(msg_id);
+        if error != 0 {
+            return Answer::Refused;
+        }
+        self.accepted.insert(msg_id);
+        Answer::Accepted {
+            dedup: resent && seq <= rejoin_seq,
+        }
+    }
+}
+
+/// The msg_ids one member saw, per publisher.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    per: HashMap<u32, BitSet>,
+    /// A msg_id seen again.
+    pub duplicates: u64,
+}
+
+impl Seen {
+    /// A MESSAGE or HISTORY_MESSAGE text (a stamp).
+    #[inline]
+    pub fn saw(&mut self, text: &[u8]) {
+        let Some((publisher, count)) = Stamp::publisher_count_of(text) else {
+            return;
+        };
+        if !self
+            .per
+            .entry(publisher)
+            .or_default()
+            .insert(u64::from(count) + 1)
+        {
+            self.duplicates += 1;
+        }
+    }
+
+    /// The msg_ids of `publisher` seen.
+    pub fn of(&self, publisher: u32) -> Option<&BitSet> {
+        self.per.get(&publisher)
+    }
+}
+
+/// One connection's version-3 state.
+#[derive(Debug, Default)]
+pub struct Exact {
+    /// The token (never printed: `Debug` of [`Secret`]-like length only).
+    pub token: TokenText,
+    /// The session key WELCOME gave (empty before the first).
+    pub session_key: TokenText,
+    /// Set for publishers.
+    pub sender: Option<Sender>,
+    /// What this member saw.
+    pub seen: Seen,
+    /// The room's last_seq in the ROOM_STATE of the latest (re)join.
+    pub rejoin_seq: u64,
+}
+
+/// A secret string whose `Debug` shows its length only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TokenText(pub String);
+
+impl std::fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl Exact {
+    /// HELLO (v3): no nick (the token's claim is the nick), the token, the
+    /// session key we got last.
+    pub fn hello(&self, out: &mut OutBuf) {
+        let mut frame = Vec::new();
+        ClientV3::Hello {
+            version: crate::codec::v3::VERSION_3,
+            nick: "",
+            token: Secret(&self.token.0),
+            session_key: Secret(&self.session_key.0),
+        }
+        .encode(&mut frame);
+        out.append(&frame);
+    }
+
+    /// WELCOME (v3): keeps the session key.
+    pub fn welcome(&mut self, msg: &ServerV3<'_>) {
+        if let ServerV3::Welcome { session_key, .. } = msg {
+            self.session_key = TokenText(session_key.0.to_string());
+        }
+    }
+}
+
+/// A publisher's end state, for [`check`].
+#[derive(Debug, Clone)]
+pub struct SenderEnd {
+    /// Its room.
+    pub room: usize,
+    /// Its stamp number.
+    pub publisher: u32,
+    /// The msg_ids accepted.
+    pub accepted: BitSet,
+}
+
+/// A member's end state, for [`check`].
+#[derive(Debug, Clone)]
+pub struct MemberEnd {
+    /// Its room.
+    pub room: usize,
+    /// Still connected at the end (a member cut for good is not checked
+    /// for missing msg_ids).
+    pub alive: bool,
+    /// What it saw.
+    pub seen: Seen,
+}
+
+/// The exactly-once figures of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExactlyOnce {
+    /// Accepted msg_ids, over all publishers.
+    pub accepted: u64,
+    /// (member, msg_id) pairs that should have been seen: accepted msg_ids
+    /// of each room times its live members.
+    pub expected: u64,
+    /// Of those, not seen.
+    pub missing: u64,
+    /// msg_ids a member saw more than once.
+    pub duplicates: u64,
+    /// msg_ids seen that no SAY_RESULT confirmed (the publisher was cut
+    /// before the answer came): delivered once, not an error.
+    pub unconfirmed: u64,
+}
+
+/// Every accepted msg_id of every publisher must be in every live member's
+/// stream of its room, once.
+pub fn check(senders: &[SenderEnd], members: &[MemberEnd]) -> ExactlyOnce {
+    let mut r = ExactlyOnce {
+        accepted: senders.iter().map(|s| s.accepted.len()).sum(),
+        ..ExactlyOnce::default()
+    };
+    let empty = BitSet::default();
+    for m in members {
+        r.duplicates += m.seen.duplicates;
+        for s in senders.iter().filter(|s| s.room == m.room) {
+            let seen = m.seen.of(s.publisher).unwrap_or(&empty);
+            if m.alive {
+                r.expected += s.accepted.len();
+                r.missing += s.accepted.missing_from(seen);
+            }
+            r.unconfirmed += seen.missing_from(&s.accepted);
+        }
+    }
+    r
+}
+
+impl super::conn::Conn {
+    /// A version-3 frame, or one version 3 changes the meaning of;
+    /// `None` leaves the frame to the usual path. `Some(true)` ends the
+    /// connection.
+    #[cold]
+    pub(super) fn on_v3(
+        &mut self,
+        f: &Frame<'_>,
+        now_ns: u64,
+        m: &mut Meter,
+        shared: &Shared,
+    ) -> Option<bool> {
+        let x = self.exact.as_mut()?;
+        let is_v3 = match f.code {
+            code::WELCOME => v3::hello_version(f.payload) == Some(v3::VERSION_3),
+            c => v3::SERVER_CODES.contains(&c),
+        };
+        if !is_v3 {
+            // After a takeover (or when another session of the account
+            // holds the room) the server has put us back in the room
+            // itself; our JOIN then gets ALREADY_IN_ROOM: nothing wrong.
+            if let Ok(ServerMessage::Error { error, request, .. }) =
+                ServerMessage::decode(f.code, f.payload)
+            {
+                if request == code::JOIN && error == ErrorCode::AlreadyInRoom as u16 {
+                    return Some(false);
+                }
+            }
+            return None;
+        }
+        let Ok(msg) = ServerV3::decode(f.code, f.payload) else {
+            m.tally.counters.errors += 1;
+            return Some(false);
+        };
+        match msg {
+            ServerV3::Welcome { .. } => {
+                x.welcome(&msg);
+                let _ = m
+                    .tally
+                    .register
+                    .record(self.opened.elapsed().as_nanos().max(1) as u64);
+            }
+            ServerV3::SayResult {
+                msg_id, seq, error, ..
+            } => {
+                let Some(sender) = x.sender.as_mut() else {
+                    return Some(false);
+                };
+                match sender.result(msg_id, seq, error, x.rejoin_seq, &mut self.out) {
+                    Answer::Accepted { dedup } => {
+                        if dedup {
+                            m.tally.counters.deduplicated += 1;
+                        }
+                    }
+                    Answer::Again => m.tally.counters.resent += 1,
+                    Answer::Refused => {
+                        m.tally.counters.errors += 1;
+                        if let Some(slot) = m.tally.errors.get_mut(error as usize) {
+                            *slot += 1;
+                        }
+                        shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                        m.refused(now_ns);
+                    }
+                    Answer::Unknown => {}
+                }
+            }
+            _ => {}
+        }
+        Some(false)
+    }
+}
+
+/// ROOM_STATE and HISTORY_MESSAGE of a version-3 member: the rejoin's
+/// last_seq (for telling deduplicated resends), and the msg_ids history
+/// brings back.
+pub fn on_v2_frame(x: &mut Exact, f: &Frame<'_>) {
+    match f.code {
+        code::ROOM_STATE | code::HISTORY_MESSAGE => {}
+        _ => return,
+    }
+    match ServerMessage::decode(f.code, f.payload) {
+        Ok(ServerMessage::RoomState { last_seq, .. }) => x.rejoin_seq = last_seq,
+        Ok(ServerMessage::HistoryMessage { text, .. }) => x.seen.saw(text.as_bytes()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, Decoded};
+
+    fn stamp(publisher: u32, count: u32) -> Stamp {
+        Stamp {
+            sent_ns: 1,
+            publisher,
+            count,
+        }
+    }
+
+    fn text(publisher: u32, count: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        stamp(publisher, count).write(&mut v, 40);
+        v
+    }
+
+    fn sent_ids(out: &mut OutBuf) -> Vec<u64> {
+        let mut bytes = out.pending_bytes().to_vec();
+        out.consume(bytes.len());
+        let mut ids = Vec::new();
+        while let Decoded::Frame(f, n) = decode(&bytes, 1 << 20) {
+            match ClientV3::decode(f.code, f.payload).unwrap() {
+                ClientV3::Say { msg_id, .. } => ids.push(msg_id),
+                other => panic!("{other:?}"),
+            }
+            bytes.drain(..n);
+        }
+        ids
+    }
+
+    #[test]
+    fn bitsets_count_and_compare() {
+        let mut a = BitSet::default();
+        assert!(a.insert(3) && a.insert(200) && !a.insert(3));
+        assert_eq!(a.len(), 2);
+        let mut b = BitSet::default();
+        b.insert(3);
+        assert_eq!(a.missing_from(&b), 1);
+        assert_eq!(b.missing_from(&a), 0);
+        assert!(a.contains(200) && !a.contains(201));
+    }
+
+    #[test]
+    fn a_sender_resends_after_a_drop_and_tells_dedup_from_new() {
+        let (mut s, mut out, mut scratch) = (Sender::default(), OutBuf::default(), Vec::new());
+        for count in 0..4 {
+            assert!(s.say(&mut out, &mut scratch, "#r", stamp(0, count), 40));
+        }
+        assert_eq!(sent_ids(&mut out), [1, 2, 3, 4]);
+        // 1 answered before the drop.
+        assert_eq!(
+            s.result(1, 10, 0, 0, &mut out),
+            Answer::Accepted { dedup: false }
+        );
+        // The drop: 2, 3, 4 go again; the rejoin's ROOM_STATE said 11.
+        assert_eq!(s.resend_all(&mut out), 3);
+        assert_eq!(sent_ids(&mut out), [2, 3, 4]);
+        // 2 had been taken (seq 11): deduplicated. 3 is new (seq 12).
+        assert_eq!(
+            s.result(2, 11, 0, 11, &mut out),
+            Answer::Accepted { dedup: true }
+        );
+        assert_eq!(
+            s.result(3, 12, 0, 11, &mut out),
+            Answer::Accepted { dedup: false }
+        );
+        // 4: UNAVAILABLE, sent again at once, then refused.
+        assert_eq!(
+            s.result(4, 0, ErrorCode::Unavailable as u16, 11, &mut out),
+            Answer::Again
+        );
+        assert_eq!(sent_ids(&mut out), [4]);
+        assert_eq!(
+            s.result(4, 0, ErrorCode::RateLimited as u16, 11, &mut out),
+            Answer::Refused
+        );
+        assert_eq!(s.result(4, 0, 0, 11, &mut out), Answer::Unknown);
+        assert_eq!(s.accepted.len(), 3);
+        assert_eq!(s.waiting(), 0);
+    }
+
+    #[test]
+    fn the_check_finds_missing_and_duplicated_msg_ids() {
+        let mut accepted = BitSet::default();
+        for id in 1..=5 {
+            accepted.insert(id);
+        }
+        let senders = [SenderEnd {
+            room: 0,
+            publisher: 7,
+            accepted,
+        }];
+        let member = |counts: &[u32], alive: bool| {
+            let mut seen = Seen::default();
+            for &c in counts {
+                seen.saw(&text(7, c));
+            }
+            MemberEnd {
+                room: 0,
+                alive,
+                seen,
+            }
+        };
+        // Exactly once.
+        let ok = check(&senders, &[member(&[0, 1, 2, 3, 4], true)]);
+        assert_eq!(
+            (ok.accepted, ok.expected, ok.missing, ok.duplicates),
+            (5, 5, 0, 0)
+        );
+        // One missing (msg_id 3), one twice (msg_id 1), one unconfirmed (6).
+        let bad = check(&senders, &[member(&[0, 0, 1, 3, 4, 5], true)]);
+        assert_eq!((bad.missing, bad.duplicates, bad.unconfirmed), (1, 1, 1));
+        // A member cut for good is not owed anything; another room's
+        // member is not checked against this publisher.
+        let cut = check(&senders, &[member(&[], false)]);
+        assert_eq!((cut.expected, cut.missing), (0, 0));
+        let mut other = member(&[], true);
+        other.room = 1;
+        assert_eq!(check(&senders, &[other]).missing, 0);
+    }
+
+    #[test]
+    fn hello_carries_the_token_and_the_kept_key() {
+        let mut x = Exact {
+            token: TokenText("t.o.k".into()),
+            ..Exact::default()
+        };
+        assert_eq!(format!("{:?}", x.token), "<5 bytes>");
+        x.welcome(&ServerV3::Welcome {
+            version: 3,
+            nick: "a",
+            server: "s",
+            heartbeat_ms: 1,
+            max_payload: 1,
+            account: "a",
+            role: 1,
+            session_key: Secret("k1"),
+            token_exp_ms: 0,
+        });
+        let mut out = OutBuf::default();
+        x.hello(&mut out);
+        let bytes = out.pending_bytes().to_vec();
+        let Decoded::Frame(f, _) = decode(&bytes, 1 << 20) else {
+            panic!()
+        };
+        assert_eq!(
+            ClientV3::decode(f.code, f.payload).unwrap(),
+            ClientV3::Hello {
+                version: 3,
+                nick: "",
+                token: Secret("t.o.k"),
+                session_key: Secret("k1")
+            }
+        );
+    }
+}
