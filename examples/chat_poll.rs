@@ -27,7 +27,7 @@
 //! buffer (`Conn::out`); nobody waits for it, and past `MAX_OUT` bytes it is
 //! cut off. One thread serves everyone (`rung3_one_thread_many_clients`).
 //!
-//! What it costs, and what rung 4 (the daemon, `src/server/event_loop.rs`)
+//! What it costs, and what rung 4 (the daemon, `src/server/event_loop/mod.rs`)
 //! fixes: every `poll()` passes all N descriptors to the kernel, which
 //! checks all N, and we scan all N `revents` again, even when one client out
 //! of 10,000 spoke. `/stats` counts it: `scanned / wakeups` is about N.

@@ -427,7 +427,7 @@ fn trace_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 /// stopped while they connect); the daemon accepts at most `ACCEPT_BUDGET`
 /// (128) of them per iteration and the rest in the next ones, without an
 /// edge to announce them. Set `ACCEPT_BUDGET` to `usize::MAX` in
-/// src/server/event_loop.rs and this fails: all 300 in one iteration.
+/// src/server/event_loop/mod.rs and this fails: all 300 in one iteration.
 #[test]
 fn the_accept_budget_bounds_an_iteration_and_the_rest_follow() {
     const N: usize = 300;

@@ -333,8 +333,11 @@ fn a_burst_of_tls_client_hellos_does_not_hold_the_loop() {
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let worst = b.join().unwrap();
+    // Unbudgeted, the whole burst is one iteration and the worst round
+    // trip is about the burst's length; budgeted, it is a small part of
+    // it. The ratio holds on a loaded machine, where both grow.
     assert!(
-        worst < Duration::from_millis(600),
+        worst < Duration::from_millis(600) || worst < took / 4,
         "bystander's worst round trip {worst:?} during 400 handshakes ({took:?})"
     );
     // And a real handshake still completes.

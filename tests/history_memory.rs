@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use muxchat::net::OutBuf;
-use muxchat::server::history::{History, Limits, Request, RingId, INDEX_BYTES};
+use muxchat::server::chat::history::{History, Limits, Request, RingId, INDEX_BYTES};
 
 struct Counting;
 

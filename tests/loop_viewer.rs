@@ -45,7 +45,7 @@ const LARGE: usize = 4000;
 /// `--max-outbuf`: the slow readers' total (4.8 MB) stays below it, the
 /// never-reader's (14.4 MB) passes it.
 const MAX_OUTBUF: usize = 8 << 20;
-/// `ACCEPT_BUDGET` in src/server/event_loop.rs.
+/// `ACCEPT_BUDGET` in src/server/event_loop/mod.rs.
 const ACCEPT_BUDGET: usize = 128;
 
 /// What the test needs to find its sessions in the trace.

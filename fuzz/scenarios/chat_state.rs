@@ -25,6 +25,7 @@ pub fn check(data: &[u8]) {
 
     use muxchat::server::chat::Chat;
     use muxchat::server::config::Config;
+    use muxchat::server::event_loop::reading::read;
 
     const SESSIONS: usize = 4;
     const STEPS: usize = 96;
@@ -93,7 +94,7 @@ pub fn check(data: &[u8]) {
         }
         chat.sessions.end_flush(list);
         while let Some(t) = chat.sessions.pop_finished() {
-            let s = chat.remove(t);
+            let (s, _) = chat.remove(t);
             for c in clients.iter_mut() {
                 if c.token == t && c.id == s.id() {
                     c.id = 0;
@@ -125,7 +126,14 @@ pub fn check(data: &[u8]) {
                 };
                 let _ = std::io::Write::write(&mut &clients[who].peer, &bytes);
                 if live {
-                    chat.read(clients[who].token, &mut scratch, 4096, iteration, now);
+                    read(
+                        &mut chat,
+                        clients[who].token,
+                        &mut scratch,
+                        4096,
+                        iteration,
+                        now,
+                    );
                 }
             }
             // Many copies of one request at once (pipelining).
@@ -134,7 +142,14 @@ pub fn check(data: &[u8]) {
                 let times = 1 + input.u8() as usize % 64;
                 let _ = std::io::Write::write(&mut &clients[who].peer, &one.repeat(times));
                 if live {
-                    chat.read(clients[who].token, &mut scratch, 64 * 1024, iteration, now);
+                    read(
+                        &mut chat,
+                        clients[who].token,
+                        &mut scratch,
+                        64 * 1024,
+                        iteration,
+                        now,
+                    );
                 }
             }
             // The client reads some or all of what reached it.
@@ -146,7 +161,14 @@ pub fn check(data: &[u8]) {
             4 => {
                 let _ = clients[who].peer.shutdown(std::net::Shutdown::Write);
                 if live {
-                    chat.read(clients[who].token, &mut scratch, 4096, iteration, now);
+                    read(
+                        &mut chat,
+                        clients[who].token,
+                        &mut scratch,
+                        4096,
+                        iteration,
+                        now,
+                    );
                 }
             }
             // The socket fails.
@@ -158,7 +180,14 @@ pub fn check(data: &[u8]) {
             }
             // A resumed or carried-over read without new bytes.
             7 if live => {
-                chat.read(clients[who].token, &mut scratch, 4096, iteration, now);
+                read(
+                    &mut chat,
+                    clients[who].token,
+                    &mut scratch,
+                    4096,
+                    iteration,
+                    now,
+                );
             }
             // Nothing but the end of the iteration.
             _ => {}
@@ -181,7 +210,7 @@ pub fn check(data: &[u8]) {
                     .get_live(c.token, c.id)
                     .is_some_and(|s| !s.life().is_finished());
             if live {
-                chat.read(c.token, &mut scratch, 64 * 1024, iteration, now);
+                read(&mut chat, c.token, &mut scratch, 64 * 1024, iteration, now);
             }
         }
         now += Duration::from_secs(3);

@@ -35,6 +35,7 @@ pub fn check(data: &[u8]) {
     use muxchat::server::chat::Chat;
     use muxchat::server::cluster::Cluster;
     use muxchat::server::config::Config;
+    use muxchat::server::event_loop::reading::read;
 
     const NODE: &str = "n1";
     const PREFIX: &str = "muxchat:0:";
@@ -108,11 +109,7 @@ pub fn check(data: &[u8]) {
                 }
             }
         }
-        let own = chat
-            .sessions
-            .get(c.token)
-            .filter(|s| s.id() == c.id)
-            .map(|s| s.nick().to_owned());
+        let own = chat.live_member(c.token, c.id).map(|m| m.nick().to_owned());
         while let Ok(Some(f)) = c.reader.next_frame() {
             let msg = ServerMessage::decode(f.code, f.payload).expect("the server's frames decode");
             match msg {
@@ -135,7 +132,7 @@ pub fn check(data: &[u8]) {
     fn send(chat: &mut Chat, c: &Client, bytes: &[u8], scratch: &mut [u8], it: u64, now: Instant) {
         let _ = (&c.peer).write(bytes);
         if live(chat, c) {
-            chat.read(c.token, scratch, 64 * 1024, it, now);
+            read(chat, c.token, scratch, 64 * 1024, it, now);
         }
     }
 
@@ -156,7 +153,7 @@ pub fn check(data: &[u8]) {
         chat.sessions.end_flush(list);
         chat.flush_links(now);
         while let Some(t) = chat.sessions.pop_finished() {
-            let s = chat.remove(t);
+            let (s, _) = chat.remove(t);
             for c in clients.iter_mut() {
                 if c.token == t && c.id == s.id() {
                     c.id = 0;
@@ -167,7 +164,7 @@ pub fn check(data: &[u8]) {
         *iteration += 1;
         for (t, id) in chat.take_woken() {
             if chat.sessions.get_live(t, id).is_some() {
-                chat.read(t, scratch, 64 * 1024, *iteration, now);
+                read(chat, t, scratch, 64 * 1024, *iteration, now);
             }
         }
         chat.check_invariants();
@@ -500,7 +497,14 @@ pub fn check(data: &[u8]) {
                     _ => {
                         let _ = clients[who].peer.shutdown(std::net::Shutdown::Write);
                         if live(&chat, &clients[who]) {
-                            chat.read(clients[who].token, &mut scratch, 4096, iteration, now);
+                            read(
+                                &mut chat,
+                                clients[who].token,
+                                &mut scratch,
+                                4096,
+                                iteration,
+                                now,
+                            );
                         }
                     }
                 }

@@ -1,4 +1,4 @@
-//! The `history` fuzz target: `server::history` against a plain model.
+//! The `history` fuzz target: `server::chat::history` against a plain model.
 
 use std::collections::VecDeque;
 
@@ -8,7 +8,7 @@ use super::Bytes;
 
 /// A room as the model sees it: the frames it holds, oldest first, by seq.
 struct ModelRoom {
-    id: muxchat::server::history::RingId,
+    id: muxchat::server::chat::history::RingId,
     epoch: u64,
     /// The room's seq counter (the chat state machine's, not history's).
     seq: u64,
@@ -17,7 +17,7 @@ struct ModelRoom {
     tick: u64,
 }
 
-/// `server::history` against a plain model: per-room lists of frames
+/// `server::chat::history` against a plain model: per-room lists of frames
 /// encoded by the codec, eviction by scanning for the least recently active
 /// room, HISTORY answers computed from the contract's words with sets of
 /// seqs. After every operation: each room holds the same seqs, the budget
@@ -27,7 +27,7 @@ struct ModelRoom {
 /// Input: the limits, then operations (open, close, store with a
 /// following or jumping seq and a text of some length, query).
 pub fn check(data: &[u8]) {
-    use muxchat::server::history::{History, Limits, Request, INDEX_BYTES};
+    use muxchat::server::chat::history::{History, Limits, Request, INDEX_BYTES};
 
     let mut input = Bytes { rest: data };
     let limits = Limits {
@@ -194,7 +194,7 @@ pub fn check(data: &[u8]) {
 /// when at most `most` are sent, and its HISTORY_END status.
 fn model_history<'r>(
     room: &'r ModelRoom,
-    req: &muxchat::server::history::Request,
+    req: &muxchat::server::chat::history::Request,
     most: u64,
 ) -> (Vec<&'r (u64, Vec<u8>)>, u8) {
     use history_status::{GAP, MORE, NEW_EPOCH};

@@ -545,7 +545,7 @@ pub struct Config {
     /// Whether loopback addresses count against `max_per_ip`.
     pub limit_loopback: bool,
     /// The prefixes `max_per_ip` counts (`--per-ip-prefix-v4/-v6`).
-    pub per_ip_keys: crate::server::peers::PeerKeys,
+    pub per_ip_keys: crate::server::event_loop::peers::PeerKeys,
     /// Messages held per room (`--history`).
     pub history: usize,
     /// Held history bytes across all rooms (`--history-memory`).
@@ -733,7 +733,7 @@ impl Config {
             trace_file_max: args.trace_file_max,
             max_per_ip: args.max_per_ip as usize,
             limit_loopback: args.limit_loopback,
-            per_ip_keys: crate::server::peers::PeerKeys {
+            per_ip_keys: crate::server::event_loop::peers::PeerKeys {
                 v4_bits: args.per_ip_prefix_v4,
                 v6_bits: args.per_ip_prefix_v6,
             },

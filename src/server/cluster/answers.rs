@@ -8,8 +8,8 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, ServerMessage};
 
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::rooms::RoomId;
 use super::events::fold;
 use super::{num, Cluster, Expect};
 use crate::codec::resp::Value;
@@ -98,8 +98,8 @@ impl Chat {
                     // Only members speak. A session this node still has in
                     // the room was lost by the store (a reap, a flush): it
                     // is put back, and announced JOINED if it was LEFT.
-                    let live = self.sessions.get_live(t, sid);
-                    if live.is_some_and(|s| s.membership(room).is_some()) {
+                    let live = self.live_member(t, sid);
+                    if live.is_some_and(|m| m.membership(room).is_some()) {
                         self.store_forgot_us();
                     }
                     if self.sessions.get_live(t, sid).is_some() {
@@ -203,11 +203,7 @@ impl Chat {
     /// A LEAVE the store had nothing to do for: LEFT to the leaver (and
     /// the room's members here, under the presence limit), and it is out.
     fn left_here(&mut self, id: RoomId, t: Token, sid: u64) {
-        let Some(index) = self
-            .sessions
-            .get_live(t, sid)
-            .and_then(|s| s.membership(id))
-        else {
+        let Some(index) = self.live_member(t, sid).and_then(|m| m.membership(id)) else {
             return self.wake(t, sid);
         };
         let room = self.rooms.get(id);
@@ -215,7 +211,7 @@ impl Chat {
             &mut self.frame,
             &ServerMessage::Left {
                 room: &room.name,
-                nick: self.sessions.at(t).nick(),
+                nick: self.members.at(t).nick(),
                 reason: "",
             },
         );

@@ -19,9 +19,9 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, NameKey, ServerMessage, VERSION_2};
 
+use super::super::chat::members::Membership;
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::rooms::RoomId;
-use super::super::session::Membership;
 use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX};
 use crate::codec::resp::Value;
 
@@ -365,10 +365,10 @@ impl Chat {
                     return;
                 };
                 let here = if f[3] == c.node.as_bytes() {
+                    let (sessions, members) = (&self.sessions, &self.members);
                     c.sids.get(&sid).copied().filter(|&t| {
-                        self.sessions
-                            .get(t)
-                            .is_some_and(|s| s.id() == sid && s.membership(id).is_some())
+                        sessions.get(t).is_some_and(|s| s.id() == sid)
+                            && members.at(t).membership(id).is_some()
                     })
                 } else {
                     None
@@ -417,7 +417,7 @@ impl Chat {
                         } else {
                             self.send_members(id);
                         }
-                        if let Some(index) = self.sessions.at(t).membership(id) {
+                        if let Some(index) = self.members.at(t).membership(id) {
                             self.drop_member(t, index);
                         }
                         if leaving {
@@ -450,7 +450,9 @@ impl Chat {
         }
         .encode(&mut self.cast);
         self.cast_frames += 1;
-        if self.cast.len() >= super::super::commands::cast_limit(self.sessions.marks().max_outbuf) {
+        if self.cast.len()
+            >= super::super::chat::handlers::messages::cast_limit(self.sessions.marks().max_outbuf)
+        {
             self.flush_cast();
         }
     }
@@ -458,9 +460,8 @@ impl Chat {
     /// The local session `sid` if it is a member of room `id`.
     fn local_member(&self, id: RoomId, sid: u64) -> Option<Token> {
         let t = *self.cluster.as_deref()?.sids.get(&sid)?;
-        self.sessions
-            .get(t)
-            .filter(|s| s.id() == sid && s.membership(id).is_some())
+        self.live_member(t, sid)
+            .filter(|m| m.membership(id).is_some())
             .map(|_| t)
     }
 
@@ -493,8 +494,8 @@ impl Chat {
         let seq = seq.max(self.rooms.get(id).seq);
         let slot = self.rooms.join(id, w.t);
         let room = self.rooms.get(id);
-        let s = self.sessions.at_mut(w.t);
-        s.add_room(Membership {
+        let m = self.members.at_mut(w.t);
+        m.add_room(Membership {
             room: id,
             slot,
             joined_at_seq: seq,
@@ -503,7 +504,7 @@ impl Chat {
             &mut self.frame,
             &ServerMessage::Joined {
                 room: &room.name,
-                nick: s.nick(),
+                nick: m.nick(),
             },
         );
         if crowded {
@@ -511,7 +512,7 @@ impl Chat {
         } else {
             self.send_members(id);
         }
-        if self.sessions.at(w.t).version() >= VERSION_2 {
+        if self.members.at(w.t).version() >= VERSION_2 {
             let room = self.rooms.get(id);
             encode_into(
                 &mut self.frame,
@@ -529,11 +530,11 @@ impl Chat {
 
     /// Removes `t` from the room at `index` of its memberships, here only.
     pub(crate) fn drop_member(&mut self, t: Token, index: usize) {
-        let m = self.sessions.at(t).rooms()[index];
+        let m = self.members.at(t).rooms()[index];
         if let Some(moved) = self.rooms.leave(m.room, m.slot) {
-            self.sessions.at_mut(moved).move_slot(m.room, m.slot);
+            self.members.at_mut(moved).move_slot(m.room, m.slot);
         }
-        self.sessions.at_mut(t).remove_room(index);
+        self.members.at_mut(t).remove_room(index);
     }
 
     /// Nobody here is in the room or on the way in or out: stop its
@@ -578,7 +579,7 @@ impl Chat {
         self.stamp += 1;
         let stamp = self.stamp;
         if let Some(t) = sender {
-            self.sessions.at_mut(t).stamp(stamp);
+            self.members.at_mut(t).stamp(stamp);
             self.sessions.deliver(t, &self.frame);
         }
         for key in rooms.split(' ').filter(|k| !k.is_empty()) {
@@ -586,7 +587,7 @@ impl Chat {
                 continue;
             };
             for &member in &self.rooms.get(id).members {
-                if self.sessions.at_mut(member).stamp(stamp) {
+                if self.members.at_mut(member).stamp(stamp) {
                     self.sessions.deliver(member, &self.frame);
                 }
             }
@@ -607,8 +608,8 @@ impl Chat {
                 .cluster
                 .as_deref()
                 .and_then(|c| c.sids.get(&sid).copied());
-            if t.and_then(|t| self.sessions.get(t))
-                .is_some_and(|s| s.id() == sid && fold(s.nick()) == fold(nick))
+            if t.and_then(|t| self.live_member(t, sid))
+                .is_some_and(|m| fold(m.nick()) == fold(nick))
             {
                 self.rename_after_clash(sid, 0);
             }

@@ -98,7 +98,10 @@ impl Acc {
             }
             // ROOM_LIST's count is a u16, its payload one frame.
             if self.rooms.len() >= u16::MAX as usize
-                || !super::super::commands::fits(&mut self.budget, 2 + name.len() + 4)
+                || !super::super::chat::handlers::queries::fits(
+                    &mut self.budget,
+                    2 + name.len() + 4,
+                )
             {
                 self.full = true;
                 continue;
@@ -368,7 +371,9 @@ impl Chat {
             .iter()
             .filter_map(|n| text(n.as_bytes()?))
             .take(u16::MAX as usize)
-            .take_while(|nick| super::super::commands::fits(&mut budget, 2 + nick.len()))
+            .take_while(|nick| {
+                super::super::chat::handlers::queries::fits(&mut budget, 2 + nick.len())
+            })
             .collect();
         ServerMessage::UserList { room, nicks }.encode(&mut frame);
         frame

@@ -47,7 +47,7 @@ use self::link::{Change, Link, Opener};
 use self::url::RedisUrl;
 use crate::codec::resp::Value;
 
-use super::rooms::RoomId;
+use super::chat::rooms::RoomId;
 
 /// The function library loaded into Redis at every (re)connect.
 pub const LIBRARY: &str = include_str!("muxchat.lua");

@@ -13,8 +13,8 @@ use mio::Token;
 
 use crate::codec::{NameKey, ServerMessage};
 
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::rooms::RoomId;
 use super::answers::claim_time;
 use super::events::fold;
 use super::link::Change;
@@ -141,10 +141,10 @@ impl Chat {
             let mut args: Vec<String> =
                 vec![node.clone(), key.clone(), room.name.clone(), epoch, seq];
             for &m in &room.members {
-                let s = self.sessions.at(m);
-                let nk = fold(s.nick());
+                let nick = self.members.at(m).nick();
+                let nk = fold(nick);
                 entries.push(format!("{key}\t{nk}"));
-                args.extend([nk, s.nick().to_owned(), s.id().to_string()]);
+                args.extend([nk, nick.to_owned(), self.sessions.at(m).id().to_string()]);
             }
             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             c.fcall(
@@ -158,8 +158,8 @@ impl Chat {
         }
         let mut nicks: Vec<String> = Vec::new();
         for (&sid, &t) in &c.sids {
-            if let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) {
-                nicks.push(fold(s.nick()));
+            if self.sessions.get(t).is_some_and(|s| s.id() == sid) {
+                nicks.push(fold(self.members.at(t).nick()));
             }
         }
         let sids: Vec<u64> = c.sids.keys().copied().collect();
@@ -330,16 +330,12 @@ impl Chat {
         let mut claims: Vec<String> = Vec::new();
         for sid in sids {
             let Some(&t) = c.sids.get(sid) else { continue };
-            let Some(s) = self.sessions.get(t).filter(|s| s.id() == *sid) else {
+            if self.sessions.get(t).is_none_or(|s| s.id() != *sid) {
                 continue;
-            };
+            }
+            let nick = self.members.at(t).nick();
             let at = c.claims.get(sid).copied().unwrap_or(0);
-            claims.extend([
-                fold(s.nick()),
-                sid.to_string(),
-                s.nick().to_owned(),
-                at.to_string(),
-            ]);
+            claims.extend([fold(nick), sid.to_string(), nick.to_owned(), at.to_string()]);
         }
         let (node, ttl) = (c.node.clone(), c.ttl.as_millis().to_string());
         for chunk in claims.chunks(4 * super::RESTORE_CHUNK) {
@@ -375,9 +371,10 @@ impl Chat {
             c.renaming.remove(&sid);
             return; // the rebuild claims the nick again
         }
-        let old = s.nick().to_owned();
+        let m = self.members.at(t);
+        let old = m.nick().to_owned();
         let new = c.clash_nick(&old);
-        let rooms: Vec<String> = s
+        let rooms: Vec<String> = m
             .rooms()
             .iter()
             .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
@@ -593,12 +590,12 @@ impl Chat {
                 &mut self.frame,
                 &ServerMessage::Left {
                     room: &room.name,
-                    nick: self.sessions.at(t).nick(),
+                    nick: self.members.at(t).nick(),
                     reason: "room re-created while the cluster was unreachable",
                 },
             );
             self.sessions.deliver(t, &self.frame);
-            if let Some(index) = self.sessions.at(t).membership(id) {
+            if let Some(index) = self.members.at(t).membership(id) {
                 self.drop_member(t, index);
             }
         }

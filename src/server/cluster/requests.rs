@@ -12,9 +12,9 @@ use mio::Token;
 
 use crate::codec::{code, history_status, NameKey, ServerMessage};
 
+use super::super::chat::history;
+use super::super::chat::rooms::RoomId;
 use super::super::chat::{encode_into, Chat};
-use super::super::history;
-use super::super::rooms::RoomId;
 use super::events::fold;
 use super::{Cluster, ClusterRoom, Expect, Waiter};
 use crate::codec::resp::Value;
@@ -135,11 +135,11 @@ impl Chat {
     /// The JOIN call, once the room's subscription is confirmed: its
     /// JOINED event then cannot pass this node by.
     pub(crate) fn send_join(&mut self, id: RoomId, w: Waiter) {
-        let Some(s) = self.sessions.get_live(w.t, w.sid) else {
+        let Some(m) = self.live_member(w.t, w.sid) else {
             self.drop_join(id, w.sid);
             return;
         };
-        let nick = s.nick().to_owned();
+        let nick = m.nick().to_owned();
         let room = self.rooms.get(id);
         let (name, epoch) = (room.name.clone(), room.epoch.to_string());
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -187,7 +187,7 @@ impl Chat {
         if !self.store_ready(t, code::LEAVE, 128) {
             return;
         }
-        let id = self.sessions.at(t).rooms()[index].room;
+        let id = self.members.at(t).rooms()[index].room;
         let sid = self.sessions.at(t).id();
         if let Some(c) = self.cluster.as_deref_mut() {
             if let Some(cr) = c.rooms.get_mut(&id) {
@@ -201,8 +201,8 @@ impl Chat {
 
     /// The LEAVE call for `t` and room `id` (also when a session ends).
     fn send_leave(&mut self, t: Token, id: RoomId, reason: &str, expect: Expect) {
-        let s = self.sessions.at(t);
-        let (nick, sid) = (s.nick().to_owned(), s.id().to_string());
+        let nick = self.members.at(t).nick().to_owned();
+        let sid = self.sessions.at(t).id().to_string();
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -253,15 +253,15 @@ impl Chat {
             }
             self.forget_room_if_idle(id);
         }
-        while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
-            let id = self.sessions.at(t).rooms()[last].room;
+        while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
+            let id = self.members.at(t).rooms()[last].room;
             self.drop_member(t, last);
             if available {
                 self.send_leave(t, id, reason, Expect::Ignore("leave"));
             } else {
                 // Announced when the store is back, even if it came back
                 // empty (then no sync would find the member to part).
-                let nick = self.sessions.at(t).nick().to_owned();
+                let nick = self.members.at(t).nick().to_owned();
                 if let Some(c) = self.cluster.as_deref_mut() {
                     if let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) {
                         c.remember_gone(super::Gone {
@@ -278,7 +278,7 @@ impl Chat {
             self.forget_room_if_idle(id);
         }
         if registered {
-            let nick = fold(self.sessions.at(t).nick());
+            let nick = fold(self.members.at(t).nick());
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.sids.remove(&sid);
                 c.claims.remove(&sid);
@@ -295,8 +295,8 @@ impl Chat {
             return;
         }
         self.sessions.stats.messages += 1;
-        let s = self.sessions.at(t);
-        let (sid, id) = (s.id(), s.rooms()[index].room);
+        let (s, me) = (self.sessions.at(t), self.members.at(t));
+        let (sid, id) = (s.id(), me.rooms()[index].room);
         let room = self.rooms.get(id);
         let epoch = room.epoch.to_string();
         let time = history::now_ms().to_string();
@@ -309,14 +309,14 @@ impl Chat {
         };
         let key = key.to_owned();
         // Redis checks the sender's membership against its entry there.
-        let (nk, member) = (fold(s.nick()), format!("{}\t{}\t{sid}", s.nick(), c.node));
+        let (nk, member) = (fold(me.nick()), format!("{}\t{}\t{sid}", me.nick(), c.node));
         c.fcall(
             Expect::Say { t, sid, room: id },
             "mc_say",
             &[
                 key.as_bytes(),
                 epoch.as_bytes(),
-                s.nick().as_bytes(),
+                me.nick().as_bytes(),
                 body.as_bytes(),
                 time.as_bytes(),
                 maxlen.as_bytes(),
@@ -332,7 +332,7 @@ impl Chat {
         }
         // A nick on this node needs no round trip.
         if let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) {
-            let from = self.sessions.at(t).nick();
+            let from = self.members.at(t).nick();
             encode_into(
                 &mut self.frame,
                 &ServerMessage::WhisperFrom { from, text: body },
@@ -340,15 +340,15 @@ impl Chat {
             self.sessions.deliver(target, &self.frame);
             return;
         }
-        let s = self.sessions.at(t);
-        let sid = s.id();
+        let sid = self.sessions.at(t).id();
+        let me = self.members.at(t);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
         c.fcall(
             Expect::Whisper { t, sid },
             "mc_whisper",
-            &[fold(nick).as_bytes(), s.nick().as_bytes(), body.as_bytes()],
+            &[fold(nick).as_bytes(), me.nick().as_bytes(), body.as_bytes()],
         );
         self.wait(t);
     }
@@ -357,12 +357,12 @@ impl Chat {
         if !self.store_ready(t, code::NICK, 256) {
             return;
         }
-        let s = self.sessions.at(t);
-        let (sid, old) = (s.id(), s.nick().to_owned());
+        let me = self.members.at(t);
+        let (sid, old) = (self.sessions.at(t).id(), me.nick().to_owned());
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        let rooms: Vec<String> = s
+        let rooms: Vec<String> = me
             .rooms()
             .iter()
             .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
@@ -381,8 +381,7 @@ impl Chat {
         after_seq: u64,
         limit: u16,
     ) {
-        let s = self.sessions.at(t);
-        let (sid, m) = (s.id(), s.rooms()[index]);
+        let (sid, m) = (self.sessions.at(t).id(), self.members.at(t).rooms()[index]);
         let room = self.rooms.get(m.room);
         let (room_epoch, newest) = (room.epoch, m.joined_at_seq);
         let reply_cap = self.config.history.clamp(1, u16::MAX as usize);
@@ -490,7 +489,7 @@ impl Chat {
         let Some(key) = NameKey::new(new) else {
             return;
         };
-        let old = self.sessions.at_mut(t).replace_nick(new);
+        let old = self.members.at_mut(t).replace_nick(new);
         if let Some(old_key) = NameKey::new(&old) {
             self.nicks.remove(&old_key);
         }

@@ -15,7 +15,7 @@ use socket2::SockRef;
 
 use super::super::doors::refusing;
 use super::super::doors::{ProxyStart, Transport};
-use super::super::session::Session;
+use super::session::Session;
 use super::Server;
 use crate::codec::ErrorCode;
 
@@ -69,7 +69,7 @@ impl Server {
             .register(&mut SourceFd(&fd), t, Interest::READABLE)
         {
             warn!("register {peer}: {e}");
-            let s = self.chat.remove(t);
+            let (s, _) = self.chat.remove(t);
             self.forget_peer(&s);
             return;
         }

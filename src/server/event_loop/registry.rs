@@ -10,8 +10,8 @@ use slab::Slab;
 
 use crate::codec::{ErrorCode, ServerMessage};
 
+use super::super::metrics::Histograms;
 use super::lifecycle::CloseReason;
-use super::metrics::Histograms;
 use super::session::{Flushed, Marks, Session};
 
 /// Counters reported by STATS_REPLY. One instance, owned by the registry;
@@ -219,7 +219,7 @@ impl Sessions {
             .push(&ServerMessage::error(error, request, detail));
         // A WebSocket closes with a close frame after the ERROR.
         s.transport_mut().on_fatal(error);
-        s.life_mut().mute();
+        s.mute();
         debug!("{t:?} {} fatal {}", s.peer(), error.name());
         let why = match error {
             ErrorCode::SlowConsumer => "slow consumer",
@@ -232,7 +232,7 @@ impl Sessions {
             _ => "error",
         };
         self.queue_flush(t);
-        if !self.slab[t.0].life_mut().escalate(why) {
+        if !self.slab[t.0].escalate(why) {
             self.mark_closing(t, CloseReason::Fatal(why));
         }
     }
@@ -250,7 +250,7 @@ impl Sessions {
     /// Step one of closing: remember why, and queue the session for the
     /// reap stage. Safe to call anywhere, any number of times.
     pub fn mark_closing(&mut self, t: Token, reason: CloseReason) {
-        if self.slab[t.0].life_mut().mark_closing(reason) {
+        if self.slab[t.0].mark_closing(reason) {
             self.closing.push(t);
         }
     }
@@ -262,7 +262,7 @@ impl Sessions {
 
     /// Queues `t` for removal at the end of the iteration.
     pub fn finish(&mut self, t: Token) {
-        if self.slab[t.0].life_mut().finish() {
+        if self.slab[t.0].finish() {
             self.finished.push(t);
         }
     }
@@ -277,8 +277,7 @@ impl Sessions {
     /// ending with nothing left to send, is done.
     pub fn on_peer_eof(&mut self, t: Token) {
         let s = &mut self.slab[t.0];
-        s.life_mut().peer_closed();
-        drop(s.take_partial());
+        s.peer_closed();
         if s.life().is_ending() {
             if s.pending() == 0 || s.life().broken() {
                 self.finish(t);
@@ -292,7 +291,7 @@ impl Sessions {
     pub fn on_broken(&mut self, t: Token) {
         let s = &mut self.slab[t.0];
         if s.life().is_ending() {
-            s.life_mut().set_broken();
+            s.set_broken();
             self.finish(t);
         } else {
             self.mark_closing(t, CloseReason::Broken);

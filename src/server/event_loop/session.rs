@@ -1,5 +1,6 @@
 //! One connection's state: its transport, its two buffers, its lifecycle,
-//! its timers; and the policy that belongs to one session: when to pause
+//! its timers (what it is in the chat, its nick and rooms, is the chat's:
+//! `chat::members`); and the policy that belongs to one session: when to pause
 //! reading (backpressure), when to resume, when to send our FIN.
 //!
 //! The socket is a plain non-blocking `std::net::TcpStream` inside a
@@ -19,11 +20,10 @@ use std::time::Instant;
 
 pub use crate::net::OutBuf;
 
-use super::config::Config;
-use super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport};
-use super::lifecycle::Lifecycle;
-use super::limits::{Rate, TokenBucket};
-use super::rooms::RoomId;
+use super::super::chat::limits::{Rate, TokenBucket};
+use super::super::config::Config;
+use super::super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport, FRAME_COST};
+use super::lifecycle::{CloseReason, Leaving, Lifecycle};
 
 /// The smallest read, however little headroom a session's output has left.
 const MIN_READ: usize = 1024;
@@ -41,19 +41,6 @@ pub const GREETING_OUTPUT: usize = 16 * 1024;
 /// while that queue looked empty: one ioctl per 64 KiB keeps the sample
 /// fresh for a prompt reader at no measurable cost.
 const SAMPLE_EVERY: usize = 64 * 1024;
-
-/// A room the session is in, and its slot in that room's member list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Membership {
-    /// The room.
-    pub room: RoomId,
-    /// Index of this session in the room's `members`.
-    pub slot: usize,
-    /// The room's seq when the session joined (its ROOM_STATE's
-    /// `last_seq`): HISTORY never sends above it, since later messages
-    /// came live.
-    pub joined_at_seq: u64,
-}
 
 /// The output marks every session is held to, from `--max-outbuf`.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +91,61 @@ pub enum Got {
     Handshake,
 }
 
+/// Why a session's read stopped (for the loop and the event trace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStop {
+    /// Already read this iteration (one budget per iteration), or gone.
+    Skipped,
+    /// Drained: the next edge will say when there is more.
+    WouldBlock,
+    /// The budget is spent and the session is still readable: the loop
+    /// reads it again next iteration (no edge will come for it).
+    Budget,
+    /// Its own output is backed up: input paused until the flush resumes it.
+    Paused,
+    /// The peer closed its side.
+    Eof,
+    /// The socket failed.
+    Broken,
+    /// Input was already over.
+    Done,
+    /// The TLS handshake's next step waits for the handshake budget: the
+    /// loop reads it again, in arrival order, in a later iteration.
+    Handshake,
+}
+
+/// What one read of a session (`reading::read`) did.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOutcome {
+    /// The session's id (tokens are reused, ids are not).
+    pub id: u64,
+    /// Why reading stopped.
+    pub stop: ReadStop,
+    /// Read calls made.
+    pub reads: usize,
+    /// Bytes taken.
+    pub bytes: usize,
+    /// Whole frames dispatched.
+    pub frames: usize,
+    /// Bytes of a partial frame kept for next time.
+    pub partial: usize,
+    /// The door's work (bytes off the socket, frames and records decoded);
+    /// 0 for plain binary TCP, where it is `bytes`.
+    pub wire: usize,
+    /// Stopped for the handshake budget and not yet in the loop's FIFO.
+    pub enqueue: bool,
+}
+
+impl ReadOutcome {
+    /// The work this read did against a budget: the bytes taken or the
+    /// door's work to get them, whichever is more (a door may work hard
+    /// for no protocol bytes at all), plus [`FRAME_COST`] per frame
+    /// dispatched.
+    pub fn work(&self) -> usize {
+        self.bytes.max(self.wire) + FRAME_COST * self.frames
+    }
+}
+
 /// What one [`Session::flush`] did.
 #[derive(Debug, Default)]
 pub struct Flushed {
@@ -139,13 +181,6 @@ pub struct Session {
     counted_as: Option<IpAddr>,
     /// Where the session is in its life.
     life: Lifecycle,
-    /// The registered nick (empty before HELLO).
-    nick: String,
-    /// The protocol version its HELLO chose (0 before HELLO): version-2
-    /// frames go only to version-2 sessions.
-    version: u8,
-    /// Rooms the session is in (at most `--max-rooms`).
-    rooms: Vec<Membership>,
     /// A partial frame carried over between reads.
     ///
     /// Invariant: holds less than one whole frame (at most
@@ -171,20 +206,6 @@ pub struct Session {
     /// The loop iteration that last put this session on the carried-over
     /// read list (at most once per list).
     carry_in: u64,
-    /// Input is not being read because this session's own output is backed
-    /// up (backpressure): reading more requests would only queue more
-    /// replies it is not taking. TCP then pushes back on the client.
-    paused: bool,
-    /// `inbuf` holds input that was read but not dispatched because the
-    /// session's output passed the pause mark in the middle of it (whole
-    /// frames, then perhaps a partial one; at most one read's worth). It is
-    /// dispatched before the socket is read again.
-    held: bool,
-    /// A request of this session is with the cluster's store (`--redis`):
-    /// its next frames wait, held like paused input, until the answer
-    /// comes, so they see the state that request made (a SAY right after
-    /// a JOIN finds the session in the room).
-    waiting: bool,
     /// The kernel's send queue for this socket at the last sample: bytes we
     /// wrote that it has not sent yet (the peer's window is closed). It
     /// counts against `--max-outbuf`, so a stalled reader is cut once the
@@ -195,9 +216,6 @@ pub struct Session {
     since_sample: usize,
     /// Reply bytes queued before HELLO (see [`GREETING_OUTPUT`]).
     greeting_out: usize,
-    /// Close with a reset (SO_LINGER 0): the session ended with output the
-    /// peer never took, and the kernel must not keep it.
-    abort: bool,
     /// When the last frame arrived (any frame counts as life).
     last_rx: Instant,
     /// A heartbeat PING was sent since `last_rx`.
@@ -214,9 +232,6 @@ pub struct Session {
     opened_at: Instant,
     /// The deadline of this session's live timer entry, if any.
     timer_at: Option<Instant>,
-    /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
-    /// stamp when this session already got the frame.
-    stamp: u64,
     /// Frames queued since the last write that took bytes (the batching
     /// histogram).
     queued_frames: u64,
@@ -234,9 +249,6 @@ impl Session {
             peer,
             counted_as: None,
             life: Lifecycle::default(),
-            nick: String::new(),
-            version: 0,
-            rooms: Vec::new(),
             inbuf: Vec::new(),
             out: OutBuf::default(),
             writable_interest: false,
@@ -244,13 +256,9 @@ impl Session {
             flushed_in: 0,
             read_in: 0,
             carry_in: 0,
-            paused: false,
-            held: false,
-            waiting: false,
             kernel_queued: 0,
             since_sample: 0,
             greeting_out: 0,
-            abort: false,
             last_rx: now,
             pinged: false,
             accepted_at: now,
@@ -259,7 +267,6 @@ impl Session {
             bytes_out: 0,
             opened_at: now,
             timer_at: None,
-            stamp: 0,
             queued_frames: 0,
             message_since: None,
         }
@@ -322,52 +329,40 @@ impl Session {
     pub fn life(&self) -> &Lifecycle {
         &self.life
     }
-    /// The lifecycle, for its transitions.
-    pub fn life_mut(&mut self) -> &mut Lifecycle {
-        &mut self.life
+    /// HELLO accepted: Greeting -> Registered.
+    pub fn register(&mut self) -> bool {
+        self.life.register()
     }
-    /// The registered nick (empty before HELLO).
-    pub fn nick(&self) -> &str {
-        &self.nick
+    /// Marks the session for closing (see [`Lifecycle::mark_closing`]).
+    pub fn mark_closing(&mut self, reason: CloseReason) -> bool {
+        self.life.mark_closing(reason)
     }
-    /// Sets the nick, returning the old one.
-    pub fn replace_nick(&mut self, nick: &str) -> String {
-        std::mem::replace(&mut self.nick, nick.to_owned())
+    /// A fatal error wins over an earlier reason (see
+    /// [`Lifecycle::escalate`]).
+    pub fn escalate(&mut self, why: &'static str) -> bool {
+        self.life.escalate(why)
     }
-    /// The protocol version of its HELLO (0 before HELLO).
-    pub fn version(&self) -> u8 {
-        self.version
+    /// Nothing may be queued after the fatal ERROR.
+    pub fn mute(&mut self) {
+        self.life.mute()
     }
-    /// Records the version its HELLO chose.
-    pub fn set_version(&mut self, version: u8) {
-        self.version = version;
+    /// Closing -> Ending (see [`Lifecycle::reap`]).
+    pub fn reap(&mut self, now: Instant) -> Option<Leaving> {
+        self.life.reap(now)
     }
-    /// The rooms the session is in.
-    pub fn rooms(&self) -> &[Membership] {
-        &self.rooms
+    /// Ending -> Finished.
+    pub fn finish(&mut self) -> bool {
+        self.life.finish()
     }
-    /// The position of `room` in this session's membership list.
-    pub fn membership(&self, room: RoomId) -> Option<usize> {
-        self.rooms.iter().position(|m| m.room == room)
+    /// The peer sent FIN: input is over, and the partial frame with it.
+    pub fn peer_closed(&mut self) {
+        self.life.peer_closed();
+        self.life.release_held();
+        self.inbuf = Vec::new();
     }
-    /// Records a joined room.
-    pub fn add_room(&mut self, m: Membership) {
-        self.rooms.push(m);
-    }
-    /// Forgets the membership at `index`.
-    pub fn remove_room(&mut self, index: usize) {
-        self.rooms.swap_remove(index);
-    }
-    /// Another member left `room` and this session moved into its slot.
-    pub fn move_slot(&mut self, room: RoomId, slot: usize) {
-        if let Some(m) = self.rooms.iter_mut().find(|m| m.room == room) {
-            m.slot = slot;
-        }
-    }
-    /// Marks the session with `stamp`; false if it already had it (once-only
-    /// fan-out).
-    pub fn stamp(&mut self, stamp: u64) -> bool {
-        std::mem::replace(&mut self.stamp, stamp) != stamp
+    /// The socket failed while ending.
+    pub fn set_broken(&mut self) {
+        self.life.set_broken()
     }
     /// The partial frame carried over (see the field's invariant).
     pub fn inbuf(&self) -> &[u8] {
@@ -379,7 +374,7 @@ impl Session {
     }
     /// Takes the carried-over frame out (it is whole now).
     pub fn take_partial(&mut self) -> Vec<u8> {
-        self.held = false;
+        self.life.release_held();
         std::mem::take(&mut self.inbuf)
     }
     /// Keeps input read but not dispatched (the output passed the pause
@@ -387,23 +382,21 @@ impl Session {
     /// is dispatched before the socket is read again.
     pub fn hold(&mut self, rest: &[u8]) {
         self.inbuf.extend_from_slice(rest);
-        self.held = true;
-        self.paused = true;
+        self.life.hold();
     }
     /// Whether held input waits to be dispatched.
     pub fn is_holding(&self) -> bool {
-        self.held
+        self.life.is_holding()
     }
     /// Whether a request of this session waits for the cluster's store.
     pub fn is_waiting(&self) -> bool {
-        self.waiting
+        self.life.is_waiting()
     }
     /// Starts or ends waiting for the cluster's store. Returns whether
     /// input was paused meanwhile (the loop must read it again: no new
     /// edge will say it is there).
     pub fn set_waiting(&mut self, waiting: bool) -> bool {
-        self.waiting = waiting;
-        !waiting && (self.held || self.paused)
+        self.life.set_waiting(waiting)
     }
     /// Whether dispatching must stop: the output waiting for this session
     /// is past its pause mark (a small one before HELLO), or it used its
@@ -413,7 +406,7 @@ impl Session {
         if self.life.is_ending() {
             return false;
         }
-        if self.waiting {
+        if self.life.is_waiting() {
             return true;
         }
         if self.life.is_greeting() {
@@ -441,12 +434,12 @@ impl Session {
     }
     /// Asks for an abortive close (RST) when the session is dropped.
     pub fn set_abort(&mut self) {
-        self.abort = true;
+        self.life.abort();
     }
     /// Whether the socket must be reset rather than closed: output is left
     /// that the peer did not take (ours or, after a timeout, the kernel's).
     pub fn must_abort(&self) -> bool {
-        self.abort || self.pending() > 0
+        self.life.aborts() || self.pending() > 0
     }
     /// Sets SO_LINGER 0, so closing the socket sends RST and the kernel
     /// drops whatever it still holds for the peer at once.
@@ -600,12 +593,12 @@ impl Session {
             if self.life.input_done() {
                 return Got::Done;
             }
-            if self.held || self.over_pause(marks) {
+            if self.life.is_holding() || self.over_pause(marks) {
                 // Backpressure: this client is not taking its replies, so
                 // stop taking its requests. Its socket buffer fills and TCP
                 // slows it down; `flush` resumes reading once the backlog
                 // has drained.
-                self.paused = true;
+                self.life.pause();
                 return Got::Paused;
             }
             // Read no more than the headroom left below the pause mark:
@@ -662,11 +655,10 @@ impl Session {
         } else {
             marks.resume_below
         };
-        if self.paused && left <= resume_below && !self.over_pause(marks) {
+        if self.life.is_paused() && left <= resume_below && !self.over_pause(marks) {
             // Unread input may be waiting and no new edge will report it:
             // the loop reads it next iteration, like a budget carry-over.
-            self.paused = false;
-            done.resumed = true;
+            done.resumed = self.life.resume();
         }
         // WRITABLE interest only while output is pending: asking for it
         // with an empty buffer would wake us for nothing.

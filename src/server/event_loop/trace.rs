@@ -46,10 +46,10 @@ use std::time::{Duration, Instant};
 use log::warn;
 use mio::{Events, Token};
 
-use super::chat::{ReadOutcome, ReadStop};
+use super::super::chat::rooms::Room;
 use super::lifecycle::CloseReason;
-use super::rooms::Room;
 use super::session::Flushed;
+use super::session::{ReadOutcome, ReadStop};
 
 /// Room kept below the cap for the last line (`limit` or `end`, under
 /// 100 bytes even with 20-digit numbers).

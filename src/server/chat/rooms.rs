@@ -298,7 +298,7 @@ impl Rooms {
 mod tests {
     use super::*;
 
-    use crate::server::history::{History, Limits};
+    use crate::server::chat::history::{History, Limits};
 
     #[test]
     fn join_find_leave_linger_and_remove() {

@@ -27,6 +27,12 @@
 //! cannot be written. Two facts are orthogonal to the state and recorded
 //! alongside: the peer's FIN (`peer_eof`) and a failed socket (`broken`);
 //! `muted` says no more frames may be queued (a fatal ERROR was the last).
+//!
+//! Four more facts about input and the close live here too, each changed
+//! only by its transition below: `paused` (input not read: the session's
+//! own output is backed up), `held` (input read but not yet dispatched,
+//! kept until the flush resumes it), `waiting` (a request is with the
+//! cluster's store) and `abort` (close with a reset).
 
 use std::time::{Duration, Instant};
 
@@ -117,6 +123,16 @@ pub struct Lifecycle {
     peer_eof: bool,
     broken: bool,
     muted: bool,
+    /// Input is not read: the session's own output is backed up.
+    paused: bool,
+    /// Input was read and not dispatched (the output passed the pause
+    /// mark in the middle of it); it is dispatched before the next read.
+    held: bool,
+    /// A request of this session is with the cluster's store: its next
+    /// frames wait, held like paused input, until the answer comes.
+    waiting: bool,
+    /// Close with a reset (SO_LINGER 0).
+    abort: bool,
 }
 
 impl Default for Lifecycle {
@@ -127,6 +143,10 @@ impl Default for Lifecycle {
             peer_eof: false,
             broken: false,
             muted: false,
+            paused: false,
+            held: false,
+            waiting: false,
+            abort: false,
         }
     }
 }
@@ -197,7 +217,63 @@ impl Lifecycle {
         self.peer_eof || self.broken || self.is_finished()
     }
 
+    /// Input is paused (backpressure).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Read input waits to be dispatched.
+    pub fn is_holding(&self) -> bool {
+        self.held
+    }
+
+    /// A request waits for the cluster's store.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// An abortive close (RST) was asked for.
+    pub fn aborts(&self) -> bool {
+        self.abort
+    }
+
     // ----- transitions --------------------------------------------------
+
+    /// Input stops being read until [`Lifecycle::resume`] (backpressure).
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Input read and not dispatched is kept: reading pauses until the
+    /// flush resumes it.
+    pub fn hold(&mut self) {
+        self.held = true;
+        self.paused = true;
+    }
+
+    /// The held input was taken out to be dispatched.
+    pub fn release_held(&mut self) {
+        self.held = false;
+    }
+
+    /// Paused input resumes. Returns whether it was paused (the caller
+    /// reads again without waiting for an edge).
+    pub fn resume(&mut self) -> bool {
+        std::mem::replace(&mut self.paused, false)
+    }
+
+    /// Starts or ends waiting for the cluster's store. Returns whether
+    /// input was paused or held meanwhile (the caller must read it again:
+    /// no new edge will say it is there).
+    pub fn set_waiting(&mut self, waiting: bool) -> bool {
+        self.waiting = waiting;
+        !waiting && (self.held || self.paused)
+    }
+
+    /// The socket is to be reset rather than closed.
+    pub fn abort(&mut self) {
+        self.abort = true;
+    }
 
     /// Greeting -> Registered (HELLO accepted).
     pub fn register(&mut self) -> bool {
@@ -354,5 +430,24 @@ mod tests {
         assert!(!l.broken());
         assert!(!l.mark_closing(CloseReason::Broken));
         assert!(l.broken());
+    }
+
+    #[test]
+    fn held_input_pauses_and_a_wait_ending_reports_it() {
+        let mut l = Lifecycle::default();
+        assert!(!l.set_waiting(true));
+        assert!(l.is_waiting());
+        assert!(!l.set_waiting(false), "nothing was paused meanwhile");
+        l.hold();
+        assert!(l.is_holding() && l.is_paused());
+        l.set_waiting(true);
+        assert!(l.set_waiting(false), "held input must be read again");
+        l.release_held();
+        assert!(!l.is_holding());
+        assert!(l.resume());
+        assert!(!l.resume(), "resumes once");
+        assert!(!l.aborts());
+        l.abort();
+        assert!(l.aborts());
     }
 }

@@ -1,23 +1,34 @@
 //! The chat: the protocol's state machine over sessions, rooms and nicks.
 //!
-//! Everything here is plain data and bytes. Handling a frame only appends
-//! encoded frames to sessions' output buffers and puts those sessions on
-//! the flush list; the event loop writes them out once per iteration
-//! ("write before sleep"). The chat is split by job:
+//! Everything here is plain data and bytes: the chat never reads or
+//! writes a socket. The loop hands it bytes ([`Chat::on_input`],
+//! [`Chat::on_held`]) and door events ([`Chat::on_door`]); handling a frame
+//! only appends encoded frames to sessions' output buffers and puts those
+//! sessions on the flush list; the event loop writes them out once per
+//! iteration ("write before sleep"). The chat is split by job:
 //!
-//! - this file: the [`Chat`] state, reading a session and cutting its bytes
-//!   into whole frames ([`Chat::read`], [`Chat::on_input`]), and
-//!   `Chat::dispatch`, which checks a frame and calls its command;
-//! - [`super::commands`]: one handler per command, and the fan-out;
-//! - [`super::closing`]: the reap stage, timers, the shutdown drain;
-//! - [`super::registry`]: the sessions, delivery, and the first step of
-//!   closing.
+//! - this file: the [`Chat`] state, cutting bytes into whole frames, and
+//!   `Chat::dispatch`, which checks a frame and calls its handler;
+//! - [`handlers`]: the handlers, one file per concern, and the fan-out;
+//! - [`members`]: each session's chat state (nick, rooms), by token;
+//! - [`rooms`], [`history`], [`limits`]: membership indexes, held
+//!   messages, the rate allowance;
+//! - [`closing`]: the reap stage, timers, the shutdown drain;
+//! - [`super::event_loop::registry`]: the sessions, delivery, and the first
+//!   step of closing.
 //!
 //! Closing is two-step: a session is *marked* (`Sessions::mark_closing`)
 //! wherever the reason is found, and *reaped* after the event batch
 //! (`Chat::reap`), so that no fan-out loop ever sees a member vanish under
 //! it and no slab key is reused while an event for it may still be in the
 //! batch.
+
+pub mod closing;
+pub mod handlers;
+pub mod history;
+pub mod limits;
+pub mod members;
+pub mod rooms;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,76 +44,22 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
-use super::doors::{Cost, DoorEvent, HandshakeGate, Transport};
-use super::history::{self, Epochs, History};
-use super::lifecycle::CloseReason;
-use super::limits::Rate;
+use super::doors::{DoorEvent, HandshakeGate, Transport};
+use super::event_loop::lifecycle::CloseReason;
+use super::event_loop::registry::{Sessions, Stats};
+use super::event_loop::session::{Marks, Session};
+use super::event_loop::timers::Timers;
+use super::event_loop::trace::Trace;
 use super::metrics;
-use super::registry::{Sessions, Stats};
-use super::rooms::{RoomId, Rooms};
-use super::session::{Got, Marks, Session};
-use super::timers::Timers;
-use super::trace::Trace;
 use super::web::{Response, Status};
+use history::{Epochs, History};
+use limits::Rate;
+use members::{Member, Members};
+use rooms::{RoomId, Rooms};
 
 /// What dispatching one frame costs against a read budget (the doors'
 /// unit of work, which they charge too).
 pub use super::doors::FRAME_COST;
-
-/// Why a session's read stopped (for the loop and the event trace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadStop {
-    /// Already read this iteration (one budget per iteration), or gone.
-    Skipped,
-    /// Drained: the next edge will say when there is more.
-    WouldBlock,
-    /// The budget is spent and the session is still readable: the loop
-    /// reads it again next iteration (no edge will come for it).
-    Budget,
-    /// Its own output is backed up: input paused until the flush resumes it.
-    Paused,
-    /// The peer closed its side.
-    Eof,
-    /// The socket failed.
-    Broken,
-    /// Input was already over.
-    Done,
-    /// The TLS handshake's next step waits for the handshake budget: the
-    /// loop reads it again, in arrival order, in a later iteration.
-    Handshake,
-}
-
-/// What [`Chat::read`] did.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadOutcome {
-    /// The session's id (tokens are reused, ids are not).
-    pub id: u64,
-    /// Why reading stopped.
-    pub stop: ReadStop,
-    /// Read calls made.
-    pub reads: usize,
-    /// Bytes taken.
-    pub bytes: usize,
-    /// Whole frames dispatched.
-    pub frames: usize,
-    /// Bytes of a partial frame kept for next time.
-    pub partial: usize,
-    /// The door's work (bytes off the socket, frames and records decoded);
-    /// 0 for plain binary TCP, where it is `bytes`.
-    pub wire: usize,
-    /// Stopped for the handshake budget and not yet in the loop's FIFO.
-    pub enqueue: bool,
-}
-
-impl ReadOutcome {
-    /// The work this read did against a budget: the bytes taken or the
-    /// door's work to get them, whichever is more (a door may work hard
-    /// for no protocol bytes at all), plus [`FRAME_COST`] per frame
-    /// dispatched.
-    pub fn work(&self) -> usize {
-        self.bytes.max(self.wire) + FRAME_COST * self.frames
-    }
-}
 
 /// The whole chat state: sessions, rooms, the nick index, timers, counters.
 #[derive(Debug)]
@@ -111,6 +68,8 @@ pub struct Chat {
     pub(super) rate: Rate,
     /// Sessions, the loop's work lists, and the counters.
     pub sessions: Sessions,
+    /// What each session is in the chat, by token.
+    pub(super) members: Members,
     pub(super) rooms: Rooms,
     /// Case-folded nick to session: WHISPER and NICK never scan.
     pub(super) nicks: HashMap<NameKey, Token>,
@@ -174,6 +133,7 @@ impl Chat {
             },
             sessions: Sessions::new(Marks::new(&config)),
             config,
+            members: Members::default(),
             rooms: Rooms::default(),
             nicks: HashMap::new(),
             timers: Timers::default(),
@@ -217,6 +177,11 @@ impl Chat {
     /// The settings in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The per-session rate allowance (a door's frames take from it too).
+    pub fn rate(&self) -> Rate {
+        self.rate
     }
 
     /// Settings reloaded on SIGHUP (only the options `reload::plan` found
@@ -290,141 +255,40 @@ impl Chat {
         self.sessions.stats.accepted += 1;
         let s = Session::new(transport, self.next_id, peer, self.rate, now);
         let t = self.sessions.insert(s);
+        self.members.open(t);
         let deadline = self.next_deadline(t);
         self.arm(t, deadline);
         t
     }
 
+    /// `t`'s member if `t` is still the session `sid` (tokens are reused).
+    pub fn live_member(&self, t: Token, sid: u64) -> Option<&Member> {
+        self.sessions
+            .get(t)
+            .filter(|s| s.id() == sid)
+            .map(|_| self.members.at(t))
+    }
+
     /// Removes a finished session and hands it back to the event loop to
     /// deregister and close.
-    pub fn remove(&mut self, t: Token) -> Session {
-        self.sessions.remove(t)
+    /// Its nick (empty if it never registered) comes with it, for the
+    /// connection's last log line.
+    pub fn remove(&mut self, t: Token) -> (Session, String) {
+        (self.sessions.remove(t), self.members.close(t))
     }
 
     // ----- input --------------------------------------------------------
 
-    /// Reads `t` until `WouldBlock`, its `budget`, backpressure or the end
-    /// of its input, dispatching whole frames as they arrive. At most once
-    /// per session per `iteration`.
-    pub fn read(
-        &mut self,
-        t: Token,
-        scratch: &mut [u8],
-        budget: usize,
-        iteration: u64,
-        now: Instant,
-    ) -> ReadOutcome {
-        let marks = self.sessions.marks();
-        let mut done = ReadOutcome {
-            id: 0,
-            stop: ReadStop::Skipped,
-            reads: 0,
-            bytes: 0,
-            frames: 0,
-            partial: 0,
-            wire: 0,
-            enqueue: false,
-        };
-        let s = self.sessions.at_mut(t);
-        done.id = s.id();
-        if !s.begin_read(iteration) {
-            return done;
-        }
+    /// Input held back when the output passed the pause mark: dispatched
+    /// before anything still in the socket, which it was read before.
+    /// Returns the frames dispatched, and whether input is still held (the
+    /// output passed the mark again).
+    pub fn on_held(&mut self, t: Token, now: Instant) -> (usize, bool) {
         self.now = now;
-        if s.is_waiting() {
-            // Its request is with the cluster's store: the rest of its
-            // input waits until the answer wakes it.
-            done.stop = ReadStop::Paused;
-            return done;
-        }
-        // Input held back when the output passed the pause mark goes
-        // first: it was read before anything still in the socket.
-        if s.is_holding() && !s.life().is_ending() {
-            let held = s.take_partial();
-            done.frames += self.dispatch_slice(t, &held, now);
-            self.flush_cast();
-            if self.sessions.at(t).is_holding() {
-                done.stop = ReadStop::Paused;
-                done.partial = self.sessions.at(t).inbuf().len();
-                return done;
-            }
-        }
-        done.stop = loop {
-            done.reads += 1;
-            let s = self.sessions.at_mut(t);
-            let discarding = s.life().is_ending();
-            // Never read much more than the budget has left: one read of
-            // 64 KiB of 8-byte frames is 8,192 frames of work.
-            let room = budget
-                .saturating_sub(done.work())
-                .clamp(1024, scratch.len());
-            let mut cost = Cost::default();
-            let got = s.read_some(
-                &mut scratch[..room],
-                marks,
-                self.rate,
-                now,
-                &mut self.handshakes,
-                &mut cost,
-            );
-            done.wire += cost.work;
-            if cost.limited > 0 || cost.refused {
-                self.note_cost(&cost);
-            }
-            match got {
-                Got::Bytes(n) => {
-                    done.bytes += n;
-                    self.sessions.stats.bytes_in += n as u64;
-                    self.sessions.at_mut(t).count_bytes(n, 0);
-                    if !discarding {
-                        done.frames += self.on_input(t, &scratch[..n], now);
-                        if self.sessions.at(t).is_holding() {
-                            break ReadStop::Paused;
-                        }
-                    }
-                    if done.work() >= budget {
-                        break ReadStop::Budget;
-                    }
-                }
-                Got::WouldBlock => break ReadStop::WouldBlock,
-                Got::Yield => {
-                    if done.work() >= budget {
-                        break ReadStop::Budget;
-                    }
-                }
-                Got::Handshake => {
-                    done.enqueue = cost.enqueue;
-                    break ReadStop::Handshake;
-                }
-                Got::Paused => break ReadStop::Paused,
-                Got::Done => break ReadStop::Done,
-                Got::Eof => {
-                    self.sessions.on_peer_eof(t);
-                    break ReadStop::Eof;
-                }
-                Got::Failed(e) => {
-                    debug!("{t:?} read: {e}");
-                    self.sessions.on_broken(t);
-                    break ReadStop::Broken;
-                }
-                Got::Door(DoorEvent::Closed) => {
-                    self.sessions.on_peer_eof(t);
-                    break ReadStop::Eof;
-                }
-                // Anything else: act, then read on (an upgraded WebSocket
-                // has frames to decode; a closing session drains input
-                // until WouldBlock, so the edge is not lost).
-                Got::Door(ev) => self.on_door(t, ev, now),
-            }
-        };
-        // A door may have something of its own to write (a TLS handshake
-        // record, a pong, an HTTP answer): the flush stage takes it.
-        let s = self.sessions.at(t);
-        done.partial = s.inbuf().len();
-        if s.transport_wants_flush() {
-            self.sessions.queue_flush(t);
-        }
-        done
+        let held = self.sessions.at_mut(t).take_partial();
+        let frames = self.dispatch_slice(t, &held, now);
+        self.flush_cast();
+        (frames, self.sessions.at(t).is_holding())
     }
 
     /// Bytes read from `t`'s socket: completes a partial frame carried over
@@ -432,6 +296,7 @@ impl Chat {
     /// straight from the caller's buffer, and keeps a trailing partial frame
     /// for next time. Returns the number of frames dispatched.
     pub fn on_input(&mut self, t: Token, data: &[u8], now: Instant) -> usize {
+        self.now = now;
         let frames = self.dispatch_all(t, data, now);
         self.flush_cast();
         frames
@@ -512,19 +377,9 @@ impl Chat {
         frames
     }
 
-    /// Counts what a door refused: frames past the allowance (like
-    /// requests past it) and handshakes past the per-address limit (like
-    /// connections past `--max-per-ip`).
-    #[cold]
-    fn note_cost(&mut self, cost: &Cost) {
-        self.sessions.stats.rate_limited += cost.limited;
-        if cost.refused {
-            self.sessions.stats.rejected_full += 1;
-        }
-    }
-
     /// What a session's door needs from the chat.
-    fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
+    pub fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
+        self.now = now;
         let served = CloseReason::Fatal("http request served");
         match ev {
             DoorEvent::Metrics => {
@@ -624,7 +479,7 @@ impl Chat {
         }
         // A version-1 session sees no change at all: HISTORY is a code it
         // does not have.
-        if is_version_2_code(request) && s.version() < VERSION_2 {
+        if is_version_2_code(request) && self.members.at(t).version() < VERSION_2 {
             return self.error(t, ErrorCode::UnknownCode, request, "");
         }
         if registered && request == code::HELLO {
@@ -670,24 +525,24 @@ impl Chat {
     #[cfg(feature = "fuzzing")]
     pub fn check_invariants(&self) {
         for (key, &t) in &self.nicks {
-            let s = self
-                .sessions
-                .get(t)
-                .expect("the nick index points to a live session");
+            assert!(
+                self.sessions.get(t).is_some(),
+                "the nick index points to a live session"
+            );
             assert_eq!(
-                NameKey::new(s.nick()).as_ref(),
+                NameKey::new(self.members.at(t).nick()).as_ref(),
                 Some(key),
                 "the nick index key is the session's nick"
             );
         }
         let max_inbuf = 64 * 1024 + 8 + self.config.max_payload as usize;
         for t in self.sessions.tokens() {
-            let s = self.sessions.at(t);
+            let (s, me) = (self.sessions.at(t), self.members.at(t));
             if s.life().is_registered() {
-                let key = NameKey::new(s.nick()).expect("a registered nick is valid");
+                let key = NameKey::new(me.nick()).expect("a registered nick is valid");
                 assert_eq!(self.nicks.get(&key), Some(&t), "registered nick indexed");
             }
-            for m in s.rooms() {
+            for m in me.rooms() {
                 assert_eq!(
                     self.rooms.get(m.room).members.get(m.slot),
                     Some(&t),
@@ -699,9 +554,13 @@ impl Chat {
         for room in self.rooms.iter() {
             let id = self.rooms.find(&room.name).expect("rooms are indexed");
             for (slot, &t) in room.members.iter().enumerate() {
-                let s = self.sessions.get(t).expect("a member is a live session");
+                assert!(self.sessions.get(t).is_some(), "a member is a live session");
                 assert!(
-                    s.rooms().iter().any(|m| m.room == id && m.slot == slot),
+                    self.members
+                        .at(t)
+                        .rooms()
+                        .iter()
+                        .any(|m| m.room == id && m.slot == slot),
                     "a member records its slot"
                 );
             }

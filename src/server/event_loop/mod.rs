@@ -44,7 +44,7 @@
 //! 7. **Shutdown**: once draining, stop when everyone has gone or the grace
 //!    period is over.
 //!
-//! The loop decides nothing about a session: [`Chat::read`] and the
+//! The loop decides nothing about a session: [`reading::read`] and the
 //! session's flush return outcomes, and the loop turns them into interest
 //! changes and list entries.
 
@@ -63,20 +63,29 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::chat::{Chat, ReadStop};
+use super::chat::history::Epochs;
+use super::chat::Chat;
 use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
 use super::doors::refusing::Refusals;
 use super::doors::{tls, Doors};
-use super::history::Epochs;
-use super::registry::FlushOutcome;
-use super::trace::Trace;
+use registry::FlushOutcome;
+use trace::Trace;
 
 mod admission;
 mod housekeeping;
+pub mod lifecycle;
+mod observe;
+pub mod peers;
+pub mod reading;
+pub mod registry;
+pub mod session;
+pub mod timers;
+pub mod trace;
 
 use housekeeping::default_node_name;
+use reading::ReadStop;
 
 /// The listener's token. Sessions use their slab keys, which start at 0,
 /// so the two special sources take the top of the range.
@@ -140,7 +149,7 @@ pub struct Server {
     /// in their door's language.
     refusals: Refusals,
     /// Open connections per peer address prefix (for `--max-per-ip`; see
-    /// [`super::peers`]).
+    /// [`peers`]).
     per_ip: HashMap<IpAddr, u32>,
     /// When the allocator was last asked to give memory back.
     last_trim: Option<Instant>,
@@ -297,108 +306,104 @@ impl Server {
     }
 
     /// Runs until a signal's drain completes (Ok) or the poll itself fails.
+    ///
+    /// Each line is one stage (the module docs say what each does); what
+    /// the loop observes of an iteration (counters, histograms, the two
+    /// traces) happens between the stages, in `observe.rs`.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         loop {
-            // 1. Poll: sleep until some registered descriptor is ready or
-            //    the earliest deadline is due. This is the only place the
-            //    loop blocks.
             let timeout = self.poll_timeout(Instant::now());
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            self.poll_ready(&mut events, timeout)?; // 1. poll
             let now = Instant::now();
-            self.chat.stats_mut().poll_wakeups += 1;
-            self.iteration += 1;
-            if self.trace {
-                trace_wake(events.iter().count(), timeout);
+            self.observe_wake(&events, timeout);
+            let carried = self.begin_reads(now); // 2a. dispatch readiness
+            if self.dispatch(&events, now) == Next::Exit {
+                return Ok(());
             }
-            self.chat.trace.wake(self.iteration, &events, timeout);
-
-            // 2a. Dispatch readiness. Each event carries the token we
-            //    registered the descriptor with, and what changed (an edge:
-            //    readable, writable). Every source is drained until
-            //    WouldBlock, or no new edge would ever come for the rest.
-            let carried = std::mem::take(&mut self.still_readable);
-            self.global_left = GLOBAL_READ_BUDGET;
-            self.read_waiting_handshakes(now);
-            if std::mem::take(&mut self.accept_more) {
-                self.accept_all(now);
-            }
-            for event in events.iter() {
-                self.chat.stats_mut().events += 1;
-                let (token, readable, writable) = (
-                    event.token(),
-                    event.is_readable() || event.is_read_closed() || event.is_error(),
-                    event.is_writable(),
-                );
-                self.chat
-                    .trace
-                    .event(token, source(token), readable, writable);
-                match token {
-                    LISTENER => self.accept_all(now),
-                    // The cluster's Redis links: sources like any other.
-                    cluster::CMD | cluster::SUB => {
-                        self.chat
-                            .on_link_ready(token == cluster::SUB, writable, now)
-                    }
-                    DISCOVERY => self.answer_probes(now),
-                    t if Refusals::owns(t) => self.refusals.on_ready(self.poll.registry(), t),
-                    SIGNALS => {
-                        if self.on_signal(now) {
-                            info!("second signal: exiting at once");
-                            return Ok(());
-                        }
-                    }
-                    t => self.on_session_event(t, readable, writable, now),
-                }
-            }
-
-            // 2b. Carried-over reads: sessions that spent their read
-            //     budget last iteration, or whose paused input resumed, are
-            //     still readable, but no new edge will say so: read them now,
-            //     oldest first, with their own global allowance.
-            self.read_carried(carried, now);
-
-            // 3. Timers: login timeouts, heartbeats, lingering closes, and
-            //    refused connections that never said which door.
-            self.chat.run_timers(now);
-            self.refusals.expire(self.poll.registry(), now);
-
-            // 4. Reap: sessions marked for closing during stages 2-3 leave
-            //    their rooms now, after the batch, never in the middle of it.
-            self.chat.reap(now);
-            // Sessions whose request the cluster's store answered while
-            // their input was paused: read them next iteration.
-            for (t, id) in self.chat.take_woken() {
-                if self.chat.sessions.get_live(t, id).is_some() {
-                    self.carry(t);
-                }
-            }
-
-            // 5. Write before sleep: one write per session carries every
-            //    frame queued for it this iteration. What the kernel will
-            //    not take yet stays buffered and turns on WRITABLE interest
-            //    (backpressure); a drained buffer turns it off.
-            self.flush_all();
-            let took = now.elapsed().as_nanos() as u64;
-            self.chat.sessions.hist.loop_iteration.observe(took);
-
-            // 6. Remove sessions that finished closing: only now are their
-            //    tokens free for reuse.
-            self.remove_finished();
-            self.chat.trace.end_iteration();
+            self.read_carried(carried, now); // 2b. carried-over reads
+            self.run_timers(now); // 3. timers
+            self.reap(now); // 4. reap
+            self.flush_all(); // 5. write before sleep
+            self.observe_written(now);
+            self.remove_finished(); // 6. remove
             self.trim_if_idle(now);
-
-            trace_slow_iteration(now);
-
-            // 7. Shutdown: once draining, stop when everyone has gone or
-            //    the grace period is over.
+            self.observe_end(now);
             if self.drained_out(now) {
+                // 7. shutdown
                 self.chat.leave_cluster();
                 return Ok(());
+            }
+        }
+    }
+
+    /// Stage 1: sleep until some registered descriptor is ready or the
+    /// earliest deadline is due. This is the only place the loop blocks.
+    fn poll_ready(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(events, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stage 2a's start: this half's read budget, the handshakes that waited
+    /// since an earlier iteration, the accepts left over. Returns last
+    /// iteration's carried-over reads, which stage 2b reads.
+    fn begin_reads(&mut self, now: Instant) -> Vec<(Token, u64)> {
+        let carried = std::mem::take(&mut self.still_readable);
+        self.global_left = GLOBAL_READ_BUDGET;
+        self.read_waiting_handshakes(now);
+        if std::mem::take(&mut self.accept_more) {
+            self.accept_all(now);
+        }
+        carried
+    }
+
+    /// Stage 2a: dispatch readiness. Each event carries the token we
+    /// registered the descriptor with, and what changed (an edge:
+    /// readable, writable). Every source is drained until WouldBlock, or
+    /// no new edge would ever come for the rest.
+    fn dispatch(&mut self, events: &Events, now: Instant) -> Next {
+        for event in events.iter() {
+            let (token, readable, writable) = self.observe_event(event);
+            match token {
+                LISTENER => self.accept_all(now),
+                // The cluster's Redis links: sources like any other.
+                cluster::CMD | cluster::SUB => {
+                    self.chat
+                        .on_link_ready(token == cluster::SUB, writable, now)
+                }
+                DISCOVERY => self.answer_probes(now),
+                t if Refusals::owns(t) => self.refusals.on_ready(self.poll.registry(), t),
+                SIGNALS => {
+                    if self.on_signal(now) {
+                        info!("second signal: exiting at once");
+                        return Next::Exit;
+                    }
+                }
+                t => self.on_session_event(t, readable, writable, now),
+            }
+        }
+        Next::Go
+    }
+
+    /// Stage 3: login timeouts, heartbeats, lingering closes, and refused
+    /// connections that never said which door.
+    fn run_timers(&mut self, now: Instant) {
+        self.chat.run_timers(now);
+        self.refusals.expire(self.poll.registry(), now);
+    }
+
+    /// Stage 4: sessions marked for closing during stages 2-3 leave their
+    /// rooms now, after the batch, never in the middle of it. Sessions
+    /// whose request the cluster's store answered while their input was
+    /// paused are read next iteration.
+    fn reap(&mut self, now: Instant) {
+        self.chat.reap(now);
+        for (t, id) in self.chat.take_woken() {
+            if self.chat.sessions.get_live(t, id).is_some() {
+                self.carry(t);
             }
         }
     }
@@ -477,13 +482,7 @@ impl Server {
         if self.chat.sessions.get(t).is_none() {
             return;
         }
-        if self.trace {
-            info!(
-                "event {t:?}: {}{}",
-                if readable { "readable " } else { "" },
-                if writable { "writable" } else { "" }
-            );
-        }
+        self.observe_session_event(t, readable, writable);
         if readable {
             self.read_session(t, now);
         }
@@ -510,9 +509,14 @@ impl Server {
             return;
         }
         let budget = READ_BUDGET.min(self.global_left);
-        let r = self
-            .chat
-            .read(t, &mut self.scratch, budget, self.iteration, now);
+        let r = reading::read(
+            &mut self.chat,
+            t,
+            &mut self.scratch,
+            budget,
+            self.iteration,
+            now,
+        );
         self.global_left = self.global_left.saturating_sub(r.work());
         if r.stop == ReadStop::Budget {
             self.carry(t);
@@ -520,22 +524,7 @@ impl Server {
         if r.enqueue {
             self.handshake_wait.push_back((t, r.id));
         }
-        self.chat.trace.read(t, &r);
-        if self.trace && r.stop != ReadStop::Skipped {
-            let why = match r.stop {
-                ReadStop::WouldBlock | ReadStop::Done | ReadStop::Skipped => "WouldBlock",
-                ReadStop::Budget => "budget spent, still readable",
-                ReadStop::Handshake => "TLS handshake budget spent: waits its turn",
-                ReadStop::Paused => "backpressure: own output backed up, input paused",
-                ReadStop::Eof => "EOF: the peer closed its side",
-                ReadStop::Broken => "an error (reset): the connection is broken",
-            };
-            info!(
-                "  {t:?}: {} reads took {} B, {} whole frames, \
-                 {} B of a partial frame kept; stopped on {why}",
-                r.reads, r.bytes, r.frames, r.partial
-            );
-        }
+        self.observe_read(t, &r);
     }
 
     /// Answers discovery probes (UDP): drained until `WouldBlock` like
@@ -595,7 +584,7 @@ impl Server {
                 continue;
             };
             let id = self.chat.sessions.at(t).id();
-            self.chat.trace.flush(t, id, &f);
+            self.observe_flush(t, id, &f);
             // 5b. A drained buffer is released if the session stays quiet.
             if f.drained {
                 self.drained.push((t, id));
@@ -604,12 +593,6 @@ impl Server {
             //     budget carry-over (no new edge will report it).
             if f.resumed {
                 self.carry(t);
-                if self.trace {
-                    info!("  {t:?}: backlog down to {} B, input resumed", f.left);
-                }
-            }
-            if self.trace {
-                info!("  {t:?}: wrote {} B, {} B left", f.wrote, f.left);
             }
             // 5d. WRITABLE interest only while output is left over.
             if let Some(writable) = f.writable {
@@ -651,10 +634,9 @@ impl Server {
     /// Stage 6: deregister and close every finished session.
     fn remove_finished(&mut self) {
         while let Some(t) = self.chat.sessions.pop_finished() {
-            let s = self.chat.remove(t);
+            let (s, nick) = self.chat.remove(t);
             let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            self.chat.trace.remove(t, s.id());
             self.forget_peer(&s);
             // Output the peer never took (a cut slow consumer, a peer that
             // did not close in time): reset, so the kernel does not keep
@@ -663,44 +645,18 @@ impl Server {
             if abort {
                 s.make_abortive();
             }
-            if self.trace {
-                let how = if abort { "reset" } else { "close" };
-                info!("{how} {t:?} ({})", s.peer());
-            }
-            log_ended(&s);
+            self.observe_removed(t, &s, &nick, abort);
             // Dropping the session drops its transport, closing the
             // descriptor.
         }
     }
 }
 
-/// A connection's last line, at info: how it ended and what it moved.
-fn log_ended(s: &super::session::Session) {
-    let (bytes_in, bytes_out) = s.bytes();
-    let duration_ms = s.opened_at().elapsed().as_millis() as u64;
-    let reason = match s.life().end_reason() {
-        "" => "closed",
-        why => why,
-    };
-    let t = s.transport();
-    info!(
-        target: "muxchat::conn",
-        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = s.nick(),
-        reason = reason, duration_ms = duration_ms, bytes_in = bytes_in, bytes_out = bytes_out;
-        "ended: {} ({reason}) after {duration_ms} ms, {bytes_in} B in, {bytes_out} B out",
-        s.peer()
-    );
-}
-
-/// The loop trace's name for a source that is not a session.
-fn source(t: Token) -> Option<&'static str> {
-    match t {
-        LISTENER => Some("listener"),
-        cluster::CMD => Some("redis-command"),
-        cluster::SUB => Some("redis-subscriber"),
-        SIGNALS => Some("signals"),
-        _ => None,
-    }
+/// Whether the loop goes on after stage 2a (a second signal exits at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Go,
+    Exit,
 }
 
 impl Server {
@@ -712,23 +668,5 @@ impl Server {
             let id = s.id();
             self.still_readable.push((t, id));
         }
-    }
-}
-
-/// Logs (target `muxchat::slow`, level debug) an iteration that took over
-/// 20 ms from the wake-up to the end of stage 6: the global read budget is
-/// meant to keep every iteration well below that.
-fn trace_slow_iteration(woke: Instant) {
-    let took = woke.elapsed();
-    if took >= Duration::from_millis(20) {
-        debug!(target: "muxchat::slow", "slow iteration: {} ms", took.as_millis());
-    }
-}
-
-/// The event trace's line for one wake-up.
-fn trace_wake(n: usize, timeout: Option<Duration>) {
-    match timeout {
-        Some(t) => info!("poll woke: {n} events (timeout was {} ms)", t.as_millis()),
-        None => info!("poll woke: {n} events (no timeout)"),
     }
 }

@@ -9,8 +9,8 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, NameKey, ServerMessage};
 
-use super::chat::{encode_into, Chat};
-use super::lifecycle::CloseReason;
+use super::super::event_loop::lifecycle::CloseReason;
+use super::{encode_into, Chat};
 
 impl Chat {
     /// Step two of closing, after the event batch: each marked session
@@ -20,7 +20,7 @@ impl Chat {
     pub fn reap(&mut self, now: Instant) {
         while let Some(t) = self.sessions.pop_closing() {
             let s = self.sessions.at_mut(t);
-            let Some(leaving) = s.life_mut().reap(now) else {
+            let Some(leaving) = s.reap(now) else {
                 continue;
             };
             debug!(
@@ -32,19 +32,19 @@ impl Chat {
             if self.cluster.is_some() {
                 self.cluster_close(t, leaving.reason.left_reason(), leaving.registered);
             }
-            while let Some(last) = self.sessions.at(t).rooms().len().checked_sub(1) {
+            while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
                 self.part(t, last, leaving.reason.left_reason());
             }
-            let s = self.sessions.at_mut(t);
             if leaving.registered {
-                if let Some(key) = NameKey::new(s.nick()) {
+                if let Some(key) = NameKey::new(self.members.at(t).nick()) {
                     self.nicks.remove(&key);
                 }
             }
+            let s = self.sessions.at_mut(t);
             if let CloseReason::Quit(_) = leaving.reason {
                 s.out_mut().push(&ServerMessage::Bye { reason: "goodbye" });
             }
-            s.life_mut().mute();
+            s.mute();
             if s.life().broken() || (s.life().peer_eof() && s.pending() == 0) {
                 self.sessions.finish(t);
             } else {
@@ -111,7 +111,7 @@ impl Chat {
     }
 
     /// When `t` next needs looking at, if nothing arrives before then.
-    pub(super) fn next_deadline(&self, t: Token) -> Instant {
+    pub(in crate::server) fn next_deadline(&self, t: Token) -> Instant {
         let s = self.sessions.at(t);
         let hb = self.config.heartbeat;
         let beat = if s.pinged() {
@@ -129,7 +129,7 @@ impl Chat {
     }
 
     /// Makes sure `t` has a timer entry no later than `at`.
-    pub(super) fn arm(&mut self, t: Token, at: Instant) {
+    pub(in crate::server) fn arm(&mut self, t: Token, at: Instant) {
         let s = self.sessions.at_mut(t);
         if s.timer_at().is_none_or(|cur| at < cur) {
             s.set_timer_at(Some(at));

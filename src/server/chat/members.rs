@@ -1,0 +1,111 @@
+//! What each session is in the chat: its nick, its protocol version, its
+//! rooms, its once-only fan-out stamp. The chat's own state of a session,
+//! kept apart from the connection (the loop's `Session`), in a vector
+//! indexed by the same token as the loop's slab.
+
+use mio::Token;
+
+use super::rooms::RoomId;
+
+/// A room the session is in, and its slot in that room's member list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// The room.
+    pub room: RoomId,
+    /// Index of this session in the room's `members`.
+    pub slot: usize,
+    /// The room's seq when the session joined (its ROOM_STATE's
+    /// `last_seq`): HISTORY never sends above it, since later messages
+    /// came live.
+    pub joined_at_seq: u64,
+}
+
+/// The chat's state of one session.
+#[derive(Debug, Default)]
+pub struct Member {
+    /// The registered nick (empty before HELLO).
+    nick: String,
+    /// The protocol version its HELLO chose (0 before HELLO): version-2
+    /// frames go only to version-2 sessions.
+    version: u8,
+    /// Rooms the session is in (at most `--max-rooms`).
+    rooms: Vec<Membership>,
+    /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
+    /// stamp when this session already got the frame.
+    stamp: u64,
+}
+
+impl Member {
+    /// The registered nick (empty before HELLO).
+    pub fn nick(&self) -> &str {
+        &self.nick
+    }
+    /// Sets the nick, returning the old one.
+    pub fn replace_nick(&mut self, nick: &str) -> String {
+        std::mem::replace(&mut self.nick, nick.to_owned())
+    }
+    /// The protocol version of its HELLO (0 before HELLO).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+    /// Records the version its HELLO chose.
+    pub fn set_version(&mut self, version: u8) {
+        self.version = version;
+    }
+    /// The rooms the session is in.
+    pub fn rooms(&self) -> &[Membership] {
+        &self.rooms
+    }
+    /// The position of `room` in this session's membership list.
+    pub fn membership(&self, room: RoomId) -> Option<usize> {
+        self.rooms.iter().position(|m| m.room == room)
+    }
+    /// Records a joined room.
+    pub fn add_room(&mut self, m: Membership) {
+        self.rooms.push(m);
+    }
+    /// Forgets the membership at `index`.
+    pub fn remove_room(&mut self, index: usize) {
+        self.rooms.swap_remove(index);
+    }
+    /// Another member left `room` and this session moved into its slot.
+    pub fn move_slot(&mut self, room: RoomId, slot: usize) {
+        if let Some(m) = self.rooms.iter_mut().find(|m| m.room == room) {
+            m.slot = slot;
+        }
+    }
+    /// Marks the session with `stamp`; false if it already had it (once-only
+    /// fan-out).
+    pub fn stamp(&mut self, stamp: u64) -> bool {
+        std::mem::replace(&mut self.stamp, stamp) != stamp
+    }
+}
+
+/// Every session's [`Member`], indexed by its token.
+#[derive(Debug, Default)]
+pub struct Members(Vec<Member>);
+
+impl Members {
+    /// A fresh member at `t` (a new session; tokens are reused).
+    pub fn open(&mut self, t: Token) {
+        if self.0.len() <= t.0 {
+            self.0.resize_with(t.0 + 1, Member::default);
+        }
+        self.0[t.0] = Member::default();
+    }
+    /// Forgets `t`'s member (its session is removed), returning its nick
+    /// for the connection's last log line.
+    pub fn close(&mut self, t: Token) -> String {
+        std::mem::take(&mut self.0[t.0]).nick
+    }
+    /// The member at `t`.
+    #[inline]
+    pub fn at(&self, t: Token) -> &Member {
+        &self.0[t.0]
+    }
+    /// The member at `t`, to change it.
+    #[inline]
+    pub fn at_mut(&mut self, t: Token) -> &mut Member {
+        &mut self.0[t.0]
+    }
+}
