@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use mio::Token;
 use muxchat::codec::ClientMessage;
 use muxchat::server::chat::Chat;
@@ -198,4 +198,17 @@ fn history_reply(c: &mut Criterion) {
 }
 
 criterion_group!(benches, fanout, history_reply);
-criterion_main!(benches);
+
+/// `FANOUT_FIXED=N`: N SAYs to a room of 100 and no criterion, so that
+/// `valgrind --tool=cachegrind` counts the instructions of a fixed amount
+/// of work (scripts/cachegrind-fanout.sh subtracts two such runs).
+fn main() {
+    if let Some(n) = std::env::var("FANOUT_FIXED").ok().and_then(|v| v.parse().ok()) {
+        let mut room = room_of(100);
+        let read = room.say.clone();
+        black_box(time_reads(&mut room, &read, BATCH, n));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -187,6 +187,84 @@ fn a_nodes_link_stalled_longer_than_the_liveness_period() {
     .assert_clean("a node's link to Redis stalled for longer than the liveness period");
 }
 
+/// Why a member connected throughout a stall may still see a jump in seq:
+/// its node fills what it missed from the room's stream when the link is
+/// back, and the stream holds `--history` messages. Here the room says
+/// more than that while node 0's link is stalled: node 0's member gets
+/// what the stream still holds, in order, the trimmed ones are a gap
+/// (`cluster_lost`), nothing else is missing. The fault runs give their
+/// nodes a cap above everything a run says, so their gap-free property
+/// is about what the store could still give.
+#[test]
+fn a_stalled_nodes_member_misses_only_what_the_stream_trimmed() {
+    use common::Client;
+    let _slot = Slot::take();
+    let cluster = Cluster::start(2, &["--history", "5"]);
+    let addrs: Vec<_> = cluster
+        .addrs
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    let register = |addr, nick: &str| {
+        let mut c = Client::connect(addr);
+        c.send(&ClientMessage::Hello { version: 2, nick });
+        let r = c.recv();
+        assert!(
+            matches!(r.msg(), ServerMessage::Welcome { .. }),
+            "{:?}",
+            r.msg()
+        );
+        c.join("#q");
+        c
+    };
+    let mut watcher = register(addrs[0], "w");
+    let mut talker = register(addrs[1], "t");
+    let mut say = |text: &str| {
+        talker.send(&ClientMessage::Say { room: "#q", text });
+        loop {
+            if let ServerMessage::Message { seq, .. } = talker.recv().msg() {
+                return seq;
+            }
+        }
+    };
+    assert_eq!(say("before"), 1);
+    let mut got = Vec::new();
+    let mut read = |got: &mut Vec<u64>, until: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.last() != Some(&until) && Instant::now() < deadline {
+            if let Some(r) = watcher.try_recv(Duration::from_millis(200)) {
+                if let ServerMessage::Message { seq, .. } = r.msg() {
+                    got.push(seq);
+                }
+            }
+        }
+    };
+    // Node 0 delivered it before its link stalls.
+    read(&mut got, 1);
+    cluster.proxies[0].stall();
+    for i in 0..8 {
+        say(&format!("missed {i}"));
+    }
+    // Longer than the liveness period and the link timeout: node 0 fences
+    // itself, is reaped, reconnects and registers again once it resumes.
+    std::thread::sleep(Duration::from_millis(3 * NODE_TTL_MS));
+    cluster.proxies[0].resume();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(say("after"), 10);
+    read(&mut got, 10);
+    // Seqs 2..=4 were trimmed before node 0 could fill them (the stream
+    // held 5..=9 when it asked).
+    assert_eq!(got, [1, 5, 6, 7, 8, 9, 10], "node 0's member");
+    assert_eq!(
+        watcher.stats().get("cluster_lost"),
+        Some(&3),
+        "cluster_lost"
+    );
+}
+
 #[test]
 fn a_nodes_link_slowed_and_cut() {
     run("link slowed and cut", |c, crowd| {

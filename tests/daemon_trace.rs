@@ -167,7 +167,7 @@ fn the_trace_names_every_stage_and_every_line_is_json() {
     }
     for k in [
         "start", "wake", "event", "accept", "read", "pause", "cast", "write", "resume", "interest",
-        "close", "remove", "end",
+        "close", "remove", "end", "stage",
     ] {
         assert!(kinds.contains_key(k), "no {k} line; kinds seen: {kinds:?}");
     }

@@ -357,3 +357,218 @@ fn the_viewer_draws_a_real_trace_offline() {
         assert!(len > 10_000, "{shot}: {len} bytes");
     }
 }
+
+/// The trace's clock and the loop's less common paths, provoked one by
+/// one against a small daemon: an idle daemon's sleep is recorded, every
+/// iteration's stages come in order with their times, a rate-limited
+/// request is a `refuse` line (and an `error`), the login timeout and the
+/// heartbeat PING are `timer` lines in stage 3, and a reader that passes
+/// its read budget is a `carry` line. Then the viewer draws the same trace
+/// along its time axis.
+#[test]
+fn the_trace_records_time_stages_timers_and_refusals() {
+    prerequisites();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loop_viewer_time");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("trace.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let mut d = Daemon::start(&[
+        "--trace-file",
+        path.to_str().unwrap(),
+        "--rate",
+        "5",
+        "--burst",
+        "5",
+        "--heartbeat-ms",
+        "400",
+        "--login-timeout-ms",
+        "400",
+    ]);
+    // Idle: nothing registered, no deadline, so the loop sleeps in the
+    // poll until the first connection.
+    std::thread::sleep(Duration::from_millis(500));
+    // Never says HELLO: its login timer fires.
+    let mut lurker = d.connect();
+    let lurker_addr = lurker.stream.local_addr().unwrap().to_string();
+    // Thirty PINGs at once against a burst of five: refused.
+    let mut flood = d.register("flood");
+    let flood_addr = flood.stream.local_addr().unwrap().to_string();
+    let mut pings = Vec::new();
+    for token in 0..30 {
+        ClientMessage::Ping { token }.encode(&mut pings);
+    }
+    flood.send_raw(&pings);
+    // 4 MB in one write, far past one read budget (256 KiB): carried
+    // over. Its SAYs go to a room it is not in, so its answers are small
+    // errors and its output never backs up (no pause).
+    let mut big = d.register("big");
+    let text = "y".repeat(60_000);
+    let mut says = Vec::new();
+    for _ in 0..70 {
+        ClientMessage::Say {
+            room: "#nowhere",
+            text: &text,
+        }
+        .encode(&mut says);
+    }
+    big.send_raw(&says);
+    // The lurker's LOGIN_TIMEOUT ends its connection; by then the
+    // registered ones have been silent long enough to be PINGed.
+    let deadline = Instant::now() + WAIT;
+    while lurker.try_recv(Duration::from_millis(100)).is_some() {
+        assert!(Instant::now() < deadline, "the lurker was never cut");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(WAIT).is_some(),
+        "the daemon exits after SIGTERM"
+    );
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kind = |l: &Value, k: &str| l["k"] == k;
+    let id_of = |addr: &str| {
+        lines
+            .iter()
+            .find(|l| kind(l, "accept") && l["peer"] == addr)
+            .and_then(|l| l["id"].as_u64())
+            .unwrap_or_else(|| panic!("no accept line for {addr}"))
+    };
+    let (lurker_id, flood_id) = (id_of(&lurker_addr), id_of(&flood_addr));
+
+    // The sleep: the first wake-up after half a second of nothing slept
+    // for most of it.
+    let most_sleep = lines
+        .iter()
+        .filter(|l| kind(l, "wake"))
+        .filter_map(|l| l["slept_us"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most_sleep >= 200_000,
+        "no wake-up after a long sleep: longest {most_sleep} us"
+    );
+
+    // Stages in order, each starting where the one before it ended; the
+    // stage a line belongs to is the next `stage` line after it.
+    const STAGES: [&str; 6] = ["2a", "2b", "3", "4", "5", "6"];
+    let mut complete = 0;
+    let mut at = 0; // index of the next stage expected
+    let mut clock = 0;
+    let mut stage_of = vec![""; lines.len()];
+    let mut pending = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        if kind(l, "wake") {
+            assert!(at == 0, "iteration {} ended after stage {}", l["i"], at);
+            let us = l["us"].as_u64().unwrap();
+            assert!(us >= clock, "time went back at line {}: {l}", n + 1);
+            clock = us;
+        } else if kind(l, "stage") {
+            let s = l["s"].as_str().unwrap();
+            assert_eq!(s, STAGES[at], "stage out of order at line {}", n + 1);
+            let (us, end) = (l["us"].as_u64().unwrap(), l["end_us"].as_u64().unwrap());
+            assert!(
+                us == clock || (at == 0 && us >= clock),
+                "stage {s} starts at {us}, not at {clock} (line {})",
+                n + 1
+            );
+            assert!(end >= us, "stage {s} ends before it starts: {l}");
+            clock = end;
+            for p in pending.drain(..) {
+                stage_of[p] = STAGES[at];
+            }
+            at = (at + 1) % STAGES.len();
+            complete += usize::from(at == 0);
+        } else {
+            pending.push(n);
+        }
+    }
+    assert!(complete >= 10, "only {complete} complete iterations");
+    let find = |pred: &dyn Fn(&Value) -> bool| lines.iter().position(pred);
+
+    // A refusal: the flood's PINGs past the burst, each also an ERROR.
+    let refused = find(&|l| kind(l, "refuse") && l["id"] == flood_id && l["why"] == "rate")
+        .expect("no rate-limit refusal in the trace");
+    assert!(
+        matches!(stage_of[refused], "2a" | "2b"),
+        "a refusal outside the reads: stage {}",
+        stage_of[refused]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| kind(l, "error") && l["id"] == flood_id && l["name"] == "RATE_LIMITED"),
+        "no RATE_LIMITED error line"
+    );
+    // Timers, in stage 3: the lurker's login timeout (and its fatal
+    // ERROR), a PING to a silent registered session.
+    let login = find(&|l| kind(l, "timer") && l["id"] == lurker_id && l["what"] == "login-timeout")
+        .expect("no login-timeout timer line");
+    assert_eq!(stage_of[login], "3", "the login timer outside stage 3");
+    assert!(
+        lines
+            .iter()
+            .any(|l| kind(l, "error") && l["id"] == lurker_id && l["fatal"] == true),
+        "no fatal error line for the lurker"
+    );
+    let ping = find(&|l| kind(l, "timer") && l["what"] == "ping").expect("no ping timer line");
+    assert_eq!(stage_of[ping], "3", "the PING outside stage 3");
+    // The big writer passed its read budget and was carried over.
+    assert!(
+        lines
+            .iter()
+            .any(|l| kind(l, "carry") && l["why"] == "budget"),
+        "no read carried over for its budget"
+    );
+
+    // The viewer: the time axis draws the sleep, the stages and the new
+    // kinds.
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/loop-viewer.html");
+    let out = Command::new("node")
+        .arg(browser_dir().join("loop-viewer.mjs"))
+        .arg(&page)
+        .arg(&path)
+        .arg(&dir)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loop-viewer.mjs failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(r["problems"], Value::Array(vec![]), "{r}");
+    assert_eq!(r["requests"], Value::Array(vec![]), "the page fetched: {r}");
+    let s = &r["summary"];
+    assert!(s["stages"].as_u64() >= Some(6 * 10), "{r}");
+    assert!(s["sleptMs"].as_f64() >= Some(200.0), "{r}");
+    for k in ["timers", "refusals", "errors", "carries"] {
+        assert!(s[k].as_u64() >= Some(1), "no {k} counted: {r}");
+    }
+    let axis = &r["timeAxis"];
+    assert_eq!(axis["mode"], "time", "{r}");
+    assert!(axis["sleeps"].as_u64() >= Some(1), "no sleep drawn: {r}");
+    assert!(
+        axis["stageBars"].as_u64() >= Some(6),
+        "no stages drawn: {r}"
+    );
+    assert!(
+        axis["marks"].as_u64() >= Some(3),
+        "no timer/refusal marks: {r}"
+    );
+    let tip = r["timeTip"].as_str().unwrap_or("");
+    assert!(
+        tip.contains("asleep in the poll") && tip.contains("stage 2a"),
+        "the time axis's tooltip: {tip:?}"
+    );
+    let len = std::fs::metadata(dir.join("loop-viewer-time.png"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(len > 10_000, "loop-viewer-time.png: {len} bytes");
+}

@@ -1,8 +1,8 @@
 //! `--state-file` at start, over the real binary: a corrupt or unreadable
 //! file stops the daemon with exit 1 and one line naming the file (and no
 //! `listening` line); a good file, a missing one (a first start) and no
-//! option at all start it. What the file holds reaching the chat is
-//! tested once moderation is wired (issue 21).
+//! option at all start it. What the file holds reaching the chat (and the
+//! file written back) is tested in tests/moderation.rs.
 
 mod common;
 

@@ -85,9 +85,7 @@ fn run(config: Config) -> Result<(), String> {
         None => Trace::off(),
     };
     // Before binding, so a bad state file never prints `listening`.
-    // The chat takes the state once moderation is wired (issue 21); until
-    // then the file is only checked.
-    let _moderation = load_state_file(&config)?;
+    let moderation = load_state_file(&config)?;
     let mut server = Server::bind(config).map_err(|e| {
         // A certificate or key that cannot be used names its file; an
         // unreachable cluster store names its URL.
@@ -102,6 +100,9 @@ fn run(config: Config) -> Result<(), String> {
         }
     })?;
     server.set_trace(trace);
+    if let Some(loaded) = moderation {
+        server.set_moderation_state(loaded);
+    }
     let addr = server.local_addr();
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")

@@ -208,6 +208,15 @@ const COUNTER_HELP: &[(&str, &str)] = &[
         "rooms_evicted",
         "Lingering rooms removed early by --max-lingering-rooms or --lingering-memory",
     ),
+    ("moderation_topic", "TOPIC requests done"),
+    ("moderation_mode", "MODE requests done"),
+    ("moderation_kick", "Members kicked"),
+    ("moderation_ban", "Bans made (room and server-wide)"),
+    ("moderation_unban", "Bans lifted by UNBAN"),
+    ("moderation_op", "OP grants"),
+    ("moderation_deop", "OP grants revoked"),
+    ("moderation_invite", "Invitations made"),
+    ("moderation_kill", "Sessions ended by KILL"),
 ];
 
 /// Help text for the gauges STATS names.
@@ -228,6 +237,9 @@ const GAUGE_HELP: &[(&str, &str)] = &[
         "Bytes of held history, as --history-memory counts them",
     ),
     ("history_messages", "Messages held for HISTORY now"),
+    ("bans_room", "Room bans held now"),
+    ("bans_server", "Server-wide bans held now"),
+    ("room_states", "Rooms with a moderation state now"),
     (
         "cluster_available",
         "1 while the cluster's Redis is reachable (--redis)",

@@ -4,7 +4,8 @@
 //   node loop-viewer.mjs PAGE TRACE OUTDIR
 //
 // Prints one JSON line: the page's summary of the trace, what it showed
-// with "only sessions with backpressure" ticked, any page error or console
+// with "only sessions with backpressure" ticked, what the time axis drew
+// (window.loopViewer.drawn), any page error or console
 // error, and any request the page made (it must make none: it is offline).
 // Run by tests/loop_viewer.rs.
 
@@ -59,6 +60,17 @@ try {
   await page.mouse.move(5, 5);
   await page.screenshot({ path: `${out}/loop-viewer-backpressure.png` });
   result.lanesShown = await page.evaluate(() => document.getElementById('spacer').style.height);
+
+  // The time axis: every session again, iterations laid out by time, the
+  // sleep and the stages at the top.
+  await page.uncheck('#onlyBusy');
+  await page.check('#timeAxis');
+  result.timeAxis = await page.evaluate(() => window.loopViewer.drawn);
+  await page.hover('#scroller', { position: { x: 600, y: 40 } });
+  result.timeTip = await page.textContent('#tip');
+  result.timeTipShown = await page.evaluate(() => document.getElementById('tip').style.display);
+  await page.mouse.move(5, 5);
+  await page.screenshot({ path: `${out}/loop-viewer-time.png` });
 } catch (e) {
   result.problems.push(`script: ${e.message}`);
 } finally {

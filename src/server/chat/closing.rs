@@ -61,6 +61,7 @@ impl Chat {
     pub fn run_timers(&mut self, now: Instant) {
         self.expire_rooms(now);
         self.cluster_tick(now);
+        self.moderation_timers();
         while let Some((at, t, id)) = self.timers.pop_due(now) {
             match self.sessions.get_live(t, id) {
                 Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),
@@ -83,6 +84,7 @@ impl Chat {
                 // holds for it goes with a reset, not with the socket's
                 // orphaned send queue.
                 s.set_abort();
+                self.trace.timer(t, s.id(), "linger-close");
                 self.sessions.finish(t);
             } else {
                 self.arm(t, deadline);
@@ -90,16 +92,19 @@ impl Chat {
             return;
         }
         if life.is_greeting() && now >= s.accepted_at() + self.config.login_timeout {
+            self.trace.timer(t, s.id(), "login-timeout");
             self.sessions.stats.kicked_timeout += 1;
             return self.error(t, ErrorCode::LoginTimeout, 0, "");
         }
         let silent = now.saturating_duration_since(s.last_rx());
         if silent >= hb * 2 {
+            self.trace.timer(t, s.id(), "ping-timeout");
             self.sessions.stats.kicked_timeout += 1;
             return self.error(t, ErrorCode::PingTimeout, 0, "");
         }
         if silent >= hb && !s.pinged() {
             s.set_pinged();
+            self.trace.timer(t, s.id(), "ping");
             let token = now.duration_since(self.started).as_millis() as u64;
             self.reply(t, &ServerMessage::Ping { token });
         } else {

@@ -29,6 +29,7 @@ pub mod history;
 pub mod limits;
 pub mod members;
 pub mod rooms;
+pub mod who;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use log::debug;
 use mio::Token;
 
 use crate::codec::frame::{decode, Decoded, Frame, Header};
+use crate::codec::v3;
 use crate::codec::{
     code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
 };
@@ -52,6 +54,7 @@ use super::event_loop::timers::Timers;
 use super::event_loop::trace::Trace;
 use super::metrics;
 use super::web::{Response, Status};
+use handlers::moderation::Moderation;
 use history::{Epochs, History};
 use limits::Rate;
 use members::{Member, Members};
@@ -110,6 +113,8 @@ pub struct Chat {
     /// Sessions whose wait for the cluster's store ended while their
     /// input was paused: (token, session id), for the loop to read.
     pub(super) woken: Vec<(Token, u64)>,
+    /// Room states, server-wide bans, the state file (version 3).
+    pub(super) moderation: Moderation,
 }
 
 impl Chat {
@@ -121,6 +126,7 @@ impl Chat {
             reply_cap: config.history.clamp(1, u16::MAX as usize) as u16,
         });
         let config_node_name = config.node_name.clone();
+        let moderation = Moderation::new(config.room_state_ttl, config.state_file.as_deref());
         let handshakes = HandshakeGate::new(
             config.tls_handshakes_per_iteration,
             config.tls_handshakes_per_ip,
@@ -160,6 +166,7 @@ impl Chat {
             trace: Trace::off(),
             cluster: None,
             woken: Vec::new(),
+            moderation,
         }
     }
 
@@ -195,6 +202,7 @@ impl Chat {
         };
         self.sessions.set_marks(Marks::new(&config));
         self.config = config;
+        self.moderation_reconfigure();
     }
 
     /// The counters.
@@ -220,7 +228,8 @@ impl Chat {
             .oldest_lingering()
             .map(|(_, since)| since + self.config.room_ttl);
         let cluster = self.cluster.as_deref().map(Cluster::next_deadline);
-        [self.timers.next_deadline(), room, cluster]
+        let moderation = self.moderation_deadline();
+        [self.timers.next_deadline(), room, cluster, moderation]
             .into_iter()
             .flatten()
             .min()
@@ -383,7 +392,8 @@ impl Chat {
         let served = CloseReason::Fatal("http request served");
         match ev {
             DoorEvent::Metrics => {
-                let stats = self.stats_list(now);
+                let mut stats = self.stats_list(now);
+                stats.extend(self.moderation_stats());
                 let text = metrics::render(
                     &stats,
                     self.draining,
@@ -423,6 +433,7 @@ impl Chat {
             DoorEvent::Fatal { .. } if !self.accepts_input(t) => {}
             DoorEvent::Fatal { error, detail } => {
                 self.flush_cast();
+                self.trace_error(t, error, 0);
                 self.sessions.cut(t, error, 0, detail);
             }
             DoorEvent::Closed => self.sessions.on_peer_eof(t),
@@ -463,11 +474,19 @@ impl Chat {
         }
         let s = self.sessions.at_mut(t);
         if request != code::PONG && !s.allow(self.rate, now) {
+            self.trace.refuse(t, s.id(), "rate", request);
             self.sessions.stats.rate_limited += 1;
             return self.error(t, ErrorCode::RateLimited, request, "");
         }
         if frame.flags != 0 {
             return self.error(t, ErrorCode::BadFrame, request, "");
+        }
+        // Moderation (114-122) is version 3's; for others these codes
+        // stay unknown.
+        if (v3::code::TOPIC..=v3::code::KILL).contains(&request)
+            && self.members.at(t).version() >= v3::VERSION_3
+        {
+            return self.moderation(t, request, frame.payload);
         }
         if !ClientMessage::is_known(request) {
             return self.error(t, ErrorCode::UnknownCode, request, "");
@@ -586,6 +605,7 @@ impl Chat {
     /// a non-fatal one changes nothing else.
     pub(super) fn error(&mut self, t: Token, error: ErrorCode, request: u16, detail: &str) {
         self.flush_cast();
+        self.trace_error(t, error, request);
         let detail = if detail.is_empty() {
             error.describe()
         } else {
@@ -603,4 +623,16 @@ impl Chat {
 pub(super) fn encode_into(frame: &mut Vec<u8>, msg: &ServerMessage<'_>) {
     frame.clear();
     msg.encode(frame);
+}
+
+impl Chat {
+    /// The loop trace's `error` line: the session's id is looked up only
+    /// when the trace is on, so with it off this is one branch.
+    #[inline]
+    fn trace_error(&mut self, t: Token, error: ErrorCode, request: u16) {
+        if self.trace.is_on() {
+            let id = self.sessions.at(t).id();
+            self.trace.error(t, id, error, request);
+        }
+    }
 }

@@ -300,6 +300,11 @@ impl Server {
         self.chat.trace = trace;
     }
 
+    /// Hands the chat the state file read at start (`--state-file`).
+    pub fn set_moderation_state(&mut self, loaded: crate::server::moderation::state_file::Loaded) {
+        self.chat.restore_moderation(loaded);
+    }
+
     /// The address actually bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -332,6 +337,7 @@ impl Server {
             if self.drained_out(now) {
                 // 7. shutdown
                 self.chat.leave_cluster();
+                self.chat.flush_state();
                 return Ok(());
             }
         }
@@ -340,6 +346,7 @@ impl Server {
     /// Stage 1: sleep until some registered descriptor is ready or the
     /// earliest deadline is due. This is the only place the loop blocks.
     fn poll_ready(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.chat.trace.poll_start();
         match self.poll.poll(events, timeout) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
@@ -379,12 +386,14 @@ impl Server {
                 SIGNALS => {
                     if self.on_signal(now) {
                         info!("second signal: exiting at once");
+                        self.chat.flush_state();
                         return Next::Exit;
                     }
                 }
                 t => self.on_session_event(t, readable, writable, now),
             }
         }
+        self.chat.trace.stage("2a", "dispatch");
         Next::Go
     }
 
@@ -393,6 +402,7 @@ impl Server {
     fn run_timers(&mut self, now: Instant) {
         self.chat.run_timers(now);
         self.refusals.expire(self.poll.registry(), now);
+        self.chat.trace.stage("3", "timers");
     }
 
     /// Stage 4: sessions marked for closing during stages 2-3 leave their
@@ -403,9 +413,10 @@ impl Server {
         self.chat.reap(now);
         for (t, id) in self.chat.take_woken() {
             if self.chat.sessions.get_live(t, id).is_some() {
-                self.carry(t);
+                self.carry(t, "woken");
             }
         }
+        self.chat.trace.stage("4", "reap");
     }
 
     /// Stage 2b: reads the sessions carried over from the last iteration,
@@ -421,6 +432,7 @@ impl Server {
             }
         }
         self.still_readable.extend(fresh);
+        self.chat.trace.stage("2b", "carried");
     }
 
     /// TLS handshakes refused a step in earlier iterations go first, in
@@ -505,7 +517,7 @@ impl Server {
             // This iteration has read its share: the session keeps its
             // place for the next one (its bytes are not lost, no edge
             // will come for them).
-            self.carry(t);
+            self.carry(t, "global");
             return;
         }
         let budget = READ_BUDGET.min(self.global_left);
@@ -519,10 +531,11 @@ impl Server {
         );
         self.global_left = self.global_left.saturating_sub(r.work());
         if r.stop == ReadStop::Budget {
-            self.carry(t);
+            self.carry(t, "budget");
         }
         if r.enqueue {
             self.handshake_wait.push_back((t, r.id));
+            self.chat.trace.defer(t, r.id, "handshake");
         }
         self.observe_read(t, &r);
     }
@@ -592,7 +605,7 @@ impl Server {
             // 5c. Paused input resumed: read it next iteration, like a
             //     budget carry-over (no new edge will report it).
             if f.resumed {
-                self.carry(t);
+                self.carry(t, "resumed");
             }
             // 5d. WRITABLE interest only while output is left over.
             if let Some(writable) = f.writable {
@@ -608,6 +621,7 @@ impl Server {
         for (t, id) in went_quiet {
             self.chat.sessions.release_if_quiet(t, id, self.iteration);
         }
+        self.chat.trace.stage("5", "write");
     }
 
     /// Switches `t`'s WRITABLE interest on or off (READABLE stays on).
@@ -649,6 +663,7 @@ impl Server {
             // Dropping the session drops its transport, closing the
             // descriptor.
         }
+        self.chat.trace.stage("6", "remove");
     }
 }
 
@@ -661,12 +676,13 @@ enum Next {
 
 impl Server {
     /// Puts `t` on the list of reads carried over to the next iteration,
-    /// once.
-    fn carry(&mut self, t: Token) {
+    /// once (`why` goes to the loop trace).
+    fn carry(&mut self, t: Token, why: &str) {
         let s = self.chat.sessions.at_mut(t);
         if s.carry(self.iteration) {
             let id = s.id();
             self.still_readable.push((t, id));
+            self.chat.trace.carry(t, id, why);
         }
     }
 }

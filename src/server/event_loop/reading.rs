@@ -81,6 +81,12 @@ pub fn read(
         done.wire += cost.work;
         if cost.limited > 0 || cost.refused {
             note_cost(chat, &cost);
+            chat.trace.refuse(
+                t,
+                done.id,
+                if cost.refused { "handshakes" } else { "rate" },
+                0,
+            );
         }
         match got {
             Got::Bytes(n) => {

@@ -23,7 +23,7 @@
 //! | kind | fields |
 //! |---|---|
 //! | `start` | `version`, `max_bytes` |
-//! | `wake` | `events`, `timeout_ms` (null: none), `us` since start |
+//! | `wake` | `events`, `timeout_ms` (null: none), `us` since start, `slept_us` (asleep in the poll just before) |
 //! | `event` | `t` (or `"src"`: `listener`, `signals`), `r`, `w` |
 //! | `accept` | `t`, `id`, `peer` |
 //! | `read` | `t`, `id`, `reads`, `bytes`, `frames`, `partial`, `stop` |
@@ -34,8 +34,20 @@
 //! | `interest` | `t`, `id`, `writable` (WRITABLE on or off) |
 //! | `close` | `t`, `id`, `reason` (reaped: leaves its rooms) |
 //! | `remove` | `t`, `id` (deregistered, socket closed, token free) |
+//! | `stage` | `s` (`2a`, `2b`, `3`, `4`, `5`, `6`), `name`, `us`, `end_us`: one stage's start and end, written when it ends (after its own lines) |
+//! | `timer` | `t`, `id`, `what`: `login-timeout`, `ping`, `ping-timeout`, `linger-close` |
+//! | `refuse` | `t`, `id`, `why` (`rate`; `handshakes`: a TLS handshake past the per-address limit), `code` (0: frames a door refused): a request refused |
+//! | `error` | `t`, `id`, `code`, `name`, `request`, `fatal`: an ERROR sent |
+//! | `carry` | `t`, `id`, `why`: read again next iteration without an edge (`budget`: its own spent; `global`: the iteration's spent before its turn; `resumed`: paused input resumed; `woken`: the cluster answered) |
+//! | `defer` | `t`, `id`, `why` (`handshake`): the read waits in the TLS handshake queue (input paused for backpressure is the `pause` line) |
 //! | `limit` | `bytes`: the cap was reached, nothing follows |
 //! | `end` | the daemon stopped |
+//!
+//! Times (`us`, `slept_us`, `end_us`) are monotonic microseconds since the
+//! trace began. An iteration's lines come in the order things happened:
+//! `wake` (its start; the sleep ends there), then each stage's own lines
+//! followed by its `stage` line, so a line belongs to the stage whose
+//! `stage` line comes next.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -50,6 +62,7 @@ use super::super::chat::rooms::Room;
 use super::lifecycle::CloseReason;
 use super::session::Flushed;
 use super::session::{ReadOutcome, ReadStop};
+use crate::codec::ErrorCode;
 
 /// Room kept below the cap for the last line (`limit` or `end`, under
 /// 100 bytes even with 20-digit numbers).
@@ -75,6 +88,10 @@ struct Writer {
     /// The current loop iteration.
     iteration: u64,
     started: Instant,
+    /// When the loop last went into the poll (the sleep's start).
+    polled: Option<Instant>,
+    /// The end of the last stage (or the wake-up): the next stage's start.
+    mark: Instant,
     /// Whether anything was written since the last flush.
     dirty: bool,
     /// The `limit` line was written: nothing may follow it.
@@ -98,6 +115,8 @@ impl Trace {
             max: max_bytes.max(2 * LAST_LINE),
             iteration: 0,
             started: Instant::now(),
+            polled: None,
+            mark: Instant::now(),
             dirty: false,
             full: false,
         };
@@ -125,13 +144,95 @@ impl Trace {
         let Some(w) = self.0.as_mut() else { return };
         w.iteration = iteration;
         let events = events.iter().count();
-        let us = w.started.elapsed().as_micros();
+        let now = Instant::now();
+        let us = now.duration_since(w.started).as_micros();
+        let slept = w
+            .polled
+            .take()
+            .map_or(0, |p| now.duration_since(p).as_micros());
+        w.mark = now;
         let _ = write!(w.line, r#"{{"i":{iteration},"k":"wake","events":{events},"#);
         let _ = match timeout {
-            Some(t) => write!(w.line, r#""timeout_ms":{},"us":{us}}}"#, t.as_millis()),
-            None => write!(w.line, r#""timeout_ms":null,"us":{us}}}"#),
+            Some(t) => write!(w.line, r#""timeout_ms":{},"#, t.as_millis()),
+            None => write!(w.line, r#""timeout_ms":null,"#),
         };
+        let _ = write!(w.line, r#""us":{us},"slept_us":{slept}}}"#);
         self.commit();
+    }
+
+    /// Stage 1's start: the loop is about to sleep in the poll.
+    #[inline]
+    pub fn poll_start(&mut self) {
+        let Some(w) = self.0.as_mut() else { return };
+        w.polled = Some(Instant::now());
+    }
+
+    /// The end of stage `s` (`name`): it ran from the end of the one
+    /// before it (or the wake-up) until now.
+    #[inline]
+    pub fn stage(&mut self, s: &str, name: &str) {
+        let Some(w) = self.0.as_mut() else { return };
+        let now = Instant::now();
+        let start = w.mark.duration_since(w.started).as_micros();
+        let end = now.duration_since(w.started).as_micros();
+        w.mark = now;
+        let i = w.iteration;
+        let _ = write!(
+            w.line,
+            r#"{{"i":{i},"k":"stage","s":"{s}","name":"{name}","us":{start},"end_us":{end}}}"#
+        );
+        self.commit();
+    }
+
+    /// Stage 3: a session's timer fired and did `what` (`login-timeout`,
+    /// `ping`, `ping-timeout`, `linger-close`).
+    #[inline]
+    pub fn timer(&mut self, t: Token, id: u64, what: &str) {
+        self.why_line("timer", t, id, "what", what);
+    }
+
+    /// A request from `t` refused (`why`: `rate`), `code` its code.
+    #[inline]
+    pub fn refuse(&mut self, t: Token, id: u64, why: &str, code: u16) {
+        let Some(w) = self.0.as_mut() else { return };
+        let i = w.iteration;
+        let _ = write!(
+            w.line,
+            r#"{{"i":{i},"k":"refuse","t":{},"id":{id},"why":"{why}","code":{code}}}"#,
+            t.0
+        );
+        self.commit();
+    }
+
+    /// An ERROR sent to `t` (`fatal`: the session is cut after it). The
+    /// chat calls it through `Chat::trace_error`, which looks the id up
+    /// only with the trace on.
+    #[inline]
+    pub fn error(&mut self, t: Token, id: u64, error: ErrorCode, request: u16) {
+        let Some(w) = self.0.as_mut() else { return };
+        let i = w.iteration;
+        let _ = write!(
+            w.line,
+            r#"{{"i":{i},"k":"error","t":{},"id":{id},"code":{},"name":"{}","request":{request},"fatal":{}}}"#,
+            t.0,
+            error as u16,
+            error.name(),
+            error.is_fatal()
+        );
+        self.commit();
+    }
+
+    /// `t` is read again next iteration without waiting for an edge
+    /// (`why`: `budget`, `global`, `resumed`, `woken`).
+    #[inline]
+    pub fn carry(&mut self, t: Token, id: u64, why: &str) {
+        self.why_line("carry", t, id, "why", why);
+    }
+
+    /// `t`'s read waits (`why`: `handshake`, the TLS handshake queue).
+    #[inline]
+    pub fn defer(&mut self, t: Token, id: u64, why: &str) {
+        self.why_line("defer", t, id, "why", why);
     }
 
     /// Stage 2a: one readiness event. `source` names the listener or the
@@ -277,6 +378,17 @@ impl Trace {
                 self.fail(&e);
             }
         }
+    }
+
+    fn why_line(&mut self, kind: &str, t: Token, id: u64, field: &str, why: &str) {
+        let Some(w) = self.0.as_mut() else { return };
+        let i = w.iteration;
+        let _ = write!(
+            w.line,
+            r#"{{"i":{i},"k":"{kind}","t":{},"id":{id},"{field}":"{why}"}}"#,
+            t.0
+        );
+        self.commit();
     }
 
     fn session_line(&mut self, kind: &str, t: Token, id: u64) {

@@ -8,6 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use crate::codec::names::NameKey;
+use crate::codec::v3::modes as wire_modes;
 
 use super::bans::{truncate, Ban, BanError, BanSet, NotFound, MAX_ROOM_BANS};
 use super::masks::{glob_match, Mask};
@@ -23,15 +24,18 @@ pub const MAX_INVITATIONS: usize = 1_000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Modes(u16);
 
+// The bits are defined once, with the wire format (`codec::v3::modes`,
+// which the client and the dissector's tests use too); these are names
+// for them where the server reads modes.
 impl Modes {
     /// Only operators may SAY.
-    pub const MODERATED: u16 = 1;
+    pub const MODERATED: u16 = wire_modes::MODERATED;
     /// JOIN needs an invitation or operator rights.
-    pub const INVITE_ONLY: u16 = 2;
+    pub const INVITE_ONLY: u16 = wire_modes::INVITE_ONLY;
     /// Guests may not JOIN.
-    pub const ACCOUNTS_ONLY: u16 = 4;
+    pub const ACCOUNTS_ONLY: u16 = wire_modes::ACCOUNTS_ONLY;
     /// Every bit the protocol defines.
-    pub const KNOWN: u16 = Self::MODERATED | Self::INVITE_ONLY | Self::ACCOUNTS_ONLY;
+    pub const KNOWN: u16 = wire_modes::ALL;
 
     /// The modes of these bits; `None` when a bit is unknown (MALFORMED).
     pub fn from_bits(bits: u16) -> Option<Modes> {

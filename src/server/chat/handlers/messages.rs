@@ -33,6 +33,9 @@ impl Chat {
         let Some(index) = self.member_of(t, room) else {
             return self.error(t, ErrorCode::NotInRoom, code::SAY, "");
         };
+        if let Err(e) = self.may_say(t, self.members.at(t).rooms()[index].room) {
+            return self.error(t, e, code::SAY, "");
+        }
         if self.cluster.is_some() {
             return self.cluster_say(t, index, text);
         }

@@ -9,10 +9,13 @@
 //! - [`rooms`] answers JOIN and LEAVE, with presence and lingering rooms;
 //! - [`messages`] answers SAY (the fan-out) and WHISPER;
 //! - [`history`] answers HISTORY;
-//! - [`queries`] answers LIST_ROOMS, LIST_USERS and STATS.
+//! - [`queries`] answers LIST_ROOMS, LIST_USERS and STATS;
+//! - [`moderation`] answers version 3's moderation requests and the
+//!   checks JOIN, SAY and HELLO make against room states and bans.
 
 pub mod history;
 pub mod messages;
+pub mod moderation;
 pub mod queries;
 pub mod registration;
 pub mod rooms;

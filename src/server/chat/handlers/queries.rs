@@ -49,10 +49,13 @@ impl Chat {
         let r = self.rooms.get(id);
         let mut budget = (self.config.max_payload as usize).saturating_sub(4 + r.name.len());
         let members = &self.members;
+        // Version 3 marks operators with `@`.
+        let marked = self.operator_marks(t, id);
         let nicks: Vec<&str> = r
             .members
             .iter()
-            .map(|&m| members.at(m).nick())
+            .enumerate()
+            .map(|(i, &m)| marked.get(i).map_or(members.at(m).nick(), String::as_str))
             .take_while(|nick| fits(&mut budget, 2 + nick.len()))
             .collect();
         encode_into(

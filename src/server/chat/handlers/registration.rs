@@ -30,6 +30,9 @@ impl Chat {
         if self.nicks.contains_key(&key) {
             return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
         }
+        if let Some(why) = self.hello_banned(t, None, nick) {
+            return self.sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
+        }
         if self.cluster.is_some() {
             return self.cluster_hello(t, version, nick, &key);
         }

@@ -30,6 +30,9 @@ impl Chat {
         if self.members.at(t).rooms().len() >= self.config.max_rooms {
             return self.error(t, ErrorCode::TooManyRooms, code::JOIN, "");
         }
+        if let Err((e, detail)) = self.may_join(t, room) {
+            return self.error(t, e, code::JOIN, &detail);
+        }
         if self.cluster.is_some() {
             return self.cluster_join(t, room);
         }
@@ -69,6 +72,7 @@ impl Chat {
             encode_into(&mut self.frame, &state);
             self.sessions.reply(t, &self.frame);
         }
+        self.room_state_joined(t, id);
     }
 
     pub(in crate::server) fn leave(&mut self, t: Token, room: &str) {
@@ -129,6 +133,7 @@ impl Chat {
     /// `--lingering-memory` the oldest go (this one too, if it alone is
     /// over the bytes).
     pub(in crate::server) fn room_emptied(&mut self, id: RoomId) {
+        self.room_state_emptied(id);
         if self.config.room_ttl.is_zero() {
             self.drop_room(id);
             return;
