@@ -203,7 +203,10 @@ criterion_group!(benches, fanout, history_reply);
 /// `valgrind --tool=cachegrind` counts the instructions of a fixed amount
 /// of work (scripts/cachegrind-fanout.sh subtracts two such runs).
 fn main() {
-    if let Some(n) = std::env::var("FANOUT_FIXED").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("FANOUT_FIXED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         let mut room = room_of(100);
         let read = room.say.clone();
         black_box(time_reads(&mut room, &read, BATCH, n));

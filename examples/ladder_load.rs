@@ -45,7 +45,7 @@ use mio::{Events, Interest, Poll, Token};
 use muxchat::codec::{code, ClientMessage, FrameReader, ServerMessage};
 
 #[derive(Parser)]
-#[command(about = "Measure rungs 2, 3 and 4 of the ladder under the same chat load")]
+#[command(about = "Measure the ladder's rungs (2, 3, 3b, 3c, 3d, 4) under the same chat load")]
 struct Args {
     /// 2 = chat_threads, 3 = chat_poll, 4 = muxchatd; the other line
     /// rungs: 3b = chat_mio, 3c = chat_oneshot, 3d = chat_uring.

@@ -8,6 +8,7 @@
 //! `cargo build --examples` and found next to this test's binary, so a
 //! student who changes an example tests the changed program.
 
+mod cluster_support;
 mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -19,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use muxchat::codec::{code, ClientMessage, ErrorCode};
+use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 static BUILD: Once = Once::new();
@@ -723,6 +724,95 @@ fn sockopts_linger_on_n_blocks_close_even_on_a_non_blocking_socket() {
     eprintln!("close(): {plain:?} without SO_LINGER, {lingering:?} with {{on, 1 s}}");
     assert!(plain < Duration::from_millis(200), "{plain:?}");
     assert!(lingering >= Duration::from_millis(900), "{lingering:?}");
+}
+
+/// Section 15, "How a session waits for the store" (and section 17's row
+/// for it): HELLO, JOIN and SAY in one write to a cluster node. The HELLO
+/// and the JOIN each wait for Redis's answer, and the session's next frame
+/// stays undispatched in its input meanwhile, so the SAY finds its session
+/// registered and in the room. Make `Lifecycle::set_waiting` forget the
+/// flag (`self.waiting = false;`) and the SAY is handled before the store
+/// answered: this test then sees an ERROR instead of the MESSAGE.
+#[test]
+fn a_session_waits_for_the_store_before_its_next_frame() {
+    let redis = cluster_support::Redis::start();
+    let node = cluster_support::node(&redis.url(), &[]);
+    for round in 0..5 {
+        let nick = format!("waiter{round}");
+        let room = format!("#wait{round}");
+        let mut c = node.connect();
+        let mut burst = encode(&ClientMessage::Hello {
+            version: 2,
+            nick: &nick,
+        });
+        burst.extend(encode(&ClientMessage::Join { room: &room }));
+        burst.extend(encode(&ClientMessage::Say {
+            room: &room,
+            text: "first",
+        }));
+        c.send_raw(&burst);
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(r) = c.try_recv(left) else {
+                panic!("round {round}: no MESSAGE within {WAIT:?}; saw {seen:?}");
+            };
+            let m = format!("{:?}", r.msg());
+            match r.msg() {
+                ServerMessage::Message { text, .. } => {
+                    assert_eq!(text, "first");
+                    break;
+                }
+                ServerMessage::Error { .. } => {
+                    panic!("round {round}: {m} after {seen:?}: a frame was handled before the store answered the one before it")
+                }
+                _ => seen.push(m),
+            }
+        }
+    }
+}
+
+/// Section 13 (and section 17's "measuring" row): `ladder_load` measures
+/// what the table says it does. A small bounded run of rung 2 and rung 4:
+/// every line reaches every client (the deliveries column is exact), rung
+/// 2 has a thread per client and the daemon one.
+#[test]
+fn ladder_load_counts_deliveries_and_server_threads() {
+    let (clients, senders, rounds) = (20u64, 4u64, 3u64);
+    for (rung, threads) in [("2", clients + 1), ("4", 1)] {
+        let mut cmd = Command::new(example("ladder_load"));
+        cmd.args(["--rung", rung, "--header", "--timeout-secs", "60"])
+            .args(["--clients", &clients.to_string()])
+            .args(["--senders", &senders.to_string()])
+            .args(["--rounds", &rounds.to_string()]);
+        if rung == "4" {
+            cmd.args(["--server", env!("CARGO_BIN_EXE_muxchatd")]);
+        }
+        let out = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run ladder_load");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "rung {rung}: {:?}\n{text}",
+            out.status
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {rung} |")))
+            .unwrap_or_else(|| panic!("rung {rung}: no table row in\n{text}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // | rung | server | clients | server threads | RSS | peak | deliveries | ...
+        assert_eq!(cells[3], clients.to_string(), "clients: {row}");
+        assert_eq!(cells[4], threads.to_string(), "server threads: {row}");
+        assert_eq!(
+            cells[7],
+            (clients * senders * rounds).to_string(),
+            "deliveries: {row}"
+        );
+    }
 }
 
 /// A fresh directory under the test's temporary directory.

@@ -64,15 +64,19 @@ fn run(config: Config) -> Result<(), String> {
     }
     // The key that verifies tokens: a file that does not load stops the
     // start (exit 1 naming it), before anything listens.
-    if let Some(path) = &config.auth_key {
-        let key = muxchat::server::identity::AuthKey::load(path).map_err(|e| e.to_string())?;
-        info!(
-            "identity: auth {}, {} key from {}",
-            config.auth.name(),
-            key.alg(),
-            path.display()
-        );
-    }
+    let auth_key = match &config.auth_key {
+        Some(path) => {
+            let key = muxchat::server::identity::AuthKey::load(path).map_err(|e| e.to_string())?;
+            info!(
+                "identity: auth {}, {} key from {}",
+                config.auth.name(),
+                key.alg(),
+                path.display()
+            );
+            Some(key)
+        }
+        None => None,
+    };
     let max_clients = config.max_clients;
     let scheme = if config.tls.is_some() {
         "https"
@@ -102,6 +106,9 @@ fn run(config: Config) -> Result<(), String> {
     server.set_trace(trace);
     if let Some(loaded) = moderation {
         server.set_moderation_state(loaded);
+    }
+    if let Some(key) = auth_key {
+        server.set_auth_key(key);
     }
     let addr = server.local_addr();
     let mut stdout = std::io::stdout();

@@ -217,6 +217,35 @@ const COUNTER_HELP: &[(&str, &str)] = &[
     ("moderation_deop", "OP grants revoked"),
     ("moderation_invite", "Invitations made"),
     ("moderation_kill", "Sessions ended by KILL"),
+    ("logins_account", "Version-3 logins of accounts registered"),
+    ("logins_guest", "Version-3 guests registered"),
+    (
+        "logins_auth_required",
+        "HELLOs without a token refused with AUTH_REQUIRED",
+    ),
+    (
+        "logins_refused",
+        "Verified logins refused (nick held, session limit, nick changed)",
+    ),
+    (
+        "logins_failed",
+        "Tokens that failed verification (AUTH_FAILED)",
+    ),
+    ("token_verifications", "Token signatures checked"),
+    (
+        "takeovers",
+        "Sessions taken over by a new connection with their key",
+    ),
+    (
+        "session_keys_resumed",
+        "Sessions that kept the key of a session ended within --session-key-ttl-ms",
+    ),
+    (
+        "deduplicated_says",
+        "Version-3 SAYs answered from a remembered msg_id, not delivered again",
+    ),
+    ("refreshes", "REFRESH requests answered REFRESHED"),
+    ("tokens_expired", "Sessions ended with TOKEN_EXPIRED"),
 ];
 
 /// Help text for the gauges STATS names.
@@ -248,6 +277,26 @@ const GAUGE_HELP: &[(&str, &str)] = &[
         "cluster_pending_bytes",
         "Bytes of calls to Redis not yet answered",
     ),
+    (
+        "logins_waiting",
+        "Token HELLOs waiting for verification now",
+    ),
+    ("accounts", "Accounts with open sessions now"),
+    ("account_sessions", "Open sessions of accounts now"),
+    (
+        "account_sessions_max",
+        "The most sessions one account has open now",
+    ),
+    (
+        "session_keys_kept",
+        "Session keys kept after their session ended, now",
+    ),
+    (
+        "session_keys_bytes",
+        "Bytes the session keys (live and kept) hold",
+    ),
+    ("dedup_msg_ids", "msg_ids remembered for deduplication now"),
+    ("dedup_bytes", "Bytes the remembered msg_ids hold"),
 ];
 
 fn help<'a>(table: &[(&str, &'a str)], key: &str, default: &'a str) -> &'a str {
@@ -360,6 +409,19 @@ pub fn render(
                 "uptime_seconds",
                 "Seconds since the daemon started",
                 ConstGauge::new(value as f64 / 1000.0),
+            );
+        } else if key == "token_verify_ns" {
+            // Prometheus's base unit is the second.
+            reg.register(
+                "token_verify_seconds",
+                "Time spent checking token signatures",
+                ConstCounter::new(value as f64 / 1e9),
+            );
+        } else if key == "token_verify_max_ns" {
+            reg.register(
+                "token_verify_max_seconds",
+                "The slowest token verification",
+                ConstGauge::new(value as f64 / 1e9),
             );
         } else if GAUGE_HELP.iter().any(|(k, _)| *k == key) {
             reg.register(

@@ -32,12 +32,18 @@ impl Chat {
             if self.cluster.is_some() {
                 self.cluster_close(t, leaving.reason.left_reason(), leaving.registered);
             }
+            self.identity_close(t);
             while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
-                self.part(t, last, leaving.reason.left_reason());
+                let id = self.members.at(t).rooms()[last].room;
+                self.part_member(t, id, leaving.reason.left_reason());
             }
             if leaving.registered {
+                // Not the nick another session of its account (or the
+                // one that took it over) holds now.
                 if let Some(key) = NameKey::new(self.members.at(t).nick()) {
-                    self.nicks.remove(&key);
+                    if self.nicks.get(&key) == Some(&t) {
+                        self.nicks.remove(&key);
+                    }
                 }
             }
             let s = self.sessions.at_mut(t);
@@ -62,6 +68,7 @@ impl Chat {
         self.expire_rooms(now);
         self.cluster_tick(now);
         self.moderation_timers();
+        self.identity_tick();
         while let Some((at, t, id)) = self.timers.pop_due(now) {
             match self.sessions.get_live(t, id) {
                 Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),

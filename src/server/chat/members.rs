@@ -6,6 +6,7 @@
 use mio::Token;
 
 use super::rooms::RoomId;
+use crate::server::identity::SessionKey;
 
 /// A room the session is in, and its slot in that room's member list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +34,57 @@ pub struct Member {
     /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
     /// stamp when this session already got the frame.
     stamp: u64,
+    /// The account this session belongs to (version 3; `None`: a guest).
+    account: Option<String>,
+    /// Its session key (version 3).
+    key: Option<SessionKey>,
+    /// Its own token's end, with the leeway (ms since the epoch; 0: none).
+    expires_ms: u64,
+    /// A token HELLO of this session waits for verification.
+    verifying: bool,
 }
 
 impl Member {
+    /// The account of this session (`None`: a guest).
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+    /// Makes this session one of `account`'s (or a guest).
+    pub fn set_account(&mut self, account: Option<String>) {
+        self.account = account;
+    }
+    /// Its session key (version 3 only).
+    pub fn key(&self) -> Option<SessionKey> {
+        self.key
+    }
+    /// Sets (or, for a session taken over, clears) its session key.
+    pub fn set_key(&mut self, key: Option<SessionKey>) {
+        self.key = key;
+    }
+    /// When its token runs out, with the leeway (0: no token).
+    pub fn expires_ms(&self) -> u64 {
+        self.expires_ms
+    }
+    /// A token was verified for it (HELLO or REFRESH).
+    pub fn set_expires_ms(&mut self, ms: u64) {
+        self.expires_ms = ms;
+    }
+    /// Whether a token HELLO waits for verification.
+    pub fn verifying(&self) -> bool {
+        self.verifying
+    }
+    /// Starts or ends the wait for verification.
+    pub fn set_verifying(&mut self, on: bool) {
+        self.verifying = on;
+    }
+    /// Takes the rooms away (a session taken over hands them on).
+    pub fn take_rooms(&mut self) -> Vec<Membership> {
+        std::mem::take(&mut self.rooms)
+    }
+    /// Receives the rooms of the session it took over.
+    pub fn set_rooms(&mut self, rooms: Vec<Membership>) {
+        self.rooms = rooms;
+    }
     /// The registered nick (empty before HELLO).
     pub fn nick(&self) -> &str {
         &self.nick

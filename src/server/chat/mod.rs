@@ -10,7 +10,12 @@
 //! - this file: the [`Chat`] state, cutting bytes into whole frames, and
 //!   `Chat::dispatch`, which checks a frame and calls its handler;
 //! - [`handlers`]: the handlers, one file per concern, and the fan-out;
-//! - [`members`]: each session's chat state (nick, rooms), by token;
+//! - [`members`]: each session's chat state (nick, rooms, account, key),
+//!   by token;
+//! - [`identity`]: protocol version 3 (token logins verified a bounded
+//!   number per iteration, accounts, session keys, SAY_RESULT and
+//!   deduplication, REFRESH and expiry); [`who`]: who a session is, for
+//!   the handlers;
 //! - [`rooms`], [`history`], [`limits`]: membership indexes, held
 //!   messages, the rate allowance;
 //! - [`closing`]: the reap stage, timers, the shutdown drain;
@@ -26,6 +31,7 @@
 pub mod closing;
 pub mod handlers;
 pub mod history;
+pub mod identity;
 pub mod limits;
 pub mod members;
 pub mod rooms;
@@ -39,7 +45,7 @@ use log::debug;
 use mio::Token;
 
 use crate::codec::frame::{decode, Decoded, Frame, Header};
-use crate::codec::v3;
+use crate::codec::v3::{code as v3code, hello_version, is_version_3_code, ClientV3, VERSION_3};
 use crate::codec::{
     code, is_version_2_code, ClientMessage, ErrorCode, NameKey, ServerMessage, VERSION_2,
 };
@@ -115,6 +121,8 @@ pub struct Chat {
     pub(super) woken: Vec<(Token, u64)>,
     /// Room states, server-wide bans, the state file (version 3).
     pub(super) moderation: Moderation,
+    /// Protocol version 3: tokens, accounts, session keys, dedup.
+    pub(super) identity: identity::Identity,
 }
 
 impl Chat {
@@ -127,6 +135,7 @@ impl Chat {
         });
         let config_node_name = config.node_name.clone();
         let moderation = Moderation::new(config.room_state_ttl, config.state_file.as_deref());
+        let identity = identity::Identity::new(&config);
         let handshakes = HandshakeGate::new(
             config.tls_handshakes_per_iteration,
             config.tls_handshakes_per_ip,
@@ -167,6 +176,7 @@ impl Chat {
             cluster: None,
             woken: Vec::new(),
             moderation,
+            identity,
         }
     }
 
@@ -228,11 +238,16 @@ impl Chat {
             .oldest_lingering()
             .map(|(_, since)| since + self.config.room_ttl);
         let cluster = self.cluster.as_deref().map(Cluster::next_deadline);
-        let moderation = self.moderation_deadline();
-        [self.timers.next_deadline(), room, cluster, moderation]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next_deadline(),
+            room,
+            cluster,
+            self.moderation_deadline(),
+            self.identity_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the chat started.
@@ -472,26 +487,34 @@ impl Chat {
             // already batched.
             self.flush_cast();
         }
+        let v3 = self.members.at(t).version() >= VERSION_3;
         let s = self.sessions.at_mut(t);
         if request != code::PONG && !s.allow(self.rate, now) {
             self.trace.refuse(t, s.id(), "rate", request);
             self.sessions.stats.rate_limited += 1;
+            if v3 && request == code::SAY {
+                return self.refuse_say_v3(t, frame.payload, ErrorCode::RateLimited);
+            }
             return self.error(t, ErrorCode::RateLimited, request, "");
         }
         if frame.flags != 0 {
             return self.error(t, ErrorCode::BadFrame, request, "");
         }
-        // Moderation (114-122) is version 3's; for others these codes
-        // stay unknown.
-        if (v3::code::TOPIC..=v3::code::KILL).contains(&request)
-            && self.members.at(t).version() >= v3::VERSION_3
-        {
-            return self.moderation(t, request, frame.payload);
+        let registered = s.life().is_registered();
+        if is_version_3_code(request) {
+            // Codes 113-122 exist for version-3 sessions only.
+            return match (v3 && registered, request) {
+                (true, v3code::REFRESH) => match ClientV3::decode(request, frame.payload) {
+                    Ok(ClientV3::Refresh { token }) => self.refresh(t, token.0),
+                    _ => self.error(t, ErrorCode::Malformed, request, ""),
+                },
+                (true, _) => self.moderation(t, request, frame.payload),
+                _ => self.error(t, ErrorCode::UnknownCode, request, ""),
+            };
         }
         if !ClientMessage::is_known(request) {
             return self.error(t, ErrorCode::UnknownCode, request, "");
         }
-        let registered = s.life().is_registered();
         let before_hello = matches!(request, code::HELLO | code::PING | code::PONG | code::QUIT);
         if !registered && !before_hello {
             return self.error(t, ErrorCode::NotRegistered, request, "");
@@ -503,6 +526,28 @@ impl Chat {
         }
         if registered && request == code::HELLO {
             return self.error(t, ErrorCode::AlreadyRegistered, request, "");
+        }
+        if request == code::HELLO && hello_version(frame.payload) == Some(VERSION_3) {
+            return match ClientV3::decode(request, frame.payload) {
+                Ok(ClientV3::Hello {
+                    nick,
+                    token,
+                    session_key,
+                    ..
+                }) => self.hello_v3(t, nick, token.0, session_key.0),
+                // Version 3 in the short layout of versions 1 and 2 (a
+                // client that only changed the byte): it speaks neither.
+                _ if ClientMessage::decode(request, frame.payload).is_ok() => self.error(
+                    t,
+                    ErrorCode::BadVersion,
+                    request,
+                    "a version-3 HELLO carries a token and a session key",
+                ),
+                _ => self.error(t, ErrorCode::Malformed, request, ""),
+            };
+        }
+        if v3 && request == code::SAY {
+            return self.say_v3(t, frame.payload);
         }
         let Ok(msg) = ClientMessage::decode(request, frame.payload) else {
             return self.error(t, ErrorCode::Malformed, request, "");
@@ -559,7 +604,11 @@ impl Chat {
             let (s, me) = (self.sessions.at(t), self.members.at(t));
             if s.life().is_registered() {
                 let key = NameKey::new(me.nick()).expect("a registered nick is valid");
-                assert_eq!(self.nicks.get(&key), Some(&t), "registered nick indexed");
+                // An account's sessions share one entry.
+                let holder = self.nicks.get(&key).copied();
+                let shared = me.account().is_some()
+                    && holder.is_some_and(|h| self.members.at(h).account() == me.account());
+                assert!(holder == Some(t) || shared, "registered nick indexed");
             }
             for m in me.rooms() {
                 assert_eq!(

@@ -5,48 +5,77 @@
 //!
 //! The moderation handlers ask these questions and never look at the
 //! identity state themselves, so identity can change how it keeps
-//! accounts without touching them. Until identity is wired, every session
-//! is a guest of its own.
+//! accounts without touching them.
 
 use mio::Token;
 
 use super::rooms::RoomId;
 use super::Chat;
 
-// Used by the moderation handlers as they land (issue 21).
-#[allow(dead_code)]
 impl Chat {
     /// The account `t` belongs to (`None`: a guest, or identity is off).
-    pub(in crate::server) fn account_of(&self, _t: Token) -> Option<&str> {
-        None
+    pub(in crate::server) fn account_of(&self, t: Token) -> Option<&str> {
+        self.members.at(t).account()
     }
 
     /// Whether `t`'s account is a server administrator (token `admin`).
-    pub(in crate::server) fn is_admin(&self, _t: Token) -> bool {
-        false
+    pub(in crate::server) fn is_admin(&self, t: Token) -> bool {
+        self.account_claims(t).is_some_and(|c| c.admin)
     }
 
     /// Whether `t`'s account's token names it an operator of `room`
     /// (token `ops` patterns). Grants by OP and the creator's grant live
     /// in the room's state, not here.
-    pub(in crate::server) fn token_ops(&self, _t: Token, _room: &str) -> bool {
-        false
+    pub(in crate::server) fn token_ops(&self, t: Token, room: &str) -> bool {
+        self.account_claims(t).is_some_and(|c| c.is_op(room))
     }
 
     /// Every open session of the member `t` is part of: all its account's
     /// sessions, or `t` alone for a guest.
     pub(in crate::server) fn sessions_of_member(&self, t: Token) -> Vec<Token> {
-        vec![t]
+        match self.members.at(t).account() {
+            Some(account) => {
+                let all = self.identity.accounts.sessions_of(account);
+                if all.is_empty() {
+                    vec![t]
+                } else {
+                    all.to_vec()
+                }
+            }
+            None => vec![t],
+        }
     }
 
     /// The member `t` is part of leaves `room` with `reason`: LEFT to each
     /// of its sessions and once to the other members. Nothing if it is
     /// not in the room.
     pub(in crate::server) fn part_member(&mut self, t: Token, room: RoomId, reason: &str) {
-        for s in self.sessions_of_member(t) {
+        let sessions = self.sessions_of_member(t);
+        let Some(first) = sessions
+            .iter()
+            .copied()
+            .find(|&s| self.members.at(s).membership(room).is_some())
+        else {
+            return;
+        };
+        let index = self.members.at(first).membership(room).expect("found");
+        // One LEFT, cast while every session of the member is still in
+        // the list: the room and each of the sessions get it once.
+        self.part(first, index, reason);
+        for s in sessions {
             if let Some(index) = self.members.at(s).membership(room) {
-                self.part(s, index, reason);
+                self.drop_membership(s, index);
             }
         }
+    }
+
+    /// Whether `t` may JOIN `room` by its account's token (`rooms`).
+    pub(in crate::server) fn token_allows_join(&self, t: Token, room: &str) -> bool {
+        self.account_claims(t).is_none_or(|c| c.may_join(room))
+    }
+
+    fn account_claims(&self, t: Token) -> Option<&crate::server::identity::Claims> {
+        let account = self.members.at(t).account()?;
+        self.identity.accounts.get(account).map(|a| &a.claims)
     }
 }

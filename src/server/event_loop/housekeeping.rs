@@ -92,9 +92,8 @@ impl Server {
             restart,
         } = reload::plan(running, &new);
         // Files behind options, each re-read on every SIGHUP and kept as
-        // it was when the new file does not load. The --auth-key file is
-        // one more line here once identity lands:
-        // `self.reload_auth_key(&mut config, &mut changed);`
+        // it was when the new file does not load (the --auth-key file:
+        // `Chat::reload_identity`, after the settings).
         let tls = self.reload_tls(&mut config, &mut changed);
 
         self.trace = config.trace_events;
@@ -105,6 +104,9 @@ impl Server {
             config.max_payload,
         ));
         self.chat.set_config(config);
+        // The --auth-key file is read again on every SIGHUP; one that
+        // does not load keeps the running key.
+        self.chat.reload_identity();
         if changed.is_empty() {
             info!("reload (SIGHUP): nothing changed");
         } else {

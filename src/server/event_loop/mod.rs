@@ -28,7 +28,8 @@
 //!    earlier iteration are read, oldest first, while the iteration's
 //!    handshake budget (`--tls-handshakes-per-iteration`) lasts; sessions
 //!    refused a step join the end of that FIFO.
-//! 3. **Timers**: login timeouts, heartbeat PINGs and timeouts, lingering
+//! 3. **Timers**: token logins waiting for verification (a budget per
+//!    iteration), login timeouts, heartbeat PINGs and timeouts, lingering
 //!    closes, from a deadline heap (no scan of idle sessions).
 //! 4. **Reap**: sessions marked for closing during stages 2–3 leave their
 //!    rooms and get their last frames.
@@ -145,6 +146,9 @@ pub struct Server {
     /// The accept budget stopped an accept loop before `WouldBlock`: accept
     /// again next iteration (no new edge will come for those waiting).
     accept_more: bool,
+    /// Accepts this iteration may still make: the carried-over accepts
+    /// and a new edge on the listener share one `ACCEPT_BUDGET`.
+    accepts_left: usize,
     /// Refused connections waiting for their first byte, to be answered
     /// in their door's language.
     refusals: Refusals,
@@ -280,6 +284,7 @@ impl Server {
             global_left: GLOBAL_READ_BUDGET,
             handshake_wait: VecDeque::new(),
             accept_more: false,
+            accepts_left: ACCEPT_BUDGET,
             per_ip: HashMap::new(),
             refusals: Refusals::default(),
             last_trim: None,
@@ -303,6 +308,11 @@ impl Server {
     /// Hands the chat the state file read at start (`--state-file`).
     pub fn set_moderation_state(&mut self, loaded: crate::server::moderation::state_file::Loaded) {
         self.chat.restore_moderation(loaded);
+    }
+
+    /// The key that verifies tokens (`--auth-key`, loaded at start).
+    pub fn set_auth_key(&mut self, key: crate::server::identity::AuthKey) {
+        self.chat.set_auth_key(key);
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -360,6 +370,7 @@ impl Server {
     fn begin_reads(&mut self, now: Instant) -> Vec<(Token, u64)> {
         let carried = std::mem::take(&mut self.still_readable);
         self.global_left = GLOBAL_READ_BUDGET;
+        self.accepts_left = ACCEPT_BUDGET;
         self.read_waiting_handshakes(now);
         if std::mem::take(&mut self.accept_more) {
             self.accept_all(now);
@@ -400,6 +411,9 @@ impl Server {
     /// Stage 3: login timeouts, heartbeats, lingering closes, and refused
     /// connections that never said which door.
     fn run_timers(&mut self, now: Instant) {
+        // Token HELLOs, a bounded number per iteration (the rest wait in
+        // order): a storm of logins slows logins, not delivery.
+        self.chat.verify_logins();
         self.chat.run_timers(now);
         self.refusals.expire(self.poll.registry(), now);
         self.chat.trace.stage("3", "timers");
@@ -472,6 +486,7 @@ impl Server {
         if !self.still_readable.is_empty()
             || !self.handshake_wait.is_empty()
             || self.chat.sessions.has_work()
+            || self.chat.logins_waiting()
             || self.accept_more
         {
             return Some(Duration::ZERO);
@@ -559,7 +574,8 @@ impl Server {
     /// Accepts every waiting connection (until `WouldBlock`).
     /// At most `ACCEPT_BUDGET` per iteration; the rest next iteration.
     fn accept_all(&mut self, now: Instant) {
-        for _ in 0..ACCEPT_BUDGET {
+        while self.accepts_left > 0 {
+            self.accepts_left -= 1;
             let Some(listener) = &self.listener else {
                 return;
             };

@@ -229,6 +229,7 @@ impl Sessions {
             ErrorCode::BadVersion => "bad version",
             ErrorCode::Malformed => "protocol violation",
             ErrorCode::TlsRequired => "TLS required",
+            ErrorCode::TokenExpired => "token expired",
             _ => "error",
         };
         self.queue_flush(t);

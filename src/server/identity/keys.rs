@@ -269,6 +269,14 @@ impl SessionKeys {
         }
     }
 
+    /// A guest changed its nick (NICK): its key follows the nick, so a
+    /// reconnect under the new nick can take the session over.
+    pub fn set_owner(&mut self, key: &SessionKey, owner: KeyOwner) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.owner = owner;
+        }
+    }
+
     /// The live session a key names, if any.
     pub fn live_token(&self, key: &SessionKey) -> Option<Token> {
         match self.entries.get(key)?.state {

@@ -5,7 +5,8 @@ use std::mem;
 
 use mio::Token;
 
-use crate::codec::{code, valid_nick, valid_room, ErrorCode, NameKey, ServerMessage};
+use crate::codec::v3::{ServerV3, VERSION_3};
+use crate::codec::{code, valid_room, ErrorCode, NameKey, ServerMessage};
 
 use super::super::history::{self};
 use super::super::{encode_into, Chat};
@@ -39,6 +40,12 @@ impl Chat {
         if self.cluster.is_some() {
             return self.cluster_say(t, index, text);
         }
+        self.say_in(t, index, text);
+    }
+
+    /// An accepted SAY from `t` to the room at `index` of its membership
+    /// list: batched for the fan-out and held. Returns its (epoch, seq).
+    pub(in crate::server) fn say_in(&mut self, t: Token, index: usize, text: &str) -> (u64, u64) {
         self.sessions.stats.messages += 1;
         let id = self.members.at(t).rooms()[index].room;
         if self.cast_room != Some(id) {
@@ -59,10 +66,12 @@ impl Chat {
         // One more copy of the bytes for history, none per member.
         self.history
             .store(r.ring, &r.name, r.seq, history::now_ms(), nick, text);
+        let taken = (r.epoch, r.seq);
         self.cast_frames += 1;
         if self.cast.len() >= cast_limit(self.sessions.marks().max_outbuf) {
             self.flush_cast();
         }
+        taken
     }
 
     /// Fans out the batched MESSAGEs: one bulk copy per member instead of
@@ -87,7 +96,7 @@ impl Chat {
     }
 
     pub(in crate::server) fn whisper(&mut self, t: Token, nick: &str, text: &str) {
-        if !valid_nick(nick) {
+        if !self.valid_target(nick) {
             return self.error(t, ErrorCode::BadNick, code::WHISPER, "");
         }
         if let Err(e) = self.check_text(text) {
@@ -101,7 +110,22 @@ impl Chat {
         };
         let from = self.members.at(t).nick();
         encode_into(&mut self.frame, &ServerMessage::WhisperFrom { from, text });
-        self.sessions.deliver(target, &self.frame);
+        // To each session of an account.
+        for s in self.sessions_of_member(target) {
+            self.sessions.deliver(s, &self.frame);
+        }
+        // The sender's other sessions see what it sent.
+        let mine = self.sessions_of_member(t);
+        if mine.len() > 1 {
+            let to = self.members.at(target).nick().to_owned();
+            self.frame.clear();
+            ServerV3::WhisperSent { to: &to, text }.encode(&mut self.frame);
+            for s in mine {
+                if s != t && self.members.at(s).version() >= VERSION_3 {
+                    self.sessions.deliver(s, &self.frame);
+                }
+            }
+        }
     }
 
     pub(in crate::server) fn check_text(&self, text: &str) -> Result<(), ErrorCode> {

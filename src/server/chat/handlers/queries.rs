@@ -51,10 +51,19 @@ impl Chat {
         let members = &self.members;
         // Version 3 marks operators with `@`.
         let marked = self.operator_marks(t, id);
+        let accounts = &self.identity.accounts;
+        // An account is listed once: by its first session (every session
+        // of an account is in each of its rooms).
         let nicks: Vec<&str> = r
             .members
             .iter()
             .enumerate()
+            .filter(|&(_, &m)| {
+                members
+                    .at(m)
+                    .account()
+                    .is_none_or(|a| accounts.sessions_of(a).first() == Some(&m))
+            })
             .map(|(i, &m)| marked.get(i).map_or(members.at(m).nick(), String::as_str))
             .take_while(|nick| fits(&mut budget, 2 + nick.len()))
             .collect();
@@ -84,7 +93,12 @@ impl Chat {
             ),
             ("connections", self.sessions.len() as u64),
             ("accepted", st.accepted),
-            ("sessions", self.nicks.len() as u64),
+            // An account's sessions share one nick.
+            (
+                "sessions",
+                (self.nicks.len() + self.identity.accounts.sessions()
+                    - self.identity.accounts.len()) as u64,
+            ),
             ("rooms", self.rooms.live() as u64),
             ("rooms_lingering", self.rooms.lingering() as u64),
             ("rooms_lingering_bytes", self.rooms.lingering_bytes() as u64),
@@ -105,6 +119,7 @@ impl Chat {
             ("history_evicted", self.history.evicted()),
             ("history_replies", st.history_replies),
         ];
+        list.extend(self.identity_stats());
         if let Some(c) = self.cluster.as_deref() {
             list.extend(c.stats_list());
         }

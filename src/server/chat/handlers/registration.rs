@@ -7,6 +7,7 @@ use crate::codec::{code, is_supported_version, valid_nick, ErrorCode, NameKey, S
 
 use super::super::rooms::RoomId;
 use super::super::{encode_into, Chat};
+use crate::server::identity::KeyOwner;
 
 impl Chat {
     pub(in crate::server) fn hello(&mut self, t: Token, version: u8, nick: &str) {
@@ -24,6 +25,11 @@ impl Chat {
         if self.draining {
             return self.error(t, ErrorCode::ShuttingDown, code::HELLO, "");
         }
+        // Versions 1 and 2 are guests when tokens are taken.
+        let Some(shown) = self.old_hello_nick(t, nick) else {
+            return;
+        };
+        let nick = shown.as_str();
         let Some(key) = NameKey::new(nick) else {
             return self.error(t, ErrorCode::BadNick, code::HELLO, "");
         };
@@ -71,6 +77,12 @@ impl Chat {
         if !valid_nick(new) {
             return self.error(t, ErrorCode::BadNick, code::NICK, "");
         }
+        // An account's nick is its token's claim.
+        if self.members.at(t).account().is_some() {
+            return self.error(t, ErrorCode::NotAllowed, code::NICK, "");
+        }
+        let shown = self.guest_nick(new);
+        let new = shown.as_str();
         let Some(key) = NameKey::new(new) else {
             return self.error(t, ErrorCode::BadNick, code::NICK, "");
         };
@@ -85,6 +97,9 @@ impl Chat {
             self.nicks.remove(&old_key);
         }
         self.nicks.insert(key, t);
+        if let Some(k) = self.members.at(t).key() {
+            self.identity.keys.set_owner(&k, KeyOwner::guest(new));
+        }
         encode_into(
             &mut self.frame,
             &ServerMessage::NickChanged { old: &old, new },

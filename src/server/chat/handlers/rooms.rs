@@ -27,8 +27,13 @@ impl Chat {
         if self.member_of(t, room).is_some() {
             return self.error(t, ErrorCode::AlreadyInRoom, code::JOIN, "");
         }
+        // An account's sessions share their rooms, so one session's count
+        // is the account's.
         if self.members.at(t).rooms().len() >= self.config.max_rooms {
             return self.error(t, ErrorCode::TooManyRooms, code::JOIN, "");
+        }
+        if !self.token_allows_join(t, room) {
+            return self.error(t, ErrorCode::NotAllowed, code::JOIN, "");
         }
         if let Err((e, detail)) = self.may_join(t, room) {
             return self.error(t, e, code::JOIN, &detail);
@@ -44,35 +49,49 @@ impl Chat {
                 self.rooms.create(room, epoch, ring)
             }
         };
-        let slot = self.rooms.join(id, t);
+        // Membership belongs to the account: each of its sessions is in
+        // the room's member list (so the fan-out stays one copy per
+        // session), and the room hears of the account once.
+        let sessions = self.sessions_of_member(t);
+        for &s in &sessions {
+            let slot = self.rooms.join(id, s);
+            let seq = self.rooms.get(id).seq;
+            self.members.at_mut(s).add_room(Membership {
+                room: id,
+                slot,
+                joined_at_seq: seq,
+            });
+        }
         let r = self.rooms.get(id);
-        let m = self.members.at_mut(t);
-        m.add_room(Membership {
-            room: id,
-            slot,
-            joined_at_seq: r.seq,
-        });
         let joined = ServerMessage::Joined {
             room: &r.name,
-            nick: m.nick(),
+            nick: self.members.at(t).nick(),
         };
         encode_into(&mut self.frame, &joined);
         self.cast_presence(id, t);
-        if self.members.at(t).version() >= VERSION_2 {
-            // Right after its own JOINED, before any MESSAGE of the room:
-            // nothing is batched (dispatch fanned out before this JOIN), so
-            // every MESSAGE it gets from now on has seq > last_seq.
-            let r = self.rooms.get(id);
-            let state = ServerMessage::RoomState {
-                room: &r.name,
-                epoch: r.epoch,
-                last_seq: r.seq,
-                first_held: self.history.first_held(r.ring),
-            };
-            encode_into(&mut self.frame, &state);
-            self.sessions.reply(t, &self.frame);
+        for s in sessions {
+            self.send_room_state(s, id);
         }
         self.room_state_joined(t, id);
+    }
+
+    /// ROOM_STATE to a version-2 or -3 session right after its own JOINED,
+    /// before any MESSAGE of the room: nothing is batched (dispatch fanned
+    /// out before this JOIN), so every MESSAGE it gets from now on has
+    /// seq > last_seq.
+    pub(in crate::server) fn send_room_state(&mut self, t: Token, id: RoomId) {
+        if self.members.at(t).version() < VERSION_2 {
+            return;
+        }
+        let r = self.rooms.get(id);
+        let state = ServerMessage::RoomState {
+            room: &r.name,
+            epoch: r.epoch,
+            last_seq: r.seq,
+            first_held: self.history.first_held(r.ring),
+        };
+        encode_into(&mut self.frame, &state);
+        self.sessions.reply(t, &self.frame);
     }
 
     pub(in crate::server) fn leave(&mut self, t: Token, room: &str) {
@@ -81,7 +100,10 @@ impl Chat {
         }
         match self.member_of(t, room) {
             Some(index) if self.cluster.is_some() => self.cluster_leave(t, index),
-            Some(index) => self.part(t, index, ""),
+            Some(index) => {
+                let id = self.members.at(t).rooms()[index].room;
+                self.part_member(t, id, "");
+            }
             None => self.error(t, ErrorCode::NotInRoom, code::LEAVE, ""),
         }
     }
@@ -97,7 +119,14 @@ impl Chat {
     pub(in crate::server) fn cast_presence(&mut self, id: RoomId, t: Token) {
         let members = &self.rooms.get(id).members;
         if members.len() > self.config.presence_limit {
-            self.sessions.deliver(t, &self.frame);
+            match self.members.at(t).account() {
+                Some(account) => {
+                    for &s in self.identity.accounts.sessions_of(account) {
+                        self.sessions.deliver(s, &self.frame);
+                    }
+                }
+                None => self.sessions.deliver(t, &self.frame),
+            }
         } else {
             for &member in members {
                 self.sessions.deliver(member, &self.frame);
@@ -118,6 +147,15 @@ impl Chat {
         };
         encode_into(&mut self.frame, &left);
         self.cast_presence(m.room, t);
+        self.drop_membership(t, index);
+    }
+
+    /// `t` leaves the room at `index` of its membership list without a
+    /// word to anyone (LEFT, if any, was sent for its account): the
+    /// member list shrinks by a swap-remove, fixing the slot of the member
+    /// moved into the hole.
+    pub(in crate::server) fn drop_membership(&mut self, t: Token, index: usize) {
+        let m = self.members.at(t).rooms()[index];
         if let Some(moved) = self.rooms.leave(m.room, m.slot) {
             self.members.at_mut(moved).move_slot(m.room, m.slot);
         }
