@@ -407,37 +407,31 @@ fn the_pages_version_3_codec_matches_the_daemons() {
 }
 
 #[test]
-#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
 fn an_account_signs_in_with_a_token_and_a_reload_keeps_its_rooms_once() {
     scenario("account", Setup::accounts(&["--max-text", "200"]));
 }
 
 #[test]
-#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
 fn a_second_tab_of_the_same_account_shares_its_rooms_and_whispers() {
     scenario("second_tab", Setup::accounts(&[]));
 }
 
 #[test]
-#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
 fn a_bad_token_is_refused_with_a_sentence_and_no_reconnect_loop() {
     scenario("bad_token", Setup::accounts(&[]));
 }
 
 #[test]
-#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
 fn the_page_renews_its_token_through_the_embedding_hook() {
     scenario("refresh", Setup::accounts(&[]));
 }
 
 #[test]
-#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
 fn a_guest_is_told_on_the_card_when_the_daemon_requires_a_token() {
     scenario("required", Setup::accounts(&["--auth", "required"]));
 }
 
 #[test]
-#[ignore = "needs the daemon's version 3 wiring (issue 20)"]
 fn a_tab_beyond_the_accounts_session_limit_is_told_why() {
     scenario(
         "session_limit",
