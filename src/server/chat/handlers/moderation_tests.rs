@@ -303,22 +303,25 @@ fn the_creator_is_an_operator_and_topic_and_modes_reach_v3_members() {
     );
     has(&w.take(b), "modes: 1 }");
     has(&w.take(a), "modes: 1 }");
-    w.send(
+    // A version-3 SAY carries its msg_id and is answered by SAY_RESULT.
+    w.send3(
         b,
-        &ClientMessage::Say {
+        &ClientV3::Say {
             room: "#r",
             text: "hi",
+            msg_id: 1,
         },
     );
     has(
         &w.take(b),
-        &err(ErrorCode::NotAllowed, crate::codec::code::SAY),
+        &format!("error: {}", ErrorCode::NotAllowed as u16),
     );
-    w.send(
+    w.send3(
         a,
-        &ClientMessage::Say {
+        &ClientV3::Say {
             room: "#r",
             text: "hi",
+            msg_id: 1,
         },
     );
     has(&w.take(b), "Message");
