@@ -69,10 +69,14 @@ impl Chat {
         };
         encode_into(&mut self.frame, &joined);
         self.cast_presence(id, t);
-        for s in sessions {
+        for &s in &sessions {
             self.send_room_state(s, id);
         }
+        // The creator's grant first, then ROOM_INFO to each session.
         self.room_state_joined(t, id);
+        for s in sessions.into_iter().filter(|&s| s != t) {
+            self.room_info_to(s, id);
+        }
     }
 
     /// ROOM_STATE to a version-2 or -3 session right after its own JOINED,
