@@ -152,8 +152,10 @@ fn a_flood_of_unregistered_connections_neither_stalls_nor_bloats_the_daemon() {
     // (debug build); on a shared 2-core machine under load the scheduler
     // alone can delay one round trip past 100 ms, so the worst gets a
     // looser bound than the 99th percentile.
+    // 300 ms: a tenth of what the bug did, and above what a machine
+    // running several builds showed (p99 160 ms at load average 12).
     assert!(
-        p99 < Duration::from_millis(100),
+        p99 < Duration::from_millis(300),
         "PING round trip p99 {p99:?} during the flood"
     );
     assert!(
