@@ -438,3 +438,8 @@ fn a_tab_beyond_the_accounts_session_limit_is_told_why() {
         Setup::accounts(&["--max-sessions-per-account", "1"]),
     );
 }
+
+#[test]
+fn an_operator_sets_the_topic_and_modes_kicks_and_bans_from_the_page() {
+    scenario("moderation", Setup::accounts(&[]));
+}

@@ -680,7 +680,95 @@ const scenarios = {
     await waitUntil('the token renewed', async () => (await page.evaluate(() => window.muxchat.tokenExpMs)) > Date.now() + 3600000, 45000);
     assert.equal(await page.evaluate(() => window.muxchat.connected), true);
   },
+
+  // Moderation (issue 21) from the page: alice creates #mod (so she is its
+  // operator), sets a topic and the moderated mode from the settings; bob
+  // sees the topic in the header and his SAY refused with a sentence; alice
+  // grants and takes back his rights, kicks him and bans him for 10 minutes
+  // from his nick's menu; both timelines show each event, and bob's JOIN is
+  // then refused with a sentence.
+  async moderation() {
+    const alice = await accountPage('alice', '#mod');
+    await alice.locator('#settingsBtn').waitFor({ state: 'visible', timeout: WAIT });
+    await waitUntil('alice marked as an operator', async () => (await users(alice)).includes('@alice'));
+    await alice.click('#settingsBtn');
+    await alice.fill('#topicInput', 'Be kind, stay on topic');
+    await alice.check('#modeModerated');
+    await alice.click('#settingsSave');
+    await shows(alice, 'alice set the topic: Be kind, stay on topic', '.note');
+    await shows(alice, 'The room is now moderated.', '.note');
+    await alice.locator('#title small.modes', { hasText: 'moderated' }).waitFor({ timeout: WAIT });
+
+    const bob = await accountPage('bob', '#mod');
+    await bob.locator('#title small.topic', { hasText: 'Be kind, stay on topic' }).waitFor({ timeout: WAIT });
+    await bob.locator('#title small.modes', { hasText: 'moderated' }).waitFor({ timeout: WAIT });
+    assert.equal(await bob.locator('#settingsBtn').isVisible(), false, 'bob is no operator: no settings');
+    await waitUntil('bob sees alice as an operator', async () => (await users(bob)).join() === '@alice,bob');
+    await say(bob, 'can anyone hear me');
+    await shows(bob, 'Not sent: #mod is moderated, so only its operators may speak.', '.msg.failed .why');
+    await shows(alice, 'bob joined.', '.note');
+    assert.equal(await count(alice, 'can anyone hear me'), 0, 'the refused message reached nobody');
+
+    // A nick that is not an operator: a click whispers, no menu.
+    await bob.click('#userList button[data-nick="alice"]');
+    assert.equal(await bob.inputValue('#text'), '/msg alice ');
+    assert.equal(await bob.locator('#nickMenu').isVisible(), false);
+
+    // Op and deop from the menu.
+    await nickMenu(alice, 'bob');
+    await shot(alice, 'moderation-menu');
+    await alice.click('#opBtn');
+    await shows(alice, 'alice made bob an operator', '.note');
+    await shows(bob, 'alice made bob an operator', '.note');
+    await waitUntil('bob marked as an operator', async () => (await users(alice)).includes('@bob'));
+    await nickMenu(alice, 'bob');
+    assert.equal(await alice.locator('#opBtn').innerText(), 'Remove operator');
+    await alice.click('#opBtn');
+    await shows(bob, 'alice took operator rights from bob', '.note');
+    await waitUntil('bob no longer an operator', async () => (await users(alice)).includes('bob'));
+
+    // Kick, with a reason: one line in each timeline.
+    await nickMenu(alice, 'bob');
+    await alice.fill('#reasonInput', 'spam');
+    await alice.click('#kickBtn');
+    await shows(alice, 'alice kicked bob: spam', '.note');
+    await shows(bob, 'kicked by alice: spam', '.note');
+    await waitUntil('bob out of #mod', async () => (await joinedRooms(bob)).length === 0);
+    await shot(bob, 'moderation-kicked');
+
+    // Ban for 10 minutes: bob is out again and cannot come back.
+    await say(bob, '/join #mod');
+    await shows(bob, 'You joined #mod.', '.note');
+    await waitUntil('bob back in alice\'s list', async () => (await users(alice)).includes('bob'));
+    await nickMenu(alice, 'bob');
+    await alice.selectOption('#banLength', '600');
+    await alice.fill('#reasonInput', 'flood');
+    await alice.click('#banBtn');
+    await shows(alice, 'alice banned bob until', '.note');
+    await shows(alice, ': flood', '.note');
+    await shows(bob, 'banned by alice: flood', '.note');
+    await say(bob, '/join #mod');
+    await shows(bob, 'Cannot join #mod: you are banned', '.note.error');
+    assert.deepEqual(await joinedRooms(bob), []);
+    await shot(alice, 'moderation-operator');
+    await shot(bob, 'moderation-banned');
+  },
 };
+
+// An account's page, signed in with its token and in `room`.
+async function accountPage(sub, room, viewport = LAPTOP) {
+  const page = await openPage(sub, viewport);
+  await signInWithToken(page, mint(sub), room);
+  await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+  await shows(page, `You joined ${room}.`, '.note');
+  return page;
+}
+
+// Opens the operator's menu on `nick` in the member list.
+async function nickMenu(page, nick) {
+  await page.click(`#userList button[data-nick="${nick}"]`);
+  await page.locator('#nickMenu').waitFor({ state: 'visible', timeout: WAIT });
+}
 
 async function restartDaemon() {
   console.log('RESTART');
