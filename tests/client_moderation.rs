@@ -106,6 +106,16 @@ fn an_operator_sets_the_topic_bans_and_kicks_and_the_others_see_it() {
         l.starts_with("! cannot set the topic: you are not allowed to do that")
     });
 
+    // Modes show in the topic line; an operator grant is one line.
+    alice.type_line("/mode #r +m");
+    bob.expect("* topic of #r: Rust, and be kind (set by alice) [moderated]");
+    alice.type_line("/op #r bob");
+    bob.expect("* alice made you an operator of #r");
+    alice.type_line("/deop #r bob");
+    bob.expect("* alice took operator rights in #r from you");
+    alice.type_line("/mode #r -m");
+    bob.expect("* topic of #r: Rust, and be kind (set by alice)");
+
     // A ban with a duration shows its end, and /bans lists it.
     alice.type_line("/ban #r nick:spam* 1h flooding");
     let banned = alice.expect_where("the ban's MODERATION", |l| {
