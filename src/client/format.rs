@@ -30,6 +30,15 @@ fn request_verb(request: u16) -> Option<&'static str> {
         code::STATS => "cannot get stats",
         code::HISTORY => "cannot get history",
         code3::REFRESH => "cannot refresh the token",
+        code3::TOPIC => "cannot set the topic",
+        code3::KICK => "cannot kick",
+        code3::BAN => "cannot ban",
+        code3::UNBAN => "cannot lift the ban",
+        code3::LIST_BANS => "cannot list bans",
+        code3::MODE => "cannot change modes",
+        code3::INVITE => "cannot invite",
+        code3::OP => "cannot change operator rights",
+        code3::KILL => "cannot kill",
         _ => return None,
     })
 }

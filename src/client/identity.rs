@@ -239,6 +239,13 @@ fn push_say(out: &mut OutBuf, room: &str, text: &str, msg_id: u64) {
     out.append(&frame);
 }
 
+/// A version-3 request that carries no secret (the moderation commands).
+pub fn push_v3(out: &mut OutBuf, req: &ClientV3<'_>) {
+    let mut frame = Vec::new();
+    req.encode(&mut frame);
+    out.append(&frame);
+}
+
 /// HELLO (v3) with `token` and the session key we got last (empty first).
 pub fn push_hello(out: &mut OutBuf, nick: &str, token: &Secret, session_key: &Secret) {
     let mut frame = Vec::new();

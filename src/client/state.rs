@@ -166,6 +166,9 @@ pub struct Chat {
     pub identity: Option<Identity>,
 }
 
+/// Said when a moderation command is typed in a session below version 3.
+pub const MODERATION_NEEDS_V3: &str = "! moderation needs a token sign-in (version 3)";
+
 /// The PING token of the barrier after WELCOME (v3): the server sends its
 /// own JOINED and ROOM_STATE for the account's rooms (or a taken-over
 /// session's) right after WELCOME, before it reads anything we send, so
@@ -398,8 +401,31 @@ impl Chat {
             },
             Command::Stats => out.push_client(&ClientMessage::Stats),
             Command::History(n) => self.older(n, out, show),
+            Command::Topic { .. }
+            | Command::Mode { .. }
+            | Command::Op { .. }
+            | Command::Kick { .. }
+            | Command::Ban { .. }
+            | Command::Unban { .. }
+            | Command::Bans(_)
+            | Command::Invite { .. }
+            | Command::Kill { .. } => self.moderate(&cmd, out, show),
         }
         Flow::Continue
+    }
+
+    /// A moderation command: its request, when the session speaks version
+    /// 3 (older versions have no such requests). Nothing is echoed: the
+    /// server's answer (ROOM_INFO, MODERATION, BAN_LIST or an ERROR) is
+    /// what shows, so the screen never claims what the server refused.
+    fn moderate(&self, cmd: &Command<'_>, out: &mut OutBuf, show: &mut Vec<String>) {
+        if self.spoken != VERSION_3 {
+            show.push(MODERATION_NEEDS_V3.into());
+            return;
+        }
+        if let Some(req) = cmd.moderation() {
+            identity::push_v3(out, &req);
+        }
     }
 
     /// `/history N`: asks for the N held messages just before the oldest
@@ -1663,5 +1689,39 @@ mod tests {
         assert_eq!(chat.current.as_deref(), Some("#s"));
         // Nothing in the screen shows the token or the key.
         assert!(!format!("{show:?}{chat:?}").contains("t.o.k"));
+    }
+
+    #[test]
+    fn moderation_is_sent_in_version_3_and_refused_locally_below() {
+        let (mut chat, mut out) = welcomed("alice", &["#r"]);
+        sent(&mut out);
+        let mut show = Vec::new();
+        chat.command(parse("/kick #r bob").unwrap(), &mut out, &mut show);
+        assert!(sent(&mut out).is_empty());
+        assert_eq!(show, [MODERATION_NEEDS_V3]);
+
+        let mut chat = Chat::new("", vec![]).with_token(Secret::new("t.o.k".into()), true);
+        let (mut out, mut show) = (OutBuf::default(), Vec::new());
+        chat.hello(&mut out);
+        chat.server_v3(&welcome3("k1"), &mut out, &mut show);
+        chat.server(
+            &ServerMessage::Pong { token: SYNC_TOKEN },
+            &mut out,
+            &mut show,
+        );
+        sent(&mut out);
+        show.clear();
+        for line in ["/ban #r nick:spam* 1h flood", "/topic #r", "/mode #r +i-m"] {
+            chat.command(parse(line).unwrap(), &mut out, &mut show);
+        }
+        assert!(show.is_empty(), "{show:?}");
+        assert_eq!(
+            sent(&mut out),
+            [
+                r##"Ban { room: "#r", mask: "nick:spam*", duration_s: 3600, reason: "flood" }"##,
+                r##"Topic { room: "#r", topic: "" }"##,
+                r##"Mode { room: "#r", set: 2, clear: 1 }"##,
+            ]
+        );
     }
 }
