@@ -16,9 +16,9 @@
 //! The work is split by job over child modules, all on the one [`Chat`]:
 //! - this file: registration, rooms, typed commands and the version-1/2
 //!   server messages;
-//! - [`history`]: the per-room [`Track`] and everything that asks for,
+//! - `history`: the per-room [`Track`] and everything that asks for,
 //!   matches and shows HISTORY replies (join, resume, `/history`);
-//! - [`v3`]: the version-3 [`Identity`], its frames, the barrier after
+//! - `v3`: the version-3 [`Identity`], its frames, the barrier after
 //!   WELCOME and its timers (resends, token refresh).
 
 mod history;

@@ -20,12 +20,12 @@
 //! - this file: the options themselves ([`Args`], clap derive, each with
 //!   its `MUXCHAT_<NAME>`), their value enums, and the settled [`Config`]
 //!   with its defaults;
-//! - [`resolve`](mod@resolve): arguments, environment and `--config` file
+//! - `resolve`: arguments, environment and `--config` file
 //!   into a [`Config`]: precedence, dependent defaults (the sizes that
 //!   constrain each other) and checks across options;
-//! - [`values`]: value parsers whose errors must name the option and never
+//! - `values`: value parsers whose errors must name the option and never
 //!   echo a secret (`--redis`), or check a value's characters;
-//! - [`headings`]: `--help`'s (and the man page's) groups of options, and
+//! - `headings`: `--help`'s (and the man page's) groups of options, and
 //!   [`command`], the clap command with them applied.
 
 use std::ffi::OsString;
