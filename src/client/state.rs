@@ -12,23 +12,34 @@
 //! shown exactly once, or the gap is said in one line. Live messages that
 //! arrive while such a reply is still coming are held back and shown after
 //! it, so the screen stays in seq order.
+//!
+//! The work is split by job over child modules, all on the one [`Chat`]:
+//! - this file: registration, rooms, typed commands and the version-1/2
+//!   server messages;
+//! - `history`: the per-room [`Track`] and everything that asks for,
+//!   matches and shows HISTORY replies (join, resume, `/history`);
+//! - `v3`: the version-3 [`Identity`], its frames, the barrier after
+//!   WELCOME and its timers (resends, token refresh).
+
+mod history;
+mod v3;
+
+pub use history::Track;
+pub use v3::{Identity, SYNC_TOKEN};
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::command::{Command, HELP};
-use super::format::{error_line, render, render_v3};
-use super::identity::{self, push_hello, push_refresh, refresh_at, Outbox, Outcome, Secret};
-use crate::codec::v3::{ServerV3, VERSION_3};
-use crate::codec::{code, history_status, ClientMessage, ErrorCode, ServerMessage};
+use super::format::render;
+use super::identity::{push_hello, Outbox, Secret};
+use crate::codec::v3::VERSION_3;
+use crate::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 use crate::codec::{VERSION_1, VERSION_2};
 use crate::net::OutBuf;
 
 /// Messages shown on joining a room (HISTORY with epoch 0).
 pub const JOIN_HISTORY: u16 = 20;
-/// Live lines held per room while its history is still arriving; past it
-/// they are shown at once (out of seq order, never lost).
-const MAX_HELD_LIVE: usize = 10_000;
 /// Slack on top of twice the heartbeat before giving up waiting for the
 /// server to free a nick held by our own dead connection.
 const NICK_HELD_SLACK: Duration = Duration::from_secs(10);
@@ -67,58 +78,6 @@ pub enum Retry {
     /// After the usual backoff (the server is going away, or our nick is
     /// still held).
     Backoff,
-}
-
-/// A HISTORY request sent for a room and not yet closed by HISTORY_END.
-/// The server answers one session's requests in order, so a queue per room
-/// matches replies to requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Request {
-    /// Epoch 0: the last messages, on joining.
-    Recent,
-    /// Everything after the last seq shown, after a reconnect.
-    Resume,
-    /// `/history`: messages older than `before`; `last_rx` is the newest
-    /// received so far (the reply comes oldest first), `got` how many.
-    Older { before: u64, last_rx: u64, got: u16 },
-}
-
-/// What the client knows of one joined room, for history and resume.
-#[derive(Debug, Default)]
-pub struct Track {
-    /// The room's epoch (from ROOM_STATE); `None` until one arrives (and
-    /// always with a version-1 server).
-    pub epoch: Option<u64>,
-    /// The newest seq shown or accounted for (as missed): a resume asks
-    /// for what comes after it.
-    pub last: u64,
-    /// The oldest seq shown in this epoch, where `/history` continues.
-    pub oldest: Option<u64>,
-    /// `last_seq` of the latest ROOM_STATE: history never goes past it.
-    state_last: u64,
-    /// `first_held` of the latest ROOM_STATE.
-    first_held: u64,
-    /// HISTORY requests in flight, oldest first.
-    requests: VecDeque<Request>,
-    /// Live messages (seq, line) held until the join or resume history
-    /// has been shown.
-    held: Vec<(u64, String)>,
-    /// Messages counted as lost during the current resume.
-    missed: u64,
-}
-
-impl Track {
-    /// Whether a join or resume reply is still arriving (live lines wait).
-    fn syncing(&self) -> bool {
-        self.requests
-            .iter()
-            .any(|r| matches!(r, Request::Recent | Request::Resume))
-    }
-
-    fn saw(&mut self, seq: u64) {
-        self.last = self.last.max(seq);
-        self.oldest = Some(self.oldest.map_or(seq, |o| o.min(seq)));
-    }
 }
 
 /// The session as the user sees it.
@@ -168,43 +127,6 @@ pub struct Chat {
 
 /// Said when a moderation command is typed in a session below version 3.
 pub const MODERATION_NEEDS_V3: &str = "! moderation needs a token sign-in (version 3)";
-
-/// The PING token of the barrier after WELCOME (v3): the server sends its
-/// own JOINED and ROOM_STATE for the account's rooms (or a taken-over
-/// session's) right after WELCOME, before it reads anything we send, so
-/// its PONG says they have all come and which rooms still need a JOIN.
-pub const SYNC_TOKEN: u64 = u64::MAX;
-
-/// A version-3 session's identity and its unanswered SAYs.
-#[derive(Debug)]
-pub struct Identity {
-    token: Secret,
-    session_key: Secret,
-    /// WELCOME's `account` (empty for a guest).
-    pub account: String,
-    /// WELCOME's `role`.
-    pub role: u8,
-    /// The token's `exp` in ms (0: a guest).
-    pub token_exp_ms: u64,
-    /// SAYs waiting for their SAY_RESULT.
-    pub outbox: Outbox,
-    /// When to look for a fresher token.
-    refresh_at: Option<Instant>,
-    /// Whether the token can be read again (`--token-file`).
-    from_file: bool,
-    /// Said once: the file still holds the token in use.
-    warned_stale: bool,
-    /// The barrier PING is out: rooms JOINED by the server meanwhile.
-    syncing: bool,
-    synced: Vec<String>,
-}
-
-impl Identity {
-    /// The session key WELCOME gave (for tests; never printed).
-    pub fn session_key(&self) -> &Secret {
-        &self.session_key
-    }
-}
 
 /// NICK_IN_USE after a reconnect most likely means the server has not yet
 /// noticed that our previous connection is gone (a silent drop): its
@@ -337,15 +259,6 @@ impl Chat {
         self.pending_joins.push_back((room, before, false));
     }
 
-    fn history(out: &mut OutBuf, room: &str, epoch: u64, after_seq: u64, limit: u16) {
-        out.push_client(&ClientMessage::History {
-            room,
-            epoch,
-            after_seq,
-            limit,
-        });
-    }
-
     /// Acts on one typed command.
     pub fn command(&mut self, cmd: Command<'_>, out: &mut OutBuf, show: &mut Vec<String>) -> Flow {
         let registered = self.registration == Registration::Done;
@@ -424,46 +337,8 @@ impl Chat {
             return;
         }
         if let Some(req) = cmd.moderation() {
-            identity::push_v3(out, &req);
+            crate::client::identity::push_v3(out, &req);
         }
-    }
-
-    /// `/history N`: asks for the N held messages just before the oldest
-    /// one shown in the current room.
-    fn older(&mut self, n: u16, out: &mut OutBuf, show: &mut Vec<String>) {
-        let Some(room) = self.current.clone() else {
-            show.push("! you are not in a room: /join #room first".into());
-            return;
-        };
-        if self.spoken < VERSION_2 {
-            show.push("! this server keeps no history (it speaks protocol version 1)".into());
-            return;
-        }
-        let Some(t) = self.tracks.get_mut(&key(&room)) else {
-            show.push(format!("! you are not in {room} yet"));
-            return;
-        };
-        let Some(epoch) = t.epoch else {
-            show.push(format!("! {room} has not been set up yet; try again"));
-            return;
-        };
-        let before = t.oldest.unwrap_or(t.state_last + 1);
-        if before <= t.first_held.max(1) {
-            show.push(format!("* no older messages held in {room}"));
-            return;
-        }
-        // Start no earlier than the oldest held, so the reply is not a
-        // "gap" for messages the server had already let go.
-        let after = before
-            .saturating_sub(u64::from(n) + 1)
-            .max(t.first_held.saturating_sub(1));
-        let want = (before - 1 - after).min(u64::from(n)) as u16;
-        Self::history(out, &room, epoch, after, want);
-        t.requests.push_back(Request::Older {
-            before,
-            last_rx: after,
-            got: 0,
-        });
     }
 
     /// Acts on one message from the server.
@@ -696,206 +571,6 @@ impl Chat {
         }
     }
 
-    /// Acts on one version-3 frame from the server (WELCOME v3 and codes
-    /// 216-222).
-    pub fn server_v3(
-        &mut self,
-        msg: &ServerV3<'_>,
-        out: &mut OutBuf,
-        show: &mut Vec<String>,
-    ) -> Flow {
-        let now = Instant::now();
-        match *msg {
-            ServerV3::Welcome {
-                version,
-                nick,
-                server,
-                heartbeat_ms,
-                account,
-                role,
-                session_key,
-                token_exp_ms,
-                ..
-            } => {
-                show.push(format!(
-                    "* connected to {server} as {nick} ({})",
-                    identity::who(account, role)
-                ));
-                self.welcome(version, nick, heartbeat_ms, show);
-                let Some(id) = &mut self.identity else {
-                    return Flow::Continue;
-                };
-                let kept = id.session_key.expose() == session_key.0;
-                if !kept && !id.session_key.expose().is_empty() && !id.outbox.is_empty() {
-                    show.push(format!(
-                        "! the server did not keep this session: {} unanswered messages are \
-                         sent again and may show twice",
-                        id.outbox.len()
-                    ));
-                }
-                id.session_key = Secret::new(session_key.0.to_string());
-                id.account = account.to_string();
-                id.role = role;
-                id.token_exp_ms = token_exp_ms;
-                id.refresh_at = refresh_at(token_exp_ms, super::format::now_ms(), now);
-                id.syncing = true;
-                id.synced.clear();
-                out.push_client(&ClientMessage::Ping { token: SYNC_TOKEN });
-            }
-            ServerV3::SayResult { msg_id, error, .. } => {
-                let Some(id) = &mut self.identity else {
-                    return Flow::Continue;
-                };
-                let first_retry = id.outbox.retry_at.is_none();
-                match id.outbox.result(msg_id, error, now) {
-                    Outcome::Refused(u, e) => show.push(format!(
-                        "{} [{}] {}",
-                        error_line(e, code::SAY, ""),
-                        u.room,
-                        preview(&u.text)
-                    )),
-                    Outcome::Later if first_retry => show.push(format!(
-                        "! the server could not take a message for now; sending it again in {} s",
-                        identity::RESEND_DELAY.as_secs()
-                    )),
-                    _ => {}
-                }
-            }
-            ServerV3::Refreshed { token_exp_ms } => {
-                if let Some(id) = &mut self.identity {
-                    id.token_exp_ms = token_exp_ms;
-                    id.warned_stale = false;
-                    id.refresh_at = refresh_at(token_exp_ms, super::format::now_ms(), now);
-                }
-                show.push(format!(
-                    "* token refreshed (valid until {})",
-                    super::format::history_time(token_exp_ms, super::format::now_ms())
-                ));
-            }
-            _ => show.extend(render_v3(msg, &self.nick)),
-        }
-        Flow::Continue
-    }
-
-    /// The barrier's PONG: every room the server put us back in has said
-    /// JOINED. JOIN the others, then send every unanswered SAY again.
-    fn finish_sync(&mut self, out: &mut OutBuf, show: &mut Vec<String>) {
-        let Some(id) = &mut self.identity else {
-            return;
-        };
-        id.syncing = false;
-        let synced = std::mem::take(&mut id.synced);
-        self.rejoin(out, &synced);
-        let rooms = &self.rooms;
-        let pending = &self.pending_joins;
-        let Some(id) = &mut self.identity else {
-            return;
-        };
-        let (_, dropped) = id.outbox.resend_all(out, |room| {
-            rooms.iter().any(|r| same(r, room)) || pending.iter().any(|(r, ..)| same(r, room))
-        });
-        for u in dropped {
-            show.push(format!(
-                "! not sent: you are no longer in {} ({})",
-                u.room,
-                preview(&u.text)
-            ));
-        }
-    }
-
-    /// A refused version-3 HELLO: nothing a retry would fix ends the
-    /// client (no reconnect loop); `None` leaves the rest to the usual path.
-    fn hello_refused_v3(&mut self, error: ErrorCode, show: &mut Vec<String>) -> Option<Flow> {
-        let hint = match error {
-            ErrorCode::BadVersion => {
-                "this server does not speak protocol version 3, so it cannot take a token \
-                 (run without --token-file / MUXCHAT_TOKEN to chat as before)"
-            }
-            ErrorCode::AuthFailed => "check the token (its signature, expiry, issuer, audience)",
-            ErrorCode::AuthRequired | ErrorCode::TokenExpired => "get a fresh token",
-            ErrorCode::SessionLimit => "close another session of this account first",
-            ErrorCode::NickInUse => "another account holds this nick now",
-            ErrorCode::Banned | ErrorCode::Killed => "",
-            _ => return None,
-        };
-        let mut line = error_line(error as u16, code::HELLO, "");
-        if !hint.is_empty() {
-            line.push_str(": ");
-            line.push_str(hint);
-        }
-        show.push(line);
-        self.fatal = true;
-        Some(Flow::Exit(1))
-    }
-
-    /// The next version-3 timer: a resend after UNAVAILABLE, or a look
-    /// for a fresher token.
-    pub fn next_timer(&self) -> Option<Instant> {
-        let id = self.identity.as_ref()?;
-        if self.registration != Registration::Done {
-            return None;
-        }
-        [id.outbox.retry_at, id.refresh_at]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    /// Acts on a due version-3 timer. `reread` reads the token file again
-    /// (`None` without one).
-    pub fn on_timer(
-        &mut self,
-        now: Instant,
-        out: &mut OutBuf,
-        show: &mut Vec<String>,
-        reread: &mut dyn FnMut() -> Option<Result<Secret, String>>,
-    ) {
-        if self.registration != Registration::Done {
-            return;
-        }
-        let Some(id) = &mut self.identity else {
-            return;
-        };
-        // While syncing after a reconnect, the resend of everything
-        // unanswered is about to happen anyway.
-        if !id.syncing && id.outbox.retry_at.is_some_and(|t| now >= t) {
-            id.outbox.resend_unavailable(out);
-        }
-        if id.refresh_at.is_none_or(|t| now < t) {
-            return;
-        }
-        id.refresh_at = None;
-        let until = super::format::history_time(id.token_exp_ms, super::format::now_ms());
-        if !id.from_file {
-            show.push(format!(
-                "! your token expires at {until} and came from MUXCHAT_TOKEN, which cannot \
-                 be read again: use --token-file to stay signed in"
-            ));
-            return;
-        }
-        match reread() {
-            Some(Ok(token)) if token != id.token => {
-                id.token = token;
-                push_refresh(out, &id.token);
-            }
-            Some(Ok(_)) => {
-                if !std::mem::replace(&mut id.warned_stale, true) {
-                    show.push(format!(
-                        "! your token expires at {until}: put a fresh one in the token file"
-                    ));
-                }
-                id.refresh_at = Some(now + identity::REFRESH_RETRY);
-            }
-            Some(Err(e)) => {
-                if !std::mem::replace(&mut id.warned_stale, true) {
-                    show.push(format!("! {e}"));
-                }
-                id.refresh_at = Some(now + identity::REFRESH_RETRY);
-            }
-            None => {}
-        }
-    }
-
     /// A refused JOIN. A rejoin refused for a passing reason (draining,
     /// store unreachable) keeps the room and reconnects later, so that it
     /// is still resumed from where it was.
@@ -921,184 +596,14 @@ impl Chat {
         }
         None
     }
-
-    fn room_state(
-        &mut self,
-        room: &str,
-        epoch: u64,
-        last_seq: u64,
-        first_held: u64,
-        out: &mut OutBuf,
-        show: &mut Vec<String>,
-    ) {
-        let t = self.tracks.entry(key(room)).or_default();
-        let resume = match t.epoch {
-            Some(e) if e == epoch => true,
-            Some(_) => {
-                show.push(format!(
-                    "! {room} was re-created while you were away: what was said in it before is gone"
-                ));
-                *t = Track::default();
-                false
-            }
-            None => false,
-        };
-        t.epoch = Some(epoch);
-        t.state_last = last_seq;
-        t.first_held = first_held;
-        if resume {
-            if last_seq > t.last {
-                Self::history(out, room, epoch, t.last, 0);
-                t.requests.push_back(Request::Resume);
-            }
-        } else {
-            // Live messages start after last_seq: that is where we are.
-            t.last = last_seq;
-            if last_seq > 0 && first_held > 0 {
-                Self::history(out, room, 0, 0, JOIN_HISTORY);
-                t.requests.push_back(Request::Recent);
-            }
-        }
-    }
-
-    fn live(&mut self, room: &str, seq: u64, lines: Vec<String>, show: &mut Vec<String>) {
-        let Some(t) = self.tracks.get_mut(&key(room)) else {
-            show.extend(lines);
-            return;
-        };
-        if t.epoch.is_some() && seq <= t.last && !t.syncing() {
-            // Already shown (as history): never twice.
-            return;
-        }
-        if t.syncing() && t.held.len() < MAX_HELD_LIVE {
-            t.held.extend(lines.into_iter().map(|l| (seq, l)));
-            return;
-        }
-        t.saw(seq);
-        show.extend(lines);
-    }
-
-    fn history_message(
-        &mut self,
-        room: &str,
-        seq: u64,
-        lines: Vec<String>,
-        show: &mut Vec<String>,
-    ) {
-        let Some(t) = self.tracks.get_mut(&key(room)) else {
-            return;
-        };
-        match t.requests.front_mut() {
-            Some(Request::Recent) => {
-                t.saw(seq);
-                show.extend(lines);
-            }
-            Some(Request::Resume) => {
-                if seq <= t.last {
-                    return;
-                }
-                t.missed += seq - t.last - 1;
-                t.saw(seq);
-                show.extend(lines);
-            }
-            Some(Request::Older {
-                before,
-                last_rx,
-                got,
-            }) if seq < *before && seq > *last_rx => {
-                *last_rx = seq;
-                *got += 1;
-                t.oldest = Some(t.oldest.map_or(seq, |o| o.min(seq)));
-                show.extend(lines);
-            }
-            Some(Request::Older { .. }) | None => {}
-        }
-    }
-
-    fn history_end(
-        &mut self,
-        room: &str,
-        epoch: u64,
-        newest: u64,
-        status: u8,
-        out: &mut OutBuf,
-        show: &mut Vec<String>,
-    ) {
-        let Some(t) = self.tracks.get_mut(&key(room)) else {
-            return;
-        };
-        let Some(req) = t.requests.pop_front() else {
-            return;
-        };
-        let more = status & history_status::MORE != 0;
-        match req {
-            Request::Recent => {
-                if more {
-                    show.push(format!("* older messages of {room}: /history"));
-                }
-                t.last = t.last.max(newest);
-            }
-            Request::Resume if status & history_status::NEW_EPOCH != 0 => {
-                show.push(format!("! {room} was re-created while you were away"));
-                t.last = newest;
-                t.missed = 0;
-            }
-            Request::Resume if more && t.last < newest => {
-                Self::history(out, room, epoch, t.last, 0);
-                t.requests.push_front(Request::Resume);
-                return;
-            }
-            Request::Resume => {
-                // Complete: whatever up to `newest` did not come is gone.
-                t.missed += newest.saturating_sub(t.last);
-                t.last = t.last.max(newest);
-                match std::mem::take(&mut t.missed) {
-                    0 => {}
-                    1 => show.push(format!("! missed 1 message in {room}")),
-                    n => show.push(format!("! missed {n} messages in {room}")),
-                }
-            }
-            Request::Older {
-                before,
-                last_rx,
-                got,
-            } => {
-                if got == 0 {
-                    show.push(format!("* no older messages held in {room}"));
-                } else if more && last_rx + 1 < before {
-                    // The server capped the reply below what was asked:
-                    // say so rather than loop on requests.
-                    show.push(format!(
-                        "* the server sent {got} of them; /history again for more"
-                    ));
-                }
-            }
-        }
-        if !t.syncing() {
-            for (seq, line) in std::mem::take(&mut t.held) {
-                if seq > t.last || t.epoch.is_none() {
-                    t.saw(seq);
-                    show.push(line);
-                }
-            }
-        }
-    }
-}
-
-/// The start of a text, for a one-line refusal.
-fn preview(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::command::parse;
-    use crate::codec::{decode, Decoded, ErrorCode};
+    use crate::codec::v3::ServerV3;
+    use crate::codec::{decode, history_status, Decoded, ErrorCode};
 
     /// The client messages queued in `out`, decoded, as debug strings.
     fn sent(out: &mut OutBuf) -> Vec<String> {

@@ -27,7 +27,7 @@
 
 use super::config::Config;
 
-/// SAY overhead over its text (see `config.rs`): a live `--max-text` must
+/// SAY overhead over its text (see `config/resolve.rs`): a live `--max-text` must
 /// still fit the running `--max-payload`.
 const SAY_OVERHEAD: usize = 2 + 64 + 2;
 
