@@ -162,6 +162,18 @@ impl Chat {
                 nicks.push(fold(self.members.at(t).nick()));
             }
         }
+        // A HELLO or NICK whose claim is in flight has its nick in the
+        // store (ahead of the sync) but no session here yet: left out,
+        // the sync would drop it from this node's nicks, no heartbeat
+        // would find a clash over it, and its session would keep a nick
+        // that a live session elsewhere holds.
+        for f in &c.in_flight {
+            match &f.expect {
+                Expect::Hello { nick, .. } => nicks.push(fold(nick)),
+                Expect::Nick { new, .. } => nicks.push(fold(new)),
+                _ => {}
+            }
+        }
         let sids: Vec<u64> = c.sids.keys().copied().collect();
         self.send_claims(&sids);
         let Some(c) = self.cluster.as_deref_mut() else {
