@@ -6,9 +6,17 @@ scripts/adversary.sh to measure what an attack costs everyone else.
     scripts/bystander.py HOST:PORT SECONDS [INTERVAL_MS] [NICK]
 
 A PING not answered within 10 s counts as a 10 000 ms round trip (the
-daemon is frozen), and the run goes on. Loopback only.
+daemon is frozen), and the run goes on. SIGTERM ends the run early
+(after the PING in flight) and still prints the line, so a script can run
+it for exactly as long as some load lasts. Loopback only.
 """
-import json, socket, struct, sys, time
+import json, signal, socket, struct, sys, time
+
+stopped = False
+
+def stop(_sig, _frame):
+    global stopped
+    stopped = True
 
 def frame(code, payload):
     return struct.pack(">HHI", code, 0, len(payload)) + payload
@@ -50,9 +58,10 @@ def main():
     if f is None or f[0] != 200:
         raise SystemExit(f"bystander: no WELCOME (got {f})")
     rtts = []
+    signal.signal(signal.SIGTERM, stop)
     end = time.monotonic() + secs
     token = 0
-    while time.monotonic() < end:
+    while time.monotonic() < end and not stopped:
         token += 1
         sent = time.monotonic()
         s.sendall(frame(108, struct.pack(">Q", token)))
@@ -67,6 +76,8 @@ def main():
                 break
         time.sleep(max(0.0, interval - (time.monotonic() - sent)))
     rtts.sort()
+    if not rtts:
+        raise SystemExit("bystander: stopped before its first PING")
     print(json.dumps({"pings": len(rtts), "worst_ms": round(rtts[-1], 2),
                       "p50_ms": round(rtts[len(rtts) // 2], 2)}))
 
