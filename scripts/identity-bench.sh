@@ -7,7 +7,9 @@
 #
 # Parts:
 #   storm   N token HELLOs as fast as one muxload thread mints and sends
-#           them, per algorithm (keys made by openssl), with a bystander
+#           them, per algorithm (keys made by openssl), each connection in
+#           a room of its own (joins into shared rooms are O(N^2) JOINED
+#           frames and would hide the logins), with a bystander
 #           PINGing every 50 ms: logins/s, the daemon's verification time
 #           per login (/metrics), its CPU per login, the bystander's worst.
 #   say     A = protocol version 2, B = version 3 (muxload --token-key:
@@ -17,7 +19,8 @@
 #   bans    A = no state file, B = BANS server-wide bans of mixed kinds
 #           (scripts/gen-state-file.py), alternated: muxload's connect and
 #           register (HELLO + JOIN) percentiles for JOIN_CLIENTS version-3
-#           connections.
+#           connections opened JOIN_RAMP a second (0: all at once; then the
+#           percentiles measure the generator's queue more than the daemon).
 #   write   A = no state file, B = a state file of ROOM_BANS room bans (and
 #           WRITE_SERVER_BANS server-wide ones): a bystander PINGs every 5 ms while a
 #           client empties a room with state WRITES times, 1.5 s apart (each
@@ -34,9 +37,10 @@
 #
 # Settings (environment): RUNS=3 STORM_CLIENTS=19500 ALGS="HS256 RS256
 # ES256 EdDSA" BANS=100000 ROOM_BANS=10000 WRITE_SERVER_BANS=0
-# JOIN_CLIENTS=2000 WRITES=5
+# JOIN_CLIENTS=2000 JOIN_RAMP=500 WRITES=5
 # DURATION=5 WARMUP=1 DAEMON_CPU=0 LOAD_CPU=1 OUT_DIR=target/identity-bench
-# RUN_TIMEOUT=180 (seconds, per generator run); DAEMON_BIN (another build).
+# RUN_TIMEOUT=180 (seconds, per generator run); DAEMON_BIN (another build);
+# BUILD=0 (use the release binaries as they are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +50,7 @@ ALGS=${ALGS:-HS256 RS256 ES256 EdDSA}
 BANS=${BANS:-100000}
 ROOM_BANS=${ROOM_BANS:-10000}
 JOIN_CLIENTS=${JOIN_CLIENTS:-2000}
+JOIN_RAMP=${JOIN_RAMP:-500}
 WRITES=${WRITES:-5}
 WRITE_SERVER_BANS=${WRITE_SERVER_BANS:-0}
 DURATION=${DURATION:-5}
@@ -62,7 +67,9 @@ done
 # connection, so 19,500 connections is the most that fits.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --bins >&2
+# OUT_DIR given in the environment is exported, and build scripts (ring's)
+# rebuild when it changes: build without it. BUILD=0 skips the build.
+[ "${BUILD:-1}" = 0 ] || env -u OUT_DIR cargo build --release --bins >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT_DIR"
 KEYS=$OUT_DIR/keys
@@ -134,19 +141,26 @@ storm() {
   for run in $(seq "$RUNS"); do
     for alg in $ALGS; do
       start_daemon identity-bench --auth-key "$KEYS/$alg.pub"
-      start_bystander 50 "$OUT_DIR/storm.bystander"
-      local c0 c1 line
+      BYSTANDER_TRACE=$OUT_DIR/storm.trace start_bystander 50 "$OUT_DIR/storm.bystander"
+      local c0 c1 line t0
       c0=$(cpu_s)
-      line=$(muxload --clients "$STORM_CLIENTS" --rooms 100 --publishers 0 --duration 0.5 --warmup 0 \
+      t0=$(date +%s.%N)
+      line=$(muxload --clients "$STORM_CLIENTS" --rooms "$STORM_CLIENTS" --publishers 0 --duration 0.5 --warmup 0 \
         --setup-timeout 120 --token-key "$KEYS/$alg.key")
       c1=$(cpu_s)
       stop_bystander
       local m
       m=$(scrape)
       stop_daemon
-      python3 - "$alg" "$run" "${line:-null}" "$m" "$(cat "$OUT_DIR/storm.bystander")" "$c0" "$c1" <<'EOF' | tee -a "$out" >&2
+      python3 - "$alg" "$run" "${line:-null}" "$m" "$(cat "$OUT_DIR/storm.bystander")" "$c0" "$c1" "$t0" "$OUT_DIR/storm.trace" <<'EOF' | tee -a "$out" >&2
 import json, sys
 alg, run, r, m, b, c0, c1 = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+# The bystander's worst while the logins came in (from muxload's start to
+# all ready) and afterwards (muxload's end: 19,500 connections closing).
+t0 = float(sys.argv[8]); t1 = t0 + (r["setup_s"] if r else 0)
+trace = [tuple(map(float, l.split())) for l in open(sys.argv[9]) if l.strip()]
+during = max([ms for t, ms in trace if t0 <= t <= t1], default=None)
+after = max([ms for t, ms in trace if t > t1], default=None)
 n = m.get("muxchat_token_verifications_total", 0)
 s = m.get("muxchat_token_verify_seconds_total", 0)
 ready = r["ready"] if r else 0
@@ -158,7 +172,7 @@ print(json.dumps({"alg": alg, "run": run, "clients": r["clients"] if r else None
   "daemon_cpu_us_per_login": (c1 - c0) / ready * 1e6 if ready else None,
   "logins_account": m.get("muxchat_logins_account_total"),
   "logins_refused": m.get("muxchat_logins_refused_total"), "logins_failed": m.get("muxchat_logins_failed_total"),
-  "bystander_worst_ms": b["worst_ms"], "bystander_p50_ms": b["p50_ms"], "pings": b["pings"]}))
+  "bystander_worst_ms": b["worst_ms"], "worst_during_logins_ms": during, "worst_after_ms": after, "bystander_p50_ms": b["p50_ms"], "pings": b["pings"]}))
 EOF
     done
   done
@@ -166,13 +180,13 @@ EOF
 import json, sys
 $stats_py
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| algorithm | runs | ready / asked | logins/s | verification µs (daemon) | daemon CPU µs per login | bystander worst ms |")
-print("|---|---|---|---|---|---|---|")
+print("| algorithm | runs | ready / asked | logins/s | verification µs (daemon) | daemon CPU µs per login | bystander worst ms while logging in | bystander worst ms after (teardown) |")
+print("|---|---|---|---|---|---|---|---|")
 for alg in dict.fromkeys(r["alg"] for r in rows):
     rs = [r for r in rows if r["alg"] == alg]
     print(f"| {alg} | {len(rs)} | {min(r['ready'] for r in rs)} / {rs[0]['clients']} | {fmt([r['logins_per_s'] for r in rs])} | "
           f"{fmt([r['verify_us'] for r in rs], '{:.1f}')} | {fmt([r['daemon_cpu_us_per_login'] for r in rs], '{:.1f}')} | "
-          f"{fmt([r['bystander_worst_ms'] for r in rs], '{:.1f}')} |")
+          f"{fmt([r.get('worst_during_logins_ms') for r in rs], '{:.1f}')} | {fmt([r.get('worst_after_ms') for r in rs], '{:.1f}')} |")
 EOF
 }
 
@@ -186,9 +200,12 @@ say() {
     for row in "${rows[@]}"; do
       local name=${row%%|*} args=${row#*|}
       for v in 2 3; do
-        local extra=()
-        [ "$v" = 3 ] && extra=(--token-key "$KEYS/HS256.key")
-        start_daemon identity-bench --auth-key "$KEYS/HS256.pub"
+        # A: version 2 against a daemon without --auth-key (the matrix as
+        # before issue 20; with --auth-key a version-2 HELLO is renamed
+        # ~NICK and muxload never becomes ready). B: version 3 with it.
+        local extra=() dargs=()
+        [ "$v" = 3 ] && { extra=(--token-key "$KEYS/HS256.key"); dargs=(--auth-key "$KEYS/HS256.pub"); }
+        start_daemon identity-bench "${dargs[@]}"
         # shellcheck disable=SC2086
         line=$(muxload $args --duration "$DURATION" --warmup "$WARMUP" "${extra[@]}")
         stop_daemon
@@ -234,14 +251,18 @@ bans() {
       [ "$v" = bans ] && { cp "$state" "$OUT_DIR/run-state.json"; sf=(--state-file "$OUT_DIR/run-state.json"); }
       [ "$v" = none ] && { rm -f "$OUT_DIR/none-state.json"; sf=(--state-file "$OUT_DIR/none-state.json"); }
       start_daemon identity-bench --auth-key "$KEYS/HS256.pub" "${sf[@]}"
+      c0=$(cpu_s)
       line=$(muxload --clients "$JOIN_CLIENTS" --rooms 100 --publishers 0 --duration 0.5 --warmup 0 \
-        --token-key "$KEYS/HS256.key")
+        --ramp "$JOIN_RAMP" --token-key "$KEYS/HS256.key")
+      c1=$(cpu_s)
       m=$(scrape)
       stop_daemon
-      python3 - "$v" "$run" "${line:-null}" "$m" <<'EOF' | tee -a "$out" >&2
+      python3 - "$v" "$run" "${line:-null}" "$m" "$c0" "$c1" <<'EOF' | tee -a "$out" >&2
 import json, sys
 v, run, r, m = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-print(json.dumps({"bans": v, "run": run, "ready": r["ready"] if r else 0, "setup_s": r["setup_s"] if r else None,
+ready = r["ready"] if r else 0
+cpu = (float(sys.argv[6]) - float(sys.argv[5])) / ready * 1e6 if ready else None
+print(json.dumps({"bans": v, "run": run, "ready": ready, "setup_s": r["setup_s"] if r else None, "daemon_cpu_us_per_login": cpu,
   "connect_p50_us": r["connect_us"]["p50"] if r else None,
   "register_p50_us": r["register_us"]["p50"] if r else None, "register_p99_us": r["register_us"]["p99"] if r else None,
   "server_bans": m.get("muxchat_bans_server")}))
@@ -252,11 +273,11 @@ EOF
 import json, sys
 $stats_py
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| server-wide bans | runs | ready | setup s | connect p50 µs | register (HELLO+JOIN) p50 µs | register p99 µs |")
-print("|---|---|---|---|---|---|---|")
+print("| server-wide bans | runs | ready | setup s | daemon CPU µs per login | connect p50 µs | register (HELLO+JOIN) p50 µs | register p99 µs |")
+print("|---|---|---|---|---|---|---|---|")
 for v in ("none", "bans"):
     rs = [r for r in rows if r["bans"] == v]
-    print(f"| {v} ({rs[0]['server_bans']}) | {len(rs)} | {min(r['ready'] for r in rs)} | {fmt([r['setup_s'] for r in rs], '{:.2f}')} | "
+    print(f"| {v} ({rs[0]['server_bans']}) | {len(rs)} | {min(r['ready'] for r in rs)} | {fmt([r['setup_s'] for r in rs], '{:.2f}')} | {fmt([r.get('daemon_cpu_us_per_login') for r in rs], '{:.0f}')} | "
           f"{fmt([r['connect_p50_us'] for r in rs])} | {fmt([r['register_p50_us'] for r in rs])} | {fmt([r['register_p99_us'] for r in rs])} |")
 EOF
 }
@@ -297,7 +318,8 @@ for i in range(int(sys.argv[2])):
 watch(1.5)
 print(len(seen - {None}) - 1 if os.path.exists(sys.argv[3]) else 0)
 EOF
-) || writes=0      stop_bystander
+) || writes=0
+      stop_bystander
       local m
       m=$(scrape)
       stop_daemon
@@ -325,22 +347,26 @@ EOF
 
 memory() {
   make_keys
-  start_daemon identity-bench --auth-key "$KEYS/HS256.pub"
-  line=$(muxload --clients 1000 --rooms 1 --publishers 1 --unlimited --payload 64 --duration "$DURATION" \
-    --warmup "$WARMUP" --token-key "$KEYS/HS256.key")
-  m=$(scrape)
-  stop_daemon
-  python3 - "$m" "${line:-null}" <<'EOF'
+  local rows=("one publisher (one key, its 4,096 msg_ids), 1,000 members|--clients 1000 --rooms 1 --publishers 1 --unlimited --payload 64 --duration $DURATION --warmup $WARMUP"
+    "1,000 publishers alone in their rooms, ~1,000 msg_ids each|--clients 1000 --rooms 1000 --publishers 1000 --rate 50 --payload 64 --duration 19 --warmup 1")
+  echo "| run | dedup msg_ids | dedup bytes | B per msg_id | session keys kept | key bytes | B per key |"
+  echo "|---|---|---|---|---|---|---|"
+  for row in "${rows[@]}"; do
+    local name=${row%%|*} args=${row#*|}
+    start_daemon identity-bench --auth-key "$KEYS/HS256.pub"
+    # shellcheck disable=SC2086
+    line=$(muxload $args --token-key "$KEYS/HS256.key")
+    m=$(scrape)
+    stop_daemon
+    python3 - "$name" "$m" <<'EOF'
 import json, sys
-m, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-ids, ib = m.get("muxchat_dedup_msg_ids"), m.get("muxchat_dedup_bytes")
-keys, kb = m.get("muxchat_session_keys_kept"), m.get("muxchat_session_keys_bytes")
-print("| gauge | entries | bytes | bytes per entry |")
-print("|---|---|---|---|")
-print(f"| dedup (msg_ids) | {ids:,.0f} | {ib:,.0f} | {ib / ids:.0f} |" if ids else f"| dedup | {ids} | {ib} | - |")
-print(f"| session keys kept | {keys:,.0f} | {kb:,.0f} | {kb / keys:.0f} |" if keys else f"| session keys | {keys} | {kb} | - |")
-print(f"(published {r['published'] if r else '?'} in the run)")
+name, m = sys.argv[1], json.loads(sys.argv[2])
+ids, ib = m.get("muxchat_dedup_msg_ids") or 0, m.get("muxchat_dedup_bytes") or 0
+keys, kb = m.get("muxchat_session_keys_kept") or 0, m.get("muxchat_session_keys_bytes") or 0
+per = lambda b, n: f"{b / n:.0f}" if n else "-"
+print(f"| {name} | {ids:,.0f} | {ib:,.0f} | {per(ib, ids)} | {keys:,.0f} | {kb:,.0f} | {per(kb, keys)} |")
 EOF
+  done
 }
 
 parts=("$@")
