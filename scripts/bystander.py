@@ -6,9 +6,20 @@ scripts/adversary.sh to measure what an attack costs everyone else.
     scripts/bystander.py HOST:PORT SECONDS [INTERVAL_MS] [NICK]
 
 A PING not answered within 10 s counts as a 10 000 ms round trip (the
-daemon is frozen), and the run goes on. Loopback only.
+daemon is frozen), and the run goes on. SIGTERM ends the run early
+(after the PING in flight) and still prints the line, so a script can run
+it for exactly as long as some load lasts. With BYSTANDER_TRACE=FILE it
+also writes one line per PING to FILE: the Unix time it was sent and its
+round trip in ms, so a script can tell which phase of a load a stall was
+in. Loopback only.
 """
-import json, socket, struct, sys, time
+import json, os, signal, socket, struct, sys, time
+
+stopped = False
+
+def stop(_sig, _frame):
+    global stopped
+    stopped = True
 
 def frame(code, payload):
     return struct.pack(">HHI", code, 0, len(payload)) + payload
@@ -50,9 +61,11 @@ def main():
     if f is None or f[0] != 200:
         raise SystemExit(f"bystander: no WELCOME (got {f})")
     rtts = []
+    trace = open(os.environ["BYSTANDER_TRACE"], "w") if os.environ.get("BYSTANDER_TRACE") else None
+    signal.signal(signal.SIGTERM, stop)
     end = time.monotonic() + secs
     token = 0
-    while time.monotonic() < end:
+    while time.monotonic() < end and not stopped:
         token += 1
         sent = time.monotonic()
         s.sendall(frame(108, struct.pack(">Q", token)))
@@ -65,8 +78,14 @@ def main():
             if f[0] == 209 and struct.unpack(">Q", f[1])[0] == token:
                 rtts.append((time.monotonic() - sent) * 1000)
                 break
+        if trace:
+            trace.write(f"{time.time() - (time.monotonic() - sent):.3f} {rtts[-1]:.2f}\n")
         time.sleep(max(0.0, interval - (time.monotonic() - sent)))
+    if trace:
+        trace.close()
     rtts.sort()
+    if not rtts:
+        raise SystemExit("bystander: stopped before its first PING")
     print(json.dumps({"pings": len(rtts), "worst_ms": round(rtts[-1], 2),
                       "p50_ms": round(rtts[len(rtts) // 2], 2)}))
 
