@@ -556,3 +556,33 @@ fn publishes_the_daemon_refuses_are_reported_and_fail_the_run() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("refused    none: 0 of "), "{stdout}");
 }
+
+#[test]
+fn version_2_guests_get_ready_on_a_daemon_that_takes_tokens() {
+    // With --auth-key a version-2 session is a guest, shown as `~nick` in
+    // its own JOINED: muxload must still know it as itself.
+    let dir = std::env::temp_dir().join(format!("muxload-guests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("hs.key");
+    std::fs::write(&key, "a shared secret of at least thirty-two bytes, ok").unwrap();
+    let daemon = Daemon::start(&["--auth-key", key.to_str().unwrap()]);
+    let out = muxload(
+        &daemon,
+        &[
+            "--clients",
+            "20",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    let j = json_of(&out);
+    assert_eq!(field(&j, "", "ready"), 20.0, "{j}");
+    assert_eq!(field(&j, "\"loss\":", "lost"), 0.0, "{j}");
+    std::fs::remove_dir_all(&dir).ok();
+}

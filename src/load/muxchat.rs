@@ -73,8 +73,14 @@ impl Conn {
                     .register
                     .record(self.opened.elapsed().as_nanos().max(1) as u64);
             }
+            // A server that takes tokens shows a version-2 session as a
+            // guest, `~` before the nick it asked for.
             ServerMessage::Joined { nick, .. }
-                if self.stage == Stage::Registering && nick.eq_ignore_ascii_case(&self.nick) =>
+                if self.stage == Stage::Registering
+                    && nick
+                        .strip_prefix('~')
+                        .unwrap_or(nick)
+                        .eq_ignore_ascii_case(&self.nick) =>
             {
                 if self.resume.is_some() {
                     // Back in the room: Ready once history has caught up.
