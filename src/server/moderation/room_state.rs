@@ -11,7 +11,7 @@ use crate::codec::names::NameKey;
 use crate::codec::v3::modes as wire_modes;
 
 use super::bans::{truncate, Ban, BanError, BanSet, NotFound, MAX_ROOM_BANS};
-use super::masks::{glob_match, Mask};
+use super::masks::Mask;
 
 /// Longest topic, in bytes (TOPIC above it: TEXT_TOO_LONG).
 pub const MAX_TOPIC: usize = 390;
@@ -219,38 +219,6 @@ impl RoomState {
             None => self.invitations.contains(&Invitee::guest(nick_shown)),
         }
     }
-}
-
-/// Whether `account` is an operator of `room`: an administrator, an
-/// account whose token's `ops` has a pattern matching the room (`*` any
-/// run, case-insensitive), or one granted OP in the room's state. Guests
-/// (`None`) never are.
-pub fn is_operator(
-    account: Option<&str>,
-    room: &str,
-    token_ops: &[String],
-    admin: bool,
-    state: Option<&RoomState>,
-) -> bool {
-    let Some(account) = account else {
-        return false;
-    };
-    admin
-        || token_ops.iter().any(|p| ops_pattern_matches(p, room))
-        || state.is_some_and(|s| s.ops.contains(account))
-}
-
-/// A token `ops` (or `rooms`) pattern against a room name: `*` any run,
-/// ASCII case-insensitive; `?` is literal here. The identity helper keeps
-/// its own for `rooms`; the two are to be merged.
-fn ops_pattern_matches(pattern: &str, room: &str) -> bool {
-    if pattern.contains('?') {
-        // A literal `?` (glob_match would read it as a wildcard) is a
-        // character no room name holds: the pattern matches nothing.
-        return false;
-    }
-    let folded = pattern.to_ascii_lowercase();
-    glob_match(folded.as_bytes(), room.as_bytes(), true)
 }
 
 /// Every room's moderation state, with drop after the TTL and the room
@@ -497,22 +465,6 @@ mod tests {
         assert!(!s.is_invited(Some("~bob"), "~bob"));
         assert!(s.take_invitation(None, "~BOB"));
         assert!(!s.take_invitation(None, "~bob"));
-    }
-
-    #[test]
-    fn operators() {
-        let mut s = RoomState::default();
-        s.grant("carol").unwrap();
-        let ops = vec!["#staff-*".to_string(), "#Ops".to_string()];
-        assert!(is_operator(Some("x"), "#STAFF-east", &ops, false, None));
-        assert!(is_operator(Some("x"), "#ops", &ops, false, None));
-        assert!(!is_operator(Some("x"), "#opsx", &ops, false, None));
-        assert!(is_operator(Some("x"), "#any", &[], true, None));
-        assert!(is_operator(Some("carol"), "#any", &[], false, Some(&s)));
-        assert!(!is_operator(Some("dave"), "#any", &[], false, Some(&s)));
-        // Guests never are, whatever is claimed.
-        assert!(!is_operator(None, "#any", &ops, true, Some(&s)));
-        assert!(is_operator(Some("x"), "#a", &["*".into()], false, None));
     }
 
     #[test]
