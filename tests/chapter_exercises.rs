@@ -675,10 +675,15 @@ fn sockopts_keepalive_times_are_per_socket() {
     assert_eq!(s.keepalive_time().unwrap(), Duration::from_secs(3));
     assert_eq!(s.keepalive_interval().unwrap(), Duration::from_secs(1));
     assert_eq!(s.keepalive_retries().unwrap(), 4);
-    let port = c.local_addr().unwrap().port();
+    // This connection's row: its local port alone may also name an old
+    // connection of another test (in TIME_WAIT, with its own timer).
+    let (port, peer) = (
+        c.local_addr().unwrap().port(),
+        listener.local_addr().unwrap().port(),
+    );
     let timer = tcp_table()
         .into_iter()
-        .find(|&(l, ..)| l == port)
+        .find(|&(l, r, state, ..)| l == port && r == peer && state == ESTABLISHED)
         .map(|(.., t, ticks)| (t, ticks));
     assert!(
         matches!(timer, Some((2, ticks)) if ticks <= 300),
