@@ -17,7 +17,7 @@ use log::{info, warn};
 use mio::Token;
 
 use crate::codec::v3::{decode_say, role, SayV3, Secret, ServerV3, VERSION_3};
-use crate::codec::{code, valid_nick, valid_room, ErrorCode, NameKey, ServerMessage};
+use crate::codec::{code, valid_nick, ErrorCode, NameKey, ServerMessage};
 use crate::server::config::{AuthMode, Config};
 use crate::server::event_loop::lifecycle::CloseReason;
 use crate::server::identity::dedup::DEFAULT_DEDUP_TOTAL;
@@ -663,18 +663,10 @@ impl Chat {
             self.identity.stats.deduplicated += 1;
             return self.say_result(t, msg_id, room, epoch, seq);
         }
-        if !valid_room(room) {
-            return self.say_refused(t, msg_id, room, ErrorCode::BadRoom);
-        }
-        if let Err(e) = self.check_text(text) {
-            return self.say_refused(t, msg_id, room, e);
-        }
-        let Some(index) = self.member_of(t, room) else {
-            return self.say_refused(t, msg_id, room, ErrorCode::NotInRoom);
+        let index = match self.check_say(t, room, text) {
+            Ok(index) => index,
+            Err(e) => return self.say_refused(t, msg_id, room, e),
         };
-        if let Err(e) = self.may_say(t, self.members.at(t).rooms()[index].room) {
-            return self.say_refused(t, msg_id, room, e);
-        }
         let (epoch, seq) = self.say_in(t, index, text);
         if let Some(k) = key {
             self.identity.dedup.record(k, msg_id, epoch, seq);

@@ -25,22 +25,32 @@ pub(in crate::server) fn cast_limit(max_outbuf: usize) -> usize {
 
 impl Chat {
     pub(in crate::server) fn say(&mut self, t: Token, room: &str, text: &str) {
-        if !valid_room(room) {
-            return self.error(t, ErrorCode::BadRoom, code::SAY, "");
-        }
-        if let Err(e) = self.check_text(text) {
-            return self.error(t, e, code::SAY, "");
-        }
-        let Some(index) = self.member_of(t, room) else {
-            return self.error(t, ErrorCode::NotInRoom, code::SAY, "");
+        let index = match self.check_say(t, room, text) {
+            Ok(index) => index,
+            Err(e) => return self.error(t, e, code::SAY, ""),
         };
-        if let Err(e) = self.may_say(t, self.members.at(t).rooms()[index].room) {
-            return self.error(t, e, code::SAY, "");
-        }
         if self.cluster.is_some() {
             return self.cluster_say(t, index, text);
         }
         self.say_in(t, index, text);
+    }
+
+    /// What every SAY (version 2 or 3) must pass: a valid room, a text
+    /// within bounds, membership, and the room's modes. The index of the
+    /// room in `t`'s membership list, or the refusal.
+    pub(in crate::server) fn check_say(
+        &self,
+        t: Token,
+        room: &str,
+        text: &str,
+    ) -> Result<usize, ErrorCode> {
+        if !valid_room(room) {
+            return Err(ErrorCode::BadRoom);
+        }
+        self.check_text(text)?;
+        let index = self.member_of(t, room).ok_or(ErrorCode::NotInRoom)?;
+        self.may_say(t, self.members.at(t).rooms()[index].room)?;
+        Ok(index)
     }
 
     /// An accepted SAY from `t` to the room at `index` of its membership
