@@ -40,6 +40,7 @@
 # JOIN_CLIENTS=2000 JOIN_RAMP=500 BANS_PROTO=v3 (or v2) WRITES=5
 # DURATION=5 WARMUP=1 DAEMON_CPU=0 LOAD_CPU=1 OUT_DIR=target/identity-bench
 # RUN_TIMEOUT=180 (seconds, per generator run); DAEMON_BIN (another build);
+# SAY_ROWS=bcast or room (one row of the say part; default both);
 # BUILD=0 (use the release binaries as they are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -197,6 +198,11 @@ say() {
   : >"$out"
   local rows=("bcast 1->1000 64B unlimited|--clients 1000 --rooms 1 --publishers 1 --unlimited --payload 64"
     "room of 100, each 10 msgs/s|--clients 100 --rooms 1 --publishers 100 --rate 10 --payload 64")
+  # SAY_ROWS=bcast or SAY_ROWS=room: one of the two rows only.
+  case ${SAY_ROWS:-both} in
+    bcast) rows=("${rows[0]}") ;;
+    room) rows=("${rows[1]}") ;;
+  esac
   for run in $(seq "$RUNS"); do
     for row in "${rows[@]}"; do
       local name=${row%%|*} args=${row#*|}
