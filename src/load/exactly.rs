@@ -25,7 +25,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
 use crate::codec::v3::{self, ClientV3, Secret, ServerV3};
 use crate::codec::{code, ErrorCode, Frame, ServerMessage};
@@ -33,7 +34,6 @@ use crate::net::OutBuf;
 use crate::server::identity::mint::{sign_with, MintClaims, SigningKey};
 
 use super::counters::Meter;
-use super::shared::Shared;
 use super::stats::Stamp;
 
 /// SAYs a publisher keeps unanswered at most; past it a scheduled publish
@@ -438,19 +438,24 @@ pub fn check(senders: &[SenderEnd], members: &[MemberEnd]) -> ExactlyOnce {
     r
 }
 
-impl super::conn::Conn {
-    /// A version-3 frame, or one version 3 changes the meaning of;
-    /// `None` leaves the frame to the usual path. `Some(true)` ends the
-    /// connection.
+impl Exact {
+    /// A version-3 frame, or one version 3 changes the meaning of, for
+    /// the connection opened at `opened` whose output is `out`; a refused
+    /// SAY counts in `rejected` (its room's). `None` leaves the frame to
+    /// the usual path; `Some(true)` ends the connection. It is handed the
+    /// connection's parts, not the connection, so that this file and
+    /// `conn.rs` (which holds an `Exact`) do not depend on each other.
     #[cold]
-    pub(super) fn on_v3(
+    pub(super) fn on_frame(
         &mut self,
         f: &Frame<'_>,
         now_ns: u64,
+        out: &mut OutBuf,
+        opened: Instant,
         m: &mut Meter,
-        shared: &Shared,
+        rejected: &AtomicU64,
     ) -> Option<bool> {
-        let x = self.exact.as_mut()?;
+        let x = self;
         let is_v3 = match f.code {
             code::WELCOME => v3::hello_version(f.payload) == Some(v3::VERSION_3),
             c => v3::SERVER_CODES.contains(&c),
@@ -478,7 +483,7 @@ impl super::conn::Conn {
                 let _ = m
                     .tally
                     .register
-                    .record(self.opened.elapsed().as_nanos().max(1) as u64);
+                    .record(opened.elapsed().as_nanos().max(1) as u64);
             }
             ServerV3::SayResult {
                 msg_id, seq, error, ..
@@ -486,7 +491,7 @@ impl super::conn::Conn {
                 let Some(sender) = x.sender.as_mut() else {
                     return Some(false);
                 };
-                match sender.result(msg_id, seq, error, x.rejoin_seq, &mut self.out) {
+                match sender.result(msg_id, seq, error, x.rejoin_seq, out) {
                     Answer::Accepted { dedup } => {
                         if dedup {
                             m.tally.counters.deduplicated += 1;
@@ -498,7 +503,7 @@ impl super::conn::Conn {
                         if let Some(slot) = m.tally.errors.get_mut(error as usize) {
                             *slot += 1;
                         }
-                        shared.rooms[self.room].rejected.fetch_add(1, Relaxed);
+                        rejected.fetch_add(1, Relaxed);
                         m.refused(now_ns);
                     }
                     Answer::Unknown => {}
