@@ -91,6 +91,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     let us = |d: &std::time::Duration| d.as_micros().to_string();
     live!(login_time_per_iteration, "login-time-per-iteration-us", us);
     live!(max_logins_waiting, "max-logins-waiting");
+    // Read by the reap stage at each iteration.
+    live!(closes_per_iteration, "closes-per-iteration");
     // Paths and names, not secrets.
     let opt = |v: &dyn std::fmt::Debug| format!("{v:?}");
     live!(auth_key, "auth-key", opt);
@@ -291,6 +293,8 @@ mod tests {
             "8192",
             "--max-kept-session-keys",
             "10",
+            "--closes-per-iteration",
+            "9",
         ]);
         let p = plan(&running, &new);
         assert_eq!(
@@ -299,6 +303,7 @@ mod tests {
                 "logins-per-iteration=8",
                 "login-time-per-iteration-us=500",
                 "max-logins-waiting=100",
+                "closes-per-iteration=9",
             ]
         );
         assert_eq!(p.restart, ["max-dedup-ids", "max-kept-session-keys"]);

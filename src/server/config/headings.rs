@@ -28,6 +28,7 @@ const HEADINGS: &[(&str, &[&str])] = &[
             "presence_limit",
             "max_http_head",
             "max_http_headers",
+            "closes_per_iteration",
         ],
     ),
     (

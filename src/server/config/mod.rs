@@ -398,6 +398,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
     pub max_kept_session_keys: u64,
 
+    /// Sessions whose end is handled (rooms left, last output, close) per
+    /// loop iteration; the rest wait for the next, oldest first, so a
+    /// mass hang-up does not stall everyone else.
+    #[arg(long, env = "MUXCHAT_CLOSES_PER_ITERATION", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub closes_per_iteration: u32,
+
     /// Log line format on stderr: `text`, or `json` (one object per line:
     /// time, level, target, message and the event's fields).
     #[arg(long, env = "MUXCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FMT")]
@@ -572,6 +579,8 @@ pub struct Config {
     pub max_dedup_ids: usize,
     /// Ended sessions' keys kept (`--max-kept-session-keys`).
     pub max_kept_session_keys: usize,
+    /// Session ends handled per iteration (`--closes-per-iteration`).
+    pub closes_per_iteration: usize,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -813,6 +822,8 @@ mod tests {
         assert_eq!(c.max_logins_waiting, 16_384);
         assert_eq!(c.max_dedup_ids, 1 << 20);
         assert_eq!(c.max_kept_session_keys, 100_000);
+        assert_eq!(c.closes_per_iteration, 256);
+        assert!(parse(&["--closes-per-iteration", "0"]).is_err());
         // The structures' own defaults (used where no Config is) agree.
         use crate::server::identity::{dedup, keys, queue};
         assert_eq!(c.logins_per_iteration, queue::DEFAULT_PER_ITERATION);

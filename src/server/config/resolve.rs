@@ -175,6 +175,7 @@ impl Config {
             max_dedup_ids: usize::try_from(args.max_dedup_ids).unwrap_or(usize::MAX),
             max_kept_session_keys: usize::try_from(args.max_kept_session_keys)
                 .unwrap_or(usize::MAX),
+            closes_per_iteration: args.closes_per_iteration as usize,
             adapted,
         })
     }
