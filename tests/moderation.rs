@@ -267,6 +267,10 @@ fn bans_with_an_end_are_lifted_by_the_timer() {
     wait_until("the file is rewritten", WAIT, || {
         std::fs::read_to_string(&path).is_ok_and(|s| !s.contains("nick:late"))
     });
+    let bans = dir.file("state.json.server-bans");
+    wait_until("the server-wide bans' file is rewritten", WAIT, || {
+        std::fs::read_to_string(&bans).is_ok_and(|s| !s.contains("nick:later"))
+    });
     d.kill();
     let mut log = String::new();
     std::io::Read::read_to_string(&mut d.take_stderr().unwrap(), &mut log).unwrap();
@@ -590,6 +594,45 @@ fn room_state_survives_re_creation_and_a_restart() {
     let mut bob = V3::login(&d, &key, "bob", &[]);
     bob.c.join("#r");
     assert!(bob.until(c3::ROOM_INFO).contains("kept"));
+}
+
+#[test]
+fn each_part_of_the_state_file_is_written_when_it_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Scratch::new("v3-parts");
+    let state = dir.file("state.json");
+    let bans = dir.file("state.json.server-bans");
+    let (d, key) = identity_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    let mut root = V3::login(&d, &key, "root", &["--admin"]);
+    root.send(ClientV3::Ban {
+        room: "*",
+        mask: "nick:spam*",
+        duration_s: 0,
+        reason: "",
+    });
+    root.until(c3::MODERATION);
+    wait_until("the server-wide bans are written", WAIT, || {
+        std::fs::read_to_string(&bans).is_ok_and(|s| s.contains("nick:spam*"))
+    });
+    // No room has a state yet: the rooms' file was not written for a ban.
+    assert!(!state.exists());
+    let inode = std::fs::metadata(&bans).unwrap().ino();
+    // alice creates a room (her OP grant): the rooms' file alone.
+    let mut alice = V3::login(&d, &key, "alice", &[]);
+    alice.c.join("#mine");
+    alice.until(c3::ROOM_INFO);
+    wait_until("the rooms are written", WAIT, || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"#mine\""))
+    });
+    // A second for the writer to have had a chance at the bans too.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        std::fs::metadata(&bans).unwrap().ino(),
+        inode,
+        "the server-wide bans were rewritten for a room's change"
+    );
+    let rooms = std::fs::read_to_string(&state).unwrap();
+    assert!(!rooms.contains("spam"), "{rooms}");
 }
 
 #[test]

@@ -79,9 +79,18 @@ impl Moderation {
         }
     }
 
+    /// A room's state changed: the state file's rooms are written again.
     fn changed(&mut self) {
         if let Some(w) = &mut self.writer {
-            w.mark_dirty();
+            w.mark_rooms_dirty();
+        }
+    }
+
+    /// The server-wide bans changed: their file is written again (and
+    /// only it: up to 200,000 bans are not rewritten for a room's change).
+    fn changed_server_bans(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.mark_server_bans_dirty();
         }
     }
 
@@ -430,7 +439,7 @@ impl Chat {
                 );
             }
             if !ended.is_empty() {
-                m.changed();
+                m.changed_server_bans();
             }
         }
         let Some(w) = &mut m.writer else { return };
@@ -439,7 +448,7 @@ impl Chat {
         }
         match w.step(now, &m.rooms, &m.server_bans, StepBudget::default()) {
             Ok(Step::Written(n)) => {
-                log::debug!("state file {} written ({n} bytes)", w.path().display())
+                log::debug!("state file written ({n} bytes)")
             }
             Ok(_) => {}
             Err(e) => warn!(
@@ -577,7 +586,11 @@ impl Chat {
         if let (None, Some(key)) = (scope.id, scope.key) {
             self.moderation.rooms.room_emptied(&key, now_ms());
         }
-        self.moderation.changed();
+        if scope.key.is_some() {
+            self.moderation.changed();
+        } else {
+            self.moderation.changed_server_bans();
+        }
     }
 
     /// The frame in `self.frame` to each version-3 member of room `id`.
