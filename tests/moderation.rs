@@ -583,17 +583,56 @@ fn room_state_survives_re_creation_and_a_restart() {
         topic: "kept",
     });
     alice.until(c3::ROOM_INFO);
+    alice.send(ClientV3::Mode {
+        room: "#r",
+        set: 1,
+        clear: 0,
+    });
+    // (The JOIN's ROOM_INFO and the topic's come first.)
+    while !alice.until(c3::ROOM_INFO).contains("modes: 1") {}
     alice.c.send(&ClientMessage::Leave { room: "#r" });
     alice.c.recv_code(code::LEFT);
+    // Re-created by a guest (the old incarnation is gone): still
+    // moderated, so its SAY is refused.
+    let mut eve = V3::guest(&d, "eve");
+    eve.c.join("#r");
+    assert!(eve.until(c3::ROOM_INFO).contains("modes: 1"));
+    refused_say(&mut eve, 1);
     alice.c.join("#r");
     assert!(alice.until(c3::ROOM_INFO).contains("kept"));
     d.signal(libc::SIGTERM);
     drop(alice);
+    drop(eve);
     d.wait_exit(WAIT);
     let (d, key) = identity_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
     let mut bob = V3::login(&d, &key, "bob", &[]);
     bob.c.join("#r");
     assert!(bob.until(c3::ROOM_INFO).contains("kept"));
+    // After the restart: bob is no operator of the moderated room.
+    refused_say(&mut bob, 2);
+    let mut alice = V3::login(&d, &key, "alice", &[]);
+    alice.c.join("#r");
+    alice.until(c3::ROOM_INFO);
+    alice.send(ClientV3::Say {
+        room: "#r",
+        text: "operators speak",
+        msg_id: 3,
+    });
+    assert!(bob.until(code::MESSAGE).contains("operators speak"));
+}
+
+/// A version-3 SAY in #r answered by SAY_RESULT with NOT_ALLOWED.
+fn refused_say(c: &mut V3, msg_id: u64) {
+    c.send(ClientV3::Say {
+        room: "#r",
+        text: "may I?",
+        msg_id,
+    });
+    let result = c.until(c3::SAY_RESULT);
+    assert!(
+        result.contains(&format!("error: {}", ErrorCode::NotAllowed as u16)),
+        "{result}"
+    );
 }
 
 #[test]
