@@ -457,9 +457,11 @@ impl Chat {
         if w.next_write_at(now).is_none_or(|at| at > now) {
             return;
         }
+        let part = w.writing();
         match w.step(now, &m.rooms, &m.server_bans, StepBudget::default()) {
             Ok(Step::Written(n)) => {
-                log::debug!("state file written ({n} bytes)")
+                let file = part.map_or(w.path(), |p| w.path_of(p));
+                log::debug!("state file {} written ({n} bytes)", file.display())
             }
             Ok(_) => {}
             Err(e) => warn!(
