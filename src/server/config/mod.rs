@@ -262,8 +262,9 @@ pub struct Args {
     pub lingering_memory: u64,
 
     /// Where a standalone daemon keeps room state (topics, modes, bans,
-    /// operator grants, invitations) and server-wide bans across restarts;
-    /// written atomically at most once a second after a change. Unreadable
+    /// operator grants, invitations) and server-wide bans (in
+    /// FILE.server-bans beside it) across restarts; each file written
+    /// atomically at most once a second after a change to it. Unreadable
     /// or corrupt at start: exit 1 naming it. Not with --redis (a cluster
     /// keeps room state in Redis).
     #[arg(long, env = "MUXCHAT_STATE_FILE", value_name = "FILE")]
