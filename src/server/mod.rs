@@ -42,6 +42,7 @@ pub mod discovery;
 pub mod doors;
 pub mod event_loop;
 pub mod identity;
+pub mod limits;
 pub mod logfmt;
 pub mod metrics;
 pub mod moderation;
