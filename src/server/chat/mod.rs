@@ -19,7 +19,7 @@
 //! - [`rooms`], [`history`], [`limits`](super::limits): membership indexes, held
 //!   messages, the rate allowance;
 //! - [`closing`]: the reap stage, timers, the shutdown drain;
-//! - [`super::event_loop::registry`]: the sessions, delivery, and the first
+//! - [`super::sessions::registry`]: the sessions, delivery, and the first
 //!   step of closing.
 //!
 //! Closing is two-step: a session is *marked* (`Sessions::mark_closing`)
@@ -52,13 +52,13 @@ use crate::codec::{
 use super::cluster::Cluster;
 use super::config::Config;
 use super::doors::{DoorEvent, Transport};
-use super::event_loop::lifecycle::CloseReason;
-use super::event_loop::registry::{Sessions, Stats};
-use super::event_loop::session::{Marks, Session};
-use super::event_loop::timers::Timers;
-use super::event_loop::trace::Trace;
 use super::limits::Rate;
 use super::metrics;
+use super::sessions::lifecycle::CloseReason;
+use super::sessions::registry::{Sessions, Stats};
+use super::sessions::session::{Marks, Session};
+use super::sessions::timers::Timers;
+use super::trace::Trace;
 use super::web::{Response, Status};
 use handlers::moderation::Moderation;
 use history::{Epochs, History};

@@ -71,18 +71,13 @@ use super::config::Config;
 use super::discovery::Discovery;
 use super::doors::refusing::Refusals;
 use super::doors::{tls, Doors, HandshakeGate};
-use registry::FlushOutcome;
-use trace::Trace;
+use super::sessions::registry::FlushOutcome;
+use super::trace::Trace;
 
 mod admission;
 mod housekeeping;
-pub mod lifecycle;
 mod observe;
 pub mod reading;
-pub mod registry;
-pub mod session;
-pub mod timers;
-pub mod trace;
 
 use housekeeping::default_node_name;
 use reading::ReadStop;

@@ -12,8 +12,8 @@ use mio::Token;
 
 use super::super::chat::Chat;
 use super::super::doors::{Cost, DoorEvent, HandshakeGate};
-use super::session::Got;
-pub use super::session::{ReadOutcome, ReadStop};
+use super::super::sessions::session::Got;
+pub use super::super::sessions::session::{ReadOutcome, ReadStop};
 
 /// Reads `t` until `WouldBlock`, its `budget`, backpressure or the end
 /// of its input, dispatching whole frames as they arrive. At most once
