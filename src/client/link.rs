@@ -9,13 +9,14 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Interest, Poll};
+use mio::{Interest, Poll, Token};
 
-use super::session::SOCKET;
 use super::tls::{ClientTls, TlsStream};
 use crate::codec::FrameReader;
 use crate::net::OutBuf;
 
+/// The token the socket is registered under in the loop's `Poll`.
+pub(super) const SOCKET: Token = Token(0);
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first reconnect waits up to this long; each failure doubles it.

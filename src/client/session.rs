@@ -39,7 +39,7 @@ use mio::{Events, Poll, Token};
 use super::command::{parse, Command};
 use super::identity::read_token_file;
 use super::input::{Input, Line, Screen};
-use super::link::{Conn, Link, Stream};
+use super::link::{Conn, Link, Stream, SOCKET};
 use super::state::{Chat, Flow, Registration, Retry};
 use super::tls::ClientTls;
 use super::Config;
@@ -48,8 +48,7 @@ use crate::codec::{code, ClientMessage, ServerMessage};
 
 pub use super::link::{connect, connect_within, Backoff};
 
-/// The socket's token (the link registers it; see [`super::link`]).
-pub(super) const SOCKET: Token = Token(0);
+/// Stdin's token; the socket's is the link's [`SOCKET`].
 const STDIN: Token = Token(1);
 
 /// How long to wait for BYE after sending QUIT.
