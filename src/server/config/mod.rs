@@ -467,7 +467,7 @@ pub struct Config {
     /// Whether loopback addresses count against `max_per_ip`.
     pub limit_loopback: bool,
     /// The prefixes `max_per_ip` counts (`--per-ip-prefix-v4/-v6`).
-    pub per_ip_keys: crate::server::event_loop::peers::PeerKeys,
+    pub per_ip_keys: crate::server::doors::peers::PeerKeys,
     /// Messages held per room (`--history`).
     pub history: usize,
     /// Held history bytes across all rooms (`--history-memory`).
