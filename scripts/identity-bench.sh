@@ -40,12 +40,16 @@
 # JOIN_CLIENTS=2000 JOIN_RAMP=500 BANS_PROTO=v3 (or v2) WRITES=5
 # DURATION=5 WARMUP=1 DAEMON_CPU=0 LOAD_CPU=1 OUT_DIR=target/identity-bench
 # RUN_TIMEOUT=180 (seconds, per generator run); DAEMON_BIN (another build);
+# SAY_ROWS=bcast or room (one row of the say part; default both);
+# STORM_DAEMON_ARGS (more muxchatd options for the storm's daemons, e.g.
+# "--login-time-per-iteration-us 0" for the count-only bound);
 # BUILD=0 (use the release binaries as they are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 STORM_CLIENTS=${STORM_CLIENTS:-19500}
+STORM_DAEMON_ARGS=${STORM_DAEMON_ARGS:-}
 ALGS=${ALGS:-HS256 RS256 ES256 EdDSA}
 BANS=${BANS:-100000}
 ROOM_BANS=${ROOM_BANS:-10000}
@@ -141,7 +145,8 @@ storm() {
   : >"$out"
   for run in $(seq "$RUNS"); do
     for alg in $ALGS; do
-      start_daemon identity-bench --auth-key "$KEYS/$alg.pub"
+      # shellcheck disable=SC2086
+      start_daemon identity-bench --auth-key "$KEYS/$alg.pub" $STORM_DAEMON_ARGS
       BYSTANDER_TRACE=$OUT_DIR/storm.trace start_bystander 50 "$OUT_DIR/storm.bystander"
       local c0 c1 line t0
       c0=$(cpu_s)
@@ -197,6 +202,11 @@ say() {
   : >"$out"
   local rows=("bcast 1->1000 64B unlimited|--clients 1000 --rooms 1 --publishers 1 --unlimited --payload 64"
     "room of 100, each 10 msgs/s|--clients 100 --rooms 1 --publishers 100 --rate 10 --payload 64")
+  # SAY_ROWS=bcast or SAY_ROWS=room: one of the two rows only.
+  case ${SAY_ROWS:-both} in
+    bcast) rows=("${rows[0]}") ;;
+    room) rows=("${rows[1]}") ;;
+  esac
   for run in $(seq "$RUNS"); do
     for row in "${rows[@]}"; do
       local name=${row%%|*} args=${row#*|}

@@ -464,6 +464,23 @@ fn a_session_key_takes_a_session_over_or_is_kept_a_while() {
 }
 
 #[test]
+fn max_kept_session_keys_forgets_the_key_that_ended_first() {
+    let auth = Auth::new("kept");
+    let d = Daemon::start(&["--auth-key", auth.arg(), "--max-kept-session-keys", "1"]);
+    let (a, aw) = login(&d, "", &auth.token("alice"), "");
+    let (b, bw) = login(&d, "", &auth.token("bob"), "");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(b);
+    std::thread::sleep(Duration::from_millis(200));
+    // Only one ended key is kept: bob's, the newer; alice's went with it.
+    let (_a2, aw2) = login(&d, "", &auth.token("alice"), &aw.key);
+    assert_ne!(aw2.key, aw.key);
+    let (_b2, bw2) = login(&d, "", &auth.token("bob"), &bw.key);
+    assert_eq!(bw2.key, bw.key);
+}
+
+#[test]
 fn say_result_for_every_outcome_and_a_resend_is_not_delivered_twice() {
     let auth = Auth::new("dedup");
     let d = Daemon::start(&["--auth-key", auth.arg(), "--max-text", "10"]);

@@ -3,7 +3,9 @@
 //! what the server sends is elsewhere, one file per target
 //! ([`muxchat`](super::muxchat), [`redis`](super::redis)), with the
 //! resume steps in [`resume`](super::resume); they all depend on this file
-//! and it on none of them.
+//! and it on none of them. It holds a version-3 session's
+//! [`Exact`](super::exactly::Exact), which is handed a connection's parts,
+//! never the connection, so the dependency runs one way.
 
 use std::time::Instant;
 

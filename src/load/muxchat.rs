@@ -31,8 +31,9 @@ impl Conn {
     #[inline]
     pub fn on_frame(&mut self, f: Frame<'_>, now_ns: u64, m: &mut Meter, shared: &Shared) -> bool {
         if f.code != code::MESSAGE {
-            if self.exact.is_some() {
-                if let Some(end) = self.on_v3(&f, now_ns, m, shared) {
+            if let Some(x) = self.exact.as_deref_mut() {
+                let rejected = &shared.rooms[self.room].rejected;
+                if let Some(end) = x.on_frame(&f, now_ns, &mut self.out, self.opened, m, rejected) {
                     return end;
                 }
             }

@@ -713,19 +713,11 @@ mod tests {
             publisher: 0,
             accepted,
         });
-        a.members.push(MemberEnd {
-            room: 0,
-            alive: true,
-            seen: seen(&[0, 1, 2]),
-        });
+        a.members.push(MemberEnd::new(0, true, seen(&[0, 1, 2])));
         a.tally.counters.resent = 2;
         a.tally.counters.deduplicated = 1;
         let mut b = result(vec![receiver(0, &[1, 2, 3], true)]);
-        b.members.push(MemberEnd {
-            room: 0,
-            alive: true,
-            seen: seen(&[0, 2, 2]),
-        });
+        b.members.push(MemberEnd::new(0, true, seen(&[0, 2, 2])));
         let report = Report::merge(info(), vec![a, b]);
         let x = report.exactly.unwrap();
         assert_eq!(

@@ -150,6 +150,19 @@ fn get_hex(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
+/// Eight lowercase hex digits (trusted, as in [`Stamp::sent_ns_of`]) in
+/// one 64-bit register: each byte becomes its digit (low nibble, plus 9
+/// for `a`-`f`, whose bit 6 is set), then neighbouring digits are folded
+/// together: pairs into bytes, bytes into 16 bits, then into 32.
+#[inline]
+fn hex8(d: &[u8; 8]) -> u32 {
+    let v = u64::from_be_bytes(*d);
+    let x = (v & 0x0f0f_0f0f_0f0f_0f0f) + 9 * ((v >> 6) & 0x0101_0101_0101_0101);
+    let x = (x | (x >> 4)) & 0x00ff_00ff_00ff_00ff;
+    let x = (x | (x >> 8)) & 0x0000_ffff_0000_ffff;
+    (x | (x >> 16)) as u32
+}
+
 impl Stamp {
     /// Appends the stamp and padding: `payload` bytes in all (at least
     /// [`STAMP_LEN`]).
@@ -163,16 +176,16 @@ impl Stamp {
     }
 
     /// Only the publisher and its count, on the receive hot path of a
-    /// Redis run (which has no room seq: loss is checked per publisher).
-    /// Like [`Stamp::sent_ns_of`], it trusts the digits.
+    /// Redis run (which has no room seq: loss is checked per publisher)
+    /// and of every version-3 member (the exactly-once check). Like
+    /// [`Stamp::sent_ns_of`], it trusts the digits; eight at a time in one
+    /// register, since a digit at a time made this a tenth of a version-3
+    /// receiver's time.
     #[inline]
     pub fn publisher_count_of(text: &[u8]) -> Option<(u32, u32)> {
         let b: &[u8; 16] = text.get(16..32)?.try_into().ok()?;
-        let hex = |d: &[u8]| {
-            d.iter()
-                .fold(0u32, |v, &c| (v << 4) | ((c & 0x0f) + 9 * (c >> 6)) as u32)
-        };
-        Some((hex(&b[..8]), hex(&b[8..])))
+        let (p, c) = b.split_at(8);
+        Some((hex8(p.try_into().ok()?), hex8(c.try_into().ok()?)))
     }
 
     /// Only the send time, on the receive hot path (run for every message
@@ -372,6 +385,19 @@ mod tests {
         stamp.write(&mut out, 40);
         assert_eq!(Stamp::publisher_count_of(&out), Some((0xabc, 0x1234_5678)));
         assert_eq!(Stamp::publisher_count_of(&out[..31]), None);
+        for v in [
+            0,
+            1,
+            0x9,
+            0xa,
+            0xf,
+            0x10,
+            0x0123_4567,
+            0x89ab_cdef,
+            u32::MAX,
+        ] {
+            assert_eq!(hex8(format!("{v:08x}").as_bytes().try_into().unwrap()), v);
+        }
     }
 
     #[test]

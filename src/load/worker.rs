@@ -747,11 +747,7 @@ impl Worker {
                     accepted: s.accepted,
                 });
             }
-            members.push(MemberEnd {
-                room: c.room,
-                alive: c.stage == Stage::Ready,
-                seen: x.seen,
-            });
+            members.push(MemberEnd::new(c.room, c.stage == Stage::Ready, x.seen));
         }
         WorkerResult {
             senders,

@@ -21,7 +21,12 @@
 //! at each verification), `max-sessions-per-account` (at each
 //! registration; sessions above a lowered limit stay) and
 //! `session-key-ttl-ms` (the expiry queue holds end times, so a new TTL
-//! applies to keys already kept) are live. `auth` waits for a restart:
+//! applies to keys already kept) are live, and so are the login queue's
+//! bounds (`logins-per-iteration`, `login-time-per-iteration-us`,
+//! `max-logins-waiting`: read at each iteration and each push; logins
+//! waiting above a lowered bound stay). `max-dedup-ids` and
+//! `max-kept-session-keys` wait for a restart (lowering them would evict at
+//! once). `auth` waits for a restart:
 //! turning it on or off would change how sessions already registered are
 //! shown (`~` guests) and what they may do.
 
@@ -81,6 +86,13 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     live!(room_state_ttl, "room-state-ttl-ms", ms);
     live!(max_sessions_per_account, "max-sessions-per-account");
     live!(session_key_ttl, "session-key-ttl-ms", ms);
+    // Read by the login queue at each iteration and each push.
+    live!(logins_per_iteration, "logins-per-iteration");
+    let us = |d: &std::time::Duration| d.as_micros().to_string();
+    live!(login_time_per_iteration, "login-time-per-iteration-us", us);
+    live!(max_logins_waiting, "max-logins-waiting");
+    // Read by the reap stage at each iteration.
+    live!(closes_per_iteration, "closes-per-iteration");
     // Paths and names, not secrets.
     let opt = |v: &dyn std::fmt::Debug| format!("{v:?}");
     live!(auth_key, "auth-key", opt);
@@ -164,6 +176,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         log_format => "log-format",
         state_file => "state-file",
         auth => "auth",
+        max_dedup_ids => "max-dedup-ids",
+        max_kept_session_keys => "max-kept-session-keys",
     );
     Plan {
         config: next,
@@ -263,6 +277,38 @@ mod tests {
             Some(std::path::Path::new("/b"))
         );
         assert_eq!(p.config.auth, running.auth);
+    }
+
+    #[test]
+    fn the_login_queue_bounds_are_live_and_the_memory_bounds_wait() {
+        let running = parse(&[]);
+        let new = parse(&[
+            "--logins-per-iteration",
+            "8",
+            "--login-time-per-iteration-us",
+            "500",
+            "--max-logins-waiting",
+            "100",
+            "--max-dedup-ids",
+            "8192",
+            "--max-kept-session-keys",
+            "10",
+            "--closes-per-iteration",
+            "9",
+        ]);
+        let p = plan(&running, &new);
+        assert_eq!(
+            p.changed,
+            [
+                "logins-per-iteration=8",
+                "login-time-per-iteration-us=500",
+                "max-logins-waiting=100",
+                "closes-per-iteration=9",
+            ]
+        );
+        assert_eq!(p.restart, ["max-dedup-ids", "max-kept-session-keys"]);
+        assert_eq!(p.config.logins_per_iteration, 8);
+        assert_eq!(p.config.max_dedup_ids, running.max_dedup_ids);
     }
 
     #[test]

@@ -16,9 +16,16 @@ impl Chat {
     /// Step two of closing, after the event batch: each marked session
     /// leaves its rooms (LEFT with the reason), gives up its nick, gets BYE
     /// if it quit, and waits in `Ending` for its output to drain and its
-    /// peer to close.
+    /// peer to close. At most `--closes-per-iteration` a call: 19,500
+    /// connections hanging up at once cost about 25 µs each (their last
+    /// writes and close()) and, reaped together, held one iteration for
+    /// half a second; the rest stay marked and the loop comes back for
+    /// them without sleeping.
     pub fn reap(&mut self, now: Instant) {
-        while let Some(t) = self.sessions.pop_closing() {
+        for _ in 0..self.config.closes_per_iteration.max(1) {
+            let Some(t) = self.sessions.pop_closing() else {
+                break;
+            };
             let s = self.sessions.at_mut(t);
             let Some(leaving) = s.reap(now) else {
                 continue;

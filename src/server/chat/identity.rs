@@ -19,9 +19,6 @@ use mio::Token;
 use crate::codec::v3::{decode_say, role, SayV3, Secret, ServerV3, VERSION_3};
 use crate::codec::{code, valid_nick, ErrorCode, NameKey, ServerMessage};
 use crate::server::config::{AuthMode, Config};
-use crate::server::identity::dedup::DEFAULT_DEDUP_TOTAL;
-use crate::server::identity::keys::DEFAULT_MAX_KEPT;
-use crate::server::identity::queue::{DEFAULT_CAPACITY, DEFAULT_PER_ITERATION};
 use crate::server::identity::{
     now_unix_ms, AccountError, Accounts, AuthKey, Claims, Dedup, KeyClaim, KeyOwner, LoginQueue,
     Reject, SessionKey, SessionKeys, Verifier, MAX_TOKEN,
@@ -133,9 +130,12 @@ impl Identity {
         Identity {
             mode: config.auth,
             verifier: None,
-            queue: LoginQueue::new(DEFAULT_CAPACITY, DEFAULT_PER_ITERATION),
-            keys: SessionKeys::new(config.session_key_ttl.as_millis() as u64, DEFAULT_MAX_KEPT),
-            dedup: Dedup::new(0, DEFAULT_DEDUP_TOTAL),
+            queue: login_queue(config),
+            keys: SessionKeys::new(
+                config.session_key_ttl.as_millis() as u64,
+                config.max_kept_session_keys,
+            ),
+            dedup: Dedup::new(0, config.max_dedup_ids),
             accounts: Accounts::new(config.max_sessions_per_account),
             expiry: BinaryHeap::new(),
             stats: IdentityStats::default(),
@@ -151,6 +151,13 @@ impl Identity {
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.expiry.peek().map(|Reverse((at, _, _))| *at)
     }
+}
+
+/// The login queue with `config`'s bounds.
+fn login_queue(config: &Config) -> LoginQueue<Login> {
+    let mut q = LoginQueue::new(config.max_logins_waiting, config.logins_per_iteration);
+    q.set_time_per_iteration(config.login_time_per_iteration);
+    q
 }
 
 impl Chat {
@@ -173,6 +180,10 @@ impl Chat {
         self.identity
             .keys
             .set_ttl_ms(self.config.session_key_ttl.as_millis() as u64);
+        let q = &mut self.identity.queue;
+        q.set_per_iteration(self.config.logins_per_iteration);
+        q.set_time_per_iteration(self.config.login_time_per_iteration);
+        q.set_capacity(self.config.max_logins_waiting);
         let Some(path) = self.config.auth_key.clone() else {
             return;
         };
@@ -298,8 +309,9 @@ impl Chat {
         self.sessions.at_mut(t).set_waiting(true);
     }
 
-    /// The loop's verification stage: at most the per-iteration budget of
-    /// waiting token HELLOs, oldest first.
+    /// The loop's verification stage: waiting token HELLOs, oldest first,
+    /// until `--logins-per-iteration` are done or their checks took
+    /// `--login-time-per-iteration-us`.
     pub fn verify_logins(&mut self) {
         self.identity.queue.begin_iteration();
         loop {
@@ -320,6 +332,7 @@ impl Chat {
                 None => Err(Reject::Algorithm),
             };
             let ns = started.elapsed().as_nanos() as u64;
+            self.identity.queue.charge(ns);
             let st = &mut self.identity.stats;
             st.verifications += 1;
             st.verify_ns += ns;

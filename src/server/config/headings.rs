@@ -28,6 +28,7 @@ const HEADINGS: &[(&str, &[&str])] = &[
             "presence_limit",
             "max_http_head",
             "max_http_headers",
+            "closes_per_iteration",
         ],
     ),
     (
@@ -76,6 +77,11 @@ const HEADINGS: &[(&str, &[&str])] = &[
             "auth_audience",
             "max_sessions_per_account",
             "session_key_ttl_ms",
+            "logins_per_iteration",
+            "login_time_per_iteration_us",
+            "max_logins_waiting",
+            "max_dedup_ids",
+            "max_kept_session_keys",
         ],
     ),
     (

@@ -367,6 +367,45 @@ pub struct Args {
           value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3600 * 1000))]
     pub session_key_ttl_ms: u64,
 
+    /// Token HELLOs verified per loop iteration; the rest wait for the
+    /// next iteration in arrival order.
+    #[arg(long, env = "MUXCHAT_LOGINS_PER_ITERATION", default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub logins_per_iteration: u32,
+
+    /// Verification time per loop iteration after which the waiting token
+    /// HELLOs wait for the next (0: only --logins-per-iteration bounds it).
+    /// Keeps iterations short under RS256 or EdDSA login storms.
+    #[arg(long, env = "MUXCHAT_LOGIN_TIME_PER_ITERATION_US", default_value_t = 2_000,
+          value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub login_time_per_iteration_us: u32,
+
+    /// Token HELLOs waiting for verification at once; beyond it, HELLO
+    /// gets SERVER_FULL "too many logins waiting".
+    #[arg(long, env = "MUXCHAT_MAX_LOGINS_WAITING", default_value_t = 16_384, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_logins_waiting: u32,
+
+    /// msg_ids remembered for deduplication across all session keys; past
+    /// it the oldest goes (each key keeps at most its newest 4096).
+    #[arg(long, env = "MUXCHAT_MAX_DEDUP_IDS", default_value_t = 1_048_576, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(4096..=268_435_456))]
+    pub max_dedup_ids: u64,
+
+    /// Session keys kept after their sessions ended (for
+    /// --session-key-ttl-ms); past it the key that ended first goes, with
+    /// its msg_ids.
+    #[arg(long, env = "MUXCHAT_MAX_KEPT_SESSION_KEYS", default_value_t = 100_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
+    pub max_kept_session_keys: u64,
+
+    /// Sessions whose end is handled (rooms left, last output, close) per
+    /// loop iteration; the rest wait for the next, oldest first, so a
+    /// mass hang-up does not stall everyone else.
+    #[arg(long, env = "MUXCHAT_CLOSES_PER_ITERATION", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub closes_per_iteration: u32,
+
     /// Log line format on stderr: `text`, or `json` (one object per line:
     /// time, level, target, message and the event's fields).
     #[arg(long, env = "MUXCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FMT")]
@@ -530,6 +569,19 @@ pub struct Config {
     /// How long a session key outlives its session
     /// (`--session-key-ttl-ms`).
     pub session_key_ttl: Duration,
+    /// Token HELLOs verified per iteration (`--logins-per-iteration`).
+    pub logins_per_iteration: usize,
+    /// Verification time per iteration (`--login-time-per-iteration-us`;
+    /// zero: count only).
+    pub login_time_per_iteration: Duration,
+    /// Token HELLOs waiting at once (`--max-logins-waiting`).
+    pub max_logins_waiting: usize,
+    /// msg_ids remembered across keys (`--max-dedup-ids`).
+    pub max_dedup_ids: usize,
+    /// Ended sessions' keys kept (`--max-kept-session-keys`).
+    pub max_kept_session_keys: usize,
+    /// Session ends handled per iteration (`--closes-per-iteration`).
+    pub closes_per_iteration: usize,
     /// Defaults that were moved to fit the values given, one note each,
     /// for the daemon to log once at start-up.
     pub adapted: Vec<String>,
@@ -761,5 +813,57 @@ mod tests {
         assert_eq!(c.auth_issuer.as_deref(), Some("me"));
         assert_eq!(c.auth_audience.as_deref(), Some("chat"));
         assert_eq!(c.session_key_ttl, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn login_and_dedup_bounds_have_defaults_and_ranges() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.logins_per_iteration, 64);
+        assert_eq!(c.login_time_per_iteration, Duration::from_millis(2));
+        assert_eq!(c.max_logins_waiting, 16_384);
+        assert_eq!(c.max_dedup_ids, 1 << 20);
+        assert_eq!(c.max_kept_session_keys, 100_000);
+        assert_eq!(c.closes_per_iteration, 256);
+        assert!(parse(&["--closes-per-iteration", "0"]).is_err());
+        // The structures' own defaults (used where no Config is) agree.
+        use crate::server::identity::{dedup, keys, queue};
+        assert_eq!(c.logins_per_iteration, queue::DEFAULT_PER_ITERATION);
+        assert_eq!(
+            c.login_time_per_iteration.as_micros() as u64,
+            queue::DEFAULT_TIME_PER_ITERATION_US
+        );
+        assert_eq!(c.max_logins_waiting, queue::DEFAULT_CAPACITY);
+        assert_eq!(c.max_dedup_ids, dedup::DEFAULT_DEDUP_TOTAL);
+        assert_eq!(c.max_kept_session_keys, keys::DEFAULT_MAX_KEPT);
+        let c = parse(&[
+            "--logins-per-iteration",
+            "3",
+            "--login-time-per-iteration-us",
+            "0",
+            "--max-logins-waiting",
+            "5",
+            "--max-dedup-ids",
+            "5000",
+            "--max-kept-session-keys",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.logins_per_iteration, 3);
+        assert_eq!(c.login_time_per_iteration, Duration::ZERO);
+        assert_eq!(c.max_logins_waiting, 5);
+        assert_eq!(c.max_dedup_ids, 5000);
+        assert_eq!(c.max_kept_session_keys, 0);
+        for (opt, bad) in [
+            ("--logins-per-iteration", "0"),
+            ("--max-logins-waiting", "0"),
+            ("--login-time-per-iteration-us", "1000001"),
+            // Below one key's contractual 4096 msg_ids.
+            ("--max-dedup-ids", "4095"),
+            ("--max-kept-session-keys", "16777217"),
+        ] {
+            let e = parse(&[opt, bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{opt} {bad}");
+            assert!(e.to_string().contains(opt), "{e}");
+        }
     }
 }

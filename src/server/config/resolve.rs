@@ -167,6 +167,15 @@ impl Config {
             auth_audience: args.auth_audience,
             max_sessions_per_account: args.max_sessions_per_account as usize,
             session_key_ttl: Duration::from_millis(args.session_key_ttl_ms),
+            logins_per_iteration: args.logins_per_iteration as usize,
+            login_time_per_iteration: Duration::from_micros(
+                args.login_time_per_iteration_us.into(),
+            ),
+            max_logins_waiting: args.max_logins_waiting as usize,
+            max_dedup_ids: usize::try_from(args.max_dedup_ids).unwrap_or(usize::MAX),
+            max_kept_session_keys: usize::try_from(args.max_kept_session_keys)
+                .unwrap_or(usize::MAX),
+            closes_per_iteration: args.closes_per_iteration as usize,
             adapted,
         })
     }

@@ -3,8 +3,11 @@
 //! A signature check costs tens of microseconds (RS256 more): a storm of
 //! token HELLOs verified as they arrive would stall every delivery of the
 //! iteration behind them. The loop pushes each token HELLO here and
-//! verifies at most `per_iteration` per iteration; the rest wait in
-//! arrival order. So a storm slows logins, not delivery.
+//! verifies at most `per_iteration` per iteration, and stops earlier once
+//! the iteration's verifications took `time_per_iteration` (RS256 and
+//! EdDSA cost several times HS256, so a count alone lets their storms
+//! stretch an iteration); the rest wait in arrival order. So a storm slows
+//! logins, not delivery.
 //!
 //! Pure data: entries name a session by its `mio::Token` and the session
 //! id the chat gave it, because a token is reused after its session ends;
@@ -18,6 +21,8 @@ use mio::Token;
 pub const DEFAULT_PER_ITERATION: usize = 64;
 /// Default most logins waiting at once.
 pub const DEFAULT_CAPACITY: usize = 16_384;
+/// Default verification time per iteration (µs) after which the rest wait.
+pub const DEFAULT_TIME_PER_ITERATION_US: u64 = 2_000;
 
 /// One waiting login.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,6 +54,9 @@ pub struct LoginQueue<T> {
     capacity: usize,
     per_iteration: usize,
     budget: usize,
+    /// Verification time allowed per iteration (ns); 0: count only.
+    time_per_iteration_ns: u64,
+    spent_ns: u64,
 }
 
 impl<T> LoginQueue<T> {
@@ -61,6 +69,8 @@ impl<T> LoginQueue<T> {
             capacity: capacity.max(1),
             per_iteration,
             budget: per_iteration,
+            time_per_iteration_ns: DEFAULT_TIME_PER_ITERATION_US * 1000,
+            spent_ns: 0,
         }
     }
 
@@ -80,6 +90,14 @@ impl<T> LoginQueue<T> {
     /// Starts an iteration: the budget is whole again.
     pub fn begin_iteration(&mut self) {
         self.budget = self.per_iteration;
+        self.spent_ns = 0;
+    }
+
+    /// Counts `ns` of verification against this iteration's time budget.
+    /// The check that crosses it finishes (a verification is never cut);
+    /// the next [`LoginQueue::pop`] of the iteration says `None`.
+    pub fn charge(&mut self, ns: u64) {
+        self.spent_ns = self.spent_ns.saturating_add(ns);
     }
 
     /// The next login to verify this iteration, oldest first; `None` when
@@ -87,7 +105,9 @@ impl<T> LoginQueue<T> {
     /// says false (the session closed, or its token now names another
     /// session) are dropped on the way and cost nothing.
     pub fn pop(&mut self, mut alive: impl FnMut(Token, u64) -> bool) -> Option<Pending<T>> {
-        if self.budget == 0 {
+        if self.budget == 0
+            || (self.time_per_iteration_ns > 0 && self.spent_ns >= self.time_per_iteration_ns)
+        {
             return None;
         }
         while let Some(p) = self.waiting.pop_front() {
@@ -119,6 +139,18 @@ impl<T> LoginQueue<T> {
     pub fn set_per_iteration(&mut self, n: usize) {
         self.per_iteration = n.max(1);
     }
+
+    /// Changes the verification time allowed per iteration (a live
+    /// option; 0: only the count bounds an iteration).
+    pub fn set_time_per_iteration(&mut self, d: std::time::Duration) {
+        self.time_per_iteration_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    /// Changes how many may wait (a live option). Logins already waiting
+    /// above a lowered bound stay; new ones are refused until it holds.
+    pub fn set_capacity(&mut self, n: usize) {
+        self.capacity = n.max(1);
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +175,41 @@ mod tests {
             .collect();
         assert_eq!(got, [4]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_time_budget_ends_an_iteration_early() {
+        let mut q = LoginQueue::new(10, 8);
+        q.set_time_per_iteration(std::time::Duration::from_micros(100));
+        for i in 0..6 {
+            q.push(Token(i), i as u64, i).unwrap();
+        }
+        let all = |_: Token, _: u64| true;
+        q.begin_iteration();
+        let mut got = Vec::new();
+        while let Some(p) = q.pop(all) {
+            got.push(p.item);
+            // 40 µs each: the third crosses 100 µs and still finishes.
+            q.charge(40_000);
+        }
+        assert_eq!(got, [0, 1, 2]);
+        q.begin_iteration();
+        assert_eq!(q.pop(all).map(|p| p.item), Some(3));
+        // Count only: the time spent no longer ends the iteration.
+        q.set_time_per_iteration(std::time::Duration::ZERO);
+        q.charge(u64::MAX);
+        assert_eq!(q.pop(all).map(|p| p.item), Some(4));
+    }
+
+    #[test]
+    fn a_lowered_capacity_refuses_new_ones_and_keeps_the_waiting() {
+        let mut q = LoginQueue::new(4, 1);
+        for i in 0..3 {
+            q.push(Token(i), i as u64, i).unwrap();
+        }
+        q.set_capacity(2);
+        assert_eq!(q.push(Token(9), 9, 9), Err(QueueFull));
+        assert_eq!(q.len(), 3);
     }
 
     #[test]

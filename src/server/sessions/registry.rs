@@ -51,8 +51,9 @@ pub struct Sessions {
     slab: Slab<Session>,
     /// Sessions with output queued this iteration (each at most once).
     flush_list: Vec<Token>,
-    /// Sessions marked for closing, reaped after the event batch.
-    closing: Vec<Token>,
+    /// Sessions marked for closing, reaped after the event batch, oldest
+    /// first (`--closes-per-iteration` a batch, so some wait).
+    closing: std::collections::VecDeque<Token>,
     /// Sessions done closing, removed at the end of the iteration.
     finished: Vec<Token>,
     marks: Marks,
@@ -71,7 +72,7 @@ impl Sessions {
         Sessions {
             slab: Slab::with_capacity(1024),
             flush_list: Vec::new(),
-            closing: Vec::new(),
+            closing: std::collections::VecDeque::new(),
             finished: Vec::new(),
             marks,
             released: 0,
@@ -252,13 +253,13 @@ impl Sessions {
     /// reap stage. Safe to call anywhere, any number of times.
     pub fn mark_closing(&mut self, t: Token, reason: CloseReason) {
         if self.slab[t.0].mark_closing(reason) {
-            self.closing.push(t);
+            self.closing.push_back(t);
         }
     }
 
     /// The next session marked for closing.
     pub fn pop_closing(&mut self) -> Option<Token> {
-        self.closing.pop()
+        self.closing.pop_front()
     }
 
     /// Queues `t` for removal at the end of the iteration.
