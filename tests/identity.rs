@@ -655,24 +655,15 @@ fn sighup_reloads_the_key_and_keeps_it_when_the_file_fails() {
 }
 
 #[test]
-fn a_cluster_node_refuses_version_3_for_now() {
+fn a_cluster_node_takes_version_3() {
     let auth = Auth::new("cluster");
     let redis = cluster_support::Redis::start();
     let d = cluster_support::node(&redis.url(), &["--auth-key", auth.arg()]);
-    let mut c = d.connect();
-    hello3(&mut c, "", &auth.token("alice"), "");
-    let r = c.recv();
-    assert_error(&r, ErrorCode::AuthFailed, code::HELLO);
-    match r.msg() {
-        ServerMessage::Error { detail, .. } => {
-            assert_eq!(detail, "accounts need a standalone server for now")
-        }
-        other => panic!("{other:?}"),
-    }
-    c.expect_closed();
+    let (_c, w) = login(&d, "", &auth.token("alice"), "");
+    assert_eq!(w.account, "alice");
     let mut g = d.connect();
     hello3(&mut g, "gus", "", "");
-    expect_fatal(&mut g, ErrorCode::BadVersion, code::HELLO);
+    assert_eq!(g.recv().code, code::WELCOME);
     // Version 2 guests still get in, with their `~`.
     let mut v2 = d.connect();
     v2.send(&ClientMessage::Hello {

@@ -242,14 +242,6 @@ impl Chat {
             if nick.is_empty() {
                 return self.error(t, ErrorCode::BadNick, code::HELLO, "");
             }
-            if self.cluster.is_some() {
-                return self.error(
-                    t,
-                    ErrorCode::BadVersion,
-                    code::HELLO,
-                    "version 3 needs a standalone server for now",
-                );
-            }
             return self.register_guest_v3(t, nick, key);
         }
         if self.identity.mode == AuthMode::Off {
@@ -258,14 +250,6 @@ impl Chat {
                 ErrorCode::AuthFailed,
                 code::HELLO,
                 "this server takes no tokens",
-            );
-        }
-        if self.cluster.is_some() {
-            return self.error(
-                t,
-                ErrorCode::AuthFailed,
-                code::HELLO,
-                "accounts need a standalone server for now",
             );
         }
         if token.len() > MAX_TOKEN {
@@ -507,6 +491,9 @@ impl Chat {
             }
         }
         self.nicks.entry(name).or_insert(t);
+        if self.cluster.is_some() {
+            self.cluster_claim_v3(t, nick);
+        }
         let s = self.sessions.at_mut(t);
         s.register();
         let t_ = s.transport();

@@ -189,6 +189,9 @@ impl Chat {
                     self.room_event(id, payload);
                 }
             }
+        } else if channel.ends_with(b"modch") {
+            self.flush_cast();
+            self.moderation_event(payload);
         } else if channel.ends_with(b"nickch") {
             self.flush_cast();
             self.nick_event(payload);
@@ -314,6 +317,7 @@ impl Chat {
                         let w = cr.joins.remove(i);
                         c.waits.remove(&w.sid);
                         self.joined_here(id, w, seq, first, count > limit);
+                        self.moderation_joined(w.t, w.sid, id, count == 1);
                     }
                     None if count <= limit => {
                         // A member of this node put back after a reap
@@ -343,7 +347,10 @@ impl Chat {
                     None => {}
                 }
             }
-            Some(b'L') => {
+            Some(kind @ (b'L' | b'X')) => {
+                // "X": a KICK or BAN removed the member; its node follows
+                // (a reap's "L" of a live session here does not).
+                let removal = *kind == b'X';
                 self.flush_cast();
                 let Some(f) = split_fields(payload, 7) else {
                     return;
@@ -376,8 +383,9 @@ impl Chat {
                 // Its own LEAVE's event, or the store parting it (a node
                 // reaped): a wait for another room's JOIN is not this
                 // one's to end.
-                let leaving = here.is_some() && c.waits.get(&sid) == Some(&id);
-                if leaving {
+                let waited = here.is_some() && c.waits.get(&sid) == Some(&id);
+                let leaving = waited || (here.is_some() && removal);
+                if waited {
                     if let Some(cr) = c.rooms.get_mut(&id) {
                         cr.leaves.retain(|w| w.sid != sid);
                     }
@@ -420,7 +428,7 @@ impl Chat {
                         if let Some(index) = self.members.at(t).membership(id) {
                             self.drop_member(t, index);
                         }
-                        if leaving {
+                        if waited {
                             self.wake(t, sid);
                         }
                     }

@@ -28,12 +28,15 @@
 //! produced comes back, and the loop never waits on Redis.
 
 pub mod answers;
+pub mod chat_moderation;
 pub mod events;
 pub mod link;
 pub mod lists;
+pub mod moderation;
 pub mod recovery;
 pub mod requests;
 pub mod url;
+pub mod v3_lift;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -50,7 +53,7 @@ use crate::codec::resp::Value;
 use super::chat::rooms::RoomId;
 
 /// The function library loaded into Redis at every (re)connect.
-pub const LIBRARY: &str = include_str!("muxchat.lua");
+pub const LIBRARY: &str = concat!(include_str!("muxchat.lua"), include_str!("moderation.lua"));
 
 /// `--redis-timeout-ms`'s default, for a node made without a config: a
 /// request unanswered for this long means the link is stalled, and it is
@@ -182,6 +185,8 @@ pub(crate) enum Expect {
     Sync { sent: Instant },
     /// Leaves announced after the store came back: the ones nobody heard.
     Gone(Vec<Gone>),
+    /// Moderation's calls (`moderation.rs`).
+    Moderation(moderation::ModExpect),
 }
 
 /// One call in flight: what its answer is for, its size, when it went.
@@ -309,6 +314,8 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// LIST_ROOMS and LIST_USERS answers, kept for `--cluster-list-ttl-ms`.
     pub(crate) lists: lists::Lists,
+    /// Moderation's replica bookkeeping (loads, events held meanwhile).
+    pub(crate) moderation: moderation::Replica,
 }
 
 /// The cluster's counters (STATS and `/metrics`).
@@ -475,6 +482,7 @@ impl Cluster {
             was_available: true,
             stats: ClusterStats::default(),
             lists: lists::Lists::new(DEFAULT_LIST_TTL),
+            moderation: moderation::Replica::default(),
         }
     }
 
@@ -646,8 +654,13 @@ impl Cluster {
     fn subscribe_node_channels(&mut self) {
         let nick = format!("{}nickch", self.prefix);
         let node = format!("{}n:{}", self.prefix, self.node);
-        self.sub
-            .send(&[b"SUBSCRIBE", nick.as_bytes(), node.as_bytes()]);
+        let moderation = self.moderation_channel();
+        self.sub.send(&[
+            b"SUBSCRIBE",
+            nick.as_bytes(),
+            node.as_bytes(),
+            moderation.as_bytes(),
+        ]);
     }
 
     /// The heartbeat: refreshes this node's liveness key and its nicks'

@@ -30,7 +30,8 @@
 --                             (an empty restart) as its node announced it:
 --                             "w|x \t node \t sid \t nick \t reason" then
 --                             the nodes told so far (x: a rejoin told the rest)
---   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER)
+--   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER),
+--             P modch (moderation, see moderation.lua)
 -- Events are text: a kind letter and fields separated by "\n", the last
 -- field (a text or a reason) running to the end.
 
@@ -97,6 +98,17 @@ end
 local function room_empty(p, rk, ttl)
   local meta = p .. 'r:' .. rk
   redis.call('SREM', p .. 'rooms', rk)
+  -- The room's moderation state (moderation.lua) outlives it for its
+  -- own TTL; every node's replica starts the same clock.
+  local rs = p .. 'rs:' .. rk
+  local sttl = redis.call('HGET', rs, 'ttl')
+  if sttl then
+    local t = redis.call('TIME')
+    local at = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+    redis.call('HSET', rs, 'emptied', at)
+    redis.call('PEXPIRE', rs, sttl)
+    redis.call('PUBLISH', p .. 'modch', 'X\ne\n' .. rk .. '\n0\n' .. at .. '\n\n0\n\n')
+  end
   if tonumber(ttl) > 0 then
     redis.call('PEXPIRE', meta, ttl)
     redis.call('PEXPIRE', meta .. ':s', ttl)
@@ -109,7 +121,7 @@ end
 -- Returns 0 (and publishes nothing) if it was not a member: the node
 -- then completes the leave itself. ttl nil: someone joins right after,
 -- so the room stays whatever its count.
-local function part(p, rk, nk, node, sid, nick, reason, ttl)
+local function part(p, rk, nk, node, sid, nick, reason, ttl, kind)
   local meta = p .. 'r:' .. rk
   local before = redis.call('HLEN', meta .. ':m')
   redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
@@ -117,8 +129,9 @@ local function part(p, rk, nk, node, sid, nick, reason, ttl)
     return 0
   end
   local seq = redis.call('HGET', meta, 'seq') or '0'
+  -- kind "X": a removal (KICK, BAN) its node follows; "L" otherwise.
   redis.call('PUBLISH', p .. 'c:' .. rk,
-    'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
+    (kind or 'L') .. '\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
   if ttl and redis.call('HLEN', meta .. ':m') == 0 and redis.call('EXISTS', meta) == 1 then
     room_empty(p, rk, ttl)
   end
@@ -235,6 +248,11 @@ redis.register_function('mc_join', function(_, a)
     redis.call('PERSIST', meta .. ':s')
   end
   redis.call('SADD', p .. 'rooms', rk)
+  -- A moderation state on its TTL is kept again (moderation.lua).
+  if redis.call('HDEL', p .. 'rs:' .. rk, 'emptied') == 1 then
+    redis.call('PERSIST', p .. 'rs:' .. rk)
+    redis.call('PUBLISH', p .. 'modch', 'X\nf\n' .. rk .. '\n0\n0\n\n0\n\n')
+  end
   -- The nick's entry may still be a dead node's, not reaped yet (its
   -- session came back through this node): that member is announced LEFT
   -- first, so the reap cannot miss it and nobody sees two JOINED.

@@ -205,6 +205,7 @@ impl Chat {
         for id in pending {
             self.send_fill(id);
         }
+        self.moderation_resync();
     }
 
     /// The cluster's timer: reconnects, stall checks, the heartbeat.
