@@ -575,3 +575,119 @@ fn room_state_and_server_bans_survive_an_empty_redis_restart() {
 fn redis_command(redis: &Redis, args: &[&str]) -> Option<String> {
     cluster_support::redis_command(redis.addr(), args)
 }
+
+#[test]
+fn op_and_invite_reach_a_nick_on_another_node() {
+    let dir = Scratch::new("relay");
+    let redis = Redis::start();
+    let (a, b) = (mod_node(&redis, &dir), mod_node(&redis, &dir));
+    let mut alice = V3::login(&a, &dir, "alice", &["--ops", "#i"]);
+    alice.join("#i");
+    alice.send(ClientV3::Mode {
+        room: "#i",
+        set: 2,
+        clear: 0,
+    });
+    assert!(alice.until(c3::ROOM_INFO).contains("modes: 2"));
+    let mut bob = V3::login(&b, &dir, "bob", &[]);
+    join_refused(&mut bob.c, "#i", ErrorCode::InviteOnly);
+    alice.send(ClientV3::Invite {
+        room: "#i",
+        nick: "bob",
+    });
+    let invited = bob.until(c3::INVITED);
+    assert!(invited.contains("by: \"alice\""), "{invited}");
+    let m = alice.until(c3::MODERATION);
+    assert!(
+        m.contains("action: 6") && m.contains("target: \"bob\""),
+        "{m}"
+    );
+    bob.join("#i");
+    // The invitation was spent: a second JOIN after leaving is refused.
+    bob.c.send(&ClientMessage::Leave { room: "#i" });
+    bob.c.recv_code(code::LEFT);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        bob.c.send(&ClientMessage::Join { room: "#i" });
+        let r = wait_for(&mut bob.c, "JOIN's answer", |r| {
+            (r.code == code::ERROR || r.code == code::JOINED).then(|| r.clone())
+        });
+        if r.code == code::ERROR {
+            assert_error(&r, ErrorCode::InviteOnly, code::JOIN);
+            break;
+        }
+        // The spent invitation had not reached this node's replica yet.
+        bob.c.send(&ClientMessage::Leave { room: "#i" });
+        bob.c.recv_code(code::LEFT);
+        assert!(Instant::now() < deadline, "the invitation stayed");
+    }
+    alice.send(ClientV3::Invite {
+        room: "#i",
+        nick: "bob",
+    });
+    bob.until(c3::INVITED);
+    bob.join("#i");
+    wait_joined(&mut alice.c, "#i", "bob");
+    alice.send(ClientV3::Op {
+        room: "#i",
+        nick: "bob",
+        grant: 1,
+    });
+    let m = bob.until(c3::MODERATION);
+    assert!(
+        m.contains("action: 4") && m.contains("target: \"bob\""),
+        "{m}"
+    );
+    let info = bob.until_allowed(
+        || ClientV3::Topic {
+            room: "#i",
+            topic: "bob's now",
+        },
+        c3::ROOM_INFO,
+    );
+    assert!(info.contains("bob's now"), "{info}");
+    // A guest on the other node cannot be made an operator; the refusal
+    // comes back from its node.
+    let mut c = b.connect();
+    let mut out = Vec::new();
+    ClientV3::Hello {
+        version: 3,
+        nick: "gus",
+        token: Secret(""),
+        session_key: Secret(""),
+    }
+    .encode(&mut out);
+    c.send_raw(&out);
+    assert_eq!(c.recv().code, code::WELCOME);
+    let mut gus = V3 { c };
+    alice.send(ClientV3::Invite {
+        room: "#i",
+        nick: "~gus",
+    });
+    let r = wait_for(&mut alice.c, "INVITE's answer", |r| {
+        (r.code == code::ERROR || r.code == c3::MODERATION).then(|| r.clone())
+    });
+    assert_eq!(r.code, c3::MODERATION, "{}", show(&r));
+    gus.until(c3::INVITED);
+    gus.join("#i");
+    wait_joined(&mut alice.c, "#i", "~gus");
+    alice.send(ClientV3::Op {
+        room: "#i",
+        nick: "~gus",
+        grant: 1,
+    });
+    assert_error(
+        &alice.c.recv_code(code::ERROR),
+        ErrorCode::NotAllowed,
+        c3::OP,
+    );
+    alice.send(ClientV3::Invite {
+        room: "#i",
+        nick: "nobody",
+    });
+    assert_error(
+        &alice.c.recv_code(code::ERROR),
+        ErrorCode::NoSuchNick,
+        c3::INVITE,
+    );
+}

@@ -22,7 +22,7 @@ use super::super::chat::rooms::RoomId;
 use super::super::chat::Chat;
 use super::events::fold;
 use super::moderation::{ModEvent, ModExpect, HELD_MAX, RESTORE_CHUNK};
-use super::{text, Cluster};
+use super::{num, split_fields, text, Cluster};
 use crate::codec::resp::Value;
 
 /// "VERB by ACTOR: REASON", or "VERB by ACTOR" for an empty reason.
@@ -224,6 +224,124 @@ impl Chat {
         }
     }
 
+    /// OP or INVITE of a nick on another node: that node checks what
+    /// needs the target's session and makes the change (`answer_ask`).
+    pub(in crate::server) fn cluster_ask(
+        &mut self,
+        t: Token,
+        code: u16,
+        kind: u8,
+        (name, key): (&str, &str),
+        nick: &str,
+    ) {
+        if !self.store_ready(t, code, name.len() + 256) {
+            return;
+        }
+        let sid = self.sessions.at(t).id();
+        let actor = self.members.at(t).nick().to_owned();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let payload = format!(
+            "Q\n{}\n{sid}\n{code}\n{}\n{key}\n{actor}\n{name}\n{nick}",
+            c.node, kind as char
+        );
+        let expect = ModExpect::Target {
+            t,
+            sid,
+            code,
+            what: "",
+            room: String::new(),
+            target: String::new(),
+            reason: String::new(),
+        };
+        c.mod_ask(expect, &fold(nick), &payload);
+    }
+
+    /// The change an OP or INVITE relayed here makes, in `actor`'s name.
+    pub(in crate::server) fn cluster_answer_change(
+        &mut self,
+        kind: u8,
+        key: &str,
+        actor: &str,
+        (a, b): (&str, &str),
+    ) {
+        let ttl = self.config.room_state_ttl.as_millis() as u64;
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.mod_change(
+                ModExpect::Quiet("relayed change"),
+                kind,
+                key,
+                actor,
+                0,
+                (a, b),
+                ttl,
+            );
+        }
+    }
+
+    /// On this node's channel: "Q", an OP or INVITE for a session here;
+    /// "Y", a refusal of one for a session here.
+    pub(crate) fn moderation_node_event(&mut self, payload: &[u8]) {
+        if payload.first() == Some(&b'Y') {
+            let Some(f) = split_fields(payload, 5) else {
+                return;
+            };
+            let (Some(sid), Some(code), Some(err), Some(detail)) =
+                (num(f[1]), num(f[2]), num(f[3]), text(f[4]))
+            else {
+                return;
+            };
+            let t = self
+                .cluster
+                .as_deref()
+                .and_then(|c| c.sids.get(&sid).copied());
+            let Some(t) = t.filter(|&t| self.sessions.get(t).is_some_and(|s| s.id() == sid)) else {
+                return;
+            };
+            if let Some(e) = ErrorCode::from_u16(err as u16) {
+                self.error(t, e, code as u16, detail);
+            }
+            return;
+        }
+        let Some(f) = split_fields(payload, 9) else {
+            return;
+        };
+        let (
+            Some(node),
+            Some(sid),
+            Some(code),
+            Some(kind),
+            Some(key),
+            Some(actor),
+            Some(name),
+            Some(nick),
+        ) = (
+            text(f[1]),
+            num(f[2]),
+            num(f[3]),
+            f[4].first().copied(),
+            text(f[5]),
+            text(f[6]),
+            text(f[7]),
+            text(f[8]),
+        )
+        else {
+            return;
+        };
+        if let Err((e, detail)) = self.answer_ask(kind, (name, key), nick, actor) {
+            let Some(c) = self.cluster.as_deref_mut() else {
+                return;
+            };
+            let channel = format!("{}n:{node}", c.prefix);
+            let refusal = format!("Y\n{sid}\n{code}\n{}\n{detail}", e as u16);
+            c.call(
+                super::Expect::Ignore("relayed refusal"),
+                &[b"PUBLISH", channel.as_bytes(), refusal.as_bytes()],
+            );
+        }
+    }
+
     /// A JOIN spent an invitation here: the store (and so every replica)
     /// drops it too.
     pub(in crate::server) fn cluster_invitation_spent(&mut self, key: &str, who: &Invitee) {
@@ -321,6 +439,8 @@ impl Chat {
                 match v.as_ref().map(Value::as_int) {
                     Err(_) => self.unavailable(t, sid, code),
                     Ok(Some(0)) => self.error(t, ErrorCode::NoSuchNick, code, ""),
+                    // A relayed OP or INVITE is logged where it is made.
+                    Ok(_) if what.is_empty() => {}
                     Ok(_) => self.cluster_logged(t, what, &room, &target, &reason),
                 }
             }

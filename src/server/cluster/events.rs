@@ -197,6 +197,9 @@ impl Chat {
             self.nick_event(payload);
         } else if payload.first() == Some(&b'G') {
             self.told_left(payload);
+        } else if matches!(payload.first(), Some(b'Q' | b'Y')) {
+            self.flush_cast();
+            self.moderation_node_event(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);

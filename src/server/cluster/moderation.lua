@@ -155,6 +155,19 @@ redis.register_function('mc_mod_kill', function(_, a)
   return 1
 end)
 
+-- OP or INVITE of a nick another node holds: mc_mod_ask(P, folded nick,
+-- payload) passes the request to that node, which checks what needs the
+-- target's session and calls mc_mod itself. 0 if nobody has the nick.
+redis.register_function('mc_mod_ask', function(_, a)
+  local p, nk, payload = a[1], a[2], a[3]
+  local v = redis.call('GET', p .. 'nick:' .. nk)
+  if not v then
+    return 0
+  end
+  redis.call('PUBLISH', p .. 'n:' .. fields(v)[1], payload)
+  return 1
+end)
+
 -- A page of room states for a node's replica: mc_mod_load(P, cursor,
 -- count) -> { next cursor, room, { field, value, ... }, ... }.
 redis.register_function('mc_mod_load', function(_, a)

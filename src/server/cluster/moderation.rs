@@ -194,6 +194,15 @@ impl Cluster {
         );
     }
 
+    /// `mc_mod_ask`: `payload` to the node holding `nk` (folded).
+    pub(crate) fn mod_ask(&mut self, expect: ModExpect, nk: &str, payload: &str) {
+        self.fcall(
+            Expect::Moderation(expect),
+            "mc_mod_ask",
+            &[nk.as_bytes(), payload.as_bytes()],
+        );
+    }
+
     /// `mc_mod_kill`: every node ends its sessions of `nk` (folded).
     pub(crate) fn mod_kill(&mut self, expect: ModExpect, nk: &str, actor: &str, reason: &str) {
         self.fcall(

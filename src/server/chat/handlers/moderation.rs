@@ -759,6 +759,11 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() && !self.nick_is_here(nick) {
+            let kind = if grant == 1 { b'o' } else { b'd' };
+            let key = scope.room();
+            return self.cluster_ask(t, code, kind, (&scope.name, key.as_str()), nick);
+        }
         let Some(target) = self.target(t, code, nick, scope.id) else {
             return;
         };
@@ -846,6 +851,10 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() && !self.nick_is_here(nick) {
+            let key = scope.room();
+            return self.cluster_ask(t, code, b'i', (&scope.name, key.as_str()), nick);
+        }
         let Some(target) = self.target(t, code, nick, None) else {
             return;
         };
@@ -1124,6 +1133,79 @@ impl Chat {
 }
 
 impl Chat {
+    /// Whether a session of this node has `nick`.
+    fn nick_is_here(&self, nick: &str) -> bool {
+        NameKey::new(nick).is_some_and(|k| self.nicks.contains_key(&k))
+    }
+
+    /// OP or INVITE asked of another node by the target's node (relayed
+    /// in `cluster/chat_moderation.rs`): the checks that need the
+    /// target's session, then the change; refusals go back to `actor`.
+    pub(in crate::server) fn answer_ask(
+        &mut self,
+        kind: u8,
+        (name, key): (&str, &str),
+        nick: &str,
+        actor: &str,
+    ) -> Result<(), (ErrorCode, String)> {
+        let target = NameKey::new(nick)
+            .and_then(|k| self.nicks.get(&k).copied())
+            .ok_or((ErrorCode::NoSuchNick, String::new()))?;
+        let shown = self.members.at(target).nick().to_owned();
+        let account = self.who_account(target);
+        let state_key = NameKey::new(key).ok_or((ErrorCode::BadRoom, String::new()))?;
+        let state = self.moderation.rooms.get(&state_key);
+        let (a, what) = if kind == b'i' {
+            let who = match account {
+                Some(a) => Invitee::Account(a),
+                None => Invitee::guest(&shown),
+            };
+            let max = crate::server::moderation::room_state::MAX_INVITATIONS;
+            if state.is_some_and(|s| !s.invitations.contains(&who) && s.invitations.len() >= max) {
+                return Err((
+                    ErrorCode::NotAllowed,
+                    StateError::Full("invitations", max).to_string(),
+                ));
+            }
+            (
+                crate::server::cluster::chat_moderation::invitee_field(&who),
+                "invite",
+            )
+        } else {
+            let in_room = self
+                .rooms
+                .find(key)
+                .is_some_and(|id| self.members.at(target).membership(id).is_some());
+            if !in_room {
+                return Err((ErrorCode::NoSuchNick, String::new()));
+            }
+            let Some(account) = account else {
+                return Err((
+                    ErrorCode::NotAllowed,
+                    "a guest cannot be an operator".into(),
+                ));
+            };
+            let max = crate::server::moderation::room_state::MAX_GRANTS;
+            if kind == b'o'
+                && state.is_some_and(|s| !s.ops.contains(&account) && s.ops.len() >= max)
+            {
+                return Err((
+                    ErrorCode::NotAllowed,
+                    StateError::Full("operator grants", max).to_string(),
+                ));
+            }
+            (account, if kind == b'o' { "op" } else { "deop" })
+        };
+        info!(
+            target: "muxchat::moderation",
+            action = what, actor = actor, room = name, target = shown.as_str();
+            "{what} in {name} by {actor} (through another node): {shown}"
+        );
+        self.moderation.count(what);
+        self.cluster_answer_change(kind, key, actor, (&a, &shown));
+        Ok(())
+    }
+
     /// A cluster request the store took: logged and counted on the
     /// actor's node, as standalone.
     pub(in crate::server) fn cluster_logged(
