@@ -10,7 +10,15 @@ use mio::Token;
 
 use super::{split_fields, text, Cluster, Expect};
 use crate::server::moderation::bans::BanSet;
-use crate::server::moderation::room_state::RoomStates;
+use crate::server::moderation::room_state::{Invitee, RoomStates};
+
+/// An invitee as the store keeps it (`a:<account>`, `g:<nick>`).
+pub fn invitee_field(who: &Invitee) -> String {
+    match who {
+        Invitee::Account(a) => format!("a:{a}"),
+        Invitee::Guest(n) => format!("g:{n}"),
+    }
+}
 
 /// Rooms (or server-wide bans) asked for per page of a load.
 pub const LOAD_PAGE: usize = 200;
@@ -178,7 +186,7 @@ impl Cluster {
     pub(crate) fn mod_part(&mut self, room: &str, nick: &str, sid: u64, why: &str) {
         let (node, sid) = (self.node.clone(), sid.to_string());
         let room_ttl = self.room_ttl.as_millis().to_string();
-        let nk = super::events::fold(nick);
+        let nk = super::fold(nick);
         self.fcall(
             Expect::Moderation(ModExpect::Quiet("ban removal")),
             "mc_mod_part",

@@ -7,8 +7,7 @@
 use mio::Token;
 
 use super::super::chat::Chat;
-use super::events::fold;
-use super::Expect;
+use super::{fold, Expect};
 
 impl Chat {
     /// `t` registered with version 3 on this node.

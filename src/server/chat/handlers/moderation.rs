@@ -875,7 +875,7 @@ impl Chat {
                 );
                 return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
             }
-            let field = crate::server::cluster::chat_moderation::invitee_field(&who);
+            let field = crate::server::cluster::moderation::invitee_field(&who);
             return self.cluster_mod_change(
                 t,
                 code,
@@ -1055,7 +1055,7 @@ impl Chat {
             .flat_map(BanSet::list)
             .map(|b| (b.mask.to_string(), b))
             .take_while(|(m, b)| {
-                super::queries::fits(
+                crate::codec::frame::fits(
                     &mut budget,
                     2 + m.len() + 2 + b.by.len() + 2 + b.reason.len() + 8,
                 )
@@ -1168,7 +1168,7 @@ impl Chat {
                 ));
             }
             (
-                crate::server::cluster::chat_moderation::invitee_field(&who),
+                crate::server::cluster::moderation::invitee_field(&who),
                 "invite",
             )
         } else {

@@ -17,13 +17,14 @@ use crate::server::moderation::bans::{Ban, BanSet, MAX_SERVER_BANS};
 use crate::server::moderation::masks::Mask;
 use crate::server::moderation::room_state::{Invitee, Modes, RoomState, RoomStates};
 
-use super::super::chat::history::now_ms;
-use super::super::chat::rooms::RoomId;
-use super::super::chat::Chat;
-use super::events::fold;
-use super::moderation::{ModEvent, ModExpect, HELD_MAX, RESTORE_CHUNK};
-use super::{num, split_fields, text, Cluster};
+use super::super::history::now_ms;
+use super::super::rooms::RoomId;
+use super::super::Chat;
 use crate::codec::resp::Value;
+use crate::server::cluster::moderation::{
+    invitee_field, ModEvent, ModExpect, HELD_MAX, RESTORE_CHUNK,
+};
+use crate::server::cluster::{fold, num, split_fields, text, Cluster};
 
 /// "VERB by ACTOR: REASON", or "VERB by ACTOR" for an empty reason.
 fn by_reason(verb: &str, actor: &str, reason: &str) -> String {
@@ -31,14 +32,6 @@ fn by_reason(verb: &str, actor: &str, reason: &str) -> String {
         format!("{verb} by {actor}")
     } else {
         format!("{verb} by {actor}: {reason}")
-    }
-}
-
-/// An invitee as the store keeps it (`a:<account>`, `g:<nick>`).
-pub(crate) fn invitee_field(who: &Invitee) -> String {
-    match who {
-        Invitee::Account(a) => format!("a:{a}"),
-        Invitee::Guest(n) => format!("g:{n}"),
     }
 }
 
@@ -336,7 +329,7 @@ impl Chat {
             let channel = format!("{}n:{node}", c.prefix);
             let refusal = format!("Y\n{sid}\n{code}\n{}\n{detail}", e as u16);
             c.call(
-                super::Expect::Ignore("relayed refusal"),
+                crate::server::cluster::Expect::Ignore("relayed refusal"),
                 &[b"PUBLISH", channel.as_bytes(), refusal.as_bytes()],
             );
         }
