@@ -691,3 +691,34 @@ fn op_and_invite_reach_a_nick_on_another_node() {
         c3::INVITE,
     );
 }
+
+#[test]
+fn a_room_state_is_dropped_after_its_ttl_in_redis_and_on_every_node() {
+    let dir = Scratch::new("ttl");
+    let redis = Redis::start();
+    let args = ["--auth-key", &dir.key_arg(), "--room-state-ttl-ms", "600"];
+    let (a, b) = (node(&redis.url(), &args), node(&redis.url(), &args));
+    let mut alice = V3::login(&a, &dir, "alice", &["--ops", "#ttl"]);
+    alice.join("#ttl");
+    alice.send(ClientV3::Topic {
+        room: "#ttl",
+        topic: "short-lived",
+    });
+    alice.until(c3::ROOM_INFO);
+    alice.c.send(&ClientMessage::Leave { room: "#ttl" });
+    alice.c.recv_code(code::LEFT);
+    // Empty: Redis holds it with its TTL, then drops it.
+    let ttl = redis_command(&redis, &["PTTL", "muxchat:0:rs:#ttl"]).unwrap();
+    let ms: i64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!(ms > 0 && ms <= 600, "{ttl}");
+    let deadline = Instant::now() + SETTLE;
+    while redis_command(&redis, &["EXISTS", "muxchat:0:rs:#ttl"]).as_deref() != Some(":0") {
+        assert!(Instant::now() < deadline, "the state stayed in Redis");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Node B's replica dropped it too: the room re-created there has none.
+    let mut bob = V3::login(&b, &dir, "bob", &[]);
+    let info = bob.join("#ttl");
+    assert!(info.contains("topic: \"\""), "{info}");
+}

@@ -10,7 +10,7 @@
 //!
 //! In a cluster (`--redis`) the checks are the same, against the node's
 //! replica of the store's state; each change then goes to the store and
-//! comes back as an event every node applies (`cluster/chat_moderation.rs`):
+//! comes back as an event every node applies (`chat/cluster/moderation.rs`):
 //! the branches below hand the request over once it is checked.
 
 use std::net::IpAddr;
@@ -1139,7 +1139,7 @@ impl Chat {
     }
 
     /// OP or INVITE asked of another node by the target's node (relayed
-    /// in `cluster/chat_moderation.rs`): the checks that need the
+    /// in `chat/cluster/moderation.rs`): the checks that need the
     /// target's session, then the change; refusals go back to `actor`.
     pub(in crate::server) fn answer_ask(
         &mut self,
