@@ -86,6 +86,17 @@ pub(crate) struct Replica {
     pub pending_bans: Option<BanSet>,
     pub rooms_done: bool,
     pub bans_done: bool,
+    /// After a load failed: when to try again (not every iteration).
+    pub retry_at: Option<std::time::Instant>,
+}
+
+impl Replica {
+    /// A page of the load failed (an error, the link lost): the load
+    /// starts over a second later.
+    pub fn failed(&mut self) {
+        self.load = 0;
+        self.retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+    }
 }
 
 /// One moderation event from `P modch`.

@@ -448,8 +448,19 @@ impl Chat {
     /// starts it).
     pub(in crate::server) fn moderation_load_due(&self) -> bool {
         self.cluster.as_deref().is_some_and(|c| {
-            c.available() && (c.moderation.due || !c.moderation.loaded) && c.moderation.load == 0
+            let r = &c.moderation;
+            c.available()
+                && (r.due || !r.loaded)
+                && r.load == 0
+                && r.retry_at.is_none_or(|at| at <= std::time::Instant::now())
         })
+    }
+
+    /// When a failed load of the replica is tried again, if one waits.
+    pub(in crate::server) fn moderation_retry_at(&self) -> Option<std::time::Instant> {
+        let c = self.cluster.as_deref()?;
+        let r = &c.moderation;
+        r.retry_at.filter(|_| r.load == 0 && (r.due || !r.loaded))
     }
 
     /// Starts a load of the replica if one is due.
@@ -509,7 +520,7 @@ impl Chat {
             return;
         }
         let Ok(v) = v else {
-            c.moderation.load = 0;
+            c.moderation.failed();
             return;
         };
         let parts = v.as_array().unwrap_or_default();
@@ -548,7 +559,7 @@ impl Chat {
             return;
         }
         let Ok(v) = v else {
-            c.moderation.load = 0;
+            c.moderation.failed();
             return;
         };
         let parts = v.as_array().unwrap_or_default();

@@ -403,8 +403,11 @@ impl Chat {
         ]
         .into_iter()
         .flatten()
-        .min()?;
-        Some(Instant::now() + Duration::from_millis(at.saturating_sub(now)))
+        .min()
+        .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)));
+        // A cluster replica's load that failed is tried again then.
+        let retry = self.moderation_retry_at();
+        at.into_iter().chain(retry).min()
     }
 
     /// The timers' stage: drops room states whose TTL ran out, lifts the
