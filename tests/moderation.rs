@@ -594,9 +594,9 @@ fn room_state_survives_re_creation_and_a_restart() {
 
 #[test]
 fn a_cluster_node_takes_no_moderation_for_now() {
-    // A cluster node refuses version 3 at HELLO (accounts need a
-    // standalone server for now), so no session there can moderate; and
-    // for a version-2 session the moderation codes are unknown.
+    // A cluster node takes version 3 (accounts included) but answers
+    // moderation NOT_ALLOWED; for a version-2 session the moderation
+    // codes are unknown.
     let dir = Scratch::new("v3-cluster");
     let key = dir.file("hs256.key");
     std::fs::write(
@@ -617,11 +617,19 @@ fn a_cluster_node_takes_no_moderation_for_now() {
     }
     .encode(&mut out);
     c.send_raw(&out);
+    c.recv_code(code::WELCOME);
+    let mut kill = Vec::new();
+    ClientV3::Kill {
+        nick: "nobody",
+        reason: "r",
+    }
+    .encode(&mut kill);
+    c.send_raw(&kill);
     let r = c.recv_code(code::ERROR);
-    assert_error(&r, ErrorCode::AuthFailed, code::HELLO);
+    assert_error(&r, ErrorCode::NotAllowed, c3::KILL);
     match r.msg() {
         ServerMessage::Error { detail, .. } => {
-            assert_eq!(detail, "accounts need a standalone server for now")
+            assert_eq!(detail, "moderation needs a standalone server for now")
         }
         other => panic!("{other:?}"),
     }

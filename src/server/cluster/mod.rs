@@ -27,6 +27,7 @@
 //! frames wait (held like paused input) until the answer or the event it
 //! produced comes back, and the loop never waits on Redis.
 
+pub mod accounts;
 pub mod answers;
 pub mod events;
 pub mod link;
@@ -49,8 +50,10 @@ use crate::codec::resp::Value;
 
 use super::chat::rooms::RoomId;
 
-/// The function library loaded into Redis at every (re)connect.
-pub const LIBRARY: &str = include_str!("muxchat.lua");
+/// The function library loaded into Redis at every (re)connect: one
+/// library (one `#!lua` header, in muxchat.lua), its parts in files by
+/// concern.
+pub const LIBRARY: &str = concat!(include_str!("muxchat.lua"), include_str!("accounts.lua"));
 
 /// `--redis-timeout-ms`'s default, for a node made without a config: a
 /// request unanswered for this long means the link is stalled, and it is
@@ -182,6 +185,8 @@ pub(crate) enum Expect {
     Sync { sent: Instant },
     /// Leaves announced after the store came back: the ones nobody heard.
     Gone(Vec<Gone>),
+    /// Protocol version 3: accounts, session keys, SAY_RESULT.
+    Account(accounts::AccountExpect),
 }
 
 /// One call in flight: what its answer is for, its size, when it went.

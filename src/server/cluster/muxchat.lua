@@ -72,6 +72,9 @@ end
 
 local GONE_TTL = 86400000
 
+-- msg_ids remembered per session key (protocol.md: at least 4,096).
+local DEDUP_KEEP = 4096
+
 -- How long new sessions wait to join after the store lost its state: a
 -- node whose link went down reconnects within its longest backoff and a
 -- tick (2.5 s, src/server/cluster/link.rs and mod.rs), and rebuilds at once.
@@ -286,9 +289,22 @@ redis.register_function('mc_say', function(_, a)
   -- nk and member: the sender's folded nick and its entry in the room's
   -- members as it must read ("nick \t node \t session id"), built by the
   -- node, so the check is one HGET and one comparison.
-  local p, rk, epoch, nick, text, time, maxlen, nk, member =
-    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
+  -- key, msg_id, kttl: a version-3 SAY's session key, msg_id and the
+  -- key lifetime (absent for version 2, which pays nothing for them).
+  local p, rk, epoch, nick, text, time, maxlen, nk, member, key, msg_id, kttl =
+    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12]
   local meta = p .. 'r:' .. rk
+  -- A msg_id this key already sent: its original epoch and seq, nothing
+  -- delivered (on whichever node the first one came through).
+  local d
+  if key then
+    d = p .. 'd:' .. key
+    local was = redis.call('HGET', d, msg_id)
+    if was then
+      local f = fields(was)
+      return { 1, f[1], f[2] }
+    end
+  end
   if redis.call('HGET', meta, 'epoch') ~= epoch then
     return redis.error_reply('NOROOM the room is not known to the cluster store')
   end
@@ -301,6 +317,18 @@ redis.register_function('mc_say', function(_, a)
   end
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'M\n' .. epoch .. '\n' .. seq .. '\n' .. time .. '\n' .. nick .. '\n' .. text)
+  if d then
+    -- Recorded in the same step as the seq: a resend after an unknown
+    -- outcome (UNAVAILABLE) finds it. The newest DEDUP_KEEP per key.
+    redis.call('HSET', d, msg_id, epoch .. '\t' .. seq)
+    if redis.call('RPUSH', d .. ':o', msg_id) > DEDUP_KEEP then
+      redis.call('HDEL', d, redis.call('LPOP', d .. ':o'))
+    end
+    redis.call('PEXPIRE', d, kttl)
+    redis.call('PEXPIRE', d .. ':o', kttl)
+    redis.call('PEXPIRE', p .. 'key:' .. key, kttl)
+    return { 0, epoch, tostring(seq) }
+  end
   return seq
 end)
 

@@ -277,6 +277,9 @@ impl Chat {
             }
             self.forget_room_if_idle(id);
         }
+        if registered && available {
+            self.cluster_key_end(t);
+        }
         if registered {
             let nick = fold(self.members.at(t).nick());
             if let Some(c) = self.cluster.as_deref_mut() {
