@@ -14,9 +14,9 @@ mod cluster_support;
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cluster_support::{nodes, wait_for, wait_joined, wait_left, Redis};
+use cluster_support::{node, nodes, wait_for, wait_joined, wait_left, Redis, StallProxy};
 use common::{assert_error, Client, Daemon, Reply};
 use muxchat::codec::v3::{code as v3code, ClientV3, Secret, ServerV3};
 use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
@@ -344,4 +344,54 @@ fn one_session_per_account_in_a_cluster_for_now() {
         hello3(&mut c, "", &auth.token("alice"), "");
         expect_fatal(&mut c, ErrorCode::SessionLimit, code::HELLO);
     }
+}
+
+#[test]
+fn an_unknown_outcome_is_unavailable_and_the_resend_gets_the_original() {
+    let auth = Auth::new("unknown");
+    let redis = Redis::start();
+    // Node 0 reaches Redis through a proxy that can slow its link past
+    // the node's request timeout; node 1 directly.
+    let proxy = StallProxy::start(redis.addr());
+    let a = node(
+        &proxy.url(),
+        &["--auth-key", auth.arg(), "--redis-timeout-ms", "500"],
+    );
+    let b = node(&redis.url(), &["--auth-key", auth.arg()]);
+    let (mut watcher, _) = login(&b, "watch", "", "");
+    join(&mut watcher, "#r", "~watch");
+    let (mut alice, _) = login(&a, "", &auth.token("alice"), "");
+    let (epoch, _) = join(&mut alice, "#r", "alice");
+    wait_joined(&mut watcher, "#r", "alice");
+    // The SAY reaches Redis 1.5 s late, long after the node gave up on
+    // its answer: the outcome is unknown to the node, and to the client.
+    proxy.slow(Duration::from_millis(1500));
+    say3(&mut alice, "#r", "maybe", 5);
+    let unavailable = ErrorCode::Unavailable as u16;
+    assert_eq!(say_result(&mut alice), (5, "#r".into(), 0, 0, unavailable));
+    proxy.slow(Duration::ZERO);
+    // Redis took it after all.
+    assert_eq!(
+        next_message(&mut watcher),
+        (1, "alice".into(), "maybe".into())
+    );
+    // The client sends it again (the node is back once its link is):
+    // the original epoch and seq, not a second delivery.
+    let deadline = Instant::now() + SLOW;
+    let result = loop {
+        say3(&mut alice, "#r", "maybe, again", 5);
+        let r = say_result(&mut alice);
+        if r.4 != unavailable || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(result, (5, "#r".into(), epoch, 1, 0));
+    say3(&mut alice, "#r", "after", 6);
+    assert_eq!(say_result(&mut alice), (6, "#r".into(), epoch, 2, 0));
+    assert_eq!(
+        next_message(&mut watcher),
+        (2, "alice".into(), "after".into()),
+        "the resent SAY was not delivered again"
+    );
 }
