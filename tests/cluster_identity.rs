@@ -333,17 +333,158 @@ fn a_resent_say_is_deduplicated_after_reconnecting_to_the_other_node() {
     assert_eq!(stats.get("deduplicated_says"), Some(&2), "{stats:?}");
 }
 
+/// The JOINED and LEFT frames of `nick` among what `c` receives until
+/// it has been quiet for a while.
+fn presence_of(c: &mut Client, nick: &str) -> Vec<String> {
+    c.drain(Duration::from_millis(500))
+        .iter()
+        .filter_map(|r| match r.msg() {
+            ServerMessage::Joined { room, nick: n } if n == nick => Some(format!("JOINED {room}")),
+            ServerMessage::Left { room, nick: n, .. } if n == nick => Some(format!("LEFT {room}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The WHISPER `c` receives next: (from, text).
+#[track_caller]
+fn whisper_from(c: &mut Client) -> (String, String) {
+    wait_for(c, "WHISPER", |r| match r.msg() {
+        ServerMessage::WhisperFrom { from, text } => Some((from.to_owned(), text.to_owned())),
+        _ => None,
+    })
+}
+
 #[test]
-fn one_session_per_account_in_a_cluster_for_now() {
-    let auth = Auth::new("limit");
+fn an_accounts_sessions_on_two_nodes_share_its_nick_rooms_and_whispers() {
+    let auth = Auth::new("accounts");
     let redis = Redis::start();
-    let ns = auth.nodes(&redis);
-    let (_a, _) = login(&ns[0], "", &auth.token("alice"), "");
+    let extra = ["--auth-key", auth.arg(), "--max-sessions-per-account", "2"];
+    let ns = nodes(&redis, 2, &extra);
+    let token = auth.token("alice");
+    let (mut carol, _) = login(&ns[0], "carol", "", "");
+    join(&mut carol, "#r", "~carol");
+    join(&mut carol, "#s", "~carol");
+    let (mut bob, _) = login(&ns[1], "bob", "", "");
+    join(&mut bob, "#r", "~bob");
+    wait_joined(&mut carol, "#r", "~bob");
+    // Alice's first session, on node 0, joins #r.
+    let (mut a1, w1) = login(&ns[0], "", &token, "");
+    join(&mut a1, "#r", "alice");
+    wait_joined(&mut bob, "#r", "alice");
+    wait_joined(&mut carol, "#r", "alice");
+    // Her second, on node 1, is in #r right after WELCOME; nobody is told.
+    let (mut a2, w2) = login(&ns[1], "", &token, "");
+    assert_eq!((w2.nick.as_str(), w2.account.as_str()), ("alice", "alice"));
+    assert_ne!(w2.key, w1.key);
+    let (epoch, _) = {
+        wait_joined(&mut a2, "#r", "alice");
+        wait_for(&mut a2, "ROOM_STATE", |r| match r.msg() {
+            ServerMessage::RoomState {
+                epoch, last_seq, ..
+            } => Some((epoch, last_seq)),
+            _ => None,
+        })
+    };
+    assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
+    // A SAY from either session speaks for the account.
+    say3(&mut a2, "#r", "from the second", 1);
+    assert_eq!(say_result(&mut a2).4, 0);
+    assert_eq!(next_message(&mut bob).2, "from the second");
+    assert_eq!(next_message(&mut a1).2, "from the second");
+    // JOIN from the second session: the first gets JOINED and ROOM_STATE,
+    // the members one JOINED.
+    join(&mut a2, "#s", "alice");
+    wait_joined(&mut a1, "#s", "alice");
+    wait_for(&mut a1, "ROOM_STATE #s", |r| match r.msg() {
+        ServerMessage::RoomState { room: "#s", .. } => Some(()),
+        _ => None,
+    });
+    assert_eq!(
+        presence_of(&mut carol, "alice"),
+        vec!["JOINED #s".to_owned()]
+    );
+    // A WHISPER to the account reaches both sessions, on both nodes.
+    bob.send(&ClientMessage::Whisper {
+        nick: "alice",
+        text: "hi",
+    });
+    assert_eq!(whisper_from(&mut a1), ("~bob".into(), "hi".into()));
+    assert_eq!(whisper_from(&mut a2), ("~bob".into(), "hi".into()));
+    // LEAVE from the first session: the account leaves, once.
+    a1.send(&ClientMessage::Leave { room: "#s" });
+    wait_left(&mut a1, "#s", "alice", SLOW);
+    wait_left(&mut a2, "#s", "alice", SLOW);
+    assert_eq!(presence_of(&mut carol, "alice"), vec!["LEFT #s".to_owned()]);
+    // The session limit counts both nodes.
     for n in &ns {
         let mut c = n.connect();
-        hello3(&mut c, "", &auth.token("alice"), "");
+        hello3(&mut c, "", &token, "");
         expect_fatal(&mut c, ErrorCode::SessionLimit, code::HELLO);
     }
+    // Another account cannot take the nick while either session lives.
+    let mut mallory = ns[1].connect();
+    hello3(
+        &mut mallory,
+        "",
+        &auth.token_with("mallory", |c| c.nick = Some("alice".into())),
+        "",
+    );
+    expect_fatal(&mut mallory, ErrorCode::NickInUse, code::HELLO);
+    // The first session ends: nobody sees alice leave, the second still
+    // speaks for her, and the nick is still hers.
+    a1.send(&ClientMessage::Quit {
+        reason: "phone off",
+    });
+    a1.expect_closed();
+    say3(&mut a2, "#r", "still here", 2);
+    let (_, _, ep, _, err) = say_result(&mut a2);
+    assert_eq!((ep, err), (epoch, 0));
+    assert_eq!(next_message(&mut carol).2, "still here");
+    assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
+    let mut mallory = ns[0].connect();
+    hello3(
+        &mut mallory,
+        "",
+        &auth.token_with("mallory", |c| c.nick = Some("alice".into())),
+        "",
+    );
+    expect_fatal(&mut mallory, ErrorCode::NickInUse, code::HELLO);
+    // The last session ends: the account leaves with its reason.
+    a2.send(&ClientMessage::Quit {
+        reason: "laptop off",
+    });
+    assert_eq!(wait_left(&mut carol, "#r", "alice", SLOW), "laptop off");
+    assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "laptop off");
+    let (_a3, w3) = login(&ns[0], "", &token, "");
+    assert_eq!(w3.nick, "alice");
+}
+
+#[test]
+fn a_lost_node_takes_an_account_away_only_with_its_last_session() {
+    let auth = Auth::new("lost");
+    let redis = Redis::start();
+    let extra = ["--auth-key", auth.arg(), "--node-ttl-ms", "1500"];
+    let mut ns = nodes(&redis, 3, &extra);
+    let token = auth.token("alice");
+    let (mut bob, _) = login(&ns[2], "bob", "", "");
+    join(&mut bob, "#r", "~bob");
+    let (mut a0, _) = login(&ns[0], "", &token, "");
+    join(&mut a0, "#r", "alice");
+    wait_joined(&mut bob, "#r", "alice");
+    let (mut a1, _) = login(&ns[1], "", &token, "");
+    wait_joined(&mut a1, "#r", "alice");
+    // The node of the session that joined dies: the account stays.
+    ns[0].kill();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
+    say3(&mut a1, "#r", "after the loss", 1);
+    assert_eq!(say_result(&mut a1).4, 0);
+    assert_eq!(next_message(&mut bob).2, "after the loss");
+    // And the node of its last session: LEFT "node lost".
+    ns[1].kill();
+    assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "node lost");
+    drop(a0);
 }
 
 #[test]

@@ -485,15 +485,20 @@ impl Chat {
                 if matches!(claim, KeyClaim::Resume) {
                     self.identity.stats.keys_resumed += 1;
                 }
-                // Another session of the account: this one joins its rooms.
-                let other = account.as_deref().and_then(|a| {
-                    self.identity
-                        .accounts
-                        .sessions_of(a)
-                        .iter()
-                        .copied()
-                        .find(|&s| s != t)
-                });
+                // Another session of the account: this one joins its rooms
+                // (in a cluster, the store says which: see
+                // `cluster::accounts`).
+                let other = account
+                    .as_deref()
+                    .filter(|_| self.cluster.is_none())
+                    .and_then(|a| {
+                        self.identity
+                            .accounts
+                            .sessions_of(a)
+                            .iter()
+                            .copied()
+                            .find(|&s| s != t)
+                    });
                 if let Some(other) = other {
                     let rooms: Vec<RoomId> = self
                         .members

@@ -5,9 +5,15 @@
 //! `mc_say` in `muxchat.lua`), so a resend through another node is
 //! answered with the original epoch and seq.
 //!
+//! An account's sessions may be on several nodes: its nick claim and its
+//! memberships are the account's in Redis (one entry naming one of its
+//! sessions), its sessions on each node attach to its rooms (event K,
+//! after an A on the node's channel, or the rooms `mc_hello3` lists), and
+//! it leaves a room with all of them (LEFT), or every room when its last
+//! session anywhere ends (`mc_acct_bye`) or its last node is lost.
+//!
 //! The node keeps nothing of this itself: the session's key is on its
-//! member (as standalone), its msg_ids only in Redis. One session per
-//! account in a cluster for now: a second gets SESSION_LIMIT.
+//! member (as standalone), its msg_ids only in Redis.
 
 use mio::Token;
 use ring::rand::SystemRandom;
@@ -42,6 +48,8 @@ pub(crate) enum AccountExpect {
         /// Draws of a fresh key so far.
         tries: u8,
     },
+    /// `mc_attach`: 0 or an error means no K event will come.
+    Attach { sid: u64, room: RoomId },
     /// `mc_say` of a version-3 SAY: its SAY_RESULT.
     Say {
         t: Token,
@@ -70,28 +78,14 @@ fn status(v: &Value) -> Option<(&[u8], &[Value])> {
 }
 
 impl Chat {
-    /// An account's verified HELLO, after the node's own checks: one
-    /// session per account in a cluster for now.
+    /// An account's verified HELLO, after the node's own checks (the
+    /// session limit is counted again in the store, cluster-wide).
     pub(in crate::server) fn cluster_account_hello(
         &mut self,
         t: Token,
         claims: Claims,
         key: Option<SessionKey>,
     ) {
-        if !self
-            .identity
-            .accounts
-            .sessions_of(&claims.account)
-            .is_empty()
-        {
-            self.identity.stats.refused += 1;
-            return self.error(
-                t,
-                ErrorCode::SessionLimit,
-                code::HELLO,
-                "one session per account in a cluster",
-            );
-        }
         let nick = claims.nick.clone();
         self.cluster_hello_v3(t, &nick, Some(Box::new(claims)), key);
     }
@@ -141,6 +135,7 @@ impl Chat {
             .map_or("", |c| c.account.as_str())
             .to_owned();
         let kttl = self.key_ttl_ms();
+        let max = self.config.max_sessions_per_account.to_string();
         let presented = presented.map_or(String::new(), |k| k.as_str().to_owned());
         let (nk, nick) = (fold(nick), nick.clone());
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -165,6 +160,7 @@ impl Chat {
                 fresh.as_str().as_bytes(),
                 kttl.as_bytes(),
                 sub.as_bytes(),
+                max.as_bytes(),
             ],
         );
     }
@@ -210,7 +206,13 @@ impl Chat {
         let Some(rk) = c.rooms.get(&id).map(|r| r.key.clone()) else {
             return;
         };
-        let (nk, member) = (fold(me.nick()), format!("{}\t{}\t{sid}", me.nick(), c.node));
+        // Any session speaks for its account: the store checks the
+        // account is a member ('*'), whichever session's entry it holds.
+        let member = match me.account() {
+            Some(_) => "*".to_owned(),
+            None => format!("{}\t{}\t{sid}", me.nick(), c.node),
+        };
+        let nk = fold(me.nick());
         let msg_s = msg_id.to_string();
         let mut args: Vec<&[u8]> = vec![
             rk.as_bytes(),
@@ -277,6 +279,18 @@ impl Chat {
                 msg_id,
                 name,
             } => self.say_v3_answered(t, sid, (room, epoch), msg_id, &name, v),
+            AccountExpect::Attach { sid, room } => {
+                if !v.is_ok_and(|v| v.as_int() == Some(1)) {
+                    if let Some(cr) = self
+                        .cluster
+                        .as_deref_mut()
+                        .and_then(|c| c.rooms.get_mut(&room))
+                    {
+                        cr.attaches.retain(|w| w.sid != sid);
+                    }
+                    self.forget_room_if_idle(room);
+                }
+            }
         }
     }
 
@@ -312,6 +326,13 @@ impl Chat {
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .and_then(SessionKey::parse);
                 let kept = rest.get(2).and_then(Value::as_int) == Some(1);
+                let rooms: Vec<String> = rest
+                    .get(3..)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| std::str::from_utf8(r.as_bytes()?).ok())
+                    .map(str::to_owned)
+                    .collect();
                 let (Some(at), Some(key)) = (at, key) else {
                     return self.unavailable(t, sid, code::HELLO);
                 };
@@ -344,6 +365,11 @@ impl Chat {
                     c.sids.insert(sid, t);
                     c.claims.insert(sid, at);
                 }
+                // Right after WELCOME: the account's rooms (JOINED and
+                // ROOM_STATE to this session alone).
+                for room in &rooms {
+                    self.cluster_attach(t, room);
+                }
                 self.wake(t, sid);
             }
             _ if !live => {}
@@ -354,18 +380,13 @@ impl Chat {
                 }
                 self.send_hello_v3(e);
             }
-            b"taken" | b"same" => {
+            b"taken" | b"limit" => {
                 self.identity.stats.refused += 1;
                 if claims.is_none() {
                     // A guest may pick another nick.
                     self.error(t, ErrorCode::NickInUse, code::HELLO, "");
-                } else if st == b"same" {
-                    self.error(
-                        t,
-                        ErrorCode::SessionLimit,
-                        code::HELLO,
-                        "one session per account in a cluster",
-                    );
+                } else if st == b"limit" {
+                    self.error(t, ErrorCode::SessionLimit, code::HELLO, "");
                 } else {
                     self.sessions.cut(
                         t,
@@ -451,6 +472,259 @@ impl Chat {
         };
         if live {
             self.say_refused(t, msg_id, name, error);
+        }
+    }
+}
+
+impl Chat {
+    /// Event A on this node's channel: the account holding `nk` joined
+    /// `room`; its sessions here that are not in it attach.
+    pub(super) fn account_joined(&mut self, payload: &[u8]) {
+        let Some(f) = super::split_fields(payload, 3) else {
+            return;
+        };
+        let (Some(room), Some(nk)) = (super::text(f[1]), super::text(f[2])) else {
+            return;
+        };
+        let Some(account) = self.identity.accounts.account_of_nick(nk) else {
+            return;
+        };
+        let sessions = self
+            .identity
+            .accounts
+            .sessions_of(&account.claims.account)
+            .to_vec();
+        for t in sessions {
+            self.cluster_attach(t, room);
+        }
+    }
+
+    /// Session `t` of a member account attaches to `room` (unless it is
+    /// in it or on its way): the room is subscribed first, as for a JOIN.
+    pub(in crate::server) fn cluster_attach(&mut self, t: Token, room: &str) {
+        if self.member_of(t, room).is_some() {
+            return;
+        }
+        let sid = self.sessions.at(t).id();
+        let id = match self.rooms.find(room) {
+            Some(id) => id,
+            None => {
+                // The K event says the room's epoch.
+                let epoch = self.epochs.next_epoch();
+                let ring = self.history.open();
+                let id = self.rooms.create(room, epoch, ring);
+                let Some(c) = self.cluster.as_deref_mut() else {
+                    return;
+                };
+                let key = fold(room);
+                c.subscribe(&key);
+                c.rooms.insert(
+                    id,
+                    super::ClusterRoom {
+                        key,
+                        ..super::ClusterRoom::default()
+                    },
+                );
+                id
+            }
+        };
+        let Some(cr) = self
+            .cluster
+            .as_deref_mut()
+            .and_then(|c| c.rooms.get_mut(&id))
+        else {
+            return;
+        };
+        if cr.joins.iter().chain(&cr.attaches).any(|w| w.sid == sid) {
+            return;
+        }
+        let w = super::Waiter {
+            t,
+            sid,
+            sent: cr.subscribed,
+        };
+        cr.attaches.push(w);
+        if w.sent {
+            self.send_attach(id, w);
+        }
+    }
+
+    /// The attach call, once the room's subscription is confirmed.
+    pub(super) fn send_attach(&mut self, id: RoomId, w: super::Waiter) {
+        let nick = match self.live_member(w.t, w.sid) {
+            Some(m) => m.nick().to_owned(),
+            None => return self.drop_attach(id, w.sid),
+        };
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) else {
+            return;
+        };
+        if !c.cmd.is_up() {
+            return self.drop_attach(id, w.sid);
+        }
+        let (node, sid) = (c.node.clone(), w.sid.to_string());
+        c.fcall(
+            Expect::Account(AccountExpect::Attach {
+                sid: w.sid,
+                room: id,
+            }),
+            "mc_attach",
+            &[
+                key.as_bytes(),
+                fold(&nick).as_bytes(),
+                node.as_bytes(),
+                sid.as_bytes(),
+                nick.as_bytes(),
+            ],
+        );
+    }
+
+    fn drop_attach(&mut self, id: RoomId, sid: u64) {
+        if let Some(cr) = self
+            .cluster
+            .as_deref_mut()
+            .and_then(|c| c.rooms.get_mut(&id))
+        {
+            cr.attaches.retain(|w| w.sid != sid);
+        }
+        self.forget_room_if_idle(id);
+    }
+
+    /// A closing account session's attaches (a scan of this node's
+    /// rooms: account sessions only, at their end).
+    pub(super) fn drop_attaches(&mut self, sid: u64) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let rooms: Vec<RoomId> = c
+            .rooms
+            .iter_mut()
+            .filter_map(|(&id, cr)| {
+                let before = cr.attaches.len();
+                cr.attaches.retain(|w| w.sid != sid);
+                (cr.attaches.len() != before).then_some(id)
+            })
+            .collect();
+        for id in rooms {
+            self.forget_room_if_idle(id);
+        }
+    }
+
+    /// The K event of session `w`: it is in the room, and it alone gets
+    /// JOINED and ROOM_STATE. `waited`: it was a JOIN the session waits on.
+    pub(super) fn attached_here(
+        &mut self,
+        id: RoomId,
+        w: super::Waiter,
+        (seq, first): (u64, u64),
+        waited: bool,
+    ) {
+        let Some(m) = self.live_member(w.t, w.sid) else {
+            return self.forget_room_if_idle(id);
+        };
+        if m.membership(id).is_none() {
+            let seq = seq.max(self.rooms.get(id).seq);
+            let slot = self.rooms.join(id, w.t);
+            self.members
+                .at_mut(w.t)
+                .add_room(crate::server::chat::members::Membership {
+                    room: id,
+                    slot,
+                    joined_at_seq: seq,
+                });
+            let room = self.rooms.get(id);
+            crate::server::chat::encode_into(
+                &mut self.frame,
+                &crate::codec::ServerMessage::Joined {
+                    room: &room.name,
+                    nick: self.members.at(w.t).nick(),
+                },
+            );
+            self.sessions.reply(w.t, &self.frame);
+            let room = self.rooms.get(id);
+            crate::server::chat::encode_into(
+                &mut self.frame,
+                &crate::codec::ServerMessage::RoomState {
+                    room: &room.name,
+                    epoch: room.epoch,
+                    last_seq: seq,
+                    first_held: first,
+                },
+            );
+            self.sessions.reply(w.t, &self.frame);
+        }
+        if waited {
+            self.wake(w.t, w.sid);
+        }
+    }
+
+    /// After a LEFT of `nick` in room `id`: if it is an account's, each
+    /// of its sessions here leaves too (they were sent the LEFT with the
+    /// room's members; `crowded`: above the presence limit, they get it
+    /// now).
+    pub(super) fn account_left(&mut self, id: RoomId, nick: &str, crowded: bool) {
+        let Some(account) = self.identity.accounts.account_of_nick(nick) else {
+            return;
+        };
+        let sessions = self
+            .identity
+            .accounts
+            .sessions_of(&account.claims.account)
+            .to_vec();
+        for t in sessions {
+            if let Some(index) = self.members.at(t).membership(id) {
+                if crowded {
+                    self.sessions.deliver(t, &self.frame);
+                }
+                self.drop_member(t, index);
+            }
+        }
+    }
+
+    /// An account session ended (its rooms were dropped here): the store
+    /// hands what it held to another of the account's sessions, or the
+    /// account leaves its rooms with `reason`.
+    pub(super) fn cluster_account_bye(&mut self, t: Token, reason: &str) {
+        let m = self.members.at(t);
+        let Some(sub) = m.account().map(str::to_owned) else {
+            return;
+        };
+        let nk = fold(m.nick());
+        let sid = self.sessions.at(t).id().to_string();
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
+        let ttl = c.ttl.as_millis().to_string();
+        c.fcall(
+            Expect::Ignore("account bye"),
+            "mc_acct_bye",
+            &[
+                sub.as_bytes(),
+                nk.as_bytes(),
+                node.as_bytes(),
+                sid.as_bytes(),
+                reason.as_bytes(),
+                room_ttl.as_bytes(),
+                ttl.as_bytes(),
+            ],
+        );
+    }
+
+    /// The sender's other sessions here (version 3) see a WHISPER it sent.
+    pub(super) fn whisper_sent_here(&mut self, t: Token, to: &str, text: &str) {
+        let mine = self.sessions_of_member(t);
+        if mine.len() < 2 {
+            return;
+        }
+        self.frame.clear();
+        crate::codec::v3::ServerV3::WhisperSent { to, text }.encode(&mut self.frame);
+        for s in mine {
+            if s != t && self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
+                self.sessions.deliver(s, &self.frame);
+            }
         }
     }
 }

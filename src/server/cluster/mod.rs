@@ -220,6 +220,9 @@ pub(crate) struct ClusterRoom {
     pub joins: Vec<Waiter>,
     /// LEAVEs waiting for their LEFT event.
     pub leaves: Vec<Waiter>,
+    /// Sessions of a member account attaching (version 3), until their K
+    /// event: they do not wait (their input goes on).
+    pub attaches: Vec<Waiter>,
     /// A fill from the stream is in flight: events wait in `held`.
     pub filling: bool,
     /// The fill's call is in flight (else the resync sends it).
@@ -234,7 +237,7 @@ pub(crate) struct ClusterRoom {
 impl ClusterRoom {
     /// Nobody local is in it or joining it: unsubscribe and forget it.
     pub(crate) fn is_idle(&self, members: usize) -> bool {
-        members == 0 && self.joins.is_empty() && self.leaves.is_empty()
+        members == 0 && self.joins.is_empty() && self.leaves.is_empty() && self.attaches.is_empty()
     }
 }
 

@@ -47,6 +47,11 @@ local function fields(s)
   end
 end
 
+-- Accounts' part of the functions below (version 3: an account's
+-- sessions on several nodes share its nick and rooms), filled in by
+-- accounts.lua, which is loaded after this file.
+local acct = {}
+
 -- The store's clock in microseconds, as a decimal string (a Lua number
 -- would print in exponent form).
 local function now_us()
@@ -119,6 +124,7 @@ local function part(p, rk, nk, node, sid, nick, reason, ttl)
   if redis.call('HDEL', meta .. ':m', nk) == 0 then
     return 0
   end
+  redis.call('SREM', p .. 'an:' .. nk, rk)
   local seq = redis.call('HGET', meta, 'seq') or '0'
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
@@ -159,13 +165,15 @@ end
 
 -- Everything a dead node held: its members leave ("node lost"), its
 -- nicks are freed.
-local function reap(p, node, ttl)
+local function reap(p, node, ttl, node_ttl)
+  -- An account with a session left elsewhere stays in its rooms.
+  acct.reap(p, node)
   for _, e in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':m')) do
     local f = fields(e)
     local v = redis.call('HGET', p .. 'r:' .. f[1] .. ':m', f[2])
     if v then
       local m = fields(v)
-      if m[2] == node then
+      if m[2] == node and not acct.reanchor(p, f[1], f[2], m[1]) then
         part(p, f[1], f[2], node, m[3], m[1], 'node lost', ttl)
         redis.call('SADD', p .. 'gone:' .. node, e)
       end
@@ -176,7 +184,7 @@ local function reap(p, node, ttl)
   end
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     local v = redis.call('GET', p .. 'nick:' .. nk)
-    if v and fields(v)[1] == node then
+    if v and fields(v)[1] == node and not acct.keep_nick(p, nk, v, node_ttl) then
       redis.call('DEL', p .. 'nick:' .. nk)
     end
   end
@@ -214,7 +222,8 @@ end)
 -- lingering one, adds the member, and publishes JOINED with the room's
 -- position: every MESSAGE before it has seq <= the seq it carries.
 redis.register_function('mc_join', function(_, a)
-  local p, rk, name, epoch, nk, nick, node, sid = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+  -- sub: an account's JOIN (absent for a guest).
+  local p, rk, name, epoch, nk, nick, node, sid, sub = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
   local meta = p .. 'r:' .. rk
   -- For SETTLE_US after the store lost its state (P quiet says when), a
   -- session that claimed its nick since waits (the node asks again at its
@@ -261,6 +270,11 @@ redis.register_function('mc_join', function(_, a)
     lv = tell_left(p, rk, lv)
     redis.call('SET', lk, 'x' .. string.sub(lv, 2), 'KEEPTTL')
   end
+  -- The account is a member already (another of its sessions joined
+  -- meanwhile): this session attaches, nobody else is told.
+  if sub and redis.call('HEXISTS', meta .. ':m', nk) == 1 then
+    return acct.attached(p, rk, ep, node, sid, nick)
+  end
   redis.call('HSET', meta .. ':m', nk, nick .. '\t' .. node .. '\t' .. sid)
   redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
   local seq = redis.call('HGET', meta, 'seq')
@@ -272,12 +286,23 @@ redis.register_function('mc_join', function(_, a)
   end
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'J\n' .. ep .. '\n' .. seq .. '\n' .. first .. '\n' .. count .. '\n' .. node .. '\n' .. sid .. '\n' .. nick)
+  if sub then
+    acct.joined(p, sub, nk, rk, name)
+  end
   return 1
 end)
 
 -- LEAVE (or a session's end): LEFT to the room; the room goes (or
 -- lingers) when its last member leaves.
 redis.register_function('mc_leave', function(_, a)
+  -- a[9]: an account's LEAVE, from any of its sessions: the member's
+  -- entry may be another session's (the one that joined).
+  if a[9] then
+    local v = redis.call('HGET', a[1] .. 'r:' .. a[2] .. ':m', a[3])
+    if v then
+      redis.call('SREM', a[1] .. 'node:' .. fields(v)[2] .. ':m', a[2] .. '\t' .. a[3])
+    end
+  end
   return part(a[1], a[2], a[3], a[5], a[6], a[4], a[7], a[8])
 end)
 
@@ -308,8 +333,12 @@ redis.register_function('mc_say', function(_, a)
   if redis.call('HGET', meta, 'epoch') ~= epoch then
     return redis.error_reply('NOROOM the room is not known to the cluster store')
   end
-  if nk and redis.call('HGET', meta .. ':m', nk) ~= member then
-    return redis.error_reply('NOTMEMBER the sender is not a member of the room')
+  if nk then
+    -- member '*': an account's session (any of them speaks for it).
+    local m = redis.call('HGET', meta .. ':m', nk)
+    if m ~= member and not (m and member == '*') then
+      return redis.error_reply('NOTMEMBER the sender is not a member of the room')
+    end
   end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   if tonumber(maxlen) > 0 then
@@ -340,6 +369,9 @@ redis.register_function('mc_whisper', function(_, a)
     return 0
   end
   local f = fields(v)
+  if f[5] then
+    return acct.whisper(p, f[5], from, text)
+  end
   redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
   return 1
 end)
@@ -481,6 +513,7 @@ redis.register_function('mc_alive', function(_, a)
   redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
   redis.call('SADD', p .. 'nodes', node)
   local out = { 0, known }
+  acct.alive(p, node, ttl)
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     local v = redis.call('GET', p .. 'nick:' .. nk)
     if v and fields(v)[1] == node then
@@ -503,7 +536,7 @@ redis.register_function('mc_alive', function(_, a)
   end
   for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
     if redis.call('EXISTS', p .. 'alive:' .. n) == 0 then
-      reap(p, n, room_ttl)
+      reap(p, n, room_ttl, ttl)
       out[1] = out[1] + 1
     end
   end
@@ -672,10 +705,14 @@ redis.register_function('mc_claim', function(_, a)
     local key = p .. 'nick:' .. nk
     local v = redis.call('GET', key)
     local win = true
+    local f = v and fields(v)
     -- Another session of this node is a stale entry (it ended while the
     -- store was out of reach): this node's live sessions have unique nicks.
-    if v then
-      local f = fields(v)
+    if f and acct.shares(p, f, node, sid) then
+      -- Another session of the same account holds it: no clash, and not
+      -- this node's to renew.
+      win = nil
+    elseif f then
       if f[1] ~= node then
         if earlier(f[4], f[1], f[2], at, node, sid) then
           win = false
@@ -684,7 +721,9 @@ redis.register_function('mc_claim', function(_, a)
         end
       end
     end
-    if win then
+    if win == nil then
+      redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+    elseif win then
       redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
       redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
