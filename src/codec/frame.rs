@@ -256,3 +256,15 @@ impl FrameReader {
         }
     }
 }
+
+/// Takes `need` bytes from `budget` if they fit: how a reply that lists
+/// things (rooms, nicks, bans) stays within one frame's payload.
+pub fn fits(budget: &mut usize, need: usize) -> bool {
+    match budget.checked_sub(need) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
+    }
+}

@@ -29,6 +29,7 @@
 //! batch.
 
 pub mod closing;
+pub mod cluster;
 pub mod handlers;
 pub mod history;
 pub mod identity;

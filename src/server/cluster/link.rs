@@ -185,6 +185,11 @@ pub struct Link {
     /// Requests not yet written: the sessions' write buffer type.
     out: OutBuf,
     inbuf: Vec<u8>,
+    /// What one `read()` fills, zeroed once when the link is made: a fresh
+    /// 64 KiB array per readiness cost a memset of the whole chunk each
+    /// time, which was most of a node's user-space instructions per
+    /// delivery (cachegrind, docs/BENCHMARKS.md).
+    chunk: Box<[u8]>,
     limits: Limits,
     writable_interest: bool,
     /// The read budget ran out before `WouldBlock`: read again next
@@ -233,6 +238,7 @@ impl Link {
             backoff: BACKOFF_MIN,
             out: OutBuf::default(),
             inbuf: Vec::new(),
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             limits: Limits::default(),
             writable_interest: false,
             more: false,
@@ -445,7 +451,7 @@ impl Link {
         let Some(s) = self.stream.as_mut() else {
             return Ok(());
         };
-        let mut chunk = [0u8; READ_CHUNK];
+        let chunk = &mut self.chunk[..];
         let mut taken = 0;
         self.more = false;
         let ended = loop {
@@ -458,7 +464,7 @@ impl Link {
             if let Some(conn) = self.tls.as_deref_mut() {
                 // Plaintext rustls holds first, then more ciphertext from
                 // the socket, until the socket would block.
-                match conn.reader().read(&mut chunk) {
+                match conn.reader().read(chunk) {
                     Ok(0) => break Err("closed by Redis (TLS close_notify)".to_string()),
                     Ok(n) => {
                         taken += n;
@@ -483,7 +489,7 @@ impl Link {
                     Err(e) => break Err(e.to_string()),
                 }
             }
-            match s.read(&mut chunk) {
+            match s.read(chunk) {
                 Ok(0) => break Err("closed by Redis".to_string()),
                 Ok(n) => {
                     taken += n;

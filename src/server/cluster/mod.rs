@@ -16,11 +16,12 @@
 //! - the liveness heartbeat, reconnecting, and rebuilding what Redis held
 //!   from the node's own state when a link comes back.
 //!
-//! The chat's side, as `impl Chat`: [`requests`] (what a session's
-//! command sends), [`answers`] (the command link's answers), [`events`]
-//! (the subscriber link's events in seq order, fills), [`recovery`]
-//! (links coming and going, the timer, fencing, claims and renames,
-//! rebuilding after Redis lost state) and [`lists`].
+//! This is the store side: it never sees the chat. What the chat does with
+//! the store (`impl Chat`: the requests a session's command sends, the
+//! answers, the events in seq order, recovery, the lists) is in the chat's
+//! folder, `src/server/chat/cluster/`: the handlers talk to the cluster's
+//! store as they talk to the local rooms, and the cluster stays below the
+//! chat (mini-redis: `Db` never sees a `Connection`).
 //!
 //! What a session sees is the same as standalone; only the order of work
 //! changes: a request that needs the store is sent, the session's next
@@ -28,12 +29,8 @@
 //! produced comes back, and the loop never waits on Redis.
 
 pub mod accounts;
-pub mod answers;
-pub mod events;
 pub mod link;
 pub mod lists;
-pub mod recovery;
-pub mod requests;
 pub mod url;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -48,7 +45,18 @@ use self::link::{Change, Link, Opener};
 use self::url::RedisUrl;
 use crate::codec::resp::Value;
 
-use super::chat::rooms::RoomId;
+use crate::codec::NameKey;
+
+/// The chat's index of a room (`chat::rooms::RoomId`, a slab key): the
+/// node's bookkeeping per room is keyed by it.
+pub type RoomId = usize;
+
+/// The folded form of a nick or room name (keys in the store).
+pub(crate) fn fold(name: &str) -> String {
+    NameKey::new(name)
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_else(|| name.to_ascii_lowercase())
+}
 
 /// The function library loaded into Redis at every (re)connect: one
 /// library (one `#!lua` header, in muxchat.lua), its parts in files by
@@ -58,27 +66,27 @@ pub const LIBRARY: &str = concat!(include_str!("muxchat.lua"), include_str!("acc
 /// `--redis-timeout-ms`'s default, for a node made without a config: a
 /// request unanswered for this long means the link is stalled, and it is
 /// dropped and reconnected (everything waiting on it gets UNAVAILABLE).
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 /// How often the cluster's timer runs (stall checks, reconnects).
-const TICK: Duration = Duration::from_millis(500);
+pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// Bytes of events one room may hold while a jump in its seq is filled
 /// from the stream; past it, further events are dropped (a later fill
 /// recovers the messages among them).
-const HELD_EVENTS_MAX: usize = 4 * 1024 * 1024;
+pub(crate) const HELD_EVENTS_MAX: usize = 4 * 1024 * 1024;
 /// Stream entries asked for at once (a fill, a HISTORY reply): bounds
 /// every answer on the command link, whatever `--history` allows.
-const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 256;
 /// Nicks and memberships per call when the node rebuilds its state.
-const RESTORE_CHUNK: usize = 500;
+pub(crate) const RESTORE_CHUNK: usize = 500;
 
 /// Leaves of sessions that ended while the store was out of reach, kept
 /// to be announced when it is back; past it, the oldest are dropped.
-const GONE_MAX: usize = 10_000;
+pub(crate) const GONE_MAX: usize = 10_000;
 /// Times an announcement of such a leave nobody heard is tried again
 /// (once per heartbeat): other nodes may not have resubscribed yet.
-const GONE_TRIES: u8 = 10;
+pub(crate) const GONE_TRIES: u8 = 10;
 /// Tries at a free nick when a session is renamed after a clash.
-const RENAME_TRIES: u8 = 8;
+pub(crate) const RENAME_TRIES: u8 = 8;
 
 /// A member whose session ended while the store was out of reach.
 #[derive(Debug, Clone)]
@@ -92,7 +100,7 @@ pub(crate) struct Gone {
 }
 
 /// `--cluster-list-ttl-ms`'s default, for a node made without a config.
-const DEFAULT_LIST_TTL: Duration = Duration::from_millis(1000);
+pub(crate) const DEFAULT_LIST_TTL: Duration = Duration::from_millis(1000);
 
 /// A start-up failure: Redis could not be reached or used.
 #[derive(Debug)]
@@ -122,9 +130,9 @@ pub struct Reach<'a> {
 
 /// Who a node is: its name, its id in the store, its Redis.
 struct Identity {
-    name: String,
-    node: String,
-    url: RedisUrl,
+    pub(crate) name: String,
+    pub(crate) node: String,
+    pub(crate) url: RedisUrl,
 }
 
 /// What an answer on the command link is for, in the order sent.
@@ -191,10 +199,10 @@ pub(crate) enum Expect {
 
 /// One call in flight: what its answer is for, its size, when it went.
 #[derive(Debug)]
-struct InFlight {
-    expect: Expect,
-    bytes: usize,
-    sent: Instant,
+pub(crate) struct InFlight {
+    pub(crate) expect: Expect,
+    pub(crate) bytes: usize,
+    pub(crate) sent: Instant,
 }
 
 /// A JOIN or LEAVE of a local session, until its event comes back.
@@ -257,14 +265,14 @@ pub struct Cluster {
     /// Key and channel prefix (the database's number is in it: channels
     /// are not per database).
     pub prefix: String,
-    url: RedisUrl,
-    db: u32,
+    pub(crate) url: RedisUrl,
+    pub(crate) db: u32,
     pub(super) cmd: Link,
     pub(super) sub: Link,
-    registry: Registry,
-    in_flight: VecDeque<InFlight>,
-    in_flight_bytes: usize,
-    max_pending: usize,
+    pub(crate) registry: Registry,
+    pub(crate) in_flight: VecDeque<InFlight>,
+    pub(crate) in_flight_bytes: usize,
+    pub(crate) max_pending: usize,
     /// Liveness TTL (`--node-ttl-ms`), also the nicks' TTL.
     pub ttl: Duration,
     /// `--room-ttl-ms`, for rooms that empty in Redis.
@@ -284,24 +292,24 @@ pub struct Cluster {
     /// `PARTED_MAX` entries (cleared when full: a JOINED then goes
     /// unshown, never a JOINED without its LEFT).
     pub(crate) parted_here: HashSet<(RoomId, u64)>,
-    next_alive: Instant,
-    next_tick: Instant,
+    pub(crate) next_alive: Instant,
+    pub(crate) next_tick: Instant,
     /// When the subscriber link's last PING went unanswered since.
-    sub_ping: Option<Instant>,
+    pub(crate) sub_ping: Option<Instant>,
     /// `--redis-timeout-ms`: how long a call (or the subscriber's PING,
     /// or opening a link) may go unanswered before the link is dropped.
     pub(crate) timeout: Duration,
     /// Both links were up and the node's state was rebuilt in Redis.
-    synced: bool,
+    pub(crate) synced: bool,
     /// A rebuild is in flight (its `Sync` answer not back): what fails
     /// before it does not start another.
-    resyncing: bool,
+    pub(crate) resyncing: bool,
     /// The node could not renew its liveness for longer than its TTL: it
     /// treats its entry as lost (requests get UNAVAILABLE) until a
     /// rebuild registers it again.
-    fenced: bool,
+    pub(crate) fenced: bool,
     /// When the last heartbeat (or rebuild) that Redis answered was sent.
-    renewed: Instant,
+    pub(crate) renewed: Instant,
     /// Each registered local session's claim time in the store, by id:
     /// of two sessions a fault left with one nick, the later is renamed.
     pub(crate) claims: HashMap<u64, u64>,
@@ -310,9 +318,9 @@ pub struct Cluster {
     /// Leaves to announce when the store is back.
     pub(crate) gone: VecDeque<Gone>,
     /// For the suffixes of renamed nicks.
-    rng: u64,
+    pub(crate) rng: u64,
     /// Logged once per change of availability.
-    was_available: bool,
+    pub(crate) was_available: bool,
     /// Counters for STATS.
     pub stats: ClusterStats,
     /// LIST_ROOMS and LIST_USERS answers, kept for `--cluster-list-ttl-ms`.
@@ -413,11 +421,9 @@ impl Cluster {
     /// are up but have no socket ([`Link::detached`]), so calls are
     /// recorded as in flight and never written, nothing touches the
     /// network, and a link that goes down (a stall) stays down. The
-    /// caller plays Redis with [`Chat::feed_push`] and
-    /// [`Chat::feed_answer`]. `registry` comes from a fresh `mio::Poll`.
+    /// caller plays Redis with the chat's `feed_push` and
+    /// `feed_answer`. `registry` comes from a fresh `mio::Poll`.
     ///
-    /// [`Chat::feed_push`]: super::chat::Chat::feed_push
-    /// [`Chat::feed_answer`]: super::chat::Chat::feed_answer
     #[doc(hidden)]
     #[cfg(feature = "fuzzing")]
     pub fn detached(name: &str, max_pending: usize, registry: Registry) -> Cluster {
@@ -543,7 +549,7 @@ impl Cluster {
     ) {
         let (sid_s, ttl) = (sid.to_string(), self.ttl.as_millis().to_string());
         let was = self.claims.get(&sid).copied().unwrap_or(0).to_string();
-        let (onk, nnk) = (events::fold(old), events::fold(new));
+        let (onk, nnk) = (fold(old), fold(new));
         let node = self.node.clone();
         let mut args: Vec<&[u8]> = vec![
             onk.as_bytes(),
@@ -616,14 +622,14 @@ impl Cluster {
     }
 
     /// The answer to the oldest call in flight.
-    fn answered(&mut self) -> Option<Expect> {
+    pub(crate) fn answered(&mut self) -> Option<Expect> {
         let f = self.in_flight.pop_front()?;
         self.in_flight_bytes -= f.bytes;
         Some(f.expect)
     }
 
     /// Every call in flight, lost with the command link.
-    fn take_in_flight(&mut self) -> Vec<Expect> {
+    pub(crate) fn take_in_flight(&mut self) -> Vec<Expect> {
         self.in_flight_bytes = 0;
         self.in_flight.drain(..).map(|f| f.expect).collect()
     }
@@ -634,7 +640,7 @@ impl Cluster {
     }
 
     /// The room key of a room channel, if `channel` is one.
-    fn channel_room<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
+    pub(crate) fn channel_room<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
         let rest = channel.strip_prefix(self.prefix.as_bytes())?;
         std::str::from_utf8(rest.strip_prefix(b"c:")?).ok()
     }
@@ -651,7 +657,7 @@ impl Cluster {
         self.sub.send(&[b"UNSUBSCRIBE", ch.as_bytes()]);
     }
 
-    fn subscribe_node_channels(&mut self) {
+    pub(crate) fn subscribe_node_channels(&mut self) {
         let nick = format!("{}nickch", self.prefix);
         let node = format!("{}n:{}", self.prefix, self.node);
         self.sub
@@ -660,7 +666,7 @@ impl Cluster {
 
     /// The heartbeat: refreshes this node's liveness key and its nicks'
     /// TTLs, and reaps nodes whose key expired.
-    fn alive(&mut self) {
+    pub(crate) fn alive(&mut self) {
         let node = self.node.clone();
         let ttl = self.ttl.as_millis().to_string();
         let room_ttl = self.room_ttl.as_millis().to_string();
@@ -786,7 +792,7 @@ impl Cluster {
         }
     }
 
-    fn log_availability(&mut self) {
+    pub(crate) fn log_availability(&mut self) {
         let now = self.available();
         if now != self.was_available {
             self.was_available = now;

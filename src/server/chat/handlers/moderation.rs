@@ -891,7 +891,7 @@ impl Chat {
             .flat_map(BanSet::list)
             .map(|b| (b.mask.to_string(), b))
             .take_while(|(m, b)| {
-                super::queries::fits(
+                crate::codec::frame::fits(
                     &mut budget,
                     2 + m.len() + 2 + b.by.len() + 2 + b.reason.len() + 8,
                 )

@@ -7,17 +7,7 @@ use mio::Token;
 use crate::codec::{code, valid_room, ErrorCode, ServerMessage};
 
 use super::super::{encode_into, Chat};
-
-/// Takes `need` bytes from `budget` if they fit.
-pub(in crate::server) fn fits(budget: &mut usize, need: usize) -> bool {
-    match budget.checked_sub(need) {
-        Some(left) => {
-            *budget = left;
-            true
-        }
-        None => false,
-    }
-}
+use crate::codec::frame::fits;
 
 impl Chat {
     pub(in crate::server) fn list_rooms(&mut self, t: Token) {

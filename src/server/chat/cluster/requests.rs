@@ -12,12 +12,11 @@ use mio::Token;
 
 use crate::codec::{code, history_status, NameKey, ServerMessage};
 
-use super::super::chat::history;
-use super::super::chat::rooms::RoomId;
-use super::super::chat::{encode_into, Chat};
-use super::events::fold;
-use super::{Cluster, ClusterRoom, Expect, Waiter};
+use super::super::history;
+use super::super::rooms::RoomId;
+use super::super::{encode_into, Chat};
 use crate::codec::resp::Value;
+use crate::server::cluster::{fold, Cluster, ClusterRoom, Expect, Waiter};
 
 /// A HISTORY request sent to the store, for its answer.
 #[derive(Debug)]
@@ -280,7 +279,7 @@ impl Chat {
                 let nick = self.members.at(t).nick().to_owned();
                 if let Some(c) = self.cluster.as_deref_mut() {
                     if let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) {
-                        c.remember_gone(super::Gone {
+                        c.remember_gone(crate::server::cluster::Gone {
                             key,
                             nk: fold(&nick),
                             nick,
@@ -418,7 +417,7 @@ impl Chat {
         } else {
             (limit as usize).min(reply_cap)
         }
-        .min(super::BATCH);
+        .min(crate::server::cluster::BATCH);
         let end = |chat: &mut Chat, status: u8| {
             let room = chat.rooms.get(m.room);
             encode_into(

@@ -13,13 +13,12 @@ use mio::Token;
 
 use crate::codec::{NameKey, ServerMessage};
 
-use super::super::chat::rooms::RoomId;
-use super::super::chat::{encode_into, Chat};
+use super::super::rooms::RoomId;
+use super::super::{encode_into, Chat};
 use super::answers::claim_time;
-use super::events::fold;
-use super::link::Change;
-use super::{num, text, Cluster, Expect, Gone, Waiter, TICK};
 use crate::codec::resp::Value;
+use crate::server::cluster::link::Change;
+use crate::server::cluster::{fold, num, text, Cluster, Expect, Gone, Waiter, TICK};
 
 impl Chat {
     pub(super) fn on_link_change(&mut self, sub: bool, change: Change, now: Instant) {
@@ -181,7 +180,7 @@ impl Chat {
         };
         // Leaves the store missed, announced before the sync would part
         // them as "connection lost" (or find nothing to part).
-        let gone: Vec<super::Gone> = c.gone.drain(..).collect();
+        let gone: Vec<crate::server::cluster::Gone> = c.gone.drain(..).collect();
         send_gone(c, gone);
         let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()];
         args.extend(entries.iter().map(|e| e.as_bytes()));
@@ -295,7 +294,7 @@ impl Chat {
         if c.available() && now >= c.next_alive {
             c.next_alive = now + c.ttl / 3;
             c.alive();
-            let gone: Vec<super::Gone> = c.gone.drain(..).collect();
+            let gone: Vec<crate::server::cluster::Gone> = c.gone.drain(..).collect();
             send_gone(c, gone);
         }
     }
@@ -350,7 +349,7 @@ impl Chat {
             claims.extend([fold(nick), sid.to_string(), nick.to_owned(), at.to_string()]);
         }
         let (node, ttl) = (c.node.clone(), c.ttl.as_millis().to_string());
-        for chunk in claims.chunks(4 * super::RESTORE_CHUNK) {
+        for chunk in claims.chunks(4 * crate::server::cluster::RESTORE_CHUNK) {
             let mut args: Vec<&[u8]> = vec![node.as_bytes(), ttl.as_bytes()];
             args.extend(chunk.iter().map(|a| a.as_bytes()));
             c.fcall(Expect::Claim, "mc_claim", &args);
@@ -432,7 +431,7 @@ impl Chat {
                     c.renaming.remove(&sid);
                 }
             }
-            Ok(None) if live && tries + 1 < super::RENAME_TRIES => {
+            Ok(None) if live && tries + 1 < crate::server::cluster::RENAME_TRIES => {
                 self.rename_after_clash(sid, tries + 1);
             }
             _ => {
@@ -539,7 +538,7 @@ impl Chat {
         };
         for i in again {
             if let Some(g) = sent.get(i) {
-                if g.tries < super::GONE_TRIES {
+                if g.tries < crate::server::cluster::GONE_TRIES {
                     let mut g = g.clone();
                     g.tries += 1;
                     c.remember_gone(g);
@@ -552,7 +551,7 @@ impl Chat {
     /// or a rejoin of the nick): "G", the room's key, then the room's
     /// LEFT event, handled in the room's order.
     pub(super) fn told_left(&mut self, payload: &[u8]) {
-        let Some(f) = super::split_fields(payload, 3) else {
+        let Some(f) = crate::server::cluster::split_fields(payload, 3) else {
             return;
         };
         let (Some(key), Some(c)) = (text(f[1]), self.cluster.as_deref()) else {
@@ -630,7 +629,7 @@ impl Chat {
 /// Announces leaves the store missed (`mc_gone`), a chunk per call. The
 /// store keeps each one it had lost long enough for every try (one per
 /// heartbeat) and for a rejoin meanwhile to tell it first.
-fn send_gone(c: &mut Cluster, gone: Vec<super::Gone>) {
+fn send_gone(c: &mut Cluster, gone: Vec<crate::server::cluster::Gone>) {
     if gone.is_empty() || !c.cmd.is_up() {
         for g in gone {
             c.remember_gone(g);
@@ -638,11 +637,11 @@ fn send_gone(c: &mut Cluster, gone: Vec<super::Gone>) {
         return;
     }
     let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
-    let window = (c.ttl * (u32::from(super::GONE_TRIES) + 3) / 3)
+    let window = (c.ttl * (u32::from(crate::server::cluster::GONE_TRIES) + 3) / 3)
         .as_millis()
         .to_string();
-    let mut calls: Vec<(Vec<super::Gone>, Vec<Vec<u8>>)> = Vec::new();
-    for chunk in gone.chunks(super::RESTORE_CHUNK) {
+    let mut calls: Vec<(Vec<crate::server::cluster::Gone>, Vec<Vec<u8>>)> = Vec::new();
+    for chunk in gone.chunks(crate::server::cluster::RESTORE_CHUNK) {
         let mut args: Vec<Vec<u8>> = vec![
             node.clone().into_bytes(),
             room_ttl.clone().into_bytes(),

@@ -17,13 +17,15 @@ use std::time::Instant;
 use log::{debug, warn};
 use mio::Token;
 
-use crate::codec::{ErrorCode, NameKey, ServerMessage, VERSION_2};
+use crate::codec::{ErrorCode, ServerMessage, VERSION_2};
 
-use super::super::chat::members::Membership;
-use super::super::chat::rooms::RoomId;
-use super::super::chat::{encode_into, Chat};
-use super::{num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX};
+use super::super::members::Membership;
+use super::super::rooms::RoomId;
+use super::super::{encode_into, Chat};
 use crate::codec::resp::Value;
+use crate::server::cluster::{
+    fold, num, split_fields, text, Cluster, Expect, Waiter, HELD_EVENTS_MAX,
+};
 
 /// A fill's upper bound that means "everything after": after a
 /// resubscription nothing says how far the room went meanwhile.
@@ -430,7 +432,7 @@ impl Chat {
                     if !crowded {
                         self.send_members_but(id, Some(t));
                         if let Some(c) = self.cluster.as_deref_mut() {
-                            if c.parted_here.len() >= super::PARTED_MAX {
+                            if c.parted_here.len() >= crate::server::cluster::PARTED_MAX {
                                 c.parted_here.clear();
                             }
                             c.parted_here.insert((id, sid));
@@ -482,7 +484,7 @@ impl Chat {
         .encode(&mut self.cast);
         self.cast_frames += 1;
         if self.cast.len()
-            >= super::super::chat::handlers::messages::cast_limit(self.sessions.marks().max_outbuf)
+            >= super::super::handlers::messages::cast_limit(self.sessions.marks().max_outbuf)
         {
             self.flush_cast();
         }
@@ -716,7 +718,7 @@ impl Chat {
             format!("{upto}-0")
         };
         c.stats.fills += 1;
-        let count = super::BATCH.to_string();
+        let count = crate::server::cluster::BATCH.to_string();
         c.call(
             Expect::Fill {
                 room: id,
@@ -758,7 +760,7 @@ impl Chat {
             Err(_) => return, // link lost: the resync asks again
         };
         let entries = v.as_array().unwrap_or_default();
-        let full = entries.len() >= super::BATCH;
+        let full = entries.len() >= crate::server::cluster::BATCH;
         // Seqs are assigned to messages only, so a seq the stream skips is
         // a message Redis already trimmed (the stream is capped at
         // --history): members see that gap, and it is counted.
@@ -809,18 +811,11 @@ impl Chat {
 }
 
 /// Keeps an event that came during a fill, within a bound.
-fn hold(cr: &mut super::ClusterRoom, payload: &[u8]) {
+fn hold(cr: &mut crate::server::cluster::ClusterRoom, payload: &[u8]) {
     if cr.held_bytes + payload.len() > HELD_EVENTS_MAX {
         debug!("cluster: room {}: events dropped during a fill", cr.key);
         return;
     }
     cr.held_bytes += payload.len();
     cr.held.push_back(payload.to_vec());
-}
-
-/// The folded form of a nick or room name (keys in the store).
-pub(crate) fn fold(name: &str) -> String {
-    NameKey::new(name)
-        .map(|k| k.as_str().to_owned())
-        .unwrap_or_else(|| name.to_ascii_lowercase())
 }

@@ -8,11 +8,10 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, ServerMessage};
 
-use super::super::chat::rooms::RoomId;
-use super::super::chat::{encode_into, Chat};
-use super::events::fold;
-use super::{num, Cluster, Expect};
+use super::super::rooms::RoomId;
+use super::super::{encode_into, Chat};
 use crate::codec::resp::Value;
+use crate::server::cluster::{fold, num, Cluster, Expect};
 
 impl Chat {
     pub(super) fn on_answer(&mut self, v: Result<Value, String>) {
