@@ -123,9 +123,7 @@ impl V3 {
         let deadline = Instant::now() + SETTLE;
         loop {
             self.send(req());
-            let r = wait_for(&mut self.c, "an answer", |r| {
-                (r.code == want || r.code == code::ERROR).then(|| r.clone())
-            });
+            let r = next_of(&mut self.c, &[want, code::ERROR]);
             if r.code == want {
                 return show(&r);
             }
@@ -193,6 +191,23 @@ fn wait_left(c: &mut Client, room: &str, nick: &str, within: Duration) -> String
             _ => None,
         }
     })
+}
+
+/// The next frame with one of `codes` (any version), within the test's
+/// wait.
+#[track_caller]
+fn next_of(c: &mut Client, codes: &[u16]) -> Reply {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no frame with a code in {codes:?} within {SETTLE:?}"));
+        match c.try_recv(left) {
+            Some(r) if codes.contains(&r.code) => return r,
+            Some(_) => {}
+            None => panic!("no frame with a code in {codes:?} (or the connection ended)"),
+        }
+    }
 }
 
 trait Request {

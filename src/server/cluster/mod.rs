@@ -28,11 +28,11 @@
 //! frames wait (held like paused input) until the answer or the event it
 //! produced comes back, and the loop never waits on Redis.
 
+pub mod accounts;
 pub mod link;
 pub mod lists;
 pub mod moderation;
 pub mod url;
-pub mod v3_lift;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -59,8 +59,14 @@ pub(crate) fn fold(name: &str) -> String {
         .unwrap_or_else(|| name.to_ascii_lowercase())
 }
 
-/// The function library loaded into Redis at every (re)connect.
-pub const LIBRARY: &str = concat!(include_str!("muxchat.lua"), include_str!("moderation.lua"));
+/// The function library loaded into Redis at every (re)connect: one
+/// library (one `#!lua` header, in muxchat.lua), its parts in files by
+/// concern.
+pub const LIBRARY: &str = concat!(
+    include_str!("muxchat.lua"),
+    include_str!("accounts.lua"),
+    include_str!("moderation.lua")
+);
 
 /// `--redis-timeout-ms`'s default, for a node made without a config: a
 /// request unanswered for this long means the link is stalled, and it is
@@ -194,6 +200,8 @@ pub(crate) enum Expect {
     Gone(Vec<Gone>),
     /// Moderation's calls (`moderation.rs`).
     Moderation(moderation::ModExpect),
+    /// Protocol version 3: accounts, session keys, SAY_RESULT.
+    Account(accounts::AccountExpect),
 }
 
 /// One call in flight: what its answer is for, its size, when it went.
@@ -227,6 +235,9 @@ pub(crate) struct ClusterRoom {
     pub joins: Vec<Waiter>,
     /// LEAVEs waiting for their LEFT event.
     pub leaves: Vec<Waiter>,
+    /// Sessions of a member account attaching (version 3), until their K
+    /// event: they do not wait (their input goes on).
+    pub attaches: Vec<Waiter>,
     /// A fill from the stream is in flight: events wait in `held`.
     pub filling: bool,
     /// The fill's call is in flight (else the resync sends it).
@@ -241,7 +252,7 @@ pub(crate) struct ClusterRoom {
 impl ClusterRoom {
     /// Nobody local is in it or joining it: unsubscribe and forget it.
     pub(crate) fn is_idle(&self, members: usize) -> bool {
-        members == 0 && self.joins.is_empty() && self.leaves.is_empty()
+        members == 0 && self.joins.is_empty() && self.leaves.is_empty() && self.attaches.is_empty()
     }
 }
 

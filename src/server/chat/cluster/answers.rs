@@ -197,6 +197,7 @@ impl Chat {
             Expect::Gone(sent) => self.gone_answered(sent, v),
             Expect::Restore { room, epoch } => self.restored(room, epoch, v),
             Expect::Moderation(m) => self.moderation_answer(m, v),
+            Expect::Account(e) => self.account_answer(e, v),
         }
     }
 
@@ -278,6 +279,7 @@ impl Chat {
             Expect::Sync { .. } => ("sync", 0, 0),
             Expect::Gone(_) => ("gone", 0, 0),
             Expect::Moderation(_) => ("moderation", 0, 0),
+            Expect::Account(_) => ("account", 0, 0),
         })
     }
 }

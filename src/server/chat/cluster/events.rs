@@ -202,6 +202,8 @@ impl Chat {
         } else if matches!(payload.first(), Some(b'Q' | b'Y')) {
             self.flush_cast();
             self.moderation_node_event(payload);
+        } else if payload.first() == Some(&b'A') {
+            self.account_joined(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);
@@ -226,6 +228,13 @@ impl Chat {
         let unsent: Vec<Waiter> = cr.joins.iter().filter(|w| !w.sent).copied().collect();
         for w in &mut cr.joins {
             w.sent = true;
+        }
+        let attaches: Vec<Waiter> = cr.attaches.iter().filter(|w| !w.sent).copied().collect();
+        for w in &mut cr.attaches {
+            w.sent = true;
+        }
+        for w in attaches {
+            self.send_attach(id, w);
         }
         if positioned {
             // Back after a drop: whatever the room said meanwhile.
@@ -272,7 +281,10 @@ impl Chat {
                 }
                 self.cast_message(id, seq, from, body);
             }
-            Some(b'J') => {
+            Some(&kind @ (b'J' | b'K')) => {
+                // K: a session of a member account attaches (the JOINED
+                // and ROOM_STATE are its alone).
+                let attach = kind == b'K';
                 self.flush_cast();
                 let Some(f) = split_fields(payload, 8) else {
                     return;
@@ -297,8 +309,11 @@ impl Chat {
                 let waiter = mine
                     .then(|| cr.joins.iter().position(|w| w.sid == sid))
                     .flatten();
+                let attaching = (attach && mine && waiter.is_none())
+                    .then(|| cr.attaches.iter().position(|w| w.sid == sid))
+                    .flatten();
                 if !positioned {
-                    if waiter.is_none() {
+                    if waiter.is_none() && attaching.is_none() {
                         return;
                     }
                     cr.positioned = true;
@@ -321,8 +336,22 @@ impl Chat {
                         };
                         let w = cr.joins.remove(i);
                         c.waits.remove(&w.sid);
-                        self.joined_here(id, w, seq, first, count > limit);
-                        self.moderation_joined(w.t, w.sid, id, count == 1);
+                        if attach {
+                            self.attached_here(id, w, (seq, first), true);
+                        } else {
+                            self.joined_here(id, w, seq, first, count > limit);
+                            self.moderation_joined(w.t, w.sid, id, count == 1);
+                        }
+                    }
+                    None if attach => {
+                        let Some(c) = self.cluster.as_deref_mut() else {
+                            return;
+                        };
+                        let w = attaching
+                            .and_then(|i| c.rooms.get_mut(&id).map(|cr| cr.attaches.remove(i)));
+                        if let Some(w) = w {
+                            self.attached_here(id, w, (seq, first), false);
+                        }
                     }
                     None if count <= limit => {
                         // A member of this node put back after a reap
@@ -440,6 +469,8 @@ impl Chat {
                     None if !crowded => self.send_members(id),
                     None => {}
                 }
+                // An account leaves with all its sessions here.
+                self.account_left(id, nick, crowded);
                 self.forget_room_if_idle(id);
             }
             _ => debug!("cluster: an event of an unknown kind"),
@@ -642,7 +673,10 @@ impl Chat {
                 &mut self.frame,
                 &ServerMessage::WhisperFrom { from, text: body },
             );
-            self.sessions.deliver(t, &self.frame);
+            // To each session of an account on this node.
+            for s in self.sessions_of_member(t) {
+                self.sessions.deliver(s, &self.frame);
+            }
         }
     }
 

@@ -11,8 +11,11 @@
 //!   nick claims and renames, rebuilding what Redis lost;
 //! - [`lists`]: LIST_ROOMS and LIST_USERS from the node's cache;
 //! - [`moderation`]: moderation requests, their answers and events, the
-//!   replica of the store's room states and server-wide bans.
+//!   replica of the store's room states and server-wide bans;
+//! - [`accounts`]: protocol version 3 (accounts across nodes, session
+//!   keys, SAY_RESULT and deduplication).
 
+pub mod accounts;
 pub mod answers;
 pub mod events;
 pub mod lists;

@@ -368,6 +368,18 @@ impl Chat {
         let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
             return;
         };
+        // An account's nick cannot change: it is the later claim of a
+        // clash between accounts (its own sessions share theirs).
+        if tries == 0 && self.members.at(t).account().is_some() {
+            c.renaming.remove(&sid);
+            self.sessions.cut(
+                t,
+                crate::codec::ErrorCode::NickInUse,
+                0,
+                "another account holds this nick",
+            );
+            return;
+        }
         // A NICK (or a JOIN) of its own in flight would race the rename:
         // the next heartbeat finds the clash again.
         if tries == 0 && s.is_waiting() {
