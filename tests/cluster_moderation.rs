@@ -737,3 +737,33 @@ fn a_room_state_is_dropped_after_its_ttl_in_redis_and_on_every_node() {
     let info = bob.join("#ttl");
     assert!(info.contains("topic: \"\""), "{info}");
 }
+
+#[test]
+fn a_kick_removes_every_session_of_an_account_on_every_node_with_one_left() {
+    let dir = Scratch::new("kick-account");
+    let redis = Redis::start();
+    let (a, b) = (mod_node(&redis, &dir), mod_node(&redis, &dir));
+    let mut alice = V3::login(&a, &dir, "alice", &["--ops", "#r"]);
+    let mut carol = V3::login(&b, &dir, "carol", &[]);
+    alice.join("#r");
+    carol.join("#r");
+    let mut bob_a = V3::login(&a, &dir, "bob", &[]);
+    bob_a.join("#r");
+    // Bob's second session, on the other node, is in his rooms too.
+    let mut bob_b = V3::login(&b, &dir, "bob", &[]);
+    wait_joined(&mut carol.c, "#r", "bob");
+    alice.send(ClientV3::Kick {
+        room: "#r",
+        nick: "bob",
+        reason: "",
+    });
+    for s in [&mut alice, &mut carol, &mut bob_a, &mut bob_b] {
+        assert_eq!(wait_left(&mut s.c, "#r", "bob", SETTLE), "kicked by alice");
+    }
+    for s in [&mut alice, &mut carol, &mut bob_a, &mut bob_b] {
+        no_more(&mut s.c, code::LEFT, Duration::from_millis(500));
+    }
+    for s in [&mut bob_a, &mut bob_b] {
+        assert_eq!(s.say_refused("#r"), ErrorCode::NotInRoom as u16);
+    }
+}
