@@ -749,8 +749,16 @@ fn a_kick_removes_every_session_of_an_account_on_every_node_with_one_left() {
     carol.join("#r");
     let mut bob_a = V3::login(&a, &dir, "bob", &[]);
     bob_a.join("#r");
-    // Bob's second session, on the other node, is in his rooms too.
+    alice.send(ClientV3::Topic {
+        room: "#r",
+        topic: "no kicking",
+    });
+    alice.until(c3::ROOM_INFO);
+    // Bob's second session, on the other node, is in his rooms too, with
+    // the room's topic.
     let mut bob_b = V3::login(&b, &dir, "bob", &[]);
+    let info = bob_b.until(c3::ROOM_INFO);
+    assert!(info.contains("no kicking"), "{info}");
     wait_joined(&mut carol.c, "#r", "bob");
     alice.send(ClientV3::Kick {
         room: "#r",

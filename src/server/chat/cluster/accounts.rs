@@ -624,6 +624,8 @@ impl Chat {
                 },
             );
             self.sessions.reply(w.t, &self.frame);
+            // Moderation: the room's topic and modes, as after a JOIN.
+            self.room_info_to(w.t, id);
         }
         if waited {
             self.wake(w.t, w.sid);
