@@ -60,6 +60,10 @@ pub(crate) enum ModExpect {
     /// Bookkeeping (creator's grant, a spent invitation, a ban's removal
     /// of a member, a restore): only an error matters (logged).
     Quiet(&'static str),
+    /// The creator's grant, already in this node's replica (so the
+    /// creator's next request finds it): 0 means the store had a state
+    /// after all (a change raced the JOIN), and the replica is reloaded.
+    Creator { room: String, account: String },
     /// A page of room states for the replica (`mc_mod_load`).
     Rooms { load: u64 },
     /// A page of server-wide bans for the replica (`mc_mod_bans`).

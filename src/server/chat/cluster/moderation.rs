@@ -372,16 +372,18 @@ impl Chat {
                 target = account.as_str(), room = name.as_str();
                 "{account} created {name}: granted OP"
             );
+            // In the replica now, so the creator's next request (a
+            // TOPIC right after the JOIN) finds it; the event that
+            // follows changes nothing more.
+            if let Some(k) = NameKey::new(&key) {
+                let _ = self.moderation.rooms.entry(k).grant(&account);
+            }
+            let expect = ModExpect::Creator {
+                room: key.clone(),
+                account: account.clone(),
+            };
             if let Some(c) = self.cluster.as_deref_mut() {
-                c.mod_change(
-                    ModExpect::Quiet("creator's grant"),
-                    b'c',
-                    &key,
-                    "",
-                    0,
-                    (&account, ""),
-                    ttl,
-                );
+                c.mod_change(expect, b'c', &key, "", 0, (&account, ""), ttl);
             }
         }
         self.room_info_to(t, id);
@@ -435,6 +437,22 @@ impl Chat {
                     // A relayed OP or INVITE is logged where it is made.
                     Ok(_) if what.is_empty() => {}
                     Ok(_) => self.cluster_logged(t, what, &room, &target, &reason),
+                }
+            }
+            ModExpect::Creator { room, account } => {
+                if let Ok(Some(0)) = v.as_ref().map(Value::as_int) {
+                    // The store had a state: no grant there. Take it back
+                    // here and reload (a grant it may hold comes back).
+                    if let Some(k) = NameKey::new(&room) {
+                        if let Some(s) = self.moderation.rooms.get(&k) {
+                            if s.ops.contains(&account) {
+                                self.moderation.rooms.entry(k).revoke(&account);
+                            }
+                        }
+                    }
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        c.moderation.due = true;
+                    }
                 }
             }
             ModExpect::Rooms { load } => self.loaded_rooms(load, v),
