@@ -106,7 +106,9 @@ redis.register_function('mc_mod', function(_, a)
   end
   redis.call('SADD', p .. 'rstates', rk)
   redis.call('HSET', rs, 'ttl', ttl)
-  -- A change to a room nobody is in starts its TTL (again).
+  local v = redis.call('HINCRBY', rs, 'v', 1)
+  -- A change to a room nobody is in starts its TTL (again); last, so a
+  -- TTL of 0 drops it at once, as a standalone server does.
   local emptied = '0'
   if redis.call('HLEN', p .. 'r:' .. rk .. ':m') == 0 then
     emptied = mod_now_ms()
@@ -116,7 +118,6 @@ redis.register_function('mc_mod', function(_, a)
     redis.call('HDEL', rs, 'emptied')
     redis.call('PERSIST', rs)
   end
-  local v = redis.call('HINCRBY', rs, 'v', 1)
   mod_event(p, kind, rk, v, emptied, actor, untl, x, y)
   return v
 end)
