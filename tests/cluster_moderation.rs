@@ -775,3 +775,40 @@ fn a_kick_removes_every_session_of_an_account_on_every_node_with_one_left() {
         assert_eq!(s.say_refused("#r"), ErrorCode::NotInRoom as u16);
     }
 }
+
+#[test]
+fn with_redis_unreachable_a_change_is_unavailable_and_the_checks_still_hold() {
+    let dir = Scratch::new("unreachable");
+    let mut redis = Redis::start();
+    let a = mod_node(&redis, &dir);
+    let mut alice = V3::login(&a, &dir, "alice", &["--ops", "#u"]);
+    let mut bob = V3::login(&a, &dir, "bob", &[]);
+    alice.join("#u");
+    alice.send(ClientV3::Ban {
+        room: "#u",
+        mask: "account:bob",
+        duration_s: 0,
+        reason: "",
+    });
+    alice.until(c3::MODERATION);
+    redis.stop();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        alice.send(ClientV3::Topic {
+            room: "#u",
+            topic: "while down",
+        });
+        let r = next_of(&mut alice.c, &[code::ERROR, c3::ROOM_INFO]);
+        if r.code == code::ERROR {
+            assert_error(&r, ErrorCode::Unavailable, c3::TOPIC);
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis still taken for reachable");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The replica answers what needs no change.
+    alice.send(ClientV3::ListBans { room: "#u" });
+    assert!(alice.until(c3::BAN_LIST).contains("account:bob"));
+    bob.c.send(&ClientMessage::Join { room: "#u" });
+    assert_error(&bob.c.recv_code(code::ERROR), ErrorCode::Banned, code::JOIN);
+}
