@@ -9,8 +9,10 @@
 use mio::Token;
 
 use super::{split_fields, text, Cluster, Expect};
+use crate::codec::resp::Value;
+use crate::server::moderation::bans::Ban;
 use crate::server::moderation::bans::BanSet;
-use crate::server::moderation::room_state::{Invitee, RoomStates};
+use crate::server::moderation::room_state::{Invitee, Modes, RoomState, RoomStates};
 
 /// An invitee as the store keeps it (`a:<account>`, `g:<nick>`).
 pub fn invitee_field(who: &Invitee) -> String {
@@ -18,6 +20,96 @@ pub fn invitee_field(who: &Invitee) -> String {
         Invitee::Account(a) => format!("a:{a}"),
         Invitee::Guest(n) => format!("g:{n}"),
     }
+}
+
+/// An invitee from the store's field (`a:<account>`, `g:<nick>`).
+pub(crate) fn parse_invitee(s: &str) -> Option<Invitee> {
+    match s.split_once(':')? {
+        ("a", a) => Some(Invitee::Account(a.to_owned())),
+        ("g", n) => Some(Invitee::Guest(n.to_owned())),
+        _ => None,
+    }
+}
+
+/// A ban's value in the store: "until \t by \t reason".
+pub(crate) fn ban_value(b: &Ban) -> String {
+    format!("{}\t{}\t{}", b.until_ms, b.by, b.reason)
+}
+
+/// A ban from its mask and its value in the store.
+pub(crate) fn parse_ban(mask: &str, value: &str) -> Option<Ban> {
+    let mut f = value.splitn(3, '\t');
+    let until_ms = f.next()?.parse().ok()?;
+    let by = f.next()?.to_owned();
+    let reason = f.next().unwrap_or_default().to_owned();
+    Some(Ban {
+        mask: mask.parse().ok()?,
+        by,
+        reason,
+        until_ms,
+    })
+}
+
+/// A room's state as the store's hash holds it (`moderation.lua`).
+pub(crate) fn state_fields(s: &RoomState) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("topic".to_owned(), s.topic.clone()),
+        ("topic_by".to_owned(), s.topic_by.clone()),
+        ("topic_time".to_owned(), s.topic_time_ms.to_string()),
+        ("modes".to_owned(), s.modes.bits().to_string()),
+    ];
+    if let Some(at) = s.emptied_at_ms {
+        out.push(("emptied".to_owned(), at.to_string()));
+    }
+    out.extend(s.ops.iter().map(|a| (format!("op:{a}"), "1".to_owned())));
+    out.extend(
+        s.invitations
+            .iter()
+            .map(|w| (format!("inv:{}", invitee_field(w)), "1".to_owned())),
+    );
+    out.extend(
+        s.bans
+            .list()
+            .map(|b| (format!("ban:{}", b.mask), ban_value(b))),
+    );
+    out
+}
+
+/// A room's state from the store's hash (field, value, ...); bans that
+/// ended are left out.
+pub(crate) fn state_from(fields: &[Value], now: u64) -> RoomState {
+    let mut s = RoomState::default();
+    for pair in fields.chunks(2) {
+        let [k, v] = pair else { continue };
+        let (Some(k), Some(v)) = (k.as_bytes().and_then(text), v.as_bytes().and_then(text)) else {
+            continue;
+        };
+        match k {
+            "topic" => s.topic = v.to_owned(),
+            "topic_by" => s.topic_by = v.to_owned(),
+            "topic_time" => s.topic_time_ms = v.parse().unwrap_or(0),
+            "modes" => {
+                s.modes = v
+                    .parse()
+                    .ok()
+                    .and_then(Modes::from_bits)
+                    .unwrap_or_default()
+            }
+            "emptied" => s.emptied_at_ms = v.parse().ok(),
+            _ => {
+                if let Some(a) = k.strip_prefix("op:") {
+                    let _ = s.grant(a);
+                } else if let Some(w) = k.strip_prefix("inv:").and_then(parse_invitee) {
+                    let _ = s.invite(w);
+                } else if let Some(b) = k.strip_prefix("ban:").and_then(|m| parse_ban(m, v)) {
+                    if b.until_ms == 0 || b.until_ms > now {
+                        let _ = s.bans.insert(b);
+                    }
+                }
+            }
+        }
+    }
+    s
 }
 
 /// Rooms (or server-wide bans) asked for per page of a load.
@@ -302,7 +394,47 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests {
-    use super::ModEvent;
+    use super::{state_fields, state_from, ModEvent};
+    use crate::codec::resp::Value;
+    use crate::server::moderation::bans::Ban;
+    use crate::server::moderation::room_state::{Invitee, Modes, RoomState};
+
+    #[test]
+    fn a_room_state_goes_to_the_store_and_back_unchanged_but_for_ended_bans() {
+        let mut s = RoomState::default();
+        s.set_topic("the topic", "alice", 42).unwrap();
+        s.modes = Modes::from_bits(3).unwrap();
+        s.grant("sub-1").unwrap();
+        s.invite(Invitee::guest("~Gus")).unwrap();
+        s.invite(Invitee::Account("sub-2".into())).unwrap();
+        s.emptied_at_ms = Some(7);
+        let ban = |mask: &str, until_ms| Ban {
+            mask: mask.parse().unwrap(),
+            by: "alice".into(),
+            reason: "a\ttab and more".into(),
+            until_ms,
+        };
+        s.bans.insert(ban("nick:spam*", 0)).unwrap();
+        s.bans.insert(ban("ip:10.0.0.0/8", 2_000)).unwrap();
+        s.bans.insert(ban("account:gone", 500)).unwrap();
+        let flat: Vec<Value> = state_fields(&s)
+            .into_iter()
+            .flat_map(|(k, v)| [Value::Bulk(k.into_bytes()), Value::Bulk(v.into_bytes())])
+            .collect();
+        let back = state_from(&flat, 1_000);
+        assert_eq!(
+            (back.topic.as_str(), back.topic_by.as_str()),
+            ("the topic", "alice")
+        );
+        assert_eq!(
+            (back.topic_time_ms, back.modes, back.emptied_at_ms),
+            (42, s.modes, Some(7))
+        );
+        assert_eq!((&back.ops, &back.invitations), (&s.ops, &s.invitations));
+        let masks: Vec<String> = back.bans.list().map(|b| b.mask.to_string()).collect();
+        assert_eq!(masks.len(), 2, "{masks:?}");
+        assert!(back.bans.list().all(|b| b.reason == "a\ttab and more"));
+    }
 
     #[test]
     fn an_event_parses_with_a_reason_holding_newlines() {

@@ -15,16 +15,17 @@ use crate::codec::v3::{action, ServerV3, VERSION_3};
 use crate::codec::{ErrorCode, NameKey};
 use crate::server::moderation::bans::{Ban, BanSet, MAX_SERVER_BANS};
 use crate::server::moderation::masks::Mask;
-use crate::server::moderation::room_state::{Invitee, Modes, RoomState, RoomStates};
+use crate::server::moderation::room_state::{Invitee, Modes, RoomStates};
 
 use super::super::history::now_ms;
 use super::super::rooms::RoomId;
 use super::super::Chat;
 use crate::codec::resp::Value;
 use crate::server::cluster::moderation::{
-    invitee_field, ModEvent, ModExpect, HELD_MAX, RESTORE_CHUNK,
+    ban_value, invitee_field, parse_ban, parse_invitee, state_fields, state_from, ModEvent,
+    ModExpect, HELD_MAX, RESTORE_CHUNK,
 };
-use crate::server::cluster::{fold, num, split_fields, text, Cluster};
+use crate::server::cluster::{fold, num, split_fields, text};
 
 /// "VERB by ACTOR: REASON", or "VERB by ACTOR" for an empty reason.
 fn by_reason(verb: &str, actor: &str, reason: &str) -> String {
@@ -33,94 +34,6 @@ fn by_reason(verb: &str, actor: &str, reason: &str) -> String {
     } else {
         format!("{verb} by {actor}: {reason}")
     }
-}
-
-fn parse_invitee(s: &str) -> Option<Invitee> {
-    match s.split_once(':')? {
-        ("a", a) => Some(Invitee::Account(a.to_owned())),
-        ("g", n) => Some(Invitee::Guest(n.to_owned())),
-        _ => None,
-    }
-}
-
-/// A ban's value in the store: "until \t by \t reason".
-fn ban_value(b: &Ban) -> String {
-    format!("{}\t{}\t{}", b.until_ms, b.by, b.reason)
-}
-
-fn parse_ban(mask: &str, value: &str) -> Option<Ban> {
-    let mut f = value.splitn(3, '\t');
-    let until_ms = f.next()?.parse().ok()?;
-    let by = f.next()?.to_owned();
-    let reason = f.next().unwrap_or_default().to_owned();
-    Some(Ban {
-        mask: mask.parse().ok()?,
-        by,
-        reason,
-        until_ms,
-    })
-}
-
-/// A room's state as the store's hash holds it (`moderation.lua`).
-fn state_fields(s: &RoomState) -> Vec<(String, String)> {
-    let mut out = vec![
-        ("topic".to_owned(), s.topic.clone()),
-        ("topic_by".to_owned(), s.topic_by.clone()),
-        ("topic_time".to_owned(), s.topic_time_ms.to_string()),
-        ("modes".to_owned(), s.modes.bits().to_string()),
-    ];
-    if let Some(at) = s.emptied_at_ms {
-        out.push(("emptied".to_owned(), at.to_string()));
-    }
-    out.extend(s.ops.iter().map(|a| (format!("op:{a}"), "1".to_owned())));
-    out.extend(
-        s.invitations
-            .iter()
-            .map(|w| (format!("inv:{}", invitee_field(w)), "1".to_owned())),
-    );
-    out.extend(
-        s.bans
-            .list()
-            .map(|b| (format!("ban:{}", b.mask), ban_value(b))),
-    );
-    out
-}
-
-/// A room's state from the store's hash (field, value, ...); bans that
-/// ended are left out.
-fn state_from(fields: &[Value], now: u64) -> RoomState {
-    let mut s = RoomState::default();
-    for pair in fields.chunks(2) {
-        let [k, v] = pair else { continue };
-        let (Some(k), Some(v)) = (k.as_bytes().and_then(text), v.as_bytes().and_then(text)) else {
-            continue;
-        };
-        match k {
-            "topic" => s.topic = v.to_owned(),
-            "topic_by" => s.topic_by = v.to_owned(),
-            "topic_time" => s.topic_time_ms = v.parse().unwrap_or(0),
-            "modes" => {
-                s.modes = v
-                    .parse()
-                    .ok()
-                    .and_then(Modes::from_bits)
-                    .unwrap_or_default()
-            }
-            "emptied" => s.emptied_at_ms = v.parse().ok(),
-            _ => {
-                if let Some(a) = k.strip_prefix("op:") {
-                    let _ = s.grant(a);
-                } else if let Some(w) = k.strip_prefix("inv:").and_then(parse_invitee) {
-                    let _ = s.invite(w);
-                } else if let Some(b) = k.strip_prefix("ban:").and_then(|m| parse_ban(m, v)) {
-                    if b.until_ms == 0 || b.until_ms > now {
-                        let _ = s.bans.insert(b);
-                    }
-                }
-            }
-        }
-    }
-    s
 }
 
 impl Chat {
@@ -958,12 +871,5 @@ impl Chat {
             }
             self.forget_room_if_idle(id);
         }
-    }
-}
-
-impl Cluster {
-    /// Whether this node's replica finished its first load.
-    pub fn moderation_loaded(&self) -> bool {
-        self.moderation.loaded
     }
 }
