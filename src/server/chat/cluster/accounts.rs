@@ -625,6 +625,7 @@ impl Chat {
             );
             self.sessions.reply(w.t, &self.frame);
             // Moderation: the room's topic and modes, as after a JOIN.
+            self.sync_moderated(id);
             self.room_info_to(w.t, id);
         }
         if waited {

@@ -299,6 +299,7 @@ impl Chat {
                 c.mod_change(expect, b'c', &key, "", 0, (&account, ""), ttl);
             }
         }
+        self.sync_moderated(id);
         self.room_info_to(t, id);
     }
 
@@ -545,6 +546,15 @@ impl Chat {
                 self.apply_to_replica(&e);
             }
         }
+        // SAY reads the rooms' moderated flag, not the replica.
+        let ids: Vec<RoomId> = self
+            .cluster
+            .as_deref()
+            .map(|c| c.rooms.keys().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.sync_moderated(id);
+        }
         info!(
             "cluster: moderation state loaded from Redis: {} room state(s), {} server-wide ban(s)",
             self.moderation.rooms.len(),
@@ -571,6 +581,11 @@ impl Chat {
             }
         }
         self.apply_to_replica(&e);
+        if e.kind == b'm' {
+            if let Some(id) = self.rooms.find(e.room) {
+                self.sync_moderated(id);
+            }
+        }
         self.act_on_sessions(&e);
     }
 
