@@ -295,7 +295,7 @@ impl Chat {
                     .and_then(Value::as_bytes)
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .and_then(SessionKey::parse);
-                let kept = rest.get(2).and_then(Value::as_int) == Some(1);
+                let kept = rest.get(2).and_then(Value::as_int);
                 let rooms: Vec<String> = rest
                     .get(3..)
                     .unwrap_or_default()
@@ -315,10 +315,16 @@ impl Chat {
                     return;
                 }
                 self.flush_cast();
-                let claim = if kept {
-                    KeyClaim::Resume
-                } else {
-                    KeyClaim::Fresh
+                let claim = match kept {
+                    Some(1) => KeyClaim::Resume,
+                    // Taken over from a session the store told its node
+                    // to close (T); nothing of it is here to move (a
+                    // takeover "of itself" is how welcome_v3 says so).
+                    Some(2) => {
+                        self.identity.stats.takeovers += 1;
+                        KeyClaim::TakeOver(t)
+                    }
+                    _ => KeyClaim::Fresh,
                 };
                 let nick = nick.clone();
                 match e {
@@ -695,6 +701,87 @@ impl Chat {
             if s != t && self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
                 self.sessions.deliver(s, &self.frame);
             }
+        }
+    }
+}
+
+impl Chat {
+    /// Event T on this node's channel: a HELLO with its key took session
+    /// `sid` over (the store moved its nick, rooms and key already). It
+    /// gets BYE and closes, and nobody hears of it: its rooms are left
+    /// here silently, and its end changes nothing in the store.
+    pub(super) fn taken_over(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 4) else {
+            return;
+        };
+        let (Some(sid), Some(new_sid)) = (num(f[1]), num(f[3])) else {
+            return;
+        };
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let here = f[2] == c.node.as_bytes();
+        let Some(&t) = c.sids.get(&sid) else {
+            return;
+        };
+        let new = here.then(|| c.sids.get(&new_sid).copied()).flatten();
+        if self.live_member(t, sid).is_none() {
+            return;
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        c.sids.remove(&sid);
+        c.claims.remove(&sid);
+        c.renaming.remove(&sid);
+        let waiting = c.waits.remove(&sid);
+        if let Some(id) = waiting {
+            if let Some(cr) = c.rooms.get_mut(&id) {
+                cr.joins.retain(|w| w.sid != sid);
+                cr.leaves.retain(|w| w.sid != sid);
+            }
+            self.forget_room_if_idle(id);
+        }
+        self.drop_attaches(sid);
+        while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
+            let id = self.members.at(t).rooms()[last].room;
+            self.drop_member(t, last);
+            self.forget_room_if_idle(id);
+        }
+        // The nick index passes to the new session when it is here, or
+        // to another session of the account here.
+        let mut next = new;
+        if let Some(sub) = self.members.at(t).account().map(str::to_owned) {
+            if self.identity.accounts.remove_session(&sub, t) == Some(false) {
+                next = next.or(self.identity.accounts.sessions_of(&sub).first().copied());
+            }
+        }
+        let nick = self.members.at_mut(t).replace_nick("");
+        if let Some(name) = crate::codec::NameKey::new(&nick) {
+            if self.nicks.get(&name) == Some(&t) {
+                match next {
+                    Some(n) => self.nicks.insert(name, n),
+                    None => self.nicks.remove(&name),
+                };
+            }
+        }
+        let m = self.members.at_mut(t);
+        m.set_account(None);
+        m.set_key(None);
+        m.set_expires_ms(0);
+        let s = self.sessions.at_mut(t);
+        if s.life().accepts_input() {
+            s.out_mut().push(&crate::codec::ServerMessage::Bye {
+                reason: crate::server::chat::identity::REPLACED,
+            });
+            s.mute();
+            self.sessions.queue_flush(t);
+            self.sessions.mark_closing(
+                t,
+                crate::server::event_loop::lifecycle::CloseReason::Fatal(
+                    crate::server::chat::identity::REPLACED,
+                ),
+            );
         }
     }
 }

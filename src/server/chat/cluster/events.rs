@@ -198,6 +198,8 @@ impl Chat {
             self.told_left(payload);
         } else if payload.first() == Some(&b'A') {
             self.account_joined(payload);
+        } else if payload.first() == Some(&b'T') {
+            self.taken_over(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);
