@@ -611,3 +611,43 @@ fn a_session_key_takes_a_session_over_across_nodes() {
     let stats = bob.stats();
     assert_eq!(stats.get("takeovers"), Some(&2), "{stats:?}");
 }
+
+#[test]
+fn an_account_session_that_ends_while_redis_is_out_of_reach_leaves_the_account_in() {
+    let auth = Auth::new("outage");
+    let redis = Redis::start();
+    let proxy = StallProxy::start(redis.addr());
+    let a = node(
+        &proxy.url(),
+        &["--auth-key", auth.arg(), "--redis-timeout-ms", "500"],
+    );
+    let b = node(&redis.url(), &["--auth-key", auth.arg()]);
+    let token = auth.token("alice");
+    let (mut bob, _) = login(&b, "bob", "", "");
+    join(&mut bob, "#r", "~bob");
+    // The session that joins (the room's entry is its) is on node a.
+    let (mut a1, _) = login(&a, "", &token, "");
+    join(&mut a1, "#r", "alice");
+    wait_joined(&mut bob, "#r", "alice");
+    let (mut a2, _) = login(&b, "", &token, "");
+    wait_joined(&mut a2, "#r", "alice");
+    // Node a cannot reach Redis while a1 ends; then it can again.
+    proxy.stall();
+    say3(&mut a1, "#r", "lost", 9);
+    let unavailable = ErrorCode::Unavailable as u16;
+    assert_eq!(say_result(&mut a1).4, unavailable, "node a lost its link");
+    a1.send(&ClientMessage::Quit { reason: "bye" });
+    a1.expect_closed();
+    proxy.resume();
+    common::wait_until("node a reaches Redis again", SLOW, || {
+        cluster_support::http_get(a.addr, "/healthz").0 == 200
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // The account still has a2: nobody saw it leave, and it speaks.
+    assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
+    say3(&mut a2, "#r", "still in", 1);
+    assert_eq!(say_result(&mut a2).4, 0);
+    assert_eq!(next_message(&mut bob).2, "still in");
+    a2.send(&ClientMessage::Quit { reason: "later" });
+    assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "later");
+}

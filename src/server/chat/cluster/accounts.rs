@@ -249,6 +249,18 @@ impl Chat {
                 msg_id,
                 name,
             } => self.say_v3_answered(t, sid, (room, epoch), msg_id, &name, v),
+            AccountExpect::Bye {
+                sub,
+                nick,
+                sid,
+                reason,
+            } => {
+                if v.is_err() {
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        c.remember_account_bye((sub, nick, sid, reason));
+                    }
+                }
+            }
             AccountExpect::Attach { sid, room } => {
                 if !v.is_ok_and(|v| v.as_int() == Some(1)) {
                     if let Some(cr) = self
@@ -307,10 +319,15 @@ impl Chat {
                     return self.unavailable(t, sid, code::HELLO);
                 };
                 if !live {
-                    // Gone meanwhile: give the nick back (the key ends
-                    // with its TTL).
-                    if let Some(c) = self.cluster.as_deref_mut() {
-                        c.bye(&fold(nick), sid);
+                    // Gone meanwhile: what the store gave it goes (the
+                    // key ends with its TTL).
+                    let reason = "connection lost";
+                    match claims {
+                        Some(c) => {
+                            let sub = c.account.clone();
+                            self.account_bye(&sub, nick, sid, reason);
+                        }
+                        None => self.guest_gone(nick, sid, &rooms, reason),
                     }
                     return;
                 }
@@ -667,15 +684,93 @@ impl Chat {
         let Some(sub) = m.account().map(str::to_owned) else {
             return;
         };
-        let nk = fold(m.nick());
-        let sid = self.sessions.at(t).id().to_string();
+        let nick = m.nick().to_owned();
+        let sid = self.sessions.at(t).id();
+        self.account_bye(&sub, &nick, sid, reason);
+    }
+
+    /// An account session ends while the store is out of reach: told
+    /// when it is back (see `send_account_byes`).
+    pub(super) fn remember_account_bye(&mut self, t: Token, reason: &str) {
+        let m = self.members.at(t);
+        let Some(sub) = m.account().map(str::to_owned) else {
+            return;
+        };
+        let bye = (
+            sub,
+            m.nick().to_owned(),
+            self.sessions.at(t).id(),
+            reason.to_owned(),
+        );
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.remember_account_bye(bye);
+        }
+    }
+
+    /// The store is back (`rebuilding`: its links are, and the node's
+    /// rebuild is being sent): the account sessions that ended meanwhile
+    /// are told to it.
+    pub(super) fn send_account_byes(&mut self, rebuilding: bool) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
+        if c.account_byes.is_empty() || !(rebuilding || c.available()) {
+            return;
+        }
+        let byes = std::mem::take(&mut c.account_byes);
+        for (sub, nick, sid, reason) in byes {
+            self.account_bye(&sub, &nick, sid, &reason);
+        }
+    }
+
+    /// A guest whose HELLO the store granted ended first: its nick goes,
+    /// and the rooms a takeover gave it are left.
+    fn guest_gone(&mut self, nick: &str, sid: u64, rooms: &[String], reason: &str) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let nk = fold(nick);
+        let (node, sid_s) = (c.node.clone(), sid.to_string());
+        let room_ttl = c.room_ttl.as_millis().to_string();
+        for room in rooms {
+            c.fcall(
+                Expect::Ignore("leave"),
+                "mc_leave",
+                &[
+                    fold(room).as_bytes(),
+                    nk.as_bytes(),
+                    nick.as_bytes(),
+                    node.as_bytes(),
+                    sid_s.as_bytes(),
+                    reason.as_bytes(),
+                    room_ttl.as_bytes(),
+                ],
+            );
+        }
+        c.bye(&nk, sid);
+    }
+
+    /// `mc_acct_bye` for session `sid` of account `sub` (nick `nick`).
+    fn account_bye(&mut self, sub: &str, nick: &str, sid: u64, reason: &str) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let bye = (sub.to_owned(), nick.to_owned(), sid, reason.to_owned());
+        if !c.cmd.is_up() {
+            return c.remember_account_bye(bye);
+        }
+        let (nk, sid) = (fold(nick), sid.to_string());
         let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
         let ttl = c.ttl.as_millis().to_string();
+        let (sub_, nick_, sid_, reason_) = bye;
+        let expect = Expect::Account(AccountExpect::Bye {
+            sub: sub_,
+            nick: nick_,
+            sid: sid_,
+            reason: reason_,
+        });
         c.fcall(
-            Expect::Ignore("account bye"),
+            expect,
             "mc_acct_bye",
             &[
                 sub.as_bytes(),
