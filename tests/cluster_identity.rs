@@ -16,7 +16,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cluster_support::{node, nodes, wait_for, wait_joined, wait_left, Redis, StallProxy};
+use cluster_support::{
+    node, nodes, wait_for, wait_joined, wait_left, wait_left_rooms, Redis, StallProxy,
+};
 use common::{assert_error, Client, Daemon, Reply};
 use muxchat::codec::v3::{code as v3code, ClientV3, Secret, ServerV3};
 use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
@@ -535,4 +537,117 @@ fn an_unknown_outcome_is_unavailable_and_the_resend_gets_the_original() {
         (2, "alice".into(), "after".into()),
         "the resent SAY was not delivered again"
     );
+}
+
+/// Waits for BYE and the end of the connection: the BYE's reason.
+#[track_caller]
+fn bye(c: &mut Client) -> String {
+    let reason = wait_for(c, "BYE", |r| match r.msg() {
+        ServerMessage::Bye { reason } => Some(reason.to_owned()),
+        _ => None,
+    });
+    c.expect_closed();
+    reason
+}
+
+#[test]
+fn a_session_key_takes_a_session_over_across_nodes() {
+    let auth = Auth::new("takeover");
+    let redis = Redis::start();
+    let ns = auth.nodes(&redis);
+    let (mut bob, _) = login(&ns[1], "bob", "", "");
+    join(&mut bob, "#r", "~bob");
+    join(&mut bob, "#s", "~bob");
+    // Through the other node, and (the last) through the same one.
+    for (nick, token, shown, to) in [
+        ("gus", String::new(), "~gus", 1),
+        ("", auth.token("alice"), "alice", 1),
+        ("hal", String::new(), "~hal", 0),
+    ] {
+        // The old connection is still open (its node has not noticed it
+        // died): a HELLO with its key through the other node takes it
+        // over, with its nick, rooms and key.
+        let (mut old, w) = login(&ns[0], nick, &token, "");
+        let (epoch, _) = join(&mut old, "#r", shown);
+        join(&mut old, "#s", shown);
+        wait_joined(&mut bob, "#r", shown);
+        wait_joined(&mut bob, "#s", shown);
+        say3(&mut old, "#r", "before", 1);
+        let (_, _, _, seq, _) = say_result(&mut old);
+        assert_eq!(next_message(&mut bob).2, "before");
+        let (mut new, w2) = login(&ns[to], nick, &token, &w.key);
+        assert_eq!((w2.nick.as_str(), w2.key.as_str()), (shown, w.key.as_str()));
+        let mut rooms = Vec::new();
+        for _ in 0..2 {
+            let room = wait_for(&mut new, "JOINED", |r| match r.msg() {
+                ServerMessage::Joined { room, nick } if nick == shown => Some(room.to_owned()),
+                _ => None,
+            });
+            wait_for(&mut new, "ROOM_STATE", |r| match r.msg() {
+                ServerMessage::RoomState { room: rs, .. } if rs == room => Some(()),
+                _ => None,
+            });
+            rooms.push(room);
+        }
+        rooms.sort();
+        assert_eq!(rooms, ["#r", "#s"]);
+        assert_eq!(bye(&mut old), "replaced by a new connection");
+        // Nobody saw it leave or join.
+        assert_eq!(presence_of(&mut bob, shown), Vec::<String>::new());
+        // The key's msg_ids came along; the new connection speaks.
+        say3(&mut new, "#r", "before, resent", 1);
+        assert_eq!(say_result(&mut new), (1, "#r".into(), epoch, seq, 0));
+        say3(&mut new, "#s", "after", 2);
+        assert_eq!(say_result(&mut new).4, 0);
+        assert_eq!(next_message(&mut bob).2, "after");
+        // It ends once, as itself.
+        new.send(&ClientMessage::Quit { reason: "done" });
+        assert_eq!(
+            wait_left_rooms(&mut bob, shown, &["#r", "#s"], SLOW),
+            ["done", "done"]
+        );
+        assert_eq!(presence_of(&mut bob, shown), Vec::<String>::new());
+    }
+    let stats = bob.stats();
+    assert_eq!(stats.get("takeovers"), Some(&2), "{stats:?}");
+}
+
+#[test]
+fn an_account_session_that_ends_while_redis_is_out_of_reach_leaves_the_account_in() {
+    let auth = Auth::new("outage");
+    let redis = Redis::start();
+    let proxy = StallProxy::start(redis.addr());
+    let a = node(
+        &proxy.url(),
+        &["--auth-key", auth.arg(), "--redis-timeout-ms", "500"],
+    );
+    let b = node(&redis.url(), &["--auth-key", auth.arg()]);
+    let token = auth.token("alice");
+    let (mut bob, _) = login(&b, "bob", "", "");
+    join(&mut bob, "#r", "~bob");
+    // The session that joins (the room's entry is its) is on node a.
+    let (mut a1, _) = login(&a, "", &token, "");
+    join(&mut a1, "#r", "alice");
+    wait_joined(&mut bob, "#r", "alice");
+    let (mut a2, _) = login(&b, "", &token, "");
+    wait_joined(&mut a2, "#r", "alice");
+    // Node a cannot reach Redis while a1 ends; then it can again.
+    proxy.stall();
+    say3(&mut a1, "#r", "lost", 9);
+    let unavailable = ErrorCode::Unavailable as u16;
+    assert_eq!(say_result(&mut a1).4, unavailable, "node a lost its link");
+    a1.send(&ClientMessage::Quit { reason: "bye" });
+    a1.expect_closed();
+    proxy.resume();
+    common::wait_until("node a reaches Redis again", SLOW, || {
+        cluster_support::http_get(a.addr, "/healthz").0 == 200
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // The account still has a2: nobody saw it leave, and it speaks.
+    assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
+    say3(&mut a2, "#r", "still in", 1);
+    assert_eq!(say_result(&mut a2).4, 0);
+    assert_eq!(next_message(&mut bob).2, "still in");
+    a2.send(&ClientMessage::Quit { reason: "later" });
+    assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "later");
 }

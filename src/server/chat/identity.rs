@@ -333,8 +333,9 @@ impl Chat {
         let owner = KeyOwner::guest(&shown);
         let key = self.parse_key(key);
         if self.cluster.is_some() {
-            // The nick and the key are the cluster's: Redis decides both.
-            if self.nicks.contains_key(&name) {
+            // The nick and the key are the cluster's: Redis decides both
+            // (with a key, the nick may be its own session's, taken over).
+            if key.is_none() && self.nicks.contains_key(&name) {
                 return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
             }
             return self.cluster_hello_v3(t, &shown, None, key);
@@ -621,6 +622,11 @@ impl Chat {
 
     /// The account of `t` leaves each room `claims` no longer allow.
     fn leave_disallowed(&mut self, t: Token, claims: &Claims) {
+        // In a cluster the rooms are the store's: a local part would
+        // leave Redis's membership behind (see docs/PROTOCOL.md, §15).
+        if self.cluster.is_some() {
+            return;
+        }
         let gone: Vec<RoomId> = self
             .members
             .at(t)

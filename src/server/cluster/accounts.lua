@@ -154,13 +154,67 @@ function acct.whisper(p, sub, from, text)
   return any
 end
 
+-- A takeover (see mc_hello3): the session (node, sid) replaces (on, os),
+-- a live session of the same owner, in every place the store names it;
+-- on's node is told to close it without a word to anyone (T). Returns
+-- the names of the rooms the new session is in.
+local function take_over(p, nk, nick, node, sid, ttl, sub, on, os)
+  local nkey = p .. 'nick:' .. nk
+  local v = redis.call('GET', nkey)
+  local f = v and fields(v)
+  if f and f[1] == on and f[2] == os then
+    local val = node .. '\t' .. sid .. '\t' .. nick .. '\t' .. f[4]
+    if sub ~= '' then
+      val = val .. '\t' .. sub
+    end
+    redis.call('SET', nkey, val, 'PX', ttl)
+    redis.call('SREM', p .. 'node:' .. on .. ':nicks', nk)
+    redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
+  end
+  local rooms = {}
+  if sub ~= '' then
+    local ak = p .. 'acct:' .. sub
+    redis.call('HDEL', ak, on .. '\t' .. os)
+    redis.call('HSET', ak, node .. '\t' .. sid, nick)
+    redis.call('SREM', p .. 'node:' .. on .. ':accts', sub .. '\t' .. os .. '\t' .. nk)
+    redis.call('SADD', p .. 'node:' .. node .. ':accts', sub .. '\t' .. sid .. '\t' .. nk)
+    rooms = redis.call('SMEMBERS', p .. 'an:' .. nk)
+  else
+    for _, e in ipairs(redis.call('SMEMBERS', p .. 'node:' .. on .. ':m')) do
+      local rf = fields(e)
+      if rf[2] == nk then
+        rooms[#rooms + 1] = rf[1]
+      end
+    end
+  end
+  local names = {}
+  for _, rk in ipairs(rooms) do
+    local m = p .. 'r:' .. rk .. ':m'
+    local e = redis.call('HGET', m, nk)
+    local ef = e and fields(e)
+    if ef and ef[2] == on and ef[3] == os then
+      redis.call('HSET', m, nk, ef[1] .. '\t' .. node .. '\t' .. sid)
+      redis.call('SREM', p .. 'node:' .. on .. ':m', rk .. '\t' .. nk)
+      redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
+    end
+    local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
+    if ef and name then
+      names[#names + 1] = name
+    end
+  end
+  redis.call('PUBLISH', p .. 'n:' .. on, 'T\n' .. os .. '\n' .. node .. '\n' .. sid)
+  return names, f and f[4] or now_us()
+end
+
 -- Version 3's HELLO: the nick claim (as mc_hello) and the session key in
 -- one step. An account's HELLO whose nick another of its sessions holds
 -- joins the claim (up to max sessions cluster-wide). The key presented is
 -- kept if the store has it for the same owner; otherwise the fresh one
--- the node drew is taken (SET NX: unique in the cluster). Returns
--- { 'ok', claimed, key, kept (1/0), then the names of the account's
--- rooms }, or { 'taken' } (another session holds the nick), { 'limit' }
+-- the node drew is taken (SET NX: unique in the cluster). A key of a
+-- session still open (its nick claim or its account's sessions name it,
+-- on a live node) for the same owner is a takeover: the new session takes
+-- its place (take_over). Returns { 'ok', claimed, key, kept (1 kept, 2
+-- taken over, 0 fresh), then the names of the rooms to attach }, or { 'taken' } (another session holds the nick), { 'limit' }
 -- (the account has max sessions), { 'again' } (the fresh key exists:
 -- draw another).
 redis.register_function('mc_hello3', function(_, a)
@@ -171,6 +225,27 @@ redis.register_function('mc_hello3', function(_, a)
   local val = node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at
   local ak = p .. 'acct:' .. sub
   local claimed = false
+  local kv = key ~= '' and redis.call('GET', p .. 'key:' .. key)
+  local kf = kv and fields(kv)
+  if kf and kf[1] == owner and (kf[2] ~= node or kf[3] ~= sid)
+      and redis.call('EXISTS', p .. 'alive:' .. kf[2]) == 1 then
+    local live
+    if sub ~= '' then
+      live = redis.call('HEXISTS', ak, kf[2] .. '\t' .. kf[3]) == 1
+    else
+      local cv = redis.call('GET', nkey)
+      live = cv and fields(cv)[1] == kf[2] and fields(cv)[2] == kf[3]
+    end
+    if live then
+      redis.call('SET', p .. 'key:' .. key, owner .. '\t' .. node .. '\t' .. sid, 'PX', kttl)
+      local names, claimed_at = take_over(p, nk, nick, node, sid, ttl, sub, kf[2], kf[3])
+      local out = { 'ok', claimed_at, key, 2 }
+      for _, n in ipairs(names) do
+        out[#out + 1] = n
+      end
+      return out
+    end
+  end
   if sub ~= '' then
     val = val .. '\t' .. sub
     local cur = redis.call('GET', nkey)

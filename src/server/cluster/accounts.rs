@@ -26,6 +26,14 @@ pub(crate) enum AccountExpect {
         /// Draws of a fresh key so far.
         tries: u8,
     },
+    /// `mc_acct_bye`: lost with the link, it is told again once the
+    /// store is back.
+    Bye {
+        sub: String,
+        nick: String,
+        sid: u64,
+        reason: String,
+    },
     /// `mc_attach`: 0 or an error means no K event will come.
     Attach { sid: u64, room: RoomId },
     /// `mc_say` of a version-3 SAY: its SAY_RESULT.

@@ -324,6 +324,10 @@ pub struct Cluster {
     pub(crate) renaming: HashSet<u64>,
     /// Leaves to announce when the store is back.
     pub(crate) gone: VecDeque<Gone>,
+    /// Account sessions that ended while the store was out of reach
+    /// (sub, nick, session id, reason): told to it (`mc_acct_bye`) once
+    /// it is back, at most `GONE_MAX`.
+    pub(crate) account_byes: VecDeque<(String, String, u64, String)>,
     /// For the suffixes of renamed nicks.
     pub(crate) rng: u64,
     /// Logged once per change of availability.
@@ -494,6 +498,7 @@ impl Cluster {
             claims: HashMap::new(),
             renaming: HashSet::new(),
             gone: VecDeque::new(),
+            account_byes: VecDeque::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
             was_available: true,
             stats: ClusterStats::default(),
@@ -536,6 +541,16 @@ impl Cluster {
             "mc_register",
             &[node.as_bytes(), ttl.as_bytes(), fresh],
         );
+    }
+
+    /// Remembers an account session's end the store could not hear now
+    /// (bounded: past it, the oldest is dropped, and that account may
+    /// stay in its rooms until its node's entry is reaped).
+    pub(crate) fn remember_account_bye(&mut self, bye: (String, String, u64, String)) {
+        if self.account_byes.len() >= GONE_MAX {
+            self.account_byes.pop_front();
+        }
+        self.account_byes.push_back(bye);
     }
 
     /// Remembers a leave the store could not hear now (bounded).

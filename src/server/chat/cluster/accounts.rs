@@ -249,6 +249,18 @@ impl Chat {
                 msg_id,
                 name,
             } => self.say_v3_answered(t, sid, (room, epoch), msg_id, &name, v),
+            AccountExpect::Bye {
+                sub,
+                nick,
+                sid,
+                reason,
+            } => {
+                if v.is_err() {
+                    if let Some(c) = self.cluster.as_deref_mut() {
+                        c.remember_account_bye((sub, nick, sid, reason));
+                    }
+                }
+            }
             AccountExpect::Attach { sid, room } => {
                 if !v.is_ok_and(|v| v.as_int() == Some(1)) {
                     if let Some(cr) = self
@@ -295,7 +307,7 @@ impl Chat {
                     .and_then(Value::as_bytes)
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .and_then(SessionKey::parse);
-                let kept = rest.get(2).and_then(Value::as_int) == Some(1);
+                let kept = rest.get(2).and_then(Value::as_int);
                 let rooms: Vec<String> = rest
                     .get(3..)
                     .unwrap_or_default()
@@ -307,18 +319,29 @@ impl Chat {
                     return self.unavailable(t, sid, code::HELLO);
                 };
                 if !live {
-                    // Gone meanwhile: give the nick back (the key ends
-                    // with its TTL).
-                    if let Some(c) = self.cluster.as_deref_mut() {
-                        c.bye(&fold(nick), sid);
+                    // Gone meanwhile: what the store gave it goes (the
+                    // key ends with its TTL).
+                    let reason = "connection lost";
+                    match claims {
+                        Some(c) => {
+                            let sub = c.account.clone();
+                            self.account_bye(&sub, nick, sid, reason);
+                        }
+                        None => self.guest_gone(nick, sid, &rooms, reason),
                     }
                     return;
                 }
                 self.flush_cast();
-                let claim = if kept {
-                    KeyClaim::Resume
-                } else {
-                    KeyClaim::Fresh
+                let claim = match kept {
+                    Some(1) => KeyClaim::Resume,
+                    // Taken over from a session the store told its node
+                    // to close (T); nothing of it is here to move (a
+                    // takeover "of itself" is how welcome_v3 says so).
+                    Some(2) => {
+                        self.identity.stats.takeovers += 1;
+                        KeyClaim::TakeOver(t)
+                    }
+                    _ => KeyClaim::Fresh,
                 };
                 let nick = nick.clone();
                 match e {
@@ -664,15 +687,93 @@ impl Chat {
         let Some(sub) = m.account().map(str::to_owned) else {
             return;
         };
-        let nk = fold(m.nick());
-        let sid = self.sessions.at(t).id().to_string();
+        let nick = m.nick().to_owned();
+        let sid = self.sessions.at(t).id();
+        self.account_bye(&sub, &nick, sid, reason);
+    }
+
+    /// An account session ends while the store is out of reach: told
+    /// when it is back (see `send_account_byes`).
+    pub(super) fn remember_account_bye(&mut self, t: Token, reason: &str) {
+        let m = self.members.at(t);
+        let Some(sub) = m.account().map(str::to_owned) else {
+            return;
+        };
+        let bye = (
+            sub,
+            m.nick().to_owned(),
+            self.sessions.at(t).id(),
+            reason.to_owned(),
+        );
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.remember_account_bye(bye);
+        }
+    }
+
+    /// The store is back (`rebuilding`: its links are, and the node's
+    /// rebuild is being sent): the account sessions that ended meanwhile
+    /// are told to it.
+    pub(super) fn send_account_byes(&mut self, rebuilding: bool) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
+        if c.account_byes.is_empty() || !(rebuilding || c.available()) {
+            return;
+        }
+        let byes = std::mem::take(&mut c.account_byes);
+        for (sub, nick, sid, reason) in byes {
+            self.account_bye(&sub, &nick, sid, &reason);
+        }
+    }
+
+    /// A guest whose HELLO the store granted ended first: its nick goes,
+    /// and the rooms a takeover gave it are left.
+    fn guest_gone(&mut self, nick: &str, sid: u64, rooms: &[String], reason: &str) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let nk = fold(nick);
+        let (node, sid_s) = (c.node.clone(), sid.to_string());
+        let room_ttl = c.room_ttl.as_millis().to_string();
+        for room in rooms {
+            c.fcall(
+                Expect::Ignore("leave"),
+                "mc_leave",
+                &[
+                    fold(room).as_bytes(),
+                    nk.as_bytes(),
+                    nick.as_bytes(),
+                    node.as_bytes(),
+                    sid_s.as_bytes(),
+                    reason.as_bytes(),
+                    room_ttl.as_bytes(),
+                ],
+            );
+        }
+        c.bye(&nk, sid);
+    }
+
+    /// `mc_acct_bye` for session `sid` of account `sub` (nick `nick`).
+    fn account_bye(&mut self, sub: &str, nick: &str, sid: u64, reason: &str) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let bye = (sub.to_owned(), nick.to_owned(), sid, reason.to_owned());
+        if !c.cmd.is_up() {
+            return c.remember_account_bye(bye);
+        }
+        let (nk, sid) = (fold(nick), sid.to_string());
         let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
         let ttl = c.ttl.as_millis().to_string();
+        let (sub_, nick_, sid_, reason_) = bye;
+        let expect = Expect::Account(AccountExpect::Bye {
+            sub: sub_,
+            nick: nick_,
+            sid: sid_,
+            reason: reason_,
+        });
         c.fcall(
-            Expect::Ignore("account bye"),
+            expect,
             "mc_acct_bye",
             &[
                 sub.as_bytes(),
@@ -698,6 +799,87 @@ impl Chat {
             if s != t && self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
                 self.sessions.deliver(s, &self.frame);
             }
+        }
+    }
+}
+
+impl Chat {
+    /// Event T on this node's channel: a HELLO with its key took session
+    /// `sid` over (the store moved its nick, rooms and key already). It
+    /// gets BYE and closes, and nobody hears of it: its rooms are left
+    /// here silently, and its end changes nothing in the store.
+    pub(super) fn taken_over(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 4) else {
+            return;
+        };
+        let (Some(sid), Some(new_sid)) = (num(f[1]), num(f[3])) else {
+            return;
+        };
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let here = f[2] == c.node.as_bytes();
+        let Some(&t) = c.sids.get(&sid) else {
+            return;
+        };
+        let new = here.then(|| c.sids.get(&new_sid).copied()).flatten();
+        if self.live_member(t, sid).is_none() {
+            return;
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        c.sids.remove(&sid);
+        c.claims.remove(&sid);
+        c.renaming.remove(&sid);
+        let waiting = c.waits.remove(&sid);
+        if let Some(id) = waiting {
+            if let Some(cr) = c.rooms.get_mut(&id) {
+                cr.joins.retain(|w| w.sid != sid);
+                cr.leaves.retain(|w| w.sid != sid);
+            }
+            self.forget_room_if_idle(id);
+        }
+        self.drop_attaches(sid);
+        while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
+            let id = self.members.at(t).rooms()[last].room;
+            self.drop_member(t, last);
+            self.forget_room_if_idle(id);
+        }
+        // The nick index passes to the new session when it is here, or
+        // to another session of the account here.
+        let mut next = new;
+        if let Some(sub) = self.members.at(t).account().map(str::to_owned) {
+            if self.identity.accounts.remove_session(&sub, t) == Some(false) {
+                next = next.or(self.identity.accounts.sessions_of(&sub).first().copied());
+            }
+        }
+        let nick = self.members.at_mut(t).replace_nick("");
+        if let Some(name) = crate::codec::NameKey::new(&nick) {
+            if self.nicks.get(&name) == Some(&t) {
+                match next {
+                    Some(n) => self.nicks.insert(name, n),
+                    None => self.nicks.remove(&name),
+                };
+            }
+        }
+        let m = self.members.at_mut(t);
+        m.set_account(None);
+        m.set_key(None);
+        m.set_expires_ms(0);
+        let s = self.sessions.at_mut(t);
+        if s.life().accepts_input() {
+            s.out_mut().push(&crate::codec::ServerMessage::Bye {
+                reason: crate::server::chat::identity::REPLACED,
+            });
+            s.mute();
+            self.sessions.queue_flush(t);
+            self.sessions.mark_closing(
+                t,
+                crate::server::sessions::lifecycle::CloseReason::Fatal(
+                    crate::server::chat::identity::REPLACED,
+                ),
+            );
         }
     }
 }

@@ -204,6 +204,8 @@ impl Chat {
             self.moderation_node_event(payload);
         } else if payload.first() == Some(&b'A') {
             self.account_joined(payload);
+        } else if payload.first() == Some(&b'T') {
+            self.taken_over(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);

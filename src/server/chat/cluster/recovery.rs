@@ -170,11 +170,18 @@ impl Chat {
             match &f.expect {
                 Expect::Hello { nick, .. } => nicks.push(fold(nick)),
                 Expect::Nick { new, .. } => nicks.push(fold(new)),
+                Expect::Account(crate::server::cluster::accounts::AccountExpect::Hello {
+                    nick,
+                    ..
+                }) => nicks.push(fold(nick)),
                 _ => {}
             }
         }
         let sids: Vec<u64> = c.sids.keys().copied().collect();
         self.send_claims(&sids);
+        // Account sessions that ended meanwhile, before the sync would
+        // part their accounts' rooms as this node's.
+        self.send_account_byes(true);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -519,6 +526,7 @@ impl Chat {
             Err(e) => warn!("cluster: sync: {e}"),
         }
         c.log_availability();
+        self.send_account_byes(false);
     }
 
     /// The answer to `mc_gone`: the leaves nobody heard are tried again.

@@ -297,6 +297,8 @@ impl Chat {
             if account {
                 self.cluster_account_bye(t, reason);
             }
+        } else if registered && account {
+            self.remember_account_bye(t, reason);
         }
         if registered {
             let nick = fold(self.members.at(t).nick());
