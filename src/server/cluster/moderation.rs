@@ -168,7 +168,9 @@ pub(crate) enum ModExpect {
 pub(crate) struct Replica {
     /// A load finished since the node started (or since its last rebuild).
     pub loaded: bool,
-    /// The load in flight (its number; 0 none). Answers of an older load
+    /// A load is in flight.
+    pub loading: bool,
+    /// The latest load's number (never reused). Answers of an older load
     /// are dropped.
     pub load: u64,
     /// Events that came while the load was in flight.
@@ -190,7 +192,7 @@ impl Replica {
     /// A page of the load failed (an error, the link lost): the load
     /// starts over a second later.
     pub fn failed(&mut self) {
-        self.load = 0;
+        self.loading = false;
         self.retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
     }
 }
@@ -332,6 +334,7 @@ impl Cluster {
     pub(crate) fn mod_load(&mut self) {
         let r = &mut self.moderation;
         r.load += 1;
+        r.loading = true;
         r.held.clear();
         r.overflowed = false;
         r.due = false;

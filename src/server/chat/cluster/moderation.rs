@@ -383,7 +383,7 @@ impl Chat {
             let r = &c.moderation;
             c.available()
                 && (r.due || !r.loaded)
-                && r.load == 0
+                && !r.loading
                 && r.retry_at.is_none_or(|at| at <= std::time::Instant::now())
         })
     }
@@ -392,7 +392,7 @@ impl Chat {
     pub(in crate::server) fn moderation_retry_at(&self) -> Option<std::time::Instant> {
         let c = self.cluster.as_deref()?;
         let r = &c.moderation;
-        r.retry_at.filter(|_| r.load == 0 && (r.due || !r.loaded))
+        r.retry_at.filter(|_| !r.loading && (r.due || !r.loaded))
     }
 
     /// Starts a load of the replica if one is due.
@@ -438,7 +438,6 @@ impl Chat {
         for (i, chunk) in bans.chunks(RESTORE_CHUNK).enumerate() {
             c.mod_restore_bans(i == 0, chunk);
         }
-        c.moderation.load = 0;
         c.moderation.due = true;
         self.start_load();
     }
@@ -448,7 +447,7 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        if c.moderation.load != load {
+        if !c.moderation.loading || c.moderation.load != load {
             return;
         }
         let Ok(v) = v else {
@@ -487,7 +486,7 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        if c.moderation.load != load {
+        if !c.moderation.loading || c.moderation.load != load {
             return;
         }
         let Ok(v) = v else {
@@ -537,8 +536,8 @@ impl Chat {
         let held = std::mem::take(&mut r.held);
         let again = r.overflowed;
         r.loaded = true;
-        r.due = again;
-        r.load = 0;
+        r.due |= again;
+        r.loading = false;
         self.moderation.rooms = rooms;
         self.moderation.server_bans = bans;
         for payload in &held {
@@ -572,7 +571,7 @@ impl Chat {
         };
         if let Some(c) = self.cluster.as_deref_mut() {
             let r = &mut c.moderation;
-            if r.load != 0 {
+            if r.loading {
                 if r.held.len() < HELD_MAX {
                     r.held.push(payload.to_vec());
                 } else {
