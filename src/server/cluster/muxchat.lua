@@ -708,7 +708,7 @@ redis.register_function('mc_claim', function(_, a)
     local f = v and fields(v)
     -- Another session of this node is a stale entry (it ended while the
     -- store was out of reach): this node's live sessions have unique nicks.
-    if f and acct.shares(p, f, node, sid) then
+    if f and acct.shares(p, f, node, sid, nk) then
       -- Another session of the same account holds it: no clash, and not
       -- this node's to renew.
       win = nil
@@ -724,7 +724,7 @@ redis.register_function('mc_claim', function(_, a)
     if win == nil then
       redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
     elseif win then
-      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
+      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at .. acct.claim_tail(p, nk, node, sid), 'PX', ttl)
       redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
       -- Kept in the node's set, so its heartbeat reports it again until

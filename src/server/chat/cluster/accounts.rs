@@ -723,6 +723,43 @@ impl Chat {
         }
     }
 
+    /// The rebuild: each local account session is its account's again
+    /// in the store (`mc_acct_restore`), with the rooms it is in.
+    pub(super) fn send_account_restores(&mut self) {
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let mut calls: Vec<Vec<String>> = Vec::new();
+        for (&sid, &t) in &c.sids {
+            let Some(m) = self.live_member(t, sid) else {
+                continue;
+            };
+            let Some(sub) = m.account() else {
+                continue;
+            };
+            let mut args = vec![
+                sub.to_owned(),
+                fold(m.nick()),
+                m.nick().to_owned(),
+                c.node.clone(),
+                sid.to_string(),
+            ];
+            args.extend(
+                m.rooms()
+                    .iter()
+                    .filter_map(|r| c.rooms.get(&r.room).map(|cr| cr.key.clone())),
+            );
+            calls.push(args);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        for args in calls {
+            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            c.fcall(Expect::Ignore("account restore"), "mc_acct_restore", &refs);
+        }
+    }
+
     /// A guest whose HELLO the store granted ended first: its nick goes,
     /// and the rooms a takeover gave it are left.
     fn guest_gone(&mut self, nick: &str, sid: u64, rooms: &[String], reason: &str) {
