@@ -413,6 +413,22 @@ fn an_accounts_sessions_on_two_nodes_share_its_nick_rooms_and_whispers() {
     });
     assert_eq!(whisper_from(&mut a1), ("~bob".into(), "hi".into()));
     assert_eq!(whisper_from(&mut a2), ("~bob".into(), "hi".into()));
+    // What one session whispers, the other (on the other node) sees sent.
+    a1.send(&ClientMessage::Whisper {
+        nick: "~bob",
+        text: "hello bob",
+    });
+    assert_eq!(whisper_from(&mut bob), ("alice".into(), "hello bob".into()));
+    let sent = wait_for(&mut a2, "WHISPER_SENT", |r| {
+        if r.code != v3code::WHISPER_SENT {
+            return None;
+        }
+        match ServerV3::decode(r.code, &r.payload).unwrap() {
+            ServerV3::WhisperSent { to, text } => Some((to.to_owned(), text.to_owned())),
+            other => panic!("{other:?}"),
+        }
+    });
+    assert_eq!(sent, ("~bob".into(), "hello bob".into()));
     // LEAVE from the first session: the account leaves, once.
     a1.send(&ClientMessage::Leave { room: "#s" });
     wait_left(&mut a1, "#s", "alice", SLOW);

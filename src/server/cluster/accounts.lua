@@ -118,6 +118,19 @@ function acct.keep_nick(p, nk, v, ttl)
   return true
 end
 
+-- A WHISPER from a session of account sub on node `node` to `to` (as
+-- shown): its sessions on the other nodes see it (S).
+function acct.whisper_sent(p, sub, node, to, text)
+  local told = { [node] = true }
+  for _, k in ipairs(redis.call('HKEYS', p .. 'acct:' .. sub)) do
+    local n = fields(k)[1]
+    if not told[n] then
+      told[n] = true
+      redis.call('PUBLISH', p .. 'n:' .. n, 'S\n' .. sub .. '\n' .. to .. '\n' .. text)
+    end
+  end
+end
+
 -- A node's heartbeat: the nick claims of its accounts' sessions live as
 -- long as any of them does, whichever session holds the claim (its node
 -- may be dead and not reaped yet); a claim that lapsed is taken again.

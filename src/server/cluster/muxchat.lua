@@ -363,16 +363,22 @@ end)
 
 -- WHISPER: to the node holding the nick. 1, or 0 if nobody has it.
 redis.register_function('mc_whisper', function(_, a)
-  local p, nk, from, text = a[1], a[2], a[3], a[4]
+  -- sub, node: the sender's account and node, when it is an account's
+  -- session (its sessions on other nodes are told: WHISPER_SENT).
+  local p, nk, from, text, sub, node = a[1], a[2], a[3], a[4], a[5], a[6]
   local v = redis.call('GET', p .. 'nick:' .. nk)
   if not v then
     return 0
   end
   local f = fields(v)
   if f[5] then
-    return acct.whisper(p, f[5], from, text)
+    acct.whisper(p, f[5], from, text)
+  else
+    redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
   end
-  redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
+  if sub then
+    acct.whisper_sent(p, sub, node, f[3], text)
+  end
   return 1
 end)
 

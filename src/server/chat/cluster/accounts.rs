@@ -821,6 +821,24 @@ impl Chat {
         );
     }
 
+    /// Event S on this node's channel: a session of account `sub` on
+    /// another node sent a WHISPER; its sessions here see it.
+    pub(super) fn whisper_sent_event(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 4) else {
+            return;
+        };
+        let (Some(sub), Some(to), Some(body)) = (text(f[1]), text(f[2]), text(f[3])) else {
+            return;
+        };
+        self.frame.clear();
+        crate::codec::v3::ServerV3::WhisperSent { to, text: body }.encode(&mut self.frame);
+        for s in self.identity.accounts.sessions_of(sub).to_vec() {
+            if self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
+                self.sessions.deliver(s, &self.frame);
+            }
+        }
+    }
+
     /// The sender's other sessions here (version 3) see a WHISPER it sent.
     pub(super) fn whisper_sent_here(&mut self, t: Token, to: &str, text: &str) {
         let mine = self.sessions_of_member(t);
