@@ -15,60 +15,13 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::examples::{example, listening_on};
 use common::*;
 use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
-
-static BUILD: Once = Once::new();
-
-/// The path of example `name`, after `cargo build --examples` (once per
-/// run), so the tests run the current source of the examples.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--examples", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-        // Cargo's variables for the crate under test would look like a
-        // changed environment to build scripts that watch them: leave them
-        // out, or the next `cargo test` rebuilds everything.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_")
-                || matches!(
-                    key.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "CARGO_RUSTC_CURRENT_DIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(key.as_ref());
-            }
-        }
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build --examples");
-        assert!(status.success(), "cargo build --examples failed");
-    });
-    let path = profile_dir.join("examples").join(name);
-    assert!(path.exists(), "example binary {} not found", path.display());
-    path
-}
 
 /// A running example server on 127.0.0.1:0, killed when dropped.
 struct Example {
@@ -88,14 +41,7 @@ impl Example {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
+        let addr = listening_on(&mut stdout, name);
         // Keep draining stdout: a server whose pipe is closed dies of EPIPE.
         thread::spawn(move || for _ in stdout.lines().map_while(Result::ok) {});
         Example { child, addr }

@@ -267,6 +267,10 @@ fn bans_with_an_end_are_lifted_by_the_timer() {
     wait_until("the file is rewritten", WAIT, || {
         std::fs::read_to_string(&path).is_ok_and(|s| !s.contains("nick:late"))
     });
+    let bans = dir.file("state.json.server-bans");
+    wait_until("the server-wide bans' file is rewritten", WAIT, || {
+        std::fs::read_to_string(&bans).is_ok_and(|s| !s.contains("nick:later"))
+    });
     d.kill();
     let mut log = String::new();
     std::io::Read::read_to_string(&mut d.take_stderr().unwrap(), &mut log).unwrap();
@@ -579,17 +583,95 @@ fn room_state_survives_re_creation_and_a_restart() {
         topic: "kept",
     });
     alice.until(c3::ROOM_INFO);
+    alice.send(ClientV3::Mode {
+        room: "#r",
+        set: 1,
+        clear: 0,
+    });
+    // (The JOIN's ROOM_INFO and the topic's come first.)
+    while !alice.until(c3::ROOM_INFO).contains("modes: 1") {}
     alice.c.send(&ClientMessage::Leave { room: "#r" });
     alice.c.recv_code(code::LEFT);
+    // Re-created by a guest (the old incarnation is gone): still
+    // moderated, so its SAY is refused.
+    let mut eve = V3::guest(&d, "eve");
+    eve.c.join("#r");
+    assert!(eve.until(c3::ROOM_INFO).contains("modes: 1"));
+    refused_say(&mut eve, 1);
     alice.c.join("#r");
     assert!(alice.until(c3::ROOM_INFO).contains("kept"));
     d.signal(libc::SIGTERM);
     drop(alice);
+    drop(eve);
     d.wait_exit(WAIT);
     let (d, key) = identity_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
     let mut bob = V3::login(&d, &key, "bob", &[]);
     bob.c.join("#r");
     assert!(bob.until(c3::ROOM_INFO).contains("kept"));
+    // After the restart: bob is no operator of the moderated room.
+    refused_say(&mut bob, 2);
+    let mut alice = V3::login(&d, &key, "alice", &[]);
+    alice.c.join("#r");
+    alice.until(c3::ROOM_INFO);
+    alice.send(ClientV3::Say {
+        room: "#r",
+        text: "operators speak",
+        msg_id: 3,
+    });
+    assert!(bob.until(code::MESSAGE).contains("operators speak"));
+}
+
+/// A version-3 SAY in #r answered by SAY_RESULT with NOT_ALLOWED.
+fn refused_say(c: &mut V3, msg_id: u64) {
+    c.send(ClientV3::Say {
+        room: "#r",
+        text: "may I?",
+        msg_id,
+    });
+    let result = c.until(c3::SAY_RESULT);
+    assert!(
+        result.contains(&format!("error: {}", ErrorCode::NotAllowed as u16)),
+        "{result}"
+    );
+}
+
+#[test]
+fn each_part_of_the_state_file_is_written_when_it_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Scratch::new("v3-parts");
+    let state = dir.file("state.json");
+    let bans = dir.file("state.json.server-bans");
+    let (d, key) = identity_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    let mut root = V3::login(&d, &key, "root", &["--admin"]);
+    root.send(ClientV3::Ban {
+        room: "*",
+        mask: "nick:spam*",
+        duration_s: 0,
+        reason: "",
+    });
+    root.until(c3::MODERATION);
+    wait_until("the server-wide bans are written", WAIT, || {
+        std::fs::read_to_string(&bans).is_ok_and(|s| s.contains("nick:spam*"))
+    });
+    // No room has a state yet: the rooms' file was not written for a ban.
+    assert!(!state.exists());
+    let inode = std::fs::metadata(&bans).unwrap().ino();
+    // alice creates a room (her OP grant): the rooms' file alone.
+    let mut alice = V3::login(&d, &key, "alice", &[]);
+    alice.c.join("#mine");
+    alice.until(c3::ROOM_INFO);
+    wait_until("the rooms are written", WAIT, || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"#mine\""))
+    });
+    // A second for the writer to have had a chance at the bans too.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        std::fs::metadata(&bans).unwrap().ino(),
+        inode,
+        "the server-wide bans were rewritten for a room's change"
+    );
+    let rooms = std::fs::read_to_string(&state).unwrap();
+    assert!(!rooms.contains("spam"), "{rooms}");
 }
 
 #[test]

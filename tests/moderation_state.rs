@@ -103,6 +103,32 @@ fn a_corrupt_state_file_exits_1_naming_it() {
 }
 
 #[test]
+fn a_corrupt_server_bans_file_exits_1_naming_it() {
+    let dir = Scratch::new("corrupt-bans");
+    let path = dir.0.join("state.json");
+    let bans = dir.0.join("state.json.server-bans");
+    std::fs::write(&path, "{\"version\":2,\"rooms\":[]}").unwrap();
+    std::fs::write(
+        &bans,
+        "{\"version\":2,\"server_bans\":[{\"mask\":\"ip:300.1.2.3\"}]}",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = refused(&path);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(!stdout.contains("listening on"), "stdout: {stdout}");
+    let line = format!("state file {}: server ban 0", bans.display());
+    assert!(stderr.contains(&line), "names {}: {stderr}", bans.display());
+    // The server-wide bans in the rooms' file of version 2: refused too.
+    std::fs::remove_file(&bans).unwrap();
+    std::fs::write(
+        &path,
+        "{\"version\":2,\"server_bans\":[{\"mask\":\"nick:x\"}]}",
+    )
+    .unwrap();
+    assert_refused_naming(&path, "belong in");
+}
+
+#[test]
 fn an_unreadable_state_file_exits_1_naming_it() {
     let dir = Scratch::new("unreadable");
     // A directory where the file should be: unreadable as a file whoever
@@ -145,4 +171,27 @@ fn a_good_or_missing_state_file_starts() {
         stderr.contains("1 rooms with state, 1 server-wide bans"),
         "{stderr}"
     );
+    // The version-1 file was migrated before the daemon served: the rooms
+    // in it, the server-wide bans beside it; and it starts again from them.
+    assert!(stderr.contains("migrated from version 1 to 2"), "{stderr}");
+    let rooms = std::fs::read_to_string(&path).unwrap();
+    assert!(rooms.starts_with("{\"version\":2,\"rooms\":["), "{rooms}");
+    assert!(!rooms.contains("ip:2001:db8::/48"), "{rooms}");
+    let bans = std::fs::read_to_string(dir.0.join("state.json.server-bans")).unwrap();
+    assert!(bans.contains("\"mask\":\"ip:2001:db8::/48\""), "{bans}");
+    let mut cmd = Daemon::command(&["--state-file", path.to_str().unwrap()]);
+    cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut d = Daemon::spawn(cmd);
+    d.register("third").assert_alive();
+    d.kill();
+    let mut stderr = String::new();
+    d.take_stderr()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("1 rooms with state, 1 server-wide bans"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("migrated"), "{stderr}");
 }

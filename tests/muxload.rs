@@ -3,69 +3,17 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::muxload::{field, json_of, muxload};
 use common::Daemon;
-
-/// The number after `"key":` in a one-line JSON object, searching after
-/// the text `within` (e.g. `"loss":`) when given. Enough for muxload's
-/// flat, fixed-shape line; not a general JSON parser.
-#[track_caller]
-fn field(json: &str, within: &str, key: &str) -> f64 {
-    let from = if within.is_empty() {
-        0
-    } else {
-        json.find(within)
-            .unwrap_or_else(|| panic!("no {within} in {json}"))
-    };
-    let needle = format!("\"{key}\":");
-    let at = json[from..]
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + from
-        + needle.len();
-    let num: String = json[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
-        .collect();
-    num.parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
-}
-
-fn muxload(daemon: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_muxload"))
-        .arg("--connect")
-        .arg(daemon.addr.to_string())
-        .args(["--json", "--quiet"])
-        .args(args)
-        .output()
-        .expect("run muxload")
-}
-
-/// The JSON line of a successful run.
-#[track_caller]
-fn json_of(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "muxload failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "one JSON line expected: {stdout}"
-    );
-    stdout.trim().to_string()
-}
 
 #[test]
 fn fixed_rate_run_has_no_loss_and_sane_figures() {
     let daemon = Daemon::start(&[]);
     // 300 clients in 3 rooms of 100; 6 publishers (2 per room) at 50 msgs/s.
     let out = muxload(
-        &daemon,
+        daemon.addr,
         &[
             "--clients",
             "300",
@@ -116,7 +64,7 @@ fn fixed_rate_run_has_no_loss_and_sane_figures() {
 fn unlimited_run_is_windowed_and_lossless() {
     let daemon = Daemon::start(&[]);
     let out = muxload(
-        &daemon,
+        daemon.addr,
         &[
             "--clients",
             "200",
@@ -357,7 +305,7 @@ fn door_run_is_lossless(daemon: &Daemon, door: &[&str]) {
         "2",
     ];
     args.extend_from_slice(door);
-    let j = json_of(&muxload(daemon, &args));
+    let j = json_of(&muxload(daemon.addr, &args));
     assert_eq!(field(&j, "", "ready"), 300.0, "{door:?}: {j}");
     for key in ["lost", "gaps", "duplicates", "reorders", "cut"] {
         assert_eq!(field(&j, "\"loss\":", key), 0.0, "{door:?} {key}: {j}");
@@ -398,7 +346,7 @@ fn a_load_door_that_does_not_fit_fails_clearly() {
     let other = other.display().to_string();
     let args = ["--clients", "5", "--publishers", "0", "--duration", "0.2"];
     let out = muxload(
-        &tls.daemon,
+        tls.daemon.addr,
         &[&args[..], &["--tls", "--ca", &other]].concat(),
     );
     assert_ne!(out.status.code(), Some(0));
@@ -409,7 +357,7 @@ fn a_load_door_that_does_not_fit_fails_clearly() {
     );
     assert!(all.contains("not trusted"), "{all}");
     // TLS options are for muxchatd only, and need each other.
-    let out = muxload(&tls.daemon, &[&args[..], &["--ca", &other]].concat());
+    let out = muxload(tls.daemon.addr, &[&args[..], &["--ca", &other]].concat());
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -438,7 +386,7 @@ fn reconnecting_members_resume_through_history_without_loss() {
     // Room for 5 s of the rooms' traffic: a slow resume on a busy machine
     // must not turn into a gap.
     let d = Daemon::start(&["--history", "2000"]);
-    let json = json_of(&muxload(&d, &args));
+    let json = json_of(&muxload(d.addr, &args));
     let drops = field(&json, "\"resume\":", "reconnects");
     // 40 members, 2 s, one drop per 0.5 s each: about 160.
     assert!(drops >= 80.0, "{json}");
@@ -451,7 +399,7 @@ fn reconnecting_members_resume_through_history_without_loss() {
 
     // No history held: the resumes are told of gaps, the loss is seen.
     let d = Daemon::start(&["--history", "0"]);
-    let out = muxload(&d, &args);
+    let out = muxload(d.addr, &args);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(3), "loss exits 3: {stdout}");
     assert!(field(&stdout, "\"resume\":", "gaps") > 0.0, "{stdout}");
@@ -567,7 +515,7 @@ fn version_2_guests_get_ready_on_a_daemon_that_takes_tokens() {
     std::fs::write(&key, "a shared secret of at least thirty-two bytes, ok").unwrap();
     let daemon = Daemon::start(&["--auth-key", key.to_str().unwrap()]);
     let out = muxload(
-        &daemon,
+        daemon.addr,
         &[
             "--clients",
             "20",

@@ -8,40 +8,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::muxload::{field, muxload};
 use common::Daemon;
-
-/// The number after `"key":` in muxload's one-line JSON, searching after
-/// `within` (as in tests/muxload.rs).
-#[track_caller]
-fn field(json: &str, within: &str, key: &str) -> f64 {
-    let from = json
-        .find(within)
-        .unwrap_or_else(|| panic!("no {within} in {json}"));
-    let needle = format!("\"{key}\":");
-    let at = json[from..]
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + from
-        + needle.len();
-    let num: String = json[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
-        .collect();
-    num.parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
-}
-
-fn muxload(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_muxload"))
-        .arg("--connect")
-        .arg(addr)
-        .args(["--json", "--quiet"])
-        .args(args)
-        .output()
-        .expect("run muxload")
-}
 
 /// An HS256 secret file in a fresh directory.
 fn secret(name: &str) -> PathBuf {
@@ -79,7 +49,7 @@ fn every_accepted_msg_id_reaches_every_member_once_across_drops() {
         "--drain-timeout",
         "20",
     ];
-    let out = muxload(&d.addr.to_string(), &args);
+    let out = muxload(d.addr, &args);
     let json = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         out.status.code(),
@@ -127,7 +97,7 @@ fn a_token_the_daemon_does_not_trust_fails_the_setup_clearly() {
     let other = std::env::temp_dir().join(format!("muxload-v3-{}-other", std::process::id()));
     std::fs::write(&other, "another secret altogether, not the daemon's\n").unwrap();
     let out = muxload(
-        &d.addr.to_string(),
+        d.addr,
         &[
             "--token-key",
             other.to_str().unwrap(),

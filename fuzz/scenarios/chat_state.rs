@@ -2,7 +2,7 @@
 
 use muxchat::codec::ServerMessage;
 
-use super::sessions::{request, socket_clients, Client};
+use super::sessions::{read, request, socket_clients, Client};
 use super::Bytes;
 
 /// The chat state machine driven by arbitrary bytes: up to four sessions,
@@ -25,7 +25,6 @@ pub fn check(data: &[u8]) {
 
     use muxchat::server::chat::Chat;
     use muxchat::server::config::Config;
-    use muxchat::server::event_loop::reading::read;
 
     const SESSIONS: usize = 4;
     const STEPS: usize = 96;

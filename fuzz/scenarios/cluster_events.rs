@@ -3,7 +3,7 @@
 
 use muxchat::codec::{ClientMessage, ServerMessage};
 
-use super::sessions::{request, socket_clients, Client};
+use super::sessions::{read, request, socket_clients, Client};
 use super::Bytes;
 
 /// A cluster node's side of Redis driven by arbitrary bytes: a chat with a
@@ -35,7 +35,6 @@ pub fn check(data: &[u8]) {
     use muxchat::server::chat::Chat;
     use muxchat::server::cluster::Cluster;
     use muxchat::server::config::Config;
-    use muxchat::server::event_loop::reading::read;
 
     const NODE: &str = "n1";
     const PREFIX: &str = "muxchat:0:";

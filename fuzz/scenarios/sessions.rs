@@ -74,3 +74,25 @@ pub(super) fn request(input: &mut Bytes<'_>, nicks: &[&str], rooms: &[&str]) -> 
     msg.encode(&mut out);
     out
 }
+
+/// The loop's read of one session ([`reading::read`]), with the TLS
+/// handshake budget the loop would hold. These sessions are plain TCP, so
+/// the budget is never spent: a fresh one per read changes nothing.
+///
+/// [`reading::read`]: muxchat::server::event_loop::reading::read
+pub(super) fn read(
+    chat: &mut muxchat::server::chat::Chat,
+    t: mio::Token,
+    scratch: &mut [u8],
+    budget: usize,
+    iteration: u64,
+    now: std::time::Instant,
+) -> muxchat::server::event_loop::reading::ReadOutcome {
+    let config = chat.config();
+    let mut gate = muxchat::server::doors::HandshakeGate::new(
+        config.tls_handshakes_per_iteration,
+        config.tls_handshakes_per_ip,
+        config.limit_loopback,
+    );
+    muxchat::server::event_loop::reading::read(chat, &mut gate, t, scratch, budget, iteration, now)
+}

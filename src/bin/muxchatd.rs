@@ -10,9 +10,9 @@ use log::{info, warn};
 use muxchat::codec::pem::TlsError;
 use muxchat::server::cluster::ClusterError;
 use muxchat::server::config::{Config, LogFormat};
-use muxchat::server::event_loop::trace::Trace;
 use muxchat::server::logfmt;
 use muxchat::server::moderation::state_file;
+use muxchat::server::trace::Trace;
 use muxchat::server::Server;
 
 fn main() -> ExitCode {

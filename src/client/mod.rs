@@ -12,7 +12,9 @@
 //! - [`discover`]: `--discover`, the daemons on the LAN (UDP).
 //! - [`session`]: the event loop that moves bytes between the terminal, the
 //!   socket and [`state::Chat`], and reconnects (backoff with jitter) when
-//!   the connection drops or the server shuts down.
+//!   the connection drops or the server shuts down;
+//! - `link`: connecting, the stream (plain or TLS), one connection's
+//!   buffers, the backoff; `input`: typed lines in, the screen's lines out.
 //!
 //! The binary `src/bin/muxchat.rs` only turns flags into a [`Config`] and
 //! [`session::run`]'s result into an exit status.
@@ -21,6 +23,8 @@ pub mod command;
 pub mod discover;
 pub mod format;
 pub mod identity;
+mod input;
+mod link;
 pub mod session;
 pub mod state;
 pub mod tls;

@@ -31,39 +31,30 @@
 //! while lines remain, so the socket is still served throughout.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::ToSocketAddrs;
-use std::os::fd::AsRawFd;
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
 use super::command::{parse, Command};
-use super::format::clock_prefix;
 use super::identity::read_token_file;
+use super::input::{Input, Line, Screen};
+use super::link::{Conn, Link, Stream, SOCKET};
 use super::state::{Chat, Flow, Registration, Retry};
-use super::tls::{ClientTls, TlsStream};
+use super::tls::ClientTls;
 use super::Config;
 use crate::codec::v3::{self, ServerV3};
-use crate::codec::{code, ClientMessage, FrameReader, ServerMessage};
-use crate::net::OutBuf;
+use crate::codec::{code, ClientMessage, ServerMessage};
 
-const SOCKET: Token = Token(0);
+pub use super::link::{connect, connect_within, Backoff};
+
+/// Stdin's token; the socket's is the link's [`SOCKET`].
 const STDIN: Token = Token(1);
 
 /// How long to wait for BYE after sending QUIT.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
-/// How long a TCP connect may take per resolved address.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same, when reconnecting (the loop is blocked meanwhile).
 const RECONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The first reconnect waits up to this long; each failure doubles it.
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// The longest wait between two reconnect attempts.
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// On top of two heartbeats of silence before the connection is declared
 /// dead (the server's PING and our PONG may cross a busy moment).
 const HEARTBEAT_SLACK: Duration = Duration::from_secs(2);
@@ -72,363 +63,6 @@ const HEARTBEAT_SLACK: Duration = Duration::from_secs(2);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines typed while disconnected, held at most (then stdin waits).
 const MAX_HELD_LINES: usize = 1000;
-/// The largest frame accepted from the server (room and user lists can be
-/// long); anything larger is a broken server and ends the session.
-const MAX_SERVER_PAYLOAD: u32 = 16 * 1024 * 1024;
-/// Unprocessed typed input held at most before reading stdin pauses.
-const MAX_PENDING_INPUT: usize = 1024 * 1024;
-
-/// One line of input, or its end.
-enum Line {
-    Text(String),
-    End,
-}
-
-/// Where typed lines come from.
-enum Input {
-    /// A pollable fd 0 (terminal, pipe): bytes read on readiness, cut into
-    /// lines here. `more` means readiness was not drained (budget or cap), so
-    /// the loop must look again without waiting for a new edge.
-    Polled { buf: Vec<u8>, eof: bool, more: bool },
-    /// A regular file (a script, or stdin redirected from a file): read a
-    /// line at a time, never blocks for long.
-    Lines(Box<dyn BufRead>),
-    /// Input has ended and the end was reported.
-    Done,
-}
-
-impl Input {
-    /// Opens `--script FILE`, or stdin (polled if epoll accepts it).
-    fn open(script: Option<&std::path::Path>, poll: &Poll) -> Result<Input, String> {
-        if let Some(path) = script {
-            let f = File::open(path)
-                .map_err(|e| format!("cannot open script {}: {e}", path.display()))?;
-            return Ok(Input::Lines(Box::new(BufReader::new(f))));
-        }
-        let fd = io::stdin().as_raw_fd();
-        match poll
-            .registry()
-            .register(&mut SourceFd(&fd), STDIN, Interest::READABLE)
-        {
-            Ok(()) => Ok(Input::Polled {
-                buf: Vec::new(),
-                eof: false,
-                more: true,
-            }),
-            // EPERM: a regular file or /dev/null; epoll has no readiness
-            // for them (they are always "ready"), so read them directly.
-            Err(_) => Ok(Input::Lines(Box::new(BufReader::new(io::stdin())))),
-        }
-    }
-
-    /// Reads what fd 0 has now, without blocking: poll(2) with a zero
-    /// timeout before every read, so fd 0 never needs O_NONBLOCK (which
-    /// would also change a terminal shared with the shell and stdout).
-    fn drain_stdin(&mut self) {
-        let Input::Polled { buf, eof, more } = self else {
-            return;
-        };
-        *more = false;
-        for _ in 0..64 {
-            if *eof {
-                return;
-            }
-            if buf.len() >= MAX_PENDING_INPUT {
-                *more = true;
-                return;
-            }
-            let mut pfd = libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd we own, zero timeout.
-            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-            if n <= 0 {
-                return;
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match io::stdin().lock().read(&mut chunk) {
-                Ok(0) => *eof = true,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => *eof = true,
-            }
-        }
-        *more = true;
-    }
-
-    /// Whether a line can be had without waiting for readiness.
-    fn has_ready_line(&self) -> bool {
-        match self {
-            Input::Polled { buf, eof, .. } => buf.contains(&b'\n') || *eof,
-            Input::Lines(_) => true,
-            Input::Done => false,
-        }
-    }
-
-    /// The next whole line, if one is available now.
-    fn next_line(&mut self) -> Option<Line> {
-        let line = match self {
-            Input::Polled { buf, eof, .. } => {
-                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                    let rest = buf.split_off(i + 1);
-                    let line = std::mem::replace(buf, rest);
-                    Line::Text(String::from_utf8_lossy(&line).into_owned())
-                } else if *eof && !buf.is_empty() {
-                    Line::Text(String::from_utf8_lossy(&std::mem::take(buf)).into_owned())
-                } else if *eof {
-                    Line::End
-                } else {
-                    return None;
-                }
-            }
-            Input::Lines(r) => {
-                let mut s = String::new();
-                match r.read_line(&mut s) {
-                    Ok(0) | Err(_) => Line::End,
-                    Ok(_) => Line::Text(s),
-                }
-            }
-            Input::Done => return None,
-        };
-        if matches!(line, Line::End) {
-            *self = Input::Done;
-        }
-        Some(line)
-    }
-}
-
-/// Lines waiting to be printed, written to stdout once per iteration.
-struct Screen {
-    timestamps: bool,
-    lines: Vec<String>,
-    text: String,
-}
-
-impl Screen {
-    fn flush(&mut self) -> Result<(), String> {
-        if self.lines.is_empty() {
-            return Ok(());
-        }
-        let stamp = if self.timestamps {
-            clock_prefix()
-        } else {
-            String::new()
-        };
-        self.text.clear();
-        for line in self.lines.drain(..) {
-            self.text.push_str(&stamp);
-            self.text.push_str(&line);
-            self.text.push('\n');
-        }
-        let mut out = io::stdout().lock();
-        out.write_all(self.text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("cannot write to stdout: {e}"))
-    }
-}
-
-/// Resolves `target` (a missing port means 25000) and connects to the first
-/// address that answers.
-pub fn connect(target: &str) -> Result<TcpStream, String> {
-    connect_within(target, CONNECT_TIMEOUT)
-}
-
-/// [`connect`] with a per-address time limit.
-pub fn connect_within(target: &str, timeout: Duration) -> Result<TcpStream, String> {
-    let with_port;
-    let target = if target.contains(':') {
-        target
-    } else {
-        with_port = format!("{target}:25000");
-        &with_port
-    };
-    let addrs = target
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {target}: {e}"))?;
-    let mut last = format!("cannot resolve {target}: no addresses");
-    for addr in addrs {
-        match std::net::TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                s.set_nodelay(true)
-                    .and_then(|()| s.set_nonblocking(true))
-                    .map_err(|e| format!("cannot set up the socket to {addr}: {e}"))?;
-                return Ok(TcpStream::from_std(s));
-            }
-            Err(e) => last = format!("cannot connect to {target} ({addr}): {e}"),
-        }
-    }
-    Err(last)
-}
-
-/// Exponential backoff with jitter: attempt n waits a random time between
-/// half and all of `BASE * 2^n` (capped), so that many clients cut off by
-/// one restart do not all come back in the same millisecond.
-#[derive(Debug)]
-pub struct Backoff {
-    attempt: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    /// A backoff seeded from the clock and the process id.
-    pub fn new() -> Backoff {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Backoff {
-            attempt: 0,
-            rng: (nanos ^ (u64::from(std::process::id()) << 32)) | 1,
-        }
-    }
-
-    /// The wait before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = BACKOFF_BASE
-            .saturating_mul(1 << self.attempt.min(16))
-            .min(BACKOFF_CAP);
-        self.attempt += 1;
-        // xorshift64: jitter needs no more than this.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let half = ceiling / 2;
-        half + half.mul_f64((self.rng >> 11) as f64 / (1u64 << 53) as f64)
-    }
-
-    /// A registration succeeded: the next loss starts from the base again.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff::new()
-    }
-}
-
-/// The socket, plain or inside TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    fn open(tcp: TcpStream, tls: Option<&ClientTls>) -> Result<Stream, String> {
-        match tls {
-            None => Ok(Stream::Plain(tcp)),
-            Some(t) => Ok(Stream::Tls(Box::new(
-                t.connect(tcp).map_err(|e| e.to_string())?,
-            ))),
-        }
-    }
-
-    fn socket(&mut self) -> &mut TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => t.socket(),
-        }
-    }
-
-    /// Bytes below our `OutBuf` still wait for the socket (TLS records).
-    fn wants_write(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            Stream::Tls(t) => t.wants_write(),
-        }
-    }
-
-    fn send_pending(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(_) => Ok(()),
-            Stream::Tls(t) => t.send_tls(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => t.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(t) => t.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(t) => t.flush(),
-        }
-    }
-}
-
-/// One connection to the server and its buffers.
-struct Conn {
-    stream: Stream,
-    out: OutBuf,
-    reader: FrameReader,
-    /// Whether WRITABLE interest is registered (only while output waits).
-    writable: bool,
-    /// When the last frame arrived (for the client's own heartbeat).
-    last_rx: Instant,
-    /// Whether our PING for the current silence has been sent.
-    pinged: bool,
-}
-
-impl Conn {
-    fn open(mut stream: Stream, poll: &Poll) -> Result<Conn, String> {
-        poll.registry()
-            .register(stream.socket(), SOCKET, Interest::READABLE)
-            .map_err(|e| format!("cannot poll the socket: {e}"))?;
-        Ok(Conn {
-            stream,
-            out: OutBuf::default(),
-            reader: FrameReader::new(MAX_SERVER_PAYLOAD),
-            writable: false,
-            last_rx: Instant::now(),
-            pinged: false,
-        })
-    }
-
-    /// Writes what is queued; asks for WRITABLE only while bytes are left.
-    fn flush(&mut self, poll: &Poll) -> io::Result<()> {
-        self.out.write_to(&mut self.stream)?;
-        self.stream.send_pending()?;
-        let want = self.out.pending() > 0 || self.stream.wants_write();
-        if want != self.writable {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            poll.registry()
-                .reregister(self.stream.socket(), SOCKET, interest)?;
-            self.writable = want;
-        }
-        Ok(())
-    }
-
-    fn close(mut self, poll: &Poll) {
-        let _ = poll.registry().deregister(self.stream.socket());
-    }
-}
-
-/// The link to the server: a connection, or a time to try again.
-enum Link {
-    Up(Conn),
-    Down { retry_at: Instant },
-}
 
 /// Runs the session until `/quit`, the end of input, BYE or a fatal error.
 /// `Ok` carries the exit status; `Err` is a one-line reason to exit 1.
@@ -436,7 +70,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
     let stream = Stream::open(connect(&cfg.connect)?, cfg.tls.as_ref())?;
     let poll = Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
     let conn = Conn::open(stream, &poll)?;
-    let input = Input::open(cfg.script.as_deref(), &poll)?;
+    let input = Input::open(cfg.script.as_deref(), &poll, STDIN)?;
     let mut s = Session {
         poll,
         link: Link::Up(conn),
@@ -449,11 +83,7 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
             chat
         },
         input,
-        screen: Screen {
-            timestamps: cfg.timestamps,
-            lines: Vec::new(),
-            text: String::new(),
-        },
+        screen: Screen::new(cfg.timestamps),
         backoff: Backoff::new(),
         held: VecDeque::new(),
         sleep_until: None,
@@ -882,30 +512,5 @@ fn is_v3_frame(code: u16, payload: &[u8]) -> bool {
     match code {
         code::WELCOME => v3::hello_version(payload) == Some(v3::VERSION_3),
         c => v3::SERVER_CODES.contains(&c),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let mut ceiling = BACKOFF_BASE;
-        for _ in 0..12 {
-            let d = b.next_delay();
-            assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} vs {ceiling:?}");
-            ceiling = (ceiling * 2).min(BACKOFF_CAP);
-        }
-        assert_eq!(ceiling, BACKOFF_CAP);
-        b.reset();
-        assert!(b.next_delay() <= BACKOFF_BASE);
-        // Jitter: two clients cut at once do not retry in lockstep.
-        let mut a = Backoff::new();
-        a.rng ^= 0x9e37_79b9_7f4a_7c15;
-        let mut c = Backoff::new();
-        let same = (0..8).filter(|_| a.next_delay() == c.next_delay()).count();
-        assert!(same < 8);
     }
 }

@@ -21,7 +21,7 @@ use mio::net::UdpSocket;
 
 use crate::codec::discovery::{parse_probe, Reply, PROBE_LEN};
 
-use super::chat::limits::{Rate, TokenBucket};
+use super::limits::{Rate, TokenBucket};
 
 /// Replies per second, all askers together, and the burst allowed.
 const REPLY_RATE: Rate = Rate {

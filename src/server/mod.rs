@@ -7,15 +7,18 @@
 //!            |          v                                                      |
 //!            |   chat/: on_input -> dispatch -> handlers/ -> rooms, members    |
 //!            |          |  encode once, append bytes to each member's OutBuf    |
-//!            |          v  (event_loop/registry.rs: deliver, slow-consumer cut) |
-//!            |   session.rs: flush -> doors/ (wrap once per batch) -> fd       |
+//!            |          v  (sessions/registry.rs: deliver, slow-consumer cut)   |
+//!            |   sessions/session.rs: flush -> doors/ (wrap once per batch) -> fd |
 //!            +------------------------------------------------------------------+
 //! ```
 //!
 //! - [`event_loop`]: the loop's numbered stages, accept, interest, reading
-//!   a session, and the connections: the registry (slab keyed by token),
-//!   each session's buffers and lifecycle, timers, the loop trace. The
-//!   only module that touches `Poll`.
+//!   a session. The only module that touches `Poll`.
+//! - [`sessions`]: the connections, below the loop and the chat: the
+//!   registry (slab keyed by token), each session's buffers and lifecycle,
+//!   their deadlines.
+//! - [`trace`]: the loop trace (`--trace-file`) the loop and the chat write.
+//! - [`limits`]: the per-session token bucket.
 //! - [`chat`]: the chat state and its handlers by concern; it gets bytes
 //!   and door events, never a socket.
 //! - [`doors`]: the seam between a session and its socket, and one file
@@ -42,10 +45,13 @@ pub mod discovery;
 pub mod doors;
 pub mod event_loop;
 pub mod identity;
+pub mod limits;
 pub mod logfmt;
 pub mod metrics;
 pub mod moderation;
 pub mod reload;
+pub mod sessions;
+pub mod trace;
 pub mod web;
 
 pub use event_loop::Server;

@@ -686,7 +686,9 @@ const scenarios = {
   // sees the topic in the header and his SAY refused with a sentence; alice
   // grants and takes back his rights, kicks him and bans him for 10 minutes
   // from his nick's menu; both timelines show each event, and bob's JOIN is
-  // then refused with a sentence.
+  // then refused with a sentence. The settings then list the ban, lift it
+  // with its Unban button, make the room invite-only and invite bob by
+  // nick, who is then let in.
   async moderation() {
     const alice = await accountPage('alice', '#mod');
     await alice.locator('#settingsBtn').waitFor({ state: 'visible', timeout: WAIT });
@@ -752,6 +754,36 @@ const scenarios = {
     assert.deepEqual(await joinedRooms(bob), []);
     await shot(alice, 'moderation-operator');
     await shot(bob, 'moderation-banned');
+
+    // The room's settings list the bans (LIST_BANS, BAN_LIST), each with
+    // an Unban button (UNBAN); the list follows.
+    await alice.click('#settingsBtn');
+    await alice.locator('#banList li', { hasText: 'nick:bob' }).waitFor({ timeout: WAIT });
+    assert.match(await alice.locator('#banList li').first().innerText(), /nick:bob by alice, until .*: flood/);
+    await shot(alice, 'moderation-bans');
+    await alice.click('#banList button[data-mask="nick:bob"]');
+    await shows(alice, 'alice lifted the ban on bob', '.note');
+    await alice.locator('#banList li.empty', { hasText: 'none' }).waitFor({ timeout: WAIT });
+    assert.equal(await alice.locator('#banList button').count(), 0);
+
+    // Invite-only from the same settings: bob is refused, then invited
+    // by nick (INVITE), told so (INVITED), and let in.
+    await alice.check('#modeInvite');
+    await alice.click('#settingsSave');
+    await shows(alice, 'The room is now moderated, invite-only.', '.note');
+    await say(bob, '/join #mod');
+    await shows(bob, 'Cannot join #mod: that room is invite-only', '.note.error');
+    await alice.click('#settingsBtn');
+    await alice.fill('#inviteInput', 'bob');
+    await alice.click('#inviteBtn');
+    await shows(alice, 'alice invited bob', '.note');
+    await shows(bob, 'alice invited you to #mod', '.note');
+    assert.equal(await alice.inputValue('#inviteInput'), '', 'the nick is cleared once sent');
+    await alice.click('#settingsCancel');
+    await say(bob, '/join #mod');
+    await waitUntil('bob let in by the invitation', async () => (await joinedRooms(bob)).length === 1);
+    await waitUntil('bob in alice\'s list again', async () => (await users(alice)).includes('bob'));
+    await shot(bob, 'moderation-invited');
   },
 };
 

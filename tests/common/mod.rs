@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use muxchat::codec::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
 
+pub mod examples;
 pub mod logs;
+pub mod muxload;
 
 /// How long a test waits for a frame it expects. Generous: CI machines are
 /// shared and slow; speed is measured by benchmarks, not tests.

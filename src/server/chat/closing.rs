@@ -9,7 +9,7 @@ use mio::Token;
 
 use crate::codec::{ErrorCode, NameKey, ServerMessage};
 
-use super::super::event_loop::lifecycle::CloseReason;
+use super::super::sessions::lifecycle::CloseReason;
 use super::{encode_into, Chat};
 
 impl Chat {

@@ -20,7 +20,6 @@ use mio::Token;
 use crate::codec::v3::{decode_say, role, SayV3, Secret, ServerV3, VERSION_3};
 use crate::codec::{code, valid_nick, ErrorCode, NameKey, ServerMessage};
 use crate::server::config::{AuthMode, Config};
-use crate::server::event_loop::lifecycle::CloseReason;
 use crate::server::identity::dedup::DEFAULT_DEDUP_TOTAL;
 use crate::server::identity::keys::DEFAULT_MAX_KEPT;
 use crate::server::identity::queue::{DEFAULT_CAPACITY, DEFAULT_PER_ITERATION};
@@ -28,6 +27,7 @@ use crate::server::identity::{
     now_unix_ms, AccountError, Accounts, AuthKey, Claims, Dedup, KeyClaim, KeyOwner, LoginQueue,
     Reject, SessionKey, SessionKeys, Verifier, MAX_TOKEN,
 };
+use crate::server::sessions::lifecycle::CloseReason;
 
 use super::members::Membership;
 use super::rooms::RoomId;

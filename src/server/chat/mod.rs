@@ -16,10 +16,10 @@
 //!   number per iteration, accounts, session keys, SAY_RESULT and
 //!   deduplication, REFRESH and expiry); [`who`]: who a session is, for
 //!   the handlers;
-//! - [`rooms`], [`history`], [`limits`]: membership indexes, held
+//! - [`rooms`], [`history`], [`limits`](super::limits): membership indexes, held
 //!   messages, the rate allowance;
 //! - [`closing`]: the reap stage, timers, the shutdown drain;
-//! - [`super::event_loop::registry`]: the sessions, delivery, and the first
+//! - [`super::sessions::registry`]: the sessions, delivery, and the first
 //!   step of closing.
 //!
 //! Closing is two-step: a session is *marked* (`Sessions::mark_closing`)
@@ -33,7 +33,6 @@ pub mod cluster;
 pub mod handlers;
 pub mod history;
 pub mod identity;
-pub mod limits;
 pub mod members;
 pub mod rooms;
 pub mod who;
@@ -53,17 +52,17 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
-use super::doors::{DoorEvent, HandshakeGate, Transport};
-use super::event_loop::lifecycle::CloseReason;
-use super::event_loop::registry::{Sessions, Stats};
-use super::event_loop::session::{Marks, Session};
-use super::event_loop::timers::Timers;
-use super::event_loop::trace::Trace;
+use super::doors::{DoorEvent, Transport};
+use super::limits::Rate;
 use super::metrics;
+use super::sessions::lifecycle::CloseReason;
+use super::sessions::registry::{Sessions, Stats};
+use super::sessions::session::{Marks, Session};
+use super::sessions::timers::Timers;
+use super::trace::Trace;
 use super::web::{Response, Status};
 use handlers::moderation::Moderation;
 use history::{Epochs, History};
-use limits::Rate;
 use members::{Member, Members};
 use rooms::{RoomId, Rooms};
 
@@ -87,8 +86,6 @@ pub struct Chat {
     pub(super) timers: Timers,
     /// Every room's held messages, under one byte budget.
     pub(super) history: History,
-    /// TLS handshake steps per iteration and handshakes per address.
-    pub handshakes: HandshakeGate,
     /// Picks each new room incarnation's epoch.
     pub(super) epochs: Epochs,
     /// Lingering rooms removed by `--max-lingering-rooms` or
@@ -137,11 +134,6 @@ impl Chat {
         let config_node_name = config.node_name.clone();
         let moderation = Moderation::new(config.room_state_ttl, config.state_file.as_deref());
         let identity = identity::Identity::new(&config);
-        let handshakes = HandshakeGate::new(
-            config.tls_handshakes_per_iteration,
-            config.tls_handshakes_per_ip,
-            config.limit_loopback,
-        );
         Chat {
             rate: Rate {
                 per_sec: config.rate,
@@ -154,7 +146,6 @@ impl Chat {
             nicks: HashMap::new(),
             timers: Timers::default(),
             history,
-            handshakes,
             epochs: Epochs::new(),
             rooms_evicted: 0,
             rooms_released: 0,

@@ -65,6 +65,11 @@ pub struct Room {
     pub ring: RingId,
     /// Set while the room is empty and lingering: when it emptied.
     pub empty_since: Option<Instant>,
+    /// Whether its moderation state has the moderated mode: SAY reads
+    /// this bool instead of folding the name and looking the state up.
+    /// The chat keeps it in step (`Chat::sync_moderated`) when the room is
+    /// created, when MODE changes, and when a state is dropped.
+    pub moderated: bool,
     /// What it is charged against `--lingering-memory` while lingering.
     linger_bytes: usize,
     /// Neighbours in the lingering list (`NIL`: none), while lingering.
@@ -128,6 +133,7 @@ impl Rooms {
             epoch,
             ring,
             empty_since: None,
+            moderated: false,
             linger_bytes: 0,
             prev: NIL,
             next: NIL,

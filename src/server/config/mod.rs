@@ -262,8 +262,9 @@ pub struct Args {
     pub lingering_memory: u64,
 
     /// Where a standalone daemon keeps room state (topics, modes, bans,
-    /// operator grants, invitations) and server-wide bans across restarts;
-    /// written atomically at most once a second after a change. Unreadable
+    /// operator grants, invitations) and server-wide bans (in
+    /// FILE.server-bans beside it) across restarts; each file written
+    /// atomically at most once a second after a change to it. Unreadable
     /// or corrupt at start: exit 1 naming it. Not with --redis (a cluster
     /// keeps room state in Redis).
     #[arg(long, env = "MUXCHAT_STATE_FILE", value_name = "FILE")]
@@ -466,7 +467,7 @@ pub struct Config {
     /// Whether loopback addresses count against `max_per_ip`.
     pub limit_loopback: bool,
     /// The prefixes `max_per_ip` counts (`--per-ip-prefix-v4/-v6`).
-    pub per_ip_keys: crate::server::event_loop::peers::PeerKeys,
+    pub per_ip_keys: crate::server::doors::peers::PeerKeys,
     /// Messages held per room (`--history`).
     pub history: usize,
     /// Held history bytes across all rooms (`--history-memory`).

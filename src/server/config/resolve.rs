@@ -139,7 +139,7 @@ impl Config {
             trace_file_max: args.trace_file_max,
             max_per_ip: args.max_per_ip as usize,
             limit_loopback: args.limit_loopback,
-            per_ip_keys: crate::server::event_loop::peers::PeerKeys {
+            per_ip_keys: crate::server::doors::peers::PeerKeys {
                 v4_bits: args.per_ip_prefix_v4,
                 v6_bits: args.per_ip_prefix_v6,
             },

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::gate::HandshakeGate;
-use crate::server::chat::limits::{Rate, TokenBucket};
+use crate::server::limits::{Rate, TokenBucket};
 
 /// What one frame costs against a read budget, in bytes: a budget in
 /// bytes alone lets a read of 8-byte frames (each answered with an ERROR)

@@ -45,6 +45,8 @@
 //!   put before the first byte.
 //! - [`refusing`]: connections turned away at accept, answered in the
 //!   language of the door their first byte picks.
+//! - [`peers`]: which address prefix a connection counts against for
+//!   `--max-per-ip` (a setting the loop's admission applies).
 //! - `meter` and `gate`: what a door read may spend (below).
 //!
 //! **Work, not protocol bytes** (issue 18): a door can do much work for
@@ -78,6 +80,7 @@ mod gate;
 mod http;
 mod input;
 mod meter;
+pub mod peers;
 pub mod proxy;
 pub mod refusing;
 mod sniff;

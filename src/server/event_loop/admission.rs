@@ -15,7 +15,7 @@ use socket2::SockRef;
 
 use super::super::doors::refusing;
 use super::super::doors::{ProxyStart, Transport};
-use super::session::Session;
+use super::super::sessions::session::Session;
 use super::Server;
 use crate::codec::ErrorCode;
 

@@ -70,20 +70,14 @@ use super::cluster::{self, Cluster, Reach};
 use super::config::Config;
 use super::discovery::Discovery;
 use super::doors::refusing::Refusals;
-use super::doors::{tls, Doors};
-use registry::FlushOutcome;
-use trace::Trace;
+use super::doors::{tls, Doors, HandshakeGate};
+use super::sessions::registry::FlushOutcome;
+use super::trace::Trace;
 
 mod admission;
 mod housekeeping;
-pub mod lifecycle;
 mod observe;
-pub mod peers;
 pub mod reading;
-pub mod registry;
-pub mod session;
-pub mod timers;
-pub mod trace;
 
 use housekeeping::default_node_name;
 use reading::ReadStop;
@@ -140,6 +134,9 @@ pub struct Server {
     still_readable: Vec<(Token, u64)>,
     /// Bytes the current half of stage 2 may still read (all sessions).
     global_left: usize,
+    /// TLS handshake steps per iteration and handshakes per address: a
+    /// door's budget, spent by reads, renewed by the loop each iteration.
+    handshakes: HandshakeGate,
     /// TLS sessions waiting for a handshake step, in arrival order:
     /// (token, session id). At most one entry per session.
     handshake_wait: VecDeque<(Token, u64)>,
@@ -153,7 +150,7 @@ pub struct Server {
     /// in their door's language.
     refusals: Refusals,
     /// Open connections per peer address prefix (for `--max-per-ip`; see
-    /// [`peers`]).
+    /// [`super::doors::peers`]).
     per_ip: HashMap<IpAddr, u32>,
     /// When the allocator was last asked to give memory back.
     last_trim: Option<Instant>,
@@ -248,6 +245,11 @@ impl Server {
             None => None,
         };
         let trace = config.trace_events;
+        let handshakes = HandshakeGate::new(
+            config.tls_handshakes_per_iteration,
+            config.tls_handshakes_per_ip,
+            config.limit_loopback,
+        );
         let tls = match &config.tls {
             Some((cert, key)) => Some(
                 // A TlsError inside: the binary reports it naming the file.
@@ -282,6 +284,7 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
             global_left: GLOBAL_READ_BUDGET,
+            handshakes,
             handshake_wait: VecDeque::new(),
             accept_more: false,
             accepts_left: ACCEPT_BUDGET,
@@ -452,8 +455,8 @@ impl Server {
     /// TLS handshakes refused a step in earlier iterations go first, in
     /// arrival order, while this iteration's handshake budget lasts.
     fn read_waiting_handshakes(&mut self, now: Instant) {
-        self.chat.handshakes.begin_iteration();
-        while self.chat.handshakes.left() > 0 {
+        self.handshakes.begin_iteration();
+        while self.handshakes.left() > 0 {
             let Some((t, id)) = self.handshake_wait.pop_front() else {
                 break;
             };
@@ -538,6 +541,7 @@ impl Server {
         let budget = READ_BUDGET.min(self.global_left);
         let r = reading::read(
             &mut self.chat,
+            &mut self.handshakes,
             t,
             &mut self.scratch,
             budget,

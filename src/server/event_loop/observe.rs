@@ -12,8 +12,7 @@ use mio::event::Event;
 use mio::{Events, Token};
 
 use super::super::cluster;
-use super::session::{self, Flushed};
-use super::session::{ReadOutcome, ReadStop};
+use super::super::sessions::session::{self, Flushed, ReadOutcome, ReadStop};
 use super::{Server, LISTENER, SIGNALS};
 
 impl Server {

@@ -11,15 +11,17 @@ use log::debug;
 use mio::Token;
 
 use super::super::chat::Chat;
-use super::super::doors::{Cost, DoorEvent};
-use super::session::Got;
-pub use super::session::{ReadOutcome, ReadStop};
+use super::super::doors::{Cost, DoorEvent, HandshakeGate};
+use super::super::sessions::session::Got;
+pub use super::super::sessions::session::{ReadOutcome, ReadStop};
 
 /// Reads `t` until `WouldBlock`, its `budget`, backpressure or the end
 /// of its input, dispatching whole frames as they arrive. At most once
-/// per session per `iteration`.
+/// per session per `iteration`. A TLS handshake step takes one from the
+/// loop's `gate`.
 pub fn read(
     chat: &mut Chat,
+    gate: &mut HandshakeGate,
     t: Token,
     scratch: &mut [u8],
     budget: usize,
@@ -70,14 +72,7 @@ pub fn read(
             .saturating_sub(done.work())
             .clamp(1024, scratch.len());
         let mut cost = Cost::default();
-        let got = s.read_some(
-            &mut scratch[..room],
-            marks,
-            rate,
-            now,
-            &mut chat.handshakes,
-            &mut cost,
-        );
+        let got = s.read_some(&mut scratch[..room], marks, rate, now, gate, &mut cost);
         done.wire += cost.work;
         if cost.limited > 0 || cost.refused {
             note_cost(chat, &cost);

@@ -1,16 +1,32 @@
 //! `--state-file`: room states and server-wide bans across restarts, for a
 //! standalone daemon.
 //!
-//! The format is JSON through serde, versioned:
+//! Two files, JSON through serde, each with a version: the state file
+//! itself holds the rooms, and `FILE.server-bans` beside it holds the
+//! server-wide bans:
 //!
 //! ```text
-//! {"version":1,
-//!  "rooms":[{"name":"#rust","topic":"...","topic_by":"alice","topic_time_ms":...,
-//!            "modes":2,"ops":["alice"],"invitations":[{"account":"bob"},{"guest":"~eve"}],
-//!            "bans":[{"mask":"nick:spam*","by":"alice","reason":"","until_ms":0}],
-//!            "emptied_at_ms":...}],
-//!  "server_bans":[{"mask":"ip:192.0.2.0/24","by":"root","reason":"...","until_ms":0}]}
+//! FILE:             {"version":2,
+//!                    "rooms":[{"name":"#rust","topic":"...","topic_by":"alice","topic_time_ms":...,
+//!                              "modes":2,"ops":["alice"],"invitations":[{"account":"bob"},{"guest":"~eve"}],
+//!                              "bans":[{"mask":"nick:spam*","by":"alice","reason":"","until_ms":0}],
+//!                              "emptied_at_ms":...}]}
+//! FILE.server-bans: {"version":2,
+//!                    "server_bans":[{"mask":"ip:192.0.2.0/24","by":"root","reason":"...","until_ms":0}]}
 //! ```
+//!
+//! Two files because the parts change at different rates: rooms change
+//! with every account that creates a room (its creator's OP grant) and
+//! every room that empties, server-wide bans with an administrator's BAN.
+//! In one file every room change rewrote up to 200,000 server-wide bans
+//! (about 10 MB at 100,000); now each part is written only when it changed
+//! (docs/BENCHMARKS.md, "Identity and moderation").
+//!
+//! Version 1 was one file with both parts (`"rooms"` and `"server_bans"`).
+//! It still loads, and is migrated at once, before the daemon serves:
+//! `FILE.server-bans` is written first, then `FILE` as version 2, so a
+//! crash between the two leaves the version-1 file, which is read whole
+//! again (a version-1 file ignores any `FILE.server-bans` beside it).
 //!
 //! JSON rather than a compact binary format: an operator can read it, fix
 //! it by hand or feed it to `jq`, and serde_json was in the build already;
@@ -18,21 +34,23 @@
 //! docs/BENCHMARKS.md), which the chunked writer spreads over iterations.
 //!
 //! Loading happens once, at start: a file that cannot be read or does not
-//! parse, a version other than 1, a mask, room name or mode the daemon
-//! would refuse, or more bans than the bounds: [`StateFileError`] naming
-//! the file, and the daemon exits 1. A missing file is a first start (its
-//! directory must exist: writes need it).
+//! parse, an unknown version, a mask, room name or mode the daemon would
+//! refuse, more bans than the bounds, or a part in the other part's file:
+//! [`StateFileError`] naming the file, and the daemon exits 1. A missing
+//! file is an empty part (both missing: a first start; the directory must
+//! exist: writes need it).
 //!
-//! Writing is atomic: the bytes go to a temporary file in the same
-//! directory, which is fsynced, renamed over the file, and the directory
-//! fsynced, so a crash leaves the old file or the new one, never half of
-//! one. [`StateWriter`] writes at most once per second after a change
-//! (`mark_dirty`, `next_write_at`), and does it in steps the loop's timers
-//! drive: each [`StateWriter::step`] serializes a bounded number of rooms
-//! and bans, or writes a bounded number of bytes; the last step fsyncs and
-//! renames. A room or ban changed while a write is under way marks the
-//! writer dirty again, so the next write carries it: each write holds
-//! every room as it was when the writer reached it.
+//! Writing is atomic, per file: the bytes go to a temporary file in the
+//! same directory, which is fsynced, renamed over the file, and the
+//! directory fsynced, so a crash leaves the old file or the new one, never
+//! half of one. [`StateWriter`] writes each part at most once per second
+//! after a change to it (`mark_rooms_dirty`, `mark_server_bans_dirty`,
+//! `next_write_at`), one file at a time, in steps the loop's timers drive:
+//! each [`StateWriter::step`] serializes a bounded number of rooms and
+//! bans, or writes a bounded number of bytes; the last step fsyncs and
+//! renames. A part changed while its write is under way is marked dirty
+//! again, so the next write carries it: each write holds every room (or
+//! ban) as it was when the writer reached it.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -49,12 +67,23 @@ use super::room_state::{
     Invitee, Modes, RoomState, RoomStates, MAX_GRANTS, MAX_INVITATIONS, MAX_TOPIC,
 };
 
-/// The format's version.
-pub const VERSION: u32 = 1;
-/// Least time between two writes, in ms.
+/// The format's version (two files: the rooms, the server-wide bans).
+pub const VERSION: u32 = 2;
+/// The first version: one file with both parts (still read, and migrated).
+pub const VERSION_1: u32 = 1;
+/// Least time between two writes of one part, in ms.
 pub const MIN_INTERVAL_MS: u64 = 1000;
 /// Largest state file read at start.
 pub const MAX_FILE: u64 = 1 << 30;
+/// What the server-wide bans' file adds to the state file's name.
+pub const SERVER_BANS_SUFFIX: &str = ".server-bans";
+
+/// The file beside `path` that holds the server-wide bans.
+pub fn server_bans_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(SERVER_BANS_SUFFIX);
+    PathBuf::from(name)
+}
 
 /// A state file that cannot be used at start (the daemon exits 1 with
 /// this as its one line).
@@ -129,31 +158,116 @@ struct BanIn {
     until_ms: u64,
 }
 
-/// Reads the state file at `path`, at `now_ms`, dropping what has expired
-/// meanwhile (bans past their end, rooms empty for longer than `ttl_ms`).
+/// Reads the state file at `path` and the server-wide bans' file beside
+/// it, at `now_ms`, dropping what has expired meanwhile (bans past their
+/// end, rooms empty for longer than `ttl_ms`). A version-1 file is
+/// migrated to version 2 before this returns.
 pub fn load(path: &Path, now_ms: u64, ttl_ms: u64) -> Result<Loaded, StateFileError> {
+    let fail = |path: &Path, cause: String| StateFileError {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(fail(
+            path,
+            format!("its directory {} does not exist", dir.display()),
+        ));
+    }
+    let (version, mut loaded) = match read_part(path, now_ms, ttl_ms)? {
+        Some((VERSION_1, loaded)) => {
+            migrate(path, &loaded)?;
+            return Ok(loaded);
+        }
+        Some(part) => part,
+        None => (VERSION, empty(ttl_ms)),
+    };
+    if !loaded.server_bans.is_empty() {
+        return Err(fail(
+            path,
+            format!(
+                "server_bans in a version-{version} state file (they belong in {})",
+                server_bans_path(path).display()
+            ),
+        ));
+    }
+    let bans_path = server_bans_path(path);
+    if let Some((version, bans)) = read_part(&bans_path, now_ms, ttl_ms)? {
+        if version == VERSION_1 || !bans.rooms.is_empty() {
+            return Err(fail(
+                &bans_path,
+                format!("a server-wide bans file holds version {VERSION} and no rooms"),
+            ));
+        }
+        loaded.server_bans = bans.server_bans;
+    }
+    Ok(loaded)
+}
+
+fn empty(ttl_ms: u64) -> Loaded {
+    Loaded {
+        rooms: RoomStates::new(ttl_ms),
+        server_bans: BanSet::new(MAX_SERVER_BANS),
+    }
+}
+
+/// One file's version and content; `None` when it does not exist.
+fn read_part(
+    path: &Path,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> Result<Option<(u32, Loaded)>, StateFileError> {
     let fail = |cause: String| StateFileError {
         path: path.to_path_buf(),
         cause,
     };
     let bytes = match read_bounded(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = parent_dir(path);
-            if !dir.is_dir() {
-                return Err(fail(format!(
-                    "its directory {} does not exist",
-                    dir.display()
-                )));
-            }
-            return Ok(Loaded {
-                rooms: RoomStates::new(ttl_ms),
-                server_bans: BanSet::new(MAX_SERVER_BANS),
-            });
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(format!("cannot read it: {e}"))),
     };
-    parse(&bytes, now_ms, ttl_ms).map_err(fail)
+    parse_versioned(&bytes, now_ms, ttl_ms)
+        .map(Some)
+        .map_err(fail)
+}
+
+/// A version-1 file as the two files of version 2: the server-wide bans
+/// first, so that a crash before the rename of `path` leaves the whole
+/// version-1 file in place.
+fn migrate(path: &Path, loaded: &Loaded) -> Result<(), StateFileError> {
+    let bans_path = server_bans_path(path);
+    for (file, bytes) in [
+        (&bans_path, server_bans_bytes(&loaded.server_bans)),
+        (&path.to_path_buf(), rooms_bytes(&loaded.rooms)),
+    ] {
+        write_atomically(file, &bytes).map_err(|e| StateFileError {
+            path: file.clone(),
+            cause: format!("cannot write it while migrating from version {VERSION_1}: {e}"),
+        })?;
+    }
+    log::info!(
+        "state file {}: migrated from version {VERSION_1} to {VERSION} (server-wide bans now in {})",
+        path.display(),
+        bans_path.display()
+    );
+    Ok(())
+}
+
+/// `bytes` as the whole of `path`: temporary file, fsync, rename, fsync of
+/// the directory (at start only: the loop writes in steps).
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(parent_dir(path))?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
@@ -169,14 +283,19 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Parses a state file's bytes (see [`load`]); the error says what is
-/// wrong and where.
+/// Parses one file's bytes, of either version and either part (see
+/// [`load`]); the error says what is wrong and where.
 pub fn parse(bytes: &[u8], now_ms: u64, ttl_ms: u64) -> Result<Loaded, String> {
+    parse_versioned(bytes, now_ms, ttl_ms).map(|(_, loaded)| loaded)
+}
+
+/// [`parse`], with the file's version.
+fn parse_versioned(bytes: &[u8], now_ms: u64, ttl_ms: u64) -> Result<(u32, Loaded), String> {
     let version: VersionIn =
         serde_json::from_slice(bytes).map_err(|e| format!("not a state file: {e}"))?;
-    if version.version != VERSION {
+    if version.version != VERSION && version.version != VERSION_1 {
         return Err(format!(
-            "format version {} (this daemon reads version {VERSION})",
+            "format version {} (this daemon reads versions {VERSION_1} and {VERSION})",
             version.version
         ));
     }
@@ -214,7 +333,7 @@ pub fn parse(bytes: &[u8], now_ms: u64, ttl_ms: u64) -> Result<Loaded, String> {
             },
         );
     }
-    Ok(Loaded { rooms, server_bans })
+    Ok((version.version, Loaded { rooms, server_bans }))
 }
 
 fn ban_from(ban: BanIn) -> Result<Ban, String> {
@@ -330,35 +449,56 @@ fn room_json(buf: &mut Vec<u8>, key: &NameKey, state: &RoomState) {
     let _ = serde_json::to_writer(&mut *buf, &out);
 }
 
-/// The whole state as one file's bytes, at once (tests, the fuzz target,
-/// a final write at shutdown).
-pub fn to_bytes(rooms: &RoomStates, server_bans: &BanSet) -> Vec<u8> {
-    let mut job = Serialize_::start(rooms);
+/// Which file a write is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The state file: every room's state.
+    Rooms = 0,
+    /// `FILE.server-bans`: the server-wide bans.
+    ServerBans = 1,
+}
+
+/// The rooms' file's bytes, at once (tests, the fuzz target, migration).
+pub fn rooms_bytes(rooms: &RoomStates) -> Vec<u8> {
+    whole(Part::Rooms, rooms, &BanSet::new(0))
+}
+
+/// The server-wide bans' file's bytes, at once.
+pub fn server_bans_bytes(server_bans: &BanSet) -> Vec<u8> {
+    whole(Part::ServerBans, &RoomStates::new(0), server_bans)
+}
+
+fn whole(part: Part, rooms: &RoomStates, server_bans: &BanSet) -> Vec<u8> {
+    let mut job = Serialize_::start(part, rooms);
     while !job.step(rooms, server_bans, usize::MAX) {}
     job.buf
 }
 
-/// Serializing in steps: the rooms by a snapshot of their names, then the
-/// server bans from the last mask written.
+/// Serializing one part in steps: the rooms by a snapshot of their
+/// names, or the server bans from the last mask written.
 #[allow(non_camel_case_types)]
 struct Serialize_ {
     buf: Vec<u8>,
+    part: Part,
     keys: Vec<NameKey>,
     next_room: usize,
-    rooms_done: bool,
     last_ban: Option<Mask>,
     any_ban: bool,
 }
 
 impl Serialize_ {
-    fn start(rooms: &RoomStates) -> Serialize_ {
+    fn start(part: Part, rooms: &RoomStates) -> Serialize_ {
         let mut buf = Vec::with_capacity(4096);
-        buf.extend_from_slice(format!("{{\"version\":{VERSION},\"rooms\":[").as_bytes());
+        let (field, keys) = match part {
+            Part::Rooms => ("rooms", rooms.iter().map(|(k, _)| *k).collect()),
+            Part::ServerBans => ("server_bans", Vec::new()),
+        };
+        buf.extend_from_slice(format!("{{\"version\":{VERSION},\"{field}\":[").as_bytes());
         Serialize_ {
             buf,
-            keys: rooms.iter().map(|(k, _)| *k).collect(),
+            part,
+            keys,
             next_room: 0,
-            rooms_done: false,
             last_ban: None,
             any_ban: false,
         }
@@ -367,13 +507,15 @@ impl Serialize_ {
     /// Serializes about `budget` items (a room counts one plus its bans);
     /// true when the bytes are complete.
     fn step(&mut self, rooms: &RoomStates, server_bans: &BanSet, budget: usize) -> bool {
+        match self.part {
+            Part::Rooms => self.step_rooms(rooms, budget),
+            Part::ServerBans => self.step_bans(server_bans, budget),
+        }
+    }
+
+    fn step_rooms(&mut self, rooms: &RoomStates, budget: usize) -> bool {
         let mut spent = 0usize;
-        while !self.rooms_done {
-            let Some(key) = self.keys.get(self.next_room) else {
-                self.buf.extend_from_slice(b"],\"server_bans\":[");
-                self.rooms_done = true;
-                break;
-            };
+        while let Some(key) = self.keys.get(self.next_room) {
             if spent >= budget {
                 return false;
             }
@@ -387,9 +529,14 @@ impl Serialize_ {
             }
             self.next_room += 1;
         }
+        self.buf.extend_from_slice(b"]}\n");
+        true
+    }
+
+    fn step_bans(&mut self, server_bans: &BanSet, budget: usize) -> bool {
         let mut written = None;
         let mut stopped = false;
-        for ban in server_bans.list_after(self.last_ban.as_ref()) {
+        for (spent, ban) in server_bans.list_after(self.last_ban.as_ref()).enumerate() {
             if spent >= budget {
                 // A ban is left: the next step resumes after the last one
                 // written, whatever changed in between.
@@ -402,7 +549,6 @@ impl Serialize_ {
             self.any_ban = true;
             let _ = serde_json::to_writer(&mut self.buf, &BanOut::from(ban));
             written = Some(&ban.mask);
-            spent += 1;
         }
         if let Some(m) = written {
             self.last_ban = Some(m.clone());
@@ -477,22 +623,54 @@ enum Job {
     },
 }
 
-/// Writes the state file atomically, at most once per second after a
-/// change, in bounded steps (see the module doc).
-pub struct StateWriter {
+/// One of the two files and when it was last written.
+#[derive(Debug)]
+struct PartFile {
     path: PathBuf,
     tmp: PathBuf,
     dirty: bool,
     last_start_ms: Option<u64>,
-    job: Option<Job>,
+}
+
+impl PartFile {
+    fn new(path: PathBuf) -> PartFile {
+        PartFile {
+            tmp: tmp_path(&path),
+            path,
+            dirty: false,
+            last_start_ms: None,
+        }
+    }
+
+    /// When this part's next write may start; `None` when clean.
+    fn due_at(&self, now_ms: u64) -> Option<u64> {
+        if !self.dirty {
+            return None;
+        }
+        Some(match self.last_start_ms {
+            Some(last) => now_ms.max(last.saturating_add(MIN_INTERVAL_MS)),
+            None => now_ms,
+        })
+    }
+}
+
+/// Writes the state file and the server-wide bans' file atomically, each
+/// at most once per second after a change to it, one at a time, in
+/// bounded steps (see the module doc).
+pub struct StateWriter {
+    /// Indexed by [`Part`].
+    parts: [PartFile; 2],
+    /// The write under way and its part.
+    job: Option<(Part, Job)>,
 }
 
 impl fmt::Debug for StateWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateWriter")
-            .field("path", &self.path)
-            .field("dirty", &self.dirty)
-            .field("writing", &self.job.is_some())
+            .field("path", &self.parts[0].path)
+            .field("rooms_dirty", &self.parts[0].dirty)
+            .field("server_bans_dirty", &self.parts[1].dirty)
+            .field("writing", &self.job.as_ref().map(|(p, _)| *p))
             .finish()
     }
 }
@@ -504,18 +682,24 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// `.NAME.tmp` beside `path`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    parent_dir(path).join(format!(".{name}.tmp"))
+}
+
 impl StateWriter {
-    /// A writer for `path` (its temporary file is `.NAME.tmp` beside it).
+    /// A writer for `path` and `path.server-bans` (their temporary files
+    /// are `.NAME.tmp` beside them).
     pub fn new(path: &Path) -> StateWriter {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "state".into());
         StateWriter {
-            path: path.to_path_buf(),
-            tmp: parent_dir(path).join(format!(".{name}.tmp")),
-            dirty: false,
-            last_start_ms: None,
+            parts: [
+                PartFile::new(path.to_path_buf()),
+                PartFile::new(server_bans_path(path)),
+            ],
             job: None,
         }
     }
@@ -524,26 +708,47 @@ impl StateWriter {
     pub fn phase(&self) -> Phase {
         match &self.job {
             None => Phase::Idle,
-            Some(Job::Serializing(_)) => Phase::Serializing,
-            Some(Job::Writing { .. }) => Phase::Writing,
-            Some(Job::Syncing { .. }) => Phase::Syncing,
-            Some(Job::Committing { .. }) => Phase::Committing,
+            Some((_, Job::Serializing(_))) => Phase::Serializing,
+            Some((_, Job::Writing { .. })) => Phase::Writing,
+            Some((_, Job::Syncing { .. })) => Phase::Syncing,
+            Some((_, Job::Committing { .. })) => Phase::Committing,
         }
     }
 
     /// The state file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.parts[Part::Rooms as usize].path
     }
 
-    /// Something the file holds changed.
+    /// The file of `part`.
+    pub fn path_of(&self, part: Part) -> &Path {
+        &self.parts[part as usize].path
+    }
+
+    /// The part whose write is under way, if any.
+    pub fn writing(&self) -> Option<Part> {
+        self.job.as_ref().map(|(p, _)| *p)
+    }
+
+    /// Something both files hold changed (or may have: tests, benches).
     pub fn mark_dirty(&mut self) {
-        self.dirty = true;
+        self.mark_rooms_dirty();
+        self.mark_server_bans_dirty();
+    }
+
+    /// A room's state changed (or was dropped).
+    pub fn mark_rooms_dirty(&mut self) {
+        self.parts[Part::Rooms as usize].dirty = true;
+    }
+
+    /// The server-wide bans changed.
+    pub fn mark_server_bans_dirty(&mut self) {
+        self.parts[Part::ServerBans as usize].dirty = true;
     }
 
     /// Whether a change waits to be written.
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.parts.iter().any(|p| p.dirty)
     }
 
     /// When the loop should call [`StateWriter::step`] next: `None` when
@@ -552,18 +757,13 @@ impl StateWriter {
         if self.job.is_some() {
             return Some(now_ms);
         }
-        if !self.dirty {
-            return None;
-        }
-        Some(match self.last_start_ms {
-            Some(last) => now_ms.max(last.saturating_add(MIN_INTERVAL_MS)),
-            None => now_ms,
-        })
+        self.parts.iter().filter_map(|p| p.due_at(now_ms)).min()
     }
 
-    /// One bounded step of a write (starting one when dirty and due). On
-    /// an error the write is abandoned, the writer stays dirty, and the
-    /// next try waits its second: the caller logs it.
+    /// One bounded step of a write (starting one, of the part due first,
+    /// when one is dirty and due). On an error the write is abandoned,
+    /// its part stays dirty, and the next try waits its second: the
+    /// caller logs it.
     pub fn step(
         &mut self,
         now_ms: u64,
@@ -571,96 +771,40 @@ impl StateWriter {
         server_bans: &BanSet,
         budget: StepBudget,
     ) -> io::Result<Step> {
-        let job = match self.job.take() {
+        let (part, job) = match self.job.take() {
             Some(job) => job,
             None => {
-                if self.next_write_at(now_ms).is_none_or(|at| at > now_ms) {
+                let due = [Part::Rooms, Part::ServerBans]
+                    .into_iter()
+                    .filter_map(|p| Some((self.parts[p as usize].due_at(now_ms)?, p)))
+                    .min_by_key(|(at, _)| *at);
+                let Some((_, part)) = due.filter(|(at, _)| *at <= now_ms) else {
                     return Ok(Step::Idle);
-                }
-                self.dirty = false;
-                self.last_start_ms = Some(now_ms);
-                Job::Serializing(Serialize_::start(rooms))
+                };
+                let file = &mut self.parts[part as usize];
+                file.dirty = false;
+                file.last_start_ms = Some(now_ms);
+                (part, Job::Serializing(Serialize_::start(part, rooms)))
             }
         };
-        match self.advance(job, rooms, server_bans, budget) {
+        let file = &self.parts[part as usize];
+        match advance(file, job, rooms, server_bans, budget) {
             Ok((Some(job), _)) => {
-                self.job = Some(job);
+                self.job = Some((part, job));
                 Ok(Step::Working)
             }
             Ok((None, len)) => Ok(Step::Written(len)),
             Err(e) => {
-                self.dirty = true;
-                let _ = fs::remove_file(&self.tmp);
+                let file = &mut self.parts[part as usize];
+                file.dirty = true;
+                let _ = fs::remove_file(&file.tmp);
                 Err(e)
             }
         }
     }
 
-    fn advance(
-        &self,
-        job: Job,
-        rooms: &RoomStates,
-        server_bans: &BanSet,
-        budget: StepBudget,
-    ) -> io::Result<(Option<Job>, usize)> {
-        Ok(match job {
-            Job::Serializing(mut s) => {
-                if !s.step(rooms, server_bans, budget.items.max(1)) {
-                    return Ok((Some(Job::Serializing(s)), 0));
-                }
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&self.tmp)?;
-                (
-                    Some(Job::Writing {
-                        file,
-                        buf: s.buf,
-                        pos: 0,
-                    }),
-                    0,
-                )
-            }
-            Job::Writing {
-                mut file,
-                buf,
-                mut pos,
-            } => {
-                let end = (pos + budget.bytes.max(1)).min(buf.len());
-                file.write_all(&buf[pos..end])?;
-                start_writeback(&file, pos, end - pos);
-                pos = end;
-                if pos < buf.len() {
-                    (Some(Job::Writing { file, buf, pos }), 0)
-                } else {
-                    (
-                        Some(Job::Syncing {
-                            file,
-                            len: buf.len(),
-                        }),
-                        0,
-                    )
-                }
-            }
-            Job::Syncing { file, len } => {
-                // Blocks until the data is on disk; the write steps
-                // started its writeback already, so this mostly waits for
-                // what is in flight and the file's metadata.
-                file.sync_all()?;
-                (Some(Job::Committing { len }), 0)
-            }
-            Job::Committing { len } => {
-                fs::rename(&self.tmp, &self.path)?;
-                // The rename is durable once the directory is.
-                File::open(parent_dir(&self.path))?.sync_all()?;
-                (None, len)
-            }
-        })
-    }
-
-    /// Finishes any write under way and, if dirty, writes the whole state
-    /// now (shutdown). Returns the bytes of the last file written.
+    /// Finishes any write under way and writes every dirty part now
+    /// (shutdown). Returns the bytes of the last file written.
     pub fn flush_all(
         &mut self,
         now_ms: u64,
@@ -672,10 +816,12 @@ impl StateWriter {
             bytes: usize::MAX,
         };
         let mut written = None;
-        // One pass for a write under way, one for the change after it.
-        for _ in 0..2 {
-            if self.job.is_none() && self.dirty {
-                self.last_start_ms = None;
+        // The write under way, then each part (bounded: three writes).
+        for _ in 0..3 {
+            if self.job.is_none() {
+                for p in &mut self.parts {
+                    p.last_start_ms = None;
+                }
             }
             loop {
                 match self.step(now_ms, rooms, server_bans, unlimited)? {
@@ -690,6 +836,76 @@ impl StateWriter {
         }
         Ok(written)
     }
+}
+
+fn advance(
+    file: &PartFile,
+    job: Job,
+    rooms: &RoomStates,
+    server_bans: &BanSet,
+    budget: StepBudget,
+) -> io::Result<(Option<Job>, usize)> {
+    Ok(match job {
+        Job::Serializing(mut s) => {
+            if !s.step(rooms, server_bans, budget.items.max(1)) {
+                return Ok((Some(Job::Serializing(s)), 0));
+            }
+            let out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&file.tmp)?;
+            (
+                Some(Job::Writing {
+                    file: out,
+                    buf: s.buf,
+                    pos: 0,
+                }),
+                0,
+            )
+        }
+        Job::Writing {
+            file: mut out,
+            buf,
+            mut pos,
+        } => {
+            let end = (pos + budget.bytes.max(1)).min(buf.len());
+            out.write_all(&buf[pos..end])?;
+            start_writeback(&out, pos, end - pos);
+            pos = end;
+            if pos < buf.len() {
+                (
+                    Some(Job::Writing {
+                        file: out,
+                        buf,
+                        pos,
+                    }),
+                    0,
+                )
+            } else {
+                (
+                    Some(Job::Syncing {
+                        file: out,
+                        len: buf.len(),
+                    }),
+                    0,
+                )
+            }
+        }
+        Job::Syncing { file: out, len } => {
+            // Blocks until the data is on disk; the write steps started
+            // its writeback already, so this mostly waits for what is in
+            // flight and the file's metadata.
+            out.sync_all()?;
+            (Some(Job::Committing { len }), 0)
+        }
+        Job::Committing { len } => {
+            fs::rename(&file.tmp, &file.path)?;
+            // The rename is durable once the directory is.
+            File::open(parent_dir(&file.path))?.sync_all()?;
+            (None, len)
+        }
+    })
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` to disk now,
@@ -715,23 +931,30 @@ fn start_writeback(file: &File, offset: usize, len: usize) {
     let _ = (file, offset, len);
 }
 
-/// The fuzz target's check (`fuzz/scenarios/state_file.rs`): any bytes
-/// either fail to load with a message or load into a state that writes
-/// back to bytes which load again to the same content.
+/// The fuzz target's check (`fuzz/scenarios/state_file.rs`): any bytes,
+/// read as a file of either version and either part, either fail to load
+/// with a message or load into a state that writes back, as the two
+/// version-2 files, to bytes which load again to the same content, each
+/// file holding its own part only.
 #[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) {
     const NOW: u64 = 1_000_000;
     let Ok(loaded) = parse(data, NOW, u64::MAX / 4) else {
         return;
     };
-    let bytes = to_bytes(&loaded.rooms, &loaded.server_bans);
-    let again = parse(&bytes, NOW, u64::MAX / 4).expect("what was written loads");
-    assert_eq!(
-        to_bytes(&again.rooms, &again.server_bans).len(),
-        bytes.len()
-    );
+    let rooms = rooms_bytes(&loaded.rooms);
+    let bans = server_bans_bytes(&loaded.server_bans);
+    let (v, again) = parse_versioned(&rooms, NOW, u64::MAX / 4).expect("the rooms' file loads");
+    assert_eq!(v, VERSION);
+    assert!(again.server_bans.is_empty());
+    let (v, again_bans) =
+        parse_versioned(&bans, NOW, u64::MAX / 4).expect("the server bans' file loads");
+    assert_eq!(v, VERSION);
+    assert!(again_bans.rooms.is_empty());
+    assert_eq!(rooms_bytes(&again.rooms).len(), rooms.len());
+    assert_eq!(server_bans_bytes(&again_bans.server_bans), bans);
     assert_eq!(again.rooms.len(), loaded.rooms.len());
-    assert_eq!(again.server_bans.len(), loaded.server_bans.len());
+    assert!(again_bans.server_bans.list().eq(loaded.server_bans.list()));
     for (key, state) in loaded.rooms.iter() {
         let other = again.rooms.get(key).expect("room kept");
         assert_eq!(other.topic, state.topic);
@@ -779,12 +1002,31 @@ mod tests {
         (rooms, server)
     }
 
+    /// Both parts in one version-1 file, as the first daemons wrote it.
+    fn version_1_bytes(rooms: &RoomStates, server: &BanSet) -> Vec<u8> {
+        let rooms = String::from_utf8(rooms_bytes(rooms)).unwrap();
+        let bans = String::from_utf8(server_bans_bytes(server)).unwrap();
+        let rooms = rooms.trim_end().strip_suffix('}').unwrap();
+        let bans = bans.split_once(',').unwrap().1;
+        format!(
+            "{},{bans}",
+            rooms.replacen("\"version\":2", "\"version\":1", 1)
+        )
+        .into_bytes()
+    }
+
     #[test]
     fn what_is_written_loads_back() {
         let (rooms, server) = sample();
-        let bytes = to_bytes(&rooms, &server);
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with("{\"version\":1,"), "{text}");
+        let text = String::from_utf8(rooms_bytes(&rooms)).unwrap();
+        assert!(text.starts_with("{\"version\":2,\"rooms\":["), "{text}");
+        assert!(!text.contains("server_bans"), "{text}");
+        let text = String::from_utf8(server_bans_bytes(&server)).unwrap();
+        assert!(
+            text.starts_with("{\"version\":2,\"server_bans\":["),
+            "{text}"
+        );
+        let bytes = version_1_bytes(&rooms, &server);
         let loaded = parse(&bytes, 1_000, 10_000).unwrap();
         let r = loaded.rooms.get(&key("#rust")).unwrap();
         assert_eq!(r.topic, "borrowck");
@@ -812,7 +1054,7 @@ mod tests {
         let bad = |text: &str| parse(text.as_bytes(), 0, 1000).unwrap_err();
         assert!(bad("").contains("not a state file"));
         assert!(bad("{\"version\":1,\"rooms\":[").contains("not a state file"));
-        assert!(bad("{\"version\":2}").contains("version 2"));
+        assert!(bad("{\"version\":3}").contains("version 3"));
         assert!(bad("{\"version\":1,\"rooms\":[{\"name\":\"nope\"}]}").contains("room name"));
         assert!(
             bad("{\"version\":1,\"rooms\":[{\"name\":\"#a\",\"modes\":8,\"ops\":[\"x\"]}]}")
@@ -861,29 +1103,100 @@ mod tests {
         };
         assert_eq!(w.next_write_at(0), None);
         assert_eq!(w.step(0, &rooms, &server, tiny).unwrap(), Step::Idle);
-        w.mark_dirty();
+        // A server-wide ban changed: its file alone is written.
+        w.mark_server_bans_dirty();
         assert_eq!(w.next_write_at(5), Some(5));
+        let bans_path = server_bans_path(&path);
         let mut steps = 0;
         let len = loop {
             steps += 1;
             match w.step(5, &rooms, &server, tiny).unwrap() {
-                Step::Working => assert!(!path.exists(), "renamed before the end"),
+                Step::Working => assert!(!bans_path.exists(), "renamed before the end"),
                 Step::Written(n) => break n,
                 Step::Idle => panic!("idle mid-write"),
             }
         };
         assert!(steps > 10, "{steps} steps");
-        assert_eq!(fs::read(&path).unwrap(), to_bytes(&rooms, &server));
-        assert_eq!(len, fs::metadata(&path).unwrap().len() as usize);
+        assert!(!path.exists(), "the rooms were written for a server ban");
+        assert_eq!(fs::read(&bans_path).unwrap(), server_bans_bytes(&server));
+        assert_eq!(len, fs::metadata(&bans_path).unwrap().len() as usize);
+        assert!(!dir.join(".state.json.server-bans.tmp").exists());
+        // A room changed: the rooms' file alone, at once (each part has
+        // its own second).
+        let bans_inode = inode(&bans_path);
+        w.mark_rooms_dirty();
+        assert_eq!(w.next_write_at(500), Some(500));
+        while !matches!(
+            w.step(500, &rooms, &server, tiny).unwrap(),
+            Step::Written(_)
+        ) {}
+        assert_eq!(fs::read(&path).unwrap(), rooms_bytes(&rooms));
+        assert_eq!(inode(&bans_path), bans_inode, "server bans rewritten");
         assert!(!dir.join(".state.json.tmp").exists());
-        // The next change waits for its second.
-        w.mark_dirty();
-        assert_eq!(w.next_write_at(500), Some(1005));
-        assert_eq!(w.step(500, &rooms, &server, tiny).unwrap(), Step::Idle);
+        // The next change of a part waits for that part's second.
+        w.mark_server_bans_dirty();
+        assert_eq!(w.next_write_at(600), Some(1005));
+        assert_eq!(w.step(600, &rooms, &server, tiny).unwrap(), Step::Idle);
         server.insert(ban("nick:late", 0)).unwrap();
-        assert!(w.flush_all(600, &rooms, &server).unwrap().is_some());
-        let loaded = load(&path, 600, 10_000).unwrap();
+        assert!(w.flush_all(700, &rooms, &server).unwrap().is_some());
+        assert!(!w.is_dirty());
+        let loaded = load(&path, 700, 10_000).unwrap();
         assert_eq!(loaded.server_bans.len(), server.len());
+        assert_eq!(loaded.rooms.len(), rooms.len());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap())
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_at_load() {
+        let dir = std::env::temp_dir().join(format!("muxchat-statem-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let bans_path = server_bans_path(&path);
+        assert_eq!(bans_path, dir.join("state.json.server-bans"));
+        let (rooms, server) = sample();
+        // A leftover bans' file beside a version-1 file (a migration cut
+        // short) is not read: the version-1 file is whole.
+        fs::write(&bans_path, "{\"version\":2,\"server_bans\":[]}").unwrap();
+        fs::write(&path, version_1_bytes(&rooms, &server)).unwrap();
+        let first = load(&path, 1_000, 10_000).unwrap();
+        assert_eq!(first.server_bans.len(), 2);
+        assert_eq!(first.rooms.len(), 2);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\"version\":2,\"rooms\":["), "{text}");
+        assert!(!text.contains("server_bans"), "{text}");
+        assert_eq!(
+            fs::read(&bans_path).unwrap(),
+            server_bans_bytes(&first.server_bans)
+        );
+        let again = load(&path, 1_000, 10_000).unwrap();
+        assert!(again.server_bans.list().eq(first.server_bans.list()));
+        assert_eq!(again.rooms.len(), 2);
+        // Each file is checked as the part it holds, and named.
+        fs::write(
+            &bans_path,
+            "{\"version\":2,\"server_bans\":[{\"mask\":\"x\"}]}",
+        )
+        .unwrap();
+        let e = load(&path, 1_000, 10_000).unwrap_err();
+        assert_eq!(e.path, bans_path);
+        assert!(e.to_string().contains("server ban 0"), "{e}");
+        fs::write(&bans_path, version_1_bytes(&rooms, &server)).unwrap();
+        let e = load(&path, 1_000, 10_000).unwrap_err();
+        assert_eq!(e.path, bans_path, "{e}");
+        fs::remove_file(&bans_path).unwrap();
+        fs::write(&path, server_bans_bytes(&server)).unwrap();
+        let e = load(&path, 1_000, 10_000).unwrap_err();
+        assert_eq!(e.path, path);
+        assert!(e.to_string().contains("belong in"), "{e}");
+        // Bans alone (no room ever had a state): loaded.
+        fs::remove_file(&path).unwrap();
+        fs::write(&bans_path, server_bans_bytes(&server)).unwrap();
+        assert_eq!(load(&path, 1_000, 10_000).unwrap().server_bans.len(), 2);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -893,7 +1206,7 @@ mod tests {
         for i in 0..50 {
             server.insert(ban(&format!("nick:n{i:02}"), 0)).unwrap();
         }
-        let mut s = Serialize_::start(&rooms);
+        let mut s = Serialize_::start(Part::ServerBans, &rooms);
         assert!(!s.step(&rooms, &server, 20));
         server.remove(&"nick:n40".parse().unwrap()).unwrap();
         server.insert(ban("nick:n00a", 0)).unwrap();
@@ -908,18 +1221,24 @@ mod tests {
         for i in 0..30 {
             server.insert(ban(&format!("nick:n{i:02}"), 0)).unwrap();
         }
-        let whole = to_bytes(&rooms, &server);
-        for budget in 1..40 {
-            let mut s = Serialize_::start(&rooms);
-            let mut steps = 1;
-            while !s.step(&rooms, &server, budget) {
-                steps += 1;
+        for (part, whole) in [
+            (Part::Rooms, rooms_bytes(&rooms)),
+            (Part::ServerBans, server_bans_bytes(&server)),
+        ] {
+            for budget in 1..40 {
+                let mut s = Serialize_::start(part, &rooms);
+                let mut steps = 1;
+                while !s.step(&rooms, &server, budget) {
+                    steps += 1;
+                }
+                assert_eq!(s.buf, whole, "{part:?}, budget {budget}");
+                if part == Part::ServerBans {
+                    assert!(
+                        steps >= server.len() / budget,
+                        "budget {budget}: {steps} steps"
+                    );
+                }
             }
-            assert_eq!(s.buf, whole, "budget {budget}");
-            assert!(
-                steps >= (server.len() + 2) / budget,
-                "budget {budget}: {steps} steps"
-            );
         }
     }
 

@@ -928,7 +928,7 @@ impl Chat {
             self.sessions.queue_flush(t);
             self.sessions.mark_closing(
                 t,
-                crate::server::event_loop::lifecycle::CloseReason::Fatal(
+                crate::server::sessions::lifecycle::CloseReason::Fatal(
                     crate::server::chat::identity::REPLACED,
                 ),
             );

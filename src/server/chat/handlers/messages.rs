@@ -95,8 +95,10 @@ impl Chat {
             return;
         };
         let frames = mem::take(&mut self.cast_frames);
-        self.trace.cast(self.rooms.get(id), frames, self.cast.len());
-        let members = &self.rooms.get(id).members;
+        let room = self.rooms.get(id);
+        let members = &room.members;
+        self.trace
+            .cast(&room.name, members.len(), frames, self.cast.len());
         self.sessions.hist.fanout_size.observe(members.len() as u64);
         for &member in members {
             self.sessions

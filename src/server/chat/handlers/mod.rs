@@ -1,7 +1,7 @@
 //! The request handlers, one file per concern (mini-redis's `cmd/`): each
 //! is a function over the chat's state that answers by appending encoded
 //! frames to sessions' output (through
-//! [`Sessions::deliver`](super::super::event_loop::registry::Sessions::deliver));
+//! [`Sessions::deliver`](super::super::sessions::registry::Sessions::deliver));
 //! none writes to a socket. `Chat::dispatch` (chat/mod.rs) picks the
 //! handler for each decoded request.
 //!

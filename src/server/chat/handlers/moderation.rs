@@ -79,9 +79,18 @@ impl Moderation {
         }
     }
 
+    /// A room's state changed: the state file's rooms are written again.
     fn changed(&mut self) {
         if let Some(w) = &mut self.writer {
-            w.mark_dirty();
+            w.mark_rooms_dirty();
+        }
+    }
+
+    /// The server-wide bans changed: their file is written again (and
+    /// only it: up to 200,000 bans are not rewritten for a room's change).
+    fn changed_server_bans(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.mark_server_bans_dirty();
         }
     }
 
@@ -234,18 +243,22 @@ impl Chat {
     // ----- what other paths ask -------------------------------------------
 
     /// SAY in a moderated room needs operator rights (NOT_ALLOWED).
+    /// One bool on the SAY path: the room's `moderated` flag.
     pub(in crate::server) fn may_say(&self, t: Token, room: RoomId) -> Result<(), ErrorCode> {
-        if self.moderation.rooms.is_empty() {
-            return Ok(());
-        }
-        let name = &self.rooms.get(room).name;
-        let moderated = NameKey::new(name)
-            .and_then(|k| self.moderation.rooms.get(&k))
-            .is_some_and(|s| s.modes.has(Modes::MODERATED));
-        if moderated && !self.is_room_operator(t, name) {
+        let r = self.rooms.get(room);
+        if r.moderated && !self.is_room_operator(t, &r.name) {
             return Err(ErrorCode::NotAllowed);
         }
         Ok(())
+    }
+
+    /// Sets room `id`'s `moderated` flag from its state (a room created,
+    /// its modes changed, its state dropped).
+    pub(in crate::server) fn sync_moderated(&mut self, id: RoomId) {
+        let moderated = NameKey::new(&self.rooms.get(id).name)
+            .and_then(|k| self.moderation.rooms.get(&k))
+            .is_some_and(|s| s.modes.has(Modes::MODERATED));
+        self.rooms.get_mut(id).moderated = moderated;
     }
 
     /// HELLO against the server-wide bans: the detail of a fatal BANNED if
@@ -419,7 +432,14 @@ impl Chat {
             if !dropped.is_empty() || !ended.is_empty() {
                 m.changed();
             }
+            // A dropped state's room is empty, but may linger and revive.
+            for room in &dropped {
+                if let Some(id) = self.rooms.find(room.as_str()) {
+                    self.sync_moderated(id);
+                }
+            }
         }
+        let m = &mut self.moderation;
         if m.server_bans.next_expiry().is_some_and(|at| at <= now) {
             let ended = m.server_bans.expire(now);
             for ban in &ended {
@@ -430,16 +450,18 @@ impl Chat {
                 );
             }
             if !ended.is_empty() {
-                m.changed();
+                m.changed_server_bans();
             }
         }
         let Some(w) = &mut m.writer else { return };
         if w.next_write_at(now).is_none_or(|at| at > now) {
             return;
         }
+        let part = w.writing();
         match w.step(now, &m.rooms, &m.server_bans, StepBudget::default()) {
             Ok(Step::Written(n)) => {
-                log::debug!("state file {} written ({n} bytes)", w.path().display())
+                let file = part.map_or(w.path(), |p| w.path_of(p));
+                log::debug!("state file {} written ({n} bytes)", file.display())
             }
             Ok(_) => {}
             Err(e) => warn!(
@@ -577,7 +599,11 @@ impl Chat {
         if let (None, Some(key)) = (scope.id, scope.key) {
             self.moderation.rooms.room_emptied(&key, now_ms());
         }
-        self.moderation.changed();
+        if scope.key.is_some() {
+            self.moderation.changed();
+        } else {
+            self.moderation.changed_server_bans();
+        }
     }
 
     /// The frame in `self.frame` to each version-3 member of room `id`.
@@ -688,6 +714,10 @@ impl Chat {
             .rooms
             .get(&scope.room())
             .map_or(0, |s| s.modes.bits());
+        // Live or lingering, the incarnation's flag follows the mode.
+        if let Some(id) = self.rooms.find(&scope.name) {
+            self.sync_moderated(id);
+        }
         self.touched(&scope);
         self.log_action(t, "mode", &scope.name, &format!("modes={bits}"), "");
         self.cast_room_info(t, &scope);

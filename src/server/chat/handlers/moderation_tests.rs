@@ -623,6 +623,73 @@ fn room_state_outlives_the_incarnation_and_is_dropped_after_its_ttl() {
     has(&got, "topic: \"\"");
 }
 
+/// bob's version-3 SAY in #r: refused (NOT_ALLOWED) or delivered.
+fn bob_says(w: &mut World, b: usize, msg_id: u64) -> Vec<String> {
+    w.send3(
+        b,
+        &ClientV3::Say {
+            room: "#r",
+            text: "hi",
+            msg_id,
+        },
+    );
+    w.take(b)
+}
+
+fn moderate(w: &mut World, a: usize, set: u16, clear: u16) {
+    w.send3(
+        a,
+        &ClientV3::Mode {
+            room: "#r",
+            set,
+            clear,
+        },
+    );
+    w.settle();
+}
+
+#[test]
+fn the_moderated_flag_follows_mode_re_creation_and_the_states_drop() {
+    let refused = format!("error: {}", ErrorCode::NotAllowed as u16);
+    // Re-created (no lingering): the new incarnation finds the mode.
+    let (mut w, a, b) = room_with_alice_and_bob(&["--room-ttl-ms", "0"]);
+    moderate(&mut w, a, 1, 0);
+    let id = w.chat.rooms.find("#r").unwrap();
+    assert!(w.chat.rooms.get(id).moderated);
+    has(&bob_says(&mut w, b, 1), &refused);
+    w.send(a, &ClientMessage::Leave { room: "#r" });
+    w.send(b, &ClientMessage::Leave { room: "#r" });
+    assert!(w.chat.rooms.find("#r").is_none(), "the incarnation is gone");
+    w.take(b);
+    join(&mut w, b, "#r");
+    has(&bob_says(&mut w, b, 2), &refused);
+    join(&mut w, a, "#r");
+    moderate(&mut w, a, 0, 1);
+    lacks(&bob_says(&mut w, b, 3), &refused);
+    moderate(&mut w, a, 1, 0);
+    has(&bob_says(&mut w, b, 4), &refused);
+    // Lingering past its state's TTL: the state goes, and the revived
+    // room is not moderated any more.
+    let (mut w, a, b) =
+        room_with_alice_and_bob(&["--room-ttl-ms", "60000", "--room-state-ttl-ms", "300"]);
+    moderate(&mut w, a, 1, 0);
+    w.send(a, &ClientMessage::Leave { room: "#r" });
+    w.send(b, &ClientMessage::Leave { room: "#r" });
+    let id = w.chat.rooms.find("#r").expect("lingering");
+    assert!(w.chat.rooms.get(id).moderated);
+    std::thread::sleep(Duration::from_millis(400));
+    w.settle();
+    assert!(w.chat.moderation.rooms.is_empty(), "dropped after the TTL");
+    assert!(
+        !w.chat.rooms.get(id).moderated,
+        "the flag went with the state"
+    );
+    w.take(b);
+    join(&mut w, b, "#r");
+    assert_eq!(w.chat.rooms.find("#r"), Some(id), "revived, not re-created");
+    lacks(&bob_says(&mut w, b, 5), &refused);
+}
+
 #[test]
 fn timed_bans_end_by_the_timer() {
     let (mut w, a, b) = room_with_alice_and_bob(&[]);

@@ -46,7 +46,10 @@ impl Chat {
             None => {
                 let epoch = self.epochs.next_epoch();
                 let ring = self.history.open();
-                self.rooms.create(room, epoch, ring)
+                let id = self.rooms.create(room, epoch, ring);
+                // A re-created room finds its state's moderated mode.
+                self.sync_moderated(id);
+                id
             }
         };
         // Membership belongs to the account: each of its sessions is in

@@ -58,10 +58,8 @@ use std::time::{Duration, Instant};
 use log::warn;
 use mio::{Events, Token};
 
-use super::super::chat::rooms::Room;
-use super::lifecycle::CloseReason;
-use super::session::Flushed;
-use super::session::{ReadOutcome, ReadStop};
+use super::sessions::lifecycle::CloseReason;
+use super::sessions::session::{Flushed, ReadOutcome, ReadStop};
 use crate::codec::ErrorCode;
 
 /// Room kept below the cap for the last line (`limit` or `end`, under
@@ -290,13 +288,13 @@ impl Trace {
     }
 
     /// Stage 2: one fan-out batch, `frames` frames (`bytes` bytes encoded
-    /// once) appended to each member of `room`.
+    /// once) appended to each of the `members` of `room`.
     #[inline]
-    pub fn cast(&mut self, room: &Room, frames: u64, bytes: usize) {
+    pub fn cast(&mut self, room: &str, members: usize, frames: u64, bytes: usize) {
         let Some(w) = self.0.as_mut() else { return };
-        let (i, members) = (w.iteration, room.members.len());
+        let i = w.iteration;
         let _ = write!(w.line, r#"{{"i":{i},"k":"cast","room":"#);
-        json_str(&mut w.line, &room.name);
+        json_str(&mut w.line, room);
         let _ = write!(
             w.line,
             r#","members":{members},"frames":{frames},"bytes":{bytes}}}"#

@@ -20,9 +20,9 @@ use std::time::Instant;
 
 pub use crate::net::OutBuf;
 
-use super::super::chat::limits::{Rate, TokenBucket};
 use super::super::config::Config;
 use super::super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport, FRAME_COST};
+use super::super::limits::{Rate, TokenBucket};
 use super::lifecycle::{CloseReason, Leaving, Lifecycle};
 
 /// The smallest read, however little headroom a session's output has left.
