@@ -413,6 +413,22 @@ fn an_accounts_sessions_on_two_nodes_share_its_nick_rooms_and_whispers() {
     });
     assert_eq!(whisper_from(&mut a1), ("~bob".into(), "hi".into()));
     assert_eq!(whisper_from(&mut a2), ("~bob".into(), "hi".into()));
+    // What one session whispers, the other (on the other node) sees sent.
+    a1.send(&ClientMessage::Whisper {
+        nick: "~bob",
+        text: "hello bob",
+    });
+    assert_eq!(whisper_from(&mut bob), ("alice".into(), "hello bob".into()));
+    let sent = wait_for(&mut a2, "WHISPER_SENT", |r| {
+        if r.code != v3code::WHISPER_SENT {
+            return None;
+        }
+        match ServerV3::decode(r.code, &r.payload).unwrap() {
+            ServerV3::WhisperSent { to, text } => Some((to.to_owned(), text.to_owned())),
+            other => panic!("{other:?}"),
+        }
+    });
+    assert_eq!(sent, ("~bob".into(), "hello bob".into()));
     // LEAVE from the first session: the account leaves, once.
     a1.send(&ClientMessage::Leave { room: "#s" });
     wait_left(&mut a1, "#s", "alice", SLOW);
@@ -644,6 +660,42 @@ fn an_account_session_that_ends_while_redis_is_out_of_reach_leaves_the_account_i
     });
     std::thread::sleep(Duration::from_secs(1));
     // The account still has a2: nobody saw it leave, and it speaks.
+    assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
+    say3(&mut a2, "#r", "still in", 1);
+    assert_eq!(say_result(&mut a2).4, 0);
+    assert_eq!(next_message(&mut bob).2, "still in");
+    a2.send(&ClientMessage::Quit { reason: "later" });
+    assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "later");
+}
+
+#[test]
+fn an_account_on_two_nodes_survives_redis_restarting_empty() {
+    let auth = Auth::new("empty");
+    let mut redis = Redis::start();
+    let ns = auth.nodes(&redis);
+    let token = auth.token("alice");
+    let (mut bob, _) = login(&ns[1], "bob", "", "");
+    join(&mut bob, "#r", "~bob");
+    let (mut a1, _) = login(&ns[0], "", &token, "");
+    join(&mut a1, "#r", "alice");
+    wait_joined(&mut bob, "#r", "alice");
+    let (mut a2, _) = login(&ns[1], "", &token, "");
+    wait_joined(&mut a2, "#r", "alice");
+    a2.recv_code(code::ROOM_STATE);
+    redis.restart_empty();
+    for n in &ns {
+        common::wait_until("the node rebuilt", SLOW, || {
+            cluster_support::http_get(n.addr, "/healthz").0 == 200
+        });
+    }
+    // A few heartbeats: a clash of claims would show by now.
+    std::thread::sleep(Duration::from_secs(4));
+    a1.assert_alive();
+    a2.assert_alive();
+    // Still one account with two sessions: one ends, nobody is told.
+    a1.send(&ClientMessage::Quit { reason: "bye" });
+    a1.expect_closed();
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(presence_of(&mut bob, "alice"), Vec::<String>::new());
     say3(&mut a2, "#r", "still in", 1);
     assert_eq!(say_result(&mut a2).4, 0);

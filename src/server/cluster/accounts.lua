@@ -19,6 +19,9 @@
 --                             folded nick is a member of
 --   P node:<node>:accts set  "sub \t session id \t nick" (folded) of a
 --                             node's account sessions
+--   P acctn:<nick>    string the sub of the account holding the folded
+--                             nick (a claim put back after a fault has
+--                             no sub of its own yet)
 --
 -- An account is one member of each of its rooms, whichever of its
 -- sessions joined: the room's entry names one of its sessions (the one
@@ -115,6 +118,19 @@ function acct.keep_nick(p, nk, v, ttl)
   return true
 end
 
+-- A WHISPER from a session of account sub on node `node` to `to` (as
+-- shown): its sessions on the other nodes see it (S).
+function acct.whisper_sent(p, sub, node, to, text)
+  local told = { [node] = true }
+  for _, k in ipairs(redis.call('HKEYS', p .. 'acct:' .. sub)) do
+    local n = fields(k)[1]
+    if not told[n] then
+      told[n] = true
+      redis.call('PUBLISH', p .. 'n:' .. n, 'S\n' .. sub .. '\n' .. to .. '\n' .. text)
+    end
+  end
+end
+
 -- A node's heartbeat: the nick claims of its accounts' sessions live as
 -- long as any of them does, whichever session holds the claim (its node
 -- may be dead and not reaped yet); a claim that lapsed is taken again.
@@ -135,8 +151,24 @@ end
 
 -- Whether claim f (its fields) is held by the account of session (node,
 -- sid): the account's sessions share one claim.
-function acct.shares(p, f, node, sid)
-  return f[5] ~= nil and redis.call('HEXISTS', p .. 'acct:' .. f[5], node .. '\t' .. sid) == 1
+function acct.shares(p, f, node, sid, nk)
+  local sub = f[5] or redis.call('GET', p .. 'acctn:' .. nk)
+  if not sub then
+    return false
+  end
+  local ak = p .. 'acct:' .. sub
+  return redis.call('HEXISTS', ak, node .. '\t' .. sid) == 1
+    and (f[5] ~= nil or redis.call('HEXISTS', ak, f[1] .. '\t' .. f[2]) == 1)
+end
+
+-- The sub field of a claim session (node, sid) puts back for folded
+-- nick nk ('\t' and the sub if it is an account's session, else '').
+function acct.claim_tail(p, nk, node, sid)
+  local sub = redis.call('GET', p .. 'acctn:' .. nk)
+  if sub and redis.call('HEXISTS', p .. 'acct:' .. sub, node .. '\t' .. sid) == 1 then
+    return '\t' .. sub
+  end
+  return ''
 end
 
 -- WHISPER to an account: once to each node holding one of its sessions
@@ -291,6 +323,7 @@ redis.register_function('mc_hello3', function(_, a)
   local out = { 'ok', at, key, kept }
   if sub ~= '' then
     redis.call('HSET', ak, node .. '\t' .. sid, nick)
+    redis.call('SET', p .. 'acctn:' .. nk, sub)
     redis.call('SADD', p .. 'node:' .. node .. ':accts', sub .. '\t' .. sid .. '\t' .. nk)
     for _, rk in ipairs(redis.call('SMEMBERS', p .. 'an:' .. nk)) do
       local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
@@ -357,10 +390,37 @@ redis.register_function('mc_acct_bye', function(_, a)
     end
   end
   redis.call('DEL', p .. 'an:' .. nk)
+  if redis.call('GET', p .. 'acctn:' .. nk) == sub then
+    redis.call('DEL', p .. 'acctn:' .. nk)
+  end
   if mine or (v and fields(v)[5] == sub) then
     redis.call('DEL', nkey)
   end
   redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+  return 1
+end)
+
+-- A node's rebuild (the store may have lost everything): one of its
+-- account sessions (sub, folded nick, nick, session id, then the folded
+-- rooms it is in) is the account's again, before the node claims its
+-- nicks, so the account's sessions on several nodes share one claim.
+redis.register_function('mc_acct_restore', function(_, a)
+  local p, sub, nk, nick, node, sid = a[1], a[2], a[3], a[4], a[5], a[6]
+  local ak = p .. 'acct:' .. sub
+  redis.call('HSET', ak, node .. '\t' .. sid, nick)
+  redis.call('SET', p .. 'acctn:' .. nk, sub)
+  redis.call('SADD', p .. 'node:' .. node .. ':accts', sub .. '\t' .. sid .. '\t' .. nk)
+  for i = 7, #a do
+    if redis.call('HEXISTS', p .. 'r:' .. a[i] .. ':m', nk) == 1 then
+      redis.call('SADD', p .. 'an:' .. nk, a[i])
+    end
+  end
+  local key = p .. 'nick:' .. nk
+  local v = redis.call('GET', key)
+  local f = v and fields(v)
+  if f and not f[5] and redis.call('HEXISTS', ak, f[1] .. '\t' .. f[2]) == 1 then
+    redis.call('SET', key, v .. '\t' .. sub, 'KEEPTTL')
+  end
   return 1
 end)
 

@@ -381,16 +381,22 @@ end)
 
 -- WHISPER: to the node holding the nick. 1, or 0 if nobody has it.
 redis.register_function('mc_whisper', function(_, a)
-  local p, nk, from, text = a[1], a[2], a[3], a[4]
+  -- sub, node: the sender's account and node, when it is an account's
+  -- session (its sessions on other nodes are told: WHISPER_SENT).
+  local p, nk, from, text, sub, node = a[1], a[2], a[3], a[4], a[5], a[6]
   local v = redis.call('GET', p .. 'nick:' .. nk)
   if not v then
     return 0
   end
   local f = fields(v)
   if f[5] then
-    return acct.whisper(p, f[5], from, text)
+    acct.whisper(p, f[5], from, text)
+  else
+    redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
   end
-  redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
+  if sub then
+    acct.whisper_sent(p, sub, node, f[3], text)
+  end
   return 1
 end)
 
@@ -726,7 +732,7 @@ redis.register_function('mc_claim', function(_, a)
     local f = v and fields(v)
     -- Another session of this node is a stale entry (it ended while the
     -- store was out of reach): this node's live sessions have unique nicks.
-    if f and acct.shares(p, f, node, sid) then
+    if f and acct.shares(p, f, node, sid, nk) then
       -- Another session of the same account holds it: no clash, and not
       -- this node's to renew.
       win = nil
@@ -742,7 +748,7 @@ redis.register_function('mc_claim', function(_, a)
     if win == nil then
       redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
     elseif win then
-      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
+      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at .. acct.claim_tail(p, nk, node, sid), 'PX', ttl)
       redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
       -- Kept in the node's set, so its heartbeat reports it again until

@@ -726,6 +726,43 @@ impl Chat {
         }
     }
 
+    /// The rebuild: each local account session is its account's again
+    /// in the store (`mc_acct_restore`), with the rooms it is in.
+    pub(super) fn send_account_restores(&mut self) {
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let mut calls: Vec<Vec<String>> = Vec::new();
+        for (&sid, &t) in &c.sids {
+            let Some(m) = self.live_member(t, sid) else {
+                continue;
+            };
+            let Some(sub) = m.account() else {
+                continue;
+            };
+            let mut args = vec![
+                sub.to_owned(),
+                fold(m.nick()),
+                m.nick().to_owned(),
+                c.node.clone(),
+                sid.to_string(),
+            ];
+            args.extend(
+                m.rooms()
+                    .iter()
+                    .filter_map(|r| c.rooms.get(&r.room).map(|cr| cr.key.clone())),
+            );
+            calls.push(args);
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        for args in calls {
+            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            c.fcall(Expect::Ignore("account restore"), "mc_acct_restore", &refs);
+        }
+    }
+
     /// A guest whose HELLO the store granted ended first: its nick goes,
     /// and the rooms a takeover gave it are left.
     fn guest_gone(&mut self, nick: &str, sid: u64, rooms: &[String], reason: &str) {
@@ -785,6 +822,24 @@ impl Chat {
                 ttl.as_bytes(),
             ],
         );
+    }
+
+    /// Event S on this node's channel: a session of account `sub` on
+    /// another node sent a WHISPER; its sessions here see it.
+    pub(super) fn whisper_sent_event(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 4) else {
+            return;
+        };
+        let (Some(sub), Some(to), Some(body)) = (text(f[1]), text(f[2]), text(f[3])) else {
+            return;
+        };
+        self.frame.clear();
+        crate::codec::v3::ServerV3::WhisperSent { to, text: body }.encode(&mut self.frame);
+        for s in self.identity.accounts.sessions_of(sub).to_vec() {
+            if self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
+                self.sessions.deliver(s, &self.frame);
+            }
+        }
     }
 
     /// The sender's other sessions here (version 3) see a WHISPER it sent.

@@ -206,6 +206,8 @@ impl Chat {
             self.account_joined(payload);
         } else if payload.first() == Some(&b'T') {
             self.taken_over(payload);
+        } else if payload.first() == Some(&b'S') {
+            self.whisper_sent_event(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);

@@ -178,6 +178,9 @@ impl Chat {
             }
         }
         let sids: Vec<u64> = c.sids.keys().copied().collect();
+        // Accounts' sessions before the claims: a claim two of them share
+        // is not a clash.
+        self.send_account_restores();
         self.send_claims(&sids);
         // Account sessions that ended meanwhile, before the sync would
         // part their accounts' rooms as this node's.

@@ -355,8 +355,13 @@ impl Chat {
         }
         // A nick on this node needs no round trip (an account's sessions
         // may be on other nodes too: the store reaches them all).
+        // (An account sender's sessions elsewhere see it sent: the store
+        // tells them.)
         let local = NameKey::new(nick).and_then(|k| self.nicks.get(&k)).copied();
-        if let Some(target) = local.filter(|&s| self.members.at(s).account().is_none()) {
+        let guests = |s: Token| {
+            self.members.at(s).account().is_none() && self.members.at(t).account().is_none()
+        };
+        if let Some(target) = local.filter(|&s| guests(s)) {
             let from = self.members.at(t).nick();
             encode_into(
                 &mut self.frame,
@@ -372,11 +377,13 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        c.fcall(
-            Expect::Whisper { t, sid },
-            "mc_whisper",
-            &[fold(nick).as_bytes(), me.nick().as_bytes(), body.as_bytes()],
-        );
+        let node = c.node.clone();
+        let nk = fold(nick);
+        let mut args: Vec<&[u8]> = vec![nk.as_bytes(), me.nick().as_bytes(), body.as_bytes()];
+        if let Some(sub) = me.account() {
+            args.extend([sub.as_bytes(), node.as_bytes()]);
+        }
+        c.fcall(Expect::Whisper { t, sid }, "mc_whisper", &args);
         self.wait(t);
     }
 
