@@ -158,12 +158,15 @@ fn say_result(c: &mut Client) -> (u64, String, u64, u64, u16) {
 fn join(c: &mut Client, room: &str, nick: &str) -> (u64, u64) {
     c.send(&ClientMessage::Join { room });
     wait_joined(c, room, nick);
-    wait_for(c, "ROOM_STATE", |r| match r.msg() {
+    let at = wait_for(c, "ROOM_STATE", |r| match r.msg() {
         ServerMessage::RoomState {
             epoch, last_seq, ..
         } => Some((epoch, last_seq)),
         _ => None,
-    })
+    });
+    // Version 3: the room's ROOM_INFO (moderation) follows at once.
+    c.recv_code(muxchat::codec::v3::code::ROOM_INFO);
+    at
 }
 
 /// The next MESSAGE: (seq, from, text).
@@ -682,6 +685,7 @@ fn an_account_on_two_nodes_survives_redis_restarting_empty() {
     let (mut a2, _) = login(&ns[1], "", &token, "");
     wait_joined(&mut a2, "#r", "alice");
     a2.recv_code(code::ROOM_STATE);
+    a2.recv_code(muxchat::codec::v3::code::ROOM_INFO);
     redis.restart_empty();
     for n in &ns {
         common::wait_until("the node rebuilt", SLOW, || {
