@@ -3,12 +3,12 @@
 //! the nick claim, several sessions of one account (join, leave, attach,
 //! whisper, limit), session takeover and kept keys, SAY_RESULT for each
 //! outcome with deduplication after a reconnect, REFRESH and expiry,
-//! the key reloaded on SIGHUP, and version 3 refused by a cluster node.
+//! and the key reloaded on SIGHUP (version 3 in a cluster:
+//! tests/cluster_identity.rs).
 //!
 //! Tokens are minted with the library's `mint` from an HS256 secret file
 //! each test writes.
 
-mod cluster_support;
 mod common;
 
 use std::path::PathBuf;
@@ -669,35 +669,4 @@ fn sighup_reloads_the_key_and_keeps_it_when_the_file_fails() {
     std::thread::sleep(Duration::from_millis(300));
     let (_c, w) = login(&d, "", &fresh, "");
     assert_eq!(w.account, "bob");
-}
-
-#[test]
-fn a_cluster_node_refuses_version_3_for_now() {
-    let auth = Auth::new("cluster");
-    let redis = cluster_support::Redis::start();
-    let d = cluster_support::node(&redis.url(), &["--auth-key", auth.arg()]);
-    let mut c = d.connect();
-    hello3(&mut c, "", &auth.token("alice"), "");
-    let r = c.recv();
-    assert_error(&r, ErrorCode::AuthFailed, code::HELLO);
-    match r.msg() {
-        ServerMessage::Error { detail, .. } => {
-            assert_eq!(detail, "accounts need a standalone server for now")
-        }
-        other => panic!("{other:?}"),
-    }
-    c.expect_closed();
-    let mut g = d.connect();
-    hello3(&mut g, "gus", "", "");
-    expect_fatal(&mut g, ErrorCode::BadVersion, code::HELLO);
-    // Version 2 guests still get in, with their `~`.
-    let mut v2 = d.connect();
-    v2.send(&ClientMessage::Hello {
-        version: 2,
-        nick: "vic",
-    });
-    match v2.recv().msg() {
-        ServerMessage::Welcome { nick, .. } => assert_eq!(nick, "~vic"),
-        other => panic!("{other:?}"),
-    }
 }

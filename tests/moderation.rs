@@ -11,7 +11,7 @@
 //! What needs version-3 sessions with accounts (tokens minted with
 //! `muxchatd token`, verified with `--auth-key`) is written here too and
 //! ignored until identity is wired (issue 20): operators, TOPIC, MODE,
-//! KICK, BAN acting at once, KILL, and the cluster's refusal.
+//! KICK, BAN acting at once, KILL (a cluster: tests/cluster_moderation.rs).
 
 mod cluster_support;
 mod common;
@@ -675,38 +675,10 @@ fn each_part_of_the_state_file_is_written_when_it_changes() {
 }
 
 #[test]
-fn a_cluster_node_takes_no_moderation_for_now() {
-    // A cluster node refuses version 3 at HELLO (accounts need a
-    // standalone server for now), so no session there can moderate; and
-    // for a version-2 session the moderation codes are unknown.
-    let dir = Scratch::new("v3-cluster");
-    let key = dir.file("hs256.key");
-    std::fs::write(
-        &key,
-        "a shared secret of at least thirty-two bytes, for tests",
-    )
-    .unwrap();
+fn a_version_2_session_on_a_cluster_node_cannot_moderate() {
+    // Moderation in a cluster is tested in tests/cluster_moderation.rs;
+    // for a version-2 session the moderation codes are unknown there too.
     let redis = cluster_support::Redis::start();
-    let node = cluster_support::node(&redis.url(), &["--auth-key", key.to_str().unwrap()]);
-    let token = mint(&key, "root", &["--admin"]);
-    let mut c = node.connect();
-    let mut out = Vec::new();
-    ClientV3::Hello {
-        version: 3,
-        nick: "",
-        token: Secret(&token),
-        session_key: Secret(""),
-    }
-    .encode(&mut out);
-    c.send_raw(&out);
-    let r = c.recv_code(code::ERROR);
-    assert_error(&r, ErrorCode::AuthFailed, code::HELLO);
-    match r.msg() {
-        ServerMessage::Error { detail, .. } => {
-            assert_eq!(detail, "accounts need a standalone server for now")
-        }
-        other => panic!("{other:?}"),
-    }
     // Without tokens (no `~` on nicks), a version-2 session's view.
     let plain = cluster_support::node(&redis.url(), &[]);
     let mut guest = plain.register("guest");

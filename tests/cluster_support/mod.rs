@@ -582,6 +582,9 @@ pub fn wait_for_within<T>(
             panic!("no {what} within {within:?}");
         };
         match c.try_recv(left) {
+            // ROOM_INFO follows every version-3 JOIN (moderation); these
+            // helpers' picks decode versions 1 and 2 only.
+            Some(r) if r.code == muxchat::codec::v3::code::ROOM_INFO => {}
             Some(r) => {
                 if let Some(t) = pick(&r) {
                     return t;

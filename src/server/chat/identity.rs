@@ -6,8 +6,9 @@
 //! The structures themselves (verifier, login queue, session keys, dedup,
 //! accounts) live in `server::identity`; this file owns the chat's use of
 //! them: [`Identity`] holds them with the counters, and the `Chat` methods
-//! below turn requests into their answers. A standalone server only: a
-//! cluster node refuses version 3 (see `hello_v3`).
+//! below turn requests into their answers. In a cluster the nick claim,
+//! the session key and the msg_ids are Redis's (`cluster::accounts`): the
+//! requests branch there once the node's own checks passed.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -253,14 +254,6 @@ impl Chat {
             if nick.is_empty() {
                 return self.error(t, ErrorCode::BadNick, code::HELLO, "");
             }
-            if self.cluster.is_some() {
-                return self.error(
-                    t,
-                    ErrorCode::BadVersion,
-                    code::HELLO,
-                    "version 3 needs a standalone server for now",
-                );
-            }
             return self.register_guest_v3(t, nick, key);
         }
         if self.identity.mode == AuthMode::Off {
@@ -269,14 +262,6 @@ impl Chat {
                 ErrorCode::AuthFailed,
                 code::HELLO,
                 "this server takes no tokens",
-            );
-        }
-        if self.cluster.is_some() {
-            return self.error(
-                t,
-                ErrorCode::AuthFailed,
-                code::HELLO,
-                "accounts need a standalone server for now",
             );
         }
         if token.len() > MAX_TOKEN {
@@ -360,6 +345,14 @@ impl Chat {
         }
         let owner = KeyOwner::guest(&shown);
         let key = self.parse_key(key);
+        if self.cluster.is_some() {
+            // The nick and the key are the cluster's: Redis decides both
+            // (with a key, the nick may be its own session's, taken over).
+            if key.is_none() && self.nicks.contains_key(&name) {
+                return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+            }
+            return self.cluster_hello_v3(t, &shown, None, key);
+        }
         // A guest reconnecting with its key while the server still holds
         // its old connection: the nick is its own.
         let old = key
@@ -419,6 +412,9 @@ impl Chat {
                 return self.claim_held(t);
             }
         }
+        if self.cluster.is_some() {
+            return self.cluster_account_hello(t, claims, key);
+        }
         // The newest claims rule the account: rooms they no longer allow
         // are left before this session is attached.
         if let Some(&first) = self.identity.accounts.sessions_of(&sub).first() {
@@ -472,6 +468,20 @@ impl Chat {
                 }
             },
         };
+        self.welcome_v3(t, nick, account, key, claim, exp_ms);
+    }
+
+    /// `t` is registered under `nick` with `key` (taken over, kept or
+    /// new, as `claim` says): WELCOME, then the rooms it is in.
+    pub(in crate::server) fn welcome_v3(
+        &mut self,
+        t: Token,
+        nick: &str,
+        account: Option<String>,
+        key: SessionKey,
+        claim: KeyClaim,
+        exp_ms: u64,
+    ) {
         let name = NameKey::new(nick).expect("a valid nick");
         let m = self.members.at_mut(t);
         m.replace_nick(nick);
@@ -489,15 +499,20 @@ impl Chat {
                 if matches!(claim, KeyClaim::Resume) {
                     self.identity.stats.keys_resumed += 1;
                 }
-                // Another session of the account: this one joins its rooms.
-                let other = account.as_deref().and_then(|a| {
-                    self.identity
-                        .accounts
-                        .sessions_of(a)
-                        .iter()
-                        .copied()
-                        .find(|&s| s != t)
-                });
+                // Another session of the account: this one joins its rooms
+                // (in a cluster, the store says which: see
+                // `cluster::accounts`).
+                let other = account
+                    .as_deref()
+                    .filter(|_| self.cluster.is_none())
+                    .and_then(|a| {
+                        self.identity
+                            .accounts
+                            .sessions_of(a)
+                            .iter()
+                            .copied()
+                            .find(|&s| s != t)
+                    });
                 if let Some(other) = other {
                     let rooms: Vec<RoomId> = self
                         .members
@@ -620,6 +635,11 @@ impl Chat {
 
     /// The account of `t` leaves each room `claims` no longer allow.
     fn leave_disallowed(&mut self, t: Token, claims: &Claims) {
+        // In a cluster the rooms are the store's: a local part would
+        // leave Redis's membership behind (see docs/PROTOCOL.md, §15).
+        if self.cluster.is_some() {
+            return;
+        }
         let gone: Vec<RoomId> = self
             .members
             .at(t)
@@ -680,6 +700,10 @@ impl Chat {
             Ok(index) => index,
             Err(e) => return self.say_refused(t, msg_id, room, e),
         };
+        if self.cluster.is_some() {
+            // Deduplicated and recorded in Redis, in the SAY's own call.
+            return self.cluster_say_v3(t, index, (room, text), msg_id, key);
+        }
         let (epoch, seq) = self.say_in(t, index, text);
         if let Some(k) = key {
             self.identity.dedup.record(k, msg_id, epoch, seq);
@@ -698,11 +722,24 @@ impl Chat {
         }
     }
 
-    fn say_refused(&mut self, t: Token, msg_id: u64, room: &str, error: ErrorCode) {
+    pub(in crate::server) fn say_refused(
+        &mut self,
+        t: Token,
+        msg_id: u64,
+        room: &str,
+        error: ErrorCode,
+    ) {
         self.reply_v3(t, &ServerV3::say_refused(msg_id, room, error));
     }
 
-    fn say_result(&mut self, t: Token, msg_id: u64, room: &str, epoch: u64, seq: u64) {
+    pub(in crate::server) fn say_result(
+        &mut self,
+        t: Token,
+        msg_id: u64,
+        room: &str,
+        epoch: u64,
+        seq: u64,
+    ) {
         let msg = ServerV3::SayResult {
             msg_id,
             room,
@@ -789,7 +826,7 @@ impl Chat {
     /// refreshed stay until their deadline; a client reconnecting over and
     /// over with long-lived tokens would grow the heap, so it is compacted
     /// when stale entries outnumber the live ones (amortised O(1)).
-    fn push_expiry(&mut self, at: u64, t: Token, sid: u64) {
+    pub(in crate::server) fn push_expiry(&mut self, at: u64, t: Token, sid: u64) {
         self.identity.expiry.push(Reverse((at, t, sid)));
         let live = self.identity.accounts.sessions() + 1;
         if self.identity.expiry.len() > 2 * live + 64 {

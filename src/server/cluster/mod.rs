@@ -28,8 +28,10 @@
 //! frames wait (held like paused input) until the answer or the event it
 //! produced comes back, and the loop never waits on Redis.
 
+pub mod accounts;
 pub mod link;
 pub mod lists;
+pub mod moderation;
 pub mod url;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -57,8 +59,14 @@ pub(crate) fn fold(name: &str) -> String {
         .unwrap_or_else(|| name.to_ascii_lowercase())
 }
 
-/// The function library loaded into Redis at every (re)connect.
-pub const LIBRARY: &str = include_str!("muxchat.lua");
+/// The function library loaded into Redis at every (re)connect: one
+/// library (one `#!lua` header, in muxchat.lua), its parts in files by
+/// concern.
+pub const LIBRARY: &str = concat!(
+    include_str!("muxchat.lua"),
+    include_str!("accounts.lua"),
+    include_str!("moderation.lua")
+);
 
 /// `--redis-timeout-ms`'s default, for a node made without a config: a
 /// request unanswered for this long means the link is stalled, and it is
@@ -190,6 +198,10 @@ pub(crate) enum Expect {
     Sync { sent: Instant },
     /// Leaves announced after the store came back: the ones nobody heard.
     Gone(Vec<Gone>),
+    /// Moderation's calls (`moderation.rs`).
+    Moderation(moderation::ModExpect),
+    /// Protocol version 3: accounts, session keys, SAY_RESULT.
+    Account(accounts::AccountExpect),
 }
 
 /// One call in flight: what its answer is for, its size, when it went.
@@ -223,6 +235,9 @@ pub(crate) struct ClusterRoom {
     pub joins: Vec<Waiter>,
     /// LEAVEs waiting for their LEFT event.
     pub leaves: Vec<Waiter>,
+    /// Sessions of a member account attaching (version 3), until their K
+    /// event: they do not wait (their input goes on).
+    pub attaches: Vec<Waiter>,
     /// A fill from the stream is in flight: events wait in `held`.
     pub filling: bool,
     /// The fill's call is in flight (else the resync sends it).
@@ -237,7 +252,7 @@ pub(crate) struct ClusterRoom {
 impl ClusterRoom {
     /// Nobody local is in it or joining it: unsubscribe and forget it.
     pub(crate) fn is_idle(&self, members: usize) -> bool {
-        members == 0 && self.joins.is_empty() && self.leaves.is_empty()
+        members == 0 && self.joins.is_empty() && self.leaves.is_empty() && self.attaches.is_empty()
     }
 }
 
@@ -309,6 +324,10 @@ pub struct Cluster {
     pub(crate) renaming: HashSet<u64>,
     /// Leaves to announce when the store is back.
     pub(crate) gone: VecDeque<Gone>,
+    /// Account sessions that ended while the store was out of reach
+    /// (sub, nick, session id, reason): told to it (`mc_acct_bye`) once
+    /// it is back, at most `GONE_MAX`.
+    pub(crate) account_byes: VecDeque<(String, String, u64, String)>,
     /// For the suffixes of renamed nicks.
     pub(crate) rng: u64,
     /// Logged once per change of availability.
@@ -317,6 +336,8 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// LIST_ROOMS and LIST_USERS answers, kept for `--cluster-list-ttl-ms`.
     pub(crate) lists: lists::Lists,
+    /// Moderation's replica bookkeeping (loads, events held meanwhile).
+    pub(crate) moderation: moderation::Replica,
 }
 
 /// The cluster's counters (STATS and `/metrics`).
@@ -477,10 +498,12 @@ impl Cluster {
             claims: HashMap::new(),
             renaming: HashSet::new(),
             gone: VecDeque::new(),
+            account_byes: VecDeque::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
             was_available: true,
             stats: ClusterStats::default(),
             lists: lists::Lists::new(DEFAULT_LIST_TTL),
+            moderation: moderation::Replica::default(),
         }
     }
 
@@ -518,6 +541,16 @@ impl Cluster {
             "mc_register",
             &[node.as_bytes(), ttl.as_bytes(), fresh],
         );
+    }
+
+    /// Remembers an account session's end the store could not hear now
+    /// (bounded: past it, the oldest is dropped, and that account may
+    /// stay in its rooms until its node's entry is reaped).
+    pub(crate) fn remember_account_bye(&mut self, bye: (String, String, u64, String)) {
+        if self.account_byes.len() >= GONE_MAX {
+            self.account_byes.pop_front();
+        }
+        self.account_byes.push_back(bye);
     }
 
     /// Remembers a leave the store could not hear now (bounded).
@@ -652,8 +685,13 @@ impl Cluster {
     pub(crate) fn subscribe_node_channels(&mut self) {
         let nick = format!("{}nickch", self.prefix);
         let node = format!("{}n:{}", self.prefix, self.node);
-        self.sub
-            .send(&[b"SUBSCRIBE", nick.as_bytes(), node.as_bytes()]);
+        let moderation = self.moderation_channel();
+        self.sub.send(&[
+            b"SUBSCRIBE",
+            nick.as_bytes(),
+            node.as_bytes(),
+            moderation.as_bytes(),
+        ]);
     }
 
     /// The heartbeat: refreshes this node's liveness key and its nicks'

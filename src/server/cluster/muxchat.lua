@@ -30,7 +30,8 @@
 --                             (an empty restart) as its node announced it:
 --                             "w|x \t node \t sid \t nick \t reason" then
 --                             the nodes told so far (x: a rejoin told the rest)
---   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER)
+--   channels: P c:<room> (room events), P nickch (NICK), P n:<node> (WHISPER),
+--             P modch (moderation, see moderation.lua)
 -- Events are text: a kind letter and fields separated by "\n", the last
 -- field (a text or a reason) running to the end.
 
@@ -46,6 +47,11 @@ local function fields(s)
     i = j + 1
   end
 end
+
+-- Accounts' part of the functions below (version 3: an account's
+-- sessions on several nodes share its nick and rooms), filled in by
+-- accounts.lua, which is loaded after this file.
+local acct = {}
 
 -- The store's clock in microseconds, as a decimal string (a Lua number
 -- would print in exponent form).
@@ -72,6 +78,9 @@ end
 
 local GONE_TTL = 86400000
 
+-- msg_ids remembered per session key (protocol.md: at least 4,096).
+local DEDUP_KEEP = 4096
+
 -- How long new sessions wait to join after the store lost its state: a
 -- node whose link went down reconnects within its longest backoff and a
 -- tick (2.5 s, src/server/cluster/link.rs and mod.rs), and rebuilds at once.
@@ -97,6 +106,17 @@ end
 local function room_empty(p, rk, ttl)
   local meta = p .. 'r:' .. rk
   redis.call('SREM', p .. 'rooms', rk)
+  -- The room's moderation state (moderation.lua) outlives it for its
+  -- own TTL; every node's replica starts the same clock.
+  local rs = p .. 'rs:' .. rk
+  local sttl = redis.call('HGET', rs, 'ttl')
+  if sttl then
+    local t = redis.call('TIME')
+    local at = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+    redis.call('HSET', rs, 'emptied', at)
+    redis.call('PEXPIRE', rs, sttl)
+    redis.call('PUBLISH', p .. 'modch', 'X\ne\n' .. rk .. '\n0\n' .. at .. '\n\n0\n\n')
+  end
   if tonumber(ttl) > 0 then
     redis.call('PEXPIRE', meta, ttl)
     redis.call('PEXPIRE', meta .. ':s', ttl)
@@ -109,16 +129,18 @@ end
 -- Returns 0 (and publishes nothing) if it was not a member: the node
 -- then completes the leave itself. ttl nil: someone joins right after,
 -- so the room stays whatever its count.
-local function part(p, rk, nk, node, sid, nick, reason, ttl)
+local function part(p, rk, nk, node, sid, nick, reason, ttl, kind)
   local meta = p .. 'r:' .. rk
   local before = redis.call('HLEN', meta .. ':m')
   redis.call('SREM', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
   if redis.call('HDEL', meta .. ':m', nk) == 0 then
     return 0
   end
+  redis.call('SREM', p .. 'an:' .. nk, rk)
   local seq = redis.call('HGET', meta, 'seq') or '0'
+  -- kind "X": a removal (KICK, BAN) its node follows; "L" otherwise.
   redis.call('PUBLISH', p .. 'c:' .. rk,
-    'L\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
+    (kind or 'L') .. '\n' .. seq .. '\n' .. before .. '\n' .. node .. '\n' .. sid .. '\n' .. nick .. '\n' .. reason)
   if ttl and redis.call('HLEN', meta .. ':m') == 0 and redis.call('EXISTS', meta) == 1 then
     room_empty(p, rk, ttl)
   end
@@ -156,13 +178,15 @@ end
 
 -- Everything a dead node held: its members leave ("node lost"), its
 -- nicks are freed.
-local function reap(p, node, ttl)
+local function reap(p, node, ttl, node_ttl)
+  -- An account with a session left elsewhere stays in its rooms.
+  acct.reap(p, node)
   for _, e in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':m')) do
     local f = fields(e)
     local v = redis.call('HGET', p .. 'r:' .. f[1] .. ':m', f[2])
     if v then
       local m = fields(v)
-      if m[2] == node then
+      if m[2] == node and not acct.reanchor(p, f[1], f[2], m[1]) then
         part(p, f[1], f[2], node, m[3], m[1], 'node lost', ttl)
         redis.call('SADD', p .. 'gone:' .. node, e)
       end
@@ -173,7 +197,7 @@ local function reap(p, node, ttl)
   end
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     local v = redis.call('GET', p .. 'nick:' .. nk)
-    if v and fields(v)[1] == node then
+    if v and fields(v)[1] == node and not acct.keep_nick(p, nk, v, node_ttl) then
       redis.call('DEL', p .. 'nick:' .. nk)
     end
   end
@@ -211,7 +235,8 @@ end)
 -- lingering one, adds the member, and publishes JOINED with the room's
 -- position: every MESSAGE before it has seq <= the seq it carries.
 redis.register_function('mc_join', function(_, a)
-  local p, rk, name, epoch, nk, nick, node, sid = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+  -- sub: an account's JOIN (absent for a guest).
+  local p, rk, name, epoch, nk, nick, node, sid, sub = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
   local meta = p .. 'r:' .. rk
   -- For SETTLE_US after the store lost its state (P quiet says when), a
   -- session that claimed its nick since waits (the node asks again at its
@@ -235,6 +260,11 @@ redis.register_function('mc_join', function(_, a)
     redis.call('PERSIST', meta .. ':s')
   end
   redis.call('SADD', p .. 'rooms', rk)
+  -- A moderation state on its TTL is kept again (moderation.lua).
+  if redis.call('HDEL', p .. 'rs:' .. rk, 'emptied') == 1 then
+    redis.call('PERSIST', p .. 'rs:' .. rk)
+    redis.call('PUBLISH', p .. 'modch', 'X\nf\n' .. rk .. '\n0\n0\n\n0\n\n')
+  end
   -- The nick's entry may still be a dead node's, not reaped yet (its
   -- session came back through this node): that member is announced LEFT
   -- first, so the reap cannot miss it and nobody sees two JOINED.
@@ -258,6 +288,11 @@ redis.register_function('mc_join', function(_, a)
     lv = tell_left(p, rk, lv)
     redis.call('SET', lk, 'x' .. string.sub(lv, 2), 'KEEPTTL')
   end
+  -- The account is a member already (another of its sessions joined
+  -- meanwhile): this session attaches, nobody else is told.
+  if sub and redis.call('HEXISTS', meta .. ':m', nk) == 1 then
+    return acct.attached(p, rk, ep, node, sid, nick)
+  end
   redis.call('HSET', meta .. ':m', nk, nick .. '\t' .. node .. '\t' .. sid)
   redis.call('SADD', p .. 'node:' .. node .. ':m', rk .. '\t' .. nk)
   local seq = redis.call('HGET', meta, 'seq')
@@ -269,12 +304,23 @@ redis.register_function('mc_join', function(_, a)
   end
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'J\n' .. ep .. '\n' .. seq .. '\n' .. first .. '\n' .. count .. '\n' .. node .. '\n' .. sid .. '\n' .. nick)
+  if sub then
+    acct.joined(p, sub, nk, rk, name)
+  end
   return 1
 end)
 
 -- LEAVE (or a session's end): LEFT to the room; the room goes (or
 -- lingers) when its last member leaves.
 redis.register_function('mc_leave', function(_, a)
+  -- a[9]: an account's LEAVE, from any of its sessions: the member's
+  -- entry may be another session's (the one that joined).
+  if a[9] then
+    local v = redis.call('HGET', a[1] .. 'r:' .. a[2] .. ':m', a[3])
+    if v then
+      redis.call('SREM', a[1] .. 'node:' .. fields(v)[2] .. ':m', a[2] .. '\t' .. a[3])
+    end
+  end
   return part(a[1], a[2], a[3], a[5], a[6], a[4], a[7], a[8])
 end)
 
@@ -286,14 +332,31 @@ redis.register_function('mc_say', function(_, a)
   -- nk and member: the sender's folded nick and its entry in the room's
   -- members as it must read ("nick \t node \t session id"), built by the
   -- node, so the check is one HGET and one comparison.
-  local p, rk, epoch, nick, text, time, maxlen, nk, member =
-    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]
+  -- key, msg_id, kttl: a version-3 SAY's session key, msg_id and the
+  -- key lifetime (absent for version 2, which pays nothing for them).
+  local p, rk, epoch, nick, text, time, maxlen, nk, member, key, msg_id, kttl =
+    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12]
   local meta = p .. 'r:' .. rk
+  -- A msg_id this key already sent: its original epoch and seq, nothing
+  -- delivered (on whichever node the first one came through).
+  local d
+  if key then
+    d = p .. 'd:' .. key
+    local was = redis.call('HGET', d, msg_id)
+    if was then
+      local f = fields(was)
+      return { 1, f[1], f[2] }
+    end
+  end
   if redis.call('HGET', meta, 'epoch') ~= epoch then
     return redis.error_reply('NOROOM the room is not known to the cluster store')
   end
-  if nk and redis.call('HGET', meta .. ':m', nk) ~= member then
-    return redis.error_reply('NOTMEMBER the sender is not a member of the room')
+  if nk then
+    -- member '*': an account's session (any of them speaks for it).
+    local m = redis.call('HGET', meta .. ':m', nk)
+    if m ~= member and not (m and member == '*') then
+      return redis.error_reply('NOTMEMBER the sender is not a member of the room')
+    end
   end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   if tonumber(maxlen) > 0 then
@@ -301,18 +364,39 @@ redis.register_function('mc_say', function(_, a)
   end
   redis.call('PUBLISH', p .. 'c:' .. rk,
     'M\n' .. epoch .. '\n' .. seq .. '\n' .. time .. '\n' .. nick .. '\n' .. text)
+  if d then
+    -- Recorded in the same step as the seq: a resend after an unknown
+    -- outcome (UNAVAILABLE) finds it. The newest DEDUP_KEEP per key.
+    redis.call('HSET', d, msg_id, epoch .. '\t' .. seq)
+    if redis.call('RPUSH', d .. ':o', msg_id) > DEDUP_KEEP then
+      redis.call('HDEL', d, redis.call('LPOP', d .. ':o'))
+    end
+    redis.call('PEXPIRE', d, kttl)
+    redis.call('PEXPIRE', d .. ':o', kttl)
+    redis.call('PEXPIRE', p .. 'key:' .. key, kttl)
+    return { 0, epoch, tostring(seq) }
+  end
   return seq
 end)
 
 -- WHISPER: to the node holding the nick. 1, or 0 if nobody has it.
 redis.register_function('mc_whisper', function(_, a)
-  local p, nk, from, text = a[1], a[2], a[3], a[4]
+  -- sub, node: the sender's account and node, when it is an account's
+  -- session (its sessions on other nodes are told: WHISPER_SENT).
+  local p, nk, from, text, sub, node = a[1], a[2], a[3], a[4], a[5], a[6]
   local v = redis.call('GET', p .. 'nick:' .. nk)
   if not v then
     return 0
   end
   local f = fields(v)
-  redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
+  if f[5] then
+    acct.whisper(p, f[5], from, text)
+  else
+    redis.call('PUBLISH', p .. 'n:' .. f[1], 'W\n' .. f[2] .. '\n' .. from .. '\n' .. text)
+  end
+  if sub then
+    acct.whisper_sent(p, sub, node, f[3], text)
+  end
   return 1
 end)
 
@@ -453,6 +537,7 @@ redis.register_function('mc_alive', function(_, a)
   redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
   redis.call('SADD', p .. 'nodes', node)
   local out = { 0, known }
+  acct.alive(p, node, ttl)
   for _, nk in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':nicks')) do
     local v = redis.call('GET', p .. 'nick:' .. nk)
     if v and fields(v)[1] == node then
@@ -475,7 +560,7 @@ redis.register_function('mc_alive', function(_, a)
   end
   for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
     if redis.call('EXISTS', p .. 'alive:' .. n) == 0 then
-      reap(p, n, room_ttl)
+      reap(p, n, room_ttl, ttl)
       out[1] = out[1] + 1
     end
   end
@@ -644,10 +729,14 @@ redis.register_function('mc_claim', function(_, a)
     local key = p .. 'nick:' .. nk
     local v = redis.call('GET', key)
     local win = true
+    local f = v and fields(v)
     -- Another session of this node is a stale entry (it ended while the
     -- store was out of reach): this node's live sessions have unique nicks.
-    if v then
-      local f = fields(v)
+    if f and acct.shares(p, f, node, sid, nk) then
+      -- Another session of the same account holds it: no clash, and not
+      -- this node's to renew.
+      win = nil
+    elseif f then
       if f[1] ~= node then
         if earlier(f[4], f[1], f[2], at, node, sid) then
           win = false
@@ -656,8 +745,10 @@ redis.register_function('mc_claim', function(_, a)
         end
       end
     end
-    if win then
-      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at, 'PX', ttl)
+    if win == nil then
+      redis.call('SREM', p .. 'node:' .. node .. ':nicks', nk)
+    elseif win then
+      redis.call('SET', key, node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at .. acct.claim_tail(p, nk, node, sid), 'PX', ttl)
       redis.call('SADD', p .. 'node:' .. node .. ':nicks', nk)
     else
       -- Kept in the node's set, so its heartbeat reports it again until

@@ -196,6 +196,8 @@ impl Chat {
             Expect::Sync { sent } => self.synced(sent, v),
             Expect::Gone(sent) => self.gone_answered(sent, v),
             Expect::Restore { room, epoch } => self.restored(room, epoch, v),
+            Expect::Moderation(m) => self.moderation_answer(m, v),
+            Expect::Account(e) => self.account_answer(e, v),
         }
     }
 
@@ -276,6 +278,8 @@ impl Chat {
             Expect::Claim => ("claim", 0, 0),
             Expect::Sync { .. } => ("sync", 0, 0),
             Expect::Gone(_) => ("gone", 0, 0),
+            Expect::Moderation(_) => ("moderation", 0, 0),
+            Expect::Account(_) => ("account", 0, 0),
         })
     }
 }

@@ -191,11 +191,23 @@ impl Chat {
                     self.room_event(id, payload);
                 }
             }
+        } else if channel.ends_with(b"modch") {
+            self.flush_cast();
+            self.moderation_event(payload);
         } else if channel.ends_with(b"nickch") {
             self.flush_cast();
             self.nick_event(payload);
         } else if payload.first() == Some(&b'G') {
             self.told_left(payload);
+        } else if matches!(payload.first(), Some(b'Q' | b'Y')) {
+            self.flush_cast();
+            self.moderation_node_event(payload);
+        } else if payload.first() == Some(&b'A') {
+            self.account_joined(payload);
+        } else if payload.first() == Some(&b'T') {
+            self.taken_over(payload);
+        } else if payload.first() == Some(&b'S') {
+            self.whisper_sent_event(payload);
         } else {
             self.flush_cast();
             self.whisper_event(payload);
@@ -220,6 +232,13 @@ impl Chat {
         let unsent: Vec<Waiter> = cr.joins.iter().filter(|w| !w.sent).copied().collect();
         for w in &mut cr.joins {
             w.sent = true;
+        }
+        let attaches: Vec<Waiter> = cr.attaches.iter().filter(|w| !w.sent).copied().collect();
+        for w in &mut cr.attaches {
+            w.sent = true;
+        }
+        for w in attaches {
+            self.send_attach(id, w);
         }
         if positioned {
             // Back after a drop: whatever the room said meanwhile.
@@ -266,7 +285,10 @@ impl Chat {
                 }
                 self.cast_message(id, seq, from, body);
             }
-            Some(b'J') => {
+            Some(&kind @ (b'J' | b'K')) => {
+                // K: a session of a member account attaches (the JOINED
+                // and ROOM_STATE are its alone).
+                let attach = kind == b'K';
                 self.flush_cast();
                 let Some(f) = split_fields(payload, 8) else {
                     return;
@@ -291,8 +313,11 @@ impl Chat {
                 let waiter = mine
                     .then(|| cr.joins.iter().position(|w| w.sid == sid))
                     .flatten();
+                let attaching = (attach && mine && waiter.is_none())
+                    .then(|| cr.attaches.iter().position(|w| w.sid == sid))
+                    .flatten();
                 if !positioned {
-                    if waiter.is_none() {
+                    if waiter.is_none() && attaching.is_none() {
                         return;
                     }
                     cr.positioned = true;
@@ -315,7 +340,22 @@ impl Chat {
                         };
                         let w = cr.joins.remove(i);
                         c.waits.remove(&w.sid);
-                        self.joined_here(id, w, seq, first, count > limit);
+                        if attach {
+                            self.attached_here(id, w, (seq, first), true);
+                        } else {
+                            self.joined_here(id, w, seq, first, count > limit);
+                            self.moderation_joined(w.t, w.sid, id, count == 1);
+                        }
+                    }
+                    None if attach => {
+                        let Some(c) = self.cluster.as_deref_mut() else {
+                            return;
+                        };
+                        let w = attaching
+                            .and_then(|i| c.rooms.get_mut(&id).map(|cr| cr.attaches.remove(i)));
+                        if let Some(w) = w {
+                            self.attached_here(id, w, (seq, first), false);
+                        }
                     }
                     None if count <= limit => {
                         // A member of this node put back after a reap
@@ -345,7 +385,10 @@ impl Chat {
                     None => {}
                 }
             }
-            Some(b'L') => {
+            Some(kind @ (b'L' | b'X')) => {
+                // "X": a KICK or BAN removed the member; its node follows
+                // (a reap's "L" of a live session here does not).
+                let removal = *kind == b'X';
                 self.flush_cast();
                 let Some(f) = split_fields(payload, 7) else {
                     return;
@@ -378,8 +421,9 @@ impl Chat {
                 // Its own LEAVE's event, or the store parting it (a node
                 // reaped): a wait for another room's JOIN is not this
                 // one's to end.
-                let leaving = here.is_some() && c.waits.get(&sid) == Some(&id);
-                if leaving {
+                let waited = here.is_some() && c.waits.get(&sid) == Some(&id);
+                let leaving = waited || (here.is_some() && removal);
+                if waited {
                     if let Some(cr) = c.rooms.get_mut(&id) {
                         cr.leaves.retain(|w| w.sid != sid);
                     }
@@ -422,13 +466,15 @@ impl Chat {
                         if let Some(index) = self.members.at(t).membership(id) {
                             self.drop_member(t, index);
                         }
-                        if leaving {
+                        if waited {
                             self.wake(t, sid);
                         }
                     }
                     None if !crowded => self.send_members(id),
                     None => {}
                 }
+                // An account leaves with all its sessions here.
+                self.account_left(id, nick, crowded);
                 self.forget_room_if_idle(id);
             }
             _ => debug!("cluster: an event of an unknown kind"),
@@ -631,7 +677,10 @@ impl Chat {
                 &mut self.frame,
                 &ServerMessage::WhisperFrom { from, text: body },
             );
-            self.sessions.deliver(t, &self.frame);
+            // To each session of an account on this node.
+            for s in self.sessions_of_member(t) {
+                self.sessions.deliver(s, &self.frame);
+            }
         }
     }
 

@@ -9,10 +9,16 @@
 //!   (jumps filled from the room's stream);
 //! - [`recovery`]: links coming and going, the cluster's timer, fencing,
 //!   nick claims and renames, rebuilding what Redis lost;
-//! - [`lists`]: LIST_ROOMS and LIST_USERS from the node's cache.
+//! - [`lists`]: LIST_ROOMS and LIST_USERS from the node's cache;
+//! - [`moderation`]: moderation requests, their answers and events, the
+//!   replica of the store's room states and server-wide bans;
+//! - [`accounts`]: protocol version 3 (accounts across nodes, session
+//!   keys, SAY_RESULT and deduplication).
 
+pub mod accounts;
 pub mod answers;
 pub mod events;
 pub mod lists;
+pub mod moderation;
 pub mod recovery;
 pub mod requests;

@@ -170,11 +170,21 @@ impl Chat {
             match &f.expect {
                 Expect::Hello { nick, .. } => nicks.push(fold(nick)),
                 Expect::Nick { new, .. } => nicks.push(fold(new)),
+                Expect::Account(crate::server::cluster::accounts::AccountExpect::Hello {
+                    nick,
+                    ..
+                }) => nicks.push(fold(nick)),
                 _ => {}
             }
         }
         let sids: Vec<u64> = c.sids.keys().copied().collect();
+        // Accounts' sessions before the claims: a claim two of them share
+        // is not a clash.
+        self.send_account_restores();
         self.send_claims(&sids);
+        // Account sessions that ended meanwhile, before the sync would
+        // part their accounts' rooms as this node's.
+        self.send_account_byes(true);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -204,6 +214,7 @@ impl Chat {
         for id in pending {
             self.send_fill(id);
         }
+        self.moderation_resync();
     }
 
     /// The cluster's timer: reconnects, stall checks, the heartbeat.
@@ -367,6 +378,18 @@ impl Chat {
         let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
             return;
         };
+        // An account's nick cannot change: it is the later claim of a
+        // clash between accounts (its own sessions share theirs).
+        if tries == 0 && self.members.at(t).account().is_some() {
+            c.renaming.remove(&sid);
+            self.sessions.cut(
+                t,
+                crate::codec::ErrorCode::NickInUse,
+                0,
+                "another account holds this nick",
+            );
+            return;
+        }
         // A NICK (or a JOIN) of its own in flight would race the rename:
         // the next heartbeat finds the clash again.
         if tries == 0 && s.is_waiting() {
@@ -506,6 +529,7 @@ impl Chat {
             Err(e) => warn!("cluster: sync: {e}"),
         }
         c.log_availability();
+        self.send_account_byes(false);
     }
 
     /// The answer to `mc_gone`: the leaves nobody heard are tried again.

@@ -139,6 +139,7 @@ impl Chat {
             return;
         };
         let nick = m.nick().to_owned();
+        let sub = m.account().map(str::to_owned);
         let room = self.rooms.get(id);
         let (name, epoch) = (room.name.clone(), room.epoch.to_string());
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -153,23 +154,26 @@ impl Chat {
             return;
         };
         let (node, sid) = (c.node.clone(), w.sid.to_string());
-        c.fcall(
-            Expect::Join {
-                t: w.t,
-                sid: w.sid,
-                room: id,
-            },
-            "mc_join",
-            &[
-                key.as_bytes(),
-                name.as_bytes(),
-                epoch.as_bytes(),
-                fold(&nick).as_bytes(),
-                nick.as_bytes(),
-                node.as_bytes(),
-                sid.as_bytes(),
-            ],
-        );
+        let nk = fold(&nick);
+        let mut args: Vec<&[u8]> = vec![
+            key.as_bytes(),
+            name.as_bytes(),
+            epoch.as_bytes(),
+            nk.as_bytes(),
+            nick.as_bytes(),
+            node.as_bytes(),
+            sid.as_bytes(),
+        ];
+        // An account's JOIN: its other sessions attach, on every node.
+        if let Some(sub) = sub.as_deref() {
+            args.push(sub.as_bytes());
+        }
+        let expect = Expect::Join {
+            t: w.t,
+            sid: w.sid,
+            room: id,
+        };
+        c.fcall(expect, "mc_join", &args);
     }
 
     fn drop_join(&mut self, id: RoomId, sid: u64) {
@@ -201,6 +205,7 @@ impl Chat {
     /// The LEAVE call for `t` and room `id` (also when a session ends).
     fn send_leave(&mut self, t: Token, id: RoomId, reason: &str, expect: Expect) {
         let nick = self.members.at(t).nick().to_owned();
+        let account = self.members.at(t).account().is_some();
         let sid = self.sessions.at(t).id().to_string();
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -209,19 +214,22 @@ impl Chat {
             return;
         };
         let (node, room_ttl) = (c.node.clone(), c.room_ttl.as_millis().to_string());
-        c.fcall(
-            expect,
-            "mc_leave",
-            &[
-                key.as_bytes(),
-                fold(&nick).as_bytes(),
-                nick.as_bytes(),
-                node.as_bytes(),
-                sid.as_bytes(),
-                reason.as_bytes(),
-                room_ttl.as_bytes(),
-            ],
-        );
+        let nk = fold(&nick);
+        let mut args: Vec<&[u8]> = vec![
+            key.as_bytes(),
+            nk.as_bytes(),
+            nick.as_bytes(),
+            node.as_bytes(),
+            sid.as_bytes(),
+            reason.as_bytes(),
+            room_ttl.as_bytes(),
+        ];
+        // Any session of an account leaves for it; the room's entry may
+        // be another session's.
+        if account {
+            args.push(b"1");
+        }
+        c.fcall(expect, "mc_leave", &args);
     }
 
     /// A closing session leaves its rooms here at once (its token may be
@@ -231,6 +239,12 @@ impl Chat {
     pub(crate) fn cluster_close(&mut self, t: Token, reason: &str, registered: bool) {
         let sid = self.sessions.at(t).id();
         let available = self.cluster.as_deref().is_some_and(Cluster::available);
+        // An account's session leaves nothing in the store by itself:
+        // `mc_acct_bye` decides (the account may live on elsewhere).
+        let account = self.members.at(t).account().is_some();
+        if account {
+            self.drop_attaches(sid);
+        }
         // A JOIN or LEAVE still waiting for its event.
         let waiting = self
             .cluster
@@ -247,7 +261,7 @@ impl Chat {
                 cr.joins.retain(|w| w.sid != sid);
                 cr.leaves.retain(|w| w.sid != sid);
             }
-            if sent_join && available {
+            if sent_join && available && !account {
                 self.send_leave(t, id, reason, Expect::Ignore("leave"));
             }
             self.forget_room_if_idle(id);
@@ -255,7 +269,9 @@ impl Chat {
         while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
             let id = self.members.at(t).rooms()[last].room;
             self.drop_member(t, last);
-            if available {
+            if account {
+                // Left (or not) with the account, below.
+            } else if available {
                 self.send_leave(t, id, reason, Expect::Ignore("leave"));
             } else {
                 // Announced when the store is back, even if it came back
@@ -276,13 +292,21 @@ impl Chat {
             }
             self.forget_room_if_idle(id);
         }
+        if registered && available {
+            self.cluster_key_end(t);
+            if account {
+                self.cluster_account_bye(t, reason);
+            }
+        } else if registered && account {
+            self.remember_account_bye(t, reason);
+        }
         if registered {
             let nick = fold(self.members.at(t).nick());
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.sids.remove(&sid);
                 c.claims.remove(&sid);
                 c.renaming.remove(&sid);
-                if available {
+                if available && !account {
                     c.bye(&nick, sid);
                 }
             }
@@ -329,26 +353,37 @@ impl Chat {
         if !self.store_ready(t, code::WHISPER, body.len() + 128) {
             return;
         }
-        // A nick on this node needs no round trip.
-        if let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) {
+        // A nick on this node needs no round trip (an account's sessions
+        // may be on other nodes too: the store reaches them all).
+        // (An account sender's sessions elsewhere see it sent: the store
+        // tells them.)
+        let local = NameKey::new(nick).and_then(|k| self.nicks.get(&k)).copied();
+        let guests = |s: Token| {
+            self.members.at(s).account().is_none() && self.members.at(t).account().is_none()
+        };
+        if let Some(target) = local.filter(|&s| guests(s)) {
             let from = self.members.at(t).nick();
             encode_into(
                 &mut self.frame,
                 &ServerMessage::WhisperFrom { from, text: body },
             );
             self.sessions.deliver(target, &self.frame);
+            self.whisper_sent_here(t, nick, body);
             return;
         }
+        self.whisper_sent_here(t, nick, body);
         let sid = self.sessions.at(t).id();
         let me = self.members.at(t);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        c.fcall(
-            Expect::Whisper { t, sid },
-            "mc_whisper",
-            &[fold(nick).as_bytes(), me.nick().as_bytes(), body.as_bytes()],
-        );
+        let node = c.node.clone();
+        let nk = fold(nick);
+        let mut args: Vec<&[u8]> = vec![nk.as_bytes(), me.nick().as_bytes(), body.as_bytes()];
+        if let Some(sub) = me.account() {
+            args.extend([sub.as_bytes(), node.as_bytes()]);
+        }
+        c.fcall(Expect::Whisper { t, sid }, "mc_whisper", &args);
         self.wait(t);
     }
 

@@ -8,9 +8,10 @@
 //! bans, and the `--state-file` writer. Who a session is (account,
 //! administrator, token `ops`) is asked of `chat/who.rs` only.
 //!
-//! Moderation in a cluster is not wired yet: a node answers every
-//! moderation request NOT_ALLOWED ("moderation needs a standalone server
-//! for now"), and has no state to check JOINs and SAYs against.
+//! In a cluster (`--redis`) the checks are the same, against the node's
+//! replica of the store's state; each change then goes to the store and
+//! comes back as an event every node applies (`chat/cluster/moderation.rs`):
+//! the branches below hand the request over once it is checked.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -28,9 +29,6 @@ use crate::server::moderation::state_file::{Loaded, StateWriter, Step, StepBudge
 use super::super::history::now_ms;
 use super::super::rooms::RoomId;
 use super::super::Chat;
-
-/// The detail of NOT_ALLOWED for any moderation request on a cluster node.
-pub const CLUSTER_REFUSAL: &str = "moderation needs a standalone server for now";
 
 /// The room name that stands for the whole server (BAN, UNBAN, LIST_BANS).
 const SERVER_WIDE: &str = "*";
@@ -315,6 +313,13 @@ impl Chat {
                 return Err((ErrorCode::InviteOnly, String::new()));
             }
             self.moderation.changed();
+            if self.cluster.is_some() {
+                let who = match account {
+                    Some(a) => Invitee::Account(a),
+                    None => Invitee::guest(&nick),
+                };
+                self.cluster_invitation_spent(key.as_str(), &who);
+            }
         }
         Ok(())
     }
@@ -399,6 +404,9 @@ impl Chat {
     /// When the moderation timers next have work: a room state's drop, a
     /// ban's end, the state file's next write step.
     pub(in crate::server) fn moderation_deadline(&self) -> Option<Instant> {
+        if self.moderation_load_due() {
+            return Some(Instant::now());
+        }
         let m = &self.moderation;
         let now = now_ms();
         let at = [
@@ -408,13 +416,19 @@ impl Chat {
         ]
         .into_iter()
         .flatten()
-        .min()?;
-        Some(Instant::now() + Duration::from_millis(at.saturating_sub(now)))
+        .min()
+        .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)));
+        // A cluster replica's load that failed is tried again then.
+        let retry = self.moderation_retry_at();
+        at.into_iter().chain(retry).min()
     }
 
     /// The timers' stage: drops room states whose TTL ran out, lifts the
     /// bans that ended, and takes one bounded step of a state-file write.
     pub(in crate::server) fn moderation_timers(&mut self) {
+        if self.cluster.is_some() {
+            self.moderation_cluster_tick();
+        }
         let now = now_ms();
         let m = &mut self.moderation;
         if m.rooms.next_deadline().is_some_and(|at| at <= now) {
@@ -493,9 +507,6 @@ impl Chat {
         let Ok(msg) = ClientV3::decode(code, payload) else {
             return self.error(t, ErrorCode::Malformed, code, "");
         };
-        if self.cluster.is_some() {
-            return self.error(t, ErrorCode::NotAllowed, code, CLUSTER_REFUSAL);
-        }
         match msg {
             ClientV3::Topic { room, topic } => self.set_topic(t, code, room, topic),
             ClientV3::Mode { room, set, clear } => self.set_modes(t, code, room, set, clear),
@@ -679,6 +690,26 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() {
+            if topic.len() > crate::server::moderation::room_state::MAX_TOPIC {
+                return self.error(
+                    t,
+                    ErrorCode::TextTooLong,
+                    code,
+                    "a topic is at most 390 bytes",
+                );
+            }
+            let time = now_ms().to_string();
+            return self.cluster_mod_change(
+                t,
+                code,
+                (b't', "topic"),
+                scope.room().as_str(),
+                0,
+                (&time, topic),
+                (&scope.name, "", topic),
+            );
+        }
         let actor = self.members.at(t).nick().to_owned();
         let state = self.moderation.rooms.entry(scope.room());
         if let Err(StateError::TopicTooLong) = state.set_topic(topic, &actor, now_ms()) {
@@ -698,6 +729,37 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() {
+            let now = self
+                .moderation
+                .rooms
+                .get(&scope.room())
+                .map(|s| s.modes)
+                .unwrap_or_default();
+            let Some(next) = now.apply(set, clear) else {
+                return self.error(
+                    t,
+                    ErrorCode::Malformed,
+                    code,
+                    &StateError::UnknownModes.to_string(),
+                );
+            };
+            if next == now {
+                self.encode_room_info(&scope.name);
+                return self.sessions.reply(t, &self.frame);
+            }
+            let bits = next.bits().to_string();
+            let target = format!("modes={bits}");
+            return self.cluster_mod_change(
+                t,
+                code,
+                (b'm', "mode"),
+                scope.room().as_str(),
+                0,
+                (&bits, ""),
+                (&scope.name, &target, ""),
+            );
+        }
         let state = self.moderation.rooms.entry(scope.room());
         match state.change_modes(set, clear) {
             Err(e) => return self.error(t, ErrorCode::Malformed, code, &e.to_string()),
@@ -730,6 +792,11 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() && !self.nick_is_here(nick) {
+            let kind = if grant == 1 { b'o' } else { b'd' };
+            let key = scope.room();
+            return self.cluster_ask(t, code, kind, (&scope.name, key.as_str()), nick);
+        }
         let Some(target) = self.target(t, code, nick, scope.id) else {
             return;
         };
@@ -744,6 +811,34 @@ impl Chat {
                 "a guest cannot be an operator",
             );
         };
+        if self.cluster.is_some() {
+            let shown = self.members.at(target).nick().to_owned();
+            let full = self.moderation.rooms.get(&scope.room()).is_some_and(|s| {
+                !s.ops.contains(&account)
+                    && s.ops.len() >= crate::server::moderation::room_state::MAX_GRANTS
+            });
+            if grant == 1 && full {
+                let e = StateError::Full(
+                    "operator grants",
+                    crate::server::moderation::room_state::MAX_GRANTS,
+                );
+                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+            }
+            let (kind, what) = if grant == 1 {
+                (b'o', "op")
+            } else {
+                (b'd', "deop")
+            };
+            return self.cluster_mod_change(
+                t,
+                code,
+                (kind, what),
+                scope.room().as_str(),
+                0,
+                (&account, &shown),
+                (&scope.name, &shown, ""),
+            );
+        }
         let state = self.moderation.rooms.entry(scope.room());
         let (kind, act) = if grant == 1 {
             if let Err(e) = state.grant(&account) {
@@ -764,6 +859,14 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() {
+            // The member may be on any node: the store knows.
+            if !self.valid_target(nick) {
+                return self.error(t, ErrorCode::NoSuchNick, code, "");
+            }
+            let key = scope.room();
+            return self.cluster_kick(t, code, (&scope.name, key.as_str()), nick, reason);
+        }
         let Some(id) = scope.id else {
             return self.error(t, ErrorCode::NoSuchNick, code, "");
         };
@@ -781,6 +884,10 @@ impl Chat {
         let Some(scope) = self.authorize(t, code, room, false) else {
             return;
         };
+        if self.cluster.is_some() && !self.nick_is_here(nick) {
+            let key = scope.room();
+            return self.cluster_ask(t, code, b'i', (&scope.name, key.as_str()), nick);
+        }
         let Some(target) = self.target(t, code, nick, None) else {
             return;
         };
@@ -789,6 +896,29 @@ impl Chat {
             Some(a) => Invitee::Account(a),
             None => Invitee::guest(&shown),
         };
+        if self.cluster.is_some() {
+            let full = self.moderation.rooms.get(&scope.room()).is_some_and(|s| {
+                !s.invitations.contains(&who)
+                    && s.invitations.len() >= crate::server::moderation::room_state::MAX_INVITATIONS
+            });
+            if full {
+                let e = StateError::Full(
+                    "invitations",
+                    crate::server::moderation::room_state::MAX_INVITATIONS,
+                );
+                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+            }
+            let field = crate::server::cluster::moderation::invitee_field(&who);
+            return self.cluster_mod_change(
+                t,
+                code,
+                (b'i', "invite"),
+                scope.room().as_str(),
+                0,
+                (&field, &shown),
+                (&scope.name, &shown, ""),
+            );
+        }
         if let Err(e) = self.moderation.rooms.entry(scope.room()).invite(who) {
             return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
         }
@@ -830,6 +960,29 @@ impl Chat {
             until_ms,
         };
         let server_wide = scope.name == SERVER_WIDE;
+        if self.cluster.is_some() {
+            let set = if server_wide {
+                Some(&self.moderation.server_bans)
+            } else {
+                self.moderation.rooms.get(&scope.room()).map(|s| &s.bans)
+            };
+            if let Some(set) = set.filter(|s| s.get(&mask).is_none() && s.len() >= s.limit()) {
+                let e = crate::server::moderation::bans::BanError::Full(set.limit());
+                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+            }
+            let text = mask.to_string();
+            let key = scope.key.map(|k| k.as_str().to_owned());
+            let room = key.as_deref().unwrap_or(SERVER_WIDE);
+            return self.cluster_mod_change(
+                t,
+                code,
+                (b'b', "ban"),
+                room,
+                until_ms,
+                (&text, reason),
+                (&scope.name, &text, reason),
+            );
+        }
         let added = if server_wide {
             self.moderation
                 .server_bans
@@ -891,6 +1044,20 @@ impl Chat {
             Ok(m) => m,
             Err(e) => return self.error(t, ErrorCode::Malformed, code, &format!("mask: {e}")),
         };
+        if self.cluster.is_some() {
+            let text = mask.to_string();
+            let key = scope.key.map(|k| k.as_str().to_owned());
+            let room = key.as_deref().unwrap_or(SERVER_WIDE);
+            return self.cluster_mod_change(
+                t,
+                code,
+                (b'n', "unban"),
+                room,
+                0,
+                (&text, ""),
+                (&scope.name, &text, ""),
+            );
+        }
         let gone = if scope.name == SERVER_WIDE {
             self.moderation.server_bans.remove(&mask)
         } else {
@@ -958,6 +1125,13 @@ impl Chat {
                 "KILL needs an administrator",
             );
         }
+        if self.cluster.is_some() {
+            // The nick may be on any node: the store knows.
+            if !self.valid_target(nick) {
+                return self.error(t, ErrorCode::NoSuchNick, code, "");
+            }
+            return self.cluster_kill(t, code, nick, reason);
+        }
         let Some(target) = self.target(t, code, nick, None) else {
             return;
         };
@@ -988,6 +1162,94 @@ impl Chat {
                 self.sessions.cut(s, ErrorCode::Killed, 0, detail);
             }
         }
+    }
+}
+
+impl Chat {
+    /// Whether a session of this node has `nick`.
+    fn nick_is_here(&self, nick: &str) -> bool {
+        NameKey::new(nick).is_some_and(|k| self.nicks.contains_key(&k))
+    }
+
+    /// OP or INVITE asked of another node by the target's node (relayed
+    /// in `chat/cluster/moderation.rs`): the checks that need the
+    /// target's session, then the change; refusals go back to `actor`.
+    pub(in crate::server) fn answer_ask(
+        &mut self,
+        kind: u8,
+        (name, key): (&str, &str),
+        nick: &str,
+        actor: &str,
+    ) -> Result<(), (ErrorCode, String)> {
+        let target = NameKey::new(nick)
+            .and_then(|k| self.nicks.get(&k).copied())
+            .ok_or((ErrorCode::NoSuchNick, String::new()))?;
+        let shown = self.members.at(target).nick().to_owned();
+        let account = self.who_account(target);
+        let state_key = NameKey::new(key).ok_or((ErrorCode::BadRoom, String::new()))?;
+        let state = self.moderation.rooms.get(&state_key);
+        let (a, what) = if kind == b'i' {
+            let who = match account {
+                Some(a) => Invitee::Account(a),
+                None => Invitee::guest(&shown),
+            };
+            let max = crate::server::moderation::room_state::MAX_INVITATIONS;
+            if state.is_some_and(|s| !s.invitations.contains(&who) && s.invitations.len() >= max) {
+                return Err((
+                    ErrorCode::NotAllowed,
+                    StateError::Full("invitations", max).to_string(),
+                ));
+            }
+            (
+                crate::server::cluster::moderation::invitee_field(&who),
+                "invite",
+            )
+        } else {
+            let in_room = self
+                .rooms
+                .find(key)
+                .is_some_and(|id| self.members.at(target).membership(id).is_some());
+            if !in_room {
+                return Err((ErrorCode::NoSuchNick, String::new()));
+            }
+            let Some(account) = account else {
+                return Err((
+                    ErrorCode::NotAllowed,
+                    "a guest cannot be an operator".into(),
+                ));
+            };
+            let max = crate::server::moderation::room_state::MAX_GRANTS;
+            if kind == b'o'
+                && state.is_some_and(|s| !s.ops.contains(&account) && s.ops.len() >= max)
+            {
+                return Err((
+                    ErrorCode::NotAllowed,
+                    StateError::Full("operator grants", max).to_string(),
+                ));
+            }
+            (account, if kind == b'o' { "op" } else { "deop" })
+        };
+        info!(
+            target: "muxchat::moderation",
+            action = what, actor = actor, room = name, target = shown.as_str();
+            "{what} in {name} by {actor} (through another node): {shown}"
+        );
+        self.moderation.count(what);
+        self.cluster_answer_change(kind, key, actor, (&a, &shown));
+        Ok(())
+    }
+
+    /// A cluster request the store took: logged and counted on the
+    /// actor's node, as standalone.
+    pub(in crate::server) fn cluster_logged(
+        &mut self,
+        t: Token,
+        what: &'static str,
+        room: &str,
+        target: &str,
+        reason: &str,
+    ) {
+        self.log_action(t, what, room, target, reason);
     }
 }
 
