@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_support::{node, wait_for, Redis};
+use cluster_support::{http_get, node, wait_for, Redis, StallProxy};
 use common::*;
 use muxchat::codec::v3::code as c3;
 use muxchat::codec::v3::{ClientV3, Secret, ServerV3};
@@ -811,4 +811,53 @@ fn with_redis_unreachable_a_change_is_unavailable_and_the_checks_still_hold() {
     assert!(alice.until(c3::BAN_LIST).contains("account:bob"));
     bob.c.send(&ClientMessage::Join { room: "#u" });
     assert_error(&bob.c.recv_code(code::ERROR), ErrorCode::Banned, code::JOIN);
+}
+
+/// A node checks HELLO against its replica of the server-wide bans, which
+/// it reads from Redis: a node that starts after a ban refuses the banned
+/// from its first moment. Its link to Redis is slowed, so a node that
+/// served before its replica came would let the HELLO through.
+#[test]
+fn a_node_started_after_a_server_wide_ban_refuses_a_matching_hello_from_its_first_moment() {
+    let dir = Scratch::new("ban-before-start");
+    let redis = Redis::start();
+    let a = mod_node(&redis, &dir);
+    let mut root = V3::login(&a, &dir, "root", &["--admin"]);
+    root.send(ClientV3::Ban {
+        room: "*",
+        mask: "nick:spam*",
+        duration_s: 3600,
+        reason: "bots",
+    });
+    root.until(c3::MODERATION);
+    // Minted before the node starts: nothing stands between its first
+    // moment and the HELLO.
+    let token = mint(&dir.key(), "spam4", &[]);
+    let proxy = StallProxy::start(redis.addr());
+    proxy.slow(Duration::from_millis(150));
+    let b = node(
+        &proxy.url(),
+        &["--auth-key", &dir.key_arg(), "--redis-timeout-ms", "20000"],
+    );
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let mut c = b.connect();
+        let r = hello_v3(&mut c, &token);
+        // A client retries UNAVAILABLE (the node is not ready yet).
+        let unavailable = matches!(r.msg(), ServerMessage::Error { error, .. }
+            if ErrorCode::from_u16(error) == Some(ErrorCode::Unavailable));
+        if unavailable {
+            assert!(
+                Instant::now() < deadline,
+                "still UNAVAILABLE after {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        assert_error(&r, ErrorCode::Banned, code::HELLO);
+        c.expect_closed();
+        break;
+    }
+    // Ready now: a load balancer is told so.
+    assert_eq!(http_get(b.addr, "/healthz"), (200, "ok".to_owned()));
 }

@@ -154,7 +154,7 @@ impl Chat {
         let ready = self
             .cluster
             .as_deref()
-            .is_some_and(|c| c.available() && c.has_room_for(body.len() + 384));
+            .is_some_and(|c| c.serving() && c.has_room_for(body.len() + 384));
         if !ready {
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.stats.unavailable += 1;
