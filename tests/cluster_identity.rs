@@ -315,6 +315,14 @@ fn a_resent_say_is_deduplicated_after_reconnecting_to_the_other_node() {
         // SAY resent with its msg_id is answered, not delivered again.
         let (mut c, w2) = login(&ns[1], nick, &token, &w.key);
         assert_eq!(w2.key, w.key, "the key is kept across nodes");
+        // Even before it is back in the room (as standalone: a remembered
+        // msg_id is answered before any check).
+        say3(&mut c, "#r", "first, resent early", 7);
+        assert_eq!(say_result(&mut c), (7, "#r".into(), epoch, seq, 0));
+        // A new one is refused there, not remembered.
+        say3(&mut c, "#r", "too early", 99);
+        let not_in = ErrorCode::NotInRoom as u16;
+        assert_eq!(say_result(&mut c), (99, "#r".into(), 0, 0, not_in));
         join(&mut c, "#r", shown);
         wait_joined(&mut watcher, "#r", shown);
         say3(&mut c, "#r", "first, resent", 7);
@@ -335,7 +343,7 @@ fn a_resent_say_is_deduplicated_after_reconnecting_to_the_other_node() {
     let (_o, other) = login(&ns[1], "other", "", &w.key);
     assert_ne!(other.key, w.key);
     let stats = watcher.stats();
-    assert_eq!(stats.get("deduplicated_says"), Some(&2), "{stats:?}");
+    assert_eq!(stats.get("deduplicated_says"), Some(&4), "{stats:?}");
 }
 
 /// The JOINED and LEFT frames of `nick` among what `c` receives until

@@ -698,6 +698,11 @@ impl Chat {
         }
         let index = match self.check_say(t, room, text) {
             Ok(index) => index,
+            // In a cluster the msg_ids are Redis's: a resend is answered
+            // from there before any refusal, as standalone.
+            Err(e) if self.cluster.is_some() && key.is_some() => {
+                return self.cluster_refused_say_v3(t, room, msg_id, key, e)
+            }
             Err(e) => return self.say_refused(t, msg_id, room, e),
         };
         if self.cluster.is_some() {

@@ -34,6 +34,15 @@ pub(crate) enum AccountExpect {
         sid: u64,
         reason: String,
     },
+    /// A version-3 SAY the node refuses (`error`), unless Redis has its
+    /// msg_id already: then the original answer.
+    Refused {
+        t: Token,
+        sid: u64,
+        msg_id: u64,
+        name: String,
+        error: crate::codec::ErrorCode,
+    },
     /// `mc_attach`: 0 or an error means no K event will come.
     Attach { sid: u64, room: RoomId },
     /// `mc_say` of a version-3 SAY: its SAY_RESULT.

@@ -237,6 +237,41 @@ impl Chat {
         c.fcall(expect, "mc_say", &args);
     }
 
+    /// A version-3 SAY the node's checks refused (`error`), from a session
+    /// with a key: Redis is asked whether its msg_id was taken already
+    /// (a resend through another node before re-joining), and the answer
+    /// is that, or the refusal. Without the store: the refusal.
+    pub(in crate::server) fn cluster_refused_say_v3(
+        &mut self,
+        t: Token,
+        name: &str,
+        msg_id: u64,
+        key: Option<SessionKey>,
+        error: ErrorCode,
+    ) {
+        let sid = self.sessions.at(t).id();
+        let ready = self
+            .cluster
+            .as_deref()
+            .is_some_and(|c| c.available() && c.has_room_for(256));
+        let (Some(key), true) = (key, ready) else {
+            return self.say_refused(t, msg_id, name, error);
+        };
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let d = format!("{}d:{}", c.prefix, key.as_str());
+        let msg_s = msg_id.to_string();
+        let expect = Expect::Account(AccountExpect::Refused {
+            t,
+            sid,
+            msg_id,
+            name: name.to_owned(),
+            error,
+        });
+        c.call(expect, &[b"HGET", d.as_bytes(), msg_s.as_bytes()]);
+    }
+
     /// A version-3 session ends: its key and msg_ids are kept for the key
     /// lifetime from now, for a HELLO through any node.
     pub(in crate::server) fn cluster_key_end(&mut self, t: Token) {
@@ -288,6 +323,29 @@ impl Chat {
                     if let Some(c) = self.cluster.as_deref_mut() {
                         c.remember_account_bye((sub, nick, sid, reason));
                     }
+                }
+            }
+            AccountExpect::Refused {
+                t,
+                sid,
+                msg_id,
+                name,
+                error,
+            } => {
+                if self.sessions.get_live(t, sid).is_none() {
+                    return;
+                }
+                // mc_say's record: "epoch \t seq".
+                let was = v.ok().and_then(|v| {
+                    let mut f = v.as_bytes()?.splitn(2, |&c| c == b'\t');
+                    Some((num(f.next()?)?, num(f.next()?)?))
+                });
+                match was {
+                    Some((epoch, seq)) => {
+                        self.identity.stats.deduplicated += 1;
+                        self.say_result(t, msg_id, &name, epoch, seq);
+                    }
+                    None => self.say_refused(t, msg_id, &name, error),
                 }
             }
             AccountExpect::Attach { sid, room } => {
