@@ -760,3 +760,27 @@ fn a_refresh_that_narrows_rooms_makes_the_account_leave_on_every_node() {
     say3(&mut a1, "#keep", "kept", 8);
     assert_eq!(say_result(&mut a1).4, 0);
 }
+
+#[test]
+fn a_hello_with_narrower_rooms_makes_the_account_leave_them_before_it_attaches() {
+    let auth = Auth::new("narrow-hello");
+    let redis = Redis::start();
+    let extra = ["--auth-key", auth.arg(), "--max-sessions-per-account", "2"];
+    let ns = nodes(&redis, 2, &extra);
+    let (mut a1, _) = login(&ns[0], "", &auth.token("alice"), "");
+    join(&mut a1, "#keep", "alice");
+    join(&mut a1, "#drop", "alice");
+    let (mut bob, _) = login(&ns[0], "bob", "", "");
+    join(&mut bob, "#drop", "~bob");
+    // A second session on the other node, with a token that allows #keep
+    // only: the account leaves #drop, and the new session is in #keep.
+    let narrower = auth.token_with("alice", |c| c.rooms = Some(vec!["#keep".into()]));
+    let (mut a2, _) = login(&ns[1], "", &narrower, "");
+    assert_eq!(wait_left(&mut a1, "#drop", "alice", SLOW), "not allowed");
+    assert_eq!(wait_left(&mut bob, "#drop", "alice", SLOW), "not allowed");
+    wait_joined(&mut a2, "#keep", "alice");
+    say3(&mut a2, "#drop", "in?", 1);
+    assert_eq!(say_result(&mut a2).4, ErrorCode::NotInRoom as u16);
+    say3(&mut a2, "#keep", "kept", 2);
+    assert_eq!(say_result(&mut a2).4, 0);
+}
