@@ -715,3 +715,72 @@ fn an_account_on_two_nodes_survives_redis_restarting_empty() {
     a2.send(&ClientMessage::Quit { reason: "later" });
     assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "later");
 }
+
+#[test]
+fn a_refresh_that_narrows_rooms_makes_the_account_leave_on_every_node() {
+    let auth = Auth::new("refresh");
+    let redis = Redis::start();
+    let extra = ["--auth-key", auth.arg(), "--max-sessions-per-account", "2"];
+    let ns = nodes(&redis, 2, &extra);
+    let token = auth.token("alice");
+    let (mut a1, _) = login(&ns[0], "", &token, "");
+    join(&mut a1, "#keep", "alice");
+    join(&mut a1, "#drop", "alice");
+    // A second session of the account on the other node, and a member
+    // there who sees the account leave.
+    let (mut a2, _) = login(&ns[1], "", &token, "");
+    wait_joined(&mut a2, "#drop", "alice");
+    let (mut bob, _) = login(&ns[1], "bob", "", "");
+    join(&mut bob, "#drop", "~bob");
+    let narrower = auth.token_with("alice", |c| {
+        c.rooms = Some(vec!["#keep".into()]);
+        c.exp += 60;
+    });
+    send3(
+        &mut a1,
+        &ClientV3::Refresh {
+            token: Secret(&narrower),
+        },
+    );
+    // In a cluster REFRESHED comes first (the leave goes through the
+    // store), then one LEFT "not allowed" to each of the account's
+    // sessions and to the member on the other node.
+    a1.recv_code(v3code::REFRESHED);
+    assert_eq!(wait_left(&mut a1, "#drop", "alice", SLOW), "not allowed");
+    assert_eq!(wait_left(&mut a2, "#drop", "alice", SLOW), "not allowed");
+    assert_eq!(wait_left(&mut bob, "#drop", "alice", SLOW), "not allowed");
+    // The account is gone from #drop: its SAY there is refused.
+    say3(&mut a1, "#drop", "still here?", 7);
+    assert_eq!(
+        say_result(&mut a1).4,
+        ErrorCode::NotInRoom as u16,
+        "the account left #drop"
+    );
+    // #keep is kept.
+    say3(&mut a1, "#keep", "kept", 8);
+    assert_eq!(say_result(&mut a1).4, 0);
+}
+
+#[test]
+fn a_hello_with_narrower_rooms_makes_the_account_leave_them_before_it_attaches() {
+    let auth = Auth::new("narrow-hello");
+    let redis = Redis::start();
+    let extra = ["--auth-key", auth.arg(), "--max-sessions-per-account", "2"];
+    let ns = nodes(&redis, 2, &extra);
+    let (mut a1, _) = login(&ns[0], "", &auth.token("alice"), "");
+    join(&mut a1, "#keep", "alice");
+    join(&mut a1, "#drop", "alice");
+    let (mut bob, _) = login(&ns[0], "bob", "", "");
+    join(&mut bob, "#drop", "~bob");
+    // A second session on the other node, with a token that allows #keep
+    // only: the account leaves #drop, and the new session is in #keep.
+    let narrower = auth.token_with("alice", |c| c.rooms = Some(vec!["#keep".into()]));
+    let (mut a2, _) = login(&ns[1], "", &narrower, "");
+    assert_eq!(wait_left(&mut a1, "#drop", "alice", SLOW), "not allowed");
+    assert_eq!(wait_left(&mut bob, "#drop", "alice", SLOW), "not allowed");
+    wait_joined(&mut a2, "#keep", "alice");
+    say3(&mut a2, "#drop", "in?", 1);
+    assert_eq!(say_result(&mut a2).4, ErrorCode::NotInRoom as u16);
+    say3(&mut a2, "#keep", "kept", 2);
+    assert_eq!(say_result(&mut a2).4, 0);
+}

@@ -635,11 +635,6 @@ impl Chat {
 
     /// The account of `t` leaves each room `claims` no longer allow.
     fn leave_disallowed(&mut self, t: Token, claims: &Claims) {
-        // In a cluster the rooms are the store's: a local part would
-        // leave Redis's membership behind (see docs/PROTOCOL.md, §15).
-        if self.cluster.is_some() {
-            return;
-        }
         let gone: Vec<RoomId> = self
             .members
             .at(t)
@@ -648,8 +643,28 @@ impl Chat {
             .map(|m| m.room)
             .filter(|&id| !claims.may_join(&self.rooms.get(id).name))
             .collect();
+        if self.cluster.is_some() {
+            return self.cluster_leave_disallowed(t, &gone);
+        }
         for id in gone {
             self.part_member(t, id, "not allowed");
+        }
+    }
+
+    /// In a cluster the rooms are the store's: the account leaves through
+    /// it, as a ban removes a member (one LEFT "not allowed" to everyone,
+    /// every node drops the account's sessions from the room when the
+    /// event comes back, so after REFRESHED here).
+    fn cluster_leave_disallowed(&mut self, t: Token, gone: &[RoomId]) {
+        let nick = self.members.at(t).nick().to_owned();
+        let sid = self.sessions.at(t).id();
+        let Some(c) = self.cluster.as_deref_mut().filter(|c| c.available()) else {
+            return;
+        };
+        for id in gone {
+            if let Some(key) = c.rooms.get(id).map(|r| r.key.clone()) {
+                c.mod_part(&key, &nick, sid, "not allowed");
+            }
         }
     }
 

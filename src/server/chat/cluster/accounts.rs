@@ -405,6 +405,12 @@ impl Chat {
                 let (Some(at), Some(key)) = (at, key) else {
                     return self.unavailable(t, sid, code::HELLO);
                 };
+                // The newest claims rule the account: rooms they no longer
+                // allow are left (through the store, LEFT "not allowed"
+                // to everyone) and this session is not attached to them.
+                let (rooms, disallowed): (Vec<String>, Vec<String>) = rooms
+                    .into_iter()
+                    .partition(|r| claims.as_deref().is_none_or(|c| c.may_join(r)));
                 if !live {
                     // Gone meanwhile: what the store gave it goes (the
                     // key ends with its TTL).
@@ -444,6 +450,11 @@ impl Chat {
                 if let Some(c) = self.cluster.as_deref_mut() {
                     c.sids.insert(sid, t);
                     c.claims.insert(sid, at);
+                }
+                if let Some(c) = self.cluster.as_deref_mut().filter(|c| c.available()) {
+                    for room in &disallowed {
+                        c.mod_part(&fold(room), &nick, sid, "not allowed");
+                    }
                 }
                 // Right after WELCOME: the account's rooms (JOINED and
                 // ROOM_STATE to this session alone).
