@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_support::{node, wait_for, Redis};
+use cluster_support::{http_get, node, wait_for, Redis, StallProxy};
 use common::*;
 use muxchat::codec::v3::code as c3;
 use muxchat::codec::v3::{ClientV3, Secret, ServerV3};
@@ -811,4 +811,117 @@ fn with_redis_unreachable_a_change_is_unavailable_and_the_checks_still_hold() {
     assert!(alice.until(c3::BAN_LIST).contains("account:bob"));
     bob.c.send(&ClientMessage::Join { room: "#u" });
     assert_error(&bob.c.recv_code(code::ERROR), ErrorCode::Banned, code::JOIN);
+}
+
+/// A node checks HELLO against its replica of the server-wide bans, which
+/// it reads from Redis: a node that starts after a ban refuses the banned
+/// from its first moment. Its link to Redis is slowed, so a node that
+/// served before its replica came would let the HELLO through.
+#[test]
+fn a_node_started_after_a_server_wide_ban_refuses_a_matching_hello_from_its_first_moment() {
+    let dir = Scratch::new("ban-before-start");
+    let redis = Redis::start();
+    let a = mod_node(&redis, &dir);
+    let mut root = V3::login(&a, &dir, "root", &["--admin"]);
+    root.send(ClientV3::Ban {
+        room: "*",
+        mask: "nick:spam*",
+        duration_s: 3600,
+        reason: "bots",
+    });
+    root.until(c3::MODERATION);
+    // Minted before the node starts: nothing stands between its first
+    // moment and the HELLO.
+    let token = mint(&dir.key(), "spam4", &[]);
+    let proxy = StallProxy::start(redis.addr());
+    proxy.slow(Duration::from_millis(150));
+    let b = node(
+        &proxy.url(),
+        &["--auth-key", &dir.key_arg(), "--redis-timeout-ms", "20000"],
+    );
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let mut c = b.connect();
+        let r = hello_v3(&mut c, &token);
+        // A client retries UNAVAILABLE (the node is not ready yet).
+        let unavailable = matches!(r.msg(), ServerMessage::Error { error, .. }
+            if ErrorCode::from_u16(error) == Some(ErrorCode::Unavailable));
+        if unavailable {
+            assert!(
+                Instant::now() < deadline,
+                "still UNAVAILABLE after {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        assert_error(&r, ErrorCode::Banned, code::HELLO);
+        c.expect_closed();
+        break;
+    }
+    // Ready now: a load balancer is told so.
+    assert_eq!(http_get(b.addr, "/healthz"), (200, "ok".to_owned()));
+}
+
+/// LIST_USERS of `room`: the nicks, sorted.
+#[track_caller]
+fn listed(c: &mut Client, room: &str) -> Vec<String> {
+    c.send(&ClientMessage::ListUsers { room });
+    let r = c.recv_code(code::USER_LIST);
+    match r.msg() {
+        ServerMessage::UserList { nicks, .. } => {
+            let mut v: Vec<String> = nicks.iter().map(|n| n.to_string()).collect();
+            v.sort();
+            v
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A version-3 USER_LIST marks a room's operators with `@` on every
+/// node: by the `ops` claim or `admin` of tokens presented on another
+/// node (the store keeps them with the account), and by an OP grant (the
+/// node's replica). Older versions see the nicks alone from the same
+/// answer.
+#[test]
+fn a_v3_user_list_on_another_node_marks_operators_by_token_and_by_grant() {
+    let dir = Scratch::new("user-list-ops");
+    let redis = Redis::start();
+    let (a, b) = (mod_node(&redis, &dir), mod_node(&redis, &dir));
+    let mut alice = V3::login(&a, &dir, "alice", &["--ops", "#staff*"]);
+    let mut root = V3::login(&a, &dir, "root", &["--admin"]);
+    let mut carol = V3::login(&a, &dir, "carol", &[]);
+    let mut erin = V3::login(&a, &dir, "erin", &[]);
+    for s in [&mut alice, &mut root, &mut carol, &mut erin] {
+        s.join("#staffroom");
+    }
+    alice.send(ClientV3::Op {
+        room: "#staffroom",
+        nick: "erin",
+        grant: 1,
+    });
+    alice.until(c3::MODERATION);
+    let mut dave = V3::login(&b, &dir, "dave", &[]);
+    let want = ["@alice", "@erin", "@root", "carol"];
+    // The grant reaches node b as an event: wait for it.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let got = listed(&mut dave.c, "#StaffRoom");
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version 3 on node b: {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A version-2 session on node b, from the cached answer: no marks.
+    let (mut guest, r) = cluster_support::hello(&b, 2, "guest");
+    assert_eq!(r.code, code::WELCOME, "{:?}", r.msg());
+    assert_eq!(
+        listed(&mut guest, "#staffroom"),
+        ["alice", "carol", "erin", "root"]
+    );
+    // Not in a room the ops pattern does not match (carol made it: the
+    // creator's grant).
+    carol.join("#other");
+    alice.join("#other");
+    assert_eq!(listed(&mut dave.c, "#other"), ["@carol", "alice"]);
 }

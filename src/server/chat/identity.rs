@@ -805,6 +805,9 @@ impl Chat {
             }
         };
         self.leave_disallowed(t, &claims);
+        if self.cluster.is_some() {
+            self.cluster_account_ops(&claims);
+        }
         let exp_ms = claims.exp_ms;
         let expires = claims.expires_at_ms();
         let _ = self.identity.accounts.update_claims(claims);

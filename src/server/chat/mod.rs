@@ -413,8 +413,9 @@ impl Chat {
             }
             DoorEvent::Healthz => {
                 // A load balancer must stop sending clients to a node
-                // that cannot register them.
-                let cut_off = self.cluster.as_deref().is_some_and(|c| !c.available());
+                // that cannot register them (or not check them against
+                // its replica of the bans yet).
+                let cut_off = self.cluster.as_deref().is_some_and(|c| !c.serving());
                 let resp = if self.draining {
                     Response::text(Status::Unavailable, "draining")
                 } else if cut_off {

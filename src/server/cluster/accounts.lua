@@ -22,6 +22,11 @@
 --   P acctn:<nick>    string the sub of the account holding the folded
 --                             nick (a claim put back after a fault has
 --                             no sub of its own yet)
+--   P aops:<sub>      string the account's operator record, as its
+--                             latest token (HELLO or REFRESH) says: "a" or
+--                             "-" (admin or not), then "\n" and each ops
+--                             pattern (cut at 1 KB by the node); absent if
+--                             neither; TTL: that token's life
 --
 -- An account is one member of each of its rooms, whichever of its
 -- sessions joined: the room's entry names one of its sessions (the one
@@ -78,6 +83,26 @@ function acct.reap(p, node)
     redis.call('HDEL', p .. 'acct:' .. f[1], node .. '\t' .. f[2])
   end
   redis.call('DEL', set)
+end
+
+-- Account sub's operator record (see the layout), for every node's
+-- LIST_USERS: '' means none.
+function acct.set_ops(p, sub, rec, ttl)
+  if not rec or rec == '' then
+    redis.call('DEL', p .. 'aops:' .. sub)
+  else
+    redis.call('SET', p .. 'aops:' .. sub, rec, 'PX', ttl)
+  end
+end
+
+-- The sub and operator record of the account holding folded nick nk
+-- ('' for a guest, or none).
+function acct.ops_of(p, nk)
+  local sub = redis.call('GET', p .. 'acctn:' .. nk)
+  if not sub then
+    return '', ''
+  end
+  return sub, redis.call('GET', p .. 'aops:' .. sub) or ''
 end
 
 -- The sub of the account holding folded nick nk, or nil.
@@ -250,8 +275,8 @@ end
 -- (the account has max sessions), { 'again' } (the fresh key exists:
 -- draw another).
 redis.register_function('mc_hello3', function(_, a)
-  local p, nk, nick, node, sid, ttl, owner, key, fresh, kttl, sub, max =
-    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12]
+  local p, nk, nick, node, sid, ttl, owner, key, fresh, kttl, sub, max, ops, ops_ttl =
+    a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14]
   local nkey = p .. 'nick:' .. nk
   local at = now_us()
   local val = node .. '\t' .. sid .. '\t' .. nick .. '\t' .. at
@@ -271,6 +296,9 @@ redis.register_function('mc_hello3', function(_, a)
     if live then
       redis.call('SET', p .. 'key:' .. key, owner .. '\t' .. node .. '\t' .. sid, 'PX', kttl)
       local names, claimed_at = take_over(p, nk, nick, node, sid, ttl, sub, kf[2], kf[3])
+      if sub ~= '' then
+        acct.set_ops(p, sub, ops, ops_ttl)
+      end
       local out = { 'ok', claimed_at, key, 2 }
       for _, n in ipairs(names) do
         out[#out + 1] = n
@@ -325,6 +353,7 @@ redis.register_function('mc_hello3', function(_, a)
     redis.call('HSET', ak, node .. '\t' .. sid, nick)
     redis.call('SET', p .. 'acctn:' .. nk, sub)
     redis.call('SADD', p .. 'node:' .. node .. ':accts', sub .. '\t' .. sid .. '\t' .. nk)
+    acct.set_ops(p, sub, ops, ops_ttl)
     for _, rk in ipairs(redis.call('SMEMBERS', p .. 'an:' .. nk)) do
       local name = redis.call('HGET', p .. 'r:' .. rk, 'name')
       if name and redis.call('HEXISTS', p .. 'r:' .. rk .. ':m', nk) == 1 then
@@ -390,6 +419,7 @@ redis.register_function('mc_acct_bye', function(_, a)
     end
   end
   redis.call('DEL', p .. 'an:' .. nk)
+  redis.call('DEL', p .. 'aops:' .. sub)
   if redis.call('GET', p .. 'acctn:' .. nk) == sub then
     redis.call('DEL', p .. 'acctn:' .. nk)
   end
@@ -421,6 +451,13 @@ redis.register_function('mc_acct_restore', function(_, a)
   if f and not f[5] and redis.call('HEXISTS', ak, f[1] .. '\t' .. f[2]) == 1 then
     redis.call('SET', key, v .. '\t' .. sub, 'KEEPTTL')
   end
+  return 1
+end)
+
+-- An account's operator record (see the layout) from a REFRESH's token,
+-- or put back by a node's rebuild: sub, record ('' for none), TTL in ms.
+redis.register_function('mc_acct_ops', function(_, a)
+  acct.set_ops(a[1], a[2], a[3], a[4])
   return 1
 end)
 

@@ -45,6 +45,9 @@ pub const PAGE: usize = 500;
 pub(crate) struct Entry {
     /// The reply frame, encoded once for every caller.
     pub(crate) frame: Vec<u8>,
+    /// LIST_USERS only: the frame version-3 callers get (operators marked
+    /// `@`); `frame` is the older versions'.
+    pub(crate) frame3: Vec<u8>,
     /// When the refresh that produced `frame` was sent (so the answer is
     /// never older than that); `None` until one came back.
     pub(crate) at: Option<Instant>,
@@ -57,6 +60,15 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The LIST_USERS frame a caller of that version gets.
+    pub(crate) fn frame_for(&mut self, v3: bool) -> &mut Vec<u8> {
+        if v3 {
+            &mut self.frame3
+        } else {
+            &mut self.frame
+        }
+    }
+
     pub(crate) fn fresh(&self, now: Instant, ttl: Duration) -> bool {
         self.at
             .is_some_and(|at| now.saturating_duration_since(at) < ttl)
@@ -148,7 +160,7 @@ impl Lists {
         self.users.retain(|_, e| {
             let keep = e.in_flight || e.fresh(now, ttl);
             if !keep {
-                freed += e.frame.len();
+                freed += e.frame.len() + e.frame3.len();
             }
             keep
         });

@@ -506,18 +506,25 @@ redis.register_function('mc_users', function(_, a)
   end
   -- Scanned, not HVALS: a huge room costs what one reply can carry, not
   -- every member (HSCAN may return a member twice: dropped).
-  local out, seen, cursor = { name }, {}, '0'
+  -- Each member as three entries: its nick, and for an account its sub
+  -- and operator record (accounts.lua's aops), else '' and '' (the
+  -- node marks version 3's operators with them).
+  local out, seen, cursor, n = { name }, {}, '0', 0
   repeat
     local r = redis.call('HSCAN', meta .. ':m', cursor, 'COUNT', 512)
     cursor = r[1]
     local kv = r[2]
     for i = 1, #kv, 2 do
-      if #out > max then
+      if n >= max then
         return out
       end
       if not seen[kv[i]] then
         seen[kv[i]] = true
+        n = n + 1
+        local sub, ops = acct.ops_of(p, kv[i])
         out[#out + 1] = fields(kv[i + 1])[1]
+        out[#out + 1] = sub
+        out[#out + 1] = ops
       end
     end
   until cursor == '0'

@@ -275,9 +275,11 @@ impl Server {
             signals,
             discovery,
             chat: {
+                let timeout = config.redis_timeout;
                 let mut chat = Chat::new(config, Instant::now());
                 if let Some(c) = cluster {
                     chat.set_cluster(c);
+                    chat.load_replica_at_start(timeout);
                 }
                 chat
             },

@@ -20,9 +20,9 @@ use ring::rand::SystemRandom;
 
 use crate::codec::resp::Value;
 use crate::codec::{code, ErrorCode};
-use crate::server::cluster::accounts::AccountExpect;
+use crate::server::cluster::accounts::{ops_record, AccountExpect};
 use crate::server::cluster::{fold, num, split_fields, text, ClusterRoom, Expect, Waiter};
-use crate::server::identity::{Claims, KeyClaim, SessionKey};
+use crate::server::identity::{now_unix_ms, Claims, KeyClaim, SessionKey};
 
 use super::super::rooms::RoomId;
 use super::super::Chat;
@@ -34,6 +34,16 @@ const KEY_TRIES: u8 = 3;
 
 /// The key's owner as the store keeps it: `a:` and the account's sub, or
 /// `g:` and the guest's folded nick.
+/// How long the store keeps an account's operator record: as long as
+/// the token it came from (with the leeway), in ms for PX (never 0).
+fn ops_ttl_ms(claims: &Claims) -> String {
+    claims
+        .expires_at_ms()
+        .saturating_sub(now_unix_ms())
+        .max(1)
+        .to_string()
+}
+
 fn owner(nick: &str, claims: Option<&Claims>) -> String {
     match claims {
         Some(c) => format!("a:{}", c.account),
@@ -107,6 +117,10 @@ impl Chat {
         let kttl = self.key_ttl_ms();
         let max = self.config.max_sessions_per_account.to_string();
         let presented = presented.map_or(String::new(), |k| k.as_str().to_owned());
+        let (ops, ops_ttl) = claims.as_deref().map_or_else(
+            || (String::new(), "1".to_owned()),
+            |c| (ops_record(c), ops_ttl_ms(c)),
+        );
         let (nk, nick) = (fold(nick), nick.clone());
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -131,8 +145,23 @@ impl Chat {
                 kttl.as_bytes(),
                 sub.as_bytes(),
                 max.as_bytes(),
+                ops.as_bytes(),
+                ops_ttl.as_bytes(),
             ],
         );
+    }
+
+    /// A REFRESH's new claims, or a rebuild: the account's operator record
+    /// in the store (`mc_acct_ops`), for every node's LIST_USERS.
+    pub(in crate::server) fn cluster_account_ops(&mut self, claims: &Claims) {
+        let (rec, ttl) = (ops_record(claims), ops_ttl_ms(claims));
+        if let Some(c) = self.cluster.as_deref_mut().filter(|c| c.cmd.is_up()) {
+            c.fcall(
+                Expect::Ignore("account ops"),
+                "mc_acct_ops",
+                &[claims.account.as_bytes(), rec.as_bytes(), ttl.as_bytes()],
+            );
+        }
     }
 
     /// `--session-key-ttl-ms` for Redis (PX takes no 0).
@@ -154,7 +183,7 @@ impl Chat {
         let ready = self
             .cluster
             .as_deref()
-            .is_some_and(|c| c.available() && c.has_room_for(body.len() + 384));
+            .is_some_and(|c| c.serving() && c.has_room_for(body.len() + 384));
         if !ready {
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.stats.unavailable += 1;
@@ -802,6 +831,7 @@ impl Chat {
             return;
         };
         let mut calls: Vec<Vec<String>> = Vec::new();
+        let mut subs: Vec<String> = Vec::new();
         for (&sid, &t) in &c.sids {
             let Some(m) = self.live_member(t, sid) else {
                 continue;
@@ -809,6 +839,7 @@ impl Chat {
             let Some(sub) = m.account() else {
                 continue;
             };
+            subs.push(sub.to_owned());
             let mut args = vec![
                 sub.to_owned(),
                 fold(m.nick()),
@@ -829,6 +860,14 @@ impl Chat {
         for args in calls {
             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             c.fcall(Expect::Ignore("account restore"), "mc_acct_restore", &refs);
+        }
+        // The store may have lost the operator records too.
+        subs.sort_unstable();
+        subs.dedup();
+        for sub in subs {
+            if let Some(claims) = self.identity.accounts.get(&sub).map(|a| a.claims.clone()) {
+                self.cluster_account_ops(&claims);
+            }
         }
     }
 

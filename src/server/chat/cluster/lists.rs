@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use mio::Token;
 
-use crate::codec::{code, ErrorCode, ServerMessage};
+use crate::codec::v3::VERSION_3;
+use crate::codec::{code, ErrorCode, NameKey, ServerMessage};
 
 use super::super::Chat;
 use crate::codec::frame::fits;
 use crate::codec::resp::Value;
+use crate::server::cluster::accounts::record_is_op;
 use crate::server::cluster::lists::{Entry, PAGE, USERS_BYTES, USERS_MAX};
 use crate::server::cluster::{fold, text, Expect};
 
@@ -55,6 +57,7 @@ impl Chat {
             return;
         }
         let sid = self.sessions.at(t).id();
+        let v3 = self.members.at(t).version() >= VERSION_3;
         let now = Instant::now();
         let key = fold(room);
         let max = (self.config.max_payload as usize / 3)
@@ -66,7 +69,7 @@ impl Chat {
         let ttl = c.lists.ttl;
         if let Some(e) = c.lists.users.get_mut(&key) {
             if e.fresh(now, ttl) && !e.frame.is_empty() {
-                let frame = std::mem::take(&mut e.frame);
+                let frame = std::mem::take(e.frame_for(v3));
                 self.flush_cast();
                 self.sessions.reply(t, &frame);
                 if let Some(e) = self
@@ -74,7 +77,7 @@ impl Chat {
                     .as_deref_mut()
                     .and_then(|c| c.lists.users.get_mut(&key))
                 {
-                    e.frame = frame;
+                    *e.frame_for(v3) = frame;
                 }
                 return;
             }
@@ -173,8 +176,15 @@ impl Chat {
                 return;
             }
         };
-        let frame = self.user_list_frame(&v);
-        self.answer_waiters(&waiters, &frame);
+        let (frame, frame3) = self.user_list_frames(&v);
+        self.flush_cast();
+        for &(t, sid) in &waiters {
+            if self.sessions.get_live(t, sid).is_some() {
+                let v3 = self.members.at(t).version() >= VERSION_3;
+                self.sessions.reply(t, if v3 { &frame3 } else { &frame });
+            }
+            self.wake(t, sid);
+        }
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -182,16 +192,18 @@ impl Chat {
         let Some(e) = lists.users.get_mut(key) else {
             return;
         };
-        let old = std::mem::take(&mut e.frame).len();
+        let old = std::mem::take(&mut e.frame).len() + std::mem::take(&mut e.frame3).len();
         lists.users_bytes -= old;
+        let size = frame.len() + frame3.len();
         let keep = lists.users.len() <= USERS_MAX
-            && lists.users_bytes + frame.len() <= USERS_BYTES
+            && lists.users_bytes + size <= USERS_BYTES
             && !lists.ttl.is_zero();
         if keep {
-            lists.users_bytes += frame.len();
+            lists.users_bytes += size;
             if let Some(e) = lists.users.get_mut(key) {
                 e.at = e.sent;
                 e.frame = frame;
+                e.frame3 = frame3;
             }
         } else {
             lists.users.remove(key);
@@ -208,9 +220,11 @@ impl Chat {
         }
     }
 
-    /// USER_LIST from `mc_users`'s answer, cut to one frame; NOT_IN_ROOM
-    /// when the room does not exist.
-    fn user_list_frame(&self, v: &Value) -> Vec<u8> {
+    /// USER_LIST from `mc_users`'s answer, cut to one frame, for older
+    /// versions and for version 3 (operators' nicks with a leading `@`:
+    /// by their token, as the store keeps it, or by a grant in this node's
+    /// replica); NOT_IN_ROOM (both) when the room does not exist.
+    fn user_list_frames(&self, v: &Value) -> (Vec<u8>, Vec<u8>) {
         let mut frame = Vec::new();
         let room = v
             .as_array()
@@ -218,16 +232,50 @@ impl Chat {
         let Some((items, room)) = room else {
             ServerMessage::error(ErrorCode::NotInRoom, code::LIST_USERS, "no such room")
                 .encode(&mut frame);
-            return frame;
+            return (frame.clone(), frame);
         };
-        let mut budget = (self.config.max_payload as usize).saturating_sub(4 + room.len());
-        let nicks: Vec<&str> = items[1..]
-            .iter()
-            .filter_map(|n| text(n.as_bytes()?))
+        let state = NameKey::new(room).and_then(|k| self.moderation.rooms.get(&k));
+        // (nick, operator) for each member: its nick, sub and record.
+        let members: Vec<(&str, bool)> = items[1..]
+            .chunks(3)
+            .filter_map(|m| {
+                let nick = text(m.first()?.as_bytes()?)?;
+                let sub = m.get(1).and_then(Value::as_bytes).and_then(text);
+                let rec = m.get(2).and_then(Value::as_bytes).unwrap_or_default();
+                let op = sub.is_some_and(|sub| {
+                    !sub.is_empty()
+                        && (record_is_op(rec, room) || state.is_some_and(|s| s.ops.contains(sub)))
+                });
+                Some((nick, op))
+            })
             .take(u16::MAX as usize)
-            .take_while(|nick| fits(&mut budget, 2 + nick.len()))
+            .collect();
+        let budget = (self.config.max_payload as usize).saturating_sub(4 + room.len());
+        let mut left = budget;
+        let nicks: Vec<&str> = members
+            .iter()
+            .map(|&(nick, _)| nick)
+            .take_while(|nick| fits(&mut left, 2 + nick.len()))
             .collect();
         ServerMessage::UserList { room, nicks }.encode(&mut frame);
-        frame
+        let mut left = budget;
+        let marked: Vec<String> = members
+            .iter()
+            .map(|&(nick, op)| {
+                if op {
+                    format!("@{nick}")
+                } else {
+                    nick.to_owned()
+                }
+            })
+            .take_while(|nick| fits(&mut left, 2 + nick.len()))
+            .collect();
+        let mut frame3 = Vec::new();
+        ServerMessage::UserList {
+            room,
+            nicks: marked.iter().map(String::as_str).collect(),
+        }
+        .encode(&mut frame3);
+        (frame, frame3)
     }
 }

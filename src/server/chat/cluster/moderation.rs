@@ -395,6 +395,43 @@ impl Chat {
         r.retry_at.filter(|_| !r.loading && (r.due || !r.loaded))
     }
 
+    /// At start, before the loop serves anyone: the replica is loaded now
+    /// (blocking, bounded by `within`), so the node's first HELLO and
+    /// JOIN are checked against the bans made before it started. If the
+    /// load does not finish in time, the node answers UNAVAILABLE (and
+    /// `/healthz` 503) until the loop's load does.
+    pub(crate) fn load_replica_at_start(&mut self, within: std::time::Duration) {
+        if !self.moderation_load_due() {
+            return;
+        }
+        self.start_load();
+        let deadline = std::time::Instant::now() + within;
+        let mut values = Vec::new();
+        loop {
+            let Some(c) = self.cluster.as_deref_mut() else {
+                return;
+            };
+            if c.moderation.loaded || !c.moderation.loading {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let _ = c.cmd.flush(&c.registry);
+            let change = c.cmd.on_ready(&c.registry, false, &mut values, now);
+            for v in values.drain(..) {
+                self.on_answer(Ok(v));
+            }
+            if !matches!(change, crate::server::cluster::link::Change::None) {
+                self.on_link_change(false, change, now);
+                return;
+            }
+            // The loop is not running yet: a short sleep between reads.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// Starts a load of the replica if one is due.
     pub(in crate::server) fn moderation_cluster_tick(&mut self) {
         if self.moderation_load_due() {
@@ -439,6 +476,10 @@ impl Chat {
             c.mod_restore_bans(i == 0, chunk);
         }
         c.moderation.due = true;
+        // Until the store's state is read back, a ban made while this node
+        // could not hear of it would not be checked: requests that need
+        // the store wait (UNAVAILABLE, `/healthz` 503).
+        c.moderation.loaded = false;
         self.start_load();
     }
 

@@ -38,7 +38,7 @@ impl Chat {
         let ok = self
             .cluster
             .as_deref()
-            .is_some_and(|c| c.available() && c.has_room_for(size + 256));
+            .is_some_and(|c| c.serving() && c.has_room_for(size + 256));
         if !ok {
             let sid = self.sessions.at(t).id();
             self.unavailable(t, sid, request);
