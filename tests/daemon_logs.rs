@@ -94,6 +94,7 @@ fn json_lines_parse_and_carry_each_connections_fields() {
     assert_eq!(registered["account"], "");
     let ended = line(&lines, "ended", &me);
     assert_eq!(ended["nick"], "ann");
+    assert_eq!(ended["account"], "");
     assert_eq!(ended["door"], "binary");
     assert_eq!(ended["reason"], "quit");
     assert!(ended["duration_ms"].is_u64(), "{ended}");
@@ -130,4 +131,64 @@ fn text_lines_say_the_same() {
     assert_eq!(of("registered: ann"), 1, "{raw:#?}");
     assert_eq!(of("ended:"), 1, "{raw:#?}");
     assert!(raw.iter().all(|l| !l.starts_with('{')), "{raw:#?}");
+}
+
+/// A version-3 account's registered and ended lines name its account.
+#[test]
+fn an_accounts_lines_name_the_account() {
+    use muxchat::codec::v3::{ClientV3, Secret};
+    use muxchat::server::identity::mint::{sign_with, MintClaims, SigningKey};
+    use muxchat::server::identity::now_unix_ms;
+    let dir = std::env::temp_dir().join(format!("muxchat-logs-account-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("hs.key");
+    std::fs::write(&key, "a secret the log test shares with the daemon\n").unwrap();
+    let token = sign_with(
+        &SigningKey::load(&key).unwrap(),
+        &MintClaims {
+            sub: "acct-7".into(),
+            nick: Some("dora".into()),
+            exp: now_unix_ms() / 1000 + 3600,
+            ..MintClaims::default()
+        },
+    )
+    .unwrap();
+    let mut cmd = Daemon::command(&["--log-format", "json", "--auth-key", key.to_str().unwrap()]);
+    cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut d = Daemon::spawn(cmd);
+    let log = Log::collect(d.take_stderr().unwrap());
+    let mut c = Client::connect(d.addr);
+    let me = c.stream.local_addr().unwrap().to_string();
+    let mut out = Vec::new();
+    ClientV3::Hello {
+        version: 3,
+        nick: "",
+        token: Secret(&token),
+        session_key: Secret(""),
+    }
+    .encode(&mut out);
+    c.send_raw(&out);
+    c.recv_code(muxchat::codec::code::WELCOME);
+    c.send(&ClientMessage::Quit { reason: "bye" });
+    drop(c);
+    log.wait_for(0, "ending the account's connection", |l| {
+        l.contains("ended") && l.contains(&me)
+    });
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "no exit");
+    let lines: Vec<serde_json::Value> = log
+        .finish()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(line(&lines, "registered", &me)["account"], "acct-7");
+    let ended = line(&lines, "ended", &me);
+    assert_eq!(
+        (&ended["nick"], &ended["account"]),
+        (&"dora".into(), &"acct-7".into())
+    );
+    assert!(
+        !lines.iter().any(|v| v.to_string().contains(&token)),
+        "the token is never logged"
+    );
 }

@@ -144,8 +144,8 @@ impl Members {
     }
     /// Forgets `t`'s member (its session is removed), returning its nick
     /// for the connection's last log line.
-    pub fn close(&mut self, t: Token) -> String {
-        std::mem::take(&mut self.0[t.0]).nick
+    pub fn close(&mut self, t: Token) -> Member {
+        std::mem::take(&mut self.0[t.0])
     }
     /// The member at `t`.
     #[inline]

@@ -289,7 +289,7 @@ impl Chat {
     /// deregister and close.
     /// Its nick (empty if it never registered) comes with it, for the
     /// connection's last log line.
-    pub fn remove(&mut self, t: Token) -> (Session, String) {
+    pub fn remove(&mut self, t: Token) -> (Session, Member) {
         (self.sessions.remove(t), self.members.close(t))
     }
 

@@ -670,7 +670,7 @@ impl Server {
     /// Stage 6: deregister and close every finished session.
     fn remove_finished(&mut self) {
         while let Some(t) = self.chat.sessions.pop_finished() {
-            let (s, nick) = self.chat.remove(t);
+            let (s, member) = self.chat.remove(t);
             let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.forget_peer(&s);
@@ -681,7 +681,7 @@ impl Server {
             if abort {
                 s.make_abortive();
             }
-            self.observe_removed(t, &s, &nick, abort);
+            self.observe_removed(t, &s, &member, abort);
             // Dropping the session drops its transport, closing the
             // descriptor.
         }

@@ -11,6 +11,7 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::{Events, Token};
 
+use super::super::chat::members::Member;
 use super::super::cluster;
 use super::super::sessions::session::{self, Flushed, ReadOutcome, ReadStop};
 use super::{Server, LISTENER, SIGNALS};
@@ -94,7 +95,7 @@ impl Server {
         &mut self,
         t: Token,
         s: &session::Session,
-        nick: &str,
+        m: &Member,
         abort: bool,
     ) {
         self.chat.trace.remove(t, s.id());
@@ -102,7 +103,7 @@ impl Server {
             let how = if abort { "reset" } else { "close" };
             info!("{how} {t:?} ({})", s.peer());
         }
-        log_ended(s, nick);
+        log_ended(s, m.nick(), m.account().unwrap_or(""));
     }
 
     /// After stage 6: the loop trace's lines of this iteration go out in
@@ -114,7 +115,7 @@ impl Server {
 }
 
 /// A connection's last line, at info: how it ended and what it moved.
-fn log_ended(s: &session::Session, nick: &str) {
+fn log_ended(s: &session::Session, nick: &str, account: &str) {
     let (bytes_in, bytes_out) = s.bytes();
     let duration_ms = s.opened_at().elapsed().as_millis() as u64;
     let reason = match s.life().end_reason() {
@@ -124,7 +125,7 @@ fn log_ended(s: &session::Session, nick: &str) {
     let t = s.transport();
     info!(
         target: "muxchat::conn",
-        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = nick,
+        peer:% = s.peer(), door = t.door(), tls = t.is_tls(), nick = nick, account = account,
         reason = reason, duration_ms = duration_ms, bytes_in = bytes_in, bytes_out = bytes_out;
         "ended: {} ({reason}) after {duration_ms} ms, {bytes_in} B in, {bytes_out} B out",
         s.peer()

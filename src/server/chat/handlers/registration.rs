@@ -55,8 +55,8 @@ impl Chat {
         s.register();
         let t_ = s.transport();
         // One line per connection at info (with "opened" and "ended"): a
-        // log pipeline follows a session by its peer address. The account
-        // is empty until identity (protocol version 3) lands.
+        // log pipeline follows a session by its peer address. Versions 1
+        // and 2 are guests: no account.
         info!(
             target: "muxchat::conn",
             peer:% = s.peer(), door = t_.door(), tls = t_.is_tls(), nick = nick, account = "";
