@@ -6,8 +6,9 @@
 #   RUNS=1 scripts/identity-bench.sh storm    # the named parts only
 #
 # Parts:
-#   storm   N token HELLOs as fast as one muxload thread mints and sends
-#           them, per algorithm (keys made by openssl), each connection in
+#   storm   N token HELLOs as fast as one muxload thread sends them (all
+#           N tokens minted before the first connection, so the daemon
+#           sets the pace), per algorithm (keys made by openssl), each connection in
 #           a room of its own (joins into shared rooms are O(N^2) JOINED
 #           frames and would hide the logins), with a bystander
 #           PINGing every 50 ms: logins/s, the daemon's verification time
@@ -42,7 +43,9 @@
 # RUN_TIMEOUT=180 (seconds, per generator run); DAEMON_BIN (another build);
 # SAY_ROWS=bcast or room (one row of the say part; default both);
 # STORM_DAEMON_ARGS (more muxchatd options for the storm's daemons, e.g.
-# "--login-time-per-iteration-us 0" for the count-only bound);
+# "--login-time-per-iteration-us 0" for the count-only bound; with
+# RUST_LOG="info,muxchat::slow=debug" the table adds the daemon's slowest
+# iteration while logging in);
 # BUILD=0 (use the release binaries as they are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -158,27 +161,39 @@ storm() {
       local m
       m=$(scrape)
       stop_daemon
-      python3 - "$alg" "$run" "${line:-null}" "$m" "$(cat "$OUT_DIR/storm.bystander")" "$c0" "$c1" "$t0" "$OUT_DIR/storm.trace" <<'EOF' | tee -a "$out" >&2
+      python3 - "$alg" "$run" "${line:-null}" "$m" "$(cat "$OUT_DIR/storm.bystander")" "$c0" "$c1" "$t0" "$OUT_DIR/storm.trace" "$OUT_DIR/${DAEMON_LOG:-daemon}.err" <<'EOF' | tee -a "$out" >&2
 import json, sys
 alg, run, r, m, b, c0, c1 = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
-# The bystander's worst while the logins came in (from muxload's start to
-# all ready) and afterwards (muxload's end: 19,500 connections closing).
-t0 = float(sys.argv[8]); t1 = t0 + (r["setup_s"] if r else 0)
+# The bystander's worst while the logins came in (from muxload's first
+# connection, after minting every token, to all ready) and afterwards
+# (muxload's end: 19,500 connections closing).
+t0 = float(sys.argv[8]) + (r.get("mint_s", 0) if r else 0); t1 = t0 + (r["setup_s"] if r else 0)
 trace = [tuple(map(float, l.split())) for l in open(sys.argv[9]) if l.strip()]
 during = max([ms for t, ms in trace if t0 <= t <= t1], default=None)
 after = max([ms for t, ms in trace if t > t1], default=None)
+# The daemon's own slow iterations (>= 20 ms, wall time from wake-up) in
+# the same window, when RUST_LOG has muxchat::slow=debug: a bystander's
+# worst far above the daemon's longest iteration was the scheduler's.
+import datetime, re
+slow = []
+for l in open(sys.argv[10], errors="replace"):
+    g = re.match(r"\[(\S+)Z .*slow iteration: (\d+) ms", l)
+    if g:
+        t = datetime.datetime.fromisoformat(g[1]).replace(tzinfo=datetime.timezone.utc).timestamp()
+        if t0 <= t <= t1 + 0.1: slow.append(int(g[2]))
 n = m.get("muxchat_token_verifications_total", 0)
 s = m.get("muxchat_token_verify_seconds_total", 0)
 ready = r["ready"] if r else 0
 print(json.dumps({"alg": alg, "run": run, "clients": r["clients"] if r else None, "ready": ready,
-  "setup_s": r["setup_s"] if r else None,
+  "setup_s": r["setup_s"] if r else None, "mint_s": r.get("mint_s") if r else None,
   "logins_per_s": ready / r["setup_s"] if r and r["setup_s"] else None,
   "verifications": n, "verify_us": s / n * 1e6 if n else None,
   "verify_max_us": m.get("muxchat_token_verify_max_seconds", 0) * 1e6,
   "daemon_cpu_us_per_login": (c1 - c0) / ready * 1e6 if ready else None,
   "logins_account": m.get("muxchat_logins_account_total"),
   "logins_refused": m.get("muxchat_logins_refused_total"), "logins_failed": m.get("muxchat_logins_failed_total"),
-  "bystander_worst_ms": b["worst_ms"], "worst_during_logins_ms": during, "worst_after_ms": after, "bystander_p50_ms": b["p50_ms"], "pings": b["pings"]}))
+  "bystander_worst_ms": b["worst_ms"], "worst_during_logins_ms": during, "worst_after_ms": after,
+  "slow_iterations_during": len(slow), "slowest_iteration_ms_during": max(slow, default=None), "bystander_p50_ms": b["p50_ms"], "pings": b["pings"]}))
 EOF
     done
   done
@@ -186,13 +201,13 @@ EOF
 import json, sys
 $stats_py
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| algorithm | runs | ready / asked | logins/s | verification µs (daemon) | daemon CPU µs per login | bystander worst ms while logging in | bystander worst ms after (teardown) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| algorithm | runs | ready / asked | tokens minted beforehand, s | logins/s | verification µs (daemon) | daemon CPU µs per login | bystander worst ms while logging in | daemon's slowest iteration ms then (muxchat::slow) | bystander worst ms after (teardown) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for alg in dict.fromkeys(r["alg"] for r in rows):
     rs = [r for r in rows if r["alg"] == alg]
-    print(f"| {alg} | {len(rs)} | {min(r['ready'] for r in rs)} / {rs[0]['clients']} | {fmt([r['logins_per_s'] for r in rs])} | "
+    print(f"| {alg} | {len(rs)} | {min(r['ready'] for r in rs)} / {rs[0]['clients']} | {fmt([r.get('mint_s') for r in rs], '{:.1f}')} | {fmt([r['logins_per_s'] for r in rs])} | "
           f"{fmt([r['verify_us'] for r in rs], '{:.1f}')} | {fmt([r['daemon_cpu_us_per_login'] for r in rs], '{:.1f}')} | "
-          f"{fmt([r.get('worst_during_logins_ms') for r in rs], '{:.1f}')} | {fmt([r.get('worst_after_ms') for r in rs], '{:.1f}')} |")
+          f"{fmt([r.get('worst_during_logins_ms') for r in rs], '{:.1f}')} | {fmt([r.get('slowest_iteration_ms_during') for r in rs], '{:.0f}')} | {fmt([r.get('worst_after_ms') for r in rs], '{:.1f}')} |")
 EOF
 }
 

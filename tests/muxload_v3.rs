@@ -92,6 +92,55 @@ fn every_accepted_msg_id_reaches_every_member_once_across_drops() {
 }
 
 #[test]
+fn tokens_minted_before_setup_are_one_per_connection_and_valid() {
+    let key = secret("minted");
+    let key = key.to_str().unwrap();
+    // Accounts optional: the watcher below asks STATS as a guest.
+    let d = Daemon::start(&["--auth-key", key]);
+    let args = [
+        "--token-key",
+        key,
+        "--clients",
+        "30",
+        "--rooms",
+        "30",
+        "--publishers",
+        "0",
+        "--threads",
+        "2",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+    ];
+    let out = muxload(d.addr, &args);
+    let json = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{json}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(field(&json, "", "ready"), 30.0, "{json}");
+    // Minting is reported apart from setup.
+    assert!(json.contains("\"mint_s\":"), "{json}");
+    assert!(field(&json, "", "mint_s") >= 0.0, "{json}");
+    // Every connection signed in with a token of its own: 30 verified,
+    // no takeovers (a token shared would sign one account in twice).
+    let mut watcher = d.connect();
+    watcher.send(&muxchat::codec::ClientMessage::Hello {
+        version: 1,
+        nick: "watcher",
+    });
+    watcher.recv_code(muxchat::codec::code::WELCOME);
+    let stats = watcher.stats();
+    assert_eq!(stats["logins_account"], 30, "{stats:?}");
+    assert_eq!(stats["takeovers"], 0, "{stats:?}");
+    assert_eq!(stats["token_verifications"], 30, "{stats:?}");
+    assert_eq!(stats["logins_failed"], 0, "{stats:?}");
+}
+
+#[test]
 fn a_token_the_daemon_does_not_trust_fails_the_setup_clearly() {
     let d = Daemon::start(&["--auth-key", secret("trusted").to_str().unwrap()]);
     let other = std::env::temp_dir().join(format!("muxload-v3-{}-other", std::process::id()));

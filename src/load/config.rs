@@ -110,7 +110,8 @@ pub struct Args {
     pub reconnect_every: Option<f64>,
     /// Sign each connection in with its own token, minted from this
     /// signing key (as `muxchatd token --signing-key` reads it; `sub` =
-    /// the connection's nick), and speak protocol version 3: SAYs carry
+    /// the connection's nick; all minted before the first connection,
+    /// reported as `mint_s`), and speak protocol version 3: SAYs carry
     /// msg_ids, publishers resend unanswered ones after a drop, and the
     /// report checks every accepted msg_id reached every member once.
     #[arg(long, value_name = "FILE")]

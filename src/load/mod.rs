@@ -76,8 +76,8 @@ pub fn run(cfg: &Config) -> Result<i32, String> {
     let token_key = phases::token_key(cfg)?;
     let addrs = phases::probe(cfg)?;
     let rss_before = cfg.daemon_pid.and_then(sys::rss_kib);
-    let (settings, shared, workers) = phases::spawn(cfg, addrs, token_key)?;
-    let setup = phases::setup(cfg, &shared, rss_before);
+    let (settings, shared, workers, mint_secs) = phases::spawn(cfg, addrs, token_key)?;
+    let setup = phases::setup(cfg, &shared, rss_before, mint_secs);
     if setup.ready == 0 {
         return Err(phases::nobody_ready(&shared, workers));
     }

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::Config;
+use super::exactly::{self, TokenText};
 use super::report::RunInfo;
 use super::shared::{phase, Settings, Shared};
 use super::stats::{self, human, human_us};
@@ -27,6 +28,8 @@ pub struct SetupEnd {
     pub ready: u64,
     /// Daemon RSS before setup and once all were ready (KiB).
     pub rss: (Option<u64>, Option<u64>),
+    /// Seconds minting the tokens took, before setup (see [`spawn`]).
+    pub mint_secs: f64,
 }
 
 /// The publishing window as it happened.
@@ -89,13 +92,57 @@ pub fn token_key(
         .map_err(|e| format!("--token-key: {e}"))
 }
 
-/// Phase 2: fixes the run's settings and starts the workers.
-/// `token_key` is `--token-key`, loaded (see [`token_key`]).
+/// Mints the token of every connection `0..clients` (`sub` = `nick(id)`),
+/// split over `threads` threads: all before the first connection opens,
+/// so setup (and a login storm) is paced by the server, and the
+/// generator's core is free while it runs. Bounded by `--clients`: one
+/// token each, reused on reconnects (the account keeps its nick).
+pub fn mint_tokens(
+    key: &crate::server::identity::mint::SigningKey,
+    clients: usize,
+    threads: usize,
+    nick: impl Fn(usize) -> String + Sync,
+) -> Result<Vec<TokenText>, String> {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let chunk = clients.div_ceil(threads.max(1)).max(1);
+    let ids: Vec<usize> = (0..clients).collect();
+    let parts: Vec<Result<Vec<TokenText>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ids
+            .chunks(chunk)
+            .map(|part| {
+                let nick = &nick;
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&id| exactly::mint(key, &nick(id), now_s).map(TokenText))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a minting thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut tokens = Vec::with_capacity(clients);
+    for part in parts {
+        tokens.extend(part.map_err(|e| format!("--token-key: {e}"))?);
+    }
+    Ok(tokens)
+}
+
+/// Phase 2: fixes the run's settings, mints the tokens (`token_key` is
+/// `--token-key`, loaded: see [`token_key`]; the seconds that took are
+/// returned apart from setup's) and starts the workers.
 pub fn spawn(
     cfg: &Config,
     addrs: Vec<SocketAddr>,
     token_key: Option<crate::server::identity::mint::SigningKey>,
-) -> Result<(Arc<Settings>, Arc<Shared>, Workers), String> {
+) -> Result<(Arc<Settings>, Arc<Shared>, Workers, f64), String> {
     // Nicks and rooms unique to this run, so a reused daemon's old rooms
     // (and their seq counters) never mix in.
     let micros = std::time::SystemTime::now()
@@ -105,7 +152,7 @@ pub fn spawn(
         "ml{:06x}",
         (micros ^ (std::process::id() as u64).wrapping_mul(0x9e37_79b9)) & 0xff_ffff
     );
-    let settings = Arc::new(Settings {
+    let mut settings = Settings {
         target: cfg.target,
         addrs,
         clients: cfg.clients,
@@ -121,8 +168,20 @@ pub fn spawn(
         spin: cfg.spin,
         door: cfg.door.clone(),
         reconnect_ns: (cfg.reconnect_every * 1e9) as u64,
-        token_key: token_key.map(Arc::new),
-    });
+        tokens: Vec::new(),
+    };
+    let minting = Instant::now();
+    if let Some(key) = &token_key {
+        settings.tokens = mint_tokens(key, cfg.clients, cfg.threads, |id| settings.nick(id))?;
+    }
+    let mint_secs = minting.elapsed().as_secs_f64();
+    if token_key.is_some() {
+        progress(
+            cfg,
+            format!("minted {} tokens in {mint_secs:.2}s", settings.tokens.len()),
+        );
+    }
+    let settings = Arc::new(settings);
     let shared = Arc::new(Shared::new(cfg.rooms, cfg.threads));
     let mut workers = Vec::new();
     for w in 0..cfg.threads {
@@ -133,13 +192,14 @@ pub fn spawn(
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         workers.push(h);
     }
-    Ok((settings, shared, workers))
+    Ok((settings, shared, workers, mint_secs))
 }
 
 /// Phase 3: waits until every connection is ready or failed, or the setup
 /// timeout passes.
-/// `rss_before` is the daemon's RSS before any connection was opened.
-pub fn setup(cfg: &Config, shared: &Shared, rss_before: Option<u64>) -> SetupEnd {
+/// `rss_before` is the daemon's RSS before any connection was opened;
+/// `mint_secs` what [`spawn`] returned, carried to the report.
+pub fn setup(cfg: &Config, shared: &Shared, rss_before: Option<u64>, mint_secs: f64) -> SetupEnd {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(cfg.setup_timeout);
     let mut next_line = start + Duration::from_secs(1);
@@ -169,6 +229,7 @@ pub fn setup(cfg: &Config, shared: &Shared, rss_before: Option<u64>) -> SetupEnd
         secs: start.elapsed().as_secs_f64(),
         ready: shared.totals().ready,
         rss: (rss_before, cfg.daemon_pid.and_then(rss_kib)),
+        mint_secs,
     };
     progress(
         cfg,
@@ -311,6 +372,7 @@ pub fn run_info(
         warmup: cfg.warmup,
         duration: cfg.duration,
         setup_secs: setup.secs,
+        mint_secs: setup.mint_secs,
         drain_secs,
         ping_secs,
         cpu_run: window.cpu,
@@ -319,5 +381,38 @@ pub fn run_info(
         rss_kib: (setup.rss.0, setup.rss.1, rss_end),
         daemon_cpu: window.daemon_cpu,
         allow_refusals: cfg.allow_refusals,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::identity::key::AuthKey;
+    use crate::server::identity::mint::SigningKey;
+    use crate::server::identity::verify::Verifier;
+
+    #[test]
+    fn every_connection_gets_its_own_valid_token_split_over_threads() {
+        let secret = b"muxload and muxchatd share this secret\n";
+        let origin = std::path::Path::new("test.key");
+        let key = SigningKey::from_bytes(secret, origin).unwrap();
+        let verifier = Verifier::new(AuthKey::from_bytes(secret, origin).unwrap(), None, None);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // 10 over 3 threads: uneven chunks; more threads than clients too.
+        for threads in [1, 3, 16] {
+            let tokens = mint_tokens(&key, 10, threads, |id| format!("t_{id}")).unwrap();
+            assert_eq!(tokens.len(), 10);
+            for (id, t) in tokens.iter().enumerate() {
+                let claims = verifier.verify(&t.0, now_ms).unwrap();
+                assert_eq!(claims.account, format!("t_{id}"));
+                assert_eq!(claims.nick, format!("t_{id}"));
+            }
+        }
+        assert!(mint_tokens(&key, 0, 2, |id| id.to_string())
+            .unwrap()
+            .is_empty());
     }
 }

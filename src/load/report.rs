@@ -38,6 +38,8 @@ pub struct RunInfo {
     pub duration: f64,
     /// Seconds setup took.
     pub setup_secs: f64,
+    /// Seconds minting `--token-key`'s tokens took, before setup (0 without).
+    pub mint_secs: f64,
     /// Seconds the drain took.
     pub drain_secs: f64,
     /// Seconds the ping check took.
@@ -324,6 +326,13 @@ impl Report {
             human_us(g.p99),
             human_us(g.max)
         );
+        if i.mint_secs > 0.0 {
+            let _ = writeln!(
+                *s,
+                "  tokens     minted in {:.2}s before setup (not part of it)",
+                i.mint_secs
+            );
+        }
     }
 
     /// Published, delivered, latency.
@@ -472,7 +481,7 @@ impl Report {
             concat!(
                 "{{\"target\":\"{}\",\"addrs\":[{}],\"clients\":{},\"ready\":{},\"rooms\":{},\"publishers\":{},\"mode\":\"{}\",",
                 "\"rate_per_publisher\":{},\"window\":{},\"payload\":{},\"threads\":{},\"source_ips\":{},",
-                "\"warmup_s\":{},\"duration_s\":{},\"setup_s\":{:.3},",
+                "\"warmup_s\":{},\"duration_s\":{},\"setup_s\":{:.3},\"mint_s\":{:.3},",
             ),
             i.target.name(),
             i.addrs
@@ -493,6 +502,7 @@ impl Report {
             i.warmup,
             i.duration,
             i.setup_secs,
+            i.mint_secs,
         )
     }
 
@@ -660,6 +670,7 @@ mod tests {
             warmup: 0.0,
             duration: 2.0,
             setup_secs: 0.1,
+            mint_secs: 0.0,
             drain_secs: 0.0,
             ping_secs: 0.0,
             cpu_run: (0.5, 0.5),

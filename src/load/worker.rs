@@ -499,20 +499,12 @@ impl Worker {
             n => Some(s.source_ips[id % n]),
         };
         let mut conn = Conn::new(id, id % s.rooms, s.nick(id), id < s.publishers);
-        if let Some(key) = &s.token_key {
-            let now_s = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            match exactly::mint(key, &conn.nick, now_s) {
-                Ok(token) => {
-                    conn.exact = Some(Box::new(Exact {
-                        token: exactly::TokenText(token),
-                        sender: conn.publisher.is_some().then(Default::default),
-                        ..Exact::default()
-                    }))
-                }
-                Err(e) => self.meter.tally.fail(|| format!("--token-key: {e}")),
-            }
+        if let Some(token) = s.tokens.get(id) {
+            conn.exact = Some(Box::new(Exact {
+                token: token.clone(),
+                sender: conn.publisher.is_some().then(Default::default),
+                ..Exact::default()
+            }))
         }
         let addr = s.addr(id);
         let opened = open(addr, source).and_then(|mut stream| {
