@@ -784,3 +784,39 @@ fn a_hello_with_narrower_rooms_makes_the_account_leave_them_before_it_attaches()
     say3(&mut a2, "#keep", "kept", 2);
     assert_eq!(say_result(&mut a2).4, 0);
 }
+
+#[test]
+fn a_refresh_on_one_node_gives_the_account_its_new_claims_on_every_node() {
+    let auth = Auth::new("claims");
+    let redis = Redis::start();
+    let extra = ["--auth-key", auth.arg(), "--max-sessions-per-account", "2"];
+    let ns = nodes(&redis, 2, &extra);
+    let token = auth.token("alice");
+    let (mut a1, _) = login(&ns[0], "", &token, "");
+    let (mut a2, _) = login(&ns[1], "", &token, "");
+    let (mut gus, _) = login(&ns[0], "gus", "", "");
+    let narrower = auth.token_with("alice", |c| {
+        c.rooms = Some(vec!["#keep".into()]);
+        c.exp += 60;
+    });
+    send3(
+        &mut a2,
+        &ClientV3::Refresh {
+            token: Secret(&narrower),
+        },
+    );
+    a2.recv_code(v3code::REFRESHED);
+    // A whisper to node 0 goes after the claims on the same channel: once
+    // gus has it, node 0 knows the account's new claims.
+    a2.send(&ClientMessage::Whisper {
+        nick: "~gus",
+        text: "after the refresh",
+    });
+    assert_eq!(whisper_from(&mut gus).1, "after the refresh");
+    // The session on node 0 follows the token verified on node 1 (it
+    // heard of the whisper its account sent, first).
+    a1.recv_code(v3code::WHISPER_SENT);
+    a1.send(&ClientMessage::Join { room: "#other" });
+    a1.expect_error(ErrorCode::NotAllowed, code::JOIN);
+    join(&mut a1, "#keep", "alice");
+}

@@ -807,6 +807,7 @@ impl Chat {
         self.leave_disallowed(t, &claims);
         if self.cluster.is_some() {
             self.cluster_account_ops(&claims);
+            self.cluster_account_claims(&claims);
         }
         let exp_ms = claims.exp_ms;
         let expires = claims.expires_at_ms();

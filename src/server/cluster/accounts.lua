@@ -478,3 +478,20 @@ redis.register_function('mc_key_end', function(_, a)
   redis.call('PEXPIRE', p .. 'd:' .. key .. ':o', kttl)
   return 1
 end)
+
+-- An account's newest claims (a REFRESH, or a HELLO with a token), told to
+-- every node holding one of its sessions (event C on the node's channel),
+-- so all of them follow the token most recently verified for any of its
+-- sessions: mc_acct_claims(P, sub, claims record).
+redis.register_function('mc_acct_claims', function(_, a)
+  local p, sub, rec = a[1], a[2], a[3]
+  local told = {}
+  for _, k in ipairs(redis.call('HKEYS', p .. 'acct:' .. sub)) do
+    local n = fields(k)[1]
+    if not told[n] then
+      told[n] = true
+      redis.call('PUBLISH', p .. 'n:' .. n, 'C\n' .. sub .. '\n' .. rec)
+    end
+  end
+  return 1
+end)

@@ -8,7 +8,7 @@
 use mio::Token;
 
 use super::RoomId;
-use crate::server::identity::{Claims, Pattern, SessionKey};
+use crate::server::identity::{Claims, Pattern, Patterns, SessionKey};
 
 /// What an answer to a version-3 call is for.
 #[derive(Debug)]
@@ -82,6 +82,55 @@ pub(crate) fn ops_record(claims: &Claims) -> String {
     rec
 }
 
+/// The claims a node passes to the account's other nodes (`mc_acct_claims`,
+/// event C): `a` or `-` (admin), then the number of `rooms` patterns or `*`
+/// (every room), then those patterns and the `ops` patterns, one a line. A
+/// pattern with a newline matches no room name and is left out.
+pub(crate) fn claims_record(claims: &Claims) -> String {
+    let lines = |p: &Patterns| -> Vec<String> {
+        p.iter()
+            .map(|p| p.as_str())
+            .filter(|p| !p.contains('\n'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut rec = String::from(if claims.admin { "a" } else { "-" });
+    let rooms = claims.rooms.as_ref().map(lines);
+    match &rooms {
+        Some(r) => rec.push_str(&format!("\n{}", r.len())),
+        None => rec.push_str("\n*"),
+    }
+    for p in rooms.iter().flatten().chain(&lines(&claims.ops)) {
+        rec.push('\n');
+        rec.push_str(p);
+    }
+    rec
+}
+
+/// The `rooms`, `ops` and `admin` of a [`claims_record`]; `None` if it is
+/// not one.
+pub(crate) fn parse_claims_record(rec: &str) -> Option<(Option<Patterns>, Patterns, bool)> {
+    let mut lines = rec.split('\n');
+    let admin = match lines.next()? {
+        "a" => true,
+        "-" => false,
+        _ => return None,
+    };
+    let count = lines.next()?;
+    let rest: Vec<&str> = lines.collect();
+    let (rooms, ops) = match count {
+        "*" => (None, Patterns::new(rest.iter().copied())?),
+        n => {
+            let n: usize = n.parse().ok().filter(|&n| n <= rest.len())?;
+            (
+                Some(Patterns::new(rest[..n].iter().copied())?),
+                Patterns::new(rest[n..].iter().copied())?,
+            )
+        }
+    };
+    Some((rooms, ops, admin))
+}
+
 /// Whether an operator record (from `mc_users`) makes its account an
 /// operator of `room`.
 pub(crate) fn record_is_op(rec: &[u8], room: &str) -> bool {
@@ -103,7 +152,6 @@ pub(crate) fn record_is_op(rec: &[u8], room: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::identity::Patterns;
 
     fn claims(admin: bool, ops: &[&str]) -> Claims {
         Claims {
@@ -114,6 +162,33 @@ mod tests {
             admin,
             exp_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_claims_record_round_trips() {
+        for (rooms, ops, admin) in [
+            (None, vec![], false),
+            (Some(vec![]), vec!["#ops*"], true),
+            (Some(vec!["#team-*", "#x"]), vec!["#team-*"], false),
+        ] {
+            let mut c = claims(admin, &ops);
+            c.rooms = rooms.map(|r: Vec<&str>| Patterns::new(r).unwrap());
+            let (r, o, a) = parse_claims_record(&claims_record(&c)).unwrap();
+            assert_eq!(a, admin);
+            assert_eq!(
+                r.map(|p| p.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>()),
+                c.rooms
+                    .as_ref()
+                    .map(|p| p.iter().map(|p| p.as_str().to_owned()).collect())
+            );
+            assert_eq!(o.len(), c.ops.len());
+        }
+        assert!(parse_claims_record("").is_none());
+        assert!(parse_claims_record("x\n*").is_none());
+        assert!(
+            parse_claims_record("-\n3\n#a").is_none(),
+            "more rooms than lines"
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use ring::rand::SystemRandom;
 
 use crate::codec::resp::Value;
 use crate::codec::{code, ErrorCode};
-use crate::server::cluster::accounts::{ops_record, AccountExpect};
+use crate::server::cluster::accounts::{
+    claims_record, ops_record, parse_claims_record, AccountExpect,
+};
 use crate::server::cluster::{fold, num, split_fields, text, ClusterRoom, Expect, Waiter};
 use crate::server::identity::{now_unix_ms, Claims, KeyClaim, SessionKey};
 
@@ -162,6 +164,40 @@ impl Chat {
                 &[claims.account.as_bytes(), rec.as_bytes(), ttl.as_bytes()],
             );
         }
+    }
+
+    /// The account's newest claims (a REFRESH, or a HELLO with a token) to
+    /// every node holding one of its sessions (`mc_acct_claims`, event C):
+    /// an account's claims are those of the token most recently verified
+    /// for any of its sessions, on every node.
+    pub(in crate::server) fn cluster_account_claims(&mut self, claims: &Claims) {
+        let rec = claims_record(claims);
+        if let Some(c) = self.cluster.as_deref_mut().filter(|c| c.cmd.is_up()) {
+            c.fcall(
+                Expect::Ignore("account claims"),
+                "mc_acct_claims",
+                &[claims.account.as_bytes(), rec.as_bytes()],
+            );
+        }
+    }
+
+    /// Event C: an account's newest claims, verified on another node; this
+    /// node's sessions of it follow them (each keeps its own token's `exp`).
+    pub(super) fn account_claims_event(&mut self, payload: &[u8]) {
+        let Some(f) = split_fields(payload, 3) else {
+            return;
+        };
+        let (Some(sub), Some(rec)) = (text(f[1]), text(f[2])) else {
+            return;
+        };
+        let Some(mut claims) = self.identity.accounts.get(sub).map(|a| a.claims.clone()) else {
+            return;
+        };
+        let Some((rooms, ops, admin)) = parse_claims_record(rec) else {
+            return;
+        };
+        (claims.rooms, claims.ops, claims.admin) = (rooms, ops, admin);
+        let _ = self.identity.accounts.update_claims(claims);
     }
 
     /// `--session-key-ttl-ms` for Redis (PX takes no 0).
@@ -503,6 +539,8 @@ impl Chat {
     ) {
         let (sub, nick) = (claims.account.clone(), claims.nick.clone());
         let (exp_ms, expires) = (claims.exp_ms, claims.expires_at_ms());
+        // The newest token rules the account on every node.
+        self.cluster_account_claims(&claims);
         let _ = self.identity.accounts.add_session(claims, t);
         self.identity.stats.logins_account += 1;
         self.members.at_mut(t).set_expires_ms(expires);

@@ -204,6 +204,8 @@ impl Chat {
             self.moderation_node_event(payload);
         } else if payload.first() == Some(&b'A') {
             self.account_joined(payload);
+        } else if payload.first() == Some(&b'C') {
+            self.account_claims_event(payload);
         } else if payload.first() == Some(&b'T') {
             self.taken_over(payload);
         } else if payload.first() == Some(&b'S') {
