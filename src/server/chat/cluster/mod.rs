@@ -15,6 +15,7 @@
 //! - [`accounts`]: protocol version 3 (accounts across nodes, session
 //!   keys, SAY_RESULT and deduplication).
 
+pub mod account_rooms;
 pub mod accounts;
 pub mod answers;
 pub mod events;
