@@ -35,6 +35,7 @@ pub mod history;
 pub mod identity;
 pub mod members;
 pub mod rooms;
+pub mod tokens;
 pub mod who;
 
 use std::collections::HashMap;
