@@ -10,10 +10,12 @@
 //! - [`recovery`]: links coming and going, the cluster's timer, fencing,
 //!   nick claims and renames, rebuilding what Redis lost;
 //! - [`lists`]: LIST_ROOMS and LIST_USERS from the node's cache;
-//! - [`moderation`]: moderation requests, their answers and events, the
-//!   replica of the store's room states and server-wide bans;
-//! - [`accounts`]: protocol version 3 (accounts across nodes, session
-//!   keys, SAY_RESULT and deduplication).
+//! - [`moderation`]: moderation requests, their answers and events;
+//!   [`replica`]: loading this node's replica of the store's room states
+//!   and server-wide bans;
+//! - [`accounts`]: protocol version 3 (logins, session keys, SAY_RESULT
+//!   and deduplication); [`account_rooms`]: an account's rooms and
+//!   sessions across nodes, takeover.
 
 pub mod account_rooms;
 pub mod accounts;
@@ -22,4 +24,5 @@ pub mod events;
 pub mod lists;
 pub mod moderation;
 pub mod recovery;
+pub mod replica;
 pub mod requests;
