@@ -10,7 +10,7 @@
 use mio::Token;
 
 use crate::server::cluster::accounts::AccountExpect;
-use crate::server::cluster::{fold, num, split_fields, text, ClusterRoom, Expect, Waiter};
+use crate::server::cluster::{fold, num, split_fields, text, Expect, Waiter};
 
 use super::super::rooms::RoomId;
 use super::super::Chat;
@@ -45,27 +45,8 @@ impl Chat {
             return;
         }
         let sid = self.sessions.at(t).id();
-        let id = match self.rooms.find(room) {
-            Some(id) => id,
-            None => {
-                // The K event says the room's epoch.
-                let epoch = self.epochs.next_epoch();
-                let ring = self.history.open();
-                let id = self.rooms.create(room, epoch, ring);
-                let Some(c) = self.cluster.as_deref_mut() else {
-                    return;
-                };
-                let key = fold(room);
-                c.subscribe(&key);
-                c.rooms.insert(
-                    id,
-                    ClusterRoom {
-                        key,
-                        ..ClusterRoom::default()
-                    },
-                );
-                id
-            }
+        let Some(id) = self.room_here(room) else {
+            return;
         };
         let Some(cr) = self
             .cluster

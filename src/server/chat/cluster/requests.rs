@@ -84,33 +84,37 @@ impl Chat {
         self.wait(t);
     }
 
+    /// The room as this node knows it, made (and its channel subscribed)
+    /// if it has none here yet. A new room's epoch is the one this node
+    /// proposes if the room is new in the cluster too; the JOINED (or K)
+    /// event says which one holds.
+    pub(super) fn room_here(&mut self, room: &str) -> Option<RoomId> {
+        if let Some(id) = self.rooms.find(room) {
+            return Some(id);
+        }
+        let epoch = self.epochs.next_epoch();
+        let ring = self.history.open();
+        let id = self.rooms.create(room, epoch, ring);
+        let c = self.cluster.as_deref_mut()?;
+        let key = fold(room);
+        c.subscribe(&key);
+        c.rooms.insert(
+            id,
+            ClusterRoom {
+                key,
+                ..ClusterRoom::default()
+            },
+        );
+        Some(id)
+    }
+
     pub(crate) fn cluster_join(&mut self, t: Token, room: &str) {
         if !self.store_ready(t, code::JOIN, room.len() + 64) {
             return;
         }
         let sid = self.sessions.at(t).id();
-        let id = match self.rooms.find(room) {
-            Some(id) => id,
-            None => {
-                // The epoch this node proposes if the room is new in the
-                // cluster too; the JOINED event says which one holds.
-                let epoch = self.epochs.next_epoch();
-                let ring = self.history.open();
-                let id = self.rooms.create(room, epoch, ring);
-                let Some(c) = self.cluster.as_deref_mut() else {
-                    return;
-                };
-                let key = fold(room);
-                c.subscribe(&key);
-                c.rooms.insert(
-                    id,
-                    ClusterRoom {
-                        key,
-                        ..ClusterRoom::default()
-                    },
-                );
-                id
-            }
+        let Some(id) = self.room_here(room) else {
+            return;
         };
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
