@@ -45,7 +45,7 @@ pub use session::run;
     long_about = None
 )]
 pub struct Args {
-    /// Server address, HOST:PORT (a name is resolved; [::1]:PORT for IPv6).
+    /// Server address, HOST:PORT (a name is resolved; `[::1]:PORT` for IPv6).
     #[arg(long, default_value = "127.0.0.1:25000", env = "MUXCHAT_CONNECT")]
     pub connect: String,
     /// Nick to register (default: $USER, or "guest").

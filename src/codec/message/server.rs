@@ -101,7 +101,7 @@ pub enum ServerMessage<'a> {
         text: &'a str,
     },
     /// Version 2: closes every HISTORY reply. `status` is a set of
-    /// [`history_status`] bits.
+    /// `history_status` bits.
     HistoryEnd {
         room: &'a str,
         epoch: u64,

@@ -1,5 +1,5 @@
 //! Protocol version 3 in the cluster, the store's side: what an answer
-//! to a version-3 call is for ([`AccountExpect`]). The calls are
+//! to a version-3 call is for (`AccountExpect`). The calls are
 //! `accounts.lua` (the nick claim and key of a version-3 HELLO, attaching
 //! an account's sessions to its rooms, an account session's end, the key's
 //! end) and `mc_say` with a key and msg_id (muxchat.lua); the chat's side

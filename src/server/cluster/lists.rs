@@ -18,7 +18,7 @@
 //! 12-15 ms, and every other node's calls (a SAY) waited behind it.
 //!
 //! What is kept is bounded: one ROOM_LIST frame, and LIST_USERS frames
-//! for at most [`USERS_MAX`] rooms and [`USERS_BYTES`] bytes (past them a
+//! for at most `USERS_MAX` rooms and `USERS_BYTES` bytes (past them a
 //! room's answer is used for the callers waiting on it and not kept).
 //!
 //! This file holds the cache; what the chat does with it (asking, answering
