@@ -16,7 +16,7 @@ use super::super::rooms::RoomId;
 use super::super::Chat;
 use crate::codec::resp::Value;
 use crate::server::cluster::moderation::{
-    ban_value, parse_ban, state_fields, state_from, ModEvent, RESTORE_CHUNK,
+    ban_value, parse_ban, state_fields, state_from, ModEvent, Replica, RESTORE_CHUNK,
 };
 use crate::server::cluster::text;
 
@@ -114,20 +114,14 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        if !c.moderation.loading || c.moderation.load != load {
-            return;
-        }
-        let Ok(v) = v else {
-            c.moderation.failed();
+        let Some(cursor) = page_cursor(&mut c.moderation, load, &v) else {
             return;
         };
-        let parts = v.as_array().unwrap_or_default();
-        let cursor = parts
-            .first()
-            .and_then(Value::as_bytes)
-            .and_then(text)
-            .unwrap_or("0")
-            .to_owned();
+        let parts = v
+            .as_ref()
+            .ok()
+            .and_then(Value::as_array)
+            .unwrap_or_default();
         if let Some(pending) = c.moderation.pending_rooms.as_mut() {
             for pair in parts[1.min(parts.len())..].chunks(2) {
                 let [k, h] = pair else { continue };
@@ -153,20 +147,14 @@ impl Chat {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        if !c.moderation.loading || c.moderation.load != load {
-            return;
-        }
-        let Ok(v) = v else {
-            c.moderation.failed();
+        let Some(cursor) = page_cursor(&mut c.moderation, load, &v) else {
             return;
         };
-        let parts = v.as_array().unwrap_or_default();
-        let cursor = parts
-            .first()
-            .and_then(Value::as_bytes)
-            .and_then(text)
-            .unwrap_or("0")
-            .to_owned();
+        let parts = v
+            .as_ref()
+            .ok()
+            .and_then(Value::as_array)
+            .unwrap_or_default();
         if let Some(pending) = c.moderation.pending_bans.as_mut() {
             for pair in parts[2.min(parts.len())..].chunks(2) {
                 let [m, b] = pair else { continue };
@@ -229,4 +217,24 @@ impl Chat {
     }
 
     // ----- events -----------------------------------------------------------
+}
+
+/// The cursor of a page of the replica's load ("0": it was the last), if
+/// `v` answers the load in progress; a failed page fails the load.
+fn page_cursor(r: &mut Replica, load: u64, v: &Result<Value, String>) -> Option<String> {
+    if !r.loading || r.load != load {
+        return None;
+    }
+    let Ok(v) = v else {
+        r.failed();
+        return None;
+    };
+    let cursor = v.as_array().and_then(|p| p.first());
+    Some(
+        cursor
+            .and_then(Value::as_bytes)
+            .and_then(text)
+            .unwrap_or("0")
+            .to_owned(),
+    )
 }
