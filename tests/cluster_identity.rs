@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use cluster_support::{
     node, nodes, wait_for, wait_joined, wait_left, wait_left_rooms, Redis, StallProxy,
 };
-use common::{assert_error, Client, Daemon, Reply};
+use common::v3::{expect_fatal, hello3, login, send3};
+use common::{Client, Daemon, Reply};
 use muxchat::codec::v3::{code as v3code, ClientV3, Secret, ServerV3};
 use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
 use muxchat::server::identity::mint::{sign_with, MintClaims, SigningKey};
@@ -65,67 +66,6 @@ impl Auth {
     fn nodes(&self, redis: &Redis) -> Vec<Daemon> {
         nodes(redis, 2, &["--auth-key", self.arg()])
     }
-}
-
-fn send3(c: &mut Client, m: &ClientV3<'_>) {
-    let mut out = Vec::new();
-    m.encode(&mut out);
-    c.send_raw(&out);
-}
-
-fn hello3(c: &mut Client, nick: &str, token: &str, key: &str) {
-    send3(
-        c,
-        &ClientV3::Hello {
-            version: 3,
-            nick,
-            token: Secret(token),
-            session_key: Secret(key),
-        },
-    );
-}
-
-/// WELCOME (v3): (nick, account, role, session key).
-#[derive(Debug, Clone, PartialEq)]
-struct Welcome {
-    nick: String,
-    account: String,
-    role: u8,
-    key: String,
-}
-
-#[track_caller]
-fn welcome(c: &mut Client) -> Welcome {
-    let r = c.recv();
-    match ServerV3::decode(r.code, &r.payload) {
-        Ok(ServerV3::Welcome {
-            nick,
-            account,
-            role,
-            session_key,
-            ..
-        }) => Welcome {
-            nick: nick.into(),
-            account: account.into(),
-            role,
-            key: session_key.0.into(),
-        },
-        other => panic!("expected WELCOME v3, got code {} {other:?}", r.code),
-    }
-}
-
-#[track_caller]
-fn login(d: &Daemon, nick: &str, token: &str, key: &str) -> (Client, Welcome) {
-    let mut c = d.connect();
-    hello3(&mut c, nick, token, key);
-    let w = welcome(&mut c);
-    (c, w)
-}
-
-#[track_caller]
-fn expect_fatal(c: &mut Client, error: ErrorCode, request: u16) {
-    assert_error(&c.recv(), error, request);
-    c.expect_closed();
 }
 
 fn say3(c: &mut Client, room: &str, text: &str, msg_id: u64) {

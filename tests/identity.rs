@@ -14,6 +14,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::v3::{expect_fatal, hello3, login, send3, welcome};
 use common::{assert_error, Client, Daemon, Reply};
 use muxchat::codec::v3::{code as v3code, ClientV3, Secret, ServerV3};
 use muxchat::codec::{code, ClientMessage, ErrorCode, ServerMessage};
@@ -59,71 +60,6 @@ impl Auth {
     fn token(&self, sub: &str) -> String {
         self.token_with(sub, |_| {})
     }
-}
-
-fn send3(c: &mut Client, m: &ClientV3<'_>) {
-    let mut out = Vec::new();
-    m.encode(&mut out);
-    c.send_raw(&out);
-}
-
-fn hello3(c: &mut Client, nick: &str, token: &str, key: &str) {
-    send3(
-        c,
-        &ClientV3::Hello {
-            version: 3,
-            nick,
-            token: Secret(token),
-            session_key: Secret(key),
-        },
-    );
-}
-
-/// WELCOME (v3): (nick, account, role, session key, token_exp_ms).
-#[derive(Debug, Clone, PartialEq)]
-struct Welcome {
-    nick: String,
-    account: String,
-    role: u8,
-    key: String,
-    exp_ms: u64,
-}
-
-#[track_caller]
-fn welcome(c: &mut Client) -> Welcome {
-    let r = c.recv();
-    match ServerV3::decode(r.code, &r.payload) {
-        Ok(ServerV3::Welcome {
-            nick,
-            account,
-            role,
-            session_key,
-            token_exp_ms,
-            ..
-        }) => Welcome {
-            nick: nick.into(),
-            account: account.into(),
-            role,
-            key: session_key.0.into(),
-            exp_ms: token_exp_ms,
-        },
-        other => panic!("expected WELCOME v3, got code {} {other:?}", r.code),
-    }
-}
-
-/// Connects and registers with version 3.
-#[track_caller]
-fn login(d: &Daemon, nick: &str, token: &str, key: &str) -> (Client, Welcome) {
-    let mut c = d.connect();
-    hello3(&mut c, nick, token, key);
-    let w = welcome(&mut c);
-    (c, w)
-}
-
-#[track_caller]
-fn expect_fatal(c: &mut Client, error: ErrorCode, request: u16) {
-    assert_error(&c.recv(), error, request);
-    c.expect_closed();
 }
 
 /// SAY_RESULT: (msg_id, room, epoch, seq, error).

@@ -16,6 +16,7 @@ use muxchat::codec::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
 pub mod examples;
 pub mod logs;
 pub mod muxload;
+pub mod v3;
 
 /// How long a test waits for a frame it expects. Generous: CI machines are
 /// shared and slow; speed is measured by benchmarks, not tests.
