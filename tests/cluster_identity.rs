@@ -62,6 +62,13 @@ impl Auth {
     fn token(&self, sub: &str) -> String {
         self.token_with(sub, |_| {})
     }
+    /// A later token for `sub` that allows `room` only.
+    fn keep_only(&self, sub: &str, room: &str) -> String {
+        self.token_with(sub, |c| {
+            c.rooms = Some(vec![room.into()]);
+            c.exp += 60;
+        })
+    }
     /// Two nodes of one cluster taking tokens.
     fn nodes(&self, redis: &Redis) -> Vec<Daemon> {
         nodes(redis, 2, &["--auth-key", self.arg()])
@@ -656,6 +663,16 @@ fn an_account_on_two_nodes_survives_redis_restarting_empty() {
     assert_eq!(wait_left(&mut bob, "#r", "alice", SLOW), "later");
 }
 
+/// REFRESH with `token`.
+fn refresh(c: &mut Client, token: &str) {
+    send3(
+        c,
+        &ClientV3::Refresh {
+            token: Secret(token),
+        },
+    );
+}
+
 #[test]
 fn a_refresh_that_narrows_rooms_makes_the_account_leave_on_every_node() {
     let auth = Auth::new("refresh");
@@ -672,16 +689,8 @@ fn a_refresh_that_narrows_rooms_makes_the_account_leave_on_every_node() {
     wait_joined(&mut a2, "#drop", "alice");
     let (mut bob, _) = login(&ns[1], "bob", "", "");
     join(&mut bob, "#drop", "~bob");
-    let narrower = auth.token_with("alice", |c| {
-        c.rooms = Some(vec!["#keep".into()]);
-        c.exp += 60;
-    });
-    send3(
-        &mut a1,
-        &ClientV3::Refresh {
-            token: Secret(&narrower),
-        },
-    );
+    let narrower = auth.keep_only("alice", "#keep");
+    refresh(&mut a1, &narrower);
     // In a cluster REFRESHED comes first (the leave goes through the
     // store), then one LEFT "not allowed" to each of the account's
     // sessions and to the member on the other node.
@@ -714,7 +723,7 @@ fn a_hello_with_narrower_rooms_makes_the_account_leave_them_before_it_attaches()
     join(&mut bob, "#drop", "~bob");
     // A second session on the other node, with a token that allows #keep
     // only: the account leaves #drop, and the new session is in #keep.
-    let narrower = auth.token_with("alice", |c| c.rooms = Some(vec!["#keep".into()]));
+    let narrower = auth.keep_only("alice", "#keep");
     let (mut a2, _) = login(&ns[1], "", &narrower, "");
     assert_eq!(wait_left(&mut a1, "#drop", "alice", SLOW), "not allowed");
     assert_eq!(wait_left(&mut bob, "#drop", "alice", SLOW), "not allowed");
@@ -735,16 +744,8 @@ fn a_refresh_on_one_node_gives_the_account_its_new_claims_on_every_node() {
     let (mut a1, _) = login(&ns[0], "", &token, "");
     let (mut a2, _) = login(&ns[1], "", &token, "");
     let (mut gus, _) = login(&ns[0], "gus", "", "");
-    let narrower = auth.token_with("alice", |c| {
-        c.rooms = Some(vec!["#keep".into()]);
-        c.exp += 60;
-    });
-    send3(
-        &mut a2,
-        &ClientV3::Refresh {
-            token: Secret(&narrower),
-        },
-    );
+    let narrower = auth.keep_only("alice", "#keep");
+    refresh(&mut a2, &narrower);
     a2.recv_code(v3code::REFRESHED);
     // A whisper to node 0 goes after the claims on the same channel: once
     // gus has it, node 0 knows the account's new claims.
