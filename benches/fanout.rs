@@ -28,6 +28,8 @@ use muxchat::codec::ClientMessage;
 use muxchat::server::chat::Chat;
 use muxchat::server::config::Config;
 use muxchat::server::doors::Transport;
+use muxchat::server::sessions::registry::Sessions;
+use muxchat::server::sessions::session::Marks;
 
 /// Messages dispatched between two buffer resets.
 const BATCH: u64 = 64;
@@ -37,6 +39,7 @@ const RUN: usize = 64;
 
 struct Room {
     chat: Chat,
+    sessions: Sessions,
     publisher: Token,
     say: Vec<u8>,
     run: Vec<u8>,
@@ -58,6 +61,7 @@ fn room_of(members: usize) -> Room {
         ..defaults
     };
     let now = Instant::now();
+    let mut sessions = Sessions::new(Marks::new(&config));
     let mut chat = Chat::new(config, now);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -66,7 +70,7 @@ fn room_of(members: usize) -> Room {
     for i in 0..members {
         clients.push(TcpStream::connect(addr).unwrap());
         let (server_end, peer) = listener.accept().unwrap();
-        let t = chat.add_session(Transport::plain(server_end), peer, now);
+        let t = chat.add_session(&mut sessions, Transport::plain(server_end), peer, now);
         let mut frames = Vec::new();
         let nick = format!("member{i}");
         ClientMessage::Hello {
@@ -75,7 +79,7 @@ fn room_of(members: usize) -> Room {
         }
         .encode(&mut frames);
         ClientMessage::Join { room: "#bench" }.encode(&mut frames);
-        assert_eq!(chat.on_input(t, &frames, now), 2);
+        assert_eq!(chat.on_input(&mut sessions, t, &frames, now), 2);
         tokens.push(t);
     }
     let mut say = Vec::new();
@@ -88,18 +92,19 @@ fn room_of(members: usize) -> Room {
     let run = say.repeat(RUN);
     let mut room = Room {
         chat,
+        sessions,
         publisher: tokens[0],
         say,
         run,
         _clients: clients,
     };
-    reset(&mut room.chat);
+    reset(&mut room.sessions);
     room
 }
 
 /// Empties every output buffer and the flush list (outside the timer).
-fn reset(chat: &mut Chat) {
-    chat.sessions.discard_output();
+fn reset(sessions: &mut Sessions) {
+    sessions.discard_output();
 }
 
 /// Times `iters` dispatches of `read`, emptying buffers every few.
@@ -111,10 +116,13 @@ fn time_reads(room: &mut Room, read: &[u8], per_reset: u64, iters: u64) -> Durat
         let start = Instant::now();
         for _ in 0..n {
             let now = Instant::now();
-            black_box(room.chat.on_input(room.publisher, read, now));
+            black_box(
+                room.chat
+                    .on_input(&mut room.sessions, room.publisher, read, now),
+            );
         }
         spent += start.elapsed();
-        reset(&mut room.chat);
+        reset(&mut room.sessions);
         left -= n;
     }
     spent
@@ -161,14 +169,18 @@ fn history_reply(c: &mut Criterion) {
     let mut room = room_of(2);
     let now = Instant::now();
     let says = room.say.repeat(100);
-    assert_eq!(room.chat.on_input(room.publisher, &says, now), 100);
+    assert_eq!(
+        room.chat
+            .on_input(&mut room.sessions, room.publisher, &says, now),
+        100
+    );
     // A version-2 member who joins now has all 100 behind its ROOM_STATE.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server_end, peer) = listener.accept().unwrap();
     let asker = room
         .chat
-        .add_session(Transport::plain(server_end), peer, now);
+        .add_session(&mut room.sessions, Transport::plain(server_end), peer, now);
     let mut frames = Vec::new();
     ClientMessage::Hello {
         version: 2,
@@ -176,13 +188,17 @@ fn history_reply(c: &mut Criterion) {
     }
     .encode(&mut frames);
     ClientMessage::Join { room: "#bench" }.encode(&mut frames);
-    assert_eq!(room.chat.on_input(asker, &frames, now), 2);
+    assert_eq!(
+        room.chat.on_input(&mut room.sessions, asker, &frames, now),
+        2
+    );
     room._clients.push(client);
-    reset(&mut room.chat);
+    reset(&mut room.sessions);
     // Sanity: the reply really carries the 100 messages.
-    room.chat.on_input(asker, &ask_frame(), now);
-    assert!(room.chat.sessions.at(asker).pending() > 100 * 64);
-    reset(&mut room.chat);
+    room.chat
+        .on_input(&mut room.sessions, asker, &ask_frame(), now);
+    assert!(room.sessions.at(asker).pending() > 100 * 64);
+    reset(&mut room.sessions);
     let ask = ask_frame();
     let mut group = c.benchmark_group("history_reply");
     group

@@ -25,6 +25,8 @@ pub fn check(data: &[u8]) {
 
     use muxchat::server::chat::Chat;
     use muxchat::server::config::Config;
+    use muxchat::server::sessions::registry::Sessions;
+    use muxchat::server::sessions::session::Marks;
 
     const SESSIONS: usize = 4;
     const STEPS: usize = 96;
@@ -46,9 +48,10 @@ pub fn check(data: &[u8]) {
         ..Config::default()
     };
     let mut now = Instant::now();
+    let sessions = &mut Sessions::new(Marks::new(&config));
     let mut chat = Chat::new(config, now);
 
-    let mut clients = socket_clients(&mut chat, SESSIONS, now);
+    let mut clients = socket_clients(&mut chat, sessions, SESSIONS, now);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut iteration = 0u64;
 
@@ -85,15 +88,21 @@ pub fn check(data: &[u8]) {
 
     // Stages 4-6 of one iteration: reap, flush everyone queued, remove
     // the finished.
-    fn end_iteration(chat: &mut Chat, clients: &mut [Client], now: Instant, iteration: u64) {
-        chat.reap(now);
-        let list = chat.sessions.begin_flush();
+    fn end_iteration(
+        chat: &mut Chat,
+        sessions: &mut Sessions,
+        clients: &mut [Client],
+        now: Instant,
+        iteration: u64,
+    ) {
+        chat.reap(sessions, now);
+        let list = sessions.begin_flush();
         for &t in &list {
-            let _ = chat.sessions.flush(t, iteration, now);
+            let _ = sessions.flush(t, iteration, now);
         }
-        chat.sessions.end_flush(list);
-        while let Some(t) = chat.sessions.pop_finished() {
-            let (s, _) = chat.remove(t);
+        sessions.end_flush(list);
+        while let Some(t) = sessions.pop_finished() {
+            let (s, _) = chat.remove(sessions, t);
             for c in clients.iter_mut() {
                 if c.token == t && c.id == s.id() {
                     c.id = 0;
@@ -110,8 +119,7 @@ pub fn check(data: &[u8]) {
         let who = (input.u8() as usize) % SESSIONS;
         iteration += 1;
         let live = clients[who].id != 0
-            && chat
-                .sessions
+            && sessions
                 .get_live(clients[who].token, clients[who].id)
                 .is_some_and(|s| !s.life().is_finished());
         match op % 9 {
@@ -127,6 +135,7 @@ pub fn check(data: &[u8]) {
                 if live {
                     read(
                         &mut chat,
+                        sessions,
                         clients[who].token,
                         &mut scratch,
                         4096,
@@ -143,6 +152,7 @@ pub fn check(data: &[u8]) {
                 if live {
                     read(
                         &mut chat,
+                        sessions,
                         clients[who].token,
                         &mut scratch,
                         64 * 1024,
@@ -162,6 +172,7 @@ pub fn check(data: &[u8]) {
                 if live {
                     read(
                         &mut chat,
+                        sessions,
                         clients[who].token,
                         &mut scratch,
                         4096,
@@ -171,16 +182,17 @@ pub fn check(data: &[u8]) {
                 }
             }
             // The socket fails.
-            5 if live => chat.sessions.on_broken(clients[who].token),
+            5 if live => sessions.on_broken(clients[who].token),
             // Time passes; timers run.
             6 => {
                 now += Duration::from_millis(u64::from(input.u8()) * 20);
-                chat.run_timers(now);
+                chat.run_timers(sessions, now);
             }
             // A resumed or carried-over read without new bytes.
             7 if live => {
                 read(
                     &mut chat,
+                    sessions,
                     clients[who].token,
                     &mut scratch,
                     4096,
@@ -191,8 +203,8 @@ pub fn check(data: &[u8]) {
             // Nothing but the end of the iteration.
             _ => {}
         }
-        end_iteration(&mut chat, &mut clients, now, iteration);
-        chat.check_invariants();
+        end_iteration(&mut chat, sessions, &mut clients, now, iteration);
+        chat.check_invariants(sessions);
     }
 
     // Every client goes away; within a few deadlines every session is gone.
@@ -204,21 +216,28 @@ pub fn check(data: &[u8]) {
         iteration += 1;
         for c in clients.iter() {
             let live = c.id != 0
-                && chat
-                    .sessions
+                && sessions
                     .get_live(c.token, c.id)
                     .is_some_and(|s| !s.life().is_finished());
             if live {
-                read(&mut chat, c.token, &mut scratch, 64 * 1024, iteration, now);
+                read(
+                    &mut chat,
+                    sessions,
+                    c.token,
+                    &mut scratch,
+                    64 * 1024,
+                    iteration,
+                    now,
+                );
             }
         }
         now += Duration::from_secs(3);
-        chat.run_timers(now);
-        end_iteration(&mut chat, &mut clients, now, iteration);
-        chat.check_invariants();
+        chat.run_timers(sessions, now);
+        end_iteration(&mut chat, sessions, &mut clients, now, iteration);
+        chat.check_invariants(sessions);
     }
     assert!(
-        chat.is_empty(),
+        chat.is_empty(sessions),
         "sessions, nicks or rooms left after everyone went"
     );
 }

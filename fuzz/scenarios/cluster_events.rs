@@ -35,6 +35,8 @@ pub fn check(data: &[u8]) {
     use muxchat::server::chat::Chat;
     use muxchat::server::cluster::Cluster;
     use muxchat::server::config::Config;
+    use muxchat::server::sessions::registry::Sessions;
+    use muxchat::server::sessions::session::Marks;
 
     const NODE: &str = "n1";
     const PREFIX: &str = "muxchat:0:";
@@ -63,12 +65,13 @@ pub fn check(data: &[u8]) {
     let version = if settings & 8 != 0 { 2 } else { 1 };
     let max_pending = if settings & 16 != 0 { 600 } else { 1 << 20 };
     let mut now = Instant::now();
+    let sessions = &mut Sessions::new(Marks::new(&config));
     let mut chat = Chat::new(config, now);
     let poll = mio::Poll::new().expect("a poll instance");
     let registry = poll.registry().try_clone().expect("a registry");
     chat.set_cluster(Cluster::detached(NODE, max_pending, registry));
 
-    let mut clients = socket_clients(&mut chat, NICKS.len(), now);
+    let mut clients = socket_clients(&mut chat, sessions, NICKS.len(), now);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut iteration = 0u64;
     // The highest seq "Redis" published per room key: the fuzzed seqs
@@ -84,10 +87,9 @@ pub fn check(data: &[u8]) {
     fn room_channel(room: &str) -> String {
         format!("{PREFIX}c:{}", room.to_ascii_lowercase())
     }
-    fn live(chat: &Chat, c: &Client) -> bool {
+    fn live(sessions: &Sessions, c: &Client) -> bool {
         c.id != 0
-            && chat
-                .sessions
+            && sessions
                 .get(c.token)
                 .is_some_and(|s| s.id() == c.id && !s.life().is_finished())
     }
@@ -95,7 +97,7 @@ pub fn check(data: &[u8]) {
     // The client reads what reached it (up to `limit` bytes) and checks
     // the MESSAGE seqs: per room, strictly increasing since the client's
     // own JOINED there.
-    fn client_reads(chat: &Chat, c: &mut Client, limit: usize) {
+    fn client_reads(chat: &Chat, sessions: &Sessions, c: &mut Client, limit: usize) {
         let mut buf = [0u8; 4096];
         let mut left = limit;
         while left > 0 {
@@ -108,7 +110,9 @@ pub fn check(data: &[u8]) {
                 }
             }
         }
-        let own = chat.live_member(c.token, c.id).map(|m| m.nick().to_owned());
+        let own = chat
+            .live_member(sessions, c.token, c.id)
+            .map(|m| m.nick().to_owned());
         while let Ok(Some(f)) = c.reader.next_frame() {
             let msg = ServerMessage::decode(f.code, f.payload).expect("the server's frames decode");
             match msg {
@@ -128,10 +132,18 @@ pub fn check(data: &[u8]) {
     }
 
     // A client's bytes reach the daemon, which reads them.
-    fn send(chat: &mut Chat, c: &Client, bytes: &[u8], scratch: &mut [u8], it: u64, now: Instant) {
+    fn send(
+        chat: &mut Chat,
+        sessions: &mut Sessions,
+        c: &Client,
+        bytes: &[u8],
+        scratch: &mut [u8],
+        it: u64,
+        now: Instant,
+    ) {
         let _ = (&c.peer).write(bytes);
-        if live(chat, c) {
-            read(chat, c.token, scratch, 64 * 1024, it, now);
+        if live(sessions, c) {
+            read(chat, sessions, c.token, scratch, 64 * 1024, it, now);
         }
     }
 
@@ -139,20 +151,21 @@ pub fn check(data: &[u8]) {
     // the finished, and read again whoever the store's answers woke.
     fn end_iteration(
         chat: &mut Chat,
+        sessions: &mut Sessions,
         clients: &mut [Client],
         scratch: &mut [u8],
         now: Instant,
         iteration: &mut u64,
     ) {
-        chat.reap(now);
-        let list = chat.sessions.begin_flush();
+        chat.reap(sessions, now);
+        let list = sessions.begin_flush();
         for &t in &list {
-            let _ = chat.sessions.flush(t, *iteration, now);
+            let _ = sessions.flush(t, *iteration, now);
         }
-        chat.sessions.end_flush(list);
-        chat.flush_links(now);
-        while let Some(t) = chat.sessions.pop_finished() {
-            let (s, _) = chat.remove(t);
+        sessions.end_flush(list);
+        chat.flush_links(sessions, now);
+        while let Some(t) = sessions.pop_finished() {
+            let (s, _) = chat.remove(sessions, t);
             for c in clients.iter_mut() {
                 if c.token == t && c.id == s.id() {
                     c.id = 0;
@@ -162,11 +175,11 @@ pub fn check(data: &[u8]) {
         // The loop reads them in its next iteration.
         *iteration += 1;
         for (t, id) in chat.take_woken() {
-            if chat.sessions.get_live(t, id).is_some() {
-                read(chat, t, scratch, 64 * 1024, *iteration, now);
+            if sessions.get_live(t, id).is_some() {
+                read(chat, sessions, t, scratch, 64 * 1024, *iteration, now);
             }
         }
-        chat.check_invariants();
+        chat.check_invariants(sessions);
         chat.check_cluster_invariants();
     }
 
@@ -177,38 +190,71 @@ pub fn check(data: &[u8]) {
         let mut hello = Vec::new();
         ClientMessage::Hello { version, nick }.encode(&mut hello);
         iteration += 1;
-        send(&mut chat, &clients[i], &hello, &mut scratch, iteration, now);
+        send(
+            &mut chat,
+            sessions,
+            &clients[i],
+            &hello,
+            &mut scratch,
+            iteration,
+            now,
+        );
         // A claim's time in the store.
-        chat.feed_answer(bulk("1764547200000000"));
-        end_iteration(&mut chat, &mut clients, &mut scratch, now, &mut iteration);
+        chat.feed_answer(sessions, bulk("1764547200000000"));
+        end_iteration(
+            &mut chat,
+            sessions,
+            &mut clients,
+            &mut scratch,
+            now,
+            &mut iteration,
+        );
     }
     for (i, room) in [(0, "#a"), (1, "#a"), (2, "#b")] {
         let mut join = Vec::new();
         ClientMessage::Join { room }.encode(&mut join);
         iteration += 1;
-        send(&mut chat, &clients[i], &join, &mut scratch, iteration, now);
+        send(
+            &mut chat,
+            sessions,
+            &clients[i],
+            &join,
+            &mut scratch,
+            iteration,
+            now,
+        );
     }
     for room in ["#a", "#b"] {
-        chat.feed_push(Value::Array(vec![
-            bulk("subscribe"),
-            bulk(room_channel(room)),
-            Value::Int(1),
-        ]));
+        chat.feed_push(
+            sessions,
+            Value::Array(vec![
+                bulk("subscribe"),
+                bulk(room_channel(room)),
+                Value::Int(1),
+            ]),
+        );
     }
     for _ in 0..3 {
-        chat.feed_answer(Value::Int(1));
+        chat.feed_answer(sessions, Value::Int(1));
     }
     for (i, count) in [(0usize, 1), (1, 2)] {
         let p = format!(
             "J\n{EPOCH}\n0\n0\n{count}\n{NODE}\n{}\n{}",
             clients[i].id, NICKS[i]
         );
-        chat.feed_push(message(&room_channel("#a"), p.as_bytes()));
+        chat.feed_push(sessions, message(&room_channel("#a"), p.as_bytes()));
     }
     iteration += 1;
-    end_iteration(&mut chat, &mut clients, &mut scratch, now, &mut iteration);
+    end_iteration(
+        &mut chat,
+        sessions,
+        &mut clients,
+        &mut scratch,
+        now,
+        &mut iteration,
+    );
     for c in clients.iter_mut() {
-        client_reads(&chat, c, usize::MAX);
+        client_reads(&chat, sessions, c, usize::MAX);
     }
 
     for _ in 0..STEPS {
@@ -261,7 +307,7 @@ pub fn check(data: &[u8]) {
                 p.extend_from_slice(&from);
                 p.push(b'\n');
                 p.extend_from_slice(&body);
-                chat.feed_push(message(&channel, &p));
+                chat.feed_push(sessions, message(&channel, &p));
             }
             // JOINED: of a local waiter or member, or of someone elsewhere.
             2 => {
@@ -280,7 +326,7 @@ pub fn check(data: &[u8]) {
                 let mut p =
                     format!("J\n{epoch}\n{seq}\n{first}\n{count}\n{node}\n{sid}\n").into_bytes();
                 p.extend_from_slice(&who);
-                chat.feed_push(message(&channel, &p));
+                chat.feed_push(sessions, message(&channel, &p));
             }
             // LEFT: of a local member or waiter, or of someone elsewhere.
             3 => {
@@ -297,7 +343,7 @@ pub fn check(data: &[u8]) {
                 let mut p = format!("L\n{seq}\n{before}\n{node}\n{sid}\n").into_bytes();
                 p.extend_from_slice(&who);
                 p.extend_from_slice(b"\nbye");
-                chat.feed_push(message(&channel, &p));
+                chat.feed_push(sessions, message(&channel, &p));
             }
             // NICK_CHANGED, naming some rooms.
             4 => {
@@ -311,7 +357,7 @@ pub fn check(data: &[u8]) {
                 p.extend_from_slice(&old);
                 p.push(b'\n');
                 p.extend_from_slice(&new);
-                chat.feed_push(message(&format!("{PREFIX}nickch"), &p));
+                chat.feed_push(sessions, message(&format!("{PREFIX}nickch"), &p));
             }
             // WHISPER to a session here.
             5 => {
@@ -322,14 +368,13 @@ pub fn check(data: &[u8]) {
                 p.extend_from_slice(&from);
                 p.push(b'\n');
                 p.extend_from_slice(&body);
-                chat.feed_push(message(&format!("{PREFIX}n:{NODE}"), &p));
+                chat.feed_push(sessions, message(&format!("{PREFIX}n:{NODE}"), &p));
             }
             // A subscription confirmed (again: the link came back).
-            6 => chat.feed_push(Value::Array(vec![
-                bulk("subscribe"),
-                bulk(&channel),
-                Value::Int(1),
-            ])),
+            6 => chat.feed_push(
+                sessions,
+                Value::Array(vec![bulk("subscribe"), bulk(&channel), Value::Int(1)]),
+            ),
             // Any push: raw fields, a raw payload on some channel.
             7 => {
                 let b = input.u8();
@@ -355,7 +400,7 @@ pub fn check(data: &[u8]) {
                         message(&ch, &p)
                     }
                 };
-                chat.feed_push(v);
+                chat.feed_push(sessions, v);
             }
             // The answer to the oldest call in flight.
             8 | 9 => {
@@ -454,7 +499,7 @@ pub fn check(data: &[u8]) {
                         _ => bulk(text(&mut input, TEXTS)),
                     },
                 };
-                chat.feed_answer(v);
+                chat.feed_answer(sessions, v);
             }
             // A client's request.
             10 => {
@@ -473,6 +518,7 @@ pub fn check(data: &[u8]) {
                 }
                 send(
                     &mut chat,
+                    sessions,
                     &clients[who],
                     &bytes,
                     &mut scratch,
@@ -487,17 +533,18 @@ pub fn check(data: &[u8]) {
                 match (b >> 2) % 4 {
                     0 | 1 => {
                         let limit = [0, 100, usize::MAX][input.u8() as usize % 3];
-                        client_reads(&chat, &mut clients[who], limit);
+                        client_reads(&chat, sessions, &mut clients[who], limit);
                     }
                     2 => {
                         now += Duration::from_millis(u64::from(input.u8()) * 50);
-                        chat.run_timers(now);
+                        chat.run_timers(sessions, now);
                     }
                     _ => {
                         let _ = clients[who].peer.shutdown(std::net::Shutdown::Write);
-                        if live(&chat, &clients[who]) {
+                        if live(sessions, &clients[who]) {
                             read(
                                 &mut chat,
+                                sessions,
                                 clients[who].token,
                                 &mut scratch,
                                 4096,
@@ -509,9 +556,16 @@ pub fn check(data: &[u8]) {
                 }
             }
         }
-        end_iteration(&mut chat, &mut clients, &mut scratch, now, &mut iteration);
+        end_iteration(
+            &mut chat,
+            sessions,
+            &mut clients,
+            &mut scratch,
+            now,
+            &mut iteration,
+        );
     }
     for c in clients.iter_mut() {
-        client_reads(&chat, c, usize::MAX);
+        client_reads(&chat, sessions, c, usize::MAX);
     }
 }

@@ -2,6 +2,7 @@
 //! client ends the scenario reads, and requests chosen by the input.
 
 use muxchat::codec::{ClientMessage, FrameReader};
+use muxchat::server::sessions::registry::Sessions;
 
 use super::Bytes;
 
@@ -18,6 +19,7 @@ pub(super) struct Client {
 /// `n` sessions added to `chat`, each over a socket pair (no network).
 pub(super) fn socket_clients(
     chat: &mut muxchat::server::chat::Chat,
+    sessions: &mut Sessions,
     n: usize,
     now: std::time::Instant,
 ) -> Vec<Client> {
@@ -33,8 +35,8 @@ pub(super) fn socket_clients(
             let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
             let peer_addr = "127.0.0.1:1".parse().expect("address");
             let transport = muxchat::server::doors::Transport::plain(stream);
-            let token = chat.add_session(transport, peer_addr, now);
-            let id = chat.sessions.at(token).id();
+            let token = chat.add_session(sessions, transport, peer_addr, now);
+            let id = sessions.at(token).id();
             Client {
                 token,
                 id,
@@ -82,6 +84,7 @@ pub(super) fn request(input: &mut Bytes<'_>, nicks: &[&str], rooms: &[&str]) -> 
 /// [`reading::read`]: muxchat::server::event_loop::reading::read
 pub(super) fn read(
     chat: &mut muxchat::server::chat::Chat,
+    sessions: &mut Sessions,
     t: mio::Token,
     scratch: &mut [u8],
     budget: usize,
@@ -94,5 +97,7 @@ pub(super) fn read(
         config.tls_handshakes_per_ip,
         config.limit_loopback,
     );
-    muxchat::server::event_loop::reading::read(chat, &mut gate, t, scratch, budget, iteration, now)
+    muxchat::server::event_loop::reading::read(
+        chat, sessions, &mut gate, t, scratch, budget, iteration, now,
+    )
 }

@@ -2,6 +2,7 @@
 //! (step two of closing), the timers (login timeout, heartbeats, lingering
 //! closes), and the shutdown drain.
 
+use crate::server::sessions::registry::Sessions;
 use std::time::Instant;
 
 use log::debug;
@@ -21,12 +22,12 @@ impl Chat {
     /// writes and close()) and, reaped together, held one iteration for
     /// half a second; the rest stay marked and the loop comes back for
     /// them without sleeping.
-    pub fn reap(&mut self, now: Instant) {
+    pub fn reap(&mut self, sessions: &mut Sessions, now: Instant) {
         for _ in 0..self.config.closes_per_iteration.max(1) {
-            let Some(t) = self.sessions.pop_closing() else {
+            let Some(t) = sessions.pop_closing() else {
                 break;
             };
-            let s = self.sessions.at_mut(t);
+            let s = sessions.at_mut(t);
             let Some(leaving) = s.reap(now) else {
                 continue;
             };
@@ -37,12 +38,17 @@ impl Chat {
             );
             self.trace.close(t, s.id(), &leaving.reason);
             if self.cluster.is_some() {
-                self.cluster_close(t, leaving.reason.left_reason(), leaving.registered);
+                self.cluster_close(
+                    sessions,
+                    t,
+                    leaving.reason.left_reason(),
+                    leaving.registered,
+                );
             }
-            self.identity_close(t);
+            self.identity_close(sessions, t);
             while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
                 let id = self.members.at(t).rooms()[last].room;
-                self.part_member(t, id, leaving.reason.left_reason());
+                self.part_member(sessions, t, id, leaving.reason.left_reason());
             }
             if leaving.registered {
                 // Not the nick another session of its account (or the
@@ -53,16 +59,16 @@ impl Chat {
                     }
                 }
             }
-            let s = self.sessions.at_mut(t);
+            let s = sessions.at_mut(t);
             if let CloseReason::Quit(_) = leaving.reason {
                 s.out_mut().push(&ServerMessage::Bye { reason: "goodbye" });
             }
             s.mute();
             if s.life().broken() || (s.life().peer_eof() && s.pending() == 0) {
-                self.sessions.finish(t);
+                sessions.finish(t);
             } else {
-                self.sessions.queue_flush(t);
-                self.arm(t, leaving.deadline);
+                sessions.queue_flush(t);
+                self.arm(sessions, t, leaving.deadline);
             }
         }
     }
@@ -71,23 +77,23 @@ impl Chat {
     /// ended, login timeouts, heartbeat PINGs and PING_TIMEOUTs, lingering
     /// closes. An entry whose session
     /// has since been active is simply rescheduled.
-    pub fn run_timers(&mut self, now: Instant) {
-        self.expire_rooms(now);
-        self.cluster_tick(now);
+    pub fn run_timers(&mut self, sessions: &mut Sessions, now: Instant) {
+        self.expire_rooms(sessions, now);
+        self.cluster_tick(sessions, now);
         self.moderation_timers();
-        self.identity_tick();
+        self.identity_tick(sessions);
         while let Some((at, t, id)) = self.timers.pop_due(now) {
-            match self.sessions.get_live(t, id) {
+            match sessions.get_live(t, id) {
                 Some(s) if s.timer_at() == Some(at) => s.set_timer_at(None),
                 _ => continue, // stale: superseded, or the session is gone
             }
-            self.on_timer(t, now);
+            self.on_timer(sessions, t, now);
         }
     }
 
-    fn on_timer(&mut self, t: Token, now: Instant) {
+    fn on_timer(&mut self, sessions: &mut Sessions, t: Token, now: Instant) {
         let hb = self.config.heartbeat;
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         let life = s.life();
         if life.is_closing() || life.is_finished() {
             return;
@@ -99,39 +105,39 @@ impl Chat {
                 // orphaned send queue.
                 s.set_abort();
                 self.trace.timer(t, s.id(), "linger-close");
-                self.sessions.finish(t);
+                sessions.finish(t);
             } else {
-                self.arm(t, deadline);
+                self.arm(sessions, t, deadline);
             }
             return;
         }
         if life.is_greeting() && now >= s.accepted_at() + self.config.login_timeout {
             self.trace.timer(t, s.id(), "login-timeout");
-            self.sessions.stats.kicked_timeout += 1;
-            return self.error(t, ErrorCode::LoginTimeout, 0, "");
+            sessions.stats.kicked_timeout += 1;
+            return self.error(sessions, t, ErrorCode::LoginTimeout, 0, "");
         }
         let silent = now.saturating_duration_since(s.last_rx());
         if silent >= hb * 2 {
             self.trace.timer(t, s.id(), "ping-timeout");
-            self.sessions.stats.kicked_timeout += 1;
-            return self.error(t, ErrorCode::PingTimeout, 0, "");
+            sessions.stats.kicked_timeout += 1;
+            return self.error(sessions, t, ErrorCode::PingTimeout, 0, "");
         }
         if silent >= hb && !s.pinged() {
             s.set_pinged();
             self.trace.timer(t, s.id(), "ping");
             let token = now.duration_since(self.started).as_millis() as u64;
-            self.reply(t, &ServerMessage::Ping { token });
+            self.reply(sessions, t, &ServerMessage::Ping { token });
         } else {
             // Quiet since the last check: give idle buffers back.
-            self.sessions.released += s.release_idle_buffers();
+            sessions.released += s.release_idle_buffers();
         }
-        let deadline = self.next_deadline(t);
-        self.arm(t, deadline);
+        let deadline = self.next_deadline(sessions, t);
+        self.arm(sessions, t, deadline);
     }
 
     /// When `t` next needs looking at, if nothing arrives before then.
-    pub(in crate::server) fn next_deadline(&self, t: Token) -> Instant {
-        let s = self.sessions.at(t);
+    pub(in crate::server) fn next_deadline(&self, sessions: &Sessions, t: Token) -> Instant {
+        let s = sessions.at(t);
         let hb = self.config.heartbeat;
         let beat = if s.pinged() {
             s.last_rx() + hb * 2
@@ -148,8 +154,8 @@ impl Chat {
     }
 
     /// Makes sure `t` has a timer entry no later than `at`.
-    pub(in crate::server) fn arm(&mut self, t: Token, at: Instant) {
-        let s = self.sessions.at_mut(t);
+    pub(in crate::server) fn arm(&mut self, sessions: &mut Sessions, t: Token, at: Instant) {
+        let s = sessions.at_mut(t);
         if s.timer_at().is_none_or(|cur| at < cur) {
             s.set_timer_at(Some(at));
             self.timers.schedule(at, t, s.id());
@@ -159,7 +165,7 @@ impl Chat {
     /// SIGINT/SIGTERM: tell every session the server is going away. From
     /// now on HELLO and JOIN get SHUTTING_DOWN; everything else is served
     /// until the clients close or the grace period ends.
-    pub fn begin_drain(&mut self) {
+    pub fn begin_drain(&mut self, sessions: &mut Sessions) {
         self.draining = true;
         let grace_ms = self.config.grace.as_millis().min(u32::MAX as u128) as u32;
         encode_into(
@@ -169,8 +175,8 @@ impl Chat {
                 reason: "server shutting down",
             },
         );
-        for t in self.sessions.tokens() {
-            self.sessions.deliver(t, &self.frame);
+        for t in sessions.tokens() {
+            sessions.deliver(t, &self.frame);
         }
     }
 }

@@ -11,6 +11,7 @@
 //! the session key and the msg_ids are Redis's (`cluster::accounts`): the
 //! requests branch there once the node's own checks passed.
 
+use crate::server::sessions::registry::Sessions;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
@@ -224,12 +225,17 @@ impl Chat {
     /// A version-1 or -2 HELLO when tokens are taken: a guest, shown with
     /// `~`; under `--auth required`, fatal AUTH_REQUIRED. Returns the
     /// nick to register, or `None` when answered.
-    pub(in crate::server) fn old_hello_nick(&mut self, t: Token, nick: &str) -> Option<String> {
+    pub(in crate::server) fn old_hello_nick(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        nick: &str,
+    ) -> Option<String> {
         match self.identity.mode {
             AuthMode::Off => Some(nick.to_owned()),
             AuthMode::Required => {
                 self.identity.stats.auth_required += 1;
-                self.error(t, ErrorCode::AuthRequired, code::HELLO, "");
+                self.error(sessions, t, ErrorCode::AuthRequired, code::HELLO, "");
                 None
             }
             AuthMode::Optional => Some(self.guest_nick(nick)),
@@ -237,28 +243,36 @@ impl Chat {
     }
 
     /// HELLO (v3).
-    pub(in crate::server) fn hello_v3(&mut self, t: Token, nick: &str, token: &str, key: &str) {
+    pub(in crate::server) fn hello_v3(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        nick: &str,
+        token: &str,
+        key: &str,
+    ) {
         if self.draining {
-            return self.error(t, ErrorCode::ShuttingDown, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::ShuttingDown, code::HELLO, "");
         }
         if self.members.at(t).verifying() {
-            return self.error(t, ErrorCode::AlreadyRegistered, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::AlreadyRegistered, code::HELLO, "");
         }
         if !nick.is_empty() && !valid_nick(nick) {
-            return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::HELLO, "");
         }
         if token.is_empty() {
             if self.identity.mode == AuthMode::Required {
                 self.identity.stats.auth_required += 1;
-                return self.error(t, ErrorCode::AuthRequired, code::HELLO, "");
+                return self.error(sessions, t, ErrorCode::AuthRequired, code::HELLO, "");
             }
             if nick.is_empty() {
-                return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+                return self.error(sessions, t, ErrorCode::BadNick, code::HELLO, "");
             }
-            return self.register_guest_v3(t, nick, key);
+            return self.register_guest_v3(sessions, t, nick, key);
         }
         if self.identity.mode == AuthMode::Off {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::AuthFailed,
                 code::HELLO,
@@ -269,13 +283,14 @@ impl Chat {
             // Refused unread: a queue of logins holds no oversized tokens.
             self.identity.stats.failed[0] += 1;
             return self.error(
+                sessions,
                 t,
                 ErrorCode::AuthFailed,
                 code::HELLO,
                 Reject::TooLarge.describe(),
             );
         }
-        let id = self.sessions.at(t).id();
+        let id = sessions.at(t).id();
         let login = Login {
             nick: nick.to_owned(),
             token: token.to_owned(),
@@ -283,6 +298,7 @@ impl Chat {
         };
         if self.identity.queue.push(t, id, login).is_err() {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::ServerFull,
                 code::HELLO,
@@ -292,16 +308,15 @@ impl Chat {
         // Nothing else of this session is dispatched until its login is
         // decided: the requests behind HELLO wait, in order.
         self.members.at_mut(t).set_verifying(true);
-        self.sessions.at_mut(t).set_waiting(true);
+        sessions.at_mut(t).set_waiting(true);
     }
 
     /// The loop's verification stage: waiting token HELLOs, oldest first,
     /// until `--logins-per-iteration` are done or their checks took
     /// `--login-time-per-iteration-us`.
-    pub fn verify_logins(&mut self) {
+    pub fn verify_logins(&mut self, sessions: &mut Sessions) {
         self.identity.queue.begin_iteration();
         loop {
-            let sessions = &mut self.sessions;
             let Some(p) = self.identity.queue.pop(|t, id| {
                 sessions
                     .get_live(t, id)
@@ -327,22 +342,28 @@ impl Chat {
                 Err(reject) => {
                     let i = Reject::ALL.iter().position(|r| *r == reject).unwrap_or(0);
                     self.identity.stats.failed[i] += 1;
-                    self.error(t, ErrorCode::AuthFailed, code::HELLO, reject.describe());
+                    self.error(
+                        sessions,
+                        t,
+                        ErrorCode::AuthFailed,
+                        code::HELLO,
+                        reject.describe(),
+                    );
                 }
-                Ok(claims) => self.register_account(t, &login.nick, &login.key, claims),
+                Ok(claims) => self.register_account(sessions, t, &login.nick, &login.key, claims),
             }
-            self.sessions.queue_flush(t);
-            self.wake(t, sid);
+            sessions.queue_flush(t);
+            self.wake(sessions, t, sid);
         }
     }
 
-    fn register_guest_v3(&mut self, t: Token, nick: &str, key: &str) {
+    fn register_guest_v3(&mut self, sessions: &mut Sessions, t: Token, nick: &str, key: &str) {
         let shown = self.guest_nick(nick);
         let Some(name) = NameKey::new(&shown) else {
-            return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::HELLO, "");
         };
-        if let Some(why) = self.hello_banned(t, None, &shown) {
-            return self.sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
+        if let Some(why) = self.hello_banned(sessions, t, None, &shown) {
+            return sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
         }
         let owner = KeyOwner::guest(&shown);
         let key = self.parse_key(key);
@@ -350,9 +371,9 @@ impl Chat {
             // The nick and the key are the cluster's: Redis decides both
             // (with a key, the nick may be its own session's, taken over).
             if key.is_none() && self.nicks.contains_key(&name) {
-                return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+                return self.error(sessions, t, ErrorCode::NickInUse, code::HELLO, "");
             }
-            return self.cluster_hello_v3(t, &shown, None, key);
+            return self.cluster_hello_v3(sessions, t, &shown, None, key);
         }
         // A guest reconnecting with its key while the server still holds
         // its old connection: the nick is its own.
@@ -360,15 +381,23 @@ impl Chat {
             .and_then(|k| self.identity.keys.live_token(&k))
             .filter(|&old| self.nicks.get(&name) == Some(&old));
         if old.is_none() && self.nicks.contains_key(&name) {
-            return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::NickInUse, code::HELLO, "");
         }
         self.identity.stats.logins_guest += 1;
-        self.finish_v3(t, &shown, None, owner, key, 0);
+        self.finish_v3(sessions, t, &shown, None, owner, key, 0);
     }
 
-    fn register_account(&mut self, t: Token, hello_nick: &str, key: &str, claims: Claims) {
+    fn register_account(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        hello_nick: &str,
+        key: &str,
+        claims: Claims,
+    ) {
         if !hello_nick.is_empty() && !hello_nick.eq_ignore_ascii_case(&claims.nick) {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::BadNick,
                 code::HELLO,
@@ -376,10 +405,10 @@ impl Chat {
             );
         }
         if self.draining {
-            return self.error(t, ErrorCode::ShuttingDown, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::ShuttingDown, code::HELLO, "");
         }
-        if let Some(why) = self.hello_banned(t, Some(&claims.account), &claims.nick) {
-            return self.sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
+        if let Some(why) = self.hello_banned(sessions, t, Some(&claims.account), &claims.nick) {
+            return sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
         }
         let sub = claims.account.clone();
         let key = self.parse_key(key);
@@ -397,29 +426,29 @@ impl Chat {
         if let Err(e) = checked {
             self.identity.stats.refused += 1;
             let (code_, detail) = match e {
-                AccountError::NickHeld => return self.claim_held(t),
+                AccountError::NickHeld => return self.claim_held(sessions, t),
                 AccountError::SessionLimit => (ErrorCode::SessionLimit, ""),
                 AccountError::NickChanged => {
                     (ErrorCode::AuthFailed, "token nick is not the account's")
                 }
             };
-            return self.error(t, code_, code::HELLO, detail);
+            return self.error(sessions, t, code_, code::HELLO, detail);
         }
         // A guest of mode `off` never shares a nick with an account
         // (tokens are refused there), and guests otherwise carry `~`.
         if let Some(&holder) = NameKey::new(&claims.nick).and_then(|k| self.nicks.get(&k)) {
             if self.members.at(holder).account() != Some(sub.as_str()) {
                 self.identity.stats.refused += 1;
-                return self.claim_held(t);
+                return self.claim_held(sessions, t);
             }
         }
         if self.cluster.is_some() {
-            return self.cluster_account_hello(t, claims, key);
+            return self.cluster_account_hello(sessions, t, claims, key);
         }
         // The newest claims rule the account: rooms they no longer allow
         // are left before this session is attached.
         if let Some(&first) = self.identity.accounts.sessions_of(&sub).first() {
-            self.leave_disallowed(first, &claims);
+            self.leave_disallowed(sessions, first, &claims);
         }
         let exp_ms = claims.exp_ms;
         let expires = claims.expires_at_ms();
@@ -435,9 +464,9 @@ impl Chat {
         self.identity.stats.logins_account += 1;
         let owner = KeyOwner::Account(sub.clone());
         self.members.at_mut(t).set_expires_ms(expires);
-        let sid = self.sessions.at(t).id();
-        self.push_expiry(expires, t, sid);
-        self.finish_v3(t, &nick, Some(sub), owner, key, exp_ms);
+        let sid = sessions.at(t).id();
+        self.push_expiry(sessions, expires, t, sid);
+        self.finish_v3(sessions, t, &nick, Some(sub), owner, key, exp_ms);
     }
 
     /// Registers `t` (guest or account): takes the key's live session
@@ -445,6 +474,7 @@ impl Chat {
     /// then the rooms it is in (taken over, or its account's).
     fn finish_v3(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         nick: &str,
         account: Option<String>,
@@ -452,7 +482,7 @@ impl Chat {
         key: Option<SessionKey>,
         exp_ms: u64,
     ) {
-        self.flush_cast();
+        self.flush_cast(sessions);
         let now_ms = now_unix_ms();
         let (keys, dedup) = (&mut self.identity.keys, &mut self.identity.dedup);
         keys.expire(now_ms, |gone| dedup.forget(&gone));
@@ -465,17 +495,24 @@ impl Chat {
             _ => match keys.issue(owner, t) {
                 Ok(k) => k,
                 Err(_) => {
-                    return self.error(t, ErrorCode::ServerFull, code::HELLO, "no random source")
+                    return self.error(
+                        sessions,
+                        t,
+                        ErrorCode::ServerFull,
+                        code::HELLO,
+                        "no random source",
+                    )
                 }
             },
         };
-        self.welcome_v3(t, nick, account, key, claim, exp_ms);
+        self.welcome_v3(sessions, t, nick, account, key, claim, exp_ms);
     }
 
     /// `t` is registered under `nick` with `key` (taken over, kept or
     /// new, as `claim` says): WELCOME, then the rooms it is in.
     pub(in crate::server) fn welcome_v3(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         nick: &str,
         account: Option<String>,
@@ -493,7 +530,7 @@ impl Chat {
         match claim {
             KeyClaim::TakeOver(old) if old != t => {
                 self.identity.stats.takeovers += 1;
-                let rooms = self.take_over(old, t);
+                let rooms = self.take_over(sessions, old, t);
                 attach.extend(rooms);
             }
             _ => {
@@ -536,7 +573,7 @@ impl Chat {
             }
         }
         self.nicks.entry(name).or_insert(t);
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         s.register();
         let t_ = s.transport();
         info!(
@@ -551,6 +588,7 @@ impl Chat {
             Some(_) => role::ACCOUNT,
         };
         self.reply_v3(
+            sessions,
             t,
             &ServerV3::Welcome {
                 version: VERSION_3,
@@ -573,16 +611,16 @@ impl Chat {
                     nick,
                 },
             );
-            self.sessions.reply(t, &self.frame);
-            self.send_room_state(t, id);
-            self.room_info_to(t, id);
+            sessions.reply(t, &self.frame);
+            self.send_room_state(sessions, t, id);
+            self.room_info_to(sessions, t, id);
         }
     }
 
     /// `new` takes `old`'s place: its nick, rooms (slot for slot) and
     /// account; `old` gets BYE and closes, telling no one. Returns the
     /// rooms, for the JOINED and ROOM_STATE the new connection gets.
-    fn take_over(&mut self, old: Token, new: Token) -> Vec<RoomId> {
+    fn take_over(&mut self, sessions: &mut Sessions, old: Token, new: Token) -> Vec<RoomId> {
         let mut rooms = self.members.at_mut(old).take_rooms();
         for m in &mut rooms {
             let r = self.rooms.get_mut(m.room);
@@ -606,13 +644,12 @@ impl Chat {
         m.set_account(None);
         m.set_key(None);
         m.set_expires_ms(0);
-        let s = self.sessions.at_mut(old);
+        let s = sessions.at_mut(old);
         if s.life().accepts_input() {
             s.out_mut().push(&ServerMessage::Bye { reason: REPLACED });
             s.mute();
-            self.sessions.queue_flush(old);
-            self.sessions
-                .mark_closing(old, CloseReason::Fatal(REPLACED));
+            sessions.queue_flush(old);
+            sessions.mark_closing(old, CloseReason::Fatal(REPLACED));
         }
         ids
     }
@@ -620,9 +657,9 @@ impl Chat {
     /// The token's nick is held by another account now: fatal
     /// NICK_IN_USE (a HELLO's NICK_IN_USE is otherwise not fatal, but an
     /// account cannot pick another nick).
-    fn claim_held(&mut self, t: Token) {
-        self.flush_cast();
-        self.sessions.cut(
+    fn claim_held(&mut self, sessions: &mut Sessions, t: Token) {
+        self.flush_cast(sessions);
+        sessions.cut(
             t,
             ErrorCode::NickInUse,
             code::HELLO,
@@ -635,7 +672,7 @@ impl Chat {
     }
 
     /// The account of `t` leaves each room `claims` no longer allow.
-    pub(super) fn leave_disallowed(&mut self, t: Token, claims: &Claims) {
+    pub(super) fn leave_disallowed(&mut self, sessions: &mut Sessions, t: Token, claims: &Claims) {
         let gone: Vec<RoomId> = self
             .members
             .at(t)
@@ -645,10 +682,10 @@ impl Chat {
             .filter(|&id| !claims.may_join(&self.rooms.get(id).name))
             .collect();
         if self.cluster.is_some() {
-            return self.cluster_leave_disallowed(t, &gone);
+            return self.cluster_leave_disallowed(sessions, t, &gone);
         }
         for id in gone {
-            self.part_member(t, id, "not allowed");
+            self.part_member(sessions, t, id, "not allowed");
         }
     }
 
@@ -656,9 +693,9 @@ impl Chat {
     /// it, as a ban removes a member (one LEFT "not allowed" to everyone,
     /// every node drops the account's sessions from the room when the
     /// event comes back, so after REFRESHED here).
-    fn cluster_leave_disallowed(&mut self, t: Token, gone: &[RoomId]) {
+    fn cluster_leave_disallowed(&mut self, sessions: &mut Sessions, t: Token, gone: &[RoomId]) {
         let nick = self.members.at(t).nick().to_owned();
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let Some(c) = self.cluster.as_deref_mut().filter(|c| c.available()) else {
             return;
         };
@@ -672,7 +709,7 @@ impl Chat {
     /// The identity part of a session's end (reap, before its rooms): its
     /// key is kept for the TTL; a session that is not its account's last
     /// leaves its rooms silently and hands the nick index on.
-    pub(in crate::server) fn identity_close(&mut self, t: Token) {
+    pub(in crate::server) fn identity_close(&mut self, sessions: &mut Sessions, t: Token) {
         let now_ms = now_unix_ms();
         if let Some(k) = self.members.at(t).key() {
             let dedup = &mut self.identity.dedup;
@@ -687,7 +724,7 @@ impl Chat {
             return; // the last: it leaves its rooms with its reason
         }
         while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
-            self.drop_membership(t, last);
+            self.drop_membership(sessions, t, last);
         }
         let next = self.identity.accounts.sessions_of(&account)[0];
         if let Some(name) = NameKey::new(self.members.at(t).nick()) {
@@ -699,62 +736,70 @@ impl Chat {
 
     /// SAY (v3): exactly one SAY_RESULT, no ERROR (unless the msg_id
     /// cannot be read).
-    pub(in crate::server) fn say_v3(&mut self, t: Token, payload: &[u8]) {
+    pub(in crate::server) fn say_v3(&mut self, sessions: &mut Sessions, t: Token, payload: &[u8]) {
         let (room, text, msg_id) = match decode_say(payload) {
-            Err(_) => return self.error(t, ErrorCode::Malformed, code::SAY, ""),
+            Err(_) => return self.error(sessions, t, ErrorCode::Malformed, code::SAY, ""),
             Ok(SayV3::Malformed { room, msg_id }) => {
-                return self.say_refused(t, msg_id, room, ErrorCode::Malformed)
+                return self.say_refused(sessions, t, msg_id, room, ErrorCode::Malformed)
             }
             Ok(SayV3::Say { room, text, msg_id }) => (room, text, msg_id),
         };
         let key = self.members.at(t).key();
         if let Some((epoch, seq)) = key.and_then(|k| self.identity.dedup.lookup(&k, msg_id)) {
             self.identity.stats.deduplicated += 1;
-            return self.say_result(t, msg_id, room, epoch, seq);
+            return self.say_result(sessions, t, msg_id, room, epoch, seq);
         }
         let index = match self.check_say(t, room, text) {
             Ok(index) => index,
             // In a cluster the msg_ids are Redis's: a resend is answered
             // from there before any refusal, as standalone.
             Err(e) if self.cluster.is_some() && key.is_some() => {
-                return self.cluster_refused_say_v3(t, room, msg_id, key, e)
+                return self.cluster_refused_say_v3(sessions, t, room, msg_id, key, e)
             }
-            Err(e) => return self.say_refused(t, msg_id, room, e),
+            Err(e) => return self.say_refused(sessions, t, msg_id, room, e),
         };
         if self.cluster.is_some() {
             // Deduplicated and recorded in Redis, in the SAY's own call.
-            return self.cluster_say_v3(t, index, (room, text), msg_id, key);
+            return self.cluster_say_v3(sessions, t, index, (room, text), msg_id, key);
         }
-        let (epoch, seq) = self.say_in(t, index, text);
+        let (epoch, seq) = self.say_in(sessions, t, index, text);
         if let Some(k) = key {
             self.identity.dedup.record(k, msg_id, epoch, seq);
         }
-        self.say_result(t, msg_id, room, epoch, seq);
+        self.say_result(sessions, t, msg_id, room, epoch, seq);
     }
 
     /// A version-3 SAY refused before it was read far (rate limit, flags):
     /// SAY_RESULT with the code when its msg_id can be read.
-    pub(in crate::server) fn refuse_say_v3(&mut self, t: Token, payload: &[u8], error: ErrorCode) {
+    pub(in crate::server) fn refuse_say_v3(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        payload: &[u8],
+        error: ErrorCode,
+    ) {
         match decode_say(payload) {
             Ok(SayV3::Say { room, msg_id, .. } | SayV3::Malformed { room, msg_id }) => {
-                self.say_refused(t, msg_id, room, error)
+                self.say_refused(sessions, t, msg_id, room, error)
             }
-            Err(_) => self.error(t, error, code::SAY, ""),
+            Err(_) => self.error(sessions, t, error, code::SAY, ""),
         }
     }
 
     pub(in crate::server) fn say_refused(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         msg_id: u64,
         room: &str,
         error: ErrorCode,
     ) {
-        self.reply_v3(t, &ServerV3::say_refused(msg_id, room, error));
+        self.reply_v3(sessions, t, &ServerV3::say_refused(msg_id, room, error));
     }
 
     pub(in crate::server) fn say_result(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         msg_id: u64,
         room: &str,
@@ -768,7 +813,7 @@ impl Chat {
             seq,
             error: 0,
         };
-        self.reply_v3(t, &msg);
+        self.reply_v3(sessions, t, &msg);
     }
 
     /// Identity's lines of STATS (and /metrics).
@@ -815,9 +860,14 @@ impl Chat {
     }
 
     /// A version-3 frame to `t` alone.
-    pub(in crate::server) fn reply_v3(&mut self, t: Token, msg: &ServerV3<'_>) {
+    pub(in crate::server) fn reply_v3(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        msg: &ServerV3<'_>,
+    ) {
         self.frame.clear();
         msg.encode(&mut self.frame);
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 }

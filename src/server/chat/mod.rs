@@ -1,11 +1,14 @@
-//! The chat: the protocol's state machine over sessions, rooms and nicks.
+//! The chat: the protocol's state machine over rooms, nicks and members.
 //!
 //! Everything here is plain data and bytes: the chat never reads or
-//! writes a socket. The loop hands it bytes ([`Chat::on_input`],
-//! [`Chat::on_held`]) and door events ([`Chat::on_door`]); handling a frame
-//! only appends encoded frames to sessions' output buffers and puts those
-//! sessions on the flush list; the event loop writes them out once per
-//! iteration ("write before sleep"). The chat is split by job:
+//! writes a socket, and keeps no connection. The loop owns the
+//! [`Sessions`] and lends them to each call, with the bytes it read
+//! ([`Chat::on_input`], [`Chat::on_held`]) or a door's event
+//! ([`Chat::on_door`]); handling a frame only appends encoded frames to
+//! sessions' output buffers and puts those sessions on the flush list; the
+//! event loop writes them out once per iteration ("write before sleep").
+//! Every handler takes the lent `sessions` as its first argument. The
+//! chat is split by job:
 //!
 //! - this file: the [`Chat`] state, cutting bytes into whole frames, and
 //!   `Chat::dispatch`, which checks a frame and calls its handler;
@@ -19,8 +22,8 @@
 //! - [`rooms`], [`history`], [`limits`](super::limits): membership indexes, held
 //!   messages, the rate allowance;
 //! - [`closing`]: the reap stage, timers, the shutdown drain;
-//! - [`super::sessions::registry`]: the sessions, delivery, and the first
-//!   step of closing.
+//! - [`super::sessions::registry`] (the loop's, lent to each call): the
+//!   sessions, delivery, and the first step of closing.
 //!
 //! Closing is two-step: a session is *marked* (`Sessions::mark_closing`)
 //! wherever the reason is found, and *reaped* after the event batch
@@ -57,7 +60,7 @@ use super::doors::{DoorEvent, Transport};
 use super::limits::Rate;
 use super::metrics;
 use super::sessions::lifecycle::CloseReason;
-use super::sessions::registry::{Sessions, Stats};
+use super::sessions::registry::Sessions;
 use super::sessions::session::{Marks, Session};
 use super::sessions::timers::Timers;
 use super::trace::Trace;
@@ -71,13 +74,12 @@ use rooms::{RoomId, Rooms};
 /// unit of work, which they charge too).
 pub use super::doors::FRAME_COST;
 
-/// The whole chat state: sessions, rooms, the nick index, timers, counters.
+/// The chat's state: members, rooms, the nick index, timers, history,
+/// identity and moderation. The sessions are the loop's, lent per call.
 #[derive(Debug)]
 pub struct Chat {
     pub(super) config: Config,
     pub(super) rate: Rate,
-    /// Sessions, the loop's work lists, and the counters.
-    pub sessions: Sessions,
     /// What each session is in the chat, by token.
     pub(super) members: Members,
     pub(super) rooms: Rooms,
@@ -140,7 +142,6 @@ impl Chat {
                 per_sec: config.rate,
                 burst: config.burst,
             },
-            sessions: Sessions::new(Marks::new(&config)),
             config,
             members: Members::default(),
             rooms: Rooms::default(),
@@ -198,29 +199,19 @@ impl Chat {
     /// safe to change live differ): the rate and the output marks held
     /// as copies are replaced too; everything else reads `config` when
     /// it needs it.
-    pub fn set_config(&mut self, config: Config) {
+    pub fn set_config(&mut self, sessions: &mut Sessions, config: Config) {
         self.rate = Rate {
             per_sec: config.rate,
             burst: config.burst,
         };
-        self.sessions.set_marks(Marks::new(&config));
+        sessions.set_marks(Marks::new(&config));
         self.config = config;
         self.moderation_reconfigure();
-    }
-
-    /// The counters.
-    pub fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.sessions.stats
     }
 
     /// Registered sessions now (those with a nick).
     pub fn registered(&self) -> usize {
         self.nicks.len()
-    }
-
-    /// Connections open now, registered or not.
-    pub fn connections(&self) -> usize {
-        self.sessions.len()
     }
 
     /// The earliest timer deadline (sessions' and lingering rooms'), for
@@ -249,9 +240,10 @@ impl Chat {
     }
 
     /// Heap bytes given back to the allocator since the last trim:
-    /// sessions' buffers, rooms removed, history rings shrunk or dropped.
+    /// rooms removed, history rings shrunk or dropped (the sessions'
+    /// buffers are the loop's own count).
     pub fn released(&self) -> usize {
-        self.sessions.released + self.rooms_released + self.history.released()
+        self.rooms_released + self.history.released()
     }
 
     /// Before a trim: clears the counts of `released`, and gives the
@@ -259,7 +251,6 @@ impl Chat {
     /// burst of rooms went and left them mostly empty (else the trim
     /// would find little to return).
     pub fn prepare_trim(&mut self) {
-        self.sessions.released = 0;
         self.rooms_released = 0;
         self.history.clear_released();
         self.rooms.shrink_if_sparse();
@@ -267,20 +258,26 @@ impl Chat {
     }
 
     /// Adds a freshly accepted connection and returns its token.
-    pub fn add_session(&mut self, transport: Transport, peer: SocketAddr, now: Instant) -> Token {
+    pub fn add_session(
+        &mut self,
+        sessions: &mut Sessions,
+        transport: Transport,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Token {
         self.next_id += 1;
-        self.sessions.stats.accepted += 1;
+        sessions.stats.accepted += 1;
         let s = Session::new(transport, self.next_id, peer, self.rate, now);
-        let t = self.sessions.insert(s);
+        let t = sessions.insert(s);
         self.members.open(t);
-        let deadline = self.next_deadline(t);
-        self.arm(t, deadline);
+        let deadline = self.next_deadline(sessions, t);
+        self.arm(sessions, t, deadline);
         t
     }
 
     /// `t`'s member if `t` is still the session `sid` (tokens are reused).
-    pub fn live_member(&self, t: Token, sid: u64) -> Option<&Member> {
-        self.sessions
+    pub fn live_member(&self, sessions: &Sessions, t: Token, sid: u64) -> Option<&Member> {
+        sessions
             .get(t)
             .filter(|s| s.id() == sid)
             .map(|_| self.members.at(t))
@@ -290,8 +287,8 @@ impl Chat {
     /// deregister and close.
     /// Its nick (empty if it never registered) comes with it, for the
     /// connection's last log line.
-    pub fn remove(&mut self, t: Token) -> (Session, Member) {
-        (self.sessions.remove(t), self.members.close(t))
+    pub fn remove(&mut self, sessions: &mut Sessions, t: Token) -> (Session, Member) {
+        (sessions.remove(t), self.members.close(t))
     }
 
     // ----- input --------------------------------------------------------
@@ -300,33 +297,45 @@ impl Chat {
     /// before anything still in the socket, which it was read before.
     /// Returns the frames dispatched, and whether input is still held (the
     /// output passed the mark again).
-    pub fn on_held(&mut self, t: Token, now: Instant) -> (usize, bool) {
+    pub fn on_held(&mut self, sessions: &mut Sessions, t: Token, now: Instant) -> (usize, bool) {
         self.now = now;
-        let held = self.sessions.at_mut(t).take_partial();
-        let frames = self.dispatch_slice(t, &held, now);
-        self.flush_cast();
-        (frames, self.sessions.at(t).is_holding())
+        let held = sessions.at_mut(t).take_partial();
+        let frames = self.dispatch_slice(sessions, t, &held, now);
+        self.flush_cast(sessions);
+        (frames, sessions.at(t).is_holding())
     }
 
     /// Bytes read from `t`'s socket: completes a partial frame carried over
     /// from earlier reads, then dispatches every whole frame in `data`
     /// straight from the caller's buffer, and keeps a trailing partial frame
     /// for next time. Returns the number of frames dispatched.
-    pub fn on_input(&mut self, t: Token, data: &[u8], now: Instant) -> usize {
+    pub fn on_input(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        data: &[u8],
+        now: Instant,
+    ) -> usize {
         self.now = now;
-        let frames = self.dispatch_all(t, data, now);
-        self.flush_cast();
+        let frames = self.dispatch_all(sessions, t, data, now);
+        self.flush_cast(sessions);
         frames
     }
 
-    fn dispatch_all(&mut self, t: Token, mut data: &[u8], now: Instant) -> usize {
+    fn dispatch_all(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        mut data: &[u8],
+        now: Instant,
+    ) -> usize {
         let max = self.config.max_payload;
-        let marks = self.sessions.marks();
+        let marks = sessions.marks();
         let mut frames = 0;
         // A partial read left part of a frame behind: finish that frame
         // first, taking only the bytes it still needs.
-        while self.accepts_input(t) && !self.sessions.at(t).inbuf().is_empty() {
-            let s = self.sessions.at_mut(t);
+        while self.accepts_input(sessions, t) && !sessions.at(t).inbuf().is_empty() {
+            let s = sessions.at_mut(t);
             match decode(s.inbuf(), max) {
                 Decoded::Incomplete(need) => {
                     let take = need.min(data.len());
@@ -337,23 +346,23 @@ impl Chat {
                     }
                 }
                 Decoded::TooLarge(h) => {
-                    self.too_large(t, h);
+                    self.too_large(sessions, t, h);
                     return frames;
                 }
                 Decoded::Frame(..) => {
                     let buf = s.take_partial();
                     if let Decoded::Frame(frame, _) = decode(&buf, max) {
-                        self.dispatch(t, frame, now);
+                        self.dispatch(sessions, t, frame, now);
                         frames += 1;
                     }
-                    if !data.is_empty() && self.over_pause(t, marks) {
-                        self.sessions.at_mut(t).hold(data);
+                    if !data.is_empty() && self.over_pause(sessions, t, marks) {
+                        sessions.at_mut(t).hold(data);
                         return frames;
                     }
                 }
             }
         }
-        frames + self.dispatch_slice(t, data, now)
+        frames + self.dispatch_slice(sessions, t, data, now)
     }
 
     /// Dispatches the whole frames of `data` (no partial frame may be
@@ -362,19 +371,25 @@ impl Chat {
     /// the rest (at most one read) until the flush resumes it: one read
     /// can carry thousands of requests whose replies are far larger than
     /// they are, so checking the mark only before a read is not enough.
-    fn dispatch_slice(&mut self, t: Token, mut data: &[u8], now: Instant) -> usize {
+    fn dispatch_slice(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        mut data: &[u8],
+        now: Instant,
+    ) -> usize {
         let max = self.config.max_payload;
-        let marks = self.sessions.marks();
+        let marks = sessions.marks();
         let mut frames = 0;
-        while !data.is_empty() && self.accepts_input(t) {
+        while !data.is_empty() && self.accepts_input(sessions, t) {
             match decode(data, max) {
                 Decoded::Frame(frame, used) => {
-                    self.dispatch(t, frame, now);
+                    self.dispatch(sessions, t, frame, now);
                     frames += 1;
                     data = &data[used..];
-                    if !data.is_empty() && self.over_pause(t, marks) {
-                        if self.accepts_input(t) {
-                            self.sessions.at_mut(t).hold(data);
+                    if !data.is_empty() && self.over_pause(sessions, t, marks) {
+                        if self.accepts_input(sessions, t) {
+                            sessions.at_mut(t).hold(data);
                         }
                         break;
                     }
@@ -382,11 +397,11 @@ impl Chat {
                 Decoded::Incomplete(_) => {
                     // Less than one frame: bounded by the header check
                     // below on the next read, never more than one frame.
-                    self.sessions.at_mut(t).keep_partial(data);
+                    sessions.at_mut(t).keep_partial(data);
                     break;
                 }
                 Decoded::TooLarge(h) => {
-                    self.too_large(t, h);
+                    self.too_large(sessions, t, h);
                     break;
                 }
             }
@@ -395,22 +410,22 @@ impl Chat {
     }
 
     /// What a session's door needs from the chat.
-    pub fn on_door(&mut self, t: Token, ev: DoorEvent, now: Instant) {
+    pub fn on_door(&mut self, sessions: &mut Sessions, t: Token, ev: DoorEvent, now: Instant) {
         self.now = now;
         let served = CloseReason::Fatal("http request served");
         match ev {
             DoorEvent::Metrics => {
-                let mut stats = self.stats_list(now);
+                let mut stats = self.stats_list(sessions, now);
                 stats.extend(self.moderation_stats());
                 let text = metrics::render(
                     &stats,
                     self.draining,
-                    &self.sessions.hist,
+                    &sessions.hist,
                     &metrics::ProcessStats::read(),
                 );
                 let resp = Response::new(Status::Ok, metrics::CONTENT_TYPE, text);
-                self.sessions.at_mut(t).transport_mut().respond(&resp);
-                self.sessions.mark_closing(t, served);
+                sessions.at_mut(t).transport_mut().respond(&resp);
+                sessions.mark_closing(t, served);
             }
             DoorEvent::Healthz => {
                 // A load balancer must stop sending clients to a node
@@ -424,102 +439,102 @@ impl Chat {
                 } else {
                     Response::text(Status::Ok, "ok")
                 };
-                self.sessions.at_mut(t).transport_mut().respond(&resp);
-                self.sessions.mark_closing(t, served);
+                sessions.at_mut(t).transport_mut().respond(&resp);
+                sessions.mark_closing(t, served);
             }
-            DoorEvent::Answered => self.sessions.mark_closing(t, served),
+            DoorEvent::Answered => sessions.mark_closing(t, served),
             DoorEvent::Upgraded => {
                 debug!("{t:?} upgraded to WebSocket");
                 // The login timeout runs from the upgrade on.
-                self.sessions.at_mut(t).restart_login(now);
-                let deadline = self.next_deadline(t);
-                self.arm(t, deadline);
+                sessions.at_mut(t).restart_login(now);
+                let deadline = self.next_deadline(sessions, t);
+                self.arm(sessions, t, deadline);
             }
             // Fatal at the door even where the protocol's error is not
             // (MALFORMED): a broken framing cannot be resynchronised.
             // A session already cut (its ERROR sent, the door's close
             // queued) gets no second ERROR.
-            DoorEvent::Fatal { .. } if !self.accepts_input(t) => {}
+            DoorEvent::Fatal { .. } if !self.accepts_input(sessions, t) => {}
             DoorEvent::Fatal { error, detail } => {
-                self.flush_cast();
-                self.trace_error(t, error, 0);
-                self.sessions.cut(t, error, 0, detail);
+                self.flush_cast(sessions);
+                self.trace_error(sessions, t, error, 0);
+                sessions.cut(t, error, 0, detail);
             }
-            DoorEvent::Closed => self.sessions.on_peer_eof(t),
+            DoorEvent::Closed => sessions.on_peer_eof(t),
         }
-        self.sessions.queue_flush(t);
+        sessions.queue_flush(t);
     }
 
-    fn accepts_input(&self, t: Token) -> bool {
-        self.sessions.at(t).life().accepts_input()
+    fn accepts_input(&self, sessions: &Sessions, t: Token) -> bool {
+        sessions.at(t).life().accepts_input()
     }
 
     /// Whether `t`'s output is past its pause mark. MESSAGEs still batched
     /// for a room (`cast`) are not counted yet: the batch is bounded
     /// (`CAST_LIMIT`), and fanning it out per frame would undo it.
-    fn over_pause(&self, t: Token, marks: Marks) -> bool {
-        self.sessions.at(t).over_pause(marks)
+    fn over_pause(&self, sessions: &Sessions, t: Token, marks: Marks) -> bool {
+        sessions.at(t).over_pause(marks)
     }
 
-    fn too_large(&mut self, t: Token, h: Header) {
+    fn too_large(&mut self, sessions: &mut Sessions, t: Token, h: Header) {
         let detail = format!(
             "payload of {} bytes is over the maximum of {}",
             h.length, self.config.max_payload
         );
-        self.error(t, ErrorCode::FrameTooLarge, h.code, &detail);
+        self.error(sessions, t, ErrorCode::FrameTooLarge, h.code, &detail);
     }
 
     /// One whole frame from `t`, checked in the order the protocol gives:
     /// flags, known code, registration, payload layout, then each command's
     /// own name, text and state checks.
-    fn dispatch(&mut self, t: Token, frame: Frame<'_>, now: Instant) {
-        self.sessions.stats.frames_in += 1;
-        self.sessions.at_mut(t).touch(now);
+    fn dispatch(&mut self, sessions: &mut Sessions, t: Token, frame: Frame<'_>, now: Instant) {
+        sessions.stats.frames_in += 1;
+        sessions.at_mut(t).touch(now);
         let request = frame.code;
         if request != code::SAY {
             // Whatever this frame produces must come after the MESSAGEs
             // already batched.
-            self.flush_cast();
+            self.flush_cast(sessions);
         }
         let v3 = self.members.at(t).version() >= VERSION_3;
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         if request != code::PONG && !s.allow(self.rate, now) {
             self.trace.refuse(t, s.id(), "rate", request);
-            self.sessions.stats.rate_limited += 1;
+            sessions.stats.rate_limited += 1;
             if v3 && request == code::SAY {
-                return self.refuse_say_v3(t, frame.payload, ErrorCode::RateLimited);
+                return self.refuse_say_v3(sessions, t, frame.payload, ErrorCode::RateLimited);
             }
-            return self.error(t, ErrorCode::RateLimited, request, "");
+            return self.error(sessions, t, ErrorCode::RateLimited, request, "");
         }
         if frame.flags != 0 {
-            return self.error(t, ErrorCode::BadFrame, request, "");
+            return self.error(sessions, t, ErrorCode::BadFrame, request, "");
         }
         let registered = s.life().is_registered();
         if is_version_3_code(request) {
             // Codes 113-122 exist for version-3 sessions only.
             return match (v3 && registered, request) {
                 (true, v3code::REFRESH) => match ClientV3::decode(request, frame.payload) {
-                    Ok(ClientV3::Refresh { token }) => self.refresh(t, token.0),
-                    _ => self.error(t, ErrorCode::Malformed, request, ""),
+                    Ok(ClientV3::Refresh { token }) => self.refresh(sessions, t, token.0),
+                    _ => self.error(sessions, t, ErrorCode::Malformed, request, ""),
                 },
-                (true, _) => self.moderation(t, request, frame.payload),
-                _ => self.error(t, ErrorCode::UnknownCode, request, ""),
+                (true, _) => self.moderation(sessions, t, request, frame.payload),
+                _ => self.error(sessions, t, ErrorCode::UnknownCode, request, ""),
             };
         }
         if !ClientMessage::is_known(request) {
-            return self.error(t, ErrorCode::UnknownCode, request, "");
+            return self.error(sessions, t, ErrorCode::UnknownCode, request, "");
         }
         let before_hello = matches!(request, code::HELLO | code::PING | code::PONG | code::QUIT);
         if !registered && !before_hello {
-            return self.error(t, ErrorCode::NotRegistered, request, "");
+            return self.error(sessions, t, ErrorCode::NotRegistered, request, "");
         }
         // A version-1 session sees no change at all: HISTORY is a code it
         // does not have.
         if is_version_2_code(request) && self.members.at(t).version() < VERSION_2 {
-            return self.error(t, ErrorCode::UnknownCode, request, "");
+            return self.error(sessions, t, ErrorCode::UnknownCode, request, "");
         }
         if registered && request == code::HELLO {
-            return self.error(t, ErrorCode::AlreadyRegistered, request, "");
+            return self.error(sessions, t, ErrorCode::AlreadyRegistered, request, "");
         }
         if request == code::HELLO && hello_version(frame.payload) == Some(VERSION_3) {
             return match ClientV3::decode(request, frame.payload) {
@@ -528,47 +543,49 @@ impl Chat {
                     token,
                     session_key,
                     ..
-                }) => self.hello_v3(t, nick, token.0, session_key.0),
+                }) => self.hello_v3(sessions, t, nick, token.0, session_key.0),
                 // Version 3 in the short layout of versions 1 and 2 (a
                 // client that only changed the byte): it speaks neither.
                 _ if ClientMessage::decode(request, frame.payload).is_ok() => self.error(
+                    sessions,
                     t,
                     ErrorCode::BadVersion,
                     request,
                     "a version-3 HELLO carries a token and a session key",
                 ),
-                _ => self.error(t, ErrorCode::Malformed, request, ""),
+                _ => self.error(sessions, t, ErrorCode::Malformed, request, ""),
             };
         }
         if v3 && request == code::SAY {
-            return self.say_v3(t, frame.payload);
+            return self.say_v3(sessions, t, frame.payload);
         }
         let Ok(msg) = ClientMessage::decode(request, frame.payload) else {
-            return self.error(t, ErrorCode::Malformed, request, "");
+            return self.error(sessions, t, ErrorCode::Malformed, request, "");
         };
         match msg {
-            ClientMessage::Hello { version, nick } => self.hello(t, version, nick),
-            ClientMessage::Join { room } => self.join(t, room),
-            ClientMessage::Leave { room } => self.leave(t, room),
-            ClientMessage::Say { room, text } => self.say(t, room, text),
-            ClientMessage::Whisper { nick, text } => self.whisper(t, nick, text),
-            ClientMessage::Nick { nick } => self.change_nick(t, nick),
-            ClientMessage::ListRooms => self.list_rooms(t),
-            ClientMessage::ListUsers { room } => self.list_users(t, room),
-            ClientMessage::Ping { token } => self.reply(t, &ServerMessage::Pong { token }),
+            ClientMessage::Hello { version, nick } => self.hello(sessions, t, version, nick),
+            ClientMessage::Join { room } => self.join(sessions, t, room),
+            ClientMessage::Leave { room } => self.leave(sessions, t, room),
+            ClientMessage::Say { room, text } => self.say(sessions, t, room, text),
+            ClientMessage::Whisper { nick, text } => self.whisper(sessions, t, nick, text),
+            ClientMessage::Nick { nick } => self.change_nick(sessions, t, nick),
+            ClientMessage::ListRooms => self.list_rooms(sessions, t),
+            ClientMessage::ListUsers { room } => self.list_users(sessions, t, room),
+            ClientMessage::Ping { token } => {
+                self.reply(sessions, t, &ServerMessage::Pong { token })
+            }
             ClientMessage::Pong { .. } => {}
             ClientMessage::Quit { reason } => {
                 let reason = if reason.is_empty() { "quit" } else { reason };
-                self.sessions
-                    .mark_closing(t, CloseReason::Quit(reason.to_owned()));
+                sessions.mark_closing(t, CloseReason::Quit(reason.to_owned()));
             }
-            ClientMessage::Stats => self.send_stats(t, now),
+            ClientMessage::Stats => self.send_stats(sessions, t, now),
             ClientMessage::History {
                 room,
                 epoch,
                 after_seq,
                 limit,
-            } => self.history(t, room, epoch, after_seq, limit),
+            } => self.history(sessions, t, room, epoch, after_seq, limit),
         }
     }
 
@@ -581,10 +598,10 @@ impl Chat {
     /// everything.
     #[doc(hidden)]
     #[cfg(feature = "fuzzing")]
-    pub fn check_invariants(&self) {
+    pub fn check_invariants(&self, sessions: &Sessions) {
         for (key, &t) in &self.nicks {
             assert!(
-                self.sessions.get(t).is_some(),
+                sessions.get(t).is_some(),
                 "the nick index points to a live session"
             );
             assert_eq!(
@@ -594,8 +611,8 @@ impl Chat {
             );
         }
         let max_inbuf = 64 * 1024 + 8 + self.config.max_payload as usize;
-        for t in self.sessions.tokens() {
-            let (s, me) = (self.sessions.at(t), self.members.at(t));
+        for t in sessions.tokens() {
+            let (s, me) = (sessions.at(t), self.members.at(t));
             if s.life().is_registered() {
                 let key = NameKey::new(me.nick()).expect("a registered nick is valid");
                 // An account's sessions share one entry.
@@ -616,7 +633,7 @@ impl Chat {
         for room in self.rooms.iter() {
             let id = self.rooms.find(&room.name).expect("rooms are indexed");
             for (slot, &t) in room.members.iter().enumerate() {
-                assert!(self.sessions.get(t).is_some(), "a member is a live session");
+                assert!(sessions.get(t).is_some(), "a member is a live session");
                 assert!(
                     self.members
                         .at(t)
@@ -632,32 +649,39 @@ impl Chat {
     /// Whether nothing is left: no session, nick or room.
     #[doc(hidden)]
     #[cfg(feature = "fuzzing")]
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.nicks.is_empty() && self.rooms.is_empty()
+    pub fn is_empty(&self, sessions: &Sessions) -> bool {
+        sessions.is_empty() && self.nicks.is_empty() && self.rooms.is_empty()
     }
 
     // ----- helpers ------------------------------------------------------
 
     /// A reply to `t` alone.
-    pub(super) fn reply(&mut self, t: Token, msg: &ServerMessage<'_>) {
+    pub(super) fn reply(&mut self, sessions: &mut Sessions, t: Token, msg: &ServerMessage<'_>) {
         encode_into(&mut self.frame, msg);
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 
     /// ERROR to `t`. A fatal error also marks the session for closing;
     /// a non-fatal one changes nothing else.
-    pub(super) fn error(&mut self, t: Token, error: ErrorCode, request: u16, detail: &str) {
-        self.flush_cast();
-        self.trace_error(t, error, request);
+    pub(super) fn error(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        error: ErrorCode,
+        request: u16,
+        detail: &str,
+    ) {
+        self.flush_cast(sessions);
+        self.trace_error(sessions, t, error, request);
         let detail = if detail.is_empty() {
             error.describe()
         } else {
             detail
         };
         if error.is_fatal() {
-            self.sessions.cut(t, error, request, detail);
+            sessions.cut(t, error, request, detail);
         } else {
-            self.reply(t, &ServerMessage::error(error, request, detail));
+            self.reply(sessions, t, &ServerMessage::error(error, request, detail));
         }
     }
 }
@@ -672,9 +696,9 @@ impl Chat {
     /// The loop trace's `error` line: the session's id is looked up only
     /// when the trace is on, so with it off this is one branch.
     #[inline]
-    fn trace_error(&mut self, t: Token, error: ErrorCode, request: u16) {
+    fn trace_error(&mut self, sessions: &mut Sessions, t: Token, error: ErrorCode, request: u16) {
         if self.trace.is_on() {
-            let id = self.sessions.at(t).id();
+            let id = sessions.at(t).id();
             self.trace.error(t, id, error, request);
         }
     }

@@ -4,6 +4,7 @@
 //! deadlines (no scan of sessions). The logins themselves are in
 //! `identity.rs`.
 
+use crate::server::sessions::registry::Sessions;
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,10 @@ use super::Chat;
 
 impl Chat {
     /// REFRESH: a new token for the same account and nick.
-    pub(in crate::server) fn refresh(&mut self, t: Token, token: &str) {
+    pub(in crate::server) fn refresh(&mut self, sessions: &mut Sessions, t: Token, token: &str) {
         let Some(account) = self.members.at(t).account().map(str::to_owned) else {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::NotAllowed,
                 crate::codec::v3::code::REFRESH,
@@ -35,6 +37,7 @@ impl Chat {
             Ok(c) if c.account == account && c.nick == self.members.at(t).nick() => c,
             Ok(_) => {
                 return self.error(
+                    sessions,
                     t,
                     ErrorCode::AuthFailed,
                     crate::codec::v3::code::REFRESH,
@@ -43,6 +46,7 @@ impl Chat {
             }
             Err(reject) => {
                 return self.error(
+                    sessions,
                     t,
                     ErrorCode::AuthFailed,
                     crate::codec::v3::code::REFRESH,
@@ -50,7 +54,7 @@ impl Chat {
                 )
             }
         };
-        self.leave_disallowed(t, &claims);
+        self.leave_disallowed(sessions, t, &claims);
         if self.cluster.is_some() {
             self.cluster_account_ops(&claims);
             self.cluster_account_claims(&claims);
@@ -59,10 +63,11 @@ impl Chat {
         let expires = claims.expires_at_ms();
         let _ = self.identity.accounts.update_claims(claims);
         self.members.at_mut(t).set_expires_ms(expires);
-        let sid = self.sessions.at(t).id();
-        self.push_expiry(expires, t, sid);
+        let sid = sessions.at(t).id();
+        self.push_expiry(sessions, expires, t, sid);
         self.identity.stats.refreshes += 1;
         self.reply_v3(
+            sessions,
             t,
             &ServerV3::Refreshed {
                 token_exp_ms: exp_ms,
@@ -72,20 +77,19 @@ impl Chat {
 
     /// Stage 3's identity part: sessions whose token ran out get fatal
     /// TOKEN_EXPIRED; kept keys past their TTL are forgotten.
-    pub(in crate::server) fn identity_tick(&mut self) {
+    pub(in crate::server) fn identity_tick(&mut self, sessions: &mut Sessions) {
         let now_ms = now_unix_ms();
         while let Some(&Reverse((at, t, sid))) = self.identity.expiry.peek() {
             if at > now_ms {
                 break;
             }
             self.identity.expiry.pop();
-            let live = self
-                .sessions
+            let live = sessions
                 .get_live(t, sid)
                 .is_some_and(|s| s.life().accepts_input());
             if live && self.members.at(t).expires_ms() == at {
                 self.identity.stats.expired += 1;
-                self.error(t, ErrorCode::TokenExpired, 0, "");
+                self.error(sessions, t, ErrorCode::TokenExpired, 0, "");
             }
         }
         let (keys, dedup) = (&mut self.identity.keys, &mut self.identity.dedup);
@@ -96,11 +100,17 @@ impl Chat {
     /// refreshed stay until their deadline; a client reconnecting over and
     /// over with long-lived tokens would grow the heap, so it is compacted
     /// when stale entries outnumber the live ones (amortised O(1)).
-    pub(in crate::server) fn push_expiry(&mut self, at: u64, t: Token, sid: u64) {
+    pub(in crate::server) fn push_expiry(
+        &mut self,
+        sessions: &mut Sessions,
+        at: u64,
+        t: Token,
+        sid: u64,
+    ) {
         self.identity.expiry.push(Reverse((at, t, sid)));
         let live = self.identity.accounts.sessions() + 1;
         if self.identity.expiry.len() > 2 * live + 64 {
-            let (sessions, members) = (&mut self.sessions, &self.members);
+            let members = &self.members;
             self.identity.expiry.retain(|Reverse((at, t, sid))| {
                 sessions.get_live(*t, *sid).is_some() && members.at(*t).expires_ms() == *at
             });

@@ -7,6 +7,7 @@
 //! identity state themselves, so identity can change how it keeps
 //! accounts without touching them.
 
+use crate::server::sessions::registry::Sessions;
 use mio::Token;
 
 use super::rooms::RoomId;
@@ -49,9 +50,15 @@ impl Chat {
     /// The member `t` is part of leaves `room` with `reason`: LEFT to each
     /// of its sessions and once to the other members. Nothing if it is
     /// not in the room.
-    pub(in crate::server) fn part_member(&mut self, t: Token, room: RoomId, reason: &str) {
-        let sessions = self.sessions_of_member(t);
-        let Some(first) = sessions
+    pub(in crate::server) fn part_member(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        room: RoomId,
+        reason: &str,
+    ) {
+        let devices = self.sessions_of_member(t);
+        let Some(first) = devices
             .iter()
             .copied()
             .find(|&s| self.members.at(s).membership(room).is_some())
@@ -61,10 +68,10 @@ impl Chat {
         let index = self.members.at(first).membership(room).expect("found");
         // One LEFT, cast while every session of the member is still in
         // the list: the room and each of the sessions get it once.
-        self.part(first, index, reason);
-        for s in sessions {
+        self.part(sessions, first, index, reason);
+        for s in devices {
             if let Some(index) = self.members.at(s).membership(room) {
-                self.drop_membership(s, index);
+                self.drop_membership(sessions, s, index);
             }
         }
     }

@@ -21,8 +21,8 @@ use crate::codec::ErrorCode;
 
 impl Server {
     pub(super) fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.chat.connections() >= self.chat.config().max_clients {
-            self.chat.stats_mut().rejected_full += 1;
+        if self.sessions.len() >= self.chat.config().max_clients {
+            self.sessions.stats.rejected_full += 1;
             debug!("rejecting {peer}: server full");
             self.refusals
                 .refuse(self.poll.registry(), stream, "server full", now);
@@ -37,7 +37,7 @@ impl Server {
             match self.count_ip(peer) {
                 Ok(counted_as) => counted_as,
                 Err(open) => {
-                    self.chat.stats_mut().rejected_full += 1;
+                    self.sessions.stats.rejected_full += 1;
                     debug!("rejecting {peer}: {open} connections from its prefix");
                     self.refusals.refuse(
                         self.poll.registry(),
@@ -59,9 +59,11 @@ impl Server {
         if proxied {
             transport.expect_proxy_header();
         }
-        let t = self.chat.add_session(transport, peer, now);
-        self.chat.sessions.at_mut(t).set_counted_as(counted_as);
-        let fd = self.chat.sessions.at(t).raw_fd();
+        let t = self
+            .chat
+            .add_session(&mut self.sessions, transport, peer, now);
+        self.sessions.at_mut(t).set_counted_as(counted_as);
+        let fd = self.sessions.at(t).raw_fd();
         // Interest starts as READABLE only: there is nothing to write yet.
         if let Err(e) = self
             .poll
@@ -69,13 +71,11 @@ impl Server {
             .register(&mut SourceFd(&fd), t, Interest::READABLE)
         {
             warn!("register {peer}: {e}");
-            let (s, _) = self.chat.remove(t);
+            let (s, _) = self.chat.remove(&mut self.sessions, t);
             self.forget_peer(&s);
             return;
         }
-        self.chat
-            .trace
-            .accept(t, self.chat.sessions.at(t).id(), peer);
+        self.chat.trace.accept(t, self.sessions.at(t).id(), peer);
         info!(target: "muxchat::conn", peer:% = peer; "opened: {peer}");
         if self.trace {
             info!("accept {t:?} from {peer}");
@@ -92,14 +92,14 @@ impl Server {
         {
             warn!(
                 "out of file descriptors with {} connections: turning new ones away",
-                self.chat.connections()
+                self.sessions.len()
             );
             self.last_emfile_warning = Some(now);
         }
         self.reserve_fd = None;
         let shed = match self.listener.as_ref().map(|l| l.accept()) {
             Some(Ok((stream, _))) => {
-                self.chat.stats_mut().rejected_full += 1;
+                self.sessions.stats.rejected_full += 1;
                 // No descriptor to spare for a wait: answered at once, by
                 // the first byte if it is there.
                 let stream: TcpStream = stream.into();
@@ -138,7 +138,7 @@ impl Server {
     /// Returns whether the session may be read on (false: wait for the
     /// rest of the header, or the session was cut).
     pub(super) fn read_proxy_header(&mut self, t: Token) -> bool {
-        let s = self.chat.sessions.at_mut(t);
+        let s = self.sessions.at_mut(t);
         let proxy = s.peer();
         let source = match s.transport_mut().take_proxy_header() {
             Ok(ProxyStart::Partial) => return false,
@@ -150,8 +150,7 @@ impl Server {
             Ok(ProxyStart::Header(source)) => source,
             Ok(ProxyStart::Bad(why)) => {
                 info!(peer:% = proxy, reason:% = why; "closed: bad PROXY header from {proxy}: {why}");
-                self.chat
-                    .sessions
+                self.sessions
                     .cut(t, ErrorCode::Malformed, 0, "bad PROXY header");
                 return false;
             }
@@ -167,7 +166,7 @@ impl Server {
         let peer = source.unwrap_or(proxy);
         match self.count_ip(peer) {
             Ok(counted_as) => {
-                let s = self.chat.sessions.at_mut(t);
+                let s = self.sessions.at_mut(t);
                 s.set_counted_as(counted_as);
                 s.set_peer(peer);
                 if source.is_some() {
@@ -176,10 +175,10 @@ impl Server {
                 true
             }
             Err(open) => {
-                self.chat.stats_mut().rejected_full += 1;
+                self.sessions.stats.rejected_full += 1;
                 debug!("rejecting {peer} (through {proxy}): {open} connections from that address");
-                self.chat.sessions.at_mut(t).set_peer(peer);
-                self.chat.sessions.cut(
+                self.sessions.at_mut(t).set_peer(peer);
+                self.sessions.cut(
                     t,
                     ErrorCode::ServerFull,
                     0,

@@ -58,13 +58,13 @@ impl Server {
         let grace = self.chat.config().grace;
         info!(
             "signal received: draining {} connections for up to {:?}",
-            self.chat.connections(),
+            self.sessions.len(),
             grace
         );
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.chat.begin_drain();
+        self.chat.begin_drain(&mut self.sessions);
         self.drain_deadline = Some(now + grace);
         false
     }
@@ -103,7 +103,7 @@ impl Server {
             config.http,
             config.max_payload,
         ));
-        self.chat.set_config(config);
+        self.chat.set_config(&mut self.sessions, config);
         // The --auth-key file is read again on every SIGHUP; one that
         // does not load keeps the running key.
         self.chat.reload_identity();
@@ -154,7 +154,7 @@ impl Server {
     /// poll timeout includes it, so a daemon that went quiet right after a
     /// burst of rooms expired still gives their memory back.
     pub(super) fn trim_due(&self) -> Option<Instant> {
-        let released = self.chat.released();
+        let released = self.sessions.released + self.chat.released();
         if released < TRIM_TAIL {
             return None;
         }
@@ -183,11 +183,12 @@ impl Server {
     /// millisecond, with the part spent shrinking the rooms' tables.
     pub(super) fn trim_if_idle(&mut self, now: Instant) {
         let due = self.trim_due().is_some_and(|at| at <= now);
-        if !due || !self.still_readable.is_empty() || self.chat.sessions.has_work() {
+        if !due || !self.still_readable.is_empty() || self.sessions.has_work() {
             return;
         }
-        let released = self.chat.released();
+        let released = self.sessions.released + self.chat.released();
         let started = Instant::now();
+        self.sessions.released = 0;
         self.chat.prepare_trim();
         let tables = started.elapsed();
         trim_heap();

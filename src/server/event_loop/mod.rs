@@ -72,6 +72,8 @@ use super::discovery::Discovery;
 use super::doors::refusing::Refusals;
 use super::doors::{tls, Doors, HandshakeGate};
 use super::sessions::registry::FlushOutcome;
+use super::sessions::registry::Sessions;
+use super::sessions::session::Marks;
 use super::trace::Trace;
 
 mod admission;
@@ -118,7 +120,8 @@ const EVENT_CAPACITY: usize = 1024;
 /// listen(2) backlog: a burst of connects waits here while we accept.
 const BACKLOG: i32 = 4096;
 
-/// The daemon: a listener, a poll instance, and the chat state.
+/// The daemon: a listener, a poll instance, the connections (`Sessions`)
+/// and the chat state, which borrows them per call.
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -126,6 +129,9 @@ pub struct Server {
     /// The UDP discovery responder, with `--discovery`.
     discovery: Option<Discovery>,
     chat: Chat,
+    /// Every connection: its socket, transport, buffers and lifecycle.
+    /// The loop owns them; the chat borrows them per call to answer.
+    sessions: Sessions,
     /// The shared read buffer.
     scratch: Vec<u8>,
     /// Sessions to read again next iteration without an event (budget
@@ -269,6 +275,7 @@ impl Server {
             config.http,
             config.max_payload,
         ));
+        let mut sessions = Sessions::new(Marks::new(&config));
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -279,10 +286,11 @@ impl Server {
                 let mut chat = Chat::new(config, Instant::now());
                 if let Some(c) = cluster {
                     chat.set_cluster(c);
-                    chat.load_replica_at_start(timeout);
+                    chat.load_replica_at_start(&mut sessions, timeout);
                 }
                 chat
             },
+            sessions,
             scratch: vec![0; READ_CHUNK],
             still_readable: Vec::new(),
             global_left: GLOBAL_READ_BUDGET,
@@ -393,10 +401,12 @@ impl Server {
             match token {
                 LISTENER => self.accept_all(now),
                 // The cluster's Redis links: sources like any other.
-                cluster::CMD | cluster::SUB => {
-                    self.chat
-                        .on_link_ready(token == cluster::SUB, writable, now)
-                }
+                cluster::CMD | cluster::SUB => self.chat.on_link_ready(
+                    &mut self.sessions,
+                    token == cluster::SUB,
+                    writable,
+                    now,
+                ),
                 DISCOVERY => self.answer_probes(now),
                 t if Refusals::owns(t) => self.refusals.on_ready(self.poll.registry(), t),
                 SIGNALS => {
@@ -418,8 +428,8 @@ impl Server {
     fn run_timers(&mut self, now: Instant) {
         // Token HELLOs, a bounded number per iteration (the rest wait in
         // order): a storm of logins slows logins, not delivery.
-        self.chat.verify_logins();
-        self.chat.run_timers(now);
+        self.chat.verify_logins(&mut self.sessions);
+        self.chat.run_timers(&mut self.sessions, now);
         self.refusals.expire(self.poll.registry(), now);
         self.chat.trace.stage("3", "timers");
     }
@@ -429,9 +439,9 @@ impl Server {
     /// whose request the cluster's store answered while their input was
     /// paused are read next iteration.
     fn reap(&mut self, now: Instant) {
-        self.chat.reap(now);
+        self.chat.reap(&mut self.sessions, now);
         for (t, id) in self.chat.take_woken() {
-            if self.chat.sessions.get_live(t, id).is_some() {
+            if self.sessions.get_live(t, id).is_some() {
                 self.carry(t, "woken");
             }
         }
@@ -446,7 +456,7 @@ impl Server {
         self.global_left = GLOBAL_READ_BUDGET;
         let fresh = std::mem::take(&mut self.still_readable);
         for (t, id) in carried {
-            if self.chat.sessions.get_live(t, id).is_some() {
+            if self.sessions.get_live(t, id).is_some() {
                 self.read_session(t, now);
             }
         }
@@ -462,8 +472,8 @@ impl Server {
             let Some((t, id)) = self.handshake_wait.pop_front() else {
                 break;
             };
-            if self.chat.sessions.get_live(t, id).is_some() {
-                self.chat.sessions.at_mut(t).transport_mut().dequeue();
+            if self.sessions.get_live(t, id).is_some() {
+                self.sessions.at_mut(t).transport_mut().dequeue();
                 self.read_session(t, now);
             }
         }
@@ -475,11 +485,11 @@ impl Server {
         let Some(deadline) = self.drain_deadline else {
             return false;
         };
-        let done = self.chat.connections() == 0 || now >= deadline;
+        let done = self.sessions.is_empty() || now >= deadline;
         if done {
             info!(
                 "shutdown complete ({} connections still open were closed)",
-                self.chat.connections()
+                self.sessions.len()
             );
         }
         done
@@ -490,7 +500,7 @@ impl Server {
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.still_readable.is_empty()
             || !self.handshake_wait.is_empty()
-            || self.chat.sessions.has_work()
+            || self.sessions.has_work()
             || self.chat.logins_waiting()
             || self.accept_more
         {
@@ -511,7 +521,7 @@ impl Server {
     }
 
     fn on_session_event(&mut self, t: Token, readable: bool, writable: bool, now: Instant) {
-        if self.chat.sessions.get(t).is_none() {
+        if self.sessions.get(t).is_none() {
             return;
         }
         self.observe_session_event(t, readable, writable);
@@ -521,7 +531,7 @@ impl Server {
         if writable {
             // The kernel took bytes off the send queue: the flush stage
             // will write what this session has left.
-            self.chat.sessions.queue_flush(t);
+            self.sessions.queue_flush(t);
         }
     }
 
@@ -529,8 +539,7 @@ impl Server {
     /// dispatching whole frames as they arrive; a session stopped by its
     /// budget is carried over to the next iteration.
     fn read_session(&mut self, t: Token, now: Instant) {
-        if self.chat.sessions.at(t).transport().awaits_proxy_header() && !self.read_proxy_header(t)
-        {
+        if self.sessions.at(t).transport().awaits_proxy_header() && !self.read_proxy_header(t) {
             return;
         }
         if self.global_left == 0 {
@@ -543,6 +552,7 @@ impl Server {
         let budget = READ_BUDGET.min(self.global_left);
         let r = reading::read(
             &mut self.chat,
+            &mut self.sessions,
             &mut self.handshakes,
             t,
             &mut self.scratch,
@@ -565,7 +575,7 @@ impl Server {
     /// every edge-triggered source.
     fn answer_probes(&mut self, now: Instant) {
         let sessions = self.chat.registered();
-        let connections = self.chat.connections();
+        let connections = self.sessions.len();
         if let Some(d) = self.discovery.as_mut() {
             let done = d.on_readable(sessions, connections, now);
             if self.trace {
@@ -611,14 +621,14 @@ impl Server {
     fn flush_all(&mut self) {
         let now = Instant::now();
         let went_quiet = std::mem::take(&mut self.drained);
-        let list = self.chat.sessions.begin_flush();
+        let list = self.sessions.begin_flush();
         for &t in &list {
             // 5a. Write: the session writes through its transport and says
             //     what follows; a failed socket is already marked closing.
-            let FlushOutcome::Done(f) = self.chat.sessions.flush(t, self.iteration, now) else {
+            let FlushOutcome::Done(f) = self.sessions.flush(t, self.iteration, now) else {
                 continue;
             };
-            let id = self.chat.sessions.at(t).id();
+            let id = self.sessions.at(t).id();
             self.observe_flush(t, id, &f);
             // 5b. A drained buffer is released if the session stays quiet.
             if f.drained {
@@ -634,14 +644,14 @@ impl Server {
                 self.set_writable(t, writable);
             }
         }
-        self.chat.sessions.end_flush(list);
+        self.sessions.end_flush(list);
         // The cluster's requests of this iteration go in one write each.
-        self.chat.flush_links(now);
+        self.chat.flush_links(&mut self.sessions, now);
         // 5e. Buffers of sessions that drained last iteration and got
         //     nothing this one go back to the allocator: busy sessions keep
         //     theirs.
         for (t, id) in went_quiet {
-            self.chat.sessions.release_if_quiet(t, id, self.iteration);
+            self.sessions.release_if_quiet(t, id, self.iteration);
         }
         self.chat.trace.stage("5", "write");
     }
@@ -653,7 +663,7 @@ impl Server {
         } else {
             Interest::READABLE
         };
-        let fd = self.chat.sessions.at(t).raw_fd();
+        let fd = self.sessions.at(t).raw_fd();
         if let Err(e) = self
             .poll
             .registry()
@@ -669,8 +679,8 @@ impl Server {
 
     /// Stage 6: deregister and close every finished session.
     fn remove_finished(&mut self) {
-        while let Some(t) = self.chat.sessions.pop_finished() {
-            let (s, member) = self.chat.remove(t);
+        while let Some(t) = self.sessions.pop_finished() {
+            let (s, member) = self.chat.remove(&mut self.sessions, t);
             let fd = s.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.forget_peer(&s);
@@ -700,7 +710,7 @@ impl Server {
     /// Puts `t` on the list of reads carried over to the next iteration,
     /// once (`why` goes to the loop trace).
     fn carry(&mut self, t: Token, why: &str) {
-        let s = self.chat.sessions.at_mut(t);
+        let s = self.sessions.at_mut(t);
         if s.carry(self.iteration) {
             let id = s.id();
             self.still_readable.push((t, id));

@@ -19,7 +19,7 @@ use super::{Server, LISTENER, SIGNALS};
 impl Server {
     /// After stage 1: one more wake-up and iteration.
     pub(super) fn observe_wake(&mut self, events: &Events, timeout: Option<Duration>) {
-        self.chat.stats_mut().poll_wakeups += 1;
+        self.sessions.stats.poll_wakeups += 1;
         self.iteration += 1;
         if self.trace {
             trace_wake(events.iter().count(), timeout);
@@ -30,7 +30,7 @@ impl Server {
     /// Stage 2a, per event: counted and traced before it is dispatched;
     /// returns its token and whether it is readable and writable.
     pub(super) fn observe_event(&mut self, event: &Event) -> (Token, bool, bool) {
-        self.chat.stats_mut().events += 1;
+        self.sessions.stats.events += 1;
         let (token, readable, writable) = (
             event.token(),
             event.is_readable() || event.is_read_closed() || event.is_error(),
@@ -87,7 +87,7 @@ impl Server {
     /// After stage 5: the iteration's length up to its writes.
     pub(super) fn observe_written(&mut self, woke: Instant) {
         let took = woke.elapsed().as_nanos() as u64;
-        self.chat.sessions.hist.loop_iteration.observe(took);
+        self.sessions.hist.loop_iteration.observe(took);
     }
 
     /// Stage 6, per session removed: its last lines.

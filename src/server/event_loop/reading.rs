@@ -12,6 +12,7 @@ use mio::Token;
 
 use super::super::chat::Chat;
 use super::super::doors::{Cost, DoorEvent, HandshakeGate};
+use super::super::sessions::registry::Sessions;
 use super::super::sessions::session::Got;
 pub use super::super::sessions::session::{ReadOutcome, ReadStop};
 
@@ -21,6 +22,7 @@ pub use super::super::sessions::session::{ReadOutcome, ReadStop};
 /// loop's `gate`.
 pub fn read(
     chat: &mut Chat,
+    sessions: &mut Sessions,
     gate: &mut HandshakeGate,
     t: Token,
     scratch: &mut [u8],
@@ -28,7 +30,7 @@ pub fn read(
     iteration: u64,
     now: Instant,
 ) -> ReadOutcome {
-    let marks = chat.sessions.marks();
+    let marks = sessions.marks();
     let rate = chat.rate();
     let mut done = ReadOutcome {
         id: 0,
@@ -40,7 +42,7 @@ pub fn read(
         wire: 0,
         enqueue: false,
     };
-    let s = chat.sessions.at_mut(t);
+    let s = sessions.at_mut(t);
     done.id = s.id();
     if !s.begin_read(iteration) {
         return done;
@@ -54,17 +56,17 @@ pub fn read(
     // Input held back when the output passed the pause mark goes
     // first: it was read before anything still in the socket.
     if s.is_holding() && !s.life().is_ending() {
-        let (frames, holding) = chat.on_held(t, now);
+        let (frames, holding) = chat.on_held(sessions, t, now);
         done.frames += frames;
         if holding {
             done.stop = ReadStop::Paused;
-            done.partial = chat.sessions.at(t).inbuf().len();
+            done.partial = sessions.at(t).inbuf().len();
             return done;
         }
     }
     done.stop = loop {
         done.reads += 1;
-        let s = chat.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         let discarding = s.life().is_ending();
         // Never read much more than the budget has left: one read of
         // 64 KiB of 8-byte frames is 8,192 frames of work.
@@ -75,7 +77,7 @@ pub fn read(
         let got = s.read_some(&mut scratch[..room], marks, rate, now, gate, &mut cost);
         done.wire += cost.work;
         if cost.limited > 0 || cost.refused {
-            note_cost(chat, &cost);
+            note_cost(sessions, &cost);
             chat.trace.refuse(
                 t,
                 done.id,
@@ -86,11 +88,11 @@ pub fn read(
         match got {
             Got::Bytes(n) => {
                 done.bytes += n;
-                chat.sessions.stats.bytes_in += n as u64;
-                chat.sessions.at_mut(t).count_bytes(n, 0);
+                sessions.stats.bytes_in += n as u64;
+                sessions.at_mut(t).count_bytes(n, 0);
                 if !discarding {
-                    done.frames += chat.on_input(t, &scratch[..n], now);
-                    if chat.sessions.at(t).is_holding() {
+                    done.frames += chat.on_input(sessions, t, &scratch[..n], now);
+                    if sessions.at(t).is_holding() {
                         break ReadStop::Paused;
                     }
                 }
@@ -111,30 +113,30 @@ pub fn read(
             Got::Paused => break ReadStop::Paused,
             Got::Done => break ReadStop::Done,
             Got::Eof => {
-                chat.sessions.on_peer_eof(t);
+                sessions.on_peer_eof(t);
                 break ReadStop::Eof;
             }
             Got::Failed(e) => {
                 debug!("{t:?} read: {e}");
-                chat.sessions.on_broken(t);
+                sessions.on_broken(t);
                 break ReadStop::Broken;
             }
             Got::Door(DoorEvent::Closed) => {
-                chat.sessions.on_peer_eof(t);
+                sessions.on_peer_eof(t);
                 break ReadStop::Eof;
             }
             // Anything else: act, then read on (an upgraded WebSocket
             // has frames to decode; a closing session drains input
             // until WouldBlock, so the edge is not lost).
-            Got::Door(ev) => chat.on_door(t, ev, now),
+            Got::Door(ev) => chat.on_door(sessions, t, ev, now),
         }
     };
     // A door may have something of its own to write (a TLS handshake
     // record, a pong, an HTTP answer): the flush stage takes it.
-    let s = chat.sessions.at(t);
+    let s = sessions.at(t);
     done.partial = s.inbuf().len();
     if s.transport_wants_flush() {
-        chat.sessions.queue_flush(t);
+        sessions.queue_flush(t);
     }
     done
 }
@@ -143,9 +145,9 @@ pub fn read(
 /// requests past it) and handshakes past the per-address limit (like
 /// connections past `--max-per-ip`).
 #[cold]
-fn note_cost(chat: &mut Chat, cost: &Cost) {
-    chat.sessions.stats.rate_limited += cost.limited;
+fn note_cost(sessions: &mut Sessions, cost: &Cost) {
+    sessions.stats.rate_limited += cost.limited;
     if cost.refused {
-        chat.sessions.stats.rejected_full += 1;
+        sessions.stats.rejected_full += 1;
     }
 }

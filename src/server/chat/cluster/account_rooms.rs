@@ -7,6 +7,7 @@
 //! sender's other sessions, and a session taken over through another
 //! node ends here (event T).
 
+use crate::server::sessions::registry::Sessions;
 use mio::Token;
 
 use crate::server::cluster::accounts::AccountExpect;
@@ -18,7 +19,7 @@ use super::super::Chat;
 impl Chat {
     /// Event A on this node's channel: the account holding `nk` joined
     /// `room`; its sessions here that are not in it attach.
-    pub(super) fn account_joined(&mut self, payload: &[u8]) {
+    pub(super) fn account_joined(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         let Some(f) = split_fields(payload, 3) else {
             return;
         };
@@ -28,23 +29,28 @@ impl Chat {
         let Some(account) = self.identity.accounts.account_of_nick(nk) else {
             return;
         };
-        let sessions = self
+        let devices = self
             .identity
             .accounts
             .sessions_of(&account.claims.account)
             .to_vec();
-        for t in sessions {
-            self.cluster_attach(t, room);
+        for t in devices {
+            self.cluster_attach(sessions, t, room);
         }
     }
 
     /// Session `t` of a member account attaches to `room` (unless it is
     /// in it or on its way): the room is subscribed first, as for a JOIN.
-    pub(in crate::server) fn cluster_attach(&mut self, t: Token, room: &str) {
+    pub(in crate::server) fn cluster_attach(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        room: &str,
+    ) {
         if self.member_of(t, room).is_some() {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let Some(id) = self.room_here(room) else {
             return;
         };
@@ -65,15 +71,15 @@ impl Chat {
         };
         cr.attaches.push(w);
         if w.sent {
-            self.send_attach(id, w);
+            self.send_attach(sessions, id, w);
         }
     }
 
     /// The attach call, once the room's subscription is confirmed.
-    pub(super) fn send_attach(&mut self, id: RoomId, w: Waiter) {
-        let nick = match self.live_member(w.t, w.sid) {
+    pub(super) fn send_attach(&mut self, sessions: &mut Sessions, id: RoomId, w: Waiter) {
+        let nick = match self.live_member(sessions, w.t, w.sid) {
             Some(m) => m.nick().to_owned(),
-            None => return self.drop_attach(id, w.sid),
+            None => return self.drop_attach(sessions, id, w.sid),
         };
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -82,7 +88,7 @@ impl Chat {
             return;
         };
         if !c.cmd.is_up() {
-            return self.drop_attach(id, w.sid);
+            return self.drop_attach(sessions, id, w.sid);
         }
         let (node, sid) = (c.node.clone(), w.sid.to_string());
         c.fcall(
@@ -101,7 +107,7 @@ impl Chat {
         );
     }
 
-    fn drop_attach(&mut self, id: RoomId, sid: u64) {
+    fn drop_attach(&mut self, sessions: &mut Sessions, id: RoomId, sid: u64) {
         if let Some(cr) = self
             .cluster
             .as_deref_mut()
@@ -109,12 +115,12 @@ impl Chat {
         {
             cr.attaches.retain(|w| w.sid != sid);
         }
-        self.forget_room_if_idle(id);
+        self.forget_room_if_idle(sessions, id);
     }
 
     /// A closing account session's attaches (a scan of this node's
     /// rooms: account sessions only, at their end).
-    pub(super) fn drop_attaches(&mut self, sid: u64) {
+    pub(super) fn drop_attaches(&mut self, sessions: &mut Sessions, sid: u64) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -128,7 +134,7 @@ impl Chat {
             })
             .collect();
         for id in rooms {
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
     }
 
@@ -136,13 +142,14 @@ impl Chat {
     /// JOINED and ROOM_STATE. `waited`: it was a JOIN the session waits on.
     pub(super) fn attached_here(
         &mut self,
+        sessions: &mut Sessions,
         id: RoomId,
         w: Waiter,
         (seq, first): (u64, u64),
         waited: bool,
     ) {
-        let Some(m) = self.live_member(w.t, w.sid) else {
-            return self.forget_room_if_idle(id);
+        let Some(m) = self.live_member(sessions, w.t, w.sid) else {
+            return self.forget_room_if_idle(sessions, id);
         };
         if m.membership(id).is_none() {
             let seq = seq.max(self.rooms.get(id).seq);
@@ -162,7 +169,7 @@ impl Chat {
                     nick: self.members.at(w.t).nick(),
                 },
             );
-            self.sessions.reply(w.t, &self.frame);
+            sessions.reply(w.t, &self.frame);
             let room = self.rooms.get(id);
             crate::server::chat::encode_into(
                 &mut self.frame,
@@ -173,13 +180,13 @@ impl Chat {
                     first_held: first,
                 },
             );
-            self.sessions.reply(w.t, &self.frame);
+            sessions.reply(w.t, &self.frame);
             // Moderation: the room's topic and modes, as after a JOIN.
             self.sync_moderated(id);
-            self.room_info_to(w.t, id);
+            self.room_info_to(sessions, w.t, id);
         }
         if waited {
-            self.wake(w.t, w.sid);
+            self.wake(sessions, w.t, w.sid);
         }
     }
 
@@ -187,19 +194,25 @@ impl Chat {
     /// of its sessions here leaves too (they were sent the LEFT with the
     /// room's members; `crowded`: above the presence limit, they get it
     /// now).
-    pub(super) fn account_left(&mut self, id: RoomId, nick: &str, crowded: bool) {
+    pub(super) fn account_left(
+        &mut self,
+        sessions: &mut Sessions,
+        id: RoomId,
+        nick: &str,
+        crowded: bool,
+    ) {
         let Some(account) = self.identity.accounts.account_of_nick(nick) else {
             return;
         };
-        let sessions = self
+        let devices = self
             .identity
             .accounts
             .sessions_of(&account.claims.account)
             .to_vec();
-        for t in sessions {
+        for t in devices {
             if let Some(index) = self.members.at(t).membership(id) {
                 if crowded {
-                    self.sessions.deliver(t, &self.frame);
+                    sessions.deliver(t, &self.frame);
                 }
                 self.drop_member(t, index);
             }
@@ -209,19 +222,19 @@ impl Chat {
     /// An account session ended (its rooms were dropped here): the store
     /// hands what it held to another of the account's sessions, or the
     /// account leaves its rooms with `reason`.
-    pub(super) fn cluster_account_bye(&mut self, t: Token, reason: &str) {
+    pub(super) fn cluster_account_bye(&mut self, sessions: &mut Sessions, t: Token, reason: &str) {
         let m = self.members.at(t);
         let Some(sub) = m.account().map(str::to_owned) else {
             return;
         };
         let nick = m.nick().to_owned();
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         self.account_bye(&sub, &nick, sid, reason);
     }
 
     /// An account session ends while the store is out of reach: told
     /// when it is back (see `send_account_byes`).
-    pub(super) fn remember_account_bye(&mut self, t: Token, reason: &str) {
+    pub(super) fn remember_account_bye(&mut self, sessions: &mut Sessions, t: Token, reason: &str) {
         let m = self.members.at(t);
         let Some(sub) = m.account().map(str::to_owned) else {
             return;
@@ -229,7 +242,7 @@ impl Chat {
         let bye = (
             sub,
             m.nick().to_owned(),
-            self.sessions.at(t).id(),
+            sessions.at(t).id(),
             reason.to_owned(),
         );
         if let Some(c) = self.cluster.as_deref_mut() {
@@ -255,14 +268,14 @@ impl Chat {
 
     /// The rebuild: each local account session is its account's again
     /// in the store (`mc_acct_restore`), with the rooms it is in.
-    pub(super) fn send_account_restores(&mut self) {
+    pub(super) fn send_account_restores(&mut self, sessions: &mut Sessions) {
         let Some(c) = self.cluster.as_deref() else {
             return;
         };
         let mut calls: Vec<Vec<String>> = Vec::new();
         let mut subs: Vec<String> = Vec::new();
         for (&sid, &t) in &c.sids {
-            let Some(m) = self.live_member(t, sid) else {
+            let Some(m) = self.live_member(sessions, t, sid) else {
                 continue;
             };
             let Some(sub) = m.account() else {
@@ -363,7 +376,7 @@ impl Chat {
 
     /// Event S on this node's channel: a session of account `sub` on
     /// another node sent a WHISPER; its sessions here see it.
-    pub(super) fn whisper_sent_event(&mut self, payload: &[u8]) {
+    pub(super) fn whisper_sent_event(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         let Some(f) = split_fields(payload, 4) else {
             return;
         };
@@ -374,13 +387,19 @@ impl Chat {
         crate::codec::v3::ServerV3::WhisperSent { to, text: body }.encode(&mut self.frame);
         for s in self.identity.accounts.sessions_of(sub).to_vec() {
             if self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
-                self.sessions.deliver(s, &self.frame);
+                sessions.deliver(s, &self.frame);
             }
         }
     }
 
     /// The sender's other sessions here (version 3) see a WHISPER it sent.
-    pub(super) fn whisper_sent_here(&mut self, t: Token, to: &str, text: &str) {
+    pub(super) fn whisper_sent_here(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        to: &str,
+        text: &str,
+    ) {
         let mine = self.sessions_of_member(t);
         if mine.len() < 2 {
             return;
@@ -389,7 +408,7 @@ impl Chat {
         crate::codec::v3::ServerV3::WhisperSent { to, text }.encode(&mut self.frame);
         for s in mine {
             if s != t && self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
-                self.sessions.deliver(s, &self.frame);
+                sessions.deliver(s, &self.frame);
             }
         }
     }
@@ -400,7 +419,7 @@ impl Chat {
     /// `sid` over (the store moved its nick, rooms and key already). It
     /// gets BYE and closes, and nobody hears of it: its rooms are left
     /// here silently, and its end changes nothing in the store.
-    pub(super) fn taken_over(&mut self, payload: &[u8]) {
+    pub(super) fn taken_over(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         let Some(f) = split_fields(payload, 4) else {
             return;
         };
@@ -415,7 +434,7 @@ impl Chat {
             return;
         };
         let new = here.then(|| c.sids.get(&new_sid).copied()).flatten();
-        if self.live_member(t, sid).is_none() {
+        if self.live_member(sessions, t, sid).is_none() {
             return;
         }
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -430,13 +449,13 @@ impl Chat {
                 cr.joins.retain(|w| w.sid != sid);
                 cr.leaves.retain(|w| w.sid != sid);
             }
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
-        self.drop_attaches(sid);
+        self.drop_attaches(sessions, sid);
         while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
             let id = self.members.at(t).rooms()[last].room;
             self.drop_member(t, last);
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
         // The nick index passes to the new session when it is here, or
         // to another session of the account here.
@@ -459,14 +478,14 @@ impl Chat {
         m.set_account(None);
         m.set_key(None);
         m.set_expires_ms(0);
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         if s.life().accepts_input() {
             s.out_mut().push(&crate::codec::ServerMessage::Bye {
                 reason: crate::server::chat::identity::REPLACED,
             });
             s.mute();
-            self.sessions.queue_flush(t);
-            self.sessions.mark_closing(
+            sessions.queue_flush(t);
+            sessions.mark_closing(
                 t,
                 crate::server::sessions::lifecycle::CloseReason::Fatal(
                     crate::server::chat::identity::REPLACED,

@@ -13,6 +13,7 @@
 //! The node keeps nothing of this itself: the session's key is on its
 //! member (as standalone), its msg_ids only in Redis.
 
+use crate::server::sessions::registry::Sessions;
 use mio::Token;
 use ring::rand::SystemRandom;
 
@@ -62,39 +63,44 @@ impl Chat {
     /// session limit is counted again in the store, cluster-wide).
     pub(in crate::server) fn cluster_account_hello(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         claims: Claims,
         key: Option<SessionKey>,
     ) {
         let nick = claims.nick.clone();
-        self.cluster_hello_v3(t, &nick, Some(Box::new(claims)), key);
+        self.cluster_hello_v3(sessions, t, &nick, Some(Box::new(claims)), key);
     }
 
     /// `mc_hello3` for `t` (a guest's `~nick`, or an account's nick with
     /// its claims); the session waits for the answer.
     pub(in crate::server) fn cluster_hello_v3(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         nick: &str,
         claims: Option<Box<Claims>>,
         presented: Option<SessionKey>,
     ) {
-        if !self.store_ready(t, code::HELLO, nick.len() + 256) {
+        if !self.store_ready(sessions, t, code::HELLO, nick.len() + 256) {
             return;
         }
-        let sid = self.sessions.at(t).id();
-        self.send_hello_v3(AccountExpect::Hello {
-            t,
-            sid,
-            nick: nick.to_owned(),
-            claims,
-            presented,
-            tries: 0,
-        });
-        self.wait(t);
+        let sid = sessions.at(t).id();
+        self.send_hello_v3(
+            sessions,
+            AccountExpect::Hello {
+                t,
+                sid,
+                nick: nick.to_owned(),
+                claims,
+                presented,
+                tries: 0,
+            },
+        );
+        self.wait(sessions, t);
     }
 
-    fn send_hello_v3(&mut self, hello: AccountExpect) {
+    fn send_hello_v3(&mut self, sessions: &mut Sessions, hello: AccountExpect) {
         let AccountExpect::Hello {
             t,
             sid,
@@ -107,7 +113,13 @@ impl Chat {
             return;
         };
         let Ok(fresh) = SessionKey::generate(&SystemRandom::new()) else {
-            return self.error(t, ErrorCode::ServerFull, code::HELLO, "no random source");
+            return self.error(
+                sessions,
+                t,
+                ErrorCode::ServerFull,
+                code::HELLO,
+                "no random source",
+            );
         };
         let owner = owner(nick, claims.as_deref());
         let sub = claims
@@ -208,6 +220,7 @@ impl Chat {
     /// whether `msg_id` was already taken (through any node) for `key`.
     pub(in crate::server) fn cluster_say_v3(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         index: usize,
         (name, body): (&str, &str),
@@ -222,11 +235,11 @@ impl Chat {
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.stats.unavailable += 1;
             }
-            return self.say_refused(t, msg_id, name, ErrorCode::Unavailable);
+            return self.say_refused(sessions, t, msg_id, name, ErrorCode::Unavailable);
         }
-        self.sessions.stats.messages += 1;
+        sessions.stats.messages += 1;
         let kttl = self.key_ttl_ms();
-        let (s, me) = (self.sessions.at(t), self.members.at(t));
+        let (s, me) = (sessions.at(t), self.members.at(t));
         let (sid, id) = (s.id(), me.rooms()[index].room);
         let room = self.rooms.get(id);
         let epoch = room.epoch;
@@ -277,19 +290,20 @@ impl Chat {
     /// is that, or the refusal. Without the store: the refusal.
     pub(in crate::server) fn cluster_refused_say_v3(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         name: &str,
         msg_id: u64,
         key: Option<SessionKey>,
         error: ErrorCode,
     ) {
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let ready = self
             .cluster
             .as_deref()
             .is_some_and(|c| c.available() && c.has_room_for(256));
         let (Some(key), true) = (key, ready) else {
-            return self.say_refused(t, msg_id, name, error);
+            return self.say_refused(sessions, t, msg_id, name, error);
         };
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -308,7 +322,7 @@ impl Chat {
 
     /// A version-3 session ends: its key and msg_ids are kept for the key
     /// lifetime from now, for a HELLO through any node.
-    pub(in crate::server) fn cluster_key_end(&mut self, t: Token) {
+    pub(in crate::server) fn cluster_key_end(&mut self, sessions: &mut Sessions, t: Token) {
         let m = self.members.at(t);
         let Some(key) = m.key() else {
             return;
@@ -317,7 +331,7 @@ impl Chat {
             Some(sub) => format!("a:{sub}"),
             None => format!("g:{}", m.nick().to_ascii_lowercase()),
         };
-        let (sid, kttl) = (self.sessions.at(t).id().to_string(), self.key_ttl_ms());
+        let (sid, kttl) = (sessions.at(t).id().to_string(), self.key_ttl_ms());
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -336,9 +350,14 @@ impl Chat {
     }
 
     /// An answer to a version-3 call.
-    pub(super) fn account_answer(&mut self, e: AccountExpect, v: Result<Value, String>) {
+    pub(super) fn account_answer(
+        &mut self,
+        sessions: &mut Sessions,
+        e: AccountExpect,
+        v: Result<Value, String>,
+    ) {
         match e {
-            AccountExpect::Hello { .. } => self.hello_v3_answered(e, v),
+            AccountExpect::Hello { .. } => self.hello_v3_answered(sessions, e, v),
             AccountExpect::Say {
                 t,
                 sid,
@@ -346,7 +365,7 @@ impl Chat {
                 epoch,
                 msg_id,
                 name,
-            } => self.say_v3_answered(t, sid, (room, epoch), msg_id, &name, v),
+            } => self.say_v3_answered(sessions, t, sid, (room, epoch), msg_id, &name, v),
             AccountExpect::Bye {
                 sub,
                 nick,
@@ -366,7 +385,7 @@ impl Chat {
                 name,
                 error,
             } => {
-                if self.sessions.get_live(t, sid).is_none() {
+                if sessions.get_live(t, sid).is_none() {
                     return;
                 }
                 // mc_say's record: "epoch \t seq".
@@ -377,9 +396,9 @@ impl Chat {
                 match was {
                     Some((epoch, seq)) => {
                         self.identity.stats.deduplicated += 1;
-                        self.say_result(t, msg_id, &name, epoch, seq);
+                        self.say_result(sessions, t, msg_id, &name, epoch, seq);
                     }
-                    None => self.say_refused(t, msg_id, &name, error),
+                    None => self.say_refused(sessions, t, msg_id, &name, error),
                 }
             }
             AccountExpect::Attach { sid, room } => {
@@ -391,13 +410,18 @@ impl Chat {
                     {
                         cr.attaches.retain(|w| w.sid != sid);
                     }
-                    self.forget_room_if_idle(room);
+                    self.forget_room_if_idle(sessions, room);
                 }
             }
         }
     }
 
-    fn hello_v3_answered(&mut self, e: AccountExpect, v: Result<Value, String>) {
+    fn hello_v3_answered(
+        &mut self,
+        sessions: &mut Sessions,
+        e: AccountExpect,
+        v: Result<Value, String>,
+    ) {
         let AccountExpect::Hello {
             t,
             sid,
@@ -411,14 +435,13 @@ impl Chat {
         };
         let v = match v {
             Ok(v) => v,
-            Err(_) => return self.unavailable(t, sid, code::HELLO),
+            Err(_) => return self.unavailable(sessions, t, sid, code::HELLO),
         };
-        let live = self
-            .sessions
+        let live = sessions
             .get_live(t, sid)
             .is_some_and(|s| s.life().is_greeting());
         let Some((st, rest)) = status(&v) else {
-            return self.unavailable(t, sid, code::HELLO);
+            return self.unavailable(sessions, t, sid, code::HELLO);
         };
         match st {
             b"ok" => {
@@ -437,7 +460,7 @@ impl Chat {
                     .map(str::to_owned)
                     .collect();
                 let (Some(at), Some(key)) = (at, key) else {
-                    return self.unavailable(t, sid, code::HELLO);
+                    return self.unavailable(sessions, t, sid, code::HELLO);
                 };
                 // The newest claims rule the account: rooms they no longer
                 // allow are left (through the store, LEFT "not allowed"
@@ -458,7 +481,7 @@ impl Chat {
                     }
                     return;
                 }
-                self.flush_cast();
+                self.flush_cast(sessions);
                 let claim = match kept {
                     Some(1) => KeyClaim::Resume,
                     // Taken over from a session the store told its node
@@ -475,10 +498,10 @@ impl Chat {
                     AccountExpect::Hello {
                         claims: Some(claims),
                         ..
-                    } => self.cluster_account_admitted(t, *claims, key, claim),
+                    } => self.cluster_account_admitted(sessions, t, *claims, key, claim),
                     _ => {
                         self.identity.stats.logins_guest += 1;
-                        self.welcome_v3(t, &nick, None, key, claim, 0);
+                        self.welcome_v3(sessions, t, &nick, None, key, claim, 0);
                     }
                 }
                 if let Some(c) = self.cluster.as_deref_mut() {
@@ -493,9 +516,9 @@ impl Chat {
                 // Right after WELCOME: the account's rooms (JOINED and
                 // ROOM_STATE to this session alone).
                 for room in &rooms {
-                    self.cluster_attach(t, room);
+                    self.cluster_attach(sessions, t, room);
                 }
-                self.wake(t, sid);
+                self.wake(sessions, t, sid);
             }
             _ if !live => {}
             b"again" if tries + 1 < KEY_TRIES => {
@@ -503,26 +526,26 @@ impl Chat {
                 if let AccountExpect::Hello { tries, .. } = &mut e {
                     *tries += 1;
                 }
-                self.send_hello_v3(e);
+                self.send_hello_v3(sessions, e);
             }
             b"taken" | b"limit" => {
                 self.identity.stats.refused += 1;
                 if claims.is_none() {
                     // A guest may pick another nick.
-                    self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+                    self.error(sessions, t, ErrorCode::NickInUse, code::HELLO, "");
                 } else if st == b"limit" {
-                    self.error(t, ErrorCode::SessionLimit, code::HELLO, "");
+                    self.error(sessions, t, ErrorCode::SessionLimit, code::HELLO, "");
                 } else {
-                    self.sessions.cut(
+                    sessions.cut(
                         t,
                         ErrorCode::NickInUse,
                         code::HELLO,
                         "another account holds this nick",
                     );
                 }
-                self.wake(t, sid);
+                self.wake(sessions, t, sid);
             }
-            _ => self.unavailable(t, sid, code::HELLO),
+            _ => self.unavailable(sessions, t, sid, code::HELLO),
         }
     }
 
@@ -530,6 +553,7 @@ impl Chat {
     /// and key (the standalone path's, in `register_account`).
     fn cluster_account_admitted(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         claims: Claims,
         key: SessionKey,
@@ -542,13 +566,14 @@ impl Chat {
         let _ = self.identity.accounts.add_session(claims, t);
         self.identity.stats.logins_account += 1;
         self.members.at_mut(t).set_expires_ms(expires);
-        let sid = self.sessions.at(t).id();
-        self.push_expiry(expires, t, sid);
-        self.welcome_v3(t, &nick, Some(sub), key, claim, exp_ms);
+        let sid = sessions.at(t).id();
+        self.push_expiry(sessions, expires, t, sid);
+        self.welcome_v3(sessions, t, &nick, Some(sub), key, claim, exp_ms);
     }
 
     fn say_v3_answered(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         sid: u64,
         (room, epoch): (RoomId, u64),
@@ -556,7 +581,7 @@ impl Chat {
         name: &str,
         v: Result<Value, String>,
     ) {
-        let live = self.sessions.get_live(t, sid).is_some();
+        let live = sessions.get_live(t, sid).is_some();
         let error = match &v {
             Ok(v) => {
                 // An array for a SAY with a key: (deduplicated, epoch,
@@ -572,7 +597,7 @@ impl Chat {
                 };
                 match taken {
                     Some((ep, seq)) if live => {
-                        return self.say_result(t, msg_id, name, ep, seq as u64)
+                        return self.say_result(sessions, t, msg_id, name, ep, seq as u64)
                     }
                     Some(_) => return,
                     None => ErrorCode::Unavailable,
@@ -581,15 +606,15 @@ impl Chat {
             Err(e) if e.starts_with("NOTMEMBER") => {
                 // As for version 2 (answers.rs): a member this node still
                 // has in the room was lost by the store.
-                let here = self.live_member(t, sid);
+                let here = self.live_member(sessions, t, sid);
                 if here.is_some_and(|m| m.membership(room).is_some()) {
-                    self.store_forgot_us();
+                    self.store_forgot_us(sessions);
                 }
                 ErrorCode::NotInRoom
             }
             Err(e) => {
                 if e.starts_with("NOROOM") {
-                    self.store_forgot_us();
+                    self.store_forgot_us(sessions);
                 }
                 if let Some(c) = self.cluster.as_deref_mut() {
                     c.stats.unavailable += 1;
@@ -598,7 +623,7 @@ impl Chat {
             }
         };
         if live {
-            self.say_refused(t, msg_id, name, error);
+            self.say_refused(sessions, t, msg_id, name, error);
         }
     }
 }

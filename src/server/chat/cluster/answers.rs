@@ -3,6 +3,7 @@
 //! from faults (claims, heartbeat, rebuild, announced leaves) are handled
 //! in [`super::recovery`].
 
+use crate::server::sessions::registry::Sessions;
 use log::warn;
 use mio::Token;
 
@@ -14,16 +15,21 @@ use crate::codec::resp::Value;
 use crate::server::cluster::{fold, num, Cluster, Expect};
 
 impl Chat {
-    pub(super) fn on_answer(&mut self, v: Result<Value, String>) {
+    pub(super) fn on_answer(&mut self, sessions: &mut Sessions, v: Result<Value, String>) {
         let Some(expect) = self.cluster.as_deref_mut().and_then(Cluster::answered) else {
             warn!("cluster: an answer from Redis nobody asked for");
             return;
         };
-        self.answer(expect, v);
+        self.answer(sessions, expect, v);
     }
 
     /// One answer (or its loss with the link), for what it was for.
-    pub(super) fn answer(&mut self, expect: Expect, v: Result<Value, String>) {
+    pub(super) fn answer(
+        &mut self,
+        sessions: &mut Sessions,
+        expect: Expect,
+        v: Result<Value, String>,
+    ) {
         use crate::codec::code;
         let v = match v {
             Ok(v) => match v.error() {
@@ -44,13 +50,13 @@ impl Chat {
                 version,
                 nick,
             } => match v.as_ref().map(claim_time) {
-                Ok(Some(at)) if self.sessions.get_live(t, sid).is_some() => {
-                    self.welcome(t, version, &nick);
+                Ok(Some(at)) if sessions.get_live(t, sid).is_some() => {
+                    self.welcome(sessions, t, version, &nick);
                     if let Some(c) = self.cluster.as_deref_mut() {
                         c.sids.insert(sid, t);
                         c.claims.insert(sid, at);
                     }
-                    self.wake(t, sid);
+                    self.wake(sessions, t, sid);
                 }
                 Ok(Some(_)) => {
                     // Gone meanwhile: give the nick back.
@@ -59,20 +65,20 @@ impl Chat {
                     }
                 }
                 Ok(_) => {
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.error(t, ErrorCode::NickInUse, code::HELLO, "");
-                        self.wake(t, sid);
+                    if sessions.get_live(t, sid).is_some() {
+                        self.error(sessions, t, ErrorCode::NickInUse, code::HELLO, "");
+                        self.wake(sessions, t, sid);
                     }
                 }
-                Err(_) => self.unavailable(t, sid, code::HELLO),
+                Err(_) => self.unavailable(sessions, t, sid, code::HELLO),
             },
             Expect::Join { t, sid, room } => {
                 if v.as_ref().is_err_and(|e| e.starts_with("RECOVERING")) {
                     self.join_again_later(room, sid);
                 } else if v.is_err() {
                     self.drop_waiter(room, sid);
-                    self.unavailable(t, sid, code::JOIN);
-                    self.forget_room_if_idle(room);
+                    self.unavailable(sessions, t, sid, code::JOIN);
+                    self.forget_room_if_idle(sessions, room);
                 }
             }
             Expect::Leave { t, sid, room } => match v.as_ref().map(Value::as_int) {
@@ -81,69 +87,69 @@ impl Chat {
                 // so the leave completes here.
                 Ok(Some(0)) => {
                     self.drop_waiter(room, sid);
-                    self.left_here(room, t, sid);
+                    self.left_here(sessions, room, t, sid);
                 }
                 Ok(_) => {}
                 Err(_) => {
                     self.drop_waiter(room, sid);
-                    self.unavailable(t, sid, code::LEAVE);
+                    self.unavailable(sessions, t, sid, code::LEAVE);
                 }
             },
             Expect::Say { t, sid, room } => {
                 if v.as_ref().is_err_and(|e| e.starts_with("NOROOM")) {
-                    self.store_forgot_us();
+                    self.store_forgot_us(sessions);
                 }
                 if v.as_ref().is_err_and(|e| e.starts_with("NOTMEMBER")) {
                     // Only members speak. A session this node still has in
                     // the room was lost by the store (a reap, a flush): it
                     // is put back, and announced JOINED if it was LEFT.
-                    let live = self.live_member(t, sid);
+                    let live = self.live_member(sessions, t, sid);
                     if live.is_some_and(|m| m.membership(room).is_some()) {
-                        self.store_forgot_us();
+                        self.store_forgot_us(sessions);
                     }
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.error(t, ErrorCode::NotInRoom, code::SAY, "");
+                    if sessions.get_live(t, sid).is_some() {
+                        self.error(sessions, t, ErrorCode::NotInRoom, code::SAY, "");
                     }
                     return;
                 }
                 if v.is_err() {
                     // The session is not waiting: SAYs are pipelined.
-                    if self.sessions.get_live(t, sid).is_some() {
+                    if sessions.get_live(t, sid).is_some() {
                         if let Some(c) = self.cluster.as_deref_mut() {
                             c.stats.unavailable += 1;
                         }
-                        self.error(t, ErrorCode::Unavailable, code::SAY, "");
+                        self.error(sessions, t, ErrorCode::Unavailable, code::SAY, "");
                     }
                 }
             }
             Expect::Whisper { t, sid } => match v.as_ref().map(Value::as_int) {
                 Ok(Some(0)) => {
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.error(t, ErrorCode::NoSuchNick, code::WHISPER, "");
+                    if sessions.get_live(t, sid).is_some() {
+                        self.error(sessions, t, ErrorCode::NoSuchNick, code::WHISPER, "");
                     }
-                    self.wake(t, sid);
+                    self.wake(sessions, t, sid);
                 }
-                Ok(_) => self.wake(t, sid),
-                Err(_) => self.unavailable(t, sid, code::WHISPER),
+                Ok(_) => self.wake(sessions, t, sid),
+                Err(_) => self.unavailable(sessions, t, sid, code::WHISPER),
             },
             Expect::Nick {
                 t,
                 sid,
                 new,
                 forced: Some(tries),
-            } => self.renamed_after_clash(t, sid, &new, tries, v),
+            } => self.renamed_after_clash(sessions, t, sid, &new, tries, v),
             Expect::Nick {
                 t,
                 sid,
                 new,
                 forced: None,
             } => match v.as_ref().map(claim_time) {
-                Ok(Some(at)) if self.sessions.get_live(t, sid).is_some() => {
+                Ok(Some(at)) if sessions.get_live(t, sid).is_some() => {
                     self.rename(t, &new);
                     if let Some(c) = self.cluster.as_deref_mut() {
                         c.claims.insert(sid, at);
                     }
-                    self.wake(t, sid);
+                    self.wake(sessions, t, sid);
                 }
                 Ok(Some(_)) => {
                     // Gone meanwhile (its close gave back the old nick):
@@ -153,15 +159,15 @@ impl Chat {
                     }
                 }
                 Ok(_) => {
-                    if self.sessions.get_live(t, sid).is_some() {
-                        self.error(t, ErrorCode::NickInUse, code::NICK, "");
+                    if sessions.get_live(t, sid).is_some() {
+                        self.error(sessions, t, ErrorCode::NickInUse, code::NICK, "");
                     }
-                    self.wake(t, sid);
+                    self.wake(sessions, t, sid);
                 }
-                Err(_) => self.unavailable(t, sid, code::NICK),
+                Err(_) => self.unavailable(sessions, t, sid, code::NICK),
             },
-            Expect::Rooms => self.rooms_listed(v),
-            Expect::Users { key } => self.users_listed(&key, v),
+            Expect::Rooms => self.rooms_listed(sessions, v),
+            Expect::Users { key } => self.users_listed(sessions, &key, v),
             Expect::History {
                 t,
                 sid,
@@ -174,7 +180,7 @@ impl Chat {
                 newest_first,
             } => match v {
                 Ok(v) => {
-                    if self.sessions.get_live(t, sid).is_some() {
+                    if sessions.get_live(t, sid).is_some() {
                         let q = super::requests::HistoryQuery {
                             room,
                             epoch,
@@ -184,28 +190,31 @@ impl Chat {
                             status,
                             newest_first,
                         };
-                        self.history_from(t, &q, &v);
+                        self.history_from(sessions, t, &q, &v);
                     }
-                    self.wake(t, sid);
+                    self.wake(sessions, t, sid);
                 }
-                Err(_) => self.unavailable(t, sid, code::HISTORY),
+                Err(_) => self.unavailable(sessions, t, sid, code::HISTORY),
             },
-            Expect::Fill { room, epoch, upto } => self.filled(room, epoch, upto, v),
-            Expect::Claim => self.claimed(v),
-            Expect::Alive { sent } => self.alive_answered(sent, v),
+            Expect::Fill { room, epoch, upto } => self.filled(sessions, room, epoch, upto, v),
+            Expect::Claim => self.claimed(sessions, v),
+            Expect::Alive { sent } => self.alive_answered(sessions, sent, v),
             Expect::Sync { sent } => self.synced(sent, v),
             Expect::Gone(sent) => self.gone_answered(sent, v),
-            Expect::Restore { room, epoch } => self.restored(room, epoch, v),
-            Expect::Moderation(m) => self.moderation_answer(m, v),
-            Expect::Account(e) => self.account_answer(e, v),
+            Expect::Restore { room, epoch } => self.restored(sessions, room, epoch, v),
+            Expect::Moderation(m) => self.moderation_answer(sessions, m, v),
+            Expect::Account(e) => self.account_answer(sessions, e, v),
         }
     }
 
     /// A LEAVE the store had nothing to do for: LEFT to the leaver (and
     /// the room's members here, under the presence limit), and it is out.
-    fn left_here(&mut self, id: RoomId, t: Token, sid: u64) {
-        let Some(index) = self.live_member(t, sid).and_then(|m| m.membership(id)) else {
-            return self.wake(t, sid);
+    fn left_here(&mut self, sessions: &mut Sessions, id: RoomId, t: Token, sid: u64) {
+        let Some(index) = self
+            .live_member(sessions, t, sid)
+            .and_then(|m| m.membership(id))
+        else {
+            return self.wake(sessions, t, sid);
         };
         let room = self.rooms.get(id);
         encode_into(
@@ -217,13 +226,13 @@ impl Chat {
             },
         );
         if room.members.len() > self.config.presence_limit {
-            self.sessions.deliver(t, &self.frame);
+            sessions.deliver(t, &self.frame);
         } else {
-            self.send_members(id);
+            self.send_members(sessions, id);
         }
         self.drop_member(t, index);
-        self.wake(t, sid);
-        self.forget_room_if_idle(id);
+        self.wake(sessions, t, sid);
+        self.forget_room_if_idle(sessions, id);
     }
 
     /// Forgets a JOIN or LEAVE that will get no event.
@@ -242,9 +251,9 @@ impl Chat {
     /// flight (see [`Chat::feed_push`]). Exists for fuzzing and tests.
     #[doc(hidden)]
     #[cfg(feature = "fuzzing")]
-    pub fn feed_answer(&mut self, v: Value) {
-        self.on_answer(Ok(v));
-        self.flush_cast();
+    pub fn feed_answer(&mut self, sessions: &mut Sessions, v: Value) {
+        self.on_answer(sessions, Ok(v));
+        self.flush_cast(sessions);
     }
 
     /// What the oldest call in flight waits for: its kind ("fill",

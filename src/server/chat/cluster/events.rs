@@ -11,6 +11,7 @@
 //! order until they are delivered. A member therefore never sees a gap
 //! the store could have closed, a duplicate, or a seq going backwards.
 
+use crate::server::sessions::registry::Sessions;
 use std::mem;
 use std::time::Instant;
 
@@ -33,7 +34,13 @@ const OPEN_END: u64 = u64::MAX;
 
 impl Chat {
     /// Readiness on one of the Redis links.
-    pub fn on_link_ready(&mut self, sub: bool, writable: bool, now: Instant) {
+    pub fn on_link_ready(
+        &mut self,
+        sessions: &mut Sessions,
+        sub: bool,
+        writable: bool,
+        now: Instant,
+    ) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -46,13 +53,13 @@ impl Chat {
         self.now = now;
         for v in values {
             if sub {
-                self.on_push(v);
+                self.on_push(sessions, v);
             } else {
-                self.on_answer(Ok(v));
+                self.on_answer(sessions, Ok(v));
             }
         }
-        self.flush_cast();
-        self.on_link_change(sub, change, now);
+        self.flush_cast(sessions);
+        self.on_link_change(sessions, sub, change, now);
     }
 
     /// A clean shutdown's last word to the cluster (see
@@ -64,12 +71,12 @@ impl Chat {
     }
 
     /// Writes both links' requests (the loop's flush stage).
-    pub fn flush_links(&mut self, now: Instant) {
+    pub fn flush_links(&mut self, sessions: &mut Sessions, now: Instant) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
         for (sub, change) in c.flush(now) {
-            self.on_link_change(sub, change, now);
+            self.on_link_change(sessions, sub, change, now);
         }
     }
 
@@ -80,8 +87,8 @@ impl Chat {
     }
 
     /// Ends `t`'s wait for the store.
-    pub(crate) fn wake(&mut self, t: Token, sid: u64) {
-        if let Some(s) = self.sessions.get_live(t, sid) {
+    pub(crate) fn wake(&mut self, sessions: &mut Sessions, t: Token, sid: u64) {
+        if let Some(s) = sessions.get_live(t, sid) {
             if s.set_waiting(false) {
                 self.woken.push((t, sid));
             }
@@ -90,15 +97,21 @@ impl Chat {
 
     /// A request could not be served by the store: UNAVAILABLE, and the
     /// session's wait ends.
-    pub(crate) fn unavailable(&mut self, t: Token, sid: u64, request: u16) {
-        if self.sessions.get_live(t, sid).is_none() {
+    pub(crate) fn unavailable(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        sid: u64,
+        request: u16,
+    ) {
+        if sessions.get_live(t, sid).is_none() {
             return;
         }
         if let Some(c) = self.cluster.as_deref_mut() {
             c.stats.unavailable += 1;
         }
-        self.error(t, ErrorCode::Unavailable, request, "");
-        self.wake(t, sid);
+        self.error(sessions, t, ErrorCode::Unavailable, request, "");
+        self.wake(sessions, t, sid);
     }
 
     /// Handles `v` as if the subscriber link had just read it, then fans
@@ -106,9 +119,9 @@ impl Chat {
     /// fuzzing and tests, with a [`Cluster::detached`] node.
     #[doc(hidden)]
     #[cfg(feature = "fuzzing")]
-    pub fn feed_push(&mut self, v: Value) {
-        self.on_push(v);
-        self.flush_cast();
+    pub fn feed_push(&mut self, sessions: &mut Sessions, v: Value) {
+        self.on_push(sessions, v);
+        self.flush_cast(sessions);
     }
 
     /// Panics if the cluster's bookkeeping disagrees with itself or with
@@ -157,7 +170,7 @@ impl Chat {
         }
     }
 
-    fn on_push(&mut self, v: Value) {
+    fn on_push(&mut self, sessions: &mut Sessions, v: Value) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -172,51 +185,51 @@ impl Chat {
             b"message" => {
                 c.stats.events += 1;
                 if let Some(payload) = parts.get(2).and_then(Value::as_bytes) {
-                    self.on_event(channel, payload);
+                    self.on_event(sessions, channel, payload);
                 }
             }
-            b"subscribe" => self.on_subscribed(channel),
+            b"subscribe" => self.on_subscribed(sessions, channel),
             b"pong" => c.sub_ping = None,
             _ => {}
         }
     }
 
-    fn on_event(&mut self, channel: &[u8], payload: &[u8]) {
+    fn on_event(&mut self, sessions: &mut Sessions, channel: &[u8], payload: &[u8]) {
         let Some(c) = self.cluster.as_deref() else {
             return;
         };
         if let Some(key) = c.channel_room(channel) {
             if let Some(id) = self.rooms.find(key) {
                 if c.rooms.contains_key(&id) {
-                    self.room_event(id, payload);
+                    self.room_event(sessions, id, payload);
                 }
             }
         } else if channel.ends_with(b"modch") {
-            self.flush_cast();
-            self.moderation_event(payload);
+            self.flush_cast(sessions);
+            self.moderation_event(sessions, payload);
         } else if channel.ends_with(b"nickch") {
-            self.flush_cast();
-            self.nick_event(payload);
+            self.flush_cast(sessions);
+            self.nick_event(sessions, payload);
         } else if payload.first() == Some(&b'G') {
-            self.told_left(payload);
+            self.told_left(sessions, payload);
         } else if matches!(payload.first(), Some(b'Q' | b'Y')) {
-            self.flush_cast();
-            self.moderation_node_event(payload);
+            self.flush_cast(sessions);
+            self.moderation_node_event(sessions, payload);
         } else if payload.first() == Some(&b'A') {
-            self.account_joined(payload);
+            self.account_joined(sessions, payload);
         } else if payload.first() == Some(&b'C') {
             self.account_claims_event(payload);
         } else if payload.first() == Some(&b'T') {
-            self.taken_over(payload);
+            self.taken_over(sessions, payload);
         } else if payload.first() == Some(&b'S') {
-            self.whisper_sent_event(payload);
+            self.whisper_sent_event(sessions, payload);
         } else {
-            self.flush_cast();
-            self.whisper_event(payload);
+            self.flush_cast(sessions);
+            self.whisper_event(sessions, payload);
         }
     }
 
-    fn on_subscribed(&mut self, channel: &[u8]) {
+    fn on_subscribed(&mut self, sessions: &mut Sessions, channel: &[u8]) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -240,19 +253,19 @@ impl Chat {
             w.sent = true;
         }
         for w in attaches {
-            self.send_attach(id, w);
+            self.send_attach(sessions, id, w);
         }
         if positioned {
             // Back after a drop: whatever the room said meanwhile.
-            self.start_fill(id, OPEN_END);
+            self.start_fill(sessions, id, OPEN_END);
         }
         for w in unsent {
-            self.send_join(id, w);
+            self.send_join(sessions, id, w);
         }
     }
 
     /// One event of a room, in the room's order.
-    pub(super) fn room_event(&mut self, id: RoomId, payload: &[u8]) {
+    pub(super) fn room_event(&mut self, sessions: &mut Sessions, id: RoomId, payload: &[u8]) {
         let Some(c) = self.cluster.as_deref() else {
             return;
         };
@@ -281,17 +294,17 @@ impl Chat {
                     return;
                 }
                 if seq > last + 1 {
-                    self.start_fill(id, seq - 1);
+                    self.start_fill(sessions, id, seq - 1);
                     self.hold_event(id, payload);
                     return;
                 }
-                self.cast_message(id, seq, from, body);
+                self.cast_message(sessions, id, seq, from, body);
             }
             Some(&kind @ (b'J' | b'K')) => {
                 // K: a session of a member account attaches (the JOINED
                 // and ROOM_STATE are its alone).
                 let attach = kind == b'K';
-                self.flush_cast();
+                self.flush_cast(sessions);
                 let Some(f) = split_fields(payload, 8) else {
                     return;
                 };
@@ -327,7 +340,7 @@ impl Chat {
                     room.epoch = epoch;
                     room.seq = seq;
                 } else if seq > self.rooms.get(id).seq {
-                    self.start_fill(id, seq);
+                    self.start_fill(sessions, id, seq);
                     self.hold_event(id, payload);
                     return;
                 }
@@ -343,10 +356,10 @@ impl Chat {
                         let w = cr.joins.remove(i);
                         c.waits.remove(&w.sid);
                         if attach {
-                            self.attached_here(id, w, (seq, first), true);
+                            self.attached_here(sessions, id, w, (seq, first), true);
                         } else {
-                            self.joined_here(id, w, seq, first, count > limit);
-                            self.moderation_joined(w.t, w.sid, id, count == 1);
+                            self.joined_here(sessions, id, w, seq, first, count > limit);
+                            self.moderation_joined(sessions, w.t, w.sid, id, count == 1);
                         }
                     }
                     None if attach => {
@@ -356,14 +369,14 @@ impl Chat {
                         let w = attaching
                             .and_then(|i| c.rooms.get_mut(&id).map(|cr| cr.attaches.remove(i)));
                         if let Some(w) = w {
-                            self.attached_here(id, w, (seq, first), false);
+                            self.attached_here(sessions, id, w, (seq, first), false);
                         }
                     }
                     None if count <= limit => {
                         // A member of this node put back after a reap
                         // announced it LEFT: the others see JOINED; it
                         // never left, as far as it knows.
-                        let back = mine.then(|| self.local_member(id, sid)).flatten();
+                        let back = mine.then(|| self.local_member(sessions, id, sid)).flatten();
                         // Put back after a reap: this node's sessions get
                         // the JOINED only if they were shown the LEFT.
                         if back.is_some()
@@ -382,7 +395,7 @@ impl Chat {
                                 nick,
                             },
                         );
-                        self.send_members_but(id, back);
+                        self.send_members_but(sessions, id, back);
                     }
                     None => {}
                 }
@@ -391,7 +404,7 @@ impl Chat {
                 // "X": a KICK or BAN removed the member; its node follows
                 // (a reap's "L" of a live session here does not).
                 let removal = *kind == b'X';
-                self.flush_cast();
+                self.flush_cast(sessions);
                 let Some(f) = split_fields(payload, 7) else {
                     return;
                 };
@@ -404,7 +417,7 @@ impl Chat {
                     return;
                 }
                 if seq > self.rooms.get(id).seq {
-                    self.start_fill(id, seq);
+                    self.start_fill(sessions, id, seq);
                     self.hold_event(id, payload);
                     return;
                 }
@@ -412,7 +425,7 @@ impl Chat {
                     return;
                 };
                 let here = if f[3] == c.node.as_bytes() {
-                    let (sessions, members) = (&self.sessions, &self.members);
+                    let members = &self.members;
                     c.sids.get(&sid).copied().filter(|&t| {
                         sessions.get(t).is_some_and(|s| s.id() == sid)
                             && members.at(t).membership(id).is_some()
@@ -447,7 +460,7 @@ impl Chat {
                     // the others see LEFT, the session stays in, and the
                     // rebuild puts it back (JOINED again).
                     if !crowded {
-                        self.send_members_but(id, Some(t));
+                        self.send_members_but(sessions, id, Some(t));
                         if let Some(c) = self.cluster.as_deref_mut() {
                             if c.parted_here.len() >= crate::server::cluster::PARTED_MAX {
                                 c.parted_here.clear();
@@ -455,29 +468,29 @@ impl Chat {
                             c.parted_here.insert((id, sid));
                         }
                     }
-                    self.store_forgot_us();
+                    self.store_forgot_us(sessions);
                     return;
                 }
                 match here {
                     Some(t) => {
                         if crowded {
-                            self.sessions.deliver(t, &self.frame);
+                            sessions.deliver(t, &self.frame);
                         } else {
-                            self.send_members(id);
+                            self.send_members(sessions, id);
                         }
                         if let Some(index) = self.members.at(t).membership(id) {
                             self.drop_member(t, index);
                         }
                         if waited {
-                            self.wake(t, sid);
+                            self.wake(sessions, t, sid);
                         }
                     }
-                    None if !crowded => self.send_members(id),
+                    None if !crowded => self.send_members(sessions, id),
                     None => {}
                 }
                 // An account leaves with all its sessions here.
-                self.account_left(id, nick, crowded);
-                self.forget_room_if_idle(id);
+                self.account_left(sessions, id, nick, crowded);
+                self.forget_room_if_idle(sessions, id);
             }
             _ => debug!("cluster: an event of an unknown kind"),
         }
@@ -485,9 +498,16 @@ impl Chat {
 
     /// A MESSAGE in seq order: batched like a run of local SAYs, fanned
     /// out once per room per batch.
-    fn cast_message(&mut self, id: RoomId, seq: u64, from: &str, body: &str) {
+    fn cast_message(
+        &mut self,
+        sessions: &mut Sessions,
+        id: RoomId,
+        seq: u64,
+        from: &str,
+        body: &str,
+    ) {
         if self.cast_room != Some(id) {
-            self.flush_cast();
+            self.flush_cast(sessions);
             self.cast_room = Some(id);
         }
         let room = self.rooms.get_mut(id);
@@ -501,42 +521,50 @@ impl Chat {
         .encode(&mut self.cast);
         self.cast_frames += 1;
         if self.cast.len()
-            >= super::super::handlers::messages::cast_limit(self.sessions.marks().max_outbuf)
+            >= super::super::handlers::messages::cast_limit(sessions.marks().max_outbuf)
         {
-            self.flush_cast();
+            self.flush_cast(sessions);
         }
     }
 
     /// The local session `sid` if it is a member of room `id`.
-    fn local_member(&self, id: RoomId, sid: u64) -> Option<Token> {
+    fn local_member(&self, sessions: &Sessions, id: RoomId, sid: u64) -> Option<Token> {
         let t = *self.cluster.as_deref()?.sids.get(&sid)?;
-        self.live_member(t, sid)
+        self.live_member(sessions, t, sid)
             .filter(|m| m.membership(id).is_some())
             .map(|_| t)
     }
 
     /// The frame in `self.frame` to every local member of the room but
     /// `but`.
-    fn send_members_but(&mut self, id: RoomId, but: Option<Token>) {
+    fn send_members_but(&mut self, sessions: &mut Sessions, id: RoomId, but: Option<Token>) {
         for &member in &self.rooms.get(id).members {
             if Some(member) != but {
-                self.sessions.deliver(member, &self.frame);
+                sessions.deliver(member, &self.frame);
             }
         }
     }
 
     /// The frame in `self.frame` to every local member of the room.
-    pub(super) fn send_members(&mut self, id: RoomId) {
+    pub(super) fn send_members(&mut self, sessions: &mut Sessions, id: RoomId) {
         for &member in &self.rooms.get(id).members {
-            self.sessions.deliver(member, &self.frame);
+            sessions.deliver(member, &self.frame);
         }
     }
 
     /// A local session's JOINED came back: it is a member from here on,
     /// gets JOINED (with the room, unless crowded) and, in version 2, the
     /// room's state at exactly this point of its order.
-    fn joined_here(&mut self, id: RoomId, w: Waiter, seq: u64, first: u64, crowded: bool) {
-        if self.sessions.get_live(w.t, w.sid).is_none() {
+    fn joined_here(
+        &mut self,
+        sessions: &mut Sessions,
+        id: RoomId,
+        w: Waiter,
+        seq: u64,
+        first: u64,
+        crowded: bool,
+    ) {
+        if sessions.get_live(w.t, w.sid).is_none() {
             return; // gone meanwhile: its LEAVE went at the reap
         }
         // A fill after a resubscription may have delivered past the
@@ -558,9 +586,9 @@ impl Chat {
             },
         );
         if crowded {
-            self.sessions.deliver(w.t, &self.frame);
+            sessions.deliver(w.t, &self.frame);
         } else {
-            self.send_members(id);
+            self.send_members(sessions, id);
         }
         if self.members.at(w.t).version() >= VERSION_2 {
             let room = self.rooms.get(id);
@@ -573,9 +601,9 @@ impl Chat {
                     first_held: first,
                 },
             );
-            self.sessions.reply(w.t, &self.frame);
+            sessions.reply(w.t, &self.frame);
         }
-        self.wake(w.t, w.sid);
+        self.wake(sessions, w.t, w.sid);
     }
 
     /// Removes `t` from the room at `index` of its memberships, here only.
@@ -589,7 +617,7 @@ impl Chat {
 
     /// Nobody here is in the room or on the way in or out: stop its
     /// events and forget it (the store keeps it for the other nodes).
-    pub(crate) fn forget_room_if_idle(&mut self, id: RoomId) {
+    pub(crate) fn forget_room_if_idle(&mut self, sessions: &mut Sessions, id: RoomId) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -603,13 +631,13 @@ impl Chat {
         c.rooms.remove(&id);
         c.unsubscribe(&key);
         if self.cast_room == Some(id) {
-            self.flush_cast();
+            self.flush_cast(sessions);
         }
         let room = self.rooms.remove(id);
         self.history.close(room.ring);
     }
 
-    fn nick_event(&mut self, payload: &[u8]) {
+    fn nick_event(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         let Some(f) = split_fields(payload, 6) else {
             return;
         };
@@ -624,13 +652,13 @@ impl Chat {
         let sender = (f[1] == c.node.as_bytes())
             .then(|| c.sids.get(&sid).copied())
             .flatten()
-            .filter(|&t| self.sessions.get(t).is_some_and(|s| s.id() == sid));
+            .filter(|&t| sessions.get(t).is_some_and(|s| s.id() == sid));
         encode_into(&mut self.frame, &ServerMessage::NickChanged { old, new });
         self.stamp += 1;
         let stamp = self.stamp;
         if let Some(t) = sender {
             self.members.at_mut(t).stamp(stamp);
-            self.sessions.deliver(t, &self.frame);
+            sessions.deliver(t, &self.frame);
         }
         for key in rooms.split(' ').filter(|k| !k.is_empty()) {
             let Some(id) = self.rooms.find(key) else {
@@ -638,13 +666,13 @@ impl Chat {
             };
             for &member in &self.rooms.get(id).members {
                 if self.members.at_mut(member).stamp(stamp) {
-                    self.sessions.deliver(member, &self.frame);
+                    sessions.deliver(member, &self.frame);
                 }
             }
         }
     }
 
-    fn whisper_event(&mut self, payload: &[u8]) {
+    fn whisper_event(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         if payload.first() == Some(&b'R') {
             // Another node's session claimed this nick first: ours is
             // renamed, if it still has the nick.
@@ -658,10 +686,10 @@ impl Chat {
                 .cluster
                 .as_deref()
                 .and_then(|c| c.sids.get(&sid).copied());
-            if t.and_then(|t| self.live_member(t, sid))
+            if t.and_then(|t| self.live_member(sessions, t, sid))
                 .is_some_and(|m| fold(m.nick()) == fold(nick))
             {
-                self.rename_after_clash(sid, 0);
+                self.rename_after_clash(sessions, sid, 0);
             }
             return;
         }
@@ -674,14 +702,14 @@ impl Chat {
         let Some(&t) = self.cluster.as_deref().and_then(|c| c.sids.get(&sid)) else {
             return;
         };
-        if self.sessions.get(t).is_some_and(|s| s.id() == sid) {
+        if sessions.get(t).is_some_and(|s| s.id() == sid) {
             encode_into(
                 &mut self.frame,
                 &ServerMessage::WhisperFrom { from, text: body },
             );
             // To each session of an account on this node.
             for s in self.sessions_of_member(t) {
-                self.sessions.deliver(s, &self.frame);
+                sessions.deliver(s, &self.frame);
             }
         }
     }
@@ -698,8 +726,8 @@ impl Chat {
 
     /// Starts filling the room's seq up to `upto` from its stream; its
     /// events wait meanwhile.
-    fn start_fill(&mut self, id: RoomId, upto: u64) {
-        self.flush_cast();
+    fn start_fill(&mut self, sessions: &mut Sessions, id: RoomId, upto: u64) {
+        self.flush_cast(sessions);
         let Some(cr) = self
             .cluster
             .as_deref_mut()
@@ -756,7 +784,14 @@ impl Chat {
     /// The messages of a jump: delivered in order, what the stream no
     /// longer holds skipped (members see that gap), then the events that
     /// waited.
-    pub(super) fn filled(&mut self, id: RoomId, epoch: u64, upto: u64, v: Result<Value, String>) {
+    pub(super) fn filled(
+        &mut self,
+        sessions: &mut Sessions,
+        id: RoomId,
+        epoch: u64,
+        upto: u64,
+        v: Result<Value, String>,
+    ) {
         if self.rooms.get_incarnation(id, epoch).is_none() {
             return;
         }
@@ -789,13 +824,13 @@ impl Chat {
             let last = self.rooms.get(id).seq;
             if seq > last && seq <= upto {
                 skipped = skipped.saturating_add(seq - last - 1);
-                self.cast_message(id, seq, from, body);
+                self.cast_message(sessions, id, seq, from, body);
             }
         }
         if let Some(c) = self.cluster.as_deref_mut() {
             c.stats.lost = c.stats.lost.saturating_add(skipped);
         }
-        self.flush_cast();
+        self.flush_cast(sessions);
         if full && self.rooms.get(id).seq < upto {
             // One batch at a time: ask for the next.
             return self.send_fill(id);
@@ -820,10 +855,10 @@ impl Chat {
         cr.held_bytes = 0;
         let held = mem::take(&mut cr.held);
         for payload in held {
-            self.room_event(id, &payload);
+            self.room_event(sessions, id, &payload);
         }
-        self.flush_cast();
-        self.forget_room_if_idle(id);
+        self.flush_cast(sessions);
+        self.forget_room_if_idle(sessions, id);
     }
 }
 

@@ -2,6 +2,7 @@
 //! are answered from the node's cache (`cluster/lists.rs`) while it is
 //! fresh, and wait for one refresh of it otherwise.
 
+use crate::server::sessions::registry::Sessions;
 use std::time::Instant;
 
 use mio::Token;
@@ -17,11 +18,11 @@ use crate::server::cluster::lists::{Entry, PAGE, USERS_BYTES, USERS_MAX};
 use crate::server::cluster::{fold, text, Expect};
 
 impl Chat {
-    pub(crate) fn cluster_list_rooms(&mut self, t: Token) {
-        if !self.store_ready(t, code::LIST_ROOMS, 64) {
+    pub(crate) fn cluster_list_rooms(&mut self, sessions: &mut Sessions, t: Token) {
+        if !self.store_ready(sessions, t, code::LIST_ROOMS, 64) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let now = Instant::now();
         let budget = self.config.max_payload as usize - 2;
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -30,8 +31,8 @@ impl Chat {
         let e = &mut c.lists.rooms;
         if e.fresh(now, c.lists.ttl) {
             let frame = std::mem::take(&mut e.frame);
-            self.flush_cast();
-            self.sessions.reply(t, &frame);
+            self.flush_cast(sessions);
+            sessions.reply(t, &frame);
             if let Some(c) = self.cluster.as_deref_mut() {
                 c.lists.rooms.frame = frame;
             }
@@ -49,14 +50,14 @@ impl Chat {
                 &[b"0", PAGE.to_string().as_bytes()],
             );
         }
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
-    pub(crate) fn cluster_list_users(&mut self, t: Token, room: &str) {
-        if !self.store_ready(t, code::LIST_USERS, 128) {
+    pub(crate) fn cluster_list_users(&mut self, sessions: &mut Sessions, t: Token, room: &str) {
+        if !self.store_ready(sessions, t, code::LIST_USERS, 128) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let v3 = self.members.at(t).version() >= VERSION_3;
         let now = Instant::now();
         let key = fold(room);
@@ -70,8 +71,8 @@ impl Chat {
         if let Some(e) = c.lists.users.get_mut(&key) {
             if e.fresh(now, ttl) && !e.frame.is_empty() {
                 let frame = std::mem::take(e.frame_for(v3));
-                self.flush_cast();
-                self.sessions.reply(t, &frame);
+                self.flush_cast(sessions);
+                sessions.reply(t, &frame);
                 if let Some(e) = self
                     .cluster
                     .as_deref_mut()
@@ -83,7 +84,7 @@ impl Chat {
             }
             e.waiters.push((t, sid));
             if e.in_flight {
-                return self.wait(t);
+                return self.wait(sessions, t);
             }
             e.in_flight = true;
             e.sent = Some(now);
@@ -106,12 +107,12 @@ impl Chat {
             "mc_users",
             &[key.as_bytes(), max.as_bytes()],
         );
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
     /// One page of a LIST_ROOMS refresh: the next page is asked for, or
     /// the reply goes to every caller waiting, and is kept.
-    pub(crate) fn rooms_listed(&mut self, v: Result<Value, String>) {
+    pub(crate) fn rooms_listed(&mut self, sessions: &mut Sessions, v: Result<Value, String>) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -126,7 +127,7 @@ impl Chat {
             let waiters = std::mem::take(&mut e.waiters);
             c.lists.acc.start(0);
             for (t, sid) in waiters {
-                self.unavailable(t, sid, code::LIST_ROOMS);
+                self.unavailable(sessions, t, sid, code::LIST_ROOMS);
             }
             return;
         };
@@ -148,7 +149,7 @@ impl Chat {
         let e = &mut c.lists.rooms;
         e.in_flight = false;
         let waiters = std::mem::take(&mut e.waiters);
-        self.answer_waiters(&waiters, &frame);
+        self.answer_waiters(sessions, &waiters, &frame);
         if let Some(c) = self.cluster.as_deref_mut() {
             let e = &mut c.lists.rooms;
             e.at = e.sent;
@@ -158,7 +159,12 @@ impl Chat {
 
     /// The store's LIST_USERS answer for the room `key`: to every caller
     /// waiting, and kept if the cache has room.
-    pub(crate) fn users_listed(&mut self, key: &str, v: Result<Value, String>) {
+    pub(crate) fn users_listed(
+        &mut self,
+        sessions: &mut Sessions,
+        key: &str,
+        v: Result<Value, String>,
+    ) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -171,19 +177,19 @@ impl Chat {
             Ok(v) => v,
             Err(_) => {
                 for (t, sid) in waiters {
-                    self.unavailable(t, sid, code::LIST_USERS);
+                    self.unavailable(sessions, t, sid, code::LIST_USERS);
                 }
                 return;
             }
         };
         let (frame, frame3) = self.user_list_frames(&v);
-        self.flush_cast();
+        self.flush_cast(sessions);
         for &(t, sid) in &waiters {
-            if self.sessions.get_live(t, sid).is_some() {
+            if sessions.get_live(t, sid).is_some() {
                 let v3 = self.members.at(t).version() >= VERSION_3;
-                self.sessions.reply(t, if v3 { &frame3 } else { &frame });
+                sessions.reply(t, if v3 { &frame3 } else { &frame });
             }
-            self.wake(t, sid);
+            self.wake(sessions, t, sid);
         }
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -210,13 +216,13 @@ impl Chat {
         }
     }
 
-    fn answer_waiters(&mut self, waiters: &[(Token, u64)], frame: &[u8]) {
-        self.flush_cast();
+    fn answer_waiters(&mut self, sessions: &mut Sessions, waiters: &[(Token, u64)], frame: &[u8]) {
+        self.flush_cast(sessions);
         for &(t, sid) in waiters {
-            if self.sessions.get_live(t, sid).is_some() {
-                self.sessions.reply(t, frame);
+            if sessions.get_live(t, sid).is_some() {
+                sessions.reply(t, frame);
             }
-            self.wake(t, sid);
+            self.wake(sessions, t, sid);
         }
     }
 

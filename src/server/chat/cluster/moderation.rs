@@ -8,6 +8,7 @@
 //! a KILL names are closed. Loading the replica (at start, after every
 //! rebuild) is in `replica.rs`.
 
+use crate::server::sessions::registry::Sessions;
 use log::{info, warn};
 use mio::Token;
 
@@ -42,6 +43,7 @@ impl Chat {
     #[allow(clippy::too_many_arguments)]
     pub(in crate::server) fn cluster_mod_change(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         code: u16,
         (kind, what): (u8, &'static str),
@@ -50,10 +52,10 @@ impl Chat {
         (a, b): (&str, &str),
         log: (&str, &str, &str),
     ) {
-        if !self.store_ready(t, code, a.len() + b.len() + 256) {
+        if !self.store_ready(sessions, t, code, a.len() + b.len() + 256) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let actor = self.members.at(t).nick().to_owned();
         let ttl = self.config.room_state_ttl.as_millis() as u64;
         let (shown, target, reason) = log;
@@ -75,16 +77,17 @@ impl Chat {
     /// KICK: the store parts the member wherever it is.
     pub(in crate::server) fn cluster_kick(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         code: u16,
         (shown, key): (&str, &str),
         nick: &str,
         reason: &str,
     ) {
-        if !self.store_ready(t, code, reason.len() + 256) {
+        if !self.store_ready(sessions, t, code, reason.len() + 256) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let actor = self.members.at(t).nick().to_owned();
         let why = by_reason("kicked", &actor, reason);
         let expect = ModExpect::Target {
@@ -104,15 +107,16 @@ impl Chat {
     /// KILL: every node ends its sessions of the nick.
     pub(in crate::server) fn cluster_kill(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         code: u16,
         nick: &str,
         reason: &str,
     ) {
-        if !self.store_ready(t, code, reason.len() + 128) {
+        if !self.store_ready(sessions, t, code, reason.len() + 128) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let actor = self.members.at(t).nick().to_owned();
         let expect = ModExpect::Target {
             t,
@@ -132,16 +136,17 @@ impl Chat {
     /// needs the target's session and makes the change (`answer_ask`).
     pub(in crate::server) fn cluster_ask(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         code: u16,
         kind: u8,
         (name, key): (&str, &str),
         nick: &str,
     ) {
-        if !self.store_ready(t, code, name.len() + 256) {
+        if !self.store_ready(sessions, t, code, name.len() + 256) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let actor = self.members.at(t).nick().to_owned();
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -186,7 +191,7 @@ impl Chat {
 
     /// On this node's channel: "Q", an OP or INVITE for a session here;
     /// "Y", a refusal of one for a session here.
-    pub(crate) fn moderation_node_event(&mut self, payload: &[u8]) {
+    pub(crate) fn moderation_node_event(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         if payload.first() == Some(&b'Y') {
             let Some(f) = split_fields(payload, 5) else {
                 return;
@@ -200,11 +205,11 @@ impl Chat {
                 .cluster
                 .as_deref()
                 .and_then(|c| c.sids.get(&sid).copied());
-            let Some(t) = t.filter(|&t| self.sessions.get(t).is_some_and(|s| s.id() == sid)) else {
+            let Some(t) = t.filter(|&t| sessions.get(t).is_some_and(|s| s.id() == sid)) else {
                 return;
             };
             if let Some(e) = ErrorCode::from_u16(err as u16) {
-                self.error(t, e, code as u16, detail);
+                self.error(sessions, t, e, code as u16, detail);
             }
             return;
         }
@@ -267,8 +272,15 @@ impl Chat {
     /// A local session's JOIN came back: the account whose JOIN made the
     /// room live while it had no state is granted OP (in the store, if it
     /// still has none), and a version-3 session gets ROOM_INFO.
-    pub(crate) fn moderation_joined(&mut self, t: Token, sid: u64, id: RoomId, created: bool) {
-        if self.sessions.get_live(t, sid).is_none() {
+    pub(crate) fn moderation_joined(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        sid: u64,
+        id: RoomId,
+        created: bool,
+    ) {
+        if sessions.get_live(t, sid).is_none() {
             return;
         }
         let name = self.rooms.get(id).name.clone();
@@ -298,12 +310,17 @@ impl Chat {
             }
         }
         self.sync_moderated(id);
-        self.room_info_to(t, id);
+        self.room_info_to(sessions, t, id);
     }
 
     // ----- answers ------------------------------------------------------------
 
-    pub(super) fn moderation_answer(&mut self, m: ModExpect, v: Result<Value, String>) {
+    pub(super) fn moderation_answer(
+        &mut self,
+        sessions: &mut Sessions,
+        m: ModExpect,
+        v: Result<Value, String>,
+    ) {
         match m {
             ModExpect::Quiet(what) => {
                 if let Err(e) = v {
@@ -320,15 +337,15 @@ impl Chat {
                 target,
                 reason,
             } => {
-                if self.sessions.get_live(t, sid).is_none() {
+                if sessions.get_live(t, sid).is_none() {
                     return;
                 }
                 match v.as_ref().map(Value::as_int) {
-                    Err(_) => self.unavailable(t, sid, code),
+                    Err(_) => self.unavailable(sessions, t, sid, code),
                     Ok(Some(0)) if kind == b'n' => {
-                        self.error(t, ErrorCode::NotFound, code, "no such ban")
+                        self.error(sessions, t, ErrorCode::NotFound, code, "no such ban")
                     }
-                    Ok(_) => self.cluster_logged(t, what, &room, &target, &reason),
+                    Ok(_) => self.cluster_logged(sessions, t, what, &room, &target, &reason),
                 }
             }
             ModExpect::Target {
@@ -340,15 +357,15 @@ impl Chat {
                 target,
                 reason,
             } => {
-                if self.sessions.get_live(t, sid).is_none() {
+                if sessions.get_live(t, sid).is_none() {
                     return;
                 }
                 match v.as_ref().map(Value::as_int) {
-                    Err(_) => self.unavailable(t, sid, code),
-                    Ok(Some(0)) => self.error(t, ErrorCode::NoSuchNick, code, ""),
+                    Err(_) => self.unavailable(sessions, t, sid, code),
+                    Ok(Some(0)) => self.error(sessions, t, ErrorCode::NoSuchNick, code, ""),
                     // A relayed OP or INVITE is logged where it is made.
                     Ok(_) if what.is_empty() => {}
-                    Ok(_) => self.cluster_logged(t, what, &room, &target, &reason),
+                    Ok(_) => self.cluster_logged(sessions, t, what, &room, &target, &reason),
                 }
             }
             ModExpect::Creator { room, account } => {
@@ -395,7 +412,7 @@ impl Chat {
 
     /// One event of `P modch`: the replica changes, then this node acts on
     /// its own sessions.
-    pub(super) fn moderation_event(&mut self, payload: &[u8]) {
+    pub(super) fn moderation_event(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         let Some(e) = ModEvent::parse(payload) else {
             return;
         };
@@ -415,7 +432,7 @@ impl Chat {
                 self.sync_moderated(id);
             }
         }
-        self.act_on_sessions(&e);
+        self.act_on_sessions(sessions, &e);
     }
 
     /// The replica's part of an event (also replayed after a load).
@@ -505,13 +522,13 @@ impl Chat {
     }
 
     /// What this node does for its own sessions on an event.
-    fn act_on_sessions(&mut self, e: &ModEvent<'_>) {
+    fn act_on_sessions(&mut self, sessions: &mut Sessions, e: &ModEvent<'_>) {
         let id = (e.room != "*").then(|| self.rooms.find(e.room)).flatten();
         let name = id.map_or_else(|| e.room.to_owned(), |id| self.rooms.get(id).name.clone());
         match e.kind {
             b't' | b'm' => {
                 self.encode_room_info_of(&name);
-                self.cast_to_room_and_actor(id, e.actor);
+                self.cast_to_room_and_actor(sessions, id, e.actor);
             }
             b'o' | b'd' | b'i' | b'k' | b'b' | b'n' | b'K' => {
                 let act = match e.kind {
@@ -542,12 +559,12 @@ impl Chat {
                     until_ms: if e.kind == b'b' { e.until } else { 0 },
                 }
                 .encode(&mut self.frame);
-                self.cast_to_room_and_actor(id, e.actor);
+                self.cast_to_room_and_actor(sessions, id, e.actor);
                 match e.kind {
-                    b'i' => self.invited_here(&name, e),
-                    b'b' if e.room == "*" => self.server_ban_here(e),
-                    b'b' => self.room_ban_here(id, e),
-                    b'K' => self.kill_here(e),
+                    b'i' => self.invited_here(sessions, &name, e),
+                    b'b' if e.room == "*" => self.server_ban_here(sessions, e),
+                    b'b' => self.room_ban_here(sessions, id, e),
+                    b'K' => self.kill_here(sessions, e),
                     _ => {}
                 }
             }
@@ -580,11 +597,11 @@ impl Chat {
 
     /// The frame to this node's version-3 members of the room, and to the
     /// actor if it is a session here outside the room.
-    fn cast_to_room_and_actor(&mut self, id: Option<RoomId>, actor: &str) {
+    fn cast_to_room_and_actor(&mut self, sessions: &mut Sessions, id: Option<RoomId>, actor: &str) {
         if let Some(id) = id {
             for &m in &self.rooms.get(id).members {
                 if self.members.at(m).version() >= VERSION_3 {
-                    self.sessions.deliver(m, &self.frame);
+                    sessions.deliver(m, &self.frame);
                 }
             }
         }
@@ -592,13 +609,13 @@ impl Chat {
         if let Some(t) = here {
             let outside = id.is_none_or(|id| self.members.at(t).membership(id).is_none());
             if outside && self.members.at(t).version() >= VERSION_3 {
-                self.sessions.deliver(t, &self.frame);
+                sessions.deliver(t, &self.frame);
             }
         }
     }
 
     /// INVITED to this node's sessions of the invited nick.
-    fn invited_here(&mut self, name: &str, e: &ModEvent<'_>) {
+    fn invited_here(&mut self, sessions: &mut Sessions, name: &str, e: &ModEvent<'_>) {
         let Some(t) = NameKey::new(e.b).and_then(|k| self.nicks.get(&k).copied()) else {
             return;
         };
@@ -610,19 +627,19 @@ impl Chat {
         .encode(&mut self.frame);
         for s in self.sessions_of_member(t) {
             if self.members.at(s).version() >= VERSION_3 {
-                self.sessions.deliver(s, &self.frame);
+                sessions.deliver(s, &self.frame);
             }
         }
     }
 
-    fn session_matches(&self, s: Token, mask: &Mask) -> bool {
-        let ip = self.sessions.at(s).peer().ip().to_canonical();
+    fn session_matches(&self, sessions: &Sessions, s: Token, mask: &Mask) -> bool {
+        let ip = sessions.at(s).peer().ip().to_canonical();
         mask.matches(self.account_of(s), self.members.at(s).nick(), ip)
     }
 
     /// A room ban: this node's members it matches leave, through the
     /// store (LEFT "banned by ..." once to everyone).
-    fn room_ban_here(&mut self, id: Option<RoomId>, e: &ModEvent<'_>) {
+    fn room_ban_here(&mut self, sessions: &mut Sessions, id: Option<RoomId>, e: &ModEvent<'_>) {
         let (Some(id), Ok(mask)) = (id, e.a.parse::<Mask>()) else {
             return;
         };
@@ -634,13 +651,8 @@ impl Chat {
             .members
             .iter()
             .copied()
-            .filter(|&m| self.session_matches(m, &mask))
-            .map(|m| {
-                (
-                    self.members.at(m).nick().to_owned(),
-                    self.sessions.at(m).id(),
-                )
-            })
+            .filter(|&m| self.session_matches(sessions, m, &mask))
+            .map(|m| (self.members.at(m).nick().to_owned(), sessions.at(m).id()))
             .filter(|(nick, _)| seen.insert(fold(nick)))
             .collect();
         let Some(c) = self.cluster.as_deref_mut().filter(|c| c.available()) else {
@@ -654,27 +666,27 @@ impl Chat {
     /// A server-wide ban: this node's sessions it matches get fatal
     /// BANNED (their close parts them with that reason). Rare and an
     /// administrator's: a walk of this node's sessions.
-    fn server_ban_here(&mut self, e: &ModEvent<'_>) {
+    fn server_ban_here(&mut self, sessions: &mut Sessions, e: &ModEvent<'_>) {
         let Ok(mask) = e.a.parse::<Mask>() else {
             return;
         };
         let why = by_reason("banned", e.actor, e.b);
         let actor = NameKey::new(e.actor).and_then(|k| self.nicks.get(&k).copied());
-        for s in self.sessions.tokens() {
-            let life = self.sessions.at(s).life();
+        for s in sessions.tokens() {
+            let life = sessions.at(s).life();
             if Some(s) == actor || !life.is_registered() || !life.accepts_input() {
                 continue;
             }
-            if self.session_matches(s, &mask) {
-                self.part_all_here(s, &why);
-                self.sessions.cut(s, ErrorCode::Banned, 0, &why);
+            if self.session_matches(sessions, s, &mask) {
+                self.part_all_here(sessions, s, &why);
+                sessions.cut(s, ErrorCode::Banned, 0, &why);
             }
         }
     }
 
     /// KILL: this node's sessions of the nick leave their rooms ("killed
     /// by ...") and get fatal KILLED.
-    fn kill_here(&mut self, e: &ModEvent<'_>) {
+    fn kill_here(&mut self, sessions: &mut Sessions, e: &ModEvent<'_>) {
         let Some(t) = NameKey::new(e.a).and_then(|k| self.nicks.get(&k).copied()) else {
             return;
         };
@@ -684,11 +696,11 @@ impl Chat {
         } else {
             e.b.to_owned()
         };
-        let sessions = self.sessions_of_member(t);
-        self.part_all_here(t, &why);
-        for s in sessions {
-            if self.sessions.at(s).life().accepts_input() {
-                self.sessions.cut(s, ErrorCode::Killed, 0, &detail);
+        let devices = self.sessions_of_member(t);
+        self.part_all_here(sessions, t, &why);
+        for s in devices {
+            if sessions.at(s).life().accepts_input() {
+                sessions.cut(s, ErrorCode::Killed, 0, &detail);
             }
         }
     }
@@ -698,9 +710,9 @@ impl Chat {
     /// `t` leaves its rooms here and in the store with `why` (LEFT once
     /// to everyone): the close that follows finds none left to part with
     /// its own reason (a fatal error's close says only "error").
-    fn part_all_here(&mut self, t: Token, why: &str) {
+    fn part_all_here(&mut self, sessions: &mut Sessions, t: Token, why: &str) {
         let nick = self.members.at(t).nick().to_owned();
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
             let id = self.members.at(t).rooms()[last].room;
             self.drop_member(t, last);
@@ -713,7 +725,7 @@ impl Chat {
             if let (Some(c), Some(key)) = (c, key) {
                 c.mod_part(&key, &nick, sid, why);
             }
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
     }
 }

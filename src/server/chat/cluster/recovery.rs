@@ -6,6 +6,7 @@
 //! re-created meanwhile, and leaves remembered during an outage
 //! announced when the store is back.
 
+use crate::server::sessions::registry::Sessions;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -21,7 +22,13 @@ use crate::server::cluster::link::Change;
 use crate::server::cluster::{fold, num, text, Cluster, Expect, Gone, Waiter, TICK};
 
 impl Chat {
-    pub(super) fn on_link_change(&mut self, sub: bool, change: Change, now: Instant) {
+    pub(super) fn on_link_change(
+        &mut self,
+        sessions: &mut Sessions,
+        sub: bool,
+        change: Change,
+        now: Instant,
+    ) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -55,19 +62,19 @@ impl Chat {
                     debug!("cluster: {link} link: reconnect failed ({why})");
                 }
                 if sub {
-                    self.sub_lost();
+                    self.sub_lost(sessions);
                 } else {
                     let lost = c.take_in_flight();
                     for r in c.rooms.values_mut() {
                         r.fill_in_flight = false;
                     }
                     for expect in lost {
-                        self.answer(expect, Err("link lost".into()));
+                        self.answer(sessions, expect, Err("link lost".into()));
                     }
                 }
             }
         }
-        self.resync_if_ready(now);
+        self.resync_if_ready(sessions, now);
         if let Some(c) = self.cluster.as_deref_mut() {
             c.log_availability();
         }
@@ -76,7 +83,7 @@ impl Chat {
     /// The subscriber link went down: no room's events arrive until it is
     /// back, so JOINs and LEAVEs waiting for theirs get UNAVAILABLE (what
     /// they did in the store is set right by the resync).
-    fn sub_lost(&mut self) {
+    fn sub_lost(&mut self, sessions: &mut Sessions) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -90,11 +97,11 @@ impl Chat {
             c.waits.remove(&w.sid);
         }
         for (w, request) in failed {
-            self.unavailable(w.t, w.sid, request);
+            self.unavailable(sessions, w.t, w.sid, request);
         }
         let ids: Vec<RoomId> = self.cluster_rooms();
         for id in ids {
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
     }
 
@@ -112,7 +119,7 @@ impl Chat {
     /// epoch, seq and this node's members, this node's nicks, then drop
     /// what this node no longer has. Pipelined ahead of every later call,
     /// so those see the rebuilt state.
-    fn resync_if_ready(&mut self, _now: Instant) {
+    fn resync_if_ready(&mut self, sessions: &mut Sessions, _now: Instant) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -143,7 +150,7 @@ impl Chat {
                 let nick = self.members.at(m).nick();
                 let nk = fold(nick);
                 entries.push(format!("{key}\t{nk}"));
-                args.extend([nk, nick.to_owned(), self.sessions.at(m).id().to_string()]);
+                args.extend([nk, nick.to_owned(), sessions.at(m).id().to_string()]);
             }
             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             c.fcall(
@@ -157,7 +164,7 @@ impl Chat {
         }
         let mut nicks: Vec<String> = Vec::new();
         for (&sid, &t) in &c.sids {
-            if self.sessions.get(t).is_some_and(|s| s.id() == sid) {
+            if sessions.get(t).is_some_and(|s| s.id() == sid) {
                 nicks.push(fold(self.members.at(t).nick()));
             }
         }
@@ -180,8 +187,8 @@ impl Chat {
         let sids: Vec<u64> = c.sids.keys().copied().collect();
         // Accounts' sessions before the claims: a claim two of them share
         // is not a clash.
-        self.send_account_restores();
-        self.send_claims(&sids);
+        self.send_account_restores(sessions);
+        self.send_claims(sessions, &sids);
         // Account sessions that ended meanwhile, before the sync would
         // part their accounts' rooms as this node's.
         self.send_account_byes(true);
@@ -218,17 +225,17 @@ impl Chat {
     }
 
     /// The cluster's timer: reconnects, stall checks, the heartbeat.
-    pub fn cluster_tick(&mut self, now: Instant) {
+    pub fn cluster_tick(&mut self, sessions: &mut Sessions, now: Instant) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
         // A link whose read budget ran out is read on, like a session
         // carried over.
         if c.sub.has_more() {
-            self.on_link_ready(true, false, now);
+            self.on_link_ready(sessions, true, false, now);
         }
         if self.cluster.as_deref().is_some_and(|c| c.cmd.has_more()) {
-            self.on_link_ready(false, false, now);
+            self.on_link_ready(sessions, false, false, now);
         }
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -244,7 +251,7 @@ impl Chat {
                 let why = c.timeout_reason();
                 let link = if sub { &mut c.sub } else { &mut c.cmd };
                 let change = link.down(&c.registry, now, why);
-                self.on_link_change(sub, change, now);
+                self.on_link_change(sessions, sub, change, now);
             }
         }
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -255,7 +262,7 @@ impl Chat {
         }
         c.next_tick = now + TICK;
         c.lists.sweep(now);
-        self.send_held_joins();
+        self.send_held_joins(sessions);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -286,7 +293,7 @@ impl Chat {
             );
             c.synced = false;
             c.log_availability();
-            self.resync_if_ready(now);
+            self.resync_if_ready(sessions, now);
         }
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -297,7 +304,7 @@ impl Chat {
         if retry && now >= c.next_alive {
             c.next_alive = now + c.ttl / 3;
             c.synced = false;
-            self.resync_if_ready(now);
+            self.resync_if_ready(sessions, now);
         }
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -326,7 +333,7 @@ impl Chat {
     }
 
     /// JOINs held off by the store, in rooms this node listens to.
-    fn send_held_joins(&mut self) {
+    fn send_held_joins(&mut self, sessions: &mut Sessions) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -338,21 +345,21 @@ impl Chat {
             }
         }
         for (id, w) in held {
-            self.send_join(id, w);
+            self.send_join(sessions, id, w);
         }
     }
 
     /// The nick claims of local sessions `sids` again (`mc_claim`), with
     /// the time each claimed its nick: the answer names the ones that
     /// lost a clash.
-    pub(crate) fn send_claims(&mut self, sids: &[u64]) {
+    pub(crate) fn send_claims(&mut self, sessions: &mut Sessions, sids: &[u64]) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
         let mut claims: Vec<String> = Vec::new();
         for sid in sids {
             let Some(&t) = c.sids.get(sid) else { continue };
-            if self.sessions.get(t).is_none_or(|s| s.id() != *sid) {
+            if sessions.get(t).is_none_or(|s| s.id() != *sid) {
                 continue;
             }
             let nick = self.members.at(t).nick();
@@ -370,19 +377,19 @@ impl Chat {
     /// Renames local session `sid` after it lost a clash of nicks: as if
     /// it had sent NICK, to its nick, `-` and four hex digits. `tries`
     /// so far; one rename at a time per session.
-    pub(crate) fn rename_after_clash(&mut self, sid: u64, tries: u8) {
+    pub(crate) fn rename_after_clash(&mut self, sessions: &mut Sessions, sid: u64, tries: u8) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
         let Some(&t) = c.sids.get(&sid) else { return };
-        let Some(s) = self.sessions.get(t).filter(|s| s.id() == sid) else {
+        let Some(s) = sessions.get(t).filter(|s| s.id() == sid) else {
             return;
         };
         // An account's nick cannot change: it is the later claim of a
         // clash between accounts (its own sessions share theirs).
         if tries == 0 && self.members.at(t).account().is_some() {
             c.renaming.remove(&sid);
-            self.sessions.cut(
+            sessions.cut(
                 t,
                 crate::codec::ErrorCode::NickInUse,
                 0,
@@ -421,13 +428,14 @@ impl Chat {
     /// NICK_CHANGED comes as an event), or another suffix is tried.
     pub(super) fn renamed_after_clash(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         sid: u64,
         new: &str,
         tries: u8,
         v: Result<Value, String>,
     ) {
-        let live = self.sessions.get_live(t, sid).is_some();
+        let live = sessions.get_live(t, sid).is_some();
         match v.as_ref().map(claim_time) {
             Ok(Some(at)) if live => {
                 self.rename(t, new);
@@ -443,7 +451,7 @@ impl Chat {
                 }
             }
             Ok(None) if live && tries + 1 < crate::server::cluster::RENAME_TRIES => {
-                self.rename_after_clash(sid, tries + 1);
+                self.rename_after_clash(sessions, sid, tries + 1);
             }
             _ => {
                 // Given up for now (or the link went): the next heartbeat
@@ -457,7 +465,7 @@ impl Chat {
 
     /// The answer to `mc_claim`: the sessions here that lost a clash of
     /// nicks, renamed.
-    pub(super) fn claimed(&mut self, v: Result<Value, String>) {
+    pub(super) fn claimed(&mut self, sessions: &mut Sessions, v: Result<Value, String>) {
         match v {
             Ok(v) => {
                 let losers: Vec<u64> = v
@@ -474,7 +482,7 @@ impl Chat {
                     );
                 }
                 for sid in losers {
-                    self.rename_after_clash(sid, 0);
+                    self.rename_after_clash(sessions, sid, 0);
                 }
             }
             Err(e) => warn!("cluster: putting nicks back: {e}"),
@@ -483,7 +491,12 @@ impl Chat {
 
     /// The heartbeat's answer: the liveness renewed, and whether the store
     /// still knows this node and its nicks.
-    pub(super) fn alive_answered(&mut self, sent: Instant, v: Result<Value, String>) {
+    pub(super) fn alive_answered(
+        &mut self,
+        sessions: &mut Sessions,
+        sent: Instant,
+        v: Result<Value, String>,
+    ) {
         let Ok(v) = v else { return };
         let parts = v.as_array().unwrap_or_default();
         let known = parts.get(1).and_then(Value::as_int);
@@ -491,7 +504,7 @@ impl Chat {
             c.renewed = c.renewed.max(sent);
         }
         if known == Some(0) {
-            self.store_forgot_us();
+            self.store_forgot_us(sessions);
             return;
         }
         // Nicks the store no longer has as this node's: claimed
@@ -501,14 +514,14 @@ impl Chat {
             .skip(2)
             .filter_map(|x| x.as_bytes().and_then(text))
             .filter_map(|nk| NameKey::new(nk).and_then(|k| self.nicks.get(&k).copied()))
-            .filter_map(|t| self.sessions.get(t).map(|s| s.id()))
+            .filter_map(|t| sessions.get(t).map(|s| s.id()))
             .collect();
         if !lost.is_empty() {
             warn!(
                 "cluster: Redis lost the nick claims of {} session(s) here: claiming them again",
                 lost.len()
             );
-            self.send_claims(&lost);
+            self.send_claims(sessions, &lost);
         }
     }
 
@@ -562,7 +575,7 @@ impl Chat {
     /// A leave the store had lost, told to this node alone (`mc_gone`,
     /// or a rejoin of the nick): "G", the room's key, then the room's
     /// LEFT event, handled in the room's order.
-    pub(super) fn told_left(&mut self, payload: &[u8]) {
+    pub(super) fn told_left(&mut self, sessions: &mut Sessions, payload: &[u8]) {
         let Some(f) = crate::server::cluster::split_fields(payload, 3) else {
             return;
         };
@@ -570,17 +583,23 @@ impl Chat {
             return;
         };
         if let Some(id) = self.rooms.find(key).filter(|id| c.rooms.contains_key(id)) {
-            self.room_event(id, f[2]);
+            self.room_event(sessions, id, f[2]);
         }
     }
 
     /// The answer to `mc_restore`: the epoch the store holds for the room.
-    pub(super) fn restored(&mut self, room: RoomId, epoch: u64, v: Result<Value, String>) {
+    pub(super) fn restored(
+        &mut self,
+        sessions: &mut Sessions,
+        room: RoomId,
+        epoch: u64,
+        v: Result<Value, String>,
+    ) {
         match v {
             Ok(v) => {
                 let held = v.as_bytes().and_then(num);
                 if held.is_some_and(|e| e != epoch) {
-                    self.incarnation_gone(room, epoch);
+                    self.incarnation_gone(sessions, room, epoch);
                 }
             }
             Err(e) => warn!("cluster: restoring a room: {e}"),
@@ -590,7 +609,7 @@ impl Chat {
     /// The store lost this node's state while the links stayed up (a
     /// FLUSHALL, an eviction, a stall longer than the liveness TTL that
     /// got it reaped): rebuild it, as after a reconnect.
-    pub(super) fn store_forgot_us(&mut self) {
+    pub(super) fn store_forgot_us(&mut self, sessions: &mut Sessions) {
         if let Some(c) = self.cluster.as_deref_mut() {
             // A rebuild in flight already covers what failed before it.
             if c.resyncing {
@@ -601,14 +620,14 @@ impl Chat {
                 c.synced = false;
             }
         }
-        self.resync_if_ready(Instant::now());
+        self.resync_if_ready(sessions, Instant::now());
     }
 
     /// The room was re-created in the store while this node could not
     /// reach it: its members here are in an incarnation that no longer
     /// exists, whose seqs the new one would repeat. They leave it (LEFT,
     /// to each alone) and may JOIN the new one, with its own epoch.
-    fn incarnation_gone(&mut self, id: RoomId, epoch: u64) {
+    fn incarnation_gone(&mut self, sessions: &mut Sessions, id: RoomId, epoch: u64) {
         if self.rooms.get_incarnation(id, epoch).is_none() {
             return;
         }
@@ -617,7 +636,7 @@ impl Chat {
              its members here leave the old incarnation",
             self.rooms.get(id).name
         );
-        self.flush_cast();
+        self.flush_cast(sessions);
         let members = self.rooms.get(id).members.clone();
         for t in members {
             let room = self.rooms.get(id);
@@ -629,12 +648,12 @@ impl Chat {
                     reason: "room re-created while the cluster was unreachable",
                 },
             );
-            self.sessions.deliver(t, &self.frame);
+            sessions.deliver(t, &self.frame);
             if let Some(index) = self.members.at(t).membership(id) {
                 self.drop_member(t, index);
             }
         }
-        self.forget_room_if_idle(id);
+        self.forget_room_if_idle(sessions, id);
     }
 }
 

@@ -5,6 +5,7 @@
 //! HELLO or JOIN (`Cluster::serving`). Applying events to it is in
 //! `moderation.rs`.
 
+use crate::server::sessions::registry::Sessions;
 use log::info;
 
 use crate::codec::NameKey;
@@ -26,7 +27,11 @@ impl Chat {
     /// JOIN are checked against the bans made before it started. If the
     /// load does not finish in time, the node answers UNAVAILABLE (and
     /// `/healthz` 503) until the loop's load does.
-    pub(crate) fn load_replica_at_start(&mut self, within: std::time::Duration) {
+    pub(crate) fn load_replica_at_start(
+        &mut self,
+        sessions: &mut Sessions,
+        within: std::time::Duration,
+    ) {
         if !self.moderation_load_due() {
             return;
         }
@@ -47,10 +52,10 @@ impl Chat {
             let _ = c.cmd.flush(&c.registry);
             let change = c.cmd.on_ready(&c.registry, false, &mut values, now);
             for v in values.drain(..) {
-                self.on_answer(Ok(v));
+                self.on_answer(sessions, Ok(v));
             }
             if !matches!(change, crate::server::cluster::link::Change::None) {
-                self.on_link_change(false, change, now);
+                self.on_link_change(sessions, false, change, now);
                 return;
             }
             // The loop is not running yet: a short sleep between reads.

@@ -8,6 +8,7 @@
 //! order. A SAY does not wait: its MESSAGE comes back as an event like
 //! everyone else's, so the sender sees its own message in seq order too.
 
+use crate::server::sessions::registry::Sessions;
 use mio::Token;
 
 use crate::codec::{code, history_status, NameKey, ServerMessage};
@@ -34,33 +35,46 @@ pub(crate) struct HistoryQuery {
 impl Chat {
     /// Whether the store can take a request of about `size` bytes now;
     /// if not, `t` gets UNAVAILABLE.
-    pub(super) fn store_ready(&mut self, t: Token, request: u16, size: usize) -> bool {
+    pub(super) fn store_ready(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        request: u16,
+        size: usize,
+    ) -> bool {
         let ok = self
             .cluster
             .as_deref()
             .is_some_and(|c| c.serving() && c.has_room_for(size + 256));
         if !ok {
-            let sid = self.sessions.at(t).id();
-            self.unavailable(t, sid, request);
+            let sid = sessions.at(t).id();
+            self.unavailable(sessions, t, sid, request);
         }
         ok
     }
 
     /// The session waits for the store's answer.
-    pub(super) fn wait(&mut self, t: Token) {
-        self.sessions.at_mut(t).set_waiting(true);
+    pub(super) fn wait(&mut self, sessions: &mut Sessions, t: Token) {
+        sessions.at_mut(t).set_waiting(true);
     }
 
-    fn session_ids(&self, t: Token) -> (u64, String) {
-        let s = self.sessions.at(t);
+    fn session_ids(&self, sessions: &Sessions, t: Token) -> (u64, String) {
+        let s = sessions.at(t);
         (s.id(), s.id().to_string())
     }
 
-    pub(crate) fn cluster_hello(&mut self, t: Token, version: u8, nick: &str, key: &NameKey) {
-        if !self.store_ready(t, code::HELLO, nick.len()) {
+    pub(crate) fn cluster_hello(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        version: u8,
+        nick: &str,
+        key: &NameKey,
+    ) {
+        if !self.store_ready(sessions, t, code::HELLO, nick.len()) {
             return;
         }
-        let (sid, sid_s) = self.session_ids(t);
+        let (sid, sid_s) = self.session_ids(sessions, t);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -81,7 +95,7 @@ impl Chat {
                 ttl.as_bytes(),
             ],
         );
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
     /// The room as this node knows it, made (and its channel subscribed)
@@ -108,11 +122,11 @@ impl Chat {
         Some(id)
     }
 
-    pub(crate) fn cluster_join(&mut self, t: Token, room: &str) {
-        if !self.store_ready(t, code::JOIN, room.len() + 64) {
+    pub(crate) fn cluster_join(&mut self, sessions: &mut Sessions, t: Token, room: &str) {
+        if !self.store_ready(sessions, t, code::JOIN, room.len() + 64) {
             return;
         }
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         let Some(id) = self.room_here(room) else {
             return;
         };
@@ -130,16 +144,16 @@ impl Chat {
         cr.joins.push(w);
         c.waits.insert(sid, id);
         if w.sent {
-            self.send_join(id, w);
+            self.send_join(sessions, id, w);
         }
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
     /// The JOIN call, once the room's subscription is confirmed: its
     /// JOINED event then cannot pass this node by.
-    pub(crate) fn send_join(&mut self, id: RoomId, w: Waiter) {
-        let Some(m) = self.live_member(w.t, w.sid) else {
-            self.drop_join(id, w.sid);
+    pub(crate) fn send_join(&mut self, sessions: &mut Sessions, id: RoomId, w: Waiter) {
+        let Some(m) = self.live_member(sessions, w.t, w.sid) else {
+            self.drop_join(sessions, id, w.sid);
             return;
         };
         let nick = m.nick().to_owned();
@@ -150,8 +164,8 @@ impl Chat {
             return;
         };
         if !c.cmd.is_up() {
-            self.drop_join(id, w.sid);
-            self.unavailable(w.t, w.sid, code::JOIN);
+            self.drop_join(sessions, id, w.sid);
+            self.unavailable(sessions, w.t, w.sid, code::JOIN);
             return;
         }
         let Some(key) = c.rooms.get(&id).map(|r| r.key.clone()) else {
@@ -180,37 +194,44 @@ impl Chat {
         c.fcall(expect, "mc_join", &args);
     }
 
-    fn drop_join(&mut self, id: RoomId, sid: u64) {
+    fn drop_join(&mut self, sessions: &mut Sessions, id: RoomId, sid: u64) {
         if let Some(c) = self.cluster.as_deref_mut() {
             c.waits.remove(&sid);
             if let Some(cr) = c.rooms.get_mut(&id) {
                 cr.joins.retain(|w| w.sid != sid);
             }
         }
-        self.forget_room_if_idle(id);
+        self.forget_room_if_idle(sessions, id);
     }
 
-    pub(crate) fn cluster_leave(&mut self, t: Token, index: usize) {
-        if !self.store_ready(t, code::LEAVE, 128) {
+    pub(crate) fn cluster_leave(&mut self, sessions: &mut Sessions, t: Token, index: usize) {
+        if !self.store_ready(sessions, t, code::LEAVE, 128) {
             return;
         }
         let id = self.members.at(t).rooms()[index].room;
-        let sid = self.sessions.at(t).id();
+        let sid = sessions.at(t).id();
         if let Some(c) = self.cluster.as_deref_mut() {
             if let Some(cr) = c.rooms.get_mut(&id) {
                 cr.leaves.push(Waiter { t, sid, sent: true });
                 c.waits.insert(sid, id);
             }
         }
-        self.send_leave(t, id, "", Expect::Leave { t, sid, room: id });
-        self.wait(t);
+        self.send_leave(sessions, t, id, "", Expect::Leave { t, sid, room: id });
+        self.wait(sessions, t);
     }
 
     /// The LEAVE call for `t` and room `id` (also when a session ends).
-    fn send_leave(&mut self, t: Token, id: RoomId, reason: &str, expect: Expect) {
+    fn send_leave(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        id: RoomId,
+        reason: &str,
+        expect: Expect,
+    ) {
         let nick = self.members.at(t).nick().to_owned();
         let account = self.members.at(t).account().is_some();
-        let sid = self.sessions.at(t).id().to_string();
+        let sid = sessions.at(t).id().to_string();
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -240,14 +261,20 @@ impl Chat {
     /// reused after this iteration) and in the store, whose LEFT events
     /// tell the others; its nick is given back. With the store out of
     /// reach, the resync does both later.
-    pub(crate) fn cluster_close(&mut self, t: Token, reason: &str, registered: bool) {
-        let sid = self.sessions.at(t).id();
+    pub(crate) fn cluster_close(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        reason: &str,
+        registered: bool,
+    ) {
+        let sid = sessions.at(t).id();
         let available = self.cluster.as_deref().is_some_and(Cluster::available);
         // An account's session leaves nothing in the store by itself:
         // `mc_acct_bye` decides (the account may live on elsewhere).
         let account = self.members.at(t).account().is_some();
         if account {
-            self.drop_attaches(sid);
+            self.drop_attaches(sessions, sid);
         }
         // A JOIN or LEAVE still waiting for its event.
         let waiting = self
@@ -266,9 +293,9 @@ impl Chat {
                 cr.leaves.retain(|w| w.sid != sid);
             }
             if sent_join && available && !account {
-                self.send_leave(t, id, reason, Expect::Ignore("leave"));
+                self.send_leave(sessions, t, id, reason, Expect::Ignore("leave"));
             }
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
         while let Some(last) = self.members.at(t).rooms().len().checked_sub(1) {
             let id = self.members.at(t).rooms()[last].room;
@@ -276,7 +303,7 @@ impl Chat {
             if account {
                 // Left (or not) with the account, below.
             } else if available {
-                self.send_leave(t, id, reason, Expect::Ignore("leave"));
+                self.send_leave(sessions, t, id, reason, Expect::Ignore("leave"));
             } else {
                 // Announced when the store is back, even if it came back
                 // empty (then no sync would find the member to part).
@@ -294,15 +321,15 @@ impl Chat {
                     }
                 }
             }
-            self.forget_room_if_idle(id);
+            self.forget_room_if_idle(sessions, id);
         }
         if registered && available {
-            self.cluster_key_end(t);
+            self.cluster_key_end(sessions, t);
             if account {
-                self.cluster_account_bye(t, reason);
+                self.cluster_account_bye(sessions, t, reason);
             }
         } else if registered && account {
-            self.remember_account_bye(t, reason);
+            self.remember_account_bye(sessions, t, reason);
         }
         if registered {
             let nick = fold(self.members.at(t).nick());
@@ -317,12 +344,18 @@ impl Chat {
         }
     }
 
-    pub(crate) fn cluster_say(&mut self, t: Token, index: usize, body: &str) {
-        if !self.store_ready(t, code::SAY, body.len() + 128) {
+    pub(crate) fn cluster_say(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        index: usize,
+        body: &str,
+    ) {
+        if !self.store_ready(sessions, t, code::SAY, body.len() + 128) {
             return;
         }
-        self.sessions.stats.messages += 1;
-        let (s, me) = (self.sessions.at(t), self.members.at(t));
+        sessions.stats.messages += 1;
+        let (s, me) = (sessions.at(t), self.members.at(t));
         let (sid, id) = (s.id(), me.rooms()[index].room);
         let room = self.rooms.get(id);
         let epoch = room.epoch.to_string();
@@ -353,8 +386,14 @@ impl Chat {
         );
     }
 
-    pub(crate) fn cluster_whisper(&mut self, t: Token, nick: &str, body: &str) {
-        if !self.store_ready(t, code::WHISPER, body.len() + 128) {
+    pub(crate) fn cluster_whisper(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        nick: &str,
+        body: &str,
+    ) {
+        if !self.store_ready(sessions, t, code::WHISPER, body.len() + 128) {
             return;
         }
         // A nick on this node needs no round trip (an account's sessions
@@ -371,12 +410,12 @@ impl Chat {
                 &mut self.frame,
                 &ServerMessage::WhisperFrom { from, text: body },
             );
-            self.sessions.deliver(target, &self.frame);
-            self.whisper_sent_here(t, nick, body);
+            sessions.deliver(target, &self.frame);
+            self.whisper_sent_here(sessions, t, nick, body);
             return;
         }
-        self.whisper_sent_here(t, nick, body);
-        let sid = self.sessions.at(t).id();
+        self.whisper_sent_here(sessions, t, nick, body);
+        let sid = sessions.at(t).id();
         let me = self.members.at(t);
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
@@ -388,15 +427,15 @@ impl Chat {
             args.extend([sub.as_bytes(), node.as_bytes()]);
         }
         c.fcall(Expect::Whisper { t, sid }, "mc_whisper", &args);
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
-    pub(crate) fn cluster_nick(&mut self, t: Token, new: &str) {
-        if !self.store_ready(t, code::NICK, 256) {
+    pub(crate) fn cluster_nick(&mut self, sessions: &mut Sessions, t: Token, new: &str) {
+        if !self.store_ready(sessions, t, code::NICK, 256) {
             return;
         }
         let me = self.members.at(t);
-        let (sid, old) = (self.sessions.at(t).id(), me.nick().to_owned());
+        let (sid, old) = (sessions.at(t).id(), me.nick().to_owned());
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -406,20 +445,21 @@ impl Chat {
             .filter_map(|m| c.rooms.get(&m.room).map(|r| r.key.clone()))
             .collect();
         c.call_nick(t, sid, (&old, new), &rooms, None);
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
     /// HISTORY from the room's stream in Redis. The epoch check and an
     /// empty range need no round trip.
     pub(crate) fn cluster_history(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         index: usize,
         epoch: u64,
         after_seq: u64,
         limit: u16,
     ) {
-        let (sid, m) = (self.sessions.at(t).id(), self.members.at(t).rooms()[index]);
+        let (sid, m) = (sessions.at(t).id(), self.members.at(t).rooms()[index]);
         let room = self.rooms.get(m.room);
         let (room_epoch, newest) = (room.epoch, m.joined_at_seq);
         let reply_cap = self.config.history.clamp(1, u16::MAX as usize);
@@ -431,7 +471,7 @@ impl Chat {
             (limit as usize).min(reply_cap)
         }
         .min(crate::server::cluster::BATCH);
-        let end = |chat: &mut Chat, status: u8| {
+        let end = |chat: &mut Chat, sessions: &mut Sessions, status: u8| {
             let room = chat.rooms.get(m.room);
             encode_into(
                 &mut chat.frame,
@@ -442,20 +482,20 @@ impl Chat {
                     status,
                 },
             );
-            chat.sessions.reply(t, &chat.frame);
-            chat.sessions.stats.history_replies += 1;
+            sessions.reply(t, &chat.frame);
+            sessions.stats.history_replies += 1;
         };
         if epoch != 0 && epoch != room_epoch {
-            return end(self, history_status::NEW_EPOCH);
+            return end(self, sessions, history_status::NEW_EPOCH);
         }
         if epoch != 0 && after_seq >= newest {
-            return end(self, 0);
+            return end(self, sessions, 0);
         }
         if self.config.history == 0 {
             let status = if epoch != 0 { history_status::GAP } else { 0 };
-            return end(self, status);
+            return end(self, sessions, status);
         }
-        if !self.store_ready(t, code::HISTORY, 128) {
+        if !self.store_ready(sessions, t, code::HISTORY, 128) {
             return;
         }
         let Some(c) = self.cluster.as_deref_mut() else {
@@ -505,20 +545,20 @@ impl Chat {
                 ],
             );
         }
-        self.wait(t);
+        self.wait(sessions, t);
     }
 
     // ----- answers the chat turns into frames ------------------------------
 
     /// HELLO's claim held: the session is registered here too.
-    pub(crate) fn welcome(&mut self, t: Token, version: u8, nick: &str) {
+    pub(crate) fn welcome(&mut self, sessions: &mut Sessions, t: Token, version: u8, nick: &str) {
         let Some(key) = NameKey::new(nick) else {
             return;
         };
-        if !self.sessions.at(t).life().is_greeting() {
+        if !sessions.at(t).life().is_greeting() {
             return;
         }
-        self.register(t, key, version, nick);
+        self.register(sessions, t, key, version, nick);
     }
 
     /// NICK's claim held: the nick index follows (NICK_CHANGED comes as
@@ -537,7 +577,13 @@ impl Chat {
     /// The held messages from the stream, then HISTORY_END: within the
     /// same byte budget as a standalone reply (what does not fit is
     /// "more"), nothing above the session's `last_seq`.
-    pub(crate) fn history_from(&mut self, t: Token, q: &HistoryQuery, v: &Value) {
+    pub(crate) fn history_from(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        q: &HistoryQuery,
+        v: &Value,
+    ) {
         let mut entries: Vec<(u64, u64, &str, &str)> = v
             .as_array()
             .unwrap_or_default()
@@ -555,8 +601,8 @@ impl Chat {
         } else if entries.first().is_none_or(|e| e.0 > q.after + 1) {
             status |= history_status::GAP;
         }
-        let marks = self.sessions.marks();
-        let pending = self.sessions.at(t).pending();
+        let marks = sessions.marks();
+        let pending = sessions.at(t).pending();
         let budget = (marks.max_outbuf / 4).min(marks.pause_above.saturating_sub(pending));
         let floor = usize::from(pending <= marks.resume_below);
         let Some(room) = self.rooms.get_incarnation(q.room, q.epoch) else {
@@ -595,7 +641,7 @@ impl Chat {
             status |= history_status::MORE;
         }
         let bytes = &frames[skip_bytes..skip_bytes + total];
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         if s.life().muted() {
             return;
         }
@@ -609,10 +655,10 @@ impl Chat {
                 status,
             },
         );
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         s.append(&self.frame, 1);
-        self.sessions.stats.frames_out += keep as u64 + 1;
-        self.sessions.stats.history_replies += 1;
-        self.sessions.queue_flush(t);
+        sessions.stats.frames_out += keep as u64 + 1;
+        sessions.stats.history_replies += 1;
+        sessions.queue_flush(t);
     }
 }

@@ -1,6 +1,7 @@
 //! HISTORY: a room's held messages, planned against the session's epoch
 //! and cut to fit its output.
 
+use crate::server::sessions::registry::Sessions;
 use mio::Token;
 
 use crate::codec::{code, history_status, valid_room, ErrorCode, ServerMessage};
@@ -66,6 +67,7 @@ impl Chat {
     /// for its own replies.
     pub(in crate::server) fn history(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         room: &str,
         epoch: u64,
@@ -73,13 +75,13 @@ impl Chat {
         limit: u16,
     ) {
         if !valid_room(room) {
-            return self.error(t, ErrorCode::BadRoom, code::HISTORY, "");
+            return self.error(sessions, t, ErrorCode::BadRoom, code::HISTORY, "");
         }
         let Some(index) = self.member_of(t, room) else {
-            return self.error(t, ErrorCode::NotInRoom, code::HISTORY, "");
+            return self.error(sessions, t, ErrorCode::NotInRoom, code::HISTORY, "");
         };
         if self.cluster.is_some() {
-            return self.cluster_history(t, index, epoch, after_seq, limit);
+            return self.cluster_history(sessions, t, index, epoch, after_seq, limit);
         }
         let m = self.members.at(t).rooms()[index];
         let r = self.rooms.get(m.room);
@@ -90,8 +92,8 @@ impl Chat {
             newest: m.joined_at_seq,
         };
         let mut plan = self.history.plan(r.ring, r.epoch, &req);
-        let marks = self.sessions.marks();
-        let pending = self.sessions.at(t).pending();
+        let marks = sessions.marks();
+        let pending = sessions.at(t).pending();
         let budget = (marks.max_outbuf / 4).min(marks.pause_above.saturating_sub(pending));
         // A session with next to nothing pending always gets a message, so
         // a message larger than the budget cannot stall a resume.
@@ -107,7 +109,7 @@ impl Chat {
                 status: plan.status,
             },
         );
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         if s.life().muted() {
             return;
         }
@@ -117,8 +119,8 @@ impl Chat {
         s.append(a, plan.count);
         s.append(b, 0);
         s.append(&self.frame, 1);
-        self.sessions.stats.frames_out += plan.count + 1;
-        self.sessions.stats.history_replies += 1;
-        self.sessions.queue_flush(t);
+        sessions.stats.frames_out += plan.count + 1;
+        sessions.stats.history_replies += 1;
+        sessions.queue_flush(t);
     }
 }

@@ -1,6 +1,7 @@
 //! Messages: SAY (encoded once, batched per room, copied into each
 //! member's output) and WHISPER.
 
+use crate::server::sessions::registry::Sessions;
 use std::mem;
 
 use mio::Token;
@@ -24,15 +25,21 @@ pub(in crate::server) fn cast_limit(max_outbuf: usize) -> usize {
 }
 
 impl Chat {
-    pub(in crate::server) fn say(&mut self, t: Token, room: &str, text: &str) {
+    pub(in crate::server) fn say(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        room: &str,
+        text: &str,
+    ) {
         let index = match self.check_say(t, room, text) {
             Ok(index) => index,
-            Err(e) => return self.error(t, e, code::SAY, ""),
+            Err(e) => return self.error(sessions, t, e, code::SAY, ""),
         };
         if self.cluster.is_some() {
-            return self.cluster_say(t, index, text);
+            return self.cluster_say(sessions, t, index, text);
         }
-        self.say_in(t, index, text);
+        self.say_in(sessions, t, index, text);
     }
 
     /// What every SAY (version 2 or 3) must pass: a valid room, a text
@@ -55,11 +62,17 @@ impl Chat {
 
     /// An accepted SAY from `t` to the room at `index` of its membership
     /// list: batched for the fan-out and held. Returns its (epoch, seq).
-    pub(in crate::server) fn say_in(&mut self, t: Token, index: usize, text: &str) -> (u64, u64) {
-        self.sessions.stats.messages += 1;
+    pub(in crate::server) fn say_in(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        index: usize,
+        text: &str,
+    ) -> (u64, u64) {
+        sessions.stats.messages += 1;
         let id = self.members.at(t).rooms()[index].room;
         if self.cast_room != Some(id) {
-            self.flush_cast();
+            self.flush_cast(sessions);
             self.cast_room = Some(id);
         }
         let nick = self.members.at(t).nick();
@@ -78,8 +91,8 @@ impl Chat {
             .store(r.ring, &r.name, r.seq, history::now_ms(), nick, text);
         let taken = (r.epoch, r.seq);
         self.cast_frames += 1;
-        if self.cast.len() >= cast_limit(self.sessions.marks().max_outbuf) {
-            self.flush_cast();
+        if self.cast.len() >= cast_limit(sessions.marks().max_outbuf) {
+            self.flush_cast(sessions);
         }
         taken
     }
@@ -90,7 +103,7 @@ impl Chat {
     /// interleaved 1,000 write streams and missed the cache on nearly every
     /// one. Called before anything else is queued for anyone, so every
     /// member still sees frames in exactly the order they were produced.
-    pub(in crate::server) fn flush_cast(&mut self) {
+    pub(in crate::server) fn flush_cast(&mut self, sessions: &mut Sessions) {
         let Some(id) = self.cast_room.take() else {
             return;
         };
@@ -99,32 +112,37 @@ impl Chat {
         let members = &room.members;
         self.trace
             .cast(&room.name, members.len(), frames, self.cast.len());
-        self.sessions.hist.fanout_size.observe(members.len() as u64);
+        sessions.hist.fanout_size.observe(members.len() as u64);
         for &member in members {
-            self.sessions
-                .deliver_messages(member, &self.cast, frames, Some(self.now));
+            sessions.deliver_messages(member, &self.cast, frames, Some(self.now));
         }
         self.cast.clear();
     }
 
-    pub(in crate::server) fn whisper(&mut self, t: Token, nick: &str, text: &str) {
+    pub(in crate::server) fn whisper(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        nick: &str,
+        text: &str,
+    ) {
         if !self.valid_target(nick) {
-            return self.error(t, ErrorCode::BadNick, code::WHISPER, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::WHISPER, "");
         }
         if let Err(e) = self.check_text(text) {
-            return self.error(t, e, code::WHISPER, "");
+            return self.error(sessions, t, e, code::WHISPER, "");
         }
         if self.cluster.is_some() {
-            return self.cluster_whisper(t, nick, text);
+            return self.cluster_whisper(sessions, t, nick, text);
         }
         let Some(&target) = NameKey::new(nick).and_then(|k| self.nicks.get(&k)) else {
-            return self.error(t, ErrorCode::NoSuchNick, code::WHISPER, "");
+            return self.error(sessions, t, ErrorCode::NoSuchNick, code::WHISPER, "");
         };
         let from = self.members.at(t).nick();
         encode_into(&mut self.frame, &ServerMessage::WhisperFrom { from, text });
         // To each session of an account.
         for s in self.sessions_of_member(target) {
-            self.sessions.deliver(s, &self.frame);
+            sessions.deliver(s, &self.frame);
         }
         // The sender's other sessions see what it sent.
         let mine = self.sessions_of_member(t);
@@ -134,7 +152,7 @@ impl Chat {
             ServerV3::WhisperSent { to: &to, text }.encode(&mut self.frame);
             for s in mine {
                 if s != t && self.members.at(s).version() >= VERSION_3 {
-                    self.sessions.deliver(s, &self.frame);
+                    sessions.deliver(s, &self.frame);
                 }
             }
         }

@@ -13,6 +13,7 @@
 //! comes back as an event every node applies (`chat/cluster/moderation.rs`):
 //! the branches below hand the request over once it is checked.
 
+use crate::server::sessions::registry::Sessions;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -219,8 +220,8 @@ impl Chat {
         self.token_ops(t, room)
     }
 
-    fn ip_of(&self, t: Token) -> IpAddr {
-        canonical(self.sessions.at(t).peer().ip())
+    fn ip_of(&self, sessions: &Sessions, t: Token) -> IpAddr {
+        canonical(sessions.at(t).peer().ip())
     }
 
     /// Whether `t` is an operator of the room `name`: an account that is
@@ -264,6 +265,7 @@ impl Chat {
     /// `nick_shown`: the nick as others would see it).
     pub(in crate::server) fn hello_banned(
         &self,
+        sessions: &Sessions,
         t: Token,
         account: Option<&str>,
         nick_shown: &str,
@@ -271,10 +273,10 @@ impl Chat {
         if self.moderation.server_bans.is_empty() {
             return None;
         }
-        let ban = self
-            .moderation
-            .server_bans
-            .matching(account, nick_shown, self.ip_of(t))?;
+        let ban =
+            self.moderation
+                .server_bans
+                .matching(account, nick_shown, self.ip_of(sessions, t))?;
         Some(by_reason("banned", &ban.by, &ban.reason))
     }
 
@@ -284,6 +286,7 @@ impl Chat {
     /// invitation is spent by the JOIN it lets in).
     pub(in crate::server) fn may_join(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         room: &str,
     ) -> Result<(), (ErrorCode, String)> {
@@ -297,7 +300,7 @@ impl Chat {
         let nick = self.members.at(t).nick().to_owned();
         if let Some(ban) = state
             .bans
-            .matching(account.as_deref(), &nick, self.ip_of(t))
+            .matching(account.as_deref(), &nick, self.ip_of(sessions, t))
         {
             return Err((ErrorCode::Banned, by_reason("banned", &ban.by, &ban.reason)));
         }
@@ -327,7 +330,12 @@ impl Chat {
     /// `t` joined room `id` (standalone): the room's state is kept while
     /// it has members; the account whose JOIN made a room with no state
     /// live is granted OP; a version-3 session then gets ROOM_INFO.
-    pub(in crate::server) fn room_state_joined(&mut self, t: Token, id: RoomId) {
+    pub(in crate::server) fn room_state_joined(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        id: RoomId,
+    ) {
         let r = self.rooms.get(id);
         // Only the JOIN that makes a room live has anything to do here
         // (then ROOM_INFO): the common JOIN costs a length check.
@@ -352,16 +360,21 @@ impl Chat {
                 }
             }
         }
-        self.room_info_to(t, id);
+        self.room_info_to(sessions, t, id);
     }
 
     /// ROOM_INFO of room `id` to `t`, if `t` speaks version 3.
-    pub(in crate::server) fn room_info_to(&mut self, t: Token, id: RoomId) {
+    pub(in crate::server) fn room_info_to(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        id: RoomId,
+    ) {
         if self.members.at(t).version() < crate::codec::v3::VERSION_3 {
             return;
         }
         self.encode_room_info(&self.rooms.get(id).name.clone());
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 
     /// ROOM_INFO of `name` into `self.frame`.
@@ -503,29 +516,47 @@ impl Chat {
     // ----- the requests --------------------------------------------------------
 
     /// A moderation request (codes 114-122) from a version-3 session.
-    pub(in crate::server) fn moderation(&mut self, t: Token, code: u16, payload: &[u8]) {
+    pub(in crate::server) fn moderation(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        payload: &[u8],
+    ) {
         let Ok(msg) = ClientV3::decode(code, payload) else {
-            return self.error(t, ErrorCode::Malformed, code, "");
+            return self.error(sessions, t, ErrorCode::Malformed, code, "");
         };
         match msg {
-            ClientV3::Topic { room, topic } => self.set_topic(t, code, room, topic),
-            ClientV3::Mode { room, set, clear } => self.set_modes(t, code, room, set, clear),
-            ClientV3::Op { room, nick, grant } => self.op(t, code, room, nick, grant),
-            ClientV3::Kick { room, nick, reason } => {
-                self.kick(t, code, room, nick, cut_reason(reason))
+            ClientV3::Topic { room, topic } => self.set_topic(sessions, t, code, room, topic),
+            ClientV3::Mode { room, set, clear } => {
+                self.set_modes(sessions, t, code, room, set, clear)
             }
-            ClientV3::Invite { room, nick } => self.invite(t, code, room, nick),
+            ClientV3::Op { room, nick, grant } => self.op(sessions, t, code, room, nick, grant),
+            ClientV3::Kick { room, nick, reason } => {
+                self.kick(sessions, t, code, room, nick, cut_reason(reason))
+            }
+            ClientV3::Invite { room, nick } => self.invite(sessions, t, code, room, nick),
             ClientV3::Ban {
                 room,
                 mask,
                 duration_s,
                 reason,
-            } => self.ban(t, code, room, mask, duration_s, cut_reason(reason)),
-            ClientV3::Unban { room, mask } => self.unban(t, code, room, mask),
-            ClientV3::ListBans { room } => self.list_bans(t, code, room),
-            ClientV3::Kill { nick, reason } => self.kill(t, code, nick, cut_reason(reason)),
+            } => self.ban(
+                sessions,
+                t,
+                code,
+                room,
+                mask,
+                duration_s,
+                cut_reason(reason),
+            ),
+            ClientV3::Unban { room, mask } => self.unban(sessions, t, code, room, mask),
+            ClientV3::ListBans { room } => self.list_bans(sessions, t, code, room),
+            ClientV3::Kill { nick, reason } => {
+                self.kill(sessions, t, code, nick, cut_reason(reason))
+            }
             // HELLO, SAY and REFRESH are identity's, never routed here.
-            _ => self.error(t, ErrorCode::UnknownCode, code, ""),
+            _ => self.error(sessions, t, ErrorCode::UnknownCode, code, ""),
         }
     }
 
@@ -533,11 +564,19 @@ impl Chat {
     /// (`*` only where `server_wide` allows it, and for administrators),
     /// membership (administrators excepted), operator rights. `None`:
     /// refused, the ERROR sent.
-    fn authorize(&mut self, t: Token, code: u16, room: &str, server_wide: bool) -> Option<Scope> {
+    fn authorize(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        room: &str,
+        server_wide: bool,
+    ) -> Option<Scope> {
         let admin = self.who_admin(t) && self.who_account(t).is_some();
         if room == SERVER_WIDE {
             if !admin {
                 self.error(
+                    sessions,
                     t,
                     ErrorCode::NotAllowed,
                     code,
@@ -546,19 +585,19 @@ impl Chat {
                 return None;
             }
             if !server_wide {
-                self.error(t, ErrorCode::BadRoom, code, "");
+                self.error(sessions, t, ErrorCode::BadRoom, code, "");
                 return None;
             }
             return Some(Scope::server());
         }
         let Some(key) = NameKey::new(room).filter(|_| valid_room(room)) else {
-            self.error(t, ErrorCode::BadRoom, code, "");
+            self.error(sessions, t, ErrorCode::BadRoom, code, "");
             return None;
         };
         let id = self.rooms.find(room);
         let member = id.is_some_and(|id| self.members.at(t).membership(id).is_some());
         if !member && !admin {
-            self.error(t, ErrorCode::NotInRoom, code, "");
+            self.error(sessions, t, ErrorCode::NotInRoom, code, "");
             return None;
         }
         let name = match id {
@@ -567,6 +606,7 @@ impl Chat {
         };
         if !self.is_room_operator(t, &name) {
             self.error(
+                sessions,
                 t,
                 ErrorCode::NotAllowed,
                 code,
@@ -585,6 +625,7 @@ impl Chat {
     /// `in_room`, a member of it (NO_SUCH_NICK otherwise, ERROR sent).
     fn target(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         code: u16,
         nick: &str,
@@ -599,7 +640,7 @@ impl Chat {
             (found, _) => found,
         };
         if found.is_none() {
-            self.error(t, ErrorCode::NoSuchNick, code, "");
+            self.error(sessions, t, ErrorCode::NoSuchNick, code, "");
         }
         found
     }
@@ -618,25 +659,25 @@ impl Chat {
     }
 
     /// The frame in `self.frame` to each version-3 member of room `id`.
-    fn cast_v3(&mut self, id: Option<RoomId>) {
+    fn cast_v3(&mut self, sessions: &mut Sessions, id: Option<RoomId>) {
         let Some(id) = id else { return };
         for &m in &self.rooms.get(id).members {
             if self.members.at(m).version() >= crate::codec::v3::VERSION_3 {
-                self.sessions.deliver(m, &self.frame);
+                sessions.deliver(m, &self.frame);
             }
         }
     }
 
     /// ROOM_INFO to every version-3 member, and to the actor if it is not
     /// one (an administrator acting from outside).
-    fn cast_room_info(&mut self, t: Token, scope: &Scope) {
+    fn cast_room_info(&mut self, sessions: &mut Sessions, t: Token, scope: &Scope) {
         self.encode_room_info(&scope.name);
-        self.cast_v3(scope.id);
+        self.cast_v3(sessions, scope.id);
         if scope
             .id
             .is_none_or(|id| self.members.at(t).membership(id).is_none())
         {
-            self.sessions.reply(t, &self.frame);
+            sessions.reply(t, &self.frame);
         }
     }
 
@@ -644,6 +685,7 @@ impl Chat {
     /// room `*`, to the actor only.
     fn cast_moderation(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         scope: &Scope,
         act: u8,
@@ -662,22 +704,30 @@ impl Chat {
             until_ms,
         }
         .encode(&mut self.frame);
-        self.cast_v3(scope.id);
+        self.cast_v3(sessions, scope.id);
         if scope
             .id
             .is_none_or(|id| self.members.at(t).membership(id).is_none())
         {
-            self.sessions.reply(t, &self.frame);
+            sessions.reply(t, &self.frame);
         }
     }
 
     /// One line at info per action: actor, account, address, target,
     /// reason.
-    fn log_action(&mut self, t: Token, kind: &'static str, room: &str, target: &str, reason: &str) {
+    fn log_action(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        kind: &'static str,
+        room: &str,
+        target: &str,
+        reason: &str,
+    ) {
         self.moderation.count(kind);
         let actor = self.members.at(t).nick();
         let account = self.who_account(t).unwrap_or_default();
-        let peer = self.sessions.at(t).peer();
+        let peer = sessions.at(t).peer();
         info!(
             target: "muxchat::moderation",
             action = kind, actor = actor, account = account.as_str(), peer:% = peer,
@@ -686,13 +736,14 @@ impl Chat {
         );
     }
 
-    fn set_topic(&mut self, t: Token, code: u16, room: &str, topic: &str) {
-        let Some(scope) = self.authorize(t, code, room, false) else {
+    fn set_topic(&mut self, sessions: &mut Sessions, t: Token, code: u16, room: &str, topic: &str) {
+        let Some(scope) = self.authorize(sessions, t, code, room, false) else {
             return;
         };
         if self.cluster.is_some() {
             if topic.len() > crate::server::moderation::room_state::MAX_TOPIC {
                 return self.error(
+                    sessions,
                     t,
                     ErrorCode::TextTooLong,
                     code,
@@ -701,6 +752,7 @@ impl Chat {
             }
             let time = now_ms().to_string();
             return self.cluster_mod_change(
+                sessions,
                 t,
                 code,
                 (b't', "topic"),
@@ -714,6 +766,7 @@ impl Chat {
         let state = self.moderation.rooms.entry(scope.room());
         if let Err(StateError::TopicTooLong) = state.set_topic(topic, &actor, now_ms()) {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::TextTooLong,
                 code,
@@ -721,12 +774,20 @@ impl Chat {
             );
         }
         self.touched(&scope);
-        self.log_action(t, "topic", &scope.name, "", topic);
-        self.cast_room_info(t, &scope);
+        self.log_action(sessions, t, "topic", &scope.name, "", topic);
+        self.cast_room_info(sessions, t, &scope);
     }
 
-    fn set_modes(&mut self, t: Token, code: u16, room: &str, set: u16, clear: u16) {
-        let Some(scope) = self.authorize(t, code, room, false) else {
+    fn set_modes(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        room: &str,
+        set: u16,
+        clear: u16,
+    ) {
+        let Some(scope) = self.authorize(sessions, t, code, room, false) else {
             return;
         };
         if self.cluster.is_some() {
@@ -738,6 +799,7 @@ impl Chat {
                 .unwrap_or_default();
             let Some(next) = now.apply(set, clear) else {
                 return self.error(
+                    sessions,
                     t,
                     ErrorCode::Malformed,
                     code,
@@ -746,11 +808,12 @@ impl Chat {
             };
             if next == now {
                 self.encode_room_info(&scope.name);
-                return self.sessions.reply(t, &self.frame);
+                return sessions.reply(t, &self.frame);
             }
             let bits = next.bits().to_string();
             let target = format!("modes={bits}");
             return self.cluster_mod_change(
+                sessions,
                 t,
                 code,
                 (b'm', "mode"),
@@ -762,12 +825,12 @@ impl Chat {
         }
         let state = self.moderation.rooms.entry(scope.room());
         match state.change_modes(set, clear) {
-            Err(e) => return self.error(t, ErrorCode::Malformed, code, &e.to_string()),
+            Err(e) => return self.error(sessions, t, ErrorCode::Malformed, code, &e.to_string()),
             Ok(false) => {
                 // Nothing changed, nobody else is told; the actor still
                 // gets the modes as they are.
                 self.encode_room_info(&scope.name);
-                return self.sessions.reply(t, &self.frame);
+                return sessions.reply(t, &self.frame);
             }
             Ok(true) => {}
         }
@@ -781,30 +844,46 @@ impl Chat {
             self.sync_moderated(id);
         }
         self.touched(&scope);
-        self.log_action(t, "mode", &scope.name, &format!("modes={bits}"), "");
-        self.cast_room_info(t, &scope);
+        self.log_action(
+            sessions,
+            t,
+            "mode",
+            &scope.name,
+            &format!("modes={bits}"),
+            "",
+        );
+        self.cast_room_info(sessions, t, &scope);
     }
 
-    fn op(&mut self, t: Token, code: u16, room: &str, nick: &str, grant: u8) {
+    fn op(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        room: &str,
+        nick: &str,
+        grant: u8,
+    ) {
         if grant > 1 {
-            return self.error(t, ErrorCode::Malformed, code, "grant is 0 or 1");
+            return self.error(sessions, t, ErrorCode::Malformed, code, "grant is 0 or 1");
         }
-        let Some(scope) = self.authorize(t, code, room, false) else {
+        let Some(scope) = self.authorize(sessions, t, code, room, false) else {
             return;
         };
         if self.cluster.is_some() && !self.nick_is_here(nick) {
             let kind = if grant == 1 { b'o' } else { b'd' };
             let key = scope.room();
-            return self.cluster_ask(t, code, kind, (&scope.name, key.as_str()), nick);
+            return self.cluster_ask(sessions, t, code, kind, (&scope.name, key.as_str()), nick);
         }
-        let Some(target) = self.target(t, code, nick, scope.id) else {
+        let Some(target) = self.target(sessions, t, code, nick, scope.id) else {
             return;
         };
         if scope.id.is_none() {
-            return self.error(t, ErrorCode::NoSuchNick, code, "");
+            return self.error(sessions, t, ErrorCode::NoSuchNick, code, "");
         }
         let Some(account) = self.who_account(target) else {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::NotAllowed,
                 code,
@@ -822,7 +901,7 @@ impl Chat {
                     "operator grants",
                     crate::server::moderation::room_state::MAX_GRANTS,
                 );
-                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+                return self.error(sessions, t, ErrorCode::NotAllowed, code, &e.to_string());
             }
             let (kind, what) = if grant == 1 {
                 (b'o', "op")
@@ -830,6 +909,7 @@ impl Chat {
                 (b'd', "deop")
             };
             return self.cluster_mod_change(
+                sessions,
                 t,
                 code,
                 (kind, what),
@@ -842,7 +922,7 @@ impl Chat {
         let state = self.moderation.rooms.entry(scope.room());
         let (kind, act) = if grant == 1 {
             if let Err(e) = state.grant(&account) {
-                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+                return self.error(sessions, t, ErrorCode::NotAllowed, code, &e.to_string());
             }
             ("op", action::OP)
         } else {
@@ -851,44 +931,52 @@ impl Chat {
         };
         let shown = self.members.at(target).nick().to_owned();
         self.touched(&scope);
-        self.log_action(t, kind, &scope.name, &shown, "");
-        self.cast_moderation(t, &scope, act, &shown, "", 0);
+        self.log_action(sessions, t, kind, &scope.name, &shown, "");
+        self.cast_moderation(sessions, t, &scope, act, &shown, "", 0);
     }
 
-    fn kick(&mut self, t: Token, code: u16, room: &str, nick: &str, reason: &str) {
-        let Some(scope) = self.authorize(t, code, room, false) else {
+    fn kick(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        room: &str,
+        nick: &str,
+        reason: &str,
+    ) {
+        let Some(scope) = self.authorize(sessions, t, code, room, false) else {
             return;
         };
         if self.cluster.is_some() {
             // The member may be on any node: the store knows.
             if !self.valid_target(nick) {
-                return self.error(t, ErrorCode::NoSuchNick, code, "");
+                return self.error(sessions, t, ErrorCode::NoSuchNick, code, "");
             }
             let key = scope.room();
-            return self.cluster_kick(t, code, (&scope.name, key.as_str()), nick, reason);
+            return self.cluster_kick(sessions, t, code, (&scope.name, key.as_str()), nick, reason);
         }
         let Some(id) = scope.id else {
-            return self.error(t, ErrorCode::NoSuchNick, code, "");
+            return self.error(sessions, t, ErrorCode::NoSuchNick, code, "");
         };
-        let Some(target) = self.target(t, code, nick, Some(id)) else {
+        let Some(target) = self.target(sessions, t, code, nick, Some(id)) else {
             return;
         };
         let shown = self.members.at(target).nick().to_owned();
         let actor = self.members.at(t).nick().to_owned();
-        self.log_action(t, "kick", &scope.name, &shown, reason);
-        self.cast_moderation(t, &scope, action::KICK, &shown, reason, 0);
-        self.part_member(target, id, &by_reason("kicked", &actor, reason));
+        self.log_action(sessions, t, "kick", &scope.name, &shown, reason);
+        self.cast_moderation(sessions, t, &scope, action::KICK, &shown, reason, 0);
+        self.part_member(sessions, target, id, &by_reason("kicked", &actor, reason));
     }
 
-    fn invite(&mut self, t: Token, code: u16, room: &str, nick: &str) {
-        let Some(scope) = self.authorize(t, code, room, false) else {
+    fn invite(&mut self, sessions: &mut Sessions, t: Token, code: u16, room: &str, nick: &str) {
+        let Some(scope) = self.authorize(sessions, t, code, room, false) else {
             return;
         };
         if self.cluster.is_some() && !self.nick_is_here(nick) {
             let key = scope.room();
-            return self.cluster_ask(t, code, b'i', (&scope.name, key.as_str()), nick);
+            return self.cluster_ask(sessions, t, code, b'i', (&scope.name, key.as_str()), nick);
         }
-        let Some(target) = self.target(t, code, nick, None) else {
+        let Some(target) = self.target(sessions, t, code, nick, None) else {
             return;
         };
         let shown = self.members.at(target).nick().to_owned();
@@ -906,10 +994,11 @@ impl Chat {
                     "invitations",
                     crate::server::moderation::room_state::MAX_INVITATIONS,
                 );
-                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+                return self.error(sessions, t, ErrorCode::NotAllowed, code, &e.to_string());
             }
             let field = crate::server::cluster::moderation::invitee_field(&who);
             return self.cluster_mod_change(
+                sessions,
                 t,
                 code,
                 (b'i', "invite"),
@@ -920,10 +1009,10 @@ impl Chat {
             );
         }
         if let Err(e) = self.moderation.rooms.entry(scope.room()).invite(who) {
-            return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+            return self.error(sessions, t, ErrorCode::NotAllowed, code, &e.to_string());
         }
         self.touched(&scope);
-        self.log_action(t, "invite", &scope.name, &shown, "");
+        self.log_action(sessions, t, "invite", &scope.name, &shown, "");
         let actor = self.members.at(t).nick().to_owned();
         encode_into_v3(
             &mut self.frame,
@@ -934,19 +1023,36 @@ impl Chat {
         );
         for s in self.sessions_of_member(target) {
             if self.members.at(s).version() >= crate::codec::v3::VERSION_3 {
-                self.sessions.deliver(s, &self.frame);
+                sessions.deliver(s, &self.frame);
             }
         }
-        self.cast_moderation(t, &scope, action::INVITE, &shown, "", 0);
+        self.cast_moderation(sessions, t, &scope, action::INVITE, &shown, "", 0);
     }
 
-    fn ban(&mut self, t: Token, code: u16, room: &str, mask: &str, duration_s: u32, reason: &str) {
-        let Some(scope) = self.authorize(t, code, room, true) else {
+    fn ban(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        room: &str,
+        mask: &str,
+        duration_s: u32,
+        reason: &str,
+    ) {
+        let Some(scope) = self.authorize(sessions, t, code, room, true) else {
             return;
         };
         let mask: Mask = match mask.parse() {
             Ok(m) => m,
-            Err(e) => return self.error(t, ErrorCode::Malformed, code, &format!("mask: {e}")),
+            Err(e) => {
+                return self.error(
+                    sessions,
+                    t,
+                    ErrorCode::Malformed,
+                    code,
+                    &format!("mask: {e}"),
+                )
+            }
         };
         let until_ms = match duration_s {
             0 => 0,
@@ -968,12 +1074,13 @@ impl Chat {
             };
             if let Some(set) = set.filter(|s| s.get(&mask).is_none() && s.len() >= s.limit()) {
                 let e = crate::server::moderation::bans::BanError::Full(set.limit());
-                return self.error(t, ErrorCode::NotAllowed, code, &e.to_string());
+                return self.error(sessions, t, ErrorCode::NotAllowed, code, &e.to_string());
             }
             let text = mask.to_string();
             let key = scope.key.map(|k| k.as_str().to_owned());
             let room = key.as_deref().unwrap_or(SERVER_WIDE);
             return self.cluster_mod_change(
+                sessions,
                 t,
                 code,
                 (b'b', "ban"),
@@ -995,27 +1102,34 @@ impl Chat {
                 .map_err(|e| e.to_string())
         };
         if let Err(e) = added {
-            return self.error(t, ErrorCode::NotAllowed, code, &e);
+            return self.error(sessions, t, ErrorCode::NotAllowed, code, &e);
         }
         let text = mask.to_string();
         self.touched(&scope);
-        self.log_action(t, "ban", &scope.name, &text, reason);
-        self.cast_moderation(t, &scope, action::BAN, &text, reason, until_ms);
+        self.log_action(sessions, t, "ban", &scope.name, &text, reason);
+        self.cast_moderation(sessions, t, &scope, action::BAN, &text, reason, until_ms);
         let why = by_reason("banned", &actor, reason);
         if server_wide {
             // Rare, and an administrator's: a walk of every session.
-            for s in self.sessions.tokens() {
-                if s == t || !self.sessions.at(s).life().is_registered() || !self.accepts_input(s) {
+            for s in sessions.tokens() {
+                if s == t
+                    || !sessions.at(s).life().is_registered()
+                    || !self.accepts_input(sessions, s)
+                {
                     continue;
                 }
                 let account = self.who_account(s);
-                if mask.matches(account.as_deref(), self.members.at(s).nick(), self.ip_of(s)) {
+                if mask.matches(
+                    account.as_deref(),
+                    self.members.at(s).nick(),
+                    self.ip_of(sessions, s),
+                ) {
                     let rooms: Vec<RoomId> =
                         self.members.at(s).rooms().iter().map(|m| m.room).collect();
                     for id in rooms {
-                        self.part_member(s, id, &why);
+                        self.part_member(sessions, s, id, &why);
                     }
-                    self.sessions.cut(s, ErrorCode::Banned, 0, &why);
+                    sessions.cut(s, ErrorCode::Banned, 0, &why);
                 }
             }
         } else if let Some(id) = scope.id {
@@ -1027,28 +1141,41 @@ impl Chat {
                 .copied()
                 .filter(|&m| {
                     let account = self.who_account(m);
-                    mask.matches(account.as_deref(), self.members.at(m).nick(), self.ip_of(m))
+                    mask.matches(
+                        account.as_deref(),
+                        self.members.at(m).nick(),
+                        self.ip_of(sessions, m),
+                    )
                 })
                 .collect();
             for m in hit {
-                self.part_member(m, id, &why);
+                self.part_member(sessions, m, id, &why);
             }
         }
     }
 
-    fn unban(&mut self, t: Token, code: u16, room: &str, mask: &str) {
-        let Some(scope) = self.authorize(t, code, room, true) else {
+    fn unban(&mut self, sessions: &mut Sessions, t: Token, code: u16, room: &str, mask: &str) {
+        let Some(scope) = self.authorize(sessions, t, code, room, true) else {
             return;
         };
         let mask: Mask = match mask.parse() {
             Ok(m) => m,
-            Err(e) => return self.error(t, ErrorCode::Malformed, code, &format!("mask: {e}")),
+            Err(e) => {
+                return self.error(
+                    sessions,
+                    t,
+                    ErrorCode::Malformed,
+                    code,
+                    &format!("mask: {e}"),
+                )
+            }
         };
         if self.cluster.is_some() {
             let text = mask.to_string();
             let key = scope.key.map(|k| k.as_str().to_owned());
             let room = key.as_deref().unwrap_or(SERVER_WIDE);
             return self.cluster_mod_change(
+                sessions,
                 t,
                 code,
                 (b'n', "unban"),
@@ -1064,16 +1191,16 @@ impl Chat {
             self.moderation.rooms.unban(&scope.room(), &mask)
         };
         if gone.is_err() {
-            return self.error(t, ErrorCode::NotFound, code, "no such ban");
+            return self.error(sessions, t, ErrorCode::NotFound, code, "no such ban");
         }
         let text = mask.to_string();
         self.touched(&scope);
-        self.log_action(t, "unban", &scope.name, &text, "");
-        self.cast_moderation(t, &scope, action::UNBAN, &text, "", 0);
+        self.log_action(sessions, t, "unban", &scope.name, &text, "");
+        self.cast_moderation(sessions, t, &scope, action::UNBAN, &text, "", 0);
     }
 
-    fn list_bans(&mut self, t: Token, code: u16, room: &str) {
-        let Some(scope) = self.authorize(t, code, room, true) else {
+    fn list_bans(&mut self, sessions: &mut Sessions, t: Token, code: u16, room: &str) {
+        let Some(scope) = self.authorize(sessions, t, code, room, true) else {
             return;
         };
         let set = if scope.name == SERVER_WIDE {
@@ -1112,13 +1239,14 @@ impl Chat {
                 bans,
             },
         );
-        self.sessions.reply(t, &frame);
+        sessions.reply(t, &frame);
         self.frame = frame;
     }
 
-    fn kill(&mut self, t: Token, code: u16, nick: &str, reason: &str) {
+    fn kill(&mut self, sessions: &mut Sessions, t: Token, code: u16, nick: &str, reason: &str) {
         if !(self.who_admin(t) && self.who_account(t).is_some()) {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::NotAllowed,
                 code,
@@ -1128,25 +1256,25 @@ impl Chat {
         if self.cluster.is_some() {
             // The nick may be on any node: the store knows.
             if !self.valid_target(nick) {
-                return self.error(t, ErrorCode::NoSuchNick, code, "");
+                return self.error(sessions, t, ErrorCode::NoSuchNick, code, "");
             }
-            return self.cluster_kill(t, code, nick, reason);
+            return self.cluster_kill(sessions, t, code, nick, reason);
         }
-        let Some(target) = self.target(t, code, nick, None) else {
+        let Some(target) = self.target(sessions, t, code, nick, None) else {
             return;
         };
         let shown = self.members.at(target).nick().to_owned();
         let actor = self.members.at(t).nick().to_owned();
         let scope = Scope::server();
-        self.log_action(t, "kill", SERVER_WIDE, &shown, reason);
-        self.cast_moderation(t, &scope, action::KILL, &shown, reason, 0);
+        self.log_action(sessions, t, "kill", SERVER_WIDE, &shown, reason);
+        self.cast_moderation(sessions, t, &scope, action::KILL, &shown, reason, 0);
         let why = by_reason("killed", &actor, reason);
         let detail = if reason.is_empty() {
             why.as_str()
         } else {
             reason
         };
-        let sessions = self.sessions_of_member(target);
+        let devices = self.sessions_of_member(target);
         let rooms: Vec<RoomId> = self
             .members
             .at(target)
@@ -1155,11 +1283,11 @@ impl Chat {
             .map(|m| m.room)
             .collect();
         for id in rooms {
-            self.part_member(target, id, &why);
+            self.part_member(sessions, target, id, &why);
         }
-        for s in sessions {
-            if self.accepts_input(s) {
-                self.sessions.cut(s, ErrorCode::Killed, 0, detail);
+        for s in devices {
+            if self.accepts_input(sessions, s) {
+                sessions.cut(s, ErrorCode::Killed, 0, detail);
             }
         }
     }
@@ -1243,13 +1371,14 @@ impl Chat {
     /// actor's node, as standalone.
     pub(in crate::server) fn cluster_logged(
         &mut self,
+        sessions: &mut Sessions,
         t: Token,
         what: &'static str,
         room: &str,
         target: &str,
         reason: &str,
     ) {
-        self.log_action(t, what, room, target, reason);
+        self.log_action(sessions, t, what, room, target, reason);
     }
 }
 

@@ -16,6 +16,8 @@ use crate::codec::{ClientMessage, ErrorCode, FrameReader, ServerMessage};
 use crate::server::chat::Chat;
 use crate::server::config::Config;
 use crate::server::doors::Transport;
+use crate::server::sessions::registry::Sessions;
+use crate::server::sessions::session::Marks;
 
 use crate::codec::v3::code as c3;
 
@@ -27,6 +29,7 @@ struct Client {
 
 struct World {
     chat: Chat,
+    sessions: Sessions,
     clients: Vec<Client>,
     iteration: u64,
 }
@@ -37,6 +40,7 @@ impl World {
         argv.extend_from_slice(extra);
         let config = Config::from_argv(argv).expect("test config");
         World {
+            sessions: Sessions::new(Marks::new(&config)),
             chat: Chat::new(config, Instant::now()),
             clients: Vec::new(),
             iteration: 0,
@@ -52,9 +56,12 @@ impl World {
         // writes and shuts it down, which a Unix stream socket supports.
         let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
         let peer: SocketAddr = addr.parse().expect("address");
-        let t = self
-            .chat
-            .add_session(Transport::plain(stream), peer, Instant::now());
+        let t = self.chat.add_session(
+            &mut self.sessions,
+            Transport::plain(stream),
+            peer,
+            Instant::now(),
+        );
         self.clients.push(Client {
             t,
             peer: theirs,
@@ -106,7 +113,7 @@ impl World {
     fn input(&mut self, i: usize, bytes: &[u8]) {
         let now = Instant::now();
         let t = self.clients[i].t;
-        self.chat.on_input(t, bytes, now);
+        self.chat.on_input(&mut self.sessions, t, bytes, now);
         self.settle();
     }
 
@@ -114,15 +121,15 @@ impl World {
     fn settle(&mut self) {
         let now = Instant::now();
         self.iteration += 1;
-        self.chat.run_timers(now);
-        self.chat.reap(now);
-        let list = self.chat.sessions.begin_flush();
+        self.chat.run_timers(&mut self.sessions, now);
+        self.chat.reap(&mut self.sessions, now);
+        let list = self.sessions.begin_flush();
         for &t in &list {
-            let _ = self.chat.sessions.flush(t, self.iteration, now);
+            let _ = self.sessions.flush(t, self.iteration, now);
         }
-        self.chat.sessions.end_flush(list);
-        while let Some(t) = self.chat.sessions.pop_finished() {
-            let _ = self.chat.remove(t);
+        self.sessions.end_flush(list);
+        while let Some(t) = self.sessions.pop_finished() {
+            let _ = self.chat.remove(&mut self.sessions, t);
         }
     }
 
@@ -448,7 +455,7 @@ fn bans_act_at_once_then_refuse_joins_and_lift() {
     let got = join(&mut w, b, "#r");
     has(&got, &err(ErrorCode::Banned, 101));
     // A non-fatal BANNED: bob is still connected.
-    assert!(w.chat.sessions.get(w.clients[b].t).is_some());
+    assert!(w.sessions.get(w.clients[b].t).is_some());
     w.send3(
         a,
         &ClientV3::Unban {
@@ -528,6 +535,7 @@ fn server_wide_bans_and_kill_are_for_administrators() {
     // SAFETY: as in `connect`.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
     let t = w.chat.add_session(
+        &mut w.sessions,
         Transport::plain(stream),
         "[::1]:2".parse().unwrap(),
         Instant::now(),

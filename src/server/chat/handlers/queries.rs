@@ -1,5 +1,6 @@
 //! Queries: LIST_ROOMS, LIST_USERS, STATS.
 
+use crate::server::sessions::registry::Sessions;
 use std::time::Instant;
 
 use mio::Token;
@@ -10,9 +11,9 @@ use super::super::{encode_into, Chat};
 use crate::codec::frame::fits;
 
 impl Chat {
-    pub(in crate::server) fn list_rooms(&mut self, t: Token) {
+    pub(in crate::server) fn list_rooms(&mut self, sessions: &mut Sessions, t: Token) {
         if self.cluster.is_some() {
-            return self.cluster_list_rooms(t);
+            return self.cluster_list_rooms(sessions, t);
         }
         // Truncated to what fits in one frame of the max payload.
         let mut room_budget = self.config.max_payload as usize - 2;
@@ -23,18 +24,24 @@ impl Chat {
             .take_while(|(name, _)| fits(&mut room_budget, 2 + name.len() + 4))
             .collect();
         encode_into(&mut self.frame, &ServerMessage::RoomList(rooms));
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 
-    pub(in crate::server) fn list_users(&mut self, t: Token, room: &str) {
+    pub(in crate::server) fn list_users(&mut self, sessions: &mut Sessions, t: Token, room: &str) {
         if !valid_room(room) {
-            return self.error(t, ErrorCode::BadRoom, code::LIST_USERS, "");
+            return self.error(sessions, t, ErrorCode::BadRoom, code::LIST_USERS, "");
         }
         if self.cluster.is_some() {
-            return self.cluster_list_users(t, room);
+            return self.cluster_list_users(sessions, t, room);
         }
         let Some(id) = self.rooms.find(room) else {
-            return self.error(t, ErrorCode::NotInRoom, code::LIST_USERS, "no such room");
+            return self.error(
+                sessions,
+                t,
+                ErrorCode::NotInRoom,
+                code::LIST_USERS,
+                "no such room",
+            );
         };
         let r = self.rooms.get(id);
         let mut budget = (self.config.max_payload as usize).saturating_sub(4 + r.name.len());
@@ -64,24 +71,29 @@ impl Chat {
                 nicks,
             },
         );
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 
-    pub(in crate::server) fn send_stats(&mut self, t: Token, now: Instant) {
-        let stats = self.stats_list(now);
+    pub(in crate::server) fn send_stats(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        now: Instant,
+    ) {
+        let stats = self.stats_list(sessions, now);
         encode_into(&mut self.frame, &ServerMessage::StatsReply(stats));
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 
     /// What STATS reports, in its order (also rendered by `/metrics`).
-    pub fn stats_list(&self, now: Instant) -> Vec<(&'static str, u64)> {
-        let st = &self.sessions.stats;
+    pub fn stats_list(&self, sessions: &Sessions, now: Instant) -> Vec<(&'static str, u64)> {
+        let st = &sessions.stats;
         let mut list = vec![
             (
                 "uptime_ms",
                 now.duration_since(self.started).as_millis() as u64,
             ),
-            ("connections", self.sessions.len() as u64),
+            ("connections", sessions.len() as u64),
             ("accepted", st.accepted),
             // An account's sessions share one nick.
             (

@@ -1,5 +1,6 @@
 //! Registration: HELLO (a nick and a protocol version) and NICK.
 
+use crate::server::sessions::registry::Sessions;
 use log::info;
 use mio::Token;
 
@@ -10,9 +11,16 @@ use super::super::{encode_into, Chat};
 use crate::server::identity::KeyOwner;
 
 impl Chat {
-    pub(in crate::server) fn hello(&mut self, t: Token, version: u8, nick: &str) {
+    pub(in crate::server) fn hello(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        version: u8,
+        nick: &str,
+    ) {
         if !is_supported_version(version) {
             return self.error(
+                sessions,
                 t,
                 ErrorCode::BadVersion,
                 code::HELLO,
@@ -20,38 +28,45 @@ impl Chat {
             );
         }
         if !valid_nick(nick) {
-            return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::HELLO, "");
         }
         if self.draining {
-            return self.error(t, ErrorCode::ShuttingDown, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::ShuttingDown, code::HELLO, "");
         }
         // Versions 1 and 2 are guests when tokens are taken.
-        let Some(shown) = self.old_hello_nick(t, nick) else {
+        let Some(shown) = self.old_hello_nick(sessions, t, nick) else {
             return;
         };
         let nick = shown.as_str();
         let Some(key) = NameKey::new(nick) else {
-            return self.error(t, ErrorCode::BadNick, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::HELLO, "");
         };
         if self.nicks.contains_key(&key) {
-            return self.error(t, ErrorCode::NickInUse, code::HELLO, "");
+            return self.error(sessions, t, ErrorCode::NickInUse, code::HELLO, "");
         }
-        if let Some(why) = self.hello_banned(t, None, nick) {
-            return self.sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
+        if let Some(why) = self.hello_banned(sessions, t, None, nick) {
+            return sessions.cut(t, ErrorCode::Banned, code::HELLO, &why);
         }
         if self.cluster.is_some() {
-            return self.cluster_hello(t, version, nick, &key);
+            return self.cluster_hello(sessions, t, version, nick, &key);
         }
-        self.register(t, key, version, nick);
+        self.register(sessions, t, key, version, nick);
     }
 
     /// The nick is ours: the session is registered and welcomed.
-    pub(in crate::server) fn register(&mut self, t: Token, key: NameKey, version: u8, nick: &str) {
+    pub(in crate::server) fn register(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        key: NameKey,
+        version: u8,
+        nick: &str,
+    ) {
         self.nicks.insert(key, t);
         let m = self.members.at_mut(t);
         m.replace_nick(nick);
         m.set_version(version);
-        let s = self.sessions.at_mut(t);
+        let s = sessions.at_mut(t);
         s.register();
         let t_ = s.transport();
         // One line per connection at info (with "opened" and "ended"): a
@@ -70,27 +85,27 @@ impl Chat {
             max_payload: self.config.max_payload,
         };
         encode_into(&mut self.frame, &welcome);
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
     }
 
-    pub(in crate::server) fn change_nick(&mut self, t: Token, new: &str) {
+    pub(in crate::server) fn change_nick(&mut self, sessions: &mut Sessions, t: Token, new: &str) {
         if !valid_nick(new) {
-            return self.error(t, ErrorCode::BadNick, code::NICK, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::NICK, "");
         }
         // An account's nick is its token's claim.
         if self.members.at(t).account().is_some() {
-            return self.error(t, ErrorCode::NotAllowed, code::NICK, "");
+            return self.error(sessions, t, ErrorCode::NotAllowed, code::NICK, "");
         }
         let shown = self.guest_nick(new);
         let new = shown.as_str();
         let Some(key) = NameKey::new(new) else {
-            return self.error(t, ErrorCode::BadNick, code::NICK, "");
+            return self.error(sessions, t, ErrorCode::BadNick, code::NICK, "");
         };
         if self.nicks.get(&key).is_some_and(|&owner| owner != t) {
-            return self.error(t, ErrorCode::NickInUse, code::NICK, "");
+            return self.error(sessions, t, ErrorCode::NickInUse, code::NICK, "");
         }
         if self.cluster.is_some() {
-            return self.cluster_nick(t, new);
+            return self.cluster_nick(sessions, t, new);
         }
         let old = self.members.at_mut(t).replace_nick(new);
         if let Some(old_key) = NameKey::new(&old) {
@@ -110,12 +125,12 @@ impl Chat {
         self.stamp += 1;
         let stamp = self.stamp;
         self.members.at_mut(t).stamp(stamp);
-        self.sessions.reply(t, &self.frame);
+        sessions.reply(t, &self.frame);
         let rooms: Vec<RoomId> = self.members.at(t).rooms().iter().map(|m| m.room).collect();
         for id in rooms {
             for &member in &self.rooms.get(id).members {
                 if self.members.at_mut(member).stamp(stamp) {
-                    self.sessions.deliver(member, &self.frame);
+                    sessions.deliver(member, &self.frame);
                 }
             }
         }
