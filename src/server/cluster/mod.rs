@@ -16,6 +16,9 @@
 //! - the liveness heartbeat, reconnecting, and rebuilding what Redis held
 //!   from the node's own state when a link comes back.
 //!
+//! Files: `calls.rs` the command link's FIFO of calls in flight,
+//! `liveness.rs` the heartbeat and the deadlines that drop a stalled link.
+//!
 //! This is the store side: it never sees the chat. What the chat does with
 //! the store (`impl Chat`: the requests a session's command sends, the
 //! answers, the events in seq order, recovery, the lists) is in the chat's
@@ -29,8 +32,10 @@
 //! produced comes back, and the loop never waits on Redis.
 
 pub mod accounts;
+mod calls;
 pub mod link;
 pub mod lists;
+mod liveness;
 pub mod moderation;
 pub mod url;
 
@@ -39,9 +44,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::{Registry, Token};
 
+pub(crate) use self::calls::{Expect, InFlight};
 use self::link::{Change, Link, Opener};
 use self::url::RedisUrl;
 use crate::codec::resp::Value;
@@ -138,78 +144,6 @@ struct Identity {
     pub(crate) name: String,
     pub(crate) node: String,
     pub(crate) url: RedisUrl,
-}
-
-/// What an answer on the command link is for, in the order sent.
-#[derive(Debug)]
-pub(crate) enum Expect {
-    /// Set-up and bookkeeping: only an error matters (logged).
-    Ignore(&'static str),
-    /// HELLO's nick claim.
-    Hello {
-        t: Token,
-        sid: u64,
-        version: u8,
-        nick: String,
-    },
-    /// JOIN sent: an error ends the wait (the JOINED event ends it
-    /// otherwise).
-    Join { t: Token, sid: u64, room: RoomId },
-    /// LEAVE sent: an error ends the wait (the LEFT event otherwise).
-    Leave { t: Token, sid: u64, room: RoomId },
-    /// SAY: an error goes to the sender (the MESSAGE comes as an event).
-    Say { t: Token, sid: u64, room: RoomId },
-    /// WHISPER to a nick on another node.
-    Whisper { t: Token, sid: u64 },
-    /// NICK's claim of the new nick; `forced`: a rename after a clash of
-    /// nicks (`tries` so far), which the session did not ask for.
-    Nick {
-        t: Token,
-        sid: u64,
-        new: String,
-        forced: Option<u8>,
-    },
-    /// LIST_ROOMS's refresh of the node's cache (its callers wait there).
-    Rooms,
-    /// LIST_USERS's refresh for one room, by its folded name.
-    Users { key: String },
-    /// HISTORY from the room's stream.
-    History {
-        t: Token,
-        sid: u64,
-        room: RoomId,
-        epoch: u64,
-        newest: u64,
-        after: u64,
-        cap: usize,
-        status: u8,
-        newest_first: bool,
-    },
-    /// Messages of a jump in a room's seq, from its stream.
-    Fill { room: RoomId, epoch: u64, upto: u64 },
-    /// The room as the node rebuilt it: the epoch Redis holds.
-    Restore { room: RoomId, epoch: u64 },
-    /// The heartbeat (sent then): whether the store still knew this node,
-    /// and which of its nicks it lost.
-    Alive { sent: Instant },
-    /// Nicks put back: the sessions that lost a clash and are renamed.
-    Claim,
-    /// The rebuild's last call (sent then): the node is registered again.
-    Sync { sent: Instant },
-    /// Leaves announced after the store came back: the ones nobody heard.
-    Gone(Vec<Gone>),
-    /// Moderation's calls (`moderation.rs`).
-    Moderation(moderation::ModExpect),
-    /// Protocol version 3: accounts, session keys, SAY_RESULT.
-    Account(accounts::AccountExpect),
-}
-
-/// One call in flight: what its answer is for, its size, when it went.
-#[derive(Debug)]
-pub(crate) struct InFlight {
-    pub(crate) expect: Expect,
-    pub(crate) bytes: usize,
-    pub(crate) sent: Instant,
 }
 
 /// A JOIN or LEAVE of a local session, until its event comes back.
@@ -543,18 +477,6 @@ impl Cluster {
         self.available() && self.moderation.loaded
     }
 
-    /// Sets this node's liveness key (`mc_register`); `fresh` at start,
-    /// when its key cannot exist yet.
-    pub(crate) fn register(&mut self, fresh: bool) {
-        let (node, ttl) = (self.node.clone(), self.ttl.as_millis().to_string());
-        let fresh: &[u8] = if fresh { b"1" } else { b"0" };
-        self.fcall(
-            Expect::Ignore("register"),
-            "mc_register",
-            &[node.as_bytes(), ttl.as_bytes(), fresh],
-        );
-    }
-
     /// Remembers an account session's end the store could not hear now
     /// (bounded: past it, the oldest is dropped, and that account may
     /// stay in its rooms until its node's entry is reaped).
@@ -621,56 +543,6 @@ impl Cluster {
         format!("{}-{:04x}", &nick[..keep], x as u16)
     }
 
-    /// Whether a call of `extra` more bytes stays within
-    /// `--redis-max-pending`: past it, requests get UNAVAILABLE instead of
-    /// the link's memory growing while Redis does not keep up.
-    pub fn has_room_for(&self, extra: usize) -> bool {
-        self.in_flight_bytes + self.cmd.unsent() + extra <= self.max_pending
-    }
-
-    /// Sends one call on the command link, remembering what its answer
-    /// is for.
-    pub(crate) fn call(&mut self, expect: Expect, args: &[&[u8]]) {
-        // Nothing can answer a call on a link that is down; whoever needs
-        // an answer checked `available` first.
-        if !self.cmd.is_up() {
-            return;
-        }
-        let bytes = self.cmd.send(args);
-        self.in_flight_bytes += bytes;
-        self.stats.calls += 1;
-        self.in_flight.push_back(InFlight {
-            expect,
-            bytes,
-            sent: Instant::now(),
-        });
-    }
-
-    /// `FCALL name 0 prefix args...`.
-    pub(crate) fn fcall(&mut self, expect: Expect, name: &str, args: &[&[u8]]) {
-        // Every SAY comes through here: borrow the prefix for the call
-        // instead of copying it.
-        let prefix = std::mem::take(&mut self.prefix);
-        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 4);
-        all.extend_from_slice(&[b"FCALL", name.as_bytes(), b"0", prefix.as_bytes()]);
-        all.extend_from_slice(args);
-        self.call(expect, &all);
-        self.prefix = prefix;
-    }
-
-    /// The answer to the oldest call in flight.
-    pub(crate) fn answered(&mut self) -> Option<Expect> {
-        let f = self.in_flight.pop_front()?;
-        self.in_flight_bytes -= f.bytes;
-        Some(f.expect)
-    }
-
-    /// Every call in flight, lost with the command link.
-    pub(crate) fn take_in_flight(&mut self) -> Vec<Expect> {
-        self.in_flight_bytes = 0;
-        self.in_flight.drain(..).map(|f| f.expect).collect()
-    }
-
     /// The channel of a room's events.
     pub fn room_channel(&self, key: &str) -> String {
         format!("{}c:{key}", self.prefix)
@@ -706,21 +578,6 @@ impl Cluster {
         ]);
     }
 
-    /// The heartbeat: refreshes this node's liveness key and its nicks'
-    /// TTLs, and reaps nodes whose key expired.
-    pub(crate) fn alive(&mut self) {
-        let node = self.node.clone();
-        let ttl = self.ttl.as_millis().to_string();
-        let room_ttl = self.room_ttl.as_millis().to_string();
-        self.fcall(
-            Expect::Alive {
-                sent: Instant::now(),
-            },
-            "mc_alive",
-            &[node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes()],
-        );
-    }
-
     /// Writes both links' pending requests (the loop's flush stage).
     pub fn flush(&mut self, now: Instant) -> Vec<(bool, Change)> {
         let mut changes = Vec::new();
@@ -750,103 +607,6 @@ impl Cluster {
             ("cluster_list_refreshes", self.lists.refreshes),
             ("cluster_users_refreshes", self.lists.users_refreshes),
         ]
-    }
-
-    /// The earliest instant the cluster's timer must run: the next tick,
-    /// or sooner the instant a call, the subscriber's PING or a link's
-    /// opening runs out of `--redis-timeout-ms` (so the bound holds to
-    /// the millisecond, not to the tick). Each of these is gone once its
-    /// link drops, so a past deadline does not spin the loop.
-    pub fn next_deadline(&self) -> Instant {
-        if self.cmd.has_more() || self.sub.has_more() {
-            return Instant::now();
-        }
-        let call = self
-            .in_flight
-            .front()
-            .filter(|_| self.cmd.is_up())
-            .map(|f| f.sent + self.timeout);
-        let ping = self
-            .sub_ping
-            .filter(|_| self.sub.is_up())
-            .map(|at| at + self.timeout);
-        let opening = [&self.cmd, &self.sub].map(|l| l.opening_deadline(self.timeout));
-        [Some(self.next_tick), call, ping, opening[0], opening[1]]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.next_tick)
-    }
-
-    /// Whether a call, the subscriber's PING or a link's opening has run
-    /// out of `--redis-timeout-ms`: (command link, subscriber link).
-    pub(crate) fn timed_out(&self, now: Instant) -> (bool, bool) {
-        let due = |at: Option<Instant>| at.is_some_and(|at| now >= at);
-        let [cmd_open, sub_open] = [&self.cmd, &self.sub].map(|l| l.opening_deadline(self.timeout));
-        let call = self
-            .in_flight
-            .front()
-            .filter(|_| self.cmd.is_up())
-            .map(|f| f.sent + self.timeout);
-        let ping = self
-            .sub_ping
-            .filter(|_| self.sub.is_up())
-            .map(|at| at + self.timeout);
-        (due(call) || due(cmd_open), due(ping) || due(sub_open))
-    }
-
-    /// Why a timed-out link is dropped (its log line).
-    pub(crate) fn timeout_reason(&self) -> String {
-        format!("no answer within {} ms", self.timeout.as_millis())
-    }
-
-    /// The last word on a clean shutdown: this node's members leave, its
-    /// nicks are freed and it leaves the cluster at once, instead of
-    /// after its liveness TTL. Blocking, bounded by a short timeout.
-    pub fn goodbye(&mut self) {
-        if !self.cmd.is_up() {
-            return;
-        }
-        let node = self.node.clone();
-        let ttl = "1".to_string();
-        let room_ttl = self.room_ttl.as_millis().to_string();
-        self.fcall(
-            Expect::Ignore("goodbye"),
-            "mc_sync",
-            &[node.as_bytes(), ttl.as_bytes(), room_ttl.as_bytes(), b""],
-        );
-        let alive = format!("{}alive:{}", self.prefix, self.node);
-        self.call(Expect::Ignore("goodbye"), &[b"DEL", alive.as_bytes()]);
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut values = Vec::new();
-        while !self.in_flight.is_empty() && Instant::now() < deadline {
-            let _ = self.cmd.flush(&self.registry);
-            if let Change::WentDown { .. } =
-                self.cmd
-                    .on_ready(&self.registry, false, &mut values, Instant::now())
-            {
-                return;
-            }
-            for _ in values.drain(..) {
-                self.answered();
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    pub(crate) fn log_availability(&mut self) {
-        let now = self.available();
-        if now != self.was_available {
-            self.was_available = now;
-            if now {
-                info!("cluster: Redis at {} reachable again", self.url);
-            } else {
-                warn!(
-                    "cluster: Redis at {} unreachable: requests get UNAVAILABLE until it is back",
-                    self.url
-                );
-            }
-        }
     }
 }
 
