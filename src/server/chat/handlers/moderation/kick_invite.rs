@@ -124,7 +124,7 @@ impl Chat {
     }
 
     /// OP or INVITE asked of another node by the target's node (relayed
-    /// in `chat/cluster/moderation.rs`): the checks that need the
+    /// in `chat/cluster/moderation/`): the checks that need the
     /// target's session, then the change; refusals go back to `actor`.
     pub(in crate::server) fn answer_ask(
         &mut self,

@@ -10,7 +10,7 @@
 //!
 //! In a cluster (`--redis`) the checks are the same, against the node's
 //! replica of the store's state; each change then goes to the store and
-//! comes back as an event every node applies (`chat/cluster/moderation.rs`):
+//! comes back as an event every node applies (`chat/cluster/moderation/`):
 //! the request files hand the request over once it is checked.
 //!
 //! One file per concern:
