@@ -66,7 +66,7 @@ impl Chat {
     }
 
     /// A clean shutdown's last word to the cluster (see
-    /// [`Cluster::goodbye`]).
+    /// [`Cluster::goodbye`](crate::server::cluster::Cluster::goodbye)).
     pub fn leave_cluster(&mut self) {
         if let Some(c) = self.cluster.as_deref_mut() {
             c.goodbye();
