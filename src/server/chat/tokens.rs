@@ -2,7 +2,7 @@
 //! for the same account, whose claims become the account's) and
 //! TOKEN_EXPIRED when a session's own token runs out, by a heap of
 //! deadlines (no scan of sessions). The logins themselves are in
-//! `identity.rs`.
+//! `identity/login.rs`.
 
 use crate::server::sessions::registry::Sessions;
 use std::cmp::Reverse;

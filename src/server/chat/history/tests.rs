@@ -1,5 +1,6 @@
 //! The history ring's own tests: budgets, eviction, plans, epochs.
 
+use super::epochs::mix;
 use super::*;
 use crate::codec::{decode, Decoded};
 

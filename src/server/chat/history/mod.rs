@@ -4,8 +4,10 @@
 //! This module owns the held bytes, their two bounds and the answer to a
 //! HISTORY request; the chat state machine owns rooms, seqs and sessions and
 //! asks it. It never sees a socket.
-//! One job (the held bytes, their two bounds, a request's plan), kept in
-//! one file of about 760 lines; its tests are in `history/tests.rs`.
+//! One job (the held bytes, their two bounds, a request's plan); the
+//! storage a room's messages sit in is `history/ring.rs`, the epochs that tell
+//! incarnations apart are `history/epochs.rs`, and the tests are in
+//! `history/tests.rs`.
 //!
 //! ```text
 //!  History
@@ -53,8 +55,6 @@
 //!   limit, newest: that last_seq }, out)` appends the whole reply.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use slab::Slab;
@@ -62,6 +62,12 @@ use slab::Slab;
 use crate::codec::frame::{Header, HEADER_LEN};
 use crate::codec::{code, history_status, ServerMessage};
 use crate::net::OutBuf;
+
+mod epochs;
+mod ring;
+
+pub use epochs::Epochs;
+use ring::{fit_str, put_str, ByteRing, Ring};
 
 /// Bytes a held message costs beside its frame: its entry in `starts`.
 pub const INDEX_BYTES: usize = 4;
@@ -146,190 +152,6 @@ impl Plan {
         count: 0,
         status: 0,
     };
-}
-
-/// One room incarnation's held messages.
-///
-/// Invariants: `starts.len()` messages are held, of seqs `first_seq ..
-/// first_seq + starts.len()`; message `i`'s frame occupies
-/// `bytes[starts[i] - base .. next]` (positions wrap in `u32`), where
-/// `next` is `starts[i + 1]` or `base + bytes.len()`; `bytes` holds
-/// nothing else. `prev`/`next` link the ring into the LRU list exactly
-/// while it holds a message.
-#[derive(Debug)]
-struct Ring {
-    bytes: ByteRing,
-    starts: VecDeque<u32>,
-    /// Position of `bytes[0]`.
-    base: u32,
-    first_seq: u64,
-    prev: usize,
-    next: usize,
-}
-
-impl Ring {
-    fn last_seq(&self) -> u64 {
-        self.first_seq + self.starts.len() as u64 - 1
-    }
-
-    /// Heap bytes its buffers hold (capacities).
-    fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.starts.capacity() * INDEX_BYTES
-    }
-
-    /// Offset in `bytes` where message `i` starts (`i == len`: the end).
-    fn offset(&self, i: usize) -> usize {
-        match self.starts.get(i) {
-            Some(&p) => p.wrapping_sub(self.base) as usize,
-            None => self.bytes.len(),
-        }
-    }
-
-    /// Drops the oldest message; returns the bytes it was charged.
-    fn pop_oldest(&mut self) -> usize {
-        let len = self.offset(1);
-        self.starts.pop_front();
-        self.bytes.drain_front(len);
-        self.base = self.base.wrapping_add(len as u32);
-        self.first_seq += 1;
-        if self.starts.is_empty() {
-            // Give the memory back: a room that holds nothing costs nothing.
-            self.bytes = ByteRing::default();
-            self.starts = VecDeque::new();
-        } else if self.bytes.capacity() > 2 * self.bytes.len() + 4096 {
-            self.bytes
-                .shrink_to(self.bytes.len() + self.bytes.len() / 4);
-        }
-        len + INDEX_BYTES
-    }
-
-    /// Makes room for `n` more bytes without doubling: grow by half while
-    /// filling up, but never far past what `per_room` frames of the
-    /// current average size need; once full, by an eighth.
-    fn reserve(&mut self, n: usize, per_room: usize) {
-        let len = self.bytes.len();
-        if self.bytes.capacity() - len >= n {
-            return;
-        }
-        let held = self.starts.len();
-        let step = if held + 1 >= per_room || held == 0 {
-            len / 8
-        } else {
-            let avg = len / held;
-            (len / 2).min(avg * (per_room - held))
-        };
-        self.bytes.reserve_exact(n.max(step));
-    }
-}
-
-/// A byte ring buffer: `len` bytes starting at `head`, wrapping at the end
-/// of `buf`. `VecDeque<u8>` did the same job at 3x the cost per store: its
-/// generic `extend` pays for a capacity check and wrap logic per field,
-/// where a frame is nine small writes into space reserved once.
-///
-/// Invariants: `buf.len()` is the capacity (all of it initialised, so a
-/// write is a plain copy); `head < buf.len()` unless `buf` is empty;
-/// `len <= buf.len()`.
-#[derive(Debug, Default)]
-struct ByteRing {
-    buf: Vec<u8>,
-    head: usize,
-    len: usize,
-}
-
-impl ByteRing {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn capacity(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Appends `b`; the caller has reserved room for it.
-    #[inline(always)]
-    fn write(&mut self, b: &[u8]) {
-        let cap = self.buf.len();
-        debug_assert!(self.len + b.len() <= cap);
-        let mut tail = self.head + self.len;
-        if tail >= cap {
-            tail -= cap;
-        }
-        if tail + b.len() <= cap {
-            self.buf[tail..tail + b.len()].copy_from_slice(b);
-        } else {
-            let (first, second) = b.split_at(cap - tail);
-            self.buf[tail..].copy_from_slice(first);
-            self.buf[..second.len()].copy_from_slice(second);
-        }
-        self.len += b.len();
-    }
-
-    /// Drops the first `n` bytes.
-    fn drain_front(&mut self, n: usize) {
-        debug_assert!(n <= self.len);
-        self.len -= n;
-        self.head += n;
-        if self.head >= self.buf.len() {
-            self.head -= self.buf.len();
-        }
-    }
-
-    /// Bytes `a..b` of the ring, as at most two slices.
-    fn range(&self, a: usize, b: usize) -> (&[u8], &[u8]) {
-        debug_assert!(a <= b && b <= self.len);
-        let cap = self.buf.len();
-        let first = (cap - self.head).min(self.len);
-        let front = &self.buf[self.head..self.head + first];
-        let back = &self.buf[..self.len - first];
-        if b <= first {
-            (&front[a..b], &[])
-        } else if a >= first {
-            (&back[a - first..b - first], &[])
-        } else {
-            (&front[a..], &back[..b - first])
-        }
-    }
-
-    /// Moves the bytes into a buffer of exactly `cap` bytes (>= len).
-    fn set_capacity(&mut self, cap: usize) {
-        let mut buf = Vec::with_capacity(cap);
-        let (a, b) = self.range(0, self.len);
-        buf.extend_from_slice(a);
-        buf.extend_from_slice(b);
-        buf.resize(cap, 0);
-        self.buf = buf;
-        self.head = 0;
-    }
-
-    /// Ensures room for `additional` more bytes, growing to exactly that.
-    fn reserve_exact(&mut self, additional: usize) {
-        if self.buf.len() - self.len < additional {
-            self.set_capacity(self.len + additional);
-        }
-    }
-
-    fn shrink_to(&mut self, cap: usize) {
-        if cap < self.buf.len() {
-            self.set_capacity(cap.max(self.len));
-        }
-    }
-}
-
-/// Appends a `str` field as the codec does: a string longer than a u16 can
-/// say is cut at the last character boundary that fits.
-fn put_str(out: &mut ByteRing, s: &str) {
-    // `s` was cut by `fit_str` when the frame was sized.
-    out.write(&(s.len() as u16).to_be_bytes());
-    out.write(s.as_bytes());
-}
-
-fn fit_str(s: &str) -> &str {
-    let mut len = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(len) {
-        len -= 1;
-    }
-    &s[..len]
 }
 
 /// The held history of every room, under one byte budget.
@@ -691,69 +513,6 @@ impl History {
         self.rings[i].prev = NIL;
         self.rings[i].next = NIL;
     }
-}
-
-/// Picks room epochs: non-zero, distinct within a run, and unrelated
-/// across runs.
-///
-/// Each epoch is a bijective 64-bit mix (SplitMix64's finalizer) of a seed
-/// plus a counter: distinct counters give distinct epochs, so no two
-/// incarnations in one run share one. The seed is 8 bytes of
-/// `/dev/urandom`, so a restarted daemon's epochs are unrelated to the
-/// last run's (the chance that a resuming client's old epoch names a new
-/// room is 2^-64 per try); without `/dev/urandom` it falls back to the
-/// wall clock in nanoseconds mixed with the process id, which differs
-/// across restarts as long as the clock does not go back.
-#[derive(Debug, Clone)]
-pub struct Epochs {
-    seed: u64,
-    counter: u64,
-}
-
-impl Epochs {
-    /// A generator seeded from `/dev/urandom` (see the type's docs).
-    pub fn new() -> Epochs {
-        let mut seed = [0u8; 8];
-        let seed = match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)) {
-            Ok(()) => u64::from_ne_bytes(seed),
-            Err(_) => {
-                let nanos = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                nanos ^ (u64::from(std::process::id()) << 48)
-            }
-        };
-        Epochs::with_seed(seed)
-    }
-
-    /// A generator with a fixed seed (tests, and replaying a fuzz case).
-    pub fn with_seed(seed: u64) -> Epochs {
-        Epochs { seed, counter: 0 }
-    }
-
-    /// The next epoch, never 0.
-    pub fn next_epoch(&mut self) -> u64 {
-        loop {
-            self.counter = self.counter.wrapping_add(1);
-            let e = mix(self.seed.wrapping_add(self.counter));
-            if e != 0 {
-                return e;
-            }
-        }
-    }
-}
-
-impl Default for Epochs {
-    fn default() -> Epochs {
-        Epochs::new()
-    }
-}
-
-/// SplitMix64's finalizer: a bijection on u64 that scatters neighbours.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The wall clock in milliseconds since the Unix epoch (HISTORY_MESSAGE's
