@@ -2,7 +2,7 @@
 //! room's state or the server-wide bans, the KICK, KILL and ban removals,
 //! the pages a node loads its replica from, and the events (`P modch`)
 //! that keep every node's replica current. The replica itself is the
-//! chat's (`RoomStates`, `BanSet` in `chat/handlers/moderation.rs`), so
+//! chat's (`RoomStates`, `BanSet` in `chat/handlers/moderation/`), so
 //! the JOIN, HELLO and SAY checks are the standalone ones; this module
 //! owns only the Redis side and the bookkeeping of a load.
 

@@ -113,8 +113,11 @@ impl Chat {
         self.trace
             .cast(&room.name, members.len(), frames, self.cast.len());
         sessions.hist.fanout_size.observe(members.len() as u64);
+        // The loop's invariants in locals: with the sessions a separate
+        // borrow, the compiler reloaded them for every member.
+        let (cast, now) = (&self.cast[..], Some(self.now));
         for &member in members {
-            sessions.deliver_messages(member, &self.cast, frames, Some(self.now));
+            sessions.deliver_messages(member, cast, frames, now);
         }
         self.cast.clear();
     }
