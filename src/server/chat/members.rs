@@ -1,5 +1,6 @@
 //! What each session is in the chat: its nick, its protocol version, its
-//! rooms, its once-only fan-out stamp. The chat's own state of a session,
+//! rooms, its once-only fan-out stamp, and (boxed, version 3 only) its
+//! account, key and token expiry. The chat's own state of a session,
 //! kept apart from the connection (the loop's `Session`), in a vector
 //! indexed by the same token as the loop's slab.
 
@@ -34,9 +35,19 @@ pub struct Member {
     /// Stamp for once-only fan-out (NICK_CHANGED): equal to the fan-out's
     /// stamp when this session already got the frame.
     stamp: u64,
-    /// The account this session belongs to (version 3; `None`: a guest).
+    /// What only a version-3 session has, boxed: a version-1 or -2 session
+    /// or a guest pays one pointer for it, not 72 bytes, and idle
+    /// connections are most of a daemon's memory.
+    v3: Option<Box<V3Member>>,
+}
+
+/// A version-3 session's identity (allocated by the first setter that
+/// sets something other than the default).
+#[derive(Debug, Default)]
+struct V3Member {
+    /// The account this session belongs to (`None`: a guest).
     account: Option<String>,
-    /// Its session key (version 3).
+    /// Its session key.
     key: Option<SessionKey>,
     /// Its own token's end, with the leeway (ms since the epoch; 0: none).
     expires_ms: u64,
@@ -45,37 +56,49 @@ pub struct Member {
 }
 
 impl Member {
+    /// The version-3 part, made on first need.
+    fn v3_mut(&mut self) -> &mut V3Member {
+        self.v3.get_or_insert_with(Box::default)
+    }
     /// The account of this session (`None`: a guest).
     pub fn account(&self) -> Option<&str> {
-        self.account.as_deref()
+        self.v3.as_ref()?.account.as_deref()
     }
     /// Makes this session one of `account`'s (or a guest).
     pub fn set_account(&mut self, account: Option<String>) {
-        self.account = account;
+        if account.is_some() || self.v3.is_some() {
+            self.v3_mut().account = account;
+        }
     }
     /// Its session key (version 3 only).
     pub fn key(&self) -> Option<SessionKey> {
-        self.key
+        self.v3.as_ref()?.key
     }
     /// Sets (or, for a session taken over, clears) its session key.
     pub fn set_key(&mut self, key: Option<SessionKey>) {
-        self.key = key;
+        if key.is_some() || self.v3.is_some() {
+            self.v3_mut().key = key;
+        }
     }
     /// When its token runs out, with the leeway (0: no token).
     pub fn expires_ms(&self) -> u64 {
-        self.expires_ms
+        self.v3.as_ref().map_or(0, |v| v.expires_ms)
     }
     /// A token was verified for it (HELLO or REFRESH).
     pub fn set_expires_ms(&mut self, ms: u64) {
-        self.expires_ms = ms;
+        if ms != 0 || self.v3.is_some() {
+            self.v3_mut().expires_ms = ms;
+        }
     }
     /// Whether a token HELLO waits for verification.
     pub fn verifying(&self) -> bool {
-        self.verifying
+        self.v3.as_ref().is_some_and(|v| v.verifying)
     }
     /// Starts or ends the wait for verification.
     pub fn set_verifying(&mut self, on: bool) {
-        self.verifying = on;
+        if on || self.v3.is_some() {
+            self.v3_mut().verifying = on;
+        }
     }
     /// Takes the rooms away (a session taken over hands them on).
     pub fn take_rooms(&mut self) -> Vec<Membership> {
