@@ -34,6 +34,10 @@
 --             P modch (moderation, see moderation.lua)
 -- Events are text: a kind letter and fields separated by "\n", the last
 -- field (a text or a reason) running to the end.
+-- One file over 700 lines on purpose: it is one job (the rooms' and nicks'
+-- functions and the helpers they share, whose keys are laid out above);
+-- identity and moderation are their own files (accounts.lua,
+-- moderation.lua), joined to this one into one library at load.
 
 local function fields(s)
   local out, i = {}, 1
