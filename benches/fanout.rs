@@ -70,7 +70,8 @@ fn room_of(members: usize) -> Room {
     for i in 0..members {
         clients.push(TcpStream::connect(addr).unwrap());
         let (server_end, peer) = listener.accept().unwrap();
-        let t = chat.add_session(&mut sessions, Transport::plain(server_end), peer, now);
+        let t = sessions.open(Transport::plain(server_end), peer, chat.rate(), now);
+        chat.on_open(&mut sessions, t);
         let mut frames = Vec::new();
         let nick = format!("member{i}");
         ClientMessage::Hello {
@@ -178,9 +179,11 @@ fn history_reply(c: &mut Criterion) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server_end, peer) = listener.accept().unwrap();
+    let rate = room.chat.rate();
     let asker = room
-        .chat
-        .add_session(&mut room.sessions, Transport::plain(server_end), peer, now);
+        .sessions
+        .open(Transport::plain(server_end), peer, rate, now);
+    room.chat.on_open(&mut room.sessions, asker);
     let mut frames = Vec::new();
     ClientMessage::Hello {
         version: 2,

@@ -35,7 +35,8 @@ pub(super) fn socket_clients(
             let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
             let peer_addr = "127.0.0.1:1".parse().expect("address");
             let transport = muxchat::server::doors::Transport::plain(stream);
-            let token = chat.add_session(sessions, transport, peer_addr, now);
+            let token = sessions.open(transport, peer_addr, chat.rate(), now);
+            chat.on_open(sessions, token);
             let id = sessions.at(token).id();
             Client {
                 token,

@@ -15,6 +15,7 @@ impl Chat {
     /// frame. For the state-machine fuzz target and tests; costs a walk of
     /// everything.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn check_invariants(&self, sessions: &Sessions) {
         for (key, &t) in &self.nicks {
             assert!(
@@ -65,6 +66,7 @@ impl Chat {
 
     /// Whether nothing is left: no session, nick or room.
     #[doc(hidden)]
+    #[cfg(feature = "fuzzing")]
     pub fn is_empty(&self, sessions: &Sessions) -> bool {
         sessions.is_empty() && self.nicks.is_empty() && self.rooms.is_empty()
     }

@@ -44,7 +44,6 @@ pub mod tokens;
 pub mod who;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::debug;
@@ -58,7 +57,7 @@ use crate::codec::{
 
 use super::cluster::Cluster;
 use super::config::Config;
-use super::doors::{DoorEvent, Transport};
+use super::doors::DoorEvent;
 use super::limits::Rate;
 use super::metrics;
 use super::sessions::lifecycle::CloseReason;
@@ -101,7 +100,6 @@ pub struct Chat {
     pub(super) rooms_released: usize,
     /// Set once SIGINT/SIGTERM started the drain.
     pub(super) draining: bool,
-    next_id: u64,
     /// Scratch buffer: a fan-out frame is encoded here once, then copied to
     /// each member.
     pub(super) frame: Vec<u8>,
@@ -154,7 +152,6 @@ impl Chat {
             rooms_evicted: 0,
             rooms_released: 0,
             draining: false,
-            next_id: 0,
             frame: Vec::with_capacity(256),
             cast: Vec::new(),
             cast_room: None,
@@ -259,22 +256,12 @@ impl Chat {
         self.history.shrink_if_sparse();
     }
 
-    /// Adds a freshly accepted connection and returns its token.
-    pub fn add_session(
-        &mut self,
-        sessions: &mut Sessions,
-        transport: Transport,
-        peer: SocketAddr,
-        now: Instant,
-    ) -> Token {
-        self.next_id += 1;
-        sessions.stats.accepted += 1;
-        let s = Session::new(transport, self.next_id, peer, self.rate, now);
-        let t = sessions.insert(s);
+    /// A connection the loop just opened at `t` ([`Sessions::open`]): a
+    /// fresh member, and its login deadline.
+    pub fn on_open(&mut self, sessions: &mut Sessions, t: Token) {
         self.members.open(t);
         let deadline = self.next_deadline(sessions, t);
         self.arm(sessions, t, deadline);
-        t
     }
 
     /// `t`'s member if `t` is still the session `sid` (tokens are reused).
@@ -426,7 +413,7 @@ impl Chat {
                     &metrics::ProcessStats::read(),
                 );
                 let resp = Response::new(Status::Ok, metrics::CONTENT_TYPE, text);
-                sessions.at_mut(t).transport_mut().respond(&resp);
+                sessions.at_mut(t).respond(&resp);
                 sessions.mark_closing(t, served);
             }
             DoorEvent::Healthz => {
@@ -441,7 +428,7 @@ impl Chat {
                 } else {
                     Response::text(Status::Ok, "ok")
                 };
-                sessions.at_mut(t).transport_mut().respond(&resp);
+                sessions.at_mut(t).respond(&resp);
                 sessions.mark_closing(t, served);
             }
             DoorEvent::Answered => sessions.mark_closing(t, served),

@@ -59,9 +59,8 @@ impl Server {
         if proxied {
             transport.expect_proxy_header();
         }
-        let t = self
-            .chat
-            .add_session(&mut self.sessions, transport, peer, now);
+        let t = self.sessions.open(transport, peer, self.chat.rate(), now);
+        self.chat.on_open(&mut self.sessions, t);
         self.sessions.at_mut(t).set_counted_as(counted_as);
         let fd = self.sessions.at(t).raw_fd();
         // Interest starts as READABLE only: there is nothing to write yet.

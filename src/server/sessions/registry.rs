@@ -2,6 +2,7 @@
 //! lists the loop drains each iteration, delivery with its slow-consumer
 //! cut, the first step of closing, and the daemon's one [`Stats`].
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::debug;
@@ -10,6 +11,8 @@ use slab::Slab;
 
 use crate::codec::{ErrorCode, ServerMessage};
 
+use super::super::doors::Transport;
+use super::super::limits::Rate;
 use super::super::metrics::Histograms;
 use super::lifecycle::CloseReason;
 use super::session::{Flushed, Marks, Session};
@@ -57,6 +60,8 @@ pub struct Sessions {
     /// Sessions done closing, removed at the end of the iteration.
     finished: Vec<Token>,
     marks: Marks,
+    /// The last session id given (tokens are reused, ids are not).
+    last_id: u64,
     /// Heap bytes given back by sessions since the last trim (see
     /// `Server::trim_if_idle`).
     pub released: usize,
@@ -75,6 +80,7 @@ impl Sessions {
             closing: std::collections::VecDeque::new(),
             finished: Vec::new(),
             marks,
+            last_id: 0,
             released: 0,
             stats: Stats::default(),
             hist: Histograms::default(),
@@ -102,8 +108,19 @@ impl Sessions {
         self.slab.is_empty()
     }
 
-    /// Adds a session, returning its token.
-    pub fn insert(&mut self, s: Session) -> Token {
+    /// Adds a freshly accepted connection with the next session id,
+    /// returning its token. The chat hears of it next
+    /// ([`Chat::on_open`](crate::server::chat::Chat::on_open)).
+    pub fn open(
+        &mut self,
+        transport: Transport,
+        peer: SocketAddr,
+        rate: Rate,
+        now: Instant,
+    ) -> Token {
+        self.last_id += 1;
+        self.stats.accepted += 1;
+        let s = Session::new(transport, self.last_id, peer, rate, now);
         Token(self.slab.insert(s))
     }
 

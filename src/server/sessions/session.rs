@@ -23,6 +23,7 @@ pub use crate::net::OutBuf;
 use super::super::config::Config;
 use super::super::doors::{Cost, DoorEvent, HandshakeGate, Input, Meter, Transport, FRAME_COST};
 use super::super::limits::{Rate, TokenBucket};
+use super::super::web::Response;
 use super::lifecycle::{CloseReason, Leaving, Lifecycle};
 
 /// The smallest read, however little headroom a session's output has left.
@@ -316,9 +317,23 @@ impl Session {
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
-    /// The transport, for the chat's answers to its door's events.
+    /// The transport, for the loop (a PROXY header, a WebSocket's queued
+    /// close).
     pub fn transport_mut(&mut self) -> &mut Transport {
         &mut self.transport
+    }
+    /// The door it came in by (`tcp`, `ws`, ...), for log lines.
+    pub fn door(&self) -> &'static str {
+        self.transport.door()
+    }
+    /// Whether it is over TLS, for log lines.
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
+    }
+    /// Answers an HTTP request (`/metrics`, `/healthz`) in its door's
+    /// framing; the session is closed after it is written.
+    pub fn respond(&mut self, response: &Response) {
+        self.transport.respond(response);
     }
     /// A WebSocket upgrade: the login timeout runs from now.
     pub fn restart_login(&mut self, now: Instant) {

@@ -68,13 +68,12 @@ impl Chat {
         m.set_version(version);
         let s = sessions.at_mut(t);
         s.register();
-        let t_ = s.transport();
         // One line per connection at info (with "opened" and "ended"): a
         // log pipeline follows a session by its peer address. Versions 1
         // and 2 are guests: no account.
         info!(
             target: "muxchat::conn",
-            peer:% = s.peer(), door = t_.door(), tls = t_.is_tls(), nick = nick, account = "";
+            peer:% = s.peer(), door = s.door(), tls = s.is_tls(), nick = nick, account = "";
             "registered: {nick} from {} (v{version})", s.peer()
         );
         let welcome = ServerMessage::Welcome {

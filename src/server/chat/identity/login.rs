@@ -381,10 +381,9 @@ impl Chat {
         self.nicks.entry(name).or_insert(t);
         let s = sessions.at_mut(t);
         s.register();
-        let t_ = s.transport();
         info!(
             target: "muxchat::conn",
-            peer:% = s.peer(), door = t_.door(), tls = t_.is_tls(), nick = nick,
+            peer:% = s.peer(), door = s.door(), tls = s.is_tls(), nick = nick,
             account = account.as_deref().unwrap_or("");
             "registered: {nick} from {} (v3)", s.peer()
         );

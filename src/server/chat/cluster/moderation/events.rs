@@ -161,7 +161,7 @@ impl Chat {
         let name = id.map_or_else(|| e.room.to_owned(), |id| self.rooms.get(id).name.clone());
         match e.kind {
             b't' | b'm' => {
-                self.encode_room_info_of(&name);
+                self.encode_room_info(&name);
                 self.cast_to_room_and_actor(sessions, id, e.actor);
             }
             b'o' | b'd' | b'i' | b'k' | b'b' | b'n' | b'K' => {
@@ -204,29 +204,6 @@ impl Chat {
             }
             _ => {}
         }
-    }
-
-    /// ROOM_INFO of the room `name` (from the replica) into `self.frame`.
-    pub(super) fn encode_room_info_of(&mut self, name: &str) {
-        let state = NameKey::new(name).and_then(|k| self.moderation.rooms.get(&k));
-        let (topic, by, time, modes) = match state {
-            Some(s) => (
-                s.topic.as_str(),
-                s.topic_by.as_str(),
-                s.topic_time_ms,
-                s.modes.bits(),
-            ),
-            None => ("", "", 0, 0),
-        };
-        self.frame.clear();
-        ServerV3::RoomInfo {
-            room: name,
-            topic,
-            topic_by: by,
-            topic_time_ms: time,
-            modes,
-        }
-        .encode(&mut self.frame);
     }
 
     /// The frame to this node's version-3 members of the room, and to the

@@ -206,8 +206,9 @@ impl Chat {
         sessions.reply(t, &self.frame);
     }
 
-    /// ROOM_INFO of `name` into `self.frame`.
-    pub(super) fn encode_room_info(&mut self, name: &str) {
+    /// ROOM_INFO of `name` into `self.frame` (from the room states: on a
+    /// cluster node, its replica).
+    pub(in crate::server::chat) fn encode_room_info(&mut self, name: &str) {
         let key = NameKey::new(name);
         let state = key.as_ref().and_then(|k| self.moderation.rooms.get(k));
         let (topic, by, time, modes) = match state {

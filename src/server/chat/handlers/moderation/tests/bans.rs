@@ -103,12 +103,14 @@ fn server_wide_bans_and_kill_are_for_administrators() {
     theirs.set_nonblocking(true).unwrap();
     // SAFETY: as in `connect`.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
-    let t = w.chat.add_session(
-        &mut w.sessions,
+    let rate = w.chat.rate();
+    let t = w.sessions.open(
         Transport::plain(stream),
         "[::1]:2".parse().unwrap(),
+        rate,
         Instant::now(),
     );
+    w.chat.on_open(&mut w.sessions, t);
     w.clients.push(Client {
         t,
         peer: theirs,

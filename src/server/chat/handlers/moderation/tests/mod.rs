@@ -64,12 +64,11 @@ impl World {
         // writes and shuts it down, which a Unix stream socket supports.
         let stream = unsafe { std::net::TcpStream::from_raw_fd(ours.into_raw_fd()) };
         let peer: SocketAddr = addr.parse().expect("address");
-        let t = self.chat.add_session(
-            &mut self.sessions,
-            Transport::plain(stream),
-            peer,
-            Instant::now(),
-        );
+        let rate = self.chat.rate();
+        let t = self
+            .sessions
+            .open(Transport::plain(stream), peer, rate, Instant::now());
+        self.chat.on_open(&mut self.sessions, t);
         self.clients.push(Client {
             t,
             peer: theirs,
