@@ -29,17 +29,8 @@ impl Chat {
         let Some(scope) = self.authorize(sessions, t, code, room, true) else {
             return;
         };
-        let mask: Mask = match mask.parse() {
-            Ok(m) => m,
-            Err(e) => {
-                return self.error(
-                    sessions,
-                    t,
-                    ErrorCode::Malformed,
-                    code,
-                    &format!("mask: {e}"),
-                )
-            }
+        let Some(mask) = self.mask_or_error(sessions, t, code, mask) else {
+            return;
         };
         let until_ms = match duration_s {
             0 => 0,
@@ -152,17 +143,8 @@ impl Chat {
         let Some(scope) = self.authorize(sessions, t, code, room, true) else {
             return;
         };
-        let mask: Mask = match mask.parse() {
-            Ok(m) => m,
-            Err(e) => {
-                return self.error(
-                    sessions,
-                    t,
-                    ErrorCode::Malformed,
-                    code,
-                    &format!("mask: {e}"),
-                )
-            }
+        let Some(mask) = self.mask_or_error(sessions, t, code, mask) else {
+            return;
         };
         if self.cluster.is_some() {
             let text = mask.to_string();
@@ -289,6 +271,24 @@ impl Chat {
         for s in devices {
             if self.accepts_input(sessions, s) {
                 sessions.cut(s, ErrorCode::Killed, 0, detail);
+            }
+        }
+    }
+
+    /// `mask` parsed, or MALFORMED to `t` saying what is wrong with it.
+    fn mask_or_error(
+        &mut self,
+        sessions: &mut Sessions,
+        t: Token,
+        code: u16,
+        mask: &str,
+    ) -> Option<Mask> {
+        match mask.parse() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let detail = format!("mask: {e}");
+                self.error(sessions, t, ErrorCode::Malformed, code, &detail);
+                None
             }
         }
     }
