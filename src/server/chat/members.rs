@@ -25,8 +25,10 @@ pub struct Membership {
 /// The chat's state of one session.
 #[derive(Debug, Default)]
 pub struct Member {
-    /// The registered nick (empty before HELLO).
-    nick: String,
+    /// The registered nick (empty before HELLO). A boxed `str`, not a
+    /// `String`: a nick is replaced whole, never grown, and the capacity
+    /// word would be 8 of every idle connection's bytes.
+    nick: Box<str>,
     /// The protocol version its HELLO chose (0 before HELLO): version-2
     /// frames go only to version-2 sessions.
     version: u8,
@@ -114,7 +116,7 @@ impl Member {
     }
     /// Sets the nick, returning the old one.
     pub fn replace_nick(&mut self, nick: &str) -> String {
-        std::mem::replace(&mut self.nick, nick.to_owned())
+        std::mem::replace(&mut self.nick, nick.into()).into()
     }
     /// The protocol version of its HELLO (0 before HELLO).
     pub fn version(&self) -> u8 {
@@ -179,5 +181,29 @@ impl Members {
     #[inline]
     pub fn at_mut(&mut self, t: Token) -> &mut Member {
         &mut self.0[t.0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Member;
+    use crate::server::sessions::session::Session;
+
+    /// Idle connections are most of a daemon's memory (docs/BENCHMARKS.md,
+    /// "idle 10000"): a field added to either half of a session shows here
+    /// before it shows in the bytes per connection. Raise a bound only with
+    /// a measurement that says why.
+    #[test]
+    fn a_session_and_its_member_stay_within_the_idle_budget() {
+        assert!(
+            std::mem::size_of::<Member>() <= 64,
+            "{}",
+            std::mem::size_of::<Member>()
+        );
+        assert!(
+            std::mem::size_of::<Session>() <= 392,
+            "{}",
+            std::mem::size_of::<Session>()
+        );
     }
 }
