@@ -13,6 +13,46 @@ use mio::Token;
 use super::rooms::RoomId;
 use super::Chat;
 
+/// The sessions of one member, owned so that the caller may change the
+/// chat while it goes through them. A guest, or an account with one
+/// session, is one token and no allocation: JOIN and PART ask for every
+/// session, and a transient vector each time left holes between the
+/// sessions' lasting allocations (idle bytes per connection).
+pub(in crate::server) enum Devices {
+    One(Token),
+    Many(Vec<Token>),
+}
+
+impl std::ops::Deref for Devices {
+    type Target = [Token];
+    fn deref(&self) -> &[Token] {
+        match self {
+            Devices::One(t) => std::slice::from_ref(t),
+            Devices::Many(all) => all,
+        }
+    }
+}
+
+impl IntoIterator for Devices {
+    type Item = Token;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Token>, std::vec::IntoIter<Token>>;
+    fn into_iter(self) -> Self::IntoIter {
+        // An empty Vec does not allocate.
+        match self {
+            Devices::One(t) => Some(t).into_iter().chain(Vec::new()),
+            Devices::Many(all) => None.into_iter().chain(all),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Devices {
+    type Item = &'a Token;
+    type IntoIter = std::slice::Iter<'a, Token>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 impl Chat {
     /// The account `t` belongs to (`None`: a guest, or identity is off).
     pub(in crate::server) fn account_of(&self, t: Token) -> Option<&str> {
@@ -33,17 +73,14 @@ impl Chat {
 
     /// Every open session of the member `t` is part of: all its account's
     /// sessions, or `t` alone for a guest.
-    pub(in crate::server) fn sessions_of_member(&self, t: Token) -> Vec<Token> {
+    pub(in crate::server) fn sessions_of_member(&self, t: Token) -> Devices {
         match self.members.at(t).account() {
-            Some(account) => {
-                let all = self.identity.accounts.sessions_of(account);
-                if all.is_empty() {
-                    vec![t]
-                } else {
-                    all.to_vec()
-                }
-            }
-            None => vec![t],
+            Some(account) => match self.identity.accounts.sessions_of(account) {
+                [] => Devices::One(t),
+                [one] => Devices::One(*one),
+                all => Devices::Many(all.to_vec()),
+            },
+            None => Devices::One(t),
         }
     }
 

@@ -37,7 +37,7 @@ impl Chat {
         let Some(shown) = self.old_hello_nick(sessions, t, nick) else {
             return;
         };
-        let nick = shown.as_str();
+        let nick = &*shown;
         let Some(key) = NameKey::new(nick) else {
             return self.error(sessions, t, ErrorCode::BadNick, code::HELLO, "");
         };
@@ -96,7 +96,7 @@ impl Chat {
             return self.error(sessions, t, ErrorCode::NotAllowed, code::NICK, "");
         }
         let shown = self.guest_nick(new);
-        let new = shown.as_str();
+        let new = &*shown;
         let Some(key) = NameKey::new(new) else {
             return self.error(sessions, t, ErrorCode::BadNick, code::NICK, "");
         };

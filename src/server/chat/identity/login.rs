@@ -4,6 +4,7 @@
 //! The longest path of identity, so it has its own file.
 
 use crate::server::sessions::registry::Sessions;
+use std::borrow::Cow;
 use std::time::Instant;
 
 use log::info;
@@ -25,14 +26,14 @@ impl Chat {
     /// A version-1 or -2 HELLO when tokens are taken: a guest, shown with
     /// `~`; under `--auth required`, fatal AUTH_REQUIRED. Returns the
     /// nick to register, or `None` when answered.
-    pub(in crate::server) fn old_hello_nick(
+    pub(in crate::server) fn old_hello_nick<'a>(
         &mut self,
         sessions: &mut Sessions,
         t: Token,
-        nick: &str,
-    ) -> Option<String> {
+        nick: &'a str,
+    ) -> Option<Cow<'a, str>> {
         match self.identity.mode {
-            AuthMode::Off => Some(nick.to_owned()),
+            AuthMode::Off => Some(Cow::Borrowed(nick)),
             AuthMode::Required => {
                 self.identity.stats.auth_required += 1;
                 self.error(sessions, t, ErrorCode::AuthRequired, code::HELLO, "");

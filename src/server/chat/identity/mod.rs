@@ -21,6 +21,7 @@ pub mod say;
 pub mod sessions;
 
 use crate::server::sessions::registry::Sessions;
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -209,11 +210,14 @@ impl Chat {
     }
 
     /// How a nick shows: `~nick` for a guest when tokens are taken.
-    pub(in crate::server) fn guest_nick(&self, nick: &str) -> String {
+    /// Borrowed otherwise: a transient copy on every HELLO left holes
+    /// between the sessions' lasting allocations (idle bytes per
+    /// connection, docs/BENCHMARKS.md).
+    pub(in crate::server) fn guest_nick<'a>(&self, nick: &'a str) -> Cow<'a, str> {
         if self.identity.marks_guests() {
-            format!("~{nick}")
+            Cow::Owned(format!("~{nick}"))
         } else {
-            nick.to_owned()
+            Cow::Borrowed(nick)
         }
     }
 
